@@ -1,0 +1,23 @@
+//===- Passes.h - attn dialect passes ---------------------------*- C++ -*-===//
+
+#ifndef ATTN_DIALECT_ATTN_TRANSFORMS_PASSES_H
+#define ATTN_DIALECT_ATTN_TRANSFORMS_PASSES_H
+
+#include "attn/Dialect/Attn/IR/AttnOps.h"
+#include "mlir/Pass/Pass.h"
+
+namespace mlir::attn {
+
+#define GEN_PASS_DECL
+#include "attn/Dialect/Attn/Transforms/Passes.h.inc"
+
+/// Replaces the default of param `name` in `spec` with the constant parsed
+/// from `value`. Returns a one-line error message, or "" on success.
+std::string bindParam(SpecOp spec, llvm::StringRef name, llvm::StringRef value);
+
+#define GEN_PASS_REGISTRATION
+#include "attn/Dialect/Attn/Transforms/Passes.h.inc"
+
+} // namespace mlir::attn
+
+#endif // ATTN_DIALECT_ATTN_TRANSFORMS_PASSES_H

@@ -1,0 +1,287 @@
+//===- AttnOps.cpp - attn dialect operations ------------------------------===//
+//
+// Verifiers for the attn ops. Messages name the offending entity precisely:
+// each has a case in test/Dialect/Attn/invalid.mlir.
+//
+//===----------------------------------------------------------------------===//
+
+#include "attn/Dialect/Attn/IR/AttnOps.h"
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/OpImplementation.h"
+#include "llvm/ADT/STLExtras.h"
+
+using namespace mlir;
+using namespace mlir::attn;
+
+//===----------------------------------------------------------------------===//
+// Canonical dims
+//===----------------------------------------------------------------------===//
+
+llvm::ArrayRef<llvm::StringRef> mlir::attn::canonicalDimNames() {
+  static const llvm::StringRef names[] = {"B",   "Hq",  "Hkv", "N",
+                                          "M",   "Dqk", "Dv",  "G"};
+  return names;
+}
+
+bool mlir::attn::isCanonicalDim(llvm::StringRef name) {
+  return llvm::is_contained(canonicalDimNames(), name);
+}
+
+llvm::ArrayRef<llvm::StringRef>
+mlir::attn::canonicalInputDims(llvm::StringRef name) {
+  static const llvm::StringRef q[] = {"B", "Hq", "N", "Dqk"};
+  static const llvm::StringRef k[] = {"B", "Hkv", "M", "Dqk"};
+  static const llvm::StringRef v[] = {"B", "Hkv", "M", "Dv"};
+  if (name == "q")
+    return q;
+  if (name == "k")
+    return k;
+  if (name == "v")
+    return v;
+  return {};
+}
+
+static std::string dimsToString(ArrayAttr dims) {
+  std::string s = "[";
+  llvm::raw_string_ostream os(s);
+  llvm::interleaveComma(dims, os, [&](Attribute a) {
+    if (auto str = dyn_cast<StringAttr>(a))
+      os << str.getValue();
+    else if (auto i = dyn_cast<IntegerAttr>(a))
+      os << i.getInt();
+    else
+      os << a;
+  });
+  os << "]";
+  return s;
+}
+
+/// Checks that `region` is empty or one block with `argTypes` arguments that
+/// ends in an attn.yield of one value of type `resultType`.
+static LogicalResult verifyRegionSignature(Operation *op, Region &region,
+                                           StringRef name,
+                                           TypeRange argTypes,
+                                           Type resultType,
+                                           bool allowEmpty = true) {
+  if (region.empty()) {
+    if (allowEmpty)
+      return success();
+    return op->emitOpError() << "'" << name << "' region must not be empty";
+  }
+  if (!region.hasOneBlock())
+    return op->emitOpError() << "'" << name << "' region must have one block";
+  Block &block = region.front();
+  if (block.getArgumentTypes() != argTypes) {
+    std::string expected;
+    llvm::raw_string_ostream os(expected);
+    os << "(";
+    llvm::interleaveComma(argTypes, os);
+    os << ")";
+    return op->emitOpError() << "'" << name << "' region expects arguments "
+                             << expected;
+  }
+  auto yield = dyn_cast<YieldOp>(block.getTerminator());
+  if (!yield)
+    return op->emitOpError() << "'" << name
+                             << "' region must end in 'attn.yield'";
+  if (yield.getValues().size() != 1 ||
+      yield.getValues().front().getType() != resultType)
+    return op->emitOpError() << "'" << name << "' region must yield one "
+                             << resultType;
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// SpecOp
+//===----------------------------------------------------------------------===//
+
+void SpecOp::build(OpBuilder &builder, OperationState &state, StringRef name) {
+  state.addAttribute(mlir::SymbolTable::getSymbolAttrName(),
+                     builder.getStringAttr(name));
+  Region *body = state.addRegion();
+  body->push_back(new Block());
+}
+
+AttentionOp SpecOp::getAttention() {
+  for (Operation &op : getBodyBlock())
+    if (auto a = dyn_cast<AttentionOp>(op))
+      return a;
+  return {};
+}
+
+LogicalResult SpecOp::verify() {
+  unsigned numAttention = 0;
+  for (Operation &op : getBodyBlock()) {
+    if (isa<AttentionOp>(op))
+      ++numAttention;
+    else if (!isa<ParamOp, InputOp>(op))
+      return op.emitOpError()
+             << "is not allowed in an 'attn.spec' body (expected attn.param, "
+                "attn.input or attn.attention)";
+  }
+  if (numAttention != 1)
+    return emitOpError() << "expects exactly one 'attn.attention' op, found "
+                         << numAttention;
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// ParamOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult ParamOp::verify() {
+  Type type = getType();
+  if (!type.isInteger(64) && !type.isF64())
+    return emitOpError() << "type must be i64 or f64, got " << type;
+  if (getDefaultValue().front().getNumArguments() != 0)
+    return emitOpError() << "default value region takes no arguments";
+  return verifyRegionSignature(*this, getDefaultValue(), "default", {}, type,
+                               /*allowEmpty=*/false);
+}
+
+//===----------------------------------------------------------------------===//
+// InputOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult InputOp::verify() {
+  StringRef name = getSymName();
+  Type elt = getElementType();
+  for (Attribute d : getDims()) {
+    if (auto i = dyn_cast<IntegerAttr>(d)) {
+      if (i.getInt() <= 0)
+        return emitOpError() << "dim sizes must be positive, got "
+                             << i.getInt() << " in input '" << name << "'";
+      continue;
+    }
+    if (!isa<StringAttr>(d))
+      return emitOpError() << "dims must be symbol names or integers";
+    if (cast<StringAttr>(d).getValue() == "G")
+      return emitOpError() << "'G' is derived (Hq/Hkv) and cannot be a dim";
+  }
+  ArrayRef<StringRef> canonical = canonicalInputDims(name);
+  if (!canonical.empty()) {
+    bool same = getDims().size() == canonical.size();
+    for (auto [a, c] : llvm::zip(getDims(), canonical)) {
+      auto s = dyn_cast<StringAttr>(a);
+      same &= s && s.getValue() == c;
+    }
+    if (!same)
+      return emitOpError() << "input '" << name << "' must have shape ["
+                           << llvm::join(canonical, ", ") << "], got "
+                           << dimsToString(getDims());
+    if (!elt.isF32() && !elt.isBF16() && !elt.isF16())
+      return emitOpError() << "input '" << name
+                           << "' must be f32, bf16 or f16, got " << elt;
+    return success();
+  }
+  if (!elt.isInteger(32) && !elt.isF32())
+    return emitOpError() << "auxiliary input '" << name
+                         << "' must be i32 or f32, got " << elt;
+  if (getDims().empty())
+    return emitOpError() << "auxiliary input '" << name
+                         << "' must have at least one dim";
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// AttentionOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult AttentionOp::verify() {
+  NormalizerKind kind = getNormalizer();
+  if (getLse() && kind != NormalizerKind::softmax)
+    return emitOpError() << "'lse' output requires the softmax normalizer, got "
+                         << stringifyNormalizerKind(kind);
+  if (kind != NormalizerKind::relu &&
+      (getReluPower() != 1 || getRowNormalize()))
+    return emitOpError()
+           << "'relu_power' and 'row_normalize' apply only to the relu "
+              "normalizer";
+  if (getReluPower() < 1 || getReluPower() > 8)
+    return emitOpError() << "'relu_power' must be in [1, 8], got "
+                         << getReluPower();
+  if (kind != NormalizerKind::sigmoid && !getBias().empty())
+    return emitOpError() << "a 'bias' region applies only to the sigmoid "
+                            "normalizer";
+  return success();
+}
+
+LogicalResult AttentionOp::verifyRegions() {
+  Builder b(getContext());
+  Type i64 = b.getI64Type(), f64 = b.getF64Type(), i1 = b.getI1Type();
+  if (failed(verifyRegionSignature(*this, getScale(), "scale", {}, f64)) ||
+      failed(verifyRegionSignature(*this, getMask(), "mask",
+                                   {i64, i64, i64, i64}, i1)) ||
+      failed(verifyRegionSignature(*this, getScore(), "score",
+                                   {f64, i64, i64, i64, i64}, f64)) ||
+      failed(verifyRegionSignature(*this, getBias(), "bias", {}, f64)))
+    return failure();
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// DimOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult DimOp::verify() {
+  StringRef name = getName();
+  if (isCanonicalDim(name))
+    return success();
+  auto spec = (*this)->getParentOfType<SpecOp>();
+  if (!spec)
+    return emitOpError() << "must be nested in an 'attn.spec'";
+  for (auto input : spec.getBodyBlock().getOps<InputOp>())
+    for (Attribute d : input.getDims())
+      if (auto s = dyn_cast<StringAttr>(d); s && s.getValue() == name)
+        return success();
+  return emitOpError() << "unknown dim '" << name
+                       << "': not canonical and not declared by any input";
+}
+
+//===----------------------------------------------------------------------===//
+// GetParamOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult
+GetParamOp::verifySymbolUses(SymbolTableCollection &symbolTable) {
+  auto param = symbolTable.lookupNearestSymbolFrom<ParamOp>(*this,
+                                                            getParamAttr());
+  if (!param)
+    return emitOpError() << "'" << getParam() << "' is not an attn.param";
+  if (param.getType() != getType())
+    return emitOpError() << "type " << getType() << " does not match param @"
+                         << getParam() << " of type " << param.getType();
+  if (auto user = (*this)->getParentOfType<ParamOp>()) {
+    if (user == param || !param->isBeforeInBlock(user))
+      return emitOpError() << "param @" << getParam()
+                           << " is used before its definition";
+  }
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// LoadOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult LoadOp::verifySymbolUses(SymbolTableCollection &symbolTable) {
+  auto input =
+      symbolTable.lookupNearestSymbolFrom<InputOp>(*this, getInputAttr());
+  if (!input)
+    return emitOpError() << "'" << getInput() << "' is not an attn.input";
+  if (!canonicalInputDims(input.getSymName()).empty())
+    return emitOpError() << "cannot index '" << getInput()
+                         << "' element-wise: q, k and v enter only through "
+                            "the score";
+  if (input.getDims().size() != getIndices().size())
+    return emitOpError() << "input '" << getInput() << "' has "
+                         << input.getDims().size() << " dims but "
+                         << getIndices().size() << " indices were given";
+  if (input.getElementType() != getType())
+    return emitOpError() << "result type " << getType()
+                         << " does not match input '" << getInput()
+                         << "' of element type " << input.getElementType();
+  return success();
+}
+
+#define GET_OP_CLASSES
+#include "attn/Dialect/Attn/IR/AttnOps.cpp.inc"

@@ -1,0 +1,674 @@
+//===- ReferenceEvaluator.cpp - float64 oracle for attn specs -------------===//
+//
+// Each region is flattened once into a list of steps over numbered slots, then
+// run per element. Floats are evaluated in double whatever their IR type: the
+// oracle states the math, not a kernel's rounding. Masked-out entries never
+// evaluate the score (so a score lookup valid only under the mask is safe).
+//
+//===----------------------------------------------------------------------===//
+
+#include "attn/Reference/ReferenceEvaluator.h"
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/IR/Diagnostics.h"
+#include "llvm/ADT/DenseMap.h"
+#include "llvm/ADT/TypeSwitch.h"
+#include <cmath>
+#include <functional>
+#include <limits>
+
+using namespace mlir;
+using namespace mlir::attn;
+using ::attn::DimBinding;
+using ::attn::HostArray;
+
+//===----------------------------------------------------------------------===//
+// Signature
+//===----------------------------------------------------------------------===//
+
+static ::attn::ElemType elemTypeOf(Type t) {
+  if (t.isBF16())
+    return ::attn::ElemType::BF16;
+  if (t.isF16())
+    return ::attn::ElemType::F16;
+  if (t.isInteger(32))
+    return ::attn::ElemType::I32;
+  return ::attn::ElemType::F32;
+}
+
+::attn::Signature mlir::attn::getSignature(SpecOp spec) {
+  ::attn::Signature sig = ::attn::Signature::withQKV();
+  for (InputOp in : spec.getBodyBlock().getOps<InputOp>()) {
+    ::attn::InputSig s;
+    s.name = in.getSymName().str();
+    s.type = elemTypeOf(in.getElementType());
+    for (Attribute d : in.getDims()) {
+      if (auto str = dyn_cast<StringAttr>(d))
+        s.dims.push_back({str.getValue().str(), 0});
+      else
+        s.dims.push_back({"", cast<IntegerAttr>(d).getInt()});
+    }
+    if (::attn::InputSig *existing =
+            const_cast<::attn::InputSig *>(sig.find(s.name)))
+      existing->type = s.type; // q/k/v: the declaration only sets the type
+    else
+      sig.inputs.push_back(std::move(s));
+  }
+  return sig;
+}
+
+//===----------------------------------------------------------------------===//
+// Region programs
+//===----------------------------------------------------------------------===//
+
+namespace {
+
+/// An auxiliary tensor, widened for the evaluator.
+struct AuxTensor {
+  std::string name;
+  std::vector<int64_t> shape;
+  bool isInt;
+  std::vector<int64_t> ints;
+  std::vector<double> floats;
+};
+
+/// Everything a region can read besides its arguments.
+struct Env {
+  const DimBinding *dims;
+  const std::map<std::string, ScalarValue> *params;
+  const std::map<std::string, AuxTensor> *aux;
+};
+
+using Slots = std::vector<ScalarValue>;
+/// One step: computes its result slot from earlier slots; returns "" or an
+/// error message.
+using Step = std::function<std::string(Slots &, const Env &)>;
+
+class Program {
+public:
+  /// Flattens `region` (one block ending in attn.yield). Reports unsupported
+  /// ops as an error string.
+  static std::string build(Region &region, Program &out);
+
+  /// Runs with `args` bound to the block arguments; `out` gets the yielded
+  /// value. On error, `where` prefixes the message with the op's location.
+  std::string run(llvm::ArrayRef<ScalarValue> args, const Env &env,
+                  ScalarValue &result) {
+    for (size_t i = 0; i < args.size(); ++i)
+      slots[i] = args[i];
+    for (size_t s = 0; s < steps.size(); ++s) {
+      std::string err = steps[s](slots, env);
+      if (!err.empty())
+        return err + " (at " + stepLocs[s] + ")";
+    }
+    result = slots[resultSlot];
+    return "";
+  }
+
+private:
+  std::vector<Step> steps;
+  std::vector<std::string> stepLocs;
+  Slots slots;
+  unsigned resultSlot = 0;
+};
+
+} // namespace
+
+static std::string locString(Location loc) {
+  std::string s;
+  llvm::raw_string_ostream os(s);
+  if (auto fl = dyn_cast<FileLineColLoc>(loc))
+    os << fl.getFilename().getValue() << ":" << fl.getLine() << ":"
+       << fl.getColumn();
+  else
+    os << loc;
+  return s;
+}
+
+static ScalarValue mkInt(int64_t v) {
+  ScalarValue s;
+  s.isInt = true;
+  s.i = v;
+  return s;
+}
+static ScalarValue mkFloat(double v) {
+  ScalarValue s;
+  s.f = v;
+  return s;
+}
+
+static bool cmpI(arith::CmpIPredicate p, int64_t a, int64_t b) {
+  using P = arith::CmpIPredicate;
+  switch (p) {
+  case P::eq:
+    return a == b;
+  case P::ne:
+    return a != b;
+  case P::slt:
+    return a < b;
+  case P::sle:
+    return a <= b;
+  case P::sgt:
+    return a > b;
+  case P::sge:
+    return a >= b;
+  case P::ult:
+    return uint64_t(a) < uint64_t(b);
+  case P::ule:
+    return uint64_t(a) <= uint64_t(b);
+  case P::ugt:
+    return uint64_t(a) > uint64_t(b);
+  case P::uge:
+    return uint64_t(a) >= uint64_t(b);
+  }
+  return false;
+}
+
+static bool cmpF(arith::CmpFPredicate p, double a, double b) {
+  using P = arith::CmpFPredicate;
+  bool unordered = std::isnan(a) || std::isnan(b);
+  switch (p) {
+  case P::AlwaysFalse:
+    return false;
+  case P::AlwaysTrue:
+    return true;
+  case P::OEQ:
+    return !unordered && a == b;
+  case P::OGT:
+    return !unordered && a > b;
+  case P::OGE:
+    return !unordered && a >= b;
+  case P::OLT:
+    return !unordered && a < b;
+  case P::OLE:
+    return !unordered && a <= b;
+  case P::ONE:
+    return !unordered && a != b;
+  case P::ORD:
+    return !unordered;
+  case P::UEQ:
+    return unordered || a == b;
+  case P::UGT:
+    return unordered || a > b;
+  case P::UGE:
+    return unordered || a >= b;
+  case P::ULT:
+    return unordered || a < b;
+  case P::ULE:
+    return unordered || a <= b;
+  case P::UNE:
+    return unordered || a != b;
+  case P::UNO:
+    return unordered;
+  }
+  return false;
+}
+
+/// Wraps an int result to the width of `t` (i1 results are 0/1).
+static int64_t wrapTo(Type t, int64_t v) {
+  unsigned w = t.getIntOrFloatBitWidth();
+  if (w >= 64)
+    return v;
+  if (w == 1)
+    return v & 1;
+  int64_t m = int64_t(1) << w;
+  v &= m - 1;
+  if (v >= m / 2)
+    v -= m;
+  return v;
+}
+
+std::string Program::build(Region &region, Program &out) {
+  llvm::DenseMap<Value, unsigned> slotOf;
+  Block &block = region.front();
+  unsigned next = 0;
+  for (BlockArgument a : block.getArguments())
+    slotOf[a] = next++;
+  for (Operation &op : block) {
+    std::string loc = locString(op.getLoc());
+    if (auto y = dyn_cast<YieldOp>(op)) {
+      out.resultSlot = slotOf.lookup(y.getValues().front());
+      continue;
+    }
+    if (op.getNumResults() != 1)
+      return "reference evaluator: unsupported op '" +
+             op.getName().getStringRef().str() + "' at " + loc;
+    unsigned r = next++;
+    slotOf[op.getResult(0)] = r;
+    llvm::SmallVector<unsigned> in;
+    for (Value v : op.getOperands())
+      in.push_back(slotOf.lookup(v));
+    Type rt = op.getResult(0).getType();
+    Step step;
+    auto intBin = [&](std::function<int64_t(int64_t, int64_t)> f) {
+      return [=](Slots &s, const Env &) {
+        s[r] = mkInt(wrapTo(rt, f(s[in[0]].i, s[in[1]].i)));
+        return std::string();
+      };
+    };
+    auto fBin = [&](std::function<double(double, double)> f) {
+      return [=](Slots &s, const Env &) {
+        s[r] = mkFloat(f(s[in[0]].f, s[in[1]].f));
+        return std::string();
+      };
+    };
+    auto fUn = [&](double (*f)(double)) {
+      return [=](Slots &s, const Env &) {
+        s[r] = mkFloat(f(s[in[0]].f));
+        return std::string();
+      };
+    };
+    std::string unsupported;
+    llvm::TypeSwitch<Operation *>(&op)
+        .Case<arith::ConstantOp>([&](arith::ConstantOp c) {
+          ScalarValue v;
+          if (auto i = dyn_cast<IntegerAttr>(c.getValue()))
+            v = mkInt(rt.isInteger(1) ? (i.getValue().getBoolValue() ? 1 : 0)
+                                      : i.getInt());
+          else if (auto f = dyn_cast<FloatAttr>(c.getValue()))
+            v = mkFloat(f.getValueAsDouble());
+          else
+            unsupported = "constant";
+          step = [=](Slots &s, const Env &) {
+            s[r] = v;
+            return std::string();
+          };
+        })
+        .Case<arith::AddIOp>([&](auto) {
+          step = intBin([](int64_t a, int64_t b) {
+            return int64_t(uint64_t(a) + uint64_t(b));
+          });
+        })
+        .Case<arith::SubIOp>([&](auto) {
+          step = intBin([](int64_t a, int64_t b) {
+            return int64_t(uint64_t(a) - uint64_t(b));
+          });
+        })
+        .Case<arith::MulIOp>([&](auto) {
+          step = intBin([](int64_t a, int64_t b) {
+            return int64_t(uint64_t(a) * uint64_t(b));
+          });
+        })
+        .Case<arith::MinSIOp>([&](auto) {
+          step = intBin([](int64_t a, int64_t b) { return std::min(a, b); });
+        })
+        .Case<arith::MaxSIOp>([&](auto) {
+          step = intBin([](int64_t a, int64_t b) { return std::max(a, b); });
+        })
+        .Case<arith::AndIOp>([&](auto) {
+          step = intBin([](int64_t a, int64_t b) { return a & b; });
+        })
+        .Case<arith::OrIOp>([&](auto) {
+          step = intBin([](int64_t a, int64_t b) { return a | b; });
+        })
+        .Case<arith::XOrIOp>([&](auto) {
+          step = intBin([](int64_t a, int64_t b) { return a ^ b; });
+        })
+        .Case<arith::FloorDivSIOp, arith::DivSIOp, arith::RemSIOp>(
+            [&](Operation *o) {
+              int kind = isa<arith::FloorDivSIOp>(o) ? 0
+                         : isa<arith::DivSIOp>(o)    ? 1
+                                                     : 2;
+              step = [=](Slots &s, const Env &) {
+                int64_t a = s[in[0]].i, b = s[in[1]].i;
+                if (b == 0)
+                  return std::string("division by zero: ") +
+                         std::to_string(a) + " divided by 0";
+                if (a == std::numeric_limits<int64_t>::min() && b == -1)
+                  return std::string("integer overflow in division");
+                int64_t q = a / b, rem = a % b;
+                if (kind == 0 && rem != 0 && ((rem < 0) != (b < 0)))
+                  --q;
+                s[r] = mkInt(kind == 2 ? rem : q);
+                return std::string();
+              };
+            })
+        .Case<arith::CmpIOp>([&](arith::CmpIOp c) {
+          auto p = c.getPredicate();
+          step = [=](Slots &s, const Env &) {
+            s[r] = mkInt(cmpI(p, s[in[0]].i, s[in[1]].i) ? 1 : 0);
+            return std::string();
+          };
+        })
+        .Case<arith::CmpFOp>([&](arith::CmpFOp c) {
+          auto p = c.getPredicate();
+          step = [=](Slots &s, const Env &) {
+            s[r] = mkInt(cmpF(p, s[in[0]].f, s[in[1]].f) ? 1 : 0);
+            return std::string();
+          };
+        })
+        .Case<arith::SelectOp>([&](auto) {
+          step = [=](Slots &s, const Env &) {
+            s[r] = s[in[0]].i ? s[in[1]] : s[in[2]];
+            return std::string();
+          };
+        })
+        .Case<arith::SIToFPOp>([&](auto) {
+          step = [=](Slots &s, const Env &) {
+            s[r] = mkFloat(static_cast<double>(s[in[0]].i));
+            return std::string();
+          };
+        })
+        .Case<arith::ExtFOp>([&](auto) {
+          step = [=](Slots &s, const Env &) {
+            s[r] = s[in[0]];
+            return std::string();
+          };
+        })
+        .Case<arith::ExtSIOp>([&](auto) {
+          step = [=](Slots &s, const Env &) {
+            s[r] = mkInt(s[in[0]].i);
+            return std::string();
+          };
+        })
+        .Case<arith::AddFOp>(
+            [&](auto) { step = fBin([](double a, double b) { return a + b; }); })
+        .Case<arith::SubFOp>(
+            [&](auto) { step = fBin([](double a, double b) { return a - b; }); })
+        .Case<arith::MulFOp>(
+            [&](auto) { step = fBin([](double a, double b) { return a * b; }); })
+        .Case<arith::DivFOp>(
+            [&](auto) { step = fBin([](double a, double b) { return a / b; }); })
+        .Case<arith::MinimumFOp>([&](auto) {
+          step = fBin([](double a, double b) {
+            return std::isnan(a) || std::isnan(b)
+                       ? std::numeric_limits<double>::quiet_NaN()
+                       : std::min(a, b);
+          });
+        })
+        .Case<arith::MaximumFOp>([&](auto) {
+          step = fBin([](double a, double b) {
+            return std::isnan(a) || std::isnan(b)
+                       ? std::numeric_limits<double>::quiet_NaN()
+                       : std::max(a, b);
+          });
+        })
+        .Case<math::PowFOp>([&](auto) {
+          step = fBin([](double a, double b) { return std::pow(a, b); });
+        })
+        .Case<arith::NegFOp>([&](auto) {
+          step = fUn([](double a) { return -a; });
+        })
+        .Case<math::ExpOp>([&](auto) { step = fUn(std::exp); })
+        .Case<math::LogOp>([&](auto) { step = fUn(std::log); })
+        .Case<math::Exp2Op>([&](auto) { step = fUn(std::exp2); })
+        .Case<math::Log2Op>([&](auto) { step = fUn(std::log2); })
+        .Case<math::SqrtOp>([&](auto) { step = fUn(std::sqrt); })
+        .Case<math::TanhOp>([&](auto) { step = fUn(std::tanh); })
+        .Case<math::AbsFOp>([&](auto) { step = fUn(std::fabs); })
+        .Case<math::AbsIOp>([&](auto) {
+          step = [=](Slots &s, const Env &) {
+            int64_t v = s[in[0]].i;
+            s[r] = mkInt(v < 0 ? -v : v);
+            return std::string();
+          };
+        })
+        .Case<DimOp>([&](DimOp d) {
+          std::string name = d.getName().str();
+          step = [=](Slots &s, const Env &env) {
+            auto it = env.dims->find(name);
+            if (it == env.dims->end())
+              return "dim '" + name + "' is not bound";
+            s[r] = mkInt(it->second);
+            return std::string();
+          };
+        })
+        .Case<GetParamOp>([&](GetParamOp g) {
+          std::string name = g.getParam().str();
+          bool wantInt = rt.isInteger(64);
+          step = [=](Slots &s, const Env &env) {
+            auto it = env.params->find(name);
+            if (it == env.params->end())
+              return "param '" + name + "' is not bound";
+            ScalarValue v = it->second;
+            s[r] = wantInt ? v : mkFloat(v.asDouble());
+            return std::string();
+          };
+        })
+        .Case<LoadOp>([&](LoadOp l) {
+          std::string name = l.getInput().str();
+          step = [=](Slots &s, const Env &env) {
+            auto it = env.aux->find(name);
+            if (it == env.aux->end())
+              return "input '" + name + "' is not bound";
+            const AuxTensor &t = it->second;
+            int64_t flat = 0;
+            for (size_t d = 0; d < in.size(); ++d) {
+              int64_t idx = s[in[d]].i;
+              if (idx < 0 || idx >= t.shape[d])
+                return "index " + std::to_string(idx) + " is out of range [0, " +
+                       std::to_string(t.shape[d]) + ") in dim " +
+                       std::to_string(d) + " of input '" + name + "'";
+              flat = flat * t.shape[d] + idx;
+            }
+            s[r] = t.isInt ? mkInt(t.ints[flat]) : mkFloat(t.floats[flat]);
+            return std::string();
+          };
+        })
+        .Default([&](Operation *o) {
+          unsupported = o->getName().getStringRef().str();
+        });
+    if (!unsupported.empty())
+      return "reference evaluator: unsupported op '" + unsupported + "' at " +
+             loc;
+    out.steps.push_back(std::move(step));
+    out.stepLocs.push_back(loc);
+  }
+  out.slots.assign(next, ScalarValue());
+  return "";
+}
+
+//===----------------------------------------------------------------------===//
+// Evaluation
+//===----------------------------------------------------------------------===//
+
+/// Runs a zero-argument region (param default, scale, bias).
+static std::string runConstantRegion(Region &region, const Env &env,
+                                     ScalarValue &out) {
+  Program p;
+  std::string err = Program::build(region, p);
+  if (!err.empty())
+    return err;
+  return p.run({}, env, out);
+}
+
+std::string
+mlir::attn::evaluateParams(SpecOp spec, const DimBinding &dims,
+                           std::map<std::string, ScalarValue> &params) {
+  std::map<std::string, AuxTensor> noAux;
+  Env env{&dims, &params, &noAux};
+  for (ParamOp p : spec.getBodyBlock().getOps<ParamOp>()) {
+    ScalarValue v;
+    std::string err = runConstantRegion(p.getDefaultValue(), env, v);
+    if (!err.empty())
+      return "param '" + p.getSymName().str() + "': " + err;
+    if (p.getType().isF64())
+      v = mkFloat(v.asDouble());
+    params[p.getSymName().str()] = v;
+  }
+  return "";
+}
+
+std::string mlir::attn::evaluateReference(
+    SpecOp spec, const std::map<std::string, HostArray> &inputs,
+    ReferenceOutputs &out) {
+  ::attn::Signature sig = getSignature(spec);
+  std::map<std::string, std::vector<int64_t>> shapes;
+  for (const auto &kv : inputs)
+    shapes[kv.first] = kv.second.shape;
+  std::string err = ::attn::bindShapes(sig, shapes, out.dims);
+  if (!err.empty())
+    return err;
+  for (const ::attn::InputSig &in : sig.inputs) {
+    err = ::attn::checkDType(in, inputs.at(in.name));
+    if (!err.empty())
+      return err;
+  }
+  const DimBinding &dims = out.dims;
+  err = evaluateParams(spec, dims, out.params);
+  if (!err.empty())
+    return err;
+
+  std::map<std::string, AuxTensor> aux;
+  for (const ::attn::InputSig &in : sig.inputs) {
+    if (in.name == "q" || in.name == "k" || in.name == "v")
+      continue;
+    const HostArray &a = inputs.at(in.name);
+    AuxTensor t{in.name, a.shape, in.type == ::attn::ElemType::I32, {}, {}};
+    for (int64_t i = 0, e = a.numel(); i < e; ++i) {
+      if (t.isInt)
+        t.ints.push_back(static_cast<int64_t>(a.getDouble(i)));
+      else
+        t.floats.push_back(a.getDouble(i));
+    }
+    aux[in.name] = std::move(t);
+  }
+  Env env{&dims, &out.params, &aux};
+
+  AttentionOp att = spec.getAttention();
+  int64_t B = dims.at("B"), Hq = dims.at("Hq"), N = dims.at("N"),
+          M = dims.at("M"), Dqk = dims.at("Dqk"), Dv = dims.at("Dv"),
+          G = dims.at("G");
+
+  double scale = 1.0 / std::sqrt(static_cast<double>(Dqk));
+  if (!att.getScale().empty()) {
+    ScalarValue v;
+    err = runConstantRegion(att.getScale(), env, v);
+    if (!err.empty())
+      return "scale: " + err;
+    scale = v.asDouble();
+  }
+  double bias = 0;
+  if (!att.getBias().empty()) {
+    ScalarValue v;
+    err = runConstantRegion(att.getBias(), env, v);
+    if (!err.empty())
+      return "sigmoid bias: " + err;
+    bias = v.asDouble();
+  }
+  Program maskProg, scoreProg;
+  bool hasMask = !att.getMask().empty(), hasScore = !att.getScore().empty();
+  if (hasMask && !(err = Program::build(att.getMask(), maskProg)).empty())
+    return err;
+  if (hasScore && !(err = Program::build(att.getScore(), scoreProg)).empty())
+    return err;
+
+  auto widen = [](const HostArray &a) {
+    std::vector<double> v(a.numel());
+    for (int64_t i = 0, e = a.numel(); i < e; ++i)
+      v[i] = a.getDouble(i);
+    return v;
+  };
+  std::vector<double> q = widen(inputs.at("q")), k = widen(inputs.at("k")),
+                      v = widen(inputs.at("v"));
+  int64_t Hkv = dims.at("Hkv");
+  out.o = HostArray::zeros(::attn::DType::F64, {B, Hq, N, Dv});
+  NormalizerKind kind = att.getNormalizer();
+  bool isSoftmax = kind == NormalizerKind::softmax;
+  if (isSoftmax)
+    out.lse = HostArray::zeros(::attn::DType::F64, {B, Hq, N});
+  double *o = out.o.data<double>();
+  int64_t power = att.getReluPower();
+  bool rowNormalize = att.getRowNormalize();
+
+  std::vector<double> p(M);
+  std::vector<char> visible(M);
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t h = 0; h < Hq; ++h) {
+      int64_t hk = h / G;
+      const double *kb = &k[((b * Hkv + hk) * M) * Dqk];
+      const double *vb = &v[((b * Hkv + hk) * M) * Dv];
+      for (int64_t i = 0; i < N; ++i) {
+        const double *qi = &q[((b * Hq + h) * N + i) * Dqk];
+        auto where = [&](int64_t j) {
+          return " [b=" + std::to_string(b) + ", h=" + std::to_string(h) +
+                 ", q_idx=" + std::to_string(i) +
+                 ", kv_idx=" + std::to_string(j) + "]";
+        };
+        double rowMax = -std::numeric_limits<double>::infinity();
+        bool any = false;
+        for (int64_t j = 0; j < M; ++j) {
+          ScalarValue idx[5] = {mkFloat(0), mkInt(b), mkInt(h), mkInt(i),
+                                mkInt(j)};
+          bool vis = true;
+          if (hasMask) {
+            ScalarValue m;
+            err = maskProg.run(llvm::ArrayRef(idx + 1, 4), env, m);
+            if (!err.empty())
+              return "mask: " + err + where(j);
+            vis = m.i != 0;
+          }
+          visible[j] = vis;
+          if (!vis) {
+            p[j] = 0;
+            continue;
+          }
+          double x = 0;
+          for (int64_t d = 0; d < Dqk; ++d)
+            x += qi[d] * kb[j * Dqk + d];
+          x *= scale;
+          if (hasScore) {
+            idx[0] = mkFloat(x);
+            ScalarValue s;
+            err = scoreProg.run(idx, env, s);
+            if (!err.empty())
+              return "score: " + err + where(j);
+            x = s.asDouble();
+          }
+          p[j] = x;
+          any = true;
+          rowMax = std::max(rowMax, x);
+        }
+        double *oi = &o[((b * Hq + h) * N + i) * Dv];
+        double denom = 1;
+        switch (kind) {
+        case NormalizerKind::softmax: {
+          double sum = 0;
+          // A row with no visible key, or only -inf scores, is all zeros.
+          if (any && rowMax != -std::numeric_limits<double>::infinity()) {
+            for (int64_t j = 0; j < M; ++j)
+              if (visible[j]) {
+                p[j] = std::exp(p[j] - rowMax);
+                sum += p[j];
+              }
+          } else {
+            std::fill(p.begin(), p.end(), 0.0);
+          }
+          out.lse.data<double>()[(b * Hq + h) * N + i] =
+              sum > 0 ? rowMax + std::log(sum)
+                      : -std::numeric_limits<double>::infinity();
+          denom = sum > 0 ? sum : 1;
+          break;
+        }
+        case NormalizerKind::sigmoid:
+          for (int64_t j = 0; j < M; ++j)
+            if (visible[j])
+              p[j] = 1.0 / (1.0 + std::exp(-(p[j] + bias)));
+          break;
+        case NormalizerKind::relu: {
+          double sum = 0;
+          for (int64_t j = 0; j < M; ++j)
+            if (visible[j]) {
+              double r = std::max(p[j], 0.0);
+              p[j] = std::pow(r, static_cast<double>(power));
+              sum += p[j];
+            }
+          if (rowNormalize)
+            denom = sum > 0 ? sum : 1;
+          break;
+        }
+        case NormalizerKind::none:
+          break;
+        }
+        for (int64_t j = 0; j < M; ++j) {
+          if (!visible[j] || p[j] == 0)
+            continue;
+          double w = p[j] / denom;
+          for (int64_t d = 0; d < Dv; ++d)
+            oi[d] += w * vb[j * Dv + d];
+        }
+      }
+    }
+  }
+  return "";
+}
