@@ -16,6 +16,8 @@ config.test_exec_root = os.path.join(config.attn_obj_root, "test")
 llvm_config.use_default_substitutions()
 llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
 
+# Compiled kernels of the tests go to a cache inside the build tree.
+config.environment["ATTN_CACHE_DIR"] = os.path.join(config.attn_obj_root, "kernel-cache")
 config.substitutions.append(("%python", config.python_executable))
 config.substitutions.append(("%attnc", os.path.join(config.attn_tools_dir, "attnc")))
 config.substitutions.append(("%attn-opt", os.path.join(config.attn_tools_dir, "attn-opt")))

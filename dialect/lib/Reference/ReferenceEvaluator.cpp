@@ -672,3 +672,121 @@ std::string mlir::attn::evaluateReference(
   }
   return "";
 }
+
+//===----------------------------------------------------------------------===//
+// Element-wise mask (the oracle for block classification)
+//===----------------------------------------------------------------------===//
+
+struct mlir::attn::MaskEvaluator::Impl {
+  DimBinding dims;
+  std::map<std::string, ScalarValue> params;
+  std::map<std::string, AuxTensor> aux;
+  bool hasMask = false;
+  Program mask;
+  bool ready = false;
+};
+
+mlir::attn::MaskEvaluator::MaskEvaluator() : impl(std::make_unique<Impl>()) {}
+mlir::attn::MaskEvaluator::~MaskEvaluator() = default;
+
+const DimBinding &mlir::attn::MaskEvaluator::dims() const {
+  return impl->dims;
+}
+const std::map<std::string, ScalarValue> &
+mlir::attn::MaskEvaluator::params() const {
+  return impl->params;
+}
+
+std::string
+mlir::attn::MaskEvaluator::init(SpecOp spec,
+                                const std::map<std::string, HostArray> &inputs) {
+  // The same binding steps as evaluateReference.
+  Impl &m = *impl;
+  m = Impl();
+  ::attn::Signature sig = getSignature(spec);
+  std::map<std::string, std::vector<int64_t>> shapes;
+  for (const auto &kv : inputs)
+    shapes[kv.first] = kv.second.shape;
+  std::string err = ::attn::bindShapes(sig, shapes, m.dims);
+  if (!err.empty())
+    return err;
+  for (const ::attn::InputSig &in : sig.inputs) {
+    err = ::attn::checkDType(in, inputs.at(in.name));
+    if (!err.empty())
+      return err;
+  }
+  err = evaluateParams(spec, m.dims, m.params);
+  if (!err.empty())
+    return err;
+  for (const ::attn::InputSig &in : sig.inputs) {
+    if (in.name == "q" || in.name == "k" || in.name == "v")
+      continue;
+    const HostArray &a = inputs.at(in.name);
+    AuxTensor t{in.name, a.shape, in.type == ::attn::ElemType::I32, {}, {}};
+    for (int64_t i = 0, e = a.numel(); i < e; ++i) {
+      if (t.isInt)
+        t.ints.push_back(static_cast<int64_t>(a.getDouble(i)));
+      else
+        t.floats.push_back(a.getDouble(i));
+    }
+    m.aux[in.name] = std::move(t);
+  }
+  AttentionOp att = spec.getAttention();
+  m.hasMask = !att.getMask().empty();
+  if (m.hasMask && !(err = Program::build(att.getMask(), m.mask)).empty())
+    return err;
+  m.ready = true;
+  return "";
+}
+
+std::string mlir::attn::MaskEvaluator::evaluate(int64_t b, int64_t h,
+                                                int64_t q0, int64_t q1,
+                                                int64_t k0, int64_t k1,
+                                                uint8_t *mask) {
+  Impl &m = *impl;
+  if (!m.ready)
+    return "mask evaluator: not initialized";
+  int64_t width = std::max<int64_t>(k1 - k0, 0);
+  Env env{&m.dims, &m.params, &m.aux};
+  for (int64_t i = q0; i < q1; ++i) {
+    for (int64_t j = k0; j < k1; ++j) {
+      bool vis = true;
+      if (m.hasMask) {
+        ScalarValue idx[4] = {mkInt(b), mkInt(h), mkInt(i), mkInt(j)};
+        ScalarValue r;
+        std::string err = m.mask.run(idx, env, r);
+        if (!err.empty())
+          return "mask: " + err + " [b=" + std::to_string(b) +
+                 ", h=" + std::to_string(h) + ", q_idx=" + std::to_string(i) +
+                 ", kv_idx=" + std::to_string(j) + "]";
+        vis = r.i != 0;
+      }
+      mask[(i - q0) * width + (j - k0)] = vis ? 1 : 0;
+    }
+  }
+  return "";
+}
+
+std::string mlir::attn::evaluateMask(SpecOp spec,
+                                     const std::map<std::string, HostArray> &inputs,
+                                     int64_t b, int64_t h,
+                                     std::vector<uint8_t> &mask,
+                                     ReferenceOutputs *bound) {
+  MaskEvaluator ev;
+  std::string err = ev.init(spec, inputs);
+  if (!err.empty())
+    return err;
+  if (bound) {
+    bound->dims = ev.dims();
+    bound->params = ev.params();
+  }
+  const DimBinding &dims = ev.dims();
+  int64_t B = dims.at("B"), Hq = dims.at("Hq"), N = dims.at("N"),
+          M = dims.at("M");
+  if (b < 0 || b >= B || h < 0 || h >= Hq)
+    return "mask: (b=" + std::to_string(b) + ", h=" + std::to_string(h) +
+           ") is out of range (B=" + std::to_string(B) +
+           ", Hq=" + std::to_string(Hq) + ")";
+  mask.assign(static_cast<size_t>(N * M), 0);
+  return ev.evaluate(b, h, 0, N, 0, M, mask.data());
+}

@@ -102,7 +102,10 @@ private:
                            const Expr *expr, size_t position, Ty resultTy,
                            llvm::StringRef what, llvm::SMLoc whatLoc);
 
+  /// Emits `e`; lets and library patterns are expanded in place, so the
+  /// recursion is bounded here, not only by the parser's nesting limit.
   FailureOr<TValue> emit(const Expr &e, RegionCtx &rc);
+  FailureOr<TValue> emitNode(const Expr &e, RegionCtx &rc);
   FailureOr<TValue> emitIdent(const IdentExpr &e, RegionCtx &rc);
   FailureOr<TValue> emitUnary(const UnaryExpr &e, RegionCtx &rc);
   FailureOr<TValue> emitBinary(const BinaryExpr &e, RegionCtx &rc);
@@ -156,16 +159,24 @@ private:
   llvm::StringMap<Ty> paramTypes;
   /// Symbolic dims declared by inputs (beyond the canonical ones).
   llvm::StringSet<> extraDims;
+  static constexpr unsigned kMaxEmitDepth = 2000;
+  unsigned emitDepth = 0;
 };
 
 } // namespace
 
-static bool isReservedName(llvm::StringRef n) {
+static bool isReservedName(llvm::StringRef n, MLIRContext *ctx) {
   static const llvm::StringRef reserved[] = {
       "b",     "h",    "hk",   "q_idx", "kv_idx", "score", "exp",
       "log",   "exp2", "log2", "sqrt",  "tanh",   "abs",   "min",
       "max",   "pow",  "float", "select", "int",  "float32"};
-  return isCanonicalDim(n) || llvm::is_contained(reserved, n);
+  if (isCanonicalDim(n) || llvm::is_contained(reserved, n))
+    return true;
+  // A param or let may shadow a public library pattern (sinks_window.attn
+  // has a param `sinks`); the pattern is then unavailable in that spec.
+  // Internal helpers ('_'-prefixed) are used by expansions and stay reserved.
+  const LibraryPattern *pat = lookupLibraryPattern(n, ctx);
+  return pat && !pat->isPublic;
 }
 
 LogicalResult MLIRGenImpl::declareNames() {
@@ -189,10 +200,11 @@ LogicalResult MLIRGenImpl::declareNames() {
     } else {
       continue;
     }
-    if (isReservedName(name) && !(nk == NameInfo::Input &&
-                                  !canonicalInputDims(name).empty())) {
+    if (isReservedName(name, ctx) && !(nk == NameInfo::Input &&
+                                       !canonicalInputDims(name).empty())) {
       emitError(l) << "'" << name
-                   << "' is a reserved name (index, shape dim or builtin)";
+                   << "' is a reserved name (index, shape dim, builtin or "
+                      "library pattern)";
       return failure();
     }
     names[name] = NameInfo{nk, pos, idx};
@@ -217,33 +229,38 @@ OwningOpRef<ModuleOp> MLIRGenImpl::run() {
         failed(emitParam(spec.params[spec.order[pos].second], pos)))
       return nullptr;
   // Lets are emitted where used; check each once so an unused let with an
-  // error is still reported.
-  for (size_t pos = 0; pos < spec.order.size(); ++pos) {
-    if (spec.order[pos].first != Spec::StmtKind::Let)
-      continue;
-    const LetDecl &let = spec.lets[spec.order[pos].second];
-    // Type-check in a scratch score region (lets may use indices) of a
-    // detached op that is destroyed right after.
+  // error is still reported. The check happens in a scratch score region
+  // (lets may use indices) of a detached op destroyed right after. All lets
+  // share it, so each is emitted once and later lets reuse the result.
+  if (!spec.lets.empty()) {
     OpBuilder detached(ctx);
     auto scratch = AttentionOp::create(
-        detached, loc(let.loc),
+        detached, loc(spec.loc),
         NormalizerKindAttr::get(ctx, NormalizerKind::softmax), UnitAttr(),
-        detached.getI64IntegerAttr(1), UnitAttr());
+        detached.getI64IntegerAttr(1), UnitAttr(), ScheduleAttr());
     llvm::scope_exit destroyScratch([&] { scratch->destroy(); });
     Block *block = new Block();
     scratch.getScore().push_back(block);
     Type i64 = builder.getI64Type(), f64 = builder.getF64Type();
-    block->addArgument(f64, loc(let.loc));
+    block->addArgument(f64, loc(spec.loc));
     for (int i = 0; i < 4; ++i)
-      block->addArgument(i64, loc(let.loc));
-    RegionCtx rc(RegionKind::Score, OpBuilder::atBlockBegin(block), pos);
+      block->addArgument(i64, loc(spec.loc));
+    RegionCtx rc(RegionKind::Score, OpBuilder::atBlockBegin(block), 0);
     rc.score = block->getArgument(0);
     rc.b = block->getArgument(1);
     rc.h = block->getArgument(2);
     rc.qIdx = block->getArgument(3);
     rc.kvIdx = block->getArgument(4);
-    if (failed(emit(*let.value, rc)))
-      return nullptr;
+    for (size_t pos = 0; pos < spec.order.size(); ++pos) {
+      if (spec.order[pos].first != Spec::StmtKind::Let)
+        continue;
+      const LetDecl &let = spec.lets[spec.order[pos].second];
+      rc.position = pos;
+      FailureOr<TValue> v = emit(*let.value, rc);
+      if (failed(v))
+        return nullptr;
+      rc.letCache[let.name] = *v;
+    }
   }
   if (failed(emitAttention()))
     return nullptr;
@@ -264,6 +281,38 @@ LogicalResult MLIRGenImpl::emitInput(const InputDecl &in) {
                            << "'; expected f32, bf16, f16 or i32";
     return failure();
   }
+  // Report what the attn.input verifier would reject in source terms.
+  llvm::ArrayRef<llvm::StringRef> canonical = canonicalInputDims(in.name);
+  if (canonical.empty() && (elt.isBF16() || elt.isF16())) {
+    emitError(in.dtypeLoc) << "auxiliary input '" << in.name
+                           << "' must be i32 or f32, got " << in.dtype
+                           << " (bf16 and f16 are only for q, k and v)";
+    return failure();
+  }
+  if (!canonical.empty()) {
+    if (elt.isInteger(32)) {
+      emitError(in.dtypeLoc) << "input '" << in.name
+                             << "' must be f32, bf16 or f16, got " << in.dtype;
+      return failure();
+    }
+    bool same = in.dims.size() == canonical.size();
+    for (auto [d, c] : llvm::zip(in.dims, canonical))
+      same &= d.symbol == c;
+    if (!same) {
+      auto diag = emitError(in.loc) << "input '" << in.name
+                                    << "' must have shape ["
+                                    << llvm::join(canonical, ", ")
+                                    << "], got [";
+      llvm::interleaveComma(in.dims, diag, [&](const DimSpec &d) {
+        if (d.symbol.empty())
+          diag << d.size;
+        else
+          diag << d.symbol;
+      });
+      diag << "]";
+      return failure();
+    }
+  }
   llvm::SmallVector<Attribute> dims;
   for (const DimSpec &d : in.dims) {
     if (d.symbol.empty()) {
@@ -277,6 +326,12 @@ LogicalResult MLIRGenImpl::emitInput(const InputDecl &in) {
     if (names.count(d.symbol)) {
       emitError(d.loc) << "dim '" << d.symbol
                        << "' clashes with a param, input or let of that name";
+      return failure();
+    }
+    if (!isCanonicalDim(d.symbol) && isReservedName(d.symbol, ctx)) {
+      emitError(d.loc) << "dim '" << d.symbol
+                       << "' is a reserved name (index, builtin or library "
+                          "pattern)";
       return failure();
     }
     if (!isCanonicalDim(d.symbol))
@@ -386,10 +441,13 @@ LogicalResult MLIRGenImpl::emitAttention() {
     llvm::StringSet<> seen;
     for (const Arg &a : n.args) {
       llvm::SMLoc at = a.name.empty() ? a.value->getLoc() : a.nameLoc;
+      if (allowed.empty()) {
+        emitError(at) << "normalizer '" << n.name << "' takes no arguments";
+        return failure();
+      }
       if (a.name.empty()) {
         emitError(at) << "normalizer arguments must be named (" << n.name
-                      << " takes: "
-                      << (allowed.empty() ? "nothing" : allowed) << ")";
+                      << " takes: " << allowed << ")";
         return failure();
       }
       if (!seen.insert(a.name).second) {
@@ -425,8 +483,7 @@ LogicalResult MLIRGenImpl::emitAttention() {
           return failure();
       } else {
         emitError(at) << "unknown argument '" << a.name << "' for normalizer '"
-                      << n.name << "' (it takes: "
-                      << (allowed.empty() ? "nothing" : allowed) << ")";
+                      << n.name << "' (it takes: " << allowed << ")";
         return failure();
       }
     }
@@ -437,7 +494,7 @@ LogicalResult MLIRGenImpl::emitAttention() {
       builder, loc(opLoc), NormalizerKindAttr::get(ctx, kind),
       lse ? builder.getUnitAttr() : UnitAttr(),
       builder.getI64IntegerAttr(power),
-      rowNormalize ? builder.getUnitAttr() : UnitAttr());
+      rowNormalize ? builder.getUnitAttr() : UnitAttr(), ScheduleAttr());
   size_t end = spec.order.size();
   if (spec.scale &&
       failed(fillRegion(op.getScale(), RegionKind::Scale,
@@ -471,6 +528,19 @@ LogicalResult MLIRGenImpl::emitAttention() {
 //===----------------------------------------------------------------------===//
 
 FailureOr<TValue> MLIRGenImpl::emit(const Expr &e, RegionCtx &rc) {
+  if (emitDepth >= kMaxEmitDepth) {
+    emitError(e.getLoc()) << "expression is nested too deeply once lets and "
+                             "library patterns are expanded (more than "
+                          << kMaxEmitDepth << " levels)";
+    return failure();
+  }
+  ++emitDepth;
+  FailureOr<TValue> v = emitNode(e, rc);
+  --emitDepth;
+  return v;
+}
+
+FailureOr<TValue> MLIRGenImpl::emitNode(const Expr &e, RegionCtx &rc) {
   Location l = loc(e.getLoc());
   switch (e.getKind()) {
   case Expr::Kind::Int:
@@ -561,7 +631,11 @@ FailureOr<TValue> MLIRGenImpl::emitIdent(const IdentExpr &e,
   auto it = names.find(name);
   if (it != names.end()) {
     const NameInfo &info = it->second;
-    if (info.position >= rc.position) {
+    if (info.position == rc.position) {
+      emitError(e.getLoc()) << "'" << name << "' is used in its own definition";
+      return failure();
+    }
+    if (info.position > rc.position) {
       emitError(e.getLoc()) << "'" << name << "' is used before its definition";
       return failure();
     }
@@ -877,6 +951,22 @@ FailureOr<TValue> MLIRGenImpl::emitCall(const CallExpr &e, RegionCtx &rc) {
   return failure();
 }
 
+/// Whether `e` subscripts a tensor named `name` (`doc[b, q_idx]`).
+static bool subscripts(const Expr &e, llvm::StringRef name) {
+  if (auto *s = llvm::dyn_cast<SubscriptExpr>(&e))
+    return s->tensor == name ||
+           llvm::any_of(s->indices,
+                        [&](const ExprPtr &i) { return subscripts(*i, name); });
+  if (auto *u = llvm::dyn_cast<UnaryExpr>(&e))
+    return subscripts(*u->operand, name);
+  if (auto *b = llvm::dyn_cast<BinaryExpr>(&e))
+    return subscripts(*b->lhs, name) || subscripts(*b->rhs, name);
+  if (auto *c = llvm::dyn_cast<CallExpr>(&e))
+    return llvm::any_of(
+        c->args, [&](const Arg &a) { return subscripts(*a.value, name); });
+  return false;
+}
+
 FailureOr<TValue> MLIRGenImpl::expandPattern(const LibraryPattern &pat,
                                                  const CallExpr *call,
                                                  llvm::SMLoc at,
@@ -896,9 +986,12 @@ FailureOr<TValue> MLIRGenImpl::expandPattern(const LibraryPattern &pat,
       }
       slot = pit - pat.params.begin();
     } else if (i >= pat.params.size()) {
-      emitError(a.value->getLoc())
-          << "'" << pat.name << "' takes at most " << pat.params.size()
-          << " argument" << (pat.params.size() == 1 ? "" : "s");
+      auto diag = emitError(a.value->getLoc()) << "'" << pat.name << "' takes ";
+      if (pat.params.empty())
+        diag << "no arguments";
+      else
+        diag << "at most " << pat.params.size() << " argument"
+             << (pat.params.size() == 1 ? "" : "s");
       return failure();
     }
     if (bound[slot]) {
@@ -906,6 +999,36 @@ FailureOr<TValue> MLIRGenImpl::expandPattern(const LibraryPattern &pat,
           << "argument '" << pat.params[slot] << "' of '" << pat.name
           << "' given twice";
       return failure();
+    }
+    // Check a user's argument here, where errors can point at it: inside the
+    // expansion every node carries the call site's location. A tensor
+    // parameter (`doc`) takes an input's name; `causal` a bool; the rest are
+    // ints (library patterns are integer predicates).
+    if (pat.isPublic) {
+      llvm::StringRef param = pat.params[slot];
+      if (subscripts(*pat.body, param)) {
+        if (!llvm::isa<IdentExpr>(a.value.get())) {
+          emitError(a.value->getLoc())
+              << "argument '" << param << "' of '" << pat.name
+              << "' must be the name of an input tensor";
+          return failure();
+        }
+      } else {
+        FailureOr<TValue> v = emit(*a.value, rc);
+        if (failed(v))
+          return failure();
+        Ty want = slot >= pat.numRequired &&
+                          llvm::isa<BoolExpr>(
+                              pat.defaults[slot - pat.numRequired].get())
+                      ? Ty::Bool
+                      : Ty::Int;
+        if (v->ty != want) {
+          emitError(a.value->getLoc())
+              << "argument '" << param << "' of '" << pat.name
+              << "' must be " << tyName(want) << ", got " << tyName(v->ty);
+          return failure();
+        }
+      }
     }
     bound[slot] = a.value.get();
   }
@@ -956,6 +1079,12 @@ FailureOr<TValue> MLIRGenImpl::expandPattern(const LibraryPattern &pat,
 
 FailureOr<TValue> MLIRGenImpl::emitSubscript(const SubscriptExpr &e,
                                                  RegionCtx &rc) {
+  if (!canonicalInputDims(e.tensor).empty()) {
+    emitError(e.getLoc()) << "'" << e.tensor
+                          << "' cannot be indexed: q, k and v enter only "
+                             "through the score";
+    return failure();
+  }
   auto it = names.find(e.tensor);
   if (it == names.end() || it->second.kind != NameInfo::Input) {
     emitError(e.getLoc()) << "'" << e.tensor
@@ -963,12 +1092,6 @@ FailureOr<TValue> MLIRGenImpl::emitSubscript(const SubscriptExpr &e,
     return failure();
   }
   const InputDecl &in = spec.inputs[it->second.index];
-  if (!canonicalInputDims(in.name).empty()) {
-    emitError(e.getLoc()) << "'" << in.name
-                          << "' cannot be indexed: q, k and v enter only "
-                             "through the score";
-    return failure();
-  }
   if (e.indices.size() != in.dims.size()) {
     emitError(e.getLoc()) << "input '" << in.name << "' has " << in.dims.size()
                           << " dim" << (in.dims.size() == 1 ? "" : "s")

@@ -7,8 +7,10 @@
 
 #include "attn/Frontend/Parser.h"
 #include "mlir/IR/Diagnostics.h"
+#include "llvm/ADT/DenseMap.h"
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/ADT/StringMap.h"
+#include <cmath>
 
 using namespace mlir;
 using namespace mlir::attn;
@@ -53,8 +55,18 @@ private:
   /// "expected X, got Y" at the current token.
   LogicalResult emitExpected(llvm::StringRef what) {
     if (tok.is(Token::error)) {
-      emitError(tok.getLoc()) << "invalid token '" << tok.spelling
-                              << "'; expected " << what;
+      auto diag = emitError(tok.getLoc());
+      unsigned char c = tok.spelling.front();
+      if (tok.spelling.size() == 1 && (c >= 0x80 || !llvm::isPrint(c)))
+        // Do not echo a stray byte: it may not be printable or valid UTF-8.
+        diag << "invalid character (byte 0x" << llvm::hexdigit(c >> 4)
+             << llvm::hexdigit(c & 15)
+             << "); .attn source is ASCII outside comments";
+      else if (tok.spelling == "&" || tok.spelling == "|")
+        diag << "invalid token '" << tok.spelling << "'; did you mean '"
+             << tok.spelling << tok.spelling << "'?";
+      else
+        diag << "invalid token '" << tok.spelling << "'; expected " << what;
       return failure();
     }
     auto diag = emitError(tok.getLoc()) << "expected " << what << ", got ";
@@ -89,6 +101,16 @@ private:
   LogicalResult checkNotDefined(Spec &spec, llvm::StringRef name,
                                 llvm::SMLoc loc);
 
+  /// Guards recursion (parentheses, call arguments, subscripts, unary
+  /// operators) and tree depth: later passes walk the AST recursively, so an
+  /// absurdly nested expression is an error rather than a stack overflow.
+  static constexpr unsigned kMaxExprDepth = 1000;
+  LogicalResult enterNested();
+  void exitNested() { --nesting; }
+  /// Records the depth of a new node with children `children` (leaves have
+  /// depth 1); null after an error if the tree gets deeper than the limit.
+  ExprPtr withDepth(ExprPtr node, llvm::ArrayRef<const Expr *> children);
+
   ExprPtr parseExpr();
   ExprPtr parseOr();
   ExprPtr parseAnd();
@@ -105,6 +127,8 @@ private:
   bool hadError = false;
   /// Statement names seen so far, for duplicate-definition errors.
   llvm::StringMap<llvm::SMLoc> defined;
+  unsigned nesting = 0;
+  llvm::DenseMap<const Expr *, unsigned> depths;
 };
 } // namespace
 
@@ -366,8 +390,40 @@ LogicalResult Parser::parseArgs(std::vector<Arg> &args) {
 // Expressions
 //===----------------------------------------------------------------------===//
 
+LogicalResult Parser::enterNested() {
+  if (nesting >= kMaxExprDepth) {
+    emitError(tok.getLoc()) << "expression is nested too deeply (more than "
+                            << kMaxExprDepth << " levels)";
+    return failure();
+  }
+  ++nesting;
+  return success();
+}
+
+ExprPtr Parser::withDepth(ExprPtr node,
+                          llvm::ArrayRef<const Expr *> children) {
+  unsigned depth = 0;
+  for (const Expr *child : children) {
+    auto it = depths.find(child);
+    depth = std::max(depth, it == depths.end() ? 1u : it->second);
+  }
+  if (++depth > kMaxExprDepth) {
+    emitError(node->getLoc()) << "expression is nested too deeply (more than "
+                              << kMaxExprDepth << " levels)";
+    return nullptr;
+  }
+  depths[node.get()] = depth;
+  return node;
+}
+
 /// expr := or
-ExprPtr Parser::parseExpr() { return parseOr(); }
+ExprPtr Parser::parseExpr() {
+  if (failed(enterNested()))
+    return nullptr;
+  ExprPtr e = parseOr();
+  exitNested();
+  return e;
+}
 
 /// or := and ('||' and)*
 ExprPtr Parser::parseOr() {
@@ -378,8 +434,10 @@ ExprPtr Parser::parseOr() {
     ExprPtr rhs = parseAnd();
     if (!rhs)
       return nullptr;
-    lhs = std::make_unique<BinaryExpr>(loc, "||", std::move(lhs),
-                                       std::move(rhs));
+    const Expr *children[] = {lhs.get(), rhs.get()};
+    lhs = withDepth(std::make_unique<BinaryExpr>(loc, "||", std::move(lhs),
+                                                 std::move(rhs)),
+                    children);
   }
   return lhs;
 }
@@ -393,8 +451,10 @@ ExprPtr Parser::parseAnd() {
     ExprPtr rhs = parseNot();
     if (!rhs)
       return nullptr;
-    lhs = std::make_unique<BinaryExpr>(loc, "&&", std::move(lhs),
-                                       std::move(rhs));
+    const Expr *children[] = {lhs.get(), rhs.get()};
+    lhs = withDepth(std::make_unique<BinaryExpr>(loc, "&&", std::move(lhs),
+                                                 std::move(rhs)),
+                    children);
   }
   return lhs;
 }
@@ -404,10 +464,15 @@ ExprPtr Parser::parseNot() {
   if (tok.is(Token::exclaim)) {
     llvm::SMLoc loc = tok.getLoc();
     consume();
+    if (failed(enterNested()))
+      return nullptr;
     ExprPtr operand = parseNot();
+    exitNested();
     if (!operand)
       return nullptr;
-    return std::make_unique<UnaryExpr>(loc, '!', std::move(operand));
+    const Expr *child = operand.get();
+    return withDepth(std::make_unique<UnaryExpr>(loc, '!', std::move(operand)),
+                     child);
   }
   return parseComparison();
 }
@@ -434,7 +499,10 @@ ExprPtr Parser::parseComparison() {
         << "comparisons do not chain; write 'a < b && b < c'";
     return nullptr;
   }
-  return std::make_unique<BinaryExpr>(loc, op, std::move(lhs), std::move(rhs));
+  const Expr *children[] = {lhs.get(), rhs.get()};
+  return withDepth(
+      std::make_unique<BinaryExpr>(loc, op, std::move(lhs), std::move(rhs)),
+      children);
 }
 
 /// additive := multiplicative (('+' | '-') multiplicative)*
@@ -447,8 +515,10 @@ ExprPtr Parser::parseAdditive() {
     ExprPtr rhs = parseMultiplicative();
     if (!rhs)
       return nullptr;
-    lhs = std::make_unique<BinaryExpr>(loc, op, std::move(lhs),
-                                       std::move(rhs));
+    const Expr *children[] = {lhs.get(), rhs.get()};
+    lhs = withDepth(std::make_unique<BinaryExpr>(loc, op, std::move(lhs),
+                                                 std::move(rhs)),
+                    children);
   }
   return lhs;
 }
@@ -464,8 +534,10 @@ ExprPtr Parser::parseMultiplicative() {
     ExprPtr rhs = parseUnary();
     if (!rhs)
       return nullptr;
-    lhs = std::make_unique<BinaryExpr>(loc, op, std::move(lhs),
-                                       std::move(rhs));
+    const Expr *children[] = {lhs.get(), rhs.get()};
+    lhs = withDepth(std::make_unique<BinaryExpr>(loc, op, std::move(lhs),
+                                                 std::move(rhs)),
+                    children);
   }
   return lhs;
 }
@@ -475,10 +547,15 @@ ExprPtr Parser::parseUnary() {
   if (tok.is(Token::minus)) {
     llvm::SMLoc loc = tok.getLoc();
     consume();
+    if (failed(enterNested()))
+      return nullptr;
     ExprPtr operand = parseUnary();
+    exitNested();
     if (!operand)
       return nullptr;
-    return std::make_unique<UnaryExpr>(loc, '-', std::move(operand));
+    const Expr *child = operand.get();
+    return withDepth(std::make_unique<UnaryExpr>(loc, '-', std::move(operand)),
+                     child);
   }
   return parsePrimary();
 }
@@ -503,6 +580,11 @@ ExprPtr Parser::parsePrimary() {
     double v;
     if (tok.spelling.getAsDouble(v, /*AllowInexact=*/true)) {
       emitError(loc) << "invalid float literal '" << tok.spelling << "'";
+      return nullptr;
+    }
+    if (std::isinf(v)) {
+      emitError(loc) << "float literal '" << tok.spelling
+                     << "' is too large (overflows float64)";
       return nullptr;
     }
     consume();
@@ -533,7 +615,11 @@ ExprPtr Parser::parsePrimary() {
         return nullptr;
       if (failed(expect(Token::r_paren, "to close the call")))
         return nullptr;
-      return std::make_unique<CallExpr>(loc, name, std::move(args));
+      llvm::SmallVector<const Expr *> children;
+      for (const Arg &a : args)
+        children.push_back(a.value.get());
+      return withDepth(std::make_unique<CallExpr>(loc, name, std::move(args)),
+                       children);
     }
     if (consumeIf(Token::l_square)) {
       std::vector<ExprPtr> indices;
@@ -545,7 +631,12 @@ ExprPtr Parser::parsePrimary() {
       } while (consumeIf(Token::comma));
       if (failed(expect(Token::r_square, "to close the subscript")))
         return nullptr;
-      return std::make_unique<SubscriptExpr>(loc, name, std::move(indices));
+      llvm::SmallVector<const Expr *> children;
+      for (const ExprPtr &i : indices)
+        children.push_back(i.get());
+      return withDepth(
+          std::make_unique<SubscriptExpr>(loc, name, std::move(indices)),
+          children);
     }
     return std::make_unique<IdentExpr>(loc, name);
   }

@@ -52,14 +52,17 @@ static std::string splitKV(const std::string &kv, const char *flag,
   return "";
 }
 
-std::string mlir::attn::runSpec(SpecOp spec, const RunOptions &opts,
-                                llvm::raw_ostream &os) {
+std::string mlir::attn::gatherInputs(SpecOp spec,
+                                     const std::vector<std::string> &given,
+                                     const std::string &shape, uint64_t seed,
+                                     std::map<std::string, HostArray> &inputs,
+                                     std::set<std::string> *fromFileOut) {
   ::attn::Signature sig = getSignature(spec);
 
   // Given inputs.
-  std::map<std::string, HostArray> inputs;
+  inputs.clear();
   std::set<std::string> fromFile;
-  for (const std::string &kv : opts.inputs) {
+  for (const std::string &kv : given) {
     std::string name, path;
     if (std::string err = splitKV(kv, "--input", name, path); !err.empty())
       return err;
@@ -100,9 +103,9 @@ std::string mlir::attn::runSpec(SpecOp spec, const RunOptions &opts,
     for (const auto &d : in.dims)
       if (!d.symbol.empty())
         known.insert(d.symbol);
-  if (!opts.shape.empty()) {
+  if (!shape.empty()) {
     llvm::SmallVector<llvm::StringRef> items;
-    llvm::StringRef(opts.shape).split(items, ',', -1, false);
+    llvm::StringRef(shape).split(items, ',', -1, false);
     for (llvm::StringRef item : items) {
       std::string name, value;
       if (std::string err = splitKV(item.str(), "--shape", name, value);
@@ -131,14 +134,14 @@ std::string mlir::attn::runSpec(SpecOp spec, const RunOptions &opts,
       dims[name] = defaultDim(name, dims);
 
   // Random inputs for the rest.
-  std::mt19937_64 rng(opts.seed);
+  std::mt19937_64 rng(seed);
   for (const ::attn::InputSig &in : sig.inputs) {
     if (inputs.count(in.name))
       continue;
-    std::vector<int64_t> shape;
+    std::vector<int64_t> dimsOf;
     for (const ::attn::DimRef &d : in.dims) {
       if (d.symbol.empty()) {
-        shape.push_back(d.size);
+        dimsOf.push_back(d.size);
         continue;
       }
       auto it = dims.find(d.symbol);
@@ -146,27 +149,41 @@ std::string mlir::attn::runSpec(SpecOp spec, const RunOptions &opts,
         return "input '" + in.name + "' " + ::attn::dimsString(in) +
                " needs a size for dim '" + d.symbol + "': pass --input " +
                in.name + "=FILE.npy or --shape " + d.symbol + "=SIZE";
-      shape.push_back(it->second);
+      dimsOf.push_back(it->second);
     }
     if (in.type == ::attn::ElemType::I32) {
       // Small sorted ids along the last axis: contiguous segments, which is
       // what document/segment ids look like.
-      HostArray a = HostArray::zeros(::attn::DType::I32, shape);
+      HostArray a = HostArray::zeros(::attn::DType::I32, dimsOf);
       std::uniform_int_distribution<int32_t> dist(0, 3);
-      int64_t last = shape.back(), n = a.numel();
+      int64_t last = dimsOf.back(), n = a.numel();
       for (int64_t i = 0; i < n; ++i)
         a.data<int32_t>()[i] = dist(rng);
       for (int64_t r = 0; r < n; r += last)
         std::sort(a.data<int32_t>() + r, a.data<int32_t>() + r + last);
       inputs[in.name] = std::move(a);
     } else {
-      HostArray a = HostArray::zeros(::attn::DType::F32, shape);
+      HostArray a = HostArray::zeros(::attn::DType::F32, dimsOf);
       std::normal_distribution<float> dist(0.f, 1.f);
       for (int64_t i = 0, n = a.numel(); i < n; ++i)
         a.data<float>()[i] = dist(rng);
       inputs[in.name] = std::move(a);
     }
   }
+  if (fromFileOut)
+    *fromFileOut = std::move(fromFile);
+  return "";
+}
+
+std::string mlir::attn::runSpec(SpecOp spec, const RunOptions &opts,
+                                llvm::raw_ostream &os) {
+  ::attn::Signature sig = getSignature(spec);
+  std::map<std::string, HostArray> inputs;
+  std::set<std::string> fromFile;
+  if (std::string err = gatherInputs(spec, opts.inputs, opts.shape, opts.seed,
+                                     inputs, &fromFile);
+      !err.empty())
+    return err;
 
   // Outputs requested.
   std::map<std::string, std::string> outputs;

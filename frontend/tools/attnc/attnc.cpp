@@ -1,16 +1,21 @@
 //===- attnc.cpp - the attnc command line ---------------------------------===//
 //
-//   attnc SPEC.attn [--emit=ast|attn] [--param NAME=VALUE]... [-o FILE]
+//   attnc SPEC.attn [--emit=STAGE] [--target=cpu[:NAME]] [--param N=V]...
+//                   [-o FILE] [--header FILE.h]
 //   attnc run SPEC.attn [--input NAME=FILE.npy]... [--shape B=1,N=...]
 //                       [--param NAME=VALUE]... [--output o=FILE.npy]...
-//                       [--seed S] [--reference]
+//                       [--seed S] [--reference] [--repeat R]
+//   attnc show-mask SPEC.attn [--shape ...] [--tile-q T] [--png FILE]
 //
 // A thin main over the frontend driver: each stage can be printed so tests can
 // FileCheck it.
 //
 //===----------------------------------------------------------------------===//
 
+#include "attn/Frontend/CompileSpec.h"
 #include "attn/Frontend/Driver.h"
+#include "attn/Frontend/RunCompiled.h"
+#include "attn/Frontend/ShowMask.h"
 #include "attn/Frontend/MLIRGen.h"
 #include "attn/Frontend/RunSpec.h"
 #include "mlir/IR/AsmState.h"
@@ -31,20 +36,56 @@ static cl::OptionCategory attncCategory("attnc options");
 
 static cl::SubCommand runCmd(
     "run", "Run a spec on .npy (or random) inputs and report the result");
+static cl::SubCommand showMaskCmd(
+    "show-mask", "Show the block classification of a spec's mask");
 
 static cl::opt<std::string> inputFilename(cl::Positional,
                                           cl::desc("<spec.attn>"),
                                           cl::sub(cl::SubCommand::getTopLevel()),
-                                          cl::sub(runCmd), cl::Required);
+                                          cl::sub(runCmd), cl::sub(showMaskCmd),
+                                          cl::Required);
 
-enum class EmitAction { AST, Attn };
+enum class EmitAction { Auto, AST, Attn, Tiled, CPU, LLVM, LLVMIR, Obj };
 static cl::opt<EmitAction> emitAction(
-    "emit", cl::desc("Stop after a stage and print it:"),
-    cl::init(EmitAction::Attn),
-    cl::values(clEnumValN(EmitAction::AST, "ast", "the parsed syntax tree"),
-               clEnumValN(EmitAction::Attn, "attn",
-                          "the attn dialect (params bound, verified)")),
+    "emit",
+    cl::desc("Stop after a stage and print it (default: obj when -o ends in "
+             ".o, else attn):"),
+    cl::init(EmitAction::Auto),
+    cl::values(
+        clEnumValN(EmitAction::AST, "ast", "the parsed syntax tree"),
+        clEnumValN(EmitAction::Attn, "attn",
+                   "the attn dialect (params bound, verified)"),
+        clEnumValN(EmitAction::Tiled, "tiled",
+                   "attn with the chosen #attn.schedule (tiles, block skipping)"),
+        clEnumValN(EmitAction::CPU, "cpu",
+                   "the CPU kernel in scf/vector/memref"),
+        clEnumValN(EmitAction::LLVM, "llvm", "the LLVM dialect"),
+        clEnumValN(EmitAction::LLVMIR, "llvm-ir", "optimized LLVM IR"),
+        clEnumValN(EmitAction::Obj, "obj",
+                   "an object file (with --header: its C header)")),
     cl::cat(attncCategory));
+
+static cl::opt<std::string>
+    targetName("target",
+               cl::desc("cpu (the host) or cpu:NAME, e.g. cpu:skylake-avx512, "
+                        "cpu:x86-64-v3"),
+               cl::init("cpu"), cl::sub(cl::SubCommand::getTopLevel()),
+               cl::sub(runCmd), cl::cat(attncCategory));
+static cl::opt<std::string> headerFilename(
+    "header", cl::desc("With an object: also write its C header here"),
+    cl::value_desc("file.h"), cl::cat(attncCategory));
+static cl::opt<int64_t> tileQ("tile-q",
+                              cl::desc("Query tile rows (0: heuristic)"),
+                              cl::init(0),
+                              cl::sub(cl::SubCommand::getTopLevel()),
+                              cl::sub(runCmd), cl::sub(showMaskCmd),
+                              cl::cat(attncCategory));
+static cl::opt<int64_t> tileKV("tile-kv",
+                               cl::desc("Key/value tile rows (0: heuristic)"),
+                               cl::init(0),
+                               cl::sub(cl::SubCommand::getTopLevel()),
+                               cl::sub(runCmd), cl::sub(showMaskCmd),
+                               cl::cat(attncCategory));
 
 static cl::opt<std::string> outputFilename("o", cl::desc("Output file"),
                                            cl::value_desc("file"),
@@ -56,7 +97,7 @@ static cl::list<std::string>
            cl::desc("Override a param default: --param NAME=VALUE "
                     "(repeatable)"),
            cl::value_desc("NAME=VALUE"), cl::sub(cl::SubCommand::getTopLevel()),
-           cl::sub(runCmd), cl::cat(attncCategory));
+           cl::sub(runCmd), cl::sub(showMaskCmd), cl::cat(attncCategory));
 
 static cl::opt<bool> verifyDiagnostics(
     "verify-diagnostics",
@@ -67,7 +108,8 @@ static cl::opt<bool> verifyDiagnostics(
 // `attnc run` options.
 static cl::list<std::string>
     runInputs("input", cl::desc("An input tensor: --input NAME=FILE.npy"),
-              cl::value_desc("NAME=FILE.npy"), cl::sub(runCmd));
+              cl::value_desc("NAME=FILE.npy"), cl::sub(runCmd),
+              cl::sub(showMaskCmd));
 static cl::list<std::string>
     runOutputs("output",
                cl::desc("Write an output: --output o=FILE.npy, --output "
@@ -78,14 +120,39 @@ static cl::opt<std::string>
              cl::desc("Sizes for inputs not given as files, e.g. "
                       "B=1,Hq=8,Hkv=2,N=1000,M=1000,Dqk=64,Dv=64 (defaults: "
                       "B=1 Hq=4 Hkv=Hq N=128 M=N Dqk=64 Dv=Dqk)"),
-             cl::value_desc("DIM=SIZE,..."), cl::sub(runCmd));
+             cl::value_desc("DIM=SIZE,..."), cl::sub(runCmd),
+             cl::sub(showMaskCmd));
 static cl::opt<uint64_t> runSeed("seed",
                                  cl::desc("Seed for random inputs (default 0)"),
-                                 cl::init(0), cl::sub(runCmd));
-static cl::opt<bool>
-    runReference("reference",
-                 cl::desc("Compute with the float64 reference evaluator"),
-                 cl::init(false), cl::sub(runCmd));
+                                 cl::init(0), cl::sub(runCmd),
+                                 cl::sub(showMaskCmd));
+static cl::opt<bool> runReference(
+    "reference",
+    cl::desc("Compute with the float64 reference evaluator only (default: the "
+             "compiled kernel, checked against the reference)"),
+    cl::init(false), cl::sub(runCmd));
+static cl::opt<int> runRepeat("repeat",
+                              cl::desc("Timed runs of the compiled kernel; the "
+                                       "median is reported (default 5)"),
+                              cl::init(5), cl::sub(runCmd));
+static cl::opt<int> runThreads("threads",
+                               cl::desc("Threads (default 0: all cores, or "
+                                        "$ATTN_NUM_THREADS)"),
+                               cl::init(0), cl::sub(runCmd));
+static cl::opt<bool> runNoCheck(
+    "no-check", cl::desc("Skip the comparison with the reference (for large "
+                         "shapes, where the reference is slow)"),
+    cl::init(false), cl::sub(runCmd));
+
+// `attnc show-mask` options.
+static cl::opt<int64_t> maskB("b", cl::desc("Batch index to show"),
+                              cl::init(0), cl::sub(showMaskCmd));
+static cl::opt<int64_t> maskH("h", cl::desc("Query head to show"),
+                              cl::init(0), cl::sub(showMaskCmd));
+static cl::opt<std::string> maskPng("png",
+                                    cl::desc("Also write a PNG picture here"),
+                                    cl::value_desc("file.png"),
+                                    cl::sub(showMaskCmd));
 
 static int fail(const llvm::Twine &msg) {
   llvm::WithColor::error(llvm::errs(), "attnc") << msg << "\n";
@@ -105,7 +172,12 @@ int main(int argc, char **argv) {
       "      [--param NAME=VALUE]... [--output o=FILE.npy] [--output "
       "lse=FILE.npy] [--seed S] [--reference]\n"
       "      run a spec on .npy inputs (random ones where not given)\n"
-      "      (`attnc run --help` lists its options)\n\n"
+      "      (`attnc run --help` lists its options)\n"
+      "  attnc SPEC.attn --target=cpu -o k.o --header k.h\n"
+      "      compile ahead of time: an object and a C header with one entry\n"
+      "  attnc show-mask SPEC.attn [--shape ...] [--tile-q T --tile-kv T] "
+      "[--png FILE]\n"
+      "      picture the mask's tiles: empty (skipped), full, partial\n\n"
       "Library mask patterns:";
   for (const std::string &p : libraryPatternSignatures())
     overview += "\n  " + p;
@@ -137,7 +209,7 @@ int main(int argc, char **argv) {
         std::make_unique<SourceMgrDiagnosticHandler>(sourceMgr, &context);
   }
 
-  if (!runCmd && emitAction == EmitAction::AST) {
+  if (!runCmd && !showMaskCmd && emitAction == EmitAction::AST) {
     std::unique_ptr<ast::Spec> spec =
         parseSpecBuffer(context, sourceMgr, bufferID);
     if (verifier)
@@ -154,6 +226,8 @@ int main(int argc, char **argv) {
 
   std::string paramError;
   std::vector<std::string> paramList(params.begin(), params.end());
+  if (tileQ < 0 || tileKV < 0)
+    return fail("--tile-q and --tile-kv must be positive (0: heuristic)");
   OwningOpRef<ModuleOp> module =
       loadSpec(context, sourceMgr, bufferID, paramList, paramError);
   if (verifier)
@@ -169,16 +243,87 @@ int main(int argc, char **argv) {
     opts.seed = runSeed;
     opts.reference = runReference;
     opts.specPath = inputFilename;
-    std::string err = runSpec(getSpec(*module), opts, llvm::outs());
+    opts.params = paramList;
+    opts.target = targetName;
+    opts.tileQ = tileQ;
+    opts.tileKV = tileKV;
+    opts.repeat = runRepeat;
+    opts.threads = runThreads;
+    opts.check = !runNoCheck;
+    std::string err = runReference
+                          ? runSpec(getSpec(*module), opts, llvm::outs())
+                          : runCompiledSpec(getSpec(*module), opts, llvm::outs());
+    if (!err.empty())
+      return fail(err);
+    return 0;
+  }
+  if (showMaskCmd) {
+    ShowMaskOptions opts;
+    opts.inputs.assign(runInputs.begin(), runInputs.end());
+    opts.shape = runShape;
+    opts.seed = runSeed;
+    opts.b = maskB;
+    opts.h = maskH;
+    if (tileQ > 0)
+      opts.tileQ = tileQ;
+    if (tileKV > 0)
+      opts.tileKv = tileKV;
+    opts.png = maskPng;
+    opts.specPath = inputFilename;
+    std::string err = showMask(getSpec(*module), opts, llvm::outs());
     if (!err.empty())
       return fail(err);
     return 0;
   }
 
+  EmitAction action = emitAction;
+  if (action == EmitAction::Auto)
+    action = llvm::StringRef(outputFilename).ends_with(".o") ? EmitAction::Obj
+                                                             : EmitAction::Attn;
+  if (!headerFilename.empty() && action != EmitAction::Obj)
+    return fail("--header needs an object output (--emit=obj or -o FILE.o)");
+  CPUTarget target;
+  if (!CPUTarget::parse(targetName, target, errorMessage))
+    return fail(errorMessage);
+  KernelInfo info;
+  Stage stop = action == EmitAction::Attn    ? Stage::Attn
+               : action == EmitAction::Tiled ? Stage::Tiled
+               : action == EmitAction::CPU   ? Stage::CPU
+                                             : Stage::LLVM;
+  if (action == EmitAction::Obj) {
+    llvm::SmallVector<char> object;
+    if (failed(compileToObject(*module, target, tileQ, tileKV, info, object,
+                               errorMessage)))
+      return fail(errorMessage);
+    if (outputFilename == "-" && !headerFilename.empty())
+      return fail("give the object a file name with -o");
+    auto output = mlir::openOutputFile(outputFilename, &errorMessage);
+    if (!output)
+      return fail(errorMessage);
+    output->os().write(object.data(), object.size());
+    output->keep();
+    if (!headerFilename.empty()) {
+      auto header = mlir::openOutputFile(headerFilename, &errorMessage);
+      if (!header)
+        return fail(errorMessage);
+      header->os() << generateHeader(info);
+      header->keep();
+    }
+    return 0;
+  }
+  if (failed(lowerSpec(*module, target, tileQ, tileKV, stop, info)))
+    return 1;
   auto output = mlir::openOutputFile(outputFilename, &errorMessage);
   if (!output)
     return fail(errorMessage);
-  module->print(output->os());
+  if (action == EmitAction::LLVMIR) {
+    std::string ir;
+    if (std::string err = emitLLVMIR(*module, target, ir); !err.empty())
+      return fail(err);
+    output->os() << ir;
+  } else {
+    module->print(output->os());
+  }
   output->keep();
   return 0;
 }

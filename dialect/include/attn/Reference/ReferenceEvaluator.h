@@ -14,6 +14,8 @@
 #include "attn/Signature.h"
 #include "attn/npy.h"
 #include <map>
+#include <memory>
+#include <vector>
 
 namespace mlir::attn {
 
@@ -45,6 +47,42 @@ std::string evaluateReference(
 /// Evaluates only the params (for reporting and random-input generation).
 std::string evaluateParams(SpecOp spec, const ::attn::DimBinding &dims,
                            std::map<std::string, ScalarValue> &params);
+
+/// Element-wise evaluation of a spec's mask predicate, the oracle for block
+/// classification: binds shapes, params and aux inputs once (exactly as
+/// evaluateReference does) and then evaluates any rectangle of any (b, h).
+class MaskEvaluator {
+public:
+  MaskEvaluator();
+  ~MaskEvaluator();
+  MaskEvaluator(const MaskEvaluator &) = delete;
+  MaskEvaluator &operator=(const MaskEvaluator &) = delete;
+
+  /// `inputs` must hold every input of the spec (q, k and v fix the dims;
+  /// only the aux tensors are read, and copied). Returns "" or a message.
+  std::string init(SpecOp spec,
+                   const std::map<std::string, ::attn::HostArray> &inputs);
+  const ::attn::DimBinding &dims() const;
+  const std::map<std::string, ScalarValue> &params() const;
+
+  /// mask[(i - q0) * (k1 - k0) + (j - k0)] = 1 where key j is visible to
+  /// query i, for i in [q0, q1), j in [k0, k1). Returns "" or a message (an
+  /// index out of range in a lookup, a division by zero, ...).
+  std::string evaluate(int64_t b, int64_t h, int64_t q0, int64_t q1,
+                       int64_t k0, int64_t k1, uint8_t *mask);
+
+private:
+  struct Impl;
+  std::unique_ptr<Impl> impl;
+};
+
+/// The element-wise mask of one (b, h): `mask` gets N * M bytes, row-major
+/// (query-major), 1 = visible. `bound`, when given, receives the dims and
+/// params (its o and lse stay empty). Returns "" or a one-line message.
+std::string evaluateMask(SpecOp spec,
+                         const std::map<std::string, ::attn::HostArray> &inputs,
+                         int64_t b, int64_t h, std::vector<uint8_t> &mask,
+                         ReferenceOutputs *bound = nullptr);
 
 } // namespace mlir::attn
 

@@ -50,4 +50,26 @@ def Attn_NormalizerKindAttr : EnumAttr<Attn_Dialect, Attn_NormalizerKind,
   let assemblyFormat = "`<` $value `>`";
 }
 
+def Attn_ScheduleAttr : AttrDef<Attn_Dialect, "Schedule"> {
+  let mnemonic = "schedule";
+  let summary = "how an attention is tiled for a backend";
+  let description = [{
+    The schedule of the tiled form: a query tile of `tile_q` rows (a multiple
+    of `vector_width`, since the CPU kernel keeps queries in SIMD lanes) and a
+    key/value tile of `tile_kv` rows. `block_skip` says how tiles are
+    classified as empty / full / partial: `none` (no mask: every tile is
+    full), `interval` (the mask is evaluated over index intervals per tile,
+    closed form), `interval+scan` (as `interval`, and lookups into aux
+    tensors take the min/max of the looked-up range at run time).
+
+    ```mlir
+    #attn.schedule<tile_q = 64, tile_kv = 64, vector_width = 16, block_skip = "interval">
+    ```
+  }];
+  let parameters = (ins "int64_t":$tile_q, "int64_t":$tile_kv,
+                        "int64_t":$vector_width,
+                        StringRefParameter<"tile classification">:$block_skip);
+  let assemblyFormat = "`<` struct(params) `>`";
+}
+
 #endif // ATTN_DIALECT_ATTN_IR_ATTNDIALECT_TD

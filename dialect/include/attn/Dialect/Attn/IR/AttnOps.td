@@ -133,7 +133,8 @@ def Attn_AttentionOp : Attn_Op<"attention", [HasParent<"SpecOp">,
   let arguments = (ins Attn_NormalizerKindAttr:$normalizer,
                        UnitAttr:$lse,
                        DefaultValuedAttr<I64Attr, "1">:$relu_power,
-                       UnitAttr:$row_normalize);
+                       UnitAttr:$row_normalize,
+                       OptionalAttr<Attn_ScheduleAttr>:$schedule);
   let regions = (region AnyRegion:$scale, AnyRegion:$mask, AnyRegion:$score,
                         AnyRegion:$bias);
   let assemblyFormat = [{

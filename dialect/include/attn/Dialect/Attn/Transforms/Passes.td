@@ -27,4 +27,28 @@ def AttnBindParams : Pass<"attn-bind-params", "SpecOp"> {
   let dependentDialects = ["::mlir::arith::ArithDialect"];
 }
 
+def AttnTileAttention : Pass<"attn-tile-attention", "SpecOp"> {
+  let summary = "Choose the tiled schedule of each attention";
+  let description = [{
+    Attaches an `#attn.schedule` to the `attn.attention` op: the query and
+    key/value tile sizes, the SIMD width the CPU kernel vectorizes queries
+    over, and how tiles are classified for block skipping (from the shape of
+    the mask: no mask, an index-only predicate, or one with aux lookups).
+    Zero-valued options mean "use the heuristic" (tile_q = 4 x vector width,
+    tile_kv = 64). An existing schedule is kept unless options are given.
+
+    ```mlir
+    attn.attention normalizer = <softmax> attributes {schedule =
+      #attn.schedule<tile_q = 64, tile_kv = 64, vector_width = 16,
+                     block_skip = "interval">} ...
+    ```
+  }];
+  let options = [
+    Option<"tileQ", "tile-q", "int64_t", "0", "query tile rows (multiple of the vector width)">,
+    Option<"tileKV", "tile-kv", "int64_t", "0", "key/value tile rows">,
+    Option<"vectorWidth", "vector-width", "int64_t", "16",
+           "f32 lanes per SIMD register (16 for AVX-512, 8 for AVX2)">
+  ];
+}
+
 #endif // ATTN_DIALECT_ATTN_TRANSFORMS_PASSES_TD

@@ -1,0 +1,52 @@
+//===- TileAttention.cpp - choose the tiled schedule ----------------------===//
+//
+// Implements attn-tile-attention. The schedule is data, not structure: the
+// backend conversions read it to size their loops, which keeps the algorithm
+// (the spec) apart from the schedule (what the autotuner will override).
+//
+//===----------------------------------------------------------------------===//
+
+#include "attn/Dialect/Attn/Transforms/Passes.h"
+
+namespace mlir::attn {
+#define GEN_PASS_DEF_ATTNTILEATTENTION
+#include "attn/Dialect/Attn/Transforms/Passes.h.inc"
+} // namespace mlir::attn
+
+using namespace mlir;
+using namespace mlir::attn;
+
+namespace {
+struct TileAttentionPass
+    : public mlir::attn::impl::AttnTileAttentionBase<TileAttentionPass> {
+  using AttnTileAttentionBase::AttnTileAttentionBase;
+
+  void runOnOperation() override {
+    AttentionOp att = getOperation().getAttention();
+    int64_t vw = vectorWidth > 0 ? vectorWidth : 16;
+    int64_t tq = tileQ, tkv = tileKV;
+    if (ScheduleAttr old = att.getScheduleAttr()) {
+      if (tq == 0 && tkv == 0)
+        return;
+      tq = tq ? tq : old.getTileQ();
+      tkv = tkv ? tkv : old.getTileKv();
+    }
+    tq = tq ? tq : 4 * vw;
+    tkv = tkv ? tkv : 64;
+    if (tq % vw != 0 || tq <= 0 || tkv <= 0) {
+      att.emitError() << "tile_q (" << tq
+                      << ") must be a positive multiple of the vector width ("
+                      << vw << ") and tile_kv (" << tkv
+                      << ") must be positive";
+      return signalPassFailure();
+    }
+    StringRef skip = "none";
+    if (!att.getMask().empty()) {
+      skip = "interval";
+      att.getMask().walk([&](LoadOp) { skip = "interval+scan"; });
+    }
+    att.setScheduleAttr(
+        ScheduleAttr::get(&getContext(), tq, tkv, vw, skip));
+  }
+};
+} // namespace

@@ -1,0 +1,47 @@
+//===- CompileSpec.h - spec module to CPU kernel artifacts ------*- C++ -*-===//
+//
+// The compile step shared by attnc (AOT, --emit) and the JIT: run the one
+// pipeline on a loaded spec and produce an object file plus what the runtime
+// needs to know about it.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef ATTN_FRONTEND_COMPILESPEC_H
+#define ATTN_FRONTEND_COMPILESPEC_H
+
+#include "attn/Dialect/Attn/IR/AttnOps.h"
+#include "attn/Pipelines/Pipelines.h"
+#include "attn/Signature.h"
+#include "attn/Target/CPUTarget.h"
+#include "mlir/IR/BuiltinOps.h"
+
+namespace mlir::attn {
+
+struct KernelInfo {
+  std::string name;   ///< spec name
+  std::string symbol; ///< "attn_<name>", the packed entry point
+  int64_t tileQ = 0;
+  bool hasLse = false;
+  ::attn::Signature signature;
+};
+
+/// Lowers `module` (one bound attn.spec) in place to `stop`. Fills `info`
+/// once the schedule is known. Errors are reported through diagnostics.
+LogicalResult lowerSpec(ModuleOp module, const CPUTarget &target,
+                        int64_t tileQ, int64_t tileKV, Stage stop,
+                        KernelInfo &info);
+
+/// Lowers to LLVM and emits an object with the entry point and its embedded
+/// signature string (symbol "<symbol>_signature").
+LogicalResult compileToObject(ModuleOp module, const CPUTarget &target,
+                              int64_t tileQ, int64_t tileKV, KernelInfo &info,
+                              llvm::SmallVectorImpl<char> &object,
+                              std::string &error);
+
+/// The C header an AOT object comes with: the kernel descriptor and a typed
+/// entry point `attn_status_t attn_run_<name>(...)`.
+std::string generateHeader(const KernelInfo &info);
+
+} // namespace mlir::attn
+
+#endif

@@ -1,0 +1,104 @@
+//===- Compiler.h - compile .attn specs to callable kernels -----*- C++ -*-===//
+//
+// The JIT door into attnc:
+//
+//   attn::Compiler compiler;
+//   std::string err;
+//   auto kernel = compiler.compile("examples/causal.attn", {}, err);
+//   const DLTensor *inputs[] = {&q, &k, &v};
+//   if (!kernel || kernel->run(inputs, &o, /*lse=*/nullptr) != ATTN_OK) ...
+//
+// Compiled kernels are shared libraries cached on disk, keyed by the spec
+// text, params, target, schedule and the compiler build: a second process
+// compiling the same spec loads the cached library instead of compiling.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef ATTN_JIT_COMPILER_H
+#define ATTN_JIT_COMPILER_H
+
+#include "attn/Signature.h"
+#include "attn/runtime.h"
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace attn {
+
+struct CompileOptions {
+  /// Param overrides, "name" -> "value" (as `--param name=value`).
+  std::vector<std::pair<std::string, std::string>> params;
+  /// "cpu" (the host) or "cpu:NAME" (e.g. cpu:skylake-avx512).
+  std::string target = "cpu";
+  /// Schedule overrides; 0 keeps the heuristic.
+  int64_t tileQ = 0, tileKV = 0;
+  /// Kernel cache; "" means $ATTN_CACHE_DIR, else $XDG_CACHE_HOME/attnc,
+  /// else ~/.cache/attnc.
+  std::string cacheDir;
+  bool useCache = true;
+};
+
+/// A compiled kernel, loaded and ready to run.
+class Kernel {
+public:
+  ~Kernel();
+  Kernel(const Kernel &) = delete;
+  Kernel &operator=(const Kernel &) = delete;
+
+  /// Validates the tensors against the spec and runs on all cores (or
+  /// `options->num_threads`). On failure returns the status;
+  /// attn_last_error() has the message and nothing was written.
+  attn_status_t run(const DLTensor *const *inputs, DLTensor *o,
+                    DLTensor *lse = nullptr,
+                    const attn_run_options_t *options = nullptr) const;
+
+  const attn_kernel_desc_t &desc() const { return desc_; }
+  const Signature &signature() const { return signature_; }
+  /// True when the kernel came from the disk cache.
+  bool cacheHit() const { return cacheHit_; }
+  /// Seconds from compile() call to a loaded kernel.
+  double compileSeconds() const { return seconds_; }
+  const std::string &libraryPath() const { return path_; }
+
+private:
+  friend class Compiler;
+  Kernel() = default;
+  void *handle_ = nullptr;
+  attn_kernel_desc_t desc_{};
+  Signature signature_;
+  std::string name_, path_;
+  std::vector<attn_input_desc_t> inputDescs_;
+  std::vector<std::vector<const char *>> dimPtrs_;
+  std::vector<std::vector<int64_t>> fixedSizes_;
+  bool cacheHit_ = false;
+  double seconds_ = 0;
+};
+
+class Compiler {
+public:
+  /// Compiles `spec`: the path of a .attn file if one exists there, else the
+  /// spec's source text. Returns null and sets `error` (spec errors come as
+  /// `file:line:col: error: ...` lines with carets) on failure.
+  std::unique_ptr<Kernel> compile(const std::string &spec,
+                                  const CompileOptions &options,
+                                  std::string &error);
+  /// The cache directory `options` resolves to.
+  static std::string cacheDirectory(const CompileOptions &options);
+
+private:
+  static std::unique_ptr<Kernel> loadLibrary(const std::string &path,
+                                             std::string &error);
+};
+
+/// Parses the signature text the compiler embeds in each kernel library
+/// (also used by AOT headers). Returns "" or an error.
+std::string parseSignatureText(const std::string &text, std::string &name,
+                               int64_t &tileQ, bool &hasLse, Signature &sig);
+/// The inverse of parseSignatureText.
+std::string signatureText(const std::string &name, int64_t tileQ, bool hasLse,
+                          const Signature &sig);
+
+} // namespace attn
+
+#endif

@@ -1,0 +1,194 @@
+//===- RunCompiled.cpp - `attnc run` through a compiled kernel ------------===//
+//
+// JIT-compiles the spec (through the kernel cache), runs it through the
+// runtime's C ABI on the same inputs as the reference, and reports the error
+// against the float64 reference and the median time over repeats.
+//
+//===----------------------------------------------------------------------===//
+
+#include "attn/Frontend/RunCompiled.h"
+#include "attn/JIT/Compiler.h"
+#include "attn/Reference/ReferenceEvaluator.h"
+#include "llvm/Support/Format.h"
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+
+using namespace mlir;
+using namespace mlir::attn;
+using ::attn::HostArray;
+
+namespace {
+/// A host array as a DLTensor (compact, CPU).
+struct TensorView {
+  DLTensor t{};
+  std::vector<int64_t> shape;
+  TensorView(HostArray &a, DLDataType dtype) : shape(a.shape) {
+    t.data = a.bytes.data();
+    t.device = {kDLCPU, 0};
+    t.ndim = static_cast<int32_t>(shape.size());
+    t.dtype = dtype;
+    t.shape = shape.data();
+    t.strides = nullptr;
+    t.byte_offset = 0;
+  }
+};
+} // namespace
+
+static HostArray convert(const HostArray &a, ::attn::DType to) {
+  if (a.dtype == to)
+    return a;
+  HostArray r = HostArray::zeros(to, a.shape);
+  for (int64_t i = 0, n = a.numel(); i < n; ++i)
+    r.setDouble(i, a.getDouble(i));
+  return r;
+}
+
+std::string mlir::attn::runCompiledSpec(SpecOp spec, const RunOptions &opts,
+                                        llvm::raw_ostream &os) {
+  std::map<std::string, HostArray> inputs;
+  std::set<std::string> fromFile;
+  if (std::string err = gatherInputs(spec, opts.inputs, opts.shape, opts.seed,
+                                     inputs, &fromFile);
+      !err.empty())
+    return err;
+  ::attn::Signature sig = getSignature(spec);
+  // Bind and validate shapes against the spec first (clear messages).
+  std::map<std::string, std::vector<int64_t>> shapes;
+  for (const auto &[n, a] : inputs)
+    shapes[n] = a.shape;
+  ::attn::DimBinding dims;
+  if (std::string err = ::attn::bindShapes(sig, shapes, dims); !err.empty())
+    return err;
+  bool softmax = spec.getAttention().getNormalizer() == NormalizerKind::softmax;
+  std::map<std::string, std::string> outputs;
+  for (const std::string &kv : opts.outputs) {
+    auto [n, p] = llvm::StringRef(kv).split('=');
+    if (p.empty())
+      return "--output '" + kv + "' must be NAME=FILE.npy";
+    if (n != "o" && n != "lse")
+      return "--output " + n.str() + ": unknown output (outputs: o, lse)";
+    if (n == "lse" && !softmax)
+      return "--output lse: only softmax specs have an lse output (this one "
+             "uses " +
+             stringifyNormalizerKind(spec.getAttention().getNormalizer())
+                 .str() +
+             ")";
+    outputs[n.str()] = p.str();
+  }
+
+  // Compile (or load from the cache).
+  ::attn::CompileOptions co;
+  for (const std::string &p : opts.params) {
+    auto [k, v] = llvm::StringRef(p).split('=');
+    co.params.push_back({k.trim().str(), v.trim().str()});
+  }
+  co.target = opts.target;
+  co.tileQ = opts.tileQ;
+  co.tileKV = opts.tileKV;
+  ::attn::Compiler compiler;
+  std::string error;
+  std::unique_ptr<::attn::Kernel> kernel =
+      compiler.compile(opts.specPath, co, error);
+  if (!kernel)
+    return error;
+
+  // Tensors in the kernel's dtypes.
+  std::vector<HostArray> storage;
+  storage.reserve(sig.inputs.size() + 2);
+  std::vector<TensorView> views;
+  views.reserve(sig.inputs.size() + 2);
+  for (const ::attn::InputSig &in : sig.inputs) {
+    bool isInt = in.type == ::attn::ElemType::I32;
+    storage.push_back(convert(inputs.at(in.name),
+                              isInt ? ::attn::DType::I32 : ::attn::DType::F32));
+    views.emplace_back(storage.back(),
+                       isInt ? DLDataType{kDLInt, 32, 1}
+                             : DLDataType{kDLFloat, 32, 1});
+  }
+  int64_t B = dims["B"], Hq = dims["Hq"], N = dims["N"], Dv = dims["Dv"];
+  HostArray o = HostArray::zeros(::attn::DType::F32, {B, Hq, N, Dv});
+  HostArray lse = HostArray::zeros(::attn::DType::F32, {B, Hq, N});
+  TensorView oView(o, DLDataType{kDLFloat, 32, 1});
+  TensorView lseView(lse, DLDataType{kDLFloat, 32, 1});
+  std::vector<const DLTensor *> ptrs;
+  for (TensorView &v : views)
+    ptrs.push_back(&v.t);
+  attn_run_options_t runOpts{opts.threads};
+  std::vector<double> times;
+  for (int r = 0; r < std::max(1, opts.repeat); ++r) {
+    auto t0 = std::chrono::steady_clock::now();
+    attn_status_t st = kernel->run(ptrs.data(), &oView.t,
+                                   softmax ? &lseView.t : nullptr, &runOpts);
+    auto t1 = std::chrono::steady_clock::now();
+    if (st != ATTN_OK)
+      return std::string(attn_status_string(st)) + ": " + attn_last_error();
+    times.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+  }
+  std::sort(times.begin(), times.end());
+  double median = times[times.size() / 2];
+
+  os << "spec: " << spec.getSymName() << " (" << opts.specPath << ")\ndims:";
+  for (const char *d : {"B", "Hq", "Hkv", "N", "M", "Dqk", "Dv", "G"})
+    os << " " << d << "=" << dims.at(d);
+  os << "\ninputs:";
+  for (const ::attn::InputSig &in : sig.inputs)
+    os << " " << in.name << inputs.at(in.name).shapeString()
+       << (fromFile.count(in.name) ? "" : "(random)");
+  if (fromFile.size() < sig.inputs.size())
+    os << " seed=" << opts.seed;
+  os << "\nkernel: " << kernel->desc().name << " tile_q="
+     << kernel->desc().tile_q << " target=" << opts.target << " ("
+     << (kernel->cacheHit() ? "cache hit" : "compiled") << " in "
+     << llvm::format("%.1f", kernel->compileSeconds() * 1e3) << " ms)\n";
+  int64_t M = dims["M"], Dqk = dims["Dqk"];
+  double flops = 2.0 * B * Hq * N * M * (Dqk + Dv);
+  os << "time: median " << llvm::format("%.3f", median) << " ms over "
+     << times.size() << " runs, threads="
+     << (opts.threads ? opts.threads : attn_cpu_num_threads()) << ", "
+     << llvm::format("%.1f", flops / (median * 1e-3) / 1e9)
+     << " GFLOP/s (dense-equivalent 4*N*M*D)\n";
+
+  if (opts.check) {
+    ReferenceOutputs ref;
+    if (std::string err = evaluateReference(spec, inputs, ref); !err.empty())
+      return "reference: " + err;
+    double maxAbs = 0, maxRef = 0, maxLse = 0;
+    int64_t bad = 0;
+    for (int64_t i = 0, n = o.numel(); i < n; ++i) {
+      double x = o.data<float>()[i], y = ref.o.data<double>()[i];
+      if (!std::isfinite(x))
+        ++bad;
+      maxAbs = std::max(maxAbs, std::fabs(x - y));
+      maxRef = std::max(maxRef, std::fabs(y));
+    }
+    if (softmax)
+      for (int64_t i = 0, n = lse.numel(); i < n; ++i) {
+        double x = lse.data<float>()[i], y = ref.lse.data<double>()[i];
+        if (std::isinf(y) && x == y)
+          continue;
+        maxLse = std::max(maxLse, std::fabs(x - y));
+      }
+    double rel = maxRef > 0 ? maxAbs / maxRef : maxAbs;
+    os << "check vs float64 reference: max abs err "
+       << llvm::format("%.3g", maxAbs) << ", max rel err (to max|o|) "
+       << llvm::format("%.3g", rel);
+    if (softmax)
+      os << ", lse max abs err " << llvm::format("%.3g", maxLse);
+    os << ", non-finite " << bad << " -> "
+       << (rel <= 1e-4 && bad == 0 && maxLse <= 1e-4 ? "PASS" : "FAIL")
+       << " (fp32 tolerance 1e-4)\n";
+    if (!(rel <= 1e-4 && bad == 0 && maxLse <= 1e-4)) {
+      for (const auto &[name, path] : outputs)
+        (void)::attn::writeNpy(path, name == "o" ? o : lse);
+      return "compiled kernel disagrees with the reference";
+    }
+  }
+  for (const auto &[name, path] : outputs) {
+    if (std::string werr = ::attn::writeNpy(path, name == "o" ? o : lse);
+        !werr.empty())
+      return "--output " + name + ": " + werr;
+    os << "wrote " << name << " (float32) to " << path << "\n";
+  }
+  return "";
+}

@@ -1,0 +1,59 @@
+//===- RegionEmitter.h - inline attn regions into kernels -------*- C++ -*-===//
+//
+// Two ways of inlining an attn region (mask, score, param default, ...) into
+// generated kernel code:
+//  * emitRegion: a clone in which values that depend on a vector argument
+//    (the queries of a tile sit in SIMD lanes) become vectors and the rest
+//    stay scalar; f64 in varying code is evaluated as f32, the kernel's
+//    precision, while uniform scalars keep f64 for accuracy.
+//  * emitMaskIntervals: the mask over index intervals, giving a tri-state
+//    answer per tile (always visible / never visible / mixed), which is how
+//    tiles are skipped without evaluating the mask per element.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef ATTN_LOWERING_ATTNTOCPU_REGIONEMITTER_H
+#define ATTN_LOWERING_ATTNTOCPU_REGIONEMITTER_H
+
+#include "attn/Dialect/Attn/IR/AttnOps.h"
+#include "mlir/IR/ImplicitLocOpBuilder.h"
+#include "llvm/ADT/StringMap.h"
+
+namespace mlir::attn::cpu {
+
+/// What regions may read besides their arguments, as kernel values.
+struct KernelEnv {
+  /// Every shape symbol as an i64 value (canonical dims, G, aux dims).
+  llvm::StringMap<Value> dims;
+  /// Every param as a scalar (i64 or f64).
+  llvm::StringMap<Value> params;
+  /// Aux inputs by name (strided memrefs).
+  llvm::StringMap<Value> aux;
+  int64_t vectorWidth = 16;
+};
+
+/// Clones the body of `region` with its block arguments bound to `args`
+/// (scalars or vectors of env.vectorWidth lanes) and returns the yielded
+/// value. Aux lookups clamp their indices into range, so a kernel never reads
+/// out of bounds (the reference evaluator reports such indices as errors).
+Value emitRegion(ImplicitLocOpBuilder &b, Region &region, ValueRange args,
+                 const KernelEnv &env);
+
+/// One end of an interval of an i64 (or i1 as 0/1) value.
+struct Interval {
+  Value lo, hi;  ///< i64
+  bool top = false; ///< nothing known (then lo/hi are null)
+};
+
+/// Evaluates the mask region over b, h fixed and q_idx in [q0, q1],
+/// kv_idx in [k0, k1] (inclusive, i64 values). Returns (lo, hi) of the
+/// predicate as i64 0/1: lo == 1 means every element is visible, hi == 0
+/// means none is.
+std::pair<Value, Value> emitMaskIntervals(ImplicitLocOpBuilder &b,
+                                          Region &mask, Value bIdx, Value h,
+                                          Value q0, Value q1, Value k0,
+                                          Value k1, const KernelEnv &env);
+
+} // namespace mlir::attn::cpu
+
+#endif

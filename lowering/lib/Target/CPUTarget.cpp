@@ -1,0 +1,209 @@
+//===- CPUTarget.cpp - LLVM-dialect kernels to host objects ---------------===//
+
+#include "attn/Target/CPUTarget.h"
+#include "mlir/ExecutionEngine/OptUtils.h"
+#include "mlir/Target/LLVMIR/Dialect/Builtin/BuiltinToLLVMIRTranslation.h"
+#include "mlir/Target/LLVMIR/Dialect/LLVMIR/LLVMToLLVMIRTranslation.h"
+#include "mlir/Target/LLVMIR/Export.h"
+#include "llvm/IR/LegacyPassManager.h"
+#include "llvm/IR/Module.h"
+#include "llvm/MC/MCSubtargetInfo.h"
+#include "llvm/MC/TargetRegistry.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/Program.h"
+#include "llvm/Support/TargetSelect.h"
+#include "llvm/Support/raw_ostream.h"
+#include "llvm/Target/TargetMachine.h"
+#include "llvm/Target/TargetOptions.h"
+#include "llvm/TargetParser/Host.h"
+#include "llvm/TargetParser/Triple.h"
+#include <mutex>
+
+using namespace mlir;
+using namespace mlir::attn;
+
+#ifndef ATTN_LLD_PATH
+#define ATTN_LLD_PATH "ld.lld"
+#endif
+
+static void initLLVM() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    llvm::InitializeNativeTarget();
+    llvm::InitializeNativeTargetAsmPrinter();
+  });
+}
+
+CPUTarget CPUTarget::host() {
+  CPUTarget t;
+  t.triple = llvm::sys::getDefaultTargetTriple();
+  t.cpu = llvm::sys::getHostCPUName().str();
+  std::vector<std::string> feats;
+  for (const auto &f : llvm::sys::getHostCPUFeatures())
+    feats.push_back((f.second ? "+" : "-") + f.first().str());
+  std::sort(feats.begin(), feats.end());
+  t.features = llvm::join(feats, ",");
+  return t;
+}
+
+bool CPUTarget::parse(llvm::StringRef spec, CPUTarget &out,
+                      std::string &error) {
+  out = host();
+  if (spec == "cpu" || spec == "cpu:native")
+    return true;
+  if (!spec.consume_front("cpu:")) {
+    error = "unknown target '" + spec.str() +
+            "' (expected cpu or cpu:NAME, e.g. cpu:skylake-avx512)";
+    return false;
+  }
+  initLLVM();
+  std::string err;
+  const llvm::Target *target =
+      llvm::TargetRegistry::lookupTarget(llvm::Triple(out.triple), err);
+  if (!target) {
+    error = err;
+    return false;
+  }
+  out.cpu = spec.str();
+  out.features = "";
+  std::unique_ptr<llvm::MCSubtargetInfo> sti(
+      target->createMCSubtargetInfo(llvm::Triple(out.triple), out.cpu, ""));
+  if (!sti || !sti->isCPUStringValid(out.cpu)) {
+    error = "unknown CPU '" + out.cpu + "' for " + out.triple;
+    return false;
+  }
+  return true;
+}
+
+int64_t CPUTarget::vectorWidth() const {
+  auto has = [&](llvm::StringRef f) {
+    return llvm::StringRef(features).contains(("+" + f + ",").str()) ||
+           llvm::StringRef(features).ends_with(("+" + f).str());
+  };
+  if (!features.empty())
+    return has("avx512f") ? 16 : has("avx2") || has("avx") ? 8 : 4;
+  // A named CPU without explicit features: ask LLVM what it implies.
+  initLLVM();
+  std::string err;
+  const llvm::Target *target =
+      llvm::TargetRegistry::lookupTarget(llvm::Triple(triple), err);
+  if (!target)
+    return 4;
+  std::unique_ptr<llvm::MCSubtargetInfo> sti(
+      target->createMCSubtargetInfo(llvm::Triple(triple), cpu, ""));
+  if (!sti)
+    return 4;
+  auto hasFeature = [&](llvm::StringRef f) {
+    for (const llvm::SubtargetFeatureKV &kv : sti->getAllProcessorFeatures())
+      if (f == kv.Key)
+        return sti->getFeatureBits().test(kv.Value);
+    return false;
+  };
+  return hasFeature("avx512f") ? 16 : hasFeature("avx2") ? 8 : 4;
+}
+
+std::string CPUTarget::key() const {
+  return triple + "|" + cpu + "|" + features + "|O" + std::to_string(optLevel);
+}
+
+static std::unique_ptr<llvm::TargetMachine>
+makeTargetMachine(const CPUTarget &t, std::string &error) {
+  initLLVM();
+  llvm::Triple triple(t.triple.empty() ? llvm::sys::getDefaultTargetTriple()
+                                       : t.triple);
+  const llvm::Target *target = llvm::TargetRegistry::lookupTarget(triple, error);
+  if (!target)
+    return nullptr;
+  llvm::TargetOptions options;
+  // Attention kernels accumulate in fp32 and compare against a float64
+  // oracle: keep IEEE semantics, but let FMAs contract.
+  options.AllowFPOpFusion = llvm::FPOpFusion::Fast;
+  std::unique_ptr<llvm::TargetMachine> tm(target->createTargetMachine(
+      triple, t.cpu, t.features, options, llvm::Reloc::PIC_, std::nullopt,
+      llvm::CodeGenOptLevel::Aggressive));
+  if (!tm)
+    error = "cannot create a target machine for " + triple.str();
+  return tm;
+}
+
+static std::unique_ptr<llvm::Module>
+translate(ModuleOp module, llvm::LLVMContext &ctx, llvm::TargetMachine &tm,
+          unsigned optLevel, std::string &error) {
+  DialectRegistry registry;
+  registerBuiltinDialectTranslation(registry);
+  registerLLVMDialectTranslation(registry);
+  module->getContext()->appendDialectRegistry(registry);
+  std::unique_ptr<llvm::Module> llvmModule =
+      translateModuleToLLVMIR(module, ctx, "attn");
+  if (!llvmModule) {
+    error = "failed to translate the LLVM dialect to LLVM IR";
+    return nullptr;
+  }
+  llvmModule->setDataLayout(tm.createDataLayout());
+  llvmModule->setTargetTriple(tm.getTargetTriple());
+  for (llvm::Function &f : *llvmModule) {
+    if (f.isDeclaration())
+      continue;
+    f.addFnAttr("target-cpu", tm.getTargetCPU());
+    f.addFnAttr("target-features", tm.getTargetFeatureString());
+    // Only the packed entry points are the kernel's interface.
+    if (!f.getName().starts_with("attn_") || f.getName().ends_with("_tiles"))
+      f.setLinkage(llvm::GlobalValue::InternalLinkage);
+  }
+  auto transformer = makeOptimizingTransformer(optLevel, 0, &tm);
+  if (llvm::Error err = transformer(llvmModule.get())) {
+    error = llvm::toString(std::move(err));
+    return nullptr;
+  }
+  return llvmModule;
+}
+
+std::string mlir::attn::emitLLVMIR(ModuleOp module, const CPUTarget &target,
+                                   std::string &ir) {
+  std::string error;
+  auto tm = makeTargetMachine(target, error);
+  if (!tm)
+    return error;
+  llvm::LLVMContext ctx;
+  auto llvmModule = translate(module, ctx, *tm, target.optLevel, error);
+  if (!llvmModule)
+    return error;
+  llvm::raw_string_ostream os(ir);
+  llvmModule->print(os, nullptr);
+  return "";
+}
+
+std::string mlir::attn::emitObject(ModuleOp module, const CPUTarget &target,
+                                   llvm::SmallVectorImpl<char> &object) {
+  std::string error;
+  auto tm = makeTargetMachine(target, error);
+  if (!tm)
+    return error;
+  llvm::LLVMContext ctx;
+  auto llvmModule = translate(module, ctx, *tm, target.optLevel, error);
+  if (!llvmModule)
+    return error;
+  llvm::raw_svector_ostream os(object);
+  llvm::legacy::PassManager pm;
+  if (tm->addPassesToEmitFile(pm, os, nullptr,
+                              llvm::CodeGenFileType::ObjectFile))
+    return "the target cannot emit object files";
+  pm.run(*llvmModule);
+  return "";
+}
+
+std::string mlir::attn::linkSharedLibrary(llvm::StringRef objectPath,
+                                          llvm::StringRef libraryPath) {
+  std::string lld = ATTN_LLD_PATH;
+  if (auto found = llvm::sys::findProgramByName(lld))
+    lld = *found;
+  // libc symbols LLVM may introduce (memset, memcpy) resolve at load time.
+  llvm::SmallVector<llvm::StringRef> args = {lld, "-shared", "-o", libraryPath,
+                                             objectPath};
+  std::string msg;
+  int rc = llvm::sys::ExecuteAndWait(lld, args, std::nullopt, {}, 0, 0, &msg);
+  if (rc != 0)
+    return "linking " + libraryPath.str() + " with " + lld + " failed" +
+           (msg.empty() ? "" : ": " + msg);
+  return "";
+}

@@ -1,0 +1,42 @@
+//===- Runtime.cpp - status codes and the thread-local last error ---------===//
+
+#include "RuntimeInternal.h"
+
+namespace {
+/// The message behind attn_last_error(); one per thread.
+thread_local std::string lastError;
+} // namespace
+
+void attn::runtime::clearLastError() { lastError.clear(); }
+
+attn_status_t attn::runtime::fail(attn_status_t code, std::string message) {
+  for (char &c : message)
+    if (c == '\n' || c == '\r')
+      c = ' ';
+  lastError = std::move(message);
+  return code;
+}
+
+extern "C" const char *attn_status_string(attn_status_t status) {
+  switch (status) {
+  case ATTN_OK:
+    return "ATTN_OK";
+  case ATTN_ERROR_INVALID_ARGUMENT:
+    return "ATTN_ERROR_INVALID_ARGUMENT";
+  case ATTN_ERROR_SHAPE:
+    return "ATTN_ERROR_SHAPE";
+  case ATTN_ERROR_DTYPE:
+    return "ATTN_ERROR_DTYPE";
+  case ATTN_ERROR_DEVICE:
+    return "ATTN_ERROR_DEVICE";
+  case ATTN_ERROR_LAYOUT:
+    return "ATTN_ERROR_LAYOUT";
+  case ATTN_ERROR_UNSUPPORTED:
+    return "ATTN_ERROR_UNSUPPORTED";
+  case ATTN_ERROR_INTERNAL:
+    return "ATTN_ERROR_INTERNAL";
+  }
+  return "ATTN_ERROR_UNKNOWN";
+}
+
+extern "C" const char *attn_last_error(void) { return lastError.c_str(); }
