@@ -7,5 +7,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD="${ATTN_BUILD_DIR:-$ROOT/build}"
 bash "$ROOT/scripts/build.sh" >/dev/null
 SPEC="${1:-$ROOT/examples/causal.attn}"
-echo "\$ attnc run $SPEC --shape B=1,Hq=8,Hkv=2,N=333,M=333,Dqk=64,Dv=64 --reference"
-"$BUILD/bin/attnc" run "$SPEC" --shape B=1,Hq=8,Hkv=2,N=333,M=333,Dqk=64,Dv=64 --reference
+# JIT-compiles the spec (cached under $ATTN_CACHE_DIR or ~/.cache/attnc), runs
+# it on all cores, and checks it against the float64 reference evaluator.
+echo "\$ attnc run $SPEC --shape B=1,Hq=8,Hkv=2,N=1000,M=1000,Dqk=64,Dv=64"
+"$BUILD/bin/attnc" run "$SPEC" --shape B=1,Hq=8,Hkv=2,N=1000,M=1000,Dqk=64,Dv=64

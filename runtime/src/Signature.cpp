@@ -111,7 +111,8 @@ attn::bindShapes(const Signature &sig,
 std::string attn::checkDType(const InputSig &in, const HostArray &a) {
   bool isFloatInput = in.type != ElemType::I32;
   if (isFloatInput) {
-    if (a.dtype == DType::F32 || a.dtype == DType::F64)
+    if (a.dtype == DType::F32 || a.dtype == DType::F64 ||
+        a.dtype == DType::BF16 || a.dtype == DType::F16)
       return "";
     return "input '" + in.name + "' must be float32 or float64, got " +
            dtypeName(a.dtype);

@@ -81,6 +81,12 @@ private:
     return vector::BroadcastOp::create(b, VectorType::get({vl}, s.getType()), s);
   }
   VectorType vf32() { return VectorType::get({vl}, b.getF32Type()); }
+  /// bf16/f16 inputs are widened on load: all arithmetic is fp32.
+  Value toF32(Value x) {
+    if (x.getType().isF32())
+      return x;
+    return arith::ExtFOp::create(b, b.getF32Type(), x);
+  }
   /// scf.for from lb to ub (index) with a body callback; returns results.
   scf::ForOp loop(Value lb, Value ub, Value step, ValueRange init,
                   function_ref<SmallVector<Value>(Value, ValueRange)> body) {
@@ -213,7 +219,7 @@ void KernelBuilder::emitLoadQ(Value bIdx, Value h, Value q0, Value qn) {
       b.setInsertionPointToStart(&ifOp.getThenRegion().front());
       Value row = arith::AddIOp::create(b, q0, i);
       loop(cidx(0), Dqk, cidx(1), {}, [&](Value d, ValueRange) {
-        Value x = memref::LoadOp::create(b, q, ValueRange{bIdx, h, row, d});
+        Value x = toF32(memref::LoadOp::create(b, q, ValueRange{bIdx, h, row, d}));
         Value xs = arith::MulFOp::create(b, x, scale);
         memref::StoreOp::create(b, xs, Qt, ValueRange{d, i});
         return SmallVector<Value>{};
@@ -247,7 +253,7 @@ void KernelBuilder::emitPass1Block(Value bIdx, Value h, Value hk, Value k0,
                                           ValueRange{d, cidx(c * vl)}));
     SmallVector<Value> next;
     for (int64_t r = 0; r < nj; ++r) {
-      Value kv = bcast(memref::LoadOp::create(b, k, ValueRange{bIdx, hk, rows[r], d}));
+      Value kv = bcast(toF32(memref::LoadOp::create(b, k, ValueRange{bIdx, hk, rows[r], d})));
       for (int64_t c = 0; c < ci; ++c)
         next.push_back(vector::FMAOp::create(b, kv, qv[c], acc[r * ci + c]));
     }
@@ -337,7 +343,7 @@ void KernelBuilder::emitPV(Value hk, Value bIdx, Value k0, Value kn,
       SmallVector<Value> next;
       for (int64_t r = 0; r < nd; ++r) {
         Value col = arith::AddIOp::create(b, dvb, cidx(r));
-        Value vv = bcast(memref::LoadOp::create(b, v, ValueRange{bIdx, hk, kvRow, col}));
+        Value vv = bcast(toF32(memref::LoadOp::create(b, v, ValueRange{bIdx, hk, kvRow, col})));
         for (int64_t c = 0; c < ci; ++c)
           next.push_back(vector::FMAOp::create(b, vv, pv[c], acc[r * ci + c]));
       }
@@ -357,10 +363,23 @@ void KernelBuilder::emitPV(Value hk, Value bIdx, Value k0, Value kn,
     block(dvb, rd);
     return SmallVector<Value>{};
   });
-  loop(dvFull, Dv, cidx(1), {}, [&](Value dvb, ValueRange) {
-    block(dvb, 1);
-    return SmallVector<Value>{};
-  });
+  // The remaining Dv % rd columns as one register block of that width.
+  if (rd > 1) {
+    SmallVector<int64_t> cases;
+    for (int64_t r = 1; r < rd; ++r)
+      cases.push_back(r);
+    Value rem = arith::RemUIOp::create(b, Dv, cidx(rd));
+    auto sw = scf::IndexSwitchOp::create(b, TypeRange{}, rem, cases,
+                                         cases.size());
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(&sw.getDefaultRegion().emplaceBlock());
+    scf::YieldOp::create(b);
+    for (auto [i, r] : llvm::enumerate(cases)) {
+      b.setInsertionPointToStart(&sw.getCaseRegions()[i].emplaceBlock());
+      block(dvFull, r);
+      scf::YieldOp::create(b);
+    }
+  }
 }
 
 void KernelBuilder::emitKVTile(Value bIdx, Value h, Value hk, Value q0,
@@ -397,7 +416,27 @@ void KernelBuilder::emitKVTile(Value bIdx, Value h, Value hk, Value q0,
       stat[c] = f.getResult(c);
   };
   runBlocks(cidx(0), jFull, rj);
-  runBlocks(jFull, kn, 1);
+  // The remainder: a full tile has a static one (bk % rj rows, done as one
+  // register block); only a tail tile falls back to single rows.
+  if (int64_t rem = bk % rj) {
+    SmallVector<Type> statTypes(ci, vf32());
+    Value isFull = arith::CmpIOp::create(b, P::eq, kn, cidx(bk));
+    auto ifOp = scf::IfOp::create(b, statTypes, isFull, true);
+    {
+      OpBuilder::InsertionGuard g(b);
+      b.setInsertionPointToStart(&ifOp.getThenRegion().front());
+      SmallVector<Value> s = stat;
+      emitPass1Block(bIdx, h, hk, k0, jFull, rem, partial, qIdx, s);
+      scf::YieldOp::create(b, s);
+      b.setInsertionPointToStart(&ifOp.getElseRegion().front());
+      runBlocks(jFull, kn, 1);
+      scf::YieldOp::create(b, stat);
+    }
+    for (int64_t c = 0; c < ci; ++c)
+      stat[c] = ifOp.getResult(c);
+  } else {
+    runBlocks(jFull, kn, 1);
+  }
 
   if (softmax) {
     // Pass 2: new row max, P = exp(S - m'), l = l * alpha + sum P; alpha
@@ -541,9 +580,9 @@ LogicalResult KernelBuilder::build() {
     for (InputOp in : spec.getBodyBlock().getOps<InputOp>())
       if (in.getSymName() == name)
         elt = in.getElementType();
-    if (!elt.isF32())
+    if (!elt.isF32() && !elt.isBF16() && !elt.isF16())
       return att.emitError() << "CPU backend: input '" << name << "' of type "
-                             << elt << " is not supported yet (f32 only)";
+                             << elt << " is not supported";
     args.push_back(stridedType(ctx, 4, elt));
   }
   args.push_back(stridedType(ctx, 4, f32)); // o
