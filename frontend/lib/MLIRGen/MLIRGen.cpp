@@ -200,8 +200,8 @@ LogicalResult MLIRGenImpl::declareNames() {
     } else {
       continue;
     }
-    if (isReservedName(name, ctx) && !(nk == NameInfo::Input &&
-                                       !canonicalInputDims(name).empty())) {
+    if (isReservedName(name, ctx) &&
+        !(nk == NameInfo::Input && !canonicalInputDims(name).empty())) {
       emitError(l) << "'" << name
                    << "' is a reserved name (index, shape dim, builtin or "
                       "library pattern)";
@@ -299,10 +299,9 @@ LogicalResult MLIRGenImpl::emitInput(const InputDecl &in) {
     for (auto [d, c] : llvm::zip(in.dims, canonical))
       same &= d.symbol == c;
     if (!same) {
-      auto diag = emitError(in.loc) << "input '" << in.name
-                                    << "' must have shape ["
-                                    << llvm::join(canonical, ", ")
-                                    << "], got [";
+      auto diag = emitError(in.loc)
+                  << "input '" << in.name << "' must have shape ["
+                  << llvm::join(canonical, ", ") << "], got [";
       llvm::interleaveComma(in.dims, diag, [&](const DimSpec &d) {
         if (d.symbol.empty())
           diag << d.size;

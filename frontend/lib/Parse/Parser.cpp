@@ -400,8 +400,7 @@ LogicalResult Parser::enterNested() {
   return success();
 }
 
-ExprPtr Parser::withDepth(ExprPtr node,
-                          llvm::ArrayRef<const Expr *> children) {
+ExprPtr Parser::withDepth(ExprPtr node, llvm::ArrayRef<const Expr *> children) {
   unsigned depth = 0;
   for (const Expr *child : children) {
     auto it = depths.find(child);
@@ -435,9 +434,9 @@ ExprPtr Parser::parseOr() {
     if (!rhs)
       return nullptr;
     const Expr *children[] = {lhs.get(), rhs.get()};
-    lhs = withDepth(std::make_unique<BinaryExpr>(loc, "||", std::move(lhs),
-                                                 std::move(rhs)),
-                    children);
+    lhs = withDepth(
+        std::make_unique<BinaryExpr>(loc, "||", std::move(lhs), std::move(rhs)),
+        children);
   }
   return lhs;
 }
@@ -452,9 +451,9 @@ ExprPtr Parser::parseAnd() {
     if (!rhs)
       return nullptr;
     const Expr *children[] = {lhs.get(), rhs.get()};
-    lhs = withDepth(std::make_unique<BinaryExpr>(loc, "&&", std::move(lhs),
-                                                 std::move(rhs)),
-                    children);
+    lhs = withDepth(
+        std::make_unique<BinaryExpr>(loc, "&&", std::move(lhs), std::move(rhs)),
+        children);
   }
   return lhs;
 }
@@ -516,9 +515,9 @@ ExprPtr Parser::parseAdditive() {
     if (!rhs)
       return nullptr;
     const Expr *children[] = {lhs.get(), rhs.get()};
-    lhs = withDepth(std::make_unique<BinaryExpr>(loc, op, std::move(lhs),
-                                                 std::move(rhs)),
-                    children);
+    lhs = withDepth(
+        std::make_unique<BinaryExpr>(loc, op, std::move(lhs), std::move(rhs)),
+        children);
   }
   return lhs;
 }
@@ -535,9 +534,9 @@ ExprPtr Parser::parseMultiplicative() {
     if (!rhs)
       return nullptr;
     const Expr *children[] = {lhs.get(), rhs.get()};
-    lhs = withDepth(std::make_unique<BinaryExpr>(loc, op, std::move(lhs),
-                                                 std::move(rhs)),
-                    children);
+    lhs = withDepth(
+        std::make_unique<BinaryExpr>(loc, op, std::move(lhs), std::move(rhs)),
+        children);
   }
   return lhs;
 }

@@ -66,8 +66,10 @@ bool CPUTarget::parse(llvm::StringRef spec, CPUTarget &out,
   }
   out.cpu = spec.str();
   out.features = "";
+  // Ask with the generic CPU: creating one for an unknown name prints a
+  // warning to stderr.
   std::unique_ptr<llvm::MCSubtargetInfo> sti(
-      target->createMCSubtargetInfo(llvm::Triple(out.triple), out.cpu, ""));
+      target->createMCSubtargetInfo(llvm::Triple(out.triple), "", ""));
   if (!sti || !sti->isCPUStringValid(out.cpu)) {
     error = "unknown CPU '" + out.cpu + "' for " + out.triple;
     return false;

@@ -441,7 +441,8 @@ TEST(ReferenceEvaluator, ReluPower2Normalized) {
   o.power = 2;
   o.normalize = true;
   auto inputs = withZeroRow(s, 16, 2);
-  auto l = load("attention r { normalizer = relu(power = 2, normalize = true) }");
+  auto l =
+      load("attention r { normalizer = relu(power = 2, normalize = true) }");
   ASSERT_TRUE(l);
   ReferenceOutputs out = run(*l, inputs);
   expectMatches(out, naive(o, inputs), s);
