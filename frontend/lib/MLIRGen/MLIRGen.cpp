@@ -820,6 +820,18 @@ FailureOr<TValue> MLIRGenImpl::emitCall(const CallExpr &e, RegionCtx &rc) {
   OpBuilder &b = rc.builder;
   llvm::StringRef callee = e.callee;
 
+  // A param, let or input of the spec shadows a library pattern of the same
+  // name, in calls too (outside library expansions).
+  if (auto shadow = names.find(callee);
+      shadow != names.end() && rc.macroArgs.empty() &&
+      shadow->second.kind != NameInfo::Input) {
+    emitError(e.getLoc()) << "'" << callee << "' is a "
+                          << (shadow->second.kind == NameInfo::Param ? "param"
+                                                                     : "let")
+                          << " of this spec (it shadows the library pattern "
+                             "of that name), not a function";
+    return failure();
+  }
   if (const LibraryPattern *pat = lookupLibraryPattern(callee, ctx);
       pat && (pat->isPublic || !rc.macroArgs.empty()))
     return expandPattern(*pat, &e, e.getLoc(), rc);

@@ -42,7 +42,11 @@ llvm::StringRef Token::describe(Kind k) {
 
 Lexer::Lexer(const llvm::SourceMgr &sourceMgr, unsigned bufferID)
     : buffer(sourceMgr.getMemoryBuffer(bufferID)->getBuffer()),
-      curPtr(buffer.begin()) {}
+      curPtr(buffer.begin()) {
+  // A UTF-8 byte-order mark at the start is not part of the spec.
+  if (buffer.starts_with("\xEF\xBB\xBF"))
+    curPtr += 3;
+}
 
 Token Lexer::lex() {
   while (true) {
