@@ -594,10 +594,9 @@ struct Bench {
     auto t0 = Clock::now();
     std::unique_ptr<attn::Kernel> k = compiler.compile(s.path, co, error);
     ms = secondsSince(t0) * 1e3;
-    if (firstCompileMs < 0) {
+    if (firstCompileMs < 0 && k && !k->cacheHit()) {
       firstCompileMs = ms;
       firstCompileWhat = s.path;
-      firstCompileWhat += k && k->cacheHit() ? " (cache hit)" : " (compiled)";
     }
     return k;
   }
@@ -751,7 +750,7 @@ struct Bench {
       if (!j.ok) {
         r.push_back("—");
         r.push_back("error");
-        for (int c = 0; c < 6; ++c)
+        while (r.size() < t.head.size())
           r.push_back("—");
         r[0] += " (" + j.error.substr(0, 60) + ")";
       } else {
@@ -850,10 +849,14 @@ struct Bench {
         ++failures;
         std::fprintf(stderr, "  error: %s\n", error.c_str());
         row[0] += " (error: " + error.substr(0, 60) + ")";
-        for (int c = 0; c < 5; ++c)
+        while (row.size() < t.head.size())
           row.push_back("—");
       } else {
         double c1 = median(noCache), c2 = median(fresh), h = median(hit);
+        std::fprintf(stderr,
+                     "  cold %.1f ms (no cache), %.1f ms (fresh dir), hit "
+                     "%.2f ms\n",
+                     c1, c2, h);
         double cold = std::max(c1, c2);
         if (cold > worstCold)
           worstCold = cold, worstColdSpec = name;
@@ -875,7 +878,7 @@ struct Bench {
                   worstCold, worstColdSpec.c_str(), worstHit,
                   worstHitSpec.c_str());
     if (firstCompileMs >= 0)
-      std::printf("first compile() of this process (includes one-time "
+      std::printf("first cold compile of this process (includes one-time "
                   "LLVM/MLIR initialisation): %.1f ms, %s\n",
                   firstCompileMs, firstCompileWhat.c_str());
     std::fflush(stdout);

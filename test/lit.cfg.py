@@ -24,5 +24,6 @@ config.substitutions.append(("%attn-opt", os.path.join(config.attn_tools_dir, "a
 config.substitutions.append(("%examples", os.path.join(config.attn_src_root,
                                                        "examples")))
 tool_dirs = [config.attn_tools_dir, config.llvm_tools_dir]
-tools = ["attn-opt", "attnc"]
+# llvm-objdump and llvm-nm inspect the objects attnc writes (attnc tests).
+tools = ["attn-opt", "attnc", "llvm-objdump", "llvm-nm"]
 llvm_config.add_tool_substitutions(tools, tool_dirs)
