@@ -26,8 +26,11 @@ struct TileAttentionPass
     int64_t vw = vectorWidth > 0 ? vectorWidth : 16;
     int64_t tq = tileQ, tkv = tileKV;
     if (ScheduleAttr old = att.getScheduleAttr()) {
-      if (tq == 0 && tkv == 0)
+      if (tq == 0 && tkv == 0 && old.getVectorWidth() == vw)
         return;
+      // A new vector width invalidates a tile_q chosen for the old one.
+      if (old.getVectorWidth() != vw && tq == 0 && old.getTileQ() % vw != 0)
+        tq = 4 * vw;
       tq = tq ? tq : old.getTileQ();
       tkv = tkv ? tkv : old.getTileKv();
     }

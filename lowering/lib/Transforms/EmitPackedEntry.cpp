@@ -33,6 +33,8 @@ struct EmitPackedEntryPass
     for (LLVM::LLVMFuncOp wrapper : wrappers) {
       StringRef base = wrapper.getName().drop_front(strlen("_mlir_ciface_"));
       std::string name = base.drop_back(strlen("_tiles")).str();
+      if (module.lookupSymbol(name))
+        continue; // already emitted (the pass is idempotent)
       ImplicitLocOpBuilder b(wrapper.getLoc(), ctx);
       b.setInsertionPointToEnd(module.getBody());
       auto fnTy = LLVM::LLVMFunctionType::get(LLVM::LLVMVoidType::get(ctx),

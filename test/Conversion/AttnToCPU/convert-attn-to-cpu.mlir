@@ -62,12 +62,13 @@
 // CHECK: vector.fma %{{.*}}, %{{.*}}, %{{.*}} : vector<16xf32>
 // CHECK-COUNT-7: vector.fma %{{.*}}, %{{.*}}, %{{.*}} : vector<16xf32>
 // CHECK: scf.yield
-// The per-lane mask, only on partial tiles:
-// CHECK: scf.if %[[PARTIAL]] -> (vector<16xi1>) {
+// Score and mask run in one row loop after the accumulators are stored; the
+// per-lane mask only in the version of that loop for partial tiles:
+// CHECK: scf.if %[[PARTIAL]] -> (vector<16xf32>
 // CHECK: arith.cmpi sle, %{{.*}}, %{{.*}} : vector<16xi64>
-// CHECK: } else {
-// CHECK: arith.constant dense<true> : vector<16xi1>
 // CHECK: arith.select %{{.*}}, %{{.*}}, %{{.*}} : vector<16xi1>, vector<16xf32>
+// CHECK: arith.maximumf %{{.*}}, %{{.*}} : vector<16xf32>
+// CHECK: } else {
 // CHECK: arith.maximumf %{{.*}}, %{{.*}} : vector<16xf32>
 // Pass 2, online softmax (exact math.exp until attn-approximate-math):
 // CHECK: math.exp %{{.*}} : vector<16xf32>
@@ -141,7 +142,7 @@ attn.spec @dense {
 // CHECK: %[[COMPUTE:.*]] = arith.cmpi ne, %{{.*}}, %{{.*}} : i64
 // CHECK: %[[PARTIAL:.*]] = arith.cmpi ne, %{{.*}}, %{{.*}} : i64
 // CHECK: scf.if %[[COMPUTE]] {
-// CHECK: scf.if %[[PARTIAL]] -> (vector<16xi1>) {
+// CHECK: scf.if %[[PARTIAL]] -> (vector<16xf32>
 // CHECK: memref.extract_strided_metadata %[[LIM]]
 // CHECK: %[[FLAT:.*]] = memref.reinterpret_cast %[[LIM]] to offset: [%{{.*}}], sizes: [%{{.*}}], strides: [1]
 // CHECK: %[[G:.*]] = vector.gather %[[FLAT]][%{{.*}}] [%{{.*}}], %{{.*}}, %{{.*}} : memref<?xi32, strided<[1], offset: ?>>, vector<16xindex>, vector<16xi1>, vector<16xi32> into vector<16xi32>

@@ -45,8 +45,8 @@ using P = arith::CmpIPredicate;
 /// A strided memref type of `rank` dims with dynamic sizes/strides/offset.
 static MemRefType stridedType(MLIRContext *ctx, int64_t rank, Type elt) {
   SmallVector<int64_t> dyn(rank, ShapedType::kDynamic);
-  return MemRefType::get(dyn, elt,
-                         StridedLayoutAttr::get(ctx, ShapedType::kDynamic, dyn));
+  return MemRefType::get(
+      dyn, elt, StridedLayoutAttr::get(ctx, ShapedType::kDynamic, dyn));
 }
 
 class KernelBuilder {
@@ -54,9 +54,10 @@ public:
   KernelBuilder(SpecOp spec, ModuleOp module)
       : spec(spec), att(spec.getAttention()), sched(att.getScheduleAttr()),
         b(spec.getLoc(), module.getContext()) {
-    vl = sched.getVectorWidth();
-    bq = sched.getTileQ();
-    bk = sched.getTileKv();
+    // build() reports a missing schedule; keep the sizes valid until then.
+    vl = sched ? sched.getVectorWidth() : 16;
+    bq = sched ? sched.getTileQ() : 64;
+    bk = sched ? sched.getTileKv() : 64;
     ci = bq / vl;
     // Register blocking: keep at most ~24 vector accumulators live.
     rj = std::max<int64_t>(1, std::min<int64_t>(8, 24 / ci));
@@ -68,17 +69,26 @@ public:
 
 private:
   // Small helpers.
-  Value ci64(int64_t v) { return arith::ConstantOp::create(b, b.getI64IntegerAttr(v)); }
+  Value ci64(int64_t v) {
+    return arith::ConstantOp::create(b, b.getI64IntegerAttr(v));
+  }
   Value cidx(int64_t v) { return arith::ConstantIndexOp::create(b, v); }
-  Value cf32(float v) { return arith::ConstantOp::create(b, b.getF32FloatAttr(v)); }
+  Value cf32(float v) {
+    return arith::ConstantOp::create(b, b.getF32FloatAttr(v));
+  }
   Value vsplat(float v) {
     auto t = VectorType::get({vl}, b.getF32Type());
     return arith::ConstantOp::create(b, t, DenseElementsAttr::get(t, v));
   }
-  Value toIdx(Value v) { return arith::IndexCastOp::create(b, b.getIndexType(), v); }
-  Value toI64(Value v) { return arith::IndexCastOp::create(b, b.getI64Type(), v); }
+  Value toIdx(Value v) {
+    return arith::IndexCastOp::create(b, b.getIndexType(), v);
+  }
+  Value toI64(Value v) {
+    return arith::IndexCastOp::create(b, b.getI64Type(), v);
+  }
   Value bcast(Value s) {
-    return vector::BroadcastOp::create(b, VectorType::get({vl}, s.getType()), s);
+    return vector::BroadcastOp::create(b, VectorType::get({vl}, s.getType()),
+                                       s);
   }
   VectorType vf32() { return VectorType::get({vl}, b.getF32Type()); }
   /// bf16/f16 inputs are widened on load: all arithmetic is fp32.
@@ -111,11 +121,16 @@ private:
   void emitPrologue(func::FuncOp fn);
   void emitItem(Value item);
   void emitLoadQ(Value bIdx, Value h, Value q0, Value qn);
-  void emitKVTile(Value bIdx, Value h, Value hk, Value q0, Value qn,
-                  Value k0, Value kn, Value partial);
+  void emitKVTile(Value bIdx, Value h, Value hk, Value q0, Value qn, Value k0,
+                  Value kn, Value partial);
   void emitPass1Block(Value bIdx, Value h, Value hk, Value k0, Value jb,
                       int64_t nj, Value partial, ArrayRef<Value> qIdx,
                       SmallVector<Value> &stat);
+  void finishElement(Value bIdx, Value h, Value kvIdx, Value jRow, int64_t c,
+                     Value x, bool withMask, ArrayRef<Value> qIdx,
+                     SmallVector<Value> &stat);
+  void emitFinishRows(Value bIdx, Value h, Value k0, Value kn, Value partial,
+                      ArrayRef<Value> qIdx, SmallVector<Value> &stat);
   void emitPV(Value hk, Value bIdx, Value k0, Value kn, bool rescale);
   void emitStore(Value bIdx, Value h, Value q0, Value qn);
 
@@ -128,12 +143,14 @@ private:
   // Kernel values.
   Value q, k, v, o, lse;
   KernelEnv env;
-  Value N, M, Dqk, Dv, Hq, G; // index
-  Value nQT, nKT;             // index
-  Value scale, bias;          // f32 scalars
-  Value hasLse;               // i1
+  Value N, M, Dqk, Dv, Hq, G;                 // index
+  Value nQT, nKT;                             // index
+  Value scale, bias;                          // f32 scalars
+  Value hasLse;                               // i1
   Value Qt, St, Ot, mBuf, lBuf, aBuf, invBuf; // local buffers
   NormalizerKind kind;
+  /// Score/mask regions present: finish S in a separate row loop.
+  bool deferFinish = false;
 };
 
 } // namespace
@@ -180,8 +197,9 @@ void KernelBuilder::emitPrologue(func::FuncOp fn) {
   for (ParamOp p : spec.getBodyBlock().getOps<ParamOp>())
     env.params[p.getSymName()] = emitRegion(b, p.getDefaultValue(), {}, env);
   auto toF32 = [&](Value x) -> Value {
-    return x.getType().isF64() ? Value(arith::TruncFOp::create(b, b.getF32Type(), x))
-                               : x;
+    return x.getType().isF64()
+               ? Value(arith::TruncFOp::create(b, b.getF32Type(), x))
+               : x;
   };
   if (!att.getScale().empty()) {
     scale = toF32(emitRegion(b, att.getScale(), {}, env));
@@ -219,7 +237,8 @@ void KernelBuilder::emitLoadQ(Value bIdx, Value h, Value q0, Value qn) {
       b.setInsertionPointToStart(&ifOp.getThenRegion().front());
       Value row = arith::AddIOp::create(b, q0, i);
       loop(cidx(0), Dqk, cidx(1), {}, [&](Value d, ValueRange) {
-        Value x = toF32(memref::LoadOp::create(b, q, ValueRange{bIdx, h, row, d}));
+        Value x =
+            toF32(memref::LoadOp::create(b, q, ValueRange{bIdx, h, row, d}));
         Value xs = arith::MulFOp::create(b, x, scale);
         memref::StoreOp::create(b, xs, Qt, ValueRange{d, i});
         return SmallVector<Value>{};
@@ -244,78 +263,118 @@ void KernelBuilder::emitPass1Block(Value bIdx, Value h, Value hk, Value k0,
   SmallVector<Value> init(nj * ci, vsplat(0));
   SmallVector<Value> rows;
   for (int64_t r = 0; r < nj; ++r)
-    rows.push_back(arith::AddIOp::create(
-        b, arith::AddIOp::create(b, k0, jb), cidx(r)));
+    rows.push_back(
+        arith::AddIOp::create(b, arith::AddIOp::create(b, k0, jb), cidx(r)));
   auto dLoop = loop(cidx(0), Dqk, cidx(1), init, [&](Value d, ValueRange acc) {
     SmallVector<Value> qv;
     for (int64_t c = 0; c < ci; ++c)
-      qv.push_back(vector::LoadOp::create(b, vf32(), Qt,
-                                          ValueRange{d, cidx(c * vl)}));
+      qv.push_back(
+          vector::LoadOp::create(b, vf32(), Qt, ValueRange{d, cidx(c * vl)}));
     SmallVector<Value> next;
     for (int64_t r = 0; r < nj; ++r) {
-      Value kv = bcast(toF32(memref::LoadOp::create(b, k, ValueRange{bIdx, hk, rows[r], d})));
+      Value kv = bcast(toF32(
+          memref::LoadOp::create(b, k, ValueRange{bIdx, hk, rows[r], d})));
       for (int64_t c = 0; c < ci; ++c)
         next.push_back(vector::FMAOp::create(b, kv, qv[c], acc[r * ci + c]));
     }
     return next;
   });
-  Value hI64 = toI64(h), bI64 = toI64(bIdx);
   for (int64_t r = 0; r < nj; ++r) {
-    Value kvIdx = toI64(rows[r]);
     Value jRow = arith::AddIOp::create(b, jb, cidx(r));
     for (int64_t c = 0; c < ci; ++c) {
       Value x = dLoop.getResult(r * ci + c);
-      if (!att.getScore().empty())
-        x = emitRegion(b, att.getScore(), {x, bI64, hI64, qIdx[c], kvIdx}, env);
-      // Visibility: evaluated only on partial tiles.
-      Value visible;
-      if (!att.getMask().empty()) {
-        auto vi1 = VectorType::get({vl}, b.getI1Type());
-        auto ifOp = scf::IfOp::create(b, TypeRange{vi1}, partial, true);
-        OpBuilder::InsertionGuard g(b);
-        b.setInsertionPointToStart(&ifOp.getThenRegion().front());
-        Value m = emitRegion(b, att.getMask(), {bI64, hI64, qIdx[c], kvIdx}, env);
-        if (!isa<VectorType>(m.getType()))
-          m = bcast(m);
-        scf::YieldOp::create(b, m);
-        b.setInsertionPointToStart(&ifOp.getElseRegion().front());
-        Value t = arith::ConstantOp::create(b, DenseElementsAttr::get(vi1, true));
-        scf::YieldOp::create(b, t);
-        b.setInsertionPointAfter(ifOp);
-        visible = ifOp.getResult(0);
+      if (deferFinish) {
+        // Score and mask run once per tile in emitFinishRows: one copy of
+        // their code instead of one per accumulator.
+        vector::StoreOp::create(b, x, St, ValueRange{jRow, cidx(c * vl)});
+        continue;
       }
-      Value p = x;
-      switch (kind) {
-      case NormalizerKind::softmax:
-        if (visible)
-          p = arith::SelectOp::create(
-              b, visible, x, vsplat(-std::numeric_limits<float>::infinity()));
-        stat[c] = arith::MaximumFOp::create(b, stat[c], p);
-        break;
-      case NormalizerKind::sigmoid: {
-        Value z = arith::AddFOp::create(b, x, bcast(bias));
-        Value e = math::ExpOp::create(b, arith::NegFOp::create(b, z));
-        p = arith::DivFOp::create(b, vsplat(1),
-                                  arith::AddFOp::create(b, vsplat(1), e));
-        break;
-      }
-      case NormalizerKind::relu: {
-        Value r0 = arith::MaximumFOp::create(b, x, vsplat(0));
-        p = r0;
-        for (int64_t i = 1, e = att.getReluPower(); i < e; ++i)
-          p = arith::MulFOp::create(b, p, r0);
-        break;
-      }
-      case NormalizerKind::none:
-        break;
-      }
-      if (kind != NormalizerKind::softmax && visible)
-        p = arith::SelectOp::create(b, visible, p, vsplat(0));
-      if (kind == NormalizerKind::relu && att.getRowNormalize())
-        stat[c] = arith::AddFOp::create(b, stat[c], p);
-      vector::StoreOp::create(b, p, St, ValueRange{jRow, cidx(c * vl)});
+      finishElement(bIdx, h, toI64(rows[r]), jRow, c, x, /*withMask=*/false,
+                    qIdx, stat);
     }
   }
+}
+
+/// Score, mask and normalizer of one vector of S (kv row jRow, lanes of
+/// query block c); writes P to St and updates the row statistic.
+void KernelBuilder::finishElement(Value bIdx, Value h, Value kvIdx, Value jRow,
+                                  int64_t c, Value x, bool withMask,
+                                  ArrayRef<Value> qIdx,
+                                  SmallVector<Value> &stat) {
+  Value hI64 = toI64(h), bI64 = toI64(bIdx);
+  if (!att.getScore().empty())
+    x = emitRegion(b, att.getScore(), {x, bI64, hI64, qIdx[c], kvIdx}, env);
+  // Visibility: evaluated only on partial tiles (the caller emits one
+  // version of the row loop per tile class).
+  Value visible;
+  if (withMask) {
+    visible = emitRegion(b, att.getMask(), {bI64, hI64, qIdx[c], kvIdx}, env);
+    if (!isa<VectorType>(visible.getType()))
+      visible = bcast(visible);
+  }
+  Value p = x;
+  switch (kind) {
+  case NormalizerKind::softmax:
+    if (visible)
+      p = arith::SelectOp::create(
+          b, visible, x, vsplat(-std::numeric_limits<float>::infinity()));
+    stat[c] = arith::MaximumFOp::create(b, stat[c], p);
+    break;
+  case NormalizerKind::sigmoid: {
+    Value z = arith::AddFOp::create(b, x, bcast(bias));
+    Value e = math::ExpOp::create(b, arith::NegFOp::create(b, z));
+    p = arith::DivFOp::create(b, vsplat(1),
+                              arith::AddFOp::create(b, vsplat(1), e));
+    break;
+  }
+  case NormalizerKind::relu: {
+    Value r0 = arith::MaximumFOp::create(b, x, vsplat(0));
+    p = r0;
+    for (int64_t i = 1, e = att.getReluPower(); i < e; ++i)
+      p = arith::MulFOp::create(b, p, r0);
+    break;
+  }
+  case NormalizerKind::none:
+    break;
+  }
+  if (kind != NormalizerKind::softmax && visible)
+    p = arith::SelectOp::create(b, visible, p, vsplat(0));
+  if (kind == NormalizerKind::relu && att.getRowNormalize())
+    stat[c] = arith::AddFOp::create(b, stat[c], p);
+  vector::StoreOp::create(b, p, St, ValueRange{jRow, cidx(c * vl)});
+}
+
+void KernelBuilder::emitFinishRows(Value bIdx, Value h, Value k0, Value kn,
+                                   Value partial, ArrayRef<Value> qIdx,
+                                   SmallVector<Value> &stat) {
+  auto rows = [&](bool withMask) {
+    auto f = loop(cidx(0), kn, cidx(1), stat, [&](Value j, ValueRange carried) {
+      SmallVector<Value> st(carried.begin(), carried.end());
+      Value kvIdx = toI64(arith::AddIOp::create(b, k0, j));
+      for (int64_t c = 0; c < ci; ++c) {
+        Value x =
+            vector::LoadOp::create(b, vf32(), St, ValueRange{j, cidx(c * vl)});
+        finishElement(bIdx, h, kvIdx, j, c, x, withMask, qIdx, st);
+      }
+      return st;
+    });
+    return SmallVector<Value>(f.getResults());
+  };
+  if (att.getMask().empty()) {
+    stat = rows(false);
+    return;
+  }
+  SmallVector<Type> statTypes(ci, vf32());
+  auto ifOp = scf::IfOp::create(b, statTypes, partial, true);
+  {
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(&ifOp.getThenRegion().front());
+    scf::YieldOp::create(b, rows(true));
+    b.setInsertionPointToStart(&ifOp.getElseRegion().front());
+    scf::YieldOp::create(b, rows(false));
+  }
+  for (int64_t c = 0; c < ci; ++c)
+    stat[c] = ifOp.getResult(c);
 }
 
 void KernelBuilder::emitPV(Value hk, Value bIdx, Value k0, Value kn,
@@ -327,23 +386,28 @@ void KernelBuilder::emitPV(Value hk, Value bIdx, Value k0, Value kn,
     SmallVector<Value> alpha;
     if (rescale)
       for (int64_t c = 0; c < ci; ++c)
-        alpha.push_back(vector::LoadOp::create(b, vf32(), aBuf, ValueRange{cidx(c * vl)}));
+        alpha.push_back(
+            vector::LoadOp::create(b, vf32(), aBuf, ValueRange{cidx(c * vl)}));
     for (int64_t r = 0; r < nd; ++r) {
       Value row = arith::AddIOp::create(b, dvb, cidx(r));
       for (int64_t c = 0; c < ci; ++c) {
-        Value acc = vector::LoadOp::create(b, vf32(), Ot, ValueRange{row, cidx(c * vl)});
-        init.push_back(rescale ? Value(arith::MulFOp::create(b, acc, alpha[c])) : acc);
+        Value acc = vector::LoadOp::create(b, vf32(), Ot,
+                                           ValueRange{row, cidx(c * vl)});
+        init.push_back(rescale ? Value(arith::MulFOp::create(b, acc, alpha[c]))
+                               : acc);
       }
     }
     auto jLoop = loop(cidx(0), kn, cidx(1), init, [&](Value j, ValueRange acc) {
       SmallVector<Value> pv;
       for (int64_t c = 0; c < ci; ++c)
-        pv.push_back(vector::LoadOp::create(b, vf32(), St, ValueRange{j, cidx(c * vl)}));
+        pv.push_back(
+            vector::LoadOp::create(b, vf32(), St, ValueRange{j, cidx(c * vl)}));
       Value kvRow = arith::AddIOp::create(b, k0, j);
       SmallVector<Value> next;
       for (int64_t r = 0; r < nd; ++r) {
         Value col = arith::AddIOp::create(b, dvb, cidx(r));
-        Value vv = bcast(toF32(memref::LoadOp::create(b, v, ValueRange{bIdx, hk, kvRow, col})));
+        Value vv = bcast(toF32(
+            memref::LoadOp::create(b, v, ValueRange{bIdx, hk, kvRow, col})));
         for (int64_t c = 0; c < ci; ++c)
           next.push_back(vector::FMAOp::create(b, vv, pv[c], acc[r * ci + c]));
       }
@@ -357,8 +421,8 @@ void KernelBuilder::emitPV(Value hk, Value bIdx, Value k0, Value kn,
     }
   };
   // Full blocks of rd value columns, then the remainder one at a time.
-  Value dvFull = arith::SubIOp::create(
-      b, Dv, arith::RemUIOp::create(b, Dv, cidx(rd)));
+  Value dvFull =
+      arith::SubIOp::create(b, Dv, arith::RemUIOp::create(b, Dv, cidx(rd)));
   loop(cidx(0), dvFull, cidx(rd), {}, [&](Value dvb, ValueRange) {
     block(dvb, rd);
     return SmallVector<Value>{};
@@ -369,8 +433,8 @@ void KernelBuilder::emitPV(Value hk, Value bIdx, Value k0, Value kn,
     for (int64_t r = 1; r < rd; ++r)
       cases.push_back(r);
     Value rem = arith::RemUIOp::create(b, Dv, cidx(rd));
-    auto sw = scf::IndexSwitchOp::create(b, TypeRange{}, rem, cases,
-                                         cases.size());
+    auto sw =
+        scf::IndexSwitchOp::create(b, TypeRange{}, rem, cases, cases.size());
     OpBuilder::InsertionGuard g(b);
     b.setInsertionPointToStart(&sw.getDefaultRegion().emplaceBlock());
     scf::YieldOp::create(b);
@@ -402,10 +466,11 @@ void KernelBuilder::emitKVTile(Value bIdx, Value h, Value hk, Value q0,
   }
   bool softmax = kind == NormalizerKind::softmax;
   bool rowSum = kind == NormalizerKind::relu && att.getRowNormalize();
-  SmallVector<Value> stat(ci, vsplat(softmax ? -std::numeric_limits<float>::infinity()
-                                             : 0.0f));
+  SmallVector<Value> stat(
+      ci, vsplat(softmax ? -std::numeric_limits<float>::infinity() : 0.0f));
   // Pass 1 over blocks of rj kv rows, then the remainder row by row.
-  Value jFull = arith::SubIOp::create(b, kn, arith::RemUIOp::create(b, kn, cidx(rj)));
+  Value jFull =
+      arith::SubIOp::create(b, kn, arith::RemUIOp::create(b, kn, cidx(rj)));
   auto runBlocks = [&](Value lb, Value ub, int64_t nj) {
     auto f = loop(lb, ub, cidx(nj), stat, [&](Value jb, ValueRange carried) {
       SmallVector<Value> s(carried.begin(), carried.end());
@@ -437,6 +502,8 @@ void KernelBuilder::emitKVTile(Value bIdx, Value h, Value hk, Value q0,
   } else {
     runBlocks(jFull, kn, 1);
   }
+  if (deferFinish)
+    emitFinishRows(bIdx, h, k0, kn, partial, qIdx, stat);
 
   if (softmax) {
     // Pass 2: new row max, P = exp(S - m'), l = l * alpha + sum P; alpha
@@ -444,29 +511,37 @@ void KernelBuilder::emitKVTile(Value bIdx, Value h, Value hk, Value q0,
     Value ninf = vsplat(-std::numeric_limits<float>::infinity());
     SmallVector<Value> mSafe, alpha;
     for (int64_t c = 0; c < ci; ++c) {
-      Value mOld = vector::LoadOp::create(b, vf32(), mBuf, ValueRange{cidx(c * vl)});
+      Value mOld =
+          vector::LoadOp::create(b, vf32(), mBuf, ValueRange{cidx(c * vl)});
       Value mNew = arith::MaximumFOp::create(b, mOld, stat[c]);
       // A row that has seen no visible key keeps m = -inf; subtract 0 then.
-      Value isInf = arith::CmpFOp::create(b, arith::CmpFPredicate::OEQ, mNew, ninf);
+      Value isInf =
+          arith::CmpFOp::create(b, arith::CmpFPredicate::OEQ, mNew, ninf);
       Value safe = arith::SelectOp::create(b, isInf, vsplat(0), mNew);
-      alpha.push_back(math::ExpOp::create(b, arith::SubFOp::create(b, mOld, safe)));
+      alpha.push_back(
+          math::ExpOp::create(b, arith::SubFOp::create(b, mOld, safe)));
       mSafe.push_back(safe);
       vector::StoreOp::create(b, mNew, mBuf, ValueRange{cidx(c * vl)});
     }
     SmallVector<Value> zero(ci, vsplat(0));
-    auto sumLoop = loop(cidx(0), kn, cidx(1), zero, [&](Value j, ValueRange acc) {
-      SmallVector<Value> next;
-      for (int64_t c = 0; c < ci; ++c) {
-        Value s = vector::LoadOp::create(b, vf32(), St, ValueRange{j, cidx(c * vl)});
-        Value p = math::ExpOp::create(b, arith::SubFOp::create(b, s, mSafe[c]));
-        vector::StoreOp::create(b, p, St, ValueRange{j, cidx(c * vl)});
-        next.push_back(arith::AddFOp::create(b, acc[c], p));
-      }
-      return next;
-    });
+    auto sumLoop =
+        loop(cidx(0), kn, cidx(1), zero, [&](Value j, ValueRange acc) {
+          SmallVector<Value> next;
+          for (int64_t c = 0; c < ci; ++c) {
+            Value s = vector::LoadOp::create(b, vf32(), St,
+                                             ValueRange{j, cidx(c * vl)});
+            Value p =
+                math::ExpOp::create(b, arith::SubFOp::create(b, s, mSafe[c]));
+            vector::StoreOp::create(b, p, St, ValueRange{j, cidx(c * vl)});
+            next.push_back(arith::AddFOp::create(b, acc[c], p));
+          }
+          return next;
+        });
     for (int64_t c = 0; c < ci; ++c) {
-      Value lOld = vector::LoadOp::create(b, vf32(), lBuf, ValueRange{cidx(c * vl)});
-      Value lNew = vector::FMAOp::create(b, lOld, alpha[c], sumLoop.getResult(c));
+      Value lOld =
+          vector::LoadOp::create(b, vf32(), lBuf, ValueRange{cidx(c * vl)});
+      Value lNew =
+          vector::FMAOp::create(b, lOld, alpha[c], sumLoop.getResult(c));
       vector::StoreOp::create(b, lNew, lBuf, ValueRange{cidx(c * vl)});
       vector::StoreOp::create(b, alpha[c], aBuf, ValueRange{cidx(c * vl)});
     }
@@ -475,7 +550,8 @@ void KernelBuilder::emitKVTile(Value bIdx, Value h, Value hk, Value q0,
   }
   if (rowSum)
     for (int64_t c = 0; c < ci; ++c) {
-      Value lOld = vector::LoadOp::create(b, vf32(), lBuf, ValueRange{cidx(c * vl)});
+      Value lOld =
+          vector::LoadOp::create(b, vf32(), lBuf, ValueRange{cidx(c * vl)});
       vector::StoreOp::create(b, arith::AddFOp::create(b, lOld, stat[c]), lBuf,
                               ValueRange{cidx(c * vl)});
     }
@@ -484,17 +560,21 @@ void KernelBuilder::emitKVTile(Value bIdx, Value h, Value hk, Value q0,
 
 void KernelBuilder::emitStore(Value bIdx, Value h, Value q0, Value qn) {
   bool softmax = kind == NormalizerKind::softmax;
-  bool divide = softmax || (kind == NormalizerKind::relu && att.getRowNormalize());
+  bool divide =
+      softmax || (kind == NormalizerKind::relu && att.getRowNormalize());
   // inv = l > 0 ? 1 / l : 0 (empty rows give 0, never NaN); lse per lane.
   for (int64_t c = 0; c < ci; ++c) {
     Value inv = vsplat(1);
     if (divide) {
-      Value l = vector::LoadOp::create(b, vf32(), lBuf, ValueRange{cidx(c * vl)});
-      Value pos = arith::CmpFOp::create(b, arith::CmpFPredicate::OGT, l, vsplat(0));
-      inv = arith::SelectOp::create(b, pos, arith::DivFOp::create(b, vsplat(1), l),
-                                    vsplat(0));
+      Value l =
+          vector::LoadOp::create(b, vf32(), lBuf, ValueRange{cidx(c * vl)});
+      Value pos =
+          arith::CmpFOp::create(b, arith::CmpFPredicate::OGT, l, vsplat(0));
+      inv = arith::SelectOp::create(
+          b, pos, arith::DivFOp::create(b, vsplat(1), l), vsplat(0));
       if (softmax) {
-        Value m = vector::LoadOp::create(b, vf32(), mBuf, ValueRange{cidx(c * vl)});
+        Value m =
+            vector::LoadOp::create(b, vf32(), mBuf, ValueRange{cidx(c * vl)});
         Value lse = arith::SelectOp::create(
             b, pos, arith::AddFOp::create(b, m, math::LogOp::create(b, l)),
             vsplat(-std::numeric_limits<float>::infinity()));
@@ -528,7 +608,8 @@ void KernelBuilder::emitItem(Value item) {
   Value bIdx = arith::DivUIOp::create(b, bh, Hq);
   Value hk = arith::DivUIOp::create(b, h, G);
   Value q0 = arith::MulIOp::create(b, qt, cidx(bq));
-  Value qn = arith::MinUIOp::create(b, cidx(bq), arith::SubIOp::create(b, N, q0));
+  Value qn =
+      arith::MinUIOp::create(b, cidx(bq), arith::SubIOp::create(b, N, q0));
   emitLoadQ(bIdx, h, q0, qn);
   // Row state: m = -inf, l = 0, Ot = 0.
   for (int64_t c = 0; c < ci; ++c) {
@@ -542,20 +623,21 @@ void KernelBuilder::emitItem(Value item) {
     return SmallVector<Value>{};
   });
   Value qLo = toI64(q0);
-  Value qHi = toI64(arith::SubIOp::create(
-      b, arith::AddIOp::create(b, q0, qn), cidx(1)));
+  Value qHi = toI64(
+      arith::SubIOp::create(b, arith::AddIOp::create(b, q0, qn), cidx(1)));
   Value bI64 = toI64(bIdx), hI64 = toI64(h);
   loop(cidx(0), nKT, cidx(1), {}, [&](Value kt, ValueRange) {
     Value k0 = arith::MulIOp::create(b, kt, cidx(bk));
-    Value kn = arith::MinUIOp::create(b, cidx(bk), arith::SubIOp::create(b, M, k0));
+    Value kn =
+        arith::MinUIOp::create(b, cidx(bk), arith::SubIOp::create(b, M, k0));
     Value compute, partial;
     if (att.getMask().empty()) {
       compute = arith::ConstantOp::create(b, b.getBoolAttr(true));
       partial = arith::ConstantOp::create(b, b.getBoolAttr(false));
     } else {
       Value kLo = toI64(k0);
-      Value kHi = toI64(arith::SubIOp::create(b, arith::AddIOp::create(b, k0, kn),
-                                              cidx(1)));
+      Value kHi = toI64(
+          arith::SubIOp::create(b, arith::AddIOp::create(b, k0, kn), cidx(1)));
       auto [lo, hi] = emitMaskIntervals(b, att.getMask(), bI64, hI64, qLo, qHi,
                                         kLo, kHi, env);
       compute = arith::CmpIOp::create(b, P::ne, hi, ci64(0)); // not empty
@@ -572,6 +654,7 @@ LogicalResult KernelBuilder::build() {
     return att.emitError() << "convert-attn-to-cpu needs a schedule; run "
                               "attn-tile-attention first";
   kind = att.getNormalizer();
+  deferFinish = !att.getScore().empty() || !att.getMask().empty();
   MLIRContext *ctx = b.getContext();
   Type f32 = b.getF32Type();
   SmallVector<Type> args;
@@ -589,7 +672,8 @@ LogicalResult KernelBuilder::build() {
   args.push_back(stridedType(ctx, 3, f32)); // lse
   for (InputOp in : spec.getBodyBlock().getOps<InputOp>())
     if (canonicalInputDims(in.getSymName()).empty())
-      args.push_back(stridedType(ctx, in.getDims().size(), in.getElementType()));
+      args.push_back(
+          stridedType(ctx, in.getDims().size(), in.getElementType()));
   args.push_back(b.getI64Type());
   args.push_back(b.getI64Type());
   std::string name = ("attn_" + spec.getSymName() + "_tiles").str();

@@ -35,8 +35,8 @@ static Value toVector(ImplicitLocOpBuilder &b, Value v, int64_t width) {
     return v;
   if (v.getType().isF64())
     v = arith::TruncFOp::create(b, b.getF32Type(), v);
-  return vector::BroadcastOp::create(
-      b, VectorType::get({width}, v.getType()), v);
+  return vector::BroadcastOp::create(b, VectorType::get({width}, v.getType()),
+                                     v);
 }
 
 /// Clamps an i64 scalar or vector index into [0, size - 1].
@@ -61,8 +61,8 @@ static Value emitLoad(ImplicitLocOpBuilder &b, LoadOp load,
       indices, [](Value v) { return isa<VectorType>(v.getType()); });
   SmallVector<Value> clamped;
   for (auto [d, idx] : llvm::enumerate(indices)) {
-    Value size = arith::IndexCastOp::create(
-        b, b.getI64Type(), memref::DimOp::create(b, mem, d));
+    Value size = arith::IndexCastOp::create(b, b.getI64Type(),
+                                            memref::DimOp::create(b, mem, d));
     clamped.push_back(clampIndex(b, idx, size, width));
   }
   if (!varying) {
@@ -75,8 +75,8 @@ static Value emitLoad(ImplicitLocOpBuilder &b, LoadOp load,
   auto meta = memref::ExtractStridedMetadataOp::create(b, mem);
   Value offset;
   for (auto [d, idx] : llvm::enumerate(clamped)) {
-    Value stride = arith::IndexCastOp::create(b, b.getI64Type(),
-                                              meta.getStrides()[d]);
+    Value stride =
+        arith::IndexCastOp::create(b, b.getI64Type(), meta.getStrides()[d]);
     Value term = arith::MulIOp::create(b, toVector(b, idx, width),
                                        toVector(b, stride, width));
     offset = offset ? arith::AddIOp::create(b, offset, term) : term;
@@ -100,8 +100,7 @@ static Value emitLoad(ImplicitLocOpBuilder &b, LoadOp load,
   auto resTy = VectorType::get({width}, memTy.getElementType());
   Value allTrue = arith::ConstantOp::create(
       b, DenseElementsAttr::get(VectorType::get({width}, b.getI1Type()), true));
-  Value pass = arith::ConstantOp::create(
-      b, resTy, b.getZeroAttr(resTy));
+  Value pass = arith::ConstantOp::create(b, resTy, b.getZeroAttr(resTy));
   return vector::GatherOp::create(b, resTy, flat, ValueRange{cstIndex(b, 0)},
                                   idxVec, allTrue, pass);
 }
@@ -235,8 +234,8 @@ static Itv compare(ImplicitLocOpBuilder &b, arith::CmpIPredicate pred,
   case P::eq:
   case P::ne: {
     Value xp = cmp(b, P::eq, x.lo, x.hi), yp = cmp(b, P::eq, y.lo, y.hi);
-    Value same = arith::AndIOp::create(
-        b, arith::AndIOp::create(b, xp, yp), cmp(b, P::eq, x.lo, y.lo));
+    Value same = arith::AndIOp::create(b, arith::AndIOp::create(b, xp, yp),
+                                       cmp(b, P::eq, x.lo, y.lo));
     Value disjoint = arith::OrIOp::create(b, cmp(b, P::slt, x.hi, y.lo),
                                           cmp(b, P::slt, y.hi, x.lo));
     always = pred == P::eq ? same : disjoint;
@@ -254,8 +253,8 @@ static Itv compare(ImplicitLocOpBuilder &b, arith::CmpIPredicate pred,
 /// min/max of an i32 aux tensor over the box of index intervals, by a scan
 /// (tiles are small, so the box is too); a box larger than `kMaxScan`
 /// elements falls back to the full i32 range.
-static Itv scanLoad(ImplicitLocOpBuilder &b, LoadOp load,
-                    ArrayRef<Itv> idx, const KernelEnv &env) {
+static Itv scanLoad(ImplicitLocOpBuilder &b, LoadOp load, ArrayRef<Itv> idx,
+                    const KernelEnv &env) {
   constexpr int64_t kMaxScan = 1 << 14;
   Value mem = env.aux.lookup(load.getInput());
   auto memTy = cast<MemRefType>(mem.getType());
@@ -266,24 +265,27 @@ static Itv scanLoad(ImplicitLocOpBuilder &b, LoadOp load,
     return Itv{fullLo, fullHi, false, false};
   int64_t rank = memTy.getRank();
   SmallVector<Value> lo, hi; // clamped, inclusive, i64
-  Value count = cst(b, 1), empty = arith::ConstantOp::create(b, b.getBoolAttr(false));
+  Value count = cst(b, 1),
+        empty = arith::ConstantOp::create(b, b.getBoolAttr(false));
   for (int64_t d = 0; d < rank; ++d) {
     Value size = arith::IndexCastOp::create(b, b.getI64Type(),
                                             memref::DimOp::create(b, mem, d));
     Value l = emax(b, idx[d].lo, cst(b, 0));
     Value h = emin(b, idx[d].hi, arith::SubIOp::create(b, size, cst(b, 1)));
-    empty = arith::OrIOp::create(b, empty, cmp(b, arith::CmpIPredicate::sgt, l, h));
-    Value n = emax(b, arith::AddIOp::create(b, arith::SubIOp::create(b, h, l),
-                                            cst(b, 1)),
-                   cst(b, 0));
+    empty =
+        arith::OrIOp::create(b, empty, cmp(b, arith::CmpIPredicate::sgt, l, h));
+    Value n = emax(
+        b, arith::AddIOp::create(b, arith::SubIOp::create(b, h, l), cst(b, 1)),
+        cst(b, 0));
     count = arith::MulIOp::create(b, count, emin(b, n, cst(b, kMaxScan + 1)));
     lo.push_back(l);
     hi.push_back(h);
   }
   Value small = cmp(b, arith::CmpIPredicate::sle, count, cst(b, kMaxScan));
   Value doScan = arith::AndIOp::create(
-      b, small, arith::XOrIOp::create(
-                    b, empty, arith::ConstantOp::create(b, b.getBoolAttr(true))));
+      b, small,
+      arith::XOrIOp::create(b, empty,
+                            arith::ConstantOp::create(b, b.getBoolAttr(true))));
   Type i64 = b.getI64Type();
   auto ifOp = scf::IfOp::create(b, TypeRange{i64, i64}, doScan, true);
   {
@@ -297,7 +299,8 @@ static Itv scanLoad(ImplicitLocOpBuilder &b, LoadOp load,
         SmallVector<Value> idxs;
         for (Value iv : ivs)
           idxs.push_back(iv);
-        Value v = arith::ExtSIOp::create(b, i64, memref::LoadOp::create(b, mem, idxs));
+        Value v = arith::ExtSIOp::create(b, i64,
+                                         memref::LoadOp::create(b, mem, idxs));
         return {emin(b, curMin, v), emax(b, curMax, v)};
       }
       Value lb = arith::IndexCastOp::create(b, b.getIndexType(), lo[d]);
@@ -310,8 +313,8 @@ static Itv scanLoad(ImplicitLocOpBuilder &b, LoadOp load,
         loop.getBody()->getTerminator()->erase();
       b.setInsertionPointToEnd(loop.getBody());
       ivs.push_back(loop.getInductionVar());
-      auto [mn, mx] = nest(d + 1, loop.getRegionIterArgs()[0],
-                           loop.getRegionIterArgs()[1]);
+      auto [mn, mx] =
+          nest(d + 1, loop.getRegionIterArgs()[0], loop.getRegionIterArgs()[1]);
       ivs.pop_back();
       scf::YieldOp::create(b, ValueRange{mn, mx});
       return {loop.getResult(0), loop.getResult(1)};
@@ -327,9 +330,10 @@ static Itv scanLoad(ImplicitLocOpBuilder &b, LoadOp load,
   return Itv{ifOp.getResult(0), ifOp.getResult(1), false, false};
 }
 
-std::pair<Value, Value> mlir::attn::cpu::emitMaskIntervals(
-    ImplicitLocOpBuilder &b, Region &mask, Value bIdx, Value h, Value q0,
-    Value q1, Value k0, Value k1, const KernelEnv &env) {
+std::pair<Value, Value>
+mlir::attn::cpu::emitMaskIntervals(ImplicitLocOpBuilder &b, Region &mask,
+                                   Value bIdx, Value h, Value q0, Value q1,
+                                   Value k0, Value k1, const KernelEnv &env) {
   using P = arith::CmpIPredicate;
   llvm::DenseMap<Value, Itv> map;
   Block &block = mask.front();
@@ -404,22 +408,22 @@ std::pair<Value, Value> mlir::attn::cpu::emitMaskIntervals(
                     return Itv{{}, {}, true, false};
                   // Guard a zero divisor (the reference reports it; here it
                   // only has to stay defined).
-                  Value d = sel(b, cmp(b, P::eq, y.lo, cst(b, 0)), cst(b, 1),
-                                y.lo);
+                  Value d =
+                      sel(b, cmp(b, P::eq, y.lo, cst(b, 0)), cst(b, 1), y.lo);
                   Value a = arith::FloorDivSIOp::create(b, x.lo, d);
                   Value c = arith::FloorDivSIOp::create(b, x.hi, d);
                   Value pos = cmp(b, P::sgt, d, cst(b, 0));
                   return Itv{sel(b, pos, a, c), sel(b, pos, c, a), false,
                              allPoint};
                 })
-                .Case<arith::ExtSIOp, arith::ExtUIOp>(
-                    [&](auto) { return x; })
+                .Case<arith::ExtSIOp, arith::ExtUIOp>([&](auto) { return x; })
                 .Case<math::AbsIOp>([&](auto) {
                   Value zero = cst(b, 0);
                   Value negHi = arith::SubIOp::create(b, zero, x.hi);
                   Value negLo = arith::SubIOp::create(b, zero, x.lo);
-                  Value lo = sel(b, cmp(b, P::sge, x.lo, zero), x.lo,
-                                 sel(b, cmp(b, P::sle, x.hi, zero), negHi, zero));
+                  Value lo =
+                      sel(b, cmp(b, P::sge, x.lo, zero), x.lo,
+                          sel(b, cmp(b, P::sle, x.hi, zero), negHi, zero));
                   return Itv{lo, emax(b, negLo, x.hi), false, allPoint};
                 })
                 .Case<arith::CmpIOp>([&](arith::CmpIOp c) {
@@ -452,8 +456,10 @@ std::pair<Value, Value> mlir::attn::cpu::emitMaskIntervals(
                   const Itv &c = in[0], &t = in[1], &f = in[2];
                   Value isT = cmp(b, P::eq, c.lo, cst(b, 1));
                   Value isF = cmp(b, P::eq, c.hi, cst(b, 0));
-                  Value lo = sel(b, isT, t.lo, sel(b, isF, f.lo, emin(b, t.lo, f.lo)));
-                  Value hi = sel(b, isT, t.hi, sel(b, isF, f.hi, emax(b, t.hi, f.hi)));
+                  Value lo =
+                      sel(b, isT, t.lo, sel(b, isF, f.lo, emin(b, t.lo, f.lo)));
+                  Value hi =
+                      sel(b, isT, t.hi, sel(b, isF, f.hi, emax(b, t.hi, f.hi)));
                   return Itv{lo, hi, false, allPoint};
                 })
                 .Default([&](Operation *) {
