@@ -109,18 +109,26 @@ AttentionOp SpecOp::getAttention() {
   return {};
 }
 
+LinearAttentionOp SpecOp::getLinearAttention() {
+  for (Operation &op : getBodyBlock())
+    if (auto a = dyn_cast<LinearAttentionOp>(op))
+      return a;
+  return {};
+}
+
 LogicalResult SpecOp::verify() {
   unsigned numAttention = 0;
   for (Operation &op : getBodyBlock()) {
-    if (isa<AttentionOp>(op))
+    if (isa<AttentionOp, LinearAttentionOp>(op))
       ++numAttention;
     else if (!isa<ParamOp, InputOp>(op))
       return op.emitOpError()
              << "is not allowed in an 'attn.spec' body (expected attn.param, "
-                "attn.input or attn.attention)";
+                "attn.input, attn.attention or attn.linear_attention)";
   }
   if (numAttention != 1)
-    return emitOpError() << "expects exactly one 'attn.attention' op, found "
+    return emitOpError() << "expects exactly one 'attn.attention' or "
+                            "'attn.linear_attention' op, found "
                          << numAttention;
   return success();
 }
@@ -215,6 +223,63 @@ LogicalResult AttentionOp::verifyRegions() {
       failed(verifyRegionSignature(*this, getScore(), "score",
                                    {f64, i64, i64, i64, i64}, f64)) ||
       failed(verifyRegionSignature(*this, getBias(), "bias", {}, f64)))
+    return failure();
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// LinearAttentionOp
+//===----------------------------------------------------------------------===//
+
+bool LinearAttentionOp::hasVectorGate() {
+  return !getGate().empty() && !getGate().front().getArgument(3).use_empty();
+}
+
+LogicalResult LinearAttentionOp::verify() {
+  bool qRandom = getFeatureMapQ() == FeatureMapKind::random;
+  bool kRandom = getFeatureMapK() == FeatureMapKind::random;
+  if (getFeatureMapQ() != getFeatureMapK() &&
+      (getFeatureMapQ() == FeatureMapKind::taylor2 ||
+       getFeatureMapK() == FeatureMapKind::taylor2 ||
+       getFeatureMapQ() == FeatureMapKind::pos_neg ||
+       getFeatureMapK() == FeatureMapKind::pos_neg || qRandom || kRandom))
+    return emitOpError()
+           << "feature maps that change the feature dimension (pos_neg, "
+              "taylor2, random) must be the same for q and k";
+  if ((qRandom || kRandom) != bool(getProjectionAttr()))
+    return emitOpError() << "the random feature map needs a 'projection' "
+                            "input, and only it takes one";
+  if (!getBonus().empty() && !getExclusive())
+    return emitOpError() << "a 'bonus' region needs the exclusive readout";
+  if (getNoncausal() &&
+      (!getGate().empty() || !getBeta().empty() || getExclusive()))
+    return emitOpError() << "gates, the delta rule and the exclusive readout "
+                            "need a causal recurrence";
+  if (getNormalize() && !getBeta().empty())
+    return emitOpError() << "the delta rule has no normalizer state; remove "
+                            "'normalize'";
+  if (auto proj = getProjectionAttr()) {
+    auto in = SymbolTable::lookupNearestSymbolFrom<InputOp>(*this, proj);
+    if (!in)
+      return emitOpError() << "projection '" << proj.getValue()
+                           << "' is not an attn.input";
+    if (!in.getElementType().isF32() || in.getDims().size() != 2)
+      return emitOpError() << "projection '" << proj.getValue()
+                           << "' must be f32 [R, Dqk]";
+  }
+  return success();
+}
+
+LogicalResult LinearAttentionOp::verifyRegions() {
+  Builder b(getContext());
+  Type i64 = b.getI64Type(), f64 = b.getF64Type();
+  if (failed(verifyRegionSignature(*this, getScale(), "scale", {}, f64)) ||
+      failed(verifyRegionSignature(*this, getGate(), "gate",
+                                   {i64, i64, i64, i64}, f64)) ||
+      failed(verifyRegionSignature(*this, getBeta(), "beta", {i64, i64, i64},
+                                   f64)) ||
+      failed(verifyRegionSignature(*this, getBonus(), "bonus", {i64, i64},
+                                   f64)))
     return failure();
   return success();
 }

@@ -526,6 +526,8 @@ std::string mlir::attn::evaluateReference(
   Env env{&dims, &out.params, &aux};
 
   AttentionOp att = spec.getAttention();
+  if (!att)
+    return "the reference evaluator does not support linear attention yet";
   int64_t B = dims.at("B"), Hq = dims.at("Hq"), N = dims.at("N"),
           M = dims.at("M"), Dqk = dims.at("Dqk"), Dv = dims.at("Dv"),
           G = dims.at("G");
@@ -732,6 +734,8 @@ mlir::attn::MaskEvaluator::init(SpecOp spec,
     m.aux[in.name] = std::move(t);
   }
   AttentionOp att = spec.getAttention();
+  if (!att)
+    return "linear attention has no mask";
   m.hasMask = !att.getMask().empty();
   if (m.hasMask && !(err = Program::build(att.getMask(), m.mask)).empty())
     return err;

@@ -23,6 +23,8 @@ struct TileAttentionPass
 
   void runOnOperation() override {
     AttentionOp att = getOperation().getAttention();
+    if (!att)
+      return; // linear attention: chunked, no tiles to choose yet
     int64_t vw = vectorWidth > 0 ? vectorWidth : 16;
     int64_t tq = tileQ, tkv = tileKV;
     if (ScheduleAttr old = att.getScheduleAttr()) {

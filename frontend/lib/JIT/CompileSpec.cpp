@@ -26,8 +26,10 @@ LogicalResult mlir::attn::lowerSpec(ModuleOp module, const CPUTarget &target,
     AttentionOp att = spec.getAttention();
     info.name = spec.getSymName().str();
     info.symbol = "attn_" + info.name;
-    info.tileQ = att.getScheduleAttr() ? att.getScheduleAttr().getTileQ() : 0;
-    info.hasLse = att.getNormalizer() == NormalizerKind::softmax;
+    info.tileQ = att && att.getScheduleAttr()
+                     ? att.getScheduleAttr().getTileQ()
+                     : 0;
+    info.hasLse = att && att.getNormalizer() == NormalizerKind::softmax;
     info.signature = getSignature(spec);
   }
   if (stop <= Stage::Tiled)

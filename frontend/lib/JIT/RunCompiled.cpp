@@ -60,7 +60,8 @@ std::string mlir::attn::runCompiledSpec(SpecOp spec, const RunOptions &opts,
   ::attn::DimBinding dims;
   if (std::string err = ::attn::bindShapes(sig, shapes, dims); !err.empty())
     return err;
-  bool softmax = spec.getAttention().getNormalizer() == NormalizerKind::softmax;
+  AttentionOp att = spec.getAttention();
+  bool softmax = att && att.getNormalizer() == NormalizerKind::softmax;
   std::map<std::string, std::string> outputs;
   for (const std::string &kv : opts.outputs) {
     auto [n, p] = llvm::StringRef(kv).split('=');
@@ -71,8 +72,8 @@ std::string mlir::attn::runCompiledSpec(SpecOp spec, const RunOptions &opts,
     if (n == "lse" && !softmax)
       return "--output lse: only softmax specs have an lse output (this one "
              "uses " +
-             stringifyNormalizerKind(spec.getAttention().getNormalizer())
-                 .str() +
+             (att ? stringifyNormalizerKind(att.getNormalizer()).str()
+                  : std::string("linear attention")) +
              ")";
     outputs[n.str()] = p.str();
   }

@@ -187,8 +187,8 @@ std::string mlir::attn::runSpec(SpecOp spec, const RunOptions &opts,
 
   // Outputs requested.
   std::map<std::string, std::string> outputs;
-  bool isSoftmax =
-      spec.getAttention().getNormalizer() == NormalizerKind::softmax;
+  AttentionOp att = spec.getAttention();
+  bool isSoftmax = att && att.getNormalizer() == NormalizerKind::softmax;
   for (const std::string &kv : opts.outputs) {
     std::string name, path;
     if (std::string err = splitKV(kv, "--output", name, path); !err.empty())
@@ -198,8 +198,8 @@ std::string mlir::attn::runSpec(SpecOp spec, const RunOptions &opts,
     if (name == "lse" && !isSoftmax)
       return "--output lse: only softmax specs have an lse output (this one "
              "uses " +
-             stringifyNormalizerKind(spec.getAttention().getNormalizer())
-                 .str() +
+             (att ? stringifyNormalizerKind(att.getNormalizer()).str()
+                  : std::string("linear attention")) +
              ")";
     outputs[name] = path;
   }

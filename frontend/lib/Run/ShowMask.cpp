@@ -141,6 +141,9 @@ std::string mlir::attn::showMask(SpecOp spec, const ShowMaskOptions &opts,
            std::to_string(Hq) + ")";
   int64_t b = opts.b, h = opts.h, tq = opts.tileQ, tk = opts.tileKv;
 
+  if (!spec.getAttention())
+    return "show-mask: spec '" + spec.getSymName().str() +
+           "' is linear attention, which has no mask";
   MaskClassifier classifier(spec.getAttention(), dims, ev.params(), &inputs);
   std::vector<BlockClass> classes;
   BlockStats st = classifyTiles(classifier, N, M, b, h, tq, tk, &classes);

@@ -1,12 +1,12 @@
 // RUN: attn-opt %s -split-input-file -verify-diagnostics
 
-// expected-error @+1 {{expects exactly one 'attn.attention' op, found 0}}
+// expected-error @+1 {{expects exactly one 'attn.attention' or 'attn.linear_attention' op, found 0}}
 attn.spec @none {
 }
 
 // -----
 
-// expected-error @+1 {{expects exactly one 'attn.attention' op, found 2}}
+// expected-error @+1 {{expects exactly one 'attn.attention' or 'attn.linear_attention' op, found 2}}
 attn.spec @two {
   attn.attention normalizer = <softmax> scale {} mask {} score {} bias {}
   attn.attention normalizer = <softmax> scale {} mask {} score {} bias {}
@@ -253,4 +253,62 @@ attn.spec @body {
   // expected-error @+1 {{is not allowed in an 'attn.spec' body}}
   %c = arith.constant 1 : i64
   attn.attention normalizer = <softmax> scale {} mask {} score {} bias {}
+}
+
+// -----
+
+attn.spec @linbonus {
+  // expected-error @+1 {{a 'bonus' region needs the exclusive readout}}
+  attn.linear_attention feature_map = <identity>, <identity> scale {} gate {} beta {} bonus {
+  ^bb0(%h: i64, %d: i64):
+    %c = arith.constant 0.5 : f64
+    attn.yield %c : f64
+  }
+}
+
+// -----
+
+attn.spec @linfm {
+  // expected-error @+1 {{feature maps that change the feature dimension (pos_neg, taylor2, random) must be the same for q and k}}
+  attn.linear_attention feature_map = <taylor2>, <identity> scale {} gate {} beta {} bonus {}
+}
+
+// -----
+
+attn.spec @linrandom {
+  // expected-error @+1 {{the random feature map needs a 'projection' input, and only it takes one}}
+  attn.linear_attention feature_map = <random>, <random> scale {} gate {} beta {} bonus {}
+}
+
+// -----
+
+attn.spec @linnoncausal {
+  // expected-error @+1 {{gates, the delta rule and the exclusive readout need a causal recurrence}}
+  attn.linear_attention feature_map = <identity>, <identity> attributes {noncausal} scale {} gate {
+  ^bb0(%b: i64, %h: i64, %t: i64, %d: i64):
+    %c = arith.constant -0.5 : f64
+    attn.yield %c : f64
+  } beta {} bonus {}
+}
+
+// -----
+
+attn.spec @lindeltanorm {
+  // expected-error @+1 {{the delta rule has no normalizer state; remove 'normalize'}}
+  attn.linear_attention feature_map = <identity>, <identity> attributes {normalize} scale {} gate {} beta {
+  ^bb0(%b: i64, %h: i64, %t: i64):
+    %c = arith.constant 0.5 : f64
+    attn.yield %c : f64
+  } bonus {}
+}
+
+// -----
+
+attn.spec @lingate {
+  // expected-error @+1 {{'gate' region expects arguments (i64, i64, i64, i64)}}
+  attn.linear_attention feature_map = <identity>, <identity> scale {} gate {
+  ^bb0(%b: i64):
+    %c = arith.constant -0.5 : f64
+    attn.yield %c : f64
+  } beta {} bonus {}
 }

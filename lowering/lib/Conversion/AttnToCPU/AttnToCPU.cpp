@@ -52,7 +52,8 @@ static MemRefType stridedType(MLIRContext *ctx, int64_t rank, Type elt) {
 class KernelBuilder {
 public:
   KernelBuilder(SpecOp spec, ModuleOp module)
-      : spec(spec), att(spec.getAttention()), sched(att.getScheduleAttr()),
+      : spec(spec), att(spec.getAttention()),
+        sched(att ? att.getScheduleAttr() : ScheduleAttr()),
         b(spec.getLoc(), module.getContext()) {
     // build() reports a missing schedule; keep the sizes valid until then.
     vl = sched ? sched.getVectorWidth() : 16;
@@ -650,6 +651,9 @@ void KernelBuilder::emitItem(Value item) {
 }
 
 LogicalResult KernelBuilder::build() {
+  if (!att)
+    return spec.getLinearAttention().emitError()
+           << "the CPU backend does not support linear attention yet";
   if (!sched)
     return att.emitError() << "convert-attn-to-cpu needs a schedule; run "
                               "attn-tile-attention first";

@@ -50,6 +50,30 @@ def Attn_NormalizerKindAttr : EnumAttr<Attn_Dialect, Attn_NormalizerKind,
   let assemblyFormat = "`<` $value `>`";
 }
 
+def Attn_FeatureMapKind : I32EnumAttr<"FeatureMapKind",
+    "feature map of linear attention", [
+      I32EnumAttrCase<"identity", 0>,
+      I32EnumAttrCase<"elu_plus_one", 1>,
+      I32EnumAttrCase<"relu", 2>,
+      I32EnumAttrCase<"relu2", 3>,
+      I32EnumAttrCase<"sigmoid", 4>,
+      I32EnumAttrCase<"silu", 5>,
+      I32EnumAttrCase<"exp", 6>,
+      I32EnumAttrCase<"l2norm", 7>,
+      I32EnumAttrCase<"pos_neg", 8>,
+      I32EnumAttrCase<"taylor2", 9>,
+      I32EnumAttrCase<"random", 10>
+    ]> {
+  let cppNamespace = "::mlir::attn";
+  let genSpecializedAttr = 0;
+}
+
+def Attn_FeatureMapKindAttr : EnumAttr<Attn_Dialect, Attn_FeatureMapKind,
+                                       "feature_map"> {
+  let summary = "feature map kind";
+  let assemblyFormat = "`<` $value `>`";
+}
+
 def Attn_ScheduleAttr : AttrDef<Attn_Dialect, "Schedule"> {
   let mnemonic = "schedule";
   let summary = "how an attention is tiled for a backend";

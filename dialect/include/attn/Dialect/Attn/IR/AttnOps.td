@@ -20,7 +20,7 @@ def Attn_SpecOp : Attn_Op<"spec", [Symbol, SymbolTable, IsolatedFromAbove,
   let description = [{
     A spec is the unit `attnc` compiles. Its body declares parameters
     (`attn.param`), inputs with symbolic shapes (`attn.input`) and exactly one
-    `attn.attention`. `q`, `k` and `v` are implicit with the canonical shapes
+    `attn.attention` or `attn.linear_attention`. `q`, `k` and `v` are implicit with the canonical shapes
     `[B, Hq, N, Dqk]`, `[B, Hkv, M, Dqk]` and `[B, Hkv, M, Dv]`; declaring
     them only fixes their element type.
 
@@ -45,8 +45,10 @@ def Attn_SpecOp : Attn_Op<"spec", [Symbol, SymbolTable, IsolatedFromAbove,
   let skipDefaultBuilders = 1;
   let builders = [OpBuilder<(ins "::llvm::StringRef":$name)>];
   let extraClassDeclaration = [{
-    /// The single attention op of this spec (the verifier guarantees one).
+    /// The softmax-family attention op, or null for a linear spec.
     AttentionOp getAttention();
+    /// The linear attention op, or null for a softmax-family spec.
+    LinearAttentionOp getLinearAttention();
     ::mlir::Block &getBodyBlock() { return getBody().front(); }
   }];
 }
@@ -146,13 +148,66 @@ def Attn_AttentionOp : Attn_Op<"attention", [HasParent<"SpecOp">,
 }
 
 //===----------------------------------------------------------------------===//
+// attn.linear_attention
+//===----------------------------------------------------------------------===//
+
+def Attn_LinearAttentionOp : Attn_Op<"linear_attention",
+    [HasParent<"SpecOp">, IsolatedFromAbove]> {
+  let summary = "linear attention as a gated recurrence over a matrix state";
+  let description = [{
+    For every batch `b` and query head `h` (key/value head `hk = h / G`),
+    with `φq`, `φk` the feature maps, `Dphi` the feature dimension and
+    `S ∈ R^{Dphi × Dv}`, `z ∈ R^{Dphi}` starting at 0, step t = 0 .. N-1:
+
+    ```
+    g      = exp(gate(b, h, t, d)) for each feature d     (1 if no gate)
+    o_t    = scale * φq(q_t)ᵀ (S + diag(u) φk(k_t) v_tᵀ)   (exclusive readout,
+             u = bonus(h, d), before this step's update)
+    S      = diag(g) S;  z = g ⊙ z
+    S      = S + β_t φk(k_t) (v_t − Sᵀ φk(k_t))ᵀ           (delta rule: beta region)
+      or     S + φk(k_t) v_tᵀ                              (otherwise)
+    z      = z + φk(k_t)
+    o_t    = scale * φq(q_t)ᵀ S                            (inclusive readout)
+    o_t    = φq(q_t)ᵀ S / (φq(q_t) · z)                    (normalize; 0 if the
+                                                            denominator is 0)
+    ```
+
+    Non-causal (`noncausal`): every o_t reads the state after all M steps.
+    Regions: `scale` yields f64 (empty: `Dqk^-1/2`); `gate(b, h, t, d)` the
+    log-space forget gate (≤ 0), a per-key-dim gate when it uses `d`;
+    `beta(b, h, t)` the delta-rule β; `bonus(h, d)` the exclusive-readout u.
+    The `random` feature map reads its projection from the aux input named
+    by `projection` (shape [R, Dqk]).
+  }];
+  let arguments = (ins Attn_FeatureMapKindAttr:$feature_map_q,
+                       Attn_FeatureMapKindAttr:$feature_map_k,
+                       UnitAttr:$normalize,
+                       UnitAttr:$noncausal,
+                       UnitAttr:$exclusive,
+                       OptionalAttr<FlatSymbolRefAttr>:$projection);
+  let regions = (region AnyRegion:$scale, AnyRegion:$gate, AnyRegion:$beta,
+                        AnyRegion:$bonus);
+  let assemblyFormat = [{
+    `feature_map` `=` $feature_map_q `,` $feature_map_k attr-dict-with-keyword
+    `scale` $scale `gate` $gate `beta` $beta `bonus` $bonus
+  }];
+  let hasVerifier = 1;
+  let hasRegionVerifier = 1;
+  let extraClassDeclaration = [{
+    /// True when the gate depends on the key-dim index d.
+    bool hasVectorGate();
+  }];
+}
+
+//===----------------------------------------------------------------------===//
 // Region ops
 //===----------------------------------------------------------------------===//
 
 def Attn_YieldOp : Attn_Op<"yield", [Pure, Terminator, ReturnLike]> {
   let summary = "returns the value of an attn region";
   let description = [{
-    Terminates `scale`, `mask`, `score`, `bias` and `attn.param` regions.
+    Terminates the regions of `attn.attention`, `attn.linear_attention` and
+    `attn.param`.
 
     ```mlir
     attn.yield %p : i1
