@@ -4,6 +4,8 @@
 // run per element. Floats are evaluated in double whatever their IR type: the
 // oracle states the math, not a kernel's rounding. Masked-out entries never
 // evaluate the score (so a score lookup valid only under the mask is safe).
+// Linear attention runs its recurrence one step at a time (never the chunked
+// or parallel forms a kernel uses), with the regions evaluated per element.
 //
 //===----------------------------------------------------------------------===//
 
@@ -489,6 +491,314 @@ mlir::attn::evaluateParams(SpecOp spec, const DimBinding &dims,
   return "";
 }
 
+static std::vector<double> widen(const HostArray &a) {
+  std::vector<double> v(a.numel());
+  for (int64_t i = 0, e = a.numel(); i < e; ++i)
+    v[i] = a.getDouble(i);
+  return v;
+}
+
+//===----------------------------------------------------------------------===//
+// Linear attention: the recurrent form, one step at a time
+//===----------------------------------------------------------------------===//
+
+namespace {
+
+/// A feature map φ: a Dqk-vector (one row of q or k) to a Dphi-vector.
+struct FeatureMap {
+  FeatureMapKind kind = FeatureMapKind::identity;
+  int64_t dqk = 0;
+  int64_t dphi = 0;
+  /// random: the projection W [R, Dqk], row-major.
+  const std::vector<double> *proj = nullptr;
+
+  void apply(const double *x, double *out) const {
+    const int64_t D = dqk;
+    switch (kind) {
+    case FeatureMapKind::identity:
+      for (int64_t d = 0; d < D; ++d)
+        out[d] = x[d];
+      return;
+    case FeatureMapKind::elu_plus_one:
+      for (int64_t d = 0; d < D; ++d)
+        out[d] = x[d] > 0 ? x[d] + 1.0 : std::exp(x[d]);
+      return;
+    case FeatureMapKind::relu:
+      for (int64_t d = 0; d < D; ++d)
+        out[d] = x[d] > 0 ? x[d] : 0.0;
+      return;
+    case FeatureMapKind::relu2:
+      for (int64_t d = 0; d < D; ++d)
+        out[d] = x[d] > 0 ? x[d] * x[d] : 0.0;
+      return;
+    case FeatureMapKind::sigmoid:
+      for (int64_t d = 0; d < D; ++d)
+        out[d] = 1.0 / (1.0 + std::exp(-x[d]));
+      return;
+    case FeatureMapKind::silu:
+      for (int64_t d = 0; d < D; ++d)
+        out[d] = x[d] / (1.0 + std::exp(-x[d]));
+      return;
+    case FeatureMapKind::exp:
+      for (int64_t d = 0; d < D; ++d)
+        out[d] = std::exp(x[d]);
+      return;
+    case FeatureMapKind::l2norm: {
+      double ss = 0;
+      for (int64_t d = 0; d < D; ++d)
+        ss += x[d] * x[d];
+      double n = std::sqrt(ss);
+      for (int64_t d = 0; d < D; ++d)
+        out[d] = n > 0 ? x[d] / n : 0.0; // the zero vector stays 0
+      return;
+    }
+    case FeatureMapKind::pos_neg:
+      for (int64_t d = 0; d < D; ++d) {
+        out[d] = x[d];
+        out[D + d] = -x[d];
+      }
+      return;
+    case FeatureMapKind::taylor2: {
+      // [1, x_a / D^(1/4), x_a^2 / sqrt(2D), x_a x_b / sqrt(D) (a < b)]:
+      // φ(q)·φ(k) = 1 + q·k/sqrt(D) + (q·k)^2 / (2D).
+      double r4 = std::pow(double(D), 0.25), s2 = std::sqrt(2.0 * double(D)),
+             s1 = std::sqrt(double(D));
+      out[0] = 1.0;
+      for (int64_t a = 0; a < D; ++a) {
+        out[1 + a] = x[a] / r4;
+        out[1 + D + a] = x[a] * x[a] / s2;
+      }
+      int64_t f = 1 + 2 * D;
+      for (int64_t a = 0; a < D; ++a)
+        for (int64_t b = a + 1; b < D; ++b)
+          out[f++] = x[a] * x[b] / s1;
+      return;
+    }
+    case FeatureMapKind::random: {
+      // x' = x / D^(1/4); φ_r = exp(w_r·x' - ||x'||^2 / 2) / sqrt(R).
+      double r4 = std::pow(double(D), 0.25), n2 = 0;
+      for (int64_t d = 0; d < D; ++d)
+        n2 += (x[d] / r4) * (x[d] / r4);
+      const double *W = proj->data();
+      for (int64_t r = 0; r < dphi; ++r) {
+        double dot = 0;
+        for (int64_t d = 0; d < D; ++d)
+          dot += W[r * D + d] * (x[d] / r4);
+        out[r] = std::exp(dot - 0.5 * n2) / std::sqrt(double(dphi));
+      }
+      return;
+    }
+    }
+  }
+};
+
+} // namespace
+
+static std::string evaluateLinear(LinearAttentionOp lin, const Env &env,
+                                  const std::vector<double> &q,
+                                  const std::vector<double> &k,
+                                  const std::vector<double> &v,
+                                  ReferenceOutputs &out) {
+  const DimBinding &dims = *env.dims;
+  int64_t B = dims.at("B"), Hq = dims.at("Hq"), Hkv = dims.at("Hkv"),
+          N = dims.at("N"), M = dims.at("M"), Dqk = dims.at("Dqk"),
+          Dv = dims.at("Dv"), G = dims.at("G");
+  bool causal = !lin.getNoncausal();
+  if (causal && N != M)
+    return "causal linear attention needs N == M (got N=" + std::to_string(N) +
+           ", M=" + std::to_string(M) + ")";
+
+  std::string err;
+  double scale = 1.0 / std::sqrt(static_cast<double>(Dqk));
+  if (!lin.getScale().empty()) {
+    ScalarValue s;
+    if (!(err = runConstantRegion(lin.getScale(), env, s)).empty())
+      return "scale: " + err;
+    scale = s.asDouble();
+  }
+
+  // Feature maps. The verifier makes the q and k maps agree whenever they
+  // change the dimension, so both give the same Dphi.
+  FeatureMap phiQ, phiK;
+  phiQ.kind = lin.getFeatureMapQ();
+  phiK.kind = lin.getFeatureMapK();
+  const std::vector<double> *proj = nullptr;
+  int64_t R = 0;
+  if (auto p = lin.getProjectionAttr()) {
+    std::string name = p.getValue().str();
+    auto it = env.aux->find(name);
+    if (it == env.aux->end())
+      return "projection input '" + name + "' is not bound";
+    const AuxTensor &w = it->second;
+    if (w.isInt || w.shape.size() != 2 || w.shape[1] != Dqk)
+      return "projection input '" + name + "' must be f32 [R, Dqk] with Dqk=" +
+             std::to_string(Dqk);
+    proj = &w.floats;
+    R = w.shape[0];
+  }
+  for (FeatureMap *f : {&phiQ, &phiK}) {
+    f->dqk = Dqk;
+    f->proj = proj;
+    switch (f->kind) {
+    case FeatureMapKind::pos_neg:
+      f->dphi = 2 * Dqk;
+      break;
+    case FeatureMapKind::taylor2:
+      f->dphi = 1 + Dqk + Dqk * (Dqk + 1) / 2;
+      break;
+    case FeatureMapKind::random:
+      f->dphi = R;
+      break;
+    default:
+      f->dphi = Dqk;
+    }
+  }
+  if (phiQ.dphi != phiK.dphi)
+    return "the q and k feature maps give different feature dimensions (" +
+           std::to_string(phiQ.dphi) + " and " + std::to_string(phiK.dphi) +
+           ")";
+  const int64_t Dphi = phiQ.dphi;
+  if (Dphi <= 0)
+    return "the feature dimension is 0 (projection with R=0 rows?)";
+
+  Program gateProg, betaProg, bonusProg;
+  bool hasGate = !lin.getGate().empty(), hasBeta = !lin.getBeta().empty(),
+       hasBonus = !lin.getBonus().empty();
+  if (hasGate && !(err = Program::build(lin.getGate(), gateProg)).empty())
+    return err;
+  if (hasBeta && !(err = Program::build(lin.getBeta(), betaProg)).empty())
+    return err;
+  if (hasBonus && !(err = Program::build(lin.getBonus(), bonusProg)).empty())
+    return err;
+  bool vectorGate = hasGate && lin.hasVectorGate();
+  bool exclusive = lin.getExclusive(), normalize = lin.getNormalize();
+
+  out.o = HostArray::zeros(::attn::DType::F64, {B, Hq, N, Dv});
+  double *o = out.o.data<double>();
+  std::vector<double> S(Dphi * Dv), z(Dphi), fq(Dphi), fk(Dphi), g(Dphi),
+      u(Dphi, 0.0), num(Dv), corr(Dv);
+
+  // o = φq^T S (+ c v_t), scaled, or divided by φq·z (+ c); 0 when that
+  // denominator is 0.
+  auto readout = [&](double *oi, double c, const double *vt) {
+    for (int64_t e = 0; e < Dv; ++e)
+      num[e] = vt ? c * vt[e] : 0.0;
+    double den = vt ? c : 0.0;
+    for (int64_t d = 0; d < Dphi; ++d) {
+      const double *Sd = &S[d * Dv];
+      for (int64_t e = 0; e < Dv; ++e)
+        num[e] += fq[d] * Sd[e];
+      den += fq[d] * z[d];
+    }
+    for (int64_t e = 0; e < Dv; ++e)
+      oi[e] = normalize ? (den != 0 ? num[e] / den : 0.0) : scale * num[e];
+  };
+
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t h = 0; h < Hq; ++h) {
+      int64_t hk = h / G;
+      auto where = [&](int64_t t, int64_t d) {
+        std::string s = " [b=" + std::to_string(b) +
+                        ", h=" + std::to_string(h) +
+                        ", t=" + std::to_string(t);
+        if (d >= 0)
+          s += ", d=" + std::to_string(d);
+        return s + "]";
+      };
+      const double *kb = &k[(b * Hkv + hk) * M * Dqk];
+      const double *vb = &v[(b * Hkv + hk) * M * Dv];
+      const double *qb = &q[(b * Hq + h) * N * Dqk];
+      double *ob = &o[(b * Hq + h) * N * Dv];
+      std::fill(S.begin(), S.end(), 0.0);
+      std::fill(z.begin(), z.end(), 0.0);
+      if (hasBonus) {
+        for (int64_t d = 0; d < Dphi; ++d) {
+          ScalarValue args[2] = {mkInt(h), mkInt(d)}, r;
+          if (!(err = bonusProg.run(args, env, r)).empty())
+            return "bonus: " + err + " [h=" + std::to_string(h) +
+                   ", d=" + std::to_string(d) + "]";
+          u[d] = r.asDouble();
+        }
+      }
+
+      if (!causal) {
+        // Every query reads the state after all M keys.
+        for (int64_t j = 0; j < M; ++j) {
+          phiK.apply(&kb[j * Dqk], fk.data());
+          for (int64_t d = 0; d < Dphi; ++d) {
+            for (int64_t e = 0; e < Dv; ++e)
+              S[d * Dv + e] += fk[d] * vb[j * Dv + e];
+            z[d] += fk[d];
+          }
+        }
+        for (int64_t t = 0; t < N; ++t) {
+          phiQ.apply(&qb[t * Dqk], fq.data());
+          readout(&ob[t * Dv], 0.0, nullptr);
+        }
+        continue;
+      }
+
+      for (int64_t t = 0; t < N; ++t) {
+        const double *vt = &vb[t * Dv];
+        phiQ.apply(&qb[t * Dqk], fq.data());
+        phiK.apply(&kb[t * Dqk], fk.data());
+
+        // Exclusive readout: the state before this step, plus the bonus
+        // term (φq ⊙ u)·φk v_t.
+        if (exclusive) {
+          double c = 0;
+          for (int64_t d = 0; d < Dphi; ++d)
+            c += fq[d] * u[d] * fk[d];
+          readout(&ob[t * Dv], c, vt);
+        }
+
+        // Decay: S = diag(g) S, z = g ⊙ z, g = exp(log gate).
+        if (hasGate) {
+          for (int64_t d = 0; d < (vectorGate ? Dphi : 1); ++d) {
+            ScalarValue args[4] = {mkInt(b), mkInt(h), mkInt(t), mkInt(d)}, r;
+            if (!(err = gateProg.run(args, env, r)).empty())
+              return "gate: " + err + where(t, vectorGate ? d : -1);
+            g[d] = std::exp(r.asDouble());
+          }
+          if (!vectorGate)
+            std::fill(g.begin() + 1, g.end(), g[0]);
+          for (int64_t d = 0; d < Dphi; ++d) {
+            for (int64_t e = 0; e < Dv; ++e)
+              S[d * Dv + e] *= g[d];
+            z[d] *= g[d];
+          }
+        }
+
+        // Update: the delta rule S += β φk (v - S^T φk)^T, or S += φk v^T.
+        if (hasBeta) {
+          ScalarValue args[3] = {mkInt(b), mkInt(h), mkInt(t)}, r;
+          if (!(err = betaProg.run(args, env, r)).empty())
+            return "beta: " + err + where(t, -1);
+          double beta = r.asDouble();
+          for (int64_t e = 0; e < Dv; ++e) {
+            double pred = 0;
+            for (int64_t d = 0; d < Dphi; ++d)
+              pred += S[d * Dv + e] * fk[d];
+            corr[e] = beta * (vt[e] - pred);
+          }
+        } else {
+          for (int64_t e = 0; e < Dv; ++e)
+            corr[e] = vt[e];
+        }
+        for (int64_t d = 0; d < Dphi; ++d) {
+          for (int64_t e = 0; e < Dv; ++e)
+            S[d * Dv + e] += fk[d] * corr[e];
+          z[d] += fk[d];
+        }
+
+        if (!exclusive)
+          readout(&ob[t * Dv], 0.0, nullptr);
+      }
+    }
+  }
+  return "";
+}
+
 std::string mlir::attn::evaluateReference(
     SpecOp spec, const std::map<std::string, HostArray> &inputs,
     ReferenceOutputs &out) {
@@ -525,9 +835,15 @@ std::string mlir::attn::evaluateReference(
   }
   Env env{&dims, &out.params, &aux};
 
+  std::vector<double> q = widen(inputs.at("q")), k = widen(inputs.at("k")),
+                      v = widen(inputs.at("v"));
   AttentionOp att = spec.getAttention();
-  if (!att)
-    return "the reference evaluator does not support linear attention yet";
+  if (!att) {
+    LinearAttentionOp lin = spec.getLinearAttention();
+    if (!lin)
+      return "spec '" + spec.getSymName().str() + "' has no attention op";
+    return evaluateLinear(lin, env, q, k, v, out);
+  }
   int64_t B = dims.at("B"), Hq = dims.at("Hq"), N = dims.at("N"),
           M = dims.at("M"), Dqk = dims.at("Dqk"), Dv = dims.at("Dv"),
           G = dims.at("G");
@@ -555,14 +871,6 @@ std::string mlir::attn::evaluateReference(
   if (hasScore && !(err = Program::build(att.getScore(), scoreProg)).empty())
     return err;
 
-  auto widen = [](const HostArray &a) {
-    std::vector<double> v(a.numel());
-    for (int64_t i = 0, e = a.numel(); i < e; ++i)
-      v[i] = a.getDouble(i);
-    return v;
-  };
-  std::vector<double> q = widen(inputs.at("q")), k = widen(inputs.at("k")),
-                      v = widen(inputs.at("v"));
   int64_t Hkv = dims.at("Hkv");
   out.o = HostArray::zeros(::attn::DType::F64, {B, Hq, N, Dv});
   NormalizerKind kind = att.getNormalizer();

@@ -26,9 +26,11 @@ LogicalResult mlir::attn::lowerSpec(ModuleOp module, const CPUTarget &target,
     AttentionOp att = spec.getAttention();
     info.name = spec.getSymName().str();
     info.symbol = "attn_" + info.name;
+    // A linear kernel's work item is a whole (b, h) sequence: one "tile"
+    // longer than any N.
     info.tileQ = att && att.getScheduleAttr()
                      ? att.getScheduleAttr().getTileQ()
-                     : 0;
+                     : (int64_t(1) << 30);
     info.hasLse = att && att.getNormalizer() == NormalizerKind::softmax;
     info.signature = getSignature(spec);
   }

@@ -43,8 +43,20 @@ struct TValue {
 };
 
 /// Which region an expression is being emitted into; decides which names
-/// are visible.
-enum class RegionKind { ParamDefault, Scale, Bias, Mask, Score };
+/// are visible. `LetCheck` is the scratch region where every let is checked
+/// once: every index and `score` exist there (a let's uses are checked where
+/// it is used).
+enum class RegionKind {
+  ParamDefault,
+  Scale,
+  Bias,
+  Mask,
+  Score,
+  Gate,
+  Beta,
+  Bonus,
+  LetCheck
+};
 
 static llvm::StringRef regionName(RegionKind k) {
   switch (k) {
@@ -58,6 +70,14 @@ static llvm::StringRef regionName(RegionKind k) {
     return "the mask";
   case RegionKind::Score:
     return "the score";
+  case RegionKind::Gate:
+    return "the linear gate";
+  case RegionKind::Beta:
+    return "the linear delta";
+  case RegionKind::Bonus:
+    return "the linear bonus";
+  case RegionKind::LetCheck:
+    return "a let";
   }
   return "?";
 }
@@ -71,7 +91,9 @@ struct RegionCtx {
   /// Statement position of the expression being emitted; names must be
   /// defined at a smaller position.
   size_t position;
-  Value b, h, qIdx, kvIdx, score;
+  /// Index values of the region; null where the region has no such index.
+  /// `t` and `d` are the time step and feature index of linear regions.
+  Value b, h, qIdx, kvIdx, score, t, d;
   llvm::StringMap<TValue> letCache;
   /// Macro parameters of library patterns being expanded (innermost last).
   llvm::SmallVector<llvm::StringMap<const Expr *>> macroArgs;
@@ -98,6 +120,12 @@ private:
   LogicalResult emitParam(const ParamDecl &p, size_t position);
   LogicalResult emitInput(const InputDecl &in);
   LogicalResult emitAttention();
+  LogicalResult emitLinearAttention();
+  /// The feature map named by a linear-block value (`relu`, `random(W)`);
+  /// `projection` gets W for `random`.
+  FailureOr<FeatureMapKind> parseFeatureMap(const LinearEntry &entry,
+                                            size_t position,
+                                            std::string &projection);
   LogicalResult fillRegion(Region &region, RegionKind kind,
                            const Expr *expr, size_t position, Ty resultTy,
                            llvm::StringRef what, llvm::SMLoc whatLoc);
@@ -159,13 +187,24 @@ private:
   llvm::StringMap<Ty> paramTypes;
   /// Symbolic dims declared by inputs (beyond the canonical ones).
   llvm::StringSet<> extraDims;
+  /// The spec has a linear block: `t` and `d` are index names (reserved).
+  bool isLinear = false;
   static constexpr unsigned kMaxEmitDepth = 2000;
   unsigned emitDepth = 0;
 };
 
 } // namespace
 
-static bool isReservedName(llvm::StringRef n, MLIRContext *ctx) {
+/// `t` (time step) and `d` (feature index) are the extra indices of linear
+/// gate, delta and bonus expressions. They are reserved only in specs with a
+/// linear block, so older specs may keep using them as names.
+static bool isLinearIndexName(llvm::StringRef n) {
+  return n == "t" || n == "d";
+}
+
+static bool isReservedName(llvm::StringRef n, MLIRContext *ctx, bool linear) {
+  if (linear && isLinearIndexName(n))
+    return true;
   static const llvm::StringRef reserved[] = {
       "b",     "h",    "hk",   "q_idx", "kv_idx", "score", "exp",
       "log",   "exp2", "log2", "sqrt",  "tanh",   "abs",   "min",
@@ -200,7 +239,7 @@ LogicalResult MLIRGenImpl::declareNames() {
     } else {
       continue;
     }
-    if (isReservedName(name, ctx) &&
+    if (isReservedName(name, ctx, isLinear) &&
         !(nk == NameInfo::Input && !canonicalInputDims(name).empty())) {
       emitError(l) << "'" << name
                    << "' is a reserved name (index, shape dim, builtin or "
@@ -217,6 +256,7 @@ OwningOpRef<ModuleOp> MLIRGenImpl::run() {
   builder.setInsertionPointToEnd(module->getBody());
   specOp = SpecOp::create(builder, loc(spec.loc), spec.name);
   builder.setInsertionPointToEnd(&specOp.getBodyBlock());
+  isLinear = spec.linear.has_value();
 
   if (failed(declareNames()))
     return nullptr;
@@ -243,14 +283,18 @@ OwningOpRef<ModuleOp> MLIRGenImpl::run() {
     scratch.getScore().push_back(block);
     Type i64 = builder.getI64Type(), f64 = builder.getF64Type();
     block->addArgument(f64, loc(spec.loc));
-    for (int i = 0; i < 4; ++i)
+    for (int i = 0; i < 6; ++i)
       block->addArgument(i64, loc(spec.loc));
-    RegionCtx rc(RegionKind::Score, OpBuilder::atBlockBegin(block), 0);
+    RegionCtx rc(RegionKind::LetCheck, OpBuilder::atBlockBegin(block), 0);
     rc.score = block->getArgument(0);
     rc.b = block->getArgument(1);
     rc.h = block->getArgument(2);
     rc.qIdx = block->getArgument(3);
     rc.kvIdx = block->getArgument(4);
+    if (isLinear) {
+      rc.t = block->getArgument(5);
+      rc.d = block->getArgument(6);
+    }
     for (size_t pos = 0; pos < spec.order.size(); ++pos) {
       if (spec.order[pos].first != Spec::StmtKind::Let)
         continue;
@@ -262,7 +306,7 @@ OwningOpRef<ModuleOp> MLIRGenImpl::run() {
       rc.letCache[let.name] = *v;
     }
   }
-  if (failed(emitAttention()))
+  if (failed(isLinear ? emitLinearAttention() : emitAttention()))
     return nullptr;
   if (failed(mlir::verify(*module)))
     return nullptr;
@@ -327,7 +371,7 @@ LogicalResult MLIRGenImpl::emitInput(const InputDecl &in) {
                        << "' clashes with a param, input or let of that name";
       return failure();
     }
-    if (!isCanonicalDim(d.symbol) && isReservedName(d.symbol, ctx)) {
+    if (!isCanonicalDim(d.symbol) && isReservedName(d.symbol, ctx, isLinear)) {
       emitError(d.loc) << "dim '" << d.symbol
                        << "' is a reserved name (index, builtin or library "
                           "pattern)";
@@ -393,6 +437,18 @@ LogicalResult MLIRGenImpl::fillRegion(Region &region, RegionKind kind,
     rc.h = block->addArgument(i64, l);
     rc.qIdx = block->addArgument(i64, l);
     rc.kvIdx = block->addArgument(i64, l);
+  }
+  // Linear regions: gate (b, h, t, d), beta (b, h, t), bonus (h, d).
+  if (kind == RegionKind::Gate || kind == RegionKind::Beta) {
+    rc.b = block->addArgument(i64, l);
+    rc.h = block->addArgument(i64, l);
+    rc.t = block->addArgument(i64, l);
+    if (kind == RegionKind::Gate)
+      rc.d = block->addArgument(i64, l);
+  }
+  if (kind == RegionKind::Bonus) {
+    rc.h = block->addArgument(i64, l);
+    rc.d = block->addArgument(i64, l);
   }
   FailureOr<TValue> v = emit(*expr, rc);
   if (failed(v))
@@ -523,6 +579,238 @@ LogicalResult MLIRGenImpl::emitAttention() {
 }
 
 //===----------------------------------------------------------------------===//
+// Linear attention (tier 2)
+//===----------------------------------------------------------------------===//
+
+static constexpr llvm::StringLiteral kFeatureMapList =
+    "identity, elu_plus_one, relu, relu2, sigmoid, silu, exp, l2norm, "
+    "pos_neg, taylor2 or random(W)";
+
+/// Feature maps whose feature dimension differs from Dqk.
+static bool changesDimension(FeatureMapKind k) {
+  return k == FeatureMapKind::pos_neg || k == FeatureMapKind::taylor2 ||
+         k == FeatureMapKind::random;
+}
+
+FailureOr<FeatureMapKind>
+MLIRGenImpl::parseFeatureMap(const LinearEntry &entry, size_t position,
+                             std::string &projection) {
+  const Expr *value = entry.value.get();
+  const auto *call = llvm::dyn_cast<CallExpr>(value);
+  std::string name;
+  if (const auto *id = llvm::dyn_cast<IdentExpr>(value))
+    name = id->name;
+  else if (call)
+    name = call->callee;
+  else {
+    emitError(value->getLoc())
+        << "'" << entry.key << "' must be a feature map: " << kFeatureMapList;
+    return failure();
+  }
+  std::optional<FeatureMapKind> kind = symbolizeFeatureMapKind(name);
+  if (!kind) {
+    emitError(value->getLoc())
+        << "unknown feature map '" << name << "'; expected " << kFeatureMapList;
+    return failure();
+  }
+  if (*kind != FeatureMapKind::random) {
+    if (call) {
+      emitError(value->getLoc())
+          << "feature map '" << name << "' takes no arguments";
+      return failure();
+    }
+    return *kind;
+  }
+  if (!call || call->args.size() != 1 || !call->args[0].name.empty()) {
+    emitError(value->getLoc())
+        << "feature map 'random' takes one argument, its projection: "
+           "random(W) with W an f32 input of shape [R, Dqk]";
+    return failure();
+  }
+  const Expr *arg = call->args[0].value.get();
+  const auto *w = llvm::dyn_cast<IdentExpr>(arg);
+  auto it = w ? names.find(w->name) : names.end();
+  if (!w || it == names.end() || it->second.kind != NameInfo::Input) {
+    emitError(arg->getLoc())
+        << "the argument of 'random' must name an input (an f32 input of "
+           "shape [R, Dqk])";
+    return failure();
+  }
+  if (it->second.position > position) {
+    emitError(arg->getLoc())
+        << "'" << w->name << "' is used before its definition";
+    return failure();
+  }
+  const InputDecl &in = spec.inputs[it->second.index];
+  if (in.dtype != "f32" || in.dims.size() != 2 || in.dims[1].symbol != "Dqk") {
+    auto diag = emitError(arg->getLoc())
+                << "projection '" << in.name
+                << "' must be an f32 input of shape [R, Dqk], got " << in.dtype
+                << "[";
+    llvm::interleaveComma(in.dims, diag, [&](const DimSpec &d) {
+      if (d.symbol.empty())
+        diag << d.size;
+      else
+        diag << d.symbol;
+    });
+    diag << "]";
+    return failure();
+  }
+  projection = in.name;
+  return *kind;
+}
+
+LogicalResult MLIRGenImpl::emitLinearAttention() {
+  const LinearDecl &lin = *spec.linear;
+  size_t position = positionOf(spec, Spec::StmtKind::Linear);
+  FeatureMapKind mapQ = FeatureMapKind::identity,
+                 mapK = FeatureMapKind::identity;
+  std::string projQ, projK;
+  bool normalize = false, causal = true, exclusive = false;
+  const LinearEntry *mapQAt = nullptr, *mapKAt = nullptr, *gate = nullptr,
+                    *delta = nullptr, *bonus = nullptr, *normalizeAt = nullptr,
+                    *causalAt = nullptr, *readoutAt = nullptr;
+
+  // Each value on its own, in source order.
+  for (const LinearEntry &e : lin.entries) {
+    llvm::StringRef key = e.key;
+    auto boolLit = [&](bool &out) -> LogicalResult {
+      auto *bl = llvm::dyn_cast<BoolExpr>(e.value.get());
+      if (!bl) {
+        emitError(e.value->getLoc()) << "'" << key << "' must be true or false";
+        return failure();
+      }
+      out = bl->value;
+      return success();
+    };
+    if (key == "feature_map" || key == "feature_map_q" ||
+        key == "feature_map_k") {
+      std::string proj;
+      FailureOr<FeatureMapKind> kind = parseFeatureMap(e, position, proj);
+      if (failed(kind))
+        return failure();
+      if (key != "feature_map_k") {
+        mapQ = *kind;
+        projQ = proj;
+        mapQAt = &e;
+      }
+      if (key != "feature_map_q") {
+        mapK = *kind;
+        projK = proj;
+        mapKAt = &e;
+      }
+    } else if (key == "normalize") {
+      if (failed(boolLit(normalize)))
+        return failure();
+      normalizeAt = &e;
+    } else if (key == "causal") {
+      if (failed(boolLit(causal)))
+        return failure();
+      causalAt = &e;
+    } else if (key == "readout") {
+      auto *id = llvm::dyn_cast<IdentExpr>(e.value.get());
+      if (!id || (id->name != "inclusive" && id->name != "exclusive")) {
+        emitError(e.value->getLoc())
+            << "'readout' must be inclusive or exclusive";
+        return failure();
+      }
+      exclusive = id->name == "exclusive";
+      readoutAt = &e;
+    } else if (key == "gate") {
+      gate = &e;
+    } else if (key == "delta") {
+      delta = &e;
+    } else {
+      assert(key == "bonus" && "the parser checks the keys");
+      bonus = &e;
+    }
+  }
+
+  // Combinations. An error about two entries goes to the later one.
+  auto later = [](const LinearEntry *a, const LinearEntry *b) {
+    if (!a)
+      return b;
+    if (!b)
+      return a;
+    return a->loc.getPointer() > b->loc.getPointer() ? a : b;
+  };
+  bool qRandom = mapQ == FeatureMapKind::random;
+  bool kRandom = mapK == FeatureMapKind::random;
+  if (qRandom != kRandom) {
+    emitError(later(mapQAt, mapKAt)->loc)
+        << "the random feature map must be used for both q and k (got '"
+        << stringifyFeatureMapKind(mapQ) << "' for q and '"
+        << stringifyFeatureMapKind(mapK) << "' for k)";
+    return failure();
+  }
+  if (qRandom && projQ != projK) {
+    emitError(later(mapQAt, mapKAt)->loc)
+        << "q and k must use the same projection (got random(" << projQ
+        << ") for q and random(" << projK << ") for k)";
+    return failure();
+  }
+  if (mapQ != mapK && (changesDimension(mapQ) || changesDimension(mapK))) {
+    emitError(later(mapQAt, mapKAt)->loc)
+        << "feature maps that change the feature dimension (pos_neg, "
+           "taylor2, random) must be the same for q and k (got '"
+        << stringifyFeatureMapKind(mapQ) << "' for q and '"
+        << stringifyFeatureMapKind(mapK) << "' for k)";
+    return failure();
+  }
+  if (!causal) {
+    for (const LinearEntry *e :
+         {gate, delta, exclusive ? readoutAt : nullptr}) {
+      if (!e)
+        continue;
+      std::string what =
+          e == readoutAt ? "the exclusive readout" : "'" + e->key + "'";
+      emitError(later(e, causalAt)->loc)
+          << what
+          << " needs a causal recurrence; it cannot be combined with "
+             "'causal = false'";
+      return failure();
+    }
+  }
+  if (bonus && !exclusive) {
+    emitError(bonus->loc)
+        << "'bonus' needs the exclusive readout ('readout = exclusive')";
+    return failure();
+  }
+  if (normalize && delta) {
+    emitError(later(normalizeAt, delta)->loc)
+        << "the delta rule has no normalizer state; 'delta' cannot be "
+           "combined with 'normalize = true'";
+    return failure();
+  }
+
+  auto op = LinearAttentionOp::create(
+      builder, loc(lin.loc), FeatureMapKindAttr::get(ctx, mapQ),
+      FeatureMapKindAttr::get(ctx, mapK),
+      normalize ? builder.getUnitAttr() : UnitAttr(),
+      causal ? UnitAttr() : builder.getUnitAttr(),
+      exclusive ? builder.getUnitAttr() : UnitAttr(),
+      qRandom ? FlatSymbolRefAttr::get(ctx, projQ) : FlatSymbolRefAttr());
+  if (spec.scale && failed(fillRegion(op.getScale(), RegionKind::Scale,
+                                      spec.scale->value.get(),
+                                      positionOf(spec, Spec::StmtKind::Scale),
+                                      Ty::Float, "the scale", spec.scale->loc)))
+    return failure();
+  if (gate &&
+      failed(fillRegion(op.getGate(), RegionKind::Gate, gate->value.get(),
+                        position, Ty::Float, "the linear gate", gate->loc)))
+    return failure();
+  if (delta &&
+      failed(fillRegion(op.getBeta(), RegionKind::Beta, delta->value.get(),
+                        position, Ty::Float, "the linear delta", delta->loc)))
+    return failure();
+  if (bonus &&
+      failed(fillRegion(op.getBonus(), RegionKind::Bonus, bonus->value.get(),
+                        position, Ty::Float, "the linear bonus", bonus->loc)))
+    return failure();
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
 // Expressions
 //===----------------------------------------------------------------------===//
 
@@ -589,16 +877,8 @@ FailureOr<TValue> MLIRGenImpl::emitIdent(const IdentExpr &e,
       return v;
     }
   }
-  bool hasIndices =
-      rc.kind == RegionKind::Mask || rc.kind == RegionKind::Score;
-  auto needIndices = [&]() -> FailureOr<TValue> {
-    emitError(e.getLoc()) << "'" << name << "' is not available in "
-                          << regionName(rc.kind)
-                          << " (indices exist only in the mask and score)";
-    return failure();
-  };
   if (name == "score") {
-    if (rc.kind != RegionKind::Score) {
+    if (!rc.score) {
       emitError(e.getLoc()) << "'score' can only be used in the score "
                                "expression, not in "
                             << regionName(rc.kind);
@@ -606,18 +886,53 @@ FailureOr<TValue> MLIRGenImpl::emitIdent(const IdentExpr &e,
     }
     return TValue{rc.score, Ty::Float};
   }
+  // `t` and `d` are indices in linear specs, and in other specs unless the
+  // spec defines them (then they are its own names or dims).
+  bool linearIndex =
+      isLinearIndexName(name) &&
+      (isLinear || (!names.count(name) && !extraDims.contains(name)));
   if (name == "b" || name == "h" || name == "q_idx" || name == "kv_idx" ||
-      name == "hk") {
-    if (!hasIndices)
-      return needIndices();
-    if (name == "b")
-      return TValue{rc.b, Ty::Int};
-    if (name == "h")
-      return TValue{rc.h, Ty::Int};
-    if (name == "q_idx")
-      return TValue{rc.qIdx, Ty::Int};
-    if (name == "kv_idx")
-      return TValue{rc.kvIdx, Ty::Int};
+      name == "hk" || linearIndex) {
+    Value v = llvm::StringSwitch<Value>(name)
+                  .Case("b", rc.b)
+                  .Cases({"h", "hk"}, rc.h)
+                  .Case("q_idx", rc.qIdx)
+                  .Case("kv_idx", rc.kvIdx)
+                  .Case("t", rc.t)
+                  .Default(rc.d);
+    if (!v) {
+      auto diag = emitError(e.getLoc());
+      switch (rc.kind) {
+      case RegionKind::Gate:
+      case RegionKind::Beta:
+      case RegionKind::Bonus:
+        diag << "'" << name << "' is not available in " << regionName(rc.kind)
+             << " (its indices are "
+             << (rc.kind == RegionKind::Gate   ? "b, h, hk, t and d"
+                 : rc.kind == RegionKind::Beta ? "b, h, hk and t"
+                                               : "h, hk and d")
+             << ")";
+        break;
+      default:
+        if (name == "t")
+          diag << "'t' is only available in linear gate and delta "
+                  "expressions";
+        else if (name == "d")
+          diag << "'d' is only available in linear gate and bonus "
+                  "expressions";
+        else if (isLinear)
+          diag << "'" << name << "' is not available in " << regionName(rc.kind)
+               << " (indices exist only in the linear gate, delta and "
+                  "bonus)";
+        else
+          diag << "'" << name << "' is not available in " << regionName(rc.kind)
+               << " (indices exist only in the mask and score)";
+        break;
+      }
+      return failure();
+    }
+    if (name != "hk")
+      return TValue{v, Ty::Int};
     Value g = DimOp::create(rc.builder, l, rc.builder.getI64Type(), "G");
     return TValue{arith::FloorDivSIOp::create(rc.builder, l, rc.h, g),
                       Ty::Int};

@@ -155,6 +155,21 @@ public:
         nested([&] { args(n.args); });
         break;
       }
+      case Spec::StmtKind::Linear: {
+        os << "Linear";
+        loc(s.linear->loc);
+        os << "\n";
+        nested([&] {
+          for (const LinearEntry &e : s.linear->entries) {
+            indent();
+            os << "Key " << e.key;
+            loc(e.loc);
+            os << "\n";
+            nested([&] { expr(*e.value); });
+          }
+        });
+        break;
+      }
       }
     }
   }

@@ -88,7 +88,8 @@ private:
     return tok.is(Token::kw_param) || tok.is(Token::kw_input) ||
            tok.is(Token::kw_let) || tok.is(Token::kw_mask) ||
            tok.is(Token::kw_score) || tok.is(Token::kw_scale) ||
-           tok.is(Token::kw_normalizer) || tok.is(Token::r_brace);
+           tok.is(Token::kw_normalizer) || tok.is(Token::kw_linear) ||
+           tok.is(Token::r_brace);
   }
 
   LogicalResult parseStatement(Spec &spec);
@@ -97,6 +98,11 @@ private:
   LogicalResult parseLet(Spec &spec);
   LogicalResult parseAssignment(Spec &spec, Spec::StmtKind kind);
   LogicalResult parseNormalizer(Spec &spec);
+  LogicalResult parseLinear(Spec &spec);
+  /// Reports `stmt` (mask, score or normalizer at `loc`) in a spec with a
+  /// linear block at `linearLoc`.
+  LogicalResult emitLinearConflict(llvm::StringRef stmt, llvm::SMLoc loc,
+                                   llvm::SMLoc linearLoc);
   LogicalResult parseArgs(std::vector<Arg> &args);
   LogicalResult checkNotDefined(Spec &spec, llvm::StringRef name,
                                 llvm::SMLoc loc);
@@ -178,6 +184,7 @@ ExprPtr Parser::parseStandaloneExpr() {
 }
 
 /// statement := param | input | let | mask | score | scale | normalizer
+///            | linear
 LogicalResult Parser::parseStatement(Spec &spec) {
   switch (tok.kind) {
   case Token::kw_param:
@@ -194,9 +201,11 @@ LogicalResult Parser::parseStatement(Spec &spec) {
     return parseAssignment(spec, Spec::StmtKind::Scale);
   case Token::kw_normalizer:
     return parseNormalizer(spec);
+  case Token::kw_linear:
+    return parseLinear(spec);
   default:
-    return emitExpected("a statement (param, input, let, mask, score, scale "
-                        "or normalizer)");
+    return emitExpected("a statement (param, input, let, mask, score, scale, "
+                        "normalizer or linear)");
   }
 }
 
@@ -318,6 +327,8 @@ LogicalResult Parser::parseAssignment(Spec &spec, Spec::StmtKind kind) {
     mlir::emitRemark(locator.get(slot->loc)) << "previous definition is here";
     return failure();
   }
+  if (spec.linear && kind != Spec::StmtKind::Scale)
+    return emitLinearConflict(what, loc, spec.linear->loc);
   consume();
   if (failed(expect(Token::equal, ("after '" + what + "'").str())))
     return failure();
@@ -338,6 +349,8 @@ LogicalResult Parser::parseNormalizer(Spec &spec) {
         << "previous definition is here";
     return failure();
   }
+  if (spec.linear)
+    return emitLinearConflict("normalizer", loc, spec.linear->loc);
   consume();
   if (failed(expect(Token::equal, "after 'normalizer'")))
     return failure();
@@ -356,6 +369,116 @@ LogicalResult Parser::parseNormalizer(Spec &spec) {
   }
   spec.normalizer = std::move(decl);
   spec.order.push_back({Spec::StmtKind::Normalizer, 0});
+  return success();
+}
+
+/// The keys of a linear block.
+static const llvm::StringRef kLinearKeys[] = {
+    "feature_map", "feature_map_q", "feature_map_k", "gate", "delta",
+    "normalize",   "causal",        "readout",       "bonus"};
+static const char kLinearKeyList[] = "feature_map, feature_map_q, "
+                                     "feature_map_k, gate, delta, normalize, "
+                                     "causal, readout, bonus";
+
+LogicalResult Parser::emitLinearConflict(llvm::StringRef stmt, llvm::SMLoc loc,
+                                         llvm::SMLoc linearLoc) {
+  {
+    auto diag = emitError(loc);
+    if (stmt == "mask")
+      diag << "linear attention has no mask; remove 'mask' (a linear block "
+              "is causal unless it says 'causal = false')";
+    else if (stmt == "score")
+      diag << "linear attention has no score modification; remove 'score'";
+    else
+      diag << "linear attention has no 'normalizer'; write 'normalize = "
+              "true' in the linear block instead";
+  } // report the error before the remark
+  if (linearLoc.isValid())
+    mlir::emitRemark(locator.get(linearLoc)) << "the linear block is here";
+  return failure();
+}
+
+/// linear := 'linear' '{' { IDENT '=' expr } '}'
+LogicalResult Parser::parseLinear(Spec &spec) {
+  llvm::SMLoc loc = tok.getLoc();
+  if (spec.linear) {
+    emitError(loc) << "'linear' is already set";
+    mlir::emitRemark(locator.get(spec.linear->loc))
+        << "previous definition is here";
+    return failure();
+  }
+  // A mask, score or normalizer before the block: the error goes to that
+  // statement, as when it comes after the block.
+  if (spec.mask)
+    return emitLinearConflict("mask", spec.mask->loc, loc);
+  if (spec.score)
+    return emitLinearConflict("score", spec.score->loc, loc);
+  if (spec.normalizer)
+    return emitLinearConflict("normalizer", spec.normalizer->loc, loc);
+  consume();
+  if (failed(expect(Token::l_brace, "to open the linear block")))
+    return failure();
+  LinearDecl decl;
+  decl.loc = loc;
+  while (!tok.is(Token::r_brace)) {
+    if (tok.is(Token::eof)) {
+      emitError(tok.getLoc()) << "expected '}' to close the linear block";
+      return failure();
+    }
+    if (tok.is(Token::kw_scale)) {
+      emitError(tok.getLoc()) << "'scale' is a top-level statement; write it "
+                                 "outside the linear block";
+      return failure();
+    }
+    if (tok.is(Token::kw_mask) || tok.is(Token::kw_score) ||
+        tok.is(Token::kw_normalizer))
+      return emitLinearConflict(tok.spelling, tok.getLoc(), {});
+    if (!tok.is(Token::identifier))
+      return emitExpected(std::string("a linear key (") + kLinearKeyList +
+                          ") or '}'");
+    LinearEntry entry;
+    entry.loc = tok.getLoc();
+    entry.key = tok.spelling.str();
+    if (!llvm::is_contained(kLinearKeys, entry.key)) {
+      emitError(entry.loc) << "unknown key '" << entry.key
+                           << "' in the linear block (keys: " << kLinearKeyList
+                           << ")";
+      return failure();
+    }
+    if (const LinearEntry *prev = decl.find(entry.key)) {
+      emitError(entry.loc) << "'" << entry.key
+                           << "' is already set in the linear block";
+      mlir::emitRemark(locator.get(prev->loc)) << "previous definition is here";
+      return failure();
+    }
+    // `feature_map` sets both maps; `feature_map_q`/`_k` set one each.
+    llvm::StringRef key = entry.key;
+    const LinearEntry *clash = nullptr;
+    if (key == "feature_map")
+      clash = decl.find("feature_map_q") ? decl.find("feature_map_q")
+                                         : decl.find("feature_map_k");
+    else if (key == "feature_map_q" || key == "feature_map_k")
+      clash = decl.find("feature_map");
+    if (clash) {
+      emitError(entry.loc) << "'" << key << "' conflicts with '" << clash->key
+                           << "' ('feature_map' sets the maps of both q and "
+                              "k; 'feature_map_q' and 'feature_map_k' set "
+                              "one each)";
+      mlir::emitRemark(locator.get(clash->loc))
+          << "'" << clash->key << "' is here";
+      return failure();
+    }
+    consume();
+    if (failed(expect(Token::equal, ("after '" + key + "'").str())))
+      return failure();
+    entry.value = parseExpr();
+    if (!entry.value)
+      return failure();
+    decl.entries.push_back(std::move(entry));
+  }
+  consume();
+  spec.linear = std::move(decl);
+  spec.order.push_back({Spec::StmtKind::Linear, 0});
   return success();
 }
 

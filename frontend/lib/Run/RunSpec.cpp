@@ -163,10 +163,30 @@ std::string mlir::attn::gatherInputs(SpecOp spec,
         std::sort(a.data<int32_t>() + r, a.data<int32_t>() + r + last);
       inputs[in.name] = std::move(a);
     } else {
+      // Linear attention: tensors read by the gate are log gates, drawn as
+      // logsigmoid(N(0,1)) (<= 0); those read by the delta rule's beta are
+      // sigmoid(N(0,1)) in (0, 1). Everything else is N(0, 1).
+      enum class Role { Plain, LogGate, Beta } role = Role::Plain;
+      if (LinearAttentionOp lin = spec.getLinearAttention()) {
+        lin.getGate().walk([&](LoadOp l) {
+          if (l.getInput() == in.name)
+            role = Role::LogGate;
+        });
+        lin.getBeta().walk([&](LoadOp l) {
+          if (l.getInput() == in.name)
+            role = Role::Beta;
+        });
+      }
       HostArray a = HostArray::zeros(::attn::DType::F32, dimsOf);
       std::normal_distribution<float> dist(0.f, 1.f);
-      for (int64_t i = 0, n = a.numel(); i < n; ++i)
-        a.data<float>()[i] = dist(rng);
+      for (int64_t i = 0, n = a.numel(); i < n; ++i) {
+        float x = dist(rng);
+        if (role == Role::LogGate)
+          x = -std::log1p(std::exp(-x));
+        else if (role == Role::Beta)
+          x = 1.f / (1.f + std::exp(-x));
+        a.data<float>()[i] = x;
+      }
       inputs[in.name] = std::move(a);
     }
   }

@@ -24,7 +24,9 @@ void mlir::attn::buildAttnCPUPipeline(OpPassManager &pm,
     pm.addNestedPass<SpecOp>(createAttnTileAttention(tiling));
   }
   if (runs(Stage::CPU)) {
-    pm.addPass(createConvertAttnToCPU());
+    ConvertAttnToCPUOptions conversion;
+    conversion.vectorWidth = options.vectorWidth;
+    pm.addPass(createConvertAttnToCPU(conversion));
     pm.addPass(createCanonicalizerPass());
     pm.addPass(createCSEPass());
     pm.addPass(createLoopInvariantCodeMotionPass());

@@ -32,7 +32,7 @@ struct ScalarValue {
 
 struct ReferenceOutputs {
   ::attn::HostArray o;   ///< [B, Hq, N, Dv] float64
-  ::attn::HostArray lse; ///< [B, Hq, N] float64; softmax only
+  ::attn::HostArray lse; ///< [B, Hq, N] float64; softmax only (empty else)
   ::attn::DimBinding dims;
   std::map<std::string, ScalarValue> params;
 };
@@ -40,6 +40,15 @@ struct ReferenceOutputs {
 /// Binds shapes, evaluates params, scale and bias, then computes every
 /// output row. Returns "" or a one-line message (shape mismatch, index out
 /// of range in a lookup, division by zero in an index expression, ...).
+///
+/// For attn.linear_attention it runs the recurrent form of the op's
+/// definition step by step per (b, h): feature maps, log-space gates, the
+/// delta rule, exclusive readout with bonus, the normalizer state (see
+/// AttnOps.td). Causal needs N == M; non-causal reads the state after all M
+/// keys. The taylor2 features are ordered [1, x_a, x_a^2, x_a x_b (a < b,
+/// a outer)], pos_neg [x, -x]; a per-feature gate's d indexes that order.
+/// With `exclusive` and `normalize` the denominator is φq·(z + u ⊙ φk).
+/// Linear specs have no lse.
 std::string evaluateReference(
     SpecOp spec, const std::map<std::string, ::attn::HostArray> &inputs,
     ReferenceOutputs &out);

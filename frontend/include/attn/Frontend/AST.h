@@ -206,6 +206,28 @@ struct NormalizerDecl {
   std::vector<Arg> args;
 };
 
+/// One `KEY = VALUE` entry of a `linear { ... }` block. The value is kept
+/// as an expression; MLIRGen interprets it per key (a feature map name, a
+/// bool literal, `inclusive`/`exclusive`, or a float expression).
+struct LinearEntry {
+  llvm::SMLoc loc; // the key
+  std::string key;
+  ExprPtr value;
+};
+
+/// `linear { KEY = VALUE ... }`: the spec is linear attention (tier 2).
+/// Keys are unique (the parser checks) and kept in source order.
+struct LinearDecl {
+  llvm::SMLoc loc;
+  std::vector<LinearEntry> entries;
+  const LinearEntry *find(llvm::StringRef key) const {
+    for (const LinearEntry &e : entries)
+      if (e.key == key)
+        return &e;
+    return nullptr;
+  }
+};
+
 /// `attention NAME { ... }`. Statement order is kept: names must be defined
 /// before use, which MLIRGen checks by walking `order`.
 struct Spec {
@@ -216,8 +238,18 @@ struct Spec {
   std::vector<LetDecl> lets;
   std::optional<Assignment> mask, score, scale;
   std::optional<NormalizerDecl> normalizer;
+  std::optional<LinearDecl> linear;
   /// Source order of every statement: (kind, index into its vector).
-  enum class StmtKind { Param, Input, Let, Mask, Score, Scale, Normalizer };
+  enum class StmtKind {
+    Param,
+    Input,
+    Let,
+    Mask,
+    Score,
+    Scale,
+    Normalizer,
+    Linear
+  };
   std::vector<std::pair<StmtKind, size_t>> order;
 };
 

@@ -25,6 +25,11 @@ def ConvertAttnToCPU : Pass<"convert-attn-to-cpu", "ModuleOp"> {
                                  %begin: i64, %end: i64) attributes {llvm.emit_c_interface}
     ```
   }];
+  let options = [
+    Option<"vectorWidth", "vector-width", "int64_t", "16",
+           "f32 lanes for linear-attention kernels (softmax kernels take it "
+           "from their #attn.schedule)">
+  ];
   let dependentDialects = [
     "::mlir::arith::ArithDialect", "::mlir::func::FuncDialect",
     "::mlir::math::MathDialect", "::mlir::memref::MemRefDialect",

@@ -17,7 +17,8 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "RegionEmitter.h"
+#include "KernelBase.h"
+#include "LinearToCPU.h"
 #include "attn/Conversion/Passes.h"
 #include "attn/Dialect/Attn/IR/AttnOps.h"
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -42,19 +43,13 @@ namespace {
 
 using P = arith::CmpIPredicate;
 
-/// A strided memref type of `rank` dims with dynamic sizes/strides/offset.
-static MemRefType stridedType(MLIRContext *ctx, int64_t rank, Type elt) {
-  SmallVector<int64_t> dyn(rank, ShapedType::kDynamic);
-  return MemRefType::get(
-      dyn, elt, StridedLayoutAttr::get(ctx, ShapedType::kDynamic, dyn));
-}
 
-class KernelBuilder {
+class KernelBuilder : public KernelBase {
 public:
   KernelBuilder(SpecOp spec, ModuleOp module)
-      : spec(spec), att(spec.getAttention()),
-        sched(att ? att.getScheduleAttr() : ScheduleAttr()),
-        b(spec.getLoc(), module.getContext()) {
+      : KernelBase(spec.getLoc(), module.getContext(), 16), spec(spec),
+        att(spec.getAttention()),
+        sched(att ? att.getScheduleAttr() : ScheduleAttr()) {
     // build() reports a missing schedule; keep the sizes valid until then.
     vl = sched ? sched.getVectorWidth() : 16;
     bq = sched ? sched.getTileQ() : 64;
@@ -69,56 +64,6 @@ public:
   LogicalResult build();
 
 private:
-  // Small helpers.
-  Value ci64(int64_t v) {
-    return arith::ConstantOp::create(b, b.getI64IntegerAttr(v));
-  }
-  Value cidx(int64_t v) { return arith::ConstantIndexOp::create(b, v); }
-  Value cf32(float v) {
-    return arith::ConstantOp::create(b, b.getF32FloatAttr(v));
-  }
-  Value vsplat(float v) {
-    auto t = VectorType::get({vl}, b.getF32Type());
-    return arith::ConstantOp::create(b, t, DenseElementsAttr::get(t, v));
-  }
-  Value toIdx(Value v) {
-    return arith::IndexCastOp::create(b, b.getIndexType(), v);
-  }
-  Value toI64(Value v) {
-    return arith::IndexCastOp::create(b, b.getI64Type(), v);
-  }
-  Value bcast(Value s) {
-    return vector::BroadcastOp::create(b, VectorType::get({vl}, s.getType()),
-                                       s);
-  }
-  VectorType vf32() { return VectorType::get({vl}, b.getF32Type()); }
-  /// bf16/f16 inputs are widened on load: all arithmetic is fp32.
-  Value toF32(Value x) {
-    if (x.getType().isF32())
-      return x;
-    return arith::ExtFOp::create(b, b.getF32Type(), x);
-  }
-  /// scf.for from lb to ub (index) with a body callback; returns results.
-  scf::ForOp loop(Value lb, Value ub, Value step, ValueRange init,
-                  function_ref<SmallVector<Value>(Value, ValueRange)> body) {
-    auto f = scf::ForOp::create(b, lb, ub, step, init);
-    OpBuilder::InsertionGuard g(b);
-    // A loop without results comes with an implicit yield; build our own.
-    if (!f.getBody()->empty())
-      f.getBody()->getTerminator()->erase();
-    b.setInsertionPointToEnd(f.getBody());
-    SmallVector<Value> res = body(f.getInductionVar(), f.getRegionIterArgs());
-    scf::YieldOp::create(b, res);
-    return f;
-  }
-  /// scf.if without results.
-  void ifThen(Value cond, function_ref<void()> body) {
-    auto op = scf::IfOp::create(b, TypeRange{}, cond, false);
-    OpBuilder::InsertionGuard g(b);
-    b.setInsertionPointToStart(&op.getThenRegion().front());
-    body();
-  }
-
   void emitPrologue(func::FuncOp fn);
   void emitItem(Value item);
   void emitLoadQ(Value bIdx, Value h, Value q0, Value qn);
@@ -138,8 +83,7 @@ private:
   SpecOp spec;
   AttentionOp att;
   ScheduleAttr sched;
-  ImplicitLocOpBuilder b;
-  int64_t vl, bq, bk, ci, rj, rd;
+  int64_t bq, bk, ci, rj, rd;
 
   // Kernel values.
   Value q, k, v, o, lse;
@@ -164,39 +108,16 @@ void KernelBuilder::emitPrologue(func::FuncOp fn) {
   v = entry->getArgument(2);
   o = entry->getArgument(3);
   lse = entry->getArgument(4);
+  bindEnv(spec, entry, /*firstAux=*/5, env);
   auto dimOf = [&](Value m, int64_t d) {
     return Value(memref::DimOp::create(b, m, d));
   };
-  Value B = dimOf(q, 0);
   Hq = dimOf(q, 1);
   N = dimOf(q, 2);
   Dqk = dimOf(q, 3);
-  Value Hkv = dimOf(k, 1);
   M = dimOf(k, 2);
   Dv = dimOf(v, 3);
-  G = arith::DivUIOp::create(b, Hq, Hkv);
-  env.vectorWidth = vl;
-  env.dims["B"] = toI64(B);
-  env.dims["Hq"] = toI64(Hq);
-  env.dims["Hkv"] = toI64(Hkv);
-  env.dims["N"] = toI64(N);
-  env.dims["M"] = toI64(M);
-  env.dims["Dqk"] = toI64(Dqk);
-  env.dims["Dv"] = toI64(Dv);
-  env.dims["G"] = toI64(G);
-  unsigned argNo = 5;
-  for (InputOp in : spec.getBodyBlock().getOps<InputOp>()) {
-    if (!canonicalInputDims(in.getSymName()).empty())
-      continue;
-    Value mem = entry->getArgument(argNo++);
-    env.aux[in.getSymName()] = mem;
-    for (auto [d, attr] : llvm::enumerate(in.getDims()))
-      if (auto s = dyn_cast<StringAttr>(attr); s && !env.dims.count(s))
-        env.dims[s.getValue()] = toI64(dimOf(mem, d));
-  }
-  // Params, in order (defaults may use dims and earlier params).
-  for (ParamOp p : spec.getBodyBlock().getOps<ParamOp>())
-    env.params[p.getSymName()] = emitRegion(b, p.getDefaultValue(), {}, env);
+  G = arith::DivUIOp::create(b, Hq, dimOf(k, 1));
   auto toF32 = [&](Value x) -> Value {
     return x.getType().isF64()
                ? Value(arith::TruncFOp::create(b, b.getF32Type(), x))
@@ -651,9 +572,6 @@ void KernelBuilder::emitItem(Value item) {
 }
 
 LogicalResult KernelBuilder::build() {
-  if (!att)
-    return spec.getLinearAttention().emitError()
-           << "the CPU backend does not support linear attention yet";
   if (!sched)
     return att.emitError() << "convert-attn-to-cpu needs a schedule; run "
                               "attn-tile-attention first";
@@ -698,10 +616,17 @@ LogicalResult KernelBuilder::build() {
 namespace {
 struct ConvertAttnToCPUPass
     : public mlir::attn::impl::ConvertAttnToCPUBase<ConvertAttnToCPUPass> {
+  using ConvertAttnToCPUBase::ConvertAttnToCPUBase;
   void runOnOperation() override {
     ModuleOp module = getOperation();
     SmallVector<SpecOp> specs(module.getBody()->getOps<SpecOp>());
     for (SpecOp spec : specs) {
+      if (spec.getLinearAttention()) {
+        if (failed(buildLinearKernel(spec, module, vectorWidth)))
+          return signalPassFailure();
+        spec->erase();
+        continue;
+      }
       KernelBuilder kb(spec, module);
       if (failed(kb.build()))
         return signalPassFailure();

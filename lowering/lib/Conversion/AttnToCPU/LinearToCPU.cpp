@@ -1,0 +1,489 @@
+//===- LinearToCPU.cpp - linear attention to a recurrent CPU kernel -------===//
+//
+// The recurrent form of attn.linear_attention: one work item per (b, h), the
+// state S (Dphi x Dv, Dv padded to the vector width) lives in a heap buffer,
+// and every step is vector code along Dv:
+//
+//   phi_q, phi_k = feature maps of q_t, k_t;  g = exp(gate)  (per feature d)
+//   exclusive:  acc = sum_d phi_q[d] S[d,:],  bonus term added after
+//   delta:      w = sum_d phi_k[d] g_d S[d,:];  u = beta (v - w)
+//   S[d,:] = g_d S[d,:] + phi_k[d] (delta ? u : v);  z = g z + phi_k
+//   inclusive:  acc = sum_d phi_q[d] S[d,:]  (fused into the update loop)
+//   o_t = scale * acc   or   acc / (phi_q . z)   with normalize
+//
+// Loops run vector chunks of Dv outermost and features innermost, so the
+// accumulator stays in a register. The chunked (matmul) form for long
+// prefills is the next step; this form is also the decode kernel.
+//
+//===----------------------------------------------------------------------===//
+
+#include "LinearToCPU.h"
+#include "KernelBase.h"
+#include "attn/Dialect/Attn/IR/AttnOps.h"
+#include <limits>
+
+using namespace mlir;
+using namespace mlir::attn;
+using namespace mlir::attn::cpu;
+
+namespace {
+
+using P = arith::CmpIPredicate;
+
+class LinearKernelBuilder : public KernelBase {
+public:
+  LinearKernelBuilder(SpecOp spec, ModuleOp module, int64_t vectorWidth)
+      : KernelBase(spec.getLoc(), module.getContext(), vectorWidth),
+        spec(spec), op(spec.getLinearAttention()) {
+    b.setInsertionPointToEnd(module.getBody());
+  }
+  LogicalResult build();
+
+private:
+  /// phi(x) of row `row` of `mem` ([b, head, t, :]) into buf[0 .. Dphi).
+  void emitFeatureMap(FeatureMapKind kind, Value mem, Value bIdx, Value head,
+                      Value t, Value buf);
+  Value dphi(FeatureMapKind kind);
+  Value cf32(float x) {
+    return arith::ConstantOp::create(b, b.getF32FloatAttr(x));
+  }
+  Value f64ToF32(Value x) {
+    return x.getType().isF64()
+               ? Value(arith::TruncFOp::create(b, b.getF32Type(), x))
+               : x;
+  }
+  Value loadF32(Value mem, ValueRange idx) {
+    return toF32(memref::LoadOp::create(b, mem, idx));
+  }
+
+  SpecOp spec;
+  LinearAttentionOp op;
+  KernelEnv env;
+  Value q, k, v, o, Dqk, Dv, Hq, G, N, M;
+};
+
+} // namespace
+
+Value LinearKernelBuilder::dphi(FeatureMapKind kind) {
+  switch (kind) {
+  case FeatureMapKind::pos_neg:
+    return arith::MulIOp::create(b, Dqk, cidx(2));
+  case FeatureMapKind::taylor2: {
+    // 1 + D + D(D+1)/2
+    Value dd = arith::MulIOp::create(b, Dqk, arith::AddIOp::create(b, Dqk, cidx(1)));
+    return arith::AddIOp::create(
+        b, arith::AddIOp::create(b, cidx(1), Dqk),
+        arith::DivUIOp::create(b, dd, cidx(2)));
+  }
+  case FeatureMapKind::random:
+    return memref::DimOp::create(b, env.aux.lookup(*op.getProjection()), 0);
+  default:
+    return Dqk;
+  }
+}
+
+void LinearKernelBuilder::emitFeatureMap(FeatureMapKind kind, Value mem,
+                                         Value bIdx, Value head, Value t,
+                                         Value buf) {
+  Value zero = cf32(0), one = cf32(1);
+  auto x = [&](Value i) { return loadF32(mem, ValueRange{bIdx, head, t, i}); };
+  auto store = [&](Value val, Value i) {
+    memref::StoreOp::create(b, val, buf, ValueRange{i});
+  };
+  auto dF = arith::UIToFPOp::create(b, b.getF32Type(), toI64(Dqk));
+  switch (kind) {
+  case FeatureMapKind::pos_neg:
+    loop(cidx(0), Dqk, cidx(1), {}, [&](Value i, ValueRange) {
+      Value xi = x(i);
+      store(xi, i);
+      store(arith::NegFOp::create(b, xi), arith::AddIOp::create(b, i, Dqk));
+      return SmallVector<Value>{};
+    });
+    return;
+  case FeatureMapKind::l2norm: {
+    auto sq = loop(cidx(0), Dqk, cidx(1), {zero}, [&](Value i, ValueRange acc) {
+      Value xi = x(i);
+      return SmallVector<Value>{arith::AddFOp::create(
+          b, acc[0], arith::MulFOp::create(b, xi, xi))};
+    });
+    Value norm = math::SqrtOp::create(b, sq.getResult(0));
+    Value pos = arith::CmpFOp::create(b, arith::CmpFPredicate::OGT, norm, zero);
+    Value inv = arith::SelectOp::create(b, pos, arith::DivFOp::create(b, one, norm),
+                                        zero);
+    loop(cidx(0), Dqk, cidx(1), {}, [&](Value i, ValueRange) {
+      store(arith::MulFOp::create(b, x(i), inv), i);
+      return SmallVector<Value>{};
+    });
+    return;
+  }
+  case FeatureMapKind::taylor2: {
+    // [1, x/D^(1/4), x_a^2/sqrt(2D), x_a x_b/sqrt(D) (a<b)]
+    Value r4 = math::SqrtOp::create(b, math::SqrtOp::create(b, dF));
+    Value s1 = arith::DivFOp::create(b, one, r4);
+    Value sDiag = arith::DivFOp::create(
+        b, one, math::SqrtOp::create(b, arith::MulFOp::create(b, cf32(2), dF)));
+    Value sOff = arith::DivFOp::create(b, one, math::SqrtOp::create(b, dF));
+    store(one, cidx(0));
+    loop(cidx(0), Dqk, cidx(1), {}, [&](Value i, ValueRange) {
+      store(arith::MulFOp::create(b, x(i), s1),
+            arith::AddIOp::create(b, i, cidx(1)));
+      return SmallVector<Value>{};
+    });
+    Value base = arith::AddIOp::create(b, cidx(1), Dqk);
+    loop(cidx(0), Dqk, cidx(1), {base}, [&](Value a, ValueRange idx0) {
+      Value xa = x(a);
+      auto inner = loop(a, Dqk, cidx(1), {idx0[0]}, [&](Value c, ValueRange idx) {
+        Value xc = x(c);
+        Value isDiag = arith::CmpIOp::create(b, P::eq, a, c);
+        Value f = arith::SelectOp::create(b, isDiag, sDiag, sOff);
+        store(arith::MulFOp::create(b, arith::MulFOp::create(b, xa, xc), f),
+              idx[0]);
+        return SmallVector<Value>{arith::AddIOp::create(b, idx[0], cidx(1))};
+      });
+      return SmallVector<Value>{inner.getResult(0)};
+    });
+    return;
+  }
+  case FeatureMapKind::random: {
+    // exp(w_r . x' - |x'|^2 / 2) / sqrt(R), x' = x / D^(1/4)
+    Value W = env.aux.lookup(*op.getProjection());
+    Value R = memref::DimOp::create(b, W, 0);
+    Value s = arith::DivFOp::create(
+        b, one, math::SqrtOp::create(b, math::SqrtOp::create(b, dF)));
+    auto sq = loop(cidx(0), Dqk, cidx(1), {zero}, [&](Value i, ValueRange acc) {
+      Value xi = arith::MulFOp::create(b, x(i), s);
+      return SmallVector<Value>{arith::AddFOp::create(
+          b, acc[0], arith::MulFOp::create(b, xi, xi))};
+    });
+    Value half = arith::MulFOp::create(b, sq.getResult(0), cf32(0.5));
+    Value rF = arith::UIToFPOp::create(b, b.getF32Type(), toI64(R));
+    Value invSqrtR = arith::DivFOp::create(b, one, math::SqrtOp::create(b, rF));
+    loop(cidx(0), R, cidx(1), {}, [&](Value r, ValueRange) {
+      auto dot = loop(cidx(0), Dqk, cidx(1), {zero}, [&](Value i, ValueRange acc) {
+        Value xi = arith::MulFOp::create(b, x(i), s);
+        Value w = memref::LoadOp::create(b, W, ValueRange{r, i});
+        return SmallVector<Value>{arith::AddFOp::create(
+            b, acc[0], arith::MulFOp::create(b, w, xi))};
+      });
+      Value e = math::ExpOp::create(
+          b, arith::SubFOp::create(b, dot.getResult(0), half));
+      store(arith::MulFOp::create(b, e, invSqrtR), r);
+      return SmallVector<Value>{};
+    });
+    return;
+  }
+  default:
+    break;
+  }
+  // Elementwise maps.
+  loop(cidx(0), Dqk, cidx(1), {}, [&](Value i, ValueRange) {
+    Value xi = x(i), y = xi;
+    auto sigmoid = [&](Value a) {
+      Value e = math::ExpOp::create(b, arith::NegFOp::create(b, a));
+      return Value(arith::DivFOp::create(b, one, arith::AddFOp::create(b, one, e)));
+    };
+    switch (kind) {
+    case FeatureMapKind::elu_plus_one: {
+      Value pos = arith::CmpFOp::create(b, arith::CmpFPredicate::OGT, xi, zero);
+      y = arith::SelectOp::create(b, pos, arith::AddFOp::create(b, xi, one),
+                                  math::ExpOp::create(b, xi));
+      break;
+    }
+    case FeatureMapKind::relu:
+      y = arith::MaximumFOp::create(b, xi, zero);
+      break;
+    case FeatureMapKind::relu2: {
+      Value r = arith::MaximumFOp::create(b, xi, zero);
+      y = arith::MulFOp::create(b, r, r);
+      break;
+    }
+    case FeatureMapKind::sigmoid:
+      y = sigmoid(xi);
+      break;
+    case FeatureMapKind::silu:
+      y = arith::MulFOp::create(b, xi, sigmoid(xi));
+      break;
+    case FeatureMapKind::exp:
+      y = math::ExpOp::create(b, xi);
+      break;
+    default:
+      break;
+    }
+    store(y, i);
+    return SmallVector<Value>{};
+  });
+}
+
+LogicalResult LinearKernelBuilder::build() {
+  MLIRContext *ctx = b.getContext();
+  Type f32 = b.getF32Type();
+  SmallVector<Type> args;
+  for (StringRef name : {"q", "k", "v"}) {
+    Type elt = f32;
+    for (InputOp in : spec.getBodyBlock().getOps<InputOp>())
+      if (in.getSymName() == name)
+        elt = in.getElementType();
+    args.push_back(stridedType(ctx, 4, elt));
+  }
+  args.push_back(stridedType(ctx, 4, f32)); // o
+  args.push_back(stridedType(ctx, 3, f32)); // lse (unused: no lse)
+  for (InputOp in : spec.getBodyBlock().getOps<InputOp>())
+    if (canonicalInputDims(in.getSymName()).empty())
+      args.push_back(
+          stridedType(ctx, in.getDims().size(), in.getElementType()));
+  args.push_back(b.getI64Type());
+  args.push_back(b.getI64Type());
+  std::string name = ("attn_" + spec.getSymName() + "_tiles").str();
+  auto fn = func::FuncOp::create(b, name, FunctionType::get(ctx, args, {}));
+  fn->setAttr("llvm.emit_c_interface", UnitAttr::get(ctx));
+  Block *entry = fn.addEntryBlock();
+  b.setInsertionPointToStart(entry);
+  q = entry->getArgument(0);
+  k = entry->getArgument(1);
+  v = entry->getArgument(2);
+  o = entry->getArgument(3);
+  bindEnv(spec, entry, /*firstAux=*/5, env);
+  Dqk = memref::DimOp::create(b, q, 3);
+  Dv = memref::DimOp::create(b, v, 3);
+  Hq = memref::DimOp::create(b, q, 1);
+  N = memref::DimOp::create(b, q, 2);
+  M = memref::DimOp::create(b, k, 2);
+  G = arith::DivUIOp::create(b, Hq, memref::DimOp::create(b, k, 1));
+
+  bool normalize = op.getNormalize(), exclusive = op.getExclusive();
+  bool causal = !op.getNoncausal(), delta = !op.getBeta().empty();
+  bool hasGate = !op.getGate().empty(), vecGate = op.hasVectorGate();
+  Value scale;
+  if (!op.getScale().empty()) {
+    scale = f64ToF32(emitRegion(b, op.getScale(), {}, env));
+  } else {
+    Value d = arith::SIToFPOp::create(b, b.getF64Type(), env.dims["Dqk"]);
+    scale = f64ToF32(math::RsqrtOp::create(b, d));
+  }
+  if (normalize)
+    scale = cf32(1);
+
+  // Buffers: S [Dphi x DvPad] on the heap (taylor2 features can be large),
+  // feature vectors and per-feature gates/bonus on the heap too.
+  Value dq = dphi(op.getFeatureMapQ()), dk = dphi(op.getFeatureMapK());
+  Value nC = arith::CeilDivUIOp::create(b, Dv, cidx(vl));
+  Value dvPad = arith::MulIOp::create(b, nC, cidx(vl));
+  auto dyn1 = MemRefType::get({ShapedType::kDynamic}, f32);
+  Value S = memref::AllocOp::create(
+      b, MemRefType::get({ShapedType::kDynamic, ShapedType::kDynamic}, f32),
+      ValueRange{dk, dvPad});
+  Value z = memref::AllocOp::create(b, dyn1, ValueRange{dk});
+  Value phiQ = memref::AllocOp::create(b, dyn1, ValueRange{dq});
+  Value phiK = memref::AllocOp::create(b, dyn1, ValueRange{dk});
+  Value gBuf = memref::AllocOp::create(b, dyn1, ValueRange{dk});
+  Value uBuf = memref::AllocOp::create(b, dyn1, ValueRange{dk});
+  Value vBuf = memref::AllocOp::create(b, dyn1, ValueRange{dvPad});
+  Value wBuf = memref::AllocOp::create(b, dyn1, ValueRange{dvPad});
+
+  Value begin = toIdx(entry->getArgument(entry->getNumArguments() - 2));
+  Value end = toIdx(entry->getArgument(entry->getNumArguments() - 1));
+  Value zeroV = vsplat(0), zero = cf32(0);
+
+  // Loads v_t into vBuf (zero padded).
+  auto loadV = [&](Value bIdx, Value hk, Value t) {
+    loop(cidx(0), dvPad, cidx(1), {}, [&](Value i, ValueRange) {
+      Value inRange = arith::CmpIOp::create(b, P::ult, i, Dv);
+      auto ifOp = scf::IfOp::create(b, TypeRange{f32}, inRange, true);
+      {
+        OpBuilder::InsertionGuard g(b);
+        b.setInsertionPointToStart(&ifOp.getThenRegion().front());
+        scf::YieldOp::create(b, loadF32(v, ValueRange{bIdx, hk, t, i}));
+        b.setInsertionPointToStart(&ifOp.getElseRegion().front());
+        scf::YieldOp::create(b, zero);
+      }
+      memref::StoreOp::create(b, ifOp.getResult(0), vBuf, ValueRange{i});
+      return SmallVector<Value>{};
+    });
+  };
+  // o[b, h, t, :] = acc chunk c (lanes below Dv) * factor.
+  auto storeO = [&](Value bIdx, Value h, Value t, Value c, Value acc,
+                    Value factor) {
+    Value outV = arith::MulFOp::create(b, acc, bcast(factor));
+    Value base = arith::MulIOp::create(b, c, cidx(vl));
+    for (int64_t l = 0; l < vl; ++l) {
+      Value col = arith::AddIOp::create(b, base, cidx(l));
+      ifThen(arith::CmpIOp::create(b, P::ult, col, Dv), [&] {
+        Value e = vector::ExtractOp::create(b, outV, ArrayRef<int64_t>{l});
+        memref::StoreOp::create(b, e, o, ValueRange{bIdx, h, t, col});
+      });
+    }
+  };
+  // 1 / (phi_q . z + extra), 0 when the denominator is 0 (normalize only).
+  auto normFactor = [&](Value extra) -> Value {
+    if (!normalize)
+      return scale;
+    auto den = loop(cidx(0), dq, cidx(1), {zero}, [&](Value d, ValueRange a) {
+      Value qd = memref::LoadOp::create(b, phiQ, ValueRange{d});
+      Value zd = memref::LoadOp::create(b, z, ValueRange{d});
+      return SmallVector<Value>{arith::AddFOp::create(
+          b, a[0], arith::MulFOp::create(b, qd, zd))};
+    });
+    Value dn = den.getResult(0);
+    if (extra)
+      dn = arith::AddFOp::create(b, dn, extra);
+    Value nz = arith::CmpFOp::create(b, arith::CmpFPredicate::UNE, dn, zero);
+    return arith::SelectOp::create(b, nz, arith::DivFOp::create(b, cf32(1), dn),
+                                   zero);
+  };
+
+  loop(begin, end, cidx(1), {}, [&](Value item, ValueRange) {
+    Value h = arith::RemUIOp::create(b, item, Hq);
+    Value bIdx = arith::DivUIOp::create(b, item, Hq);
+    Value hk = arith::DivUIOp::create(b, h, G);
+    Value bI64 = toI64(bIdx), hI64 = toI64(h);
+    // Zero the state.
+    loop(cidx(0), dk, cidx(1), {}, [&](Value d, ValueRange) {
+      memref::StoreOp::create(b, zero, z, ValueRange{d});
+      loop(cidx(0), nC, cidx(1), {}, [&](Value c, ValueRange) {
+        vector::StoreOp::create(b, zeroV, S,
+                                ValueRange{d, arith::MulIOp::create(b, c, cidx(vl))});
+        return SmallVector<Value>{};
+      });
+      return SmallVector<Value>{};
+    });
+    if (exclusive && !op.getBonus().empty())
+      loop(cidx(0), dk, cidx(1), {}, [&](Value d, ValueRange) {
+        Value u = emitRegion(b, op.getBonus(), {hI64, toI64(d)}, env);
+        memref::StoreOp::create(b, f64ToF32(u), uBuf, ValueRange{d});
+        return SmallVector<Value>{};
+      });
+
+    Value steps = causal ? N : M;
+    loop(cidx(0), steps, cidx(1), {}, [&](Value t, ValueRange) {
+      Value tI64 = toI64(t);
+      emitFeatureMap(op.getFeatureMapK(), k, bIdx, hk, t, phiK);
+      if (causal)
+        emitFeatureMap(op.getFeatureMapQ(), q, bIdx, h, t, phiQ);
+      loadV(bIdx, hk, t);
+      // Gates g_d = exp(gate).
+      Value scalarG = cf32(1);
+      if (hasGate && !vecGate)
+        scalarG = f64ToF32(math::ExpOp::create(
+            b, emitRegion(b, op.getGate(), {bI64, hI64, tI64, toI64(cidx(0))},
+                          env)));
+      if (vecGate)
+        loop(cidx(0), dk, cidx(1), {}, [&](Value d, ValueRange) {
+          Value lg = emitRegion(b, op.getGate(), {bI64, hI64, tI64, toI64(d)}, env);
+          memref::StoreOp::create(b, f64ToF32(math::ExpOp::create(b, lg)), gBuf,
+                                  ValueRange{d});
+          return SmallVector<Value>{};
+        });
+      auto gateAt = [&](Value d) -> Value {
+        return vecGate ? Value(memref::LoadOp::create(b, gBuf, ValueRange{d}))
+                       : scalarG;
+      };
+      Value beta;
+      if (delta)
+        beta = f64ToF32(emitRegion(b, op.getBeta(), {bI64, hI64, tI64}, env));
+      // Exclusive bonus scalar: sum_d phi_q[d] u[d] phi_k[d].
+      Value bonusDot;
+      if (exclusive) {
+        bonusDot = zero;
+        if (!op.getBonus().empty())
+          bonusDot = loop(cidx(0), dq, cidx(1), {zero}, [&](Value d, ValueRange a) {
+                       Value qd = memref::LoadOp::create(b, phiQ, ValueRange{d});
+                       Value kd = memref::LoadOp::create(b, phiK, ValueRange{d});
+                       Value ud = memref::LoadOp::create(b, uBuf, ValueRange{d});
+                       return SmallVector<Value>{arith::AddFOp::create(
+                           b, a[0],
+                           arith::MulFOp::create(b, qd, arith::MulFOp::create(b, ud, kd)))};
+                     }).getResult(0);
+      }
+      // Delta rule: w = sum_d phi_k[d] g_d S[d,:]; vBuf <- beta (v - w).
+      if (delta)
+        loop(cidx(0), nC, cidx(1), {}, [&](Value c, ValueRange) {
+          Value col = arith::MulIOp::create(b, c, cidx(vl));
+          auto w = loop(cidx(0), dk, cidx(1), {zeroV}, [&](Value d, ValueRange a) {
+            Value sd = vector::LoadOp::create(b, vf32(), S, ValueRange{d, col});
+            Value kd = arith::MulFOp::create(
+                b, memref::LoadOp::create(b, phiK, ValueRange{d}), gateAt(d));
+            return SmallVector<Value>{vector::FMAOp::create(b, bcast(kd), sd, a[0])};
+          });
+          Value vv = vector::LoadOp::create(b, vf32(), vBuf, ValueRange{col});
+          Value u = arith::MulFOp::create(
+              b, bcast(beta), arith::SubFOp::create(b, vv, w.getResult(0)));
+          vector::StoreOp::create(b, u, vBuf, ValueRange{col});
+          return SmallVector<Value>{};
+        });
+      // The exclusive readout normalizes by the state before this step:
+      // phi_q . (z + u * phi_k).
+      Value exclusiveFactor;
+      if (exclusive && normalize)
+        exclusiveFactor = normFactor(bonusDot);
+      // Update S (and z), reading out inclusive / exclusive on the way.
+      loop(cidx(0), dk, cidx(1), {}, [&](Value d, ValueRange) {
+        Value zd = memref::LoadOp::create(b, z, ValueRange{d});
+        Value kd = memref::LoadOp::create(b, phiK, ValueRange{d});
+        Value zn = arith::AddFOp::create(b, arith::MulFOp::create(b, zd, gateAt(d)), kd);
+        memref::StoreOp::create(b, zn, z, ValueRange{d});
+        return SmallVector<Value>{};
+      });
+      loop(cidx(0), nC, cidx(1), {}, [&](Value c, ValueRange) {
+        Value col = arith::MulIOp::create(b, c, cidx(vl));
+        Value vv = vector::LoadOp::create(b, vf32(), vBuf, ValueRange{col});
+        auto acc = loop(cidx(0), dk, cidx(1), {zeroV}, [&](Value d, ValueRange a) {
+          Value sd = vector::LoadOp::create(b, vf32(), S, ValueRange{d, col});
+          Value kd = memref::LoadOp::create(b, phiK, ValueRange{d});
+          Value sn = vector::FMAOp::create(b, bcast(kd), vv,
+                                           arith::MulFOp::create(b, sd, bcast(gateAt(d))));
+          vector::StoreOp::create(b, sn, S, ValueRange{d, col});
+          if (!causal)
+            return SmallVector<Value>{a[0]};
+          // phi_q has Dq entries; Dq == Dk whenever both are read here.
+          Value qd = memref::LoadOp::create(b, phiQ, ValueRange{d});
+          Value readS = exclusive ? sd : sn;
+          return SmallVector<Value>{vector::FMAOp::create(b, bcast(qd), readS, a[0])};
+        });
+        if (causal) {
+          Value a = acc.getResult(0);
+          if (exclusive)
+            a = vector::FMAOp::create(b, bcast(bonusDot), vv, a);
+          vector::StoreOp::create(b, a, wBuf, ValueRange{col});
+        }
+        return SmallVector<Value>{};
+      });
+      if (causal) {
+        Value factor = exclusiveFactor ? exclusiveFactor : normFactor(Value());
+        loop(cidx(0), nC, cidx(1), {}, [&](Value c, ValueRange) {
+          Value col = arith::MulIOp::create(b, c, cidx(vl));
+          Value a = vector::LoadOp::create(b, vf32(), wBuf, ValueRange{col});
+          storeO(bIdx, h, t, c, a, factor);
+          return SmallVector<Value>{};
+        });
+      }
+      return SmallVector<Value>{};
+    });
+    // Non-causal: every query reads the final state.
+    if (!causal)
+      loop(cidx(0), N, cidx(1), {}, [&](Value t, ValueRange) {
+        emitFeatureMap(op.getFeatureMapQ(), q, bIdx, h, t, phiQ);
+        Value factor = normFactor(Value());
+        loop(cidx(0), nC, cidx(1), {}, [&](Value c, ValueRange) {
+          Value col = arith::MulIOp::create(b, c, cidx(vl));
+          auto acc = loop(cidx(0), dq, cidx(1), {zeroV}, [&](Value d, ValueRange a) {
+            Value sd = vector::LoadOp::create(b, vf32(), S, ValueRange{d, col});
+            Value qd = memref::LoadOp::create(b, phiQ, ValueRange{d});
+            return SmallVector<Value>{vector::FMAOp::create(b, bcast(qd), sd, a[0])};
+          });
+          storeO(bIdx, h, t, c, acc.getResult(0), factor);
+          return SmallVector<Value>{};
+        });
+        return SmallVector<Value>{};
+      });
+    return SmallVector<Value>{};
+  });
+  for (Value buf : {S, z, phiQ, phiK, gBuf, uBuf, vBuf, wBuf})
+    memref::DeallocOp::create(b, buf);
+  func::ReturnOp::create(b);
+  return success();
+}
+
+LogicalResult mlir::attn::cpu::buildLinearKernel(SpecOp spec, ModuleOp module,
+                                                 int64_t vectorWidth) {
+  return LinearKernelBuilder(spec, module, vectorWidth).build();
+}

@@ -1,0 +1,32 @@
+// convert-attn-to-cpu on attn.linear_attention: the recurrent kernel, one work
+// item per (b, h), the state in a heap buffer, vector code along Dv.
+// RUN: attn-opt %s --convert-attn-to-cpu | FileCheck %s
+// RUN: attn-opt %s --attn-lower-to-cpu | FileCheck %s --check-prefix=LLVM
+
+// CHECK-LABEL: func.func @attn_gla_tiles(
+// CHECK-SAME: memref<?x?x?x?xf32, strided<[?, ?, ?, ?], offset: ?>>
+// CHECK-SAME: %{{.*}}: i64, %{{.*}}: i64) attributes {llvm.emit_c_interface}
+// The state S [Dphi x Dv padded] and the feature buffers are allocated once.
+// CHECK: memref.alloc(%{{.*}}, %{{.*}}) : memref<?x?xf32>
+// CHECK: scf.for
+// A per-key-dim gate: exp(gate(b, h, t, d)) per feature into a buffer.
+
+// CHECK: math.exp %{{.*}} : f64
+// The update-and-readout loop: S = g S + k v (FMA), acc += q S.
+// CHECK: vector.fma %{{.*}}, %{{.*}}, %{{.*}} : vector<16xf32>
+// CHECK: vector.store %{{.*}}, %{{.*}}[%{{.*}}, %{{.*}}] : memref<?x?xf32>, vector<16xf32>
+// CHECK: vector.fma %{{.*}}, %{{.*}}, %{{.*}} : vector<16xf32>
+// CHECK: memref.dealloc
+// LLVM: llvm.func @attn_gla(%{{.*}}: !llvm.ptr, %{{.*}}: i64, %{{.*}}: i64)
+attn.spec @gla {
+  attn.input @g : f32 ["B", "Hq", "N", "Dqk"]
+  attn.linear_attention feature_map = <identity>, <identity> scale {
+  } gate {
+  ^bb0(%b: i64, %h: i64, %t: i64, %d: i64):
+    %x = attn.load @g[%b, %h, %t, %d] : f32
+    %y = arith.extf %x : f32 to f64
+    attn.yield %y : f64
+  } beta {
+  } bonus {
+  }
+}
