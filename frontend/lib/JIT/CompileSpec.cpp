@@ -11,11 +11,9 @@ using namespace mlir;
 using namespace mlir::attn;
 
 LogicalResult mlir::attn::lowerSpec(ModuleOp module, const CPUTarget &target,
-                                    int64_t tileQ, int64_t tileKV, Stage stop,
-                                    KernelInfo &info) {
-  CPUPipelineOptions options;
-  options.tileQ = tileQ;
-  options.tileKV = tileKV;
+                                    const CPUPipelineOptions &schedule,
+                                    Stage stop, KernelInfo &info) {
+  CPUPipelineOptions options = schedule;
   options.vectorWidth = target.vectorWidth();
   MLIRContext *ctx = module.getContext();
   PassManager tiling(ctx);
@@ -43,11 +41,11 @@ LogicalResult mlir::attn::lowerSpec(ModuleOp module, const CPUTarget &target,
 
 LogicalResult mlir::attn::compileToObject(ModuleOp module,
                                           const CPUTarget &target,
-                                          int64_t tileQ, int64_t tileKV,
+                                          const CPUPipelineOptions &schedule,
                                           KernelInfo &info,
                                           llvm::SmallVectorImpl<char> &object,
                                           std::string &error) {
-  if (failed(lowerSpec(module, target, tileQ, tileKV, Stage::LLVM, info))) {
+  if (failed(lowerSpec(module, target, schedule, Stage::LLVM, info))) {
     error = "lowering failed";
     return failure();
   }

@@ -207,8 +207,9 @@ std::unique_ptr<Kernel> Compiler::compile(const std::string &spec,
   for (auto &[k, v] : params)
     keyText += k + "=" + v + "\n";
   keyText += "tile=" + std::to_string(options.tileQ) + "x" +
-             std::to_string(options.tileKV) + "\n" + target.key() + "\n" +
-             compilerIdentity();
+             std::to_string(options.tileKV) + " chunk=" +
+             std::to_string(options.linearChunk) + "\n" + target.key() +
+             "\n" + compilerIdentity();
   std::string key = llvm::toHex(llvm::SHA256::hash(
                                     llvm::arrayRefFromStringRef(keyText)),
                                 /*LowerCase=*/true)
@@ -300,9 +301,12 @@ std::unique_ptr<Kernel> Compiler::compile(const std::string &spec,
   }
   mlir::attn::KernelInfo info;
   llvm::SmallVector<char> object;
-  if (failed(mlir::attn::compileToObject(*module, target, options.tileQ,
-                                         options.tileKV, info, object,
-                                         error))) {
+  mlir::attn::CPUPipelineOptions schedule;
+  schedule.tileQ = options.tileQ;
+  schedule.tileKV = options.tileKV;
+  schedule.linearChunk = options.linearChunk;
+  if (failed(mlir::attn::compileToObject(*module, target, schedule, info,
+                                         object, error))) {
     if (!diagText.empty())
       error = diagText + error;
     return nullptr;

@@ -87,6 +87,7 @@ std::string mlir::attn::runCompiledSpec(SpecOp spec, const RunOptions &opts,
   co.target = opts.target;
   co.tileQ = opts.tileQ;
   co.tileKV = opts.tileKV;
+  co.linearChunk = opts.linearChunk;
   ::attn::Compiler compiler;
   std::string error;
   std::unique_ptr<::attn::Kernel> kernel =

@@ -80,6 +80,12 @@ static cl::opt<int64_t> tileQ("tile-q",
                               cl::sub(cl::SubCommand::getTopLevel()),
                               cl::sub(runCmd), cl::sub(showMaskCmd),
                               cl::cat(attncCategory));
+static cl::opt<int64_t> linearChunk(
+    "linear-chunk",
+    cl::desc("Linear attention: time steps per chunk of the chunked form "
+             "(default 64); 0 selects the step-by-step recurrence"),
+    cl::init(64), cl::sub(cl::SubCommand::getTopLevel()), cl::sub(runCmd),
+    cl::cat(attncCategory));
 static cl::opt<int64_t> tileKV("tile-kv",
                                cl::desc("Key/value tile rows (0: heuristic)"),
                                cl::init(0),
@@ -228,6 +234,8 @@ int main(int argc, char **argv) {
   std::vector<std::string> paramList(params.begin(), params.end());
   if (tileQ < 0 || tileKV < 0)
     return fail("--tile-q and --tile-kv must be positive (0: heuristic)");
+  if (linearChunk < 0)
+    return fail("--linear-chunk must be >= 0 (0: the recurrent form)");
   OwningOpRef<ModuleOp> module =
       loadSpec(context, sourceMgr, bufferID, paramList, paramError);
   if (verifier)
@@ -247,6 +255,7 @@ int main(int argc, char **argv) {
     opts.target = targetName;
     opts.tileQ = tileQ;
     opts.tileKV = tileKV;
+    opts.linearChunk = linearChunk;
     opts.repeat = runRepeat;
     opts.threads = runThreads;
     opts.check = !runNoCheck;
@@ -286,13 +295,17 @@ int main(int argc, char **argv) {
   if (!CPUTarget::parse(targetName, target, errorMessage))
     return fail(errorMessage);
   KernelInfo info;
+  CPUPipelineOptions schedule;
+  schedule.tileQ = tileQ;
+  schedule.tileKV = tileKV;
+  schedule.linearChunk = linearChunk;
   Stage stop = action == EmitAction::Attn    ? Stage::Attn
                : action == EmitAction::Tiled ? Stage::Tiled
                : action == EmitAction::CPU   ? Stage::CPU
                                              : Stage::LLVM;
   if (action == EmitAction::Obj) {
     llvm::SmallVector<char> object;
-    if (failed(compileToObject(*module, target, tileQ, tileKV, info, object,
+    if (failed(compileToObject(*module, target, schedule, info, object,
                                errorMessage)))
       return fail(errorMessage);
     if (outputFilename == "-" && !headerFilename.empty())
@@ -311,7 +324,7 @@ int main(int argc, char **argv) {
     }
     return 0;
   }
-  if (failed(lowerSpec(*module, target, tileQ, tileKV, stop, info)))
+  if (failed(lowerSpec(*module, target, schedule, stop, info)))
     return 1;
   auto output = mlir::openOutputFile(outputFilename, &errorMessage);
   if (!output)

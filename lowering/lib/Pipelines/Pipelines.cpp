@@ -26,6 +26,7 @@ void mlir::attn::buildAttnCPUPipeline(OpPassManager &pm,
   if (runs(Stage::CPU)) {
     ConvertAttnToCPUOptions conversion;
     conversion.vectorWidth = options.vectorWidth;
+    conversion.linearChunk = options.linearChunk;
     pm.addPass(createConvertAttnToCPU(conversion));
     pm.addPass(createCanonicalizerPass());
     pm.addPass(createCSEPass());

@@ -27,14 +27,17 @@ struct KernelInfo {
 
 /// Lowers `module` (one bound attn.spec) in place to `stop`. Fills `info`
 /// once the schedule is known. Errors are reported through diagnostics.
+/// `schedule` gives tile sizes and the linear chunk (0s: heuristics); its
+/// vector width is replaced by the target's.
 LogicalResult lowerSpec(ModuleOp module, const CPUTarget &target,
-                        int64_t tileQ, int64_t tileKV, Stage stop,
+                        const CPUPipelineOptions &schedule, Stage stop,
                         KernelInfo &info);
 
 /// Lowers to LLVM and emits an object with the entry point and its embedded
 /// signature string (symbol "<symbol>_signature").
 LogicalResult compileToObject(ModuleOp module, const CPUTarget &target,
-                              int64_t tileQ, int64_t tileKV, KernelInfo &info,
+                              const CPUPipelineOptions &schedule,
+                              KernelInfo &info,
                               llvm::SmallVectorImpl<char> &object,
                               std::string &error);
 

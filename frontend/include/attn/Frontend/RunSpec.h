@@ -24,6 +24,7 @@ struct RunOptions {
   std::vector<std::string> params;
   std::string target = "cpu";
   int64_t tileQ = 0, tileKV = 0;
+  int64_t linearChunk = 64;
   int repeat = 5;
   int threads = 0;
   bool check = true;

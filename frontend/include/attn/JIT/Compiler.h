@@ -33,6 +33,9 @@ struct CompileOptions {
   std::string target = "cpu";
   /// Schedule overrides; 0 keeps the heuristic.
   int64_t tileQ = 0, tileKV = 0;
+  /// Linear attention: time steps per chunk of the chunked form; 0 selects
+  /// the step-by-step recurrence (the decode form).
+  int64_t linearChunk = 64;
   /// Kernel cache; "" means $ATTN_CACHE_DIR, else $XDG_CACHE_HOME/attnc,
   /// else ~/.cache/attnc.
   std::string cacheDir;

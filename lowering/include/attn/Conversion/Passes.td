@@ -28,7 +28,10 @@ def ConvertAttnToCPU : Pass<"convert-attn-to-cpu", "ModuleOp"> {
   let options = [
     Option<"vectorWidth", "vector-width", "int64_t", "16",
            "f32 lanes for linear-attention kernels (softmax kernels take it "
-           "from their #attn.schedule)">
+           "from their #attn.schedule)">,
+    Option<"linearChunk", "linear-chunk", "int64_t", "64",
+           "time steps per chunk of the chunked linear-attention form; 0 "
+           "selects the step-by-step recurrence">
   ];
   let dependentDialects = [
     "::mlir::arith::ArithDialect", "::mlir::func::FuncDialect",

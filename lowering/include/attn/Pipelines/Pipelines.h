@@ -26,6 +26,8 @@ struct CPUPipelineOptions {
   int64_t tileQ = 0;  ///< 0: heuristic
   int64_t tileKV = 0; ///< 0: heuristic
   int64_t vectorWidth = 16;
+  /// Linear attention: steps per chunk (0: the recurrent form).
+  int64_t linearChunk = 64;
 };
 
 /// Adds the passes that take a module of attn.spec ops from stage `start`

@@ -622,7 +622,7 @@ struct ConvertAttnToCPUPass
     SmallVector<SpecOp> specs(module.getBody()->getOps<SpecOp>());
     for (SpecOp spec : specs) {
       if (spec.getLinearAttention()) {
-        if (failed(buildLinearKernel(spec, module, vectorWidth)))
+        if (failed(buildLinearKernel(spec, module, vectorWidth, linearChunk)))
           return signalPassFailure();
         spec->erase();
         continue;

@@ -32,9 +32,10 @@ using P = arith::CmpIPredicate;
 
 class LinearKernelBuilder : public KernelBase {
 public:
-  LinearKernelBuilder(SpecOp spec, ModuleOp module, int64_t vectorWidth)
+  LinearKernelBuilder(SpecOp spec, ModuleOp module, int64_t vectorWidth,
+                      int64_t chunk)
       : KernelBase(spec.getLoc(), module.getContext(), vectorWidth),
-        spec(spec), op(spec.getLinearAttention()) {
+        spec(spec), op(spec.getLinearAttention()), chunk(chunk) {
     b.setInsertionPointToEnd(module.getBody());
   }
   LogicalResult build();
@@ -55,9 +56,19 @@ private:
   Value loadF32(Value mem, ValueRange idx) {
     return toF32(memref::LoadOp::create(b, mem, idx));
   }
+  /// Register-blocked C[r][c] = init(r, c) + sum_{k < kEnd} a(r, k) * bv(k, c)
+  /// over rows [0, rows) and column vectors [0, nCols) (c counts vectors);
+  /// kEnd(rowBlockEnd) bounds k for a block of rows (causal blocks).
+  void gemm(Value rows, Value nCols, function_ref<Value(Value)> kEnd,
+            function_ref<Value(Value, Value)> a,
+            function_ref<Value(Value, Value)> bv,
+            function_ref<Value(Value, Value)> init,
+            function_ref<void(Value, Value, Value)> store);
 
   SpecOp spec;
   LinearAttentionOp op;
+  /// Time steps per chunk for the chunked form; 0 selects the recurrence.
+  int64_t chunk;
   KernelEnv env;
   Value q, k, v, o, Dqk, Dv, Hq, G, N, M;
 };
@@ -214,6 +225,57 @@ void LinearKernelBuilder::emitFeatureMap(FeatureMapKind kind, Value mem,
   });
 }
 
+
+void LinearKernelBuilder::gemm(Value rows, Value nCols,
+                               function_ref<Value(Value)> kEnd,
+                               function_ref<Value(Value, Value)> a,
+                               function_ref<Value(Value, Value)> bv,
+                               function_ref<Value(Value, Value)> init,
+                               function_ref<void(Value, Value, Value)> store) {
+  constexpr int64_t R = 4, CV = 4;
+  auto block = [&](Value r0, int64_t nr, Value c0, int64_t nc) {
+    SmallVector<Value> acc;
+    for (int64_t i = 0; i < nr; ++i)
+      for (int64_t j = 0; j < nc; ++j)
+        acc.push_back(init(arith::AddIOp::create(b, r0, cidx(i)),
+                           arith::AddIOp::create(b, c0, cidx(j))));
+    Value kn = kEnd(arith::AddIOp::create(b, r0, cidx(nr)));
+    auto f = loop(cidx(0), kn, cidx(1), acc, [&](Value k, ValueRange cur) {
+      SmallVector<Value> bvs;
+      for (int64_t j = 0; j < nc; ++j)
+        bvs.push_back(bv(k, arith::AddIOp::create(b, c0, cidx(j))));
+      SmallVector<Value> next;
+      for (int64_t i = 0; i < nr; ++i) {
+        Value av = bcast(a(arith::AddIOp::create(b, r0, cidx(i)), k));
+        for (int64_t j = 0; j < nc; ++j)
+          next.push_back(vector::FMAOp::create(b, av, bvs[j], cur[i * nc + j]));
+      }
+      return next;
+    });
+    for (int64_t i = 0; i < nr; ++i)
+      for (int64_t j = 0; j < nc; ++j)
+        store(arith::AddIOp::create(b, r0, cidx(i)),
+              arith::AddIOp::create(b, c0, cidx(j)), f.getResult(i * nc + j));
+  };
+  Value rFull = arith::SubIOp::create(b, rows, arith::RemUIOp::create(b, rows, cidx(R)));
+  Value cFull = arith::SubIOp::create(b, nCols, arith::RemUIOp::create(b, nCols, cidx(CV)));
+  auto rowsLoop = [&](Value lb, Value ub, int64_t nr) {
+    loop(lb, ub, cidx(nr), {}, [&](Value r0, ValueRange) {
+      loop(cidx(0), cFull, cidx(CV), {}, [&](Value c0, ValueRange) {
+        block(r0, nr, c0, CV);
+        return SmallVector<Value>{};
+      });
+      loop(cFull, nCols, cidx(1), {}, [&](Value c0, ValueRange) {
+        block(r0, nr, c0, 1);
+        return SmallVector<Value>{};
+      });
+      return SmallVector<Value>{};
+    });
+  };
+  rowsLoop(cidx(0), rFull, R);
+  rowsLoop(rFull, rows, 1);
+}
+
 LogicalResult LinearKernelBuilder::build() {
   MLIRContext *ctx = b.getContext();
   Type f32 = b.getF32Type();
@@ -331,6 +393,365 @@ LogicalResult LinearKernelBuilder::build() {
                                    zero);
   };
 
+
+  // ---------------------------------------------------------------------
+  // The chunked form (causal, inclusive, no delta rule). Per chunk of C steps
+  // with cumulative log gates L (f64, each log gate clamped at -80, relative
+  // to the chunk start):
+  //   A[t][s] = sum_d phiq[t,d] phik[s,d] exp(L[t,d] - L[s,d])   (s <= t)
+  //   o_t     = scale (sum_s A[t][s] v_s + sum_d phiq[t,d] exp(L[t,d]) S[d,:])
+  //   S[d,:]  = exp(L[C-1,d]) S[d,:] + sum_s phik[s,d] exp(L[C-1,d]-L[s,d]) v_s
+  // Every exponent is <= 0, so nothing overflows whatever the gates.
+  // ---------------------------------------------------------------------
+  bool chunked = chunk > 0 && causal && !exclusive && !delta;
+  Value C = cidx(chunk > 0 ? chunk : 1);
+  int64_t cPadStatic = ((std::max<int64_t>(chunk, 1) + vl - 1) / vl) * vl;
+  Value cPad = cidx(cPadStatic);
+  auto f64 = b.getF64Type();
+  Value Qc, Kc, Kt, Vc, Lc, Lt, A, Oc, Qd, Kh, Qh, Kr;
+  // Feature widths: only identity-width maps share one d range for q and k;
+  // the chunked path reads phi_q and phi_k over dk (equal when both apply).
+  Value gw = vecGate ? dk : cidx(1); // gate width
+  if (chunked) {
+    auto dyn2 = [&](Type t) {
+      return MemRefType::get({ShapedType::kDynamic, ShapedType::kDynamic}, t);
+    };
+    Qc = memref::AllocOp::create(b, dyn2(f32), ValueRange{C, dq});
+    Kc = memref::AllocOp::create(b, dyn2(f32), ValueRange{C, dk});
+    Kt = memref::AllocOp::create(b, dyn2(f32), ValueRange{dk, cPad});
+    Vc = memref::AllocOp::create(b, dyn2(f32), ValueRange{C, dvPad});
+    Lc = memref::AllocOp::create(b, dyn2(f64), ValueRange{C, gw});
+    Lt = memref::AllocOp::create(b, dyn2(f64), ValueRange{gw, cPad});
+    A = memref::AllocOp::create(b, dyn2(f32), ValueRange{C, cPad});
+    Oc = memref::AllocOp::create(b, dyn2(f32), ValueRange{C, dvPad});
+    Qd = memref::AllocOp::create(b, dyn2(f32), ValueRange{C, dq});
+    Kh = memref::AllocOp::create(b, dyn2(f32), ValueRange{C, dk});
+    Qh = memref::AllocOp::create(b, dyn2(f32), ValueRange{C, dk});
+    Kr = memref::AllocOp::create(b, dyn2(f32), ValueRange{dk, cPad});
+  }
+  Value cf64Zero = arith::ConstantOp::create(b, b.getF64FloatAttr(0));
+  Value floorLog = arith::ConstantOp::create(b, b.getF64FloatAttr(-80.0));
+  auto expDiff = [&](Value hi, Value lo) -> Value {
+    // exp(hi - lo) with the difference in f64, clamped to <= 0.
+    Value d = arith::SubFOp::create(b, hi, lo);
+    d = arith::MinimumFOp::create(b, d, cf64Zero);
+    return math::ExpOp::create(b, arith::TruncFOp::create(b, f32, d));
+  };
+  auto emitChunks = [&](Value bIdx, Value h, Value hk) {
+    Value bI64 = toI64(bIdx), hI64 = toI64(h);
+    Value nChunks = arith::CeilDivUIOp::create(b, N, C);
+    loop(cidx(0), nChunks, cidx(1), {}, [&](Value ch, ValueRange) {
+      Value t0 = arith::MulIOp::create(b, ch, C);
+      Value cn = arith::MinUIOp::create(b, C, arith::SubIOp::create(b, N, t0));
+      // 1. Features, values and cumulative log gates of the chunk.
+      loop(cidx(0), cn, cidx(1), {}, [&](Value i, ValueRange) {
+        Value t = arith::AddIOp::create(b, t0, i);
+        emitFeatureMap(op.getFeatureMapQ(), q, bIdx, h, t, phiQ);
+        emitFeatureMap(op.getFeatureMapK(), k, bIdx, hk, t, phiK);
+        loadV(bIdx, hk, t);
+        loop(cidx(0), dq, cidx(1), {}, [&](Value d, ValueRange) {
+          memref::StoreOp::create(b, memref::LoadOp::create(b, phiQ, ValueRange{d}),
+                                  Qc, ValueRange{i, d});
+          return SmallVector<Value>{};
+        });
+        loop(cidx(0), dk, cidx(1), {}, [&](Value d, ValueRange) {
+          Value kd = memref::LoadOp::create(b, phiK, ValueRange{d});
+          memref::StoreOp::create(b, kd, Kc, ValueRange{i, d});
+          memref::StoreOp::create(b, kd, Kt, ValueRange{d, i});
+          return SmallVector<Value>{};
+        });
+        loop(cidx(0), nC, cidx(1), {}, [&](Value c, ValueRange) {
+          Value col = arith::MulIOp::create(b, c, cidx(vl));
+          vector::StoreOp::create(
+              b, vector::LoadOp::create(b, vf32(), vBuf, ValueRange{col}), Vc,
+              ValueRange{i, col});
+          return SmallVector<Value>{};
+        });
+        loop(cidx(0), gw, cidx(1), {}, [&](Value d, ValueRange) {
+          Value lg = cf64Zero;
+          if (hasGate) {
+            lg = emitRegion(b, op.getGate(),
+                            {bI64, hI64, toI64(t), toI64(d)}, env);
+            lg = arith::MaximumFOp::create(b, lg, floorLog);
+          }
+          Value prev = cf64Zero;
+          Value isFirst = arith::CmpIOp::create(b, P::eq, i, cidx(0));
+          Value iPrev = arith::SelectOp::create(
+              b, isFirst, cidx(0), arith::SubIOp::create(b, i, cidx(1)));
+          prev = arith::SelectOp::create(
+              b, isFirst, cf64Zero,
+              memref::LoadOp::create(b, Lc, ValueRange{iPrev, d}));
+          Value cum = arith::AddFOp::create(b, prev, lg);
+          memref::StoreOp::create(b, cum, Lc, ValueRange{i, d});
+          memref::StoreOp::create(b, cum, Lt, ValueRange{d, i});
+          return SmallVector<Value>{};
+        });
+        return SmallVector<Value>{};
+      });
+      // Pad columns s >= cn: zero keys (masked anyway).
+      loop(cn, cPad, cidx(1), {}, [&](Value i, ValueRange) {
+        loop(cidx(0), dk, cidx(1), {}, [&](Value d, ValueRange) {
+          memref::StoreOp::create(b, zero, Kt, ValueRange{d, i});
+          return SmallVector<Value>{};
+        });
+        loop(cidx(0), gw, cidx(1), {}, [&](Value d, ValueRange) {
+          memref::StoreOp::create(b, cf64Zero, Lt, ValueRange{d, i});
+          return SmallVector<Value>{};
+        });
+        return SmallVector<Value>{};
+      });
+      // 2. A[t][s] (s <= t), vectorized along s, in blocks of vl rows. For a
+      // row block starting at r0 and the columns s < r0 before it, with the
+      // block's first row as reference point:
+      //   A[t][s] = sum_d (phiq[t,d] e^{L[t,d]-L[r0,d]}) (phik[s,d] e^{L[r0,d]-L[s,d]})
+      // is a GEMM whose factors are both <= 1 (stable for any gates). The
+      // diagonal block takes e^{L[t,d]-L[s,d]} per element.
+      auto vidx = VectorType::get({vl}, b.getIndexType());
+      Value step = vector::StepOp::create(b, vidx);
+      auto vf64 = VectorType::get({vl}, f64);
+      Value vZero64 = vector::BroadcastOp::create(b, vf64, cf64Zero);
+      auto maskStore = [&](Value t, Value s0, Value aV) {
+        Value sIdx = arith::AddIOp::create(
+            b, vector::BroadcastOp::create(b, vidx, s0), step);
+        Value keep = arith::CmpIOp::create(
+            b, P::ule, sIdx, vector::BroadcastOp::create(b, vidx, t));
+        vector::StoreOp::create(b, arith::SelectOp::create(b, keep, aV, zeroV),
+                                A, ValueRange{t, s0});
+      };
+      Value nRB = arith::CeilDivUIOp::create(b, cn, cidx(vl));
+      if (vecGate) {
+        loop(cidx(0), cn, cidx(1), {}, [&](Value t, ValueRange) {
+          Value r0 = arith::MulIOp::create(
+              b, arith::DivUIOp::create(b, t, cidx(vl)), cidx(vl));
+          loop(cidx(0), dk, cidx(1), {}, [&](Value d, ValueRange) {
+            Value qd = memref::LoadOp::create(b, Qc, ValueRange{t, d});
+            Value e = expDiff(memref::LoadOp::create(b, Lc, ValueRange{t, d}),
+                              memref::LoadOp::create(b, Lc, ValueRange{r0, d}));
+            memref::StoreOp::create(b, arith::MulFOp::create(b, qd, e), Qh,
+                                    ValueRange{t, d});
+            return SmallVector<Value>{};
+          });
+          return SmallVector<Value>{};
+        });
+      }
+      loop(cidx(0), nRB, cidx(1), {}, [&](Value rb, ValueRange) {
+        Value r0 = arith::MulIOp::create(b, rb, cidx(vl));
+        Value rows = arith::MinUIOp::create(b, cidx(vl),
+                                            arith::SubIOp::create(b, cn, r0));
+        if (vecGate) {
+          // Kr[d][s] = phik[s,d] e^{L[r0,d]-L[s,d]} for s < r0.
+          loop(cidx(0), dk, cidx(1), {}, [&](Value d, ValueRange) {
+            Value lr = vector::BroadcastOp::create(
+                b, vf64, memref::LoadOp::create(b, Lc, ValueRange{r0, d}));
+            loop(cidx(0), r0, cidx(vl), {}, [&](Value s0, ValueRange) {
+              Value diff = arith::SubFOp::create(
+                  b, lr, vector::LoadOp::create(b, vf64, Lt, ValueRange{d, s0}));
+              diff = arith::MinimumFOp::create(b, diff, vZero64);
+              Value e = math::ExpOp::create(
+                  b, arith::TruncFOp::create(b, vf32(), diff));
+              Value kv = vector::LoadOp::create(b, vf32(), Kt, ValueRange{d, s0});
+              vector::StoreOp::create(b, arith::MulFOp::create(b, kv, e), Kr,
+                                      ValueRange{d, s0});
+              return SmallVector<Value>{};
+            });
+            return SmallVector<Value>{};
+          });
+          gemm(rows, rb, [&](Value) { return dk; },
+               [&](Value i, Value d) {
+                 return Value(memref::LoadOp::create(
+                     b, Qh, ValueRange{arith::AddIOp::create(b, r0, i), d}));
+               },
+               [&](Value d, Value sv) {
+                 return Value(vector::LoadOp::create(
+                     b, vf32(), Kr,
+                     ValueRange{d, arith::MulIOp::create(b, sv, cidx(vl))}));
+               },
+               [&](Value, Value) { return zeroV; },
+               [&](Value i, Value sv, Value v) {
+                 vector::StoreOp::create(
+                     b, v, A,
+                     ValueRange{arith::AddIOp::create(b, r0, i),
+                                arith::MulIOp::create(b, sv, cidx(vl))});
+               });
+          // Diagonal block, element-wise decay.
+          loop(cidx(0), rows, cidx(1), {}, [&](Value i, ValueRange) {
+            Value t = arith::AddIOp::create(b, r0, i);
+            auto acc = loop(cidx(0), dk, cidx(1), {zeroV}, [&](Value d, ValueRange a) {
+              Value qd = memref::LoadOp::create(b, Qc, ValueRange{t, d});
+              Value kv = vector::LoadOp::create(b, vf32(), Kt, ValueRange{d, r0});
+              Value lt = vector::BroadcastOp::create(
+                  b, vf64, memref::LoadOp::create(b, Lc, ValueRange{t, d}));
+              Value diff = arith::SubFOp::create(
+                  b, lt, vector::LoadOp::create(b, vf64, Lt, ValueRange{d, r0}));
+              diff = arith::MinimumFOp::create(b, diff, vZero64);
+              Value e = math::ExpOp::create(
+                  b, arith::TruncFOp::create(b, vf32(), diff));
+              return SmallVector<Value>{vector::FMAOp::create(
+                  b, bcast(qd), arith::MulFOp::create(b, kv, e), a[0])};
+            });
+            maskStore(t, r0, acc.getResult(0));
+            return SmallVector<Value>{};
+          });
+          return SmallVector<Value>{};
+        }
+        // No gate or a scalar gate: A = phiq phik^T over the columns up to
+        // the end of this row block, then the scalar decay e^{L[t]-L[s]}.
+        Value nCols = arith::AddIOp::create(b, rb, cidx(1));
+        gemm(rows, nCols, [&](Value) { return dk; },
+             [&](Value i, Value d) {
+               return Value(memref::LoadOp::create(
+                   b, Qc, ValueRange{arith::AddIOp::create(b, r0, i), d}));
+             },
+             [&](Value d, Value sv) {
+               return Value(vector::LoadOp::create(
+                   b, vf32(), Kt,
+                   ValueRange{d, arith::MulIOp::create(b, sv, cidx(vl))}));
+             },
+             [&](Value, Value) { return zeroV; },
+             [&](Value i, Value sv, Value v) {
+               Value t = arith::AddIOp::create(b, r0, i);
+               Value s0 = arith::MulIOp::create(b, sv, cidx(vl));
+               if (hasGate) {
+                 Value lt = vector::BroadcastOp::create(
+                     b, vf64, memref::LoadOp::create(b, Lc, ValueRange{t, cidx(0)}));
+                 Value diff = arith::SubFOp::create(
+                     b, lt,
+                     vector::LoadOp::create(b, vf64, Lt, ValueRange{cidx(0), s0}));
+                 diff = arith::MinimumFOp::create(b, diff, vZero64);
+                 v = arith::MulFOp::create(
+                     b, v,
+                     math::ExpOp::create(b, arith::TruncFOp::create(b, vf32(), diff)));
+               }
+               maskStore(t, s0, v);
+             });
+        return SmallVector<Value>{};
+      });
+      // Decay-weighted features, computed once per chunk:
+      //   Qt~[t][d] = phiq[t,d] exp(L[t,d]),  Kh[s][d] = phik[s,d] exp(L[last,d] - L[s,d]),
+      //   gamma[d] = exp(L[last,d]).
+      Value last = arith::SubIOp::create(b, cn, cidx(1));
+      loop(cidx(0), cn, cidx(1), {}, [&](Value t, ValueRange) {
+        loop(cidx(0), dq, cidx(1), {}, [&](Value d, ValueRange) {
+          Value qd = memref::LoadOp::create(b, Qc, ValueRange{t, d});
+          if (hasGate)
+            qd = arith::MulFOp::create(
+                b, qd,
+                math::ExpOp::create(
+                    b, arith::TruncFOp::create(
+                           b, f32,
+                           memref::LoadOp::create(
+                               b, Lc, ValueRange{t, vecGate ? d : cidx(0)}))));
+          memref::StoreOp::create(b, qd, Qd, ValueRange{t, d});
+          return SmallVector<Value>{};
+        });
+        loop(cidx(0), dk, cidx(1), {}, [&](Value d, ValueRange) {
+          Value kd = memref::LoadOp::create(b, Kc, ValueRange{t, d});
+          if (hasGate) {
+            Value gd = vecGate ? d : cidx(0);
+            kd = arith::MulFOp::create(
+                b, kd,
+                expDiff(memref::LoadOp::create(b, Lc, ValueRange{last, gd}),
+                        memref::LoadOp::create(b, Lc, ValueRange{t, gd})));
+          }
+          memref::StoreOp::create(b, kd, Kh, ValueRange{t, d});
+          return SmallVector<Value>{};
+        });
+        return SmallVector<Value>{};
+      });
+      // 3. Outputs: Oc = A Vc (intra, causal blocks) + Qt~ S (inter).
+      gemm(cn, nC, [&](Value rowEnd) { return Value(arith::MinUIOp::create(b, rowEnd, cn)); },
+           [&](Value t, Value s2) { return Value(memref::LoadOp::create(b, A, ValueRange{t, s2})); },
+           [&](Value s2, Value c) {
+             return Value(vector::LoadOp::create(
+                 b, vf32(), Vc, ValueRange{s2, arith::MulIOp::create(b, c, cidx(vl))}));
+           },
+           [&](Value, Value) { return zeroV; },
+           [&](Value t, Value c, Value v) {
+             vector::StoreOp::create(b, v, Oc,
+                                     ValueRange{t, arith::MulIOp::create(b, c, cidx(vl))});
+           });
+      gemm(cn, nC, [&](Value) { return dq; },
+           [&](Value t, Value d) { return Value(memref::LoadOp::create(b, Qd, ValueRange{t, d})); },
+           [&](Value d, Value c) {
+             return Value(vector::LoadOp::create(
+                 b, vf32(), S, ValueRange{d, arith::MulIOp::create(b, c, cidx(vl))}));
+           },
+           [&](Value t, Value c) {
+             return Value(vector::LoadOp::create(
+                 b, vf32(), Oc, ValueRange{t, arith::MulIOp::create(b, c, cidx(vl))}));
+           },
+           [&](Value t, Value c, Value v) {
+             vector::StoreOp::create(b, v, Oc,
+                                     ValueRange{t, arith::MulIOp::create(b, c, cidx(vl))});
+           });
+      loop(cidx(0), cn, cidx(1), {}, [&](Value t, ValueRange) {
+        Value tAbs = arith::AddIOp::create(b, t0, t);
+        Value factor = scale;
+        if (normalize) {
+          auto den = loop(cidx(0), arith::AddIOp::create(b, t, cidx(1)), cidx(1),
+                          {zero}, [&](Value s2, ValueRange a) {
+            return SmallVector<Value>{arith::AddFOp::create(
+                b, a[0], memref::LoadOp::create(b, A, ValueRange{t, s2}))};
+          });
+          auto den2 = loop(cidx(0), dq, cidx(1), {den.getResult(0)}, [&](Value d, ValueRange a) {
+            Value qd = memref::LoadOp::create(b, Qd, ValueRange{t, d});
+            Value zd = memref::LoadOp::create(b, z, ValueRange{d});
+            return SmallVector<Value>{arith::AddFOp::create(
+                b, a[0], arith::MulFOp::create(b, qd, zd))};
+          });
+          Value dn = den2.getResult(0);
+          Value nz = arith::CmpFOp::create(b, arith::CmpFPredicate::UNE, dn, zero);
+          factor = arith::SelectOp::create(
+              b, nz, arith::DivFOp::create(b, cf32(1), dn), zero);
+        }
+        loop(cidx(0), nC, cidx(1), {}, [&](Value c, ValueRange) {
+          Value col = arith::MulIOp::create(b, c, cidx(vl));
+          storeO(bIdx, h, tAbs, c,
+                 vector::LoadOp::create(b, vf32(), Oc, ValueRange{t, col}), factor);
+          return SmallVector<Value>{};
+        });
+        return SmallVector<Value>{};
+      });
+      // 4. State: z = gamma z + sum_s Kh[s]; S = gamma S + Kh^T Vc.
+      loop(cidx(0), dk, cidx(1), {}, [&](Value d, ValueRange) {
+        Value gd = vecGate ? d : cidx(0);
+        Value gamma = cf32(1);
+        if (hasGate)
+          gamma = math::ExpOp::create(
+              b, arith::TruncFOp::create(
+                     b, f32, memref::LoadOp::create(b, Lc, ValueRange{last, gd})));
+        memref::StoreOp::create(b, gamma, gBuf, ValueRange{d});
+        auto zs = loop(cidx(0), cn, cidx(1), {zero}, [&](Value s2, ValueRange a) {
+          return SmallVector<Value>{arith::AddFOp::create(
+              b, a[0], memref::LoadOp::create(b, Kh, ValueRange{s2, d}))};
+        });
+        Value zd = memref::LoadOp::create(b, z, ValueRange{d});
+        memref::StoreOp::create(
+            b, arith::AddFOp::create(b, arith::MulFOp::create(b, zd, gamma),
+                                     zs.getResult(0)),
+            z, ValueRange{d});
+        return SmallVector<Value>{};
+      });
+      gemm(dk, nC, [&](Value) { return cn; },
+           [&](Value d, Value s2) { return Value(memref::LoadOp::create(b, Kh, ValueRange{s2, d})); },
+           [&](Value s2, Value c) {
+             return Value(vector::LoadOp::create(
+                 b, vf32(), Vc, ValueRange{s2, arith::MulIOp::create(b, c, cidx(vl))}));
+           },
+           [&](Value d, Value c) {
+             Value sd = vector::LoadOp::create(
+                 b, vf32(), S, ValueRange{d, arith::MulIOp::create(b, c, cidx(vl))});
+             Value g = memref::LoadOp::create(b, gBuf, ValueRange{d});
+             return Value(arith::MulFOp::create(b, sd, bcast(g)));
+           },
+           [&](Value d, Value c, Value v) {
+             vector::StoreOp::create(b, v, S,
+                                     ValueRange{d, arith::MulIOp::create(b, c, cidx(vl))});
+           });
+      return SmallVector<Value>{};
+    });
+  };
+
   loop(begin, end, cidx(1), {}, [&](Value item, ValueRange) {
     Value h = arith::RemUIOp::create(b, item, Hq);
     Value bIdx = arith::DivUIOp::create(b, item, Hq);
@@ -353,6 +774,10 @@ LogicalResult LinearKernelBuilder::build() {
         return SmallVector<Value>{};
       });
 
+    if (chunked) {
+      emitChunks(bIdx, h, hk);
+      return SmallVector<Value>{};
+    }
     Value steps = causal ? N : M;
     loop(cidx(0), steps, cidx(1), {}, [&](Value t, ValueRange) {
       Value tI64 = toI64(t);
@@ -479,11 +904,15 @@ LogicalResult LinearKernelBuilder::build() {
   });
   for (Value buf : {S, z, phiQ, phiK, gBuf, uBuf, vBuf, wBuf})
     memref::DeallocOp::create(b, buf);
+  if (chunked)
+    for (Value buf : {Qc, Kc, Kt, Vc, Lc, Lt, A, Oc, Qd, Kh, Qh, Kr})
+      memref::DeallocOp::create(b, buf);
   func::ReturnOp::create(b);
   return success();
 }
 
 LogicalResult mlir::attn::cpu::buildLinearKernel(SpecOp spec, ModuleOp module,
-                                                 int64_t vectorWidth) {
-  return LinearKernelBuilder(spec, module, vectorWidth).build();
+                                                 int64_t vectorWidth,
+                                                 int64_t chunk) {
+  return LinearKernelBuilder(spec, module, vectorWidth, chunk).build();
 }

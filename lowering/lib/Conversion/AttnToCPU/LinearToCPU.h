@@ -8,11 +8,13 @@
 
 namespace mlir::attn::cpu {
 
-/// Appends to `module` the recurrent kernel `attn_<name>_tiles` of the
-/// linear-attention spec `spec` (same signature as the softmax kernels; one
-/// work item per (b, h)).
+/// Appends to `module` the kernel `attn_<name>_tiles` of the linear-attention
+/// spec `spec` (same signature as the softmax kernels; one work item per
+/// (b, h)): the chunked form with `chunk` steps per chunk where it applies
+/// (causal, inclusive readout, no delta rule), else the recurrence; chunk 0
+/// always selects the recurrence.
 LogicalResult buildLinearKernel(SpecOp spec, ModuleOp module,
-                                int64_t vectorWidth);
+                                int64_t vectorWidth, int64_t chunk);
 
 } // namespace mlir::attn::cpu
 
