@@ -1,6 +1,8 @@
-// convert-attn-to-cpu on attn.linear_attention: the recurrent kernel, one work
-// item per (b, h), the state in a heap buffer, vector code along Dv.
-// RUN: attn-opt %s --convert-attn-to-cpu | FileCheck %s
+// convert-attn-to-cpu on attn.linear_attention: one work item per (b, h), the
+// state in a heap buffer, vector code along Dv. linear-chunk=0 gives the
+// step-by-step recurrence; the default is the chunked form.
+// RUN: attn-opt %s --convert-attn-to-cpu=linear-chunk=0 | FileCheck %s
+// RUN: attn-opt %s --convert-attn-to-cpu | FileCheck %s --check-prefix=CHUNK
 // RUN: attn-opt %s --attn-lower-to-cpu | FileCheck %s --check-prefix=LLVM
 
 // CHECK-LABEL: func.func @attn_gla_tiles(
@@ -18,6 +20,14 @@
 // CHECK: vector.fma %{{.*}}, %{{.*}}, %{{.*}} : vector<16xf32>
 // CHECK: memref.dealloc
 // LLVM: llvm.func @attn_gla(%{{.*}}: !llvm.ptr, %{{.*}}: i64, %{{.*}}: i64)
+// The chunked form: cumulative log gates in f64, clamped at -80, and
+// exponents of differences clamped to <= 0 before exp.
+// CHUNK-LABEL: func.func @attn_gla_tiles(
+// CHUNK: arith.constant -8.000000e+01 : f64
+// CHUNK: arith.maximumf %{{.*}}, %{{.*}} : f64
+// CHUNK: arith.minimumf %{{.*}}, %{{.*}} : vector<16xf64>
+// CHUNK: math.exp %{{.*}} : vector<16xf32>
+// CHUNK: vector.fma %{{.*}}, %{{.*}}, %{{.*}} : vector<16xf32>
 attn.spec @gla {
   attn.input @g : f32 ["B", "Hq", "N", "Dqk"]
   attn.linear_attention feature_map = <identity>, <identity> scale {
