@@ -437,6 +437,56 @@ LogicalResult LinearKernelBuilder::build() {
     d = arith::MinimumFOp::create(b, d, cf64Zero);
     return math::ExpOp::create(b, arith::TruncFOp::create(b, f32, d));
   };
+  // dst[t][d] = src[t][d] * exp(min(L[hi][d] - L[lo][d], 0)) for d < w,
+  // vectorized along d (L rows are the cumulative log gates; a null row
+  // stands for 0; without a gate this is a copy).
+  auto decayRow = [&](Value dst, Value src, Value t, Value w, Value hiRow,
+                      Value loRow) {
+    auto vf64 = VectorType::get({vl}, f64);
+    Value scalarFactor;
+    if (hasGate && !vecGate) {
+      Value hi = hiRow ? Value(memref::LoadOp::create(b, Lc, ValueRange{hiRow, cidx(0)}))
+                       : cf64Zero;
+      Value lo = loRow ? Value(memref::LoadOp::create(b, Lc, ValueRange{loRow, cidx(0)}))
+                       : cf64Zero;
+      scalarFactor = expDiff(hi, lo);
+    }
+    auto body = [&](Value d, bool vec) {
+      Value x = vec ? Value(vector::LoadOp::create(b, vf32(), src, ValueRange{t, d}))
+                    : Value(memref::LoadOp::create(b, src, ValueRange{t, d}));
+      if (hasGate && !vecGate) {
+        x = arith::MulFOp::create(b, x, vec ? bcast(scalarFactor) : scalarFactor);
+      } else if (vecGate) {
+        auto row = [&](Value r) -> Value {
+          if (!r)
+            return vec ? Value(vector::BroadcastOp::create(b, vf64, cf64Zero))
+                       : cf64Zero;
+          return vec ? Value(vector::LoadOp::create(b, vf64, Lc, ValueRange{r, d}))
+                     : Value(memref::LoadOp::create(b, Lc, ValueRange{r, d}));
+        };
+        Value diff = arith::SubFOp::create(b, row(hiRow), row(loRow));
+        diff = arith::MinimumFOp::create(
+            b, diff,
+            vec ? Value(vector::BroadcastOp::create(b, vf64, cf64Zero)) : cf64Zero);
+        Value e = math::ExpOp::create(
+            b, arith::TruncFOp::create(b, vec ? Type(vf32()) : Type(f32), diff));
+        x = arith::MulFOp::create(b, x, e);
+      }
+      if (vec)
+        vector::StoreOp::create(b, x, dst, ValueRange{t, d});
+      else
+        memref::StoreOp::create(b, x, dst, ValueRange{t, d});
+    };
+    Value full = arith::SubIOp::create(b, w, arith::RemUIOp::create(b, w, cidx(vl)));
+    loop(cidx(0), full, cidx(vl), {}, [&](Value d, ValueRange) {
+      body(d, true);
+      return SmallVector<Value>{};
+    });
+    loop(full, w, cidx(1), {}, [&](Value d, ValueRange) {
+      body(d, false);
+      return SmallVector<Value>{};
+    });
+  };
   auto emitChunks = [&](Value bIdx, Value h, Value hk) {
     Value bI64 = toI64(bIdx), hI64 = toI64(h);
     Value nChunks = arith::CeilDivUIOp::create(b, N, C);
@@ -523,14 +573,7 @@ LogicalResult LinearKernelBuilder::build() {
         loop(cidx(0), cn, cidx(1), {}, [&](Value t, ValueRange) {
           Value r0 = arith::MulIOp::create(
               b, arith::DivUIOp::create(b, t, cidx(vl)), cidx(vl));
-          loop(cidx(0), dk, cidx(1), {}, [&](Value d, ValueRange) {
-            Value qd = memref::LoadOp::create(b, Qc, ValueRange{t, d});
-            Value e = expDiff(memref::LoadOp::create(b, Lc, ValueRange{t, d}),
-                              memref::LoadOp::create(b, Lc, ValueRange{r0, d}));
-            memref::StoreOp::create(b, arith::MulFOp::create(b, qd, e), Qh,
-                                    ValueRange{t, d});
-            return SmallVector<Value>{};
-          });
+          decayRow(Qh, Qc, t, dk, t, r0);
           return SmallVector<Value>{};
         });
       }
@@ -631,31 +674,8 @@ LogicalResult LinearKernelBuilder::build() {
       //   gamma[d] = exp(L[last,d]).
       Value last = arith::SubIOp::create(b, cn, cidx(1));
       loop(cidx(0), cn, cidx(1), {}, [&](Value t, ValueRange) {
-        loop(cidx(0), dq, cidx(1), {}, [&](Value d, ValueRange) {
-          Value qd = memref::LoadOp::create(b, Qc, ValueRange{t, d});
-          if (hasGate)
-            qd = arith::MulFOp::create(
-                b, qd,
-                math::ExpOp::create(
-                    b, arith::TruncFOp::create(
-                           b, f32,
-                           memref::LoadOp::create(
-                               b, Lc, ValueRange{t, vecGate ? d : cidx(0)}))));
-          memref::StoreOp::create(b, qd, Qd, ValueRange{t, d});
-          return SmallVector<Value>{};
-        });
-        loop(cidx(0), dk, cidx(1), {}, [&](Value d, ValueRange) {
-          Value kd = memref::LoadOp::create(b, Kc, ValueRange{t, d});
-          if (hasGate) {
-            Value gd = vecGate ? d : cidx(0);
-            kd = arith::MulFOp::create(
-                b, kd,
-                expDiff(memref::LoadOp::create(b, Lc, ValueRange{last, gd}),
-                        memref::LoadOp::create(b, Lc, ValueRange{t, gd})));
-          }
-          memref::StoreOp::create(b, kd, Kh, ValueRange{t, d});
-          return SmallVector<Value>{};
-        });
+        decayRow(Qd, Qc, t, dq, t, Value());
+        decayRow(Kh, Kc, t, dk, last, t);
         return SmallVector<Value>{};
       });
       // 3. Outputs: Oc = A Vc (intra, causal blocks) + Qt~ S (inter).
