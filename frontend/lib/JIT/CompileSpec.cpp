@@ -91,7 +91,11 @@ std::string mlir::attn::generateHeader(const KernelInfo &info) {
   os << ", o, lse, options):\n";
   for (const ::attn::InputSig &in : info.signature.inputs)
     os << " *   " << in.name << ": " << ::attn::elemTypeName(in.type) << " "
-       << ::attn::dimsString(in) << "\n";
+       << ::attn::dimsString(in)
+       << (in.name == "state" || in.name == "zstate"
+               ? " (read as the initial state, overwritten with the final one)"
+               : "")
+       << "\n";
   os << " *   o: f32 [B, Hq, N, Dv] (written)\n"
      << " *   lse: f32 [B, Hq, N] (written" << (info.hasLse ? "; may be NULL" : "; must be NULL: not a softmax spec")
      << ")\n"

@@ -208,7 +208,8 @@ std::unique_ptr<Kernel> Compiler::compile(const std::string &spec,
     keyText += k + "=" + v + "\n";
   keyText += "tile=" + std::to_string(options.tileQ) + "x" +
              std::to_string(options.tileKV) + " chunk=" +
-             std::to_string(options.linearChunk) + "\n" + target.key() +
+             std::to_string(options.linearChunk) +
+             (options.linearState ? " state" : "") + "\n" + target.key() +
              "\n" + compilerIdentity();
   std::string key = llvm::toHex(llvm::SHA256::hash(
                                     llvm::arrayRefFromStringRef(keyText)),
@@ -305,6 +306,7 @@ std::unique_ptr<Kernel> Compiler::compile(const std::string &spec,
   schedule.tileQ = options.tileQ;
   schedule.tileKV = options.tileKV;
   schedule.linearChunk = options.linearChunk;
+  schedule.linearState = options.linearState;
   if (failed(mlir::attn::compileToObject(*module, target, schedule, info,
                                          object, error))) {
     if (!diagText.empty())

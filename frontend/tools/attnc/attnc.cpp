@@ -86,6 +86,12 @@ static cl::opt<int64_t> linearChunk(
              "(default 64); 0 selects the step-by-step recurrence"),
     cl::init(64), cl::sub(cl::SubCommand::getTopLevel()), cl::sub(runCmd),
     cl::cat(attncCategory));
+static cl::opt<bool> linearState(
+    "linear-state",
+    cl::desc("Linear attention: add inputs `state` [B, Hq, Dphi, Dv] (and "
+             "`zstate` [B, Hq, Dphi] when normalized) that the kernel starts "
+             "from and writes back (decoding a step at a time)"),
+    cl::init(false), cl::cat(attncCategory));
 static cl::opt<int64_t> tileKV("tile-kv",
                                cl::desc("Key/value tile rows (0: heuristic)"),
                                cl::init(0),
@@ -299,6 +305,7 @@ int main(int argc, char **argv) {
   schedule.tileQ = tileQ;
   schedule.tileKV = tileKV;
   schedule.linearChunk = linearChunk;
+  schedule.linearState = linearState;
   Stage stop = action == EmitAction::Attn    ? Stage::Attn
                : action == EmitAction::Tiled ? Stage::Tiled
                : action == EmitAction::CPU   ? Stage::CPU

@@ -17,6 +17,8 @@ void mlir::attn::buildAttnCPUPipeline(OpPassManager &pm,
                                       Stage stop, Stage start) {
   auto runs = [&](Stage s) { return start < s && s <= stop; };
   if (runs(Stage::Tiled)) {
+    if (options.linearState)
+      pm.addPass(createAttnAddLinearState());
     AttnTileAttentionOptions tiling;
     tiling.tileQ = options.tileQ;
     tiling.tileKV = options.tileKV;

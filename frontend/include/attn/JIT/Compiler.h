@@ -36,6 +36,10 @@ struct CompileOptions {
   /// Linear attention: time steps per chunk of the chunked form; 0 selects
   /// the step-by-step recurrence (the decode form).
   int64_t linearChunk = 64;
+  /// Linear attention: the kernel takes inputs `state` f32 [B, Hq, Dphi, Dv]
+  /// (and `zstate` [B, Hq, Dphi] when normalized) after the spec's inputs,
+  /// starts from them and writes the final state back (decode / pieces).
+  bool linearState = false;
   /// Kernel cache; "" means $ATTN_CACHE_DIR, else $XDG_CACHE_HOME/attnc,
   /// else ~/.cache/attnc.
   std::string cacheDir;

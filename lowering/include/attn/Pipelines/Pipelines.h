@@ -28,6 +28,8 @@ struct CPUPipelineOptions {
   int64_t vectorWidth = 16;
   /// Linear attention: steps per chunk (0: the recurrent form).
   int64_t linearChunk = 64;
+  /// Linear attention: carry the state in and out (attn-add-linear-state).
+  bool linearState = false;
 };
 
 /// Adds the passes that take a module of attn.spec ops from stage `start`

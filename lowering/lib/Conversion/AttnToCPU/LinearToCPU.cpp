@@ -777,16 +777,48 @@ LogicalResult LinearKernelBuilder::build() {
     Value bIdx = arith::DivUIOp::create(b, item, Hq);
     Value hk = arith::DivUIOp::create(b, h, G);
     Value bI64 = toI64(bIdx), hI64 = toI64(h);
-    // Zero the state.
+    // The state starts at zero, or from the carried state (decode).
+    Value stateIn = env.aux.lookup("state"), zIn = env.aux.lookup("zstate");
     loop(cidx(0), dk, cidx(1), {}, [&](Value d, ValueRange) {
-      memref::StoreOp::create(b, zero, z, ValueRange{d});
-      loop(cidx(0), nC, cidx(1), {}, [&](Value c, ValueRange) {
-        vector::StoreOp::create(b, zeroV, S,
-                                ValueRange{d, arith::MulIOp::create(b, c, cidx(vl))});
+      memref::StoreOp::create(
+          b, zIn ? Value(memref::LoadOp::create(b, zIn, ValueRange{bIdx, h, d}))
+                 : zero,
+          z, ValueRange{d});
+      loop(cidx(0), dvPad, cidx(1), {}, [&](Value c, ValueRange) {
+        Value x = zero;
+        if (stateIn) {
+          Value inRange = arith::CmpIOp::create(b, P::ult, c, Dv);
+          auto ifOp = scf::IfOp::create(b, TypeRange{f32}, inRange, true);
+          OpBuilder::InsertionGuard g(b);
+          b.setInsertionPointToStart(&ifOp.getThenRegion().front());
+          scf::YieldOp::create(
+              b, Value(memref::LoadOp::create(b, stateIn, ValueRange{bIdx, h, d, c})));
+          b.setInsertionPointToStart(&ifOp.getElseRegion().front());
+          scf::YieldOp::create(b, zero);
+          b.setInsertionPointAfter(ifOp);
+          x = ifOp.getResult(0);
+        }
+        memref::StoreOp::create(b, x, S, ValueRange{d, c});
         return SmallVector<Value>{};
       });
       return SmallVector<Value>{};
     });
+    // Writes the final state back (decode).
+    auto writeState = [&]() {
+      if (!stateIn)
+        return;
+      loop(cidx(0), dk, cidx(1), {}, [&](Value d, ValueRange) {
+        if (zIn)
+          memref::StoreOp::create(b, memref::LoadOp::create(b, z, ValueRange{d}),
+                                  zIn, ValueRange{bIdx, h, d});
+        loop(cidx(0), Dv, cidx(1), {}, [&](Value c, ValueRange) {
+          memref::StoreOp::create(b, memref::LoadOp::create(b, S, ValueRange{d, c}),
+                                  stateIn, ValueRange{bIdx, h, d, c});
+          return SmallVector<Value>{};
+        });
+        return SmallVector<Value>{};
+      });
+    };
     if (exclusive && !op.getBonus().empty())
       loop(cidx(0), dk, cidx(1), {}, [&](Value d, ValueRange) {
         Value u = emitRegion(b, op.getBonus(), {hI64, toI64(d)}, env);
@@ -796,6 +828,7 @@ LogicalResult LinearKernelBuilder::build() {
 
     if (chunked) {
       emitChunks(bIdx, h, hk);
+      writeState();
       return SmallVector<Value>{};
     }
     Value steps = causal ? N : M;
@@ -903,6 +936,7 @@ LogicalResult LinearKernelBuilder::build() {
       }
       return SmallVector<Value>{};
     });
+    writeState();
     // Non-causal: every query reads the final state.
     if (!causal)
       loop(cidx(0), N, cidx(1), {}, [&](Value t, ValueRange) {
