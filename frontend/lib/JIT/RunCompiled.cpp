@@ -155,17 +155,33 @@ std::string mlir::attn::runCompiledSpec(SpecOp spec, const RunOptions &opts,
        << (fromFile.count(in.name) ? "" : "(random)");
   if (fromFile.size() < sig.inputs.size())
     os << " seed=" << opts.seed;
-  os << "\nkernel: " << kernel->desc().name << " tile_q="
-     << kernel->desc().tile_q << " target=" << opts.target << " ("
+  bool linear = !att;
+  bool chunked = false;
+  if (LinearAttentionOp lin = spec.getLinearAttention())
+    chunked = opts.linearChunk > 0 && !lin.getNoncausal() &&
+              !lin.getExclusive() && lin.getBeta().empty();
+  os << "\nkernel: " << kernel->desc().name;
+  if (linear)
+    os << " (linear, " << (chunked ? "chunked" : "recurrent")
+       << (chunked ? ", chunk=" + std::to_string(opts.linearChunk)
+                   : std::string())
+       << ")";
+  else
+    os << " tile_q=" << kernel->desc().tile_q;
+  os << " target=" << opts.target << " ("
      << (kernel->cacheHit() ? "cache hit" : "compiled") << " in "
      << llvm::format("%.1f", kernel->compileSeconds() * 1e3) << " ms)\n";
   int64_t M = dims["M"], Dqk = dims["Dqk"];
-  double flops = 2.0 * B * Hq * N * M * (Dqk + Dv);
+  // Softmax family: the dense-equivalent 4*N*M*D; linear: the recurrence's
+  // 4*N*Dqk*Dv (state update and readout).
+  double flops = linear ? 4.0 * B * Hq * N * Dqk * Dv
+                        : 2.0 * B * Hq * N * M * (Dqk + Dv);
   os << "time: median " << llvm::format("%.3f", median) << " ms over "
      << times.size() << " runs, threads="
      << (opts.threads ? opts.threads : attn_cpu_num_threads()) << ", "
      << llvm::format("%.1f", flops / (median * 1e-3) / 1e9)
-     << " GFLOP/s (dense-equivalent 4*N*M*D)\n";
+     << (linear ? " GFLOP/s (4*N*Dqk*Dv per head)\n"
+                : " GFLOP/s (dense-equivalent 4*N*M*D)\n");
 
   if (opts.check) {
     ReferenceOutputs ref;
