@@ -1,7 +1,8 @@
 //===- attn_bench.cpp - CPU benchmark of compiled attention kernels -------===//
 //
 //   attn-bench --suite cpu [--quick]
-//   attn-bench --spec examples/causal.attn [--spec ...] [--shapes N=1k,4k,D=64,128]
+//   attn-bench --spec examples/causal.attn [--spec ...] [--shapes
+//   N=1k,4k,D=64,128]
 //              [--param NAME=VALUE]... [options]
 //
 // Compiles each spec once through the JIT (attn::Compiler, default kernel
@@ -103,7 +104,8 @@ struct Options {
 void usage(FILE *f) {
   std::fprintf(
       f,
-      "usage: attn-bench (--suite cpu | --spec PATH [--spec PATH]...) [options]\n"
+      "usage: attn-bench (--suite cpu | --spec PATH [--spec PATH]...) "
+      "[options]\n"
       "\n"
       "  --suite cpu           the standard CPU table: dense and causal at B=1 "
       "H=8,\n"
@@ -111,7 +113,8 @@ void usage(FILE *f) {
       "sliding_window(256) at\n"
       "                        N=16k; document, prefix_lm, softcap, alibi, "
       "sigmoid,\n"
-      "                        sliding_window, GQA (Hq=32 Hkv=8) at N=4k D=128; "
+      "                        sliding_window, GQA (Hq=32 Hkv=8) at N=4k "
+      "D=128; "
       "compile\n"
       "                        latency of every tier-1 example\n"
       "  --spec PATH           a .attn spec (repeatable); dense (examples/"
@@ -122,7 +125,8 @@ void usage(FILE *f) {
       "Hkv (default\n"
       "                        Hq), N, M (default N), D|Dqk, Dv (default Dqk); "
       "sizes take\n"
-      "                        a k suffix (1k = 1024); the cartesian product is "
+      "                        a k suffix (1k = 1024); the cartesian product "
+      "is "
       "run.\n"
       "                        Other keys bind extra dims of aux inputs (one "
       "value).\n"
@@ -142,14 +146,16 @@ void usage(FILE *f) {
       "  --no-compile          skip the compile-latency section\n"
       "  --no-throughput       only the compile-latency section\n"
       "  --no-baseline         do not add the dense baseline to --spec runs\n"
-      "  --peak GFLOPS         peak for the %% column (default 230: fp32 FMA, 2 "
+      "  --peak GFLOPS         peak for the %% column (default 230: fp32 FMA, "
+      "2 "
       "cores)\n"
       "  --examples DIR        where the example specs are (default %s)\n"
       "  --target T            compile target (default cpu)\n"
       "  --tile-q T, --tile-kv T   schedule overrides (default: heuristic)\n"
       "  --cache-dir DIR       kernel cache for the throughput runs (default: "
       "the\n"
-      "                        compiler's, $ATTN_CACHE_DIR or ~/.cache/attnc)\n",
+      "                        compiler's, $ATTN_CACHE_DIR or "
+      "~/.cache/attnc)\n",
       ATTN_BENCH_EXAMPLES_DIR);
 }
 
@@ -184,9 +190,9 @@ bool parseInt(const std::string &s, int64_t &out) {
 }
 
 /// "N=1k,4k,D=64,128" (commas, spaces or semicolons) -> key -> values.
-std::string parseShapes(const std::string &text,
-                        std::vector<std::pair<std::string, std::vector<int64_t>>>
-                            &lists) {
+std::string
+parseShapes(const std::string &text,
+            std::vector<std::pair<std::string, std::vector<int64_t>>> &lists) {
   std::string tok;
   std::vector<std::string> toks;
   for (char c : text + ",") {
@@ -345,7 +351,8 @@ void fill(HostTensor &h, attn::ElemType type, uint64_t seed) {
 struct ShapeData {
   Shape shape;
   std::map<std::string, int64_t> extraDims;
-  std::map<std::string, std::unique_ptr<HostTensor>> inputs; // by name+type+dims
+  std::map<std::string, std::unique_ptr<HostTensor>>
+      inputs; // by name+type+dims
   std::unique_ptr<HostTensor> o, lse;
 
   std::string tensorsFor(const attn::Signature &sig,
@@ -363,8 +370,8 @@ struct ShapeData {
       for (const attn::DimRef &d : in.dims)
         if (!d.symbol.empty() && !dims.count(d.symbol))
           return "input " + in.name + attn::dimsString(in) + ": dim " +
-                 d.symbol + " is not bound; give it with --shapes " +
-                 d.symbol + "=SIZE";
+                 d.symbol + " is not bound; give it with --shapes " + d.symbol +
+                 "=SIZE";
       std::vector<int64_t> s = attn::shapeOf(in, dims);
       std::string key = in.name + ":" + attn::elemTypeName(in.type);
       for (int64_t d : s)
@@ -392,7 +399,8 @@ struct ShapeData {
   }
 };
 
-//===--- Ideal ratio: the visible fraction of the score matrix -------------===//
+//===--- Ideal ratio: the visible fraction of the score matrix
+//-------------===//
 
 /// `param NAME = INTEGER` defaults read from the spec text, then overrides.
 std::map<std::string, int64_t> intParams(const std::string &source,
@@ -437,7 +445,8 @@ double visibleFraction(const std::string &name,
     for (int64_t i = 0; i < N; ++i)
       visible += clamp(i + M - N + 1, 0, M);
   } else if (name == "sliding_window" || name == "sinks_window") {
-    int64_t w = get("window", 256), s = name == "sinks_window" ? get("sinks", 4) : 0;
+    int64_t w = get("window", 256),
+            s = name == "sinks_window" ? get("sinks", 4) : 0;
     for (int64_t i = 0; i < N; ++i) {
       int64_t pos = i + M - N;
       int64_t hi = std::min(pos, M - 1); // visible keys j <= hi
@@ -647,7 +656,8 @@ struct Bench {
     // Warm-up (also checks that the kernel accepts the tensors).
     if (attn_status_t st = k->run(inputs.data(), &data.o->t, lse, &ro);
         st != ATTN_OK) {
-      job.error = std::string(attn_status_string(st)) + ": " + attn_last_error();
+      job.error =
+          std::string(attn_status_string(st)) + ": " + attn_last_error();
       return;
     }
     const float *o = data.o->data<float>();
@@ -658,8 +668,9 @@ struct Bench {
       }
     std::vector<double> times;
     double total = 0;
-    while (static_cast<int>(times.size()) < opt.minRuns ||
-           (total < opt.minTime && static_cast<int>(times.size()) < opt.maxRuns)) {
+    while (
+        static_cast<int>(times.size()) < opt.minRuns ||
+        (total < opt.minTime && static_cast<int>(times.size()) < opt.maxRuns)) {
       auto t0 = Clock::now();
       attn_status_t st = k->run(inputs.data(), &data.o->t, lse, &ro);
       auto t1 = Clock::now();
@@ -706,8 +717,9 @@ struct Bench {
           data->extraDims = extraDims;
         }
         ++done;
-        std::fprintf(stderr, "[%zu/%zu] %s %s B=%lld Hq=%lld Hkv=%lld N=%lld "
-                             "M=%lld Dqk=%lld Dv=%lld\n",
+        std::fprintf(stderr,
+                     "[%zu/%zu] %s %s B=%lld Hq=%lld Hkv=%lld N=%lld "
+                     "M=%lld Dqk=%lld Dv=%lld\n",
                      done, jobs.size(), j.spec.path.c_str(),
                      paramsText(j.spec.params).c_str(), (long long)j.shape.B,
                      (long long)j.shape.Hq, (long long)j.shape.Hkv,
@@ -730,11 +742,12 @@ struct Bench {
   void printGroup(const std::string &g, const std::vector<Job> &jobs,
                   const std::vector<size_t> &idx) const {
     Table t;
-    t.head = {"spec", "params", "B", "Hq", "Hkv", "N", "D", "runs",
-              "median ms", "min ms", "GFLOP/s", "% peak", "time / dense",
-              "ideal"};
-    t.right = {false, false, true, true, true, true, true, true,
-               true,  true,  true, true, true, true};
+    t.head = {"spec",         "params", "B",       "Hq",
+              "Hkv",          "N",      "D",       "runs",
+              "median ms",    "min ms", "GFLOP/s", "% peak",
+              "time / dense", "ideal"};
+    t.right = {false, false, true, true, true, true, true,
+               true,  true,  true, true, true, true, true};
     for (size_t i : idx) {
       const Job &j = jobs[i];
       const Shape &s = j.shape;
@@ -744,9 +757,13 @@ struct Bench {
       std::string d = std::to_string(s.Dqk);
       if (s.Dv != s.Dqk)
         d += "/" + std::to_string(s.Dv);
-      std::vector<std::string> r = {j.label, j.paramText.empty() ? "" : j.paramText,
-                                    std::to_string(s.B), std::to_string(s.Hq),
-                                    std::to_string(s.Hkv), n, d};
+      std::vector<std::string> r = {j.label,
+                                    j.paramText.empty() ? "" : j.paramText,
+                                    std::to_string(s.B),
+                                    std::to_string(s.Hq),
+                                    std::to_string(s.Hkv),
+                                    n,
+                                    d};
       if (!j.ok) {
         r.push_back("—");
         r.push_back("error");
@@ -777,8 +794,12 @@ struct Bench {
   void compileLatency(const std::vector<SpecRef> &specs) {
     int reps = std::max(1, opt.compileReps);
     Table t;
-    t.head = {"spec", "params", "cold, no cache (ms)",
-              "cold, fresh cache dir (ms)", "cache hit (ms)", "cold ≤ 500 ms",
+    t.head = {"spec",
+              "params",
+              "cold, no cache (ms)",
+              "cold, fresh cache dir (ms)",
+              "cache hit (ms)",
+              "cold ≤ 500 ms",
               "hit ≤ 5 ms"};
     t.right = {false, false, true, true, true, false, false};
     double worstCold = 0, worstHit = 0;
@@ -1057,9 +1078,9 @@ int main(int argc, char **argv) {
     int base = static_cast<int>(jobs.size());
     jobs.push_back({var, {dense, {}}, shape(8, 8, varN, varD)});
     std::vector<std::pair<std::string, Params>> variants = {
-        {"causal", {}},    {"sliding_window", {{"window", "256"}}},
-        {"document", {}},  {"prefix_lm", {}},
-        {"softcap", {}},   {"alibi", {}},
+        {"causal", {}},   {"sliding_window", {{"window", "256"}}},
+        {"document", {}}, {"prefix_lm", {}},
+        {"softcap", {}},  {"alibi", {}},
         {"sigmoid", {}}};
     for (auto &[name, params] : variants) {
       Job j{var, {examplePath(opt, name), params}, shape(8, 8, varN, varD)};
@@ -1085,7 +1106,7 @@ int main(int argc, char **argv) {
     if (std::string err = parseShapes(shapesText, lists); !err.empty())
       bad(err);
     std::map<std::string, std::vector<int64_t>> L;
-    const std::set<std::string> known = {"B", "H", "Hq", "Hkv", "N",
+    const std::set<std::string> known = {"B", "H", "Hq",  "Hkv", "N",
                                          "M", "D", "Dqk", "Dv"};
     for (auto &[k, v] : lists) {
       std::string key = k == "H" ? "Hq" : k == "D" ? "Dqk" : k;
@@ -1127,12 +1148,12 @@ int main(int argc, char **argv) {
         denseSpec = static_cast<int>(i);
     }
     for (const Shape &s : shapes) {
-      std::string g = "B=" + std::to_string(s.B) + ", Hq=" + std::to_string(s.Hq) +
-                      ", Hkv=" + std::to_string(s.Hkv) + ", N=" +
-                      std::to_string(s.N) +
-                      (s.M != s.N ? ", M=" + std::to_string(s.M) : "") +
-                      ", D=" + std::to_string(s.Dqk) +
-                      (s.Dv != s.Dqk ? "/" + std::to_string(s.Dv) : "");
+      std::string g =
+          "B=" + std::to_string(s.B) + ", Hq=" + std::to_string(s.Hq) +
+          ", Hkv=" + std::to_string(s.Hkv) + ", N=" + std::to_string(s.N) +
+          (s.M != s.N ? ", M=" + std::to_string(s.M) : "") +
+          ", D=" + std::to_string(s.Dqk) +
+          (s.Dv != s.Dqk ? "/" + std::to_string(s.Dv) : "");
       int base = -1;
       if (denseSpec < 0 && !opt.noBaseline) {
         base = static_cast<int>(jobs.size());
@@ -1151,11 +1172,11 @@ int main(int argc, char **argv) {
       compileSpecs.push_back({p, opt.params});
   }
 
-  std::printf("# attn-bench (%s)\n\n", opt.suite.empty()
-                                           ? "--spec"
-                                           : ("--suite " + opt.suite +
-                                              (opt.quick ? " --quick" : ""))
-                                                 .c_str());
+  std::printf(
+      "# attn-bench (%s)\n\n",
+      opt.suite.empty()
+          ? "--spec"
+          : ("--suite " + opt.suite + (opt.quick ? " --quick" : "")).c_str());
   std::printf("threads=%d, target=%s, peak=%.0f GFLOP/s (fp32 FMA), "
               "min-time=%g s, min-runs=%d, warm-up 1 run per row\n",
               threads, opt.target.c_str(), opt.peak, opt.minTime, opt.minRuns);

@@ -94,8 +94,7 @@ AV point(i128 v) {
 /// bounds of unbounded ones, for min/max/select): saturates at +-2^62; a value
 /// outside i64 may have wrapped concretely, so it is top.
 AV range(i128 lo, i128 hi) {
-  if (lo < i128(INT64_MIN) || hi > i128(INT64_MAX) || lo >= kInf ||
-      hi <= -kInf)
+  if (lo < i128(INT64_MIN) || hi > i128(INT64_MAX) || lo >= kInf || hi <= -kInf)
     return top();
   if (lo == hi)
     return point(lo);
@@ -355,8 +354,8 @@ struct Step {
   unsigned result;
   unsigned in[3] = {0, 0, 0};
   arith::CmpIPredicate pred = arith::CmpIPredicate::eq;
-  AV constant;        ///< Const, and the top of the result type for Unknown
-  int load = -1;      ///< Load: index into Impl::loads
+  AV constant;         ///< Const, and the top of the result type for Unknown
+  int load = -1;       ///< Load: index into Impl::loads
   unsigned width = 64; ///< result int width (narrower results are checked)
 };
 
@@ -908,11 +907,12 @@ BlockClass MaskClassifier::classify(int64_t b, int64_t h, int64_t q0,
   return impl->classifyBox(Box{q0, q1 - 1, k0, k1 - 1}, b, h, 0);
 }
 
-BlockClass mlir::attn::classifyBlock(
-    AttentionOp att, const DimBinding &dims,
-    const std::map<std::string, ScalarValue> &params,
-    const std::map<std::string, HostArray> *aux, int64_t b, int64_t h,
-    int64_t q0, int64_t q1, int64_t k0, int64_t k1) {
+BlockClass
+mlir::attn::classifyBlock(AttentionOp att, const DimBinding &dims,
+                          const std::map<std::string, ScalarValue> &params,
+                          const std::map<std::string, HostArray> *aux,
+                          int64_t b, int64_t h, int64_t q0, int64_t q1,
+                          int64_t k0, int64_t k1) {
   MaskClassifier c(att, dims, params, aux);
   return c.classify(b, h, q0, q1, k0, k1);
 }
@@ -943,11 +943,12 @@ BlockStats mlir::attn::classifyTiles(MaskClassifier &classifier, int64_t N,
   return st;
 }
 
-BlockStats mlir::attn::classifyTiles(
-    AttentionOp att, const DimBinding &dims,
-    const std::map<std::string, ScalarValue> &params,
-    const std::map<std::string, HostArray> *aux, int64_t b, int64_t h,
-    int64_t tileQ, int64_t tileKv, std::vector<BlockClass> *classes) {
+BlockStats
+mlir::attn::classifyTiles(AttentionOp att, const DimBinding &dims,
+                          const std::map<std::string, ScalarValue> &params,
+                          const std::map<std::string, HostArray> *aux,
+                          int64_t b, int64_t h, int64_t tileQ, int64_t tileKv,
+                          std::vector<BlockClass> *classes) {
   MaskClassifier c(att, dims, params, aux);
   auto get = [&](const char *n) {
     auto it = dims.find(n);

@@ -18,8 +18,8 @@ using namespace mlir::attn;
 //===----------------------------------------------------------------------===//
 
 llvm::ArrayRef<llvm::StringRef> mlir::attn::canonicalDimNames() {
-  static const llvm::StringRef names[] = {"B",   "Hq",  "Hkv", "N",
-                                          "M",   "Dqk", "Dv",  "G"};
+  static const llvm::StringRef names[] = {"B", "Hq",  "Hkv", "N",
+                                          "M", "Dqk", "Dv",  "G"};
   return names;
 }
 
@@ -59,8 +59,7 @@ static std::string dimsToString(ArrayAttr dims) {
 /// Checks that `region` is empty or one block with `argTypes` arguments that
 /// ends in an attn.yield of one value of type `resultType`.
 static LogicalResult verifyRegionSignature(Operation *op, Region &region,
-                                           StringRef name,
-                                           TypeRange argTypes,
+                                           StringRef name, TypeRange argTypes,
                                            Type resultType,
                                            bool allowEmpty = true) {
   if (region.empty()) {
@@ -77,17 +76,17 @@ static LogicalResult verifyRegionSignature(Operation *op, Region &region,
     os << "(";
     llvm::interleaveComma(argTypes, os);
     os << ")";
-    return op->emitOpError() << "'" << name << "' region expects arguments "
-                             << expected;
+    return op->emitOpError()
+           << "'" << name << "' region expects arguments " << expected;
   }
   auto yield = dyn_cast<YieldOp>(block.getTerminator());
   if (!yield)
-    return op->emitOpError() << "'" << name
-                             << "' region must end in 'attn.yield'";
+    return op->emitOpError()
+           << "'" << name << "' region must end in 'attn.yield'";
   if (yield.getValues().size() != 1 ||
       yield.getValues().front().getType() != resultType)
-    return op->emitOpError() << "'" << name << "' region must yield one "
-                             << resultType;
+    return op->emitOpError()
+           << "'" << name << "' region must yield one " << resultType;
   return success();
 }
 
@@ -157,8 +156,8 @@ LogicalResult InputOp::verify() {
   for (Attribute d : getDims()) {
     if (auto i = dyn_cast<IntegerAttr>(d)) {
       if (i.getInt() <= 0)
-        return emitOpError() << "dim sizes must be positive, got "
-                             << i.getInt() << " in input '" << name << "'";
+        return emitOpError() << "dim sizes must be positive, got " << i.getInt()
+                             << " in input '" << name << "'";
       continue;
     }
     if (!isa<StringAttr>(d))
@@ -278,8 +277,8 @@ LogicalResult LinearAttentionOp::verifyRegions() {
                                    {i64, i64, i64, i64}, f64)) ||
       failed(verifyRegionSignature(*this, getBeta(), "beta", {i64, i64, i64},
                                    f64)) ||
-      failed(verifyRegionSignature(*this, getBonus(), "bonus", {i64, i64},
-                                   f64)))
+      failed(
+          verifyRegionSignature(*this, getBonus(), "bonus", {i64, i64}, f64)))
     return failure();
   return success();
 }
@@ -307,10 +306,9 @@ LogicalResult DimOp::verify() {
 // GetParamOp
 //===----------------------------------------------------------------------===//
 
-LogicalResult
-GetParamOp::verifySymbolUses(SymbolTableCollection &symbolTable) {
-  auto param = symbolTable.lookupNearestSymbolFrom<ParamOp>(*this,
-                                                            getParamAttr());
+LogicalResult GetParamOp::verifySymbolUses(SymbolTableCollection &symbolTable) {
+  auto param =
+      symbolTable.lookupNearestSymbolFrom<ParamOp>(*this, getParamAttr());
   if (!param)
     return emitOpError() << "'" << getParam() << "' is not an attn.param";
   if (param.getType() != getType())

@@ -314,8 +314,8 @@ std::string Program::build(Region &region, Program &out) {
               step = [=](Slots &s, const Env &) {
                 int64_t a = s[in[0]].i, b = s[in[1]].i;
                 if (b == 0)
-                  return std::string("division by zero: ") +
-                         std::to_string(a) + " divided by 0";
+                  return std::string("division by zero: ") + std::to_string(a) +
+                         " divided by 0";
                 if (a == std::numeric_limits<int64_t>::min() && b == -1)
                   return std::string("integer overflow in division");
                 int64_t q = a / b, rem = a % b;
@@ -363,14 +363,18 @@ std::string Program::build(Region &region, Program &out) {
             return std::string();
           };
         })
-        .Case<arith::AddFOp>(
-            [&](auto) { step = fBin([](double a, double b) { return a + b; }); })
-        .Case<arith::SubFOp>(
-            [&](auto) { step = fBin([](double a, double b) { return a - b; }); })
-        .Case<arith::MulFOp>(
-            [&](auto) { step = fBin([](double a, double b) { return a * b; }); })
-        .Case<arith::DivFOp>(
-            [&](auto) { step = fBin([](double a, double b) { return a / b; }); })
+        .Case<arith::AddFOp>([&](auto) {
+          step = fBin([](double a, double b) { return a + b; });
+        })
+        .Case<arith::SubFOp>([&](auto) {
+          step = fBin([](double a, double b) { return a - b; });
+        })
+        .Case<arith::MulFOp>([&](auto) {
+          step = fBin([](double a, double b) { return a * b; });
+        })
+        .Case<arith::DivFOp>([&](auto) {
+          step = fBin([](double a, double b) { return a / b; });
+        })
         .Case<arith::MinimumFOp>([&](auto) {
           step = fBin([](double a, double b) {
             return std::isnan(a) || std::isnan(b)
@@ -388,9 +392,8 @@ std::string Program::build(Region &region, Program &out) {
         .Case<math::PowFOp>([&](auto) {
           step = fBin([](double a, double b) { return std::pow(a, b); });
         })
-        .Case<arith::NegFOp>([&](auto) {
-          step = fUn([](double a) { return -a; });
-        })
+        .Case<arith::NegFOp>(
+            [&](auto) { step = fUn([](double a) { return -a; }); })
         .Case<math::ExpOp>([&](auto) { step = fUn(std::exp); })
         .Case<math::LogOp>([&](auto) { step = fUn(std::log); })
         .Case<math::Exp2Op>([&](auto) { step = fUn(std::exp2); })
@@ -438,9 +441,10 @@ std::string Program::build(Region &region, Program &out) {
             for (size_t d = 0; d < in.size(); ++d) {
               int64_t idx = s[in[d]].i;
               if (idx < 0 || idx >= t.shape[d])
-                return "index " + std::to_string(idx) + " is out of range [0, " +
-                       std::to_string(t.shape[d]) + ") in dim " +
-                       std::to_string(d) + " of input '" + name + "'";
+                return "index " + std::to_string(idx) +
+                       " is out of range [0, " + std::to_string(t.shape[d]) +
+                       ") in dim " + std::to_string(d) + " of input '" + name +
+                       "'";
               flat = flat * t.shape[d] + idx;
             }
             s[r] = t.isInt ? mkInt(t.ints[flat]) : mkFloat(t.floats[flat]);
@@ -631,8 +635,8 @@ static std::string evaluateLinear(LinearAttentionOp lin, const Env &env,
       return "projection input '" + name + "' is not bound";
     const AuxTensor &w = it->second;
     if (w.isInt || w.shape.size() != 2 || w.shape[1] != Dqk)
-      return "projection input '" + name + "' must be f32 [R, Dqk] with Dqk=" +
-             std::to_string(Dqk);
+      return "projection input '" + name +
+             "' must be f32 [R, Dqk] with Dqk=" + std::to_string(Dqk);
     proj = &w.floats;
     R = w.shape[0];
   }
@@ -699,8 +703,7 @@ static std::string evaluateLinear(LinearAttentionOp lin, const Env &env,
       int64_t hk = h / G;
       auto where = [&](int64_t t, int64_t d) {
         std::string s = " [b=" + std::to_string(b) +
-                        ", h=" + std::to_string(h) +
-                        ", t=" + std::to_string(t);
+                        ", h=" + std::to_string(h) + ", t=" + std::to_string(t);
         if (d >= 0)
           s += ", d=" + std::to_string(d);
         return s + "]";
@@ -799,14 +802,19 @@ static std::string evaluateLinear(LinearAttentionOp lin, const Env &env,
   return "";
 }
 
-std::string mlir::attn::evaluateReference(
-    SpecOp spec, const std::map<std::string, HostArray> &inputs,
-    ReferenceOutputs &out) {
+/// Binds shapes and dtypes of `inputs` against the spec's signature, then
+/// evaluates the params and widens the aux tensors: the steps shared by
+/// evaluateReference and MaskEvaluator.
+static std::string bindInputs(SpecOp spec,
+                              const std::map<std::string, HostArray> &inputs,
+                              DimBinding &dims,
+                              std::map<std::string, ScalarValue> &params,
+                              std::map<std::string, AuxTensor> &aux) {
   ::attn::Signature sig = getSignature(spec);
   std::map<std::string, std::vector<int64_t>> shapes;
   for (const auto &kv : inputs)
     shapes[kv.first] = kv.second.shape;
-  std::string err = ::attn::bindShapes(sig, shapes, out.dims);
+  std::string err = ::attn::bindShapes(sig, shapes, dims);
   if (!err.empty())
     return err;
   for (const ::attn::InputSig &in : sig.inputs) {
@@ -814,12 +822,9 @@ std::string mlir::attn::evaluateReference(
     if (!err.empty())
       return err;
   }
-  const DimBinding &dims = out.dims;
-  err = evaluateParams(spec, dims, out.params);
+  err = evaluateParams(spec, dims, params);
   if (!err.empty())
     return err;
-
-  std::map<std::string, AuxTensor> aux;
   for (const ::attn::InputSig &in : sig.inputs) {
     if (in.name == "q" || in.name == "k" || in.name == "v")
       continue;
@@ -833,6 +838,18 @@ std::string mlir::attn::evaluateReference(
     }
     aux[in.name] = std::move(t);
   }
+  return "";
+}
+
+std::string
+mlir::attn::evaluateReference(SpecOp spec,
+                              const std::map<std::string, HostArray> &inputs,
+                              ReferenceOutputs &out) {
+  std::map<std::string, AuxTensor> aux;
+  std::string err = bindInputs(spec, inputs, out.dims, out.params, aux);
+  if (!err.empty())
+    return err;
+  const DimBinding &dims = out.dims;
   Env env{&dims, &out.params, &aux};
 
   std::vector<double> q = widen(inputs.at("q")), k = widen(inputs.at("k")),
@@ -999,48 +1016,19 @@ struct mlir::attn::MaskEvaluator::Impl {
 mlir::attn::MaskEvaluator::MaskEvaluator() : impl(std::make_unique<Impl>()) {}
 mlir::attn::MaskEvaluator::~MaskEvaluator() = default;
 
-const DimBinding &mlir::attn::MaskEvaluator::dims() const {
-  return impl->dims;
-}
+const DimBinding &mlir::attn::MaskEvaluator::dims() const { return impl->dims; }
 const std::map<std::string, ScalarValue> &
 mlir::attn::MaskEvaluator::params() const {
   return impl->params;
 }
 
-std::string
-mlir::attn::MaskEvaluator::init(SpecOp spec,
-                                const std::map<std::string, HostArray> &inputs) {
-  // The same binding steps as evaluateReference.
+std::string mlir::attn::MaskEvaluator::init(
+    SpecOp spec, const std::map<std::string, HostArray> &inputs) {
   Impl &m = *impl;
   m = Impl();
-  ::attn::Signature sig = getSignature(spec);
-  std::map<std::string, std::vector<int64_t>> shapes;
-  for (const auto &kv : inputs)
-    shapes[kv.first] = kv.second.shape;
-  std::string err = ::attn::bindShapes(sig, shapes, m.dims);
+  std::string err = bindInputs(spec, inputs, m.dims, m.params, m.aux);
   if (!err.empty())
     return err;
-  for (const ::attn::InputSig &in : sig.inputs) {
-    err = ::attn::checkDType(in, inputs.at(in.name));
-    if (!err.empty())
-      return err;
-  }
-  err = evaluateParams(spec, m.dims, m.params);
-  if (!err.empty())
-    return err;
-  for (const ::attn::InputSig &in : sig.inputs) {
-    if (in.name == "q" || in.name == "k" || in.name == "v")
-      continue;
-    const HostArray &a = inputs.at(in.name);
-    AuxTensor t{in.name, a.shape, in.type == ::attn::ElemType::I32, {}, {}};
-    for (int64_t i = 0, e = a.numel(); i < e; ++i) {
-      if (t.isInt)
-        t.ints.push_back(static_cast<int64_t>(a.getDouble(i)));
-      else
-        t.floats.push_back(a.getDouble(i));
-    }
-    m.aux[in.name] = std::move(t);
-  }
   AttentionOp att = spec.getAttention();
   if (!att)
     return "linear attention has no mask";
@@ -1079,11 +1067,9 @@ std::string mlir::attn::MaskEvaluator::evaluate(int64_t b, int64_t h,
   return "";
 }
 
-std::string mlir::attn::evaluateMask(SpecOp spec,
-                                     const std::map<std::string, HostArray> &inputs,
-                                     int64_t b, int64_t h,
-                                     std::vector<uint8_t> &mask,
-                                     ReferenceOutputs *bound) {
+std::string mlir::attn::evaluateMask(
+    SpecOp spec, const std::map<std::string, HostArray> &inputs, int64_t b,
+    int64_t h, std::vector<uint8_t> &mask, ReferenceOutputs *bound) {
   MaskEvaluator ev;
   std::string err = ev.init(spec, inputs);
   if (!err.empty())

@@ -63,20 +63,8 @@ std::string mlir::attn::runCompiledSpec(SpecOp spec, const RunOptions &opts,
   AttentionOp att = spec.getAttention();
   bool softmax = att && att.getNormalizer() == NormalizerKind::softmax;
   std::map<std::string, std::string> outputs;
-  for (const std::string &kv : opts.outputs) {
-    auto [n, p] = llvm::StringRef(kv).split('=');
-    if (p.empty())
-      return "--output '" + kv + "' must be NAME=FILE.npy";
-    if (n != "o" && n != "lse")
-      return "--output " + n.str() + ": unknown output (outputs: o, lse)";
-    if (n == "lse" && !softmax)
-      return "--output lse: only softmax specs have an lse output (this one "
-             "uses " +
-             (att ? stringifyNormalizerKind(att.getNormalizer()).str()
-                  : std::string("linear attention")) +
-             ")";
-    outputs[n.str()] = p.str();
-  }
+  if (std::string err = parseOutputs(spec, opts.outputs, outputs); !err.empty())
+    return err;
 
   // Compile (or load from the cache).
   ::attn::CompileOptions co;
@@ -174,8 +162,8 @@ std::string mlir::attn::runCompiledSpec(SpecOp spec, const RunOptions &opts,
   int64_t M = dims["M"], Dqk = dims["Dqk"];
   // Softmax family: the dense-equivalent 4*N*M*D; linear: the recurrence's
   // 4*N*Dqk*Dv (state update and readout).
-  double flops = linear ? 4.0 * B * Hq * N * Dqk * Dv
-                        : 2.0 * B * Hq * N * M * (Dqk + Dv);
+  double flops =
+      linear ? 4.0 * B * Hq * N * Dqk * Dv : 2.0 * B * Hq * N * M * (Dqk + Dv);
   os << "time: median " << llvm::format("%.3f", median) << " ms over "
      << times.size() << " runs, threads="
      << (opts.threads ? opts.threads : attn_cpu_num_threads()) << ", "
@@ -207,8 +195,8 @@ std::string mlir::attn::runCompiledSpec(SpecOp spec, const RunOptions &opts,
           ++bad;
           continue;
         }
-        maxLse = std::max(maxLse,
-                          std::fabs(x - y) / std::max(1.0, std::fabs(y)));
+        maxLse =
+            std::max(maxLse, std::fabs(x - y) / std::max(1.0, std::fabs(y)));
       }
     double rel = maxRef > 0 ? maxAbs / maxRef : maxAbs;
     os << "check vs float64 reference: max abs err "

@@ -105,8 +105,7 @@ struct RegionCtx {
 class MLIRGenImpl {
 public:
   MLIRGenImpl(const SourceLocator &locator, const Spec &spec)
-      : locator(locator), spec(spec), ctx(locator.getContext()),
-        builder(ctx) {}
+      : locator(locator), spec(spec), ctx(locator.getContext()), builder(ctx) {}
 
   OwningOpRef<ModuleOp> run();
 
@@ -126,9 +125,9 @@ private:
   FailureOr<FeatureMapKind> parseFeatureMap(const LinearEntry &entry,
                                             size_t position,
                                             std::string &projection);
-  LogicalResult fillRegion(Region &region, RegionKind kind,
-                           const Expr *expr, size_t position, Ty resultTy,
-                           llvm::StringRef what, llvm::SMLoc whatLoc);
+  LogicalResult fillRegion(Region &region, RegionKind kind, const Expr *expr,
+                           size_t position, Ty resultTy, llvm::StringRef what,
+                           llvm::SMLoc whatLoc);
 
   /// Emits `e`; lets and library patterns are expanded in place, so the
   /// recursion is bounded here, not only by the parser's nesting limit.
@@ -140,8 +139,8 @@ private:
   FailureOr<TValue> emitCall(const CallExpr &e, RegionCtx &rc);
   FailureOr<TValue> emitSubscript(const SubscriptExpr &e, RegionCtx &rc);
   FailureOr<TValue> expandPattern(const LibraryPattern &pat,
-                                      const CallExpr *call, llvm::SMLoc at,
-                                      RegionCtx &rc);
+                                  const CallExpr *call, llvm::SMLoc at,
+                                  RegionCtx &rc);
 
   Value toFloat(TValue v, RegionCtx &rc, Location l) {
     if (v.ty == Ty::Float)
@@ -161,8 +160,8 @@ private:
     return {};
   }
   /// Converts `v` to `want` (only int -> float is implicit).
-  FailureOr<Value> coerce(TValue v, Ty want, RegionCtx &rc,
-                          llvm::SMLoc at, llvm::StringRef what) {
+  FailureOr<Value> coerce(TValue v, Ty want, RegionCtx &rc, llvm::SMLoc at,
+                          llvm::StringRef what) {
     if (v.ty == want)
       return v.value;
     if (v.ty == Ty::Int && want == Ty::Float)
@@ -202,13 +201,23 @@ static bool isLinearIndexName(llvm::StringRef n) {
   return n == "t" || n == "d";
 }
 
+/// "[B, N, 4]": a declared shape as written.
+static std::string dimsText(const std::vector<DimSpec> &dims) {
+  std::string s = "[";
+  for (size_t i = 0; i < dims.size(); ++i)
+    s +=
+        (i ? ", " : "") + (dims[i].symbol.empty() ? std::to_string(dims[i].size)
+                                                  : dims[i].symbol);
+  return s + "]";
+}
+
 static bool isReservedName(llvm::StringRef n, MLIRContext *ctx, bool linear) {
   if (linear && isLinearIndexName(n))
     return true;
   static const llvm::StringRef reserved[] = {
-      "b",     "h",    "hk",   "q_idx", "kv_idx", "score", "exp",
-      "log",   "exp2", "log2", "sqrt",  "tanh",   "abs",   "min",
-      "max",   "pow",  "float", "select", "int",  "float32"};
+      "b",   "h",    "hk",    "q_idx",  "kv_idx", "score",  "exp",
+      "log", "exp2", "log2",  "sqrt",   "tanh",   "abs",    "min",
+      "max", "pow",  "float", "select", "int",    "float32"};
   if (isCanonicalDim(n) || llvm::is_contained(reserved, n))
     return true;
   // A param or let may shadow a public library pattern (sinks_window.attn
@@ -343,16 +352,9 @@ LogicalResult MLIRGenImpl::emitInput(const InputDecl &in) {
     for (auto [d, c] : llvm::zip(in.dims, canonical))
       same &= d.symbol == c;
     if (!same) {
-      auto diag = emitError(in.loc)
-                  << "input '" << in.name << "' must have shape ["
-                  << llvm::join(canonical, ", ") << "], got [";
-      llvm::interleaveComma(in.dims, diag, [&](const DimSpec &d) {
-        if (d.symbol.empty())
-          diag << d.size;
-        else
-          diag << d.symbol;
-      });
-      diag << "]";
+      emitError(in.loc) << "input '" << in.name << "' must have shape ["
+                        << llvm::join(canonical, ", ") << "], got "
+                        << dimsText(in.dims);
       return failure();
     }
   }
@@ -392,9 +394,9 @@ LogicalResult MLIRGenImpl::emitParam(const ParamDecl &p, size_t position) {
   if (hasDeclared)
     declared = p.declaredType == "int" ? Ty::Int : Ty::Float;
 
-  auto op = ParamOp::create(builder, loc(p.loc), p.name,
-                            hasDeclared ? mlirType(declared)
-                                        : builder.getI64Type());
+  auto op =
+      ParamOp::create(builder, loc(p.loc), p.name,
+                      hasDeclared ? mlirType(declared) : builder.getI64Type());
   Block *block = new Block();
   op.getDefaultValue().push_back(block);
   RegionCtx rc(RegionKind::ParamDefault, OpBuilder::atBlockBegin(block),
@@ -408,9 +410,8 @@ LogicalResult MLIRGenImpl::emitParam(const ParamDecl &p, size_t position) {
         << "param '" << p.name << "' must be an int or a float, got bool";
     return failure();
   }
-  FailureOr<Value> value =
-      coerce(*v, ty, rc, p.defaultValue->getLoc(),
-             ("default of param '" + p.name + "'"));
+  FailureOr<Value> value = coerce(*v, ty, rc, p.defaultValue->getLoc(),
+                                  ("default of param '" + p.name + "'"));
   if (failed(value))
     return failure();
   op.setType(mlirType(ty));
@@ -551,29 +552,26 @@ LogicalResult MLIRGenImpl::emitAttention() {
       builder.getI64IntegerAttr(power),
       rowNormalize ? builder.getUnitAttr() : UnitAttr(), ScheduleAttr());
   size_t end = spec.order.size();
-  if (spec.scale &&
-      failed(fillRegion(op.getScale(), RegionKind::Scale,
-                        spec.scale->value.get(),
-                        positionOf(spec, Spec::StmtKind::Scale), Ty::Float,
-                        "the scale", spec.scale->loc)))
+  if (spec.scale && failed(fillRegion(op.getScale(), RegionKind::Scale,
+                                      spec.scale->value.get(),
+                                      positionOf(spec, Spec::StmtKind::Scale),
+                                      Ty::Float, "the scale", spec.scale->loc)))
     return failure();
   if (spec.mask &&
       failed(fillRegion(op.getMask(), RegionKind::Mask, spec.mask->value.get(),
                         positionOf(spec, Spec::StmtKind::Mask), Ty::Bool,
                         "the mask", spec.mask->loc)))
     return failure();
-  if (spec.score &&
-      failed(fillRegion(op.getScore(), RegionKind::Score,
-                        spec.score->value.get(),
-                        positionOf(spec, Spec::StmtKind::Score), Ty::Float,
-                        "the score", spec.score->loc)))
+  if (spec.score && failed(fillRegion(op.getScore(), RegionKind::Score,
+                                      spec.score->value.get(),
+                                      positionOf(spec, Spec::StmtKind::Score),
+                                      Ty::Float, "the score", spec.score->loc)))
     return failure();
   if (biasExpr &&
-      failed(fillRegion(op.getBias(), RegionKind::Bias, biasExpr,
-                        spec.normalizer ? positionOf(spec,
-                                                     Spec::StmtKind::Normalizer)
-                                        : end,
-                        Ty::Float, "the sigmoid bias", biasLoc)))
+      failed(fillRegion(
+          op.getBias(), RegionKind::Bias, biasExpr,
+          spec.normalizer ? positionOf(spec, Spec::StmtKind::Normalizer) : end,
+          Ty::Float, "the sigmoid bias", biasLoc)))
     return failure();
   return success();
 }
@@ -643,17 +641,9 @@ MLIRGenImpl::parseFeatureMap(const LinearEntry &entry, size_t position,
   }
   const InputDecl &in = spec.inputs[it->second.index];
   if (in.dtype != "f32" || in.dims.size() != 2 || in.dims[1].symbol != "Dqk") {
-    auto diag = emitError(arg->getLoc())
-                << "projection '" << in.name
-                << "' must be an f32 input of shape [R, Dqk], got " << in.dtype
-                << "[";
-    llvm::interleaveComma(in.dims, diag, [&](const DimSpec &d) {
-      if (d.symbol.empty())
-        diag << d.size;
-      else
-        diag << d.symbol;
-    });
-    diag << "]";
+    emitError(arg->getLoc()) << "projection '" << in.name
+                             << "' must be an f32 input of shape [R, Dqk], got "
+                             << in.dtype << dimsText(in.dims);
     return failure();
   }
   projection = in.name;
@@ -831,22 +821,21 @@ FailureOr<TValue> MLIRGenImpl::emitNode(const Expr &e, RegionCtx &rc) {
   Location l = loc(e.getLoc());
   switch (e.getKind()) {
   case Expr::Kind::Int:
-    return TValue{arith::ConstantOp::create(
-                          rc.builder, l,
-                          rc.builder.getI64IntegerAttr(
-                              llvm::cast<IntExpr>(e).value)),
-                      Ty::Int};
+    return TValue{arith::ConstantOp::create(rc.builder, l,
+                                            rc.builder.getI64IntegerAttr(
+                                                llvm::cast<IntExpr>(e).value)),
+                  Ty::Int};
   case Expr::Kind::Float:
-    return TValue{arith::ConstantOp::create(
-                          rc.builder, l,
-                          rc.builder.getF64FloatAttr(
-                              llvm::cast<FloatExpr>(e).value)),
-                      Ty::Float};
+    return TValue{
+        arith::ConstantOp::create(
+            rc.builder, l,
+            rc.builder.getF64FloatAttr(llvm::cast<FloatExpr>(e).value)),
+        Ty::Float};
   case Expr::Kind::Bool:
     return TValue{arith::ConstantOp::create(
-                          rc.builder, l,
-                          rc.builder.getBoolAttr(llvm::cast<BoolExpr>(e).value)),
-                      Ty::Bool};
+                      rc.builder, l,
+                      rc.builder.getBoolAttr(llvm::cast<BoolExpr>(e).value)),
+                  Ty::Bool};
   case Expr::Kind::Ident:
     return emitIdent(llvm::cast<IdentExpr>(e), rc);
   case Expr::Kind::Unary:
@@ -861,8 +850,7 @@ FailureOr<TValue> MLIRGenImpl::emitNode(const Expr &e, RegionCtx &rc) {
   return failure();
 }
 
-FailureOr<TValue> MLIRGenImpl::emitIdent(const IdentExpr &e,
-                                             RegionCtx &rc) {
+FailureOr<TValue> MLIRGenImpl::emitIdent(const IdentExpr &e, RegionCtx &rc) {
   Location l = loc(e.getLoc());
   llvm::StringRef name = e.name;
   // Library-pattern parameters, innermost expansion first.
@@ -934,13 +922,11 @@ FailureOr<TValue> MLIRGenImpl::emitIdent(const IdentExpr &e,
     if (name != "hk")
       return TValue{v, Ty::Int};
     Value g = DimOp::create(rc.builder, l, rc.builder.getI64Type(), "G");
-    return TValue{arith::FloorDivSIOp::create(rc.builder, l, rc.h, g),
-                      Ty::Int};
+    return TValue{arith::FloorDivSIOp::create(rc.builder, l, rc.h, g), Ty::Int};
   }
   if (isCanonicalDim(name) || extraDims.contains(name))
-    return TValue{
-        DimOp::create(rc.builder, l, rc.builder.getI64Type(), name),
-        Ty::Int};
+    return TValue{DimOp::create(rc.builder, l, rc.builder.getI64Type(), name),
+                  Ty::Int};
 
   auto it = names.find(name);
   if (it != names.end()) {
@@ -955,14 +941,14 @@ FailureOr<TValue> MLIRGenImpl::emitIdent(const IdentExpr &e,
     }
     switch (info.kind) {
     case NameInfo::Input:
-      emitError(e.getLoc()) << "input '" << name
-                            << "' must be indexed, e.g. " << name << "[b, q_idx]";
+      emitError(e.getLoc()) << "input '" << name << "' must be indexed, e.g. "
+                            << name << "[b, q_idx]";
       return failure();
     case NameInfo::Param: {
       Ty ty = paramTypes.lookup(name);
       return TValue{GetParamOp::create(rc.builder, l, mlirType(ty),
-                                           FlatSymbolRefAttr::get(ctx, name)),
-                        ty};
+                                       FlatSymbolRefAttr::get(ctx, name)),
+                    ty};
     }
     case NameInfo::Let: {
       auto cached = rc.letCache.find(name);
@@ -994,38 +980,33 @@ FailureOr<TValue> MLIRGenImpl::emitIdent(const IdentExpr &e,
   return failure();
 }
 
-FailureOr<TValue> MLIRGenImpl::emitUnary(const UnaryExpr &e,
-                                             RegionCtx &rc) {
+FailureOr<TValue> MLIRGenImpl::emitUnary(const UnaryExpr &e, RegionCtx &rc) {
   Location l = loc(e.getLoc());
   FailureOr<TValue> v = emit(*e.operand, rc);
   if (failed(v))
     return failure();
   if (e.op == '!') {
     if (v->ty != Ty::Bool) {
-      emitError(e.getLoc()) << "'!' needs a bool operand, got "
-                            << tyName(v->ty);
+      emitError(e.getLoc())
+          << "'!' needs a bool operand, got " << tyName(v->ty);
       return failure();
     }
-    Value t = arith::ConstantOp::create(rc.builder, l,
-                                        rc.builder.getBoolAttr(true));
-    return TValue{arith::XOrIOp::create(rc.builder, l, v->value, t),
-                      Ty::Bool};
+    Value t =
+        arith::ConstantOp::create(rc.builder, l, rc.builder.getBoolAttr(true));
+    return TValue{arith::XOrIOp::create(rc.builder, l, v->value, t), Ty::Bool};
   }
   if (v->ty == Ty::Bool) {
     emitError(e.getLoc()) << "unary '-' needs a number, got bool";
     return failure();
   }
   if (v->ty == Ty::Float)
-    return TValue{arith::NegFOp::create(rc.builder, l, v->value),
-                      Ty::Float};
-  Value zero = arith::ConstantOp::create(rc.builder, l,
-                                         rc.builder.getI64IntegerAttr(0));
-  return TValue{arith::SubIOp::create(rc.builder, l, zero, v->value),
-                    Ty::Int};
+    return TValue{arith::NegFOp::create(rc.builder, l, v->value), Ty::Float};
+  Value zero =
+      arith::ConstantOp::create(rc.builder, l, rc.builder.getI64IntegerAttr(0));
+  return TValue{arith::SubIOp::create(rc.builder, l, zero, v->value), Ty::Int};
 }
 
-FailureOr<TValue> MLIRGenImpl::emitBinary(const BinaryExpr &e,
-                                              RegionCtx &rc) {
+FailureOr<TValue> MLIRGenImpl::emitBinary(const BinaryExpr &e, RegionCtx &rc) {
   Location l = loc(e.getLoc());
   FailureOr<TValue> lhs = emit(*e.lhs, rc);
   if (failed(lhs))
@@ -1042,10 +1023,9 @@ FailureOr<TValue> MLIRGenImpl::emitBinary(const BinaryExpr &e,
                             << tyName(lhs->ty) << " and " << tyName(rhs->ty);
       return failure();
     }
-    Value r = op == "&&" ? Value(arith::AndIOp::create(b, l, lhs->value,
-                                                       rhs->value))
-                         : Value(arith::OrIOp::create(b, l, lhs->value,
-                                                      rhs->value));
+    Value r = op == "&&"
+                  ? Value(arith::AndIOp::create(b, l, lhs->value, rhs->value))
+                  : Value(arith::OrIOp::create(b, l, lhs->value, rhs->value));
     return TValue{r, Ty::Bool};
   }
 
@@ -1053,9 +1033,10 @@ FailureOr<TValue> MLIRGenImpl::emitBinary(const BinaryExpr &e,
                op == "==" || op == "!=";
   if (isCmp && lhs->ty == Ty::Bool && rhs->ty == Ty::Bool &&
       (op == "==" || op == "!=")) {
-    auto pred = op == "==" ? arith::CmpIPredicate::eq : arith::CmpIPredicate::ne;
-    return TValue{
-        arith::CmpIOp::create(b, l, pred, lhs->value, rhs->value), Ty::Bool};
+    auto pred =
+        op == "==" ? arith::CmpIPredicate::eq : arith::CmpIPredicate::ne;
+    return TValue{arith::CmpIOp::create(b, l, pred, lhs->value, rhs->value),
+                  Ty::Bool};
   }
   if (lhs->ty == Ty::Bool || rhs->ty == Ty::Bool) {
     emitError(e.getLoc()) << "'" << op << "' needs numbers, got "
@@ -1073,9 +1054,8 @@ FailureOr<TValue> MLIRGenImpl::emitBinary(const BinaryExpr &e,
                       .Case(">=", arith::CmpIPredicate::sge)
                       .Case("==", arith::CmpIPredicate::eq)
                       .Default(arith::CmpIPredicate::ne);
-      return TValue{
-          arith::CmpIOp::create(b, l, pred, lhs->value, rhs->value),
-          Ty::Bool};
+      return TValue{arith::CmpIOp::create(b, l, pred, lhs->value, rhs->value),
+                    Ty::Bool};
     }
     auto pred = llvm::StringSwitch<arith::CmpFPredicate>(op)
                     .Case("<", arith::CmpFPredicate::OLT)
@@ -1085,16 +1065,16 @@ FailureOr<TValue> MLIRGenImpl::emitBinary(const BinaryExpr &e,
                     .Case("==", arith::CmpFPredicate::OEQ)
                     .Default(arith::CmpFPredicate::UNE);
     return TValue{arith::CmpFOp::create(b, l, pred, toFloat(*lhs, rc, l),
-                                            toFloat(*rhs, rc, l)),
-                      Ty::Bool};
+                                        toFloat(*rhs, rc, l)),
+                  Ty::Bool};
   }
 
   if (op == "//" || op == "%") {
     if (!bothInt) {
-      emitError(e.getLoc()) << "'" << op << "' needs int operands, got "
-                            << tyName(lhs->ty) << " and " << tyName(rhs->ty)
-                            << (op == "//" ? "; use '/' for float division"
-                                           : "");
+      emitError(e.getLoc())
+          << "'" << op << "' needs int operands, got " << tyName(lhs->ty)
+          << " and " << tyName(rhs->ty)
+          << (op == "//" ? "; use '/' for float division" : "");
       return failure();
     }
     Value q = arith::FloorDivSIOp::create(b, l, lhs->value, rhs->value);
@@ -1105,9 +1085,9 @@ FailureOr<TValue> MLIRGenImpl::emitBinary(const BinaryExpr &e,
     return TValue{arith::SubIOp::create(b, l, lhs->value, prod), Ty::Int};
   }
   if (op == "/") {
-    return TValue{arith::DivFOp::create(b, l, toFloat(*lhs, rc, l),
-                                            toFloat(*rhs, rc, l)),
-                      Ty::Float};
+    return TValue{
+        arith::DivFOp::create(b, l, toFloat(*lhs, rc, l), toFloat(*rhs, rc, l)),
+        Ty::Float};
   }
   if (bothInt) {
     Value r;
@@ -1154,8 +1134,8 @@ FailureOr<TValue> MLIRGenImpl::emitCall(const CallExpr &e, RegionCtx &rc) {
   auto arity = [&](size_t n) -> LogicalResult {
     for (const Arg &a : e.args)
       if (!a.name.empty()) {
-        emitError(a.nameLoc) << "'" << callee
-                             << "' does not take named arguments";
+        emitError(a.nameLoc)
+            << "'" << callee << "' does not take named arguments";
         return failure();
       }
     if (e.args.size() == n)
@@ -1222,9 +1202,9 @@ FailureOr<TValue> MLIRGenImpl::emitCall(const CallExpr &e, RegionCtx &rc) {
     if (failed(y))
       return failure();
     if (callee == "pow")
-      return TValue{math::PowFOp::create(b, l, toFloat(*x, rc, l),
-                                             toFloat(*y, rc, l)),
-                        Ty::Float};
+      return TValue{
+          math::PowFOp::create(b, l, toFloat(*x, rc, l), toFloat(*y, rc, l)),
+          Ty::Float};
     if (x->ty == Ty::Int && y->ty == Ty::Int) {
       Value r = callee == "min"
                     ? Value(arith::MinSIOp::create(b, l, x->value, y->value))
@@ -1232,9 +1212,8 @@ FailureOr<TValue> MLIRGenImpl::emitCall(const CallExpr &e, RegionCtx &rc) {
       return TValue{r, Ty::Int};
     }
     Value fx = toFloat(*x, rc, l), fy = toFloat(*y, rc, l);
-    Value r = callee == "min"
-                  ? Value(arith::MinimumFOp::create(b, l, fx, fy))
-                  : Value(arith::MaximumFOp::create(b, l, fx, fy));
+    Value r = callee == "min" ? Value(arith::MinimumFOp::create(b, l, fx, fy))
+                              : Value(arith::MaximumFOp::create(b, l, fx, fy));
     return TValue{r, Ty::Float};
   }
   if (callee == "select") {
@@ -1255,17 +1234,17 @@ FailureOr<TValue> MLIRGenImpl::emitCall(const CallExpr &e, RegionCtx &rc) {
     if (failed(y))
       return failure();
     if (x->ty == y->ty)
-      return TValue{
-          arith::SelectOp::create(b, l, c->value, x->value, y->value), x->ty};
+      return TValue{arith::SelectOp::create(b, l, c->value, x->value, y->value),
+                    x->ty};
     if (x->ty == Ty::Bool || y->ty == Ty::Bool) {
-      emitError(e.getLoc()) << "select's branches have different types: "
-                            << tyName(x->ty) << " and " << tyName(y->ty);
+      emitError(e.getLoc())
+          << "select's branches have different types: " << tyName(x->ty)
+          << " and " << tyName(y->ty);
       return failure();
     }
-    return TValue{arith::SelectOp::create(b, l, c->value,
-                                              toFloat(*x, rc, l),
-                                              toFloat(*y, rc, l)),
-                      Ty::Float};
+    return TValue{arith::SelectOp::create(b, l, c->value, toFloat(*x, rc, l),
+                                          toFloat(*y, rc, l)),
+                  Ty::Float};
   }
   auto it = names.find(callee);
   if (it != names.end() && it->second.kind == NameInfo::Input) {
@@ -1280,9 +1259,9 @@ FailureOr<TValue> MLIRGenImpl::emitCall(const CallExpr &e, RegionCtx &rc) {
 /// Whether `e` subscripts a tensor named `name` (`doc[b, q_idx]`).
 static bool subscripts(const Expr &e, llvm::StringRef name) {
   if (auto *s = llvm::dyn_cast<SubscriptExpr>(&e))
-    return s->tensor == name ||
-           llvm::any_of(s->indices,
-                        [&](const ExprPtr &i) { return subscripts(*i, name); });
+    return s->tensor == name || llvm::any_of(s->indices, [&](const ExprPtr &i) {
+             return subscripts(*i, name);
+           });
   if (auto *u = llvm::dyn_cast<UnaryExpr>(&e))
     return subscripts(*u->operand, name);
   if (auto *b = llvm::dyn_cast<BinaryExpr>(&e))
@@ -1294,9 +1273,8 @@ static bool subscripts(const Expr &e, llvm::StringRef name) {
 }
 
 FailureOr<TValue> MLIRGenImpl::expandPattern(const LibraryPattern &pat,
-                                                 const CallExpr *call,
-                                                 llvm::SMLoc at,
-                                                 RegionCtx &rc) {
+                                             const CallExpr *call,
+                                             llvm::SMLoc at, RegionCtx &rc) {
   // Bind arguments: positional first, then named, then defaults.
   llvm::SmallVector<const Expr *> bound(pat.params.size(), nullptr);
   size_t numArgs = call ? call->args.size() : 0;
@@ -1306,8 +1284,8 @@ FailureOr<TValue> MLIRGenImpl::expandPattern(const LibraryPattern &pat,
     if (!a.name.empty()) {
       auto pit = llvm::find(pat.params, a.name);
       if (pit == pat.params.end()) {
-        emitError(a.nameLoc) << "'" << pat.name << "' has no argument named '"
-                             << a.name << "'";
+        emitError(a.nameLoc)
+            << "'" << pat.name << "' has no argument named '" << a.name << "'";
         return failure();
       }
       slot = pit - pat.params.begin();
@@ -1350,8 +1328,8 @@ FailureOr<TValue> MLIRGenImpl::expandPattern(const LibraryPattern &pat,
                       : Ty::Int;
         if (v->ty != want) {
           emitError(a.value->getLoc())
-              << "argument '" << param << "' of '" << pat.name
-              << "' must be " << tyName(want) << ", got " << tyName(v->ty);
+              << "argument '" << param << "' of '" << pat.name << "' must be "
+              << tyName(want) << ", got " << tyName(v->ty);
           return failure();
         }
       }
@@ -1362,8 +1340,8 @@ FailureOr<TValue> MLIRGenImpl::expandPattern(const LibraryPattern &pat,
     if (bound[i])
       continue;
     if (i < pat.numRequired) {
-      emitError(at) << "'" << pat.name << "' needs argument '"
-                    << pat.params[i] << "'";
+      emitError(at) << "'" << pat.name << "' needs argument '" << pat.params[i]
+                    << "'";
       return failure();
     }
     bound[i] = pat.defaults[i - pat.numRequired].get();
@@ -1404,7 +1382,7 @@ FailureOr<TValue> MLIRGenImpl::expandPattern(const LibraryPattern &pat,
 }
 
 FailureOr<TValue> MLIRGenImpl::emitSubscript(const SubscriptExpr &e,
-                                                 RegionCtx &rc) {
+                                             RegionCtx &rc) {
   if (!canonicalInputDims(e.tensor).empty()) {
     emitError(e.getLoc()) << "'" << e.tensor
                           << "' cannot be indexed: q, k and v enter only "
@@ -1432,15 +1410,15 @@ FailureOr<TValue> MLIRGenImpl::emitSubscript(const SubscriptExpr &e,
     if (failed(v))
       return failure();
     if (v->ty != Ty::Int) {
-      emitError(i->getLoc()) << "tensor indices must be int, got "
-                             << tyName(v->ty);
+      emitError(i->getLoc())
+          << "tensor indices must be int, got " << tyName(v->ty);
       return failure();
     }
     indices.push_back(v->value);
   }
   bool isInt = in.dtype == "i32";
-  Type elt = isInt ? Type(rc.builder.getI32Type())
-                   : Type(rc.builder.getF32Type());
+  Type elt =
+      isInt ? Type(rc.builder.getI32Type()) : Type(rc.builder.getF32Type());
   Location l = loc(e.getLoc());
   Value v = LoadOp::create(rc.builder, l, elt,
                            FlatSymbolRefAttr::get(ctx, in.name), indices);

@@ -119,8 +119,8 @@ std::string mlir::attn::gatherInputs(SpecOp spec,
         std::string list;
         for (const std::string &k : known)
           list += (list.empty() ? "" : ", ") + k;
-        return "--shape: unknown dim '" + name + "' (this spec's dims: " +
-               list + ")";
+        return "--shape: unknown dim '" + name +
+               "' (this spec's dims: " + list + ")";
       }
       auto [it, inserted] = dims.emplace(name, size);
       if (!inserted && it->second != size)
@@ -195,21 +195,12 @@ std::string mlir::attn::gatherInputs(SpecOp spec,
   return "";
 }
 
-std::string mlir::attn::runSpec(SpecOp spec, const RunOptions &opts,
-                                llvm::raw_ostream &os) {
-  ::attn::Signature sig = getSignature(spec);
-  std::map<std::string, HostArray> inputs;
-  std::set<std::string> fromFile;
-  if (std::string err = gatherInputs(spec, opts.inputs, opts.shape, opts.seed,
-                                     inputs, &fromFile);
-      !err.empty())
-    return err;
-
-  // Outputs requested.
-  std::map<std::string, std::string> outputs;
+std::string
+mlir::attn::parseOutputs(SpecOp spec, const std::vector<std::string> &given,
+                         std::map<std::string, std::string> &outputs) {
   AttentionOp att = spec.getAttention();
   bool isSoftmax = att && att.getNormalizer() == NormalizerKind::softmax;
-  for (const std::string &kv : opts.outputs) {
+  for (const std::string &kv : given) {
     std::string name, path;
     if (std::string err = splitKV(kv, "--output", name, path); !err.empty())
       return err;
@@ -223,17 +214,30 @@ std::string mlir::attn::runSpec(SpecOp spec, const RunOptions &opts,
              ")";
     outputs[name] = path;
   }
+  return "";
+}
 
-  if (!opts.reference)
-    os << "note: no compiled backend yet; running the float64 reference\n";
+std::string mlir::attn::runSpec(SpecOp spec, const RunOptions &opts,
+                                llvm::raw_ostream &os) {
+  ::attn::Signature sig = getSignature(spec);
+  std::map<std::string, HostArray> inputs;
+  std::set<std::string> fromFile;
+  if (std::string err = gatherInputs(spec, opts.inputs, opts.shape, opts.seed,
+                                     inputs, &fromFile);
+      !err.empty())
+    return err;
+
+  std::map<std::string, std::string> outputs;
+  if (std::string err = parseOutputs(spec, opts.outputs, outputs); !err.empty())
+    return err;
+
   ReferenceOutputs result;
   auto start = std::chrono::steady_clock::now();
   std::string err = evaluateReference(spec, inputs, result);
   auto stop = std::chrono::steady_clock::now();
   if (!err.empty())
     return err;
-  double ms =
-      std::chrono::duration<double, std::milli>(stop - start).count();
+  double ms = std::chrono::duration<double, std::milli>(stop - start).count();
 
   // Summary.
   os << "spec: " << spec.getSymName();

@@ -113,7 +113,8 @@ makeTargetMachine(const CPUTarget &t, std::string &error) {
   initLLVM();
   llvm::Triple triple(t.triple.empty() ? llvm::sys::getDefaultTargetTriple()
                                        : t.triple);
-  const llvm::Target *target = llvm::TargetRegistry::lookupTarget(triple, error);
+  const llvm::Target *target =
+      llvm::TargetRegistry::lookupTarget(triple, error);
   if (!target)
     return nullptr;
   llvm::TargetOptions options;
@@ -160,8 +161,12 @@ translate(ModuleOp module, llvm::LLVMContext &ctx, llvm::TargetMachine &tm,
   return llvmModule;
 }
 
-std::string mlir::attn::emitLLVMIR(ModuleOp module, const CPUTarget &target,
-                                   std::string &ir) {
+/// Translates and optimizes `module` for `target`, then hands the LLVM
+/// module and target machine to `emit`. Returns "" or an error.
+static std::string withOptimizedModule(
+    ModuleOp module, const CPUTarget &target,
+    llvm::function_ref<std::string(llvm::Module &, llvm::TargetMachine &)>
+        emit) {
   std::string error;
   auto tm = makeTargetMachine(target, error);
   if (!tm)
@@ -170,28 +175,31 @@ std::string mlir::attn::emitLLVMIR(ModuleOp module, const CPUTarget &target,
   auto llvmModule = translate(module, ctx, *tm, target.optLevel, error);
   if (!llvmModule)
     return error;
-  llvm::raw_string_ostream os(ir);
-  llvmModule->print(os, nullptr);
-  return "";
+  return emit(*llvmModule, *tm);
+}
+
+std::string mlir::attn::emitLLVMIR(ModuleOp module, const CPUTarget &target,
+                                   std::string &ir) {
+  return withOptimizedModule(module, target,
+                             [&](llvm::Module &m, llvm::TargetMachine &) {
+                               llvm::raw_string_ostream os(ir);
+                               m.print(os, nullptr);
+                               return std::string();
+                             });
 }
 
 std::string mlir::attn::emitObject(ModuleOp module, const CPUTarget &target,
                                    llvm::SmallVectorImpl<char> &object) {
-  std::string error;
-  auto tm = makeTargetMachine(target, error);
-  if (!tm)
-    return error;
-  llvm::LLVMContext ctx;
-  auto llvmModule = translate(module, ctx, *tm, target.optLevel, error);
-  if (!llvmModule)
-    return error;
-  llvm::raw_svector_ostream os(object);
-  llvm::legacy::PassManager pm;
-  if (tm->addPassesToEmitFile(pm, os, nullptr,
-                              llvm::CodeGenFileType::ObjectFile))
-    return "the target cannot emit object files";
-  pm.run(*llvmModule);
-  return "";
+  return withOptimizedModule(
+      module, target, [&](llvm::Module &m, llvm::TargetMachine &tm) {
+        llvm::raw_svector_ostream os(object);
+        llvm::legacy::PassManager pm;
+        if (tm.addPassesToEmitFile(pm, os, nullptr,
+                                   llvm::CodeGenFileType::ObjectFile))
+          return std::string("the target cannot emit object files");
+        pm.run(m);
+        return std::string();
+      });
 }
 
 std::string mlir::attn::linkSharedLibrary(llvm::StringRef objectPath,

@@ -60,8 +60,8 @@ public:
 
   /// The class of tile [q0, q1) x [k0, k1) of (b, h). An empty tile
   /// (q0 >= q1 or k0 >= k1) is Empty. Not thread-safe (lookup caches).
-  BlockClass classify(int64_t b, int64_t h, int64_t q0, int64_t q1,
-                      int64_t k0, int64_t k1);
+  BlockClass classify(int64_t b, int64_t h, int64_t q0, int64_t q1, int64_t k0,
+                      int64_t k1);
 
   /// True when the mask region is empty (every element visible).
   bool isDense() const;

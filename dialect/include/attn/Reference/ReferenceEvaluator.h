@@ -49,9 +49,10 @@ struct ReferenceOutputs {
 /// a outer)], pos_neg [x, -x]; a per-feature gate's d indexes that order.
 /// With `exclusive` and `normalize` the denominator is φq·(z + u ⊙ φk).
 /// Linear specs have no lse.
-std::string evaluateReference(
-    SpecOp spec, const std::map<std::string, ::attn::HostArray> &inputs,
-    ReferenceOutputs &out);
+std::string
+evaluateReference(SpecOp spec,
+                  const std::map<std::string, ::attn::HostArray> &inputs,
+                  ReferenceOutputs &out);
 
 /// Evaluates only the params (for reporting and random-input generation).
 std::string evaluateParams(SpecOp spec, const ::attn::DimBinding &dims,
@@ -77,8 +78,8 @@ public:
   /// mask[(i - q0) * (k1 - k0) + (j - k0)] = 1 where key j is visible to
   /// query i, for i in [q0, q1), j in [k0, k1). Returns "" or a message (an
   /// index out of range in a lookup, a division by zero, ...).
-  std::string evaluate(int64_t b, int64_t h, int64_t q0, int64_t q1,
-                       int64_t k0, int64_t k1, uint8_t *mask);
+  std::string evaluate(int64_t b, int64_t h, int64_t q0, int64_t q1, int64_t k0,
+                       int64_t k1, uint8_t *mask);
 
 private:
   struct Impl;

@@ -36,6 +36,11 @@ struct RunOptions {
 std::string runSpec(SpecOp spec, const RunOptions &options,
                     llvm::raw_ostream &os);
 
+/// Parses `--output NAME=FILE.npy` arguments (o, and lse for softmax specs)
+/// into `outputs`. Returns "" or a one-line error message.
+std::string parseOutputs(SpecOp spec, const std::vector<std::string> &given,
+                         std::map<std::string, std::string> &outputs);
+
 /// The input gathering of `attnc run` (shared with `attnc show-mask`): reads
 /// `given` ("name=file.npy") and checks each against the signature, binds
 /// dims from them, then `shape` ("B=1,N=..."), then the defaults, and makes

@@ -43,7 +43,6 @@ namespace {
 
 using P = arith::CmpIPredicate;
 
-
 class KernelBuilder : public KernelBase {
 public:
   KernelBuilder(SpecOp spec, ModuleOp module)
@@ -101,8 +100,7 @@ private:
 } // namespace
 
 void KernelBuilder::emitPrologue(func::FuncOp fn) {
-  Block *entry = fn.addEntryBlock();
-  b.setInsertionPointToStart(entry);
+  Block *entry = &fn.getBody().front();
   q = entry->getArgument(0);
   k = entry->getArgument(1);
   v = entry->getArgument(2);
@@ -577,30 +575,7 @@ LogicalResult KernelBuilder::build() {
                               "attn-tile-attention first";
   kind = att.getNormalizer();
   deferFinish = !att.getScore().empty() || !att.getMask().empty();
-  MLIRContext *ctx = b.getContext();
-  Type f32 = b.getF32Type();
-  SmallVector<Type> args;
-  for (StringRef name : {"q", "k", "v"}) {
-    Type elt = f32;
-    for (InputOp in : spec.getBodyBlock().getOps<InputOp>())
-      if (in.getSymName() == name)
-        elt = in.getElementType();
-    if (!elt.isF32() && !elt.isBF16() && !elt.isF16())
-      return att.emitError() << "CPU backend: input '" << name << "' of type "
-                             << elt << " is not supported";
-    args.push_back(stridedType(ctx, 4, elt));
-  }
-  args.push_back(stridedType(ctx, 4, f32)); // o
-  args.push_back(stridedType(ctx, 3, f32)); // lse
-  for (InputOp in : spec.getBodyBlock().getOps<InputOp>())
-    if (canonicalInputDims(in.getSymName()).empty())
-      args.push_back(
-          stridedType(ctx, in.getDims().size(), in.getElementType()));
-  args.push_back(b.getI64Type());
-  args.push_back(b.getI64Type());
-  std::string name = ("attn_" + spec.getSymName() + "_tiles").str();
-  auto fn = func::FuncOp::create(b, name, FunctionType::get(ctx, args, {}));
-  fn->setAttr("llvm.emit_c_interface", UnitAttr::get(ctx));
+  auto fn = createKernelFunc(spec);
   emitPrologue(fn);
   Block &entry = fn.getBody().front();
   Value begin = toIdx(entry.getArgument(entry.getNumArguments() - 2));

@@ -14,6 +14,32 @@ MemRefType mlir::attn::cpu::stridedType(MLIRContext *ctx, int64_t rank,
       dyn, elt, StridedLayoutAttr::get(ctx, ShapedType::kDynamic, dyn));
 }
 
+func::FuncOp KernelBase::createKernelFunc(SpecOp spec) {
+  MLIRContext *ctx = b.getContext();
+  Type f32 = b.getF32Type();
+  SmallVector<Type> args;
+  for (StringRef name : {"q", "k", "v"}) {
+    Type elt = f32; // the verifier allows f32, bf16 and f16
+    for (InputOp in : spec.getBodyBlock().getOps<InputOp>())
+      if (in.getSymName() == name)
+        elt = in.getElementType();
+    args.push_back(stridedType(ctx, 4, elt));
+  }
+  args.push_back(stridedType(ctx, 4, f32)); // o
+  args.push_back(stridedType(ctx, 3, f32)); // lse
+  for (InputOp in : spec.getBodyBlock().getOps<InputOp>())
+    if (canonicalInputDims(in.getSymName()).empty())
+      args.push_back(
+          stridedType(ctx, in.getDims().size(), in.getElementType()));
+  args.push_back(b.getI64Type());
+  args.push_back(b.getI64Type());
+  std::string name = ("attn_" + spec.getSymName() + "_tiles").str();
+  auto fn = func::FuncOp::create(b, name, FunctionType::get(ctx, args, {}));
+  fn->setAttr("llvm.emit_c_interface", UnitAttr::get(ctx));
+  b.setInsertionPointToStart(fn.addEntryBlock());
+  return fn;
+}
+
 void KernelBase::bindEnv(SpecOp spec, Block *entry, unsigned firstAux,
                          KernelEnv &env) {
   auto dimOf = [&](Value m, int64_t d) {

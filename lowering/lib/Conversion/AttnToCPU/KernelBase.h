@@ -24,7 +24,8 @@ MemRefType stridedType(MLIRContext *ctx, int64_t rank, Type elt);
 
 class KernelBase {
 protected:
-  KernelBase(Location loc, MLIRContext *ctx, int64_t vl) : b(loc, ctx), vl(vl) {}
+  KernelBase(Location loc, MLIRContext *ctx, int64_t vl)
+      : b(loc, ctx), vl(vl) {}
 
   // Small helpers.
   Value ci64(int64_t v) {
@@ -76,6 +77,10 @@ protected:
     body();
   }
 
+  /// Creates, at the builder, the kernel function `attn_<name>_tiles(q, k, v,
+  /// o, lse, aux..., begin, end)` over strided memrefs with its entry block,
+  /// and leaves the builder at the start of that block.
+  func::FuncOp createKernelFunc(SpecOp spec);
 
   /// Binds the canonical dims (from q, k, v = entry args 0..2), the aux
   /// inputs (entry args from `firstAux` on, in declaration order) with

@@ -34,8 +34,8 @@ class LinearKernelBuilder : public KernelBase {
 public:
   LinearKernelBuilder(SpecOp spec, ModuleOp module, int64_t vectorWidth,
                       int64_t chunk)
-      : KernelBase(spec.getLoc(), module.getContext(), vectorWidth),
-        spec(spec), op(spec.getLinearAttention()), chunk(chunk) {
+      : KernelBase(spec.getLoc(), module.getContext(), vectorWidth), spec(spec),
+        op(spec.getLinearAttention()), chunk(chunk) {
     b.setInsertionPointToEnd(module.getBody());
   }
   LogicalResult build();
@@ -81,10 +81,10 @@ Value LinearKernelBuilder::dphi(FeatureMapKind kind) {
     return arith::MulIOp::create(b, Dqk, cidx(2));
   case FeatureMapKind::taylor2: {
     // 1 + D + D(D+1)/2
-    Value dd = arith::MulIOp::create(b, Dqk, arith::AddIOp::create(b, Dqk, cidx(1)));
-    return arith::AddIOp::create(
-        b, arith::AddIOp::create(b, cidx(1), Dqk),
-        arith::DivUIOp::create(b, dd, cidx(2)));
+    Value dd =
+        arith::MulIOp::create(b, Dqk, arith::AddIOp::create(b, Dqk, cidx(1)));
+    return arith::AddIOp::create(b, arith::AddIOp::create(b, cidx(1), Dqk),
+                                 arith::DivUIOp::create(b, dd, cidx(2)));
   }
   case FeatureMapKind::random:
     return memref::DimOp::create(b, env.aux.lookup(*op.getProjection()), 0);
@@ -114,13 +114,13 @@ void LinearKernelBuilder::emitFeatureMap(FeatureMapKind kind, Value mem,
   case FeatureMapKind::l2norm: {
     auto sq = loop(cidx(0), Dqk, cidx(1), {zero}, [&](Value i, ValueRange acc) {
       Value xi = x(i);
-      return SmallVector<Value>{arith::AddFOp::create(
-          b, acc[0], arith::MulFOp::create(b, xi, xi))};
+      return SmallVector<Value>{
+          arith::AddFOp::create(b, acc[0], arith::MulFOp::create(b, xi, xi))};
     });
     Value norm = math::SqrtOp::create(b, sq.getResult(0));
     Value pos = arith::CmpFOp::create(b, arith::CmpFPredicate::OGT, norm, zero);
-    Value inv = arith::SelectOp::create(b, pos, arith::DivFOp::create(b, one, norm),
-                                        zero);
+    Value inv = arith::SelectOp::create(
+        b, pos, arith::DivFOp::create(b, one, norm), zero);
     loop(cidx(0), Dqk, cidx(1), {}, [&](Value i, ValueRange) {
       store(arith::MulFOp::create(b, x(i), inv), i);
       return SmallVector<Value>{};
@@ -143,14 +143,16 @@ void LinearKernelBuilder::emitFeatureMap(FeatureMapKind kind, Value mem,
     Value base = arith::AddIOp::create(b, cidx(1), Dqk);
     loop(cidx(0), Dqk, cidx(1), {base}, [&](Value a, ValueRange idx0) {
       Value xa = x(a);
-      auto inner = loop(a, Dqk, cidx(1), {idx0[0]}, [&](Value c, ValueRange idx) {
-        Value xc = x(c);
-        Value isDiag = arith::CmpIOp::create(b, P::eq, a, c);
-        Value f = arith::SelectOp::create(b, isDiag, sDiag, sOff);
-        store(arith::MulFOp::create(b, arith::MulFOp::create(b, xa, xc), f),
-              idx[0]);
-        return SmallVector<Value>{arith::AddIOp::create(b, idx[0], cidx(1))};
-      });
+      auto inner =
+          loop(a, Dqk, cidx(1), {idx0[0]}, [&](Value c, ValueRange idx) {
+            Value xc = x(c);
+            Value isDiag = arith::CmpIOp::create(b, P::eq, a, c);
+            Value f = arith::SelectOp::create(b, isDiag, sDiag, sOff);
+            store(arith::MulFOp::create(b, arith::MulFOp::create(b, xa, xc), f),
+                  idx[0]);
+            return SmallVector<Value>{
+                arith::AddIOp::create(b, idx[0], cidx(1))};
+          });
       return SmallVector<Value>{inner.getResult(0)};
     });
     return;
@@ -163,19 +165,20 @@ void LinearKernelBuilder::emitFeatureMap(FeatureMapKind kind, Value mem,
         b, one, math::SqrtOp::create(b, math::SqrtOp::create(b, dF)));
     auto sq = loop(cidx(0), Dqk, cidx(1), {zero}, [&](Value i, ValueRange acc) {
       Value xi = arith::MulFOp::create(b, x(i), s);
-      return SmallVector<Value>{arith::AddFOp::create(
-          b, acc[0], arith::MulFOp::create(b, xi, xi))};
+      return SmallVector<Value>{
+          arith::AddFOp::create(b, acc[0], arith::MulFOp::create(b, xi, xi))};
     });
     Value half = arith::MulFOp::create(b, sq.getResult(0), cf32(0.5));
     Value rF = arith::UIToFPOp::create(b, b.getF32Type(), toI64(R));
     Value invSqrtR = arith::DivFOp::create(b, one, math::SqrtOp::create(b, rF));
     loop(cidx(0), R, cidx(1), {}, [&](Value r, ValueRange) {
-      auto dot = loop(cidx(0), Dqk, cidx(1), {zero}, [&](Value i, ValueRange acc) {
-        Value xi = arith::MulFOp::create(b, x(i), s);
-        Value w = memref::LoadOp::create(b, W, ValueRange{r, i});
-        return SmallVector<Value>{arith::AddFOp::create(
-            b, acc[0], arith::MulFOp::create(b, w, xi))};
-      });
+      auto dot =
+          loop(cidx(0), Dqk, cidx(1), {zero}, [&](Value i, ValueRange acc) {
+            Value xi = arith::MulFOp::create(b, x(i), s);
+            Value w = memref::LoadOp::create(b, W, ValueRange{r, i});
+            return SmallVector<Value>{arith::AddFOp::create(
+                b, acc[0], arith::MulFOp::create(b, w, xi))};
+          });
       Value e = math::ExpOp::create(
           b, arith::SubFOp::create(b, dot.getResult(0), half));
       store(arith::MulFOp::create(b, e, invSqrtR), r);
@@ -191,7 +194,8 @@ void LinearKernelBuilder::emitFeatureMap(FeatureMapKind kind, Value mem,
     Value xi = x(i), y = xi;
     auto sigmoid = [&](Value a) {
       Value e = math::ExpOp::create(b, arith::NegFOp::create(b, a));
-      return Value(arith::DivFOp::create(b, one, arith::AddFOp::create(b, one, e)));
+      return Value(
+          arith::DivFOp::create(b, one, arith::AddFOp::create(b, one, e)));
     };
     switch (kind) {
     case FeatureMapKind::elu_plus_one: {
@@ -225,7 +229,6 @@ void LinearKernelBuilder::emitFeatureMap(FeatureMapKind kind, Value mem,
   });
 }
 
-
 void LinearKernelBuilder::gemm(Value rows, Value nCols,
                                function_ref<Value(Value)> kEnd,
                                function_ref<Value(Value, Value)> a,
@@ -257,8 +260,10 @@ void LinearKernelBuilder::gemm(Value rows, Value nCols,
         store(arith::AddIOp::create(b, r0, cidx(i)),
               arith::AddIOp::create(b, c0, cidx(j)), f.getResult(i * nc + j));
   };
-  Value rFull = arith::SubIOp::create(b, rows, arith::RemUIOp::create(b, rows, cidx(R)));
-  Value cFull = arith::SubIOp::create(b, nCols, arith::RemUIOp::create(b, nCols, cidx(CV)));
+  Value rFull =
+      arith::SubIOp::create(b, rows, arith::RemUIOp::create(b, rows, cidx(R)));
+  Value cFull = arith::SubIOp::create(
+      b, nCols, arith::RemUIOp::create(b, nCols, cidx(CV)));
   auto rowsLoop = [&](Value lb, Value ub, int64_t nr) {
     loop(lb, ub, cidx(nr), {}, [&](Value r0, ValueRange) {
       loop(cidx(0), cFull, cidx(CV), {}, [&](Value c0, ValueRange) {
@@ -277,29 +282,9 @@ void LinearKernelBuilder::gemm(Value rows, Value nCols,
 }
 
 LogicalResult LinearKernelBuilder::build() {
-  MLIRContext *ctx = b.getContext();
   Type f32 = b.getF32Type();
-  SmallVector<Type> args;
-  for (StringRef name : {"q", "k", "v"}) {
-    Type elt = f32;
-    for (InputOp in : spec.getBodyBlock().getOps<InputOp>())
-      if (in.getSymName() == name)
-        elt = in.getElementType();
-    args.push_back(stridedType(ctx, 4, elt));
-  }
-  args.push_back(stridedType(ctx, 4, f32)); // o
-  args.push_back(stridedType(ctx, 3, f32)); // lse (unused: no lse)
-  for (InputOp in : spec.getBodyBlock().getOps<InputOp>())
-    if (canonicalInputDims(in.getSymName()).empty())
-      args.push_back(
-          stridedType(ctx, in.getDims().size(), in.getElementType()));
-  args.push_back(b.getI64Type());
-  args.push_back(b.getI64Type());
-  std::string name = ("attn_" + spec.getSymName() + "_tiles").str();
-  auto fn = func::FuncOp::create(b, name, FunctionType::get(ctx, args, {}));
-  fn->setAttr("llvm.emit_c_interface", UnitAttr::get(ctx));
-  Block *entry = fn.addEntryBlock();
-  b.setInsertionPointToStart(entry);
+  auto fn = createKernelFunc(spec);
+  Block *entry = &fn.getBody().front();
   q = entry->getArgument(0);
   k = entry->getArgument(1);
   v = entry->getArgument(2);
@@ -382,8 +367,8 @@ LogicalResult LinearKernelBuilder::build() {
     auto den = loop(cidx(0), dq, cidx(1), {zero}, [&](Value d, ValueRange a) {
       Value qd = memref::LoadOp::create(b, phiQ, ValueRange{d});
       Value zd = memref::LoadOp::create(b, z, ValueRange{d});
-      return SmallVector<Value>{arith::AddFOp::create(
-          b, a[0], arith::MulFOp::create(b, qd, zd))};
+      return SmallVector<Value>{
+          arith::AddFOp::create(b, a[0], arith::MulFOp::create(b, qd, zd))};
     });
     Value dn = den.getResult(0);
     if (extra)
@@ -392,7 +377,6 @@ LogicalResult LinearKernelBuilder::build() {
     return arith::SelectOp::create(b, nz, arith::DivFOp::create(b, cf32(1), dn),
                                    zero);
   };
-
 
   // ---------------------------------------------------------------------
   // The chunked form (causal, inclusive, no delta rule). Per chunk of C steps
@@ -445,31 +429,40 @@ LogicalResult LinearKernelBuilder::build() {
     auto vf64 = VectorType::get({vl}, f64);
     Value scalarFactor;
     if (hasGate && !vecGate) {
-      Value hi = hiRow ? Value(memref::LoadOp::create(b, Lc, ValueRange{hiRow, cidx(0)}))
-                       : cf64Zero;
-      Value lo = loRow ? Value(memref::LoadOp::create(b, Lc, ValueRange{loRow, cidx(0)}))
-                       : cf64Zero;
+      Value hi =
+          hiRow
+              ? Value(memref::LoadOp::create(b, Lc, ValueRange{hiRow, cidx(0)}))
+              : cf64Zero;
+      Value lo =
+          loRow
+              ? Value(memref::LoadOp::create(b, Lc, ValueRange{loRow, cidx(0)}))
+              : cf64Zero;
       scalarFactor = expDiff(hi, lo);
     }
     auto body = [&](Value d, bool vec) {
-      Value x = vec ? Value(vector::LoadOp::create(b, vf32(), src, ValueRange{t, d}))
-                    : Value(memref::LoadOp::create(b, src, ValueRange{t, d}));
+      Value x =
+          vec ? Value(vector::LoadOp::create(b, vf32(), src, ValueRange{t, d}))
+              : Value(memref::LoadOp::create(b, src, ValueRange{t, d}));
       if (hasGate && !vecGate) {
-        x = arith::MulFOp::create(b, x, vec ? bcast(scalarFactor) : scalarFactor);
+        x = arith::MulFOp::create(b, x,
+                                  vec ? bcast(scalarFactor) : scalarFactor);
       } else if (vecGate) {
         auto row = [&](Value r) -> Value {
           if (!r)
             return vec ? Value(vector::BroadcastOp::create(b, vf64, cf64Zero))
                        : cf64Zero;
-          return vec ? Value(vector::LoadOp::create(b, vf64, Lc, ValueRange{r, d}))
+          return vec ? Value(vector::LoadOp::create(b, vf64, Lc,
+                                                    ValueRange{r, d}))
                      : Value(memref::LoadOp::create(b, Lc, ValueRange{r, d}));
         };
         Value diff = arith::SubFOp::create(b, row(hiRow), row(loRow));
         diff = arith::MinimumFOp::create(
             b, diff,
-            vec ? Value(vector::BroadcastOp::create(b, vf64, cf64Zero)) : cf64Zero);
+            vec ? Value(vector::BroadcastOp::create(b, vf64, cf64Zero))
+                : cf64Zero);
         Value e = math::ExpOp::create(
-            b, arith::TruncFOp::create(b, vec ? Type(vf32()) : Type(f32), diff));
+            b,
+            arith::TruncFOp::create(b, vec ? Type(vf32()) : Type(f32), diff));
         x = arith::MulFOp::create(b, x, e);
       }
       if (vec)
@@ -477,7 +470,8 @@ LogicalResult LinearKernelBuilder::build() {
       else
         memref::StoreOp::create(b, x, dst, ValueRange{t, d});
     };
-    Value full = arith::SubIOp::create(b, w, arith::RemUIOp::create(b, w, cidx(vl)));
+    Value full =
+        arith::SubIOp::create(b, w, arith::RemUIOp::create(b, w, cidx(vl)));
     loop(cidx(0), full, cidx(vl), {}, [&](Value d, ValueRange) {
       body(d, true);
       return SmallVector<Value>{};
@@ -500,8 +494,9 @@ LogicalResult LinearKernelBuilder::build() {
         emitFeatureMap(op.getFeatureMapK(), k, bIdx, hk, t, phiK);
         loadV(bIdx, hk, t);
         loop(cidx(0), dq, cidx(1), {}, [&](Value d, ValueRange) {
-          memref::StoreOp::create(b, memref::LoadOp::create(b, phiQ, ValueRange{d}),
-                                  Qc, ValueRange{i, d});
+          memref::StoreOp::create(
+              b, memref::LoadOp::create(b, phiQ, ValueRange{d}), Qc,
+              ValueRange{i, d});
           return SmallVector<Value>{};
         });
         loop(cidx(0), dk, cidx(1), {}, [&](Value d, ValueRange) {
@@ -520,8 +515,8 @@ LogicalResult LinearKernelBuilder::build() {
         loop(cidx(0), gw, cidx(1), {}, [&](Value d, ValueRange) {
           Value lg = cf64Zero;
           if (hasGate) {
-            lg = emitRegion(b, op.getGate(),
-                            {bI64, hI64, toI64(t), toI64(d)}, env);
+            lg = emitRegion(b, op.getGate(), {bI64, hI64, toI64(t), toI64(d)},
+                            env);
             lg = arith::MaximumFOp::create(b, lg, floorLog);
           }
           Value prev = cf64Zero;
@@ -553,7 +548,8 @@ LogicalResult LinearKernelBuilder::build() {
       // 2. A[t][s] (s <= t), vectorized along s, in blocks of vl rows. For a
       // row block starting at r0 and the columns s < r0 before it, with the
       // block's first row as reference point:
-      //   A[t][s] = sum_d (phiq[t,d] e^{L[t,d]-L[r0,d]}) (phik[s,d] e^{L[r0,d]-L[s,d]})
+      //   A[t][s] = sum_d (phiq[t,d] e^{L[t,d]-L[r0,d]}) (phik[s,d]
+      //   e^{L[r0,d]-L[s,d]})
       // is a GEMM whose factors are both <= 1 (stable for any gates). The
       // diagonal block takes e^{L[t,d]-L[s,d]} per element.
       auto vidx = VectorType::get({vl}, b.getIndexType());
@@ -588,50 +584,56 @@ LogicalResult LinearKernelBuilder::build() {
                 b, vf64, memref::LoadOp::create(b, Lc, ValueRange{r0, d}));
             loop(cidx(0), r0, cidx(vl), {}, [&](Value s0, ValueRange) {
               Value diff = arith::SubFOp::create(
-                  b, lr, vector::LoadOp::create(b, vf64, Lt, ValueRange{d, s0}));
+                  b, lr,
+                  vector::LoadOp::create(b, vf64, Lt, ValueRange{d, s0}));
               diff = arith::MinimumFOp::create(b, diff, vZero64);
               Value e = math::ExpOp::create(
                   b, arith::TruncFOp::create(b, vf32(), diff));
-              Value kv = vector::LoadOp::create(b, vf32(), Kt, ValueRange{d, s0});
+              Value kv =
+                  vector::LoadOp::create(b, vf32(), Kt, ValueRange{d, s0});
               vector::StoreOp::create(b, arith::MulFOp::create(b, kv, e), Kr,
                                       ValueRange{d, s0});
               return SmallVector<Value>{};
             });
             return SmallVector<Value>{};
           });
-          gemm(rows, rb, [&](Value) { return dk; },
-               [&](Value i, Value d) {
-                 return Value(memref::LoadOp::create(
-                     b, Qh, ValueRange{arith::AddIOp::create(b, r0, i), d}));
-               },
-               [&](Value d, Value sv) {
-                 return Value(vector::LoadOp::create(
-                     b, vf32(), Kr,
-                     ValueRange{d, arith::MulIOp::create(b, sv, cidx(vl))}));
-               },
-               [&](Value, Value) { return zeroV; },
-               [&](Value i, Value sv, Value v) {
-                 vector::StoreOp::create(
-                     b, v, A,
-                     ValueRange{arith::AddIOp::create(b, r0, i),
-                                arith::MulIOp::create(b, sv, cidx(vl))});
-               });
+          gemm(
+              rows, rb, [&](Value) { return dk; },
+              [&](Value i, Value d) {
+                return Value(memref::LoadOp::create(
+                    b, Qh, ValueRange{arith::AddIOp::create(b, r0, i), d}));
+              },
+              [&](Value d, Value sv) {
+                return Value(vector::LoadOp::create(
+                    b, vf32(), Kr,
+                    ValueRange{d, arith::MulIOp::create(b, sv, cidx(vl))}));
+              },
+              [&](Value, Value) { return zeroV; },
+              [&](Value i, Value sv, Value v) {
+                vector::StoreOp::create(
+                    b, v, A,
+                    ValueRange{arith::AddIOp::create(b, r0, i),
+                               arith::MulIOp::create(b, sv, cidx(vl))});
+              });
           // Diagonal block, element-wise decay.
           loop(cidx(0), rows, cidx(1), {}, [&](Value i, ValueRange) {
             Value t = arith::AddIOp::create(b, r0, i);
-            auto acc = loop(cidx(0), dk, cidx(1), {zeroV}, [&](Value d, ValueRange a) {
-              Value qd = memref::LoadOp::create(b, Qc, ValueRange{t, d});
-              Value kv = vector::LoadOp::create(b, vf32(), Kt, ValueRange{d, r0});
-              Value lt = vector::BroadcastOp::create(
-                  b, vf64, memref::LoadOp::create(b, Lc, ValueRange{t, d}));
-              Value diff = arith::SubFOp::create(
-                  b, lt, vector::LoadOp::create(b, vf64, Lt, ValueRange{d, r0}));
-              diff = arith::MinimumFOp::create(b, diff, vZero64);
-              Value e = math::ExpOp::create(
-                  b, arith::TruncFOp::create(b, vf32(), diff));
-              return SmallVector<Value>{vector::FMAOp::create(
-                  b, bcast(qd), arith::MulFOp::create(b, kv, e), a[0])};
-            });
+            auto acc =
+                loop(cidx(0), dk, cidx(1), {zeroV}, [&](Value d, ValueRange a) {
+                  Value qd = memref::LoadOp::create(b, Qc, ValueRange{t, d});
+                  Value kv =
+                      vector::LoadOp::create(b, vf32(), Kt, ValueRange{d, r0});
+                  Value lt = vector::BroadcastOp::create(
+                      b, vf64, memref::LoadOp::create(b, Lc, ValueRange{t, d}));
+                  Value diff = arith::SubFOp::create(
+                      b, lt,
+                      vector::LoadOp::create(b, vf64, Lt, ValueRange{d, r0}));
+                  diff = arith::MinimumFOp::create(b, diff, vZero64);
+                  Value e = math::ExpOp::create(
+                      b, arith::TruncFOp::create(b, vf32(), diff));
+                  return SmallVector<Value>{vector::FMAOp::create(
+                      b, bcast(qd), arith::MulFOp::create(b, kv, e), a[0])};
+                });
             maskStore(t, r0, acc.getResult(0));
             return SmallVector<Value>{};
           });
@@ -640,38 +642,42 @@ LogicalResult LinearKernelBuilder::build() {
         // No gate or a scalar gate: A = phiq phik^T over the columns up to
         // the end of this row block, then the scalar decay e^{L[t]-L[s]}.
         Value nCols = arith::AddIOp::create(b, rb, cidx(1));
-        gemm(rows, nCols, [&](Value) { return dk; },
-             [&](Value i, Value d) {
-               return Value(memref::LoadOp::create(
-                   b, Qc, ValueRange{arith::AddIOp::create(b, r0, i), d}));
-             },
-             [&](Value d, Value sv) {
-               return Value(vector::LoadOp::create(
-                   b, vf32(), Kt,
-                   ValueRange{d, arith::MulIOp::create(b, sv, cidx(vl))}));
-             },
-             [&](Value, Value) { return zeroV; },
-             [&](Value i, Value sv, Value v) {
-               Value t = arith::AddIOp::create(b, r0, i);
-               Value s0 = arith::MulIOp::create(b, sv, cidx(vl));
-               if (hasGate) {
-                 Value lt = vector::BroadcastOp::create(
-                     b, vf64, memref::LoadOp::create(b, Lc, ValueRange{t, cidx(0)}));
-                 Value diff = arith::SubFOp::create(
-                     b, lt,
-                     vector::LoadOp::create(b, vf64, Lt, ValueRange{cidx(0), s0}));
-                 diff = arith::MinimumFOp::create(b, diff, vZero64);
-                 v = arith::MulFOp::create(
-                     b, v,
-                     math::ExpOp::create(b, arith::TruncFOp::create(b, vf32(), diff)));
-               }
-               maskStore(t, s0, v);
-             });
+        gemm(
+            rows, nCols, [&](Value) { return dk; },
+            [&](Value i, Value d) {
+              return Value(memref::LoadOp::create(
+                  b, Qc, ValueRange{arith::AddIOp::create(b, r0, i), d}));
+            },
+            [&](Value d, Value sv) {
+              return Value(vector::LoadOp::create(
+                  b, vf32(), Kt,
+                  ValueRange{d, arith::MulIOp::create(b, sv, cidx(vl))}));
+            },
+            [&](Value, Value) { return zeroV; },
+            [&](Value i, Value sv, Value v) {
+              Value t = arith::AddIOp::create(b, r0, i);
+              Value s0 = arith::MulIOp::create(b, sv, cidx(vl));
+              if (hasGate) {
+                Value lt = vector::BroadcastOp::create(
+                    b, vf64,
+                    memref::LoadOp::create(b, Lc, ValueRange{t, cidx(0)}));
+                Value diff = arith::SubFOp::create(
+                    b, lt,
+                    vector::LoadOp::create(b, vf64, Lt,
+                                           ValueRange{cidx(0), s0}));
+                diff = arith::MinimumFOp::create(b, diff, vZero64);
+                v = arith::MulFOp::create(
+                    b, v,
+                    math::ExpOp::create(
+                        b, arith::TruncFOp::create(b, vf32(), diff)));
+              }
+              maskStore(t, s0, v);
+            });
         return SmallVector<Value>{};
       });
       // Decay-weighted features, computed once per chunk:
-      //   Qt~[t][d] = phiq[t,d] exp(L[t,d]),  Kh[s][d] = phik[s,d] exp(L[last,d] - L[s,d]),
-      //   gamma[d] = exp(L[last,d]).
+      //   Qt~[t][d] = phiq[t,d] exp(L[t,d]),  Kh[s][d] = phik[s,d]
+      //   exp(L[last,d] - L[s,d]), gamma[d] = exp(L[last,d]).
       Value last = arith::SubIOp::create(b, cn, cidx(1));
       loop(cidx(0), cn, cidx(1), {}, [&](Value t, ValueRange) {
         decayRow(Qd, Qc, t, dq, t, Value());
@@ -679,55 +685,72 @@ LogicalResult LinearKernelBuilder::build() {
         return SmallVector<Value>{};
       });
       // 3. Outputs: Oc = A Vc (intra, causal blocks) + Qt~ S (inter).
-      gemm(cn, nC, [&](Value rowEnd) { return Value(arith::MinUIOp::create(b, rowEnd, cn)); },
-           [&](Value t, Value s2) { return Value(memref::LoadOp::create(b, A, ValueRange{t, s2})); },
-           [&](Value s2, Value c) {
-             return Value(vector::LoadOp::create(
-                 b, vf32(), Vc, ValueRange{s2, arith::MulIOp::create(b, c, cidx(vl))}));
-           },
-           [&](Value, Value) { return zeroV; },
-           [&](Value t, Value c, Value v) {
-             vector::StoreOp::create(b, v, Oc,
-                                     ValueRange{t, arith::MulIOp::create(b, c, cidx(vl))});
-           });
-      gemm(cn, nC, [&](Value) { return dq; },
-           [&](Value t, Value d) { return Value(memref::LoadOp::create(b, Qd, ValueRange{t, d})); },
-           [&](Value d, Value c) {
-             return Value(vector::LoadOp::create(
-                 b, vf32(), S, ValueRange{d, arith::MulIOp::create(b, c, cidx(vl))}));
-           },
-           [&](Value t, Value c) {
-             return Value(vector::LoadOp::create(
-                 b, vf32(), Oc, ValueRange{t, arith::MulIOp::create(b, c, cidx(vl))}));
-           },
-           [&](Value t, Value c, Value v) {
-             vector::StoreOp::create(b, v, Oc,
-                                     ValueRange{t, arith::MulIOp::create(b, c, cidx(vl))});
-           });
+      gemm(
+          cn, nC,
+          [&](Value rowEnd) {
+            return Value(arith::MinUIOp::create(b, rowEnd, cn));
+          },
+          [&](Value t, Value s2) {
+            return Value(memref::LoadOp::create(b, A, ValueRange{t, s2}));
+          },
+          [&](Value s2, Value c) {
+            return Value(vector::LoadOp::create(
+                b, vf32(), Vc,
+                ValueRange{s2, arith::MulIOp::create(b, c, cidx(vl))}));
+          },
+          [&](Value, Value) { return zeroV; },
+          [&](Value t, Value c, Value v) {
+            vector::StoreOp::create(
+                b, v, Oc, ValueRange{t, arith::MulIOp::create(b, c, cidx(vl))});
+          });
+      gemm(
+          cn, nC, [&](Value) { return dq; },
+          [&](Value t, Value d) {
+            return Value(memref::LoadOp::create(b, Qd, ValueRange{t, d}));
+          },
+          [&](Value d, Value c) {
+            return Value(vector::LoadOp::create(
+                b, vf32(), S,
+                ValueRange{d, arith::MulIOp::create(b, c, cidx(vl))}));
+          },
+          [&](Value t, Value c) {
+            return Value(vector::LoadOp::create(
+                b, vf32(), Oc,
+                ValueRange{t, arith::MulIOp::create(b, c, cidx(vl))}));
+          },
+          [&](Value t, Value c, Value v) {
+            vector::StoreOp::create(
+                b, v, Oc, ValueRange{t, arith::MulIOp::create(b, c, cidx(vl))});
+          });
       loop(cidx(0), cn, cidx(1), {}, [&](Value t, ValueRange) {
         Value tAbs = arith::AddIOp::create(b, t0, t);
         Value factor = scale;
         if (normalize) {
-          auto den = loop(cidx(0), arith::AddIOp::create(b, t, cidx(1)), cidx(1),
-                          {zero}, [&](Value s2, ValueRange a) {
-            return SmallVector<Value>{arith::AddFOp::create(
-                b, a[0], memref::LoadOp::create(b, A, ValueRange{t, s2}))};
-          });
-          auto den2 = loop(cidx(0), dq, cidx(1), {den.getResult(0)}, [&](Value d, ValueRange a) {
-            Value qd = memref::LoadOp::create(b, Qd, ValueRange{t, d});
-            Value zd = memref::LoadOp::create(b, z, ValueRange{d});
-            return SmallVector<Value>{arith::AddFOp::create(
-                b, a[0], arith::MulFOp::create(b, qd, zd))};
-          });
+          auto den = loop(
+              cidx(0), arith::AddIOp::create(b, t, cidx(1)), cidx(1), {zero},
+              [&](Value s2, ValueRange a) {
+                return SmallVector<Value>{arith::AddFOp::create(
+                    b, a[0], memref::LoadOp::create(b, A, ValueRange{t, s2}))};
+              });
+          auto den2 =
+              loop(cidx(0), dq, cidx(1), {den.getResult(0)},
+                   [&](Value d, ValueRange a) {
+                     Value qd = memref::LoadOp::create(b, Qd, ValueRange{t, d});
+                     Value zd = memref::LoadOp::create(b, z, ValueRange{d});
+                     return SmallVector<Value>{arith::AddFOp::create(
+                         b, a[0], arith::MulFOp::create(b, qd, zd))};
+                   });
           Value dn = den2.getResult(0);
-          Value nz = arith::CmpFOp::create(b, arith::CmpFPredicate::UNE, dn, zero);
+          Value nz =
+              arith::CmpFOp::create(b, arith::CmpFPredicate::UNE, dn, zero);
           factor = arith::SelectOp::create(
               b, nz, arith::DivFOp::create(b, cf32(1), dn), zero);
         }
         loop(cidx(0), nC, cidx(1), {}, [&](Value c, ValueRange) {
           Value col = arith::MulIOp::create(b, c, cidx(vl));
           storeO(bIdx, h, tAbs, c,
-                 vector::LoadOp::create(b, vf32(), Oc, ValueRange{t, col}), factor);
+                 vector::LoadOp::create(b, vf32(), Oc, ValueRange{t, col}),
+                 factor);
           return SmallVector<Value>{};
         });
         return SmallVector<Value>{};
@@ -738,36 +761,44 @@ LogicalResult LinearKernelBuilder::build() {
         Value gamma = cf32(1);
         if (hasGate)
           gamma = math::ExpOp::create(
-              b, arith::TruncFOp::create(
-                     b, f32, memref::LoadOp::create(b, Lc, ValueRange{last, gd})));
+              b,
+              arith::TruncFOp::create(
+                  b, f32, memref::LoadOp::create(b, Lc, ValueRange{last, gd})));
         memref::StoreOp::create(b, gamma, gBuf, ValueRange{d});
-        auto zs = loop(cidx(0), cn, cidx(1), {zero}, [&](Value s2, ValueRange a) {
-          return SmallVector<Value>{arith::AddFOp::create(
-              b, a[0], memref::LoadOp::create(b, Kh, ValueRange{s2, d}))};
-        });
+        auto zs =
+            loop(cidx(0), cn, cidx(1), {zero}, [&](Value s2, ValueRange a) {
+              return SmallVector<Value>{arith::AddFOp::create(
+                  b, a[0], memref::LoadOp::create(b, Kh, ValueRange{s2, d}))};
+            });
         Value zd = memref::LoadOp::create(b, z, ValueRange{d});
         memref::StoreOp::create(
-            b, arith::AddFOp::create(b, arith::MulFOp::create(b, zd, gamma),
-                                     zs.getResult(0)),
+            b,
+            arith::AddFOp::create(b, arith::MulFOp::create(b, zd, gamma),
+                                  zs.getResult(0)),
             z, ValueRange{d});
         return SmallVector<Value>{};
       });
-      gemm(dk, nC, [&](Value) { return cn; },
-           [&](Value d, Value s2) { return Value(memref::LoadOp::create(b, Kh, ValueRange{s2, d})); },
-           [&](Value s2, Value c) {
-             return Value(vector::LoadOp::create(
-                 b, vf32(), Vc, ValueRange{s2, arith::MulIOp::create(b, c, cidx(vl))}));
-           },
-           [&](Value d, Value c) {
-             Value sd = vector::LoadOp::create(
-                 b, vf32(), S, ValueRange{d, arith::MulIOp::create(b, c, cidx(vl))});
-             Value g = memref::LoadOp::create(b, gBuf, ValueRange{d});
-             return Value(arith::MulFOp::create(b, sd, bcast(g)));
-           },
-           [&](Value d, Value c, Value v) {
-             vector::StoreOp::create(b, v, S,
-                                     ValueRange{d, arith::MulIOp::create(b, c, cidx(vl))});
-           });
+      gemm(
+          dk, nC, [&](Value) { return cn; },
+          [&](Value d, Value s2) {
+            return Value(memref::LoadOp::create(b, Kh, ValueRange{s2, d}));
+          },
+          [&](Value s2, Value c) {
+            return Value(vector::LoadOp::create(
+                b, vf32(), Vc,
+                ValueRange{s2, arith::MulIOp::create(b, c, cidx(vl))}));
+          },
+          [&](Value d, Value c) {
+            Value sd = vector::LoadOp::create(
+                b, vf32(), S,
+                ValueRange{d, arith::MulIOp::create(b, c, cidx(vl))});
+            Value g = memref::LoadOp::create(b, gBuf, ValueRange{d});
+            return Value(arith::MulFOp::create(b, sd, bcast(g)));
+          },
+          [&](Value d, Value c, Value v) {
+            vector::StoreOp::create(
+                b, v, S, ValueRange{d, arith::MulIOp::create(b, c, cidx(vl))});
+          });
       return SmallVector<Value>{};
     });
   };
@@ -781,8 +812,9 @@ LogicalResult LinearKernelBuilder::build() {
     Value stateIn = env.aux.lookup("state"), zIn = env.aux.lookup("zstate");
     loop(cidx(0), dk, cidx(1), {}, [&](Value d, ValueRange) {
       memref::StoreOp::create(
-          b, zIn ? Value(memref::LoadOp::create(b, zIn, ValueRange{bIdx, h, d}))
-                 : zero,
+          b,
+          zIn ? Value(memref::LoadOp::create(b, zIn, ValueRange{bIdx, h, d}))
+              : zero,
           z, ValueRange{d});
       loop(cidx(0), dvPad, cidx(1), {}, [&](Value c, ValueRange) {
         Value x = zero;
@@ -791,8 +823,8 @@ LogicalResult LinearKernelBuilder::build() {
           auto ifOp = scf::IfOp::create(b, TypeRange{f32}, inRange, true);
           OpBuilder::InsertionGuard g(b);
           b.setInsertionPointToStart(&ifOp.getThenRegion().front());
-          scf::YieldOp::create(
-              b, Value(memref::LoadOp::create(b, stateIn, ValueRange{bIdx, h, d, c})));
+          scf::YieldOp::create(b, Value(memref::LoadOp::create(
+                                      b, stateIn, ValueRange{bIdx, h, d, c})));
           b.setInsertionPointToStart(&ifOp.getElseRegion().front());
           scf::YieldOp::create(b, zero);
           b.setInsertionPointAfter(ifOp);
@@ -809,11 +841,13 @@ LogicalResult LinearKernelBuilder::build() {
         return;
       loop(cidx(0), dk, cidx(1), {}, [&](Value d, ValueRange) {
         if (zIn)
-          memref::StoreOp::create(b, memref::LoadOp::create(b, z, ValueRange{d}),
+          memref::StoreOp::create(b,
+                                  memref::LoadOp::create(b, z, ValueRange{d}),
                                   zIn, ValueRange{bIdx, h, d});
         loop(cidx(0), Dv, cidx(1), {}, [&](Value c, ValueRange) {
-          memref::StoreOp::create(b, memref::LoadOp::create(b, S, ValueRange{d, c}),
-                                  stateIn, ValueRange{bIdx, h, d, c});
+          memref::StoreOp::create(
+              b, memref::LoadOp::create(b, S, ValueRange{d, c}), stateIn,
+              ValueRange{bIdx, h, d, c});
           return SmallVector<Value>{};
         });
         return SmallVector<Value>{};
@@ -846,7 +880,8 @@ LogicalResult LinearKernelBuilder::build() {
                           env)));
       if (vecGate)
         loop(cidx(0), dk, cidx(1), {}, [&](Value d, ValueRange) {
-          Value lg = emitRegion(b, op.getGate(), {bI64, hI64, tI64, toI64(d)}, env);
+          Value lg =
+              emitRegion(b, op.getGate(), {bI64, hI64, tI64, toI64(d)}, env);
           memref::StoreOp::create(b, f64ToF32(math::ExpOp::create(b, lg)), gBuf,
                                   ValueRange{d});
           return SmallVector<Value>{};
@@ -863,25 +898,31 @@ LogicalResult LinearKernelBuilder::build() {
       if (exclusive) {
         bonusDot = zero;
         if (!op.getBonus().empty())
-          bonusDot = loop(cidx(0), dq, cidx(1), {zero}, [&](Value d, ValueRange a) {
-                       Value qd = memref::LoadOp::create(b, phiQ, ValueRange{d});
-                       Value kd = memref::LoadOp::create(b, phiK, ValueRange{d});
-                       Value ud = memref::LoadOp::create(b, uBuf, ValueRange{d});
-                       return SmallVector<Value>{arith::AddFOp::create(
-                           b, a[0],
-                           arith::MulFOp::create(b, qd, arith::MulFOp::create(b, ud, kd)))};
-                     }).getResult(0);
+          bonusDot =
+              loop(cidx(0), dq, cidx(1), {zero}, [&](Value d, ValueRange a) {
+                Value qd = memref::LoadOp::create(b, phiQ, ValueRange{d});
+                Value kd = memref::LoadOp::create(b, phiK, ValueRange{d});
+                Value ud = memref::LoadOp::create(b, uBuf, ValueRange{d});
+                return SmallVector<Value>{arith::AddFOp::create(
+                    b, a[0],
+                    arith::MulFOp::create(b, qd,
+                                          arith::MulFOp::create(b, ud, kd)))};
+              }).getResult(0);
       }
       // Delta rule: w = sum_d phi_k[d] g_d S[d,:]; vBuf <- beta (v - w).
       if (delta)
         loop(cidx(0), nC, cidx(1), {}, [&](Value c, ValueRange) {
           Value col = arith::MulIOp::create(b, c, cidx(vl));
-          auto w = loop(cidx(0), dk, cidx(1), {zeroV}, [&](Value d, ValueRange a) {
-            Value sd = vector::LoadOp::create(b, vf32(), S, ValueRange{d, col});
-            Value kd = arith::MulFOp::create(
-                b, memref::LoadOp::create(b, phiK, ValueRange{d}), gateAt(d));
-            return SmallVector<Value>{vector::FMAOp::create(b, bcast(kd), sd, a[0])};
-          });
+          auto w =
+              loop(cidx(0), dk, cidx(1), {zeroV}, [&](Value d, ValueRange a) {
+                Value sd =
+                    vector::LoadOp::create(b, vf32(), S, ValueRange{d, col});
+                Value kd = arith::MulFOp::create(
+                    b, memref::LoadOp::create(b, phiK, ValueRange{d}),
+                    gateAt(d));
+                return SmallVector<Value>{
+                    vector::FMAOp::create(b, bcast(kd), sd, a[0])};
+              });
           Value vv = vector::LoadOp::create(b, vf32(), vBuf, ValueRange{col});
           Value u = arith::MulFOp::create(
               b, bcast(beta), arith::SubFOp::create(b, vv, w.getResult(0)));
@@ -897,26 +938,31 @@ LogicalResult LinearKernelBuilder::build() {
       loop(cidx(0), dk, cidx(1), {}, [&](Value d, ValueRange) {
         Value zd = memref::LoadOp::create(b, z, ValueRange{d});
         Value kd = memref::LoadOp::create(b, phiK, ValueRange{d});
-        Value zn = arith::AddFOp::create(b, arith::MulFOp::create(b, zd, gateAt(d)), kd);
+        Value zn = arith::AddFOp::create(
+            b, arith::MulFOp::create(b, zd, gateAt(d)), kd);
         memref::StoreOp::create(b, zn, z, ValueRange{d});
         return SmallVector<Value>{};
       });
       loop(cidx(0), nC, cidx(1), {}, [&](Value c, ValueRange) {
         Value col = arith::MulIOp::create(b, c, cidx(vl));
         Value vv = vector::LoadOp::create(b, vf32(), vBuf, ValueRange{col});
-        auto acc = loop(cidx(0), dk, cidx(1), {zeroV}, [&](Value d, ValueRange a) {
-          Value sd = vector::LoadOp::create(b, vf32(), S, ValueRange{d, col});
-          Value kd = memref::LoadOp::create(b, phiK, ValueRange{d});
-          Value sn = vector::FMAOp::create(b, bcast(kd), vv,
-                                           arith::MulFOp::create(b, sd, bcast(gateAt(d))));
-          vector::StoreOp::create(b, sn, S, ValueRange{d, col});
-          if (!causal)
-            return SmallVector<Value>{a[0]};
-          // phi_q has Dq entries; Dq == Dk whenever both are read here.
-          Value qd = memref::LoadOp::create(b, phiQ, ValueRange{d});
-          Value readS = exclusive ? sd : sn;
-          return SmallVector<Value>{vector::FMAOp::create(b, bcast(qd), readS, a[0])};
-        });
+        auto acc =
+            loop(cidx(0), dk, cidx(1), {zeroV}, [&](Value d, ValueRange a) {
+              Value sd =
+                  vector::LoadOp::create(b, vf32(), S, ValueRange{d, col});
+              Value kd = memref::LoadOp::create(b, phiK, ValueRange{d});
+              Value sn = vector::FMAOp::create(
+                  b, bcast(kd), vv,
+                  arith::MulFOp::create(b, sd, bcast(gateAt(d))));
+              vector::StoreOp::create(b, sn, S, ValueRange{d, col});
+              if (!causal)
+                return SmallVector<Value>{a[0]};
+              // phi_q has Dq entries; Dq == Dk whenever both are read here.
+              Value qd = memref::LoadOp::create(b, phiQ, ValueRange{d});
+              Value readS = exclusive ? sd : sn;
+              return SmallVector<Value>{
+                  vector::FMAOp::create(b, bcast(qd), readS, a[0])};
+            });
         if (causal) {
           Value a = acc.getResult(0);
           if (exclusive)
@@ -944,11 +990,14 @@ LogicalResult LinearKernelBuilder::build() {
         Value factor = normFactor(Value());
         loop(cidx(0), nC, cidx(1), {}, [&](Value c, ValueRange) {
           Value col = arith::MulIOp::create(b, c, cidx(vl));
-          auto acc = loop(cidx(0), dq, cidx(1), {zeroV}, [&](Value d, ValueRange a) {
-            Value sd = vector::LoadOp::create(b, vf32(), S, ValueRange{d, col});
-            Value qd = memref::LoadOp::create(b, phiQ, ValueRange{d});
-            return SmallVector<Value>{vector::FMAOp::create(b, bcast(qd), sd, a[0])};
-          });
+          auto acc =
+              loop(cidx(0), dq, cidx(1), {zeroV}, [&](Value d, ValueRange a) {
+                Value sd =
+                    vector::LoadOp::create(b, vf32(), S, ValueRange{d, col});
+                Value qd = memref::LoadOp::create(b, phiQ, ValueRange{d});
+                return SmallVector<Value>{
+                    vector::FMAOp::create(b, bcast(qd), sd, a[0])};
+              });
           storeO(bIdx, h, t, c, acc.getResult(0), factor);
           return SmallVector<Value>{};
         });

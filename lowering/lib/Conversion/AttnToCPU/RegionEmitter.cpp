@@ -341,7 +341,6 @@ mlir::attn::cpu::emitMaskIntervals(ImplicitLocOpBuilder &b, Region &mask,
   map[block.getArgument(1)] = Itv{h, h, false, true};
   map[block.getArgument(2)] = Itv{q0, q1, false, false};
   map[block.getArgument(3)] = Itv{k0, k1, false, false};
-  IRMapping scalarMap; // for point-valued non-integer helpers (unused)
   for (Operation &op : block.without_terminator()) {
     b.setLoc(op.getLoc());
     if (op.getNumResults() != 1)

@@ -41,7 +41,7 @@ Value emitRegion(ImplicitLocOpBuilder &b, Region &region, ValueRange args,
 
 /// One end of an interval of an i64 (or i1 as 0/1) value.
 struct Interval {
-  Value lo, hi;  ///< i64
+  Value lo, hi;     ///< i64
   bool top = false; ///< nothing known (then lo/hi are null)
 };
 
@@ -49,10 +49,10 @@ struct Interval {
 /// kv_idx in [k0, k1] (inclusive, i64 values). Returns (lo, hi) of the
 /// predicate as i64 0/1: lo == 1 means every element is visible, hi == 0
 /// means none is.
-std::pair<Value, Value> emitMaskIntervals(ImplicitLocOpBuilder &b,
-                                          Region &mask, Value bIdx, Value h,
-                                          Value q0, Value q1, Value k0,
-                                          Value k1, const KernelEnv &env);
+std::pair<Value, Value> emitMaskIntervals(ImplicitLocOpBuilder &b, Region &mask,
+                                          Value bIdx, Value h, Value q0,
+                                          Value q1, Value k0, Value k1,
+                                          const KernelEnv &env);
 
 } // namespace mlir::attn::cpu
 
