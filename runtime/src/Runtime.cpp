@@ -35,6 +35,8 @@ extern "C" const char *attn_status_string(attn_status_t status) {
     return "ATTN_ERROR_UNSUPPORTED";
   case ATTN_ERROR_INTERNAL:
     return "ATTN_ERROR_INTERNAL";
+  case ATTN_ERROR_DRIVER:
+    return "ATTN_ERROR_DRIVER";
   }
   return "ATTN_ERROR_UNKNOWN";
 }

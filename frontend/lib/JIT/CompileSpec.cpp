@@ -15,6 +15,7 @@ LogicalResult mlir::attn::lowerSpec(ModuleOp module, const CPUTarget &target,
                                     Stage stop, KernelInfo &info) {
   CPUPipelineOptions options = schedule;
   options.vectorWidth = target.vectorWidth();
+  options.bf16Dot = target.bf16Dot();
   MLIRContext *ctx = module.getContext();
   PassManager tiling(ctx);
   buildAttnCPUPipeline(tiling, options, std::min(stop, Stage::Tiled));
@@ -62,7 +63,7 @@ LogicalResult mlir::attn::compileToObject(ModuleOp module,
   return success(error.empty());
 }
 
-static const char *elemTypeEnum(::attn::ElemType t) {
+const char *mlir::attn::elemTypeEnum(::attn::ElemType t) {
   switch (t) {
   case ::attn::ElemType::F32:
     return "ATTN_F32";
@@ -74,6 +75,44 @@ static const char *elemTypeEnum(::attn::ElemType t) {
     return "ATTN_I32";
   }
   return "ATTN_F32";
+}
+
+void mlir::attn::writeInputDescs(llvm::raw_ostream &os, llvm::StringRef sym,
+                                 const ::attn::Signature &signature) {
+  std::string symbol = sym.str();
+  for (const ::attn::InputSig &in : signature.inputs) {
+    os << "static const char *const " << symbol << "_dims_" << in.name
+       << "[] = {";
+    bool anyFixed = false;
+    for (size_t d = 0; d < in.dims.size(); ++d) {
+      os << (d ? ", " : "");
+      if (in.dims[d].symbol.empty()) {
+        os << "0";
+        anyFixed = true;
+      } else {
+        os << "\"" << in.dims[d].symbol << "\"";
+      }
+    }
+    os << "};\n";
+    if (anyFixed) {
+      os << "static const int64_t " << symbol << "_sizes_" << in.name
+         << "[] = {";
+      for (size_t d = 0; d < in.dims.size(); ++d)
+        os << (d ? ", " : "") << in.dims[d].size;
+      os << "};\n";
+    }
+  }
+  os << "static const attn_input_desc_t " << symbol << "_inputs[] = {\n";
+  for (const ::attn::InputSig &in : signature.inputs) {
+    bool anyFixed = llvm::any_of(in.dims, [](const ::attn::DimRef &d) {
+      return d.symbol.empty();
+    });
+    os << "  {\"" << in.name << "\", " << elemTypeEnum(in.type) << ", "
+       << in.dims.size() << ", " << symbol << "_dims_" << in.name << ", "
+       << (anyFixed ? symbol + "_sizes_" + in.name : std::string("0"))
+       << "},\n";
+  }
+  os << "};\n";
 }
 
 std::string mlir::attn::generateHeader(const KernelInfo &info) {
@@ -103,40 +142,8 @@ std::string mlir::attn::generateHeader(const KernelInfo &info) {
      << "#ifndef " << guard << "\n#define " << guard << "\n\n"
      << "#include \"attn/runtime.h\"\n\n#ifdef __cplusplus\nextern \"C\" {\n#endif\n\n"
      << "void " << info.symbol << "(void **args, int64_t begin, int64_t end);\n\n";
-  for (const ::attn::InputSig &in : info.signature.inputs) {
-    os << "static const char *const " << info.symbol << "_dims_" << in.name
-       << "[] = {";
-    bool anyFixed = false;
-    for (size_t d = 0; d < in.dims.size(); ++d) {
-      os << (d ? ", " : "");
-      if (in.dims[d].symbol.empty()) {
-        os << "0";
-        anyFixed = true;
-      } else {
-        os << "\"" << in.dims[d].symbol << "\"";
-      }
-    }
-    os << "};\n";
-    if (anyFixed) {
-      os << "static const int64_t " << info.symbol << "_sizes_" << in.name
-         << "[] = {";
-      for (size_t d = 0; d < in.dims.size(); ++d)
-        os << (d ? ", " : "") << in.dims[d].size;
-      os << "};\n";
-    }
-  }
-  os << "static const attn_input_desc_t " << info.symbol << "_inputs[] = {\n";
-  for (const ::attn::InputSig &in : info.signature.inputs) {
-    bool anyFixed = llvm::any_of(in.dims, [](const ::attn::DimRef &d) {
-      return d.symbol.empty();
-    });
-    os << "  {\"" << in.name << "\", " << elemTypeEnum(in.type) << ", "
-       << in.dims.size() << ", " << info.symbol << "_dims_" << in.name << ", "
-       << (anyFixed ? info.symbol + "_sizes_" + in.name : std::string("0"))
-       << "},\n";
-  }
-  os << "};\n"
-     << "static const attn_kernel_desc_t " << info.symbol << "_kernel = {\n"
+  writeInputDescs(os, info.symbol, info.signature);
+  os << "static const attn_kernel_desc_t " << info.symbol << "_kernel = {\n"
      << "  ATTN_ABI_VERSION, \"" << n << "\", " << info.tileQ << ", "
      << info.signature.inputs.size() << ", " << info.symbol << "_inputs, "
      << (info.hasLse ? 1 : 0) << ", " << info.symbol << "};\n\n"

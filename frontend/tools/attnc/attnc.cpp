@@ -12,6 +12,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "attn/Frontend/CompileCUDA.h"
 #include "attn/Frontend/CompileSpec.h"
 #include "attn/Frontend/Driver.h"
 #include "attn/Frontend/RunCompiled.h"
@@ -45,7 +46,19 @@ static cl::opt<std::string> inputFilename(cl::Positional,
                                           cl::sub(runCmd), cl::sub(showMaskCmd),
                                           cl::Required);
 
-enum class EmitAction { Auto, AST, Attn, Tiled, CPU, LLVM, LLVMIR, Obj };
+enum class EmitAction {
+  Auto,
+  AST,
+  Attn,
+  Tiled,
+  CPU,
+  GPU,
+  LLVM,
+  LLVMIR,
+  PTX,
+  Fatbin,
+  Obj
+};
 static cl::opt<EmitAction> emitAction(
     "emit",
     cl::desc("Stop after a stage and print it (default: obj when -o ends in "
@@ -59,7 +72,15 @@ static cl::opt<EmitAction> emitAction(
                    "attn with the chosen #attn.schedule (tiles, block skipping)"),
         clEnumValN(EmitAction::CPU, "cpu",
                    "the CPU kernel in scf/vector/memref"),
-        clEnumValN(EmitAction::LLVM, "llvm", "the LLVM dialect"),
+        clEnumValN(EmitAction::GPU, "gpu",
+                   "the CUDA kernels in gpu/nvgpu/NVVM (--target=cuda)"),
+        clEnumValN(EmitAction::LLVM, "llvm",
+                   "the LLVM dialect (CUDA: NVVM gpu.modules, first chip)"),
+        clEnumValN(EmitAction::PTX, "ptx",
+                   "PTX for each chip (--target=cuda; --verbose adds the "
+                   "ptxas report)"),
+        clEnumValN(EmitAction::Fatbin, "fatbin",
+                   "a fatbin: a cubin per chip plus PTX (--target=cuda)"),
         clEnumValN(EmitAction::LLVMIR, "llvm-ir", "optimized LLVM IR"),
         clEnumValN(EmitAction::Obj, "obj",
                    "an object file (with --header: its C header)")),
@@ -68,9 +89,23 @@ static cl::opt<EmitAction> emitAction(
 static cl::opt<std::string>
     targetName("target",
                cl::desc("cpu (the host) or cpu:NAME, e.g. cpu:skylake-avx512, "
-                        "cpu:x86-64-v3"),
+                        "cpu:x86-64-v3; cuda (sm_90) or cuda:sm_80,sm_90,..."),
                cl::init("cpu"), cl::sub(cl::SubCommand::getTopLevel()),
                cl::sub(runCmd), cl::cat(attncCategory));
+static cl::opt<std::string> dtype(
+    "dtype",
+    cl::desc("CUDA: element type of q, k, v where the spec leaves them "
+             "undeclared: bf16 (default) or f16"),
+    cl::init("bf16"), cl::cat(attncCategory));
+static cl::list<int64_t> headDims(
+    "head-dims",
+    cl::desc("CUDA: padded head dims to build kernel variants for "
+             "(default 64,128)"),
+    cl::CommaSeparated, cl::cat(attncCategory));
+static cl::opt<bool> verbose(
+    "verbose",
+    cl::desc("CUDA: print the ptxas report (registers, spills) per kernel"),
+    cl::init(false), cl::cat(attncCategory));
 static cl::opt<std::string> headerFilename(
     "header", cl::desc("With an object: also write its C header here"),
     cl::value_desc("file.h"), cl::cat(attncCategory));
@@ -171,6 +206,74 @@ static int fail(const llvm::Twine &msg) {
   return 1;
 }
 
+/// The --target=cuda half of the compile path: print a stage, or write the
+/// fatbin, or an object embedding it (+ its header).
+static int compileForCUDA(ModuleOp module, EmitAction action) {
+  std::string err;
+  CUDATarget target;
+  if (!CUDATarget::parse(targetName, target, err))
+    return fail(err);
+  if (dtype != "bf16" && dtype != "f16")
+    return fail("--dtype must be bf16 or f16 for CUDA (tensor cores)");
+  CUDAPipelineOptions schedule;
+  if (tileQ > 0)
+    schedule.tileQ = tileQ;
+  if (tileKV > 0)
+    schedule.tileKV = tileKV;
+  if (!headDims.empty())
+    schedule.headDims.assign(headDims.begin(), headDims.end());
+  schedule.elementType = dtype;
+  CUDAKernelInfo info;
+  if (action == EmitAction::LLVMIR || action == EmitAction::CPU)
+    return fail("--emit=cpu and llvm-ir are CPU stages; for CUDA use "
+                "--emit=gpu, llvm, ptx, fatbin or obj");
+  if (action == EmitAction::Attn || action == EmitAction::Tiled ||
+      action == EmitAction::GPU || action == EmitAction::LLVM) {
+    Stage stop = action == EmitAction::Attn    ? Stage::Attn
+                 : action == EmitAction::Tiled ? Stage::Tiled
+                 : action == EmitAction::GPU   ? Stage::Kernel
+                                               : Stage::LLVM;
+    if (failed(lowerSpecCUDA(module, target, schedule, stop, info)))
+      return 1;
+    auto output = mlir::openOutputFile(outputFilename, &err);
+    if (!output)
+      return fail(err);
+    module.print(output->os());
+    output->keep();
+    return 0;
+  }
+  if (std::string e = compileCUDA(module, target, schedule, info); !e.empty())
+    return fail(e);
+  if (verbose)
+    llvm::errs() << formatReports(info.reports);
+  auto output = mlir::openOutputFile(outputFilename, &err);
+  if (!output)
+    return fail(err);
+  if (action == EmitAction::PTX) {
+    for (const std::string &chip : target.chips)
+      output->os() << "// ---- " << chip << "\n" << info.ptx[chip];
+  } else if (action == EmitAction::Fatbin) {
+    output->os().write(info.fatbin.data(), info.fatbin.size());
+  } else {
+    llvm::SmallVector<char> object;
+    if (std::string e = emitCUDAImageObject(module.getContext(), info, object);
+        !e.empty())
+      return fail(e);
+    if (outputFilename == "-" && !headerFilename.empty())
+      return fail("give the object a file name with -o");
+    output->os().write(object.data(), object.size());
+    if (!headerFilename.empty()) {
+      auto header = mlir::openOutputFile(headerFilename, &err);
+      if (!header)
+        return fail(err);
+      header->os() << generateCUDAHeader(info);
+      header->keep();
+    }
+  }
+  output->keep();
+  return 0;
+}
+
 int main(int argc, char **argv) {
   llvm::InitLLVM y(argc, argv);
   mlir::registerAsmPrinterCLOptions();
@@ -187,6 +290,10 @@ int main(int argc, char **argv) {
       "      (`attnc run --help` lists its options)\n"
       "  attnc SPEC.attn --target=cpu -o k.o --header k.h\n"
       "      compile ahead of time: an object and a C header with one entry\n"
+      "  attnc SPEC.attn --target=cuda:sm_80,sm_90 -o k.o --header k.h "
+      "[--verbose]\n"
+      "      the same for NVIDIA GPUs: the object embeds a fatbin; "
+      "--emit=ptx prints PTX\n"
       "  attnc show-mask SPEC.attn [--shape ...] [--tile-q T --tile-kv T] "
       "[--png FILE]\n"
       "      picture the mask's tiles: empty (skipped), full, partial\n\n"
@@ -297,6 +404,11 @@ int main(int argc, char **argv) {
                                                              : EmitAction::Attn;
   if (!headerFilename.empty() && action != EmitAction::Obj)
     return fail("--header needs an object output (--emit=obj or -o FILE.o)");
+  if (llvm::StringRef(targetName).starts_with("cuda"))
+    return compileForCUDA(*module, action);
+  if (action == EmitAction::GPU || action == EmitAction::PTX ||
+      action == EmitAction::Fatbin)
+    return fail("--emit=gpu, ptx and fatbin need --target=cuda[:sm_XX,...]");
   CPUTarget target;
   if (!CPUTarget::parse(targetName, target, errorMessage))
     return fail(errorMessage);

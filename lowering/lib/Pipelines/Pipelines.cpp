@@ -5,8 +5,28 @@
 #include "attn/Dialect/Attn/Transforms/Passes.h"
 #include "mlir/Conversion/Passes.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/Dialect/GPU/Transforms/Passes.h"
 #include "mlir/Dialect/MemRef/Transforms/Passes.h"
+#include "mlir/Conversion/ArithToLLVM/ArithToLLVM.h"
+#include "mlir/Conversion/ControlFlowToLLVM/ControlFlowToLLVM.h"
+#include "mlir/Conversion/FuncToLLVM/ConvertFuncToLLVM.h"
+#include "mlir/Conversion/GPUToNVVM/GPUToNVVM.h"
+#include "mlir/Conversion/IndexToLLVM/IndexToLLVM.h"
+#include "mlir/Conversion/MathToLLVM/MathToLLVM.h"
+#include "mlir/Conversion/MemRefToLLVM/MemRefToLLVM.h"
+#include "mlir/Conversion/NVVMToLLVM/NVVMToLLVM.h"
+#include "mlir/Conversion/UBToLLVM/UBToLLVM.h"
+#include "mlir/Conversion/VectorToLLVM/ConvertVectorToLLVM.h"
+#include "mlir/Dialect/ControlFlow/IR/ControlFlow.h"
+#include "mlir/Dialect/LLVMIR/NVVMDialect.h"
+#include "mlir/Dialect/NVGPU/IR/NVGPUDialect.h"
 #include "mlir/Pass/PassRegistry.h"
+#include "mlir/Target/LLVM/NVVM/Target.h"
+#include "mlir/Target/LLVMIR/Dialect/Builtin/BuiltinToLLVMIRTranslation.h"
+#include "mlir/Target/LLVMIR/Dialect/GPU/GPUToLLVMIRTranslation.h"
+#include "mlir/Target/LLVMIR/Dialect/LLVMIR/LLVMToLLVMIRTranslation.h"
+#include "mlir/Target/LLVMIR/Dialect/NVVM/NVVMToLLVMIRTranslation.h"
 #include "mlir/Transforms/Passes.h"
 
 using namespace mlir;
@@ -29,6 +49,7 @@ void mlir::attn::buildAttnCPUPipeline(OpPassManager &pm,
     ConvertAttnToCPUOptions conversion;
     conversion.vectorWidth = options.vectorWidth;
     conversion.linearChunk = options.linearChunk;
+    conversion.bf16Dot = options.bf16Dot;
     pm.addPass(createConvertAttnToCPU(conversion));
     pm.addPass(createCanonicalizerPass());
     pm.addPass(createCSEPass());
@@ -42,6 +63,8 @@ void mlir::attn::buildAttnCPUPipeline(OpPassManager &pm,
   pm.addPass(createLowerAffinePass());
   pm.addPass(createSCFToControlFlowPass());
   ConvertVectorToLLVMPassOptions vectorOptions;
+  // x86vector.avx512.dot (the bf16 dot path) to its LLVM intrinsic.
+  vectorOptions.x86Vector = options.bf16Dot;
   pm.addPass(createConvertVectorToLLVMPass(vectorOptions));
   pm.addPass(createFinalizeMemRefToLLVMConversionPass());
   // Explicit conversions (convert-to-llvm would need every dialect's
@@ -54,6 +77,65 @@ void mlir::attn::buildAttnCPUPipeline(OpPassManager &pm,
   pm.addPass(createAttnEmitPackedEntry());
 }
 
+void mlir::attn::buildAttnCUDAPipeline(OpPassManager &pm,
+                                       const CUDAPipelineOptions &options,
+                                       Stage stop, Stage start) {
+  auto runs = [&](Stage s) { return start < s && s <= stop; };
+  if (runs(Stage::Tiled)) {
+    AttnSetElementTypeOptions types;
+    types.type = options.elementType;
+    pm.addNestedPass<SpecOp>(createAttnSetElementType(types));
+    AttnTileAttentionOptions tiling;
+    tiling.tileQ = options.tileQ;
+    tiling.tileKV = options.tileKV;
+    tiling.vectorWidth = 16;
+    pm.addNestedPass<SpecOp>(createAttnTileAttention(tiling));
+  }
+  if (runs(Stage::Kernel)) {
+    ConvertAttnToNVVMOptions conversion;
+    conversion.headDims = options.headDims;
+    pm.addPass(createConvertAttnToNVVM(conversion));
+    pm.addPass(createCanonicalizerPass());
+    pm.addPass(createCSEPass());
+    pm.addPass(createLoopInvariantCodeMotionPass());
+  }
+  if (!runs(Stage::LLVM))
+    return;
+  GpuNVVMAttachTargetOptions target;
+  target.chip = options.chip;
+  target.features = options.features;
+  target.optLevel = 3;
+  pm.addPass(createGpuNVVMAttachTarget(target));
+  OpPassManager &gpu = pm.nest<gpu::GPUModuleOp>();
+  gpu.addPass(createConvertNVGPUToNVVMPass());
+  gpu.addPass(createConvertVectorToLLVMPass());
+  gpu.addPass(createSCFToControlFlowPass());
+  gpu.addPass(createConvertGpuOpsToNVVMOps());
+  gpu.addPass(createConvertNVVMToLLVMPass());
+  gpu.addPass(createCanonicalizerPass());
+  pm.addPass(createReconcileUnrealizedCastsPass());
+}
+
+void mlir::attn::registerAttnCUDAExtensions(DialectRegistry &registry) {
+  registry.insert<gpu::GPUDialect, nvgpu::NVGPUDialect, NVVM::NVVMDialect,
+                  LLVM::LLVMDialect, cf::ControlFlowDialect>();
+  arith::registerConvertArithToLLVMInterface(registry);
+  cf::registerConvertControlFlowToLLVMInterface(registry);
+  registerConvertFuncToLLVMInterface(registry);
+  index::registerConvertIndexToLLVMInterface(registry);
+  registerConvertMathToLLVMInterface(registry);
+  registerConvertMemRefToLLVMInterface(registry);
+  ub::registerConvertUBToLLVMInterface(registry);
+  vector::registerConvertVectorToLLVMInterface(registry);
+  registerConvertNVVMToLLVMInterface(registry);
+  NVVM::registerConvertGpuToNVVMInterface(registry);
+  NVVM::registerNVVMTargetInterfaceExternalModels(registry);
+  registerBuiltinDialectTranslation(registry);
+  registerLLVMDialectTranslation(registry);
+  registerNVVMDialectTranslation(registry);
+  registerGPUDialectTranslation(registry);
+}
+
 void mlir::attn::registerAttnPipelines() {
   registerAttnConversionPasses();
   PassPipelineRegistration<>(
@@ -61,5 +143,11 @@ void mlir::attn::registerAttnPipelines() {
       "Lower attn specs to LLVM-dialect CPU kernels (default schedule)",
       [](OpPassManager &pm) {
         buildAttnCPUPipeline(pm, CPUPipelineOptions(), Stage::LLVM);
+      });
+  PassPipelineRegistration<>(
+      "attn-lower-to-nvvm",
+      "Lower attn specs to NVVM gpu.modules for sm_90 (default schedule)",
+      [](OpPassManager &pm) {
+        buildAttnCUDAPipeline(pm, CUDAPipelineOptions(), Stage::LLVM);
       });
 }

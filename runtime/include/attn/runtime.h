@@ -21,6 +21,21 @@
  * attn_cpu_run() validates DLPack tensors against a kernel descriptor, builds
  * the memref descriptors and runs the items on a persistent thread pool.
  *
+ * A compiled CUDA kernel is an image (fatbin or cubin) holding one or more
+ * variants (`.entry` functions), each specialized for a padded head dim. A
+ * variant's kernel parameters are the same memref descriptors, in the same
+ * order, with every field a separate 8-byte parameter: for each tensor
+ *   void *allocated, void *aligned, int64_t offset, int64_t sizes[R],
+ *   int64_t strides[R]
+ * (11 parameters for a rank-4 tensor, 9 for lse; as for the CPU, a tensor's
+ * byte_offset is folded into `aligned` and offset is 0; no lse: NULL
+ * pointers, sizes [B, Hq, N], compact strides). Grid (ceil(N / block_q),
+ * B * Hq, 1), block (num_threads, 1, 1), shared_mem_bytes of dynamic shared
+ * memory. attn_cuda_run() validates the tensors, picks the variant, and
+ * launches it through the CUDA driver API, which the runtime loads with
+ * dlopen at the first CUDA call: the runtime neither includes nor links
+ * anything of CUDA, and works unchanged on machines without it.
+ *
  *===----------------------------------------------------------------------===*/
 
 #ifndef ATTN_RUNTIME_H
@@ -49,10 +64,12 @@ typedef enum attn_status {
   ATTN_ERROR_INVALID_ARGUMENT = 1, /* NULL pointer, malformed kernel desc */
   ATTN_ERROR_SHAPE = 2,            /* ndim or sizes do not bind */
   ATTN_ERROR_DTYPE = 3,            /* element type or lanes */
-  ATTN_ERROR_DEVICE = 4,           /* tensor not in host memory */
+  ATTN_ERROR_DEVICE = 4,           /* tensor not in the backend's memory */
   ATTN_ERROR_LAYOUT = 5,           /* strides, alignment, overlapping output */
   ATTN_ERROR_UNSUPPORTED = 6,      /* lse without softmax, ABI version */
-  ATTN_ERROR_INTERNAL = 7
+  ATTN_ERROR_INTERNAL = 7,
+  ATTN_ERROR_DRIVER = 8            /* GPU driver missing or a driver call
+                                      failed */
 } attn_status_t;
 
 /* "ATTN_OK", "ATTN_ERROR_SHAPE", ...; "ATTN_ERROR_UNKNOWN" for other values.
@@ -138,6 +155,71 @@ ATTN_RUNTIME_API attn_status_t attn_cpu_run(const attn_kernel_desc_t *kernel,
    variable if set to a positive integer (read once), else the number of CPUs
    this process may run on. Always >= 1. */
 ATTN_RUNTIME_API int32_t attn_cpu_num_threads(void);
+
+/*===--- CUDA execution ---------------------------------------------------===*/
+
+/* One compiled variant of a CUDA kernel. */
+typedef struct attn_cuda_kernel_variant {
+  const char *function;     /* kernel symbol in the image */
+  int32_t max_head_dim;     /* handles Dqk, Dv <= max_head_dim */
+  int32_t block_q;          /* query rows per CTA: grid.x = ceil(N / block_q) */
+  int32_t num_threads;      /* threads per CTA */
+  int32_t shared_mem_bytes; /* dynamic shared memory per CTA */
+} attn_cuda_kernel_variant_t;
+
+typedef struct attn_cuda_kernel_desc {
+  uint32_t abi_version;     /* ATTN_ABI_VERSION */
+  const char *name;         /* spec name */
+  const void *image;        /* fatbin or cubin (cuModuleLoadData) */
+  uint64_t image_size;
+  int32_t num_variants;     /* sorted by max_head_dim ascending */
+  const attn_cuda_kernel_variant_t *variants;
+  int32_t num_inputs;       /* q, k, v + aux, in args order */
+  const attn_input_desc_t *inputs;
+  int32_t has_lse;
+} attn_cuda_kernel_desc_t;
+
+/* Launches `kernel` on `inputs` (num_inputs tensors in args order: q, k, v,
+   aux), writing o (float32 [B, Hq, N, Dv]) and, when non-NULL, lse (float32
+   [B, Hq, N]), on `stream` (a CUstream; NULL = the legacy default stream).
+   Asynchronous: returns once the launch is queued; errors the kernel meets
+   while running surface at the caller's next synchronization, as with any
+   CUDA library.
+
+   Validates everything before touching the driver, with the rules, codes and
+   messages of attn_cpu_run() except:
+   - INVALID_ARGUMENT: also NULL image, image_size 0, no variants, a variant
+     with a NULL/empty function, max_head_dim/block_q/num_threads <= 0,
+     num_threads > 1024, shared_mem_bytes < 0, variants not sorted by
+     max_head_dim.
+   - UNSUPPORTED: q, k, v not declared BF16 or F16; max(Dqk, Dv) larger than
+     every variant's max_head_dim (the variant used is the one with the
+     smallest max_head_dim >= max(Dqk, Dv)).
+   - DEVICE: a tensor (input, o or lse) not on kDLCUDA or kDLCUDAManaged, or
+     on another device_id than q; the calling thread's current CUDA context
+     on another device than the tensors; a device_id the driver lacks.
+   - LAYOUT: q, k, v need innermost stride 1, the other strides multiples of
+     8 elements (dims of size 1 are exempt) and data + byte_offset aligned to
+     16 bytes: the kernels copy 16-byte chunks.
+   - SHAPE: B * Hq > 65535 (grid.y) or ceil(N / block_q) > 2^31 - 1.
+   - DRIVER: the driver library cannot be loaded (its name is the
+     ATTN_CUDA_DRIVER environment variable when set, else "libcuda.so.1"; read
+     once, at the first CUDA call of the process) or a driver call fails
+     ("cuLaunchKernel failed: <the driver's error string>").
+   When no CUDA context is current on the calling thread, the primary context
+   of the tensors' device is retained and made current (and stays current).
+   The module loaded from `image` is cached per (context, image pointer,
+   image_size) for the life of the process, so the image must stay valid and
+   unchanged as long as it may be launched.
+
+   Thread safety: concurrent calls from any number of threads are allowed. */
+ATTN_RUNTIME_API attn_status_t attn_cuda_run(
+    const attn_cuda_kernel_desc_t *kernel, const DLTensor *const *inputs,
+    DLTensor *o, DLTensor *lse, void *stream);
+
+/* 1 when the CUDA driver loads, initializes and reports at least one device;
+   else 0, and attn_last_error() says why. */
+ATTN_RUNTIME_API int32_t attn_cuda_available(void);
 
 #ifdef __cplusplus
 } /* extern "C" */

@@ -6,296 +6,21 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "../RuntimeInternal.h"
+#include "../Validate.h"
 #include "ThreadPool.h"
 
 #include "attn/Signature.h"
 
 #include <algorithm>
-#include <climits>
 #include <cstdlib>
-#include <cstring>
-#include <map>
 #include <sched.h>
-#include <set>
 #include <string>
 #include <thread>
 #include <vector>
 
 using namespace attn::runtime;
 
-static_assert(sizeof(void *) == sizeof(int64_t),
-              "memref descriptors are built for 64-bit targets");
-
 namespace {
-
-/// Highest rank an input may declare.
-constexpr int32_t kMaxRank = 16;
-/// Most inputs a kernel may declare.
-constexpr int32_t kMaxInputs = 1024;
-
-const char *const kQKVNames[3] = {"q", "k", "v"};
-const char *const kQKVDims[3][4] = {{"B", "Hq", "N", "Dqk"},
-                                    {"B", "Hkv", "M", "Dqk"},
-                                    {"B", "Hkv", "M", "Dv"}};
-const char *const kODims[4] = {"B", "Hq", "N", "Dv"};
-
-std::string str(int64_t v) { return std::to_string(v); }
-
-std::string shapeString(const int64_t *shape, int ndim) {
-  std::string s = "[";
-  for (int i = 0; i < ndim; ++i)
-    s += (i ? ", " : "") + str(shape[i]);
-  return s + "]";
-}
-
-const char *elemTypeName(attn_elem_type_t t) {
-  switch (t) {
-  case ATTN_F32:
-    return "f32";
-  case ATTN_BF16:
-    return "bf16";
-  case ATTN_F16:
-    return "f16";
-  case ATTN_I32:
-    return "i32";
-  }
-  return "?";
-}
-
-DLDataType dlTypeOf(attn_elem_type_t t) {
-  switch (t) {
-  case ATTN_F32:
-    return {kDLFloat, 32, 1};
-  case ATTN_BF16:
-    return {kDLBfloat, 16, 1};
-  case ATTN_F16:
-    return {kDLFloat, 16, 1};
-  case ATTN_I32:
-    return {kDLInt, 32, 1};
-  }
-  return {kDLOpaqueHandle, 0, 0};
-}
-
-/// NumPy-style name: "float32", "bfloat16", "int32", "uint8", "float32x4".
-std::string dtypeString(DLDataType t) {
-  std::string base;
-  switch (t.code) {
-  case kDLInt:
-    base = "int";
-    break;
-  case kDLUInt:
-    base = "uint";
-    break;
-  case kDLFloat:
-    base = "float";
-    break;
-  case kDLBfloat:
-    base = "bfloat";
-    break;
-  case kDLComplex:
-    base = "complex";
-    break;
-  case kDLOpaqueHandle:
-    base = "opaque";
-    break;
-  default:
-    base = "code" + std::to_string(t.code) + "_";
-    break;
-  }
-  base += std::to_string(t.bits);
-  if (t.lanes != 1)
-    base += "x" + std::to_string(t.lanes);
-  return base;
-}
-
-std::string deviceString(DLDeviceType d) {
-  switch (d) {
-  case kDLCPU:
-    return "kDLCPU";
-  case kDLCUDA:
-    return "kDLCUDA";
-  case kDLCUDAHost:
-    return "kDLCUDAHost";
-  case kDLOpenCL:
-    return "kDLOpenCL";
-  case kDLVulkan:
-    return "kDLVulkan";
-  case kDLMetal:
-    return "kDLMetal";
-  case kDLVPI:
-    return "kDLVPI";
-  case kDLROCM:
-    return "kDLROCM";
-  case kDLROCMHost:
-    return "kDLROCMHost";
-  case kDLExtDev:
-    return "kDLExtDev";
-  case kDLCUDAManaged:
-    return "kDLCUDAManaged";
-  }
-  return "device type " + std::to_string(static_cast<int>(d));
-}
-
-/// Pinned host memory is host memory: it is readable and writable here.
-bool isHostMemory(DLDeviceType d) {
-  return d == kDLCPU || d == kDLCUDAHost || d == kDLROCMHost;
-}
-
-/// The declared dims of an input as "[B, Hq, N, Dqk]".
-std::string declString(const attn_input_desc_t &in) {
-  std::string s = "[";
-  for (int32_t d = 0; d < in.rank; ++d) {
-    s += d ? ", " : "";
-    s += in.dims[d] ? std::string(in.dims[d]) : str(in.fixed_sizes[d]);
-  }
-  return s + "]";
-}
-
-/// One tensor to check: its name in messages, the tensor, and what it must be.
-struct TensorSpec {
-  std::string name;
-  const DLTensor *t;
-  DLDataType type;
-  std::string typeDecl; // "f32" etc., for messages; "" for o and lse
-  int ndim;
-  std::string dimsDecl; // "[B, Hq, N, Dqk]"
-};
-
-/// Device, dtype, ndim, NULL pointers, negative strides and alignment: what
-/// can be checked before shapes are bound.
-attn_status_t checkBasics(const TensorSpec &s) {
-  const DLTensor *t = s.t;
-  if (!isHostMemory(t->device.device_type))
-    return fail(ATTN_ERROR_DEVICE,
-                s.name + ": tensor is on " +
-                    deviceString(t->device.device_type) +
-                    ", expected host memory (kDLCPU)");
-  if (t->dtype.code != s.type.code || t->dtype.bits != s.type.bits ||
-      t->dtype.lanes != 1)
-    return fail(ATTN_ERROR_DTYPE,
-                s.name + ": dtype is " + dtypeString(t->dtype) +
-                    ", expected " + dtypeString(s.type) +
-                    (s.typeDecl.empty() ? ""
-                                        : " (declared " + s.typeDecl + ")"));
-  if (t->ndim != s.ndim)
-    return fail(ATTN_ERROR_SHAPE, s.name + ": ndim is " + str(t->ndim) +
-                                      ", expected " + str(s.ndim) + " " +
-                                      s.dimsDecl);
-  if (s.ndim > 0 && !t->shape)
-    return fail(ATTN_ERROR_INVALID_ARGUMENT, s.name + ": shape is NULL");
-  if (!t->data)
-    return fail(ATTN_ERROR_INVALID_ARGUMENT, s.name + ": data is NULL");
-  if (t->strides)
-    for (int d = 0; d < s.ndim; ++d)
-      if (t->strides[d] < 0)
-        return fail(ATTN_ERROR_LAYOUT,
-                    s.name + ": dim " + str(d) + " has stride " +
-                        str(t->strides[d]) +
-                        "; negative strides are not supported");
-  uintptr_t addr = reinterpret_cast<uintptr_t>(t->data) +
-                   static_cast<uintptr_t>(t->byte_offset);
-  unsigned elemBytes = s.type.bits / 8;
-  if (elemBytes > 1 && addr % elemBytes != 0)
-    return fail(ATTN_ERROR_LAYOUT,
-                s.name + ": data + byte_offset (" + str(int64_t(t->byte_offset)) +
-                    ") is not aligned to the " + str(elemBytes) +
-                    "-byte element size");
-  return ATTN_OK;
-}
-
-/// The strides of \p t in elements (compact row-major when NULL).
-std::vector<int64_t> stridesOf(const DLTensor *t) {
-  std::vector<int64_t> strides(static_cast<size_t>(t->ndim));
-  if (t->strides) {
-    std::copy(t->strides, t->strides + t->ndim, strides.begin());
-    return strides;
-  }
-  int64_t s = 1;
-  for (int d = t->ndim - 1; d >= 0; --d) {
-    strides[d] = s;
-    s *= t->shape[d];
-  }
-  return strides;
-}
-
-/// Checks that every element offset of \p t (sizes already known positive)
-/// and the byte address of its last element fit in 64 bits.
-attn_status_t checkExtent(const TensorSpec &s) {
-  const DLTensor *t = s.t;
-  std::vector<int64_t> strides = stridesOf(t);
-  int64_t numel = 1, last = 0;
-  for (int d = 0; d < t->ndim; ++d) {
-    int64_t span;
-    if (__builtin_mul_overflow(numel, t->shape[d], &numel) ||
-        __builtin_mul_overflow(t->shape[d] - 1, strides[d], &span) ||
-        __builtin_add_overflow(last, span, &last))
-      return fail(ATTN_ERROR_SHAPE,
-                  s.name + ": shape " + shapeString(t->shape, t->ndim) +
-                      " overflows 64-bit indexing");
-  }
-  int64_t bytes;
-  if (t->byte_offset > uint64_t(INT64_MAX) ||
-      __builtin_mul_overflow(last + 1, int64_t(s.type.bits / 8), &bytes) ||
-      __builtin_add_overflow(bytes, int64_t(t->byte_offset), &bytes))
-    return fail(ATTN_ERROR_SHAPE, s.name + ": shape " +
-                                      shapeString(t->shape, t->ndim) +
-                                      " overflows 64-bit byte addressing");
-  return ATTN_OK;
-}
-
-/// An output must not overlap itself: sorted by stride, each dim of size > 1
-/// must step past everything the smaller dims reach (a sufficient condition
-/// for distinct elements; zero strides fail it).
-attn_status_t checkNoSelfOverlap(const TensorSpec &s,
-                                 const char *const *dimNames) {
-  const DLTensor *t = s.t;
-  if (!t->strides)
-    return ATTN_OK;
-  std::vector<int> dims;
-  for (int d = 0; d < t->ndim; ++d) {
-    if (t->shape[d] <= 1)
-      continue;
-    if (t->strides[d] == 0)
-      return fail(ATTN_ERROR_LAYOUT,
-                  s.name + ": dim " + str(d) + " (" + dimNames[d] +
-                      ") has stride 0; an output must not overlap itself");
-    dims.push_back(d);
-  }
-  std::sort(dims.begin(), dims.end(), [&](int a, int b) {
-    return t->strides[a] != t->strides[b] ? t->strides[a] < t->strides[b]
-                                          : a > b;
-  });
-  int64_t reach = 0; // largest offset the smaller dims reach
-  for (int d : dims) {
-    if (t->strides[d] <= reach)
-      return fail(ATTN_ERROR_LAYOUT,
-                  s.name + ": strides " + shapeString(t->strides, t->ndim) +
-                      " for shape " + shapeString(t->shape, t->ndim) +
-                      " make dim " + str(d) + " (" + dimNames[d] +
-                      ") overlap other elements; an output must not overlap "
-                      "itself");
-    reach += (t->shape[d] - 1) * t->strides[d]; // no overflow: checkExtent
-  }
-  return ATTN_OK;
-}
-
-/// Checks an output's shape against the bound dims:
-/// "o: dim 2 (N) is 36, expected 37".
-attn_status_t checkOutputShape(const TensorSpec &s,
-                               const attn::DimBinding &dims,
-                               const char *const *dimNames) {
-  for (int d = 0; d < s.ndim; ++d) {
-    int64_t want = dims.at(dimNames[d]);
-    if (s.t->shape[d] != want)
-      return fail(ATTN_ERROR_SHAPE,
-                  s.name + ": dim " + str(d) + " (" + dimNames[d] + ") is " +
-                      str(s.t->shape[d]) + ", expected " + str(want) +
-                      " (shape " + shapeString(s.t->shape, s.ndim) +
-                      ", expected " + s.dimsDecl + ")");
-  }
-  return ATTN_OK;
-}
 
 /// Validates the kernel descriptor and converts its inputs to a Signature.
 attn_status_t checkKernel(const attn_kernel_desc_t *k, attn::Signature &sig) {
@@ -312,110 +37,8 @@ attn_status_t checkKernel(const attn_kernel_desc_t *k, attn::Signature &sig) {
   if (k->tile_q <= 0)
     return fail(ATTN_ERROR_INVALID_ARGUMENT,
                 kname + ": tile_q is " + str(k->tile_q) + ", expected > 0");
-  if (k->num_inputs < 3 || k->num_inputs > kMaxInputs)
-    return fail(ATTN_ERROR_INVALID_ARGUMENT,
-                kname + ": num_inputs is " + str(k->num_inputs) +
-                    ", expected q, k, v and at most " + str(kMaxInputs - 3) +
-                    " aux inputs");
-  if (!k->inputs)
-    return fail(ATTN_ERROR_INVALID_ARGUMENT, kname + ": inputs is NULL");
-  sig.inputs.clear();
-  std::set<std::string> names = {"o", "lse"};
-  for (int32_t i = 0; i < k->num_inputs; ++i) {
-    const attn_input_desc_t &in = k->inputs[i];
-    std::string where = kname + ": inputs[" + str(i) + "]";
-    if (!in.name || !*in.name)
-      return fail(ATTN_ERROR_INVALID_ARGUMENT, where + " has no name");
-    where += " '" + std::string(in.name) + "'";
-    if (!names.insert(in.name).second)
-      return fail(ATTN_ERROR_INVALID_ARGUMENT,
-                  where + ": the name is used twice (or is 'o'/'lse')");
-    if (in.type != ATTN_F32 && in.type != ATTN_BF16 && in.type != ATTN_F16 &&
-        in.type != ATTN_I32)
-      return fail(ATTN_ERROR_INVALID_ARGUMENT,
-                  where + ": unknown element type " +
-                      str(static_cast<int>(in.type)));
-    if (in.rank < 0 || in.rank > kMaxRank)
-      return fail(ATTN_ERROR_INVALID_ARGUMENT,
-                  where + ": rank " + str(in.rank) + " is not in [0, " +
-                      str(kMaxRank) + "]");
-    if (in.rank > 0 && !in.dims)
-      return fail(ATTN_ERROR_INVALID_ARGUMENT, where + ": dims is NULL");
-    attn::InputSig is;
-    is.name = in.name;
-    is.type = in.type == ATTN_F32    ? attn::ElemType::F32
-              : in.type == ATTN_BF16 ? attn::ElemType::BF16
-              : in.type == ATTN_F16  ? attn::ElemType::F16
-                                     : attn::ElemType::I32;
-    for (int32_t d = 0; d < in.rank; ++d) {
-      attn::DimRef ref;
-      if (in.dims[d]) {
-        if (!*in.dims[d])
-          return fail(ATTN_ERROR_INVALID_ARGUMENT,
-                      where + ": dim " + str(d) + " has an empty name");
-        ref.symbol = in.dims[d];
-      } else {
-        if (!in.fixed_sizes || in.fixed_sizes[d] <= 0)
-          return fail(ATTN_ERROR_INVALID_ARGUMENT,
-                      where + ": dim " + str(d) +
-                          " is fixed but has no positive fixed_sizes entry");
-        ref.size = in.fixed_sizes[d];
-      }
-      is.dims.push_back(ref);
-    }
-    if (i < 3) {
-      bool canonical = std::string(in.name) == kQKVNames[i] && in.rank == 4 &&
-                       in.type != ATTN_I32;
-      for (int32_t d = 0; canonical && d < 4; ++d)
-        canonical = is.dims[d].symbol == kQKVDims[i][d];
-      if (!canonical)
-        return fail(ATTN_ERROR_INVALID_ARGUMENT,
-                    where + ": expected " + kQKVNames[i] + " : f32|bf16|f16[" +
-                        kQKVDims[i][0] + ", " + kQKVDims[i][1] + ", " +
-                        kQKVDims[i][2] + ", " + kQKVDims[i][3] + "], got " +
-                        elemTypeName(in.type) + declString(in));
-    }
-    sig.inputs.push_back(std::move(is));
-  }
-  return ATTN_OK;
+  return checkInputDescs(kname, k->num_inputs, k->inputs, sig);
 }
-
-/// Builds the memref descriptors: one run of int64 words per argument,
-/// { allocated, aligned, offset, sizes[R], strides[R] }.
-class Descriptors {
-public:
-  void add(const void *allocated, const void *aligned,
-           const std::vector<int64_t> &sizes,
-           const std::vector<int64_t> &strides) {
-    starts.push_back(words.size());
-    words.push_back(pointerWord(allocated));
-    words.push_back(pointerWord(aligned));
-    words.push_back(0); // offset: folded into `aligned`
-    words.insert(words.end(), sizes.begin(), sizes.end());
-    words.insert(words.end(), strides.begin(), strides.end());
-  }
-  void addTensor(const DLTensor *t) {
-    std::vector<int64_t> sizes(t->shape, t->shape + t->ndim);
-    add(t->data, static_cast<const char *>(t->data) + t->byte_offset, sizes,
-        stridesOf(t));
-  }
-  /// The args array; valid while this object lives and add() is not called.
-  std::vector<void *> args() {
-    std::vector<void *> out;
-    for (size_t start : starts)
-      out.push_back(&words[start]);
-    return out;
-  }
-
-private:
-  static int64_t pointerWord(const void *p) {
-    int64_t w;
-    std::memcpy(&w, &p, sizeof(w));
-    return w;
-  }
-  std::vector<int64_t> words;
-  std::vector<size_t> starts;
-};
 
 struct Launch {
   attn_cpu_kernel_fn fn;
@@ -460,15 +83,9 @@ extern "C" attn_status_t attn_cpu_run(const attn_kernel_desc_t *kernel,
   attn::Signature sig;
   if (attn_status_t st = checkKernel(kernel, sig))
     return st;
-  if (!inputs)
-    return fail(ATTN_ERROR_INVALID_ARGUMENT, "inputs: array is NULL");
-  if (!o)
-    return fail(ATTN_ERROR_INVALID_ARGUMENT, "o: tensor is NULL");
-  if (lse && !kernel->has_lse)
-    return fail(ATTN_ERROR_UNSUPPORTED,
-                std::string("lse: kernel '") + (kernel->name ? kernel->name : "?") +
-                    "' cannot write lse (its normalizer is not softmax); "
-                    "pass NULL");
+  if (attn_status_t st = checkCallPointers(kernel->name, kernel->has_lse,
+                                           inputs, o, lse))
+    return st;
   int numThreads = options ? options->num_threads : 0;
   if (numThreads < 0)
     return fail(ATTN_ERROR_INVALID_ARGUMENT,
@@ -477,69 +94,11 @@ extern "C" attn_status_t attn_cpu_run(const attn_kernel_desc_t *kernel,
   if (numThreads == 0)
     numThreads = attn_cpu_num_threads();
 
-  // Inputs: everything but shapes, then bind the shapes.
-  std::vector<TensorSpec> specs;
-  for (int32_t i = 0; i < kernel->num_inputs; ++i) {
-    const attn_input_desc_t &in = kernel->inputs[i];
-    if (!inputs[i])
-      return fail(ATTN_ERROR_INVALID_ARGUMENT,
-                  std::string(in.name) + ": tensor is NULL (inputs[" + str(i) +
-                      "])");
-    specs.push_back({in.name, inputs[i], dlTypeOf(in.type),
-                     elemTypeName(in.type), in.rank, declString(in)});
-    if (attn_status_t st = checkBasics(specs.back()))
-      return st;
-  }
-  int64_t hq = inputs[0]->shape[1], hkv = inputs[1]->shape[1];
-  if (hq > 0 && hkv > 0 && hq % hkv != 0)
-    return fail(ATTN_ERROR_SHAPE,
-                "k: dim 1 (Hkv) is " + str(hkv) +
-                    ", which does not divide q dim 1 (Hq) = " + str(hq) +
-                    " (query heads must be a multiple of key/value heads)");
-  std::map<std::string, std::vector<int64_t>> shapes;
-  for (const TensorSpec &s : specs)
-    shapes[s.name] = std::vector<int64_t>(s.t->shape, s.t->shape + s.ndim);
+  // Inputs and outputs: devices, dtypes, layouts, shapes.
   attn::DimBinding dims;
-  std::string err = attn::bindShapes(sig, shapes, dims);
-  if (!err.empty())
-    return fail(ATTN_ERROR_SHAPE, err);
-  // bindShapes derives G = Hq / Hkv after binding; an aux dim named G must
-  // agree with it.
-  for (const TensorSpec &s : specs) {
-    const attn::InputSig *in = sig.find(s.name);
-    for (int d = 0; d < s.ndim; ++d)
-      if (in->dims[d].symbol == "G" && s.t->shape[d] != dims["G"])
-        return fail(ATTN_ERROR_SHAPE,
-                    s.name + ": dim " + str(d) + " (G) is " +
-                        str(s.t->shape[d]) + ", expected Hq / Hkv = " +
-                        str(dims["G"]));
-  }
-  for (const TensorSpec &s : specs)
-    if (attn_status_t st = checkExtent(s))
-      return st;
-
-  // Outputs.
-  DLDataType f32 = {kDLFloat, 32, 1};
-  TensorSpec oSpec{"o", o, f32, "", 4, "[B, Hq, N, Dv]"};
-  if (attn_status_t st = checkBasics(oSpec))
+  if (attn_status_t st = checkTensors(sig, kernel->inputs, inputs, o, lse,
+                                      MemoryKind::Host, dims))
     return st;
-  if (attn_status_t st = checkOutputShape(oSpec, dims, kODims))
-    return st;
-  if (attn_status_t st = checkExtent(oSpec))
-    return st;
-  if (attn_status_t st = checkNoSelfOverlap(oSpec, kODims))
-    return st;
-  TensorSpec lseSpec{"lse", lse, f32, "", 3, "[B, Hq, N]"};
-  if (lse) {
-    if (attn_status_t st = checkBasics(lseSpec))
-      return st;
-    if (attn_status_t st = checkOutputShape(lseSpec, dims, kODims))
-      return st;
-    if (attn_status_t st = checkExtent(lseSpec))
-      return st;
-    if (attn_status_t st = checkNoSelfOverlap(lseSpec, kODims))
-      return st;
-  }
 
   // Work items.
   int64_t B = dims.at("B"), Hq = dims.at("Hq"), N = dims.at("N");
@@ -551,15 +110,7 @@ extern "C" attn_status_t attn_cpu_run(const attn_kernel_desc_t *kernel,
 
   // Descriptors: q, k, v, o, lse, aux.
   Descriptors desc;
-  for (int i = 0; i < 3; ++i)
-    desc.addTensor(inputs[i]);
-  desc.addTensor(o);
-  if (lse)
-    desc.addTensor(lse);
-  else
-    desc.add(nullptr, nullptr, {B, Hq, N}, {Hq * N, N, 1});
-  for (int32_t i = 3; i < kernel->num_inputs; ++i)
-    desc.addTensor(inputs[i]);
+  addCallDescriptors(desc, kernel->num_inputs, inputs, o, lse, dims);
   std::vector<void *> args = desc.args();
 
   // Launch: one call when single-threaded, else small dynamic chunks (items

@@ -45,6 +45,13 @@ LogicalResult compileToObject(ModuleOp module, const CPUTarget &target,
 /// entry point `attn_status_t attn_run_<name>(...)`.
 std::string generateHeader(const KernelInfo &info);
 
+/// The `attn_input_desc_t <symbol>_inputs[]` array (and the dims arrays it
+/// points to) describing `signature`, as C for a generated header.
+void writeInputDescs(llvm::raw_ostream &os, llvm::StringRef symbol,
+                     const ::attn::Signature &signature);
+/// "ATTN_F32", "ATTN_BF16", ...
+const char *elemTypeEnum(::attn::ElemType t);
+
 } // namespace mlir::attn
 
 #endif

@@ -31,12 +31,62 @@ def ConvertAttnToCPU : Pass<"convert-attn-to-cpu", "ModuleOp"> {
            "from their #attn.schedule)">,
     Option<"linearChunk", "linear-chunk", "int64_t", "64",
            "time steps per chunk of the chunked linear-attention form; 0 "
-           "selects the step-by-step recurrence">
+           "selects the step-by-step recurrence">,
+    Option<"bf16Dot", "bf16-dot", "bool", "false",
+           "softmax-family kernels with bf16 q and k: S = Q Kᵀ (and, with a "
+           "bf16 v, O += P V) by AVX512-BF16 dot products "
+           "(x86vector.avx512.dot); needs a CPU with avx512bf16">
   ];
   let dependentDialects = [
     "::mlir::arith::ArithDialect", "::mlir::func::FuncDialect",
     "::mlir::math::MathDialect", "::mlir::memref::MemRefDialect",
-    "::mlir::scf::SCFDialect", "::mlir::vector::VectorDialect"
+    "::mlir::scf::SCFDialect", "::mlir::vector::VectorDialect",
+    "::mlir::x86vector::X86VectorDialect"
+  ];
+}
+
+def ConvertAttnToNVVM : Pass<"convert-attn-to-nvvm", "ModuleOp"> {
+  let summary = "Lower tiled attn specs to tensor-core GPU kernels (gpu + nvgpu + NVVM)";
+  let description = [{
+    Replaces each softmax-family `attn.spec` (with an `#attn.schedule`) by a
+    `gpu.module @attn_<name>_cuda` holding one FlashAttention-2-style forward
+    kernel per head-dim variant, `gpu.func @attn_<name>_d<D>`:
+
+    * one CTA per (query tile, b * Hq + h); `tile_q / 16` warps, each owning
+      16 query rows; K/V tiles of `tile_kv` rows;
+    * Q, K and V tiles staged in (dynamic, XOR-swizzled) shared memory with
+      `cp.async` (`nvgpu.device_async_copy`, zero-filled past N, M and the
+      head dim), K/V double-buffered: the copy of the next visible tile is
+      in flight while the current one is computed;
+    * `S = Q Kᵀ` and `O += P V` on tensor cores: `nvgpu.ldmatrix` fragments
+      and `mma.sync.m16n8k16` with bf16 or f16 operands and f32
+      accumulators (P is rounded to the input type, as in FlashAttention);
+    * online softmax in registers: row max and sum across the 4 lanes of a
+      row with `gpu.shuffle xor`; sigmoid / relu / none without statistics;
+    * score and mask regions inlined per accumulator element; each (q-tile,
+      kv-tile) is classified by the same interval evaluation of the mask as
+      on the CPU: empty tiles are never loaded, full tiles skip the mask.
+
+    Head dims are padded to the variant's `D` (zero-filled), so the variant
+    with D = 128 serves any Dqk, Dv <= 128. Kernel arguments are the memrefs
+    `(q, k, v, o, lse, aux...)`; the runtime passes their descriptors.
+
+    ```mlir
+    gpu.module @attn_causal_cuda {
+      gpu.func @attn_causal_d128(%q: memref<?x?x?x?xbf16, strided<[?, ?, ?, 1], offset: ?>>, ...) kernel
+    }
+    ```
+  }];
+  let options = [
+    ListOption<"headDims", "head-dims", "int64_t",
+               "padded head dims to generate a kernel variant for (64, 128)">
+  ];
+  let dependentDialects = [
+    "::mlir::arith::ArithDialect", "::mlir::gpu::GPUDialect",
+    "::mlir::math::MathDialect", "::mlir::memref::MemRefDialect",
+    "::mlir::nvgpu::NVGPUDialect", "::mlir::NVVM::NVVMDialect",
+    "::mlir::LLVM::LLVMDialect", "::mlir::scf::SCFDialect",
+    "::mlir::vector::VectorDialect"
   ];
 }
 

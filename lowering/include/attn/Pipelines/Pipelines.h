@@ -9,7 +9,9 @@
 #ifndef ATTN_PIPELINES_PIPELINES_H
 #define ATTN_PIPELINES_PIPELINES_H
 
+#include "mlir/IR/DialectRegistry.h"
 #include "mlir/Pass/PassManager.h"
+#include "llvm/ADT/SmallVector.h"
 #include <string>
 
 namespace mlir::attn {
@@ -18,8 +20,10 @@ namespace mlir::attn {
 enum class Stage {
   Attn,  ///< bound and verified attn dialect
   Tiled, ///< attn with an #attn.schedule
-  CPU,   ///< scf/vector/memref kernel functions
-  LLVM,  ///< LLVM dialect with the runtime entry points
+  Kernel, ///< kernels in upstream dialects: scf/vector/memref functions
+          ///< (CPU) or gpu.module kernels with gpu/nvgpu/NVVM ops (CUDA)
+  CPU = Kernel,
+  LLVM, ///< LLVM dialect: runtime entry points (CPU), NVVM gpu.modules (CUDA)
 };
 
 struct CPUPipelineOptions {
@@ -30,6 +34,9 @@ struct CPUPipelineOptions {
   int64_t linearChunk = 64;
   /// Linear attention: carry the state in and out (attn-add-linear-state).
   bool linearState = false;
+  /// Softmax family with bf16 q/k (and v): AVX512-BF16 dot products
+  /// (x86vector.avx512.dot, vdpbf16ps). Set only for targets that have them.
+  bool bf16Dot = false;
 };
 
 /// Adds the passes that take a module of attn.spec ops from stage `start`
@@ -37,7 +44,33 @@ struct CPUPipelineOptions {
 void buildAttnCPUPipeline(OpPassManager &pm, const CPUPipelineOptions &options,
                           Stage stop = Stage::LLVM, Stage start = Stage::Attn);
 
-/// Registers the attn passes and the named pipeline `attn-lower-to-cpu`.
+struct CUDAPipelineOptions {
+  std::string chip = "sm_90";      ///< nvvm-attach-target chip
+  std::string features = "+ptx80"; ///< PTX ISA version (sm_90 needs >= 8.0)
+  int64_t tileQ = 64;              ///< query rows per CTA (16 per warp)
+  int64_t tileKV = 64;             ///< kv rows per shared-memory stage
+  /// Head-dim variants (padded): one kernel each.
+  llvm::SmallVector<int64_t> headDims = {64, 128};
+  /// Element type given to undeclared q, k, v.
+  std::string elementType = "bf16";
+};
+
+/// The CUDA counterpart of buildAttnCPUPipeline: Tiled declares q/k/v types
+/// and tiles for warps, Kernel builds the gpu.module kernels, LLVM lowers
+/// them to NVVM for `options.chip` (gpu-module-to-binary is the target's
+/// job: see CUDATarget.h).
+void buildAttnCUDAPipeline(OpPassManager &pm,
+                           const CUDAPipelineOptions &options,
+                           Stage stop = Stage::LLVM,
+                           Stage start = Stage::Attn);
+
+/// Adds to `registry` what the CUDA pipeline needs in a context: the gpu,
+/// nvgpu and NVVM dialects, their lowering interfaces to LLVM, the NVVM
+/// target attribute and the LLVM IR translations gpu-module-to-binary uses.
+void registerAttnCUDAExtensions(DialectRegistry &registry);
+
+/// Registers the attn passes and the named pipelines `attn-lower-to-cpu`
+/// and `attn-lower-to-nvvm`.
 void registerAttnPipelines();
 
 } // namespace mlir::attn

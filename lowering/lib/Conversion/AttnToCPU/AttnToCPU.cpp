@@ -15,6 +15,17 @@
 // Because every vector runs along queries, any head dim and any K/V stride
 // works without padding, and the per-row softmax state is plain vector math.
 //
+// bf16-dot (bf16 q and k, a CPU with AVX512-BF16): vdpbf16ps adds two
+// products per f32 lane, acc[i] += a[2i] * b[2i] + a[2i+1] * b[2i+1], so
+// Q is kept unscaled in bf16 pairs along d, Qp[d/2][i][2], each kv tile's
+// K rows are copied to Kp[j][d] (an odd Dqk padded with a zero), and one
+// dot with the broadcast pair (k[j][d], k[j][d+1]) does two d-steps for
+// vl queries; S is scaled in f32 afterwards (q * scale is not rounded to
+// bf16). With a bf16 v, pass 3 does the same along j: P is rounded to bf16
+// (pass 2 sums the rounded values, so numerator and denominator agree) and
+// packed in pairs of kv rows, Pp[j/2][i][2], and V in pairs of rows,
+// Vp[j/2][dv][2] (an odd tile padded with zeros).
+//
 //===----------------------------------------------------------------------===//
 
 #include "KernelBase.h"
@@ -27,6 +38,7 @@
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
+#include "mlir/Dialect/X86Vector/X86VectorDialect.h"
 #include "mlir/IR/ImplicitLocOpBuilder.h"
 #include <limits>
 
@@ -45,8 +57,9 @@ using P = arith::CmpIPredicate;
 
 class KernelBuilder : public KernelBase {
 public:
-  KernelBuilder(SpecOp spec, ModuleOp module)
-      : KernelBase(spec.getLoc(), module.getContext(), 16), spec(spec),
+  KernelBuilder(SpecOp spec, ModuleOp module, bool bf16Dot)
+      : KernelBase(spec.getLoc(), module.getContext(), 16), bf16Dot(bf16Dot),
+        spec(spec),
         att(spec.getAttention()),
         sched(att ? att.getScheduleAttr() : ScheduleAttr()) {
     // build() reports a missing schedule; keep the sizes valid until then.
@@ -78,7 +91,28 @@ private:
                       ArrayRef<Value> qIdx, SmallVector<Value> &stat);
   void emitPV(Value hk, Value bIdx, Value k0, Value kn, bool rescale);
   void emitStore(Value bIdx, Value h, Value q0, Value qn);
+  // The bf16-dot path.
+  void emitLoadQPairs(Value bIdx, Value h, Value q0, Value qn);
+  void emitPackK(Value bIdx, Value hk, Value k0, Value kn);
+  void emitPackPV(Value bIdx, Value hk, Value k0, Value kn);
+  SmallVector<Value> dotQKBlock(Value jb, int64_t nj, ValueRange init);
+  /// x rounded to bf16 and back (P of the bf16 PV product).
+  Value roundBF16(Value x) {
+    if (!dotPV)
+      return x;
+    Value t =
+        arith::TruncFOp::create(b, VectorType::get({vl}, b.getBF16Type()), x);
+    return arith::ExtFOp::create(b, vf32(), t);
+  }
+  /// The 32-bit pair (mem[i0, i1], mem[i0, i1 + 1]) of a unit-stride bf16
+  /// buffer broadcast to all lanes, as 2 * vl bf16.
+  Value bcastPair(Value mem, Value i0, Value i1);
+  VectorType vbf16(int64_t n) { return VectorType::get({n}, b.getBF16Type()); }
+  Value cbf16(float v) {
+    return arith::ConstantOp::create(b, b.getFloatAttr(b.getBF16Type(), v));
+  }
 
+  bool bf16Dot;
   SpecOp spec;
   AttentionOp att;
   ScheduleAttr sched;
@@ -92,6 +126,12 @@ private:
   Value scale, bias;                          // f32 scalars
   Value hasLse;                               // i1
   Value Qt, St, Ot, mBuf, lBuf, aBuf, invBuf; // local buffers
+  // bf16-dot: S = Q K^T (dotQK) and O += P V (dotPV) by vdpbf16ps.
+  bool dotQK = false, dotPV = false;
+  Value D2;                          // ceil(Dqk / 2)
+  Value Qp, Kp, Pp, Vp;              // bf16 pair buffers
+  Value kUnit, vUnit;                // i1: unit innermost stride
+  Value kU, vU;                      // k, v cast to a unit innermost stride
   NormalizerKind kind;
   /// Score/mask regions present: finish S in a separate row loop.
   bool deferFinish = false;
@@ -116,6 +156,13 @@ void KernelBuilder::emitPrologue(func::FuncOp fn) {
   M = dimOf(k, 2);
   Dv = dimOf(v, 3);
   G = arith::DivUIOp::create(b, Hq, dimOf(k, 1));
+  auto isBF16 = [](Value m) {
+    return cast<MemRefType>(m.getType()).getElementType().isBF16();
+  };
+  // vdpbf16ps exists for 4, 8 and 16 f32 lanes.
+  dotQK = bf16Dot && isBF16(q) && isBF16(k) &&
+          (vl == 4 || vl == 8 || vl == 16);
+  dotPV = dotQK && isBF16(v) && !getenv("TMP_NO_PV");
   auto toF32 = [&](Value x) -> Value {
     return x.getType().isF64()
                ? Value(arith::TruncFOp::create(b, b.getF32Type(), x))
@@ -136,9 +183,49 @@ void KernelBuilder::emitPrologue(func::FuncOp fn) {
   nKT = arith::CeilDivUIOp::create(b, M, cidx(bk));
   // Local buffers, allocated once per call (not per item).
   Type f32 = b.getF32Type();
-  Qt = memref::AllocaOp::create(
-      b, MemRefType::get({ShapedType::kDynamic, bq}, f32), ValueRange{Dqk});
-  St = memref::AllocaOp::create(b, MemRefType::get({bk, bq}, f32));
+  Type bf16 = b.getBF16Type();
+  int64_t dyn = ShapedType::kDynamic;
+  // A unit innermost stride lets the packing copy rows with vector loads
+  // (any other stride takes scalar loads); the view with the static unit
+  // stride is only used under that check. (Not memref.cast: canonicalization
+  // folds that cast into the loads, which then fail to verify.)
+  auto unitInner = [&](Value m, Value &isUnit, Value &view) {
+    auto meta = memref::ExtractStridedMetadataOp::create(b, m);
+    isUnit =
+        arith::CmpIOp::create(b, P::eq, meta.getStrides().back(), cidx(1));
+    auto layout = StridedLayoutAttr::get(b.getContext(), dyn,
+                                         ArrayRef<int64_t>{dyn, dyn, dyn, 1});
+    SmallVector<OpFoldResult> sizes(meta.getSizes().begin(),
+                                    meta.getSizes().end());
+    SmallVector<OpFoldResult> strides(meta.getStrides().begin(),
+                                      meta.getStrides().end());
+    strides.back() = b.getIndexAttr(1);
+    view = memref::ReinterpretCastOp::create(
+        b, MemRefType::get({dyn, dyn, dyn, dyn}, bf16, layout),
+        meta.getBaseBuffer(), OpFoldResult(meta.getOffset()), sizes, strides);
+  };
+  if (dotQK) {
+    D2 = arith::CeilDivUIOp::create(b, Dqk, cidx(2));
+    Value D2x2 = arith::MulIOp::create(b, D2, cidx(2));
+    Qp = memref::AllocaOp::create(b, MemRefType::get({dyn, 2 * bq}, bf16),
+                                  ValueRange{D2});
+    Kp = memref::AllocaOp::create(b, MemRefType::get({bk, dyn}, bf16),
+                                  ValueRange{D2x2});
+    unitInner(k, kUnit, kU);
+  } else {
+    Qt = memref::AllocaOp::create(b, MemRefType::get({dyn, bq}, f32),
+                                  ValueRange{Dqk});
+  }
+  if (dotPV) {
+    int64_t bk2 = (bk + 1) / 2;
+    Pp = memref::AllocaOp::create(b, MemRefType::get({bk2, 2 * bq}, bf16));
+    Vp = memref::AllocaOp::create(b, MemRefType::get({bk2, dyn}, bf16),
+                                  ValueRange{arith::MulIOp::create(b, Dv, cidx(2))});
+    unitInner(v, vUnit, vU);
+  }
+  // With dotPV an odd tile_kv gets one more (zero) row for the last pair.
+  St = memref::AllocaOp::create(
+      b, MemRefType::get({dotPV ? bk + bk % 2 : bk, bq}, f32));
   Ot = memref::AllocaOp::create(
       b, MemRefType::get({ShapedType::kDynamic, bq}, f32), ValueRange{Dv});
   mBuf = memref::AllocaOp::create(b, MemRefType::get({bq}, f32));
@@ -185,24 +272,32 @@ void KernelBuilder::emitPass1Block(Value bIdx, Value h, Value hk, Value k0,
   for (int64_t r = 0; r < nj; ++r)
     rows.push_back(
         arith::AddIOp::create(b, arith::AddIOp::create(b, k0, jb), cidx(r)));
-  auto dLoop = loop(cidx(0), Dqk, cidx(1), init, [&](Value d, ValueRange acc) {
-    SmallVector<Value> qv;
-    for (int64_t c = 0; c < ci; ++c)
-      qv.push_back(
-          vector::LoadOp::create(b, vf32(), Qt, ValueRange{d, cidx(c * vl)}));
-    SmallVector<Value> next;
-    for (int64_t r = 0; r < nj; ++r) {
-      Value kv = bcast(toF32(
-          memref::LoadOp::create(b, k, ValueRange{bIdx, hk, rows[r], d})));
-      for (int64_t c = 0; c < ci; ++c)
-        next.push_back(vector::FMAOp::create(b, kv, qv[c], acc[r * ci + c]));
-    }
-    return next;
-  });
+  SmallVector<Value> sAcc;
+  if (dotQK) {
+    sAcc = dotQKBlock(jb, nj, init);
+  } else {
+    auto dLoop =
+        loop(cidx(0), Dqk, cidx(1), init, [&](Value d, ValueRange acc) {
+          SmallVector<Value> qv;
+          for (int64_t c = 0; c < ci; ++c)
+            qv.push_back(vector::LoadOp::create(b, vf32(), Qt,
+                                                ValueRange{d, cidx(c * vl)}));
+          SmallVector<Value> next;
+          for (int64_t r = 0; r < nj; ++r) {
+            Value kv = bcast(toF32(memref::LoadOp::create(
+                b, k, ValueRange{bIdx, hk, rows[r], d})));
+            for (int64_t c = 0; c < ci; ++c)
+              next.push_back(
+                  vector::FMAOp::create(b, kv, qv[c], acc[r * ci + c]));
+          }
+          return next;
+        });
+    sAcc.assign(dLoop.getResults().begin(), dLoop.getResults().end());
+  }
   for (int64_t r = 0; r < nj; ++r) {
     Value jRow = arith::AddIOp::create(b, jb, cidx(r));
     for (int64_t c = 0; c < ci; ++c) {
-      Value x = dLoop.getResult(r * ci + c);
+      Value x = sAcc[r * ci + c];
       if (deferFinish) {
         // Score and mask run once per tile in emitFinishRows: one copy of
         // their code instead of one per accumulator.
@@ -259,6 +354,8 @@ void KernelBuilder::finishElement(Value bIdx, Value h, Value kvIdx, Value jRow,
   }
   if (kind != NormalizerKind::softmax && visible)
     p = arith::SelectOp::create(b, visible, p, vsplat(0));
+  if (kind != NormalizerKind::softmax)
+    p = roundBF16(p);
   if (kind == NormalizerKind::relu && att.getRowNormalize())
     stat[c] = arith::AddFOp::create(b, stat[c], p);
   vector::StoreOp::create(b, p, St, ValueRange{jRow, cidx(c * vl)});
@@ -301,6 +398,11 @@ void KernelBuilder::emitPV(Value hk, Value bIdx, Value k0, Value kn,
                            bool rescale) {
   // Pass 3: Ot[dv][i] (* alpha[i] for softmax) + sum_j V[j, dv] * P[j][i],
   // rd value columns at a time so the accumulators stay in registers.
+  Value kn2;
+  if (dotPV) {
+    emitPackPV(bIdx, hk, k0, kn);
+    kn2 = arith::CeilDivUIOp::create(b, kn, cidx(2));
+  }
   auto block = [&](Value dvb, int64_t nd) {
     SmallVector<Value> init;
     SmallVector<Value> alpha;
@@ -317,7 +419,26 @@ void KernelBuilder::emitPV(Value hk, Value bIdx, Value k0, Value kn,
                                : acc);
       }
     }
-    auto jLoop = loop(cidx(0), kn, cidx(1), init, [&](Value j, ValueRange acc) {
+    // bf16: two kv rows per dot with the pair (V[j][dv], V[j+1][dv]).
+    auto dotLoop = [&] {
+      return loop(cidx(0), kn2, cidx(1), init, [&](Value j2, ValueRange acc) {
+        SmallVector<Value> pv;
+        for (int64_t c = 0; c < ci; ++c)
+          pv.push_back(vector::LoadOp::create(b, vbf16(2 * vl), Pp,
+                                              ValueRange{j2, cidx(c * 2 * vl)}));
+        SmallVector<Value> next;
+        for (int64_t r = 0; r < nd; ++r) {
+          Value col = arith::MulIOp::create(
+              b, arith::AddIOp::create(b, dvb, cidx(r)), cidx(2));
+          Value vv = bcastPair(Vp, j2, col);
+          for (int64_t c = 0; c < ci; ++c)
+            next.push_back(x86vector::DotBF16Op::create(
+                b, vf32(), acc[r * ci + c], pv[c], vv));
+        }
+        return next;
+      });
+    };
+    auto jLoop = dotPV ? dotLoop() : loop(cidx(0), kn, cidx(1), init, [&](Value j, ValueRange acc) {
       SmallVector<Value> pv;
       for (int64_t c = 0; c < ci; ++c)
         pv.push_back(
@@ -366,6 +487,244 @@ void KernelBuilder::emitPV(Value hk, Value bIdx, Value k0, Value kn,
   }
 }
 
+Value KernelBuilder::bcastPair(Value mem, Value i0, Value i1) {
+  Type i32 = b.getI32Type();
+  Value pair = vector::LoadOp::create(b, vbf16(2), mem, ValueRange{i0, i1});
+  Value word = vector::ExtractOp::create(
+      b, vector::BitCastOp::create(b, VectorType::get({1}, i32), pair),
+      ArrayRef<int64_t>{0});
+  return vector::BitCastOp::create(
+      b, vbf16(2 * vl),
+      vector::BroadcastOp::create(b, VectorType::get({vl}, i32), word));
+}
+
+/// Qp[d/2][2i + d%2] = q[b, h, q0 + i, d] (bf16, unscaled); an odd Dqk and
+/// the rows of a tail tile are zero.
+void KernelBuilder::emitLoadQPairs(Value bIdx, Value h, Value q0, Value qn) {
+  Value zero = cbf16(0);
+  Value dLast = arith::SubIOp::create(b, Dqk, cidx(1));
+  loop(cidx(0), cidx(bq), cidx(1), {}, [&](Value i, ValueRange) {
+    Value i0 = arith::MulIOp::create(b, i, cidx(2));
+    Value i1 = arith::AddIOp::create(b, i0, cidx(1));
+    Value inRange = arith::CmpIOp::create(b, P::ult, i, qn);
+    auto ifOp = scf::IfOp::create(b, TypeRange{}, inRange, true);
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(&ifOp.getThenRegion().front());
+    Value row = arith::AddIOp::create(b, q0, i);
+    loop(cidx(0), D2, cidx(1), {}, [&](Value d2, ValueRange) {
+      Value d = arith::MulIOp::create(b, d2, cidx(2));
+      Value d1 = arith::AddIOp::create(b, d, cidx(1));
+      Value x0 = memref::LoadOp::create(b, q, ValueRange{bIdx, h, row, d});
+      Value x1 = memref::LoadOp::create(
+          b, q,
+          ValueRange{bIdx, h, row, arith::MinUIOp::create(b, d1, dLast)});
+      x1 = arith::SelectOp::create(
+          b, arith::CmpIOp::create(b, P::ult, d1, Dqk), x1, zero);
+      memref::StoreOp::create(b, x0, Qp, ValueRange{d2, i0});
+      memref::StoreOp::create(b, x1, Qp, ValueRange{d2, i1});
+      return SmallVector<Value>{};
+    });
+    b.setInsertionPointToStart(&ifOp.getElseRegion().front());
+    loop(cidx(0), D2, cidx(1), {}, [&](Value d2, ValueRange) {
+      memref::StoreOp::create(b, zero, Qp, ValueRange{d2, i0});
+      memref::StoreOp::create(b, zero, Qp, ValueRange{d2, i1});
+      return SmallVector<Value>{};
+    });
+    return SmallVector<Value>{};
+  });
+}
+
+/// Kp[j][d] = k[b, hk, k0 + j, d] for j < kn, d < 2 * D2 (an odd Dqk padded
+/// with a zero): vector copies for a unit innermost stride, else scalars.
+void KernelBuilder::emitPackK(Value bIdx, Value hk, Value k0, Value kn) {
+  int64_t w = 2 * vl;
+  Value D2x2 = arith::MulIOp::create(b, D2, cidx(2));
+  auto ifOp = scf::IfOp::create(b, TypeRange{}, kUnit, true);
+  OpBuilder::InsertionGuard g(b);
+  b.setInsertionPointToStart(&ifOp.getThenRegion().front());
+  {
+    Value full =
+        arith::SubIOp::create(b, Dqk, arith::RemUIOp::create(b, Dqk, cidx(w)));
+    Value tail = arith::SubIOp::create(b, D2x2, full);
+    Value hasTail = arith::CmpIOp::create(b, P::ugt, tail, cidx(0));
+    auto maskTy = VectorType::get({w}, b.getI1Type());
+    Value ldMask = vector::CreateMaskOp::create(
+        b, maskTy, ValueRange{arith::SubIOp::create(b, Dqk, full)});
+    Value stMask = vector::CreateMaskOp::create(b, maskTy, ValueRange{tail});
+    Value pass = arith::ConstantOp::create(b, b.getZeroAttr(vbf16(w)));
+    loop(cidx(0), kn, cidx(1), {}, [&](Value j, ValueRange) {
+      Value row = arith::AddIOp::create(b, k0, j);
+      loop(cidx(0), full, cidx(w), {}, [&](Value d, ValueRange) {
+        Value x =
+            vector::LoadOp::create(b, vbf16(w), kU, ValueRange{bIdx, hk, row, d});
+        vector::StoreOp::create(b, x, Kp, ValueRange{j, d});
+        return SmallVector<Value>{};
+      });
+      ifThen(hasTail, [&] {
+        Value x = vector::MaskedLoadOp::create(
+            b, vbf16(w), kU, ValueRange{bIdx, hk, row, full}, ldMask, pass);
+        vector::MaskedStoreOp::create(b, Kp, ValueRange{j, full}, stMask, x);
+      });
+      return SmallVector<Value>{};
+    });
+  }
+  b.setInsertionPointToStart(&ifOp.getElseRegion().front());
+  {
+    Value zero = cbf16(0);
+    Value dLast = arith::SubIOp::create(b, Dqk, cidx(1));
+    loop(cidx(0), kn, cidx(1), {}, [&](Value j, ValueRange) {
+      Value row = arith::AddIOp::create(b, k0, j);
+      loop(cidx(0), D2x2, cidx(1), {}, [&](Value d, ValueRange) {
+        Value x = memref::LoadOp::create(
+            b, k,
+            ValueRange{bIdx, hk, row, arith::MinUIOp::create(b, d, dLast)});
+        x = arith::SelectOp::create(
+            b, arith::CmpIOp::create(b, P::ult, d, Dqk), x, zero);
+        memref::StoreOp::create(b, x, Kp, ValueRange{j, d});
+        return SmallVector<Value>{};
+      });
+      return SmallVector<Value>{};
+    });
+  }
+}
+
+/// S for kv rows [jb, jb + nj) of the tile: sum over d pairs of
+/// dot(Qp[d/2], (Kp[j][d], Kp[j][d + 1])), then * scale.
+SmallVector<Value> KernelBuilder::dotQKBlock(Value jb, int64_t nj,
+                                             ValueRange init) {
+  SmallVector<Value> rows;
+  for (int64_t r = 0; r < nj; ++r)
+    rows.push_back(arith::AddIOp::create(b, jb, cidx(r)));
+  auto dLoop = loop(cidx(0), D2, cidx(1), init, [&](Value d2, ValueRange acc) {
+    SmallVector<Value> qv;
+    for (int64_t c = 0; c < ci; ++c)
+      qv.push_back(vector::LoadOp::create(b, vbf16(2 * vl), Qp,
+                                          ValueRange{d2, cidx(c * 2 * vl)}));
+    Value col = arith::MulIOp::create(b, d2, cidx(2));
+    SmallVector<Value> next;
+    for (int64_t r = 0; r < nj; ++r) {
+      Value kv = bcastPair(Kp, rows[r], col);
+      for (int64_t c = 0; c < ci; ++c)
+        next.push_back(x86vector::DotBF16Op::create(b, vf32(),
+                                                    acc[r * ci + c], qv[c], kv));
+    }
+    return next;
+  });
+  SmallVector<Value> out;
+  Value sc = bcast(scale);
+  for (Value x : dLoop.getResults())
+    out.push_back(arith::MulFOp::create(b, x, sc));
+  return out;
+}
+
+/// P (St rows [0, kn), f32, already bf16-exact) to Pp[j/2][2i + j%2], V
+/// rows to Vp[j/2][2dv + j%2]; an odd kn pairs its last row with zeros.
+void KernelBuilder::emitPackPV(Value bIdx, Value hk, Value k0, Value kn) {
+  Value kn2 = arith::CeilDivUIOp::create(b, kn, cidx(2));
+  Value pairs = arith::DivUIOp::create(b, kn, cidx(2));
+  Value odd = arith::CmpIOp::create(b, P::ne, pairs, kn2);
+  ifThen(odd, [&] {
+    for (int64_t c = 0; c < ci; ++c)
+      vector::StoreOp::create(b, vsplat(0), St, ValueRange{kn, cidx(c * vl)});
+  });
+  // Lanes (x0, y0, x1, y1, ...) of two vl-vectors.
+  SmallVector<int64_t> zip;
+  for (int64_t i = 0; i < vl; ++i) {
+    zip.push_back(i);
+    zip.push_back(vl + i);
+  }
+  auto interleave = [&](Value x, Value y) -> Value {
+    return vector::ShuffleOp::create(b, x, y, zip);
+  };
+  loop(cidx(0), kn2, cidx(1), {}, [&](Value j2, ValueRange) {
+    Value j = arith::MulIOp::create(b, j2, cidx(2));
+    Value j1 = arith::AddIOp::create(b, j, cidx(1));
+    for (int64_t c = 0; c < ci; ++c) {
+      auto half = [&](Value row) -> Value {
+        Value p =
+            vector::LoadOp::create(b, vf32(), St, ValueRange{row, cidx(c * vl)});
+        return arith::TruncFOp::create(b, vbf16(vl), p);
+      };
+      vector::StoreOp::create(b, interleave(half(j), half(j1)), Pp,
+                              ValueRange{j2, cidx(c * 2 * vl)});
+    }
+    return SmallVector<Value>{};
+  });
+
+  auto ifOp = scf::IfOp::create(b, TypeRange{}, vUnit, true);
+  OpBuilder::InsertionGuard g(b);
+  b.setInsertionPointToStart(&ifOp.getThenRegion().front());
+  {
+    Value full =
+        arith::SubIOp::create(b, Dv, arith::RemUIOp::create(b, Dv, cidx(vl)));
+    Value rem = arith::SubIOp::create(b, Dv, full);
+    Value hasTail = arith::CmpIOp::create(b, P::ugt, rem, cidx(0));
+    Value ldMask = vector::CreateMaskOp::create(
+        b, VectorType::get({vl}, b.getI1Type()), ValueRange{rem});
+    Value stMask = vector::CreateMaskOp::create(
+        b, VectorType::get({2 * vl}, b.getI1Type()),
+        ValueRange{arith::MulIOp::create(b, rem, cidx(2))});
+    Value zeroV = arith::ConstantOp::create(b, b.getZeroAttr(vbf16(vl)));
+    Value fullX2 = arith::MulIOp::create(b, full, cidx(2));
+    // One pair of V rows (the second one zero for the odd last row).
+    auto packRows = [&](Value j2, bool second) {
+      Value r0 = arith::AddIOp::create(
+          b, k0, arith::MulIOp::create(b, j2, cidx(2)));
+      Value r1 = arith::AddIOp::create(b, r0, cidx(1));
+      loop(cidx(0), full, cidx(vl), {}, [&](Value dv, ValueRange) {
+        Value x = vector::LoadOp::create(b, vbf16(vl), vU,
+                                         ValueRange{bIdx, hk, r0, dv});
+        Value y = second ? Value(vector::LoadOp::create(
+                               b, vbf16(vl), vU, ValueRange{bIdx, hk, r1, dv}))
+                         : zeroV;
+        vector::StoreOp::create(
+            b, interleave(x, y), Vp,
+            ValueRange{j2, arith::MulIOp::create(b, dv, cidx(2))});
+        return SmallVector<Value>{};
+      });
+      ifThen(hasTail, [&] {
+        Value x = vector::MaskedLoadOp::create(
+            b, vbf16(vl), vU, ValueRange{bIdx, hk, r0, full}, ldMask, zeroV);
+        Value y = second ? Value(vector::MaskedLoadOp::create(
+                               b, vbf16(vl), vU, ValueRange{bIdx, hk, r1, full},
+                               ldMask, zeroV))
+                         : zeroV;
+        vector::MaskedStoreOp::create(b, Vp, ValueRange{j2, fullX2}, stMask,
+                                      interleave(x, y));
+      });
+    };
+    loop(cidx(0), pairs, cidx(1), {}, [&](Value j2, ValueRange) {
+      packRows(j2, true);
+      return SmallVector<Value>{};
+    });
+    ifThen(odd, [&] { packRows(pairs, false); });
+  }
+  b.setInsertionPointToStart(&ifOp.getElseRegion().front());
+  {
+    Value zero = cbf16(0);
+    Value jLast = arith::SubIOp::create(b, kn, cidx(1));
+    loop(cidx(0), kn2, cidx(1), {}, [&](Value j2, ValueRange) {
+      Value j = arith::MulIOp::create(b, j2, cidx(2));
+      Value j1 = arith::AddIOp::create(b, j, cidx(1));
+      Value has1 = arith::CmpIOp::create(b, P::ult, j1, kn);
+      Value r0 = arith::AddIOp::create(b, k0, j);
+      Value r1 =
+          arith::AddIOp::create(b, k0, arith::MinUIOp::create(b, j1, jLast));
+      loop(cidx(0), Dv, cidx(1), {}, [&](Value dv, ValueRange) {
+        Value x = memref::LoadOp::create(b, v, ValueRange{bIdx, hk, r0, dv});
+        Value y = memref::LoadOp::create(b, v, ValueRange{bIdx, hk, r1, dv});
+        y = arith::SelectOp::create(b, has1, y, zero);
+        Value col = arith::MulIOp::create(b, dv, cidx(2));
+        memref::StoreOp::create(b, x, Vp, ValueRange{j2, col});
+        memref::StoreOp::create(b, y, Vp,
+                                ValueRange{j2, arith::AddIOp::create(b, col, cidx(1))});
+        return SmallVector<Value>{};
+      });
+      return SmallVector<Value>{};
+    });
+  }
+}
+
 void KernelBuilder::emitKVTile(Value bIdx, Value h, Value hk, Value q0,
                                Value qn, Value k0, Value kn, Value partial) {
   // Query indices per lane block, clamped to N - 1 so padding lanes of a
@@ -386,6 +745,8 @@ void KernelBuilder::emitKVTile(Value bIdx, Value h, Value hk, Value q0,
   }
   bool softmax = kind == NormalizerKind::softmax;
   bool rowSum = kind == NormalizerKind::relu && att.getRowNormalize();
+  if (dotQK)
+    emitPackK(bIdx, hk, k0, kn);
   SmallVector<Value> stat(
       ci, vsplat(softmax ? -std::numeric_limits<float>::infinity() : 0.0f));
   // Pass 1 over blocks of rj kv rows, then the remainder row by row.
@@ -450,8 +811,8 @@ void KernelBuilder::emitKVTile(Value bIdx, Value h, Value hk, Value q0,
           for (int64_t c = 0; c < ci; ++c) {
             Value s = vector::LoadOp::create(b, vf32(), St,
                                              ValueRange{j, cidx(c * vl)});
-            Value p =
-                math::ExpOp::create(b, arith::SubFOp::create(b, s, mSafe[c]));
+            Value p = roundBF16(
+                math::ExpOp::create(b, arith::SubFOp::create(b, s, mSafe[c])));
             vector::StoreOp::create(b, p, St, ValueRange{j, cidx(c * vl)});
             next.push_back(arith::AddFOp::create(b, acc[c], p));
           }
@@ -530,7 +891,10 @@ void KernelBuilder::emitItem(Value item) {
   Value q0 = arith::MulIOp::create(b, qt, cidx(bq));
   Value qn =
       arith::MinUIOp::create(b, cidx(bq), arith::SubIOp::create(b, N, q0));
-  emitLoadQ(bIdx, h, q0, qn);
+  if (dotQK)
+    emitLoadQPairs(bIdx, h, q0, qn);
+  else
+    emitLoadQ(bIdx, h, q0, qn);
   // Row state: m = -inf, l = 0, Ot = 0.
   for (int64_t c = 0; c < ci; ++c) {
     vector::StoreOp::create(b, vsplat(-std::numeric_limits<float>::infinity()),
@@ -602,7 +966,7 @@ struct ConvertAttnToCPUPass
         spec->erase();
         continue;
       }
-      KernelBuilder kb(spec, module);
+      KernelBuilder kb(spec, module, bf16Dot);
       if (failed(kb.build()))
         return signalPassFailure();
       spec->erase();

@@ -8,7 +8,7 @@
 #ifndef ATTN_LOWERING_ATTNTOCPU_KERNELBASE_H
 #define ATTN_LOWERING_ATTNTOCPU_KERNELBASE_H
 
-#include "RegionEmitter.h"
+#include "attn/Conversion/RegionEmitter.h"
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/Math/IR/Math.h"

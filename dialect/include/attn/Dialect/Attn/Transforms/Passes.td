@@ -51,4 +51,23 @@ def AttnTileAttention : Pass<"attn-tile-attention", "SpecOp"> {
   ];
 }
 
+def AttnSetElementType : Pass<"attn-set-element-type", "SpecOp"> {
+  let summary = "Give q, k and v an element type where the spec leaves it implicit";
+  let description = [{
+    A spec that does not declare `q`, `k` or `v` takes them as f32. This pass
+    declares each undeclared one with `type` (bf16, f16 or f32), so the same
+    spec compiles for bf16 inputs (`attnc --dtype=bf16`) and for the CUDA
+    target, whose tensor-core kernels take bf16 or f16. Declared inputs keep
+    their type.
+
+    ```mlir
+    attn.input @q : bf16 ["B", "Hq", "N", "Dqk"]
+    ```
+  }];
+  let options = [
+    Option<"type", "type", "std::string", "\"bf16\"",
+           "element type of the undeclared q, k, v: bf16, f16 or f32">
+  ];
+}
+
 #endif // ATTN_DIALECT_ATTN_TRANSFORMS_PASSES_TD

@@ -1,17 +1,17 @@
 //===- RegionEmitter.cpp - inline attn regions into kernels ---------------===//
 
-#include "RegionEmitter.h"
+#include "attn/Conversion/RegionEmitter.h"
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
 #include "mlir/IR/IRMapping.h"
+#include "llvm/ADT/DenseSet.h"
 #include "llvm/ADT/TypeSwitch.h"
 
 using namespace mlir;
 using namespace mlir::attn;
-using namespace mlir::attn::cpu;
 
 //===----------------------------------------------------------------------===//
 // Vectorizing clone
@@ -105,8 +105,85 @@ static Value emitLoad(ImplicitLocOpBuilder &b, LoadOp load,
                                   idxVec, allTrue, pass);
 }
 
-Value mlir::attn::cpu::emitRegion(ImplicitLocOpBuilder &b, Region &region,
-                                  ValueRange args, const KernelEnv &env) {
+/// emitRegion for env.scalarLanes: varying values are tracked in a set
+/// instead of by their vector type.
+static Value emitScalarLanes(ImplicitLocOpBuilder &b, Region &region,
+                             ValueRange args, const KernelEnv &env) {
+  IRMapping map;
+  llvm::DenseSet<Value> varyingVals;
+  Block &block = region.front();
+  for (auto [arg, v] : llvm::zip(block.getArguments(), args)) {
+    map.map(arg, v);
+    varyingVals.insert(v);
+  }
+  auto toLane = [&](Value v) -> Value {
+    return v.getType().isF64() ? arith::TruncFOp::create(b, b.getF32Type(), v)
+                               : v;
+  };
+  for (Operation &op : block.without_terminator()) {
+    b.setLoc(op.getLoc());
+    if (auto dim = dyn_cast<DimOp>(op)) {
+      map.map(dim.getResult(), env.dims.lookup(dim.getName()));
+      continue;
+    }
+    if (auto param = dyn_cast<GetParamOp>(op)) {
+      map.map(param.getResult(), env.params.lookup(param.getParam()));
+      continue;
+    }
+    SmallVector<Value> operands;
+    bool varying = false;
+    for (Value v : op.getOperands()) {
+      operands.push_back(map.lookup(v));
+      varying |= varyingVals.contains(operands.back());
+    }
+    if (auto load = dyn_cast<LoadOp>(op)) {
+      Value mem = env.aux.lookup(load.getInput());
+      SmallVector<Value> idxs;
+      for (auto [d, idx] : llvm::enumerate(operands)) {
+        Value size = arith::IndexCastOp::create(
+            b, b.getI64Type(), memref::DimOp::create(b, mem, d));
+        idxs.push_back(arith::IndexCastOp::create(b, b.getIndexType(),
+                                                  clampIndex(b, idx, size, 1)));
+      }
+      Value r = memref::LoadOp::create(b, mem, idxs);
+      map.map(load.getResult(), r);
+      if (varying)
+        varyingVals.insert(r);
+      continue;
+    }
+    if (!varying) {
+      b.clone(op, map);
+      continue;
+    }
+    if (isa<arith::ExtFOp, arith::TruncFOp>(op) &&
+        operands[0].getType() == laneType(op.getResult(0).getType())) {
+      map.map(op.getResult(0), operands[0]);
+      continue;
+    }
+    SmallVector<Value> laneOperands;
+    for (Value v : operands)
+      laneOperands.push_back(toLane(v));
+    SmallVector<Type> resultTypes;
+    for (Type t : op.getResultTypes())
+      resultTypes.push_back(laneType(t));
+    OperationState state(op.getLoc(), op.getName());
+    state.addOperands(laneOperands);
+    state.addTypes(resultTypes);
+    state.addAttributes(op.getAttrs());
+    Operation *created = b.create(state);
+    for (auto [from, to] : llvm::zip(op.getResults(), created->getResults())) {
+      map.map(from, to);
+      varyingVals.insert(to);
+    }
+  }
+  auto yield = cast<YieldOp>(block.getTerminator());
+  return map.lookup(yield.getValues().front());
+}
+
+Value mlir::attn::emitRegion(ImplicitLocOpBuilder &b, Region &region,
+                             ValueRange args, const KernelEnv &env) {
+  if (env.scalarLanes)
+    return emitScalarLanes(b, region, args, env);
   IRMapping map;
   Block &block = region.front();
   for (auto [arg, v] : llvm::zip(block.getArguments(), args))
@@ -331,9 +408,9 @@ static Itv scanLoad(ImplicitLocOpBuilder &b, LoadOp load, ArrayRef<Itv> idx,
 }
 
 std::pair<Value, Value>
-mlir::attn::cpu::emitMaskIntervals(ImplicitLocOpBuilder &b, Region &mask,
-                                   Value bIdx, Value h, Value q0, Value q1,
-                                   Value k0, Value k1, const KernelEnv &env) {
+mlir::attn::emitMaskIntervals(ImplicitLocOpBuilder &b, Region &mask, Value bIdx,
+                              Value h, Value q0, Value q1, Value k0, Value k1,
+                              const KernelEnv &env) {
   using P = arith::CmpIPredicate;
   llvm::DenseMap<Value, Itv> map;
   Block &block = mask.front();

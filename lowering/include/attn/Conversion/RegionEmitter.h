@@ -12,14 +12,14 @@
 //
 //===----------------------------------------------------------------------===//
 
-#ifndef ATTN_LOWERING_ATTNTOCPU_REGIONEMITTER_H
-#define ATTN_LOWERING_ATTNTOCPU_REGIONEMITTER_H
+#ifndef ATTN_CONVERSION_REGIONEMITTER_H
+#define ATTN_CONVERSION_REGIONEMITTER_H
 
 #include "attn/Dialect/Attn/IR/AttnOps.h"
 #include "mlir/IR/ImplicitLocOpBuilder.h"
 #include "llvm/ADT/StringMap.h"
 
-namespace mlir::attn::cpu {
+namespace mlir::attn {
 
 /// What regions may read besides their arguments, as kernel values.
 struct KernelEnv {
@@ -30,10 +30,15 @@ struct KernelEnv {
   /// Aux inputs by name (strided memrefs).
   llvm::StringMap<Value> aux;
   int64_t vectorWidth = 16;
+  /// GPU threads: region arguments are per-element scalars rather than
+  /// vectors; values depending on them are still "varying" (f64 evaluated as
+  /// f32, aux lookups per element) but stay scalar.
+  bool scalarLanes = false;
 };
 
 /// Clones the body of `region` with its block arguments bound to `args`
-/// (scalars or vectors of env.vectorWidth lanes) and returns the yielded
+/// (scalars or vectors of env.vectorWidth lanes; with env.scalarLanes every
+/// argument is a varying scalar) and returns the yielded
 /// value. Aux lookups clamp their indices into range, so a kernel never reads
 /// out of bounds (the reference evaluator reports such indices as errors).
 Value emitRegion(ImplicitLocOpBuilder &b, Region &region, ValueRange args,
@@ -54,6 +59,6 @@ std::pair<Value, Value> emitMaskIntervals(ImplicitLocOpBuilder &b, Region &mask,
                                           Value q1, Value k0, Value k1,
                                           const KernelEnv &env);
 
-} // namespace mlir::attn::cpu
+} // namespace mlir::attn
 
 #endif

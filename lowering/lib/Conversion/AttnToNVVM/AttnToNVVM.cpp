@@ -1,0 +1,772 @@
+//===- AttnToNVVM.cpp - tiled attn specs to tensor-core CUDA kernels ------===//
+//
+// Implements convert-attn-to-nvvm: a FlashAttention-2-style forward kernel
+// per head-dim variant, written with gpu, nvgpu (ldmatrix, cp.async) and
+// NVVM (mma.sync) ops. One CTA computes `tile_q` query rows of one (b, h):
+//
+//   Qs <- q tile (cp.async, zero-filled); Qf <- ldmatrix (registers)
+//   Ks/Vs[0] <- first visible kv tile
+//   while tile != end:
+//     Ks/Vs[stage ^ 1] <- next visible tile (in flight during the compute)
+//     wait for the current tile; barrier
+//     S  = Qf Ksᵀ                 (mma.sync m16n8k16, f32 accumulators)
+//     S  = score(scale * S); masked -> -inf (partial tiles only)
+//     m' = max(m, rowmax S); P = exp(S - m'); l = l exp(m - m') + rowsum P
+//     O  = O exp(m - m') + P Vs    (P rounded to bf16/f16 in registers)
+//     barrier
+//   o = O / l; lse = m + log l
+//
+// Fragment layouts (PTX ISA, mma.m16n8k16 with 16-bit inputs), g = lane / 4,
+// t = lane % 4: an accumulator holds (g, 2t..2t+1) and (g+8, 2t..2t+1); the
+// A fragment (g, 2t..), (g+8, 2t..), (g, 2t+8..), (g+8, 2t+8..); the B
+// fragment (k = 2t.., n = g), (k = 2t+8.., n = g). Two accumulators of
+// adjacent n-tiles are exactly one A fragment, which is how P feeds the
+// second product without going through shared memory.
+//
+// Shared tiles are row-major with D (the padded head dim) columns, and the
+// 16-byte chunk c of row r is stored at chunk c ^ (r % 8): the eight row
+// addresses of one ldmatrix then fall in eight different bank groups.
+//
+//===----------------------------------------------------------------------===//
+
+#include "attn/Conversion/Passes.h"
+#include "attn/Conversion/RegionEmitter.h"
+#include "attn/Dialect/Attn/IR/AttnOps.h"
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/LLVMIR/NVVMDialect.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/NVGPU/IR/NVGPUDialect.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
+#include "mlir/IR/ImplicitLocOpBuilder.h"
+#include <limits>
+
+namespace mlir::attn {
+#define GEN_PASS_DEF_CONVERTATTNTONVVM
+#include "attn/Conversion/Passes.h.inc"
+} // namespace mlir::attn
+
+using namespace mlir;
+using namespace mlir::attn;
+
+namespace {
+
+using P = arith::CmpIPredicate;
+using F = arith::CmpFPredicate;
+
+/// Four f32 accumulator registers of one m16n8 tile.
+using Acc = std::array<Value, 4>;
+
+class GpuKernelBuilder {
+public:
+  GpuKernelBuilder(SpecOp spec, gpu::GPUModuleOp gpuModule, int64_t headDim)
+      : spec(spec), att(spec.getAttention()), sched(att.getScheduleAttr()),
+        b(spec.getLoc(), spec.getContext()), D(headDim) {
+    b.setInsertionPointToEnd(gpuModule.getBody());
+  }
+
+  LogicalResult build();
+
+private:
+  // Small helpers.
+  Value cidx(int64_t v) { return arith::ConstantIndexOp::create(b, v); }
+  Value ci64(int64_t v) {
+    return arith::ConstantOp::create(b, b.getI64IntegerAttr(v));
+  }
+  Value ci32(int32_t v) {
+    return arith::ConstantOp::create(b, b.getI32IntegerAttr(v));
+  }
+  Value cf32(float v) {
+    return arith::ConstantOp::create(b, b.getF32FloatAttr(v));
+  }
+  Value toI64(Value v) {
+    return arith::IndexCastOp::create(b, b.getI64Type(), v);
+  }
+  Value add(Value x, Value y) { return arith::AddIOp::create(b, x, y); }
+  Value mul(Value x, Value y) { return arith::MulIOp::create(b, x, y); }
+  Value minu(Value x, Value y) { return arith::MinUIOp::create(b, x, y); }
+  Value fmax(Value x, Value y) { return arith::MaximumFOp::create(b, x, y); }
+  Value select(Value c, Value x, Value y) {
+    return arith::SelectOp::create(b, c, x, y);
+  }
+  Value ninf() { return cf32(-std::numeric_limits<float>::infinity()); }
+
+  void emitPrologue(gpu::GPUFuncOp fn);
+  /// Offset (elements) of row r, column c (a multiple of 8) in a swizzled
+  /// shared tile of D columns.
+  Value swizzle(Value r, Value c);
+  /// Issues the cp.async copies of `rows` rows of `src[b, head, row0 + r, :]`
+  /// into the tile at element offset `base` of `dst`; rows at or past
+  /// `rowLimit` (and columns past `colLimit`, and all of them when `enable`
+  /// is false) are zero-filled. Returns the group token.
+  Value emitTileCopy(Value src, Value bIdx, Value head, Value row0,
+                     int64_t rows, Value rowLimit, Value colLimit, Value dst,
+                     Value base, Value enable);
+  /// One mma.sync m16n8k16: a (4 regs), b (2 regs) are vector<2xT>.
+  Acc mma(ArrayRef<Value> a, Value b0, Value b1, const Acc &c);
+  /// ldmatrix x4 of the 16x16 block at (row0, col0) of a swizzled tile;
+  /// `aOrder` lays the four 8x8 matrices out as an A fragment (rows first),
+  /// otherwise as two B fragments (columns first).
+  SmallVector<Value> ldmatrix(Value mem, Value base, Value row0, int64_t col0,
+                              bool transpose, bool aOrder);
+  /// Classifies kv tile `kt` for this CTA's query rows: (nonEmpty, partial).
+  std::pair<Value, Value> classify(Value kt);
+  /// The first visible kv tile at or after `start` (or nKT).
+  Value firstVisible(Value start);
+  /// Computes one kv tile; `state` = m0, m1, l0, l1, O accumulators.
+  SmallVector<Value> emitTile(Value kt, Value stage, ValueRange state);
+  /// Score, mask and normalizer of the S accumulators (softmax statistics
+  /// in `stat`); returns P.
+  SmallVector<Acc> emitFinish(Value k0, bool withMask, SmallVector<Acc> s);
+  void emitStore(ValueRange state);
+
+  SpecOp spec;
+  AttentionOp att;
+  ScheduleAttr sched;
+  ImplicitLocOpBuilder b;
+  int64_t D;
+  int64_t BM = 64, BN = 64, numWarps = 4, numThreads = 128;
+  NormalizerKind kind = NormalizerKind::softmax;
+  Type elt; // bf16 or f16
+
+  Value q, k, v, o, lse;
+  KernelEnv env;
+  Value N, M, Dqk, Dv, Hq, G, nKT;
+  Value bIdx, h, hk, q0, warp, lane, g, t, tid;
+  Value bI64, hI64;
+  Value scale, bias, hasLse;
+  Value Qs, Ks, Vs;
+  SmallVector<SmallVector<Value>> qFrag; // [D/16][4]
+  /// Query index of this thread's two rows, clamped to N - 1 (for regions).
+  Value qRow[2], qIdx[2];
+};
+
+} // namespace
+
+Value GpuKernelBuilder::swizzle(Value r, Value c) {
+  Value chunk = arith::DivUIOp::create(b, c, cidx(8));
+  Value sw =
+      arith::XOrIOp::create(b, chunk, arith::AndIOp::create(b, r, cidx(7)));
+  return add(mul(r, cidx(D)), mul(sw, cidx(8)));
+}
+
+Value GpuKernelBuilder::emitTileCopy(Value src, Value bIdx, Value head,
+                                     Value row0, int64_t rows, Value rowLimit,
+                                     Value colLimit, Value dst, Value base,
+                                     Value enable) {
+  int64_t chunksPerRow = D / 8;
+  int64_t perThread = rows * chunksPerRow / numThreads;
+  SmallVector<Value> tokens;
+  Value lastRow = arith::SubIOp::create(b, rowLimit, cidx(1));
+  for (int64_t i = 0; i < perThread; ++i) {
+    Value id = add(tid, cidx(i * numThreads));
+    Value r = arith::DivUIOp::create(b, id, cidx(chunksPerRow));
+    Value c = mul(arith::RemUIOp::create(b, id, cidx(chunksPerRow)), cidx(8));
+    Value row = add(row0, r);
+    Value inRow = arith::AndIOp::create(
+        b, enable, arith::CmpIOp::create(b, P::ult, row, rowLimit));
+    // Elements of this chunk inside the head dim: clamp(colLimit - c, 0, 8).
+    Value inCol = arith::CmpIOp::create(b, P::ult, c, colLimit);
+    Value left =
+        minu(arith::SubIOp::create(b, select(inCol, colLimit, c), c), cidx(8));
+    Value n = select(inRow, left, cidx(0));
+    // The source address stays inside the tensor even when nothing is read.
+    Value srcRow = minu(row, lastRow);
+    Value srcCol = select(inCol, c, cidx(0));
+    Value off = add(base, swizzle(r, c));
+    tokens.push_back(nvgpu::DeviceAsyncCopyOp::create(
+        b, nvgpu::DeviceAsyncTokenType::get(b.getContext()), dst,
+        ValueRange{off}, src, ValueRange{bIdx, head, srcRow, srcCol},
+        b.getIndexAttr(8), n, b.getUnitAttr()));
+  }
+  return nvgpu::DeviceAsyncCreateGroupOp::create(
+      b, nvgpu::DeviceAsyncTokenType::get(b.getContext()), tokens);
+}
+
+Acc GpuKernelBuilder::mma(ArrayRef<Value> a, Value b0, Value b1, const Acc &c) {
+  auto ptxType = elt.isBF16() ? NVVM::MMATypes::bf16 : NVVM::MMATypes::f16;
+  // bf16 operands travel as packed i32 registers; f16 as vector<2xf16>.
+  auto reg = [&](Value x) -> Value {
+    if (elt.isBF16())
+      return LLVM::BitcastOp::create(b, b.getI32Type(), x);
+    return x;
+  };
+  SmallVector<Value> aRegs, bRegs;
+  for (Value x : a)
+    aRegs.push_back(reg(x));
+  bRegs.push_back(reg(b0));
+  bRegs.push_back(reg(b1));
+  Type f32 = b.getF32Type();
+  auto resTy =
+      LLVM::LLVMStructType::getLiteral(b.getContext(), {f32, f32, f32, f32});
+  auto op = NVVM::MmaOp::create(
+      b, resTy, aRegs, bRegs, ValueRange{c[0], c[1], c[2], c[3]},
+      /*shape=*/std::array<int64_t, 3>{16, 8, 16},
+      /*b1Op=*/std::nullopt, /*intOverflow=*/std::nullopt,
+      /*multiplicandPtxTypes=*/
+      std::array<NVVM::MMATypes, 2>{ptxType, ptxType},
+      /*multiplicandLayouts=*/
+      std::array<NVVM::MMALayout, 2>{NVVM::MMALayout::row,
+                                     NVVM::MMALayout::col});
+  Acc r;
+  for (int i = 0; i < 4; ++i)
+    r[i] = LLVM::ExtractValueOp::create(b, op.getResult(), i);
+  return r;
+}
+
+SmallVector<Value> GpuKernelBuilder::ldmatrix(Value mem, Value base, Value row0,
+                                              int64_t col0, bool transpose,
+                                              bool aOrder) {
+  // Lanes 8i..8i+7 give the row addresses of matrix i.
+  Value mi = arith::DivUIOp::create(b, lane, cidx(8));
+  Value ri = arith::RemUIOp::create(b, lane, cidx(8));
+  Value lo = arith::RemUIOp::create(b, mi, cidx(2));
+  Value hi = arith::DivUIOp::create(b, mi, cidx(2));
+  // A order: matrix 1 is rows +8, matrix 2 columns +8. B order (and the
+  // transposed V tile, whose rows are the k dim): matrix 1 is k +8, i.e.
+  // for K (rows = n) columns +8 and for V (rows = k) rows +8.
+  Value rowOff, colOff;
+  if (aOrder || transpose) {
+    rowOff = mul(lo, cidx(8));
+    colOff = mul(hi, cidx(8));
+  } else {
+    rowOff = mul(hi, cidx(8));
+    colOff = mul(lo, cidx(8));
+  }
+  Value row = add(add(row0, ri), rowOff);
+  Value col = add(cidx(col0), colOff);
+  Value off = add(base, swizzle(row, col));
+  auto fragTy = VectorType::get({4, 2}, elt);
+  Value frag = nvgpu::LdMatrixOp::create(b, fragTy, mem, ValueRange{off},
+                                         transpose, /*numTiles=*/4);
+  SmallVector<Value> regs;
+  for (int64_t i = 0; i < 4; ++i)
+    regs.push_back(vector::ExtractOp::create(b, frag, ArrayRef<int64_t>{i}));
+  return regs;
+}
+
+void GpuKernelBuilder::emitPrologue(gpu::GPUFuncOp fn) {
+  Block *entry = &fn.getBody().front();
+  q = entry->getArgument(0);
+  k = entry->getArgument(1);
+  v = entry->getArgument(2);
+  o = entry->getArgument(3);
+  lse = entry->getArgument(4);
+  auto dimOf = [&](Value m, int64_t d) {
+    return Value(memref::DimOp::create(b, m, d));
+  };
+  Hq = dimOf(q, 1);
+  N = dimOf(q, 2);
+  Dqk = dimOf(q, 3);
+  M = dimOf(k, 2);
+  Dv = dimOf(v, 3);
+  G = arith::DivUIOp::create(b, Hq, dimOf(k, 1));
+  env.scalarLanes = true;
+  env.vectorWidth = 1;
+  env.dims["B"] = toI64(dimOf(q, 0));
+  env.dims["Hq"] = toI64(Hq);
+  env.dims["Hkv"] = toI64(dimOf(k, 1));
+  env.dims["N"] = toI64(N);
+  env.dims["M"] = toI64(M);
+  env.dims["Dqk"] = toI64(Dqk);
+  env.dims["Dv"] = toI64(Dv);
+  env.dims["G"] = toI64(G);
+  unsigned argNo = 5;
+  for (InputOp in : spec.getBodyBlock().getOps<InputOp>()) {
+    if (!canonicalInputDims(in.getSymName()).empty())
+      continue;
+    Value mem = entry->getArgument(argNo++);
+    env.aux[in.getSymName()] = mem;
+    for (auto [d, attr] : llvm::enumerate(in.getDims()))
+      if (auto s = dyn_cast<StringAttr>(attr); s && !env.dims.count(s))
+        env.dims[s.getValue()] = toI64(dimOf(mem, d));
+  }
+  for (ParamOp p : spec.getBodyBlock().getOps<ParamOp>())
+    env.params[p.getSymName()] = emitRegion(b, p.getDefaultValue(), {}, env);
+  auto toF32 = [&](Value x) -> Value {
+    return x.getType().isF64() ? arith::TruncFOp::create(b, b.getF32Type(), x)
+                               : x;
+  };
+  if (!att.getScale().empty()) {
+    scale = toF32(emitRegion(b, att.getScale(), {}, env));
+  } else {
+    Value d = arith::SIToFPOp::create(b, b.getF64Type(), env.dims["Dqk"]);
+    scale = toF32(math::RsqrtOp::create(b, d));
+  }
+  bias = att.getBias().empty() ? cf32(0)
+                               : toF32(emitRegion(b, att.getBias(), {}, env));
+  Value lsePtr = memref::ExtractAlignedPointerAsIndexOp::create(b, lse);
+  hasLse = arith::CmpIOp::create(b, P::ne, lsePtr, cidx(0));
+
+  tid = gpu::ThreadIdOp::create(b, gpu::Dimension::x);
+  warp = arith::DivUIOp::create(b, tid, cidx(32));
+  lane = arith::RemUIOp::create(b, tid, cidx(32));
+  g = arith::DivUIOp::create(b, lane, cidx(4));
+  t = arith::RemUIOp::create(b, lane, cidx(4));
+  Value qt = gpu::BlockIdOp::create(b, gpu::Dimension::x);
+  Value bh = gpu::BlockIdOp::create(b, gpu::Dimension::y);
+  h = arith::RemUIOp::create(b, bh, Hq);
+  bIdx = arith::DivUIOp::create(b, bh, Hq);
+  hk = arith::DivUIOp::create(b, h, G);
+  bI64 = toI64(bIdx);
+  hI64 = toI64(h);
+  q0 = mul(qt, cidx(BM));
+  nKT = arith::CeilDivUIOp::create(b, M, cidx(BN));
+  Value lastQ = arith::SubIOp::create(b, N, cidx(1));
+  for (int r = 0; r < 2; ++r) {
+    qRow[r] = add(add(q0, mul(warp, cidx(16))), add(g, cidx(r * 8)));
+    qIdx[r] = toI64(minu(qRow[r], lastQ));
+  }
+
+  // Shared memory: Qs [BM x D], Ks [2][BN x D], Vs [2][BN x D].
+  auto wg =
+      gpu::AddressSpaceAttr::get(b.getContext(), gpu::AddressSpace::Workgroup);
+  Value smem = gpu::DynamicSharedMemoryOp::create(
+      b, MemRefType::get({ShapedType::kDynamic}, b.getI8Type(), nullptr, wg));
+  int64_t eltBytes = 2;
+  auto view = [&](int64_t byteOffset, int64_t elems) -> Value {
+    return memref::ViewOp::create(b, MemRefType::get({elems}, elt, nullptr, wg),
+                                  smem, cidx(byteOffset), ValueRange{});
+  };
+  Qs = view(0, BM * D);
+  Ks = view(BM * D * eltBytes, 2 * BN * D);
+  Vs = view((BM * D + 2 * BN * D) * eltBytes, 2 * BN * D);
+}
+
+std::pair<Value, Value> GpuKernelBuilder::classify(Value kt) {
+  Value k0 = mul(kt, cidx(BN));
+  Value kEnd = minu(add(k0, cidx(BN)), M);
+  Value tail = arith::CmpIOp::create(b, P::ult, M, add(k0, cidx(BN)));
+  if (att.getMask().empty())
+    return {arith::ConstantOp::create(b, b.getBoolAttr(true)), tail};
+  Value qEnd = minu(add(q0, cidx(BM)), N);
+  auto [lo, hi] = emitMaskIntervals(
+      b, att.getMask(), bI64, hI64, toI64(q0),
+      toI64(arith::SubIOp::create(b, qEnd, cidx(1))), toI64(k0),
+      toI64(arith::SubIOp::create(b, kEnd, cidx(1))), env);
+  Value nonEmpty = arith::CmpIOp::create(b, P::ne, hi, ci64(0));
+  Value partial = arith::OrIOp::create(
+      b, tail, arith::CmpIOp::create(b, P::ne, lo, ci64(1)));
+  return {nonEmpty, partial};
+}
+
+Value GpuKernelBuilder::firstVisible(Value start) {
+  if (att.getMask().empty())
+    return start;
+  Type idx = b.getIndexType();
+  auto w = scf::WhileOp::create(b, TypeRange{idx}, ValueRange{start});
+  {
+    OpBuilder::InsertionGuard guard(b);
+    Block *before = b.createBlock(&w.getBefore(), {}, {idx}, {b.getLoc()});
+    Value x = before->getArgument(0);
+    Value inRange = arith::CmpIOp::create(b, P::ult, x, nKT);
+    auto ifOp = scf::IfOp::create(b, TypeRange{b.getI1Type()}, inRange, true);
+    {
+      OpBuilder::InsertionGuard g2(b);
+      b.setInsertionPointToStart(&ifOp.getThenRegion().front());
+      auto [nonEmpty, partial] = classify(x);
+      (void)partial;
+      Value empty = arith::XOrIOp::create(
+          b, nonEmpty, arith::ConstantOp::create(b, b.getBoolAttr(true)));
+      scf::YieldOp::create(b, ValueRange{empty});
+      b.setInsertionPointToStart(&ifOp.getElseRegion().front());
+      scf::YieldOp::create(
+          b, ValueRange{arith::ConstantOp::create(b, b.getBoolAttr(false))});
+    }
+    scf::ConditionOp::create(b, ifOp.getResult(0), ValueRange{x});
+    Block *after = b.createBlock(&w.getAfter(), {}, {idx}, {b.getLoc()});
+    scf::YieldOp::create(b, add(after->getArgument(0), cidx(1)));
+  }
+  return w.getResult(0);
+}
+
+SmallVector<Acc> GpuKernelBuilder::emitFinish(Value k0, bool withMask,
+                                              SmallVector<Acc> s) {
+  Value zero = cf32(0);
+  for (int64_t n = 0; n < BN / 8; ++n) {
+    for (int e = 0; e < 4; ++e) {
+      Value kv = add(k0, add(cidx(8 * n), add(mul(t, cidx(2)), cidx(e & 1))));
+      Value kvIdx = toI64(kv);
+      Value x = arith::MulFOp::create(b, s[n][e], scale);
+      if (!att.getScore().empty())
+        x = emitRegion(b, att.getScore(), {x, bI64, hI64, qIdx[e / 2], kvIdx},
+                       env);
+      Value visible;
+      if (withMask) {
+        visible = arith::CmpIOp::create(b, P::ult, kv, M);
+        if (!att.getMask().empty())
+          visible = arith::AndIOp::create(
+              b, visible,
+              emitRegion(b, att.getMask(), {bI64, hI64, qIdx[e / 2], kvIdx},
+                         env));
+      }
+      Value p = x;
+      switch (kind) {
+      case NormalizerKind::softmax:
+        break;
+      case NormalizerKind::sigmoid: {
+        Value z = arith::AddFOp::create(b, x, bias);
+        Value ez = math::ExpOp::create(b, arith::NegFOp::create(b, z));
+        p = arith::DivFOp::create(b, cf32(1),
+                                  arith::AddFOp::create(b, cf32(1), ez));
+        break;
+      }
+      case NormalizerKind::relu: {
+        Value r0 = fmax(x, zero);
+        p = r0;
+        for (int64_t i = 1, pw = att.getReluPower(); i < pw; ++i)
+          p = arith::MulFOp::create(b, p, r0);
+        break;
+      }
+      case NormalizerKind::none:
+        break;
+      }
+      if (visible)
+        p = select(visible, p, kind == NormalizerKind::softmax ? ninf() : zero);
+      s[n][e] = p;
+    }
+  }
+  return s;
+}
+
+SmallVector<Value> GpuKernelBuilder::emitTile(Value kt, Value stage,
+                                              ValueRange state) {
+  Value k0 = mul(kt, cidx(BN));
+  Value kBase = mul(stage, cidx(BN * D));
+  Value zero = cf32(0);
+  // S = Q Kᵀ.
+  SmallVector<Acc> s(BN / 8, Acc{zero, zero, zero, zero});
+  for (int64_t kk = 0; kk < D / 16; ++kk)
+    for (int64_t np = 0; np < BN / 16; ++np) {
+      SmallVector<Value> kf = ldmatrix(Ks, kBase, cidx(np * 16), kk * 16,
+                                       /*transpose=*/false, /*aOrder=*/false);
+      s[2 * np] = mma(qFrag[kk], kf[0], kf[1], s[2 * np]);
+      s[2 * np + 1] = mma(qFrag[kk], kf[2], kf[3], s[2 * np + 1]);
+    }
+  // Score, mask, normalizer: the masked version only on partial tiles.
+  auto [nonEmpty, partial] = classify(kt);
+  (void)nonEmpty;
+  SmallVector<Type> accTypes(BN / 2, b.getF32Type());
+  auto ifOp = scf::IfOp::create(b, accTypes, partial, true);
+  auto flat = [](ArrayRef<Acc> a) {
+    SmallVector<Value> r;
+    for (const Acc &x : a)
+      r.append(x.begin(), x.end());
+    return r;
+  };
+  {
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(&ifOp.getThenRegion().front());
+    scf::YieldOp::create(b, flat(emitFinish(k0, true, s)));
+    b.setInsertionPointToStart(&ifOp.getElseRegion().front());
+    scf::YieldOp::create(b, flat(emitFinish(k0, false, s)));
+  }
+  for (int64_t n = 0; n < BN / 8; ++n)
+    for (int e = 0; e < 4; ++e)
+      s[n][e] = ifOp.getResult(4 * n + e);
+
+  SmallVector<Value> next(state.begin(), state.end());
+  // next = m0, m1, l0, l1, O...
+  auto quadReduce = [&](Value x, bool isMax) {
+    for (int32_t off : {1, 2}) {
+      auto sh = gpu::ShuffleOp::create(b, x, ci32(off), ci32(32),
+                                       gpu::ShuffleMode::XOR);
+      x = isMax ? fmax(x, sh.getShuffleResult())
+                : Value(arith::AddFOp::create(b, x, sh.getShuffleResult()));
+    }
+    return x;
+  };
+  bool softmax = kind == NormalizerKind::softmax;
+  bool rowSum = kind == NormalizerKind::relu && att.getRowNormalize();
+  if (softmax) {
+    const float log2e = 1.4426950408889634f;
+    Value alpha[2], mScaled[2];
+    for (int r = 0; r < 2; ++r) {
+      Value mx = ninf();
+      for (int64_t n = 0; n < BN / 8; ++n)
+        mx = fmax(mx, fmax(s[n][2 * r], s[n][2 * r + 1]));
+      mx = quadReduce(mx, true);
+      Value mOld = state[r];
+      Value mNew = fmax(mOld, mx);
+      // A row without a visible key so far keeps m = -inf; use 0 then.
+      Value isInf = arith::CmpFOp::create(b, F::OEQ, mNew, ninf());
+      Value safe = select(isInf, zero, mNew);
+      alpha[r] = math::Exp2Op::create(
+          b, arith::MulFOp::create(b, arith::SubFOp::create(b, mOld, safe),
+                                   cf32(log2e)));
+      mScaled[r] = arith::MulFOp::create(b, safe, cf32(-log2e));
+      next[r] = mNew;
+    }
+    Value sum[2] = {zero, zero};
+    for (int64_t n = 0; n < BN / 8; ++n)
+      for (int e = 0; e < 4; ++e) {
+        Value p = math::Exp2Op::create(
+            b, math::FmaOp::create(b, s[n][e], cf32(log2e), mScaled[e / 2]));
+        s[n][e] = p;
+        sum[e / 2] = arith::AddFOp::create(b, sum[e / 2], p);
+      }
+    for (int r = 0; r < 2; ++r)
+      next[2 + r] = math::FmaOp::create(b, state[2 + r], alpha[r], sum[r]);
+    for (int64_t n = 0; n < D / 8; ++n)
+      for (int e = 0; e < 4; ++e)
+        next[4 + 4 * n + e] =
+            arith::MulFOp::create(b, next[4 + 4 * n + e], alpha[e / 2]);
+  } else if (rowSum) {
+    for (int64_t n = 0; n < BN / 8; ++n)
+      for (int e = 0; e < 4; ++e)
+        next[2 + e / 2] = arith::AddFOp::create(b, next[2 + e / 2], s[n][e]);
+  }
+  // O += P V: two accumulators of adjacent kv n-tiles form one A fragment.
+  Value vBase = mul(stage, cidx(BN * D));
+  auto pack = [&](Value x0, Value x1) -> Value {
+    auto v2 = VectorType::get({2}, b.getF32Type());
+    Value vec = vector::FromElementsOp::create(b, v2, ValueRange{x0, x1});
+    return arith::TruncFOp::create(b, VectorType::get({2}, elt), vec);
+  };
+  for (int64_t j = 0; j < BN / 16; ++j) {
+    const Acc &p0 = s[2 * j], &p1 = s[2 * j + 1];
+    SmallVector<Value> a = {pack(p0[0], p0[1]), pack(p0[2], p0[3]),
+                            pack(p1[0], p1[1]), pack(p1[2], p1[3])};
+    for (int64_t dp = 0; dp < D / 16; ++dp) {
+      SmallVector<Value> vf = ldmatrix(Vs, vBase, cidx(j * 16), dp * 16,
+                                       /*transpose=*/true, /*aOrder=*/false);
+      for (int half = 0; half < 2; ++half) {
+        int64_t n = 2 * dp + half;
+        Acc c{next[4 + 4 * n], next[5 + 4 * n], next[6 + 4 * n],
+              next[7 + 4 * n]};
+        Acc r = mma(a, vf[2 * half], vf[2 * half + 1], c);
+        for (int e = 0; e < 4; ++e)
+          next[4 + 4 * n + e] = r[e];
+      }
+    }
+  }
+  return next;
+}
+
+void GpuKernelBuilder::emitStore(ValueRange state) {
+  bool softmax = kind == NormalizerKind::softmax;
+  bool divide =
+      softmax || (kind == NormalizerKind::relu && att.getRowNormalize());
+  Value zero = cf32(0);
+  Value inv[2] = {cf32(1), cf32(1)};
+  Value lseVal[2];
+  for (int r = 0; r < 2; ++r) {
+    if (!divide)
+      continue;
+    Value l = state[2 + r];
+    for (int32_t off : {1, 2}) {
+      auto sh = gpu::ShuffleOp::create(b, l, ci32(off), ci32(32),
+                                       gpu::ShuffleMode::XOR);
+      l = arith::AddFOp::create(b, l, sh.getShuffleResult());
+    }
+    Value pos = arith::CmpFOp::create(b, F::OGT, l, zero);
+    inv[r] = select(pos, arith::DivFOp::create(b, cf32(1), l), zero);
+    if (softmax)
+      lseVal[r] = select(
+          pos, arith::AddFOp::create(b, state[r], math::LogOp::create(b, l)),
+          ninf());
+  }
+  auto ifThen = [&](Value cond, function_ref<void()> body) {
+    auto op = scf::IfOp::create(b, TypeRange{}, cond, false);
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(&op.getThenRegion().front());
+    body();
+  };
+  for (int r = 0; r < 2; ++r) {
+    Value row = qRow[r];
+    ifThen(arith::CmpIOp::create(b, P::ult, row, N), [&] {
+      for (int64_t n = 0; n < D / 8; ++n) {
+        Value col0 = add(cidx(8 * n), mul(t, cidx(2)));
+        for (int c = 0; c < 2; ++c) {
+          Value col = add(col0, cidx(c));
+          Value x =
+              arith::MulFOp::create(b, state[4 + 4 * n + 2 * r + c], inv[r]);
+          ifThen(arith::CmpIOp::create(b, P::ult, col, Dv), [&] {
+            memref::StoreOp::create(b, x, o, ValueRange{bIdx, h, row, col});
+          });
+        }
+      }
+      if (softmax) {
+        Value first = arith::CmpIOp::create(b, P::eq, t, cidx(0));
+        ifThen(arith::AndIOp::create(b, first, hasLse), [&] {
+          memref::StoreOp::create(b, lseVal[r], lse, ValueRange{bIdx, h, row});
+        });
+      }
+    });
+  }
+}
+
+LogicalResult GpuKernelBuilder::build() {
+  if (!sched)
+    return att.emitError() << "convert-attn-to-nvvm needs a schedule; run "
+                              "attn-tile-attention first";
+  BM = sched.getTileQ();
+  BN = sched.getTileKv();
+  numWarps = BM / 16;
+  numThreads = 32 * numWarps;
+  if (BM % 16 || !llvm::is_contained({1, 2, 4, 8}, numWarps))
+    return att.emitError() << "CUDA kernels need tile_q = 16, 32, 64 or 128 "
+                              "(16 query rows per warp), got "
+                           << BM;
+  if (BN % 16 || BN < 16 || BN > 128)
+    return att.emitError()
+           << "CUDA kernels need tile_kv a multiple of 16 in [16, 128], got "
+           << BN;
+  if (D != 64 && D != 128)
+    return att.emitError() << "CUDA kernels are generated for head dims 64 "
+                              "and 128 (smaller ones are zero-padded), got "
+                           << D;
+  kind = att.getNormalizer();
+  MLIRContext *ctx = b.getContext();
+  // Element type of q, k, v (the pipeline declares them; see
+  // attn-set-element-type).
+  elt = Type();
+  for (StringRef name : {"q", "k", "v"}) {
+    Type ty = b.getF32Type();
+    for (InputOp in : spec.getBodyBlock().getOps<InputOp>())
+      if (in.getSymName() == name)
+        ty = in.getElementType();
+    if (!ty.isBF16() && !ty.isF16())
+      return spec.emitError()
+             << "CUDA kernels take bf16 or f16 q, k and v (tensor cores); '"
+             << name << "' is " << ty
+             << " (leave it undeclared and pass --dtype=bf16|f16)";
+    if (elt && elt != ty)
+      return spec.emitError() << "CUDA kernels need q, k and v of one type";
+    elt = ty;
+  }
+  // Every tile is copied in 16-byte chunks by all threads evenly.
+  if ((BM * D / 8) % numThreads || (BN * D / 8) % numThreads)
+    return att.emitError() << "tile sizes " << BM << "x" << BN
+                           << " do not split evenly over " << numThreads
+                           << " threads";
+
+  auto strided = [&](int64_t rank, Type ty, bool unitInner) {
+    SmallVector<int64_t> dyn(rank, ShapedType::kDynamic);
+    SmallVector<int64_t> strides = dyn;
+    if (unitInner)
+      strides.back() = 1;
+    return MemRefType::get(
+        dyn, ty, StridedLayoutAttr::get(ctx, ShapedType::kDynamic, strides));
+  };
+  SmallVector<Type> args;
+  for (int i = 0; i < 3; ++i)
+    args.push_back(strided(4, elt, true));
+  args.push_back(strided(4, b.getF32Type(), false));
+  args.push_back(strided(3, b.getF32Type(), false));
+  for (InputOp in : spec.getBodyBlock().getOps<InputOp>())
+    if (canonicalInputDims(in.getSymName()).empty())
+      args.push_back(strided(in.getDims().size(), in.getElementType(), false));
+  std::string name = ("attn_" + spec.getSymName() + "_d" + Twine(D)).str();
+  auto fn = gpu::GPUFuncOp::create(b, name, FunctionType::get(ctx, args, {}));
+  fn->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), b.getUnitAttr());
+  fn.setKnownBlockSizeAttr(b.getDenseI32ArrayAttr({int32_t(numThreads), 1, 1}));
+  // What the runtime needs to launch it (read back by the driver).
+  int64_t smemBytes = (BM * D + 4 * BN * D) * 2;
+  fn->setAttr("attn.block_q", b.getI64IntegerAttr(BM));
+  fn->setAttr("attn.num_threads", b.getI64IntegerAttr(numThreads));
+  fn->setAttr("attn.shared_bytes", b.getI64IntegerAttr(smemBytes));
+  fn->setAttr("attn.max_head_dim", b.getI64IntegerAttr(D));
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPointToStart(&fn.getBody().front());
+  emitPrologue(fn);
+
+  // Q tile, then the first visible kv tile, each its own cp.async group.
+  Value yes = arith::ConstantOp::create(b, b.getBoolAttr(true));
+  emitTileCopy(q, bIdx, h, q0, BM, N, Dqk, Qs, cidx(0), yes);
+  Value first = firstVisible(cidx(0));
+  Value firstValid = arith::CmpIOp::create(b, P::ult, first, nKT);
+  Value firstK0 =
+      mul(minu(first, arith::SubIOp::create(b, nKT, cidx(1))), cidx(BN));
+  emitTileCopy(k, bIdx, hk, firstK0, BN, M, Dqk, Ks, cidx(0), firstValid);
+  Value tok =
+      emitTileCopy(v, bIdx, hk, firstK0, BN, M, Dv, Vs, cidx(0), firstValid);
+  nvgpu::DeviceAsyncWaitOp::create(b, tok, b.getI32IntegerAttr(1));
+  gpu::BarrierOp::create(b);
+  // Q fragments stay in registers for the whole kv loop.
+  Value rowBase = mul(warp, cidx(16));
+  for (int64_t kk = 0; kk < D / 16; ++kk)
+    qFrag.push_back(ldmatrix(Qs, cidx(0), rowBase, kk * 16,
+                             /*transpose=*/false, /*aOrder=*/true));
+
+  // The kv loop: (tile, stage, m0, m1, l0, l1, O...).
+  Type f32 = b.getF32Type(), idx = b.getIndexType();
+  bool softmax = kind == NormalizerKind::softmax;
+  SmallVector<Value> init = {first, cidx(0)};
+  init.push_back(softmax ? ninf() : cf32(0));
+  init.push_back(softmax ? ninf() : cf32(0));
+  init.push_back(cf32(0));
+  init.push_back(cf32(0));
+  for (int64_t i = 0; i < D / 2; ++i)
+    init.push_back(cf32(0));
+  SmallVector<Type> types = {idx, idx};
+  types.append(init.size() - 2, f32);
+  SmallVector<Location> locs(types.size(), b.getLoc());
+  auto loop = scf::WhileOp::create(b, types, init);
+  {
+    OpBuilder::InsertionGuard g2(b);
+    Block *before = b.createBlock(&loop.getBefore(), {}, types, locs);
+    Value more = arith::CmpIOp::create(b, P::ult, before->getArgument(0), nKT);
+    scf::ConditionOp::create(b, more, before->getArguments());
+    Block *after = b.createBlock(&loop.getAfter(), {}, types, locs);
+    Value cur = after->getArgument(0), stage = after->getArgument(1);
+    Value other = arith::XOrIOp::create(b, stage, cidx(1));
+    // Prefetch the next visible tile into the other stage (zero rows when
+    // there is none, which keeps one group per iteration).
+    Value nxt = firstVisible(add(cur, cidx(1)));
+    Value hasNext = arith::CmpIOp::create(b, P::ult, nxt, nKT);
+    Value nk0 =
+        mul(minu(nxt, arith::SubIOp::create(b, nKT, cidx(1))), cidx(BN));
+    Value otherBase = mul(other, cidx(BN * D));
+    emitTileCopy(k, bIdx, hk, nk0, BN, M, Dqk, Ks, otherBase, hasNext);
+    Value t2 =
+        emitTileCopy(v, bIdx, hk, nk0, BN, M, Dv, Vs, otherBase, hasNext);
+    nvgpu::DeviceAsyncWaitOp::create(b, t2, b.getI32IntegerAttr(1));
+    gpu::BarrierOp::create(b);
+    SmallVector<Value> res =
+        emitTile(cur, stage, after->getArguments().drop_front(2));
+    gpu::BarrierOp::create(b);
+    SmallVector<Value> yield = {nxt, other};
+    yield.append(res);
+    scf::YieldOp::create(b, yield);
+  }
+  emitStore(loop.getResults().drop_front(2));
+  gpu::ReturnOp::create(b);
+  return success();
+}
+
+namespace {
+struct ConvertAttnToNVVMPass
+    : public mlir::attn::impl::ConvertAttnToNVVMBase<ConvertAttnToNVVMPass> {
+  using ConvertAttnToNVVMBase::ConvertAttnToNVVMBase;
+  void runOnOperation() override {
+    ModuleOp module = getOperation();
+    SmallVector<int64_t> dims(headDims.begin(), headDims.end());
+    if (dims.empty())
+      dims = {64, 128};
+    SmallVector<SpecOp> specs(module.getBody()->getOps<SpecOp>());
+    if (!specs.empty())
+      module->setAttr(gpu::GPUDialect::getContainerModuleAttrName(),
+                      UnitAttr::get(&getContext()));
+    for (SpecOp spec : specs) {
+      if (spec.getLinearAttention()) {
+        spec.emitError() << "the CUDA backend does not lower linear attention "
+                            "yet (use the CPU target)";
+        return signalPassFailure();
+      }
+      OpBuilder b(spec);
+      auto gpuModule = gpu::GPUModuleOp::create(
+          b, spec.getLoc(), ("attn_" + spec.getSymName() + "_cuda").str());
+      for (int64_t d : dims) {
+        GpuKernelBuilder kb(spec, gpuModule, d);
+        if (failed(kb.build()))
+          return signalPassFailure();
+      }
+      spec->erase();
+    }
+  }
+};
+} // namespace

@@ -1,0 +1,122 @@
+//===- Validate.h - validation shared by the CPU and CUDA runs -*- C++ -*-===//
+//
+// Private to runtime/src. The checks attn_cpu_run and attn_cuda_run share:
+// the kernel descriptor's inputs, the call's pointers, each tensor's device,
+// dtype, ndim, strides and alignment, shape binding through attn::bindShapes,
+// 64-bit extents and outputs that must not overlap themselves; and the memref
+// descriptor words both backends pass to kernels. Every check reports through
+// fail(), so messages name the tensor (and dim). Plain C++17, no MLIR/LLVM.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef ATTN_RUNTIME_VALIDATE_H
+#define ATTN_RUNTIME_VALIDATE_H
+
+#include "RuntimeInternal.h"
+
+#include "attn/Signature.h"
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace attn::runtime {
+
+/// Highest rank an input may declare.
+constexpr int32_t kMaxRank = 16;
+/// Most inputs a kernel may declare.
+constexpr int32_t kMaxInputs = 1024;
+
+/// The canonical dims of o (and, first three, of lse).
+extern const char *const kODims[4];
+
+std::string str(int64_t v);
+/// "[2, 4, 128, 64]".
+std::string shapeString(const int64_t *shape, int ndim);
+/// "f32", "bf16", "f16", "i32".
+const char *elemTypeName(attn_elem_type_t t);
+/// The DLPack dtype an element type is passed as.
+DLDataType dlTypeOf(attn_elem_type_t t);
+/// NumPy-style name: "float32", "bfloat16", "int32", "uint8", "float32x4".
+std::string dtypeString(DLDataType t);
+/// "kDLCPU", "kDLCUDA", ...
+std::string deviceString(DLDeviceType d);
+/// The declared dims of an input as "[B, Hq, N, Dqk]".
+std::string declString(const attn_input_desc_t &in);
+
+/// Where the tensors of a call must live.
+enum class MemoryKind {
+  /// kDLCPU, or pinned host memory (kDLCUDAHost, kDLROCMHost).
+  Host,
+  /// kDLCUDA or kDLCUDAManaged, all on one device_id (that of q).
+  CudaDevice,
+};
+
+/// One tensor to check: its name in messages, the tensor, and what it must be.
+struct TensorSpec {
+  std::string name;
+  const DLTensor *t;
+  DLDataType type;
+  std::string typeDecl; // "f32" etc., for messages; "" for o and lse
+  int ndim;
+  std::string dimsDecl; // "[B, Hq, N, Dqk]"
+};
+
+/// The strides of \p t in elements (compact row-major when NULL).
+std::vector<int64_t> stridesOf(const DLTensor *t);
+
+/// Checks the inputs of a kernel descriptor (names, types, ranks, dims; q, k,
+/// v first with their canonical dims) and converts them to \p sig. \p kname
+/// is "kernel 'name'" for messages.
+attn_status_t checkInputDescs(const std::string &kname, int32_t numInputs,
+                              const attn_input_desc_t *inputs,
+                              attn::Signature &sig);
+
+/// The call's pointers: inputs, o, and lse only when the kernel can write it.
+attn_status_t checkCallPointers(const char *kernelName, int32_t hasLse,
+                                const DLTensor *const *inputs,
+                                const DLTensor *o, const DLTensor *lse);
+
+/// Checks every tensor of a call against the kernel's inputs (already checked
+/// by checkInputDescs, the call's pointers by checkCallPointers): devices,
+/// dtypes, ndim, NULL data/shape, negative strides, element alignment, shape
+/// binding (into \p dims, G included), 64-bit extents, o and lse shapes and
+/// that they do not overlap themselves.
+attn_status_t checkTensors(const attn::Signature &sig,
+                           const attn_input_desc_t *descs,
+                           const DLTensor *const *inputs, const DLTensor *o,
+                           const DLTensor *lse, MemoryKind memory,
+                           attn::DimBinding &dims);
+
+/// Builds the memref descriptors: one run of int64 words per argument,
+/// { allocated, aligned, offset, sizes[R], strides[R] }. A tensor's
+/// byte_offset is folded into `aligned` (offset 0), its strides are in
+/// elements (compact row-major when NULL).
+class Descriptors {
+public:
+  void add(const void *allocated, const void *aligned,
+           const std::vector<int64_t> &sizes,
+           const std::vector<int64_t> &strides);
+  void addTensor(const DLTensor *t);
+  /// The args array (one pointer per descriptor); valid while this object
+  /// lives and add() is not called.
+  std::vector<void *> args();
+  /// One pointer per word: the kernel parameters of a GPU launch, where every
+  /// descriptor field is a separate 8-byte parameter. Same validity.
+  std::vector<void *> wordPointers();
+
+private:
+  std::vector<int64_t> words;
+  std::vector<size_t> starts;
+};
+
+/// The descriptors of a call, in kernel order: q, k, v, o, lse (NULL
+/// pointers, sizes [B, Hq, N] and compact strides when \p lse is NULL), then
+/// each aux input.
+void addCallDescriptors(Descriptors &desc, int32_t numInputs,
+                        const DLTensor *const *inputs, const DLTensor *o,
+                        const DLTensor *lse, const attn::DimBinding &dims);
+
+} // namespace attn::runtime
+
+#endif // ATTN_RUNTIME_VALIDATE_H

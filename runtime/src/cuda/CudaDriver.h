@@ -1,0 +1,80 @@
+//===- CudaDriver.h - the CUDA driver API, loaded with dlopen --*- C++ -*-===//
+//
+// Private to runtime/src. The few driver types, constants and entry points
+// attn_cuda_run needs, declared here (as Halide's cuda_functions.h does) so
+// that the runtime neither includes cuda.h nor links libcuda: the driver is
+// loaded with dlopen at the first CUDA call, and a machine without CUDA
+// builds and runs everything else unchanged.
+//
+// The signatures follow cuda.h of CUDA 12/13; every entry point used has kept
+// its unversioned name and signature since CUDA 4 (checked with nm -D against
+// the toolkit's stub libcuda.so: none of them has a _v2 export).
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef ATTN_RUNTIME_CUDA_CUDADRIVER_H
+#define ATTN_RUNTIME_CUDA_CUDADRIVER_H
+
+#include <string>
+
+namespace attn::runtime::cuda {
+
+/// cudaError_enum: 0 is success; every other value an error.
+using CUresult = int;
+constexpr CUresult CUDA_SUCCESS = 0;
+
+/// A device ordinal, as DLPack's device_id for kDLCUDA.
+using CUdevice = int;
+
+struct CUctx_st;
+struct CUmod_st;
+struct CUfunc_st;
+struct CUstream_st;
+using CUcontext = CUctx_st *;
+using CUmodule = CUmod_st *;
+using CUfunction = CUfunc_st *;
+using CUstream = CUstream_st *;
+
+/// CUfunction_attribute values.
+using CUfunction_attribute = int;
+constexpr CUfunction_attribute CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES =
+    8;
+
+/// Dynamic shared memory a kernel may use without opting in.
+constexpr int kDefaultMaxDynamicSharedBytes = 48 * 1024;
+
+/// The resolved entry points.
+struct Driver {
+  CUresult (*cuInit)(unsigned flags);
+  CUresult (*cuGetErrorString)(CUresult error, const char **str);
+  CUresult (*cuDeviceGetCount)(int *count);
+  CUresult (*cuDeviceGet)(CUdevice *device, int ordinal);
+  CUresult (*cuDevicePrimaryCtxRetain)(CUcontext *ctx, CUdevice device);
+  CUresult (*cuCtxGetCurrent)(CUcontext *ctx);
+  CUresult (*cuCtxSetCurrent)(CUcontext ctx);
+  CUresult (*cuCtxGetDevice)(CUdevice *device);
+  CUresult (*cuModuleLoadData)(CUmodule *module, const void *image);
+  CUresult (*cuModuleGetFunction)(CUfunction *fn, CUmodule module,
+                                  const char *name);
+  CUresult (*cuFuncSetAttribute)(CUfunction fn, CUfunction_attribute attr,
+                                 int value);
+  CUresult (*cuLaunchKernel)(CUfunction fn, unsigned gridX, unsigned gridY,
+                             unsigned gridZ, unsigned blockX, unsigned blockY,
+                             unsigned blockZ, unsigned sharedMemBytes,
+                             CUstream stream, void **kernelParams,
+                             void **extra);
+
+  /// "cuLaunchKernel failed: <the driver's text> (CUDA error 700)".
+  std::string errorText(const char *function, CUresult result) const;
+};
+
+/// The driver, loaded and initialized (cuInit) once per process, thread-safe.
+/// The library is $ATTN_CUDA_DRIVER when set and non-empty, else
+/// "libcuda.so.1". Returns NULL and sets \p error to a one-line reason
+/// ("CUDA driver not available: ...", or "cuInit failed: ...") when it
+/// cannot be used; the outcome is the same for every later call.
+const Driver *loadDriver(std::string &error);
+
+} // namespace attn::runtime::cuda
+
+#endif // ATTN_RUNTIME_CUDA_CUDADRIVER_H

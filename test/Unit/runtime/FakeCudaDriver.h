@@ -1,0 +1,79 @@
+/*===- FakeCudaDriver.h - a recording stand-in for libcuda.so.1 -----------===*
+ *
+ * FakeCudaDriver.cpp builds a shared library exporting the CUDA driver entry
+ * points the runtime resolves. attn_cuda_run loads it through
+ * ATTN_CUDA_DRIVER; the test dlopens the same file (the same loaded copy) and
+ * reads and steers it through fake_cuda_state().
+ *
+ * An "image" is text, one function per line, "name=num_params\n": the fake
+ * cuModuleLoadData parses it (CUDA_ERROR_INVALID_IMAGE when it does not
+ * parse), cuModuleGetFunction looks names up (CUDA_ERROR_NOT_FOUND), and
+ * cuLaunchKernel copies num_params 8-byte parameters out of kernelParams.
+ * The current context is per thread, as in the real driver; device d's
+ * primary context is a fixed object per d.
+ *
+ *===----------------------------------------------------------------------===*/
+
+#ifndef ATTN_TEST_FAKECUDADRIVER_H
+#define ATTN_TEST_FAKECUDADRIVER_H
+
+#include <stdint.h>
+
+#define FAKE_CUDA_MAX_PARAMS 512
+#define FAKE_CUDA_MAX_DEVICES 8
+#define FAKE_CUDA_NAME_LEN 128
+
+typedef struct FakeCudaLaunch {
+  char function[FAKE_CUDA_NAME_LEN]; /* the launched function's name */
+  const void *image;                 /* the image its module was loaded from */
+  void *context;                     /* the thread's current context */
+  unsigned grid[3];
+  unsigned block[3];
+  unsigned shared_mem_bytes;
+  void *stream;
+  int num_params;
+  int64_t params[FAKE_CUDA_MAX_PARAMS]; /* each parameter's 8 bytes */
+  int extra_is_null;
+} FakeCudaLaunch;
+
+typedef struct FakeCudaState {
+  /* Steering, written by the test. */
+  int device_count;       /* what cuDeviceGetCount reports (default 2) */
+  char fail_function[64]; /* the next call of this entry point fails ... */
+  int fail_code;          /* ... with this CUresult (then both reset) */
+
+  /* Calls, counted. */
+  int init_calls;
+  int device_get_count_calls;
+  int primary_retain_calls;
+  int ctx_set_current_calls;
+  int module_load_calls;
+  int get_function_calls;
+  int set_attribute_calls;
+  int launch_calls;
+
+  /* The latest calls' arguments. */
+  const void *last_loaded_image;
+  char last_requested_function[FAKE_CUDA_NAME_LEN];
+  char last_attribute_function[FAKE_CUDA_NAME_LEN];
+  int last_attribute;
+  int last_attribute_value;
+  FakeCudaLaunch last_launch;
+} FakeCudaState;
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+/* The state; calls are serialized by a lock inside the fake. */
+FakeCudaState *fake_cuda_state(void);
+/* &fake_cuda_state()->last_launch. */
+const FakeCudaLaunch *fake_cuda_last_launch(void);
+/* The primary context object of device d (what the runtime should use). */
+void *fake_cuda_primary_context(int device);
+/* Sets the calling thread's current context (NULL: none). */
+void fake_cuda_set_current(void *context);
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* ATTN_TEST_FAKECUDADRIVER_H */
