@@ -21,9 +21,38 @@ config.environment["ATTN_CACHE_DIR"] = os.path.join(config.attn_obj_root, "kerne
 config.substitutions.append(("%python", config.python_executable))
 config.substitutions.append(("%attnc", os.path.join(config.attn_tools_dir, "attnc")))
 config.substitutions.append(("%attn-opt", os.path.join(config.attn_tools_dir, "attn-opt")))
+config.substitutions.append(("%attn-gpu-sim", os.path.join(config.attn_tools_dir,
+                                                         "attn-gpu-sim")))
 config.substitutions.append(("%examples", os.path.join(config.attn_src_root,
                                                        "examples")))
 tool_dirs = [config.attn_tools_dir, config.llvm_tools_dir]
 # llvm-objdump and llvm-nm inspect the objects attnc writes (attnc tests).
-tools = ["attn-opt", "attnc", "llvm-objdump", "llvm-nm"]
+tools = ["attn-opt", "attnc", "attn-gpu-sim", "llvm-objdump", "llvm-nm"]
 llvm_config.add_tool_substitutions(tools, tool_dirs)
+
+# CUDA: `cuda-toolkit` where ptxas/fatbinary are installed (compile-only
+# tests: PTX, cubin, ptxas reports, AOT objects); `cuda` only where a GPU and
+# its driver are present (run tests). Elsewhere those tests are reported
+# UNSUPPORTED, the visible skip.
+cuda_toolkit = (os.environ.get("ATTN_CUDA_TOOLKIT") or
+                os.environ.get("CUDA_HOME") or "/usr/local/cuda")
+if all(os.access(os.path.join(cuda_toolkit, "bin", t), os.X_OK)
+       for t in ("ptxas", "fatbinary")):
+    config.available_features.add("cuda-toolkit")
+    config.environment["ATTN_CUDA_TOOLKIT"] = cuda_toolkit
+if os.path.exists("/dev/nvidiactl") and any(
+        os.path.exists(os.path.join(d, "libcuda.so.1"))
+        for d in ("/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/local/nvidia/lib64")):
+    config.available_features.add("cuda")
+tools.append("llvm-readelf")
+llvm_config.add_tool_substitutions(["llvm-readelf"], tool_dirs)
+
+# `avx512bf16` where the host CPU has AVX512-BF16 (the bf16 dot-product
+# kernels, test/Integration/cpu/bf16-dot.test); elsewhere those tests are
+# reported UNSUPPORTED.
+try:
+    with open("/proc/cpuinfo") as f:
+        if " avx512_bf16" in f.read():
+            config.available_features.add("avx512bf16")
+except OSError:
+    pass

@@ -67,13 +67,19 @@ LogicalResult mlir::attn::lowerSpecCUDA(ModuleOp module,
   return nvvm.run(module);
 }
 
-std::string mlir::attn::compileCUDA(ModuleOp module, const CUDATarget &target,
-                                    const CUDAPipelineOptions &schedule,
-                                    CUDAKernelInfo &info) {
+LogicalResult mlir::attn::compileCUDA(ModuleOp module, const CUDATarget &target,
+                                      const CUDAPipelineOptions &schedule,
+                                      CUDAKernelInfo &info,
+                                      std::string &error) {
+  auto fail = [&](std::string e) {
+    error = std::move(e);
+    return failure();
+  };
+  error.clear();
   if (std::string e = target.checkToolkit(); !e.empty())
-    return e;
+    return fail(e);
   if (failed(lowerSpecCUDA(module, target, schedule, Stage::Kernel, info)))
-    return "lowering failed";
+    return failure();
   std::vector<CUDAImage> images;
   info.reports.clear();
   for (const std::string &chip : target.chips) {
@@ -82,19 +88,22 @@ std::string mlir::attn::compileCUDA(ModuleOp module, const CUDATarget &target,
     buildAttnCUDAPipeline(nvvm, forChip(schedule, chip), Stage::LLVM,
                           Stage::Kernel);
     if (failed(nvvm.run(*clone)))
-      return "lowering to NVVM for " + chip + " failed";
+      return failure();
     CUDAImage image;
     image.chip = chip;
     if (std::string e = translateToPTX(*clone, target, image.ptx); !e.empty())
-      return e;
+      return fail(e);
     if (std::string e =
             assemblePTX(target, chip, image.ptx, image.cubin, info.reports);
         !e.empty())
-      return e;
+      return fail(e);
     info.ptx[chip] = image.ptx;
+    info.cubin[chip].assign(image.cubin.begin(), image.cubin.end());
     images.push_back(std::move(image));
   }
-  return createFatbin(target, images, info.fatbin);
+  if (std::string e = createFatbin(target, images, info.fatbin); !e.empty())
+    return fail(e);
+  return success();
 }
 
 std::string mlir::attn::emitCUDAImageObject(MLIRContext *ctx,

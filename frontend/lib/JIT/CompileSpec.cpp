@@ -15,7 +15,8 @@ LogicalResult mlir::attn::lowerSpec(ModuleOp module, const CPUTarget &target,
                                     Stage stop, KernelInfo &info) {
   CPUPipelineOptions options = schedule;
   options.vectorWidth = target.vectorWidth();
-  options.bf16Dot = target.bf16Dot();
+  options.bf16Dot = target.bf16Dot() != CPUTarget::BF16Dot::Off;
+  options.bf16DotPV = target.bf16Dot() == CPUTarget::BF16Dot::All;
   MLIRContext *ctx = module.getContext();
   PassManager tiling(ctx);
   buildAttnCPUPipeline(tiling, options, std::min(stop, Stage::Tiled));

@@ -1,4 +1,5 @@
-//===- GpuSim.h - CTA-level SIMT interpreter of gpu.func kernels -*- C++ -*-===//
+//===- GpuSim.h - CTA-level SIMT interpreter of gpu.func kernels -*- C++
+//-*-===//
 //
 // Executes a `gpu.func` kernel (gpu / nvgpu / NVVM / arith / math / memref /
 // scf / vector ops, as convert-attn-to-nvvm emits them) on the CPU, one CTA

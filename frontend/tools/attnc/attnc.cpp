@@ -56,6 +56,7 @@ enum class EmitAction {
   LLVM,
   LLVMIR,
   PTX,
+  Cubin,
   Fatbin,
   Obj
 };
@@ -79,6 +80,8 @@ static cl::opt<EmitAction> emitAction(
         clEnumValN(EmitAction::PTX, "ptx",
                    "PTX for each chip (--target=cuda; --verbose adds the "
                    "ptxas report)"),
+        clEnumValN(EmitAction::Cubin, "cubin",
+                   "the cubin of the first chip (--target=cuda)"),
         clEnumValN(EmitAction::Fatbin, "fatbin",
                    "a fatbin: a cubin per chip plus PTX (--target=cuda)"),
         clEnumValN(EmitAction::LLVMIR, "llvm-ir", "optimized LLVM IR"),
@@ -242,8 +245,8 @@ static int compileForCUDA(ModuleOp module, EmitAction action) {
     output->keep();
     return 0;
   }
-  if (std::string e = compileCUDA(module, target, schedule, info); !e.empty())
-    return fail(e);
+  if (failed(compileCUDA(module, target, schedule, info, err)))
+    return err.empty() ? 1 : fail(err);
   if (verbose)
     llvm::errs() << formatReports(info.reports);
   auto output = mlir::openOutputFile(outputFilename, &err);
@@ -252,6 +255,9 @@ static int compileForCUDA(ModuleOp module, EmitAction action) {
   if (action == EmitAction::PTX) {
     for (const std::string &chip : target.chips)
       output->os() << "// ---- " << chip << "\n" << info.ptx[chip];
+  } else if (action == EmitAction::Cubin) {
+    const std::string &cubin = info.cubin[target.chips.front()];
+    output->os().write(cubin.data(), cubin.size());
   } else if (action == EmitAction::Fatbin) {
     output->os().write(info.fatbin.data(), info.fatbin.size());
   } else {
@@ -305,6 +311,8 @@ int main(int argc, char **argv) {
   cl::ParseCommandLineOptions(argc, argv, overview);
 
   MLIRContext context;
+  // Spec errors point at the spec; a dump of the failing op is noise there.
+  context.printOpOnDiagnostic(false);
   loadAttnDialects(context);
 
   std::string errorMessage;
@@ -407,8 +415,9 @@ int main(int argc, char **argv) {
   if (llvm::StringRef(targetName).starts_with("cuda"))
     return compileForCUDA(*module, action);
   if (action == EmitAction::GPU || action == EmitAction::PTX ||
-      action == EmitAction::Fatbin)
-    return fail("--emit=gpu, ptx and fatbin need --target=cuda[:sm_XX,...]");
+      action == EmitAction::Cubin || action == EmitAction::Fatbin)
+    return fail("--emit=gpu, ptx, cubin and fatbin need "
+                "--target=cuda[:sm_XX,...]");
   CPUTarget target;
   if (!CPUTarget::parse(targetName, target, errorMessage))
     return fail(errorMessage);

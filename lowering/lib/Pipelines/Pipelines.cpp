@@ -50,6 +50,7 @@ void mlir::attn::buildAttnCPUPipeline(OpPassManager &pm,
     conversion.vectorWidth = options.vectorWidth;
     conversion.linearChunk = options.linearChunk;
     conversion.bf16Dot = options.bf16Dot;
+    conversion.bf16DotPV = options.bf16DotPV;
     pm.addPass(createConvertAttnToCPU(conversion));
     pm.addPass(createCanonicalizerPass());
     pm.addPass(createCSEPass());

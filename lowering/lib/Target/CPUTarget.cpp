@@ -44,19 +44,31 @@ CPUTarget CPUTarget::host() {
     feats.push_back((f.second ? "+" : "-") + f.first().str());
   std::sort(feats.begin(), feats.end());
   t.features = llvm::join(feats, ",");
-  if (const char *no = std::getenv("ATTN_NO_BF16_DOT"))
-    t.allowBF16Dot = llvm::StringRef(no).empty() || llvm::StringRef(no) == "0";
   return t;
 }
 
 bool CPUTarget::parse(llvm::StringRef spec, CPUTarget &out,
                       std::string &error) {
   out = host();
+  if (const char *mode = std::getenv("ATTN_BF16_DOT")) {
+    llvm::StringRef m(mode);
+    if (m == "all" || m.empty()) {
+      out.bf16DotMode = BF16Dot::All;
+    } else if (m == "qk") {
+      out.bf16DotMode = BF16Dot::QK;
+    } else if (m == "off") {
+      out.bf16DotMode = BF16Dot::Off;
+    } else {
+      error = "ATTN_BF16_DOT=" + m.str() + ": expected all, qk or off";
+      return false;
+    }
+  }
   if (spec == "cpu" || spec == "cpu:native")
     return true;
   if (!spec.consume_front("cpu:")) {
     error = "unknown target '" + spec.str() +
-            "' (expected cpu or cpu:NAME, e.g. cpu:skylake-avx512)";
+            "' (expected cpu, cpu:NAME such as cpu:skylake-avx512, or "
+            "cuda[:sm_XX,...])";
     return false;
   }
   initLLVM();
@@ -108,13 +120,14 @@ int64_t CPUTarget::vectorWidth() const {
     return 16;
   // Explicit features list avx and avx2 separately; a named CPU's implied
   // set is asked for avx2 only (as before).
-  return hasFeature("avx2") || (!features.empty() && hasFeature("avx")) ? 8
-                                                                         : 4;
+  return hasFeature("avx2") || (!features.empty() && hasFeature("avx")) ? 8 : 4;
 }
 
 std::string CPUTarget::key() const {
-  return triple + "|" + cpu + "|" + features + "|O" +
-         std::to_string(optLevel) + (allowBF16Dot ? "" : "|no-bf16-dot");
+  return triple + "|" + cpu + "|" + features + "|O" + std::to_string(optLevel) +
+         (bf16DotMode == BF16Dot::All  ? ""
+          : bf16DotMode == BF16Dot::QK ? "|bf16-dot=qk"
+                                       : "|bf16-dot=off");
 }
 
 static std::unique_ptr<llvm::TargetMachine>

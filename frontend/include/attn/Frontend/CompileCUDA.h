@@ -31,7 +31,8 @@ struct CUDAKernelInfo {
   ::attn::Signature signature;
   std::vector<CUDAKernelVariant> variants; ///< by max head dim, ascending
   std::vector<CUDAKernelReport> reports;   ///< ptxas -v, per chip and kernel
-  std::map<std::string, std::string> ptx;  ///< chip -> PTX text
+  std::map<std::string, std::string> ptx;   ///< chip -> PTX text
+  std::map<std::string, std::string> cubin; ///< chip -> cubin bytes
   std::vector<char> fatbin;
 };
 
@@ -41,11 +42,12 @@ LogicalResult lowerSpecCUDA(ModuleOp module, const CUDATarget &target,
                             const CUDAPipelineOptions &schedule, Stage stop,
                             CUDAKernelInfo &info);
 
-/// Compiles every chip of `target`: fills info.ptx, info.reports and
-/// info.fatbin. Returns "" or an error.
-std::string compileCUDA(ModuleOp module, const CUDATarget &target,
-                        const CUDAPipelineOptions &schedule,
-                        CUDAKernelInfo &info);
+/// Compiles every chip of `target`: fills info.ptx, info.cubin,
+/// info.reports and info.fatbin. On failure, `error` says why unless the
+/// reason was already reported as a diagnostic (then it is empty).
+LogicalResult compileCUDA(ModuleOp module, const CUDATarget &target,
+                          const CUDAPipelineOptions &schedule,
+                          CUDAKernelInfo &info, std::string &error);
 
 /// A host object file holding the fatbin as `<symbol>_cuda_image` (for AOT
 /// users; the header from generateCUDAHeader refers to it).

@@ -33,9 +33,12 @@ def ConvertAttnToCPU : Pass<"convert-attn-to-cpu", "ModuleOp"> {
            "time steps per chunk of the chunked linear-attention form; 0 "
            "selects the step-by-step recurrence">,
     Option<"bf16Dot", "bf16-dot", "bool", "false",
-           "softmax-family kernels with bf16 q and k: S = Q Kᵀ (and, with a "
-           "bf16 v, O += P V) by AVX512-BF16 dot products "
-           "(x86vector.avx512.dot); needs a CPU with avx512bf16">
+           "softmax-family kernels with bf16 q and k: S = Q Kᵀ by AVX512-BF16 "
+           "dot products (x86vector.avx512.dot); needs a CPU with "
+           "avx512bf16">,
+    Option<"bf16DotPV", "bf16-dot-pv", "bool", "true",
+           "with bf16-dot and a bf16 v, also O += P V by dot products (P "
+           "rounded to bf16)">
   ];
   let dependentDialects = [
     "::mlir::arith::ArithDialect", "::mlir::func::FuncDialect",

@@ -34,9 +34,12 @@ struct CPUPipelineOptions {
   int64_t linearChunk = 64;
   /// Linear attention: carry the state in and out (attn-add-linear-state).
   bool linearState = false;
-  /// Softmax family with bf16 q/k (and v): AVX512-BF16 dot products
-  /// (x86vector.avx512.dot, vdpbf16ps). Set only for targets that have them.
+  /// Softmax family with bf16 q and k: S = Q·Kᵀ by AVX512-BF16 dot products
+  /// (x86vector.avx512.dot, vdpbf16ps); with bf16Dot and a bf16 v also
+  /// O += P·V, P rounded to bf16 (bf16DotPV). Only for targets with
+  /// avx512bf16.
   bool bf16Dot = false;
+  bool bf16DotPV = true;
 };
 
 /// Adds the passes that take a module of attn.spec ops from stage `start`

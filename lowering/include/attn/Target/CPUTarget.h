@@ -15,11 +15,13 @@ struct CPUTarget {
   std::string cpu;      ///< e.g. "znver4"; empty: the host's
   std::string features; ///< e.g. "+avx512f,+avx512bw"; empty: the host's
   unsigned optLevel = 3;
-  /// Whether kernels may use AVX512-BF16 dot products (vdpbf16ps) for bf16
-  /// q/k/v where the CPU has them. host() and parse() clear it when the
-  /// environment variable ATTN_NO_BF16_DOT is set to anything but "" or "0"
-  /// (for comparisons); it is part of key().
-  bool allowBF16Dot = true;
+  /// AVX512-BF16 dot products (vdpbf16ps) for softmax-family kernels with
+  /// bf16 q/k/v, where the CPU has them: All = S = Q·Kᵀ and O += P·V (P
+  /// rounded to bf16), QK = S only (P·V in fp32), Off = fp32 FMAs only.
+  /// parse() takes it from $ATTN_BF16_DOT (all, qk or off; default all);
+  /// it is part of key().
+  enum class BF16Dot { Off, QK, All };
+  BF16Dot bf16DotMode = BF16Dot::All;
 
   /// The host machine, with its CPU name and features.
   static CPUTarget host();
@@ -30,9 +32,10 @@ struct CPUTarget {
   /// Whether the CPU has the LLVM feature `f` (e.g. "avx512bf16"), from
   /// `features` or, for a named CPU without them, what the name implies.
   bool hasFeature(llvm::StringRef f) const;
-  /// bf16 q/k/v kernels use vdpbf16ps: allowBF16Dot and the CPU has
-  /// avx512bf16.
-  bool bf16Dot() const { return allowBF16Dot && hasFeature("avx512bf16"); }
+  /// What kernels use: bf16DotMode where the CPU has avx512bf16, else Off.
+  BF16Dot bf16Dot() const {
+    return hasFeature("avx512bf16") ? bf16DotMode : BF16Dot::Off;
+  }
   /// Stable text naming the target (for cache keys).
   std::string key() const;
 };

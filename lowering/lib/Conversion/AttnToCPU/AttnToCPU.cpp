@@ -57,10 +57,9 @@ using P = arith::CmpIPredicate;
 
 class KernelBuilder : public KernelBase {
 public:
-  KernelBuilder(SpecOp spec, ModuleOp module, bool bf16Dot)
+  KernelBuilder(SpecOp spec, ModuleOp module, bool bf16Dot, bool bf16DotPV)
       : KernelBase(spec.getLoc(), module.getContext(), 16), bf16Dot(bf16Dot),
-        spec(spec),
-        att(spec.getAttention()),
+        bf16DotPV(bf16DotPV), spec(spec), att(spec.getAttention()),
         sched(att ? att.getScheduleAttr() : ScheduleAttr()) {
     // build() reports a missing schedule; keep the sizes valid until then.
     vl = sched ? sched.getVectorWidth() : 16;
@@ -112,7 +111,7 @@ private:
     return arith::ConstantOp::create(b, b.getFloatAttr(b.getBF16Type(), v));
   }
 
-  bool bf16Dot;
+  bool bf16Dot, bf16DotPV;
   SpecOp spec;
   AttentionOp att;
   ScheduleAttr sched;
@@ -126,12 +125,13 @@ private:
   Value scale, bias;                          // f32 scalars
   Value hasLse;                               // i1
   Value Qt, St, Ot, mBuf, lBuf, aBuf, invBuf; // local buffers
+  Value lxBuf; // the row sum for lse (lBuf but with dotPV: unrounded P)
   // bf16-dot: S = Q K^T (dotQK) and O += P V (dotPV) by vdpbf16ps.
   bool dotQK = false, dotPV = false;
-  Value D2;                          // ceil(Dqk / 2)
-  Value Qp, Kp, Pp, Vp;              // bf16 pair buffers
-  Value kUnit, vUnit;                // i1: unit innermost stride
-  Value kU, vU;                      // k, v cast to a unit innermost stride
+  Value D2;             // ceil(Dqk / 2)
+  Value Qp, Kp, Pp, Vp; // bf16 pair buffers
+  Value kUnit, vUnit;   // i1: unit innermost stride
+  Value kU, vU;         // k, v cast to a unit innermost stride
   NormalizerKind kind;
   /// Score/mask regions present: finish S in a separate row loop.
   bool deferFinish = false;
@@ -160,9 +160,8 @@ void KernelBuilder::emitPrologue(func::FuncOp fn) {
     return cast<MemRefType>(m.getType()).getElementType().isBF16();
   };
   // vdpbf16ps exists for 4, 8 and 16 f32 lanes.
-  dotQK = bf16Dot && isBF16(q) && isBF16(k) &&
-          (vl == 4 || vl == 8 || vl == 16);
-  dotPV = dotQK && isBF16(v) && !getenv("TMP_NO_PV");
+  dotQK = bf16Dot && isBF16(q) && isBF16(k) && (vl == 4 || vl == 8 || vl == 16);
+  dotPV = dotQK && bf16DotPV && isBF16(v);
   auto toF32 = [&](Value x) -> Value {
     return x.getType().isF64()
                ? Value(arith::TruncFOp::create(b, b.getF32Type(), x))
@@ -191,8 +190,7 @@ void KernelBuilder::emitPrologue(func::FuncOp fn) {
   // folds that cast into the loads, which then fail to verify.)
   auto unitInner = [&](Value m, Value &isUnit, Value &view) {
     auto meta = memref::ExtractStridedMetadataOp::create(b, m);
-    isUnit =
-        arith::CmpIOp::create(b, P::eq, meta.getStrides().back(), cidx(1));
+    isUnit = arith::CmpIOp::create(b, P::eq, meta.getStrides().back(), cidx(1));
     auto layout = StridedLayoutAttr::get(b.getContext(), dyn,
                                          ArrayRef<int64_t>{dyn, dyn, dyn, 1});
     SmallVector<OpFoldResult> sizes(meta.getSizes().begin(),
@@ -219,8 +217,9 @@ void KernelBuilder::emitPrologue(func::FuncOp fn) {
   if (dotPV) {
     int64_t bk2 = (bk + 1) / 2;
     Pp = memref::AllocaOp::create(b, MemRefType::get({bk2, 2 * bq}, bf16));
-    Vp = memref::AllocaOp::create(b, MemRefType::get({bk2, dyn}, bf16),
-                                  ValueRange{arith::MulIOp::create(b, Dv, cidx(2))});
+    Vp = memref::AllocaOp::create(
+        b, MemRefType::get({bk2, dyn}, bf16),
+        ValueRange{arith::MulIOp::create(b, Dv, cidx(2))});
     unitInner(v, vUnit, vU);
   }
   // With dotPV an odd tile_kv gets one more (zero) row for the last pair.
@@ -230,6 +229,9 @@ void KernelBuilder::emitPrologue(func::FuncOp fn) {
       b, MemRefType::get({ShapedType::kDynamic, bq}, f32), ValueRange{Dv});
   mBuf = memref::AllocaOp::create(b, MemRefType::get({bq}, f32));
   lBuf = memref::AllocaOp::create(b, MemRefType::get({bq}, f32));
+  lxBuf = dotPV && kind == NormalizerKind::softmax
+              ? Value(memref::AllocaOp::create(b, MemRefType::get({bq}, f32)))
+              : lBuf;
   aBuf = memref::AllocaOp::create(b, MemRefType::get({bq}, f32));
   invBuf = memref::AllocaOp::create(b, MemRefType::get({bq}, f32));
 }
@@ -424,8 +426,8 @@ void KernelBuilder::emitPV(Value hk, Value bIdx, Value k0, Value kn,
       return loop(cidx(0), kn2, cidx(1), init, [&](Value j2, ValueRange acc) {
         SmallVector<Value> pv;
         for (int64_t c = 0; c < ci; ++c)
-          pv.push_back(vector::LoadOp::create(b, vbf16(2 * vl), Pp,
-                                              ValueRange{j2, cidx(c * 2 * vl)}));
+          pv.push_back(vector::LoadOp::create(
+              b, vbf16(2 * vl), Pp, ValueRange{j2, cidx(c * 2 * vl)}));
         SmallVector<Value> next;
         for (int64_t r = 0; r < nd; ++r) {
           Value col = arith::MulIOp::create(
@@ -438,22 +440,25 @@ void KernelBuilder::emitPV(Value hk, Value bIdx, Value k0, Value kn,
         return next;
       });
     };
-    auto jLoop = dotPV ? dotLoop() : loop(cidx(0), kn, cidx(1), init, [&](Value j, ValueRange acc) {
-      SmallVector<Value> pv;
-      for (int64_t c = 0; c < ci; ++c)
-        pv.push_back(
-            vector::LoadOp::create(b, vf32(), St, ValueRange{j, cidx(c * vl)}));
-      Value kvRow = arith::AddIOp::create(b, k0, j);
-      SmallVector<Value> next;
-      for (int64_t r = 0; r < nd; ++r) {
-        Value col = arith::AddIOp::create(b, dvb, cidx(r));
-        Value vv = bcast(toF32(
-            memref::LoadOp::create(b, v, ValueRange{bIdx, hk, kvRow, col})));
-        for (int64_t c = 0; c < ci; ++c)
-          next.push_back(vector::FMAOp::create(b, vv, pv[c], acc[r * ci + c]));
-      }
-      return next;
-    });
+    auto jLoop =
+        dotPV ? dotLoop()
+              : loop(cidx(0), kn, cidx(1), init, [&](Value j, ValueRange acc) {
+                  SmallVector<Value> pv;
+                  for (int64_t c = 0; c < ci; ++c)
+                    pv.push_back(vector::LoadOp::create(
+                        b, vf32(), St, ValueRange{j, cidx(c * vl)}));
+                  Value kvRow = arith::AddIOp::create(b, k0, j);
+                  SmallVector<Value> next;
+                  for (int64_t r = 0; r < nd; ++r) {
+                    Value col = arith::AddIOp::create(b, dvb, cidx(r));
+                    Value vv = bcast(toF32(memref::LoadOp::create(
+                        b, v, ValueRange{bIdx, hk, kvRow, col})));
+                    for (int64_t c = 0; c < ci; ++c)
+                      next.push_back(
+                          vector::FMAOp::create(b, vv, pv[c], acc[r * ci + c]));
+                  }
+                  return next;
+                });
     for (int64_t r = 0; r < nd; ++r) {
       Value row = arith::AddIOp::create(b, dvb, cidx(r));
       for (int64_t c = 0; c < ci; ++c)
@@ -516,10 +521,9 @@ void KernelBuilder::emitLoadQPairs(Value bIdx, Value h, Value q0, Value qn) {
       Value d1 = arith::AddIOp::create(b, d, cidx(1));
       Value x0 = memref::LoadOp::create(b, q, ValueRange{bIdx, h, row, d});
       Value x1 = memref::LoadOp::create(
-          b, q,
-          ValueRange{bIdx, h, row, arith::MinUIOp::create(b, d1, dLast)});
-      x1 = arith::SelectOp::create(
-          b, arith::CmpIOp::create(b, P::ult, d1, Dqk), x1, zero);
+          b, q, ValueRange{bIdx, h, row, arith::MinUIOp::create(b, d1, dLast)});
+      x1 = arith::SelectOp::create(b, arith::CmpIOp::create(b, P::ult, d1, Dqk),
+                                   x1, zero);
       memref::StoreOp::create(b, x0, Qp, ValueRange{d2, i0});
       memref::StoreOp::create(b, x1, Qp, ValueRange{d2, i1});
       return SmallVector<Value>{};
@@ -555,8 +559,8 @@ void KernelBuilder::emitPackK(Value bIdx, Value hk, Value k0, Value kn) {
     loop(cidx(0), kn, cidx(1), {}, [&](Value j, ValueRange) {
       Value row = arith::AddIOp::create(b, k0, j);
       loop(cidx(0), full, cidx(w), {}, [&](Value d, ValueRange) {
-        Value x =
-            vector::LoadOp::create(b, vbf16(w), kU, ValueRange{bIdx, hk, row, d});
+        Value x = vector::LoadOp::create(b, vbf16(w), kU,
+                                         ValueRange{bIdx, hk, row, d});
         vector::StoreOp::create(b, x, Kp, ValueRange{j, d});
         return SmallVector<Value>{};
       });
@@ -578,8 +582,8 @@ void KernelBuilder::emitPackK(Value bIdx, Value hk, Value k0, Value kn) {
         Value x = memref::LoadOp::create(
             b, k,
             ValueRange{bIdx, hk, row, arith::MinUIOp::create(b, d, dLast)});
-        x = arith::SelectOp::create(
-            b, arith::CmpIOp::create(b, P::ult, d, Dqk), x, zero);
+        x = arith::SelectOp::create(b, arith::CmpIOp::create(b, P::ult, d, Dqk),
+                                    x, zero);
         memref::StoreOp::create(b, x, Kp, ValueRange{j, d});
         return SmallVector<Value>{};
       });
@@ -605,8 +609,8 @@ SmallVector<Value> KernelBuilder::dotQKBlock(Value jb, int64_t nj,
     for (int64_t r = 0; r < nj; ++r) {
       Value kv = bcastPair(Kp, rows[r], col);
       for (int64_t c = 0; c < ci; ++c)
-        next.push_back(x86vector::DotBF16Op::create(b, vf32(),
-                                                    acc[r * ci + c], qv[c], kv));
+        next.push_back(x86vector::DotBF16Op::create(b, vf32(), acc[r * ci + c],
+                                                    qv[c], kv));
     }
     return next;
   });
@@ -641,8 +645,8 @@ void KernelBuilder::emitPackPV(Value bIdx, Value hk, Value k0, Value kn) {
     Value j1 = arith::AddIOp::create(b, j, cidx(1));
     for (int64_t c = 0; c < ci; ++c) {
       auto half = [&](Value row) -> Value {
-        Value p =
-            vector::LoadOp::create(b, vf32(), St, ValueRange{row, cidx(c * vl)});
+        Value p = vector::LoadOp::create(b, vf32(), St,
+                                         ValueRange{row, cidx(c * vl)});
         return arith::TruncFOp::create(b, vbf16(vl), p);
       };
       vector::StoreOp::create(b, interleave(half(j), half(j1)), Pp,
@@ -668,8 +672,8 @@ void KernelBuilder::emitPackPV(Value bIdx, Value hk, Value k0, Value kn) {
     Value fullX2 = arith::MulIOp::create(b, full, cidx(2));
     // One pair of V rows (the second one zero for the odd last row).
     auto packRows = [&](Value j2, bool second) {
-      Value r0 = arith::AddIOp::create(
-          b, k0, arith::MulIOp::create(b, j2, cidx(2)));
+      Value r0 =
+          arith::AddIOp::create(b, k0, arith::MulIOp::create(b, j2, cidx(2)));
       Value r1 = arith::AddIOp::create(b, r0, cidx(1));
       loop(cidx(0), full, cidx(vl), {}, [&](Value dv, ValueRange) {
         Value x = vector::LoadOp::create(b, vbf16(vl), vU,
@@ -716,8 +720,8 @@ void KernelBuilder::emitPackPV(Value bIdx, Value hk, Value k0, Value kn) {
         y = arith::SelectOp::create(b, has1, y, zero);
         Value col = arith::MulIOp::create(b, dv, cidx(2));
         memref::StoreOp::create(b, x, Vp, ValueRange{j2, col});
-        memref::StoreOp::create(b, y, Vp,
-                                ValueRange{j2, arith::AddIOp::create(b, col, cidx(1))});
+        memref::StoreOp::create(
+            b, y, Vp, ValueRange{j2, arith::AddIOp::create(b, col, cidx(1))});
         return SmallVector<Value>{};
       });
       return SmallVector<Value>{};
@@ -804,26 +808,36 @@ void KernelBuilder::emitKVTile(Value bIdx, Value h, Value hk, Value q0,
       mSafe.push_back(safe);
       vector::StoreOp::create(b, mNew, mBuf, ValueRange{cidx(c * vl)});
     }
-    SmallVector<Value> zero(ci, vsplat(0));
+    // With bf16 P, l sums the rounded P (o's weights then sum to 1) and
+    // lxBuf the exact ones (for lse).
+    SmallVector<Value> zero(dotPV ? 2 * ci : ci, vsplat(0));
     auto sumLoop =
         loop(cidx(0), kn, cidx(1), zero, [&](Value j, ValueRange acc) {
-          SmallVector<Value> next;
+          SmallVector<Value> next(acc.size());
           for (int64_t c = 0; c < ci; ++c) {
             Value s = vector::LoadOp::create(b, vf32(), St,
                                              ValueRange{j, cidx(c * vl)});
-            Value p = roundBF16(
-                math::ExpOp::create(b, arith::SubFOp::create(b, s, mSafe[c])));
+            Value p =
+                math::ExpOp::create(b, arith::SubFOp::create(b, s, mSafe[c]));
+            if (dotPV) {
+              next[ci + c] = arith::AddFOp::create(b, acc[ci + c], p);
+              p = roundBF16(p);
+            }
             vector::StoreOp::create(b, p, St, ValueRange{j, cidx(c * vl)});
-            next.push_back(arith::AddFOp::create(b, acc[c], p));
+            next[c] = arith::AddFOp::create(b, acc[c], p);
           }
           return next;
         });
-    for (int64_t c = 0; c < ci; ++c) {
+    auto update = [&](Value buf, Value sum, int64_t c) {
       Value lOld =
-          vector::LoadOp::create(b, vf32(), lBuf, ValueRange{cidx(c * vl)});
-      Value lNew =
-          vector::FMAOp::create(b, lOld, alpha[c], sumLoop.getResult(c));
-      vector::StoreOp::create(b, lNew, lBuf, ValueRange{cidx(c * vl)});
+          vector::LoadOp::create(b, vf32(), buf, ValueRange{cidx(c * vl)});
+      Value lNew = vector::FMAOp::create(b, lOld, alpha[c], sum);
+      vector::StoreOp::create(b, lNew, buf, ValueRange{cidx(c * vl)});
+    };
+    for (int64_t c = 0; c < ci; ++c) {
+      update(lBuf, sumLoop.getResult(c), c);
+      if (dotPV)
+        update(lxBuf, sumLoop.getResult(ci + c), c);
       vector::StoreOp::create(b, alpha[c], aBuf, ValueRange{cidx(c * vl)});
     }
     emitPV(hk, bIdx, k0, kn, /*rescale=*/true);
@@ -856,8 +870,12 @@ void KernelBuilder::emitStore(Value bIdx, Value h, Value q0, Value qn) {
       if (softmax) {
         Value m =
             vector::LoadOp::create(b, vf32(), mBuf, ValueRange{cidx(c * vl)});
+        Value lx = lxBuf == lBuf
+                       ? l
+                       : Value(vector::LoadOp::create(
+                             b, vf32(), lxBuf, ValueRange{cidx(c * vl)}));
         Value lse = arith::SelectOp::create(
-            b, pos, arith::AddFOp::create(b, m, math::LogOp::create(b, l)),
+            b, pos, arith::AddFOp::create(b, m, math::LogOp::create(b, lx)),
             vsplat(-std::numeric_limits<float>::infinity()));
         vector::StoreOp::create(b, lse, mBuf, ValueRange{cidx(c * vl)});
       }
@@ -900,6 +918,8 @@ void KernelBuilder::emitItem(Value item) {
     vector::StoreOp::create(b, vsplat(-std::numeric_limits<float>::infinity()),
                             mBuf, ValueRange{cidx(c * vl)});
     vector::StoreOp::create(b, vsplat(0), lBuf, ValueRange{cidx(c * vl)});
+    if (lxBuf != lBuf)
+      vector::StoreOp::create(b, vsplat(0), lxBuf, ValueRange{cidx(c * vl)});
   }
   loop(cidx(0), Dv, cidx(1), {}, [&](Value d, ValueRange) {
     for (int64_t c = 0; c < ci; ++c)
@@ -966,7 +986,7 @@ struct ConvertAttnToCPUPass
         spec->erase();
         continue;
       }
-      KernelBuilder kb(spec, module, bf16Dot);
+      KernelBuilder kb(spec, module, bf16Dot, bf16DotPV);
       if (failed(kb.build()))
         return signalPassFailure();
       spec->erase();

@@ -4,12 +4,12 @@
 // per head-dim variant, written with gpu, nvgpu (ldmatrix, cp.async) and
 // NVVM (mma.sync) ops. One CTA computes `tile_q` query rows of one (b, h):
 //
-//   Qs <- q tile (cp.async, zero-filled); Qf <- ldmatrix (registers)
+//   Qs <- q tile (cp.async, zero-filled)
 //   Ks/Vs[0] <- first visible kv tile
 //   while tile != end:
 //     Ks/Vs[stage ^ 1] <- next visible tile (in flight during the compute)
 //     wait for the current tile; barrier
-//     S  = Qf Ksᵀ                 (mma.sync m16n8k16, f32 accumulators)
+//     S  = Qs Ksᵀ                 (ldmatrix + mma.sync m16n8k16, f32 acc.)
 //     S  = score(scale * S); masked -> -inf (partial tiles only)
 //     m' = max(m, rowmax S); P = exp(S - m'); l = l exp(m - m') + rowsum P
 //     O  = O exp(m - m') + P Vs    (P rounded to bf16/f16 in registers)
@@ -101,10 +101,11 @@ private:
   /// Issues the cp.async copies of `rows` rows of `src[b, head, row0 + r, :]`
   /// into the tile at element offset `base` of `dst`; rows at or past
   /// `rowLimit` (and columns past `colLimit`, and all of them when `enable`
-  /// is false) are zero-filled. Returns the group token.
-  Value emitTileCopy(Value src, Value bIdx, Value head, Value row0,
-                     int64_t rows, Value rowLimit, Value colLimit, Value dst,
-                     Value base, Value enable);
+  /// is false) are zero-filled. Returns the copy tokens (the caller groups
+  /// them: one cp.async group per pipeline stage).
+  SmallVector<Value> emitTileCopy(Value src, Value bIdx, Value head, Value row0,
+                                  int64_t rows, Value rowLimit, Value colLimit,
+                                  Value dst, Value base, Value enable);
   /// One mma.sync m16n8k16: a (4 regs), b (2 regs) are vector<2xT>.
   Acc mma(ArrayRef<Value> a, Value b0, Value b1, const Acc &c);
   /// ldmatrix x4 of the 16x16 block at (row0, col0) of a swizzled tile;
@@ -139,7 +140,6 @@ private:
   Value bI64, hI64;
   Value scale, bias, hasLse;
   Value Qs, Ks, Vs;
-  SmallVector<SmallVector<Value>> qFrag; // [D/16][4]
   /// Query index of this thread's two rows, clamped to N - 1 (for regions).
   Value qRow[2], qIdx[2];
 };
@@ -153,10 +153,11 @@ Value GpuKernelBuilder::swizzle(Value r, Value c) {
   return add(mul(r, cidx(D)), mul(sw, cidx(8)));
 }
 
-Value GpuKernelBuilder::emitTileCopy(Value src, Value bIdx, Value head,
-                                     Value row0, int64_t rows, Value rowLimit,
-                                     Value colLimit, Value dst, Value base,
-                                     Value enable) {
+SmallVector<Value> GpuKernelBuilder::emitTileCopy(Value src, Value bIdx,
+                                                  Value head, Value row0,
+                                                  int64_t rows, Value rowLimit,
+                                                  Value colLimit, Value dst,
+                                                  Value base, Value enable) {
   int64_t chunksPerRow = D / 8;
   int64_t perThread = rows * chunksPerRow / numThreads;
   SmallVector<Value> tokens;
@@ -182,8 +183,7 @@ Value GpuKernelBuilder::emitTileCopy(Value src, Value bIdx, Value head,
         ValueRange{off}, src, ValueRange{bIdx, head, srcRow, srcCol},
         b.getIndexAttr(8), n, b.getUnitAttr()));
   }
-  return nvgpu::DeviceAsyncCreateGroupOp::create(
-      b, nvgpu::DeviceAsyncTokenType::get(b.getContext()), tokens);
+  return tokens;
 }
 
 Acc GpuKernelBuilder::mma(ArrayRef<Value> a, Value b0, Value b1, const Acc &c) {
@@ -439,13 +439,21 @@ SmallVector<Value> GpuKernelBuilder::emitTile(Value kt, Value stage,
   Value zero = cf32(0);
   // S = Q Kᵀ.
   SmallVector<Acc> s(BN / 8, Acc{zero, zero, zero, zero});
-  for (int64_t kk = 0; kk < D / 16; ++kk)
+  // Q fragments are re-read from shared memory each tile (8 ldmatrix per
+  // warp for D = 128) rather than pinned in 32 registers for the whole
+  // loop: with the O and S accumulators that left too few registers for
+  // mask arithmetic (spills at 255 registers for neighborhood masks).
+  Value qRowBase = mul(warp, cidx(16));
+  for (int64_t kk = 0; kk < D / 16; ++kk) {
+    SmallVector<Value> qFrag = ldmatrix(Qs, cidx(0), qRowBase, kk * 16,
+                                        /*transpose=*/false, /*aOrder=*/true);
     for (int64_t np = 0; np < BN / 16; ++np) {
       SmallVector<Value> kf = ldmatrix(Ks, kBase, cidx(np * 16), kk * 16,
                                        /*transpose=*/false, /*aOrder=*/false);
-      s[2 * np] = mma(qFrag[kk], kf[0], kf[1], s[2 * np]);
-      s[2 * np + 1] = mma(qFrag[kk], kf[2], kf[3], s[2 * np + 1]);
+      s[2 * np] = mma(qFrag, kf[0], kf[1], s[2 * np]);
+      s[2 * np + 1] = mma(qFrag, kf[2], kf[3], s[2 * np + 1]);
     }
+  }
   // Score, mask, normalizer: the masked version only on partial tiles.
   auto [nonEmpty, partial] = classify(kt);
   (void)nonEmpty;
@@ -664,6 +672,10 @@ LogicalResult GpuKernelBuilder::build() {
   auto fn = gpu::GPUFuncOp::create(b, name, FunctionType::get(ctx, args, {}));
   fn->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), b.getUnitAttr());
   fn.setKnownBlockSizeAttr(b.getDenseI32ArrayAttr({int32_t(numThreads), 1, 1}));
+  // At least one CTA per SM: otherwise ptxas may cap registers at 128 to
+  // fit more CTAs and spill (seen for dense d64 on sm_80); the accumulators
+  // of one warp's 16 rows want more.
+  fn->setAttr("nvvm.minctasm", b.getI32IntegerAttr(1));
   // What the runtime needs to launch it (read back by the driver).
   int64_t smemBytes = (BM * D + 4 * BN * D) * 2;
   fn->setAttr("attn.block_q", b.getI64IntegerAttr(BM));
@@ -675,23 +687,23 @@ LogicalResult GpuKernelBuilder::build() {
   emitPrologue(fn);
 
   // Q tile, then the first visible kv tile, each its own cp.async group.
+  auto group = [&](SmallVector<Value> tokens) -> Value {
+    return nvgpu::DeviceAsyncCreateGroupOp::create(
+        b, nvgpu::DeviceAsyncTokenType::get(b.getContext()), tokens);
+  };
   Value yes = arith::ConstantOp::create(b, b.getBoolAttr(true));
-  emitTileCopy(q, bIdx, h, q0, BM, N, Dqk, Qs, cidx(0), yes);
+  group(emitTileCopy(q, bIdx, h, q0, BM, N, Dqk, Qs, cidx(0), yes));
   Value first = firstVisible(cidx(0));
   Value firstValid = arith::CmpIOp::create(b, P::ult, first, nKT);
   Value firstK0 =
       mul(minu(first, arith::SubIOp::create(b, nKT, cidx(1))), cidx(BN));
-  emitTileCopy(k, bIdx, hk, firstK0, BN, M, Dqk, Ks, cidx(0), firstValid);
-  Value tok =
-      emitTileCopy(v, bIdx, hk, firstK0, BN, M, Dv, Vs, cidx(0), firstValid);
-  nvgpu::DeviceAsyncWaitOp::create(b, tok, b.getI32IntegerAttr(1));
+  SmallVector<Value> kv0 =
+      emitTileCopy(k, bIdx, hk, firstK0, BN, M, Dqk, Ks, cidx(0), firstValid);
+  kv0.append(
+      emitTileCopy(v, bIdx, hk, firstK0, BN, M, Dv, Vs, cidx(0), firstValid));
+  // Wait for Q only: the first K/V group stays in flight.
+  nvgpu::DeviceAsyncWaitOp::create(b, group(kv0), b.getI32IntegerAttr(1));
   gpu::BarrierOp::create(b);
-  // Q fragments stay in registers for the whole kv loop.
-  Value rowBase = mul(warp, cidx(16));
-  for (int64_t kk = 0; kk < D / 16; ++kk)
-    qFrag.push_back(ldmatrix(Qs, cidx(0), rowBase, kk * 16,
-                             /*transpose=*/false, /*aOrder=*/true));
-
   // The kv loop: (tile, stage, m0, m1, l0, l1, O...).
   Type f32 = b.getF32Type(), idx = b.getIndexType();
   bool softmax = kind == NormalizerKind::softmax;
@@ -721,10 +733,13 @@ LogicalResult GpuKernelBuilder::build() {
     Value nk0 =
         mul(minu(nxt, arith::SubIOp::create(b, nKT, cidx(1))), cidx(BN));
     Value otherBase = mul(other, cidx(BN * D));
-    emitTileCopy(k, bIdx, hk, nk0, BN, M, Dqk, Ks, otherBase, hasNext);
-    Value t2 =
-        emitTileCopy(v, bIdx, hk, nk0, BN, M, Dv, Vs, otherBase, hasNext);
-    nvgpu::DeviceAsyncWaitOp::create(b, t2, b.getI32IntegerAttr(1));
+    SmallVector<Value> kv =
+        emitTileCopy(k, bIdx, hk, nk0, BN, M, Dqk, Ks, otherBase, hasNext);
+    kv.append(
+        emitTileCopy(v, bIdx, hk, nk0, BN, M, Dv, Vs, otherBase, hasNext));
+    // The current tile's group is complete once at most the one just
+    // issued is pending.
+    nvgpu::DeviceAsyncWaitOp::create(b, group(kv), b.getI32IntegerAttr(1));
     gpu::BarrierOp::create(b);
     SmallVector<Value> res =
         emitTile(cur, stage, after->getArguments().drop_front(2));

@@ -1,0 +1,36 @@
+"""Compiles every example spec for the given CUDA chips and checks the ptxas
+report: each softmax-family spec yields both head-dim kernels on every chip,
+with no spills (stores, loads or stack). Linear-attention specs must be
+rejected with the documented error. Prints one line per spec."""
+import glob
+import os
+import subprocess
+import sys
+
+attnc, examples, chips, out = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+failures = 0
+for spec in sorted(glob.glob(os.path.join(examples, "*.attn"))):
+    name = os.path.basename(spec)[:-5]
+    proc = subprocess.run(
+        [attnc, spec, "--target=cuda:" + chips, "--emit=fatbin", "-o", out,
+         "--verbose"], capture_output=True, text=True)
+    if proc.returncode != 0:
+        if "does not lower linear attention yet" in proc.stderr:
+            print(f"{name}: linear (not lowered for CUDA)")
+            continue
+        print(f"{name}: FAILED\n{proc.stderr}")
+        failures += 1
+        continue
+    rows = [l.split() for l in proc.stderr.splitlines()[1:] if l.strip()]
+    kernels = {(r[0], r[1]) for r in rows}
+    want = {(c, f"attn_{name}_d{d}") for c in chips.split(",")
+            for d in (64, 128)}
+    spills = [r for r in rows if r[3:6] != ["0", "0", "0"]]
+    if kernels != want or spills or os.path.getsize(out) == 0:
+        print(f"{name}: BAD kernels={sorted(kernels)} spills={spills}")
+        failures += 1
+        continue
+    regs = max(int(r[2]) for r in rows)
+    print(f"{name}: ok {len(rows)} kernels, no spills, <= {regs} registers")
+print(f"{failures} failures")
+sys.exit(1 if failures else 0)
