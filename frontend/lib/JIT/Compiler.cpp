@@ -9,6 +9,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "attn/JIT/Compiler.h"
+#include "CompilerInternal.h"
 #include "attn/Frontend/CompileSpec.h"
 #include "attn/Frontend/Driver.h"
 #include "mlir/IR/Diagnostics.h"
@@ -116,7 +117,7 @@ attn_status_t Kernel::run(const DLTensor *const *inputs, DLTensor *o,
   return attn_cpu_run(&desc_, inputs, o, lse, options);
 }
 
-static attn_elem_type_t toC(ElemType t) {
+attn_elem_type_t attn::detail::toC(ElemType t) {
   switch (t) {
   case ElemType::F32:
     return ATTN_F32;
@@ -149,11 +150,11 @@ std::string Compiler::cacheDirectory(const CompileOptions &options) {
 /// Identifies this build of the compiler: the binary holding this code
 /// (its path, size and mtime), so a rebuilt attnc never reuses kernels a
 /// different build compiled.
-static std::string compilerIdentity() {
+std::string attn::detail::compilerIdentity() {
   static std::string id = [] {
     std::string s = ATTN_VERSION;
     Dl_info info;
-    if (dladdr(reinterpret_cast<void *>(&compilerIdentity), &info) &&
+    if (dladdr(reinterpret_cast<void *>(&attn::detail::compilerIdentity), &info) &&
         info.dli_fname) {
       struct stat st;
       if (stat(info.dli_fname, &st) == 0)
@@ -163,6 +164,31 @@ static std::string compilerIdentity() {
     return s;
   }();
   return id;
+}
+
+bool attn::detail::readSpecSource(const std::string &spec, std::string &source,
+                                  std::string &bufferName,
+                                  std::string &error) {
+  // A file if one exists at `spec`, else the text itself.
+  source = spec;
+  bufferName = "<spec>";
+  if (spec.find('\n') != std::string::npos ||
+      spec.find('{') != std::string::npos)
+    return true;
+  auto buf = llvm::MemoryBuffer::getFile(spec);
+  if (!buf) {
+    error = "cannot read spec file '" + spec + "': " + buf.getError().message();
+    return false;
+  }
+  source = (*buf)->getBuffer().str();
+  bufferName = spec;
+  return true;
+}
+
+std::string attn::detail::hashKey(const std::string &keyText) {
+  return llvm::toHex(llvm::SHA256::hash(llvm::arrayRefFromStringRef(keyText)),
+                     /*LowerCase=*/true)
+      .substr(0, 32);
 }
 
 std::unique_ptr<Kernel> Compiler::loadLibrary(const std::string &path,
@@ -184,18 +210,9 @@ std::unique_ptr<Kernel> Compiler::compile(const std::string &spec,
                                           const CompileOptions &options,
                                           std::string &error) {
   auto start = std::chrono::steady_clock::now();
-  // Spec source: a file if one exists at `spec`, else the text itself.
-  std::string source = spec, bufferName = "<spec>";
-  if (spec.find('\n') == std::string::npos &&
-      spec.find('{') == std::string::npos) {
-    auto buf = llvm::MemoryBuffer::getFile(spec);
-    if (!buf) {
-      error = "cannot read spec file '" + spec + "': " + buf.getError().message();
-      return nullptr;
-    }
-    source = (*buf)->getBuffer().str();
-    bufferName = spec;
-  }
+  std::string source, bufferName;
+  if (!detail::readSpecSource(spec, source, bufferName, error))
+    return nullptr;
   mlir::attn::CPUTarget target;
   if (!mlir::attn::CPUTarget::parse(options.target, target, error))
     return nullptr;
@@ -210,11 +227,8 @@ std::unique_ptr<Kernel> Compiler::compile(const std::string &spec,
              std::to_string(options.tileKV) + " chunk=" +
              std::to_string(options.linearChunk) +
              (options.linearState ? " state" : "") + "\n" + target.key() +
-             "\n" + compilerIdentity();
-  std::string key = llvm::toHex(llvm::SHA256::hash(
-                                    llvm::arrayRefFromStringRef(keyText)),
-                                /*LowerCase=*/true)
-                        .substr(0, 32);
+             "\n" + detail::compilerIdentity();
+  std::string key = detail::hashKey(keyText);
   std::string dir = cacheDirectory(options);
   std::string libPath = dir + "/" + key + ".so";
 
@@ -249,7 +263,7 @@ std::unique_ptr<Kernel> Compiler::compile(const std::string &spec,
         k->fixedSizes_[i].push_back(d.size);
       }
       k->inputDescs_.push_back(attn_input_desc_t{
-          s.inputs[i].name.c_str(), toC(s.inputs[i].type),
+          s.inputs[i].name.c_str(), detail::toC(s.inputs[i].type),
           static_cast<int32_t>(s.inputs[i].dims.size()),
           k->dimPtrs_[i].data(), k->fixedSizes_[i].data()});
     }

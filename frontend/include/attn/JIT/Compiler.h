@@ -44,6 +44,9 @@ struct CompileOptions {
   /// else ~/.cache/attnc.
   std::string cacheDir;
   bool useCache = true;
+  /// CUDA (compileCUDA, target "cuda" or "cuda:sm_80,sm_90"): element type
+  /// of the q, k, v a spec leaves undeclared, "bf16" or "f16".
+  std::string dtype = "bf16";
 };
 
 /// A compiled kernel, loaded and ready to run.
@@ -82,8 +85,49 @@ private:
   double seconds_ = 0;
 };
 
+/// A compiled CUDA kernel: a fatbin with one kernel per head-dim variant and
+/// its descriptor, launched through the runtime's attn_cuda_run (which loads
+/// the driver with dlopen). The image lives as long as the process: the
+/// runtime caches the CUDA module by image address.
+class CUDAKernel {
+public:
+  /// Validates the device tensors and launches asynchronously on `stream`
+  /// (a CUstream; NULL: the default stream).
+  attn_status_t run(const DLTensor *const *inputs, DLTensor *o,
+                    DLTensor *lse = nullptr, void *stream = nullptr) const {
+    return attn_cuda_run(&desc_, inputs, o, lse, stream);
+  }
+  const attn_cuda_kernel_desc_t &desc() const { return desc_; }
+  const Signature &signature() const { return signature_; }
+  /// ptxas -v per chip and kernel (registers, spills), as a table.
+  const std::string &ptxasReport() const { return report_; }
+  bool cacheHit() const { return cacheHit_; }
+  double compileSeconds() const { return seconds_; }
+
+private:
+  friend class Compiler;
+  CUDAKernel() = default;
+  attn_cuda_kernel_desc_t desc_{};
+  Signature signature_;
+  std::string name_, report_;
+  std::vector<std::string> functions_;
+  std::vector<attn_cuda_kernel_variant_t> variants_;
+  std::vector<attn_input_desc_t> inputDescs_;
+  std::vector<std::vector<const char *>> dimPtrs_;
+  std::vector<std::vector<int64_t>> fixedSizes_;
+  bool cacheHit_ = false;
+  double seconds_ = 0;
+};
+
 class Compiler {
 public:
+  /// compile() for NVIDIA GPUs: `options.target` is "cuda" (sm_90) or
+  /// "cuda:sm_80,sm_90,...". Needs the CUDA toolkit (ptxas, fatbinary) at
+  /// compile time only; cached on disk like CPU kernels.
+  std::unique_ptr<CUDAKernel> compileCUDA(const std::string &spec,
+                                          const CompileOptions &options,
+                                          std::string &error);
+
   /// Compiles `spec`: the path of a .attn file if one exists there, else the
   /// spec's source text. Returns null and sets `error` (spec errors come as
   /// `file:line:col: error: ...` lines with carets) on failure.

@@ -22,9 +22,11 @@
 // dot with the broadcast pair (k[j][d], k[j][d+1]) does two d-steps for
 // vl queries; S is scaled in f32 afterwards (q * scale is not rounded to
 // bf16). With a bf16 v, pass 3 does the same along j: P is rounded to bf16
-// (pass 2 sums the rounded values, so numerator and denominator agree) and
-// packed in pairs of kv rows, Pp[j/2][i][2], and V in pairs of rows,
-// Vp[j/2][dv][2] (an odd tile padded with zeros).
+// (l sums the rounded values, so o's weights sum to 1; lse comes from a
+// second sum of the unrounded ones) and packed in pairs of kv rows,
+// Pp[j/2][i][2], and V in pairs of rows, Vp[j/2][dv][2] (an odd tile padded
+// with zeros). K and V rows are copied with vector loads when their
+// innermost stride is 1, else element by element.
 //
 //===----------------------------------------------------------------------===//
 

@@ -29,6 +29,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "LinearToNVVM.h"
 #include "attn/Conversion/Passes.h"
 #include "attn/Conversion/RegionEmitter.h"
 #include "attn/Dialect/Attn/IR/AttnOps.h"
@@ -767,14 +768,15 @@ struct ConvertAttnToNVVMPass
       module->setAttr(gpu::GPUDialect::getContainerModuleAttrName(),
                       UnitAttr::get(&getContext()));
     for (SpecOp spec : specs) {
-      if (spec.getLinearAttention()) {
-        spec.emitError() << "the CUDA backend does not lower linear attention "
-                            "yet (use the CPU target)";
-        return signalPassFailure();
-      }
       OpBuilder b(spec);
       auto gpuModule = gpu::GPUModuleOp::create(
           b, spec.getLoc(), ("attn_" + spec.getSymName() + "_cuda").str());
+      if (spec.getLinearAttention()) {
+        if (failed(buildLinearGpuKernels(spec, gpuModule, dims)))
+          return signalPassFailure();
+        spec->erase();
+        continue;
+      }
       for (int64_t d : dims) {
         GpuKernelBuilder kb(spec, gpuModule, d);
         if (failed(kb.build()))

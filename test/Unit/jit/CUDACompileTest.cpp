@@ -1,0 +1,149 @@
+//===- CUDACompileTest.cpp - the JIT door for CUDA kernels ----------------===//
+//
+// attn::Compiler::compileCUDA needs the CUDA toolkit (ptxas, fatbinary) at
+// compile time only; without it these tests skip with the reason. Running
+// the kernels needs a GPU: here run() must reject host tensors with
+// ATTN_ERROR_DEVICE, which checks the descriptor and the argument order
+// against the runtime's validation without a driver.
+//
+//===----------------------------------------------------------------------===//
+
+#include "attn/JIT/Compiler.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <string>
+#include <unistd.h>
+
+namespace fs = std::filesystem;
+using namespace attn;
+
+namespace {
+
+const char *const kExamplesDir = ATTN_EXAMPLES_DIR;
+
+std::string toolkitOrEmpty() {
+  std::string root = "/usr/local/cuda";
+  if (const char *t = std::getenv("ATTN_CUDA_TOOLKIT"); t && *t)
+    root = t;
+  return access((root + "/bin/ptxas").c_str(), X_OK) == 0 ? root : "";
+}
+
+class CUDACompile : public ::testing::Test {
+protected:
+  void SetUp() override {
+    if (toolkitOrEmpty().empty())
+      GTEST_SKIP() << "no CUDA toolkit (ptxas) at /usr/local/cuda or "
+                      "$ATTN_CUDA_TOOLKIT";
+    std::string tmpl =
+        (fs::temp_directory_path() / "attn-cuda-test-XXXXXX").string();
+    ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
+    cache = tmpl;
+    options.cacheDir = cache;
+    options.target = "cuda:sm_80";
+  }
+  void TearDown() override {
+    if (!cache.empty())
+      fs::remove_all(cache);
+  }
+  std::string example(const char *name) {
+    return std::string(kExamplesDir) + "/" + name + ".attn";
+  }
+  std::string cache;
+  CompileOptions options;
+};
+
+TEST_F(CUDACompile, DescriptorMatchesTheSpec) {
+  std::string err;
+  auto k = Compiler().compileCUDA(example("document"), options, err);
+  ASSERT_TRUE(k) << err;
+  const attn_cuda_kernel_desc_t &d = k->desc();
+  EXPECT_EQ(d.abi_version, ATTN_ABI_VERSION);
+  EXPECT_STREQ(d.name, "document");
+  EXPECT_EQ(d.has_lse, 1);
+  ASSERT_EQ(d.num_inputs, 4);
+  EXPECT_STREQ(d.inputs[0].name, "q");
+  EXPECT_EQ(d.inputs[0].type, ATTN_BF16);
+  EXPECT_EQ(d.inputs[2].type, ATTN_BF16);
+  EXPECT_STREQ(d.inputs[3].name, "doc");
+  EXPECT_EQ(d.inputs[3].type, ATTN_I32);
+  ASSERT_EQ(d.num_variants, 2);
+  EXPECT_STREQ(d.variants[0].function, "attn_document_d64");
+  EXPECT_EQ(d.variants[0].max_head_dim, 64);
+  EXPECT_STREQ(d.variants[1].function, "attn_document_d128");
+  EXPECT_EQ(d.variants[1].max_head_dim, 128);
+  EXPECT_EQ(d.variants[1].block_q, 64);
+  EXPECT_EQ(d.variants[1].num_threads, 128);
+  EXPECT_EQ(d.variants[1].shared_mem_bytes, 81920);
+  ASSERT_NE(d.image, nullptr);
+  EXPECT_GT(d.image_size, 1000u);
+  // The ptxas report names both kernels, without spills.
+  EXPECT_NE(k->ptxasReport().find("attn_document_d64"), std::string::npos);
+  EXPECT_NE(k->ptxasReport().find("attn_document_d128"), std::string::npos);
+  EXPECT_FALSE(k->cacheHit());
+}
+
+TEST_F(CUDACompile, SecondCompileHitsTheCacheWithTheSameImage) {
+  std::string err;
+  auto a = Compiler().compileCUDA(example("causal"), options, err);
+  ASSERT_TRUE(a) << err;
+  auto b = Compiler().compileCUDA(example("causal"), options, err);
+  ASSERT_TRUE(b) << err;
+  EXPECT_FALSE(a->cacheHit());
+  EXPECT_TRUE(b->cacheHit());
+  EXPECT_EQ(a->desc().image_size, b->desc().image_size);
+  EXPECT_EQ(
+      0, std::memcmp(a->desc().image, b->desc().image, a->desc().image_size));
+  EXPECT_EQ(a->ptxasReport(), b->ptxasReport());
+  // A different dtype is a different kernel.
+  options.dtype = "f16";
+  auto c = Compiler().compileCUDA(example("causal"), options, err);
+  ASSERT_TRUE(c) << err;
+  EXPECT_FALSE(c->cacheHit());
+  EXPECT_EQ(c->desc().inputs[0].type, ATTN_F16);
+}
+
+TEST_F(CUDACompile, HostTensorsAreRejectedBeforeAnyLaunch) {
+  std::string err;
+  auto k = Compiler().compileCUDA(example("causal"), options, err);
+  ASSERT_TRUE(k) << err;
+  alignas(16) static uint16_t q[64], kv[64];
+  alignas(16) static float o[64];
+  int64_t shape[4] = {1, 1, 4, 16};
+  auto tensor = [&](void *data, DLDataType t) {
+    DLTensor x{};
+    x.data = data;
+    x.device = {kDLCPU, 0};
+    x.ndim = 4;
+    x.dtype = t;
+    x.shape = shape;
+    return x;
+  };
+  DLTensor tq = tensor(q, {kDLBfloat, 16, 1}),
+           tk = tensor(kv, {kDLBfloat, 16, 1}),
+           tv = tensor(kv, {kDLBfloat, 16, 1}),
+           to = tensor(o, {kDLFloat, 32, 1});
+  const DLTensor *inputs[] = {&tq, &tk, &tv};
+  EXPECT_EQ(k->run(inputs, &to), ATTN_ERROR_DEVICE);
+  EXPECT_NE(std::string(attn_last_error()).find("q"), std::string::npos)
+      << attn_last_error();
+}
+
+TEST_F(CUDACompile, ErrorsComeBackAsText) {
+  std::string err;
+  EXPECT_FALSE(
+      Compiler().compileCUDA("attention bad { mask = nope }", options, err));
+  EXPECT_NE(err.find("error:"), std::string::npos) << err;
+  options.target = "cuda:sm_70";
+  EXPECT_FALSE(Compiler().compileCUDA(example("causal"), options, err));
+  EXPECT_NE(err.find("sm_80 or newer"), std::string::npos) << err;
+  options.target = "cuda";
+  options.dtype = "f32";
+  EXPECT_FALSE(Compiler().compileCUDA(example("causal"), options, err));
+  EXPECT_NE(err.find("bf16 or f16"), std::string::npos) << err;
+}
+
+} // namespace
