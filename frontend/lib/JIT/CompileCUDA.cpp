@@ -139,14 +139,8 @@ std::string mlir::attn::generateCUDAHeader(const CUDAKernelInfo &info) {
   for (size_t i = 3; i < info.signature.inputs.size(); ++i)
     os << ", " << info.signature.inputs[i].name;
   os << ", o, lse, stream): device tensors (kDLCUDA)\n";
-  for (const ::attn::InputSig &in : info.signature.inputs)
-    os << " *   " << in.name << ": " << ::attn::elemTypeName(in.type) << " "
-       << ::attn::dimsString(in) << "\n";
-  os << " *   o: f32 [B, Hq, N, Dv] (written)\n"
-     << " *   lse: f32 [B, Hq, N] (written"
-     << (info.hasLse ? "; may be NULL" : "; must be NULL: not a softmax spec")
-     << ")\n"
-     << " *   stream: a CUstream (NULL: the default stream); the launch is\n"
+  writeSignatureComment(os, info.signature, info.hasLse);
+  os << " *   stream: a CUstream (NULL: the default stream); the launch is\n"
      << " *   asynchronous on it.\n"
      << " * Kernels (ptxas -v):\n";
   for (const CUDAKernelReport &r : info.reports)

@@ -78,6 +78,22 @@ const char *mlir::attn::elemTypeEnum(::attn::ElemType t) {
   return "ATTN_F32";
 }
 
+void mlir::attn::writeSignatureComment(llvm::raw_ostream &os,
+                                       const ::attn::Signature &signature,
+                                       bool hasLse) {
+  for (const ::attn::InputSig &in : signature.inputs)
+    os << " *   " << in.name << ": " << ::attn::elemTypeName(in.type) << " "
+       << ::attn::dimsString(in)
+       << (in.name == "state" || in.name == "zstate"
+               ? " (read as the initial state, overwritten with the final one)"
+               : "")
+       << "\n";
+  os << " *   o: f32 [B, Hq, N, Dv] (written)\n"
+     << " *   lse: f32 [B, Hq, N] (written"
+     << (hasLse ? "; may be NULL" : "; must be NULL: not a softmax spec")
+     << ")\n";
+}
+
 void mlir::attn::writeInputDescs(llvm::raw_ostream &os, llvm::StringRef sym,
                                  const ::attn::Signature &signature) {
   std::string symbol = sym.str();
@@ -129,16 +145,8 @@ std::string mlir::attn::generateHeader(const KernelInfo &info) {
   for (size_t i = 3; i < info.signature.inputs.size(); ++i)
     os << ", " << info.signature.inputs[i].name;
   os << ", o, lse, options):\n";
-  for (const ::attn::InputSig &in : info.signature.inputs)
-    os << " *   " << in.name << ": " << ::attn::elemTypeName(in.type) << " "
-       << ::attn::dimsString(in)
-       << (in.name == "state" || in.name == "zstate"
-               ? " (read as the initial state, overwritten with the final one)"
-               : "")
-       << "\n";
-  os << " *   o: f32 [B, Hq, N, Dv] (written)\n"
-     << " *   lse: f32 [B, Hq, N] (written" << (info.hasLse ? "; may be NULL" : "; must be NULL: not a softmax spec")
-     << ")\n"
+  writeSignatureComment(os, info.signature, info.hasLse);
+  os
      << " * Returns ATTN_OK or a status with attn_last_error() set.\n */\n"
      << "#ifndef " << guard << "\n#define " << guard << "\n\n"
      << "#include \"attn/runtime.h\"\n\n#ifdef __cplusplus\nextern \"C\" {\n#endif\n\n"

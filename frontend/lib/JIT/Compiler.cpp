@@ -50,9 +50,9 @@ std::string attn::signatureText(const std::string &name, int64_t tileQ,
   return s;
 }
 
-std::string attn::parseSignatureText(const std::string &text,
-                                     std::string &name, int64_t &tileQ,
-                                     bool &hasLse, Signature &sig) {
+std::string attn::parseSignatureText(const std::string &text, std::string &name,
+                                     int64_t &tileQ, bool &hasLse,
+                                     Signature &sig) {
   llvm::SmallVector<llvm::StringRef> fields;
   llvm::StringRef(text).split(fields, ';');
   if (fields.empty() || fields[0] != "v1")
@@ -154,7 +154,8 @@ std::string attn::detail::compilerIdentity() {
   static std::string id = [] {
     std::string s = ATTN_VERSION;
     Dl_info info;
-    if (dladdr(reinterpret_cast<void *>(&attn::detail::compilerIdentity), &info) &&
+    if (dladdr(reinterpret_cast<void *>(&attn::detail::compilerIdentity),
+               &info) &&
         info.dli_fname) {
       struct stat st;
       if (stat(info.dli_fname, &st) == 0)
@@ -167,8 +168,7 @@ std::string attn::detail::compilerIdentity() {
 }
 
 bool attn::detail::readSpecSource(const std::string &spec, std::string &source,
-                                  std::string &bufferName,
-                                  std::string &error) {
+                                  std::string &bufferName, std::string &error) {
   // A file if one exists at `spec`, else the text itself.
   source = spec;
   bufferName = "<spec>";
@@ -185,6 +185,48 @@ bool attn::detail::readSpecSource(const std::string &spec, std::string &source,
   return true;
 }
 
+detail::SpecSession::SpecSession() {
+  ctx.printOpOnDiagnostic(false);
+  mlir::attn::loadAttnDialects(ctx);
+}
+
+mlir::ModuleOp detail::SpecSession::load(const std::string &source,
+                                         const std::string &bufferName,
+                                         const CompileOptions &options,
+                                         std::string &error) {
+  unsigned id = sourceMgr.AddNewSourceBuffer(
+      llvm::MemoryBuffer::getMemBufferCopy(source, bufferName), llvm::SMLoc());
+  std::vector<std::string> paramList;
+  for (auto &[k, v] : options.params)
+    paramList.push_back(k + "=" + v);
+  std::string paramError;
+  module = mlir::attn::loadSpec(ctx, sourceMgr, id, paramList, paramError);
+  if (!module) {
+    error = paramError.empty() ? diagText : paramError;
+    return nullptr;
+  }
+  return *module;
+}
+
+void detail::fillInputDescs(const Signature &s,
+                            std::vector<std::vector<const char *>> &dimPtrs,
+                            std::vector<std::vector<int64_t>> &fixedSizes,
+                            std::vector<attn_input_desc_t> &descs) {
+  dimPtrs.assign(s.inputs.size(), {});
+  fixedSizes.assign(s.inputs.size(), {});
+  descs.clear();
+  for (size_t i = 0; i < s.inputs.size(); ++i) {
+    for (const DimRef &d : s.inputs[i].dims) {
+      dimPtrs[i].push_back(d.symbol.empty() ? nullptr : d.symbol.c_str());
+      fixedSizes[i].push_back(d.size);
+    }
+    descs.push_back(
+        attn_input_desc_t{s.inputs[i].name.c_str(), toC(s.inputs[i].type),
+                          static_cast<int32_t>(s.inputs[i].dims.size()),
+                          dimPtrs[i].data(), fixedSizes[i].data()});
+  }
+}
+
 std::string attn::detail::hashKey(const std::string &keyText) {
   return llvm::toHex(llvm::SHA256::hash(llvm::arrayRefFromStringRef(keyText)),
                      /*LowerCase=*/true)
@@ -192,7 +234,7 @@ std::string attn::detail::hashKey(const std::string &keyText) {
 }
 
 std::unique_ptr<Kernel> Compiler::loadLibrary(const std::string &path,
-                                             std::string &error) {
+                                              std::string &error) {
   void *handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
   if (!handle) {
     const char *e = dlerror();
@@ -224,8 +266,8 @@ std::unique_ptr<Kernel> Compiler::compile(const std::string &spec,
   for (auto &[k, v] : params)
     keyText += k + "=" + v + "\n";
   keyText += "tile=" + std::to_string(options.tileQ) + "x" +
-             std::to_string(options.tileKV) + " chunk=" +
-             std::to_string(options.linearChunk) +
+             std::to_string(options.tileKV) +
+             " chunk=" + std::to_string(options.linearChunk) +
              (options.linearState ? " state" : "") + "\n" + target.key() +
              "\n" + detail::compilerIdentity();
   std::string key = detail::hashKey(keyText);
@@ -247,26 +289,14 @@ std::unique_ptr<Kernel> Compiler::compile(const std::string &spec,
     }
     int64_t tileQ = 0;
     bool hasLse = false;
-    std::string err = parseSignatureText(static_cast<const char *>(sig),
-                                         k->name_, tileQ, hasLse,
-                                         k->signature_);
+    std::string err = parseSignatureText(
+        static_cast<const char *>(sig), k->name_, tileQ, hasLse, k->signature_);
     if (!err.empty()) {
       error = err;
       return nullptr;
     }
     const Signature &s = k->signature_;
-    k->dimPtrs_.resize(s.inputs.size());
-    k->fixedSizes_.resize(s.inputs.size());
-    for (size_t i = 0; i < s.inputs.size(); ++i) {
-      for (const DimRef &d : s.inputs[i].dims) {
-        k->dimPtrs_[i].push_back(d.symbol.empty() ? nullptr : d.symbol.c_str());
-        k->fixedSizes_[i].push_back(d.size);
-      }
-      k->inputDescs_.push_back(attn_input_desc_t{
-          s.inputs[i].name.c_str(), detail::toC(s.inputs[i].type),
-          static_cast<int32_t>(s.inputs[i].dims.size()),
-          k->dimPtrs_[i].data(), k->fixedSizes_[i].data()});
-    }
+    detail::fillInputDescs(s, k->dimPtrs_, k->fixedSizes_, k->inputDescs_);
     k->desc_ = attn_kernel_desc_t{ATTN_ABI_VERSION,
                                   k->name_.c_str(),
                                   static_cast<int32_t>(tileQ),
@@ -275,9 +305,9 @@ std::unique_ptr<Kernel> Compiler::compile(const std::string &spec,
                                   hasLse ? 1 : 0,
                                   reinterpret_cast<attn_cpu_kernel_fn>(fn)};
     k->cacheHit_ = hit;
-    k->seconds_ = std::chrono::duration<double>(
-                      std::chrono::steady_clock::now() - start)
-                      .count();
+    k->seconds_ =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+            .count();
     return k;
   };
 
@@ -296,24 +326,10 @@ std::unique_ptr<Kernel> Compiler::compile(const std::string &spec,
   }
 
   // Miss: compile.
-  mlir::MLIRContext ctx;
-  mlir::attn::loadAttnDialects(ctx);
-  llvm::SourceMgr sourceMgr;
-  unsigned id = sourceMgr.AddNewSourceBuffer(
-      llvm::MemoryBuffer::getMemBufferCopy(source, bufferName), llvm::SMLoc());
-  std::string diagText;
-  llvm::raw_string_ostream diagOS(diagText);
-  mlir::SourceMgrDiagnosticHandler handler(sourceMgr, &ctx, diagOS);
-  std::vector<std::string> paramList;
-  for (auto &[k, v] : options.params)
-    paramList.push_back(k + "=" + v);
-  std::string paramError;
-  auto module =
-      mlir::attn::loadSpec(ctx, sourceMgr, id, paramList, paramError);
-  if (!module) {
-    error = paramError.empty() ? diagText : paramError;
+  detail::SpecSession session;
+  mlir::ModuleOp module = session.load(source, bufferName, options, error);
+  if (!module)
     return nullptr;
-  }
   mlir::attn::KernelInfo info;
   llvm::SmallVector<char> object;
   mlir::attn::CPUPipelineOptions schedule;
@@ -321,10 +337,9 @@ std::unique_ptr<Kernel> Compiler::compile(const std::string &spec,
   schedule.tileKV = options.tileKV;
   schedule.linearChunk = options.linearChunk;
   schedule.linearState = options.linearState;
-  if (failed(mlir::attn::compileToObject(*module, target, schedule, info,
-                                         object, error))) {
-    if (!diagText.empty())
-      error = diagText + error;
+  if (failed(mlir::attn::compileToObject(module, target, schedule, info, object,
+                                         error))) {
+    error = session.diagnostics() + error;
     return nullptr;
   }
   sigName = info.name;

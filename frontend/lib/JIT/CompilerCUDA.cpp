@@ -132,26 +132,10 @@ std::unique_ptr<CUDAKernel> Compiler::compileCUDA(const std::string &spec,
     }
   }
   if (!hit) {
-    mlir::MLIRContext ctx;
-    ctx.printOpOnDiagnostic(false);
-    mlir::attn::loadAttnDialects(ctx);
-    llvm::SourceMgr sourceMgr;
-    unsigned id = sourceMgr.AddNewSourceBuffer(
-        llvm::MemoryBuffer::getMemBufferCopy(source, bufferName),
-        llvm::SMLoc());
-    std::string diagText;
-    llvm::raw_string_ostream diagOS(diagText);
-    mlir::SourceMgrDiagnosticHandler handler(sourceMgr, &ctx, diagOS);
-    std::vector<std::string> paramList;
-    for (auto &[k, v] : options.params)
-      paramList.push_back(k + "=" + v);
-    std::string paramError;
-    auto module =
-        mlir::attn::loadSpec(ctx, sourceMgr, id, paramList, paramError);
-    if (!module) {
-      error = paramError.empty() ? diagText : paramError;
+    detail::SpecSession session;
+    mlir::ModuleOp module = session.load(source, bufferName, options, error);
+    if (!module)
       return nullptr;
-    }
     mlir::attn::CUDAPipelineOptions schedule;
     if (options.tileQ > 0)
       schedule.tileQ = options.tileQ;
@@ -160,8 +144,8 @@ std::unique_ptr<CUDAKernel> Compiler::compileCUDA(const std::string &spec,
     schedule.elementType = options.dtype;
     mlir::attn::CUDAKernelInfo info;
     if (failed(
-            mlir::attn::compileCUDA(*module, target, schedule, info, error))) {
-      error = diagText + error;
+            mlir::attn::compileCUDA(module, target, schedule, info, error))) {
+      error = session.diagnostics() + error;
       return nullptr;
     }
     art.signature = signatureText(info.name, 0, info.hasLse, info.signature);
@@ -183,19 +167,8 @@ std::unique_ptr<CUDAKernel> Compiler::compileCUDA(const std::string &spec,
     error = e;
     return nullptr;
   }
-  const Signature &s = k->signature_;
-  k->dimPtrs_.resize(s.inputs.size());
-  k->fixedSizes_.resize(s.inputs.size());
-  for (size_t i = 0; i < s.inputs.size(); ++i) {
-    for (const DimRef &d : s.inputs[i].dims) {
-      k->dimPtrs_[i].push_back(d.symbol.empty() ? nullptr : d.symbol.c_str());
-      k->fixedSizes_[i].push_back(d.size);
-    }
-    k->inputDescs_.push_back(attn_input_desc_t{
-        s.inputs[i].name.c_str(), detail::toC(s.inputs[i].type),
-        static_cast<int32_t>(s.inputs[i].dims.size()), k->dimPtrs_[i].data(),
-        k->fixedSizes_[i].data()});
-  }
+  detail::fillInputDescs(k->signature_, k->dimPtrs_, k->fixedSizes_,
+                         k->inputDescs_);
   for (const auto &v : art.variants)
     k->functions_.push_back(v.function);
   for (size_t i = 0; i < art.variants.size(); ++i) {

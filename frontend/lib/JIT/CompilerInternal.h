@@ -4,9 +4,17 @@
 #ifndef ATTN_JIT_COMPILERINTERNAL_H
 #define ATTN_JIT_COMPILERINTERNAL_H
 
+#include "attn/JIT/Compiler.h"
 #include "attn/Signature.h"
 #include "attn/runtime.h"
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/IR/Diagnostics.h"
+#include "mlir/IR/MLIRContext.h"
+#include "mlir/IR/OwningOpRef.h"
+#include "llvm/Support/SourceMgr.h"
+#include "llvm/Support/raw_ostream.h"
 #include <string>
+#include <vector>
 
 namespace attn::detail {
 
@@ -19,6 +27,35 @@ std::string compilerIdentity();
 /// The cache file stem for a key text.
 std::string hashKey(const std::string &keyText);
 attn_elem_type_t toC(ElemType t);
+
+/// A spec parsed, bound and verified in its own context; diagnostics (also
+/// those of later lowering) are collected as text.
+class SpecSession {
+public:
+  SpecSession();
+  /// Parses `source` and binds `options.params`. Null with `error` set (the
+  /// diagnostics text, or the param error) on failure.
+  mlir::ModuleOp load(const std::string &source, const std::string &bufferName,
+                      const CompileOptions &options, std::string &error);
+  /// Diagnostics reported so far, `file:line:col: error: ...` with carets.
+  const std::string &diagnostics() const { return diagText; }
+
+private:
+  mlir::MLIRContext ctx;
+  llvm::SourceMgr sourceMgr;
+  std::string diagText;
+  llvm::raw_string_ostream diagOS{diagText};
+  mlir::SourceMgrDiagnosticHandler handler{sourceMgr, &ctx, diagOS};
+  mlir::OwningOpRef<mlir::ModuleOp> module;
+};
+
+/// The runtime's view of a signature: attn_input_desc_t entries pointing
+/// into `dimPtrs` / `fixedSizes` (and the signature's strings), which must
+/// outlive them.
+void fillInputDescs(const Signature &sig,
+                    std::vector<std::vector<const char *>> &dimPtrs,
+                    std::vector<std::vector<int64_t>> &fixedSizes,
+                    std::vector<attn_input_desc_t> &descs);
 
 } // namespace attn::detail
 

@@ -49,6 +49,10 @@ std::string generateHeader(const KernelInfo &info);
 /// points to) describing `signature`, as C for a generated header.
 void writeInputDescs(llvm::raw_ostream &os, llvm::StringRef symbol,
                      const ::attn::Signature &signature);
+/// The " *   name: type [dims]" lines of a generated header's comment for
+/// the inputs, o and lse.
+void writeSignatureComment(llvm::raw_ostream &os,
+                           const ::attn::Signature &signature, bool hasLse);
 /// "ATTN_F32", "ATTN_BF16", ...
 const char *elemTypeEnum(::attn::ElemType t);
 
