@@ -66,6 +66,13 @@ std::string mlir::attn::runCompiledSpec(SpecOp spec, const RunOptions &opts,
   if (std::string err = parseOutputs(spec, opts.outputs, outputs); !err.empty())
     return err;
 
+  if (llvm::StringRef(opts.target).starts_with("cuda"))
+    return "attnc run executes CPU kernels; for CUDA compile with `attnc "
+           "SPEC --target=" +
+           opts.target +
+           " -o k.o --header k.h` (or attn::Compiler::compileCUDA) and run "
+           "on device tensors (bench/gpu/check_gpu.py does this on a GPU "
+           "machine)";
   // Compile (or load from the cache).
   ::attn::CompileOptions co;
   for (const std::string &p : opts.params) {
