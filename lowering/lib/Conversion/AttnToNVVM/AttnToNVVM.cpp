@@ -307,7 +307,14 @@ void GpuKernelBuilder::emitPrologue(gpu::GPUFuncOp fn) {
   lane = arith::RemUIOp::create(b, tid, cidx(32));
   g = arith::DivUIOp::create(b, lane, cidx(4));
   t = arith::RemUIOp::create(b, lane, cidx(4));
-  Value qt = gpu::BlockIdOp::create(b, gpu::Dimension::x);
+  // Query tiles run last-first: under causal-like masks the last tiles have
+  // the most kv tiles, and starting them first shortens the tail of the
+  // launch (as FlashAttention-2 does).
+  Value qt = arith::SubIOp::create(
+      b,
+      arith::SubIOp::create(b, gpu::GridDimOp::create(b, gpu::Dimension::x),
+                            cidx(1)),
+      gpu::BlockIdOp::create(b, gpu::Dimension::x));
   Value bh = gpu::BlockIdOp::create(b, gpu::Dimension::y);
   h = arith::RemUIOp::create(b, bh, Hq);
   bIdx = arith::DivUIOp::create(b, bh, Hq);
