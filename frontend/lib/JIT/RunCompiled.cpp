@@ -9,6 +9,7 @@
 #include "attn/Frontend/RunCompiled.h"
 #include "attn/JIT/Compiler.h"
 #include "attn/Reference/ReferenceEvaluator.h"
+#include "attn/Target/CPUTarget.h"
 #include "llvm/Support/Format.h"
 #include <algorithm>
 #include <chrono>
@@ -206,6 +207,22 @@ std::string mlir::attn::runCompiledSpec(SpecOp spec, const RunOptions &opts,
             std::max(maxLse, std::fabs(x - y) / std::max(1.0, std::fabs(y)));
       }
     double rel = maxRef > 0 ? maxAbs / maxRef : maxAbs;
+    // bf16 q/k/v of a softmax-family spec on an AVX512-BF16 CPU (the
+    // default ATTN_BF16_DOT=all): P is rounded to bf16 for the P·V
+    // dot products (as GPU kernels do), so o carries bf16-level error; lse
+    // sums the unrounded P and keeps the fp32 tolerance.
+    bool bf16Inputs = llvm::any_of(sig.inputs, [](const ::attn::InputSig &in) {
+      return (in.name == "q" || in.name == "k" || in.name == "v") &&
+             in.type == ::attn::ElemType::BF16;
+    });
+    mlir::attn::CPUTarget target;
+    std::string targetErr;
+    bool roundedP =
+        bf16Inputs && att &&
+        mlir::attn::CPUTarget::parse(opts.target, target, targetErr) &&
+        target.bf16Dot() == mlir::attn::CPUTarget::BF16Dot::All;
+    double oTol = roundedP ? 1e-2 : 1e-4;
+    bool pass = rel <= oTol && bad == 0 && maxLse <= 1e-4;
     os << "check vs float64 reference: max abs err "
        << llvm::format("%.3g", maxAbs) << ", max rel err (to max|o|) "
        << llvm::format("%.3g", rel);
@@ -213,9 +230,11 @@ std::string mlir::attn::runCompiledSpec(SpecOp spec, const RunOptions &opts,
       os << ", lse max err (rel to max(1,|lse|)) "
          << llvm::format("%.3g", maxLse);
     os << ", non-finite " << bad << " -> "
-       << (rel <= 1e-4 && bad == 0 && maxLse <= 1e-4 ? "PASS" : "FAIL")
-       << " (fp32 accumulation, tolerance 1e-4)\n";
-    if (!(rel <= 1e-4 && bad == 0 && maxLse <= 1e-4)) {
+       << (pass ? "PASS" : "FAIL")
+       << (roundedP ? " (bf16 dot products with P rounded to bf16: tolerance "
+                      "1e-2 on o, 1e-4 on lse)\n"
+                    : " (fp32 accumulation, tolerance 1e-4)\n");
+    if (!pass) {
       for (const auto &[name, path] : outputs)
         (void)::attn::writeNpy(path, name == "o" ? o : lse);
       return "compiled kernel disagrees with the reference";

@@ -20,6 +20,12 @@ def ConvertAttnToCPU : Pass<"convert-attn-to-cpu", "ModuleOp"> {
     classified by evaluating the mask over index intervals: empty tiles are
     skipped, full tiles skip the mask, partial tiles evaluate it per lane.
 
+    With `bf16-dot` and bf16 q and k, S = Q Kᵀ uses AVX512-BF16 dot
+    products (`x86vector.avx512.dot`, two d-steps per instruction on Q in
+    bf16 pairs and K rows packed per kv tile); with a bf16 v also O += P V
+    (P rounded to bf16, V packed in pairs of rows). The rest of the pipeline
+    must then lower x86vector (`convert-vector-to-llvm{enable-x86vector}`).
+
     ```mlir
     func.func @attn_causal_tiles(%q: memref<?x?x?x?xf32, strided<[?, ?, ?, ?], offset: ?>>, ...,
                                  %begin: i64, %end: i64) attributes {llvm.emit_c_interface}
