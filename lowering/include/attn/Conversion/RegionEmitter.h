@@ -44,6 +44,13 @@ struct KernelEnv {
 Value emitRegion(ImplicitLocOpBuilder &b, Region &region, ValueRange args,
                  const KernelEnv &env);
 
+/// Binds what regions read into `env`: every canonical dim (B, Hq, Hkv, N,
+/// M, Dqk, Dv from the q, k, v memrefs; G = Hq / Hkv) as i64, the aux inputs
+/// (`auxArgs`, memrefs in declaration order) with the extra dims they bind,
+/// and each param's (default or bound) value, evaluated in order.
+void bindKernelEnv(ImplicitLocOpBuilder &b, SpecOp spec, Value q, Value k,
+                   Value v, ValueRange auxArgs, KernelEnv &env);
+
 /// One end of an interval of an i64 (or i1 as 0/1) value.
 struct Interval {
   Value lo, hi;     ///< i64

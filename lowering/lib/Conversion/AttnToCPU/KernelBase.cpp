@@ -42,32 +42,11 @@ func::FuncOp KernelBase::createKernelFunc(SpecOp spec) {
 
 void KernelBase::bindEnv(SpecOp spec, Block *entry, unsigned firstAux,
                          KernelEnv &env) {
-  auto dimOf = [&](Value m, int64_t d) {
-    return Value(memref::DimOp::create(b, m, d));
-  };
-  Value q = entry->getArgument(0), k = entry->getArgument(1),
-        v = entry->getArgument(2);
-  Value hq = dimOf(q, 1), hkv = dimOf(k, 1);
   env.vectorWidth = vl;
-  env.dims["B"] = toI64(dimOf(q, 0));
-  env.dims["Hq"] = toI64(hq);
-  env.dims["Hkv"] = toI64(hkv);
-  env.dims["N"] = toI64(dimOf(q, 2));
-  env.dims["M"] = toI64(dimOf(k, 2));
-  env.dims["Dqk"] = toI64(dimOf(q, 3));
-  env.dims["Dv"] = toI64(dimOf(v, 3));
-  env.dims["G"] = toI64(arith::DivUIOp::create(b, hq, hkv));
-  unsigned argNo = firstAux;
-  for (InputOp in : spec.getBodyBlock().getOps<InputOp>()) {
-    if (!canonicalInputDims(in.getSymName()).empty())
-      continue;
-    Value mem = entry->getArgument(argNo++);
-    env.aux[in.getSymName()] = mem;
-    for (auto [d, attr] : llvm::enumerate(in.getDims()))
-      if (auto s = dyn_cast<StringAttr>(attr); s && !env.dims.count(s))
-        env.dims[s.getValue()] = toI64(dimOf(mem, d));
-  }
-  // Params, in order (defaults may use dims and earlier params).
-  for (ParamOp p : spec.getBodyBlock().getOps<ParamOp>())
-    env.params[p.getSymName()] = emitRegion(b, p.getDefaultValue(), {}, env);
+  unsigned numAux = 0;
+  for (InputOp in : spec.getBodyBlock().getOps<InputOp>())
+    numAux += canonicalInputDims(in.getSymName()).empty();
+  bindKernelEnv(b, spec, entry->getArgument(0), entry->getArgument(1),
+                entry->getArgument(2),
+                entry->getArguments().slice(firstAux, numAux), env);
 }

@@ -267,26 +267,11 @@ void GpuKernelBuilder::emitPrologue(gpu::GPUFuncOp fn) {
   G = arith::DivUIOp::create(b, Hq, dimOf(k, 1));
   env.scalarLanes = true;
   env.vectorWidth = 1;
-  env.dims["B"] = toI64(dimOf(q, 0));
-  env.dims["Hq"] = toI64(Hq);
-  env.dims["Hkv"] = toI64(dimOf(k, 1));
-  env.dims["N"] = toI64(N);
-  env.dims["M"] = toI64(M);
-  env.dims["Dqk"] = toI64(Dqk);
-  env.dims["Dv"] = toI64(Dv);
-  env.dims["G"] = toI64(G);
-  unsigned argNo = 5;
-  for (InputOp in : spec.getBodyBlock().getOps<InputOp>()) {
-    if (!canonicalInputDims(in.getSymName()).empty())
-      continue;
-    Value mem = entry->getArgument(argNo++);
-    env.aux[in.getSymName()] = mem;
-    for (auto [d, attr] : llvm::enumerate(in.getDims()))
-      if (auto s = dyn_cast<StringAttr>(attr); s && !env.dims.count(s))
-        env.dims[s.getValue()] = toI64(dimOf(mem, d));
-  }
-  for (ParamOp p : spec.getBodyBlock().getOps<ParamOp>())
-    env.params[p.getSymName()] = emitRegion(b, p.getDefaultValue(), {}, env);
+  unsigned numAux = 0;
+  for (InputOp in : spec.getBodyBlock().getOps<InputOp>())
+    numAux += canonicalInputDims(in.getSymName()).empty();
+  bindKernelEnv(b, spec, q, k, v, entry->getArguments().slice(5, numAux),
+                env);
   auto toF32 = [&](Value x) -> Value {
     return x.getType().isF64() ? arith::TruncFOp::create(b, b.getF32Type(), x)
                                : x;

@@ -238,6 +238,37 @@ Value mlir::attn::emitRegion(ImplicitLocOpBuilder &b, Region &region,
   return map.lookup(yield.getValues().front());
 }
 
+void mlir::attn::bindKernelEnv(ImplicitLocOpBuilder &b, SpecOp spec, Value q,
+                               Value k, Value v, ValueRange auxArgs,
+                               KernelEnv &env) {
+  auto dimOf = [&](Value m, int64_t d) -> Value {
+    return arith::IndexCastOp::create(b, b.getI64Type(),
+                                      memref::DimOp::create(b, m, d));
+  };
+  Value hq = dimOf(q, 1), hkv = dimOf(k, 1);
+  env.dims["B"] = dimOf(q, 0);
+  env.dims["Hq"] = hq;
+  env.dims["Hkv"] = hkv;
+  env.dims["N"] = dimOf(q, 2);
+  env.dims["M"] = dimOf(k, 2);
+  env.dims["Dqk"] = dimOf(q, 3);
+  env.dims["Dv"] = dimOf(v, 3);
+  env.dims["G"] = arith::DivUIOp::create(b, hq, hkv);
+  auto aux = auxArgs.begin();
+  for (InputOp in : spec.getBodyBlock().getOps<InputOp>()) {
+    if (!canonicalInputDims(in.getSymName()).empty())
+      continue;
+    Value mem = *aux++;
+    env.aux[in.getSymName()] = mem;
+    for (auto [d, attr] : llvm::enumerate(in.getDims()))
+      if (auto s = dyn_cast<StringAttr>(attr); s && !env.dims.count(s))
+        env.dims[s.getValue()] = dimOf(mem, d);
+  }
+  // Params in order: defaults may use dims and earlier params.
+  for (ParamOp p : spec.getBodyBlock().getOps<ParamOp>())
+    env.params[p.getSymName()] = emitRegion(b, p.getDefaultValue(), {}, env);
+}
+
 //===----------------------------------------------------------------------===//
 // Interval evaluation of masks
 //===----------------------------------------------------------------------===//
