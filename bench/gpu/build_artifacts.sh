@@ -29,7 +29,9 @@
 # lib/libattn_runtime.so; $ATTN_BUILD_DIR also works), all artifacts. $CC
 # picks the C compiler (default: clang-22, clang or cc, the first found).
 # About 30 s for all artifacts; a few MB. The linear-attention examples are
-# not built: the CUDA target rejects them (the CPU backend runs them).
+# not built yet (the CUDA target compiles them since 2026-11-22, but
+# check_gpu.py's references and bench_gpu.py's peers cover the softmax
+# family only).
 #
 #===----------------------------------------------------------------------===#
 set -euo pipefail

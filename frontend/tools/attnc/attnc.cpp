@@ -218,6 +218,10 @@ static int compileForCUDA(ModuleOp module, EmitAction action) {
     return fail(err);
   if (dtype != "bf16" && dtype != "f16")
     return fail("--dtype must be bf16 or f16 for CUDA (tensor cores)");
+  if (linearState)
+    return fail("--linear-state is not supported for CUDA yet (the "
+                "linear-attention kernels start from a zero state); use the "
+                "CPU target for decoding");
   CUDAPipelineOptions schedule;
   if (tileQ > 0)
     schedule.tileQ = tileQ;

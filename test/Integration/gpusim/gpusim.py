@@ -13,9 +13,16 @@
 #             [--tile-q 64 --tile-kv 64] [--async-copy deferred|immediate]
 #             [--stride-pad P]
 #             [--expect-empty-rows] [--no-lse] [--doc sorted|interleaved]
+#             [--aux NAME=normal|loggate|loggate-extreme|unit]...
 #             --shape B=..,Hq=..,Hkv=..,N=..,M=..,Dqk=..,Dv=..[,D=64|128]
 #             [--shape ...]...
 #
+# Aux inputs other than `doc` (linear attention's gates, beta, projections)
+# are random f32 tensors of their declared shape (dims from --shape; extra
+# dims such as R=.. may be given there too): standard normal by default,
+# `loggate` = -exp(N(-2, 1.5^2)) (log gates <= 0, mostly mild, some strong),
+# `loggate-extreme` the same with about 3% exact 0 (no decay) and 3% -inf
+# (forget everything), `unit` = uniform in [0.05, 0.95] (delta-rule beta).
 # Per shape: o max relative error max|o - ref| / max|ref| <= 2e-2, lse max
 # abs error <= 2e-2 where the reference is finite, rows without a visible
 # key give o == 0 exactly and lse == -inf, and no NaN anywhere. `D=` picks
@@ -80,6 +87,8 @@ def main():
                     help="run the kernel with a null lse pointer")
     ap.add_argument("--doc", default="sorted",
                     choices=["sorted", "interleaved"])
+    ap.add_argument("--aux", action="append", default=[],
+                    help="NAME=normal|loggate|loggate-extreme|unit")
     ap.add_argument("--shape", action="append", required=True)
     a = ap.parse_args()
 
@@ -96,8 +105,12 @@ def main():
     spec_text = open(spec_mlir).read()
     name = re.search(r"attn\.spec @(\w+)", spec_text).group(1)
     softmax = "normalizer = <softmax>" in spec_text
-    aux = re.findall(r'attn\.input @(\w+)', spec_text)
-    aux = [x for x in aux if x not in ("q", "k", "v")]
+    aux_decl = {m.group(1): (m.group(2), re.findall(r'"?(\w+)"?', m.group(3)))
+                for m in re.finditer(
+                    r'attn\.input @(\w+) : (\w+) \[([^\]]*)\]', spec_text)}
+    aux = [x for x in re.findall(r'attn\.input @(\w+)', spec_text)
+           if x not in ("q", "k", "v")]
+    dists = dict(x.split("=", 1) for x in a.aux)
     pipeline = ("builtin.module(attn.spec(attn-set-element-type{type=%s}),"
                 "attn.spec(attn-tile-attention{tile-q=%d tile-kv=%d}),"
                 "convert-attn-to-nvvm,canonicalize,cse,"
@@ -119,7 +132,23 @@ def main():
         inputs = {"q": q, "k": k, "v": v}
         for x in aux:
             if x != "doc":
-                raise SystemExit("unknown aux input " + x)
+                ty, dims = aux_decl[x]
+                shape = tuple(int(t) if t.isdigit() else d[t] for t in dims)
+                kind = dists.get(x, "normal")
+                if kind == "normal":
+                    arr = rng.standard_normal(shape)
+                elif kind in ("loggate", "loggate-extreme"):
+                    arr = -np.exp(rng.normal(-2.0, 1.5, size=shape))
+                    if kind == "loggate-extreme":
+                        u = rng.random(shape)
+                        arr[u < 0.03] = 0.0
+                        arr[u > 0.97] = -np.inf
+                elif kind == "unit":
+                    arr = rng.uniform(0.05, 0.95, size=shape)
+                else:
+                    raise SystemExit("unknown --aux kind " + kind)
+                inputs[x] = arr.astype(np.float32 if ty == "f32" else np.int32)
+                continue
             if a.doc == "sorted":
                 doc = np.sort(rng.integers(0, 4, size=(B, N)), axis=1)
             else:

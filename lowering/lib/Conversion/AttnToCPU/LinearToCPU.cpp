@@ -924,6 +924,12 @@ LogicalResult LinearKernelBuilder::build() {
                     vector::FMAOp::create(b, bcast(kd), sd, a[0])};
               });
           Value vv = vector::LoadOp::create(b, vf32(), vBuf, ValueRange{col});
+          // The exclusive bonus reads this step's v itself (not the delta
+          // update that replaces it in vBuf): keep its term in wBuf.
+          if (exclusive)
+            vector::StoreOp::create(
+                b, arith::MulFOp::create(b, bcast(bonusDot), vv), wBuf,
+                ValueRange{col});
           Value u = arith::MulFOp::create(
               b, bcast(beta), arith::SubFOp::create(b, vv, w.getResult(0)));
           vector::StoreOp::create(b, u, vBuf, ValueRange{col});
@@ -965,7 +971,10 @@ LogicalResult LinearKernelBuilder::build() {
             });
         if (causal) {
           Value a = acc.getResult(0);
-          if (exclusive)
+          if (exclusive && delta)
+            a = arith::AddFOp::create(
+                b, a, vector::LoadOp::create(b, vf32(), wBuf, ValueRange{col}));
+          else if (exclusive)
             a = vector::FMAOp::create(b, bcast(bonusDot), vv, a);
           vector::StoreOp::create(b, a, wBuf, ValueRange{col});
         }

@@ -1,17 +1,1259 @@
 //===- LinearToNVVM.cpp - linear attention as CUDA kernels ----------------===//
 //
-// Not implemented yet: the CUDA backend lowers the softmax family only.
+// The CUDA kernels of attn.linear_attention (called by convert-attn-to-nvvm
+// for specs whose body is a linear attention), one per head-dim variant D.
+// One CTA runs the whole sequence of one (b, h): attn.block_q = 2^30, so the
+// runtime's grid is (1, B * Hq, 1). Everything is f32 SIMT code over shared
+// memory (no tensor cores yet); q, k, v are read from global memory (bf16 or
+// f16, widened on load), o is written once per element, lse never.
+//
+// Two forms, as on the CPU (LinearToCPU.cpp):
+//
+// * Chunked (causal without the delta rule, inclusive or exclusive readout;
+//   and non-causal). The state S [Dphi x W] (+ z, the normalizer state, as
+//   column W when normalized) is f32 in shared memory. Per chunk of C = 32
+//   steps and per feature block of P = 64 features (features are computed
+//   on the fly from q and k, so any Dphi works, taylor2 and random too):
+//     stage   phi(q), phi(k) [C x P], cumulative log gates L (each log gate
+//             clamped at -80, sums relative to the chunk start)
+//     A      += phi(q) phi(k)^T with the decay exp(min(Lq[t] - L[s], 0))
+//               (per element for per-feature gates, after the sum for scalar
+//               ones; Lq = L, or L[t-1] for the exclusive readout)
+//     O      += (phi(q) exp(Lq)) S                       (inter-chunk)
+//     S       = exp(L[last]) S + (phi(k) exp(L[last] - L))^T V   (update)
+//   then O += A V (intra-chunk, A masked causally; the exclusive readout's
+//   diagonal is the bonus phi(q) u . phi(k)), o = scale O or O / den with
+//   den = rowsum(A) + phi(q) exp(Lq) . z. Every exponent is <= 0, so nothing
+//   overflows whatever the gates (the CPU chunked form's formulation). The
+//   products are register-tiled FMA loops (each thread a RM x RN block).
+//   When Dphi x (Dv + 1) floats do not fit the state buffer (8320 floats up
+//   to D = 64, D (D + 1) above), Dv is processed in equal slabs of W
+//   columns, each a pass over the sequence (taylor2 with a large Dqk); with
+//   more features than the buffer has rows for a single column (random(W)
+//   with R > 4160 at D = 64 when normalized) the kernel writes NaN to o.
+//   Non-causal specs put every key into the state, then read it per query
+//   chunk.
+//
+// * Recurrent (the delta rule): thread (c, fg) keeps rows fg, fg + FG, ... of
+//   column c of S in registers (Dphi = Dqk <= D, so D / FG of them), and a
+//   chunk of 32 steps' features, gates, beta and v are staged in shared
+//   memory; each step is then barrier-free:
+//     w = S^T (g phi(k)) (a dot over the thread's rows + xor shuffles over
+//     the FG lanes of a column), u = beta (v - w), S = g S + phi(k) u^T,
+//     o = scale phi(q)^T S (the exclusive readout reads S before the update
+//     and adds the bonus term).
 //
 //===----------------------------------------------------------------------===//
 
 #include "LinearToNVVM.h"
+#include "attn/Conversion/RegionEmitter.h"
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/IR/ImplicitLocOpBuilder.h"
+#include <limits>
 
 using namespace mlir;
 using namespace mlir::attn;
 
+namespace {
+
+using P = arith::CmpIPredicate;
+using F = arith::CmpFPredicate;
+
+/// attn.block_q of a kernel that runs a whole sequence per CTA.
+constexpr int64_t kWholeSequence = int64_t(1) << 30;
+/// Threads of a chunked-form CTA.
+constexpr int64_t kThreads = 256;
+/// Time steps per chunk (both forms) and features per feature block.
+constexpr int64_t kChunk = 32;
+constexpr int64_t kFeatBlock = 64;
+/// Lanes sharing one state column in the recurrent form.
+constexpr int64_t kLanesPerColumn = 4;
+
+/// Thread layout of a register-tiled product with an [rows x cols] result:
+/// thread (ty, tx) = (tid / TX, tid % TX) owns rows ty + i * TY (i < RM) and
+/// columns tx + j * TX (j < RN). Adjacent lanes take adjacent columns, so
+/// loads along a row of the B operand are conflict-free.
+struct Tile {
+  int64_t TY = 1, TX = 1, RM = 1, RN = 1;
+  Value ty, tx;
+};
+
+class LinearGpuBuilder {
+public:
+  LinearGpuBuilder(SpecOp spec, gpu::GPUModuleOp gpuModule, int64_t headDim)
+      : spec(spec), op(spec.getLinearAttention()),
+        b(spec.getLoc(), spec.getContext()), D(headDim) {
+    b.setInsertionPointToEnd(gpuModule.getBody());
+  }
+
+  LogicalResult build();
+
+private:
+  // Small helpers.
+  Value cidx(int64_t v) { return arith::ConstantIndexOp::create(b, v); }
+  Value ci32(int32_t v) {
+    return arith::ConstantOp::create(b, b.getI32IntegerAttr(v));
+  }
+  Value cf32(float v) {
+    return arith::ConstantOp::create(b, b.getF32FloatAttr(v));
+  }
+  Value toI64(Value v) {
+    return arith::IndexCastOp::create(b, b.getI64Type(), v);
+  }
+  Value toF32(Value x) {
+    if (x.getType().isF32())
+      return x;
+    if (x.getType().isF64())
+      return arith::TruncFOp::create(b, b.getF32Type(), x);
+    return arith::ExtFOp::create(b, b.getF32Type(), x);
+  }
+  Value add(Value x, Value y) { return arith::AddIOp::create(b, x, y); }
+  Value sub(Value x, Value y) { return arith::SubIOp::create(b, x, y); }
+  Value mul(Value x, Value y) { return arith::MulIOp::create(b, x, y); }
+  Value divu(Value x, Value y) { return arith::DivUIOp::create(b, x, y); }
+  Value remu(Value x, Value y) { return arith::RemUIOp::create(b, x, y); }
+  Value minu(Value x, Value y) { return arith::MinUIOp::create(b, x, y); }
+  Value maxu(Value x, Value y) { return arith::MaxUIOp::create(b, x, y); }
+  Value ceilDiv(Value x, Value y) {
+    return arith::CeilDivUIOp::create(b, x, y);
+  }
+  Value cmp(P p, Value x, Value y) { return arith::CmpIOp::create(b, p, x, y); }
+  Value ult(Value x, Value y) { return cmp(P::ult, x, y); }
+  Value land(Value x, Value y) { return arith::AndIOp::create(b, x, y); }
+  Value select(Value c, Value x, Value y) {
+    return arith::SelectOp::create(b, c, x, y);
+  }
+  Value fadd(Value x, Value y) { return arith::AddFOp::create(b, x, y); }
+  Value fsub(Value x, Value y) { return arith::SubFOp::create(b, x, y); }
+  Value fmul(Value x, Value y) { return arith::MulFOp::create(b, x, y); }
+  Value fma(Value x, Value y, Value z) {
+    return math::FmaOp::create(b, x, y, z);
+  }
+  Value fmin(Value x, Value y) { return arith::MinimumFOp::create(b, x, y); }
+  Value fmax(Value x, Value y) { return arith::MaximumFOp::create(b, x, y); }
+  Value fexp(Value x) { return math::ExpOp::create(b, x); }
+  /// exp(min(x, 0)): a decay factor in [0, 1].
+  Value decay(Value x) { return fexp(fmin(x, cf32(0))); }
+  Value ld(Value buf, Value i) {
+    return memref::LoadOp::create(b, buf, ValueRange{i});
+  }
+  void st(Value x, Value buf, Value i) {
+    memref::StoreOp::create(b, x, buf, ValueRange{i});
+  }
+  void barrier() { gpu::BarrierOp::create(b); }
+  scf::ForOp loop(Value lb, Value ub, Value step, ValueRange init,
+                  function_ref<SmallVector<Value>(Value, ValueRange)> body) {
+    auto f = scf::ForOp::create(b, lb, ub, step, init);
+    OpBuilder::InsertionGuard g(b);
+    if (!f.getBody()->empty())
+      f.getBody()->getTerminator()->erase();
+    b.setInsertionPointToEnd(f.getBody());
+    SmallVector<Value> res = body(f.getInductionVar(), f.getRegionIterArgs());
+    scf::YieldOp::create(b, res);
+    return f;
+  }
+  void forEach(Value lb, Value ub, function_ref<void(Value)> body) {
+    loop(lb, ub, cidx(1), {}, [&](Value i, ValueRange) {
+      body(i);
+      return SmallVector<Value>{};
+    });
+  }
+  void ifThen(Value cond, function_ref<void()> body) {
+    auto op = scf::IfOp::create(b, TypeRange{}, cond, false);
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(&op.getThenRegion().front());
+    body();
+  }
+  /// cond ? then() : 0, evaluating then() only where cond holds.
+  Value ifElseZero(Value cond, function_ref<Value()> then) {
+    auto op = scf::IfOp::create(b, TypeRange{b.getF32Type()}, cond, true);
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(&op.getThenRegion().front());
+    scf::YieldOp::create(b, then());
+    b.setInsertionPointToStart(&op.getElseRegion().front());
+    scf::YieldOp::create(b, cf32(0));
+    return op.getResult(0);
+  }
+  /// Sum of `x` over aligned groups of `lanes` adjacent lanes (a power of
+  /// two <= 32), in every lane of the group.
+  Value groupSum(Value x, int64_t lanes) {
+    for (int64_t off = 1; off < lanes; off *= 2) {
+      auto sh = gpu::ShuffleOp::create(b, x, ci32(int32_t(off)), ci32(32),
+                                       gpu::ShuffleMode::XOR);
+      x = fadd(x, sh.getShuffleResult());
+    }
+    return x;
+  }
+  /// A fresh f32 array of `n` elements in dynamic shared memory.
+  Value allocShared(int64_t n);
+
+  // Kernel pieces.
+  LogicalResult checkSpec();
+  gpu::GPUFuncOp createFunc(int64_t numThreads);
+  void emitPrologue(gpu::GPUFuncOp fn);
+  /// The gate region at (b, h, t, d) as f32 (d = 0 for a scalar gate).
+  Value gateAt(Value tAbs, Value d);
+  Value betaAt(Value tAbs);
+  Value bonusAt(Value d);
+  bool needsRowStat(FeatureMapKind kind) {
+    return kind == FeatureMapKind::l2norm || kind == FeatureMapKind::random;
+  }
+  /// Feature f (index) of row `row` of `mem` ([b, head, row, :], row clamped
+  /// into range by the caller); 0 where !rowOk or f >= Dphi. `stat` is the
+  /// row statistic of l2norm (1/|x|) and random (|x'|^2 / 2).
+  Value phiAt(FeatureMapKind kind, Value mem, Value head, Value row,
+              Value rowOk, Value f, Value stat);
+  /// One side (q or k) of stagePhi: its rows are mem[b, head, 0 .. len).
+  struct PhiSide {
+    FeatureMapKind kind;
+    Value mem, head, len, dst, statBuf;
+  };
+  /// For each side, dst[t * ldDst + f] = phi feature f0 + f of row t0 + t,
+  /// for t < rows and f < width (0 past `len` rows or Dphi features); the
+  /// sides share one loop and its index arithmetic (taylor2's pair decoding).
+  void stagePhi(ArrayRef<PhiSide> sides, Value t0, Value f0, int64_t rows,
+                int64_t width, int64_t ldDst);
+  /// statBuf[t] = the row statistic of row t0 + t (t < rows).
+  void stageRowStat(FeatureMapKind kind, Value mem, Value head, Value t0,
+                    Value len, int64_t rows, Value statBuf);
+  /// For r < rows (the CTA's threads split into `rows` groups of adjacent
+  /// lanes): sums of terms(r, k) over k < K, then finish(r, leader, sums) in
+  /// every thread (leader: the group's first lane).
+  void rowPass(int64_t rows, Value K, int64_t nSums,
+               function_ref<SmallVector<Value>(Value, Value)> terms,
+               function_ref<void(Value, Value, ArrayRef<Value>)> finish);
+  /// The tile of an [rows x cols] product over the CTA's threads.
+  Tile tileFor(int64_t rows, int64_t cols);
+  Value tileRow(const Tile &t, int64_t i) { return add(t.ty, cidx(i * t.TY)); }
+  Value tileCol(const Tile &t, int64_t j) { return add(t.tx, cidx(j * t.TX)); }
+  /// acc (RM * RN values) updated by body(k, acc) for k < K (a multiple of
+  /// 4: the loop is unrolled by 4).
+  SmallVector<Value>
+  productLoop(int64_t K, ValueRange acc,
+              function_ref<void(Value, SmallVectorImpl<Value> &)> body);
+
+  LogicalResult buildChunked();
+  LogicalResult buildRecurrent();
+
+  SpecOp spec;
+  LinearAttentionOp op;
+  ImplicitLocOpBuilder b;
+  int64_t D;
+  int64_t T = kThreads;
+  Type elt;
+  bool normalize = false, exclusive = false, causal = true, delta = false,
+       hasGate = false, vecGate = false, hasBonus = false;
+  FeatureMapKind fmQ = FeatureMapKind::identity, fmK = FeatureMapKind::identity;
+
+  Value q, k, v, o;
+  KernelEnv env;
+  Value N, M, Dqk, Dv, Hq, G, Dphi, kLen;
+  Value tid, bIdx, h, hk, bI64, hI64;
+  Value scale;
+  // Uniform constants of the feature maps.
+  Value s4;          // Dqk^(-1/4) (taylor2, random)
+  Value sDiag, sOff; // taylor2: 1/sqrt(2D), 1/sqrt(D)
+  Value invSqrtR;    // random: 1/sqrt(R)
+  Value proj;        // random: W [R, Dqk]
+  Value smem;
+  int64_t smemFloats = 0;
+};
+
+} // namespace
+
+Value LinearGpuBuilder::allocShared(int64_t n) {
+  auto wg =
+      gpu::AddressSpaceAttr::get(b.getContext(), gpu::AddressSpace::Workgroup);
+  Value view = memref::ViewOp::create(
+      b, MemRefType::get({n}, b.getF32Type(), nullptr, wg), smem,
+      cidx(smemFloats * 4), ValueRange{});
+  smemFloats += n;
+  return view;
+}
+
+LogicalResult LinearGpuBuilder::checkSpec() {
+  normalize = op.getNormalize();
+  exclusive = op.getExclusive();
+  causal = !op.getNoncausal();
+  delta = !op.getBeta().empty();
+  hasGate = !op.getGate().empty();
+  vecGate = op.hasVectorGate();
+  hasBonus = !op.getBonus().empty();
+  fmQ = op.getFeatureMapQ();
+  fmK = op.getFeatureMapK();
+  elt = Type();
+  for (StringRef name : {"q", "k", "v"}) {
+    Type ty = b.getF32Type();
+    for (InputOp in : spec.getBodyBlock().getOps<InputOp>())
+      if (in.getSymName() == name)
+        ty = in.getElementType();
+    if (!ty.isBF16() && !ty.isF16())
+      return spec.emitError()
+             << "CUDA kernels take bf16 or f16 q, k and v; '" << name << "' is "
+             << ty << " (leave it undeclared and pass --dtype=bf16|f16)";
+    if (elt && elt != ty)
+      return spec.emitError() << "CUDA kernels need q, k and v of one type";
+    elt = ty;
+  }
+  for (InputOp in : spec.getBodyBlock().getOps<InputOp>())
+    if (in.getSymName() == "state" || in.getSymName() == "zstate")
+      return spec.emitError()
+             << "the CUDA backend does not support a carried linear-attention "
+                "state yet (input '"
+             << in.getSymName()
+             << "', from --linear-state / attn-add-linear-state); use the CPU "
+                "target for decoding";
+  auto dimChanging = [](FeatureMapKind kind) {
+    return kind == FeatureMapKind::pos_neg || kind == FeatureMapKind::taylor2 ||
+           kind == FeatureMapKind::random;
+  };
+  if (delta && dimChanging(fmK))
+    return spec.emitError()
+           << "the CUDA backend supports the delta rule only with feature "
+              "maps that keep the dimension (got '"
+           << stringifyFeatureMapKind(fmK)
+           << "'; pos_neg, taylor2 and random are not supported with 'delta')";
+  if (D != 32 && D != 64 && D != 128)
+    return spec.emitError() << "CUDA linear-attention kernels are generated "
+                               "for head dims 32, 64 and 128, got "
+                            << D;
+  return success();
+}
+
+gpu::GPUFuncOp LinearGpuBuilder::createFunc(int64_t numThreads) {
+  MLIRContext *ctx = b.getContext();
+  auto strided = [&](int64_t rank, Type ty, bool unitInner) {
+    SmallVector<int64_t> dyn(rank, ShapedType::kDynamic);
+    SmallVector<int64_t> strides = dyn;
+    if (unitInner)
+      strides.back() = 1;
+    return MemRefType::get(
+        dyn, ty, StridedLayoutAttr::get(ctx, ShapedType::kDynamic, strides));
+  };
+  SmallVector<Type> args;
+  for (int i = 0; i < 3; ++i)
+    args.push_back(strided(4, elt, true));
+  args.push_back(strided(4, b.getF32Type(), false));
+  args.push_back(strided(3, b.getF32Type(), false));
+  for (InputOp in : spec.getBodyBlock().getOps<InputOp>())
+    if (canonicalInputDims(in.getSymName()).empty())
+      args.push_back(strided(in.getDims().size(), in.getElementType(), false));
+  std::string name = ("attn_" + spec.getSymName() + "_d" + Twine(D)).str();
+  auto fn = gpu::GPUFuncOp::create(b, name, FunctionType::get(ctx, args, {}));
+  fn->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), b.getUnitAttr());
+  fn.setKnownBlockSizeAttr(b.getDenseI32ArrayAttr({int32_t(numThreads), 1, 1}));
+  fn->setAttr("nvvm.minctasm", b.getI32IntegerAttr(1));
+  // The launch contract: one CTA per (b, h) runs the whole sequence.
+  fn->setAttr("attn.block_q", b.getI64IntegerAttr(kWholeSequence));
+  fn->setAttr("attn.num_threads", b.getI64IntegerAttr(numThreads));
+  fn->setAttr("attn.max_head_dim", b.getI64IntegerAttr(D));
+  return fn;
+}
+
+void LinearGpuBuilder::emitPrologue(gpu::GPUFuncOp fn) {
+  Block *entry = &fn.getBody().front();
+  q = entry->getArgument(0);
+  k = entry->getArgument(1);
+  v = entry->getArgument(2);
+  o = entry->getArgument(3);
+  auto dimOf = [&](Value m, int64_t d) {
+    return Value(memref::DimOp::create(b, m, d));
+  };
+  Hq = dimOf(q, 1);
+  N = dimOf(q, 2);
+  Dqk = dimOf(q, 3);
+  M = dimOf(k, 2);
+  Dv = dimOf(v, 3);
+  G = divu(Hq, dimOf(k, 1));
+  // The causal recurrence pairs q_t with k_t (N == M); rows of k and v past
+  // min(N, M) read as zero, so a mismatch cannot read out of bounds.
+  kLen = causal ? Value(minu(N, M)) : M;
+  env.scalarLanes = true;
+  env.vectorWidth = 1;
+  bindKernelEnv(b, spec, q, k, v, entry->getArguments().drop_front(5), env);
+  b.setLoc(spec.getLoc());
+  if (normalize) {
+    scale = cf32(1);
+  } else if (!op.getScale().empty()) {
+    scale = toF32(emitRegion(b, op.getScale(), {}, env));
+    b.setLoc(spec.getLoc());
+  } else {
+    Value d = arith::SIToFPOp::create(b, b.getF64Type(), env.dims["Dqk"]);
+    scale = toF32(math::RsqrtOp::create(b, d));
+  }
+
+  // Feature dimension and the maps' constants.
+  Value dF = arith::UIToFPOp::create(b, b.getF32Type(), toI64(Dqk));
+  switch (fmK) {
+  case FeatureMapKind::pos_neg:
+    Dphi = mul(Dqk, cidx(2));
+    break;
+  case FeatureMapKind::taylor2:
+    Dphi = add(add(cidx(1), Dqk), divu(mul(Dqk, add(Dqk, cidx(1))), cidx(2)));
+    break;
+  case FeatureMapKind::random:
+    proj = env.aux.lookup(*op.getProjection());
+    Dphi = dimOf(proj, 0);
+    break;
+  default:
+    Dphi = Dqk;
+  }
+  if (fmK == FeatureMapKind::taylor2 || fmK == FeatureMapKind::random)
+    s4 = arith::DivFOp::create(
+        b, cf32(1), math::SqrtOp::create(b, math::SqrtOp::create(b, dF)));
+  if (fmK == FeatureMapKind::taylor2) {
+    sDiag = arith::DivFOp::create(b, cf32(1),
+                                  math::SqrtOp::create(b, fmul(cf32(2), dF)));
+    sOff = arith::DivFOp::create(b, cf32(1), math::SqrtOp::create(b, dF));
+  }
+  if (fmK == FeatureMapKind::random) {
+    Value rF = arith::UIToFPOp::create(b, b.getF32Type(), toI64(Dphi));
+    invSqrtR = arith::DivFOp::create(b, cf32(1), math::SqrtOp::create(b, rF));
+  }
+
+  tid = gpu::ThreadIdOp::create(b, gpu::Dimension::x);
+  Value bh = gpu::BlockIdOp::create(b, gpu::Dimension::y);
+  h = remu(bh, Hq);
+  bIdx = divu(bh, Hq);
+  hk = divu(h, G);
+  bI64 = toI64(bIdx);
+  hI64 = toI64(h);
+
+  auto wg =
+      gpu::AddressSpaceAttr::get(b.getContext(), gpu::AddressSpace::Workgroup);
+  smem = gpu::DynamicSharedMemoryOp::create(
+      b, MemRefType::get({ShapedType::kDynamic}, b.getI8Type(), nullptr, wg));
+}
+
+Value LinearGpuBuilder::gateAt(Value tAbs, Value d) {
+  Value g = toF32(
+      emitRegion(b, op.getGate(), {bI64, hI64, toI64(tAbs), toI64(d)}, env));
+  b.setLoc(spec.getLoc());
+  return g;
+}
+
+Value LinearGpuBuilder::betaAt(Value tAbs) {
+  Value x = toF32(emitRegion(b, op.getBeta(), {bI64, hI64, toI64(tAbs)}, env));
+  b.setLoc(spec.getLoc());
+  return x;
+}
+
+Value LinearGpuBuilder::bonusAt(Value d) {
+  Value x = toF32(emitRegion(b, op.getBonus(), {hI64, toI64(d)}, env));
+  b.setLoc(spec.getLoc());
+  return x;
+}
+
+Value LinearGpuBuilder::phiAt(FeatureMapKind kind, Value mem, Value head,
+                              Value row, Value rowOk, Value f, Value stat) {
+  Value zero = cf32(0), one = cf32(1);
+  Value lastCol = sub(Dqk, cidx(1));
+  auto x = [&](Value i) -> Value {
+    return toF32(memref::LoadOp::create(
+        b, mem, ValueRange{bIdx, head, row, minu(i, lastCol)}));
+  };
+  auto sigmoid = [&](Value a) -> Value {
+    Value e = fexp(arith::NegFOp::create(b, a));
+    return arith::DivFOp::create(b, one, fadd(one, e));
+  };
+  Value valid, y;
+  switch (kind) {
+  case FeatureMapKind::pos_neg: {
+    Value pos = ult(f, Dqk);
+    Value xi = x(select(pos, f, sub(f, Dqk)));
+    y = select(pos, xi, arith::NegFOp::create(b, xi));
+    valid = ult(f, mul(Dqk, cidx(2)));
+    break;
+  }
+  case FeatureMapKind::taylor2: {
+    // f = 0: 1; 1 <= f <= D: x_{f-1} / D^(1/4); then the pairs (a <= c) in
+    // row-major order, p = f - 1 - D, row a starting at a (2D - a + 1) / 2.
+    Value isLin = ult(f, add(Dqk, cidx(1)));
+    Value lin = fmul(x(sub(maxu(f, cidx(1)), cidx(1))), s4);
+    Value p = select(isLin, cidx(0), sub(f, add(Dqk, cidx(1))));
+    Value twoD1 = add(mul(Dqk, cidx(2)), cidx(1));
+    auto startOf = [&](Value a) {
+      return divu(mul(a, sub(twoD1, a)), cidx(2));
+    };
+    Value tw = arith::UIToFPOp::create(b, b.getF32Type(), toI64(twoD1));
+    Value pF = arith::UIToFPOp::create(b, b.getF32Type(), toI64(p));
+    Value disc = fsub(fmul(tw, tw), fmul(cf32(8), pF));
+    Value est =
+        fmul(fsub(tw, math::SqrtOp::create(b, fmax(disc, zero))), cf32(0.5f));
+    Value a = arith::FPToUIOp::create(b, b.getI64Type(), fmax(est, zero));
+    a = arith::IndexCastUIOp::create(b, b.getIndexType(), a);
+    a = minu(a, lastCol);
+    // The estimate is within one of the row: fix it up exactly.
+    Value up = land(ult(a, lastCol), cmp(P::ule, startOf(add(a, cidx(1))), p));
+    a = select(up, add(a, cidx(1)), a);
+    Value down = land(cmp(P::ugt, a, cidx(0)), cmp(P::ugt, startOf(a), p));
+    a = select(down, sub(a, cidx(1)), a);
+    Value c = add(a, sub(p, minu(startOf(a), p)));
+    Value pair = fmul(fmul(x(a), x(c)), select(cmp(P::eq, a, c), sDiag, sOff));
+    y = select(cmp(P::eq, f, cidx(0)), one, select(isLin, lin, pair));
+    valid = ult(f, Dphi);
+    break;
+  }
+  case FeatureMapKind::random: {
+    // exp(w_r . x' - |x'|^2 / 2) / sqrt(R), x' = x / D^(1/4).
+    Value r = minu(f, sub(Dphi, cidx(1)));
+    auto dot = loop(cidx(0), Dqk, cidx(1), {zero}, [&](Value i, ValueRange a) {
+      Value w = memref::LoadOp::create(b, proj, ValueRange{r, i});
+      return SmallVector<Value>{fma(toF32(w), x(i), a[0])};
+    });
+    y = fmul(fexp(fsub(fmul(dot.getResult(0), s4), stat)), invSqrtR);
+    valid = ult(f, Dphi);
+    break;
+  }
+  default: {
+    Value xi = x(f);
+    valid = ult(f, Dqk);
+    switch (kind) {
+    case FeatureMapKind::elu_plus_one:
+      y = select(arith::CmpFOp::create(b, F::OGT, xi, zero), fadd(xi, one),
+                 fexp(xi));
+      break;
+    case FeatureMapKind::relu:
+      y = fmax(xi, zero);
+      break;
+    case FeatureMapKind::relu2: {
+      Value r = fmax(xi, zero);
+      y = fmul(r, r);
+      break;
+    }
+    case FeatureMapKind::sigmoid:
+      y = sigmoid(xi);
+      break;
+    case FeatureMapKind::silu:
+      y = fmul(xi, sigmoid(xi));
+      break;
+    case FeatureMapKind::exp:
+      y = fexp(xi);
+      break;
+    case FeatureMapKind::l2norm:
+      y = fmul(xi, stat);
+      break;
+    default:
+      y = xi;
+    }
+  }
+  }
+  return select(land(rowOk, valid), y, zero);
+}
+
+void LinearGpuBuilder::rowPass(
+    int64_t rows, Value K, int64_t nSums,
+    function_ref<SmallVector<Value>(Value, Value)> terms,
+    function_ref<void(Value, Value, ArrayRef<Value>)> finish) {
+  int64_t parts = T / rows;
+  assert(parts * rows == T && parts <= 32 && llvm::isPowerOf2_64(parts));
+  Value r = divu(tid, cidx(parts)), part = remu(tid, cidx(parts));
+  Value last = sub(maxu(K, cidx(1)), cidx(1));
+  SmallVector<Value> init(nSums, cf32(0));
+  auto sums = loop(cidx(0), ceilDiv(K, cidx(parts)), cidx(1), init,
+                   [&](Value j, ValueRange acc) {
+                     Value kk = add(part, mul(j, cidx(parts)));
+                     Value ok = ult(kk, K);
+                     SmallVector<Value> ts = terms(r, minu(kk, last));
+                     SmallVector<Value> next;
+                     for (int64_t i = 0; i < nSums; ++i)
+                       next.push_back(fadd(acc[i], select(ok, ts[i], cf32(0))));
+                     return next;
+                   });
+  SmallVector<Value> res;
+  for (int64_t i = 0; i < nSums; ++i)
+    res.push_back(groupSum(sums.getResult(i), parts));
+  finish(r, cmp(P::eq, part, cidx(0)), res);
+}
+
+void LinearGpuBuilder::stageRowStat(FeatureMapKind kind, Value mem, Value head,
+                                    Value t0, Value len, int64_t rows,
+                                    Value statBuf) {
+  Value lastRow = sub(len, cidx(1));
+  rowPass(
+      rows, Dqk, 1,
+      [&](Value r, Value i) {
+        Value row = minu(add(t0, r), lastRow);
+        Value x = toF32(
+            memref::LoadOp::create(b, mem, ValueRange{bIdx, head, row, i}));
+        return SmallVector<Value>{fmul(x, x)};
+      },
+      [&](Value r, Value leader, ArrayRef<Value> sums) {
+        Value sq = sums[0], stat;
+        if (kind == FeatureMapKind::l2norm) {
+          Value norm = math::SqrtOp::create(b, sq);
+          stat = select(arith::CmpFOp::create(b, F::OGT, norm, cf32(0)),
+                        arith::DivFOp::create(b, cf32(1), norm), cf32(0));
+        } else {
+          // |x'|^2 / 2 with x' = x / D^(1/4).
+          stat = fmul(fmul(sq, fmul(s4, s4)), cf32(0.5f));
+        }
+        ifThen(leader, [&] { st(stat, statBuf, r); });
+      });
+}
+
+void LinearGpuBuilder::stagePhi(ArrayRef<PhiSide> sides, Value t0, Value f0,
+                                int64_t rows, int64_t width, int64_t ldDst) {
+  int64_t perPass = T / width;
+  assert(perPass * width == T && rows % perPass == 0);
+  Value f = remu(tid, cidx(width)), tr = divu(tid, cidx(width));
+  Value fa = add(f0, f);
+  forEach(cidx(0), cidx(rows / perPass), [&](Value i) {
+    Value t = add(tr, mul(i, cidx(perPass)));
+    Value tAbs = add(t0, t);
+    Value idx = add(mul(t, cidx(ldDst)), f);
+    for (const PhiSide &sd : sides) {
+      Value rowOk = ult(tAbs, sd.len);
+      Value row = minu(tAbs, sub(sd.len, cidx(1)));
+      Value stat = sd.statBuf ? ld(sd.statBuf, t) : Value();
+      st(phiAt(sd.kind, sd.mem, sd.head, row, rowOk, fa, stat), sd.dst, idx);
+    }
+  });
+}
+
+Tile LinearGpuBuilder::tileFor(int64_t rows, int64_t cols) {
+  Tile t;
+  t.RN = cols >= 64 ? 4 : 2;
+  t.TX = cols / t.RN;
+  t.TY = T / t.TX;
+  t.RM = rows / t.TY;
+  assert(t.TX * t.RN == cols && t.TX * t.TY == T && t.RM * t.TY == rows &&
+         t.RM >= 1);
+  t.ty = divu(tid, cidx(t.TX));
+  t.tx = remu(tid, cidx(t.TX));
+  return t;
+}
+
+SmallVector<Value> LinearGpuBuilder::productLoop(
+    int64_t K, ValueRange acc,
+    function_ref<void(Value, SmallVectorImpl<Value> &)> body) {
+  constexpr int64_t U = 4;
+  assert(K % U == 0);
+  auto f = loop(cidx(0), cidx(K), cidx(U), acc, [&](Value k0, ValueRange a) {
+    SmallVector<Value> cur(a.begin(), a.end());
+    for (int64_t u = 0; u < U; ++u)
+      body(add(k0, cidx(u)), cur);
+    return cur;
+  });
+  return SmallVector<Value>(f.getResults().begin(), f.getResults().end());
+}
+
+//===----------------------------------------------------------------------===//
+// The chunked form
+//===----------------------------------------------------------------------===//
+
+LogicalResult LinearGpuBuilder::buildChunked() {
+  const int64_t C = kChunk, PB = kFeatBlock, Wt = D;
+  const int64_t LDP = PB + 1, LDA = C + 1;
+  // The state buffer: Dphi x (W + 1) floats (z is column W). Room for
+  // Dphi = 2 * 64 with Dv = 64 (pos_neg) and Dphi = Dv = 128 in one slab.
+  const int64_t SCAP = std::max<int64_t>(D * (D + 1), 2 * 64 * 65);
+  T = kThreads;
+  gpu::GPUFuncOp fn = createFunc(T);
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPointToStart(&fn.getBody().front());
+  emitPrologue(fn);
+  Value zero = cf32(0);
+  bool scalarGate = hasGate && !vecGate;
+  bool statQ = needsRowStat(fmQ), statK = needsRowStat(fmK);
+  bool bonusDiag = exclusive && hasBonus;
+
+  Value PQ = allocShared(C * LDP), PK = allocShared(C * LDP);
+  Value LG = vecGate ? allocShared(C * LDP) : Value();
+  Value LGraw, LGs, LQs;
+  if (scalarGate) {
+    LGraw = allocShared(C);
+    LGs = allocShared(C);
+    LQs = allocShared(C);
+  }
+  Value AM = causal ? allocShared(C * LDA) : Value();
+  Value VB = allocShared(C * Wt);
+  Value SB = allocShared(SCAP + Wt);
+  Value DEN = normalize ? allocShared(C) : Value();
+  Value BON = bonusDiag ? allocShared(C) : Value();
+  Value UB = bonusDiag ? allocShared(PB) : Value();
+  Value RSQ = statQ ? allocShared(C) : Value();
+  Value RSK = statK ? allocShared(C) : Value();
+  fn->setAttr("attn.shared_bytes", b.getI64IntegerAttr(smemFloats * 4));
+
+  // Slabs of W value columns: Dphi * (W + 1) <= SCAP with normalize (z is
+  // column W), Dphi * W <= SCAP otherwise.
+  int64_t zCols = normalize ? 1 : 0;
+  Value dphi1 = maxu(Dphi, cidx(1));
+  Value cap = divu(cidx(SCAP), dphi1);
+  Value supported = cmp(P::uge, cap, cidx(1 + zCols));
+  // The widest slab, then slabs of equal width.
+  Value dv1 = maxu(Dv, cidx(1));
+  Value wMax =
+      minu(minu(cidx(Wt), dv1), sub(maxu(cap, cidx(1 + zCols)), cidx(zCols)));
+  Value nSlabs = ceilDiv(dv1, wMax);
+  Value W = ceilDiv(dv1, nSlabs);
+  Value SW = add(W, cidx(zCols));
+  nSlabs = select(supported, ceilDiv(Dv, W), cidx(0));
+  Value nFB = ceilDiv(Dphi, cidx(PB));
+  Value lastPhi = sub(dphi1, cidx(1));
+  Value nan = cf32(std::numeric_limits<float>::quiet_NaN());
+  // More features than the state buffer holds rows: o is NaN.
+  ifThen(arith::XOrIOp::create(
+             b, supported, arith::ConstantOp::create(b, b.getBoolAttr(true))),
+         [&] {
+           Value total = mul(N, Dv);
+           forEach(cidx(0), ceilDiv(total, cidx(T)), [&](Value i) {
+             Value e = add(tid, mul(i, cidx(T)));
+             ifThen(ult(e, total), [&] {
+               memref::StoreOp::create(
+                   b, nan, o, ValueRange{bIdx, h, divu(e, Dv), remu(e, Dv)});
+             });
+           });
+         });
+
+  // Tiles: A [C x C], O [C x Wt], S block [PB x WS] (WS columns a pass).
+  const int64_t WS = std::min<int64_t>(Wt, 64);
+  Tile tA = tileFor(C, C), tO = tileFor(C, Wt), tS = tileFor(PB, WS);
+
+  // V rows t0 .. t0 + C of the slab's columns into VB (zero padded).
+  auto stageV = [&](Value t0, Value c0, Value wn) {
+    int64_t perPass = T / Wt;
+    Value c = remu(tid, cidx(Wt)), sr = divu(tid, cidx(Wt));
+    Value lastRow = sub(kLen, cidx(1));
+    Value colOk = ult(c, wn);
+    Value col = minu(add(c0, c), sub(Dv, cidx(1)));
+    forEach(cidx(0), cidx(C / perPass), [&](Value i) {
+      Value s = add(sr, mul(i, cidx(perPass)));
+      Value tAbs = add(t0, s);
+      Value ok = land(colOk, ult(tAbs, kLen));
+      Value x = toF32(memref::LoadOp::create(
+          b, v, ValueRange{bIdx, hk, minu(tAbs, lastRow), col}));
+      st(select(ok, x, zero), VB, add(mul(s, cidx(Wt)), c));
+    });
+  };
+  // z[f] = S[f][W].
+  auto zIdx = [&](Value f) { return add(mul(f, SW), W); };
+  // S update of feature block f0 from PK (already decayed) and VB:
+  // S = gamma S + PK^T VB; z = gamma z + colsum(PK).
+  auto updateState = [&](Value f0, function_ref<Value(Value)> gammaOf) {
+    // Column passes of at most 64 columns keep the tile at 4 x 4.
+    forEach(cidx(0), ceilDiv(W, cidx(WS)), [&](Value cp) {
+      Value cBase = mul(cp, cidx(WS));
+      SmallVector<Value> rowBase, rowOk, gam;
+      for (int64_t i = 0; i < tS.RM; ++i) {
+        Value m = tileRow(tS, i);
+        Value f = add(f0, m);
+        rowBase.push_back(add(mul(f, SW), cBase));
+        rowOk.push_back(ult(f, Dphi));
+        gam.push_back(gammaOf(m));
+      }
+      SmallVector<Value> colOk;
+      for (int64_t j = 0; j < tS.RN; ++j)
+        colOk.push_back(ult(add(cBase, tileCol(tS, j)), W));
+      // Rows past Dphi and columns past W are neither read nor written.
+      SmallVector<Value> init;
+      for (int64_t i = 0; i < tS.RM; ++i)
+        for (int64_t j = 0; j < tS.RN; ++j) {
+          Value s = ifElseZero(land(rowOk[i], colOk[j]), [&] {
+            return ld(SB, add(rowBase[i], tileCol(tS, j)));
+          });
+          init.push_back(fmul(gam[i], s));
+        }
+      SmallVector<Value> res =
+          productLoop(C, init, [&](Value s, SmallVectorImpl<Value> &acc) {
+            SmallVector<Value> av, bv;
+            for (int64_t i = 0; i < tS.RM; ++i)
+              av.push_back(ld(PK, add(mul(s, cidx(LDP)), tileRow(tS, i))));
+            Value vRow = add(mul(s, cidx(Wt)), cBase);
+            for (int64_t j = 0; j < tS.RN; ++j)
+              bv.push_back(ld(VB, add(vRow, tileCol(tS, j))));
+            for (int64_t i = 0; i < tS.RM; ++i)
+              for (int64_t j = 0; j < tS.RN; ++j)
+                acc[i * tS.RN + j] = fma(av[i], bv[j], acc[i * tS.RN + j]);
+          });
+      for (int64_t i = 0; i < tS.RM; ++i)
+        for (int64_t j = 0; j < tS.RN; ++j)
+          ifThen(land(rowOk[i], colOk[j]), [&] {
+            st(res[i * tS.RN + j], SB, add(rowBase[i], tileCol(tS, j)));
+          });
+    });
+    if (normalize)
+      rowPass(
+          PB, cidx(C), 1,
+          [&](Value f, Value s) {
+            return SmallVector<Value>{ld(PK, add(mul(s, cidx(LDP)), f))};
+          },
+          [&](Value f, Value leader, ArrayRef<Value> sums) {
+            Value fa = add(f0, f);
+            ifThen(land(leader, ult(fa, Dphi)), [&] {
+              Value zi = zIdx(fa);
+              st(fma(gammaOf(f), ld(SB, zi), sums[0]), SB, zi);
+            });
+          });
+  };
+  // O += PQ S[f0 ..] (and den += PQ z) for feature block f0.
+  auto readState = [&](Value f0, ValueRange acc) {
+    // Columns past W read whatever follows in the buffer (it is padded by
+    // Wt floats): those results are never stored.
+    SmallVector<Value> res =
+        productLoop(PB, acc, [&](Value f, SmallVectorImpl<Value> &a) {
+          Value srow = mul(minu(add(f0, f), lastPhi), SW);
+          SmallVector<Value> av, bv;
+          for (int64_t i = 0; i < tO.RM; ++i)
+            av.push_back(ld(PQ, add(mul(tileRow(tO, i), cidx(LDP)), f)));
+          for (int64_t j = 0; j < tO.RN; ++j)
+            bv.push_back(ld(SB, add(srow, tileCol(tO, j))));
+          for (int64_t i = 0; i < tO.RM; ++i)
+            for (int64_t j = 0; j < tO.RN; ++j)
+              a[i * tO.RN + j] = fma(av[i], bv[j], a[i * tO.RN + j]);
+        });
+    if (normalize)
+      rowPass(
+          C, cidx(PB), 1,
+          [&](Value t, Value f) {
+            Value fa = add(f0, f);
+            Value z = ld(SB, zIdx(minu(fa, lastPhi)));
+            z = select(ult(fa, Dphi), z, zero);
+            return SmallVector<Value>{
+                fmul(ld(PQ, add(mul(t, cidx(LDP)), f)), z)};
+          },
+          [&](Value t, Value leader, ArrayRef<Value> sums) {
+            ifThen(leader, [&] { st(fadd(ld(DEN, t), sums[0]), DEN, t); });
+          });
+    return res;
+  };
+  // o[t0 + m][c0 + n] = O * (scale or 1 / den).
+  auto storeO = [&](Value t0, Value cn, Value c0, Value wn, ValueRange acc) {
+    for (int64_t i = 0; i < tO.RM; ++i) {
+      Value m = tileRow(tO, i);
+      Value factor = scale;
+      if (normalize) {
+        Value den = ld(DEN, m);
+        factor = select(arith::CmpFOp::create(b, F::UNE, den, zero),
+                        arith::DivFOp::create(b, cf32(1), den), zero);
+      }
+      for (int64_t j = 0; j < tO.RN; ++j) {
+        Value n = tileCol(tO, j);
+        Value x = fmul(acc[i * tO.RN + j], factor);
+        ifThen(land(ult(m, cn), ult(n, wn)), [&] {
+          memref::StoreOp::create(b, x, o,
+                                  ValueRange{bIdx, h, add(t0, m), add(c0, n)});
+        });
+      }
+    }
+  };
+  auto zeroRows = [&](Value buf) {
+    if (buf)
+      ifThen(ult(tid, cidx(C)), [&] { st(zero, buf, tid); });
+  };
+  SmallVector<Value> zerosO(tO.RM * tO.RN, zero), zerosA(tA.RM * tA.RN, zero);
+
+  forEach(cidx(0), nSlabs, [&](Value slab) {
+    Value c0 = mul(slab, W);
+    Value wn = minu(W, sub(Dv, c0));
+    // S = 0, z = 0.
+    Value sElems = mul(Dphi, SW);
+    forEach(cidx(0), ceilDiv(sElems, cidx(T)), [&](Value i) {
+      Value e = add(tid, mul(i, cidx(T)));
+      ifThen(ult(e, sElems), [&] { st(zero, SB, e); });
+    });
+    barrier();
+
+    if (!causal) {
+      // Every key into the state, then every query reads it.
+      forEach(cidx(0), ceilDiv(M, cidx(C)), [&](Value ch) {
+        Value t0 = mul(ch, cidx(C));
+        stageV(t0, c0, wn);
+        if (statK)
+          stageRowStat(fmK, k, hk, t0, M, C, RSK);
+        barrier();
+        forEach(cidx(0), nFB, [&](Value fb) {
+          Value f0 = mul(fb, cidx(PB));
+          stagePhi({{fmK, k, hk, M, PK, RSK}}, t0, f0, C, PB, LDP);
+          barrier();
+          updateState(f0, [&](Value) { return cf32(1); });
+          barrier();
+        });
+      });
+      forEach(cidx(0), ceilDiv(N, cidx(C)), [&](Value ch) {
+        Value t0 = mul(ch, cidx(C));
+        Value cn = minu(cidx(C), sub(N, t0));
+        if (statQ)
+          stageRowStat(fmQ, q, h, t0, N, C, RSQ);
+        zeroRows(DEN);
+        barrier();
+        auto fbLoop =
+            loop(cidx(0), nFB, cidx(1), zerosO, [&](Value fb, ValueRange acc) {
+              Value f0 = mul(fb, cidx(PB));
+              stagePhi({{fmQ, q, h, N, PQ, RSQ}}, t0, f0, C, PB, LDP);
+              barrier();
+              SmallVector<Value> res = readState(f0, acc);
+              barrier();
+              return res;
+            });
+        storeO(t0, cn, c0, wn, fbLoop.getResults());
+        barrier();
+      });
+      return;
+    }
+
+    forEach(cidx(0), ceilDiv(N, cidx(C)), [&](Value ch) {
+      Value t0 = mul(ch, cidx(C));
+      Value cn = minu(cidx(C), sub(N, t0));
+      // Staging: values, row statistics, scalar log gates, accumulators.
+      stageV(t0, c0, wn);
+      if (statQ)
+        stageRowStat(fmQ, q, h, t0, N, C, RSQ);
+      if (statK)
+        stageRowStat(fmK, k, hk, t0, kLen, C, RSK);
+      if (scalarGate)
+        ifThen(ult(tid, cidx(C)), [&] {
+          Value tAbs = add(t0, tid);
+          Value g =
+              fmax(gateAt(minu(tAbs, sub(N, cidx(1))), cidx(0)), cf32(-80));
+          st(select(ult(tAbs, N), g, zero), LGraw, tid);
+        });
+      zeroRows(DEN);
+      zeroRows(BON);
+      barrier();
+      // Cumulative scalar log gates: L[t] = sum_{i <= t}, Lq[t] the same or
+      // (exclusive readout) sum_{i < t}.
+      if (scalarGate)
+        rowPass(
+            C, cidx(C), 2,
+            [&](Value t, Value i) {
+              Value g = ld(LGraw, i);
+              return SmallVector<Value>{select(cmp(P::ule, i, t), g, zero),
+                                        select(ult(i, t), g, zero)};
+            },
+            [&](Value t, Value leader, ArrayRef<Value> sums) {
+              ifThen(leader, [&] {
+                st(sums[0], LGs, t);
+                st(exclusive ? sums[1] : sums[0], LQs, t);
+              });
+            });
+
+      SmallVector<Value> init(zerosA);
+      init.append(zerosO);
+      auto fbLoop =
+          loop(cidx(0), nFB, cidx(1), init, [&](Value fb, ValueRange accs) {
+            Value f0 = mul(fb, cidx(PB));
+            SmallVector<Value> accA(accs.begin(), accs.begin() + zerosA.size());
+            SmallVector<Value> accO(accs.begin() + zerosA.size(), accs.end());
+            // Features (and per-feature log gates, bonus) of the block.
+            stagePhi({{fmQ, q, h, N, PQ, RSQ}, {fmK, k, hk, kLen, PK, RSK}}, t0,
+                     f0, C, PB, LDP);
+            if (vecGate) {
+              int64_t perPass = T / PB;
+              Value f = remu(tid, cidx(PB)), tr = divu(tid, cidx(PB));
+              Value fa = add(f0, f);
+              forEach(cidx(0), cidx(C / perPass), [&](Value i) {
+                Value t = add(tr, mul(i, cidx(perPass)));
+                Value tAbs = add(t0, t);
+                Value g =
+                    fmax(gateAt(minu(tAbs, sub(N, cidx(1))), minu(fa, lastPhi)),
+                         cf32(-80));
+                st(select(land(ult(tAbs, N), ult(fa, Dphi)), g, zero), LG,
+                   add(mul(t, cidx(LDP)), f));
+              });
+            }
+            if (bonusDiag)
+              ifThen(ult(tid, cidx(PB)), [&] {
+                Value fa = add(f0, tid);
+                Value u = bonusAt(minu(fa, lastPhi));
+                st(select(ult(fa, Dphi), u, zero), UB, tid);
+              });
+            barrier();
+            if (vecGate) {
+              // Prefix sums along t, one feature per thread.
+              ifThen(ult(tid, cidx(PB)), [&] {
+                loop(cidx(0), cidx(C), cidx(1), {zero},
+                     [&](Value t, ValueRange acc) {
+                       Value idx = add(mul(t, cidx(LDP)), tid);
+                       Value s = fadd(acc[0], ld(LG, idx));
+                       st(s, LG, idx);
+                       return SmallVector<Value>{s};
+                     });
+              });
+              barrier();
+            }
+            // The query-side cumulative log gate at (row m, feature f).
+            auto lqVec = [&](Value m, Value f) -> Value {
+              if (!exclusive)
+                return ld(LG, add(mul(m, cidx(LDP)), f));
+              Value prev = sub(maxu(m, cidx(1)), cidx(1));
+              return select(cmp(P::ugt, m, cidx(0)),
+                            ld(LG, add(mul(prev, cidx(LDP)), f)), zero);
+            };
+            // A += phi(q) phi(k)^T (decayed per element for vector gates).
+            accA =
+                productLoop(PB, accA, [&](Value f, SmallVectorImpl<Value> &a) {
+                  SmallVector<Value> av, bv, la, lb;
+                  for (int64_t i = 0; i < tA.RM; ++i) {
+                    Value m = tileRow(tA, i);
+                    av.push_back(ld(PQ, add(mul(m, cidx(LDP)), f)));
+                    if (vecGate)
+                      la.push_back(lqVec(m, f));
+                  }
+                  for (int64_t j = 0; j < tA.RN; ++j) {
+                    Value n = tileCol(tA, j);
+                    Value idx = add(mul(n, cidx(LDP)), f);
+                    bv.push_back(ld(PK, idx));
+                    if (vecGate)
+                      lb.push_back(ld(LG, idx));
+                  }
+                  for (int64_t i = 0; i < tA.RM; ++i)
+                    for (int64_t j = 0; j < tA.RN; ++j) {
+                      Value &x = a[i * tA.RN + j];
+                      Value p = av[i];
+                      if (vecGate)
+                        p = fmul(p, decay(fsub(la[i], lb[j])));
+                      x = fma(p, bv[j], x);
+                    }
+                });
+            if (bonusDiag)
+              rowPass(
+                  C, cidx(PB), 1,
+                  [&](Value t, Value f) {
+                    Value idx = add(mul(t, cidx(LDP)), f);
+                    return SmallVector<Value>{
+                        fmul(fmul(ld(PQ, idx), ld(UB, f)), ld(PK, idx))};
+                  },
+                  [&](Value t, Value leader, ArrayRef<Value> sums) {
+                    ifThen(leader,
+                           [&] { st(fadd(ld(BON, t), sums[0]), BON, t); });
+                  });
+            barrier();
+            // Decay the features in place: PQ *= exp(Lq), PK *= exp(L[last]
+            // - L).
+            if (hasGate) {
+              int64_t perPass = T / PB;
+              Value f = remu(tid, cidx(PB)), tr = divu(tid, cidx(PB));
+              forEach(cidx(0), cidx(C / perPass), [&](Value i) {
+                Value t = add(tr, mul(i, cidx(perPass)));
+                Value idx = add(mul(t, cidx(LDP)), f);
+                Value lq, lk;
+                if (vecGate) {
+                  lq = lqVec(t, f);
+                  lk = fsub(ld(LG, add(cidx((C - 1) * LDP), f)), ld(LG, idx));
+                } else {
+                  lq = ld(LQs, t);
+                  lk = fsub(ld(LGs, cidx(C - 1)), ld(LGs, t));
+                }
+                st(fmul(ld(PQ, idx), decay(lq)), PQ, idx);
+                st(fmul(ld(PK, idx), decay(lk)), PK, idx);
+              });
+              barrier();
+            }
+            // Inter-chunk: O += PQ S, den += PQ z.
+            accO = readState(f0, accO);
+            barrier();
+            // State update.
+            updateState(f0, [&](Value m) -> Value {
+              if (vecGate)
+                return decay(ld(LG, add(cidx((C - 1) * LDP), m)));
+              if (scalarGate)
+                return decay(ld(LGs, cidx(C - 1)));
+              return cf32(1);
+            });
+            barrier();
+            SmallVector<Value> res(accA);
+            res.append(accO);
+            return res;
+          });
+      SmallVector<Value> accA(fbLoop.getResults().begin(),
+                              fbLoop.getResults().begin() + zerosA.size());
+      SmallVector<Value> accO(fbLoop.getResults().begin() + zerosA.size(),
+                              fbLoop.getResults().end());
+      // A: causal mask, scalar decay, the exclusive readout's diagonal.
+      for (int64_t i = 0; i < tA.RM; ++i) {
+        Value m = tileRow(tA, i);
+        for (int64_t j = 0; j < tA.RN; ++j) {
+          Value n = tileCol(tA, j);
+          Value a = accA[i * tA.RN + j];
+          if (scalarGate)
+            a = fmul(a, decay(fsub(ld(LQs, m), ld(LGs, n))));
+          Value keep = exclusive ? ult(n, m) : cmp(P::ule, n, m);
+          a = select(keep, a, zero);
+          if (bonusDiag)
+            a = select(cmp(P::eq, n, m), ld(BON, m), a);
+          st(a, AM, add(mul(m, cidx(LDA)), n));
+        }
+      }
+      barrier();
+      if (normalize)
+        rowPass(
+            C, cidx(C), 1,
+            [&](Value t, Value s) {
+              return SmallVector<Value>{ld(AM, add(mul(t, cidx(LDA)), s))};
+            },
+            [&](Value t, Value leader, ArrayRef<Value> sums) {
+              ifThen(leader, [&] { st(fadd(ld(DEN, t), sums[0]), DEN, t); });
+            });
+      // Intra-chunk: O += A V.
+      accO = productLoop(C, accO, [&](Value s, SmallVectorImpl<Value> &a) {
+        SmallVector<Value> av, bv;
+        for (int64_t i = 0; i < tO.RM; ++i)
+          av.push_back(ld(AM, add(mul(tileRow(tO, i), cidx(LDA)), s)));
+        for (int64_t j = 0; j < tO.RN; ++j)
+          bv.push_back(ld(VB, add(mul(s, cidx(Wt)), tileCol(tO, j))));
+        for (int64_t i = 0; i < tO.RM; ++i)
+          for (int64_t j = 0; j < tO.RN; ++j)
+            a[i * tO.RN + j] = fma(av[i], bv[j], a[i * tO.RN + j]);
+      });
+      barrier();
+      storeO(t0, cn, c0, wn, accO);
+      barrier();
+    });
+  });
+  gpu::ReturnOp::create(b);
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// The recurrent form (delta rule)
+//===----------------------------------------------------------------------===//
+
+LogicalResult LinearGpuBuilder::buildRecurrent() {
+  const int64_t FG = kLanesPerColumn, NR = D / FG, CR = kChunk;
+  T = FG * D;
+  gpu::GPUFuncOp fn = createFunc(T);
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPointToStart(&fn.getBody().front());
+  emitPrologue(fn);
+  Value zero = cf32(0), one = cf32(1);
+  bool statQ = needsRowStat(fmQ), statK = needsRowStat(fmK);
+  bool bonus = exclusive && hasBonus;
+
+  Value PQ = allocShared(CR * D), PK = allocShared(CR * D);
+  Value GB = hasGate ? allocShared(vecGate ? CR * D : CR) : Value();
+  Value BETA = allocShared(CR);
+  Value VB = allocShared(CR * D);
+  Value UB = bonus ? allocShared(D) : Value();
+  Value RSQ = statQ ? allocShared(CR) : Value();
+  Value RSK = statK ? allocShared(CR) : Value();
+  fn->setAttr("attn.shared_bytes", b.getI64IntegerAttr(smemFloats * 4));
+
+  Value c = divu(tid, cidx(FG)), fg = remu(tid, cidx(FG));
+  SmallVector<Value> fIdx;
+  for (int64_t i = 0; i < NR; ++i)
+    fIdx.push_back(add(fg, cidx(FG * i)));
+  if (bonus)
+    ifThen(ult(tid, cidx(D)), [&] {
+      Value u = bonusAt(minu(tid, sub(maxu(Dphi, cidx(1)), cidx(1))));
+      st(select(ult(tid, Dphi), u, zero), UB, tid);
+    });
+
+  SmallVector<Value> S0(NR, zero);
+  loop(cidx(0), ceilDiv(N, cidx(CR)), cidx(1), S0, [&](Value ch, ValueRange S) {
+    Value t0 = mul(ch, cidx(CR));
+    Value cn = minu(cidx(CR), sub(N, t0));
+    if (statQ)
+      stageRowStat(fmQ, q, h, t0, N, CR, RSQ);
+    if (statK)
+      stageRowStat(fmK, k, hk, t0, kLen, CR, RSK);
+    if (statQ || statK)
+      barrier();
+    stagePhi({{fmQ, q, h, N, PQ, RSQ}, {fmK, k, hk, kLen, PK, RSK}}, t0,
+             cidx(0), CR, D, D);
+    // Values, gates g = exp(gate), beta.
+    {
+      int64_t perPass = T / D;
+      Value col = remu(tid, cidx(D)), tr = divu(tid, cidx(D));
+      Value lastRow = sub(kLen, cidx(1));
+      forEach(cidx(0), cidx(CR / perPass), [&](Value i) {
+        Value t = add(tr, mul(i, cidx(perPass)));
+        Value tAbs = add(t0, t);
+        Value ok = land(ult(tAbs, kLen), ult(col, Dv));
+        Value x = toF32(
+            memref::LoadOp::create(b, v,
+                                   ValueRange{bIdx, hk, minu(tAbs, lastRow),
+                                              minu(col, sub(Dv, cidx(1)))}));
+        Value idx = add(mul(t, cidx(D)), col);
+        st(select(ok, x, zero), VB, idx);
+        if (vecGate) {
+          Value g = fexp(gateAt(minu(tAbs, sub(N, cidx(1))),
+                                minu(col, sub(maxu(Dphi, cidx(1)), cidx(1)))));
+          st(select(land(ult(tAbs, N), ult(col, Dphi)), g, one), GB, idx);
+        }
+      });
+      ifThen(ult(tid, cidx(CR)), [&] {
+        Value tAbs = add(t0, tid);
+        Value tc = minu(tAbs, sub(N, cidx(1)));
+        Value ok = ult(tAbs, N);
+        if (hasGate && !vecGate)
+          st(select(ok, fexp(gateAt(tc, cidx(0))), one), GB, tid);
+        st(select(ok, betaAt(tc), zero), BETA, tid);
+      });
+    }
+    barrier();
+    auto steps = loop(cidx(0), cn, cidx(1), S, [&](Value t, ValueRange Scur) {
+      Value row = mul(t, cidx(D));
+      Value vt = ld(VB, add(row, c));
+      Value beta = ld(BETA, t);
+      Value gs = (hasGate && !vecGate) ? ld(GB, t) : Value();
+      SmallVector<Value> kd, g, qd;
+      for (int64_t i = 0; i < NR; ++i) {
+        Value idx = add(row, fIdx[i]);
+        kd.push_back(ld(PK, idx));
+        qd.push_back(ld(PQ, idx));
+        g.push_back(vecGate ? ld(GB, idx) : gs);
+      }
+      // w = S^T (g phi_k): the decayed state's prediction of v.
+      // Dot products in 4 interleaved partial sums (shorter
+      // dependency chains).
+      auto dot = [&](function_ref<Value(int64_t)> term, ArrayRef<Value> x) {
+        Value acc[4] = {zero, zero, zero, zero};
+        for (int64_t i = 0; i < NR; ++i)
+          acc[i % 4] = fma(term(i), x[i], acc[i % 4]);
+        return fadd(fadd(acc[0], acc[1]), fadd(acc[2], acc[3]));
+      };
+      SmallVector<Value> Sd;
+      for (int64_t i = 0; i < NR; ++i)
+        Sd.push_back(g[i] ? fmul(g[i], Scur[i]) : Scur[i]);
+      Value w = groupSum(dot([&](int64_t i) { return kd[i]; }, Sd), FG);
+      Value u = fmul(beta, fsub(vt, w));
+      SmallVector<Value> next, read;
+      for (int64_t i = 0; i < NR; ++i) {
+        next.push_back(fma(kd[i], u, Sd[i]));
+        if (!exclusive) {
+          read.push_back(next[i]);
+        } else {
+          // The state before this step, plus the bonus term.
+          Value s = Scur[i];
+          if (bonus)
+            s = fma(fmul(ld(UB, fIdx[i]), kd[i]), vt, s);
+          read.push_back(s);
+        }
+      }
+      Value part = dot([&](int64_t i) { return qd[i]; }, read);
+      Value out = fmul(groupSum(part, FG), scale);
+      ifThen(land(cmp(P::eq, fg, cidx(0)), ult(c, Dv)), [&] {
+        memref::StoreOp::create(b, out, o, ValueRange{bIdx, h, add(t0, t), c});
+      });
+      return next;
+    });
+    barrier();
+    return SmallVector<Value>(steps.getResults().begin(),
+                              steps.getResults().end());
+  });
+  gpu::ReturnOp::create(b);
+  return success();
+}
+
+LogicalResult LinearGpuBuilder::build() {
+  if (failed(checkSpec()))
+    return failure();
+  return delta ? buildRecurrent() : buildChunked();
+}
+
 LogicalResult mlir::attn::buildLinearGpuKernels(SpecOp spec,
                                                 gpu::GPUModuleOp gpuModule,
                                                 ArrayRef<int64_t> headDims) {
-  return spec.emitError() << "the CUDA backend does not lower linear "
-                             "attention yet (use the CPU target)";
+  for (int64_t d : headDims) {
+    LinearGpuBuilder kb(spec, gpuModule, d);
+    if (failed(kb.build()))
+      return failure();
+  }
+  return success();
 }
