@@ -14,7 +14,8 @@ header and exports
 is `static const`, so it is not visible from outside the object), links shim +
 object with `cc -shared` against build/lib/libattn_runtime.so, and loads the
 result with ctypes. Inputs are numpy arrays (q/k/v/f32 aux: float32, i32 aux:
-int32), passed as DLTensors over their memory (strides honoured, so any
+int32, bf16 q/k/v: ml_dtypes.bfloat16 arrays or any 2-byte array wrapped in
+`BF16(a)`), passed as DLTensors over their memory (strides honoured, so any
 C-contiguous or strided view works); o/lse must be C-contiguous float32.
 The C ABI is the one in runtime/include/attn/runtime.h: no MLIR/LLVM at run
 time.
@@ -58,14 +59,31 @@ class DLTensor(ctypes.Structure):
                 ("byte_offset", ctypes.c_uint64)]
 
 
-kDLCPU, kDLInt, kDLFloat = 1, 0, 2
+kDLCPU, kDLInt, kDLFloat, kDLBfloat = 1, 0, 2, 4
 _DTYPES = {np.dtype(np.float32): (kDLFloat, 32), np.dtype(np.int32): (kDLInt, 32),
            np.dtype(np.float16): (kDLFloat, 16)}
+try:  # numpy has no bfloat16; ml_dtypes (an onnx dependency) adds one
+    import ml_dtypes
+    _DTYPES[np.dtype(ml_dtypes.bfloat16)] = (kDLBfloat, 16)
+except ImportError:  # pragma: no cover
+    ml_dtypes = None
+
+
+class BF16:
+    """Marks a 2-byte numpy array (e.g. uint16/int16 bits of a torch bfloat16
+    tensor) as bfloat16 for as_dltensor."""
+
+    def __init__(self, a):
+        assert a.itemsize == 2, a.dtype
+        self.a = a
 
 
 def as_dltensor(a):
     """A DLTensor over numpy array `a` (keeps shape/strides alive on it)."""
-    code, bits = _DTYPES[a.dtype]
+    if isinstance(a, BF16):
+        a, (code, bits) = a.a, (kDLBfloat, 16)
+    else:
+        code, bits = _DTYPES[a.dtype]
     shape = (ctypes.c_int64 * a.ndim)(*a.shape)
     strides = (ctypes.c_int64 * a.ndim)(*[s // a.itemsize for s in a.strides])
     t = DLTensor(ctypes.c_void_p(a.ctypes.data), DLDevice(kDLCPU, 0), a.ndim,
@@ -153,7 +171,7 @@ class AttnKernel:
 
     def prepare(self, inputs, o, lse=None):
         """Build the DLTensors once; returns a callable running the kernel."""
-        ts = [as_dltensor(np.asarray(a)) for a in inputs]
+        ts = [as_dltensor(a if isinstance(a, BF16) else np.asarray(a)) for a in inputs]
         arr = (ctypes.POINTER(DLTensor) * len(ts))(*[ctypes.pointer(t) for t in ts])
         to = as_dltensor(o)
         tl = as_dltensor(lse) if lse is not None else None

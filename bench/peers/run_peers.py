@@ -5,15 +5,37 @@ Run inside the peers venv (bench/peers/setup_venv.sh):
 
     build/peers-venv/bin/python bench/peers/run_peers.py --quick
     build/peers-venv/bin/python bench/peers/run_peers.py --variants dense,causal --N 4096 --D 128
+    build/peers-venv/bin/python bench/peers/run_peers.py --N 4096 --D 128 --dtype fp32,bf16
 
 Every shape (N, D) runs in its own worker process; inside it, for each variant,
 attnc (through its C ABI, bench/peers/attnc_ctypes.py) and each peer run on the
-same float32 inputs, alternating repetition by repetition, all with the same
+same inputs, alternating repetition by repetition, all with the same
 thread count (default: all cores; torch.set_num_threads, ORT intra_op threads,
-attnc num_threads). Times are medians after warm-up. Each peer's output is
-checked against attnc's: err = max|o_peer - o_attnc| / max|o_attnc|, and a
-row is marked MISMATCH when err >= 1e-3 (so nobody wins by computing
-something else).
+attnc num_threads). Before every call the worker sleeps --gap-ms (default
+50 ms), so that threads a library leaves spinning after its call
+(onnxruntime's intra-op pool, OpenMP workers) do not take the cores from the
+next implementation: without the gap, at N=1024 attnc right after ORT ran
+~1.4x slower and SDPA ~1.5x slower than alone. A peer whose warm-up call
+takes over --slow-s (default 60 s) is timed by that one call. On a shared
+machine each repetition first waits (up to --quiet-s, default 30 s) until no
+other process has been runnable for 100 ms (/proc/loadavg's running count
+minus this process's running threads); rows record the wait and the number
+of repetitions that started without such a quiet moment ("noisy_reps"). Times are
+medians after the warm-up call. Each peer's output is checked against attnc's: err = max|o_peer - o_attnc| / max|o_attnc|, and a
+row is marked MISMATCH when err >= 1e-3 (fp32) or >= 3e-2 (bf16), so nobody
+wins by computing something else. Every output (attnc's too) is also checked
+against a float64 reference computed on the same (for bf16: bf16-rounded)
+inputs for 10 sampled query rows, all heads (same metric; "ref" errors).
+
+--dtype fp32,bf16 runs each variant in each dtype, in the same worker:
+  fp32   float32 q/k/v everywhere (the default).
+  bf16   the float32 inputs rounded to bfloat16. attnc compiles a copy of the
+         spec with `input q : bf16[B, Hq, N, Dqk]` (and k, v) declared, as in
+         bench/bf16/*.attn (AVX512-BF16 vdpbf16ps where the CPU has it); its
+         output o stays float32. SDPA, eager and Flex get bfloat16 tensors
+         (alibi's additive mask in bf16 too); their outputs are bfloat16. ORT
+         is tried with a bfloat16 graph; onnxruntime's CPU provider has no
+         bfloat16 MatMul, so that fails and is noted.
 
 Peers per variant:
   SDPA   torch.nn.functional.scaled_dot_product_attention; masked variants get
@@ -53,6 +75,83 @@ EX = os.path.join(ROOT, "examples")
 VARIANTS = ["dense", "causal", "sliding_window", "document", "softcap", "alibi",
             "sigmoid", "gqa"]
 WINDOW, CAP, NDOCS = 256, 30.0, 4
+DTYPES = ["fp32", "bf16"]
+TOL = {"fp32": 1e-3, "bf16": 3e-2}
+BF16_INPUTS = ("\n  input q : bf16[B, Hq, N, Dqk]\n  input k : bf16[B, Hkv, M, Dqk]"
+               "\n  input v : bf16[B, Hkv, M, Dv]")
+
+
+def others_running():
+    """Runnable tasks on the machine that are not threads of this process
+    (/proc/loadavg's running count minus this process's R threads)."""
+    try:
+        total = int(open("/proc/loadavg").read().split()[3].split("/")[0])
+        mine = 0
+        for t in os.listdir("/proc/self/task"):
+            try:
+                with open("/proc/self/task/%s/stat" % t) as f:
+                    mine += f.read().rsplit(")", 1)[1].split()[0] == "R"
+            except OSError:
+                pass
+        return max(0, total - mine)
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def wait_quiet(limit_s, polls=5, period_s=0.02):
+    """Waits (up to limit_s) until no other process has been runnable for
+    `polls` consecutive polls. Returns (seconds waited, quiet?)."""
+    t0 = time.perf_counter()
+    ok = 0
+    while True:
+        ok = ok + 1 if others_running() == 0 else 0
+        waited = time.perf_counter() - t0
+        if ok >= polls:
+            return waited, True
+        if waited >= limit_s:
+            return waited, False
+        time.sleep(period_s)
+
+
+def bf16_spec(spec_path, outdir):
+    """A copy of spec_path with bf16 q, k, v declared (as bench/bf16/*.attn)."""
+    import re
+    with open(spec_path) as f:
+        text = f.read()
+    text, n = re.subn(r"(attention\s+\w+\s*\{)", lambda m: m.group(1) + BF16_INPUTS, text, count=1)
+    assert n == 1, spec_path
+    out = os.path.join(outdir, os.path.basename(spec_path))
+    with open(out, "w") as f:
+        f.write(text)
+    return out
+
+
+def reference_rows(var, q, k, v, rows, doc, slopes):
+    """float64 o[:, :, rows] of variant var for float64 q, k, v [B, H, N, D]."""
+    import numpy as np
+    B, Hq, N, D = q.shape
+    G = Hq // k.shape[1]
+    k, v = np.repeat(k, G, axis=1), np.repeat(v, G, axis=1)
+    s = np.einsum("bhrd,bhjd->bhrj", q[:, :, rows], k) / math.sqrt(D)
+    i, j = np.asarray(rows)[:, None], np.arange(N)[None, :]
+    if var == "softcap":
+        s = CAP * np.tanh(s / CAP)
+    if var == "alibi":
+        s = s - np.asarray(slopes, np.float64)[None, :, None, None] * (i - j)
+    if var == "sigmoid":
+        p = 1.0 / (1.0 + np.exp(-(s - math.log(N))))
+    else:
+        m = np.ones((len(rows), N), bool)
+        if var in ("causal", "softcap", "alibi", "sliding_window", "document"):
+            m &= j <= i
+        if var == "sliding_window":
+            m &= i - j < WINDOW
+        if var == "document":
+            m &= doc[0][rows][:, None] == doc[0][None, :]
+        s = np.where(m, s, -np.inf)
+        p = np.exp(s - s.max(-1, keepdims=True))
+        p /= p.sum(-1, keepdims=True)
+    return np.einsum("bhrj,bhjd->bhrd", p, v)
 
 
 def worker(args):
@@ -61,9 +160,15 @@ def worker(args):
     import torch
     import torch.nn.functional as F
     sys.path.insert(0, HERE)
-    from attnc_ctypes import AttnKernel
+    from attnc_ctypes import AttnKernel, BF16
     threads = args.threads
     torch.set_num_threads(threads)
+    # One compiled flex graph per variant and dtype: past the recompile
+    # limit (default 8) Dynamo would silently run flex_attention eagerly.
+    for name in ("recompile_limit", "cache_size_limit"):
+        if hasattr(torch._dynamo.config, name):
+            setattr(torch._dynamo.config, name, 256)
+    spec_dir = tempfile.mkdtemp(prefix="peers-specs-")
     try:
         from torch.nn.attention.flex_attention import flex_attention, create_block_mask
     except Exception as e:  # pragma: no cover
@@ -77,7 +182,7 @@ def worker(args):
         ort = None
 
     N, D, B, H = args.N, args.D, 1, 8
-    runs, warm = args.runs, 1
+    runs, warm, gap = args.runs, 1, args.gap_ms / 1e3
     rng = np.random.default_rng(args.seed)
     flex_compiled = None
     flex_label = "flex"
@@ -87,24 +192,29 @@ def worker(args):
     def emit(rec):
         print("ROW " + json.dumps(rec), flush=True)
 
-    for var in args.variants:
-        Hq, Hkv = (32, 8) if var == "gqa" else (H, H)
-        q = rng.standard_normal((B, Hq, N, D), dtype=np.float32)
-        k = rng.standard_normal((B, Hkv, N, D), dtype=np.float32)
-        v = rng.standard_normal((B, Hkv, N, D), dtype=np.float32)
-        tq, tk, tv = torch.from_numpy(q), torch.from_numpy(k), torch.from_numpy(v)
+    def run_variant(var, dtype, q, k, v):
+        Hq, Hkv = q.shape[1], k.shape[1]
+        tdt = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
+        tq, tk, tv = (torch.from_numpy(a).to(tdt) for a in (q, k, v))
+        # float64 copies of the exact inputs, for the sampled reference
+        q64, k64, v64 = (t.double().numpy() for t in (tq, tk, tv))
+        if dtype == "bf16":  # attnc reads the bf16 bits of the same tensors
+            q, k, v = (BF16(t.view(torch.int16).numpy()) for t in (tq, tk, tv))
         spec = {"gqa": "dense"}.get(var, var)
+        spec_path = os.path.join(EX, spec + ".attn")
+        if dtype == "bf16":
+            spec_path = bf16_spec(spec_path, spec_dir)
         params = {"sliding_window": {"window": WINDOW}, "softcap": {"cap": CAP}}.get(var, {})
-        rec = {"variant": var, "N": N, "D": D, "Hq": Hq, "Hkv": Hkv, "threads": threads,
-               "notes": []}
+        rec = {"variant": var, "dtype": dtype, "N": N, "D": D, "Hq": Hq, "Hkv": Hkv,
+               "threads": threads, "notes": []}
 
         # --- attnc: cold compile in a fresh cache dir, then the cached library.
         cold_dir = tempfile.mkdtemp(prefix="attnc-cold-")
-        kc = AttnKernel(os.path.join(EX, spec + ".attn"), params, cache_dir=cold_dir)
+        kc = AttnKernel(spec_path, params, cache_dir=cold_dir)
         rec["attnc_cold_ms"] = kc.seconds * 1e3
-        AttnKernel(os.path.join(EX, spec + ".attn"), params)  # fill the shared cache
+        AttnKernel(spec_path, params)  # fill the shared cache
         t0 = time.perf_counter()
-        kern = AttnKernel(os.path.join(EX, spec + ".attn"), params)
+        kern = AttnKernel(spec_path, params)
         rec["attnc_cached_ms"] = (time.perf_counter() - t0) * 1e3
         aux = []
         doc = None
@@ -138,8 +248,13 @@ def worker(args):
             if var == "causal":
                 impls["sdpa_causal"] = lambda: F.scaled_dot_product_attention(tq, tk, tv, is_causal=True)
         elif var == "alibi":
+            # [1, H, N, N] in the input dtype, filled head by head (8.6 GB in
+            # fp32 at N=16k: no temporaries of that size on top of it).
             dist = (qi - ki).float()
-            bias = (-slopes[:, None, None] * dist).masked_fill(~causal_m, float("-inf"))[None]
+            bias = torch.empty((1, Hq, N, N), dtype=tdt)
+            for h in range(Hq):
+                bias[0, h].copy_(dist * -slopes[h]).masked_fill_(~causal_m, float("-inf"))
+            del dist
             impls["sdpa"] = lambda: F.scaled_dot_product_attention(tq, tk, tv, attn_mask=bias)
         elif var in ("softcap", "sigmoid"):
             sig_bias = -math.log(N)
@@ -218,17 +333,22 @@ def worker(args):
 
         # --- onnxruntime
         if ort is not None and var in ("dense", "causal") and N <= args.ort_max_n:
-            qv = helper.make_tensor_value_info("q", TensorProto.FLOAT, [B, Hq, N, D])
-            kv_ = helper.make_tensor_value_info("k", TensorProto.FLOAT, [B, Hkv, N, D])
-            vv = helper.make_tensor_value_info("v", TensorProto.FLOAT, [B, Hkv, N, D])
-            ov = helper.make_tensor_value_info("o", TensorProto.FLOAT, [B, Hq, N, D])
+            et = {"fp32": TensorProto.FLOAT, "bf16": TensorProto.BFLOAT16}[dtype]
+            qv = helper.make_tensor_value_info("q", et, [B, Hq, N, D])
+            kv_ = helper.make_tensor_value_info("k", et, [B, Hkv, N, D])
+            vv = helper.make_tensor_value_info("v", et, [B, Hkv, N, D])
+            ov = helper.make_tensor_value_info("o", et, [B, Hq, N, D])
             nodes = [helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 1, 3, 2]),
                      helper.make_node("MatMul", ["q", "kt"], ["s0"]),
                      helper.make_node("Mul", ["s0", "scale"], ["s1"])]
-            inits = [numpy_helper.from_array(np.array(scale, np.float32), "scale")]
+            ndt = np.float32
+            if dtype == "bf16":
+                import ml_dtypes
+                ndt = ml_dtypes.bfloat16
+            inits = [numpy_helper.from_array(np.array(scale, np.float32).astype(ndt), "scale")]
             last = "s1"
             if var == "causal":
-                cm = np.where(np.tril(np.ones((N, N), bool)), 0.0, -np.inf).astype(np.float32)
+                cm = np.where(np.tril(np.ones((N, N), bool)), 0.0, -np.inf).astype(ndt)
                 inits.append(numpy_helper.from_array(cm, "cmask"))
                 nodes.append(helper.make_node("Add", ["s1", "cmask"], ["s2"]))
                 last = "s2"
@@ -244,17 +364,25 @@ def worker(args):
                 sess = ort.InferenceSession(model.SerializeToString(), so,
                                             providers=["CPUExecutionProvider"])
                 feeds = {"q": q, "k": k, "v": v}
+                if dtype == "bf16":
+                    feeds = {n: t.view(torch.int16).numpy().view(ndt)
+                             for n, t in (("q", tq), ("k", tk), ("v", tv))}
                 impls["ort"] = lambda: sess.run(None, feeds)[0]
             except Exception as e:
-                rec["notes"].append("onnxruntime session failed: %s" % str(e).splitlines()[0][:200])
+                rec["notes"].append("onnxruntime (%s) session failed: %s" %
+                                    (dtype, str(e).splitlines()[0][:200]))
 
         # --- warm-up, check, alternating timed runs
-        outs = {}
+        outs, warm_ms = {}, {}
+        rec["loadavg_start"] = os.getloadavg()
         for name, f in impls.items():
             for _ in range(warm):
+                time.sleep(gap)
+                t0 = time.perf_counter()
                 r = f()
+                warm_ms[name] = (time.perf_counter() - t0) * 1e3
             outs[name] = o_attnc.copy() if name == "attnc" else (
-                r.numpy() if torch.is_tensor(r) else np.asarray(r))
+                r.float().numpy() if torch.is_tensor(r) else np.asarray(r, np.float32))
         ref = outs["attnc"]
         denom = float(np.abs(ref).max())
         rec["err"] = {}
@@ -263,16 +391,51 @@ def worker(args):
                 continue
             err = float(np.abs(out.astype(np.float64) - ref).max()) / max(denom, 1e-30)
             rec["err"][name] = err
-        times = {n: [] for n in impls}
+        # float64 reference on sampled query rows (all heads)
+        rows = sorted(set([0, N - 1] + list(np.random.default_rng(123).integers(0, N, 8))))
+        ref64 = reference_rows(var, q64, k64, v64, rows, doc, slopes.tolist())
+        rden = max(float(np.abs(ref64).max()), 1e-30)
+        rec["ref_err"] = {name: float(np.abs(out[:, :, rows].astype(np.float64) - ref64).max()) / rden
+                          for name, out in outs.items()}
+        rec["tol"] = TOL[dtype]
+        del q64, k64, v64
+        # A peer whose warm-up call took longer than --slow-s is not repeated:
+        # its time is that one call (marked "1 call").
+        slow = [n for n in impls if n != "attnc" and warm_ms[n] > args.slow_s * 1e3]
+        times = {n: [] for n in impls if n not in slow}
+        quiet_wait, noisy = 0.0, 0
         for _ in range(runs):
+            if args.quiet_s > 0:
+                w, ok = wait_quiet(args.quiet_s)
+                quiet_wait += w
+                noisy += not ok
             for name, f in impls.items():
+                if name in slow:
+                    continue
+                time.sleep(gap)
                 t0 = time.perf_counter()
                 f()
                 times[name].append((time.perf_counter() - t0) * 1e3)
         rec["ms"] = {n: statistics.median(t) for n, t in times.items()}
+        rec["times_ms"] = times
+        for n in slow:
+            rec["ms"][n] = warm_ms[n]
+            rec["notes"].append("1 call: a warm-up call took over %g s, not repeated" % args.slow_s)
+        rec["single"] = slow
         rec["runs"] = runs
+        rec["gap_ms"] = args.gap_ms
+        rec["quiet_wait_s"], rec["noisy_reps"] = quiet_wait, noisy
+        rec["loadavg_end"] = os.getloadavg()
         emit(rec)
         del impls, outs
+
+    for var in args.variants:
+        Hq, Hkv = (32, 8) if var == "gqa" else (H, H)
+        q32 = rng.standard_normal((B, Hq, N, D), dtype=np.float32)
+        k32 = rng.standard_normal((B, Hkv, N, D), dtype=np.float32)
+        v32 = rng.standard_normal((B, Hkv, N, D), dtype=np.float32)
+        for dtype in args.dtypes:
+            run_variant(var, dtype, q32, k32, v32)
 
 
 def fmt_ms(x):
@@ -291,6 +454,14 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--ort-max-n", type=int, default=4096)
+    ap.add_argument("--dtype", default="fp32", help="comma list of fp32, bf16 (default fp32)")
+    ap.add_argument("--gap-ms", type=float, default=50.0,
+                    help="idle time before every call (lets other libraries' spinning threads settle)")
+    ap.add_argument("--quiet-s", type=float, default=30.0,
+                    help="before each repetition wait up to this long for no other process to be "
+                         "runnable (shared machine); 0: do not wait")
+    ap.add_argument("--slow-s", type=float, default=60.0,
+                    help="a peer whose warm-up call takes longer is timed by that call only")
     ap.add_argument("--flex-eager", action="store_true", help="do not torch.compile flex_attention")
     ap.add_argument("--json", help="also write the rows here")
     ap.add_argument("--render", nargs="+", metavar="ROWS.json",
@@ -302,12 +473,19 @@ def main():
         for path in args.render:
             with open(path) as f:
                 rows += json.load(f)
-        rows.sort(key=lambda r: (r["D"], r["N"], VARIANTS.index(r["variant"])))
+        for r in rows:  # rows saved before --dtype existed are fp32
+            r.setdefault("dtype", "fp32")
+        rows.sort(key=lambda r: (DTYPES.index(r["dtype"]), r["D"], r["N"],
+                                 VARIANTS.index(r["variant"])))
         print_tables(rows)
         return
     if args.quick:
         args.N, args.D, args.runs = "1024", "64", 3
     args.variants = [v for v in args.variants.split(",") if v]
+    args.dtypes = [d for d in args.dtype.split(",") if d]
+    for d in args.dtypes:
+        if d not in DTYPES:
+            ap.error("unknown dtype %s (known: %s)" % (d, ", ".join(DTYPES)))
     for v in args.variants:
         if v not in VARIANTS:
             ap.error("unknown variant %s (known: %s)" % (v, ", ".join(VARIANTS)))
@@ -320,7 +498,9 @@ def main():
         for D in [int(x) for x in args.D.split(",")]:
             cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--N", str(N), "--D", str(D),
                    "--runs", str(args.runs), "--threads", str(args.threads), "--seed", str(args.seed),
-                   "--ort-max-n", str(args.ort_max_n), "--variants", ",".join(args.variants)]
+                   "--ort-max-n", str(args.ort_max_n), "--variants", ",".join(args.variants),
+                   "--dtype", ",".join(args.dtypes), "--slow-s", str(args.slow_s),
+                   "--gap-ms", str(args.gap_ms), "--quiet-s", str(args.quiet_s)]
             if args.flex_eager:
                 cmd.append("--flex-eager")
             print("# worker N=%d D=%d" % (N, D), file=sys.stderr, flush=True)
@@ -329,7 +509,8 @@ def main():
                 if line.startswith("ROW "):
                     rec = json.loads(line[4:])
                     rows.append(rec)
-                    print("#   %s N=%d D=%d: %s" % (rec["variant"], N, D, json.dumps(rec["ms"])),
+                    print("#   %s %s N=%d D=%d: %s" % (rec["variant"], rec["dtype"], N, D,
+                                                  json.dumps(rec["ms"])),
                           file=sys.stderr, flush=True)
             if p.wait() != 0:
                 print("# worker N=%d D=%d failed (rc %d)" % (N, D, p.returncode), file=sys.stderr)
@@ -345,36 +526,51 @@ def print_tables(rows):
         if ms is None:
             return "—", "—"
         err = rec["err"].get(name, 0.0)
-        tag = "" if err < 1e-3 else " MISMATCH(%.1e)" % err
+        tol = rec.get("tol", TOL[rec.get("dtype", "fp32")])
+        tag = "" if err < tol else " MISMATCH(%.1e)" % err
+        if name in rec.get("single", ()):
+            tag += " (1 call)"
         return fmt_ms(ms) + tag, "%.2f" % (ms / rec["ms"]["attnc"])
 
-    print("| variant | Hq/Hkv | N | D | attnc ms | SDPA ms (or eager) | SDPA/attnc | SDPA is_causal ms | /attnc "
-          "| Flex ms | Flex/attnc | ORT ms | ORT/attnc | max rel err vs attnc |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
-    for r in rows:
-        sd = cell(r, "sdpa") if "sdpa" in r["ms"] else cell(r, "eager")
-        if "eager" in r["ms"]:
-            sd = (sd[0] + " (eager)", sd[1])
-        sc = cell(r, "sdpa_causal")
-        fl = cell(r, "flex")
-        if r.get("flex_label") == "flex-eager" and fl[0] != "—":
-            fl = (fl[0] + " (flex-eager)", fl[1])
-        ox = cell(r, "ort")
-        errs = ", ".join("%s %.1e" % (n, e) for n, e in r["err"].items())
-        print("| %s | %d/%d | %d | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
-            r["variant"], r["Hq"], r["Hkv"], r["N"], r["D"], fmt_ms(r["ms"]["attnc"]),
-            sd[0], sd[1], sc[0], sc[1], fl[0], fl[1], ox[0], ox[1], errs))
-    print()
-    print("| variant | N | D | attnc cold compile ms | attnc cached ms | Flex first call (torch.compile, cold) ms "
+    for dtype in DTYPES:
+        sel = [r for r in rows if r.get("dtype", "fp32") == dtype]
+        if not sel:
+            continue
+        print("%s:\n" % dtype)
+        print("| variant | Hq/Hkv | N | D | reps | attnc ms | SDPA ms (or eager) | SDPA/attnc | SDPA is_causal ms "
+              "| /attnc | Flex ms | Flex/attnc | ORT ms | ORT/attnc | max rel err vs attnc "
+              "| vs f64 ref (10 rows) |")
+        print("|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
+        for r in sel:
+            sd = cell(r, "sdpa") if "sdpa" in r["ms"] else cell(r, "eager")
+            if "eager" in r["ms"]:
+                sd = (sd[0] + " (eager)", sd[1])
+            sc = cell(r, "sdpa_causal")
+            fl = cell(r, "flex")
+            if r.get("flex_label") == "flex-eager" and fl[0] != "—":
+                fl = (fl[0] + " (flex-eager)", fl[1])
+            ox = cell(r, "ort")
+            errs = ", ".join("%s %.1e" % (n, e) for n, e in r["err"].items())
+            rerrs = ", ".join("%s %.1e" % (n, e) for n, e in r.get("ref_err", {}).items()) or "—"
+            reps = str(r.get("runs", "?"))
+            if r.get("noisy_reps"):
+                reps += " (%d noisy)" % r["noisy_reps"]
+            print("| %s | %d/%d | %d | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                r["variant"], r["Hq"], r["Hkv"], r["N"], r["D"], reps, fmt_ms(r["ms"]["attnc"]),
+                sd[0], sd[1], sc[0], sc[1], fl[0], fl[1], ox[0], ox[1], errs, rerrs))
+        print()
+    print("| variant | dtype | N | D | attnc cold compile ms | attnc cached ms "
+          "| Flex first call (torch.compile, cold) ms "
           "| Flex after doc change: create_block_mask + call ms | attnc after doc change: call ms |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         dc = "—"
         if "flex_docchange_call_ms" in r:
             dc = "%s + %s" % (fmt_ms(r["flex_docchange_blockmask_ms"]), fmt_ms(r["flex_docchange_call_ms"]))
-        print("| %s | %d | %d | %s | %s | %s | %s | %s |" % (
-            r["variant"], r["N"], r["D"], fmt_ms(r["attnc_cold_ms"]), fmt_ms(r["attnc_cached_ms"]),
-            fmt_ms(r.get("flex_first_ms")), dc, fmt_ms(r.get("attnc_docchange_call_ms"))))
+        print("| %s | %s | %d | %d | %s | %s | %s | %s | %s |" % (
+            r["variant"], r.get("dtype", "fp32"), r["N"], r["D"], fmt_ms(r["attnc_cold_ms"]),
+            fmt_ms(r["attnc_cached_ms"]), fmt_ms(r.get("flex_first_ms")), dc,
+            fmt_ms(r.get("attnc_docchange_call_ms"))))
     notes = sorted({n for r in rows for n in r["notes"]})
     for n in notes:
         print("\nnote: " + n)
