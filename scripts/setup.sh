@@ -5,6 +5,7 @@ set -euo pipefail
 
 PKGS=(
   llvm-22-dev libmlir-22-dev mlir-22-tools llvm-22-tools clang-22 lld-22
+  libclang-rt-22-dev  # libFuzzer, ASan, UBSan: test/Fuzz, test.sh --sanitize
   ninja-build cmake ccache libgtest-dev libgmock-dev
   rocm-device-libs libdlpack-dev
   python3 python3-numpy

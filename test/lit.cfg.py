@@ -56,3 +56,23 @@ try:
             config.available_features.add("avx512bf16")
 except OSError:
     pass
+
+# `asan` in the sanitizer build (scripts/test.sh --sanitize, CMake option
+# ATTN_ENABLE_SANITIZERS): tests that cannot run there say `UNSUPPORTED: asan`
+# (a `ulimit -v` below what ASan's shadow memory reserves; the instrumented
+# libattn_runtime.so loaded into an uninstrumented Python). A C program that
+# a test links against libattn_runtime adds %sanitize_cflags (empty in the
+# normal build) so that it loads the sanitizer runtime first.
+sanitize_cflags = ""
+try:
+    with open(os.path.join(config.attn_obj_root, "CMakeCache.txt")) as f:
+        if "ATTN_ENABLE_SANITIZERS:BOOL=ON" in f.read():
+            import subprocess
+            config.available_features.add("asan")
+            runtime_dir = subprocess.run(["clang-22", "-print-runtime-dir"],
+                                         capture_output=True, text=True).stdout.strip()
+            sanitize_cflags = ("-fsanitize=address,undefined -shared-libsan "
+                               "-Wl,-rpath," + runtime_dir)
+except OSError:
+    pass
+config.substitutions.append(("%sanitize_cflags", sanitize_cflags))

@@ -2,6 +2,8 @@
 
 #include "RuntimeInternal.h"
 
+#include <cstring>
+
 namespace {
 /// The message behind attn_last_error(); one per thread.
 thread_local std::string lastError;
@@ -18,7 +20,12 @@ attn_status_t attn::runtime::fail(attn_status_t code, std::string message) {
 }
 
 extern "C" const char *attn_status_string(attn_status_t status) {
-  switch (status) {
+  // A caller may pass any integer: switch on the underlying int32, never on
+  // an enum value outside the enumerators (UB that UBSan reports).
+  int32_t code;
+  static_assert(sizeof(code) == sizeof(status), "attn_status_t is 32-bit");
+  std::memcpy(&code, &status, sizeof(code));
+  switch (code) {
   case ATTN_OK:
     return "ATTN_OK";
   case ATTN_ERROR_INVALID_ARGUMENT:
@@ -37,6 +44,8 @@ extern "C" const char *attn_status_string(attn_status_t status) {
     return "ATTN_ERROR_INTERNAL";
   case ATTN_ERROR_DRIVER:
     return "ATTN_ERROR_DRIVER";
+  case ATTN_ERROR_OUT_OF_MEMORY:
+    return "ATTN_ERROR_OUT_OF_MEMORY";
   }
   return "ATTN_ERROR_UNKNOWN";
 }

@@ -100,11 +100,16 @@ attn::bindShapes(const Signature &sig,
                shapeString(shape) + ")";
     }
   }
-  int64_t hq = dims["Hq"], hkv = dims["Hkv"];
-  if (hq % hkv != 0)
-    return "Hq=" + std::to_string(hq) + " query heads is not a multiple of "
-           "Hkv=" + std::to_string(hkv) + " key/value heads";
-  dims["G"] = hq / hkv;
+  // G = Hq / Hkv where the signature binds both (every spec's does: q and k
+  // are always inputs); both are positive here, so the division is defined.
+  auto hq = dims.find("Hq"), hkv = dims.find("Hkv");
+  if (hq == dims.end() || hkv == dims.end())
+    return "";
+  if (hq->second % hkv->second != 0)
+    return "Hq=" + std::to_string(hq->second) +
+           " query heads is not a multiple of Hkv=" +
+           std::to_string(hkv->second) + " key/value heads";
+  dims["G"] = hq->second / hkv->second;
   return "";
 }
 

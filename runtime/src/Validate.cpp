@@ -26,11 +26,11 @@ const char *const kQKVDims[3][4] = {
     {"B", "Hq", "N", "Dqk"}, {"B", "Hkv", "M", "Dqk"}, {"B", "Hkv", "M", "Dv"}};
 
 /// Pinned host memory is host memory: it is readable and writable here.
-bool isHostMemory(DLDeviceType d) {
+bool isHostMemory(int32_t d) {
   return d == kDLCPU || d == kDLCUDAHost || d == kDLROCMHost;
 }
 
-bool isCudaDeviceMemory(DLDeviceType d) {
+bool isCudaDeviceMemory(int32_t d) {
   return d == kDLCUDA || d == kDLCUDAManaged;
 }
 
@@ -39,18 +39,18 @@ bool isCudaDeviceMemory(DLDeviceType d) {
 attn_status_t checkDevice(const TensorSpec &s, MemoryKind memory,
                           const DLDevice *ref) {
   const DLTensor *t = s.t;
+  int32_t type = deviceTypeOf(t->device);
   switch (memory) {
   case MemoryKind::Host:
-    if (!isHostMemory(t->device.device_type))
+    if (!isHostMemory(type))
       return fail(ATTN_ERROR_DEVICE, s.name + ": tensor is on " +
-                                         deviceString(t->device.device_type) +
+                                         deviceString(type) +
                                          ", expected host memory (kDLCPU)");
     return ATTN_OK;
   case MemoryKind::CudaDevice:
-    if (!isCudaDeviceMemory(t->device.device_type))
+    if (!isCudaDeviceMemory(type))
       return fail(ATTN_ERROR_DEVICE,
-                  s.name + ": tensor is on " +
-                      deviceString(t->device.device_type) +
+                  s.name + ": tensor is on " + deviceString(type) +
                       ", expected CUDA device memory (kDLCUDA or "
                       "kDLCUDAManaged)");
     if (t->device.device_id < 0)
@@ -123,9 +123,10 @@ attn_status_t checkExtent(const TensorSpec &s) {
                                         shapeString(t->shape, t->ndim) +
                                         " overflows 64-bit indexing");
   }
-  int64_t bytes;
+  int64_t count, bytes;
   if (t->byte_offset > uint64_t(INT64_MAX) ||
-      __builtin_mul_overflow(last + 1, int64_t(s.type.bits / 8), &bytes) ||
+      __builtin_add_overflow(last, int64_t(1), &count) ||
+      __builtin_mul_overflow(count, int64_t(s.type.bits / 8), &bytes) ||
       __builtin_add_overflow(bytes, int64_t(t->byte_offset), &bytes))
     return fail(ATTN_ERROR_SHAPE, s.name + ": shape " +
                                       shapeString(t->shape, t->ndim) +
@@ -264,7 +265,23 @@ std::string attn::runtime::dtypeString(DLDataType t) {
   return base;
 }
 
-std::string attn::runtime::deviceString(DLDeviceType d) {
+int32_t attn::runtime::deviceTypeOf(const DLDevice &device) {
+  static_assert(sizeof(device.device_type) == sizeof(int32_t),
+                "DLDeviceType is a 32-bit enum");
+  int32_t type;
+  std::memcpy(&type, &device.device_type, sizeof(type));
+  return type;
+}
+
+int32_t attn::runtime::elemTypeOf(const attn_input_desc_t &in) {
+  static_assert(sizeof(in.type) == sizeof(int32_t),
+                "attn_elem_type_t is a 32-bit enum");
+  int32_t type;
+  std::memcpy(&type, &in.type, sizeof(type));
+  return type;
+}
+
+std::string attn::runtime::deviceString(int32_t d) {
   switch (d) {
   case kDLCPU:
     return "kDLCPU";
@@ -288,8 +305,9 @@ std::string attn::runtime::deviceString(DLDeviceType d) {
     return "kDLExtDev";
   case kDLCUDAManaged:
     return "kDLCUDAManaged";
+  default:
+    return "device type " + std::to_string(d);
   }
-  return "device type " + std::to_string(static_cast<int>(d));
 }
 
 std::string attn::runtime::declString(const attn_input_desc_t &in) {
@@ -307,10 +325,14 @@ std::vector<int64_t> attn::runtime::stridesOf(const DLTensor *t) {
     std::copy(t->strides, t->strides + t->ndim, strides.begin());
     return strides;
   }
+  // Saturate rather than wrap: checkExtent rejects such a shape (its element
+  // count overflows too), and until then no stride may be computed with
+  // signed overflow.
   int64_t s = 1;
   for (int d = t->ndim - 1; d >= 0; --d) {
     strides[d] = s;
-    s *= t->shape[d];
+    if (__builtin_mul_overflow(s, t->shape[d], &s))
+      s = INT64_MAX;
   }
   return strides;
 }
@@ -337,11 +359,13 @@ attn_status_t attn::runtime::checkInputDescs(const std::string &kname,
     if (!names.insert(in.name).second)
       return fail(ATTN_ERROR_INVALID_ARGUMENT,
                   where + ": the name is used twice (or is 'o'/'lse')");
-    if (in.type != ATTN_F32 && in.type != ATTN_BF16 && in.type != ATTN_F16 &&
-        in.type != ATTN_I32)
+    // Read the type as an integer: a value outside the enum must be reported,
+    // and loading it as attn_elem_type_t would be undefined behaviour.
+    int32_t type = elemTypeOf(in);
+    if (type != ATTN_F32 && type != ATTN_BF16 && type != ATTN_F16 &&
+        type != ATTN_I32)
       return fail(ATTN_ERROR_INVALID_ARGUMENT,
-                  where + ": unknown element type " +
-                      str(static_cast<int>(in.type)));
+                  where + ": unknown element type " + str(type));
     if (in.rank < 0 || in.rank > kMaxRank)
       return fail(ATTN_ERROR_INVALID_ARGUMENT,
                   where + ": rank " + str(in.rank) + " is not in [0, " +
@@ -350,10 +374,10 @@ attn_status_t attn::runtime::checkInputDescs(const std::string &kname,
       return fail(ATTN_ERROR_INVALID_ARGUMENT, where + ": dims is NULL");
     attn::InputSig is;
     is.name = in.name;
-    is.type = in.type == ATTN_F32    ? attn::ElemType::F32
-              : in.type == ATTN_BF16 ? attn::ElemType::BF16
-              : in.type == ATTN_F16  ? attn::ElemType::F16
-                                     : attn::ElemType::I32;
+    is.type = type == ATTN_F32    ? attn::ElemType::F32
+              : type == ATTN_BF16 ? attn::ElemType::BF16
+              : type == ATTN_F16  ? attn::ElemType::F16
+                                  : attn::ElemType::I32;
     for (int32_t d = 0; d < in.rank; ++d) {
       attn::DimRef ref;
       if (in.dims[d]) {

@@ -39,8 +39,16 @@ const char *elemTypeName(attn_elem_type_t t);
 DLDataType dlTypeOf(attn_elem_type_t t);
 /// NumPy-style name: "float32", "bfloat16", "int32", "uint8", "float32x4".
 std::string dtypeString(DLDataType t);
-/// "kDLCPU", "kDLCUDA", ...
-std::string deviceString(DLDeviceType d);
+/// "kDLCPU", "kDLCUDA", ...; "device type 999" for values DLPack does not
+/// define.
+std::string deviceString(int32_t d);
+/// The device type of \p device as its underlying integer. A caller may pass
+/// any value; loading one outside DLDeviceType's enumerators as the enum is
+/// undefined behaviour, so validation reads and compares integers only.
+int32_t deviceTypeOf(const DLDevice &device);
+/// The element type of a kernel descriptor's input as an integer, for the
+/// same reason (kernel descriptors may come from anywhere).
+int32_t elemTypeOf(const attn_input_desc_t &in);
 /// The declared dims of an input as "[B, Hq, N, Dqk]".
 std::string declString(const attn_input_desc_t &in);
 

@@ -4,19 +4,31 @@
 // little-endian arrays. The header is a Python dict literal such as
 //   {'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }
 // and comes from user files, so it is parsed by a small scanner whose every
-// read is checked against the end of the header.
+// read is checked against the end of the header. Files are read only after
+// the header's data size is checked against the file's real size and the
+// memory budget; outputs are written to temporary files and renamed.
 //
 //===----------------------------------------------------------------------===//
 
 #include "attn/npy.h"
 
+#include <algorithm>
 #include <cassert>
 #include <cctype>
 #include <cerrno>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <limits>
+#include <new>
+
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 using namespace attn;
 
@@ -81,6 +93,16 @@ static bool checkedNumel(const std::vector<int64_t> &shape, DType t,
   return n <= kInt64Max / static_cast<int64_t>(dtypeSize(t));
 }
 
+uint64_t attn::arrayBytes(const std::vector<int64_t> &shape, size_t elemSize) {
+  uint64_t bytes = elemSize;
+  for (int64_t d : shape) {
+    if (d < 0)
+      return kSaturatedBytes;
+    bytes = saturatingMul(bytes, static_cast<uint64_t>(d));
+  }
+  return bytes;
+}
+
 int64_t HostArray::numel() const {
   int64_t n = 1;
   for (int64_t d : shape)
@@ -99,7 +121,168 @@ HostArray HostArray::zeros(DType dtype, std::vector<int64_t> shape) {
   return a;
 }
 
+/// Resizes \p v to \p n zero bytes; false when the memory cannot be had.
+static bool tryAssignZeros(std::vector<uint8_t> &v, size_t n) {
+#if defined(__cpp_exceptions) || defined(__EXCEPTIONS)
+  // With no new-handler, operator new throws std::bad_alloc; LLVM tools
+  // install one that aborts the process instead, so set it aside.
+  std::new_handler saved = std::set_new_handler(nullptr);
+  bool ok = true;
+  try {
+    v.assign(n, 0);
+  } catch (const std::bad_alloc &) {
+    ok = false;
+  }
+  std::set_new_handler(saved);
+  return ok;
+#else
+  // Without exceptions a failed operator new cannot be caught: probe with
+  // malloc, which reports failure by returning null.
+  void *probe = std::malloc(n ? n : 1);
+  if (!probe)
+    return false;
+  std::free(probe);
+  v.assign(n, 0);
+  return true;
+#endif
+}
+
+std::string HostArray::allocate(DType dtype, std::vector<int64_t> shape,
+                                HostArray &out) {
+  out = HostArray();
+  int64_t n = 0;
+  uint64_t bytes = arrayBytes(shape, dtypeSize(dtype));
+  if (!checkedNumel(shape, dtype, n) ||
+      bytes > static_cast<uint64_t>(std::numeric_limits<std::ptrdiff_t>::max()))
+    return std::string("a ") + dtypeName(dtype) + " " + formatShape(shape) +
+           " array is too large (its size in bytes overflows)";
+  if (!tryAssignZeros(out.bytes, static_cast<size_t>(bytes)))
+    return "out of memory allocating " + formatBytes(bytes) + " for a " +
+           dtypeName(dtype) + " " + formatShape(shape) + " array";
+  out.dtype = dtype;
+  out.shape = std::move(shape);
+  return "";
+}
+
 std::string HostArray::shapeString() const { return formatShape(shape); }
+
+//===----------------------------------------------------------------------===//
+// Host memory
+//===----------------------------------------------------------------------===//
+
+/// The first number in the file at \p path, or 0 when there is none (a
+/// missing file, or "max" in a cgroup limit).
+static uint64_t readNumberFile(const char *path) {
+  std::ifstream in(path);
+  unsigned long long v = 0;
+  if (!(in >> v))
+    return 0;
+  return v;
+}
+
+/// Field \p index (0-based, in pages) of /proc/self/statm, in bytes; 0 if
+/// it cannot be read.
+static uint64_t statmBytes(int index) {
+  std::ifstream in("/proc/self/statm");
+  unsigned long long v = 0;
+  for (int i = 0; i <= index; ++i)
+    if (!(in >> v))
+      return 0;
+  long page = sysconf(_SC_PAGESIZE);
+  return saturatingMul(v, page > 0 ? static_cast<uint64_t>(page) : 4096);
+}
+
+/// Three quarters of what \p resource's soft limit leaves beyond \p used;
+/// kSaturatedBytes where there is no limit.
+static uint64_t rlimitLeft(int resource, uint64_t used) {
+  struct rlimit lim;
+  if (getrlimit(resource, &lim) != 0 || lim.rlim_cur == RLIM_INFINITY)
+    return kSaturatedBytes;
+  uint64_t cur = static_cast<uint64_t>(lim.rlim_cur);
+  uint64_t left = cur > used ? cur - used : 0;
+  return left / 4 * 3;
+}
+
+uint64_t attn::defaultMemoryBudget() {
+  long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+  uint64_t physical = pages > 0 && page > 0
+                          ? saturatingMul(static_cast<uint64_t>(pages),
+                                          static_cast<uint64_t>(page))
+                          : uint64_t(8) << 30;
+  // A container's limit (cgroup v2, then v1) where it is lower.
+  for (const char *cgroup : {"/sys/fs/cgroup/memory.max",
+                             "/sys/fs/cgroup/memory/memory.limit_in_bytes"})
+    if (uint64_t limit = readNumberFile(cgroup))
+      physical = std::min(physical, limit);
+  uint64_t budget = physical / 2;
+  budget = std::min(budget, rlimitLeft(RLIMIT_AS, statmBytes(0)));
+  budget = std::min(budget, rlimitLeft(RLIMIT_DATA, statmBytes(5)));
+  return std::max<uint64_t>(budget, 1);
+}
+
+std::string attn::formatBytes(uint64_t bytes) {
+  if (bytes < 1024)
+    return std::to_string(bytes) + " B";
+  static const char *const units[] = {"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+  double v = static_cast<double>(bytes) / 1024;
+  size_t u = 0;
+  while (v >= 1024 && u + 1 < sizeof(units) / sizeof(units[0])) {
+    v /= 1024;
+    ++u;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.1f %s", v, units[u]);
+  return buf;
+}
+
+bool attn::parseByteSize(const std::string &text, uint64_t &bytes) {
+  size_t i = 0;
+  while (i < text.size() && std::isdigit(static_cast<unsigned char>(text[i])))
+    ++i;
+  size_t intEnd = i;
+  bool decimal = i < text.size() && text[i] == '.';
+  if (decimal) {
+    ++i;
+    while (i < text.size() && std::isdigit(static_cast<unsigned char>(text[i])))
+      ++i;
+  }
+  if (intEnd == 0 || (decimal && i == intEnd + 1))
+    return false;
+  std::string number = text.substr(0, i), suffix = text.substr(i);
+  for (char &c : suffix)
+    c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  uint64_t unit = 1;
+  if (!suffix.empty() && std::strchr("KMGTP", suffix[0])) {
+    int shift =
+        10 * (1 + static_cast<int>(std::strchr("KMGTP", suffix[0]) - "KMGTP"));
+    unit = uint64_t(1) << shift;
+    suffix.erase(0, 1);
+    if (suffix == "I" || suffix == "IB" || suffix == "B")
+      suffix.clear();
+  } else if (suffix == "B") {
+    suffix.clear();
+  }
+  if (!suffix.empty())
+    return false;
+  if (decimal) {
+    if (unit == 1)
+      return false;
+    double v = std::strtod(number.c_str(), nullptr) * static_cast<double>(unit);
+    if (!(v >= 1) || v >= 18446744073709551616.0)
+      return false;
+    bytes = static_cast<uint64_t>(v);
+    return true;
+  }
+  uint64_t n = 0;
+  for (char c : number) {
+    uint64_t d = static_cast<uint64_t>(c - '0');
+    if (n > (kSaturatedBytes - d) / 10)
+      return false;
+    n = n * 10 + d;
+  }
+  bytes = saturatingMul(n, unit);
+  return bytes != 0 && bytes != kSaturatedBytes;
+}
 
 /// Rounds non-negative \p x (< 2^53) to the nearest integer, ties to even,
 /// independently of the current floating-point rounding mode.
@@ -414,34 +597,57 @@ static std::string parseHeader(const char *text, size_t len, std::string &descr,
   return "";
 }
 
-std::string attn::parseNpy(const void *data, size_t size, HostArray &out) {
-  const uint8_t *bytes = static_cast<const uint8_t *>(data);
-  if (size < kMagicLen || std::memcmp(bytes, kMagic, kMagicLen) != 0)
+namespace {
+/// Where a .npy image's data is and what it holds, per its header.
+struct NpyLayout {
+  DType dtype = DType::F32;
+  std::vector<int64_t> shape;
+  uint64_t dataOffset = 0; ///< the preamble and the header
+  uint64_t dataBytes = 0;
+};
+} // namespace
+
+/// The preamble is at most this long: magic, version, 4-byte header length.
+static constexpr size_t kMaxPreamble = kMagicLen + 2 + 4;
+
+/// Checks the preamble of a .npy image of \p total bytes, given its first
+/// min(total, kMaxPreamble) bytes \p p, and locates the header text.
+static std::string parsePreamble(const uint8_t *p, uint64_t total,
+                                 size_t &headerStart, size_t &headerLen) {
+  if (total < kMagicLen || std::memcmp(p, kMagic, kMagicLen) != 0)
     return "not a .npy file (bad magic)";
-  if (size < kMagicLen + 2)
+  if (total < kMagicLen + 2)
     return "truncated: file ends inside the .npy preamble";
-  unsigned major = bytes[6], minor = bytes[7];
+  unsigned major = p[6], minor = p[7];
   if (minor != 0 || major < 1 || major > 3)
     return "unsupported .npy format version " + std::to_string(major) + "." +
            std::to_string(minor) + " (expected 1.0, 2.0 or 3.0)";
   size_t lenBytes = major == 1 ? 2 : 4;
-  size_t headerStart = kMagicLen + 2 + lenBytes;
-  if (size < headerStart)
+  headerStart = kMagicLen + 2 + lenBytes;
+  if (total < headerStart)
     return "truncated: file ends inside the .npy preamble";
-  size_t headerLen = 0;
+  headerLen = 0;
   for (size_t i = 0; i < lenBytes; ++i)
-    headerLen |= static_cast<size_t>(bytes[kMagicLen + 2 + i]) << (8 * i);
-  if (headerLen > size - headerStart)
+    headerLen |= static_cast<size_t>(p[kMagicLen + 2 + i]) << (8 * i);
+  if (headerLen > total - headerStart)
     return "truncated: header length " + std::to_string(headerLen) +
-           " exceeds the " + std::to_string(size - headerStart) +
+           " exceeds the " + std::to_string(total - headerStart) +
            " bytes after the preamble";
+  if (headerLen > kMaxNpyHeaderBytes)
+    return "header length " + std::to_string(headerLen) +
+           " exceeds the limit of " + std::to_string(kMaxNpyHeaderBytes) +
+           " bytes";
+  return "";
+}
 
+/// Parses the header text (at \p headerStart, \p headerLen bytes) into the
+/// array's dtype, shape and data size.
+static std::string parseLayout(const char *text, size_t headerStart,
+                               size_t headerLen, NpyLayout &layout) {
   std::string descr;
   bool fortran = false;
   std::vector<int64_t> shape;
-  if (std::string err =
-          parseHeader(reinterpret_cast<const char *>(bytes + headerStart),
-                      headerLen, descr, fortran, shape);
+  if (std::string err = parseHeader(text, headerLen, descr, fortran, shape);
       !err.empty())
     return err;
 
@@ -460,20 +666,56 @@ std::string attn::parseNpy(const void *data, size_t size, HostArray &out) {
   int64_t numel = 0;
   if (!checkedNumel(shape, dtype, numel))
     return "shape " + formatShape(shape) + " is too large (size overflows)";
-  size_t need = static_cast<size_t>(numel) * dtypeSize(dtype);
-  size_t have = size - headerStart - headerLen;
-  if (have < need)
-    return "truncated: header says " + formatShape(shape) + " " +
-           dtypeName(dtype) + " = " + std::to_string(need) +
-           " bytes, file has " + std::to_string(have);
+  layout.dtype = dtype;
+  layout.shape = std::move(shape);
+  layout.dataOffset = headerStart + headerLen;
+  layout.dataBytes = static_cast<uint64_t>(numel) * dtypeSize(dtype);
+  return "";
+}
 
-  out.dtype = dtype;
-  out.shape = std::move(shape);
-  const uint8_t *payload = bytes + headerStart + headerLen;
-  out.bytes.assign(payload, payload + need);
-  if (out.dtype == DType::Bool) // Store canonical 0/1 bytes.
-    for (uint8_t &b : out.bytes)
+/// Checks that an image of \p total bytes ends exactly where the data does.
+static std::string checkDataSize(const NpyLayout &layout, uint64_t total) {
+  uint64_t have = total - layout.dataOffset;
+  std::string declared = "header says " + formatShape(layout.shape) + " " +
+                         dtypeName(layout.dtype) + " = " +
+                         std::to_string(layout.dataBytes) + " bytes";
+  if (have < layout.dataBytes)
+    return "truncated: " + declared + ", file has " + std::to_string(have);
+  if (have > layout.dataBytes)
+    return "size mismatch: " + declared + ", file has " + std::to_string(have) +
+           " (" + std::to_string(have - layout.dataBytes) +
+           " bytes after the data)";
+  return "";
+}
+
+/// Makes bool elements canonical 0/1 bytes.
+static void canonicalizeBools(HostArray &a) {
+  if (a.dtype == DType::Bool)
+    for (uint8_t &b : a.bytes)
       b = b != 0;
+}
+
+std::string attn::parseNpy(const void *data, size_t size, HostArray &out) {
+  const uint8_t *bytes = static_cast<const uint8_t *>(data);
+  size_t headerStart = 0, headerLen = 0;
+  if (std::string err = parsePreamble(bytes, size, headerStart, headerLen);
+      !err.empty())
+    return err;
+  NpyLayout layout;
+  if (std::string err =
+          parseLayout(reinterpret_cast<const char *>(bytes + headerStart),
+                      headerStart, headerLen, layout);
+      !err.empty())
+    return err;
+  if (std::string err = checkDataSize(layout, size); !err.empty())
+    return err;
+  if (std::string err = HostArray::allocate(layout.dtype, layout.shape, out);
+      !err.empty())
+    return err;
+  if (layout.dataBytes)
+    std::memcpy(out.bytes.data(), bytes + layout.dataOffset,
+                static_cast<size_t>(layout.dataBytes));
+  canonicalizeBools(out);
   return "";
 }
 
@@ -481,7 +723,8 @@ std::string attn::parseNpy(const void *data, size_t size, HostArray &out) {
 // Serialization and file I/O
 //===----------------------------------------------------------------------===//
 
-std::string attn::serializeNpy(const HostArray &a, std::vector<uint8_t> &out) {
+std::string attn::serializeNpyHeader(const HostArray &a,
+                                     std::vector<uint8_t> &out) {
   const char *descr = kDTypes[static_cast<size_t>(a.dtype)].descr;
   if (!descr)
     return std::string("cannot save ") + dtypeName(a.dtype) +
@@ -517,60 +760,350 @@ std::string attn::serializeNpy(const HostArray &a, std::vector<uint8_t> &out) {
   header += '\n';
 
   out.clear();
-  out.reserve(preamble + header.size() + a.bytes.size());
+  out.reserve(preamble + header.size());
   out.insert(out.end(), kMagic, kMagic + kMagicLen);
   out.push_back(static_cast<uint8_t>(major));
   out.push_back(0);
   for (size_t i = 0; i < preamble - kMagicLen - 2; ++i)
     out.push_back(static_cast<uint8_t>(header.size() >> (8 * i)));
   out.insert(out.end(), header.begin(), header.end());
+  return "";
+}
+
+std::string attn::serializeNpy(const HostArray &a, std::vector<uint8_t> &out) {
+  if (std::string err = serializeNpyHeader(a, out); !err.empty())
+    return err;
   out.insert(out.end(), a.bytes.begin(), a.bytes.end());
   return "";
 }
 
-std::string attn::readNpy(const std::string &path, HostArray &out) {
-  std::FILE *f = std::fopen(path.c_str(), "rb");
-  if (!f) {
+/// Reads exactly \p n bytes at \p offset of \p fd into \p buf; false with
+/// errno set on an error, or with errno 0 when the file ends first.
+static bool readAt(int fd, void *buf, size_t n, uint64_t offset) {
+  uint8_t *p = static_cast<uint8_t *>(buf);
+  while (n > 0) {
+    ssize_t got = pread(fd, p, std::min<size_t>(n, size_t(1) << 30),
+                        static_cast<off_t>(offset));
+    if (got < 0 && errno == EINTR)
+      continue;
+    if (got <= 0) {
+      if (got == 0)
+        errno = 0;
+      return false;
+    }
+    p += got;
+    n -= static_cast<size_t>(got);
+    offset += static_cast<uint64_t>(got);
+  }
+  return true;
+}
+
+/// What a non-regular file is, for messages.
+static const char *fileKind(mode_t mode) {
+  if (S_ISDIR(mode))
+    return "a directory";
+  if (S_ISCHR(mode))
+    return "a character device";
+  if (S_ISBLK(mode))
+    return "a block device";
+  if (S_ISFIFO(mode))
+    return "a FIFO";
+  if (S_ISSOCK(mode))
+    return "a socket";
+  return "not a regular file";
+}
+
+namespace {
+/// Closes a file descriptor when it goes out of scope.
+struct FdCloser {
+  int fd;
+  ~FdCloser() {
+    if (fd >= 0)
+      close(fd);
+  }
+};
+} // namespace
+
+std::string attn::readNpy(const std::string &path, HostArray &out,
+                          uint64_t maxBytes, const std::string &budgetText) {
+  // O_NONBLOCK: opening a FIFO must not wait for a writer (it is then
+  // rejected as not a regular file).
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) {
     int openErrno = errno;
     return "cannot open '" + path + "': " + std::strerror(openErrno);
   }
-  std::vector<uint8_t> buf;
-  size_t used = 0;
-  errno = 0;
-  while (true) {
-    if (used == buf.size())
-      buf.resize(used + (1 << 16) + used / 2);
-    size_t n = std::fread(buf.data() + used, 1, buf.size() - used, f);
-    if (n == 0) // End of file or error.
-      break;
-    used += n;
+  FdCloser closer{fd};
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    int statErrno = errno;
+    return "cannot read '" + path + "': " + std::strerror(statErrno);
   }
-  int readErrno = errno;
-  bool failed = std::ferror(f);
-  std::fclose(f);
-  if (failed)
+  if (!S_ISREG(st.st_mode))
+    return "cannot read '" + path + "': it is " + fileKind(st.st_mode) +
+           ", not a regular .npy file";
+  uint64_t total = static_cast<uint64_t>(st.st_size);
+  auto readError = [&](const char *what) {
+    int readErrno = errno;
+    if (readErrno == 0)
+      return path + ": truncated: the file ended while reading its " + what +
+             " (was it changed while being read?)";
     return "error reading '" + path + "': " + std::strerror(readErrno);
-  std::string err = parseNpy(buf.data(), used, out);
-  return err.empty() ? err : path + ": " + err;
+  };
+
+  uint8_t preamble[kMaxPreamble] = {};
+  size_t headerStart = 0, headerLen = 0;
+  if (!readAt(fd, preamble, std::min<uint64_t>(total, kMaxPreamble), 0))
+    return readError("preamble");
+  if (std::string err = parsePreamble(preamble, total, headerStart, headerLen);
+      !err.empty())
+    return path + ": " + err;
+  std::string header(headerLen, '\0');
+  if (!readAt(fd, &header[0], headerLen, headerStart))
+    return readError("header");
+  NpyLayout layout;
+  if (std::string err =
+          parseLayout(header.data(), headerStart, headerLen, layout);
+      !err.empty())
+    return path + ": " + err;
+  if (std::string err = checkDataSize(layout, total); !err.empty())
+    return path + ": " + err;
+  uint64_t budget = maxBytes ? maxBytes : defaultMemoryBudget();
+  if (layout.dataBytes > budget)
+    return path + ": its " + dtypeName(layout.dtype) + " " +
+           formatShape(layout.shape) + " array needs " +
+           formatBytes(layout.dataBytes) + ", more than " +
+           (budgetText.empty() ? "the memory budget of " + formatBytes(budget)
+                               : budgetText);
+  if (std::string err = HostArray::allocate(layout.dtype, layout.shape, out);
+      !err.empty())
+    return path + ": " + err;
+  if (!readAt(fd, out.bytes.data(), static_cast<size_t>(layout.dataBytes),
+              layout.dataOffset))
+    return readError("data");
+  canonicalizeBools(out);
+  return "";
+}
+
+//===----------------------------------------------------------------------===//
+// Writing: temporary files published by rename
+//===----------------------------------------------------------------------===//
+
+/// Writes all \p n bytes of \p data to \p fd; false with errno set if not.
+static bool writeAll(int fd, const void *data, size_t n) {
+  const uint8_t *p = static_cast<const uint8_t *>(data);
+  while (n > 0) {
+    ssize_t put = write(fd, p, std::min<size_t>(n, size_t(1) << 30));
+    if (put < 0 && errno == EINTR)
+      continue;
+    if (put <= 0) {
+      if (put == 0)
+        errno = EIO;
+      return false;
+    }
+    p += put;
+    n -= static_cast<size_t>(put);
+  }
+  return true;
+}
+
+std::string attn::writeNpyToFd(int fd, const HostArray &a,
+                               const std::string &name) {
+  std::vector<uint8_t> header;
+  if (std::string err = serializeNpyHeader(a, header); !err.empty())
+    return "cannot write '" + name + "': " + err;
+  if (!writeAll(fd, header.data(), header.size()) ||
+      !writeAll(fd, a.bytes.data(), a.bytes.size())) {
+    int writeErrno = errno;
+    return "error writing '" + name + "': " + std::strerror(writeErrno);
+  }
+  return "";
+}
+
+/// Splits \p path into its directory ("." when it has none) and last name.
+static void splitPath(const std::string &path, std::string &dir,
+                      std::string &name) {
+  size_t slash = path.rfind('/');
+  if (slash == std::string::npos) {
+    dir = ".";
+    name = path;
+    return;
+  }
+  dir = slash == 0 ? "/" : path.substr(0, slash);
+  name = path.substr(slash + 1);
+}
+
+/// realpath(3) as a string; false with errno set on failure.
+static bool resolvePath(const std::string &path, std::string &out) {
+  char *r = realpath(path.c_str(), nullptr);
+  if (!r)
+    return false;
+  out = r;
+  std::free(r);
+  return true;
+}
+
+static std::string joinPath(const std::string &dir, const std::string &name) {
+  return dir == "/" ? "/" + name : dir + "/" + name;
+}
+
+NpyOutputFiles::~NpyOutputFiles() {
+  if (!committed)
+    discard();
+}
+
+void NpyOutputFiles::discard() {
+  for (File &f : files) {
+    if (f.fd >= 0)
+      close(f.fd);
+    f.fd = -1;
+    if (!f.temp.empty())
+      unlink(f.temp.c_str());
+    f.temp.clear();
+  }
+}
+
+std::string NpyOutputFiles::add(const std::string &path) {
+  auto cannot = [&](const std::string &why) {
+    return "cannot open '" + path + "' for writing: " + why;
+  };
+  if (committed)
+    return cannot("the output set was already written");
+  File f;
+  f.path = path;
+  std::string dir, name, realDir;
+  splitPath(path, dir, name);
+  if (name.empty() || name == "." || name == "..")
+    return cannot("it names a directory");
+  if (!resolvePath(dir, realDir))
+    return cannot(std::strerror(errno));
+  f.target = joinPath(realDir, name);
+
+  // Write through symbolic links (to the file they name, which may not
+  // exist yet), as opening the path would, rather than replacing the link.
+  struct stat st;
+  for (int depth = 0; lstat(f.target.c_str(), &st) == 0 && S_ISLNK(st.st_mode);
+       ++depth) {
+    std::vector<char> link(static_cast<size_t>(st.st_size) + 256);
+    ssize_t n = readlink(f.target.c_str(), link.data(), link.size());
+    if (depth == 40 || n <= 0 || static_cast<size_t>(n) >= link.size())
+      return cannot(std::strerror(depth == 40 ? ELOOP : errno));
+    std::string to(link.data(), static_cast<size_t>(n));
+    std::string linkDir = realDir;
+    splitPath(to[0] == '/' ? to : joinPath(linkDir, to), dir, name);
+    if (name.empty() || name == "." || name == "..")
+      return cannot("it names a directory");
+    if (!resolvePath(dir, realDir))
+      return cannot(std::strerror(errno));
+    f.target = joinPath(realDir, name);
+  }
+  struct stat dirSt;
+  if (stat(realDir.c_str(), &dirSt) != 0)
+    return cannot(std::strerror(errno));
+  if (!S_ISDIR(dirSt.st_mode))
+    return cannot(std::strerror(ENOTDIR));
+  if (stat(f.target.c_str(), &st) == 0) {
+    if (S_ISDIR(st.st_mode))
+      return cannot("it is a directory");
+    if (!S_ISREG(st.st_mode))
+      return cannot(std::string("it is ") + fileKind(st.st_mode) +
+                    " (outputs are written to a temporary file that "
+                    "replaces the destination)");
+    f.exists = true;
+    f.dev = static_cast<uint64_t>(st.st_dev);
+    f.ino = static_cast<uint64_t>(st.st_ino);
+  } else if (errno != ENOENT) {
+    return cannot(std::strerror(errno));
+  }
+  for (const File &other : files)
+    if (other.target == f.target ||
+        (f.exists && other.exists && other.dev == f.dev && other.ino == f.ino))
+      return "'" + path + "' is the same file as '" + other.path +
+             "' (each output needs its own file)";
+
+  // The temporary file: beside the destination, created exclusively (never
+  // an existing file or a link planted under its name).
+  static unsigned counter = 0;
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    uint64_t stamp = static_cast<uint64_t>(
+        std::chrono::steady_clock::now().time_since_epoch().count());
+    std::string temp =
+        joinPath(realDir, "." + name + ".tmp" + std::to_string(getpid()) + "-" +
+                              std::to_string(counter++) + "-" +
+                              std::to_string(stamp % 1000000));
+    int fd = open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    if (fd < 0 && errno == EEXIST)
+      continue;
+    if (fd < 0)
+      return cannot(std::strerror(errno));
+    if (f.exists) // keep the replaced file's permissions
+      (void)fchmod(fd, st.st_mode & 07777);
+    f.fd = fd;
+    f.temp = temp;
+    files.push_back(std::move(f));
+    return "";
+  }
+  return cannot("could not create a temporary file beside it");
+}
+
+std::string
+NpyOutputFiles::commit(const std::vector<const HostArray *> &arrays) {
+  if (committed || arrays.size() != files.size()) {
+    discard();
+    return "internal error: " + std::to_string(arrays.size()) + " arrays for " +
+           std::to_string(files.size()) + " output files";
+  }
+  for (size_t i = 0; i < files.size(); ++i) {
+    File &f = files[i];
+    std::string err = writeNpyToFd(f.fd, *arrays[i], f.path);
+    int closeFd = f.fd;
+    f.fd = -1;
+    if (err.empty() && fsync(closeFd) != 0 && errno != EINVAL)
+      err = "error writing '" + f.path + "': " + std::strerror(errno);
+    if (close(closeFd) != 0 && err.empty())
+      err = "error writing '" + f.path + "': " + std::strerror(errno);
+    if (!err.empty()) {
+      discard();
+      return err + (files.size() > 1 ? " (no output was written)" : "");
+    }
+  }
+  committed = true;
+  std::string published;
+  for (size_t i = 0; i < files.size(); ++i) {
+    File &f = files[i];
+    if (rename(f.temp.c_str(), f.target.c_str()) != 0) {
+      int renameErrno = errno;
+      std::string err = "cannot rename '" + f.temp + "' to '" + f.path +
+                        "': " + std::strerror(renameErrno);
+      discard();
+      return err + (published.empty()
+                        ? std::string()
+                        : " (already written: " + published + ")");
+    }
+    f.temp.clear();
+    published += (published.empty() ? "" : ", ") + f.path;
+  }
+  // Make the renames durable too (best effort: not every file system can
+  // sync a directory).
+  for (File &f : files) {
+    std::string dir, name;
+    splitPath(f.target, dir, name);
+    int dfd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+      (void)fsync(dfd);
+      close(dfd);
+    }
+  }
+  return "";
 }
 
 std::string attn::writeNpy(const std::string &path, const HostArray &a) {
-  std::vector<uint8_t> buf;
-  if (std::string err = serializeNpy(a, buf); !err.empty())
+  // An array that cannot be saved is reported before touching the file.
+  std::vector<uint8_t> header;
+  if (std::string err = serializeNpyHeader(a, header); !err.empty())
     return "cannot write '" + path + "': " + err;
-  std::FILE *f = std::fopen(path.c_str(), "wb");
-  if (!f) {
-    int openErrno = errno;
-    return "cannot open '" + path +
-           "' for writing: " + std::strerror(openErrno);
-  }
-  bool ok = std::fwrite(buf.data(), 1, buf.size(), f) == buf.size();
-  int writeErrno = errno;
-  if (std::fclose(f) != 0 && ok) {
-    ok = false;
-    writeErrno = errno;
-  }
-  if (!ok)
-    return "error writing '" + path + "': " + std::strerror(writeErrno);
-  return "";
+  NpyOutputFiles out;
+  if (std::string err = out.add(path); !err.empty())
+    return err;
+  return out.commit({&a});
 }

@@ -21,11 +21,18 @@
 
 // Kernels and their C-interface wrappers come first, in spec order, then
 // the packed entries.
+// Scratch comes from malloc (never the stack) and the kernel returns its
+// status.
 // CHECK-LABEL: llvm.func @attn_causal_tiles(
-// CHECK: llvm.alloca
+// CHECK-SAME: -> i32
+// CHECK-NOT: llvm.alloca
+// CHECK: llvm.call @malloc
+// CHECK-NOT: llvm.alloca
 // CHECK: llvm.intr.fmuladd(%{{.*}}, %{{.*}}, %{{.*}}) : (vector<16xf32>, vector<16xf32>, vector<16xf32>) -> vector<16xf32>
 // CHECK-NOT: llvm.call
-// CHECK: llvm.return
+// CHECK: llvm.call @free
+// CHECK-NOT: llvm.alloca
+// CHECK: llvm.return %{{.*}} : i32
 // CHECK-LABEL: llvm.func @_mlir_ciface_attn_causal_tiles(
 // CHECK-SAME: !llvm.ptr, %{{[^:]*}}: !llvm.ptr, %{{[^:]*}}: !llvm.ptr, %{{[^:]*}}: !llvm.ptr, %{{[^:]*}}: !llvm.ptr, %{{[^:]*}}: i64, %{{[^:]*}}: i64)
 // CHECK: llvm.call @attn_causal_tiles(
@@ -34,12 +41,14 @@
 // CHECK-LABEL: llvm.func @attn_softcap_doc_tiles(
 // CHECK: llvm.intr.masked.gather %{{.*}} : (vector<16x!llvm.ptr>, vector<16xi1>, vector<16xi32>) -> vector<16xi32>
 // CHECK-NOT: llvm.call
+// CHECK: llvm.call @free
 // CHECK: llvm.return
 // CHECK-LABEL: llvm.func @_mlir_ciface_attn_softcap_doc_tiles(
 // CHECK-SAME: !llvm.ptr, %{{[^:]*}}: !llvm.ptr, %{{[^:]*}}: !llvm.ptr, %{{[^:]*}}: !llvm.ptr, %{{[^:]*}}: !llvm.ptr, %{{[^:]*}}: !llvm.ptr, %{{[^:]*}}: i64, %{{[^:]*}}: i64)
 // CHECK-LABEL: llvm.func @attn_causal(
-// CHECK-SAME: %{{[^:]*}}: !llvm.ptr, %{{[^:]*}}: i64, %{{[^:]*}}: i64)
+// CHECK-SAME: %{{[^:]*}}: !llvm.ptr, %{{[^:]*}}: i64, %{{[^:]*}}: i64) {
 // CHECK: llvm.call @_mlir_ciface_attn_causal_tiles(
+// CHECK: llvm.store {{.*}} atomic monotonic
 // CHECK-LABEL: llvm.func @attn_softcap_doc(
 // CHECK: llvm.getelementptr %{{.*}}[5]
 // CHECK: llvm.call @_mlir_ciface_attn_softcap_doc_tiles(

@@ -7,6 +7,12 @@
 // Linear attention runs its recurrence one step at a time (never the chunked
 // or parallel forms a kernel uses), with the regions evaluated per element.
 //
+// Shapes come from users, so what the evaluator allocates (float64 copies of
+// the inputs, o and lse, scratch) is computed with saturating arithmetic and
+// checked against a memory budget before anything is allocated; allocations
+// go through HostArray::allocate, which reports failure instead of aborting.
+// Index arithmetic then stays within arrays that exist.
+//
 //===----------------------------------------------------------------------===//
 
 #include "attn/Reference/ReferenceEvaluator.h"
@@ -65,13 +71,13 @@ static ::attn::ElemType elemTypeOf(Type t) {
 
 namespace {
 
-/// An auxiliary tensor, widened for the evaluator.
+/// An auxiliary tensor, widened for the evaluator: int64 for i32 inputs,
+/// float64 for the rest.
 struct AuxTensor {
   std::string name;
   std::vector<int64_t> shape;
   bool isInt;
-  std::vector<int64_t> ints;
-  std::vector<double> floats;
+  HostArray values;
 };
 
 /// Everything a region can read besides its arguments.
@@ -447,7 +453,8 @@ std::string Program::build(Region &region, Program &out) {
                        "'";
               flat = flat * t.shape[d] + idx;
             }
-            s[r] = t.isInt ? mkInt(t.ints[flat]) : mkFloat(t.floats[flat]);
+            s[r] = t.isInt ? mkInt(t.values.data<int64_t>()[flat])
+                           : mkFloat(t.values.data<double>()[flat]);
             return std::string();
           };
         })
@@ -495,11 +502,41 @@ mlir::attn::evaluateParams(SpecOp spec, const DimBinding &dims,
   return "";
 }
 
-static std::vector<double> widen(const HostArray &a) {
-  std::vector<double> v(a.numel());
-  for (int64_t i = 0, e = a.numel(); i < e; ++i)
-    v[i] = a.getDouble(i);
-  return v;
+/// A copy of \p a widened to float64 (or int64, when \p asInt).
+static std::string widen(const HostArray &a, HostArray &out,
+                         bool asInt = false) {
+  if (std::string err = HostArray::allocate(
+          asInt ? ::attn::DType::I64 : ::attn::DType::F64, a.shape, out);
+      !err.empty())
+    return "reference evaluator: " + err;
+  for (int64_t i = 0, e = a.numel(); i < e; ++i) {
+    if (asInt)
+      out.data<int64_t>()[i] = static_cast<int64_t>(a.getDouble(i));
+    else
+      out.data<double>()[i] = a.getDouble(i);
+  }
+  return "";
+}
+
+/// The feature dimension Dphi of a feature map on Dqk-vectors (R: the rows
+/// of a random map's projection), saturating at UINT64_MAX.
+static uint64_t featureDim(FeatureMapKind kind, uint64_t dqk, uint64_t r) {
+  using ::attn::saturatingAdd;
+  using ::attn::saturatingMul;
+  switch (kind) {
+  case FeatureMapKind::pos_neg:
+    return saturatingMul(2, dqk);
+  case FeatureMapKind::taylor2:
+    // 1 + Dqk + Dqk (Dqk + 1) / 2: [1, x_a, x_a^2, x_a x_b (a < b)].
+    return saturatingAdd(saturatingAdd(1, dqk),
+                         dqk % 2
+                             ? saturatingMul(dqk, saturatingAdd(dqk, 1) / 2)
+                             : saturatingMul(dqk / 2, saturatingAdd(dqk, 1)));
+  case FeatureMapKind::random:
+    return r;
+  default:
+    return dqk;
+  }
 }
 
 //===----------------------------------------------------------------------===//
@@ -514,7 +551,7 @@ struct FeatureMap {
   int64_t dqk = 0;
   int64_t dphi = 0;
   /// random: the projection W [R, Dqk], row-major.
-  const std::vector<double> *proj = nullptr;
+  const double *proj = nullptr;
 
   void apply(const double *x, double *out) const {
     const int64_t D = dqk;
@@ -583,7 +620,7 @@ struct FeatureMap {
       double r4 = std::pow(double(D), 0.25), n2 = 0;
       for (int64_t d = 0; d < D; ++d)
         n2 += (x[d] / r4) * (x[d] / r4);
-      const double *W = proj->data();
+      const double *W = proj;
       for (int64_t r = 0; r < dphi; ++r) {
         double dot = 0;
         for (int64_t d = 0; d < D; ++d)
@@ -599,10 +636,8 @@ struct FeatureMap {
 } // namespace
 
 static std::string evaluateLinear(LinearAttentionOp lin, const Env &env,
-                                  const std::vector<double> &q,
-                                  const std::vector<double> &k,
-                                  const std::vector<double> &v,
-                                  ReferenceOutputs &out) {
+                                  const double *q, const double *k,
+                                  const double *v, ReferenceOutputs &out) {
   const DimBinding &dims = *env.dims;
   int64_t B = dims.at("B"), Hq = dims.at("Hq"), Hkv = dims.at("Hkv"),
           N = dims.at("N"), M = dims.at("M"), Dqk = dims.at("Dqk"),
@@ -626,7 +661,7 @@ static std::string evaluateLinear(LinearAttentionOp lin, const Env &env,
   FeatureMap phiQ, phiK;
   phiQ.kind = lin.getFeatureMapQ();
   phiK.kind = lin.getFeatureMapK();
-  const std::vector<double> *proj = nullptr;
+  const double *proj = nullptr;
   int64_t R = 0;
   if (auto p = lin.getProjectionAttr()) {
     std::string name = p.getValue().str();
@@ -637,25 +672,15 @@ static std::string evaluateLinear(LinearAttentionOp lin, const Env &env,
     if (w.isInt || w.shape.size() != 2 || w.shape[1] != Dqk)
       return "projection input '" + name +
              "' must be f32 [R, Dqk] with Dqk=" + std::to_string(Dqk);
-    proj = &w.floats;
+    proj = w.values.data<double>();
     R = w.shape[0];
   }
   for (FeatureMap *f : {&phiQ, &phiK}) {
     f->dqk = Dqk;
     f->proj = proj;
-    switch (f->kind) {
-    case FeatureMapKind::pos_neg:
-      f->dphi = 2 * Dqk;
-      break;
-    case FeatureMapKind::taylor2:
-      f->dphi = 1 + Dqk + Dqk * (Dqk + 1) / 2;
-      break;
-    case FeatureMapKind::random:
-      f->dphi = R;
-      break;
-    default:
-      f->dphi = Dqk;
-    }
+    // Within the budget checked before (the state alone is Dphi x Dv).
+    f->dphi = static_cast<int64_t>(std::min<uint64_t>(
+        featureDim(f->kind, Dqk, R), std::numeric_limits<int64_t>::max()));
   }
   if (phiQ.dphi != phiK.dphi)
     return "the q and k feature maps give different feature dimensions (" +
@@ -677,10 +702,19 @@ static std::string evaluateLinear(LinearAttentionOp lin, const Env &env,
   bool vectorGate = hasGate && lin.hasVectorGate();
   bool exclusive = lin.getExclusive(), normalize = lin.getNormalize();
 
-  out.o = HostArray::zeros(::attn::DType::F64, {B, Hq, N, Dv});
+  if (!(err = HostArray::allocate(::attn::DType::F64, {B, Hq, N, Dv}, out.o))
+           .empty())
+    return "reference evaluator: o: " + err;
   double *o = out.o.data<double>();
-  std::vector<double> S(Dphi * Dv), z(Dphi), fq(Dphi), fk(Dphi), g(Dphi),
-      u(Dphi, 0.0), num(Dv), corr(Dv);
+  // The state S [Dphi, Dv] is the big one (Dphi grows as Dqk^2 for taylor2).
+  HostArray state;
+  if (!(err = HostArray::allocate(::attn::DType::F64, {Dphi, Dv}, state))
+           .empty())
+    return "reference evaluator: the recurrent state: " + err;
+  double *S = state.data<double>();
+  const int64_t stateSize = Dphi * Dv;
+  std::vector<double> z(Dphi), fq(Dphi), fk(Dphi), g(Dphi), u(Dphi, 0.0),
+      num(Dv), corr(Dv);
 
   // o = φq^T S (+ c v_t), scaled, or divided by φq·z (+ c); 0 when that
   // denominator is 0.
@@ -712,7 +746,7 @@ static std::string evaluateLinear(LinearAttentionOp lin, const Env &env,
       const double *vb = &v[(b * Hkv + hk) * M * Dv];
       const double *qb = &q[(b * Hq + h) * N * Dqk];
       double *ob = &o[(b * Hq + h) * N * Dv];
-      std::fill(S.begin(), S.end(), 0.0);
+      std::fill(S, S + stateSize, 0.0);
       std::fill(z.begin(), z.end(), 0.0);
       if (hasBonus) {
         for (int64_t d = 0; d < Dphi; ++d) {
@@ -802,14 +836,13 @@ static std::string evaluateLinear(LinearAttentionOp lin, const Env &env,
   return "";
 }
 
-/// Binds shapes and dtypes of `inputs` against the spec's signature, then
-/// evaluates the params and widens the aux tensors: the steps shared by
-/// evaluateReference and MaskEvaluator.
+/// Binds shapes and dtypes of `inputs` against the spec's signature and
+/// evaluates the params: the checks shared by evaluateReference and
+/// MaskEvaluator, before anything is allocated.
 static std::string bindInputs(SpecOp spec,
                               const std::map<std::string, HostArray> &inputs,
                               DimBinding &dims,
-                              std::map<std::string, ScalarValue> &params,
-                              std::map<std::string, AuxTensor> &aux) {
+                              std::map<std::string, ScalarValue> &params) {
   ::attn::Signature sig = getSignature(spec);
   std::map<std::string, std::vector<int64_t>> shapes;
   for (const auto &kv : inputs)
@@ -822,38 +855,118 @@ static std::string bindInputs(SpecOp spec,
     if (!err.empty())
       return err;
   }
-  err = evaluateParams(spec, dims, params);
-  if (!err.empty())
-    return err;
-  for (const ::attn::InputSig &in : sig.inputs) {
+  return evaluateParams(spec, dims, params);
+}
+
+/// Widens the aux tensors (every input but q, k and v) for the regions.
+static std::string widenAux(SpecOp spec,
+                            const std::map<std::string, HostArray> &inputs,
+                            std::map<std::string, AuxTensor> &aux) {
+  for (const ::attn::InputSig &in : getSignature(spec).inputs) {
     if (in.name == "q" || in.name == "k" || in.name == "v")
       continue;
     const HostArray &a = inputs.at(in.name);
-    AuxTensor t{in.name, a.shape, in.type == ::attn::ElemType::I32, {}, {}};
-    for (int64_t i = 0, e = a.numel(); i < e; ++i) {
-      if (t.isInt)
-        t.ints.push_back(static_cast<int64_t>(a.getDouble(i)));
-      else
-        t.floats.push_back(a.getDouble(i));
-    }
+    AuxTensor t{in.name, a.shape, in.type == ::attn::ElemType::I32, {}};
+    if (std::string err = widen(a, t.values, t.isInt); !err.empty())
+      return err;
     aux[in.name] = std::move(t);
   }
   return "";
 }
 
+/// Element `i` of `shape`, or 0 when it has no such dim.
+static uint64_t dimOf(const std::vector<int64_t> &shape, size_t i) {
+  return i < shape.size() && shape[i] > 0 ? static_cast<uint64_t>(shape[i]) : 0;
+}
+
+uint64_t mlir::attn::ReferenceMemory::total() const {
+  return ::attn::saturatingAdd(::attn::saturatingAdd(widened, outputs),
+                               scratch);
+}
+
+ReferenceMemory mlir::attn::referenceMemory(
+    SpecOp spec, const std::map<std::string, std::vector<int64_t>> &shapes) {
+  using ::attn::saturatingAdd;
+  using ::attn::saturatingMul;
+  static const std::vector<int64_t> none;
+  auto shapeOf = [&](const std::string &name) -> const std::vector<int64_t> & {
+    auto it = shapes.find(name);
+    return it == shapes.end() ? none : it->second;
+  };
+  ReferenceMemory m;
+  for (const auto &[name, shape] : shapes)
+    m.widened = saturatingAdd(m.widened, ::attn::arrayBytes(shape, 8));
+  const std::vector<int64_t> &q = shapeOf("q"), &k = shapeOf("k"),
+                             &v = shapeOf("v");
+  uint64_t B = dimOf(q, 0), Hq = dimOf(q, 1), N = dimOf(q, 2),
+           Dqk = dimOf(q, 3), M = dimOf(k, 2), Dv = dimOf(v, 3);
+  uint64_t rows = saturatingMul(saturatingMul(B, Hq), N);
+  m.outputs = saturatingMul(saturatingMul(rows, Dv), 8);
+  if (AttentionOp att = spec.getAttention()) {
+    if (att.getNormalizer() == NormalizerKind::softmax)
+      m.outputs = saturatingAdd(m.outputs, saturatingMul(rows, 8));
+    m.scratch = saturatingMul(M, 9); // a row of scores and of visibility
+  } else if (LinearAttentionOp lin = spec.getLinearAttention()) {
+    uint64_t r = 0;
+    if (auto p = lin.getProjectionAttr())
+      r = dimOf(shapeOf(p.getValue().str()), 0);
+    uint64_t dphi = std::max(featureDim(lin.getFeatureMapQ(), Dqk, r),
+                             featureDim(lin.getFeatureMapK(), Dqk, r));
+    // S [Dphi, Dv], five Dphi-vectors and two Dv-vectors.
+    uint64_t elems = saturatingAdd(
+        saturatingAdd(saturatingMul(dphi, Dv), saturatingMul(dphi, 5)),
+        saturatingMul(Dv, 2));
+    m.scratch = saturatingMul(elems, 8);
+  }
+  return m;
+}
+
+/// Checks `need` against `maxBytes` (0: the default budget).
+static std::string checkBudget(const ReferenceMemory &need, uint64_t maxBytes,
+                               const char *what) {
+  uint64_t budget = maxBytes ? maxBytes : ::attn::defaultMemoryBudget();
+  uint64_t total = need.total();
+  if (total <= budget)
+    return "";
+  return std::string("reference evaluator: ") + what + " needs " +
+         (total == ::attn::kSaturatedBytes
+              ? std::string("more than 16 EiB (the sizes overflow 64 bits)")
+              : ::attn::formatBytes(total)) +
+         " (float64 inputs " + ::attn::formatBytes(need.widened) +
+         ", outputs " + ::attn::formatBytes(need.outputs) + ", scratch " +
+         ::attn::formatBytes(need.scratch) +
+         "), more than the memory budget "
+         "of " +
+         ::attn::formatBytes(budget);
+}
+
 std::string
 mlir::attn::evaluateReference(SpecOp spec,
                               const std::map<std::string, HostArray> &inputs,
-                              ReferenceOutputs &out) {
-  std::map<std::string, AuxTensor> aux;
-  std::string err = bindInputs(spec, inputs, out.dims, out.params, aux);
+                              ReferenceOutputs &out, uint64_t maxBytes) {
+  std::string err = bindInputs(spec, inputs, out.dims, out.params);
   if (!err.empty())
+    return err;
+  std::map<std::string, std::vector<int64_t>> shapes;
+  for (const auto &kv : inputs)
+    shapes[kv.first] = kv.second.shape;
+  if (!(err = checkBudget(referenceMemory(spec, shapes), maxBytes,
+                          "evaluating this spec"))
+           .empty())
+    return err;
+  std::map<std::string, AuxTensor> aux;
+  if (!(err = widenAux(spec, inputs, aux)).empty())
     return err;
   const DimBinding &dims = out.dims;
   Env env{&dims, &out.params, &aux};
 
-  std::vector<double> q = widen(inputs.at("q")), k = widen(inputs.at("k")),
-                      v = widen(inputs.at("v"));
+  HostArray wideQ, wideK, wideV;
+  if (!(err = widen(inputs.at("q"), wideQ)).empty() ||
+      !(err = widen(inputs.at("k"), wideK)).empty() ||
+      !(err = widen(inputs.at("v"), wideV)).empty())
+    return err;
+  const double *q = wideQ.data<double>(), *k = wideK.data<double>(),
+               *v = wideV.data<double>();
   AttentionOp att = spec.getAttention();
   if (!att) {
     LinearAttentionOp lin = spec.getLinearAttention();
@@ -889,11 +1002,15 @@ mlir::attn::evaluateReference(SpecOp spec,
     return err;
 
   int64_t Hkv = dims.at("Hkv");
-  out.o = HostArray::zeros(::attn::DType::F64, {B, Hq, N, Dv});
+  if (!(err = HostArray::allocate(::attn::DType::F64, {B, Hq, N, Dv}, out.o))
+           .empty())
+    return "reference evaluator: o: " + err;
   NormalizerKind kind = att.getNormalizer();
   bool isSoftmax = kind == NormalizerKind::softmax;
-  if (isSoftmax)
-    out.lse = HostArray::zeros(::attn::DType::F64, {B, Hq, N});
+  if (isSoftmax &&
+      !(err = HostArray::allocate(::attn::DType::F64, {B, Hq, N}, out.lse))
+           .empty())
+    return "reference evaluator: lse: " + err;
   double *o = out.o.data<double>();
   int64_t power = att.getReluPower();
   bool rowNormalize = att.getRowNormalize();
@@ -913,7 +1030,7 @@ mlir::attn::evaluateReference(SpecOp spec,
                  ", kv_idx=" + std::to_string(j) + "]";
         };
         double rowMax = -std::numeric_limits<double>::infinity();
-        bool any = false;
+        bool any = false, anyNaN = false;
         for (int64_t j = 0; j < M; ++j) {
           ScalarValue idx[5] = {mkFloat(0), mkInt(b), mkInt(h), mkInt(i),
                                 mkInt(j)};
@@ -945,12 +1062,21 @@ mlir::attn::evaluateReference(SpecOp spec,
           p[j] = x;
           any = true;
           rowMax = std::max(rowMax, x);
+          anyNaN |= std::isnan(x); // std::max would drop it
         }
         double *oi = &o[((b * Hq + h) * N + i) * Dv];
         double denom = 1;
         switch (kind) {
         case NormalizerKind::softmax: {
           double sum = 0;
+          if (anyNaN) {
+            // A NaN score makes the whole row's softmax NaN (IEEE, as
+            // torch.softmax): o and lse are NaN, not an empty row.
+            double nan = std::numeric_limits<double>::quiet_NaN();
+            out.lse.data<double>()[(b * Hq + h) * N + i] = nan;
+            std::fill(oi, oi + Dv, nan);
+            continue;
+          }
           // A row with no visible key, or only -inf scores, is all zeros.
           if (any && rowMax != -std::numeric_limits<double>::infinity()) {
             for (int64_t j = 0; j < M; ++j)
@@ -1022,12 +1148,31 @@ mlir::attn::MaskEvaluator::params() const {
   return impl->params;
 }
 
-std::string mlir::attn::MaskEvaluator::init(
-    SpecOp spec, const std::map<std::string, HostArray> &inputs) {
+/// The memory MaskEvaluator::init allocates: the widened aux tensors.
+static ReferenceMemory
+maskMemory(SpecOp spec, const std::map<std::string, HostArray> &inputs) {
+  ReferenceMemory m;
+  for (const auto &[name, a] : inputs)
+    if (name != "q" && name != "k" && name != "v")
+      m.widened =
+          ::attn::saturatingAdd(m.widened, ::attn::arrayBytes(a.shape, 8));
+  return m;
+}
+
+std::string
+mlir::attn::MaskEvaluator::init(SpecOp spec,
+                                const std::map<std::string, HostArray> &inputs,
+                                uint64_t maxBytes) {
   Impl &m = *impl;
   m = Impl();
-  std::string err = bindInputs(spec, inputs, m.dims, m.params, m.aux);
+  std::string err = bindInputs(spec, inputs, m.dims, m.params);
   if (!err.empty())
+    return err;
+  if (!(err = checkBudget(maskMemory(spec, inputs), maxBytes,
+                          "the mask's inputs"))
+           .empty())
+    return err;
+  if (!(err = widenAux(spec, inputs, m.aux)).empty())
     return err;
   AttentionOp att = spec.getAttention();
   if (!att)
@@ -1067,11 +1212,13 @@ std::string mlir::attn::MaskEvaluator::evaluate(int64_t b, int64_t h,
   return "";
 }
 
-std::string mlir::attn::evaluateMask(
-    SpecOp spec, const std::map<std::string, HostArray> &inputs, int64_t b,
-    int64_t h, std::vector<uint8_t> &mask, ReferenceOutputs *bound) {
+std::string
+mlir::attn::evaluateMask(SpecOp spec,
+                         const std::map<std::string, HostArray> &inputs,
+                         int64_t b, int64_t h, std::vector<uint8_t> &mask,
+                         ReferenceOutputs *bound, uint64_t maxBytes) {
   MaskEvaluator ev;
-  std::string err = ev.init(spec, inputs);
+  std::string err = ev.init(spec, inputs, maxBytes);
   if (!err.empty())
     return err;
   if (bound) {
@@ -1085,6 +1232,13 @@ std::string mlir::attn::evaluateMask(
     return "mask: (b=" + std::to_string(b) + ", h=" + std::to_string(h) +
            ") is out of range (B=" + std::to_string(B) +
            ", Hq=" + std::to_string(Hq) + ")";
-  mask.assign(static_cast<size_t>(N * M), 0);
+  ReferenceMemory need = maskMemory(spec, inputs);
+  need.outputs = ::attn::arrayBytes({N, M}, 1);
+  if (!(err = checkBudget(need, maxBytes, "the element mask")).empty())
+    return err;
+  HostArray bytes;
+  if (!(err = HostArray::allocate(::attn::DType::Bool, {N, M}, bytes)).empty())
+    return "mask: " + err;
+  mask = std::move(bytes.bytes);
   return ev.evaluate(b, h, 0, N, 0, M, mask.data());
 }

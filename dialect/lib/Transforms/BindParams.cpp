@@ -10,6 +10,7 @@
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/IR/Builders.h"
 #include "llvm/ADT/StringExtras.h"
+#include <cmath>
 
 namespace mlir::attn {
 #define GEN_PASS_DEF_ATTNBINDPARAMS
@@ -47,6 +48,14 @@ std::string mlir::attn::bindParam(SpecOp spec, StringRef name,
     if (v.getAsDouble(dv))
       return "param '" + name.str() + "' is a float; cannot use value '" +
              value.str() + "'";
+    // getAsDouble accepts "nan", "inf" and rounds 1e400 to infinity; a
+    // param is a finite float64, as a float literal in a spec is.
+    if (!std::isfinite(dv))
+      return "param '" + name.str() + "' is a float; value '" + value.str() +
+             "' is " +
+             (std::isnan(dv) ? "not a number"
+                             : "not finite (float64 values are at most "
+                               "about 1.8e308 in magnitude)");
     attr = b.getF64FloatAttr(dv);
   }
   Region &region = param.getDefaultValue();

@@ -28,8 +28,11 @@ struct TileAttentionPass
     int64_t vw = vectorWidth > 0 ? vectorWidth : 16;
     int64_t tq = tileQ, tkv = tileKV;
     if (ScheduleAttr old = att.getScheduleAttr()) {
-      if (tq == 0 && tkv == 0 && old.getVectorWidth() == vw)
+      if (tq == 0 && tkv == 0 && old.getVectorWidth() == vw) {
+        if (failed(checkMaxTiles(att, old.getTileQ(), old.getTileKv())))
+          signalPassFailure();
         return;
+      }
       // A new vector width invalidates a tile_q chosen for the old one.
       if (old.getVectorWidth() != vw && tq == 0 && old.getTileQ() % vw != 0)
         tq = 4 * vw;
@@ -45,6 +48,8 @@ struct TileAttentionPass
                       << ") must be positive";
       return signalPassFailure();
     }
+    if (failed(checkMaxTiles(att, tq, tkv)))
+      return signalPassFailure();
     StringRef skip = "none";
     if (!att.getMask().empty()) {
       skip = "interval";
@@ -52,6 +57,14 @@ struct TileAttentionPass
     }
     att.setScheduleAttr(
         ScheduleAttr::get(&getContext(), tq, tkv, vw, skip));
+  }
+
+  static LogicalResult checkMaxTiles(AttentionOp att, int64_t tq,
+                                     int64_t tkv) {
+    if (tq <= kMaxTileRows && tkv <= kMaxTileRows)
+      return success();
+    return att.emitError() << "tile_q (" << tq << ") and tile_kv (" << tkv
+                           << ") must be at most " << kMaxTileRows << " rows";
   }
 };
 } // namespace

@@ -4,6 +4,7 @@
 #include "attn/Frontend/CompileSpec.h"
 #include "attn/Reference/ReferenceEvaluator.h"
 #include "attn/Target/CPUTarget.h"
+#include "attn/runtime.h"
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/IR/Builders.h"
@@ -137,7 +138,7 @@ std::string mlir::attn::generateCUDAHeader(const CUDAKernelInfo &info) {
      << " *\n"
      << " * attn_cuda_run_" << n << "(q, k, v";
   for (size_t i = 3; i < info.signature.inputs.size(); ++i)
-    os << ", " << info.signature.inputs[i].name;
+    os << ", " << headerParamName(info.signature.inputs[i], i);
   os << ", o, lse, stream): device tensors (kDLCUDA)\n";
   writeSignatureComment(os, info.signature, info.hasLse);
   os << " *   stream: a CUstream (NULL: the default stream); the launch is\n"
@@ -161,19 +162,16 @@ std::string mlir::attn::generateCUDAHeader(const CUDAKernelInfo &info) {
   os << "};\n"
      << "static const attn_cuda_kernel_desc_t " << info.symbol
      << "_cuda_kernel = {\n"
-     << "  ATTN_ABI_VERSION, \"" << n << "\", " << info.symbol
+     << "  " << ATTN_ABI_VERSION << " /* ATTN_ABI_VERSION when written */, \"" << n << "\", " << info.symbol
      << "_cuda_image, " << info.fatbin.size() << "u, " << info.variants.size()
      << ", " << info.symbol << "_cuda_variants, "
      << info.signature.inputs.size() << ", " << info.symbol << "_cuda_inputs, "
      << (info.hasLse ? 1 : 0) << "};\n\n"
      << "static inline attn_status_t attn_cuda_run_" << n << "(";
-  for (const ::attn::InputSig &in : info.signature.inputs)
-    os << "const DLTensor *" << in.name << ", ";
-  os << "DLTensor *o, DLTensor *lse, void *stream) {\n"
-     << "  const DLTensor *inputs[] = {";
-  for (size_t i = 0; i < info.signature.inputs.size(); ++i)
-    os << (i ? ", " : "") << info.signature.inputs[i].name;
-  os << "};\n  return attn_cuda_run(&" << info.symbol
+  writeEntryParams(os, info.signature);
+  os << "DLTensor *o, DLTensor *lse, void *stream) {\n";
+  writeInputsArray(os, info.signature);
+  os << "  return attn_cuda_run(&" << info.symbol
      << "_cuda_kernel, inputs, o, lse, stream);\n}\n\n"
      << "#ifdef __cplusplus\n} /* extern \"C\" */\n#endif\n\n#endif /* "
      << guard << " */\n";

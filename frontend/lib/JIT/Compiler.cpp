@@ -1,15 +1,21 @@
 //===- Compiler.cpp - compile .attn specs to callable kernels -------------===//
 //
-// compile(): hash the request; load <cache>/<hash>.so if present (a cache
-// hit costs a dlopen); otherwise parse, lower, emit an object, link it into
-// a shared library with ld.lld, move it into the cache atomically and load
-// it. The library carries its own signature string, so loading needs no
-// MLIR at all.
+// compile(): hash the request; load the verified cache entry <cache>/<key>
+// if there is one (a cache hit costs reading and hashing the library and a
+// dlopen from memory); otherwise parse, lower, emit an object, link it into
+// a shared library with ld.lld, publish it in the cache and load it. The
+// library carries its own signature string, so loading needs no MLIR at all.
+//
+// The cache is a trusted store (KernelCache.cpp): entries are used only when
+// the directory and the files belong to the user and nobody else can write
+// them, and only after their size and SHA-256 match the manifest written
+// with them.
 //
 //===----------------------------------------------------------------------===//
 
 #include "attn/JIT/Compiler.h"
 #include "CompilerInternal.h"
+#include "KernelCache.h"
 #include "attn/Frontend/CompileSpec.h"
 #include "attn/Frontend/Driver.h"
 #include "mlir/IR/Diagnostics.h"
@@ -17,13 +23,12 @@
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/MemoryBuffer.h"
-#include "llvm/Support/Path.h"
 #include "llvm/Support/SHA256.h"
 #include "llvm/Support/raw_ostream.h"
+#include <algorithm>
 #include <chrono>
 #include <dlfcn.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 using namespace attn;
 
@@ -109,6 +114,7 @@ std::string attn::parseSignatureText(const std::string &text, std::string &name,
 Kernel::~Kernel() {
   if (handle_)
     dlclose(handle_);
+  detail::releaseLibraryImage(imageFd_, loadName_);
 }
 
 attn_status_t Kernel::run(const DLTensor *const *inputs, DLTensor *o,
@@ -135,33 +141,35 @@ attn_elem_type_t attn::detail::toC(ElemType t) {
 // Compiler
 //===----------------------------------------------------------------------===//
 
-std::string Compiler::cacheDirectory(const CompileOptions &options) {
-  if (!options.cacheDir.empty())
-    return options.cacheDir;
-  if (const char *d = getenv("ATTN_CACHE_DIR"); d && *d)
-    return d;
-  if (const char *x = getenv("XDG_CACHE_HOME"); x && *x)
-    return std::string(x) + "/attnc";
-  if (const char *h = getenv("HOME"); h && *h)
-    return std::string(h) + "/.cache/attnc";
-  return "/tmp/attnc-cache";
-}
-
 /// Identifies this build of the compiler: the binary holding this code
-/// (its path, size and mtime), so a rebuilt attnc never reuses kernels a
-/// different build compiled.
+/// (its canonical path, size and mtime in ns), so a rebuilt attnc never
+/// reuses kernels a different build compiled.
 std::string attn::detail::compilerIdentity() {
   static std::string id = [] {
-    std::string s = ATTN_VERSION;
+    // The runtime ABI is part of the identity: a library built for another
+    // calling convention (e.g. ABI 1 kernels without the status word) must
+    // never be loaded by this build.
+    std::string s =
+        std::string(ATTN_VERSION) + "|abi" + std::to_string(ATTN_ABI_VERSION);
     Dl_info info;
-    if (dladdr(reinterpret_cast<void *>(&attn::detail::compilerIdentity),
-               &info) &&
-        info.dli_fname) {
-      struct stat st;
-      if (stat(info.dli_fname, &st) == 0)
-        s += "|" + std::string(info.dli_fname) + "|" +
-             std::to_string(st.st_size) + "|" + std::to_string(st.st_mtime);
-    }
+    if (!dladdr(reinterpret_cast<void *>(&attn::detail::compilerIdentity),
+                &info) ||
+        !info.dli_fname)
+      return s;
+    // For code in the main program dladdr names argv[0] as typed (relative,
+    // or a bare name found through PATH, which stat() would miss, dropping
+    // the build from the key): use the executable itself then.
+    std::string file = info.dli_fname;
+    if (file.empty() || file[0] != '/')
+      file = "/proc/self/exe";
+    llvm::SmallString<256> real;
+    if (!llvm::sys::fs::real_path(file, real))
+      file = real.str().str();
+    struct stat st;
+    if (stat(file.c_str(), &st) == 0)
+      s += "|" + file + "|" + std::to_string(st.st_size) + "|" +
+           std::to_string(st.st_mtim.tv_sec) + "." +
+           std::to_string(st.st_mtim.tv_nsec);
     return s;
   }();
   return id;
@@ -233,18 +241,18 @@ std::string attn::detail::hashKey(const std::string &keyText) {
       .substr(0, 32);
 }
 
-std::unique_ptr<Kernel> Compiler::loadLibrary(const std::string &path,
+//===----------------------------------------------------------------------===//
+// Compiler::compile
+//===----------------------------------------------------------------------===//
+
+std::unique_ptr<Kernel> Compiler::loadLibrary(const std::vector<char> &image,
+                                              const std::string &key,
                                               std::string &error) {
-  void *handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
-  if (!handle) {
-    const char *e = dlerror();
-    error = "cannot load kernel library " + path + ": " + (e ? e : "?");
-    return nullptr;
-  }
-  // Find the signature: the library exports exactly one attn_*_signature.
   std::unique_ptr<Kernel> k(new Kernel());
-  k->handle_ = handle;
-  k->path_ = path;
+  k->handle_ =
+      detail::loadLibraryImage(image, key, k->imageFd_, k->loadName_, error);
+  if (!k->handle_)
+    return nullptr;
   return k;
 }
 
@@ -270,30 +278,91 @@ std::unique_ptr<Kernel> Compiler::compile(const std::string &spec,
              " chunk=" + std::to_string(options.linearChunk) +
              (options.linearState ? " state" : "") + "\n" + target.key() +
              "\n" + detail::compilerIdentity();
-  std::string key = detail::hashKey(keyText);
-  std::string dir = cacheDirectory(options);
-  std::string libPath = dir + "/" + key + ".so";
+  const std::string key = detail::hashKey(keyText);
 
-  std::string sigName;
-  auto finish = [&](std::unique_ptr<Kernel> k,
-                    bool hit) -> std::unique_ptr<Kernel> {
+  // An entry is the library and the spec's name (which names its symbols),
+  // so a hit needs no parsing.
+  const std::vector<std::string> suffixes = {".so", ".name"};
+  auto build = [&](detail::ScratchDir &scratch,
+                   std::vector<detail::CacheFile> &files,
+                   std::string &err) -> bool {
+    detail::SpecSession session;
+    mlir::ModuleOp module = session.load(source, bufferName, options, err);
+    if (!module)
+      return false;
+    mlir::attn::KernelInfo info;
+    llvm::SmallVector<char> object;
+    mlir::attn::CPUPipelineOptions schedule;
+    schedule.tileQ = options.tileQ;
+    schedule.tileKV = options.tileKV;
+    schedule.linearChunk = options.linearChunk;
+    schedule.linearState = options.linearState;
+    if (failed(mlir::attn::compileToObject(module, target, schedule, info,
+                                           object, err))) {
+      err = session.diagnostics() + err;
+      return false;
+    }
+    const std::string &dir = scratch.get(err);
+    if (dir.empty())
+      return false;
+    std::string objPath = dir + "/kernel.o", libPath = dir + "/kernel.so";
+    {
+      std::error_code ec;
+      llvm::raw_fd_ostream os(objPath, ec);
+      if (!ec)
+        os.write(object.data(), object.size());
+      os.close();
+      if (ec || os.has_error()) {
+        err =
+            "cannot write " + objPath + ": " + (ec ? ec : os.error()).message();
+        os.clear_error();
+        return false;
+      }
+    }
+    if (std::string linkErr = mlir::attn::linkSharedLibrary(objPath, libPath);
+        !linkErr.empty()) {
+      err = linkErr;
+      return false;
+    }
+    auto lib = llvm::MemoryBuffer::getFile(libPath, /*IsText=*/false,
+                                           /*RequiresNullTerminator=*/false);
+    if (!lib) {
+      err = "cannot read " + libPath + ": " + lib.getError().message();
+      return false;
+    }
+    files.clear();
+    files.push_back({".so", std::vector<char>((*lib)->getBufferStart(),
+                                              (*lib)->getBufferEnd())});
+    std::string name = info.name + "\n";
+    files.push_back({".name", std::vector<char>(name.begin(), name.end())});
+    return true;
+  };
+
+  // Loads what lookupOrCompile produced and binds its kernel `attn_<name>`
+  // and signature; "" or why it does not load.
+  auto load = [&](const detail::CacheResult &r,
+                  std::unique_ptr<Kernel> &k) -> std::string {
+    std::string err;
+    k = loadLibrary(r.files[0].bytes, key, err);
     if (!k)
-      return nullptr;
-    // Read the embedded signature: try the symbol of the spec's name.
-    std::string name = sigName;
+      return err;
+    std::string name =
+        llvm::StringRef(r.files[1].bytes.data(), r.files[1].bytes.size())
+            .trim()
+            .str();
     void *sig = dlsym(k->handle_, ("attn_" + name + "_signature").c_str());
     void *fn = dlsym(k->handle_, ("attn_" + name).c_str());
     if (!sig || !fn) {
-      error = "kernel library " + k->path_ + " lacks attn_" + name;
-      return nullptr;
+      k.reset();
+      return "the kernel library lacks attn_" + name;
     }
     int64_t tileQ = 0;
     bool hasLse = false;
-    std::string err = parseSignatureText(
-        static_cast<const char *>(sig), k->name_, tileQ, hasLse, k->signature_);
+    err = parseSignatureText(static_cast<const char *>(sig), k->name_, tileQ,
+                             hasLse, k->signature_);
     if (!err.empty()) {
-      error = err;
-      return nullptr;
+      k.reset();
+      return err;
     }
     const Signature &s = k->signature_;
     detail::fillInputDescs(s, k->dimPtrs_, k->fixedSizes_, k->inputDescs_);
@@ -304,94 +373,33 @@ std::unique_ptr<Kernel> Compiler::compile(const std::string &spec,
                                   k->inputDescs_.data(),
                                   hasLse ? 1 : 0,
                                   reinterpret_cast<attn_cpu_kernel_fn>(fn)};
-    k->cacheHit_ = hit;
-    k->seconds_ =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
-            .count();
-    return k;
+    k->path_ = r.entryStem.empty() ? "" : r.entryStem + ".so";
+    k->cacheHit_ = r.hit;
+    return "";
   };
 
-  // The spec name is needed to find symbols; it is in the cache file name's
-  // sidecar (<key>.name) so a hit does not need to parse the spec.
-  std::string namePath = dir + "/" + key + ".name";
-  if (options.useCache && llvm::sys::fs::exists(libPath)) {
-    auto nameBuf = llvm::MemoryBuffer::getFile(namePath);
-    if (nameBuf) {
-      sigName = (*nameBuf)->getBuffer().trim().str();
-      std::string loadErr;
-      auto k = finish(loadLibrary(libPath, loadErr), /*hit=*/true);
-      if (k)
-        return k;
-    }
-  }
-
-  // Miss: compile.
-  detail::SpecSession session;
-  mlir::ModuleOp module = session.load(source, bufferName, options, error);
-  if (!module)
+  detail::CacheResult result;
+  if (!detail::lookupOrCompile(options, key, suffixes, "", build, result,
+                               error))
     return nullptr;
-  mlir::attn::KernelInfo info;
-  llvm::SmallVector<char> object;
-  mlir::attn::CPUPipelineOptions schedule;
-  schedule.tileQ = options.tileQ;
-  schedule.tileKV = options.tileKV;
-  schedule.linearChunk = options.linearChunk;
-  schedule.linearState = options.linearState;
-  if (failed(mlir::attn::compileToObject(module, target, schedule, info, object,
-                                         error))) {
-    error = session.diagnostics() + error;
-    return nullptr;
-  }
-  sigName = info.name;
-
-  std::string workDir = dir;
-  if (!options.useCache) {
-    llvm::SmallString<128> tmp;
-    if (llvm::sys::fs::createUniqueDirectory("attnc", tmp)) {
-      error = "cannot create a temporary directory";
+  std::unique_ptr<Kernel> k;
+  std::string loadError = load(result, k);
+  if (!loadError.empty() && result.hit) {
+    // A verified entry that does not load (written by hand, or by a build
+    // with a colliding identity): replace it.
+    if (!detail::lookupOrCompile(options, key, suffixes,
+                                 "verifies but does not load (" + loadError +
+                                     ")",
+                                 build, result, error))
       return nullptr;
-    }
-    workDir = tmp.str().str();
-    libPath = workDir + "/" + key + ".so";
-  } else if (std::error_code ec = llvm::sys::fs::create_directories(dir)) {
-    error = "cannot create the kernel cache " + dir + ": " + ec.message();
+    loadError = load(result, k);
+  }
+  if (!loadError.empty()) {
+    error = loadError;
     return nullptr;
   }
-  // Write object and library under unique names, then rename into place so
-  // concurrent compilers never see a half-written file.
-  std::string unique = std::to_string(getpid()) + "." +
-                       std::to_string(reinterpret_cast<uintptr_t>(&object));
-  std::string objPath = workDir + "/" + key + "." + unique + ".o";
-  std::string tmpLib = workDir + "/" + key + "." + unique + ".so";
-  {
-    std::error_code ec;
-    llvm::raw_fd_ostream os(objPath, ec);
-    if (ec) {
-      error = "cannot write " + objPath + ": " + ec.message();
-      return nullptr;
-    }
-    os.write(object.data(), object.size());
-  }
-  std::string linkErr = mlir::attn::linkSharedLibrary(objPath, tmpLib);
-  llvm::sys::fs::remove(objPath);
-  if (!linkErr.empty()) {
-    error = linkErr;
-    return nullptr;
-  }
-  if (options.useCache) {
-    std::error_code ec;
-    {
-      llvm::raw_fd_ostream os(namePath + "." + unique, ec);
-      if (!ec)
-        os << info.name << "\n";
-    }
-    llvm::sys::fs::rename(namePath + "." + unique, namePath);
-  }
-  llvm::sys::fs::rename(tmpLib, libPath);
-  auto k = finish(loadLibrary(libPath, error), /*hit=*/false);
-  if (!options.useCache) {
-    llvm::sys::fs::remove(libPath);
-    llvm::sys::fs::remove(workDir);
-  }
+  k->seconds_ =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+          .count();
   return k;
 }

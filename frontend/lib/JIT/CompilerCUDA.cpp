@@ -3,11 +3,14 @@
 // Compiles in process (MLIR passes, PTX through the NVPTX backend; ptxas and
 // fatbinary run as the toolkit's programs) and caches the fatbin with a
 // small text sidecar (signature, variants, ptxas report) under the same key
-// scheme as CPU kernels.
+// scheme, in the same trusted store, as CPU kernels (detail::lookupOrCompile:
+// ownership and mode checks, SHA-256 manifest, atomic publish, one compile
+// per key across processes).
 //
 //===----------------------------------------------------------------------===//
 
 #include "CompilerInternal.h"
+#include "KernelCache.h"
 #include "attn/Frontend/CompileCUDA.h"
 #include "attn/Frontend/Driver.h"
 #include "attn/JIT/Compiler.h"
@@ -19,7 +22,6 @@
 #include <chrono>
 #include <map>
 #include <mutex>
-#include <unistd.h>
 
 using namespace attn;
 
@@ -80,17 +82,6 @@ bool parseMeta(llvm::StringRef text, CUDAArtifacts &a) {
   return !a.signature.empty() && !a.variants.empty();
 }
 
-bool writeAtomically(const std::string &path, llvm::StringRef data) {
-  std::string tmp = path + "." + std::to_string(getpid());
-  {
-    std::error_code ec;
-    llvm::raw_fd_ostream os(tmp, ec);
-    if (ec)
-      return false;
-    os << data;
-  }
-  return !llvm::sys::fs::rename(tmp, path);
-}
 } // namespace
 
 std::unique_ptr<CUDAKernel> Compiler::compileCUDA(const std::string &spec,
@@ -116,26 +107,15 @@ std::unique_ptr<CUDAKernel> Compiler::compileCUDA(const std::string &spec,
   keyText += "cuda tile=" + std::to_string(options.tileQ) + "x" +
              std::to_string(options.tileKV) + " dtype=" + options.dtype + "\n" +
              target.key() + "\n" + detail::compilerIdentity();
-  std::string key = detail::hashKey(keyText);
-  std::string dir = cacheDirectory(options);
-  std::string binPath = dir + "/" + key + ".fatbin",
-              metaPath = dir + "/" + key + ".cudameta";
+  const std::string key = detail::hashKey(keyText);
 
-  CUDAArtifacts art;
-  bool hit = false;
-  if (options.useCache) {
-    auto meta = llvm::MemoryBuffer::getFile(metaPath);
-    auto bin = llvm::MemoryBuffer::getFile(binPath, /*IsText=*/false);
-    if (meta && bin && parseMeta((*meta)->getBuffer(), art)) {
-      art.fatbin.assign((*bin)->getBufferStart(), (*bin)->getBufferEnd());
-      hit = true;
-    }
-  }
-  if (!hit) {
+  const std::vector<std::string> suffixes = {".fatbin", ".cudameta"};
+  auto build = [&](detail::ScratchDir &, std::vector<detail::CacheFile> &files,
+                   std::string &err) -> bool {
     detail::SpecSession session;
-    mlir::ModuleOp module = session.load(source, bufferName, options, error);
+    mlir::ModuleOp module = session.load(source, bufferName, options, err);
     if (!module)
-      return nullptr;
+      return false;
     mlir::attn::CUDAPipelineOptions schedule;
     if (options.tileQ > 0)
       schedule.tileQ = options.tileQ;
@@ -143,20 +123,53 @@ std::unique_ptr<CUDAKernel> Compiler::compileCUDA(const std::string &spec,
       schedule.tileKV = options.tileKV;
     schedule.elementType = options.dtype;
     mlir::attn::CUDAKernelInfo info;
-    if (failed(
-            mlir::attn::compileCUDA(module, target, schedule, info, error))) {
-      error = session.diagnostics() + error;
+    if (failed(mlir::attn::compileCUDA(module, target, schedule, info, err))) {
+      err = session.diagnostics() + err;
+      return false;
+    }
+    CUDAArtifacts a;
+    a.signature = signatureText(info.name, 0, info.hasLse, info.signature);
+    a.variants = info.variants;
+    a.report = mlir::attn::formatReports(info.reports);
+    std::string meta = metaText(a);
+    files.clear();
+    files.push_back({".fatbin", std::move(info.fatbin)});
+    files.push_back({".cudameta", std::vector<char>(meta.begin(), meta.end())});
+    return true;
+  };
+  // The artifacts of an entry; false if its sidecar does not parse.
+  auto parse = [](detail::CacheResult &r, CUDAArtifacts &a) {
+    a = CUDAArtifacts();
+    if (!parseMeta(
+            llvm::StringRef(r.files[1].bytes.data(), r.files[1].bytes.size()),
+            a))
+      return false;
+    a.fatbin = std::move(r.files[0].bytes);
+    return true;
+  };
+
+  detail::CacheResult result;
+  CUDAArtifacts art;
+  if (!detail::lookupOrCompile(options, key, suffixes, "", build, result,
+                               error))
+    return nullptr;
+  if (!parse(result, art)) {
+    // Only a verified entry written by hand gets here: replace it.
+    const char *bad = "the CUDA kernel's metadata does not parse";
+    if (!result.hit) {
+      error = bad;
       return nullptr;
     }
-    art.signature = signatureText(info.name, 0, info.hasLse, info.signature);
-    art.variants = info.variants;
-    art.report = mlir::attn::formatReports(info.reports);
-    art.fatbin = std::move(info.fatbin);
-    if (options.useCache && !llvm::sys::fs::create_directories(dir) &&
-        writeAtomically(binPath,
-                        llvm::StringRef(art.fatbin.data(), art.fatbin.size())))
-      writeAtomically(metaPath, metaText(art));
+    if (!detail::lookupOrCompile(options, key, suffixes,
+                                 "verifies but its .cudameta does not parse",
+                                 build, result, error))
+      return nullptr;
+    if (!parse(result, art)) {
+      error = bad;
+      return nullptr;
+    }
   }
+  bool hit = result.hit;
 
   std::unique_ptr<CUDAKernel> k(new CUDAKernel());
   int64_t tileQ = 0;

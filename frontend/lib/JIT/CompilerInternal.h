@@ -1,9 +1,10 @@
-//===- CompilerInternal.h - helpers shared by the CPU and CUDA JIT -*- C++
-//-*-===//
+//===- CompilerInternal.h - shared by the CPU and CUDA JIT ------*- C++ -*-===//
 
 #ifndef ATTN_JIT_COMPILERINTERNAL_H
 #define ATTN_JIT_COMPILERINTERNAL_H
 
+#include "KernelCache.h"
+#include "attn/Frontend/Driver.h"
 #include "attn/JIT/Compiler.h"
 #include "attn/Signature.h"
 #include "attn/runtime.h"
@@ -45,7 +46,7 @@ private:
   llvm::SourceMgr sourceMgr;
   std::string diagText;
   llvm::raw_string_ostream diagOS{diagText};
-  mlir::SourceMgrDiagnosticHandler handler{sourceMgr, &ctx, diagOS};
+  mlir::attn::SpecDiagnosticHandler handler{sourceMgr, &ctx, diagOS};
   mlir::OwningOpRef<mlir::ModuleOp> module;
 };
 

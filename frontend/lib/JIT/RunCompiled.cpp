@@ -36,37 +36,50 @@ struct TensorView {
 };
 } // namespace
 
-static HostArray convert(const HostArray &a, ::attn::DType to) {
+/// The kernel's element type for an input declared `t`.
+static void kernelType(::attn::ElemType t, ::attn::DType &dt, DLDataType &dl) {
+  switch (t) {
+  case ::attn::ElemType::I32:
+    dt = ::attn::DType::I32;
+    dl = DLDataType{kDLInt, 32, 1};
+    return;
+  case ::attn::ElemType::BF16:
+    dt = ::attn::DType::BF16;
+    dl = DLDataType{kDLBfloat, 16, 1};
+    return;
+  case ::attn::ElemType::F16:
+    dt = ::attn::DType::F16;
+    dl = DLDataType{kDLFloat, 16, 1};
+    return;
+  case ::attn::ElemType::F32:
+    dt = ::attn::DType::F32;
+    dl = DLDataType{kDLFloat, 32, 1};
+    return;
+  }
+}
+
+/// Converts `a` to `to` in place (a no-op when it already is).
+static std::string convertInPlace(HostArray &a, ::attn::DType to) {
   if (a.dtype == to)
-    return a;
-  HostArray r = HostArray::zeros(to, a.shape);
+    return "";
+  HostArray r;
+  if (std::string err = HostArray::allocate(to, a.shape, r); !err.empty())
+    return err;
   for (int64_t i = 0, n = a.numel(); i < n; ++i)
     r.setDouble(i, a.getDouble(i));
-  return r;
+  a = std::move(r);
+  return "";
+}
+
+/// Whether the kernel's `x` agrees with the reference's `y` where either is
+/// not finite: NaN in both, or the same infinity. (A NaN in an input reaches
+/// both the same way; that is not a disagreement.)
+static bool sameNonFinite(double x, double y) {
+  return (std::isnan(x) && std::isnan(y)) || (std::isinf(x) && x == y);
 }
 
 std::string mlir::attn::runCompiledSpec(SpecOp spec, const RunOptions &opts,
                                         llvm::raw_ostream &os) {
-  std::map<std::string, HostArray> inputs;
-  std::set<std::string> fromFile;
-  if (std::string err = gatherInputs(spec, opts.inputs, opts.shape, opts.seed,
-                                     inputs, &fromFile);
-      !err.empty())
-    return err;
-  ::attn::Signature sig = getSignature(spec);
-  // Bind and validate shapes against the spec first (clear messages).
-  std::map<std::string, std::vector<int64_t>> shapes;
-  for (const auto &[n, a] : inputs)
-    shapes[n] = a.shape;
-  ::attn::DimBinding dims;
-  if (std::string err = ::attn::bindShapes(sig, shapes, dims); !err.empty())
-    return err;
-  AttentionOp att = spec.getAttention();
-  bool softmax = att && att.getNormalizer() == NormalizerKind::softmax;
-  std::map<std::string, std::string> outputs;
-  if (std::string err = parseOutputs(spec, opts.outputs, outputs); !err.empty())
-    return err;
-
   if (llvm::StringRef(opts.target).starts_with("cuda"))
     return "attnc run executes CPU kernels; for CUDA compile with `attnc "
            "SPEC --target=" +
@@ -74,6 +87,64 @@ std::string mlir::attn::runCompiledSpec(SpecOp spec, const RunOptions &opts,
            " -o k.o --header k.h` (or attn::Compiler::compileCUDA) and run "
            "on device tensors (bench/gpu/check_gpu.py does this on a GPU "
            "machine)";
+  RunOutputs outputs;
+  if (std::string err = prepareOutputs(spec, opts.outputs, outputs);
+      !err.empty())
+    return err;
+  InputPlan plan;
+  if (std::string err =
+          planInputs(spec, opts.inputs, opts.shape, opts.maxMemory, plan);
+      !err.empty())
+    return err;
+  ::attn::Signature sig = getSignature(spec);
+  // Bind and validate shapes against the spec first (clear messages).
+  ::attn::DimBinding dims;
+  if (std::string err = ::attn::bindShapes(sig, plan.shapes, dims);
+      !err.empty())
+    return err;
+  // The CPU kernels' head-dim limit, reported before anything is allocated
+  // (attn_cpu_run checks it again for every caller).
+  for (const char *d : {"Dqk", "Dv"})
+    if (dims.count(d) && dims[d] > ATTN_MAX_HEAD_DIM)
+      return std::string("head dim ") + d + " = " + std::to_string(dims[d]) +
+             " exceeds the CPU kernels' limit of " +
+             std::to_string(ATTN_MAX_HEAD_DIM) + " (ATTN_MAX_HEAD_DIM)";
+  AttentionOp att = spec.getAttention();
+  bool softmax = att && att.getNormalizer() == NormalizerKind::softmax;
+  int64_t B = dims["B"], Hq = dims["Hq"], N = dims["N"], Dv = dims["Dv"];
+
+  // Memory: the inputs (and their copies in the kernel's element types,
+  // made one at a time but counted in full), the kernel's o and lse, and
+  // the reference's buffers for the check.
+  MemoryNeed need;
+  need.inputs = plan.bytes;
+  for (const ::attn::InputSig &in : sig.inputs) {
+    ::attn::DType dt;
+    DLDataType dl;
+    kernelType(in.type, dt, dl);
+    auto it = plan.inputs.find(in.name);
+    ::attn::DType planned = it != plan.inputs.end() ? it->second.dtype
+                            : in.type == ::attn::ElemType::I32
+                                ? ::attn::DType::I32
+                                : ::attn::DType::F32;
+    if (planned != dt)
+      need.inputs = ::attn::saturatingAdd(
+          need.inputs,
+          ::attn::arrayBytes(plan.shapes.at(in.name), ::attn::dtypeSize(dt)));
+  }
+  need.outputs = ::attn::arrayBytes({B, Hq, N, Dv}, 4);
+  if (softmax)
+    need.outputs =
+        ::attn::saturatingAdd(need.outputs, ::attn::arrayBytes({B, Hq, N}, 4));
+  if (opts.check)
+    need.reference = referenceMemory(spec, plan.shapes).total();
+  if (std::string err = checkMemory(need, opts.maxMemory); !err.empty())
+    return err;
+  if (std::string err = makeRandomInputs(spec, opts.seed, plan); !err.empty())
+    return err;
+  std::map<std::string, HostArray> &inputs = plan.inputs;
+  const std::set<std::string> &fromFile = plan.fromFile;
+
   // Compile (or load from the cache).
   ::attn::CompileOptions co;
   for (const std::string &p : opts.params) {
@@ -91,38 +162,29 @@ std::string mlir::attn::runCompiledSpec(SpecOp spec, const RunOptions &opts,
   if (!kernel)
     return error;
 
-  // Tensors in the kernel's dtypes.
-  std::vector<HostArray> storage;
-  storage.reserve(sig.inputs.size() + 2);
+  // Tensors in the kernel's dtypes, converted in place: the reference sees
+  // exactly what the kernel sees (bf16-rounded inputs).
   std::vector<TensorView> views;
-  views.reserve(sig.inputs.size() + 2);
+  views.reserve(sig.inputs.size());
   for (const ::attn::InputSig &in : sig.inputs) {
-    ::attn::DType dt = ::attn::DType::F32;
-    DLDataType dl{kDLFloat, 32, 1};
-    switch (in.type) {
-    case ::attn::ElemType::I32:
-      dt = ::attn::DType::I32;
-      dl = DLDataType{kDLInt, 32, 1};
-      break;
-    case ::attn::ElemType::BF16:
-      dt = ::attn::DType::BF16;
-      dl = DLDataType{kDLBfloat, 16, 1};
-      break;
-    case ::attn::ElemType::F16:
-      dt = ::attn::DType::F16;
-      dl = DLDataType{kDLFloat, 16, 1};
-      break;
-    case ::attn::ElemType::F32:
-      break;
-    }
-    storage.push_back(convert(inputs.at(in.name), dt));
-    views.emplace_back(storage.back(), dl);
-    // The reference sees exactly what the kernel sees (bf16-rounded inputs).
-    inputs[in.name] = storage.back();
+    ::attn::DType dt;
+    DLDataType dl;
+    kernelType(in.type, dt, dl);
+    HostArray &a = inputs.at(in.name);
+    if (std::string err = convertInPlace(a, dt); !err.empty())
+      return "input '" + in.name + "': " + err;
+    views.emplace_back(a, dl);
   }
-  int64_t B = dims["B"], Hq = dims["Hq"], N = dims["N"], Dv = dims["Dv"];
-  HostArray o = HostArray::zeros(::attn::DType::F32, {B, Hq, N, Dv});
-  HostArray lse = HostArray::zeros(::attn::DType::F32, {B, Hq, N});
+  HostArray o, lse;
+  if (std::string err =
+          HostArray::allocate(::attn::DType::F32, {B, Hq, N, Dv}, o);
+      !err.empty())
+    return "output o: " + err;
+  if (softmax)
+    if (std::string err =
+            HostArray::allocate(::attn::DType::F32, {B, Hq, N}, lse);
+        !err.empty())
+      return "output lse: " + err;
   TensorView oView(o, DLDataType{kDLFloat, 32, 1});
   TensorView lseView(lse, DLDataType{kDLFloat, 32, 1});
   std::vector<const DLTensor *> ptrs;
@@ -181,25 +243,42 @@ std::string mlir::attn::runCompiledSpec(SpecOp spec, const RunOptions &opts,
 
   if (opts.check) {
     ReferenceOutputs ref;
-    if (std::string err = evaluateReference(spec, inputs, ref); !err.empty())
+    // What the budget leaves after the inputs and the kernel's outputs.
+    uint64_t held = ::attn::saturatingAdd(need.inputs, need.outputs),
+             budget = memoryBudget(opts.maxMemory);
+    if (std::string err = evaluateReference(spec, inputs, ref,
+                                            budget > held ? budget - held : 1);
+        !err.empty())
       return "reference: " + err;
+    // Non-finite values agree only with the same value (NaN with NaN, an
+    // infinity with the same infinity); any other non-finite value on
+    // either side is a mismatch.
     double maxAbs = 0, maxRef = 0, maxLse = 0;
-    int64_t bad = 0;
+    int64_t bad = 0, sameNaNInf = 0;
     for (int64_t i = 0, n = o.numel(); i < n; ++i) {
       double x = o.data<float>()[i], y = ref.o.data<double>()[i];
-      if (!std::isfinite(x))
+      if (sameNonFinite(x, y)) {
+        ++sameNaNInf;
+        continue;
+      }
+      if (!std::isfinite(x) || !std::isfinite(y)) {
         ++bad;
+        continue;
+      }
       maxAbs = std::max(maxAbs, std::fabs(x - y));
       maxRef = std::max(maxRef, std::fabs(y));
     }
     // lse error relative to max(1, |lse|): fp32 cannot hold a large lse
-    // to 1e-4 absolute. A non-finite lse only matches the reference's -inf.
+    // to 1e-4 absolute. (An empty row's lse is -inf in both.)
     if (softmax)
       for (int64_t i = 0, n = lse.numel(); i < n; ++i) {
         double x = lse.data<float>()[i], y = ref.lse.data<double>()[i];
-        if (std::isinf(y) && x == y)
+        if (sameNonFinite(x, y)) {
+          if (std::isnan(x))
+            ++sameNaNInf;
           continue;
-        if (!std::isfinite(x)) {
+        }
+        if (!std::isfinite(x) || !std::isfinite(y)) {
           ++bad;
           continue;
         }
@@ -229,22 +308,20 @@ std::string mlir::attn::runCompiledSpec(SpecOp spec, const RunOptions &opts,
     if (softmax)
       os << ", lse max err (rel to max(1,|lse|)) "
          << llvm::format("%.3g", maxLse);
-    os << ", non-finite " << bad << " -> "
+    os << ", non-finite " << bad;
+    if (sameNaNInf)
+      os << " (" << sameNaNInf
+         << " NaN/inf in the same places as the reference, which agrees)";
+    os << " -> "
        << (pass ? "PASS" : "FAIL")
        << (roundedP ? " (bf16 dot products with P rounded to bf16: tolerance "
                       "1e-2 on o, 1e-4 on lse)\n"
                     : " (fp32 accumulation, tolerance 1e-4)\n");
     if (!pass) {
-      for (const auto &[name, path] : outputs)
-        (void)::attn::writeNpy(path, name == "o" ? o : lse);
+      // The outputs still help to see where it disagrees.
+      (void)writeOutputs(outputs, {{"o", &o}, {"lse", &lse}}, "float32", os);
       return "compiled kernel disagrees with the reference";
     }
   }
-  for (const auto &[name, path] : outputs) {
-    if (std::string werr = ::attn::writeNpy(path, name == "o" ? o : lse);
-        !werr.empty())
-      return "--output " + name + ": " + werr;
-    os << "wrote " << name << " (float32) to " << path << "\n";
-  }
-  return "";
+  return writeOutputs(outputs, {{"o", &o}, {"lse", &lse}}, "float32", os);
 }

@@ -10,20 +10,59 @@
 #include "llvm/ADT/DenseMap.h"
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/ADT/StringMap.h"
+#include <algorithm>
 #include <cmath>
 
 using namespace mlir;
 using namespace mlir::attn;
 using namespace mlir::attn::ast;
 
+std::vector<size_t> mlir::attn::lineStartOffsets(llvm::StringRef text) {
+  std::vector<size_t> starts = {0};
+  for (size_t i = 0, e = text.size(); i < e; ++i) {
+    if (text[i] == '\r' && i + 1 < e && text[i + 1] == '\n')
+      ++i;
+    if (text[i] == '\n' || text[i] == '\r')
+      starts.push_back(i + 1);
+  }
+  return starts;
+}
+
+bool mlir::attn::hasLoneCR(llvm::StringRef text) {
+  for (size_t i = text.find('\r'); i != llvm::StringRef::npos;
+       i = text.find('\r', i + 1))
+    if (i + 1 == text.size() || text[i + 1] != '\n')
+      return true;
+  return false;
+}
+
+const std::vector<size_t> &
+SourceLocator::crLineStarts(unsigned bufferID) const {
+  auto [it, inserted] = lineStartsCache.try_emplace(bufferID);
+  if (inserted) {
+    llvm::StringRef text = sourceMgr.getMemoryBuffer(bufferID)->getBuffer();
+    if (hasLoneCR(text))
+      it->second = lineStartOffsets(text);
+  }
+  return it->second;
+}
+
 Location SourceLocator::get(llvm::SMLoc loc) const {
   unsigned bufferID = sourceMgr.FindBufferContainingLoc(loc);
   if (!bufferID)
     return UnknownLoc::get(ctx);
-  auto [line, col] = sourceMgr.getLineAndColumn(loc, bufferID);
-  return FileLineColLoc::get(
-      ctx, sourceMgr.getMemoryBuffer(bufferID)->getBufferIdentifier(), line,
-      col);
+  const llvm::MemoryBuffer *buffer = sourceMgr.getMemoryBuffer(bufferID);
+  unsigned line, col;
+  const std::vector<size_t> &starts = crLineStarts(bufferID);
+  if (starts.empty()) {
+    std::tie(line, col) = sourceMgr.getLineAndColumn(loc, bufferID);
+  } else {
+    size_t offset = loc.getPointer() - buffer->getBufferStart();
+    auto next = std::upper_bound(starts.begin(), starts.end(), offset);
+    line = next - starts.begin();
+    col = offset - *std::prev(next) + 1;
+  }
+  return FileLineColLoc::get(ctx, buffer->getBufferIdentifier(), line, col);
 }
 
 namespace {

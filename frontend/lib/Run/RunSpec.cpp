@@ -2,7 +2,12 @@
 //
 // Gathers inputs (from .npy files, or random with sizes from --shape and
 // defaults), runs the spec and writes the requested outputs. Inputs are
-// validated against the spec's signature before anything is computed.
+// validated against the spec's signature, and the output paths checked,
+// before anything is computed; what the run will allocate is computed from
+// the shapes (saturating, so an overflow reads as too large) and checked
+// against --max-memory before the random inputs, the outputs or the
+// reference's buffers exist. Outputs are written to temporary files and
+// renamed into place together.
 //
 //===----------------------------------------------------------------------===//
 
@@ -12,6 +17,7 @@
 #include "attn/npy.h"
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/Format.h"
+#include "llvm/Support/Signals.h"
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -20,7 +26,9 @@
 
 using namespace mlir;
 using namespace mlir::attn;
+using ::attn::formatBytes;
 using ::attn::HostArray;
+using ::attn::saturatingAdd;
 
 /// Defaults for dims not fixed by a given input or --shape.
 static int64_t defaultDim(llvm::StringRef name, const ::attn::DimBinding &d) {
@@ -52,16 +60,77 @@ static std::string splitKV(const std::string &kv, const char *flag,
   return "";
 }
 
-std::string mlir::attn::gatherInputs(SpecOp spec,
-                                     const std::vector<std::string> &given,
-                                     const std::string &shape, uint64_t seed,
-                                     std::map<std::string, HostArray> &inputs,
-                                     std::set<std::string> *fromFileOut) {
-  ::attn::Signature sig = getSignature(spec);
+//===----------------------------------------------------------------------===//
+// Memory
+//===----------------------------------------------------------------------===//
 
-  // Given inputs.
-  inputs.clear();
-  std::set<std::string> fromFile;
+uint64_t mlir::attn::MemoryNeed::total() const {
+  return saturatingAdd(saturatingAdd(inputs, outputs),
+                       saturatingAdd(reference, other));
+}
+
+uint64_t mlir::attn::memoryBudget(uint64_t maxMemory) {
+  return maxMemory ? maxMemory : ::attn::defaultMemoryBudget();
+}
+
+/// "96.0 GiB", or "over 16 EiB" for a size that overflowed.
+static std::string sizeText(uint64_t bytes) {
+  return bytes == ::attn::kSaturatedBytes ? "over 16 EiB" : formatBytes(bytes);
+}
+
+std::string mlir::attn::checkMemory(const MemoryNeed &need,
+                                    uint64_t maxMemory) {
+  uint64_t budget = memoryBudget(maxMemory), total = need.total();
+  if (total <= budget)
+    return "";
+  // "inputs, outputs and the reference need 96.0 GiB (inputs 32.0 GiB, ...)"
+  std::vector<std::pair<std::string, uint64_t>> parts = {
+      {"inputs", need.inputs}};
+  if (need.outputs)
+    parts.push_back({"outputs", need.outputs});
+  if (need.reference)
+    parts.push_back({"the reference", need.reference});
+  if (need.other)
+    parts.push_back({need.otherName ? need.otherName : "the rest", need.other});
+  std::string names, sizes;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    names += (i == 0                  ? ""
+              : i + 1 == parts.size() ? " and "
+                                      : ", ") +
+             parts[i].first;
+    llvm::StringRef name = llvm::StringRef(parts[i].first);
+    name.consume_front("the ");
+    sizes += (i ? ", " : "") + name.str() + " " + sizeText(parts[i].second);
+  }
+  std::string detail;
+  if (total == ::attn::kSaturatedBytes)
+    detail = "the sizes overflow 64 bits";
+  if (parts.size() > 1)
+    detail += (detail.empty() ? "" : ": ") + sizes;
+  return names + " need " + sizeText(total) +
+         (detail.empty() ? std::string() : " (" + detail + ")") +
+         ", more than --max-memory=" + formatBytes(budget);
+}
+
+std::string mlir::attn::parseMaxMemory(const std::string &text,
+                                       uint64_t &bytes) {
+  if (!::attn::parseByteSize(text, bytes))
+    return "--max-memory=" + text +
+           ": expected a positive size in bytes with an optional K, M, G or "
+           "T suffix (powers of 1024), e.g. 8G or 512M";
+  return "";
+}
+
+//===----------------------------------------------------------------------===//
+// Inputs
+//===----------------------------------------------------------------------===//
+
+/// Reads the --input files into `plan`, each within what the budget leaves
+/// after the ones before it.
+static std::string readGivenInputs(SpecOp spec, const ::attn::Signature &sig,
+                                   const std::vector<std::string> &given,
+                                   uint64_t maxMemory, InputPlan &plan) {
+  uint64_t budget = memoryBudget(maxMemory);
   for (const std::string &kv : given) {
     std::string name, path;
     if (std::string err = splitKV(kv, "--input", name, path); !err.empty())
@@ -74,21 +143,46 @@ std::string mlir::attn::gatherInputs(SpecOp spec,
       return "--input " + name + ": spec '" + spec.getSymName().str() +
              "' has no input named '" + name + "' (inputs: " + known + ")";
     }
-    if (inputs.count(name))
+    if (plan.inputs.count(name))
       return "--input " + name + " given twice";
+    uint64_t left = budget > plan.bytes ? budget - plan.bytes : 0;
+    std::string budgetText =
+        plan.bytes == 0 ? "--max-memory=" + formatBytes(budget)
+                        : "the " + formatBytes(left) +
+                              " that --max-memory=" + formatBytes(budget) +
+                              " leaves after the inputs before it";
+    if (left == 0)
+      return "--input " + name +
+             ": the inputs before it already use all of "
+             "--max-memory=" +
+             formatBytes(budget);
     HostArray a;
-    if (std::string err = ::attn::readNpy(path, a); !err.empty())
+    if (std::string err = ::attn::readNpy(path, a, left, budgetText);
+        !err.empty())
       return "--input " + name + ": " + err;
     if (std::string err = ::attn::checkDType(*in, a); !err.empty())
       return "--input " + name + "=" + path + ": " + err;
-    inputs[name] = std::move(a);
-    fromFile.insert(name);
+    plan.bytes = saturatingAdd(plan.bytes, a.bytes.size());
+    plan.inputs[name] = std::move(a);
+    plan.fromFile.insert(name);
   }
+  return "";
+}
+
+std::string mlir::attn::planInputs(SpecOp spec,
+                                   const std::vector<std::string> &given,
+                                   const std::string &shape, uint64_t maxMemory,
+                                   InputPlan &plan) {
+  ::attn::Signature sig = getSignature(spec);
+  plan = InputPlan();
+  if (std::string err = readGivenInputs(spec, sig, given, maxMemory, plan);
+      !err.empty())
+    return err;
 
   // Dims: from given inputs first (consistency is checked by bindShapes
   // later), then --shape, then defaults.
   ::attn::DimBinding dims;
-  for (const auto &[name, a] : inputs) {
+  for (const auto &[name, a] : plan.inputs) {
     const ::attn::InputSig *in = sig.find(name);
     if (a.shape.size() != in->dims.size())
       return "input '" + name + "' must have rank " +
@@ -133,11 +227,12 @@ std::string mlir::attn::gatherInputs(SpecOp spec,
     if (!dims.count(name))
       dims[name] = defaultDim(name, dims);
 
-  // Random inputs for the rest.
-  std::mt19937_64 rng(seed);
+  // The shapes of the inputs still to be made (f32 or i32: 4 bytes each).
   for (const ::attn::InputSig &in : sig.inputs) {
-    if (inputs.count(in.name))
+    if (plan.inputs.count(in.name)) {
+      plan.shapes[in.name] = plan.inputs.at(in.name).shape;
       continue;
+    }
     std::vector<int64_t> dimsOf;
     for (const ::attn::DimRef &d : in.dims) {
       if (d.symbol.empty()) {
@@ -151,17 +246,34 @@ std::string mlir::attn::gatherInputs(SpecOp spec,
                in.name + "=FILE.npy or --shape " + d.symbol + "=SIZE";
       dimsOf.push_back(it->second);
     }
-    if (in.type == ::attn::ElemType::I32) {
+    plan.bytes = saturatingAdd(plan.bytes, ::attn::arrayBytes(dimsOf, 4));
+    plan.shapes[in.name] = std::move(dimsOf);
+  }
+  return "";
+}
+
+std::string mlir::attn::makeRandomInputs(SpecOp spec, uint64_t seed,
+                                         InputPlan &plan) {
+  std::mt19937_64 rng(seed);
+  for (const ::attn::InputSig &in : getSignature(spec).inputs) {
+    if (plan.inputs.count(in.name))
+      continue;
+    const std::vector<int64_t> &dimsOf = plan.shapes.at(in.name);
+    bool isInt = in.type == ::attn::ElemType::I32;
+    HostArray a;
+    if (std::string err = HostArray::allocate(
+            isInt ? ::attn::DType::I32 : ::attn::DType::F32, dimsOf, a);
+        !err.empty())
+      return "random input '" + in.name + "': " + err;
+    if (isInt) {
       // Small sorted ids along the last axis: contiguous segments, which is
       // what document/segment ids look like.
-      HostArray a = HostArray::zeros(::attn::DType::I32, dimsOf);
       std::uniform_int_distribution<int32_t> dist(0, 3);
-      int64_t last = dimsOf.back(), n = a.numel();
+      int64_t last = dimsOf.empty() ? 1 : dimsOf.back(), n = a.numel();
       for (int64_t i = 0; i < n; ++i)
         a.data<int32_t>()[i] = dist(rng);
-      for (int64_t r = 0; r < n; r += last)
+      for (int64_t r = 0; last > 0 && r < n; r += last)
         std::sort(a.data<int32_t>() + r, a.data<int32_t>() + r + last);
-      inputs[in.name] = std::move(a);
     } else {
       // Linear attention: tensors read by the gate are log gates, drawn as
       // logsigmoid(N(0,1)) (<= 0); those read by the delta rule's beta are
@@ -177,7 +289,6 @@ std::string mlir::attn::gatherInputs(SpecOp spec,
             role = Role::Beta;
         });
       }
-      HostArray a = HostArray::zeros(::attn::DType::F32, dimsOf);
       std::normal_distribution<float> dist(0.f, 1.f);
       for (int64_t i = 0, n = a.numel(); i < n; ++i) {
         float x = dist(rng);
@@ -187,17 +298,19 @@ std::string mlir::attn::gatherInputs(SpecOp spec,
           x = 1.f / (1.f + std::exp(-x));
         a.data<float>()[i] = x;
       }
-      inputs[in.name] = std::move(a);
     }
+    plan.inputs[in.name] = std::move(a);
   }
-  if (fromFileOut)
-    *fromFileOut = std::move(fromFile);
   return "";
 }
 
-std::string
-mlir::attn::parseOutputs(SpecOp spec, const std::vector<std::string> &given,
-                         std::map<std::string, std::string> &outputs) {
+//===----------------------------------------------------------------------===//
+// Outputs
+//===----------------------------------------------------------------------===//
+
+std::string mlir::attn::prepareOutputs(SpecOp spec,
+                                       const std::vector<std::string> &given,
+                                       RunOutputs &outputs) {
   AttentionOp att = spec.getAttention();
   bool isSoftmax = att && att.getNormalizer() == NormalizerKind::softmax;
   for (const std::string &kv : given) {
@@ -212,28 +325,76 @@ mlir::attn::parseOutputs(SpecOp spec, const std::vector<std::string> &given,
              (att ? stringifyNormalizerKind(att.getNormalizer()).str()
                   : std::string("linear attention")) +
              ")";
-    outputs[name] = path;
+    if (llvm::is_contained(outputs.names, name))
+      return "--output " + name + " given twice";
+    if (std::string err = outputs.files.add(path); !err.empty())
+      return "--output " + name + ": " + err;
+    outputs.temporaries.push_back(
+        outputs.files.temporaryPath(outputs.files.size() - 1));
+    llvm::sys::RemoveFileOnSignal(outputs.temporaries.back());
+    outputs.names.push_back(name);
+    outputs.paths.push_back(path);
   }
   return "";
 }
 
+mlir::attn::RunOutputs::~RunOutputs() {
+  for (const std::string &temp : temporaries)
+    llvm::sys::DontRemoveFileOnSignal(temp);
+}
+
+std::string
+mlir::attn::writeOutputs(RunOutputs &outputs,
+                         const std::map<std::string, const HostArray *> &arrays,
+                         const char *what, llvm::raw_ostream &os) {
+  if (outputs.names.empty())
+    return "";
+  std::vector<const HostArray *> list;
+  for (const std::string &name : outputs.names)
+    list.push_back(arrays.at(name));
+  if (std::string err = outputs.files.commit(list); !err.empty())
+    return "--output: " + err;
+  for (size_t i = 0; i < outputs.names.size(); ++i)
+    os << "wrote " << outputs.names[i]
+       << (what ? std::string(" (") + what + ")" : std::string()) << " to "
+       << outputs.paths[i] << "\n";
+  return "";
+}
+
+//===----------------------------------------------------------------------===//
+// attnc run --reference
+//===----------------------------------------------------------------------===//
+
 std::string mlir::attn::runSpec(SpecOp spec, const RunOptions &opts,
                                 llvm::raw_ostream &os) {
   ::attn::Signature sig = getSignature(spec);
-  std::map<std::string, HostArray> inputs;
-  std::set<std::string> fromFile;
-  if (std::string err = gatherInputs(spec, opts.inputs, opts.shape, opts.seed,
-                                     inputs, &fromFile);
+  RunOutputs outputs;
+  if (std::string err = prepareOutputs(spec, opts.outputs, outputs);
       !err.empty())
     return err;
-
-  std::map<std::string, std::string> outputs;
-  if (std::string err = parseOutputs(spec, opts.outputs, outputs); !err.empty())
+  InputPlan plan;
+  if (std::string err =
+          planInputs(spec, opts.inputs, opts.shape, opts.maxMemory, plan);
+      !err.empty())
     return err;
+  // The reference's o and lse are the outputs (written without a copy).
+  ReferenceMemory ref = referenceMemory(spec, plan.shapes);
+  MemoryNeed need;
+  need.inputs = plan.bytes;
+  need.outputs = ref.outputs;
+  need.reference = saturatingAdd(ref.widened, ref.scratch);
+  if (std::string err = checkMemory(need, opts.maxMemory); !err.empty())
+    return err;
+  if (std::string err = makeRandomInputs(spec, opts.seed, plan); !err.empty())
+    return err;
+  const std::map<std::string, HostArray> &inputs = plan.inputs;
+  const std::set<std::string> &fromFile = plan.fromFile;
 
   ReferenceOutputs result;
+  uint64_t budget = memoryBudget(opts.maxMemory);
   auto start = std::chrono::steady_clock::now();
-  std::string err = evaluateReference(spec, inputs, result);
+  std::string err = evaluateReference(
+      spec, inputs, result, std::max<uint64_t>(budget - plan.bytes, 1));
   auto stop = std::chrono::steady_clock::now();
   if (!err.empty())
     return err;
@@ -284,11 +445,6 @@ std::string mlir::attn::runSpec(SpecOp spec, const RunOptions &opts,
   os << "backend: reference (float64), time " << llvm::format("%.3f", ms)
      << " ms\n";
 
-  for (const auto &[name, path] : outputs) {
-    const HostArray &a = name == "o" ? result.o : result.lse;
-    if (std::string werr = ::attn::writeNpy(path, a); !werr.empty())
-      return "--output " + name + ": " + werr;
-    os << "wrote " << name << " to " << path << "\n";
-  }
-  return "";
+  return writeOutputs(outputs, {{"o", &result.o}, {"lse", &result.lse}},
+                      nullptr, os);
 }

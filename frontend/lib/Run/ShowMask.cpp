@@ -7,6 +7,10 @@
 // elements it covers (the classifier settles uniform cells; partial ones are
 // evaluated, or sampled when very large).
 //
+// Shapes and tile sizes come from users: the inputs, the tile map, the
+// element mask and the picture are sized (saturating) and checked against
+// --max-memory before any of them is allocated.
+//
 //===----------------------------------------------------------------------===//
 
 #include "attn/Frontend/ShowMask.h"
@@ -117,18 +121,86 @@ static char classChar(BlockClass c) {
 /// Elements evaluated one by one for the summary's check and the exact PNG.
 static constexpr int64_t kElementLimit = int64_t(1) << 22;
 
+namespace {
+/// The PNG's scale: an integer number of pixels per element up to 1024 px
+/// (`up`), else an integer number of elements per pixel (`down`); W x H
+/// pixels.
+struct PngGeometry {
+  int64_t up = 1, down = 1, W = 0, H = 0;
+  PngGeometry(int64_t N, int64_t M) {
+    int64_t longest = std::max(N, M);
+    if (longest <= 1024)
+      up = std::clamp<int64_t>(1024 / longest, 1, 16);
+    else
+      down = (longest + 1023) / 1024;
+    W = down > 1 ? (M + down - 1) / down : M * up;
+    H = down > 1 ? (N + down - 1) / down : N * up;
+  }
+};
+} // namespace
+
+/// Whether the element mask of N x M is small enough to evaluate in full.
+static bool fullMask(int64_t N, int64_t M) {
+  return N <= kElementLimit && M <= kElementLimit / N;
+}
+
+/// The memory show-mask needs besides the inputs: the reference's copies of
+/// the aux inputs, and the tile map, the element mask and the picture.
+static MemoryNeed showMaskMemory(const InputPlan &plan, int64_t N, int64_t M,
+                                 int64_t tq, int64_t tk, bool png) {
+  using ::attn::saturatingAdd;
+  MemoryNeed need;
+  need.inputs = plan.bytes;
+  for (const auto &[name, shape] : plan.shapes)
+    if (name != "q" && name != "k" && name != "v")
+      need.reference =
+          saturatingAdd(need.reference, ::attn::arrayBytes(shape, 8));
+  int64_t nq = (N - 1) / tq + 1, nk = (M - 1) / tk + 1;
+  need.other = ::attn::arrayBytes({nq, nk}, sizeof(BlockClass));
+  if (fullMask(N, M))
+    need.other = saturatingAdd(need.other, ::attn::arrayBytes({N, M}, 1));
+  if (png) {
+    // The visible fractions (double), the RGB pixels, the filtered rows and
+    // the compressed image.
+    PngGeometry g(N, M);
+    need.other =
+        saturatingAdd(need.other, ::attn::arrayBytes({g.W, g.H}, 8 + 3 * 3));
+  }
+  need.otherName = "the tile map";
+  return need;
+}
+
 std::string mlir::attn::showMask(SpecOp spec, const ShowMaskOptions &opts,
                                  llvm::raw_ostream &os) {
   if (opts.tileQ <= 0 || opts.tileKv <= 0)
     return "--tile-q and --tile-kv must be positive";
-  std::map<std::string, HostArray> inputs;
-  std::set<std::string> fromFile;
-  if (std::string err = gatherInputs(spec, opts.inputs, opts.shape, opts.seed,
-                                     inputs, &fromFile);
+  InputPlan plan;
+  if (std::string err =
+          planInputs(spec, opts.inputs, opts.shape, opts.maxMemory, plan);
       !err.empty())
     return err;
+  ::attn::DimBinding bound;
+  if (std::string err =
+          ::attn::bindShapes(getSignature(spec), plan.shapes, bound);
+      !err.empty())
+    return err;
+  // A tile larger than the mask is the whole mask (and keeps the tile
+  // arithmetic below far from overflowing).
+  int64_t tq = std::min(opts.tileQ, bound.at("N")),
+          tk = std::min(opts.tileKv, bound.at("M"));
+  MemoryNeed need = showMaskMemory(plan, bound.at("N"), bound.at("M"), tq, tk,
+                                   !opts.png.empty());
+  if (std::string err = checkMemory(need, opts.maxMemory); !err.empty())
+    return err;
+  if (std::string err = makeRandomInputs(spec, opts.seed, plan); !err.empty())
+    return err;
+  const std::map<std::string, HostArray> &inputs = plan.inputs;
+  const std::set<std::string> &fromFile = plan.fromFile;
   MaskEvaluator ev;
-  if (std::string err = ev.init(spec, inputs); !err.empty())
+  uint64_t budget = memoryBudget(opts.maxMemory);
+  if (std::string err =
+          ev.init(spec, inputs, std::max<uint64_t>(budget - plan.bytes, 1));
+      !err.empty())
     return err;
   const ::attn::DimBinding &dims = ev.dims();
   int64_t B = dims.at("B"), Hq = dims.at("Hq"), N = dims.at("N"),
@@ -139,7 +211,7 @@ std::string mlir::attn::showMask(SpecOp spec, const ShowMaskOptions &opts,
   if (opts.h < 0 || opts.h >= Hq)
     return "--h " + std::to_string(opts.h) + " is out of range [0, " +
            std::to_string(Hq) + ")";
-  int64_t b = opts.b, h = opts.h, tq = opts.tileQ, tk = opts.tileKv;
+  int64_t b = opts.b, h = opts.h;
 
   if (!spec.getAttention())
     return "show-mask: spec '" + spec.getSymName().str() +
@@ -152,7 +224,7 @@ std::string mlir::attn::showMask(SpecOp spec, const ShowMaskOptions &opts,
   // The element mask, when small enough: the visible fraction, a check of
   // the classification, and the exact PNG.
   std::vector<uint8_t> mask;
-  bool haveMask = N * M <= kElementLimit;
+  bool haveMask = fullMask(N, M);
   int64_t visible = 0, uniformPartial = 0;
   if (haveMask) {
     mask.resize(N * M);
@@ -272,16 +344,9 @@ std::string mlir::attn::showMask(SpecOp spec, const ShowMaskOptions &opts,
   if (opts.png.empty())
     return "";
 
-  // PNG: an integer number of pixels per element up to 1024 px, else an
-  // integer number of elements per pixel.
-  int64_t longest = std::max(N, M);
-  int64_t up = 1, down = 1;
-  if (longest <= 1024)
-    up = std::clamp<int64_t>(1024 / longest, 1, 16);
-  else
-    down = (longest + 1023) / 1024;
-  int64_t W = down > 1 ? (M + down - 1) / down : M * up;
-  int64_t H = down > 1 ? (N + down - 1) / down : N * up;
+  PngGeometry geometry(N, M);
+  int64_t up = geometry.up, down = geometry.down, W = geometry.W,
+          H = geometry.H;
   std::vector<double> frac; // per element (up) or per cell (down)
   int64_t cw = down > 1 ? W : M, ch = down > 1 ? H : N;
   frac.assign(cw * ch, 0.0);

@@ -5,7 +5,9 @@
 //   attnc run SPEC.attn [--input NAME=FILE.npy]... [--shape B=1,N=...]
 //                       [--param NAME=VALUE]... [--output o=FILE.npy]...
 //                       [--seed S] [--reference] [--repeat R]
+//                       [--max-memory SIZE]
 //   attnc show-mask SPEC.attn [--shape ...] [--tile-q T] [--png FILE]
+//                             [--max-memory SIZE]
 //
 // A thin main over the frontend driver: each stage can be printed so tests can
 // FileCheck it.
@@ -19,6 +21,7 @@
 #include "attn/Frontend/ShowMask.h"
 #include "attn/Frontend/MLIRGen.h"
 #include "attn/Frontend/RunSpec.h"
+#include "attn/Dialect/Attn/Transforms/Passes.h"
 #include "mlir/IR/AsmState.h"
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/MLIRContext.h"
@@ -28,6 +31,8 @@
 #include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/ToolOutputFile.h"
 #include "llvm/Support/WithColor.h"
+#include <csignal>
+#include <optional>
 
 using namespace mlir;
 using namespace mlir::attn;
@@ -189,6 +194,13 @@ static cl::opt<int> runThreads("threads",
                                cl::desc("Threads (default 0: all cores, or "
                                         "$ATTN_NUM_THREADS)"),
                                cl::init(0), cl::sub(runCmd));
+static cl::opt<std::string> runMaxMemory(
+    "max-memory",
+    cl::desc("What inputs, outputs and the reference may allocate, e.g. 8G, "
+             "512M (K, M, G, T: powers of 1024; default: half the physical "
+             "memory, less under a cgroup limit or ulimit -v); larger shapes "
+             "are an error before anything is allocated"),
+    cl::value_desc("SIZE"), cl::sub(runCmd), cl::sub(showMaskCmd));
 static cl::opt<bool> runNoCheck(
     "no-check", cl::desc("Skip the comparison with the reference (for large "
                          "shapes, where the reference is slow)"),
@@ -286,6 +298,9 @@ static int compileForCUDA(ModuleOp module, EmitAction action) {
 
 int main(int argc, char **argv) {
   llvm::InitLLVM y(argc, argv);
+  // Past a file size limit (ulimit -f), a write fails with EFBIG instead of
+  // killing the process, so that output files are cleaned up and reported.
+  std::signal(SIGXFSZ, SIG_IGN);
   mlir::registerAsmPrinterCLOptions();
   mlir::registerMLIRContextCLOptions();
 
@@ -328,16 +343,17 @@ int main(int argc, char **argv) {
   unsigned bufferID = sourceMgr.AddNewSourceBuffer(std::move(file),
                                                    llvm::SMLoc());
 
-  std::unique_ptr<SourceMgrDiagnosticHandler> handler;
+  // One of two handlers, each held as its own type: SourceMgrDiagnosticHandler
+  // has no virtual destructor, so neither may be deleted through it.
+  std::optional<SourceMgrDiagnosticVerifierHandler> verifierStorage;
+  std::optional<SpecDiagnosticHandler> specHandler;
   SourceMgrDiagnosticVerifierHandler *verifier = nullptr;
   if (verifyDiagnostics) {
-    auto v = std::make_unique<SourceMgrDiagnosticVerifierHandler>(
-        sourceMgr, &context);
-    verifier = v.get();
-    handler = std::move(v);
+    verifierStorage.emplace(sourceMgr, &context);
+    verifier = &*verifierStorage;
   } else {
-    handler =
-        std::make_unique<SourceMgrDiagnosticHandler>(sourceMgr, &context);
+    // Located errors with long names and lines cut, CR-only files right.
+    specHandler.emplace(sourceMgr, &context);
   }
 
   if (!runCmd && !showMaskCmd && emitAction == EmitAction::AST) {
@@ -359,14 +375,25 @@ int main(int argc, char **argv) {
   std::vector<std::string> paramList(params.begin(), params.end());
   if (tileQ < 0 || tileKV < 0)
     return fail("--tile-q and --tile-kv must be positive (0: heuristic)");
-  if (linearChunk < 0)
-    return fail("--linear-chunk must be >= 0 (0: the recurrent form)");
+  if (tileQ > kMaxTileRows || tileKV > kMaxTileRows)
+    return fail("--tile-q and --tile-kv must be at most " +
+                std::to_string(kMaxTileRows) + " rows (got " +
+                std::to_string(tileQ) + " and " + std::to_string(tileKV) +
+                ")");
+  if (linearChunk < 0 || linearChunk > kMaxTileRows)
+    return fail("--linear-chunk must be in 0.." + std::to_string(kMaxTileRows) +
+                " (0: the recurrent form)");
   OwningOpRef<ModuleOp> module =
       loadSpec(context, sourceMgr, bufferID, paramList, paramError);
   if (verifier)
     return failed(verifier->verify()) ? 1 : 0;
   if (!module)
     return paramError.empty() ? 1 : fail(paramError);
+
+  uint64_t maxMemory = 0; // the default budget
+  if ((runCmd || showMaskCmd) && runMaxMemory.getNumOccurrences())
+    if (std::string err = parseMaxMemory(runMaxMemory, maxMemory); !err.empty())
+      return fail(err);
 
   if (runCmd) {
     RunOptions opts;
@@ -384,6 +411,7 @@ int main(int argc, char **argv) {
     opts.repeat = runRepeat;
     opts.threads = runThreads;
     opts.check = !runNoCheck;
+    opts.maxMemory = maxMemory;
     std::string err = runReference
                           ? runSpec(getSpec(*module), opts, llvm::outs())
                           : runCompiledSpec(getSpec(*module), opts, llvm::outs());
@@ -403,6 +431,7 @@ int main(int argc, char **argv) {
     if (tileKV > 0)
       opts.tileKv = tileKV;
     opts.png = maskPng;
+    opts.maxMemory = maxMemory;
     opts.specPath = inputFilename;
     std::string err = showMask(getSpec(*module), opts, llvm::outs());
     if (!err.empty())

@@ -2,7 +2,11 @@
 //
 // Implements attn-emit-packed-entry: `void attn_<name>(void **args, int64_t
 // begin, int64_t end)` around the C-interface wrapper of each kernel, so the
-// runtime calls every kernel the same way whatever its aux inputs.
+// runtime calls every kernel the same way whatever its aux inputs. The
+// kernel's i32 status (nonzero: its scratch could not be allocated) goes to
+// the status word args[numDescriptors] points to, stored only when nonzero
+// and atomically, as every thread of a launch shares that word (ABI version
+// 2 in attn/runtime.h).
 //
 //===----------------------------------------------------------------------===//
 
@@ -52,9 +56,35 @@ struct EmitPackedEntryPass
       }
       callArgs.push_back(block->getArgument(1));
       callArgs.push_back(block->getArgument(2));
-      LLVM::CallOp::create(b, wrapper, callArgs);
+      auto call = LLVM::CallOp::create(b, wrapper, callArgs);
+      if (call.getNumResults() == 1)
+        emitStatusStore(b, entry, call.getResult(), numPtrs);
       LLVM::ReturnOp::create(b, ValueRange{});
     }
+  }
+
+  /// if (status != 0) atomic store (monotonic) of status to *args[slot];
+  /// leaves the builder in the join block.
+  static void emitStatusStore(ImplicitLocOpBuilder &b, LLVM::LLVMFuncOp entry,
+                              Value status, unsigned slot) {
+    auto ptrTy = LLVM::LLVMPointerType::get(b.getContext());
+    Block *fail = entry.addBlock();
+    Block *done = entry.addBlock();
+    Value zero = LLVM::ConstantOp::create(b, status.getType(), 0);
+    Value failed =
+        LLVM::ICmpOp::create(b, LLVM::ICmpPredicate::ne, status, zero);
+    LLVM::CondBrOp::create(b, failed, fail, done);
+    b.setInsertionPointToStart(fail);
+    Value args = entry.getArgument(0);
+    Value slotPtr = LLVM::GEPOp::create(b, ptrTy, ptrTy, args,
+                                        ArrayRef<LLVM::GEPArg>{int32_t(slot)});
+    Value word = LLVM::LoadOp::create(b, ptrTy, slotPtr);
+    LLVM::StoreOp::create(b, status, word, /*alignment=*/4,
+                          /*isVolatile=*/false, /*isNonTemporal=*/false,
+                          /*isInvariantGroup=*/false,
+                          LLVM::AtomicOrdering::monotonic);
+    LLVM::BrOp::create(b, done);
+    b.setInsertionPointToStart(done);
   }
 };
 } // namespace

@@ -18,6 +18,15 @@
  * descriptor's allocated/aligned pointers are NULL (sizes [B, Hq, N]); the
  * kernel checks the aligned pointer.
  *
+ * After the descriptors, args[num_inputs + 2] points to the launch's
+ * int32_t status word, 0 when the launch starts (ABI version 2). A kernel
+ * allocates its scratch (sized by the head dims and tiles) on the heap once
+ * per call, never on the stack; when an allocation fails it computes nothing
+ * and stores ATTN_KERNEL_OUT_OF_MEMORY to the status word (an atomic store:
+ * every thread of a launch shares the word). A kernel never stores 0, so the
+ * word stays nonzero once any call failed. attn_cpu_run() then skips the
+ * items not started yet and returns ATTN_ERROR_OUT_OF_MEMORY.
+ *
  * attn_cpu_run() validates DLPack tensors against a kernel descriptor, builds
  * the memref descriptors and runs the items on a persistent thread pool.
  *
@@ -54,8 +63,19 @@
 extern "C" {
 #endif
 
-/* Version of attn_kernel_desc_t and of the kernel calling convention. */
-#define ATTN_ABI_VERSION 1
+/* Version of attn_kernel_desc_t and of the kernel calling convention.
+   2: CPU kernels take the status word args[num_inputs + 2] and report a
+      failed scratch allocation there (version 1 kernels had no status and
+      put their scratch on the stack). */
+#define ATTN_ABI_VERSION 2
+
+/* The largest head dim (Dqk and Dv) attn_cpu_run() accepts. MLA needs
+   Dqk = 576, Dv = 512; a kernel's scratch grows with tile x head dim. */
+#define ATTN_MAX_HEAD_DIM 1024
+
+/* Codes a CPU kernel stores to its status word (never ATTN_KERNEL_OK). */
+#define ATTN_KERNEL_OK 0
+#define ATTN_KERNEL_OUT_OF_MEMORY 1
 
 /*===--- Status -----------------------------------------------------------===*/
 
@@ -66,10 +86,13 @@ typedef enum attn_status {
   ATTN_ERROR_DTYPE = 3,            /* element type or lanes */
   ATTN_ERROR_DEVICE = 4,           /* tensor not in the backend's memory */
   ATTN_ERROR_LAYOUT = 5,           /* strides, alignment, overlapping output */
-  ATTN_ERROR_UNSUPPORTED = 6,      /* lse without softmax, ABI version */
+  ATTN_ERROR_UNSUPPORTED = 6,      /* lse without softmax, ABI version,
+                                      head dim past ATTN_MAX_HEAD_DIM */
   ATTN_ERROR_INTERNAL = 7,
-  ATTN_ERROR_DRIVER = 8            /* GPU driver missing or a driver call
+  ATTN_ERROR_DRIVER = 8,           /* GPU driver missing or a driver call
                                       failed */
+  ATTN_ERROR_OUT_OF_MEMORY = 9     /* a kernel could not allocate its
+                                      scratch memory */
 } attn_status_t;
 
 /* "ATTN_OK", "ATTN_ERROR_SHAPE", ...; "ATTN_ERROR_UNKNOWN" for other values.
@@ -84,6 +107,8 @@ ATTN_RUNTIME_API const char *attn_last_error(void);
 
 /*===--- Kernel descriptors (emitted by the compiler) ---------------------===*/
 
+/* Processes work items [begin, end); args as described at the top of this
+   file, including the status word args[num_inputs + 2]. */
 typedef void (*attn_cpu_kernel_fn)(void **args, int64_t begin, int64_t end);
 
 typedef enum attn_elem_type {
@@ -138,14 +163,22 @@ typedef struct attn_run_options {
    - LAYOUT: negative strides; data + byte_offset not aligned to the element
      size; o or lse overlapping itself (a zero stride on a dim of size > 1,
      or strides that do not nest).
-   - UNSUPPORTED: lse != NULL while !kernel->has_lse; abi_version mismatch.
+   - UNSUPPORTED: lse != NULL while !kernel->has_lse; abi_version mismatch;
+     Dqk or Dv larger than ATTN_MAX_HEAD_DIM.
+   Once launched, a call fails only with
+   - OUT_OF_MEMORY: a kernel call could not allocate its scratch (the
+     message names the kernel, Dqk and Dv). The items already
+     computed have been written, the others not: o and lse are then
+     partially written.
    Strides NULL means compact row-major; otherwise any non-negative element
    strides are accepted for q, k, v and aux (zero = broadcast). byte_offset
    is honoured. o and lse must not alias each other or an input (unchecked).
 
    Thread safety: concurrent calls from any number of threads are allowed and
    run concurrently (per-call state; the pool's workers are shared), and a
-   kernel may itself call attn_cpu_run. */
+   kernel may itself call attn_cpu_run. Kernels keep nothing that grows with
+   the head dims or tiles on the stack, so any thread may call (tested with
+   a 256 KiB stack and Dqk = Dv = ATTN_MAX_HEAD_DIM). */
 ATTN_RUNTIME_API attn_status_t attn_cpu_run(const attn_kernel_desc_t *kernel,
                                             const DLTensor *const *inputs,
                                             DLTensor *o, DLTensor *lse,

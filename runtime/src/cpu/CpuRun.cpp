@@ -2,7 +2,9 @@
 //
 // Validation happens in full before anything is launched, so a failing call
 // writes nothing to o or lse. Shapes bind through attn::bindShapes, the same
-// binding the reference evaluator and `attnc run` use.
+// binding the reference evaluator and `attnc run` use. After the launch the
+// only error is a kernel that could not allocate its scratch, reported in
+// the status word every kernel call of the launch shares.
 //
 //===----------------------------------------------------------------------===//
 
@@ -12,6 +14,7 @@
 #include "attn/Signature.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <sched.h>
 #include <string>
@@ -40,14 +43,53 @@ attn_status_t checkKernel(const attn_kernel_desc_t *k, attn::Signature &sig) {
   return checkInputDescs(kname, k->num_inputs, k->inputs, sig);
 }
 
+/// Checks the head dims against ATTN_MAX_HEAD_DIM: the kernels' scratch
+/// grows with tile x head dim.
+attn_status_t checkHeadDims(const char *kernelName,
+                            const attn::DimBinding &dims) {
+  for (const char *dim : {"Dqk", "Dv"}) {
+    int64_t d = dims.at(dim);
+    if (d > ATTN_MAX_HEAD_DIM)
+      return fail(ATTN_ERROR_UNSUPPORTED,
+                  std::string("kernel '") + (kernelName ? kernelName : "?") +
+                      "': head dim " + dim + " = " + str(d) +
+                      " exceeds the CPU kernels' limit of " +
+                      str(ATTN_MAX_HEAD_DIM) + " (ATTN_MAX_HEAD_DIM)");
+  }
+  return ATTN_OK;
+}
+
+// Kernels store to the status word with a 32-bit atomic store.
+static_assert(sizeof(std::atomic<int32_t>) == sizeof(int32_t) &&
+                  std::atomic<int32_t>::is_always_lock_free,
+              "the kernel status word must be a plain lock-free int32_t");
+
 struct Launch {
   attn_cpu_kernel_fn fn;
   void **args;
+  /// The status word args[num_inputs + 2] points to (ABI version 2).
+  std::atomic<int32_t> *status;
 };
 
 void runRange(void *ctx, int64_t begin, int64_t end) {
   auto *launch = static_cast<Launch *>(ctx);
+  // After a failure the launch's result is an error anyway: skip the rest.
+  if (launch->status->load(std::memory_order_relaxed) != ATTN_KERNEL_OK)
+    return;
   launch->fn(launch->args, begin, end);
+}
+
+/// The error of a launch whose status word is `status` (nonzero).
+attn_status_t launchError(const attn_kernel_desc_t *k, int32_t status,
+                          const attn::DimBinding &dims) {
+  std::string kname = std::string("kernel '") + (k->name ? k->name : "?") + "'";
+  if (status != ATTN_KERNEL_OUT_OF_MEMORY)
+    return fail(ATTN_ERROR_INTERNAL,
+                kname + " returned the unknown status " + str(status));
+  return fail(ATTN_ERROR_OUT_OF_MEMORY,
+              kname + ": out of memory allocating its scratch buffers (Dqk = " +
+                  str(dims.at("Dqk")) + ", Dv = " + str(dims.at("Dv")) +
+                  "); o and lse are partially written");
 }
 
 int computeDefaultThreads() {
@@ -99,6 +141,8 @@ extern "C" attn_status_t attn_cpu_run(const attn_kernel_desc_t *kernel,
   if (attn_status_t st = checkTensors(sig, kernel->inputs, inputs, o, lse,
                                       MemoryKind::Host, dims))
     return st;
+  if (attn_status_t st = checkHeadDims(kernel->name, dims))
+    return st;
 
   // Work items.
   int64_t B = dims.at("B"), Hq = dims.at("Hq"), N = dims.at("N");
@@ -112,13 +156,19 @@ extern "C" attn_status_t attn_cpu_run(const attn_kernel_desc_t *kernel,
   Descriptors desc;
   addCallDescriptors(desc, kernel->num_inputs, inputs, o, lse, dims);
   std::vector<void *> args = desc.args();
+  std::atomic<int32_t> status{ATTN_KERNEL_OK};
+  args.push_back(&status);
 
   // Launch: one call when single-threaded, else small dynamic chunks (items
   // are coarse: tile_q query rows against every key).
-  Launch launch{kernel->cpu_fn, args.data()};
+  Launch launch{kernel->cpu_fn, args.data(), &status};
   int64_t chunk = total;
   if (numThreads > 1)
     chunk = std::clamp<int64_t>(total / (int64_t(numThreads) * 8), 1, 4);
   parallelFor(runRange, &launch, total, chunk, numThreads);
+  // parallelFor returns after every chunk finished (joined under the pool's
+  // mutex), so every kernel's store is visible here.
+  if (int32_t st = status.load(std::memory_order_relaxed))
+    return launchError(kernel, st, dims);
   return ATTN_OK;
 }

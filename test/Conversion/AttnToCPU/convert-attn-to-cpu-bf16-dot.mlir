@@ -22,17 +22,17 @@
 // CHECK-SAME: memref<?x?x?x?xbf16, strided<[?, ?, ?, ?], offset: ?>>,
 // Qp, Kp, and a unit-stride view of k used only when k's innermost stride
 // is 1:
-// CHECK: memref.alloca(%{{.*}}) : memref<?x64xbf16>
-// CHECK: memref.alloca(%{{.*}}) : memref<7x?xbf16>
+// CHECK: memref.alloc(%{{.*}}) {alignment = 64 : i64} : memref<?x64xbf16>
+// CHECK: memref.alloc(%{{.*}}) {alignment = 64 : i64} : memref<7x?xbf16>
 // CHECK: %[[KMETA:.*]], %{{.*}}, %{{.*}}:4, %[[KSTRIDES:.*]]:4 = memref.extract_strided_metadata %arg1
 // CHECK: %[[KUNIT:.*]] = arith.cmpi eq, %[[KSTRIDES]]#3, %{{.*}} : index
 // CHECK: %[[KU:.*]] = memref.reinterpret_cast %[[KMETA]]{{.*}}strides: [%[[KSTRIDES]]#0, %[[KSTRIDES]]#1, %[[KSTRIDES]]#2, 1]
 // Pp, Vp and the view of v:
-// CHECK: memref.alloca() : memref<4x64xbf16>
-// CHECK: memref.alloca(%{{.*}}) : memref<4x?xbf16>
+// CHECK: memref.alloc() {alignment = 64 : i64} : memref<4x64xbf16>
+// CHECK: memref.alloc(%{{.*}}) {alignment = 64 : i64} : memref<4x?xbf16>
 // CHECK: memref.extract_strided_metadata %arg2
 // S has one more row for the odd tile_kv = 7:
-// CHECK: memref.alloca() : memref<8x32xf32>
+// CHECK: memref.alloc() {alignment = 64 : i64} : memref<8x32xf32>
 // Q in pairs, unscaled (no mulf before the stores):
 // CHECK: scf.for
 // CHECK: memref.load %arg0

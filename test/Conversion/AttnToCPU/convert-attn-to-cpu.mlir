@@ -17,7 +17,7 @@
 // CHECK-SAME: %[[O:[^:]*]]: memref<?x?x?x?xf32, strided<[?, ?, ?, ?], offset: ?>>,
 // CHECK-SAME: %[[LSE:[^:]*]]: memref<?x?x?xf32, strided<[?, ?, ?], offset: ?>>,
 // CHECK-SAME: %[[BEGIN:[^:]*]]: i64, %[[END:[^:]*]]: i64)
-// CHECK-SAME: attributes {llvm.emit_c_interface}
+// CHECK-SAME: -> i32 attributes {llvm.emit_c_interface}
 // Dims come from the operands (q: B, Hq, N, Dqk; k: Hkv, M; v: Dv):
 // CHECK-DAG: memref.dim %[[Q]], %{{.*}}
 // CHECK-DAG: memref.dim %[[K]], %{{.*}}
@@ -25,15 +25,22 @@
 // The default scale Dqk^-1/2, and lse is optional (null pointer check):
 // CHECK: math.rsqrt %{{.*}} : f64
 // CHECK: memref.extract_aligned_pointer_as_index %[[LSE]]
-// Local buffers: Qt [Dqk x tile_q], S [tile_kv x tile_q], Ot [Dv x tile_q],
-// and four row vectors (m, l, alpha, 1/l).
-// CHECK: memref.alloca(%{{.*}}) : memref<?x16xf32>
-// CHECK: memref.alloca() : memref<16x16xf32>
-// CHECK: memref.alloca(%{{.*}}) : memref<?x16xf32>
-// CHECK-COUNT-4: memref.alloca() : memref<16xf32>
-// The item loop over [begin, end):
+// Scratch, on the heap (64-byte aligned) once per call: Qt [Dqk x tile_q],
+// S [tile_kv x tile_q], Ot [Dv x tile_q], and four row vectors (m, l, alpha,
+// 1/l).
+// CHECK: %[[QT:.*]] = memref.alloc(%{{.*}}) {alignment = 64 : i64} : memref<?x16xf32>
+// CHECK: memref.alloc() {alignment = 64 : i64} : memref<16x16xf32>
+// CHECK: memref.alloc(%{{.*}}) {alignment = 64 : i64} : memref<?x16xf32>
+// CHECK-COUNT-4: memref.alloc() {alignment = 64 : i64} : memref<16xf32>
 // CHECK: %[[LB:.*]] = arith.index_cast %[[BEGIN]] : i64 to index
 // CHECK: %[[UB:.*]] = arith.index_cast %[[END]] : i64 to index
+// The items run only when no allocation returned a null pointer:
+// CHECK: %[[P0:.*]] = memref.extract_aligned_pointer_as_index %[[QT]]
+// CHECK: arith.cmpi ne, %[[P0]], %{{.*}} : index
+// CHECK-COUNT-6: memref.extract_aligned_pointer_as_index
+// CHECK: %[[OK:.*]] = arith.andi
+// CHECK: scf.if %[[OK]] {
+// The item loop over [begin, end):
 // CHECK: scf.for %{{.*}} = %[[LB]] to %[[UB]] step
 // Q is loaded scaled and transposed:
 // CHECK: memref.load %[[Q]]
@@ -80,13 +87,21 @@
 // CHECK: math.log %{{.*}} : vector<16xf32>
 // CHECK: memref.store %{{.*}}, %[[O]]
 // CHECK: memref.store %{{.*}}, %[[LSE]]
-// CHECK: return
+// Then the scratch is freed and the status returned: 0, or 1
+// (ATTN_KERNEL_OUT_OF_MEMORY) when an allocation failed.
+// CHECK-COUNT-7: memref.dealloc
+// CHECK: %[[ST:.*]] = arith.select %[[OK]], %{{.*}}, %{{.*}} : i32
+// CHECK: return %[[ST]] : i32
 
-// All local buffers are allocated once per call, never inside the item loop.
+// All scratch is allocated once per call, never inside the item loop, and
+// nothing on the stack.
 // HOIST-LABEL: func.func @attn_causal_tiles(
-// HOIST-COUNT-7: memref.alloca
-// HOIST: scf.for
 // HOIST-NOT: memref.alloca
+// HOIST-COUNT-7: memref.alloc(
+// HOIST: scf.for
+// HOIST-NOT: memref.alloc
+// HOIST: memref.dealloc
+// HOIST-NOT: memref.alloc
 // HOIST: return
 attn.spec @causal {
   attn.attention normalizer = <softmax> attributes {schedule = #attn.schedule<tile_q = 16, tile_kv = 16, vector_width = 16, block_skip = "interval">} scale {
@@ -107,7 +122,7 @@ attn.spec @causal {
 // is evaluated. With tile_q = 32 two lane vectors per row (8 / 2 = 4 kv rows
 // per pass-1 block: 8 accumulators).
 // CHECK-LABEL: func.func @attn_dense_tiles(
-// CHECK: memref.alloca() : memref<7x32xf32>
+// CHECK: memref.alloc() {alignment = 64 : i64} : memref<7x32xf32>
 // CHECK: scf.for
 // CHECK-NOT: arith.cmpi {{.*}} : i64
 // CHECK: scf.if %true{{.*}} {

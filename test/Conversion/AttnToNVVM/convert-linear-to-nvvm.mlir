@@ -55,9 +55,11 @@
 // CHECK: arith.addf
 // CHECK: memref.store %{{.*}}, %[[LG]]
 // CHECK: gpu.barrier
-// A += phi(q) phi(k)^T exp(min(L[t] - L[s], 0)), unrolled by 4:
+// A += phi(q) phi(k)^T exp(s <= t ? L[t] - L[s] : 0) (masked entries zeroed
+// later; exact decays of either sign), unrolled by 4:
 // CHECK: scf.for %{{.*}} = %c0 to %c64 step %c4 iter_args
-// CHECK: arith.minimumf
+// CHECK-NOT: arith.minimumf
+// CHECK: arith.select
 // CHECK: math.exp
 // CHECK: math.fma
 // CHECK: gpu.barrier

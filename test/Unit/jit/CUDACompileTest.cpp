@@ -12,11 +12,13 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <string>
 #include <unistd.h>
+#include <vector>
 
 namespace fs = std::filesystem;
 using namespace attn;
@@ -104,6 +106,57 @@ TEST_F(CUDACompile, SecondCompileHitsTheCacheWithTheSameImage) {
   ASSERT_TRUE(c) << err;
   EXPECT_FALSE(c->cacheHit());
   EXPECT_EQ(c->desc().inputs[0].type, ATTN_F16);
+}
+
+// The fatbin and its sidecar live in the same trusted store as CPU kernels:
+// a truncated fatbin is removed and recompiled, never handed to the driver.
+TEST_F(CUDACompile, TruncatedFatbinIsRecompiled) {
+  std::vector<std::string> warnings;
+  options.onWarning = [&](const std::string &w) { warnings.push_back(w); };
+  std::string err;
+  auto a = Compiler().compileCUDA(example("causal"), options, err);
+  ASSERT_TRUE(a) << err;
+  std::vector<std::string> names;
+  for (auto &e : fs::directory_iterator(cache))
+    names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  ASSERT_EQ(names.size(), 3u);
+  std::string stem = cache + "/" + fs::path(names[0]).stem().string();
+  EXPECT_EQ(names[0], fs::path(stem).filename().string() + ".cudameta");
+  EXPECT_EQ(names[1], fs::path(stem).filename().string() + ".fatbin");
+  EXPECT_EQ(names[2], fs::path(stem).filename().string() + ".sha256");
+  uintmax_t size = fs::file_size(stem + ".fatbin");
+  fs::resize_file(stem + ".fatbin", size / 2);
+  auto b = Compiler().compileCUDA(example("causal"), options, err);
+  ASSERT_TRUE(b) << err;
+  EXPECT_FALSE(b->cacheHit());
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_NE(warnings[0].find(stem + ".fatbin has " + std::to_string(size / 2) +
+                             " bytes, its manifest records " +
+                             std::to_string(size)),
+            std::string::npos)
+      << warnings[0];
+  EXPECT_EQ(fs::file_size(stem + ".fatbin"), size);
+  auto c = Compiler().compileCUDA(example("causal"), options, err);
+  ASSERT_TRUE(c) << err;
+  EXPECT_TRUE(c->cacheHit());
+  EXPECT_EQ(c->desc().image_size, size);
+  EXPECT_EQ(warnings.size(), 1u);
+}
+
+TEST_F(CUDACompile, CacheWritableByOthersIsRefused) {
+  std::vector<std::string> warnings;
+  options.onWarning = [&](const std::string &w) { warnings.push_back(w); };
+  fs::permissions(cache, fs::perms::all);
+  std::string err;
+  auto k = Compiler().compileCUDA(example("causal"), options, err);
+  ASSERT_TRUE(k) << err;
+  EXPECT_FALSE(k->cacheHit());
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_EQ(warnings[0], "kernel cache directory " + cache +
+                             " is writable by others (mode 0777); compiling "
+                             "without the cache");
+  EXPECT_TRUE(fs::is_empty(cache));
 }
 
 TEST_F(CUDACompile, HostTensorsAreRejectedBeforeAnyLaunch) {

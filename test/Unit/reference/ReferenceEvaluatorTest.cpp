@@ -1452,4 +1452,98 @@ TEST(ReferenceLinearErrors, ProjectionWidthMustBeDqk) {
       << err;
 }
 
+//===----------------------------------------------------------------------===//
+// Memory limits and NaN
+//===----------------------------------------------------------------------===//
+
+TEST(ReferenceLimits, MemoryAccountsForEveryBuffer) {
+  auto l = load("attention c { mask = causal }");
+  ASSERT_TRUE(l);
+  // q, k, v [1, 2, 5, 4], [1, 2, 7, 4], [1, 2, 7, 3]: 40 + 56 + 42 elements
+  // in float64; o [1, 2, 5, 3] and lse [1, 2, 5] in float64; a row of M = 7
+  // scores (8 bytes) and visibility flags (1 byte).
+  ReferenceMemory m = referenceMemory(
+      l->spec, {{"q", {1, 2, 5, 4}}, {"k", {1, 2, 7, 4}}, {"v", {1, 2, 7, 3}}});
+  EXPECT_EQ(m.widened, (40u + 56u + 42u) * 8u);
+  EXPECT_EQ(m.outputs, (30u + 10u) * 8u);
+  EXPECT_EQ(m.scratch, 7u * 9u);
+  EXPECT_EQ(m.total(), m.widened + m.outputs + m.scratch);
+}
+
+TEST(ReferenceLimits, OverflowingShapesSaturate) {
+  auto l = load("attention c { mask = causal }");
+  ASSERT_TRUE(l);
+  int64_t huge = int64_t(1) << 62;
+  ReferenceMemory m = referenceMemory(l->spec, {{"q", {1, 4, huge, 64}},
+                                                {"k", {1, 4, huge, 64}},
+                                                {"v", {1, 4, huge, 64}}});
+  EXPECT_EQ(m.total(), ::attn::kSaturatedBytes);
+}
+
+TEST(ReferenceLimits, Taylor2StateIsCountedWithoutOverflow) {
+  // Dphi = 1 + Dqk + Dqk (Dqk + 1) / 2 grows as Dqk^2: with Dqk = 2^32 it
+  // overflows int64; the estimate saturates instead of wrapping.
+  LinSpec spec;
+  spec.featureMap = "taylor2";
+  auto l = loadMLIR(linText(spec));
+  ASSERT_TRUE(l);
+  int64_t d = int64_t(1) << 32;
+  ReferenceMemory m = referenceMemory(
+      l->spec, {{"q", {1, 1, 1, d}}, {"k", {1, 1, 1, d}}, {"v", {1, 1, 1, 1}}});
+  EXPECT_EQ(m.scratch, ::attn::kSaturatedBytes);
+  // A small case, exactly: Dqk = 4 gives Dphi = 15; S [15, 3], five
+  // 15-vectors and two 3-vectors.
+  m = referenceMemory(
+      l->spec, {{"q", {1, 1, 2, 4}}, {"k", {1, 1, 2, 4}}, {"v", {1, 1, 2, 3}}});
+  EXPECT_EQ(m.scratch, (15u * 3u + 5u * 15u + 2u * 3u) * 8u);
+}
+
+TEST(ReferenceLimits, OverBudgetIsAnErrorBeforeAllocating) {
+  auto l = load("attention c { mask = causal }");
+  ASSERT_TRUE(l);
+  Shape s{1, 2, 2, 5, 5, 4, 3};
+  auto inputs = makeQKV(s, 7);
+  ReferenceOutputs out;
+  std::string err = evaluateReference(l->spec, inputs, out, 1000);
+  // q, k: 40 elements, v: 30, in float64; o: 30 and lse: 10 in float64; a
+  // row of 5 scores.
+  EXPECT_EQ(err, "reference evaluator: evaluating this spec needs 1.2 KiB "
+                 "(float64 inputs 880 B, outputs 320 B, scratch 45 B), more "
+                 "than the memory budget of 1000 B");
+  EXPECT_TRUE(out.o.bytes.empty());
+  // Enough budget: it runs.
+  EXPECT_EQ(evaluateReference(l->spec, inputs, out, 1 << 20), "");
+}
+
+TEST(ReferenceLimits, ElementMaskOverBudget) {
+  auto l = load("attention c { mask = causal }");
+  ASSERT_TRUE(l);
+  Shape s{1, 1, 1, 50, 60, 2, 2};
+  auto inputs = makeQKV(s, 8);
+  std::vector<uint8_t> mask;
+  std::string err = evaluateMask(l->spec, inputs, 0, 0, mask, nullptr, 2000);
+  EXPECT_NE(err.find("the element mask needs 2.9 KiB"), std::string::npos)
+      << err;
+  EXPECT_EQ(evaluateMask(l->spec, inputs, 0, 0, mask), "");
+  EXPECT_EQ(mask.size(), 50u * 60u);
+}
+
+TEST(ReferenceNaN, NaNScoreMakesTheSoftmaxRowNaN) {
+  // A NaN in q makes every score of its row NaN: o and lse of that row are
+  // NaN (as torch.softmax / logsumexp give), not an empty row's 0 and -inf.
+  auto l = load("attention c { mask = causal }");
+  ASSERT_TRUE(l);
+  Shape s{1, 1, 1, 4, 4, 3, 2};
+  auto inputs = makeQKV(s, 9);
+  inputs["q"].setDouble(2 * s.Dqk + 1, std::nan(""));
+  ReferenceOutputs out = run(*l, inputs);
+  for (int64_t i = 0; i < s.N; ++i) {
+    bool nanRow = i == 2;
+    EXPECT_EQ(std::isnan(out.lse.data<double>()[i]), nanRow) << "row " << i;
+    for (int64_t d = 0; d < s.Dv; ++d)
+      EXPECT_EQ(std::isnan(out.o.data<double>()[i * s.Dv + d]), nanRow)
+          << "row " << i << " col " << d;
+  }
+}
+
 } // namespace

@@ -311,11 +311,13 @@ TEST(NpyRead, OtherDtypesAndShapes) {
   EXPECT_EQ(a.getDouble(0), 1.5);
   EXPECT_EQ(a.getDouble(1), -2.0);
 
-  // Zero-size arrays need no data; bytes past the data are ignored.
+  // Zero-size arrays need no data; bytes past the data are an error (the
+  // file must be exactly as large as its header says).
   ASSERT_EQ(parse(makeNpy(1, dict("<f4", "(0, 4)")), a), "");
   EXPECT_EQ(a.numel(), 0);
-  ASSERT_EQ(parse(makeNpy(1, dict("|b1", "(1,)"), {0, 1, 1}), a), "");
-  EXPECT_EQ(a.bytes, std::vector<uint8_t>{0});
+  EXPECT_NE(parse(makeNpy(1, dict("|b1", "(1,)"), {0, 1, 1}), a)
+                .find("size mismatch: header says [1] bool = 1 bytes, file has 3"),
+            std::string::npos);
   // No spaces, no trailing comma in the dict, no final newline.
   ASSERT_EQ(parse(makeNpy(1,
                           "{'descr':'<f8','fortran_order':False,"

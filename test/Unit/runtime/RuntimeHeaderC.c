@@ -31,5 +31,9 @@ int attn_test_c_header(void) {
     return 0;
   if (strcmp(attn_status_string(ATTN_ERROR_LAYOUT), "ATTN_ERROR_LAYOUT") != 0)
     return 0;
+  if (strcmp(attn_status_string(ATTN_ERROR_OUT_OF_MEMORY),
+             "ATTN_ERROR_OUT_OF_MEMORY") != 0 ||
+      ATTN_MAX_HEAD_DIM < 576 || ATTN_KERNEL_OUT_OF_MEMORY == ATTN_KERNEL_OK)
+    return 0;
   return attn_cpu_num_threads() >= 1;
 }

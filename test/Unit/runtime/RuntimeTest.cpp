@@ -4,7 +4,8 @@
 // attn_cpu_run builds, so these tests check the contract without a compiler:
 // every work item exactly once for many shapes, tile sizes and thread counts;
 // strided views and byte offsets; each validation error's code and message
-// (and that nothing was written); concurrent and nested calls.
+// (and that nothing was written); concurrent and nested calls; the status
+// word a kernel reports a failed scratch allocation in.
 //
 //===----------------------------------------------------------------------===//
 
@@ -143,6 +144,28 @@ void auxKernel(void **args, int64_t begin, int64_t end) {
         at<float>(o, {b, h, i, d}) +=
             float(at<int32_t>(doc, {b, i})) + at<float>(bias, {h, 3});
   }
+}
+
+/// The item whose call fails in failingKernel.
+std::atomic<int64_t> failItem{-1};
+/// Calls of failingKernel that saw a status word other than NULL/0 on entry.
+std::atomic<int> badStatusWord{0};
+
+/// fakeKernel<4>, except that the call holding item failItem computes nothing
+/// and reports ATTN_KERNEL_OUT_OF_MEMORY in the status word args[5] (q, k,
+/// v, o, lse, then the word), as a compiled kernel does when malloc fails.
+void failingKernel(void **args, int64_t begin, int64_t end) {
+  auto *status = static_cast<int32_t *>(args[5]);
+  if (!status)
+    badStatusWord++;
+  int64_t f = failItem.load();
+  if (begin <= f && f < end) {
+    kernelCalls++;
+    __atomic_store_n(status, int32_t(ATTN_KERNEL_OUT_OF_MEMORY),
+                     __ATOMIC_RELAXED);
+    return;
+  }
+  fakeKernel<4>(args, begin, end);
 }
 
 //===----------------------------------------------------------------------===//
@@ -328,6 +351,8 @@ TEST(RuntimeTest, StatusStrings) {
   EXPECT_STREQ(attn_status_string(ATTN_ERROR_SHAPE), "ATTN_ERROR_SHAPE");
   EXPECT_STREQ(attn_status_string(ATTN_ERROR_INTERNAL),
                "ATTN_ERROR_INTERNAL");
+  EXPECT_STREQ(attn_status_string(ATTN_ERROR_OUT_OF_MEMORY),
+               "ATTN_ERROR_OUT_OF_MEMORY");
   EXPECT_STREQ(attn_status_string(static_cast<attn_status_t>(42)),
                "ATTN_ERROR_UNKNOWN");
   EXPECT_GE(attn_cpu_num_threads(), 1);
@@ -787,8 +812,12 @@ TEST_F(ValidationTest, InputLayouts) {
 }
 
 TEST_F(ValidationTest, MalformedKernelDescriptors) {
-  kernel.desc.abi_version = 2;
-  expectError(ATTN_ERROR_UNSUPPORTED, "kernel 'fake': ABI version 2");
+  // Version 1 kernels had no status word: they are refused, not run.
+  kernel.desc.abi_version = 1;
+  expectError(ATTN_ERROR_UNSUPPORTED,
+              "kernel 'fake': ABI version 1, this runtime supports 2");
+  kernel.desc.abi_version = ATTN_ABI_VERSION + 1;
+  expectError(ATTN_ERROR_UNSUPPORTED, "kernel 'fake': ABI version 3");
   kernel.desc.abi_version = ATTN_ABI_VERSION;
   kernel.desc.tile_q = 0;
   expectError(ATTN_ERROR_INVALID_ARGUMENT, "tile_q is 0");
@@ -810,6 +839,82 @@ TEST_F(ValidationTest, MalformedKernelDescriptors) {
   kernel.inputs[4].fixed_sizes = kBiasFixed;
   threads = -1;
   expectError(ATTN_ERROR_INVALID_ARGUMENT, "num_threads is -1");
+}
+
+//===----------------------------------------------------------------------===//
+// Limits and kernel failures
+//===----------------------------------------------------------------------===//
+
+TEST(RuntimeLimitsTest, HeadDimsUpToTheLimitRun) {
+  // Dqk = Dv = ATTN_MAX_HEAD_DIM is accepted and computed.
+  Dims s{1, 1, 1, 5, 3, ATTN_MAX_HEAD_DIM, ATTN_MAX_HEAD_DIM};
+  Tensor q({s.B, s.Hq, s.N, s.Dqk}), k({s.B, s.Hkv, s.M, s.Dqk}),
+      v({s.B, s.Hkv, s.M, s.Dv}), o({s.B, s.Hq, s.N, s.Dv}),
+      lse({s.B, s.Hq, s.N});
+  q.fill(1), k.fill(2), v.fill(3);
+  std::vector<float> wantO, wantLse;
+  reference(s, q, k, v, wantO, wantLse);
+  Kernel kernel(fakeKernel<4>, 4);
+  ASSERT_EQ(run(kernel, {&q, &k, &v}, &o, &lse, 2), ATTN_OK)
+      << attn_last_error();
+  EXPECT_EQ(o.values(), wantO);
+}
+
+TEST(RuntimeLimitsTest, HeadDimsPastTheLimitAreRefused) {
+  const int64_t big = ATTN_MAX_HEAD_DIM + 1;
+  for (bool inDqk : {true, false}) {
+    Dims s{1, 2, 1, 3, 3, inDqk ? big : 4, inDqk ? 4 : big};
+    Tensor q({s.B, s.Hq, s.N, s.Dqk}), k({s.B, s.Hkv, s.M, s.Dqk}),
+        v({s.B, s.Hkv, s.M, s.Dv}), o({s.B, s.Hq, s.N, s.Dv});
+    o.fillConst(7);
+    std::vector<uint64_t> before = o.storage;
+    Kernel kernel(fakeKernel<4>, 4);
+    kernelCalls = 0;
+    EXPECT_EQ(run(kernel, {&q, &k, &v}, &o, nullptr, 2),
+              ATTN_ERROR_UNSUPPORTED);
+    std::string want = std::string("kernel 'fake': head dim ") +
+                       (inDqk ? "Dqk" : "Dv") + " = " + std::to_string(big) +
+                       " exceeds the CPU kernels' limit of " +
+                       std::to_string(ATTN_MAX_HEAD_DIM) +
+                       " (ATTN_MAX_HEAD_DIM)";
+    EXPECT_EQ(attn_last_error(), want);
+    EXPECT_EQ(kernelCalls.load(), 0);
+    EXPECT_TRUE(o.storage == before) << "o was written";
+  }
+}
+
+TEST(RuntimeLimitsTest, KernelOutOfMemoryIsAnError) {
+  // 2 x 3 heads x 16 q tiles of 4 rows = 96 items; fail the first, one in
+  // the middle, or the last, on 1, 2 or 3 threads.
+  Dims s{2, 3, 3, 61, 5, 4, 4};
+  Tensor q({s.B, s.Hq, s.N, s.Dqk}), k({s.B, s.Hkv, s.M, s.Dqk}),
+      v({s.B, s.Hkv, s.M, s.Dv});
+  q.fill(1), k.fill(2), v.fill(3);
+  Kernel kernel(failingKernel, 4);
+  for (int64_t item : {0, 47, 95}) {
+    for (int threads : {1, 2, 3}) {
+      SCOPED_TRACE("item=" + std::to_string(item) +
+                   " threads=" + std::to_string(threads));
+      Tensor o({s.B, s.Hq, s.N, s.Dv}), lse({s.B, s.Hq, s.N});
+      failItem = item;
+      kernelCalls = 0;
+      badStatusWord = 0;
+      attn_status_t st = run(kernel, {&q, &k, &v}, &o, &lse, threads);
+      failItem = -1;
+      EXPECT_EQ(st, ATTN_ERROR_OUT_OF_MEMORY);
+      EXPECT_STREQ(attn_last_error(),
+                   "kernel 'fake': out of memory allocating its scratch "
+                   "buffers (Dqk = 4, Dv = 4); o and lse are partially "
+                   "written");
+      EXPECT_EQ(badStatusWord.load(), 0);
+      EXPECT_GE(kernelCalls.load(), 1);
+    }
+  }
+  // The status word is per call: the next call succeeds.
+  Tensor o({s.B, s.Hq, s.N, s.Dv});
+  ASSERT_EQ(run(kernel, {&q, &k, &v}, &o, nullptr, 2), ATTN_OK)
+      << attn_last_error();
+  EXPECT_STREQ(attn_last_error(), "");
 }
 
 //===----------------------------------------------------------------------===//

@@ -37,9 +37,31 @@ struct ReferenceOutputs {
   std::map<std::string, ScalarValue> params;
 };
 
+/// What evaluateReference allocates, in bytes, saturating at UINT64_MAX.
+struct ReferenceMemory {
+  uint64_t widened = 0; ///< float64 (int64) copies of every input
+  uint64_t outputs = 0; ///< o, and lse for softmax, in float64
+  uint64_t scratch = 0; ///< a row of scores, or the linear recurrence's state
+  uint64_t total() const;
+};
+
+/// The memory evaluateReference needs for inputs of these shapes (q, k, v
+/// and the aux inputs, including a random feature map's projection). The
+/// shapes need not be validated: missing or short ones count as 0.
+ReferenceMemory
+referenceMemory(SpecOp spec,
+                const std::map<std::string, std::vector<int64_t>> &shapes);
+
 /// Binds shapes, evaluates params, scale and bias, then computes every
 /// output row. Returns "" or a one-line message (shape mismatch, index out
 /// of range in a lookup, division by zero in an index expression, ...).
+///
+/// NaN propagates as in IEEE arithmetic: a NaN score makes its softmax row
+/// NaN (o and lse), it does not turn it into an empty row.
+///
+/// It allocates referenceMemory() bytes; more than `maxBytes` (0: the
+/// ::attn::defaultMemoryBudget()) is an error before anything is allocated,
+/// and so is a failed allocation.
 ///
 /// For attn.linear_attention it runs the recurrent form of the op's
 /// definition step by step per (b, h): feature maps, log-space gates, the
@@ -52,7 +74,7 @@ struct ReferenceOutputs {
 std::string
 evaluateReference(SpecOp spec,
                   const std::map<std::string, ::attn::HostArray> &inputs,
-                  ReferenceOutputs &out);
+                  ReferenceOutputs &out, uint64_t maxBytes = 0);
 
 /// Evaluates only the params (for reporting and random-input generation).
 std::string evaluateParams(SpecOp spec, const ::attn::DimBinding &dims,
@@ -69,9 +91,11 @@ public:
   MaskEvaluator &operator=(const MaskEvaluator &) = delete;
 
   /// `inputs` must hold every input of the spec (q, k and v fix the dims;
-  /// only the aux tensors are read, and copied). Returns "" or a message.
+  /// only the aux tensors are read, and copied in float64, within
+  /// `maxBytes`; 0: the default budget). Returns "" or a message.
   std::string init(SpecOp spec,
-                   const std::map<std::string, ::attn::HostArray> &inputs);
+                   const std::map<std::string, ::attn::HostArray> &inputs,
+                   uint64_t maxBytes = 0);
   const ::attn::DimBinding &dims() const;
   const std::map<std::string, ScalarValue> &params() const;
 
@@ -88,11 +112,14 @@ private:
 
 /// The element-wise mask of one (b, h): `mask` gets N * M bytes, row-major
 /// (query-major), 1 = visible. `bound`, when given, receives the dims and
-/// params (its o and lse stay empty). Returns "" or a one-line message.
+/// params (its o and lse stay empty). The mask and the widened aux inputs
+/// must fit in `maxBytes` (0: the default budget). Returns "" or a one-line
+/// message.
 std::string evaluateMask(SpecOp spec,
                          const std::map<std::string, ::attn::HostArray> &inputs,
                          int64_t b, int64_t h, std::vector<uint8_t> &mask,
-                         ReferenceOutputs *bound = nullptr);
+                         ReferenceOutputs *bound = nullptr,
+                         uint64_t maxBytes = 0);
 
 } // namespace mlir::attn
 

@@ -49,10 +49,24 @@ std::string generateHeader(const KernelInfo &info);
 /// points to) describing `signature`, as C for a generated header.
 void writeInputDescs(llvm::raw_ostream &os, llvm::StringRef symbol,
                      const ::attn::Signature &signature);
-/// The " *   name: type [dims]" lines of a generated header's comment for
-/// the inputs, o and lse.
+/// The C parameter name of input `index` (`in`) in a generated entry point.
+/// q, k and v keep their names; every other input is `aux_<name>`, so no
+/// input name (`double`, `class`, `NULL`, `o`, `options`, `inputs`, a type
+/// or macro of the runtime's headers) can break the header or clash with the
+/// entry point's other parameters and locals. Spec names are ASCII
+/// identifiers, so the result is a C and C++ identifier, never a keyword.
+std::string headerParamName(const ::attn::InputSig &in, size_t index);
+/// The " *   param: type [dims]" lines of a generated header's comment for
+/// the inputs (under their parameter names), o and lse.
 void writeSignatureComment(llvm::raw_ostream &os,
                            const ::attn::Signature &signature, bool hasLse);
+/// "const DLTensor *q, ..., const DLTensor *aux_doc, ": an entry point's
+/// input parameters.
+void writeEntryParams(llvm::raw_ostream &os,
+                      const ::attn::Signature &signature);
+/// The entry point's `const DLTensor *inputs[] = {q, k, v, aux_doc};` line.
+void writeInputsArray(llvm::raw_ostream &os,
+                      const ::attn::Signature &signature);
 /// "ATTN_F32", "ATTN_BF16", ...
 const char *elemTypeEnum(::attn::ElemType t);
 

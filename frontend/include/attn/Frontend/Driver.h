@@ -13,6 +13,7 @@
 #include "attn/Dialect/Attn/IR/AttnOps.h"
 #include "attn/Frontend/AST.h"
 #include "mlir/IR/BuiltinOps.h"
+#include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/OwningOpRef.h"
 #include "llvm/Support/SourceMgr.h"
 
@@ -38,6 +39,45 @@ OwningOpRef<ModuleOp> loadSpec(MLIRContext &ctx,
 
 /// The single attn.spec in `module`.
 SpecOp getSpec(ModuleOp module);
+
+//===----------------------------------------------------------------------===//
+// Diagnostics that stay short whatever the input
+//===----------------------------------------------------------------------===//
+
+/// A word of a diagnostic message (a run of letters, digits and '_', e.g. an
+/// identifier or number quoted from the spec) longer than this is cut to its
+/// first kDiagMaxWordChars characters followed by "...".
+constexpr size_t kDiagMaxWordChars = 80;
+/// A source line longer than this is shown as a window of this many columns
+/// around the caret, with "..." where it was cut.
+constexpr size_t kDiagSnippetColumns = 120;
+
+/// `message` with every word longer than kDiagMaxWordChars shortened.
+std::string shortenDiagnosticText(llvm::StringRef message);
+/// Shortens the message of `diag` and of its notes in place.
+void shortenDiagnostic(Diagnostic &diag);
+
+/// The diagnostic handler for spec files: what SourceMgrDiagnosticHandler
+/// prints (`file:line:col: error: message`, the source line, a caret), with
+/// long words of messages shortened (shortenDiagnosticText), a long source
+/// line shown as a window around the caret, and source lines found the way
+/// SourceLocator counts them (a lone "\r" ends a line). So a 10 MB
+/// identifier gives a few hundred bytes of output, not 20 MB.
+class SpecDiagnosticHandler : public SourceMgrDiagnosticHandler {
+public:
+  SpecDiagnosticHandler(llvm::SourceMgr &mgr, MLIRContext *ctx,
+                        raw_ostream &os);
+  SpecDiagnosticHandler(llvm::SourceMgr &mgr, MLIRContext *ctx);
+
+private:
+  void emit(Diagnostic &diag);
+  /// Emits one diagnostic without its notes.
+  void emitOne(Location loc, llvm::StringRef message,
+               DiagnosticSeverity severity);
+  /// The source line `loc` points at, when the SourceMgr would show the
+  /// wrong one or too much of it.
+  std::optional<llvm::StringRef> ownSnippetLine(Location loc);
+};
 
 } // namespace mlir::attn
 

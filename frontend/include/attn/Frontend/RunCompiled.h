@@ -9,7 +9,11 @@ namespace mlir::attn {
 
 /// Gathers inputs like runSpec, JIT-compiles the spec at opts.specPath with
 /// opts.params, runs it opts.repeat times and, when opts.check, compares with
-/// the float64 reference. Returns "" or a one-line error message.
+/// the float64 reference (NaN and infinities agree only with the same value
+/// in the same place). The output paths and the memory the run needs (inputs
+/// and their kernel-typed copies, o and lse, the reference) are checked
+/// before anything is compiled or allocated. Returns "" or a one-line error
+/// message.
 std::string runCompiledSpec(SpecOp spec, const RunOptions &opts,
                             llvm::raw_ostream &os);
 

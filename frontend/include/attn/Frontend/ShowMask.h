@@ -27,13 +27,18 @@ struct ShowMaskOptions {
   std::string png;                 ///< write a PNG here when not empty
   std::string specPath;            ///< shown in the summary
   unsigned maxColumns = 128;       ///< wider grids group tiles per character
+  /// --max-memory: what the inputs, the tile map, the element mask and the
+  /// picture may use, in bytes (0: ::attn::defaultMemoryBudget()).
+  uint64_t maxMemory = 0;
 };
 
 /// Gathers inputs like `attnc run` (random where not given), classifies every
 /// tile of (b, h), prints the grid and counts to `os` and writes the PNG if
 /// asked. When N * M is small enough (<= 2^22) it also evaluates the element
 /// mask, reports the visible fraction and checks the classification against
-/// it. Returns "" or a one-line error message.
+/// it. Tiles larger than the mask are shown as the whole mask. Returns "" or
+/// a one-line error message (also when the memory needed is over the
+/// budget).
 std::string showMask(SpecOp spec, const ShowMaskOptions &options,
                      llvm::raw_ostream &os);
 

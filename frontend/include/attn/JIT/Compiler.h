@@ -12,6 +12,14 @@
 // text, params, target, schedule and the compiler build: a second process
 // compiling the same spec loads the cached library instead of compiling.
 //
+// The cache is a trusted store: a per-user directory (created 0700) that is
+// used only while it and every entry in it belong to the user and nobody
+// else can write them; each entry records the SHA-256 and size of its files
+// and is verified before use (a truncated or altered entry is removed and
+// recompiled); entries are published atomically, and concurrent compiles of
+// one kernel compile it once. A cache that cannot be used costs a
+// `warning:`, never the compile: the kernel is then compiled in memory.
+//
 //===----------------------------------------------------------------------===//
 
 #ifndef ATTN_JIT_COMPILER_H
@@ -19,6 +27,7 @@
 
 #include "attn/Signature.h"
 #include "attn/runtime.h"
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -40,10 +49,16 @@ struct CompileOptions {
   /// (and `zstate` [B, Hq, Dphi] when normalized) after the spec's inputs,
   /// starts from them and writes the final state back (decode / pieces).
   bool linearState = false;
-  /// Kernel cache; "" means $ATTN_CACHE_DIR, else $XDG_CACHE_HOME/attnc,
-  /// else ~/.cache/attnc.
+  /// Kernel cache; "" means $ATTN_CACHE_DIR, else $XDG_CACHE_HOME/attnc
+  /// (when absolute), else $HOME/.cache/attnc, else the passwd home's
+  /// .cache/attnc, else /tmp/attnc-cache-<uid> (never a directory shared
+  /// between users: one owned by someone else is refused).
   std::string cacheDir;
   bool useCache = true;
+  /// Receives the text of each warning (why the cache was not used; at most
+  /// one per compile). Unset: printed to stderr as `warning: TEXT`, each
+  /// distinct text once per process.
+  std::function<void(const std::string &)> onWarning;
   /// CUDA (compileCUDA, target "cuda" or "cuda:sm_80,sm_90"): element type
   /// of the q, k, v a spec leaves undeclared, "bf16" or "f16".
   std::string dtype = "bf16";
@@ -69,12 +84,19 @@ public:
   bool cacheHit() const { return cacheHit_; }
   /// Seconds from compile() call to a loaded kernel.
   double compileSeconds() const { return seconds_; }
+  /// The cache entry the kernel is stored in (`<cache>/<key>.so`), or ""
+  /// when it was compiled without the cache. The code itself is loaded from
+  /// a verified copy in memory, never from this path.
   const std::string &libraryPath() const { return path_; }
 
 private:
   friend class Compiler;
   Kernel() = default;
   void *handle_ = nullptr;
+  /// The memfd the library was loaded from (-1: none), kept open while the
+  /// library is loaded: its /proc/self/fd name must not be reused meanwhile.
+  int imageFd_ = -1;
+  std::string loadName_;
   attn_kernel_desc_t desc_{};
   Signature signature_;
   std::string name_, path_;
@@ -138,7 +160,9 @@ public:
   static std::string cacheDirectory(const CompileOptions &options);
 
 private:
-  static std::unique_ptr<Kernel> loadLibrary(const std::string &path,
+  /// Loads a kernel library from its (verified) bytes.
+  static std::unique_ptr<Kernel> loadLibrary(const std::vector<char> &image,
+                                             const std::string &key,
                                              std::string &error);
 };
 

@@ -10,8 +10,16 @@ def ConvertAttnToCPU : Pass<"convert-attn-to-cpu", "ModuleOp"> {
   let description = [{
     Replaces each `attn.spec` (whose attention carries an `#attn.schedule`)
     with a `func.func @attn_<name>_tiles` over strided memrefs
-    `(q, k, v, o, lse, aux..., begin, end)` that computes work items
+    `(q, k, v, o, lse, aux..., begin, end) -> i32` that computes work items
     `[begin, end)`, item = `(b * Hq + h) * ceil(N / tile_q) + q_tile`.
+
+    Scratch buffers (the transposed Q tile, the O accumulator, S, row
+    statistics; the state and chunk buffers of linear attention) are
+    allocated once per call on the heap (`memref.alloc`, 64-byte aligned),
+    never on the stack, since their size scales with the head dims and
+    tiles. The items run only when every allocation succeeded; the result
+    is 0, or 1 (ATTN_KERNEL_OUT_OF_MEMORY) when one failed. Tiles and the
+    linear chunk are at most 512 rows.
 
     Queries of a tile live in SIMD lanes: Q is transposed once per tile, so
     `S = Q Kᵀ` and `O += P V` are broadcast-FMA micro-kernels (keys and
@@ -28,7 +36,7 @@ def ConvertAttnToCPU : Pass<"convert-attn-to-cpu", "ModuleOp"> {
 
     ```mlir
     func.func @attn_causal_tiles(%q: memref<?x?x?x?xf32, strided<[?, ?, ?, ?], offset: ?>>, ...,
-                                 %begin: i64, %end: i64) attributes {llvm.emit_c_interface}
+                                 %begin: i64, %end: i64) -> i32 attributes {llvm.emit_c_interface}
     ```
   }];
   let options = [
@@ -136,7 +144,10 @@ def AttnEmitPackedEntry : Pass<"attn-emit-packed-entry", "ModuleOp"> {
     !llvm.ptr, %begin: i64, %end: i64)` that loads the descriptor pointers
     from `args` and calls it: the fixed C signature
     `void attn_<name>(void **args, int64_t begin, int64_t end)` the runtime
-    calls, whatever the number of aux inputs.
+    calls, whatever the number of aux inputs. When the kernel returns a
+    nonzero status, the entry stores it (atomically, monotonic) to the
+    `int32_t` status word `args[numDescriptors]` points to (ABI version 2
+    in attn/runtime.h); a zero status stores nothing.
   }];
   let dependentDialects = ["::mlir::LLVM::LLVMDialect"];
 }

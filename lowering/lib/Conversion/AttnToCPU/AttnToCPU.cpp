@@ -34,6 +34,7 @@
 #include "LinearToCPU.h"
 #include "attn/Conversion/Passes.h"
 #include "attn/Dialect/Attn/IR/AttnOps.h"
+#include "attn/Dialect/Attn/Transforms/Passes.h"
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/Math/IR/Math.h"
@@ -69,7 +70,9 @@ public:
     bk = sched ? sched.getTileKv() : 64;
     ci = bq / vl;
     // Register blocking: keep at most ~24 vector accumulators live.
-    rj = std::max<int64_t>(1, std::min<int64_t>(8, 24 / ci));
+    // (build() rejects tile_q below or not a multiple of vl.)
+    rj = std::max<int64_t>(1,
+                           std::min<int64_t>(8, 24 / std::max<int64_t>(ci, 1)));
     rd = rj;
     b.setInsertionPointToEnd(module.getBody());
   }
@@ -204,38 +207,34 @@ void KernelBuilder::emitPrologue(func::FuncOp fn) {
         b, MemRefType::get({dyn, dyn, dyn, dyn}, bf16, layout),
         meta.getBaseBuffer(), OpFoldResult(meta.getOffset()), sizes, strides);
   };
+  // Scratch on the heap, once per call (allocScratch): Qt and Ot scale with
+  // the head dims, St with the tiles.
   if (dotQK) {
     D2 = arith::CeilDivUIOp::create(b, Dqk, cidx(2));
     Value D2x2 = arith::MulIOp::create(b, D2, cidx(2));
-    Qp = memref::AllocaOp::create(b, MemRefType::get({dyn, 2 * bq}, bf16),
-                                  ValueRange{D2});
-    Kp = memref::AllocaOp::create(b, MemRefType::get({bk, dyn}, bf16),
-                                  ValueRange{D2x2});
+    Qp = allocScratch(MemRefType::get({dyn, 2 * bq}, bf16), ValueRange{D2});
+    Kp = allocScratch(MemRefType::get({bk, dyn}, bf16), ValueRange{D2x2});
     unitInner(k, kUnit, kU);
   } else {
-    Qt = memref::AllocaOp::create(b, MemRefType::get({dyn, bq}, f32),
-                                  ValueRange{Dqk});
+    Qt = allocScratch(MemRefType::get({dyn, bq}, f32), ValueRange{Dqk});
   }
   if (dotPV) {
     int64_t bk2 = (bk + 1) / 2;
-    Pp = memref::AllocaOp::create(b, MemRefType::get({bk2, 2 * bq}, bf16));
-    Vp = memref::AllocaOp::create(
-        b, MemRefType::get({bk2, dyn}, bf16),
-        ValueRange{arith::MulIOp::create(b, Dv, cidx(2))});
+    Pp = allocScratch(MemRefType::get({bk2, 2 * bq}, bf16));
+    Vp = allocScratch(MemRefType::get({bk2, dyn}, bf16),
+                      ValueRange{arith::MulIOp::create(b, Dv, cidx(2))});
     unitInner(v, vUnit, vU);
   }
   // With dotPV an odd tile_kv gets one more (zero) row for the last pair.
-  St = memref::AllocaOp::create(
-      b, MemRefType::get({dotPV ? bk + bk % 2 : bk, bq}, f32));
-  Ot = memref::AllocaOp::create(
-      b, MemRefType::get({ShapedType::kDynamic, bq}, f32), ValueRange{Dv});
-  mBuf = memref::AllocaOp::create(b, MemRefType::get({bq}, f32));
-  lBuf = memref::AllocaOp::create(b, MemRefType::get({bq}, f32));
+  St = allocScratch(MemRefType::get({dotPV ? bk + bk % 2 : bk, bq}, f32));
+  Ot = allocScratch(MemRefType::get({dyn, bq}, f32), ValueRange{Dv});
+  mBuf = allocScratch(MemRefType::get({bq}, f32));
+  lBuf = allocScratch(MemRefType::get({bq}, f32));
   lxBuf = dotPV && kind == NormalizerKind::softmax
-              ? Value(memref::AllocaOp::create(b, MemRefType::get({bq}, f32)))
+              ? allocScratch(MemRefType::get({bq}, f32))
               : lBuf;
-  aBuf = memref::AllocaOp::create(b, MemRefType::get({bq}, f32));
-  invBuf = memref::AllocaOp::create(b, MemRefType::get({bq}, f32));
+  aBuf = allocScratch(MemRefType::get({bq}, f32));
+  invBuf = allocScratch(MemRefType::get({bq}, f32));
 }
 
 void KernelBuilder::emitLoadQ(Value bIdx, Value h, Value q0, Value qn) {
@@ -959,6 +958,12 @@ LogicalResult KernelBuilder::build() {
   if (!sched)
     return att.emitError() << "convert-attn-to-cpu needs a schedule; run "
                               "attn-tile-attention first";
+  if (bq <= 0 || bk <= 0 || bq % vl != 0 || bq > kMaxTileRows ||
+      bk > kMaxTileRows)
+    return att.emitError() << "the CPU kernel needs tile_q (" << bq
+                           << ") a positive multiple of the vector width ("
+                           << vl << ") and tile_q, tile_kv (" << bk
+                           << ") at most " << kMaxTileRows << " rows";
   kind = att.getNormalizer();
   deferFinish = !att.getScore().empty() || !att.getMask().empty();
   auto fn = createKernelFunc(spec);
@@ -966,11 +971,12 @@ LogicalResult KernelBuilder::build() {
   Block &entry = fn.getBody().front();
   Value begin = toIdx(entry.getArgument(entry.getNumArguments() - 2));
   Value end = toIdx(entry.getArgument(entry.getNumArguments() - 1));
+  beginGuardedBody();
   loop(begin, end, cidx(1), {}, [&](Value item, ValueRange) {
     emitItem(item);
     return SmallVector<Value>{};
   });
-  func::ReturnOp::create(b);
+  finishKernel();
   return success();
 }
 
@@ -983,6 +989,12 @@ struct ConvertAttnToCPUPass
     SmallVector<SpecOp> specs(module.getBody()->getOps<SpecOp>());
     for (SpecOp spec : specs) {
       if (spec.getLinearAttention()) {
+        if (linearChunk < 0 || linearChunk > kMaxTileRows) {
+          spec.emitError() << "linear-chunk (" << int64_t(linearChunk)
+                           << ") must be between 0 (the recurrent form) and "
+                           << kMaxTileRows << " time steps";
+          return signalPassFailure();
+        }
         if (failed(buildLinearKernel(spec, module, vectorWidth, linearChunk)))
           return signalPassFailure();
         spec->erase();

@@ -78,9 +78,27 @@ protected:
   }
 
   /// Creates, at the builder, the kernel function `attn_<name>_tiles(q, k, v,
-  /// o, lse, aux..., begin, end)` over strided memrefs with its entry block,
-  /// and leaves the builder at the start of that block.
+  /// o, lse, aux..., begin, end) -> i32` over strided memrefs with its entry
+  /// block, and leaves the builder at the start of that block. The result is
+  /// the status finishKernel() returns.
   func::FuncOp createKernelFunc(SpecOp spec);
+
+  /// A per-call scratch buffer: memref.alloc (malloc, 64-byte aligned) in
+  /// the kernel's entry block, checked by beginGuardedBody() and freed by
+  /// finishKernel(). Scratch never goes on the stack: its size scales with
+  /// the head dims and tiles, and callers may run kernels on threads with
+  /// small stacks.
+  Value allocScratch(MemRefType type, ValueRange dynamicSizes = {});
+
+  /// Opens `scf.if` on "every scratch buffer was allocated" (a failed malloc
+  /// leaves a null aligned pointer) and leaves the builder at the start of
+  /// its then-block, where the kernel's work items go.
+  void beginGuardedBody();
+
+  /// Leaves the guard, frees the scratch and returns the kernel's status:
+  /// ATTN_KERNEL_OK, or ATTN_KERNEL_OUT_OF_MEMORY when an allocation failed
+  /// (attn/runtime.h).
+  void finishKernel();
 
   /// Binds the canonical dims (from q, k, v = entry args 0..2), the aux
   /// inputs (entry args from `firstAux` on, in declaration order) with
@@ -89,6 +107,10 @@ protected:
 
   ImplicitLocOpBuilder b;
   int64_t vl;
+
+private:
+  SmallVector<Value> scratch;
+  scf::IfOp guard;
 };
 
 } // namespace mlir::attn::cpu

@@ -316,16 +316,16 @@ LogicalResult LinearKernelBuilder::build() {
   Value nC = arith::CeilDivUIOp::create(b, Dv, cidx(vl));
   Value dvPad = arith::MulIOp::create(b, nC, cidx(vl));
   auto dyn1 = MemRefType::get({ShapedType::kDynamic}, f32);
-  Value S = memref::AllocOp::create(
-      b, MemRefType::get({ShapedType::kDynamic, ShapedType::kDynamic}, f32),
+  Value S = allocScratch(
+      MemRefType::get({ShapedType::kDynamic, ShapedType::kDynamic}, f32),
       ValueRange{dk, dvPad});
-  Value z = memref::AllocOp::create(b, dyn1, ValueRange{dk});
-  Value phiQ = memref::AllocOp::create(b, dyn1, ValueRange{dq});
-  Value phiK = memref::AllocOp::create(b, dyn1, ValueRange{dk});
-  Value gBuf = memref::AllocOp::create(b, dyn1, ValueRange{dk});
-  Value uBuf = memref::AllocOp::create(b, dyn1, ValueRange{dk});
-  Value vBuf = memref::AllocOp::create(b, dyn1, ValueRange{dvPad});
-  Value wBuf = memref::AllocOp::create(b, dyn1, ValueRange{dvPad});
+  Value z = allocScratch(dyn1, ValueRange{dk});
+  Value phiQ = allocScratch(dyn1, ValueRange{dq});
+  Value phiK = allocScratch(dyn1, ValueRange{dk});
+  Value gBuf = allocScratch(dyn1, ValueRange{dk});
+  Value uBuf = allocScratch(dyn1, ValueRange{dk});
+  Value vBuf = allocScratch(dyn1, ValueRange{dvPad});
+  Value wBuf = allocScratch(dyn1, ValueRange{dvPad});
 
   Value begin = toIdx(entry->getArgument(entry->getNumArguments() - 2));
   Value end = toIdx(entry->getArgument(entry->getNumArguments() - 1));
@@ -385,7 +385,13 @@ LogicalResult LinearKernelBuilder::build() {
   //   A[t][s] = sum_d phiq[t,d] phik[s,d] exp(L[t,d] - L[s,d])   (s <= t)
   //   o_t     = scale (sum_s A[t][s] v_s + sum_d phiq[t,d] exp(L[t,d]) S[d,:])
   //   S[d,:]  = exp(L[C-1,d]) S[d,:] + sum_s phik[s,d] exp(L[C-1,d]-L[s,d]) v_s
-  // Every exponent is <= 0, so nothing overflows whatever the gates.
+  // Every exponent is L[a] - L[b] with b <= a inside the chunk (L[-1] = 0):
+  // the exact decay the recurrence applies between steps b and a, of either
+  // sign, so positive (growing) gates are exact too; a factor overflows only
+  // where the state grows by more than e^88 inside one chunk, as the
+  // recurrence's own state would. The masked upper triangle (s > t) takes
+  // exp(0) instead of its difference, which with decaying gates would
+  // overflow (inf * 0 = NaN).
   // ---------------------------------------------------------------------
   bool chunked = chunk > 0 && causal && !exclusive && !delta;
   Value C = cidx(chunk > 0 ? chunk : 1);
@@ -400,30 +406,30 @@ LogicalResult LinearKernelBuilder::build() {
     auto dyn2 = [&](Type t) {
       return MemRefType::get({ShapedType::kDynamic, ShapedType::kDynamic}, t);
     };
-    Qc = memref::AllocOp::create(b, dyn2(f32), ValueRange{C, dq});
-    Kc = memref::AllocOp::create(b, dyn2(f32), ValueRange{C, dk});
-    Kt = memref::AllocOp::create(b, dyn2(f32), ValueRange{dk, cPad});
-    Vc = memref::AllocOp::create(b, dyn2(f32), ValueRange{C, dvPad});
-    Lc = memref::AllocOp::create(b, dyn2(f64), ValueRange{C, gw});
-    Lt = memref::AllocOp::create(b, dyn2(f64), ValueRange{gw, cPad});
-    A = memref::AllocOp::create(b, dyn2(f32), ValueRange{C, cPad});
-    Oc = memref::AllocOp::create(b, dyn2(f32), ValueRange{C, dvPad});
-    Qd = memref::AllocOp::create(b, dyn2(f32), ValueRange{C, dq});
-    Kh = memref::AllocOp::create(b, dyn2(f32), ValueRange{C, dk});
-    Qh = memref::AllocOp::create(b, dyn2(f32), ValueRange{C, dk});
-    Kr = memref::AllocOp::create(b, dyn2(f32), ValueRange{dk, cPad});
+    Qc = allocScratch(dyn2(f32), ValueRange{C, dq});
+    Kc = allocScratch(dyn2(f32), ValueRange{C, dk});
+    Kt = allocScratch(dyn2(f32), ValueRange{dk, cPad});
+    Vc = allocScratch(dyn2(f32), ValueRange{C, dvPad});
+    Lc = allocScratch(dyn2(f64), ValueRange{C, gw});
+    Lt = allocScratch(dyn2(f64), ValueRange{gw, cPad});
+    A = allocScratch(dyn2(f32), ValueRange{C, cPad});
+    Oc = allocScratch(dyn2(f32), ValueRange{C, dvPad});
+    Qd = allocScratch(dyn2(f32), ValueRange{C, dq});
+    Kh = allocScratch(dyn2(f32), ValueRange{C, dk});
+    Qh = allocScratch(dyn2(f32), ValueRange{C, dk});
+    Kr = allocScratch(dyn2(f32), ValueRange{dk, cPad});
   }
   Value cf64Zero = arith::ConstantOp::create(b, b.getF64FloatAttr(0));
   Value floorLog = arith::ConstantOp::create(b, b.getF64FloatAttr(-80.0));
   auto expDiff = [&](Value hi, Value lo) -> Value {
-    // exp(hi - lo) with the difference in f64, clamped to <= 0.
+    // exp(hi - lo) with the difference in f64 (of either sign: callers pass
+    // cumulative log gates with lo's step at or before hi's).
     Value d = arith::SubFOp::create(b, hi, lo);
-    d = arith::MinimumFOp::create(b, d, cf64Zero);
     return math::ExpOp::create(b, arith::TruncFOp::create(b, f32, d));
   };
-  // dst[t][d] = src[t][d] * exp(min(L[hi][d] - L[lo][d], 0)) for d < w,
-  // vectorized along d (L rows are the cumulative log gates; a null row
-  // stands for 0; without a gate this is a copy).
+  // dst[t][d] = src[t][d] * exp(L[hi][d] - L[lo][d]) for d < w, vectorized
+  // along d (L rows are the cumulative log gates, row lo at or before row
+  // hi; a null row stands for 0; without a gate this is a copy).
   auto decayRow = [&](Value dst, Value src, Value t, Value w, Value hiRow,
                       Value loRow) {
     auto vf64 = VectorType::get({vl}, f64);
@@ -456,10 +462,6 @@ LogicalResult LinearKernelBuilder::build() {
                      : Value(memref::LoadOp::create(b, Lc, ValueRange{r, d}));
         };
         Value diff = arith::SubFOp::create(b, row(hiRow), row(loRow));
-        diff = arith::MinimumFOp::create(
-            b, diff,
-            vec ? Value(vector::BroadcastOp::create(b, vf64, cf64Zero))
-                : cf64Zero);
         Value e = math::ExpOp::create(
             b,
             arith::TruncFOp::create(b, vec ? Type(vf32()) : Type(f32), diff));
@@ -550,19 +552,33 @@ LogicalResult LinearKernelBuilder::build() {
       // block's first row as reference point:
       //   A[t][s] = sum_d (phiq[t,d] e^{L[t,d]-L[r0,d]}) (phik[s,d]
       //   e^{L[r0,d]-L[s,d]})
-      // is a GEMM whose factors are both <= 1 (stable for any gates). The
-      // diagonal block takes e^{L[t,d]-L[s,d]} per element.
+      // is a GEMM of exact decays over the steps s..r0 and r0..t (each <= 1
+      // for decaying gates; either one overflows only where the state of the
+      // recurrence grows as much). The diagonal block takes e^{L[t,d]-L[s,d]}
+      // per element.
       auto vidx = VectorType::get({vl}, b.getIndexType());
       Value step = vector::StepOp::create(b, vidx);
       auto vf64 = VectorType::get({vl}, f64);
       Value vZero64 = vector::BroadcastOp::create(b, vf64, cf64Zero);
-      auto maskStore = [&](Value t, Value s0, Value aV) {
+      // The causal mask of columns s0 .. s0 + vl of row t: s <= t.
+      auto causalKeep = [&](Value t, Value s0) -> Value {
         Value sIdx = arith::AddIOp::create(
             b, vector::BroadcastOp::create(b, vidx, s0), step);
-        Value keep = arith::CmpIOp::create(
-            b, P::ule, sIdx, vector::BroadcastOp::create(b, vidx, t));
-        vector::StoreOp::create(b, arith::SelectOp::create(b, keep, aV, zeroV),
-                                A, ValueRange{t, s0});
+        return arith::CmpIOp::create(b, P::ule, sIdx,
+                                     vector::BroadcastOp::create(b, vidx, t));
+      };
+      // exp(L[t] - L[s]) for those columns, exp(0) where masked: the masked
+      // differences (s > t) would overflow for decaying gates.
+      auto maskedDecay = [&](Value t, Value s0, Value lt, Value ls) -> Value {
+        Value diff = arith::SelectOp::create(
+            b, causalKeep(t, s0), arith::SubFOp::create(b, lt, ls), vZero64);
+        return math::ExpOp::create(b,
+                                   arith::TruncFOp::create(b, vf32(), diff));
+      };
+      auto maskStore = [&](Value t, Value s0, Value aV) {
+        vector::StoreOp::create(
+            b, arith::SelectOp::create(b, causalKeep(t, s0), aV, zeroV), A,
+            ValueRange{t, s0});
       };
       Value nRB = arith::CeilDivUIOp::create(b, cn, cidx(vl));
       if (vecGate) {
@@ -586,7 +602,6 @@ LogicalResult LinearKernelBuilder::build() {
               Value diff = arith::SubFOp::create(
                   b, lr,
                   vector::LoadOp::create(b, vf64, Lt, ValueRange{d, s0}));
-              diff = arith::MinimumFOp::create(b, diff, vZero64);
               Value e = math::ExpOp::create(
                   b, arith::TruncFOp::create(b, vf32(), diff));
               Value kv =
@@ -625,12 +640,9 @@ LogicalResult LinearKernelBuilder::build() {
                       vector::LoadOp::create(b, vf32(), Kt, ValueRange{d, r0});
                   Value lt = vector::BroadcastOp::create(
                       b, vf64, memref::LoadOp::create(b, Lc, ValueRange{t, d}));
-                  Value diff = arith::SubFOp::create(
-                      b, lt,
+                  Value e = maskedDecay(
+                      t, r0, lt,
                       vector::LoadOp::create(b, vf64, Lt, ValueRange{d, r0}));
-                  diff = arith::MinimumFOp::create(b, diff, vZero64);
-                  Value e = math::ExpOp::create(
-                      b, arith::TruncFOp::create(b, vf32(), diff));
                   return SmallVector<Value>{vector::FMAOp::create(
                       b, bcast(qd), arith::MulFOp::create(b, kv, e), a[0])};
                 });
@@ -661,15 +673,11 @@ LogicalResult LinearKernelBuilder::build() {
                 Value lt = vector::BroadcastOp::create(
                     b, vf64,
                     memref::LoadOp::create(b, Lc, ValueRange{t, cidx(0)}));
-                Value diff = arith::SubFOp::create(
-                    b, lt,
-                    vector::LoadOp::create(b, vf64, Lt,
-                                           ValueRange{cidx(0), s0}));
-                diff = arith::MinimumFOp::create(b, diff, vZero64);
                 v = arith::MulFOp::create(
                     b, v,
-                    math::ExpOp::create(
-                        b, arith::TruncFOp::create(b, vf32(), diff)));
+                    maskedDecay(t, s0, lt,
+                                vector::LoadOp::create(
+                                    b, vf64, Lt, ValueRange{cidx(0), s0})));
               }
               maskStore(t, s0, v);
             });
@@ -803,6 +811,8 @@ LogicalResult LinearKernelBuilder::build() {
     });
   };
 
+  // The work items run only when every scratch buffer was allocated.
+  beginGuardedBody();
   loop(begin, end, cidx(1), {}, [&](Value item, ValueRange) {
     Value h = arith::RemUIOp::create(b, item, Hq);
     Value bIdx = arith::DivUIOp::create(b, item, Hq);
@@ -1014,12 +1024,7 @@ LogicalResult LinearKernelBuilder::build() {
       });
     return SmallVector<Value>{};
   });
-  for (Value buf : {S, z, phiQ, phiK, gBuf, uBuf, vBuf, wBuf})
-    memref::DeallocOp::create(b, buf);
-  if (chunked)
-    for (Value buf : {Qc, Kc, Kt, Vc, Lc, Lt, A, Oc, Qd, Kh, Qh, Kr})
-      memref::DeallocOp::create(b, buf);
-  func::ReturnOp::create(b);
+  finishKernel();
   return success();
 }
 

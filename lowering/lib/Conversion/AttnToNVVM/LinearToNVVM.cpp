@@ -16,16 +16,21 @@
 //   on the fly from q and k, so any Dphi works, taylor2 and random too):
 //     stage   phi(q), phi(k) [C x P], cumulative log gates L (each log gate
 //             clamped at -80, sums relative to the chunk start)
-//     A      += phi(q) phi(k)^T with the decay exp(min(Lq[t] - L[s], 0))
-//               (per element for per-feature gates, after the sum for scalar
-//               ones; Lq = L, or L[t-1] for the exclusive readout)
+//     A      += phi(q) phi(k)^T with the decay exp(Lq[t] - L[s]) for s
+//               causally visible from t (exp(0) where masked; per element
+//               for per-feature gates, after the sum for scalar ones; Lq =
+//               L, or L[t-1] for the exclusive readout)
 //     O      += (phi(q) exp(Lq)) S                       (inter-chunk)
 //     S       = exp(L[last]) S + (phi(k) exp(L[last] - L))^T V   (update)
 //   then O += A V (intra-chunk, A masked causally; the exclusive readout's
 //   diagonal is the bonus phi(q) u . phi(k)), o = scale O or O / den with
-//   den = rowsum(A) + phi(q) exp(Lq) . z. Every exponent is <= 0, so nothing
-//   overflows whatever the gates (the CPU chunked form's formulation). The
-//   products are register-tiled FMA loops (each thread a RM x RN block).
+//   den = rowsum(A) + phi(q) exp(Lq) . z. Every exponent is L[a] - L[b]
+//   for steps b <= a of the chunk (L[-1] = 0): the exact decay the
+//   recurrence applies between them, of either sign, so growing (positive)
+//   gates are exact; a factor overflows only where the state grows by more
+//   than e^88 inside one chunk, as the recurrence's state would (the CPU
+//   chunked form's formulation). The products are register-tiled FMA loops
+//   (each thread a RM x RN block).
 //   When Dphi x (Dv + 1) floats do not fit the state buffer (8320 floats up
 //   to D = 64, D (D + 1) above), Dv is processed in equal slabs of W
 //   columns, each a pass over the sequence (taylor2 with a large Dqk); with
@@ -136,8 +141,12 @@ private:
   Value fmin(Value x, Value y) { return arith::MinimumFOp::create(b, x, y); }
   Value fmax(Value x, Value y) { return arith::MaximumFOp::create(b, x, y); }
   Value fexp(Value x) { return math::ExpOp::create(b, x); }
-  /// exp(min(x, 0)): a decay factor in [0, 1].
-  Value decay(Value x) { return fexp(fmin(x, cf32(0))); }
+  /// exp(x) where `keep`, exp(0) = 1 elsewhere: a decay between two steps
+  /// under the causal mask. The masked differences (key after query) would
+  /// overflow for decaying gates (inf * 0 = NaN), so they never reach exp.
+  Value maskedDecay(Value keep, Value x) {
+    return fexp(select(keep, x, cf32(0)));
+  }
   Value ld(Value buf, Value i) {
     return memref::LoadOp::create(b, buf, ValueRange{i});
   }
@@ -847,6 +856,11 @@ LogicalResult LinearGpuBuilder::buildChunked() {
       ifThen(ult(tid, cidx(C)), [&] { st(zero, buf, tid); });
   };
   SmallVector<Value> zerosO(tO.RM * tO.RN, zero), zerosA(tA.RM * tA.RN, zero);
+  // Whether key row n of a chunk is visible from query row m: n <= m, or
+  // n < m for the exclusive readout (its diagonal is the bonus term).
+  auto causalKeep = [&](Value m, Value n) -> Value {
+    return exclusive ? ult(n, m) : cmp(P::ule, n, m);
+  };
 
   forEach(cidx(0), nSlabs, [&](Value slab) {
     Value c0 = mul(slab, W);
@@ -988,15 +1002,17 @@ LogicalResult LinearGpuBuilder::buildChunked() {
             // A += phi(q) phi(k)^T (decayed per element for vector gates).
             accA =
                 productLoop(PB, accA, [&](Value f, SmallVectorImpl<Value> &a) {
-                  SmallVector<Value> av, bv, la, lb;
+                  SmallVector<Value> av, bv, la, lb, rows, cols;
                   for (int64_t i = 0; i < tA.RM; ++i) {
                     Value m = tileRow(tA, i);
+                    rows.push_back(m);
                     av.push_back(ld(PQ, add(mul(m, cidx(LDP)), f)));
                     if (vecGate)
                       la.push_back(lqVec(m, f));
                   }
                   for (int64_t j = 0; j < tA.RN; ++j) {
                     Value n = tileCol(tA, j);
+                    cols.push_back(n);
                     Value idx = add(mul(n, cidx(LDP)), f);
                     bv.push_back(ld(PK, idx));
                     if (vecGate)
@@ -1007,7 +1023,8 @@ LogicalResult LinearGpuBuilder::buildChunked() {
                       Value &x = a[i * tA.RN + j];
                       Value p = av[i];
                       if (vecGate)
-                        p = fmul(p, decay(fsub(la[i], lb[j])));
+                        p = fmul(p, maskedDecay(causalKeep(rows[i], cols[j]),
+                                                fsub(la[i], lb[j])));
                       x = fma(p, bv[j], x);
                     }
                 });
@@ -1040,8 +1057,8 @@ LogicalResult LinearGpuBuilder::buildChunked() {
                   lq = ld(LQs, t);
                   lk = fsub(ld(LGs, cidx(C - 1)), ld(LGs, t));
                 }
-                st(fmul(ld(PQ, idx), decay(lq)), PQ, idx);
-                st(fmul(ld(PK, idx), decay(lk)), PK, idx);
+                st(fmul(ld(PQ, idx), fexp(lq)), PQ, idx);
+                st(fmul(ld(PK, idx), fexp(lk)), PK, idx);
               });
               barrier();
             }
@@ -1051,9 +1068,9 @@ LogicalResult LinearGpuBuilder::buildChunked() {
             // State update.
             updateState(f0, [&](Value m) -> Value {
               if (vecGate)
-                return decay(ld(LG, add(cidx((C - 1) * LDP), m)));
+                return fexp(ld(LG, add(cidx((C - 1) * LDP), m)));
               if (scalarGate)
-                return decay(ld(LGs, cidx(C - 1)));
+                return fexp(ld(LGs, cidx(C - 1)));
               return cf32(1);
             });
             barrier();
@@ -1071,9 +1088,9 @@ LogicalResult LinearGpuBuilder::buildChunked() {
         for (int64_t j = 0; j < tA.RN; ++j) {
           Value n = tileCol(tA, j);
           Value a = accA[i * tA.RN + j];
+          Value keep = causalKeep(m, n);
           if (scalarGate)
-            a = fmul(a, decay(fsub(ld(LQs, m), ld(LGs, n))));
-          Value keep = exclusive ? ult(n, m) : cmp(P::ule, n, m);
+            a = fmul(a, maskedDecay(keep, fsub(ld(LQs, m), ld(LGs, n))));
           a = select(keep, a, zero);
           if (bonusDiag)
             a = select(cmp(P::eq, n, m), ld(BON, m), a);

@@ -36,6 +36,8 @@ def AttnTileAttention : Pass<"attn-tile-attention", "SpecOp"> {
     the mask: no mask, an index-only predicate, or one with aux lookups).
     Zero-valued options mean "use the heuristic" (tile_q = 4 x vector width,
     tile_kv = 64). An existing schedule is kept unless options are given.
+    tile_q and tile_kv are at most 512 rows (larger tiles only cost compile
+    time and scratch memory); a larger one is an error.
 
     ```mlir
     attn.attention normalizer = <softmax> attributes {schedule =
