@@ -22,9 +22,8 @@ using namespace mlir::attn;
 
 std::string mlir::attn::bindParam(SpecOp spec, StringRef name,
                                   StringRef value) {
-  auto param = dyn_cast_or_null<ParamOp>(
-      SymbolTable::lookupSymbolIn(spec, StringAttr::get(spec.getContext(),
-                                                        name)));
+  auto param = dyn_cast_or_null<ParamOp>(SymbolTable::lookupSymbolIn(
+      spec, StringAttr::get(spec.getContext(), name)));
   if (!param) {
     std::string known;
     for (auto p : spec.getBodyBlock().getOps<ParamOp>())
@@ -75,8 +74,8 @@ struct BindParamsPass
     for (const std::string &kv : values) {
       auto [name, value] = StringRef(kv).split('=');
       if (value.empty() && !StringRef(kv).contains('=')) {
-        getOperation().emitError() << "param binding '" << kv
-                                   << "' must be name=value";
+        getOperation().emitError()
+            << "param binding '" << kv << "' must be name=value";
         return signalPassFailure();
       }
       std::string err = bindParam(getOperation(), name.trim(), value);

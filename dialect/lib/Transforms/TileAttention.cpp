@@ -44,8 +44,7 @@ struct TileAttentionPass
     if (tq % vw != 0 || tq <= 0 || tkv <= 0) {
       att.emitError() << "tile_q (" << tq
                       << ") must be a positive multiple of the vector width ("
-                      << vw << ") and tile_kv (" << tkv
-                      << ") must be positive";
+                      << vw << ") and tile_kv (" << tkv << ") must be positive";
       return signalPassFailure();
     }
     if (failed(checkMaxTiles(att, tq, tkv)))
@@ -55,12 +54,10 @@ struct TileAttentionPass
       skip = "interval";
       att.getMask().walk([&](LoadOp) { skip = "interval+scan"; });
     }
-    att.setScheduleAttr(
-        ScheduleAttr::get(&getContext(), tq, tkv, vw, skip));
+    att.setScheduleAttr(ScheduleAttr::get(&getContext(), tq, tkv, vw, skip));
   }
 
-  static LogicalResult checkMaxTiles(AttentionOp att, int64_t tq,
-                                     int64_t tkv) {
+  static LogicalResult checkMaxTiles(AttentionOp att, int64_t tq, int64_t tkv) {
     if (tq <= kMaxTileRows && tkv <= kMaxTileRows)
       return success();
     return att.emitError() << "tile_q (" << tq << ") and tile_kv (" << tkv

@@ -162,11 +162,11 @@ std::string mlir::attn::generateCUDAHeader(const CUDAKernelInfo &info) {
   os << "};\n"
      << "static const attn_cuda_kernel_desc_t " << info.symbol
      << "_cuda_kernel = {\n"
-     << "  " << ATTN_ABI_VERSION << " /* ATTN_ABI_VERSION when written */, \"" << n << "\", " << info.symbol
-     << "_cuda_image, " << info.fatbin.size() << "u, " << info.variants.size()
-     << ", " << info.symbol << "_cuda_variants, "
-     << info.signature.inputs.size() << ", " << info.symbol << "_cuda_inputs, "
-     << (info.hasLse ? 1 : 0) << "};\n\n"
+     << "  " << ATTN_ABI_VERSION << " /* ATTN_ABI_VERSION when written */, \""
+     << n << "\", " << info.symbol << "_cuda_image, " << info.fatbin.size()
+     << "u, " << info.variants.size() << ", " << info.symbol
+     << "_cuda_variants, " << info.signature.inputs.size() << ", "
+     << info.symbol << "_cuda_inputs, " << (info.hasLse ? 1 : 0) << "};\n\n"
      << "static inline attn_status_t attn_cuda_run_" << n << "(";
   writeEntryParams(os, info.signature);
   os << "DLTensor *o, DLTensor *lse, void *stream) {\n";

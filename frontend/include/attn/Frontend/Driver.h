@@ -31,11 +31,9 @@ std::unique_ptr<ast::Spec> parseSpecBuffer(MLIRContext &ctx,
 /// Returns null after reporting a spec error through diagnostics, or after
 /// setting `paramError` when a param binding is wrong (a command-line error,
 /// which has no source location).
-OwningOpRef<ModuleOp> loadSpec(MLIRContext &ctx,
-                               const llvm::SourceMgr &sourceMgr,
-                               unsigned bufferID,
-                               llvm::ArrayRef<std::string> params,
-                               std::string &paramError);
+OwningOpRef<ModuleOp>
+loadSpec(MLIRContext &ctx, const llvm::SourceMgr &sourceMgr, unsigned bufferID,
+         llvm::ArrayRef<std::string> params, std::string &paramError);
 
 /// The single attn.spec in `module`.
 SpecOp getSpec(ModuleOp module);
