@@ -277,8 +277,11 @@ public:
 private:
   CacheStore(std::string dir, int fd) : dir(std::move(dir)), dirFd(fd) {}
   enum class Opened { Ok, Missing, Untrusted, Failed };
-  /// Opens the entry file `name` for reading and checks it (fstat on the
-  /// open fd).
+  /// fstat()s `fd`, the file `name` opened in the directory, and checks it
+  /// may be trusted: Ok, Untrusted or Failed, with `reason` set.
+  Opened checkOpened(int fd, const std::string &name, struct stat &st,
+                     std::string &reason) const;
+  /// Opens the entry file `name` for reading and checks it (checkOpened).
   Opened openFile(const std::string &name, UniqueFd &fd, struct stat &st,
                   std::string &reason) const;
   /// Reads the manifest of `key`, which must record `fileCount` files: Hit
@@ -348,7 +351,13 @@ CacheStore::Opened CacheStore::openFile(const std::string &name, UniqueFd &fd,
                                       : " cannot be opened: " + sysError(e));
     return e == ELOOP ? Opened::Untrusted : Opened::Failed;
   }
-  if (::fstat(fd.get(), &st) != 0) {
+  return checkOpened(fd.get(), name, st, reason);
+}
+
+CacheStore::Opened CacheStore::checkOpened(int fd, const std::string &name,
+                                           struct stat &st,
+                                           std::string &reason) const {
+  if (::fstat(fd, &st) != 0) {
     reason = path(name) + " cannot be examined: " + sysError(errno);
     return Opened::Failed;
   }
@@ -479,13 +488,13 @@ CacheStore::Locked CacheStore::lock(const std::string &key, KeyLock &held,
       return e == ELOOP ? Locked::Untrusted : Locked::Unwritable;
     }
     struct stat st;
-    if (::fstat(fd.get(), &st) != 0) {
-      problem = path(name) + " cannot be examined: " + sysError(errno);
-      return Locked::Unwritable;
-    }
-    if (std::string why = untrustedReason(st, /*dir=*/false); !why.empty()) {
-      problem = path(name) + " " + why;
+    switch (checkOpened(fd.get(), name, st, problem)) {
+    case Opened::Ok:
+      break;
+    case Opened::Untrusted:
       return Locked::Untrusted;
+    default:
+      return Locked::Unwritable;
     }
     while (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
       if (errno == EINTR)

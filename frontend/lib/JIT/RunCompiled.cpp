@@ -88,13 +88,8 @@ std::string mlir::attn::runCompiledSpec(SpecOp spec, const RunOptions &opts,
            "on device tensors (bench/gpu/check_gpu.py does this on a GPU "
            "machine)";
   RunOutputs outputs;
-  if (std::string err = prepareOutputs(spec, opts.outputs, outputs);
-      !err.empty())
-    return err;
   InputPlan plan;
-  if (std::string err =
-          planInputs(spec, opts.inputs, opts.shape, opts.maxMemory, plan);
-      !err.empty())
+  if (std::string err = prepareRun(spec, opts, outputs, plan); !err.empty())
     return err;
   ::attn::Signature sig = getSignature(spec);
   // Bind and validate shapes against the spec first (clear messages).

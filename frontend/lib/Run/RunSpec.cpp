@@ -361,6 +361,14 @@ mlir::attn::writeOutputs(RunOutputs &outputs,
   return "";
 }
 
+std::string mlir::attn::prepareRun(SpecOp spec, const RunOptions &opts,
+                                   RunOutputs &outputs, InputPlan &plan) {
+  if (std::string err = prepareOutputs(spec, opts.outputs, outputs);
+      !err.empty())
+    return err;
+  return planInputs(spec, opts.inputs, opts.shape, opts.maxMemory, plan);
+}
+
 //===----------------------------------------------------------------------===//
 // attnc run --reference
 //===----------------------------------------------------------------------===//
@@ -369,13 +377,8 @@ std::string mlir::attn::runSpec(SpecOp spec, const RunOptions &opts,
                                 llvm::raw_ostream &os) {
   ::attn::Signature sig = getSignature(spec);
   RunOutputs outputs;
-  if (std::string err = prepareOutputs(spec, opts.outputs, outputs);
-      !err.empty())
-    return err;
   InputPlan plan;
-  if (std::string err =
-          planInputs(spec, opts.inputs, opts.shape, opts.maxMemory, plan);
-      !err.empty())
+  if (std::string err = prepareRun(spec, opts, outputs, plan); !err.empty())
     return err;
   // The reference's o and lse are the outputs (written without a copy).
   ReferenceMemory ref = referenceMemory(spec, plan.shapes);
