@@ -651,7 +651,7 @@ struct Bench {
       job.error = err;
       return;
     }
-    DLTensor *lse = k->desc().has_lse ? &data.lse->t : nullptr;
+    DLTensor *lse = k->hasLse() ? &data.lse->t : nullptr;
     attn_run_options_t ro{opt.threads};
     // Warm-up (also checks that the kernel accepts the tensors).
     if (attn_status_t st = k->run(inputs.data(), &data.o->t, lse, &ro);

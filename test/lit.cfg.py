@@ -76,3 +76,15 @@ try:
 except OSError:
     pass
 config.substitutions.append(("%sanitize_cflags", sanitize_cflags))
+
+# One feature per backend the build has (CMake's ATTN_ENABLE_<NAME>),
+# `<name>-backend`: a backend's tests say `REQUIRES: cuda-backend`, or sit in
+# a folder whose lit.local.cfg marks them unsupported without it.
+try:
+    with open(os.path.join(config.attn_obj_root, "CMakeCache.txt")) as f:
+        cache = f.read()
+    for backend in ("cuda", "rocm"):
+        if "ATTN_ENABLE_%s:BOOL=ON" % backend.upper() in cache:
+            config.available_features.add(backend + "-backend")
+except OSError:
+    pass

@@ -1,10 +1,12 @@
 //===- Compiler.cpp - compile .attn specs to callable kernels -------------===//
 //
-// compile(): hash the request; load the verified cache entry <cache>/<key>
-// if there is one (a cache hit costs reading and hashing the library and a
-// dlopen from memory); otherwise parse, lower, emit an object, link it into
-// a shared library with ld.lld, publish it in the cache and load it. The
-// library carries its own signature string, so loading needs no MLIR at all.
+// compile(): parse the target through the backend registry and hash the
+// request; load the verified cache entry <cache>/<key> if there is one (a
+// hit costs reading and hashing the code and binding it: a dlopen from
+// memory for CPU libraries); otherwise parse, lower and compile through the
+// backend, publish the entry and bind it. An entry is the code (`.so`,
+// `.fatbin`: the backend's suffix) and a small text file (`.meta`: the
+// signature, backend lines, the report), so loading needs no MLIR at all.
 //
 // The cache is a trusted store (KernelCache.cpp): entries are used only when
 // the directory and the files belong to the user and nobody else can write
@@ -16,8 +18,8 @@
 #include "attn/JIT/Compiler.h"
 #include "CompilerInternal.h"
 #include "KernelCache.h"
-#include "attn/Frontend/CompileSpec.h"
 #include "attn/Frontend/Driver.h"
+#include "attn/Target/Backend.h"
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/MLIRContext.h"
 #include "llvm/ADT/StringExtras.h"
@@ -37,104 +39,16 @@ using namespace attn;
 #endif
 
 //===----------------------------------------------------------------------===//
-// Signature text: name=N;tile_q=64;has_lse=1;inputs=q:f32:B,Hq,N,Dqk|...
-//===----------------------------------------------------------------------===//
-
-std::string attn::signatureText(const std::string &name, int64_t tileQ,
-                                bool hasLse, const Signature &sig) {
-  std::string s = "v1;name=" + name + ";tile_q=" + std::to_string(tileQ) +
-                  ";has_lse=" + (hasLse ? "1" : "0") + ";inputs=";
-  for (size_t i = 0; i < sig.inputs.size(); ++i) {
-    const InputSig &in = sig.inputs[i];
-    s += (i ? "|" : "") + in.name + ":" + elemTypeName(in.type) + ":";
-    for (size_t d = 0; d < in.dims.size(); ++d)
-      s += (d ? "," : "") + (in.dims[d].symbol.empty()
-                                 ? std::to_string(in.dims[d].size)
-                                 : in.dims[d].symbol);
-  }
-  return s;
-}
-
-std::string attn::parseSignatureText(const std::string &text, std::string &name,
-                                     int64_t &tileQ, bool &hasLse,
-                                     Signature &sig) {
-  llvm::SmallVector<llvm::StringRef> fields;
-  llvm::StringRef(text).split(fields, ';');
-  if (fields.empty() || fields[0] != "v1")
-    return "unknown kernel signature format";
-  sig.inputs.clear();
-  for (llvm::StringRef f : llvm::ArrayRef(fields).drop_front()) {
-    auto [key, value] = f.split('=');
-    if (key == "name") {
-      name = value.str();
-    } else if (key == "tile_q") {
-      if (value.getAsInteger(10, tileQ))
-        return "bad tile_q in kernel signature";
-    } else if (key == "has_lse") {
-      hasLse = value == "1";
-    } else if (key == "inputs") {
-      llvm::SmallVector<llvm::StringRef> ins;
-      value.split(ins, '|');
-      for (llvm::StringRef in : ins) {
-        llvm::SmallVector<llvm::StringRef> parts;
-        in.split(parts, ':');
-        if (parts.size() != 3)
-          return "bad input in kernel signature";
-        InputSig s;
-        s.name = parts[0].str();
-        if (parts[1] == "f32")
-          s.type = ElemType::F32;
-        else if (parts[1] == "bf16")
-          s.type = ElemType::BF16;
-        else if (parts[1] == "f16")
-          s.type = ElemType::F16;
-        else if (parts[1] == "i32")
-          s.type = ElemType::I32;
-        else
-          return "bad element type in kernel signature";
-        llvm::SmallVector<llvm::StringRef> dims;
-        parts[2].split(dims, ',');
-        for (llvm::StringRef d : dims) {
-          DimRef r;
-          if (d.getAsInteger(10, r.size))
-            r.symbol = d.str();
-          s.dims.push_back(r);
-        }
-        sig.inputs.push_back(std::move(s));
-      }
-    }
-  }
-  return "";
-}
-
-//===----------------------------------------------------------------------===//
 // Kernel
 //===----------------------------------------------------------------------===//
 
-Kernel::~Kernel() {
-  if (handle_)
-    dlclose(handle_);
-  detail::releaseLibraryImage(imageFd_, loadName_);
-}
+Kernel::Kernel() = default;
+Kernel::~Kernel() = default;
 
 attn_status_t Kernel::run(const DLTensor *const *inputs, DLTensor *o,
-                          DLTensor *lse,
-                          const attn_run_options_t *options) const {
-  return attn_cpu_run(&desc_, inputs, o, lse, options);
-}
-
-attn_elem_type_t attn::detail::toC(ElemType t) {
-  switch (t) {
-  case ElemType::F32:
-    return ATTN_F32;
-  case ElemType::BF16:
-    return ATTN_BF16;
-  case ElemType::F16:
-    return ATTN_F16;
-  case ElemType::I32:
-    return ATTN_I32;
-  }
-  return ATTN_F32;
+                          DLTensor *lse, const attn_run_options_t *options,
+                          void *stream) const {
+  return attn_run(&desc_, inputs, o, lse, options, stream);
 }
 
 //===----------------------------------------------------------------------===//
@@ -216,25 +130,6 @@ mlir::ModuleOp detail::SpecSession::load(const std::string &source,
   return *module;
 }
 
-void detail::fillInputDescs(const Signature &s,
-                            std::vector<std::vector<const char *>> &dimPtrs,
-                            std::vector<std::vector<int64_t>> &fixedSizes,
-                            std::vector<attn_input_desc_t> &descs) {
-  dimPtrs.assign(s.inputs.size(), {});
-  fixedSizes.assign(s.inputs.size(), {});
-  descs.clear();
-  for (size_t i = 0; i < s.inputs.size(); ++i) {
-    for (const DimRef &d : s.inputs[i].dims) {
-      dimPtrs[i].push_back(d.symbol.empty() ? nullptr : d.symbol.c_str());
-      fixedSizes[i].push_back(d.size);
-    }
-    descs.push_back(
-        attn_input_desc_t{s.inputs[i].name.c_str(), toC(s.inputs[i].type),
-                          static_cast<int32_t>(s.inputs[i].dims.size()),
-                          dimPtrs[i].data(), fixedSizes[i].data()});
-  }
-}
-
 std::string attn::detail::hashKey(const std::string &keyText) {
   return llvm::toHex(llvm::SHA256::hash(llvm::arrayRefFromStringRef(keyText)),
                      /*LowerCase=*/true)
@@ -245,16 +140,89 @@ std::string attn::detail::hashKey(const std::string &keyText) {
 // Compiler::compile
 //===----------------------------------------------------------------------===//
 
-std::unique_ptr<Kernel> Compiler::loadLibrary(const std::vector<char> &image,
-                                              const std::string &key,
-                                              std::string &error) {
-  std::unique_ptr<Kernel> k(new Kernel());
-  k->handle_ =
-      detail::loadLibraryImage(image, key, k->imageFd_, k->loadName_, error);
-  if (!k->handle_)
-    return nullptr;
-  return k;
+namespace {
+
+/// Libraries come from verified bytes in memory (KernelCache.cpp).
+class MemoryLibrary final : public mlir::attn::LoadedLibrary {
+public:
+  ~MemoryLibrary() override {
+    if (handle)
+      dlclose(handle);
+    detail::releaseLibraryImage(fd, loadName);
+  }
+  void *symbol(llvm::StringRef name) const override {
+    return dlsym(handle, name.str().c_str());
+  }
+  void *handle = nullptr;
+  int fd = -1;
+  std::string loadName;
+};
+
+class JITLoadHost final : public mlir::attn::LoadHost {
+public:
+  std::unique_ptr<mlir::attn::LoadedLibrary>
+  loadSharedLibrary(llvm::ArrayRef<char> image, const std::string &key,
+                    std::string &error) const override {
+    auto lib = std::make_unique<MemoryLibrary>();
+    lib->handle =
+        detail::loadLibraryImage(image, key, lib->fd, lib->loadName, error);
+    if (!lib->handle)
+      return nullptr;
+    return lib;
+  }
+};
+
+/// The `.meta` file of a cache entry: "sig <signature text>", the backend's
+/// lines, then "report" and the report's text to the end.
+std::string metaText(const mlir::attn::KernelImage &image) {
+  std::string s = "sig " + mlir::attn::signatureText(image.info) + "\n";
+  for (const std::string &line : image.meta)
+    s += line + "\n";
+  return s + "report\n" + image.report;
 }
+
+/// The inverse of metaText; "" or why it does not parse.
+std::string parseMeta(llvm::StringRef text, mlir::attn::KernelImage &image) {
+  auto [head, report] = text.split("report\n");
+  image.report = report.str();
+  image.meta.clear();
+  llvm::SmallVector<llvm::StringRef> lines;
+  head.split(lines, '\n', -1, /*KeepEmpty=*/false);
+  if (lines.empty() || !lines[0].consume_front("sig "))
+    return "the kernel's metadata has no signature";
+  if (std::string e = mlir::attn::parseSignatureText(lines[0], image.info);
+      !e.empty())
+    return e;
+  for (llvm::StringRef line : llvm::ArrayRef(lines).drop_front())
+    image.meta.push_back(line.str());
+  return "";
+}
+
+std::string cacheKeyText(const std::string &source,
+                         const CompileOptions &options,
+                         const mlir::attn::Schedule &schedule,
+                         const mlir::attn::BackendTarget &target) {
+  auto params = options.params;
+  std::sort(params.begin(), params.end());
+  std::string keyText = source + "\n--\n";
+  for (auto &[k, v] : params)
+    keyText += k + "=" + v + "\n";
+  return keyText + schedule.key() + "\n" + target.backend().name().str() + " " +
+         target.key() + "\n" + detail::compilerIdentity();
+}
+
+mlir::attn::Schedule scheduleFor(const CompileOptions &options) {
+  mlir::attn::Schedule schedule;
+  schedule.tileQ = options.tileQ;
+  schedule.tileKV = options.tileKV;
+  schedule.linearChunk = options.linearChunk;
+  schedule.linearState = options.linearState;
+  schedule.elementType = options.dtype;
+  schedule.headDims.assign(options.headDims.begin(), options.headDims.end());
+  return schedule;
+}
+
+} // namespace
 
 std::unique_ptr<Kernel> Compiler::compile(const std::string &spec,
                                           const CompileOptions &options,
@@ -263,26 +231,20 @@ std::unique_ptr<Kernel> Compiler::compile(const std::string &spec,
   std::string source, bufferName;
   if (!detail::readSpecSource(spec, source, bufferName, error))
     return nullptr;
-  mlir::attn::CPUTarget target;
-  if (!mlir::attn::CPUTarget::parse(options.target, target, error))
+  std::unique_ptr<mlir::attn::BackendTarget> target =
+      mlir::attn::parseTarget(options.target, error);
+  if (!target)
     return nullptr;
+  const mlir::attn::Schedule schedule = scheduleFor(options);
+  if (std::string e = target->checkSchedule(schedule); !e.empty()) {
+    error = e;
+    return nullptr;
+  }
+  const std::string key =
+      detail::hashKey(cacheKeyText(source, options, schedule, *target));
 
-  // Cache key.
-  auto params = options.params;
-  std::sort(params.begin(), params.end());
-  std::string keyText = source + "\n--\n";
-  for (auto &[k, v] : params)
-    keyText += k + "=" + v + "\n";
-  keyText += "tile=" + std::to_string(options.tileQ) + "x" +
-             std::to_string(options.tileKV) +
-             " chunk=" + std::to_string(options.linearChunk) +
-             (options.linearState ? " state" : "") + "\n" + target.key() +
-             "\n" + detail::compilerIdentity();
-  const std::string key = detail::hashKey(keyText);
-
-  // An entry is the library and the spec's name (which names its symbols),
-  // so a hit needs no parsing.
-  const std::vector<std::string> suffixes = {".so", ".name"};
+  const std::string codeSuffix = target->backend().codeSuffix().str();
+  const std::vector<std::string> suffixes = {codeSuffix, ".meta"};
   auto build = [&](detail::ScratchDir &scratch,
                    std::vector<detail::CacheFile> &files,
                    std::string &err) -> bool {
@@ -290,90 +252,52 @@ std::unique_ptr<Kernel> Compiler::compile(const std::string &spec,
     mlir::ModuleOp module = session.load(source, bufferName, options, err);
     if (!module)
       return false;
-    mlir::attn::KernelInfo info;
-    llvm::SmallVector<char> object;
-    mlir::attn::CPUPipelineOptions schedule;
-    schedule.tileQ = options.tileQ;
-    schedule.tileKV = options.tileKV;
-    schedule.linearChunk = options.linearChunk;
-    schedule.linearState = options.linearState;
-    if (failed(mlir::attn::compileToObject(module, target, schedule, info,
-                                           object, err))) {
-      err = session.diagnostics() + err;
-      return false;
-    }
     const std::string &dir = scratch.get(err);
     if (dir.empty())
       return false;
-    std::string objPath = dir + "/kernel.o", libPath = dir + "/kernel.so";
-    {
-      std::error_code ec;
-      llvm::raw_fd_ostream os(objPath, ec);
-      if (!ec)
-        os.write(object.data(), object.size());
-      os.close();
-      if (ec || os.has_error()) {
-        err =
-            "cannot write " + objPath + ": " + (ec ? ec : os.error()).message();
-        os.clear_error();
-        return false;
-      }
-    }
-    if (std::string linkErr = mlir::attn::linkSharedLibrary(objPath, libPath);
-        !linkErr.empty()) {
-      err = linkErr;
+    mlir::attn::KernelImage image;
+    if (failed(target->compile(module, schedule, dir, image, err))) {
+      err = session.diagnostics() + err;
+      if (err.empty())
+        err = "lowering failed";
       return false;
     }
-    auto lib = llvm::MemoryBuffer::getFile(libPath, /*IsText=*/false,
-                                           /*RequiresNullTerminator=*/false);
-    if (!lib) {
-      err = "cannot read " + libPath + ": " + lib.getError().message();
-      return false;
-    }
+    std::string meta = metaText(image);
     files.clear();
-    files.push_back({".so", std::vector<char>((*lib)->getBufferStart(),
-                                              (*lib)->getBufferEnd())});
-    std::string name = info.name + "\n";
-    files.push_back({".name", std::vector<char>(name.begin(), name.end())});
+    files.push_back({codeSuffix, std::move(image.code)});
+    files.push_back({".meta", std::vector<char>(meta.begin(), meta.end())});
     return true;
   };
 
-  // Loads what lookupOrCompile produced and binds its kernel `attn_<name>`
-  // and signature; "" or why it does not load.
-  auto load = [&](const detail::CacheResult &r,
+  // Binds what lookupOrCompile produced; "" or why it does not load.
+  JITLoadHost host;
+  auto load = [&](detail::CacheResult &r,
                   std::unique_ptr<Kernel> &k) -> std::string {
+    mlir::attn::KernelImage image;
+    if (std::string e = parseMeta(
+            llvm::StringRef(r.files[1].bytes.data(), r.files[1].bytes.size()),
+            image);
+        !e.empty())
+      return e;
+    image.code = std::move(r.files[0].bytes);
     std::string err;
-    k = loadLibrary(r.files[0].bytes, key, err);
-    if (!k)
-      return err;
-    std::string name =
-        llvm::StringRef(r.files[1].bytes.data(), r.files[1].bytes.size())
-            .trim()
-            .str();
-    void *sig = dlsym(k->handle_, ("attn_" + name + "_signature").c_str());
-    void *fn = dlsym(k->handle_, ("attn_" + name).c_str());
-    if (!sig || !fn) {
-      k.reset();
-      return "the kernel library lacks attn_" + name;
-    }
-    int64_t tileQ = 0;
-    bool hasLse = false;
-    err = parseSignatureText(static_cast<const char *>(sig), k->name_, tileQ,
-                             hasLse, k->signature_);
-    if (!err.empty()) {
+    k.reset(new Kernel());
+    k->binding_ = target->load(image, key, host, err);
+    if (!k->binding_) {
       k.reset();
       return err;
     }
-    const Signature &s = k->signature_;
-    detail::fillInputDescs(s, k->dimPtrs_, k->fixedSizes_, k->inputDescs_);
-    k->desc_ = attn_kernel_desc_t{ATTN_ABI_VERSION,
-                                  k->name_.c_str(),
-                                  static_cast<int32_t>(tileQ),
-                                  static_cast<int32_t>(s.inputs.size()),
-                                  k->inputDescs_.data(),
-                                  hasLse ? 1 : 0,
-                                  reinterpret_cast<attn_cpu_kernel_fn>(fn)};
-    k->path_ = r.entryStem.empty() ? "" : r.entryStem + ".so";
+    k->name_ = image.info.name;
+    k->signature_ = image.info.signature;
+    k->hasLse_ = image.info.hasLse;
+    k->tileQ_ = image.info.tileQ;
+    k->report_ = image.report;
+    k->target_ = options.target;
+    k->deviceType_ = target->backend().deviceType();
+    k->target_desc_ = k->binding_->target();
+    k->desc_ =
+        attn_kernel_t{ATTN_ABI_VERSION, k->name_.c_str(), 1, &k->target_desc_};
+    k->path_ = r.entryStem.empty() ? "" : r.entryStem + codeSuffix;
     k->cacheHit_ = r.hit;
     return "";
   };

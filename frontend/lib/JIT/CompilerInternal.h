@@ -27,7 +27,6 @@ bool readSpecSource(const std::string &spec, std::string &source,
 std::string compilerIdentity();
 /// The cache file stem for a key text.
 std::string hashKey(const std::string &keyText);
-attn_elem_type_t toC(ElemType t);
 
 /// A spec parsed, bound and verified in its own context; diagnostics (also
 /// those of later lowering) are collected as text.
@@ -49,14 +48,6 @@ private:
   mlir::attn::SpecDiagnosticHandler handler{sourceMgr, &ctx, diagOS};
   mlir::OwningOpRef<mlir::ModuleOp> module;
 };
-
-/// The runtime's view of a signature: attn_input_desc_t entries pointing
-/// into `dimPtrs` / `fixedSizes` (and the signature's strings), which must
-/// outlive them.
-void fillInputDescs(const Signature &sig,
-                    std::vector<std::vector<const char *>> &dimPtrs,
-                    std::vector<std::vector<int64_t>> &fixedSizes,
-                    std::vector<attn_input_desc_t> &descs);
 
 } // namespace attn::detail
 

@@ -9,7 +9,7 @@
 #include "attn/Frontend/RunCompiled.h"
 #include "attn/JIT/Compiler.h"
 #include "attn/Reference/ReferenceEvaluator.h"
-#include "attn/Target/CPUTarget.h"
+#include "attn/Target/Backend.h"
 #include "llvm/Support/Format.h"
 #include <algorithm>
 #include <chrono>
@@ -80,13 +80,17 @@ static bool sameNonFinite(double x, double y) {
 
 std::string mlir::attn::runCompiledSpec(SpecOp spec, const RunOptions &opts,
                                         llvm::raw_ostream &os) {
-  if (llvm::StringRef(opts.target).starts_with("cuda"))
-    return "attnc run executes CPU kernels; for CUDA compile with `attnc "
-           "SPEC --target=" +
-           opts.target +
-           " -o k.o --header k.h` (or attn::Compiler::compileCUDA) and run "
-           "on device tensors (bench/gpu/check_gpu.py does this on a GPU "
-           "machine)";
+  std::string targetError;
+  std::unique_ptr<BackendTarget> target = parseTarget(opts.target, targetError);
+  if (!target)
+    return targetError;
+  if (target->backend().deviceType() != kDLCPU)
+    return "attnc run executes kernels on host tensors, and --target=" +
+           opts.target + " compiles for " +
+           attn_device_type_name(target->backend().deviceType()) +
+           " devices: compile with `attnc SPEC --target=" + opts.target +
+           " -o k.o --header k.h` (or attn::Compiler) and run on device "
+           "tensors (bench/gpu/check_gpu.py does this on a GPU machine)";
   RunOutputs outputs;
   InputPlan plan;
   if (std::string err = prepareRun(spec, opts, outputs, plan); !err.empty())
@@ -213,14 +217,14 @@ std::string mlir::attn::runCompiledSpec(SpecOp spec, const RunOptions &opts,
   if (LinearAttentionOp lin = spec.getLinearAttention())
     chunked = opts.linearChunk > 0 && !lin.getNoncausal() &&
               !lin.getExclusive() && lin.getBeta().empty();
-  os << "\nkernel: " << kernel->desc().name;
+  os << "\nkernel: " << kernel->name();
   if (linear)
     os << " (linear, " << (chunked ? "chunked" : "recurrent")
        << (chunked ? ", chunk=" + std::to_string(opts.linearChunk)
                    : std::string())
        << ")";
   else
-    os << " tile_q=" << kernel->desc().tile_q;
+    os << " tile_q=" << kernel->tileQ();
   os << " target=" << opts.target << " ("
      << (kernel->cacheHit() ? "cache hit" : "compiled") << " in "
      << llvm::format("%.1f", kernel->compileSeconds() * 1e3) << " ms)\n";
@@ -281,22 +285,13 @@ std::string mlir::attn::runCompiledSpec(SpecOp spec, const RunOptions &opts,
             std::max(maxLse, std::fabs(x - y) / std::max(1.0, std::fabs(y)));
       }
     double rel = maxRef > 0 ? maxAbs / maxRef : maxAbs;
-    // bf16 q/k/v of a softmax-family spec on an AVX512-BF16 CPU (the
-    // default ATTN_BF16_DOT=all): P is rounded to bf16 for the P·V
-    // dot products (as GPU kernels do), so o carries bf16-level error; lse
-    // sums the unrounded P and keeps the fp32 tolerance.
-    bool bf16Inputs = llvm::any_of(sig.inputs, [](const ::attn::InputSig &in) {
-      return (in.name == "q" || in.name == "k" || in.name == "v") &&
-             in.type == ::attn::ElemType::BF16;
-    });
-    mlir::attn::CPUTarget target;
-    std::string targetErr;
-    bool roundedP =
-        bf16Inputs && att &&
-        mlir::attn::CPUTarget::parse(opts.target, target, targetErr) &&
-        target.bf16Dot() == mlir::attn::CPUTarget::BF16Dot::All;
-    double oTol = roundedP ? 1e-2 : 1e-4;
-    bool pass = rel <= oTol && bad == 0 && maxLse <= 1e-4;
+    KernelInfo info;
+    info.name = kernel->name();
+    info.signature = kernel->signature();
+    info.hasLse = kernel->hasLse();
+    info.linear = linear;
+    const Tolerance tol = target->tolerance(info);
+    bool pass = rel <= tol.o && bad == 0 && maxLse <= tol.lse;
     os << "check vs float64 reference: max abs err "
        << llvm::format("%.3g", maxAbs) << ", max rel err (to max|o|) "
        << llvm::format("%.3g", rel);
@@ -307,11 +302,7 @@ std::string mlir::attn::runCompiledSpec(SpecOp spec, const RunOptions &opts,
     if (sameNaNInf)
       os << " (" << sameNaNInf
          << " NaN/inf in the same places as the reference, which agrees)";
-    os << " -> "
-       << (pass ? "PASS" : "FAIL")
-       << (roundedP ? " (bf16 dot products with P rounded to bf16: tolerance "
-                      "1e-2 on o, 1e-4 on lse)\n"
-                    : " (fp32 accumulation, tolerance 1e-4)\n");
+    os << " -> " << (pass ? "PASS" : "FAIL") << " (" << tol.note << ")\n";
     if (!pass) {
       // The outputs still help to see where it disagrees.
       (void)writeOutputs(outputs, {{"o", &o}, {"lse", &lse}}, "float32", os);

@@ -43,7 +43,7 @@ public:
       nested([&] { expr(*u->operand); });
       return;
     } else if (auto *bin = llvm::dyn_cast<BinaryExpr>(&e)) {
-      os << "Binary '" << bin->op << "'";
+      os << "Binary '" << spelling(bin->op) << "'";
       loc(e.getLoc());
       os << "\n";
       nested([&] {

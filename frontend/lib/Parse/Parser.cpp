@@ -193,8 +193,8 @@ std::unique_ptr<Spec> Parser::parseFile() {
     return nullptr;
   while (!tok.is(Token::r_brace)) {
     if (tok.is(Token::eof)) {
-      emitError(tok.getLoc()) << "expected '}' to close spec '" << spec->name
-                              << "'";
+      emitError(tok.getLoc())
+          << "expected '}' to close spec '" << spec->name << "'";
       return nullptr;
     }
     if (failed(parseStatement(*spec)))
@@ -536,8 +536,7 @@ LogicalResult Parser::parseArgs(std::vector<Arg> &args) {
       }
     }
     if (arg.name.empty() && !args.empty() && !args.back().name.empty()) {
-      emitError(tok.getLoc())
-          << "positional argument after a named argument";
+      emitError(tok.getLoc()) << "positional argument after a named argument";
       return failure();
     }
     arg.value = parseExpr();
@@ -596,9 +595,9 @@ ExprPtr Parser::parseOr() {
     if (!rhs)
       return nullptr;
     const Expr *children[] = {lhs.get(), rhs.get()};
-    lhs = withDepth(
-        std::make_unique<BinaryExpr>(loc, "||", std::move(lhs), std::move(rhs)),
-        children);
+    lhs = withDepth(std::make_unique<BinaryExpr>(
+                        loc, BinaryOp::Or, std::move(lhs), std::move(rhs)),
+                    children);
   }
   return lhs;
 }
@@ -613,9 +612,9 @@ ExprPtr Parser::parseAnd() {
     if (!rhs)
       return nullptr;
     const Expr *children[] = {lhs.get(), rhs.get()};
-    lhs = withDepth(
-        std::make_unique<BinaryExpr>(loc, "&&", std::move(lhs), std::move(rhs)),
-        children);
+    lhs = withDepth(std::make_unique<BinaryExpr>(
+                        loc, BinaryOp::And, std::move(lhs), std::move(rhs)),
+                    children);
   }
   return lhs;
 }
@@ -638,24 +637,59 @@ ExprPtr Parser::parseNot() {
   return parseComparison();
 }
 
-static bool isComparison(Token::Kind k) {
-  return k == Token::less || k == Token::less_equal || k == Token::greater ||
-         k == Token::greater_equal || k == Token::equal_equal ||
-         k == Token::not_equal;
+/// The binary operator a token spells, if any.
+static std::optional<BinaryOp> binaryOpOf(Token::Kind k) {
+  switch (k) {
+  case Token::plus:
+    return BinaryOp::Add;
+  case Token::minus:
+    return BinaryOp::Sub;
+  case Token::star:
+    return BinaryOp::Mul;
+  case Token::slash:
+    return BinaryOp::Div;
+  case Token::slashslash:
+    return BinaryOp::FloorDiv;
+  case Token::percent:
+    return BinaryOp::Mod;
+  case Token::less:
+    return BinaryOp::Lt;
+  case Token::less_equal:
+    return BinaryOp::Le;
+  case Token::greater:
+    return BinaryOp::Gt;
+  case Token::greater_equal:
+    return BinaryOp::Ge;
+  case Token::equal_equal:
+    return BinaryOp::Eq;
+  case Token::not_equal:
+    return BinaryOp::Ne;
+  case Token::amp_amp:
+    return BinaryOp::And;
+  case Token::pipe_pipe:
+    return BinaryOp::Or;
+  default:
+    return std::nullopt;
+  }
+}
+
+static bool isComparisonToken(Token::Kind k) {
+  std::optional<BinaryOp> op = binaryOpOf(k);
+  return op && isComparison(*op);
 }
 
 /// comparison := additive (cmpop additive)?   (non-associative)
 ExprPtr Parser::parseComparison() {
   ExprPtr lhs = parseAdditive();
-  if (!lhs || !isComparison(tok.kind))
+  if (!lhs || !isComparisonToken(tok.kind))
     return lhs;
   llvm::SMLoc loc = tok.getLoc();
-  std::string op = tok.spelling.str();
+  BinaryOp op = *binaryOpOf(tok.kind);
   consume();
   ExprPtr rhs = parseAdditive();
   if (!rhs)
     return nullptr;
-  if (isComparison(tok.kind)) {
+  if (isComparisonToken(tok.kind)) {
     emitError(tok.getLoc())
         << "comparisons do not chain; write 'a < b && b < c'";
     return nullptr;
@@ -671,7 +705,7 @@ ExprPtr Parser::parseAdditive() {
   ExprPtr lhs = parseMultiplicative();
   while (lhs && (tok.is(Token::plus) || tok.is(Token::minus))) {
     llvm::SMLoc loc = tok.getLoc();
-    std::string op = tok.spelling.str();
+    BinaryOp op = *binaryOpOf(tok.kind);
     consume();
     ExprPtr rhs = parseMultiplicative();
     if (!rhs)
@@ -690,7 +724,7 @@ ExprPtr Parser::parseMultiplicative() {
   while (lhs && (tok.is(Token::star) || tok.is(Token::slash) ||
                  tok.is(Token::slashslash) || tok.is(Token::percent))) {
     llvm::SMLoc loc = tok.getLoc();
-    std::string op = tok.spelling.str();
+    BinaryOp op = *binaryOpOf(tok.kind);
     consume();
     ExprPtr rhs = parseUnary();
     if (!rhs)

@@ -23,6 +23,7 @@
 #include "llvm/Support/raw_ostream.h"
 #include <algorithm>
 #include <cmath>
+#include <optional>
 
 using namespace mlir;
 using namespace mlir::attn;
@@ -170,11 +171,55 @@ static MemoryNeed showMaskMemory(const InputPlan &plan, int64_t N, int64_t M,
   return need;
 }
 
-std::string mlir::attn::showMask(SpecOp spec, const ShowMaskOptions &opts,
-                                 llvm::raw_ostream &os) {
+namespace {
+/// One `attnc show-mask`: the mask of (b, h) in tq x tk tiles. The steps
+/// run in a fixed order (inputs, classification, element check, summary,
+/// PNG) and stop at the first error; the summary is printed before the PNG
+/// is drawn, so a failure while drawing still leaves it on `os`.
+class MaskReport {
+public:
+  MaskReport(SpecOp spec, const ShowMaskOptions &opts, llvm::raw_ostream &os)
+      : spec(spec), opts(opts), os(os) {}
+
+  std::string run();
+
+private:
+  std::string prepare();
+  std::string checkElementMask();
+  void printSummary();
+  void printTileGrid();
+  void printCounts();
+  std::string drawPng();
+  std::string cellFractions(const PngGeometry &geometry,
+                            std::vector<double> &frac);
+  std::string sampleCell(int64_t q0, int64_t q1, int64_t k0, int64_t k1,
+                         double &fraction);
+  std::vector<uint8_t> renderPixels(const PngGeometry &geometry,
+                                    const std::vector<double> &frac);
+
+  SpecOp spec;
+  const ShowMaskOptions &opts;
+  llvm::raw_ostream &os;
+
+  InputPlan plan;
+  MaskEvaluator ev;
+  std::optional<MaskClassifier> classifier;
+  int64_t N = 0, M = 0, b = 0, h = 0, tq = 0, tk = 0;
+  /// Tile classes, nq x nk row-major.
+  std::vector<BlockClass> classes;
+  BlockStats stats;
+  int64_t nq = 0, nk = 0;
+  /// The element mask (N x M row-major) when haveMask.
+  std::vector<uint8_t> mask;
+  bool haveMask = false;
+  int64_t visible = 0, uniformPartial = 0;
+};
+} // namespace
+
+/// Gathers the inputs and sets up the evaluator; checks --b and --h.
+std::string MaskReport::prepare() {
   if (opts.tileQ <= 0 || opts.tileKv <= 0)
     return "--tile-q and --tile-kv must be positive";
-  InputPlan plan;
   if (std::string err =
           planInputs(spec, opts.inputs, opts.shape, opts.maxMemory, plan);
       !err.empty())
@@ -186,74 +231,71 @@ std::string mlir::attn::showMask(SpecOp spec, const ShowMaskOptions &opts,
     return err;
   // A tile larger than the mask is the whole mask (and keeps the tile
   // arithmetic below far from overflowing).
-  int64_t tq = std::min(opts.tileQ, bound.at("N")),
-          tk = std::min(opts.tileKv, bound.at("M"));
+  tq = std::min(opts.tileQ, bound.at("N"));
+  tk = std::min(opts.tileKv, bound.at("M"));
   MemoryNeed need = showMaskMemory(plan, bound.at("N"), bound.at("M"), tq, tk,
                                    !opts.png.empty());
   if (std::string err = checkMemory(need, opts.maxMemory); !err.empty())
     return err;
   if (std::string err = makeRandomInputs(spec, opts.seed, plan); !err.empty())
     return err;
-  const std::map<std::string, HostArray> &inputs = plan.inputs;
-  const std::set<std::string> &fromFile = plan.fromFile;
-  MaskEvaluator ev;
   uint64_t budget = memoryBudget(opts.maxMemory);
-  if (std::string err =
-          ev.init(spec, inputs, std::max<uint64_t>(budget - plan.bytes, 1));
+  if (std::string err = ev.init(spec, plan.inputs,
+                                std::max<uint64_t>(budget - plan.bytes, 1));
       !err.empty())
     return err;
   const ::attn::DimBinding &dims = ev.dims();
-  int64_t B = dims.at("B"), Hq = dims.at("Hq"), N = dims.at("N"),
-          M = dims.at("M");
+  int64_t B = dims.at("B"), Hq = dims.at("Hq");
+  N = dims.at("N");
+  M = dims.at("M");
   if (opts.b < 0 || opts.b >= B)
     return "--b " + std::to_string(opts.b) + " is out of range [0, " +
            std::to_string(B) + ")";
   if (opts.h < 0 || opts.h >= Hq)
     return "--h " + std::to_string(opts.h) + " is out of range [0, " +
            std::to_string(Hq) + ")";
-  int64_t b = opts.b, h = opts.h;
+  b = opts.b;
+  h = opts.h;
+  return "";
+}
 
-  if (!spec.getAttention())
-    return "show-mask: spec '" + spec.getSymName().str() +
-           "' is linear attention, which has no mask";
-  MaskClassifier classifier(spec.getAttention(), dims, ev.params(), &inputs);
-  std::vector<BlockClass> classes;
-  BlockStats st = classifyTiles(classifier, N, M, b, h, tq, tk, &classes);
-  int64_t nq = st.numQTiles, nk = st.numKvTiles;
+/// Evaluates the element mask (when small enough) for the visible fraction,
+/// the exact PNG, and a check of the classification: a tile classified full
+/// or empty must be so element by element, else the classifier is unsound.
+std::string MaskReport::checkElementMask() {
+  haveMask = fullMask(N, M);
+  if (!haveMask)
+    return "";
+  mask.resize(N * M);
+  if (std::string err = ev.evaluate(b, h, 0, N, 0, M, mask.data());
+      !err.empty())
+    return err;
+  for (uint8_t m : mask)
+    visible += m;
+  for (int64_t i = 0; i < nq; ++i)
+    for (int64_t j = 0; j < nk; ++j) {
+      int64_t vis = 0, area = 0;
+      for (int64_t q = i * tq; q < std::min(N, (i + 1) * tq); ++q)
+        for (int64_t k = j * tk; k < std::min(M, (j + 1) * tk); ++k) {
+          vis += mask[q * M + k];
+          ++area;
+        }
+      BlockClass c = classes[i * nk + j];
+      if ((c == BlockClass::Full && vis != area) ||
+          (c == BlockClass::Empty && vis != 0))
+        return "internal error: tile (" + std::to_string(i) + ", " +
+               std::to_string(j) + ") classified " + blockClassName(c) +
+               " has " + std::to_string(vis) + " of " + std::to_string(area) +
+               " elements visible";
+      if (c == BlockClass::Partial && (vis == 0 || vis == area))
+        ++uniformPartial;
+    }
+  return "";
+}
 
-  // The element mask, when small enough: the visible fraction, a check of
-  // the classification, and the exact PNG.
-  std::vector<uint8_t> mask;
-  bool haveMask = fullMask(N, M);
-  int64_t visible = 0, uniformPartial = 0;
-  if (haveMask) {
-    mask.resize(N * M);
-    if (std::string err = ev.evaluate(b, h, 0, N, 0, M, mask.data());
-        !err.empty())
-      return err;
-    for (uint8_t m : mask)
-      visible += m;
-    for (int64_t i = 0; i < nq; ++i)
-      for (int64_t j = 0; j < nk; ++j) {
-        int64_t vis = 0, area = 0;
-        for (int64_t q = i * tq; q < std::min(N, (i + 1) * tq); ++q)
-          for (int64_t k = j * tk; k < std::min(M, (j + 1) * tk); ++k) {
-            vis += mask[q * M + k];
-            ++area;
-          }
-        BlockClass c = classes[i * nk + j];
-        if ((c == BlockClass::Full && vis != area) ||
-            (c == BlockClass::Empty && vis != 0))
-          return "internal error: tile (" + std::to_string(i) + ", " +
-                 std::to_string(j) + ") classified " + blockClassName(c) +
-                 " has " + std::to_string(vis) + " of " +
-                 std::to_string(area) + " elements visible";
-        if (c == BlockClass::Partial && (vis == 0 || vis == area))
-          ++uniformPartial;
-      }
-  }
-
-  // Summary.
+/// The spec, dims, params, aux inputs and what the analysis cannot track.
+void MaskReport::printSummary() {
+  const ::attn::DimBinding &dims = ev.dims();
   os << "spec: " << spec.getSymName();
   if (!opts.specPath.empty())
     os << " (" << opts.specPath << ")";
@@ -278,24 +320,28 @@ std::string mlir::attn::showMask(SpecOp spec, const ShowMaskOptions &opts,
   for (const ::attn::InputSig &in : getSignature(spec).inputs) {
     if (in.name == "q" || in.name == "k" || in.name == "v")
       continue;
-    const HostArray &a = inputs.at(in.name);
+    const HostArray &a = plan.inputs.at(in.name);
+    bool fromFile = plan.fromFile.count(in.name);
     os << (anyAux ? " " : "inputs: ") << in.name << a.shapeString() << ":"
-       << ::attn::dtypeName(a.dtype)
-       << (fromFile.count(in.name) ? "" : "(random)");
+       << ::attn::dtypeName(a.dtype) << (fromFile ? "" : "(random)");
     anyAux = true;
-    anyRandom |= !fromFile.count(in.name);
+    anyRandom |= !fromFile;
   }
   if (anyRandom)
     os << " seed=" << opts.seed;
   if (anyAux)
     os << "\n";
-  if (!classifier.unknownOps().empty()) {
+  if (!classifier->unknownOps().empty()) {
     os << "note: the analysis does not track";
-    for (const std::string &o : classifier.unknownOps())
+    for (const std::string &o : classifier->unknownOps())
       os << " " << o;
     os << " (values depending on them are unknown: tiles become partial)\n";
   }
+}
 
+/// One character per tile, or per group of tiles when there are more than
+/// opts.maxColumns of them in a row or column (so the grid fits a terminal).
+void MaskReport::printTileGrid() {
   os << "mask of b=" << b << " h=" << h << ": " << N << " queries x " << M
      << " keys, tiles " << tq << " x " << tk << " (" << nq << " x " << nk
      << " tiles)\n";
@@ -324,77 +370,98 @@ std::string mlir::attn::showMask(SpecOp spec, const ShowMaskOptions &opts,
     }
     os << "  " << line << "\n";
   }
-  int64_t computed = st.full + st.partial;
-  os << "tiles: " << st.total() << " = " << st.full << " full + "
-     << st.partial << " partial + " << st.empty << " empty\n";
-  os << "computed: " << computed << " of " << st.total() << " tiles ("
-     << llvm::format("%.1f", 100.0 * st.computedFraction())
-     << "% of dense), " << st.partial << " with a per-element mask\n";
-  if (haveMask) {
-    os << "elements: " << visible << " of " << N * M << " visible ("
-       << llvm::format("%.1f", N * M ? 100.0 * visible / (N * M) : 0.0)
-       << "%); classification checked element-wise";
-    if (uniformPartial)
-      os << "; " << uniformPartial
-         << " partial tiles are actually uniform (the analysis lost "
-            "precision there)";
-    os << "\n";
-  }
+}
 
-  if (opts.png.empty())
+void MaskReport::printCounts() {
+  int64_t computed = stats.full + stats.partial;
+  os << "tiles: " << stats.total() << " = " << stats.full << " full + "
+     << stats.partial << " partial + " << stats.empty << " empty\n";
+  os << "computed: " << computed << " of " << stats.total() << " tiles ("
+     << llvm::format("%.1f", 100.0 * stats.computedFraction())
+     << "% of dense), " << stats.partial << " with a per-element mask\n";
+  if (!haveMask)
+    return;
+  os << "elements: " << visible << " of " << N * M << " visible ("
+     << llvm::format("%.1f", N * M ? 100.0 * visible / (N * M) : 0.0)
+     << "%); classification checked element-wise";
+  if (uniformPartial)
+    os << "; " << uniformPartial
+       << " partial tiles are actually uniform (the analysis lost "
+          "precision there)";
+  os << "\n";
+}
+
+/// The visible fraction of cell [q0, q1) x [k0, k1) without the element
+/// mask: the cell's class when the classifier settles it, else a sample of
+/// at most 16 x 16 of its elements.
+std::string MaskReport::sampleCell(int64_t q0, int64_t q1, int64_t k0,
+                                   int64_t k1, double &fraction) {
+  // A cell inside one tile takes that tile's class when it is uniform.
+  BlockClass c = BlockClass::Partial;
+  if (q0 / tq == (q1 - 1) / tq && k0 / tk == (k1 - 1) / tk)
+    c = classes[(q0 / tq) * nk + k0 / tk];
+  if (c == BlockClass::Partial)
+    c = classifier->classify(b, h, q0, q1, k0, k1);
+  if (c != BlockClass::Partial) {
+    fraction = c == BlockClass::Full ? 1.0 : 0.0;
     return "";
+  }
+  int64_t sq = std::max<int64_t>(1, (q1 - q0) / 16),
+          sk = std::max<int64_t>(1, (k1 - k0) / 16);
+  int64_t vis = 0, n = 0;
+  uint8_t m;
+  for (int64_t q = q0; q < q1; q += sq)
+    for (int64_t k = k0; k < k1; k += sk) {
+      if (std::string err = ev.evaluate(b, h, q, q + 1, k, k + 1, &m);
+          !err.empty())
+        return err;
+      vis += m;
+      ++n;
+    }
+  fraction = double(vis) / double(n);
+  return "";
+}
 
-  PngGeometry geometry(N, M);
-  int64_t up = geometry.up, down = geometry.down, W = geometry.W,
-          H = geometry.H;
-  std::vector<double> frac; // per element (up) or per cell (down)
-  int64_t cw = down > 1 ? W : M, ch = down > 1 ? H : N;
+/// The visible fraction per element (upscaled PNG) or per cell of
+/// down x down elements (downsampled PNG), row-major.
+std::string MaskReport::cellFractions(const PngGeometry &geometry,
+                                      std::vector<double> &frac) {
+  int64_t down = geometry.down;
+  int64_t cw = down > 1 ? geometry.W : M, ch = down > 1 ? geometry.H : N;
   frac.assign(cw * ch, 0.0);
-  std::vector<uint8_t> cell;
   for (int64_t y = 0; y < ch; ++y)
     for (int64_t x = 0; x < cw; ++x) {
       int64_t q0 = y * down, q1 = std::min(N, q0 + down);
       int64_t k0 = x * down, k1 = std::min(M, k0 + down);
-      double f;
+      double f = 0;
       if (haveMask) {
         int64_t vis = 0;
         for (int64_t q = q0; q < q1; ++q)
           for (int64_t k = k0; k < k1; ++k)
             vis += mask[q * M + k];
         f = double(vis) / double((q1 - q0) * (k1 - k0));
-      } else {
-        // A cell inside one tile takes that tile's class when it is uniform.
-        BlockClass c = BlockClass::Partial;
-        if (q0 / tq == (q1 - 1) / tq && k0 / tk == (k1 - 1) / tk)
-          c = classes[(q0 / tq) * nk + k0 / tk];
-        if (c == BlockClass::Partial)
-          c = classifier.classify(b, h, q0, q1, k0, k1);
-        if (c != BlockClass::Partial) {
-          f = c == BlockClass::Full ? 1.0 : 0.0;
-        } else {
-          // Sample at most 16 x 16 elements of the cell.
-          int64_t sq = std::max<int64_t>(1, (q1 - q0) / 16),
-                  sk = std::max<int64_t>(1, (k1 - k0) / 16);
-          int64_t vis = 0, n = 0;
-          uint8_t m;
-          for (int64_t q = q0; q < q1; q += sq)
-            for (int64_t k = k0; k < k1; k += sk) {
-              if (std::string err = ev.evaluate(b, h, q, q + 1, k, k + 1, &m);
-                  !err.empty())
-                return err;
-              vis += m;
-              ++n;
-            }
-          f = double(vis) / double(n);
-        }
+      } else if (std::string err = sampleCell(q0, q1, k0, k1, f);
+                 !err.empty()) {
+        return err;
       }
       frac[y * cw + x] = f;
     }
+  return "";
+}
+
+/// Grey levels of the visible fractions, tinted by tile class, with the
+/// tile grid drawn where tiles are at least 4 px apart.
+std::vector<uint8_t> MaskReport::renderPixels(const PngGeometry &geometry,
+                                              const std::vector<double> &frac) {
+  int64_t up = geometry.up, down = geometry.down, W = geometry.W,
+          H = geometry.H;
+  int64_t cw = down > 1 ? W : M;
   const RGB tintFull{40, 200, 60}, tintPartial{255, 200, 0},
       tintEmpty{110, 20, 20}, gridColor{120, 120, 120};
   std::vector<uint8_t> rgb(W * H * 3);
-  // Grid lines where a tile boundary falls, if tiles are >= 4 px apart.
-  auto tilePx = [&](int64_t t) { return down > 1 ? double(t) / down : double(t * up); };
+  auto tilePx = [&](int64_t t) {
+    return down > 1 ? double(t) / down : double(t * up);
+  };
   bool gridQ = tilePx(tq) >= 4, gridK = tilePx(tk) >= 4;
   for (int64_t py = 0; py < H; ++py)
     for (int64_t px = 0; px < W; ++px) {
@@ -422,8 +489,19 @@ std::string mlir::attn::showMask(SpecOp spec, const ShowMaskOptions &opts,
       p[1] = static_cast<uint8_t>(std::lround(c.g));
       p[2] = static_cast<uint8_t>(std::lround(c.b));
     }
+  return rgb;
+}
+
+std::string MaskReport::drawPng() {
+  PngGeometry geometry(N, M);
+  std::vector<double> frac;
+  if (std::string err = cellFractions(geometry, frac); !err.empty())
+    return err;
+  int64_t up = geometry.up, down = geometry.down, W = geometry.W,
+          H = geometry.H;
   std::vector<uint8_t> png =
-      encodePng(static_cast<uint32_t>(W), static_cast<uint32_t>(H), rgb);
+      encodePng(static_cast<uint32_t>(W), static_cast<uint32_t>(H),
+                renderPixels(geometry, frac));
   std::error_code ec;
   llvm::raw_fd_ostream file(opts.png, ec);
   if (ec)
@@ -439,4 +517,29 @@ std::string mlir::attn::showMask(SpecOp spec, const ShowMaskOptions &opts,
                         " pixels per element")
      << ")\n";
   return "";
+}
+
+std::string MaskReport::run() {
+  if (std::string err = prepare(); !err.empty())
+    return err;
+  if (!spec.getAttention())
+    return "show-mask: spec '" + spec.getSymName().str() +
+           "' is linear attention, which has no mask";
+  classifier.emplace(spec.getAttention(), ev.dims(), ev.params(), &plan.inputs);
+  stats = classifyTiles(*classifier, N, M, b, h, tq, tk, &classes);
+  nq = stats.numQTiles;
+  nk = stats.numKvTiles;
+  if (std::string err = checkElementMask(); !err.empty())
+    return err;
+  printSummary();
+  printTileGrid();
+  printCounts();
+  if (opts.png.empty())
+    return "";
+  return drawPng();
+}
+
+std::string mlir::attn::showMask(SpecOp spec, const ShowMaskOptions &opts,
+                                 llvm::raw_ostream &os) {
+  return MaskReport(spec, opts, os).run();
 }

@@ -14,14 +14,13 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "attn/Frontend/CompileCUDA.h"
-#include "attn/Frontend/CompileSpec.h"
-#include "attn/Frontend/Driver.h"
-#include "attn/Frontend/RunCompiled.h"
-#include "attn/Frontend/ShowMask.h"
-#include "attn/Frontend/MLIRGen.h"
-#include "attn/Frontend/RunSpec.h"
 #include "attn/Dialect/Attn/Transforms/Passes.h"
+#include "attn/Frontend/Driver.h"
+#include "attn/Frontend/MLIRGen.h"
+#include "attn/Frontend/RunCompiled.h"
+#include "attn/Frontend/RunSpec.h"
+#include "attn/Frontend/ShowMask.h"
+#include "attn/Target/Backend.h"
 #include "mlir/IR/AsmState.h"
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/MLIRContext.h"
@@ -40,22 +39,25 @@ namespace cl = llvm::cl;
 
 static cl::OptionCategory attncCategory("attnc options");
 
-static cl::SubCommand runCmd(
-    "run", "Run a spec on .npy (or random) inputs and report the result");
-static cl::SubCommand showMaskCmd(
-    "show-mask", "Show the block classification of a spec's mask");
+static cl::SubCommand
+    runCmd("run",
+           "Run a spec on .npy (or random) inputs and report the result");
+static cl::SubCommand
+    showMaskCmd("show-mask", "Show the block classification of a spec's mask");
 
-static cl::opt<std::string> inputFilename(cl::Positional,
-                                          cl::desc("<spec.attn>"),
-                                          cl::sub(cl::SubCommand::getTopLevel()),
-                                          cl::sub(runCmd), cl::sub(showMaskCmd),
-                                          cl::Required);
+static cl::opt<std::string>
+    inputFilename(cl::Positional, cl::desc("<spec.attn>"),
+                  cl::sub(cl::SubCommand::getTopLevel()), cl::sub(runCmd),
+                  cl::sub(showMaskCmd), cl::Required);
 
+/// Stages every backend has (the IR of the pipeline's stops), one alias per
+/// backend kernel stage (cpu, gpu), and formats a backend emits.
 enum class EmitAction {
   Auto,
   AST,
   Attn,
   Tiled,
+  Kernel,
   CPU,
   GPU,
   LLVM,
@@ -74,8 +76,12 @@ static cl::opt<EmitAction> emitAction(
         clEnumValN(EmitAction::AST, "ast", "the parsed syntax tree"),
         clEnumValN(EmitAction::Attn, "attn",
                    "the attn dialect (params bound, verified)"),
-        clEnumValN(EmitAction::Tiled, "tiled",
-                   "attn with the chosen #attn.schedule (tiles, block skipping)"),
+        clEnumValN(
+            EmitAction::Tiled, "tiled",
+            "attn with the chosen #attn.schedule (tiles, block skipping)"),
+        clEnumValN(EmitAction::Kernel, "kernel",
+                   "the kernels in upstream dialects (the target's cpu or "
+                   "gpu stage)"),
         clEnumValN(EmitAction::CPU, "cpu",
                    "the CPU kernel in scf/vector/memref"),
         clEnumValN(EmitAction::GPU, "gpu",
@@ -94,35 +100,33 @@ static cl::opt<EmitAction> emitAction(
                    "an object file (with --header: its C header)")),
     cl::cat(attncCategory));
 
+// Its description lists the registered backends (set in main).
+static cl::opt<std::string> targetName("target", cl::init("cpu"),
+                                       cl::sub(cl::SubCommand::getTopLevel()),
+                                       cl::sub(runCmd), cl::cat(attncCategory));
 static cl::opt<std::string>
-    targetName("target",
-               cl::desc("cpu (the host) or cpu:NAME, e.g. cpu:skylake-avx512, "
-                        "cpu:x86-64-v3; cuda (sm_90) or cuda:sm_80,sm_90,..."),
-               cl::init("cpu"), cl::sub(cl::SubCommand::getTopLevel()),
-               cl::sub(runCmd), cl::cat(attncCategory));
-static cl::opt<std::string> dtype(
-    "dtype",
-    cl::desc("CUDA: element type of q, k, v where the spec leaves them "
-             "undeclared: bf16 (default) or f16"),
-    cl::init("bf16"), cl::cat(attncCategory));
-static cl::list<int64_t> headDims(
-    "head-dims",
-    cl::desc("CUDA: padded head dims to build kernel variants for "
-             "(default 64,128)"),
-    cl::CommaSeparated, cl::cat(attncCategory));
+    dtype("dtype",
+          cl::desc("GPU targets: element type of q, k, v where the spec leaves "
+                   "them undeclared: bf16 (default) or f16"),
+          cl::init(""), cl::cat(attncCategory));
+static cl::list<int64_t>
+    headDims("head-dims",
+             cl::desc("CUDA: padded head dims to build kernel variants for "
+                      "(default 64,128)"),
+             cl::CommaSeparated, cl::cat(attncCategory));
 static cl::opt<bool> verbose(
     "verbose",
-    cl::desc("CUDA: print the ptxas report (registers, spills) per kernel"),
+    cl::desc("Print each kernel's resource use (CUDA: the ptxas report of "
+             "registers and spills)"),
     cl::init(false), cl::cat(attncCategory));
-static cl::opt<std::string> headerFilename(
-    "header", cl::desc("With an object: also write its C header here"),
-    cl::value_desc("file.h"), cl::cat(attncCategory));
-static cl::opt<int64_t> tileQ("tile-q",
-                              cl::desc("Query tile rows (0: heuristic)"),
-                              cl::init(0),
-                              cl::sub(cl::SubCommand::getTopLevel()),
-                              cl::sub(runCmd), cl::sub(showMaskCmd),
-                              cl::cat(attncCategory));
+static cl::opt<std::string>
+    headerFilename("header",
+                   cl::desc("With an object: also write its C header here"),
+                   cl::value_desc("file.h"), cl::cat(attncCategory));
+static cl::opt<int64_t>
+    tileQ("tile-q", cl::desc("Query tile rows (0: heuristic)"), cl::init(0),
+          cl::sub(cl::SubCommand::getTopLevel()), cl::sub(runCmd),
+          cl::sub(showMaskCmd), cl::cat(attncCategory));
 static cl::opt<int64_t> linearChunk(
     "linear-chunk",
     cl::desc("Linear attention: time steps per chunk of the chunked form "
@@ -135,12 +139,10 @@ static cl::opt<bool> linearState(
              "`zstate` [B, Hq, Dphi] when normalized) that the kernel starts "
              "from and writes back (decoding a step at a time)"),
     cl::init(false), cl::cat(attncCategory));
-static cl::opt<int64_t> tileKV("tile-kv",
-                               cl::desc("Key/value tile rows (0: heuristic)"),
-                               cl::init(0),
-                               cl::sub(cl::SubCommand::getTopLevel()),
-                               cl::sub(runCmd), cl::sub(showMaskCmd),
-                               cl::cat(attncCategory));
+static cl::opt<int64_t>
+    tileKV("tile-kv", cl::desc("Key/value tile rows (0: heuristic)"),
+           cl::init(0), cl::sub(cl::SubCommand::getTopLevel()), cl::sub(runCmd),
+           cl::sub(showMaskCmd), cl::cat(attncCategory));
 
 static cl::opt<std::string> outputFilename("o", cl::desc("Output file"),
                                            cl::value_desc("file"),
@@ -201,16 +203,17 @@ static cl::opt<std::string> runMaxMemory(
              "memory, less under a cgroup limit or ulimit -v); larger shapes "
              "are an error before anything is allocated"),
     cl::value_desc("SIZE"), cl::sub(runCmd), cl::sub(showMaskCmd));
-static cl::opt<bool> runNoCheck(
-    "no-check", cl::desc("Skip the comparison with the reference (for large "
-                         "shapes, where the reference is slow)"),
-    cl::init(false), cl::sub(runCmd));
+static cl::opt<bool>
+    runNoCheck("no-check",
+               cl::desc("Skip the comparison with the reference (for large "
+                        "shapes, where the reference is slow)"),
+               cl::init(false), cl::sub(runCmd));
 
 // `attnc show-mask` options.
-static cl::opt<int64_t> maskB("b", cl::desc("Batch index to show"),
-                              cl::init(0), cl::sub(showMaskCmd));
-static cl::opt<int64_t> maskH("h", cl::desc("Query head to show"),
-                              cl::init(0), cl::sub(showMaskCmd));
+static cl::opt<int64_t> maskB("b", cl::desc("Batch index to show"), cl::init(0),
+                              cl::sub(showMaskCmd));
+static cl::opt<int64_t> maskH("h", cl::desc("Query head to show"), cl::init(0),
+                              cl::sub(showMaskCmd));
 static cl::opt<std::string> maskPng("png",
                                     cl::desc("Also write a PNG picture here"),
                                     cl::value_desc("file.png"),
@@ -221,79 +224,140 @@ static int fail(const llvm::Twine &msg) {
   return 1;
 }
 
-/// The --target=cuda half of the compile path: print a stage, or write the
-/// fatbin, or an object embedding it (+ its header).
-static int compileForCUDA(ModuleOp module, EmitAction action) {
-  std::string err;
-  CUDATarget target;
-  if (!CUDATarget::parse(targetName, target, err))
-    return fail(err);
-  if (dtype != "bf16" && dtype != "f16")
-    return fail("--dtype must be bf16 or f16 for CUDA (tensor cores)");
-  if (linearState)
-    return fail("--linear-state is not supported for CUDA yet (the "
-                "linear-attention kernels start from a zero state); use the "
-                "CPU target for decoding");
-  CUDAPipelineOptions schedule;
-  if (tileQ > 0)
-    schedule.tileQ = tileQ;
-  if (tileKV > 0)
-    schedule.tileKV = tileKV;
-  if (!headDims.empty())
-    schedule.headDims.assign(headDims.begin(), headDims.end());
-  schedule.elementType = dtype;
-  CUDAKernelInfo info;
-  if (action == EmitAction::LLVMIR || action == EmitAction::CPU)
-    return fail("--emit=cpu and llvm-ir are CPU stages; for CUDA use "
-                "--emit=gpu, llvm, ptx, fatbin or obj");
-  if (action == EmitAction::Attn || action == EmitAction::Tiled ||
-      action == EmitAction::GPU || action == EmitAction::LLVM) {
-    Stage stop = action == EmitAction::Attn    ? Stage::Attn
-                 : action == EmitAction::Tiled ? Stage::Tiled
-                 : action == EmitAction::GPU   ? Stage::Kernel
-                                               : Stage::LLVM;
-    if (failed(lowerSpecCUDA(module, target, schedule, stop, info)))
-      return 1;
-    auto output = mlir::openOutputFile(outputFilename, &err);
-    if (!output)
-      return fail(err);
-    module.print(output->os());
-    output->keep();
-    return 0;
+/// The format --emit names past the IR stages ("" for an IR stage).
+static llvm::StringRef emitFormat(EmitAction action) {
+  switch (action) {
+  case EmitAction::LLVMIR:
+    return "llvm-ir";
+  case EmitAction::PTX:
+    return "ptx";
+  case EmitAction::Cubin:
+    return "cubin";
+  case EmitAction::Fatbin:
+    return "fatbin";
+  default:
+    return "";
   }
-  if (failed(compileCUDA(module, target, schedule, info, err)))
-    return err.empty() ? 1 : fail(err);
-  if (verbose)
-    llvm::errs() << formatReports(info.reports);
+}
+
+/// The pipeline stop of an IR stage.
+static Stage emitStage(EmitAction action) {
+  switch (action) {
+  case EmitAction::Attn:
+    return Stage::Attn;
+  case EmitAction::Tiled:
+    return Stage::Tiled;
+  case EmitAction::Kernel:
+  case EmitAction::CPU:
+  case EmitAction::GPU:
+    return Stage::Kernel;
+  default:
+    return Stage::LLVM;
+  }
+}
+
+/// "" when `target` has the stage or format `action` names, else why not.
+static std::string checkEmit(const BackendTarget &target, EmitAction action) {
+  const Backend &backend = target.backend();
+  if (action == EmitAction::CPU || action == EmitAction::GPU) {
+    llvm::StringRef alias = action == EmitAction::CPU ? "cpu" : "gpu";
+    if (alias != backend.kernelStageName())
+      return ("--emit=" + alias + " is not a stage of --target=" + targetName +
+              ": its kernels are --emit=" + backend.kernelStageName() +
+              " (or --emit=kernel)")
+          .str();
+  }
+  llvm::StringRef format = emitFormat(action);
+  if (format.empty() || llvm::is_contained(target.emitFormats(), format))
+    return "";
+  std::string formats;
+  for (llvm::StringRef f : target.emitFormats())
+    formats += (formats.empty() ? "" : ", ") + f.str();
+  return ("--emit=" + format + " is not a format of the " + backend.name() +
+          " backend (it emits " + formats + "; and the stages attn, tiled, " +
+          backend.kernelStageName() + ", llvm and obj)")
+      .str();
+}
+
+/// The schedule the command line sets.
+static Schedule commandLineSchedule() {
+  Schedule schedule;
+  schedule.tileQ = tileQ;
+  schedule.tileKV = tileKV;
+  schedule.linearChunk = linearChunk;
+  schedule.linearState = linearState;
+  schedule.elementType = dtype;
+  schedule.headDims.assign(headDims.begin(), headDims.end());
+  return schedule;
+}
+
+/// Writes `bytes` to -o (and keeps it).
+static int writeOutput(llvm::StringRef bytes) {
+  std::string err;
   auto output = mlir::openOutputFile(outputFilename, &err);
   if (!output)
     return fail(err);
-  if (action == EmitAction::PTX) {
-    for (const std::string &chip : target.chips)
-      output->os() << "// ---- " << chip << "\n" << info.ptx[chip];
-  } else if (action == EmitAction::Cubin) {
-    const std::string &cubin = info.cubin[target.chips.front()];
-    output->os().write(cubin.data(), cubin.size());
-  } else if (action == EmitAction::Fatbin) {
-    output->os().write(info.fatbin.data(), info.fatbin.size());
-  } else {
-    llvm::SmallVector<char> object;
-    if (std::string e = emitCUDAImageObject(module.getContext(), info, object);
-        !e.empty())
-      return fail(e);
-    if (outputFilename == "-" && !headerFilename.empty())
-      return fail("give the object a file name with -o");
-    output->os().write(object.data(), object.size());
-    if (!headerFilename.empty()) {
-      auto header = mlir::openOutputFile(headerFilename, &err);
-      if (!header)
-        return fail(err);
-      header->os() << generateCUDAHeader(info);
-      header->keep();
-    }
+  output->os() << bytes;
+  output->keep();
+  return 0;
+}
+
+/// The object and its header (AOT).
+static int writeObject(ModuleOp module, const BackendTarget &target,
+                       const Schedule &schedule) {
+  if (outputFilename == "-" && !headerFilename.empty())
+    return fail("give the object a file name with -o");
+  std::string err, headerText, report;
+  KernelInfo info;
+  llvm::SmallVector<char> object;
+  if (failed(target.emitObject(module, schedule, info, object, headerText,
+                               report, err)))
+    return err.empty() ? 1 : fail(err);
+  if (verbose)
+    llvm::errs() << report;
+  auto output = mlir::openOutputFile(outputFilename, &err);
+  if (!output)
+    return fail(err);
+  output->os().write(object.data(), object.size());
+  if (!headerFilename.empty()) {
+    auto header = mlir::openOutputFile(headerFilename, &err);
+    if (!header)
+      return fail(err);
+    header->os() << headerText;
+    header->keep();
   }
   output->keep();
   return 0;
+}
+
+/// The compile path: print a stage, emit a format, or write an object.
+static int compileForTarget(ModuleOp module, EmitAction action) {
+  std::string err;
+  std::unique_ptr<BackendTarget> target = parseTarget(targetName, err);
+  if (!target)
+    return fail(err);
+  const Schedule schedule = commandLineSchedule();
+  if (std::string e = target->checkSchedule(schedule); !e.empty())
+    return fail(e);
+  if (std::string e = checkEmit(*target, action); !e.empty())
+    return fail(e);
+  if (action == EmitAction::Obj)
+    return writeObject(module, *target, schedule);
+  if (llvm::StringRef format = emitFormat(action); !format.empty()) {
+    std::string out, report;
+    if (failed(target->emit(module, schedule, format, out, report, err)))
+      return err.empty() ? 1 : fail(err);
+    if (verbose)
+      llvm::errs() << report;
+    return writeOutput(out);
+  }
+  KernelInfo info;
+  if (failed(target->lower(module, schedule, emitStage(action), info, err)))
+    return err.empty() ? 1 : fail(err);
+  std::string text;
+  llvm::raw_string_ostream os(text);
+  module.print(os);
+  return writeOutput(text);
 }
 
 int main(int argc, char **argv) {
@@ -326,6 +390,10 @@ int main(int argc, char **argv) {
   for (const std::string &p : libraryPatternSignatures())
     overview += "\n  " + p;
   overview += "\n\nThe language is documented in docs/language.md.\n";
+  // cl::opt keeps a StringRef: the text must outlive parsing.
+  static const std::string targetDesc =
+      "Where the kernel runs: " + targetHelp();
+  targetName.setDescription(targetDesc);
   cl::HideUnrelatedOptions({&attncCategory});
   cl::ParseCommandLineOptions(argc, argv, overview);
 
@@ -340,8 +408,8 @@ int main(int argc, char **argv) {
   if (!file)
     return fail(errorMessage);
   llvm::SourceMgr sourceMgr;
-  unsigned bufferID = sourceMgr.AddNewSourceBuffer(std::move(file),
-                                                   llvm::SMLoc());
+  unsigned bufferID =
+      sourceMgr.AddNewSourceBuffer(std::move(file), llvm::SMLoc());
 
   // One of two handlers, each held as its own type: SourceMgrDiagnosticHandler
   // has no virtual destructor, so neither may be deleted through it.
@@ -378,8 +446,7 @@ int main(int argc, char **argv) {
   if (tileQ > kMaxTileRows || tileKV > kMaxTileRows)
     return fail("--tile-q and --tile-kv must be at most " +
                 std::to_string(kMaxTileRows) + " rows (got " +
-                std::to_string(tileQ) + " and " + std::to_string(tileKV) +
-                ")");
+                std::to_string(tileQ) + " and " + std::to_string(tileKV) + ")");
   if (linearChunk < 0 || linearChunk > kMaxTileRows)
     return fail("--linear-chunk must be in 0.." + std::to_string(kMaxTileRows) +
                 " (0: the recurrent form)");
@@ -412,9 +479,9 @@ int main(int argc, char **argv) {
     opts.threads = runThreads;
     opts.check = !runNoCheck;
     opts.maxMemory = maxMemory;
-    std::string err = runReference
-                          ? runSpec(getSpec(*module), opts, llvm::outs())
-                          : runCompiledSpec(getSpec(*module), opts, llvm::outs());
+    std::string err =
+        runReference ? runSpec(getSpec(*module), opts, llvm::outs())
+                     : runCompiledSpec(getSpec(*module), opts, llvm::outs());
     if (!err.empty())
       return fail(err);
     return 0;
@@ -445,59 +512,5 @@ int main(int argc, char **argv) {
                                                              : EmitAction::Attn;
   if (!headerFilename.empty() && action != EmitAction::Obj)
     return fail("--header needs an object output (--emit=obj or -o FILE.o)");
-  if (llvm::StringRef(targetName).starts_with("cuda"))
-    return compileForCUDA(*module, action);
-  if (action == EmitAction::GPU || action == EmitAction::PTX ||
-      action == EmitAction::Cubin || action == EmitAction::Fatbin)
-    return fail("--emit=gpu, ptx, cubin and fatbin need "
-                "--target=cuda[:sm_XX,...]");
-  CPUTarget target;
-  if (!CPUTarget::parse(targetName, target, errorMessage))
-    return fail(errorMessage);
-  KernelInfo info;
-  CPUPipelineOptions schedule;
-  schedule.tileQ = tileQ;
-  schedule.tileKV = tileKV;
-  schedule.linearChunk = linearChunk;
-  schedule.linearState = linearState;
-  Stage stop = action == EmitAction::Attn    ? Stage::Attn
-               : action == EmitAction::Tiled ? Stage::Tiled
-               : action == EmitAction::CPU   ? Stage::CPU
-                                             : Stage::LLVM;
-  if (action == EmitAction::Obj) {
-    llvm::SmallVector<char> object;
-    if (failed(compileToObject(*module, target, schedule, info, object,
-                               errorMessage)))
-      return fail(errorMessage);
-    if (outputFilename == "-" && !headerFilename.empty())
-      return fail("give the object a file name with -o");
-    auto output = mlir::openOutputFile(outputFilename, &errorMessage);
-    if (!output)
-      return fail(errorMessage);
-    output->os().write(object.data(), object.size());
-    output->keep();
-    if (!headerFilename.empty()) {
-      auto header = mlir::openOutputFile(headerFilename, &errorMessage);
-      if (!header)
-        return fail(errorMessage);
-      header->os() << generateHeader(info);
-      header->keep();
-    }
-    return 0;
-  }
-  if (failed(lowerSpec(*module, target, schedule, stop, info)))
-    return 1;
-  auto output = mlir::openOutputFile(outputFilename, &errorMessage);
-  if (!output)
-    return fail(errorMessage);
-  if (action == EmitAction::LLVMIR) {
-    std::string ir;
-    if (std::string err = emitLLVMIR(*module, target, ir); !err.empty())
-      return fail(err);
-    output->os() << ir;
-  } else {
-    module->print(output->os());
-  }
-  output->keep();
-  return 0;
+  return compileForTarget(*module, action);
 }

@@ -254,6 +254,47 @@ ATTN_RUNTIME_API attn_status_t attn_cuda_run(
    else 0, and attn_last_error() says why. */
 ATTN_RUNTIME_API int32_t attn_cuda_available(void);
 
+/*===--- Any device: one kernel, code for several backends ---------------===*/
+
+/* The code of one kernel for one kind of device: `desc` points to an
+   attn_kernel_desc_t when device_type is kDLCPU, to an
+   attn_cuda_kernel_desc_t when it is kDLCUDA. */
+typedef struct attn_kernel_target {
+  int32_t device_type;      /* a DLDeviceType: kDLCPU or kDLCUDA */
+  const void *desc;
+} attn_kernel_target_t;
+
+/* A kernel with code for one or more device types (at most one entry per
+   device type). */
+typedef struct attn_kernel {
+  uint32_t abi_version;     /* ATTN_ABI_VERSION */
+  const char *name;         /* spec name */
+  int32_t num_targets;
+  const attn_kernel_target_t *targets;
+} attn_kernel_t;
+
+/* Runs `kernel` where the tensors are: q's device picks the entry of
+   `kernel->targets` (kDLCPU for kDLCPU, kDLCUDAHost and kDLROCMHost memory;
+   kDLCUDA for kDLCUDA and kDLCUDAManaged) and the call is that backend's
+   attn_cpu_run(desc, inputs, o, lse, options) or
+   attn_cuda_run(desc, inputs, o, lse, stream), with its rules and codes.
+   `options` is read by the CPU backend only, `stream` (a CUstream; NULL: the
+   default stream) by the CUDA backend only.
+   - INVALID_ARGUMENT: NULL kernel, inputs or inputs[0], num_targets < 0,
+     NULL targets or a NULL desc, two entries for one device type.
+   - UNSUPPORTED: abi_version mismatch.
+   - DEVICE: the kernel has no code for q's device (the message names the
+     device types it has code for). */
+ATTN_RUNTIME_API attn_status_t attn_run(const attn_kernel_t *kernel,
+                                        const DLTensor *const *inputs,
+                                        DLTensor *o, DLTensor *lse,
+                                        const attn_run_options_t *options,
+                                        void *stream);
+
+/* "cpu", "cuda", "rocm", ... for a DLDeviceType; "unknown" otherwise. The
+   string is static. */
+ATTN_RUNTIME_API const char *attn_device_type_name(int32_t device_type);
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif

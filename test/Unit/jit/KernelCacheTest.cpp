@@ -84,7 +84,7 @@ std::vector<std::string> listDir(const std::string &dir) {
 /// The files of one complete CPU cache entry (no temporaries, no lock
 /// file: its holder removes it).
 std::vector<std::string> entryFiles(const std::string &key) {
-  return {key + ".name", key + ".sha256", key + ".so"};
+  return {key + ".meta", key + ".sha256", key + ".so"};
 }
 
 std::vector<char> readBytes(const std::string &path) {
@@ -378,8 +378,8 @@ TEST(KernelCache, PlantedLibraryWithoutManifestIsNeverLoaded) {
   ASSERT_FALSE(populate(other.path(), &key).empty());
   std::vector<char> planted = readBytes(ATTN_PLANTED_LIBRARY);
   writeBytes(cache / (key + ".so"), planted);
-  std::string name = "cache_causal\n";
-  writeBytes(cache / (key + ".name"),
+  std::string name = "sig v1;name=cache_causal;tile_q=64;has_lse=1;inputs=\nreport\n";
+  writeBytes(cache / (key + ".meta"),
              std::vector<char>(name.begin(), name.end()));
   for (bool hit : {false, true}) {
     Options o(cache.path());

@@ -184,8 +184,8 @@ struct Tensor {
   DLTensor dl{};
 
   Tensor(std::vector<int64_t> shapeIn, DLDataType type = kF32,
-         std::vector<int> order = {}, int64_t pad = 0,
-         uint64_t offsetBytes = 0, bool explicitStrides = false)
+         std::vector<int> order = {}, int64_t pad = 0, uint64_t offsetBytes = 0,
+         bool explicitStrides = false)
       : shape(std::move(shapeIn)) {
     int rank = static_cast<int>(shape.size());
     if (order.empty())
@@ -324,8 +324,7 @@ void reference(const Dims &s, Tensor &q, Tensor &k, Tensor &v,
           o[((b * s.Hq + h) * s.N + i) * s.Dv + d] =
               q.flat<float>(((b * s.Hq + h) * s.N + i) * s.Dqk + d % s.Dqk) +
               k.flat<float>(((b * s.Hkv + hk) * s.M) * s.Dqk + d % s.Dqk) +
-              10 * v.flat<float>(((b * s.Hkv + hk) * s.M + s.M - 1) * s.Dv +
-                                 d);
+              10 * v.flat<float>(((b * s.Hkv + hk) * s.M + s.M - 1) * s.Dv + d);
         lse[(b * s.Hq + h) * s.N + i] = float(100000 * b + 1000 * h + i);
       }
 }
@@ -349,8 +348,7 @@ TEST(RuntimeTest, CHeader) { EXPECT_EQ(attn_test_c_header(), 1); }
 TEST(RuntimeTest, StatusStrings) {
   EXPECT_STREQ(attn_status_string(ATTN_OK), "ATTN_OK");
   EXPECT_STREQ(attn_status_string(ATTN_ERROR_SHAPE), "ATTN_ERROR_SHAPE");
-  EXPECT_STREQ(attn_status_string(ATTN_ERROR_INTERNAL),
-               "ATTN_ERROR_INTERNAL");
+  EXPECT_STREQ(attn_status_string(ATTN_ERROR_INTERNAL), "ATTN_ERROR_INTERNAL");
   EXPECT_STREQ(attn_status_string(ATTN_ERROR_OUT_OF_MEMORY),
                "ATTN_ERROR_OUT_OF_MEMORY");
   EXPECT_STREQ(attn_status_string(static_cast<attn_status_t>(42)),
@@ -359,8 +357,10 @@ TEST(RuntimeTest, StatusStrings) {
 }
 
 TEST(RuntimeTest, EveryItemExactlyOnce) {
-  const Dims shapes[] = {{1, 1, 1, 1, 1, 2, 2},  {2, 3, 1, 5, 3, 4, 3},
-                         {1, 4, 2, 37, 9, 8, 5}, {2, 4, 4, 64, 5, 4, 4},
+  const Dims shapes[] = {{1, 1, 1, 1, 1, 2, 2},
+                         {2, 3, 1, 5, 3, 4, 3},
+                         {1, 4, 2, 37, 9, 8, 5},
+                         {2, 4, 4, 64, 5, 4, 4},
                          {3, 2, 1, 17, 2, 3, 3}};
   for (const Dims &s : shapes) {
     Tensor q({s.B, s.Hq, s.N, s.Dqk}), k({s.B, s.Hkv, s.M, s.Dqk}),
@@ -372,10 +372,10 @@ TEST(RuntimeTest, EveryItemExactlyOnce) {
       Kernel kernel(fakeKernelFor(tileQ), tileQ);
       int64_t total = s.B * s.Hq * ((s.N + tileQ - 1) / tileQ);
       for (int threads : {0, 1, 2, 3, 8}) {
-        SCOPED_TRACE("B=" + std::to_string(s.B) + " Hq=" +
-                     std::to_string(s.Hq) + " N=" + std::to_string(s.N) +
-                     " tile_q=" + std::to_string(tileQ) +
-                     " threads=" + std::to_string(threads));
+        SCOPED_TRACE(
+            "B=" + std::to_string(s.B) + " Hq=" + std::to_string(s.Hq) +
+            " N=" + std::to_string(s.N) + " tile_q=" + std::to_string(tileQ) +
+            " threads=" + std::to_string(threads));
         Tensor o({s.B, s.Hq, s.N, s.Dv}), lse({s.B, s.Hq, s.N});
         o.fillConst(-1), lse.fillConst(-1);
         Recorder rec(total);
@@ -453,8 +453,7 @@ TEST(RuntimeTest, StridedViewsMatchCompact) {
               true),
         k2({s.B, s.Hkv, s.M, s.Dqk}, kF32, l.order4, l.pad, l.offsetBytes,
            true),
-        v2({s.B, s.Hkv, s.M, s.Dv}, kF32, l.order4, l.pad, l.offsetBytes,
-           true),
+        v2({s.B, s.Hkv, s.M, s.Dv}, kF32, l.order4, l.pad, l.offsetBytes, true),
         o2({s.B, s.Hq, s.N, s.Dv}, kF32, l.order4, l.pad, l.offsetBytes, true),
         lse2({s.B, s.Hq, s.N}, kF32, l.order3, l.pad, l.offsetBytes, true);
     q2.fill(1), k2.fill(2), v2.fill(3);
@@ -480,7 +479,8 @@ TEST(RuntimeTest, ByteOffsetOnCompactTensors) {
   Tensor q2({s.B, s.Hq, s.N, s.Dqk}, kF32, {}, 0, 12),
       k2({s.B, s.Hkv, s.M, s.Dqk}, kF32, {}, 0, 40),
       v2({s.B, s.Hkv, s.M, s.Dv}, kF32, {}, 0, 4),
-      o2({s.B, s.Hq, s.N, s.Dv}, kF32, {}, 0, 12), lse2({s.B, s.Hq, s.N}, kF32, {}, 0, 8);
+      o2({s.B, s.Hq, s.N, s.Dv}, kF32, {}, 0, 12),
+      lse2({s.B, s.Hq, s.N}, kF32, {}, 0, 8);
   ASSERT_EQ(q2.dl.strides, nullptr);
   q2.fill(1), k2.fill(2), v2.fill(3);
   o2.fillConst(-1), lse2.fillConst(-1);
@@ -638,8 +638,7 @@ TEST_F(ValidationTest, HalfPrecisionInputsMatchTheirDeclaration) {
     DLDataType dt = t == ATTN_BF16 ? DLDataType{kDLBfloat, 16, 1}
                                    : DLDataType{kDLFloat, 16, 1};
     // Declared half, given float32: rejected.
-    std::vector<const DLTensor *> dl = {&q.dl, &k.dl, &v.dl, &doc.dl,
-                                        &bias.dl};
+    std::vector<const DLTensor *> dl = {&q.dl, &k.dl, &v.dl, &doc.dl, &bias.dl};
     EXPECT_EQ(attn_cpu_run(&half.desc, dl.data(), &o.dl, nullptr, nullptr),
               ATTN_ERROR_DTYPE);
     EXPECT_NE(std::string(attn_last_error()).find("q: dtype is float32"),
@@ -872,11 +871,10 @@ TEST(RuntimeLimitsTest, HeadDimsPastTheLimitAreRefused) {
     kernelCalls = 0;
     EXPECT_EQ(run(kernel, {&q, &k, &v}, &o, nullptr, 2),
               ATTN_ERROR_UNSUPPORTED);
-    std::string want = std::string("kernel 'fake': head dim ") +
-                       (inDqk ? "Dqk" : "Dv") + " = " + std::to_string(big) +
-                       " exceeds the CPU kernels' limit of " +
-                       std::to_string(ATTN_MAX_HEAD_DIM) +
-                       " (ATTN_MAX_HEAD_DIM)";
+    std::string want =
+        std::string("kernel 'fake': head dim ") + (inDqk ? "Dqk" : "Dv") +
+        " = " + std::to_string(big) + " exceeds the CPU kernels' limit of " +
+        std::to_string(ATTN_MAX_HEAD_DIM) + " (ATTN_MAX_HEAD_DIM)";
     EXPECT_EQ(attn_last_error(), want);
     EXPECT_EQ(kernelCalls.load(), 0);
     EXPECT_TRUE(o.storage == before) << "o was written";
@@ -1008,3 +1006,74 @@ TEST(RuntimeThreadsTest, WorkersArePersistent) {
 }
 
 } // namespace
+
+//===----------------------------------------------------------------------===//
+// attn_run: one entry, dispatching on the tensors' device
+//===----------------------------------------------------------------------===//
+
+class DispatchTest : public ValidationTest {
+protected:
+  attn_kernel_target_t targets[2] = {{kDLCPU, &kernel.desc},
+                                     {kDLCUDA, nullptr}};
+  attn_kernel_t any{ATTN_ABI_VERSION, "fake", 1, targets};
+  attn_status_t runAny() {
+    std::vector<const DLTensor *> dl;
+    for (Tensor *t : inputs)
+      dl.push_back(&t->dl);
+    attn_run_options_t options{threads};
+    return attn_run(&any, dl.data(), &o.dl, &lse.dl, &options, nullptr);
+  }
+  void expectDispatchError(attn_status_t code, const std::string &substr) {
+    attn_status_t st = runAny();
+    std::string msg = attn_last_error();
+    EXPECT_EQ(st, code) << attn_status_string(st) << ": " << msg;
+    EXPECT_NE(msg.find(substr), std::string::npos)
+        << "message: " << msg << "\nexpected to contain: " << substr;
+    EXPECT_EQ(kernelCalls.load(), 0);
+    EXPECT_TRUE(o.storage == oBefore) << "o was written";
+  }
+};
+
+TEST_F(DispatchTest, HostTensorsRunTheCpuCode) {
+  EXPECT_EQ(runAny(), ATTN_OK) << attn_last_error();
+  EXPECT_EQ(kernelCalls.load(), 2 * 4 * 3);
+  EXPECT_STREQ(attn_last_error(), "");
+}
+
+TEST_F(DispatchTest, PinnedHostMemoryIsHostMemory) {
+  for (Tensor *t : inputs)
+    t->dl.device = {kDLCUDAHost, 0};
+  EXPECT_EQ(runAny(), ATTN_OK) << attn_last_error();
+}
+
+TEST_F(DispatchTest, NoCodeForTheDeviceIsADeviceError) {
+  q.dl.device = {kDLCUDA, 0};
+  expectDispatchError(ATTN_ERROR_DEVICE,
+                      "kernel 'fake' has no code for q's device (cuda); it "
+                      "was compiled for: cpu");
+  q.dl.device = {kDLROCM, 0};
+  expectDispatchError(ATTN_ERROR_DEVICE, "q's device (rocm)");
+}
+
+TEST_F(DispatchTest, TheBackendEntryValidates) {
+  k.dl.dtype = {kDLFloat, 64, 1};
+  expectDispatchError(ATTN_ERROR_DTYPE, "k");
+}
+
+TEST_F(DispatchTest, MalformedKernels) {
+  any.abi_version = ATTN_ABI_VERSION + 1;
+  expectDispatchError(ATTN_ERROR_UNSUPPORTED, "ABI version");
+  any.abi_version = ATTN_ABI_VERSION;
+  any.num_targets = 2; // the second has no descriptor
+  expectDispatchError(ATTN_ERROR_INVALID_ARGUMENT, "NULL descriptor");
+  targets[1] = {kDLCPU, &kernel.desc};
+  expectDispatchError(ATTN_ERROR_INVALID_ARGUMENT, "two targets for cpu");
+  any.num_targets = -1;
+  expectDispatchError(ATTN_ERROR_INVALID_ARGUMENT, "malformed target list");
+  any.num_targets = 0;
+  expectDispatchError(ATTN_ERROR_DEVICE, "compiled for: nothing");
+  EXPECT_EQ(attn_run(nullptr, nullptr, nullptr, nullptr, nullptr, nullptr),
+            ATTN_ERROR_INVALID_ARGUMENT);
+  EXPECT_STREQ(attn_device_type_name(kDLCUDAManaged), "cuda_managed");
+  EXPECT_STREQ(attn_device_type_name(12345), "unknown");
+}

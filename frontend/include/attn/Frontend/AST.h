@@ -42,9 +42,7 @@ public:
   virtual ExprPtr clone(std::optional<llvm::SMLoc> newLoc = {}) const = 0;
 
 protected:
-  llvm::SMLoc locOr(std::optional<llvm::SMLoc> l) const {
-    return l ? *l : loc;
-  }
+  llvm::SMLoc locOr(std::optional<llvm::SMLoc> l) const { return l ? *l : loc; }
 
 private:
   const Kind kind;
@@ -53,7 +51,8 @@ private:
 
 class IntExpr : public Expr {
 public:
-  IntExpr(llvm::SMLoc loc, int64_t value) : Expr(Kind::Int, loc), value(value) {}
+  IntExpr(llvm::SMLoc loc, int64_t value)
+      : Expr(Kind::Int, loc), value(value) {}
   int64_t value;
   ExprPtr clone(std::optional<llvm::SMLoc> l = {}) const override {
     return std::make_unique<IntExpr>(locOr(l), value);
@@ -106,13 +105,77 @@ public:
   static bool classof(const Expr *e) { return e->getKind() == Kind::Unary; }
 };
 
+/// The binary operators: arithmetic, then comparisons, then logical ones
+/// (isComparison relies on the comparisons being contiguous). `FloorDiv` is
+/// `//` (integer floor division), `Mod` is `%` (floor modulo).
+enum class BinaryOp {
+  Add,
+  Sub,
+  Mul,
+  Div,
+  FloorDiv,
+  Mod,
+  Lt,
+  Le,
+  Gt,
+  Ge,
+  Eq,
+  Ne,
+  And,
+  Or
+};
+
+/// The operator as written in source: diagnostics and `--emit=ast` quote it.
+inline llvm::StringRef spelling(BinaryOp op) {
+  switch (op) {
+  case BinaryOp::Add:
+    return "+";
+  case BinaryOp::Sub:
+    return "-";
+  case BinaryOp::Mul:
+    return "*";
+  case BinaryOp::Div:
+    return "/";
+  case BinaryOp::FloorDiv:
+    return "//";
+  case BinaryOp::Mod:
+    return "%";
+  case BinaryOp::Lt:
+    return "<";
+  case BinaryOp::Le:
+    return "<=";
+  case BinaryOp::Gt:
+    return ">";
+  case BinaryOp::Ge:
+    return ">=";
+  case BinaryOp::Eq:
+    return "==";
+  case BinaryOp::Ne:
+    return "!=";
+  case BinaryOp::And:
+    return "&&";
+  case BinaryOp::Or:
+    return "||";
+  }
+  return "?";
+}
+
+/// `<`, `<=`, `>`, `>=`, `==` or `!=`.
+inline bool isComparison(BinaryOp op) {
+  return op >= BinaryOp::Lt && op <= BinaryOp::Ne;
+}
+
+/// `&&` or `||`.
+inline bool isLogical(BinaryOp op) {
+  return op == BinaryOp::And || op == BinaryOp::Or;
+}
+
 class BinaryExpr : public Expr {
 public:
-  /// `op` is the operator's spelling: + - * / // % < <= > >= == != && ||.
-  BinaryExpr(llvm::SMLoc loc, std::string op, ExprPtr lhs, ExprPtr rhs)
-      : Expr(Kind::Binary, loc), op(std::move(op)), lhs(std::move(lhs)),
+  BinaryExpr(llvm::SMLoc loc, BinaryOp op, ExprPtr lhs, ExprPtr rhs)
+      : Expr(Kind::Binary, loc), op(op), lhs(std::move(lhs)),
         rhs(std::move(rhs)) {}
-  std::string op;
+  BinaryOp op;
   ExprPtr lhs, rhs;
   ExprPtr clone(std::optional<llvm::SMLoc> l = {}) const override {
     return std::make_unique<BinaryExpr>(locOr(l), op, lhs->clone(l),
@@ -151,9 +214,7 @@ public:
       copy.push_back(i->clone(l));
     return std::make_unique<SubscriptExpr>(locOr(l), tensor, std::move(copy));
   }
-  static bool classof(const Expr *e) {
-    return e->getKind() == Kind::Subscript;
-  }
+  static bool classof(const Expr *e) { return e->getKind() == Kind::Subscript; }
 };
 
 //===----------------------------------------------------------------------===//

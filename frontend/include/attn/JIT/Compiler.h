@@ -8,6 +8,10 @@
 //   const DLTensor *inputs[] = {&q, &k, &v};
 //   if (!kernel || kernel->run(inputs, &o, /*lse=*/nullptr) != ATTN_OK) ...
 //
+// One Compiler and one Kernel for every backend: `options.target` picks the
+// backend through the registry (attn/Target/Backend.h), and Kernel::run
+// runs where the tensors are (the runtime's attn_run).
+//
 // Compiled kernels are shared libraries cached on disk, keyed by the spec
 // text, params, target, schedule and the compiler build: a second process
 // compiling the same spec loads the cached library instead of compiling.
@@ -33,12 +37,19 @@
 #include <utility>
 #include <vector>
 
+namespace mlir::attn {
+class KernelBinding;
+} // namespace mlir::attn
+
 namespace attn {
 
 struct CompileOptions {
   /// Param overrides, "name" -> "value" (as `--param name=value`).
   std::vector<std::pair<std::string, std::string>> params;
-  /// "cpu" (the host) or "cpu:NAME" (e.g. cpu:skylake-avx512).
+  /// Where the kernel runs, as `attnc --target`: "cpu" (the host),
+  /// "cpu:NAME" (e.g. cpu:skylake-avx512), "cuda" (sm_90),
+  /// "cuda:sm_80,sm_90"; the backends this build has are listed by
+  /// `attnc --help`.
   std::string target = "cpu";
   /// Schedule overrides; 0 keeps the heuristic.
   int64_t tileQ = 0, tileKV = 0;
@@ -49,6 +60,11 @@ struct CompileOptions {
   /// (and `zstate` [B, Hq, Dphi] when normalized) after the spec's inputs,
   /// starts from them and writes the final state back (decode / pieces).
   bool linearState = false;
+  /// GPU targets: element type of the q, k, v a spec leaves undeclared,
+  /// "bf16" or "f16" ("": bf16). CPU kernels take the spec's types.
+  std::string dtype;
+  /// GPU targets: padded head dims to build variants for (empty: 64, 128).
+  std::vector<int64_t> headDims;
   /// Kernel cache; "" means $ATTN_CACHE_DIR, else $XDG_CACHE_HOME/attnc
   /// (when absolute), else $HOME/.cache/attnc, else the passwd home's
   /// .cache/attnc, else /tmp/attnc-cache-<uid> (never a directory shared
@@ -59,120 +75,81 @@ struct CompileOptions {
   /// one per compile). Unset: printed to stderr as `warning: TEXT`, each
   /// distinct text once per process.
   std::function<void(const std::string &)> onWarning;
-  /// CUDA (compileCUDA, target "cuda" or "cuda:sm_80,sm_90"): element type
-  /// of the q, k, v a spec leaves undeclared, "bf16" or "f16".
-  std::string dtype = "bf16";
 };
 
-/// A compiled kernel, loaded and ready to run.
+/// A compiled kernel, loaded and ready to run on the device its target
+/// names. One type for every backend: run() hands the tensors to the
+/// runtime's attn_run(), which dispatches on q's DLPack device.
 class Kernel {
 public:
   ~Kernel();
   Kernel(const Kernel &) = delete;
   Kernel &operator=(const Kernel &) = delete;
 
-  /// Validates the tensors against the spec and runs on all cores (or
-  /// `options->num_threads`). On failure returns the status;
-  /// attn_last_error() has the message and nothing was written.
+  /// Validates the tensors against the spec and runs where they are: on all
+  /// cores (or `options->num_threads`) for host tensors; launched
+  /// asynchronously on `stream` (a CUstream; NULL: the default stream) for
+  /// CUDA tensors. On failure returns the status; attn_last_error() has the
+  /// message and nothing was written.
   attn_status_t run(const DLTensor *const *inputs, DLTensor *o,
                     DLTensor *lse = nullptr,
-                    const attn_run_options_t *options = nullptr) const;
+                    const attn_run_options_t *options = nullptr,
+                    void *stream = nullptr) const;
 
-  const attn_kernel_desc_t &desc() const { return desc_; }
+  /// The runtime's descriptor (for attn_run from C).
+  const attn_kernel_t &desc() const { return desc_; }
+  /// The spec's name.
+  const std::string &name() const { return name_; }
   const Signature &signature() const { return signature_; }
+  /// Whether it can write lse (a softmax spec).
+  bool hasLse() const { return hasLse_; }
+  /// Query rows per work item (CPU kernels; 0 elsewhere).
+  int64_t tileQ() const { return tileQ_; }
+  /// The target it was compiled for, as given.
+  const std::string &target() const { return target_; }
+  /// The DLPack device type its code runs on (kDLCPU, kDLCUDA).
+  int32_t deviceType() const { return deviceType_; }
+  /// Per-kernel resource use (CUDA: ptxas -v registers and spills), as the
+  /// table `attnc --verbose` prints; "" where the backend has none.
+  const std::string &report() const { return report_; }
   /// True when the kernel came from the disk cache.
   bool cacheHit() const { return cacheHit_; }
   /// Seconds from compile() call to a loaded kernel.
   double compileSeconds() const { return seconds_; }
-  /// The cache entry the kernel is stored in (`<cache>/<key>.so`), or ""
+  /// The cache entry the kernel is stored in (`<cache>/<key>.so`, `.fatbin`:
+  /// the backend's code file), or ""
   /// when it was compiled without the cache. The code itself is loaded from
   /// a verified copy in memory, never from this path.
   const std::string &libraryPath() const { return path_; }
 
 private:
   friend class Compiler;
-  Kernel() = default;
-  void *handle_ = nullptr;
-  /// The memfd the library was loaded from (-1: none), kept open while the
-  /// library is loaded: its /proc/self/fd name must not be reused meanwhile.
-  int imageFd_ = -1;
-  std::string loadName_;
-  attn_kernel_desc_t desc_{};
+  Kernel();
+  std::unique_ptr<mlir::attn::KernelBinding> binding_;
+  attn_kernel_target_t target_desc_{};
+  attn_kernel_t desc_{};
+  std::string name_, target_, report_, path_;
   Signature signature_;
-  std::string name_, path_;
-  std::vector<attn_input_desc_t> inputDescs_;
-  std::vector<std::vector<const char *>> dimPtrs_;
-  std::vector<std::vector<int64_t>> fixedSizes_;
-  bool cacheHit_ = false;
-  double seconds_ = 0;
-};
-
-/// A compiled CUDA kernel: a fatbin with one kernel per head-dim variant and
-/// its descriptor, launched through the runtime's attn_cuda_run (which loads
-/// the driver with dlopen). The image lives as long as the process: the
-/// runtime caches the CUDA module by image address.
-class CUDAKernel {
-public:
-  /// Validates the device tensors and launches asynchronously on `stream`
-  /// (a CUstream; NULL: the default stream).
-  attn_status_t run(const DLTensor *const *inputs, DLTensor *o,
-                    DLTensor *lse = nullptr, void *stream = nullptr) const {
-    return attn_cuda_run(&desc_, inputs, o, lse, stream);
-  }
-  const attn_cuda_kernel_desc_t &desc() const { return desc_; }
-  const Signature &signature() const { return signature_; }
-  /// ptxas -v per chip and kernel (registers, spills), as a table.
-  const std::string &ptxasReport() const { return report_; }
-  bool cacheHit() const { return cacheHit_; }
-  double compileSeconds() const { return seconds_; }
-
-private:
-  friend class Compiler;
-  CUDAKernel() = default;
-  attn_cuda_kernel_desc_t desc_{};
-  Signature signature_;
-  std::string name_, report_;
-  std::vector<std::string> functions_;
-  std::vector<attn_cuda_kernel_variant_t> variants_;
-  std::vector<attn_input_desc_t> inputDescs_;
-  std::vector<std::vector<const char *>> dimPtrs_;
-  std::vector<std::vector<int64_t>> fixedSizes_;
+  bool hasLse_ = false;
+  int64_t tileQ_ = 0;
+  int32_t deviceType_ = 0;
   bool cacheHit_ = false;
   double seconds_ = 0;
 };
 
 class Compiler {
 public:
-  /// compile() for NVIDIA GPUs: `options.target` is "cuda" (sm_90) or
-  /// "cuda:sm_80,sm_90,...". Needs the CUDA toolkit (ptxas, fatbinary) at
-  /// compile time only; cached on disk like CPU kernels.
-  std::unique_ptr<CUDAKernel> compileCUDA(const std::string &spec,
-                                          const CompileOptions &options,
-                                          std::string &error);
-
   /// Compiles `spec`: the path of a .attn file if one exists there, else the
-  /// spec's source text. Returns null and sets `error` (spec errors come as
-  /// `file:line:col: error: ...` lines with carets) on failure.
+  /// spec's source text, for `options.target`. Returns null and sets `error`
+  /// (spec errors come as `file:line:col: error: ...` lines with carets) on
+  /// failure. GPU targets need their toolkit at compile time only (CUDA:
+  /// ptxas, fatbinary).
   std::unique_ptr<Kernel> compile(const std::string &spec,
                                   const CompileOptions &options,
                                   std::string &error);
   /// The cache directory `options` resolves to.
   static std::string cacheDirectory(const CompileOptions &options);
-
-private:
-  /// Loads a kernel library from its (verified) bytes.
-  static std::unique_ptr<Kernel> loadLibrary(const std::vector<char> &image,
-                                             const std::string &key,
-                                             std::string &error);
 };
-
-/// Parses the signature text the compiler embeds in each kernel library
-/// (also used by AOT headers). Returns "" or an error.
-std::string parseSignatureText(const std::string &text, std::string &name,
-                               int64_t &tileQ, bool &hasLse, Signature &sig);
-/// The inverse of parseSignatureText.
-std::string signatureText(const std::string &name, int64_t tileQ, bool hasLse,
-                          const Signature &sig);
 
 } // namespace attn
 

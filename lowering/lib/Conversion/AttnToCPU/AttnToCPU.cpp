@@ -61,8 +61,8 @@ using P = arith::CmpIPredicate;
 class KernelBuilder : public KernelBase {
 public:
   KernelBuilder(SpecOp spec, ModuleOp module, bool bf16Dot, bool bf16DotPV)
-      : KernelBase(spec.getLoc(), module.getContext(), 16), bf16Dot(bf16Dot),
-        bf16DotPV(bf16DotPV), spec(spec), att(spec.getAttention()),
+      : KernelBase(spec, 16), bf16Dot(bf16Dot), bf16DotPV(bf16DotPV),
+        att(spec.getAttention()),
         sched(att ? att.getScheduleAttr() : ScheduleAttr()) {
     // build() reports a missing schedule; keep the sizes valid until then.
     vl = sched ? sched.getVectorWidth() : 16;
@@ -117,15 +117,12 @@ private:
   }
 
   bool bf16Dot, bf16DotPV;
-  SpecOp spec;
   AttentionOp att;
   ScheduleAttr sched;
   int64_t bq, bk, ci, rj, rd;
 
-  // Kernel values.
-  Value q, k, v, o, lse;
+  // Kernel values (q, k, v, o, lse and the dims: KernelScaffold).
   KernelEnv env;
-  Value N, M, Dqk, Dv, Hq, G;                 // index
   Value nQT, nKT;                             // index
   Value scale, bias;                          // f32 scalars
   Value hasLse;                               // i1
@@ -146,40 +143,17 @@ private:
 
 void KernelBuilder::emitPrologue(func::FuncOp fn) {
   Block *entry = &fn.getBody().front();
-  q = entry->getArgument(0);
-  k = entry->getArgument(1);
-  v = entry->getArgument(2);
-  o = entry->getArgument(3);
-  lse = entry->getArgument(4);
-  bindEnv(spec, entry, /*firstAux=*/5, env);
-  auto dimOf = [&](Value m, int64_t d) {
-    return Value(memref::DimOp::create(b, m, d));
-  };
-  Hq = dimOf(q, 1);
-  N = dimOf(q, 2);
-  Dqk = dimOf(q, 3);
-  M = dimOf(k, 2);
-  Dv = dimOf(v, 3);
-  G = arith::DivUIOp::create(b, Hq, dimOf(k, 1));
+  bindCanonical(entry);
+  env.vectorWidth = vl;
+  bindRegionEnv(entry, env);
   auto isBF16 = [](Value m) {
     return cast<MemRefType>(m.getType()).getElementType().isBF16();
   };
   // vdpbf16ps exists for 4, 8 and 16 f32 lanes.
   dotQK = bf16Dot && isBF16(q) && isBF16(k) && (vl == 4 || vl == 8 || vl == 16);
   dotPV = dotQK && bf16DotPV && isBF16(v);
-  auto toF32 = [&](Value x) -> Value {
-    return x.getType().isF64()
-               ? Value(arith::TruncFOp::create(b, b.getF32Type(), x))
-               : x;
-  };
-  if (!att.getScale().empty()) {
-    scale = toF32(emitRegion(b, att.getScale(), {}, env));
-  } else {
-    Value d = arith::SIToFPOp::create(b, b.getF64Type(), env.dims["Dqk"]);
-    scale = toF32(math::RsqrtOp::create(b, d));
-  }
-  bias = att.getBias().empty() ? cf32(0)
-                               : toF32(emitRegion(b, att.getBias(), {}, env));
+  scale = emitScale(att.getScale(), env);
+  bias = emitBias(att.getBias(), env);
   Value lsePtr = memref::ExtractAlignedPointerAsIndexOp::create(b, lse);
   hasLse = arith::CmpIOp::create(b, P::ne, lsePtr, cidx(0));
 
@@ -966,7 +940,7 @@ LogicalResult KernelBuilder::build() {
                            << ") at most " << kMaxTileRows << " rows";
   kind = att.getNormalizer();
   deferFinish = !att.getScore().empty() || !att.getMask().empty();
-  auto fn = createKernelFunc(spec);
+  auto fn = createKernelFunc();
   emitPrologue(fn);
   Block &entry = fn.getBody().front();
   Value begin = toIdx(entry.getArgument(entry.getNumArguments() - 2));

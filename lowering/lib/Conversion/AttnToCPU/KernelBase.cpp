@@ -15,42 +15,23 @@ MemRefType mlir::attn::cpu::stridedType(MLIRContext *ctx, int64_t rank,
       dyn, elt, StridedLayoutAttr::get(ctx, ShapedType::kDynamic, dyn));
 }
 
-func::FuncOp KernelBase::createKernelFunc(SpecOp spec) {
+func::FuncOp KernelBase::createKernelFunc() {
   MLIRContext *ctx = b.getContext();
-  Type f32 = b.getF32Type();
-  SmallVector<Type> args;
-  for (StringRef name : {"q", "k", "v"}) {
-    Type elt = f32; // the verifier allows f32, bf16 and f16
-    for (InputOp in : spec.getBodyBlock().getOps<InputOp>())
-      if (in.getSymName() == name)
-        elt = in.getElementType();
-    args.push_back(stridedType(ctx, 4, elt));
-  }
-  args.push_back(stridedType(ctx, 4, f32)); // o
-  args.push_back(stridedType(ctx, 3, f32)); // lse
-  for (InputOp in : spec.getBodyBlock().getOps<InputOp>())
-    if (canonicalInputDims(in.getSymName()).empty())
-      args.push_back(
-          stridedType(ctx, in.getDims().size(), in.getElementType()));
-  args.push_back(b.getI64Type());
-  args.push_back(b.getI64Type());
+  // The verifier allows f32, bf16 and f16 q, k, v.
+  SmallVector<Type> args = kernelArgTypes(
+      spec,
+      [&](StringRef name) {
+        return declaredElementType(spec, name, b.getF32Type());
+      },
+      /*unitInnerQKV=*/false);
+  args.push_back(b.getI64Type()); // begin
+  args.push_back(b.getI64Type()); // end
   std::string name = ("attn_" + spec.getSymName() + "_tiles").str();
   auto fn = func::FuncOp::create(
       b, name, FunctionType::get(ctx, args, {b.getI32Type()}));
   fn->setAttr("llvm.emit_c_interface", UnitAttr::get(ctx));
   b.setInsertionPointToStart(fn.addEntryBlock());
   return fn;
-}
-
-void KernelBase::bindEnv(SpecOp spec, Block *entry, unsigned firstAux,
-                         KernelEnv &env) {
-  env.vectorWidth = vl;
-  unsigned numAux = 0;
-  for (InputOp in : spec.getBodyBlock().getOps<InputOp>())
-    numAux += canonicalInputDims(in.getSymName()).empty();
-  bindKernelEnv(b, spec, entry->getArgument(0), entry->getArgument(1),
-                entry->getArgument(2),
-                entry->getArguments().slice(firstAux, numAux), env);
 }
 
 Value KernelBase::allocScratch(MemRefType type, ValueRange dynamicSizes) {

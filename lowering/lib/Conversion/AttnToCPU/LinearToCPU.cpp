@@ -34,8 +34,8 @@ class LinearKernelBuilder : public KernelBase {
 public:
   LinearKernelBuilder(SpecOp spec, ModuleOp module, int64_t vectorWidth,
                       int64_t chunk)
-      : KernelBase(spec.getLoc(), module.getContext(), vectorWidth), spec(spec),
-        op(spec.getLinearAttention()), chunk(chunk) {
+      : KernelBase(spec, vectorWidth), op(spec.getLinearAttention()),
+        chunk(chunk) {
     b.setInsertionPointToEnd(module.getBody());
   }
   LogicalResult build();
@@ -45,14 +45,6 @@ private:
   void emitFeatureMap(FeatureMapKind kind, Value mem, Value bIdx, Value head,
                       Value t, Value buf);
   Value dphi(FeatureMapKind kind);
-  Value cf32(float x) {
-    return arith::ConstantOp::create(b, b.getF32FloatAttr(x));
-  }
-  Value f64ToF32(Value x) {
-    return x.getType().isF64()
-               ? Value(arith::TruncFOp::create(b, b.getF32Type(), x))
-               : x;
-  }
   Value loadF32(Value mem, ValueRange idx) {
     return toF32(memref::LoadOp::create(b, mem, idx));
   }
@@ -65,12 +57,10 @@ private:
             function_ref<Value(Value, Value)> init,
             function_ref<void(Value, Value, Value)> store);
 
-  SpecOp spec;
   LinearAttentionOp op;
   /// Time steps per chunk for the chunked form; 0 selects the recurrence.
   int64_t chunk;
   KernelEnv env;
-  Value q, k, v, o, Dqk, Dv, Hq, G, N, M;
 };
 
 } // namespace
@@ -283,30 +273,16 @@ void LinearKernelBuilder::gemm(Value rows, Value nCols,
 
 LogicalResult LinearKernelBuilder::build() {
   Type f32 = b.getF32Type();
-  auto fn = createKernelFunc(spec);
+  auto fn = createKernelFunc();
   Block *entry = &fn.getBody().front();
-  q = entry->getArgument(0);
-  k = entry->getArgument(1);
-  v = entry->getArgument(2);
-  o = entry->getArgument(3);
-  bindEnv(spec, entry, /*firstAux=*/5, env);
-  Dqk = memref::DimOp::create(b, q, 3);
-  Dv = memref::DimOp::create(b, v, 3);
-  Hq = memref::DimOp::create(b, q, 1);
-  N = memref::DimOp::create(b, q, 2);
-  M = memref::DimOp::create(b, k, 2);
-  G = arith::DivUIOp::create(b, Hq, memref::DimOp::create(b, k, 1));
+  bindCanonical(entry);
+  env.vectorWidth = vl;
+  bindRegionEnv(entry, env);
 
   bool normalize = op.getNormalize(), exclusive = op.getExclusive();
   bool causal = !op.getNoncausal(), delta = !op.getBeta().empty();
   bool hasGate = !op.getGate().empty(), vecGate = op.hasVectorGate();
-  Value scale;
-  if (!op.getScale().empty()) {
-    scale = f64ToF32(emitRegion(b, op.getScale(), {}, env));
-  } else {
-    Value d = arith::SIToFPOp::create(b, b.getF64Type(), env.dims["Dqk"]);
-    scale = f64ToF32(math::RsqrtOp::create(b, d));
-  }
+  Value scale = emitScale(op.getScale(), env);
   if (normalize)
     scale = cf32(1);
 
@@ -572,8 +548,7 @@ LogicalResult LinearKernelBuilder::build() {
       auto maskedDecay = [&](Value t, Value s0, Value lt, Value ls) -> Value {
         Value diff = arith::SelectOp::create(
             b, causalKeep(t, s0), arith::SubFOp::create(b, lt, ls), vZero64);
-        return math::ExpOp::create(b,
-                                   arith::TruncFOp::create(b, vf32(), diff));
+        return math::ExpOp::create(b, arith::TruncFOp::create(b, vf32(), diff));
       };
       auto maskStore = [&](Value t, Value s0, Value aV) {
         vector::StoreOp::create(
@@ -866,7 +841,7 @@ LogicalResult LinearKernelBuilder::build() {
     if (exclusive && !op.getBonus().empty())
       loop(cidx(0), dk, cidx(1), {}, [&](Value d, ValueRange) {
         Value u = emitRegion(b, op.getBonus(), {hI64, toI64(d)}, env);
-        memref::StoreOp::create(b, f64ToF32(u), uBuf, ValueRange{d});
+        memref::StoreOp::create(b, toF32(u), uBuf, ValueRange{d});
         return SmallVector<Value>{};
       });
 
@@ -885,14 +860,14 @@ LogicalResult LinearKernelBuilder::build() {
       // Gates g_d = exp(gate).
       Value scalarG = cf32(1);
       if (hasGate && !vecGate)
-        scalarG = f64ToF32(math::ExpOp::create(
+        scalarG = toF32(math::ExpOp::create(
             b, emitRegion(b, op.getGate(), {bI64, hI64, tI64, toI64(cidx(0))},
                           env)));
       if (vecGate)
         loop(cidx(0), dk, cidx(1), {}, [&](Value d, ValueRange) {
           Value lg =
               emitRegion(b, op.getGate(), {bI64, hI64, tI64, toI64(d)}, env);
-          memref::StoreOp::create(b, f64ToF32(math::ExpOp::create(b, lg)), gBuf,
+          memref::StoreOp::create(b, toF32(math::ExpOp::create(b, lg)), gBuf,
                                   ValueRange{d});
           return SmallVector<Value>{};
         });
@@ -902,7 +877,7 @@ LogicalResult LinearKernelBuilder::build() {
       };
       Value beta;
       if (delta)
-        beta = f64ToF32(emitRegion(b, op.getBeta(), {bI64, hI64, tI64}, env));
+        beta = toF32(emitRegion(b, op.getBeta(), {bI64, hI64, tI64}, env));
       // Exclusive bonus scalar: sum_d phi_q[d] u[d] phi_k[d].
       Value bonusDot;
       if (exclusive) {

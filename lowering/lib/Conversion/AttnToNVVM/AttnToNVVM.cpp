@@ -30,8 +30,8 @@
 //===----------------------------------------------------------------------===//
 
 #include "LinearToNVVM.h"
+#include "attn/Conversion/KernelScaffold.h"
 #include "attn/Conversion/Passes.h"
-#include "attn/Conversion/RegionEmitter.h"
 #include "attn/Dialect/Attn/IR/AttnOps.h"
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
@@ -61,40 +61,17 @@ using F = arith::CmpFPredicate;
 /// Four f32 accumulator registers of one m16n8 tile.
 using Acc = std::array<Value, 4>;
 
-class GpuKernelBuilder {
+class GpuKernelBuilder : public KernelScaffold {
 public:
   GpuKernelBuilder(SpecOp spec, gpu::GPUModuleOp gpuModule, int64_t headDim)
-      : spec(spec), att(spec.getAttention()), sched(att.getScheduleAttr()),
-        b(spec.getLoc(), spec.getContext()), D(headDim) {
+      : KernelScaffold(spec), att(spec.getAttention()),
+        sched(att.getScheduleAttr()), D(headDim) {
     b.setInsertionPointToEnd(gpuModule.getBody());
   }
 
   LogicalResult build();
 
 private:
-  // Small helpers.
-  Value cidx(int64_t v) { return arith::ConstantIndexOp::create(b, v); }
-  Value ci64(int64_t v) {
-    return arith::ConstantOp::create(b, b.getI64IntegerAttr(v));
-  }
-  Value ci32(int32_t v) {
-    return arith::ConstantOp::create(b, b.getI32IntegerAttr(v));
-  }
-  Value cf32(float v) {
-    return arith::ConstantOp::create(b, b.getF32FloatAttr(v));
-  }
-  Value toI64(Value v) {
-    return arith::IndexCastOp::create(b, b.getI64Type(), v);
-  }
-  Value add(Value x, Value y) { return arith::AddIOp::create(b, x, y); }
-  Value mul(Value x, Value y) { return arith::MulIOp::create(b, x, y); }
-  Value minu(Value x, Value y) { return arith::MinUIOp::create(b, x, y); }
-  Value fmax(Value x, Value y) { return arith::MaximumFOp::create(b, x, y); }
-  Value select(Value c, Value x, Value y) {
-    return arith::SelectOp::create(b, c, x, y);
-  }
-  Value ninf() { return cf32(-std::numeric_limits<float>::infinity()); }
-
   void emitPrologue(gpu::GPUFuncOp fn);
   /// Offset (elements) of row r, column c (a multiple of 8) in a swizzled
   /// shared tile of D columns.
@@ -125,18 +102,15 @@ private:
   SmallVector<Acc> emitFinish(Value k0, bool withMask, SmallVector<Acc> s);
   void emitStore(ValueRange state);
 
-  SpecOp spec;
   AttentionOp att;
   ScheduleAttr sched;
-  ImplicitLocOpBuilder b;
   int64_t D;
   int64_t BM = 64, BN = 64, numWarps = 4, numThreads = 128;
   NormalizerKind kind = NormalizerKind::softmax;
   Type elt; // bf16 or f16
 
-  Value q, k, v, o, lse;
   KernelEnv env;
-  Value N, M, Dqk, Dv, Hq, G, nKT;
+  Value nKT;
   Value bIdx, h, hk, q0, warp, lane, g, t, tid;
   Value bI64, hI64;
   Value scale, bias, hasLse;
@@ -251,39 +225,12 @@ SmallVector<Value> GpuKernelBuilder::ldmatrix(Value mem, Value base, Value row0,
 
 void GpuKernelBuilder::emitPrologue(gpu::GPUFuncOp fn) {
   Block *entry = &fn.getBody().front();
-  q = entry->getArgument(0);
-  k = entry->getArgument(1);
-  v = entry->getArgument(2);
-  o = entry->getArgument(3);
-  lse = entry->getArgument(4);
-  auto dimOf = [&](Value m, int64_t d) {
-    return Value(memref::DimOp::create(b, m, d));
-  };
-  Hq = dimOf(q, 1);
-  N = dimOf(q, 2);
-  Dqk = dimOf(q, 3);
-  M = dimOf(k, 2);
-  Dv = dimOf(v, 3);
-  G = arith::DivUIOp::create(b, Hq, dimOf(k, 1));
+  bindCanonical(entry);
   env.scalarLanes = true;
   env.vectorWidth = 1;
-  unsigned numAux = 0;
-  for (InputOp in : spec.getBodyBlock().getOps<InputOp>())
-    numAux += canonicalInputDims(in.getSymName()).empty();
-  bindKernelEnv(b, spec, q, k, v, entry->getArguments().slice(5, numAux),
-                env);
-  auto toF32 = [&](Value x) -> Value {
-    return x.getType().isF64() ? arith::TruncFOp::create(b, b.getF32Type(), x)
-                               : x;
-  };
-  if (!att.getScale().empty()) {
-    scale = toF32(emitRegion(b, att.getScale(), {}, env));
-  } else {
-    Value d = arith::SIToFPOp::create(b, b.getF64Type(), env.dims["Dqk"]);
-    scale = toF32(math::RsqrtOp::create(b, d));
-  }
-  bias = att.getBias().empty() ? cf32(0)
-                               : toF32(emitRegion(b, att.getBias(), {}, env));
+  bindRegionEnv(entry, env);
+  scale = emitScale(att.getScale(), env);
+  bias = emitBias(att.getBias(), env);
   Value lsePtr = memref::ExtractAlignedPointerAsIndexOp::create(b, lse);
   hasLse = arith::CmpIOp::create(b, P::ne, lsePtr, cidx(0));
 
@@ -624,57 +571,26 @@ LogicalResult GpuKernelBuilder::build() {
   MLIRContext *ctx = b.getContext();
   // Element type of q, k, v (the pipeline declares them; see
   // attn-set-element-type).
-  elt = Type();
-  for (StringRef name : {"q", "k", "v"}) {
-    Type ty = b.getF32Type();
-    for (InputOp in : spec.getBodyBlock().getOps<InputOp>())
-      if (in.getSymName() == name)
-        ty = in.getElementType();
-    if (!ty.isBF16() && !ty.isF16())
-      return spec.emitError()
-             << "CUDA kernels take bf16 or f16 q, k and v (tensor cores); '"
-             << name << "' is " << ty
-             << " (leave it undeclared and pass --dtype=bf16|f16)";
-    if (elt && elt != ty)
-      return spec.emitError() << "CUDA kernels need q, k and v of one type";
-    elt = ty;
-  }
+  FailureOr<Type> qkvType = uniformHalfPrecisionQKV(spec, " (tensor cores)");
+  if (failed(qkvType))
+    return failure();
+  elt = *qkvType;
   // Every tile is copied in 16-byte chunks by all threads evenly.
   if ((BM * D / 8) % numThreads || (BN * D / 8) % numThreads)
     return att.emitError() << "tile sizes " << BM << "x" << BN
                            << " do not split evenly over " << numThreads
                            << " threads";
 
-  auto strided = [&](int64_t rank, Type ty, bool unitInner) {
-    SmallVector<int64_t> dyn(rank, ShapedType::kDynamic);
-    SmallVector<int64_t> strides = dyn;
-    if (unitInner)
-      strides.back() = 1;
-    return MemRefType::get(
-        dyn, ty, StridedLayoutAttr::get(ctx, ShapedType::kDynamic, strides));
-  };
-  SmallVector<Type> args;
-  for (int i = 0; i < 3; ++i)
-    args.push_back(strided(4, elt, true));
-  args.push_back(strided(4, b.getF32Type(), false));
-  args.push_back(strided(3, b.getF32Type(), false));
-  for (InputOp in : spec.getBodyBlock().getOps<InputOp>())
-    if (canonicalInputDims(in.getSymName()).empty())
-      args.push_back(strided(in.getDims().size(), in.getElementType(), false));
+  SmallVector<Type> args = kernelArgTypes(
+      spec, [&](StringRef) { return elt; }, /*unitInnerQKV=*/true);
   std::string name = ("attn_" + spec.getSymName() + "_d" + Twine(D)).str();
   auto fn = gpu::GPUFuncOp::create(b, name, FunctionType::get(ctx, args, {}));
-  fn->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), b.getUnitAttr());
-  fn.setKnownBlockSizeAttr(b.getDenseI32ArrayAttr({int32_t(numThreads), 1, 1}));
-  // At least one CTA per SM: otherwise ptxas may cap registers at 128 to
-  // fit more CTAs and spill (seen for dense d64 on sm_80); the accumulators
-  // of one warp's 16 rows want more.
-  fn->setAttr("nvvm.minctasm", b.getI32IntegerAttr(1));
-  // What the runtime needs to launch it (read back by the driver).
+  // What the runtime needs to launch it (read back by the driver); one CTA
+  // per SM at least: the accumulators of one warp's 16 rows want more than
+  // the 128 registers ptxas may cap them at to fit more CTAs (seen for dense
+  // d64 on sm_80).
   int64_t smemBytes = (BM * D + 4 * BN * D) * 2;
-  fn->setAttr("attn.block_q", b.getI64IntegerAttr(BM));
-  fn->setAttr("attn.num_threads", b.getI64IntegerAttr(numThreads));
-  fn->setAttr("attn.shared_bytes", b.getI64IntegerAttr(smemBytes));
-  fn->setAttr("attn.max_head_dim", b.getI64IntegerAttr(D));
+  setLaunchContract(fn, BM, numThreads, smemBytes, D);
   OpBuilder::InsertionGuard guard(b);
   b.setInsertionPointToStart(&fn.getBody().front());
   emitPrologue(fn);

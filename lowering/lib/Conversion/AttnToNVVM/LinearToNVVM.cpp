@@ -51,7 +51,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "LinearToNVVM.h"
-#include "attn/Conversion/RegionEmitter.h"
+#include "attn/Conversion/KernelScaffold.h"
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
 #include "mlir/Dialect/Math/IR/Math.h"
@@ -87,60 +87,17 @@ struct Tile {
   Value ty, tx;
 };
 
-class LinearGpuBuilder {
+class LinearGpuBuilder : public KernelScaffold {
 public:
   LinearGpuBuilder(SpecOp spec, gpu::GPUModuleOp gpuModule, int64_t headDim)
-      : spec(spec), op(spec.getLinearAttention()),
-        b(spec.getLoc(), spec.getContext()), D(headDim) {
+      : KernelScaffold(spec), op(spec.getLinearAttention()), D(headDim) {
     b.setInsertionPointToEnd(gpuModule.getBody());
   }
 
   LogicalResult build();
 
 private:
-  // Small helpers.
-  Value cidx(int64_t v) { return arith::ConstantIndexOp::create(b, v); }
-  Value ci32(int32_t v) {
-    return arith::ConstantOp::create(b, b.getI32IntegerAttr(v));
-  }
-  Value cf32(float v) {
-    return arith::ConstantOp::create(b, b.getF32FloatAttr(v));
-  }
-  Value toI64(Value v) {
-    return arith::IndexCastOp::create(b, b.getI64Type(), v);
-  }
-  Value toF32(Value x) {
-    if (x.getType().isF32())
-      return x;
-    if (x.getType().isF64())
-      return arith::TruncFOp::create(b, b.getF32Type(), x);
-    return arith::ExtFOp::create(b, b.getF32Type(), x);
-  }
-  Value add(Value x, Value y) { return arith::AddIOp::create(b, x, y); }
-  Value sub(Value x, Value y) { return arith::SubIOp::create(b, x, y); }
-  Value mul(Value x, Value y) { return arith::MulIOp::create(b, x, y); }
-  Value divu(Value x, Value y) { return arith::DivUIOp::create(b, x, y); }
-  Value remu(Value x, Value y) { return arith::RemUIOp::create(b, x, y); }
-  Value minu(Value x, Value y) { return arith::MinUIOp::create(b, x, y); }
-  Value maxu(Value x, Value y) { return arith::MaxUIOp::create(b, x, y); }
-  Value ceilDiv(Value x, Value y) {
-    return arith::CeilDivUIOp::create(b, x, y);
-  }
-  Value cmp(P p, Value x, Value y) { return arith::CmpIOp::create(b, p, x, y); }
-  Value ult(Value x, Value y) { return cmp(P::ult, x, y); }
-  Value land(Value x, Value y) { return arith::AndIOp::create(b, x, y); }
-  Value select(Value c, Value x, Value y) {
-    return arith::SelectOp::create(b, c, x, y);
-  }
-  Value fadd(Value x, Value y) { return arith::AddFOp::create(b, x, y); }
-  Value fsub(Value x, Value y) { return arith::SubFOp::create(b, x, y); }
-  Value fmul(Value x, Value y) { return arith::MulFOp::create(b, x, y); }
-  Value fma(Value x, Value y, Value z) {
-    return math::FmaOp::create(b, x, y, z);
-  }
-  Value fmin(Value x, Value y) { return arith::MinimumFOp::create(b, x, y); }
-  Value fmax(Value x, Value y) { return arith::MaximumFOp::create(b, x, y); }
-  Value fexp(Value x) { return math::ExpOp::create(b, x); }
+  // Small helpers (the common ones: KernelScaffold).
   /// exp(x) where `keep`, exp(0) = 1 elsewhere: a decay between two steps
   /// under the causal mask. The masked differences (key after query) would
   /// overflow for decaying gates (inf * 0 = NaN), so they never reach exp.
@@ -154,29 +111,6 @@ private:
     memref::StoreOp::create(b, x, buf, ValueRange{i});
   }
   void barrier() { gpu::BarrierOp::create(b); }
-  scf::ForOp loop(Value lb, Value ub, Value step, ValueRange init,
-                  function_ref<SmallVector<Value>(Value, ValueRange)> body) {
-    auto f = scf::ForOp::create(b, lb, ub, step, init);
-    OpBuilder::InsertionGuard g(b);
-    if (!f.getBody()->empty())
-      f.getBody()->getTerminator()->erase();
-    b.setInsertionPointToEnd(f.getBody());
-    SmallVector<Value> res = body(f.getInductionVar(), f.getRegionIterArgs());
-    scf::YieldOp::create(b, res);
-    return f;
-  }
-  void forEach(Value lb, Value ub, function_ref<void(Value)> body) {
-    loop(lb, ub, cidx(1), {}, [&](Value i, ValueRange) {
-      body(i);
-      return SmallVector<Value>{};
-    });
-  }
-  void ifThen(Value cond, function_ref<void()> body) {
-    auto op = scf::IfOp::create(b, TypeRange{}, cond, false);
-    OpBuilder::InsertionGuard g(b);
-    b.setInsertionPointToStart(&op.getThenRegion().front());
-    body();
-  }
   /// cond ? then() : 0, evaluating then() only where cond holds.
   Value ifElseZero(Value cond, function_ref<Value()> then) {
     auto op = scf::IfOp::create(b, TypeRange{b.getF32Type()}, cond, true);
@@ -248,9 +182,7 @@ private:
   LogicalResult buildChunked();
   LogicalResult buildRecurrent();
 
-  SpecOp spec;
   LinearAttentionOp op;
-  ImplicitLocOpBuilder b;
   int64_t D;
   int64_t T = kThreads;
   Type elt;
@@ -258,9 +190,8 @@ private:
        hasGate = false, vecGate = false, hasBonus = false;
   FeatureMapKind fmQ = FeatureMapKind::identity, fmK = FeatureMapKind::identity;
 
-  Value q, k, v, o;
   KernelEnv env;
-  Value N, M, Dqk, Dv, Hq, G, Dphi, kLen;
+  Value Dphi, kLen;
   Value tid, bIdx, h, hk, bI64, hI64;
   Value scale;
   // Uniform constants of the feature maps.
@@ -294,20 +225,10 @@ LogicalResult LinearGpuBuilder::checkSpec() {
   hasBonus = !op.getBonus().empty();
   fmQ = op.getFeatureMapQ();
   fmK = op.getFeatureMapK();
-  elt = Type();
-  for (StringRef name : {"q", "k", "v"}) {
-    Type ty = b.getF32Type();
-    for (InputOp in : spec.getBodyBlock().getOps<InputOp>())
-      if (in.getSymName() == name)
-        ty = in.getElementType();
-    if (!ty.isBF16() && !ty.isF16())
-      return spec.emitError()
-             << "CUDA kernels take bf16 or f16 q, k and v; '" << name << "' is "
-             << ty << " (leave it undeclared and pass --dtype=bf16|f16)";
-    if (elt && elt != ty)
-      return spec.emitError() << "CUDA kernels need q, k and v of one type";
-    elt = ty;
-  }
+  FailureOr<Type> qkvType = uniformHalfPrecisionQKV(spec, "");
+  if (failed(qkvType))
+    return failure();
+  elt = *qkvType;
   for (InputOp in : spec.getBodyBlock().getOps<InputOp>())
     if (in.getSymName() == "state" || in.getSymName() == "zstate")
       return spec.emitError()
@@ -334,66 +255,28 @@ LogicalResult LinearGpuBuilder::checkSpec() {
 }
 
 gpu::GPUFuncOp LinearGpuBuilder::createFunc(int64_t numThreads) {
-  MLIRContext *ctx = b.getContext();
-  auto strided = [&](int64_t rank, Type ty, bool unitInner) {
-    SmallVector<int64_t> dyn(rank, ShapedType::kDynamic);
-    SmallVector<int64_t> strides = dyn;
-    if (unitInner)
-      strides.back() = 1;
-    return MemRefType::get(
-        dyn, ty, StridedLayoutAttr::get(ctx, ShapedType::kDynamic, strides));
-  };
-  SmallVector<Type> args;
-  for (int i = 0; i < 3; ++i)
-    args.push_back(strided(4, elt, true));
-  args.push_back(strided(4, b.getF32Type(), false));
-  args.push_back(strided(3, b.getF32Type(), false));
-  for (InputOp in : spec.getBodyBlock().getOps<InputOp>())
-    if (canonicalInputDims(in.getSymName()).empty())
-      args.push_back(strided(in.getDims().size(), in.getElementType(), false));
+  SmallVector<Type> args = kernelArgTypes(
+      spec, [&](StringRef) { return elt; }, /*unitInnerQKV=*/true);
   std::string name = ("attn_" + spec.getSymName() + "_d" + Twine(D)).str();
-  auto fn = gpu::GPUFuncOp::create(b, name, FunctionType::get(ctx, args, {}));
-  fn->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), b.getUnitAttr());
-  fn.setKnownBlockSizeAttr(b.getDenseI32ArrayAttr({int32_t(numThreads), 1, 1}));
-  fn->setAttr("nvvm.minctasm", b.getI32IntegerAttr(1));
+  auto fn = gpu::GPUFuncOp::create(b, name,
+                                   FunctionType::get(b.getContext(), args, {}));
   // The launch contract: one CTA per (b, h) runs the whole sequence.
-  fn->setAttr("attn.block_q", b.getI64IntegerAttr(kWholeSequence));
-  fn->setAttr("attn.num_threads", b.getI64IntegerAttr(numThreads));
-  fn->setAttr("attn.max_head_dim", b.getI64IntegerAttr(D));
+  setLaunchContract(fn, kWholeSequence, numThreads, /*sharedBytes=*/0, D);
   return fn;
 }
 
 void LinearGpuBuilder::emitPrologue(gpu::GPUFuncOp fn) {
   Block *entry = &fn.getBody().front();
-  q = entry->getArgument(0);
-  k = entry->getArgument(1);
-  v = entry->getArgument(2);
-  o = entry->getArgument(3);
-  auto dimOf = [&](Value m, int64_t d) {
-    return Value(memref::DimOp::create(b, m, d));
-  };
-  Hq = dimOf(q, 1);
-  N = dimOf(q, 2);
-  Dqk = dimOf(q, 3);
-  M = dimOf(k, 2);
-  Dv = dimOf(v, 3);
-  G = divu(Hq, dimOf(k, 1));
+  bindCanonical(entry);
   // The causal recurrence pairs q_t with k_t (N == M); rows of k and v past
   // min(N, M) read as zero, so a mismatch cannot read out of bounds.
   kLen = causal ? Value(minu(N, M)) : M;
   env.scalarLanes = true;
   env.vectorWidth = 1;
-  bindKernelEnv(b, spec, q, k, v, entry->getArguments().drop_front(5), env);
+  bindRegionEnv(entry, env);
   b.setLoc(spec.getLoc());
-  if (normalize) {
-    scale = cf32(1);
-  } else if (!op.getScale().empty()) {
-    scale = toF32(emitRegion(b, op.getScale(), {}, env));
-    b.setLoc(spec.getLoc());
-  } else {
-    Value d = arith::SIToFPOp::create(b, b.getF64Type(), env.dims["Dqk"]);
-    scale = toF32(math::RsqrtOp::create(b, d));
-  }
+  scale = normalize ? cf32(1) : emitScale(op.getScale(), env);
+  b.setLoc(spec.getLoc());
 
   // Feature dimension and the maps' constants.
   Value dF = arith::UIToFPOp::create(b, b.getF32Type(), toI64(Dqk));
@@ -406,7 +289,7 @@ void LinearGpuBuilder::emitPrologue(gpu::GPUFuncOp fn) {
     break;
   case FeatureMapKind::random:
     proj = env.aux.lookup(*op.getProjection());
-    Dphi = dimOf(proj, 0);
+    Dphi = memref::DimOp::create(b, proj, 0);
     break;
   default:
     Dphi = Dqk;

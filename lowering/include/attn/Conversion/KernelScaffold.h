@@ -1,0 +1,146 @@
+//===- KernelScaffold.h - what every kernel builder shares ------*- C++ -*-===//
+//
+// The scaffolding the CPU and GPU kernel builders (softmax family and linear
+// attention) have in common, written once: builder shorthands and loops,
+// the kernel signature (q, k, v, o, lse, then the aux inputs, as strided
+// memrefs), binding the canonical tensors and dims from the entry block,
+// binding aux inputs and params for the spec's regions, the scale and bias,
+// and the launch contract GPU kernels carry as attributes.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef ATTN_CONVERSION_KERNELSCAFFOLD_H
+#define ATTN_CONVERSION_KERNELSCAFFOLD_H
+
+#include "attn/Conversion/RegionEmitter.h"
+#include "attn/Dialect/Attn/IR/AttnOps.h"
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/IR/ImplicitLocOpBuilder.h"
+#include <limits>
+
+namespace mlir::gpu {
+class GPUFuncOp;
+} // namespace mlir::gpu
+
+namespace mlir::attn {
+
+/// The memref types of a kernel's arguments, in the runtime's order: q, k,
+/// v (element type `qkvType(name)`; a static unit innermost stride when
+/// `unitInnerQKV`), o (f32, rank 4), lse (f32, rank 3), then each aux input
+/// with its declared rank and type. Sizes, strides and offsets are dynamic.
+SmallVector<Type> kernelArgTypes(SpecOp spec,
+                                 function_ref<Type(StringRef)> qkvType,
+                                 bool unitInnerQKV);
+
+/// The element type a spec declares for `name` (q, k or v), or `fallback`.
+Type declaredElementType(SpecOp spec, StringRef name, Type fallback);
+
+/// The one element type of q, k and v for tensor-core kernels: bf16 or
+/// f16 and the same for all three; otherwise an error on the spec (`why`
+/// follows "bf16 or f16 q, k and v" in its text).
+FailureOr<Type> uniformHalfPrecisionQKV(SpecOp spec, StringRef why);
+
+/// The launch contract of a GPU kernel variant, read back by the target
+/// (attn_cuda_kernel_variant_t): rows per CTA (`blockQ`), threads, dynamic
+/// shared memory, the largest head dim it handles; plus the known block
+/// size and one CTA per SM at least (else ptxas may cap registers to fit
+/// more CTAs, and spill).
+void setLaunchContract(gpu::GPUFuncOp fn, int64_t blockQ, int64_t numThreads,
+                       int64_t sharedBytes, int64_t maxHeadDim);
+
+class KernelScaffold {
+protected:
+  KernelScaffold(SpecOp spec)
+      : spec(spec), b(spec.getLoc(), spec.getContext()) {}
+
+  // Constants.
+  Value cidx(int64_t v) { return arith::ConstantIndexOp::create(b, v); }
+  Value ci32(int32_t v) {
+    return arith::ConstantOp::create(b, b.getI32IntegerAttr(v));
+  }
+  Value ci64(int64_t v) {
+    return arith::ConstantOp::create(b, b.getI64IntegerAttr(v));
+  }
+  Value cf32(float v) {
+    return arith::ConstantOp::create(b, b.getF32FloatAttr(v));
+  }
+  Value ninf() { return cf32(-std::numeric_limits<float>::infinity()); }
+
+  // Conversions.
+  Value toIdx(Value v) {
+    return arith::IndexCastOp::create(b, b.getIndexType(), v);
+  }
+  Value toI64(Value v) {
+    return arith::IndexCastOp::create(b, b.getI64Type(), v);
+  }
+  /// f32 of a scalar: bf16/f16 widened, f64 (region results) narrowed.
+  Value toF32(Value x) {
+    if (x.getType().isF32())
+      return x;
+    if (x.getType().isF64())
+      return arith::TruncFOp::create(b, b.getF32Type(), x);
+    return arith::ExtFOp::create(b, b.getF32Type(), x);
+  }
+
+  // Index and float arithmetic.
+  Value add(Value x, Value y) { return arith::AddIOp::create(b, x, y); }
+  Value sub(Value x, Value y) { return arith::SubIOp::create(b, x, y); }
+  Value mul(Value x, Value y) { return arith::MulIOp::create(b, x, y); }
+  Value divu(Value x, Value y) { return arith::DivUIOp::create(b, x, y); }
+  Value remu(Value x, Value y) { return arith::RemUIOp::create(b, x, y); }
+  Value minu(Value x, Value y) { return arith::MinUIOp::create(b, x, y); }
+  Value maxu(Value x, Value y) { return arith::MaxUIOp::create(b, x, y); }
+  Value ceilDiv(Value x, Value y) {
+    return arith::CeilDivUIOp::create(b, x, y);
+  }
+  Value cmp(arith::CmpIPredicate p, Value x, Value y) {
+    return arith::CmpIOp::create(b, p, x, y);
+  }
+  Value ult(Value x, Value y) { return cmp(arith::CmpIPredicate::ult, x, y); }
+  Value land(Value x, Value y) { return arith::AndIOp::create(b, x, y); }
+  Value select(Value c, Value x, Value y) {
+    return arith::SelectOp::create(b, c, x, y);
+  }
+  Value fadd(Value x, Value y) { return arith::AddFOp::create(b, x, y); }
+  Value fsub(Value x, Value y) { return arith::SubFOp::create(b, x, y); }
+  Value fmul(Value x, Value y) { return arith::MulFOp::create(b, x, y); }
+  Value fma(Value x, Value y, Value z) {
+    return math::FmaOp::create(b, x, y, z);
+  }
+  Value fmin(Value x, Value y) { return arith::MinimumFOp::create(b, x, y); }
+  Value fmax(Value x, Value y) { return arith::MaximumFOp::create(b, x, y); }
+  Value fexp(Value x) { return math::ExpOp::create(b, x); }
+
+  // Structured control flow.
+  /// scf.for from lb to ub (index) with a body callback; returns the loop.
+  scf::ForOp loop(Value lb, Value ub, Value step, ValueRange init,
+                  function_ref<SmallVector<Value>(Value, ValueRange)> body);
+  /// A loop without results, step 1.
+  void forEach(Value lb, Value ub, function_ref<void(Value)> body);
+  /// scf.if without results.
+  void ifThen(Value cond, function_ref<void()> body);
+
+  // The kernel's arguments and what the spec's regions see.
+  /// Binds q, k, v, o, lse (entry args 0..4) and the dims Hq, N, Dqk, M,
+  /// Dv and G = Hq / Hkv read from them.
+  void bindCanonical(Block *entry);
+  /// Binds the canonical dims, the aux inputs (entry args from 5 on, in
+  /// declaration order) with their extra dims, and the params into `env`.
+  void bindRegionEnv(Block *entry, KernelEnv &env);
+  /// The scale as f32: the spec's `scale` region, else 1/sqrt(Dqk).
+  Value emitScale(Region &scaleRegion, KernelEnv &env);
+  /// The spec's `bias` region as f32, else 0.
+  Value emitBias(Region &biasRegion, KernelEnv &env);
+
+  SpecOp spec;
+  ImplicitLocOpBuilder b;
+  Value q, k, v, o, lse;
+  Value Hq, N, Dqk, M, Dv, G;
+};
+
+} // namespace mlir::attn
+
+#endif // ATTN_CONVERSION_KERNELSCAFFOLD_H

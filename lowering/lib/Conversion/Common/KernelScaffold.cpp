@@ -1,0 +1,138 @@
+//===- KernelScaffold.cpp - what every kernel builder shares --------------===//
+
+#include "attn/Conversion/KernelScaffold.h"
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
+
+using namespace mlir;
+using namespace mlir::attn;
+
+Type mlir::attn::declaredElementType(SpecOp spec, StringRef name,
+                                     Type fallback) {
+  for (InputOp in : spec.getBodyBlock().getOps<InputOp>())
+    if (in.getSymName() == name)
+      return in.getElementType();
+  return fallback;
+}
+
+SmallVector<Type>
+mlir::attn::kernelArgTypes(SpecOp spec, function_ref<Type(StringRef)> qkvType,
+                           bool unitInnerQKV) {
+  MLIRContext *ctx = spec.getContext();
+  auto strided = [&](int64_t rank, Type elt, bool unitInner) {
+    SmallVector<int64_t> dyn(rank, ShapedType::kDynamic);
+    SmallVector<int64_t> strides = dyn;
+    if (unitInner)
+      strides.back() = 1;
+    return MemRefType::get(
+        dyn, elt, StridedLayoutAttr::get(ctx, ShapedType::kDynamic, strides));
+  };
+  Type f32 = Float32Type::get(ctx);
+  SmallVector<Type> args;
+  for (StringRef name : {"q", "k", "v"})
+    args.push_back(strided(4, qkvType(name), unitInnerQKV));
+  args.push_back(strided(4, f32, false)); // o
+  args.push_back(strided(3, f32, false)); // lse
+  for (InputOp in : spec.getBodyBlock().getOps<InputOp>())
+    if (canonicalInputDims(in.getSymName()).empty())
+      args.push_back(strided(in.getDims().size(), in.getElementType(), false));
+  return args;
+}
+
+FailureOr<Type> mlir::attn::uniformHalfPrecisionQKV(SpecOp spec,
+                                                    StringRef why) {
+  Type elt;
+  for (StringRef name : {"q", "k", "v"}) {
+    Type ty =
+        declaredElementType(spec, name, Float32Type::get(spec.getContext()));
+    if (!ty.isBF16() && !ty.isF16())
+      return spec.emitError()
+             << "CUDA kernels take bf16 or f16 q, k and v" << why << "; '"
+             << name << "' is " << ty
+             << " (leave it undeclared and pass --dtype=bf16|f16)";
+    if (elt && elt != ty)
+      return spec.emitError() << "CUDA kernels need q, k and v of one type";
+    elt = ty;
+  }
+  return elt;
+}
+
+void mlir::attn::setLaunchContract(gpu::GPUFuncOp fn, int64_t blockQ,
+                                   int64_t numThreads, int64_t sharedBytes,
+                                   int64_t maxHeadDim) {
+  Builder b(fn.getContext());
+  fn->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), b.getUnitAttr());
+  fn.setKnownBlockSizeAttr(b.getDenseI32ArrayAttr({int32_t(numThreads), 1, 1}));
+  fn->setAttr("nvvm.minctasm", b.getI32IntegerAttr(1));
+  fn->setAttr("attn.block_q", b.getI64IntegerAttr(blockQ));
+  fn->setAttr("attn.num_threads", b.getI64IntegerAttr(numThreads));
+  if (sharedBytes > 0)
+    fn->setAttr("attn.shared_bytes", b.getI64IntegerAttr(sharedBytes));
+  fn->setAttr("attn.max_head_dim", b.getI64IntegerAttr(maxHeadDim));
+}
+
+scf::ForOp
+KernelScaffold::loop(Value lb, Value ub, Value step, ValueRange init,
+                     function_ref<SmallVector<Value>(Value, ValueRange)> body) {
+  auto f = scf::ForOp::create(b, lb, ub, step, init);
+  OpBuilder::InsertionGuard g(b);
+  // A loop without results comes with an implicit yield; build our own.
+  if (!f.getBody()->empty())
+    f.getBody()->getTerminator()->erase();
+  b.setInsertionPointToEnd(f.getBody());
+  SmallVector<Value> res = body(f.getInductionVar(), f.getRegionIterArgs());
+  scf::YieldOp::create(b, res);
+  return f;
+}
+
+void KernelScaffold::forEach(Value lb, Value ub,
+                             function_ref<void(Value)> body) {
+  loop(lb, ub, cidx(1), {}, [&](Value i, ValueRange) {
+    body(i);
+    return SmallVector<Value>{};
+  });
+}
+
+void KernelScaffold::ifThen(Value cond, function_ref<void()> body) {
+  auto op = scf::IfOp::create(b, TypeRange{}, cond, false);
+  OpBuilder::InsertionGuard g(b);
+  b.setInsertionPointToStart(&op.getThenRegion().front());
+  body();
+}
+
+void KernelScaffold::bindCanonical(Block *entry) {
+  q = entry->getArgument(0);
+  k = entry->getArgument(1);
+  v = entry->getArgument(2);
+  o = entry->getArgument(3);
+  lse = entry->getArgument(4);
+  auto dimOf = [&](Value m, int64_t d) {
+    return Value(memref::DimOp::create(b, m, d));
+  };
+  Hq = dimOf(q, 1);
+  N = dimOf(q, 2);
+  Dqk = dimOf(q, 3);
+  M = dimOf(k, 2);
+  Dv = dimOf(v, 3);
+  G = divu(Hq, dimOf(k, 1));
+}
+
+void KernelScaffold::bindRegionEnv(Block *entry, KernelEnv &env) {
+  unsigned numAux = 0;
+  for (InputOp in : spec.getBodyBlock().getOps<InputOp>())
+    numAux += canonicalInputDims(in.getSymName()).empty();
+  bindKernelEnv(b, spec, entry->getArgument(0), entry->getArgument(1),
+                entry->getArgument(2), entry->getArguments().slice(5, numAux),
+                env);
+}
+
+Value KernelScaffold::emitScale(Region &scaleRegion, KernelEnv &env) {
+  if (!scaleRegion.empty())
+    return toF32(emitRegion(b, scaleRegion, {}, env));
+  Value d = arith::SIToFPOp::create(b, b.getF64Type(), env.dims["Dqk"]);
+  return toF32(math::RsqrtOp::create(b, d));
+}
+
+Value KernelScaffold::emitBias(Region &biasRegion, KernelEnv &env) {
+  return biasRegion.empty() ? cf32(0)
+                            : toF32(emitRegion(b, biasRegion, {}, env));
+}
