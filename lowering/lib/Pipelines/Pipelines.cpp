@@ -3,6 +3,7 @@
 #include "attn/Pipelines/Pipelines.h"
 #include "attn/Conversion/Passes.h"
 #include "attn/Dialect/Attn/Transforms/Passes.h"
+#include "attn/Transforms/Passes.h"
 #include "mlir/Conversion/Passes.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
@@ -139,6 +140,7 @@ void mlir::attn::registerAttnCUDAExtensions(DialectRegistry &registry) {
 
 void mlir::attn::registerAttnPipelines() {
   registerAttnConversionPasses();
+  registerAttnLoweringTransformsPasses();
   PassPipelineRegistration<>(
       "attn-lower-to-cpu",
       "Lower attn specs to LLVM-dialect CPU kernels (default schedule)",

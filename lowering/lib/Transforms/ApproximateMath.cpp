@@ -5,13 +5,13 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "attn/Conversion/Passes.h"
+#include "attn/Transforms/Passes.h"
 #include "mlir/Dialect/Math/Transforms/Passes.h"
 #include "mlir/Transforms/GreedyPatternRewriteDriver.h"
 
 namespace mlir::attn {
 #define GEN_PASS_DEF_ATTNAPPROXIMATEMATH
-#include "attn/Conversion/Passes.h.inc"
+#include "attn/Transforms/Passes.h.inc"
 } // namespace mlir::attn
 
 using namespace mlir;

@@ -10,13 +10,13 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "attn/Conversion/Passes.h"
+#include "attn/Transforms/Passes.h"
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/IR/ImplicitLocOpBuilder.h"
 
 namespace mlir::attn {
 #define GEN_PASS_DEF_ATTNEMITPACKEDENTRY
-#include "attn/Conversion/Passes.h.inc"
+#include "attn/Transforms/Passes.h.inc"
 } // namespace mlir::attn
 
 using namespace mlir;

@@ -107,49 +107,4 @@ def ConvertAttnToNVVM : Pass<"convert-attn-to-nvvm", "ModuleOp"> {
   ];
 }
 
-def AttnApproximateMath : Pass<"attn-approximate-math"> {
-  let summary = "Replace math functions by polynomial approximations";
-  let description = [{
-    Applies MLIR's polynomial approximations (exp, log, tanh, ...) and
-    expansions (powf, exp2, ...) so vector math stays in SIMD registers
-    instead of being scalarized into libm calls.
-  }];
-  let dependentDialects = ["::mlir::arith::ArithDialect",
-                           "::mlir::math::MathDialect",
-                           "::mlir::vector::VectorDialect"];
-}
-
-def AttnAddLinearState : Pass<"attn-add-linear-state", "ModuleOp"> {
-  let summary = "Give linear-attention kernels a carried state (decode)";
-  let description = [{
-    Adds to each causal `attn.linear_attention` spec the inputs
-    `state : f32 [B, Hq, Dphi, Dv]` (and `zstate : f32 [B, Hq, Dphi]` when
-    normalized). The CPU kernel then starts from that state instead of zero
-    and writes the final state back into the same tensors, so a sequence can
-    be processed in pieces (prefill, then one step at a time). `Dphi` must be
-    a symbol the runtime can check: `Dqk` for the feature maps that keep the
-    dimension, or the projection's row symbol for random features.
-
-    ```mlir
-    attn.input @state : f32 ["B", "Hq", "Dqk", "Dv"]
-    ```
-  }];
-}
-
-def AttnEmitPackedEntry : Pass<"attn-emit-packed-entry", "ModuleOp"> {
-  let summary = "Add the runtime's packed entry point to lowered kernels";
-  let description = [{
-    After lowering to the LLVM dialect, adds for each
-    `_mlir_ciface_attn_<name>_tiles` an `llvm.func @attn_<name>(%args:
-    !llvm.ptr, %begin: i64, %end: i64)` that loads the descriptor pointers
-    from `args` and calls it: the fixed C signature
-    `void attn_<name>(void **args, int64_t begin, int64_t end)` the runtime
-    calls, whatever the number of aux inputs. When the kernel returns a
-    nonzero status, the entry stores it (atomically, monotonic) to the
-    `int32_t` status word `args[numDescriptors]` points to (ABI version 2
-    in attn/runtime.h); a zero status stores nothing.
-  }];
-  let dependentDialects = ["::mlir::LLVM::LLVMDialect"];
-}
-
 #endif // ATTN_CONVERSION_PASSES_TD

@@ -72,4 +72,21 @@ def AttnSetElementType : Pass<"attn-set-element-type", "SpecOp"> {
   ];
 }
 
+def AttnAddLinearState : Pass<"attn-add-linear-state", "ModuleOp"> {
+  let summary = "Give linear-attention kernels a carried state (decode)";
+  let description = [{
+    Adds to each causal `attn.linear_attention` spec the inputs
+    `state : f32 [B, Hq, Dphi, Dv]` (and `zstate : f32 [B, Hq, Dphi]` when
+    normalized). The CPU kernel then starts from that state instead of zero
+    and writes the final state back into the same tensors, so a sequence can
+    be processed in pieces (prefill, then one step at a time). `Dphi` must be
+    a symbol the runtime can check: `Dqk` for the feature maps that keep the
+    dimension, or the projection's row symbol for random features.
+
+    ```mlir
+    attn.input @state : f32 ["B", "Hq", "Dqk", "Dv"]
+    ```
+  }];
+}
+
 #endif // ATTN_DIALECT_ATTN_TRANSFORMS_PASSES_TD

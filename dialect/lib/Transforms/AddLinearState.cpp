@@ -7,13 +7,13 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "attn/Conversion/Passes.h"
+#include "attn/Dialect/Attn/Transforms/Passes.h"
 #include "attn/Dialect/Attn/IR/AttnOps.h"
 #include "mlir/IR/Builders.h"
 
 namespace mlir::attn {
 #define GEN_PASS_DEF_ATTNADDLINEARSTATE
-#include "attn/Conversion/Passes.h.inc"
+#include "attn/Dialect/Attn/Transforms/Passes.h.inc"
 } // namespace mlir::attn
 
 using namespace mlir;
