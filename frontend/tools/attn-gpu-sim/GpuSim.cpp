@@ -217,7 +217,7 @@ static inline uint64_t fromF(float f, EK ek) {
 
 enum class K : uint16_t {
   Const,
-  // integer
+  // integer (AddI..CmpI: isIntOp)
   AddI,
   SubI,
   MulI,
@@ -239,7 +239,7 @@ enum class K : uint16_t {
   ShRUI,
   ShRSI,
   CmpI,
-  // float
+  // float (AddF..CmpF: isFloatOp)
   AddF,
   SubF,
   MulF,
@@ -276,7 +276,7 @@ enum class K : uint16_t {
   Fma,
   CmpF,
   Select,
-  // casts
+  // casts (ExtF..Bitcast: isCastOp)
   ExtF,
   TruncF,
   SIToFP,
@@ -318,6 +318,12 @@ enum class K : uint16_t {
   LdMatrix,
   Mma,
 };
+
+/// Op families that are compiled and executed as a whole: contiguous ranges
+/// of K.
+static bool isIntOp(K k) { return k >= K::AddI && k <= K::CmpI; }
+static bool isFloatOp(K k) { return k >= K::AddF && k <= K::CmpF; }
+static bool isCastOp(K k) { return k >= K::ExtF && k <= K::Bitcast; }
 
 struct CBlock;
 
@@ -470,6 +476,23 @@ public:
 
 private:
   Program &P;
+
+  /// Sets `I.k`, uses every operand and defines every result (data values
+  /// only, except for nvgpu.device_async_create_group's token).
+  void plain(Instr &I, K k);
+  /// Operand and result checks of the ops in simpleOps().
+  void checkSimple(const Instr &I);
+  // Each returns false if `I.op` is not one of its dialect's ops.
+  bool compileArith(Instr &I);
+  void compileConstant(Instr &I, arith::ConstantOp c);
+  bool compileMemRef(Instr &I);
+  bool compileSCF(Instr &I);
+  bool compileGPU(Instr &I);
+  bool compileVector(Instr &I);
+  bool compileNVGPU(Instr &I);
+  void compileAsyncCopy(Instr &I, nvgpu::DeviceAsyncCopyOp c);
+  void compileLdMatrix(Instr &I, nvgpu::LdMatrixOp l);
+  bool compileNVVM(Instr &I);
 };
 
 static const llvm::StringMap<K> &simpleOps() {
@@ -548,159 +571,165 @@ static const llvm::StringMap<K> &simpleOps() {
 
 static EK dataKind(Program &P, int id) { return P.vals[id].ek; }
 
+static void requireFloat(Operation *op, EK e) {
+  if (!isFloat(e))
+    opFatal(op, "expected a float operand");
+}
+
+static void requireInt(Operation *op, EK e) {
+  if (isFloat(e))
+    opFatal(op, "expected an integer operand");
+}
+
+void Compiler::plain(Instr &I, K k) {
+  Operation *op = I.op;
+  I.k = k;
+  for (Value v : op->getOperands())
+    I.in.push_back(use(v));
+  for (Value r : op->getResults())
+    I.out.push_back(def(r));
+  if (!I.in.empty() && P.vals[I.in[0]].cat == Cat::Data)
+    I.ekIn = dataKind(P, I.in[0]);
+  if (!I.out.empty() && P.vals[I.out[0]].cat == Cat::Data)
+    I.ekOut = dataKind(P, I.out[0]);
+  for (int o : I.out)
+    if (P.vals[o].cat != Cat::Data && k != K::AsyncCreateGroup)
+      opFatal(op, "unsupported result type");
+}
+
+void Compiler::checkSimple(const Instr &I) {
+  Operation *op = I.op;
+  if (isIntOp(I.k)) {
+    requireInt(op, I.ekIn);
+    return;
+  }
+  switch (I.k) {
+  case K::Select:
+    if (P.vals[I.in[0]].n != 1 && P.vals[I.in[0]].n != P.vals[I.out[0]].n)
+      opFatal(op, "select condition shape mismatch");
+    break;
+  case K::Bitcast: {
+    unsigned bi = P.vals[I.in[0]].n * widthOf(I.ekIn),
+             bo = P.vals[I.out[0]].n * widthOf(I.ekOut);
+    if (bi != bo || bi > 64 || I.ekIn == EK::I1 || I.ekOut == EK::I1)
+      opFatal(op, "unsupported bitcast (at most 64 bits)");
+    break;
+  }
+  case K::ExtF:
+  case K::TruncF:
+    requireFloat(op, I.ekIn);
+    requireFloat(op, I.ekOut);
+    if (auto rm = op->getAttrOfType<arith::RoundingModeAttr>("roundingmode"))
+      if (rm.getValue() != arith::RoundingMode::to_nearest_even)
+        opFatal(op, "only round-to-nearest-even truncf is supported");
+    break;
+  case K::SIToFP:
+  case K::UIToFP:
+    requireInt(op, I.ekIn);
+    requireFloat(op, I.ekOut);
+    break;
+  case K::FPToSI:
+  case K::FPToUI:
+    requireFloat(op, I.ekIn);
+    requireInt(op, I.ekOut);
+    break;
+  case K::VFromElements:
+  case K::VBroadcast:
+  case K::Barrier:
+  case K::AsyncCreateGroup:
+    break;
+  default:
+    requireFloat(op, I.ekIn);
+    break;
+  }
+}
+
 Instr Compiler::compile(Operation *op) {
   Instr I;
   I.op = op;
-  StringRef name = op->getName().getStringRef();
-  auto plain = [&](K k) {
-    I.k = k;
-    for (Value v : op->getOperands())
-      I.in.push_back(use(v));
-    for (Value r : op->getResults())
-      I.out.push_back(def(r));
-    if (!I.in.empty() && P.vals[I.in[0]].cat == Cat::Data)
-      I.ekIn = dataKind(P, I.in[0]);
-    if (!I.out.empty() && P.vals[I.out[0]].cat == Cat::Data)
-      I.ekOut = dataKind(P, I.out[0]);
-    for (int o : I.out)
-      if (P.vals[o].cat != Cat::Data && k != K::AsyncCreateGroup)
-        opFatal(op, "unsupported result type");
-  };
-  auto requireFloat = [&](EK e) {
-    if (!isFloat(e))
-      opFatal(op, "expected a float operand");
-  };
-  auto requireInt = [&](EK e) {
-    if (isFloat(e))
-      opFatal(op, "expected an integer operand");
-  };
-
-  auto it = simpleOps().find(name);
+  auto it = simpleOps().find(op->getName().getStringRef());
   if (it != simpleOps().end()) {
-    plain(it->second);
-    switch (I.k) {
-    case K::AddI:
-    case K::SubI:
-    case K::MulI:
-    case K::DivUI:
-    case K::DivSI:
-    case K::RemUI:
-    case K::RemSI:
-    case K::CeilDivUI:
-    case K::CeilDivSI:
-    case K::FloorDivSI:
-    case K::MinUI:
-    case K::MaxUI:
-    case K::MinSI:
-    case K::MaxSI:
-    case K::AndI:
-    case K::OrI:
-    case K::XOrI:
-    case K::ShLI:
-    case K::ShRUI:
-    case K::ShRSI:
-      requireInt(I.ekIn);
-      break;
-    case K::Select:
-      if (P.vals[I.in[0]].n != 1 && P.vals[I.in[0]].n != P.vals[I.out[0]].n)
-        opFatal(op, "select condition shape mismatch");
-      break;
-    case K::Bitcast: {
-      unsigned bi = P.vals[I.in[0]].n * widthOf(I.ekIn),
-               bo = P.vals[I.out[0]].n * widthOf(I.ekOut);
-      if (bi != bo || bi > 64 || I.ekIn == EK::I1 || I.ekOut == EK::I1)
-        opFatal(op, "unsupported bitcast (at most 64 bits)");
-      break;
-    }
-    case K::ExtF:
-    case K::TruncF:
-      requireFloat(I.ekIn);
-      requireFloat(I.ekOut);
-      if (auto rm = op->getAttrOfType<arith::RoundingModeAttr>("roundingmode"))
-        if (rm.getValue() != arith::RoundingMode::to_nearest_even)
-          opFatal(op, "only round-to-nearest-even truncf is supported");
-      break;
-    case K::SIToFP:
-    case K::UIToFP:
-      requireInt(I.ekIn);
-      requireFloat(I.ekOut);
-      break;
-    case K::FPToSI:
-    case K::FPToUI:
-      requireFloat(I.ekIn);
-      requireInt(I.ekOut);
-      break;
-    case K::VFromElements:
-    case K::VBroadcast:
-    case K::Barrier:
-    case K::AsyncCreateGroup:
-      break;
-    default:
-      requireFloat(I.ekIn);
-      break;
-    }
+    plain(I, it->second);
+    checkSimple(I);
     return I;
   }
-
-  if (auto c = dyn_cast<arith::ConstantOp>(op)) {
-    plain(K::Const);
-    Attribute a = c.getValue();
-    EK ek = I.ekOut;
-    auto fromAttr = [&](Attribute e) -> uint64_t {
-      if (auto ia = dyn_cast<IntegerAttr>(e))
-        return ia.getValue().getZExtValue() & wmask(widthOf(ek));
-      if (auto fa = dyn_cast<FloatAttr>(e))
-        return fa.getValue().bitcastToAPInt().getZExtValue();
-      if (auto ba = dyn_cast<BoolAttr>(e))
-        return ba.getValue() ? 1 : 0;
-      opFatal(op, "unsupported constant");
-    };
-    if (auto d = dyn_cast<DenseElementsAttr>(a)) {
-      if (isFloat(ek))
-        for (const APFloat &f : d.getValues<APFloat>())
-          I.cst.push_back(f.bitcastToAPInt().getZExtValue());
-      else
-        for (const APInt &v : d.getValues<APInt>())
-          I.cst.push_back(v.getZExtValue() & wmask(widthOf(ek)));
-    } else {
-      I.cst.push_back(fromAttr(a));
-    }
-    if (I.cst.size() != P.vals[I.out[0]].n)
-      opFatal(op, "constant size mismatch");
+  if (compileArith(I) || compileMemRef(I) || compileSCF(I) || compileGPU(I) ||
+      compileVector(I) || compileNVGPU(I) || compileNVVM(I))
     return I;
+  opFatal(op, "operation not supported by the simulator");
+}
+
+bool Compiler::compileArith(Instr &I) {
+  Operation *op = I.op;
+  if (auto c = dyn_cast<arith::ConstantOp>(op)) {
+    compileConstant(I, c);
+    return true;
   }
   if (auto c = dyn_cast<arith::CmpIOp>(op)) {
-    plain(K::CmpI);
+    plain(I, K::CmpI);
     I.a0 = int64_t(c.getPredicate());
-    return I;
+    return true;
   }
   if (auto c = dyn_cast<arith::CmpFOp>(op)) {
-    plain(K::CmpF);
+    plain(I, K::CmpF);
     I.a0 = int64_t(c.getPredicate());
-    return I;
+    return true;
   }
   if (isa<arith::ExtSIOp, arith::IndexCastOp>(op)) {
-    plain(K::IntResize);
+    plain(I, K::IntResize);
     I.a0 = 1; // sign-extend when widening
-    return I;
+    return true;
   }
   if (isa<arith::ExtUIOp, arith::TruncIOp, arith::IndexCastUIOp>(op)) {
-    plain(K::IntResize);
+    plain(I, K::IntResize);
     I.a0 = 0;
-    return I;
+    return true;
   }
+  return false;
+}
+
+void Compiler::compileConstant(Instr &I, arith::ConstantOp c) {
+  Operation *op = I.op;
+  plain(I, K::Const);
+  Attribute a = c.getValue();
+  EK ek = I.ekOut;
+  auto fromAttr = [&](Attribute e) -> uint64_t {
+    if (auto ia = dyn_cast<IntegerAttr>(e))
+      return ia.getValue().getZExtValue() & wmask(widthOf(ek));
+    if (auto fa = dyn_cast<FloatAttr>(e))
+      return fa.getValue().bitcastToAPInt().getZExtValue();
+    if (auto ba = dyn_cast<BoolAttr>(e))
+      return ba.getValue() ? 1 : 0;
+    opFatal(op, "unsupported constant");
+  };
+  if (auto d = dyn_cast<DenseElementsAttr>(a)) {
+    if (isFloat(ek))
+      for (const APFloat &f : d.getValues<APFloat>())
+        I.cst.push_back(f.bitcastToAPInt().getZExtValue());
+    else
+      for (const APInt &v : d.getValues<APInt>())
+        I.cst.push_back(v.getZExtValue() & wmask(widthOf(ek)));
+  } else {
+    I.cst.push_back(fromAttr(a));
+  }
+  if (I.cst.size() != P.vals[I.out[0]].n)
+    opFatal(op, "constant size mismatch");
+}
+
+bool Compiler::compileMemRef(Instr &I) {
+  Operation *op = I.op;
   if (isa<memref::DimOp>(op)) {
-    plain(K::MemDim);
-    return I;
+    plain(I, K::MemDim);
+    return true;
   }
-  if (auto l = dyn_cast<memref::LoadOp>(op)) {
-    plain(K::Load);
-    return I;
+  if (isa<memref::LoadOp>(op)) {
+    plain(I, K::Load);
+    return true;
   }
   if (isa<memref::StoreOp>(op)) {
-    plain(K::Store);
+    plain(I, K::Store);
     I.ekIn = dataKind(P, I.in[0]);
-    return I;
+    return true;
   }
   if (auto v = dyn_cast<memref::ViewOp>(op)) {
     I.k = K::View;
@@ -710,12 +739,17 @@ Instr Compiler::compile(Operation *op) {
     auto src = cast<MemRefType>(v.getSource().getType());
     if (!src.getElementType().isInteger(8) || src.getRank() != 1)
       opFatal(op, "memref.view of a non-1-D i8 memref");
-    return I;
+    return true;
   }
   if (isa<memref::ExtractAlignedPointerAsIndexOp>(op)) {
-    plain(K::ExtractPtr);
-    return I;
+    plain(I, K::ExtractPtr);
+    return true;
   }
+  return false;
+}
+
+bool Compiler::compileSCF(Instr &I) {
+  Operation *op = I.op;
   if (auto f = dyn_cast<scf::ForOp>(op)) {
     I.k = K::For;
     for (Value x : op->getOperands())
@@ -728,7 +762,7 @@ Instr Compiler::compile(Operation *op) {
     for (int o : I.out)
       if (P.vals[o].cat != Cat::Data)
         opFatal(op, "loop-carried memrefs/tokens are not supported");
-    return I;
+    return true;
   }
   if (auto f = dyn_cast<scf::IfOp>(op)) {
     I.k = K::If;
@@ -740,7 +774,7 @@ Instr Compiler::compile(Operation *op) {
     for (int o : I.out)
       if (P.vals[o].cat != Cat::Data)
         opFatal(op, "scf.if yielding memrefs/tokens is not supported");
-    return I;
+    return true;
   }
   if (auto w = dyn_cast<scf::WhileOp>(op)) {
     I.k = K::While;
@@ -753,58 +787,63 @@ Instr Compiler::compile(Operation *op) {
     for (int o : I.out)
       if (P.vals[o].cat != Cat::Data)
         opFatal(op, "scf.while carrying memrefs/tokens is not supported");
-    return I;
+    return true;
   }
   if (isa<scf::YieldOp>(op)) {
-    plain(K::Yield);
-    return I;
+    plain(I, K::Yield);
+    return true;
   }
   if (isa<scf::ConditionOp>(op)) {
-    plain(K::Condition);
-    return I;
+    plain(I, K::Condition);
+    return true;
   }
+  return false;
+}
+
+bool Compiler::compileGPU(Instr &I) {
+  Operation *op = I.op;
   if (isa<gpu::ReturnOp>(op)) {
     if (op->getNumOperands())
       opFatal(op, "gpu.return with values");
-    plain(K::Return);
-    return I;
+    plain(I, K::Return);
+    return true;
   }
-  if (auto t = dyn_cast<gpu::ThreadIdOp>(op)) {
-    plain(K::ThreadId);
-    I.a0 = int64_t(t.getDimension());
-    return I;
-  }
-  if (auto t = dyn_cast<gpu::BlockIdOp>(op)) {
-    plain(K::BlockId);
-    I.a0 = int64_t(t.getDimension());
-    return I;
-  }
-  if (auto t = dyn_cast<gpu::BlockDimOp>(op)) {
-    plain(K::BlockDim);
-    I.a0 = int64_t(t.getDimension());
-    return I;
-  }
-  if (auto t = dyn_cast<gpu::GridDimOp>(op)) {
-    plain(K::GridDim);
-    I.a0 = int64_t(t.getDimension());
-    return I;
-  }
+  // thread_id, block_id, block_dim, grid_dim: a0 = the dimension.
+  auto dimOp = [&](K k, gpu::Dimension d) {
+    plain(I, k);
+    I.a0 = int64_t(d);
+    return true;
+  };
+  if (auto t = dyn_cast<gpu::ThreadIdOp>(op))
+    return dimOp(K::ThreadId, t.getDimension());
+  if (auto t = dyn_cast<gpu::BlockIdOp>(op))
+    return dimOp(K::BlockId, t.getDimension());
+  if (auto t = dyn_cast<gpu::BlockDimOp>(op))
+    return dimOp(K::BlockDim, t.getDimension());
+  if (auto t = dyn_cast<gpu::GridDimOp>(op))
+    return dimOp(K::GridDim, t.getDimension());
   if (auto s = dyn_cast<gpu::ShuffleOp>(op)) {
-    plain(K::Shuffle);
+    plain(I, K::Shuffle);
     I.a0 = int64_t(s.getMode());
     if (P.vals[I.in[0]].n != 1)
       opFatal(op, "gpu.shuffle of a vector");
-    return I;
+    return true;
   }
   if (isa<gpu::DynamicSharedMemoryOp>(op)) {
     I.k = K::DynSmem;
     I.out.push_back(def(op->getResult(0)));
-    return I;
+    return true;
   }
+  return false;
+}
+
+/// vector.extract and llvm.extractvalue (the other vector ops are simple).
+bool Compiler::compileVector(Instr &I) {
+  Operation *op = I.op;
   if (auto e = dyn_cast<vector::ExtractOp>(op)) {
     if (!e.getDynamicPosition().empty())
       opFatal(op, "vector.extract with a dynamic position");
-    plain(K::VExtract);
+    plain(I, K::VExtract);
     auto vt = cast<VectorType>(e.getSource().getType());
     int64_t offset = 0, stride = vt.getNumElements();
     auto pos = e.getStaticPosition();
@@ -815,102 +854,125 @@ Instr Compiler::compile(Operation *op) {
       offset += p * stride;
     }
     I.a0 = offset;
-    return I;
+    return true;
   }
   if (auto e = dyn_cast<LLVM::ExtractValueOp>(op)) {
-    plain(K::ExtractValue);
+    plain(I, K::ExtractValue);
     auto pos = e.getPosition();
     if (pos.size() != 1 || pos[0] < 0 || pos[0] >= P.vals[I.in[0]].n ||
         P.vals[I.out[0]].n != 1)
       opFatal(op, "llvm.extractvalue: only one level of a flat struct");
     I.a0 = pos[0];
-    return I;
+    return true;
   }
+  return false;
+}
+
+bool Compiler::compileNVGPU(Instr &I) {
+  Operation *op = I.op;
   if (auto c = dyn_cast<nvgpu::DeviceAsyncCopyOp>(op)) {
-    I.k = K::AsyncCopy;
-    I.in.push_back(use(c.getDst()));
-    for (Value x : c.getDstIndices())
-      I.in.push_back(use(x));
-    I.in.push_back(use(c.getSrc()));
-    for (Value x : c.getSrcIndices())
-      I.in.push_back(use(x));
-    I.a0 = int64_t(c.getDstIndices().size());
-    I.a1 = int64_t(c.getSrcIndices().size());
-    I.a2 = c.getDstElements().getSExtValue();
-    I.a3 = c.getSrcElements() ? 1 : 0;
-    if (c.getSrcElements())
-      I.in.push_back(use(c.getSrcElements()));
-    I.out.push_back(def(c.getAsyncToken()));
-    auto dt = cast<MemRefType>(c.getDst().getType());
-    auto st = cast<MemRefType>(c.getSrc().getType());
-    if (dt.getElementType() != st.getElementType())
-      opFatal(op, "cp.async between different element types");
-    return I;
+    compileAsyncCopy(I, c);
+    return true;
   }
   if (auto w = dyn_cast<nvgpu::DeviceAsyncWaitOp>(op)) {
-    plain(K::AsyncWait);
+    plain(I, K::AsyncWait);
     I.a0 = w.getNumGroups() ? int64_t(*w.getNumGroups()) : 0;
-    return I;
+    return true;
   }
   if (auto l = dyn_cast<nvgpu::LdMatrixOp>(op)) {
-    plain(K::LdMatrix);
-    I.a0 = l.getNumTiles();
-    I.a1 = l.getTranspose() ? 1 : 0;
-    auto vt = cast<VectorType>(l.getRes().getType());
-    unsigned eb;
-    Simulator::elementKind(l.getSrcMemref().getType().getElementType(), &eb);
-    if (eb != 2 || vt.getRank() != 2 || vt.getDimSize(0) != I.a0 ||
-        vt.getDimSize(1) != 2 || !llvm::is_contained({1, 2, 4}, I.a0))
-      opFatal(op, "only ldmatrix .m8n8 .x1/.x2/.x4 of 16-bit elements "
+    compileLdMatrix(I, l);
+    return true;
+  }
+  return false;
+}
+
+void Compiler::compileAsyncCopy(Instr &I, nvgpu::DeviceAsyncCopyOp c) {
+  I.k = K::AsyncCopy;
+  I.in.push_back(use(c.getDst()));
+  for (Value x : c.getDstIndices())
+    I.in.push_back(use(x));
+  I.in.push_back(use(c.getSrc()));
+  for (Value x : c.getSrcIndices())
+    I.in.push_back(use(x));
+  I.a0 = int64_t(c.getDstIndices().size());
+  I.a1 = int64_t(c.getSrcIndices().size());
+  I.a2 = c.getDstElements().getSExtValue();
+  I.a3 = c.getSrcElements() ? 1 : 0;
+  if (c.getSrcElements())
+    I.in.push_back(use(c.getSrcElements()));
+  I.out.push_back(def(c.getAsyncToken()));
+  auto dt = cast<MemRefType>(c.getDst().getType());
+  auto st = cast<MemRefType>(c.getSrc().getType());
+  if (dt.getElementType() != st.getElementType())
+    opFatal(I.op, "cp.async between different element types");
+}
+
+void Compiler::compileLdMatrix(Instr &I, nvgpu::LdMatrixOp l) {
+  plain(I, K::LdMatrix);
+  I.a0 = l.getNumTiles();
+  I.a1 = l.getTranspose() ? 1 : 0;
+  auto vt = cast<VectorType>(l.getRes().getType());
+  unsigned eb;
+  Simulator::elementKind(l.getSrcMemref().getType().getElementType(), &eb);
+  if (eb != 2 || vt.getRank() != 2 || vt.getDimSize(0) != I.a0 ||
+      vt.getDimSize(1) != 2 || !llvm::is_contained({1, 2, 4}, I.a0))
+    opFatal(I.op, "only ldmatrix .m8n8 .x1/.x2/.x4 of 16-bit elements "
                   "(vector<Nx2xT>) is supported");
-    return I;
+}
+
+/// The multiplicand type of an mma.sync (0: bf16, 1: f16): `t` if given,
+/// else inferred from `aek`, the element kind of the first A register.
+static int64_t mmaMultiplicand(Operation *op, std::optional<NVVM::MMATypes> t,
+                               EK aek) {
+  if (t) {
+    if (*t == NVVM::MMATypes::bf16)
+      return 0;
+    if (*t == NVVM::MMATypes::f16)
+      return 1;
+    opFatal(op, "only bf16 and f16 multiplicands are supported");
   }
-  if (auto m = dyn_cast<NVVM::MmaOp>(op)) {
-    plain(K::Mma);
-    auto shape = m.getShape();
-    if (shape.getM() != 16 || shape.getN() != 8 || shape.getK() != 16)
-      opFatal(op, "only mma.sync m16n8k16 is supported");
-    if (m.getLayoutA() != NVVM::MMALayout::row ||
-        m.getLayoutB() != NVVM::MMALayout::col)
-      opFatal(op, "only mma.sync .row.col is supported");
-    auto aty = m.getMultiplicandAPtxType(), bty = m.getMultiplicandBPtxType();
-    EK aek = P.vals[I.in[0]].ek;
-    auto resolve = [&](std::optional<NVVM::MMATypes> t) -> int64_t {
-      if (t) {
-        if (*t == NVVM::MMATypes::bf16)
-          return 0;
-        if (*t == NVVM::MMATypes::f16)
-          return 1;
-        opFatal(op, "only bf16 and f16 multiplicands are supported");
-      }
-      if (aek == EK::BF16)
-        return 0;
-      if (aek == EK::F16)
-        return 1;
-      opFatal(op, "cannot infer the multiplicand type");
-    };
-    I.a0 = resolve(aty);
-    if (resolve(bty) != I.a0)
-      opFatal(op, "mixed multiplicand types");
-    if (m.getOperandA().size() != 4 || m.getOperandB().size() != 2 ||
-        m.getOperandC().size() != 4)
-      opFatal(op, "expected 4 A, 2 B and 4 C registers");
-    for (int i = 0; i < 6; ++i) {
-      const VInfo &v = P.vals[I.in[i]];
-      bool packed = v.n == 1 && v.ek == EK::I32;
-      bool vec = v.n == 2 && (v.ek == (I.a0 ? EK::F16 : EK::BF16));
-      if (!packed && !vec)
-        opFatal(op, "A/B registers must be i32 or vector<2x" +
-                        std::string(I.a0 ? "f16" : "bf16") + ">");
-    }
-    for (int i = 6; i < 10; ++i)
-      if (P.vals[I.in[i]].ek != EK::F32 || P.vals[I.in[i]].n != 1)
-        opFatal(op, "only f32 accumulators are supported");
-    if (P.vals[I.out[0]].ek != EK::F32 || P.vals[I.out[0]].n != 4)
-      opFatal(op, "expected a !llvm.struct<(f32, f32, f32, f32)> result");
-    return I;
+  if (aek == EK::BF16)
+    return 0;
+  if (aek == EK::F16)
+    return 1;
+  opFatal(op, "cannot infer the multiplicand type");
+}
+
+/// nvvm.mma.sync (m16n8k16 .row.col, bf16/f16 multiplicands, f32
+/// accumulators).
+bool Compiler::compileNVVM(Instr &I) {
+  Operation *op = I.op;
+  auto m = dyn_cast<NVVM::MmaOp>(op);
+  if (!m)
+    return false;
+  plain(I, K::Mma);
+  auto shape = m.getShape();
+  if (shape.getM() != 16 || shape.getN() != 8 || shape.getK() != 16)
+    opFatal(op, "only mma.sync m16n8k16 is supported");
+  if (m.getLayoutA() != NVVM::MMALayout::row ||
+      m.getLayoutB() != NVVM::MMALayout::col)
+    opFatal(op, "only mma.sync .row.col is supported");
+  EK aek = P.vals[I.in[0]].ek;
+  I.a0 = mmaMultiplicand(op, m.getMultiplicandAPtxType(), aek);
+  if (mmaMultiplicand(op, m.getMultiplicandBPtxType(), aek) != I.a0)
+    opFatal(op, "mixed multiplicand types");
+  if (m.getOperandA().size() != 4 || m.getOperandB().size() != 2 ||
+      m.getOperandC().size() != 4)
+    opFatal(op, "expected 4 A, 2 B and 4 C registers");
+  for (int i = 0; i < 6; ++i) {
+    const VInfo &v = P.vals[I.in[i]];
+    bool packed = v.n == 1 && v.ek == EK::I32;
+    bool vec = v.n == 2 && (v.ek == (I.a0 ? EK::F16 : EK::BF16));
+    if (!packed && !vec)
+      opFatal(op, "A/B registers must be i32 or vector<2x" +
+                      std::string(I.a0 ? "f16" : "bf16") + ">");
   }
-  opFatal(op, "operation not supported by the simulator");
+  for (int i = 6; i < 10; ++i)
+    if (P.vals[I.in[i]].ek != EK::F32 || P.vals[I.in[i]].n != 1)
+      opFatal(op, "only f32 accumulators are supported");
+  if (P.vals[I.out[0]].ek != EK::F32 || P.vals[I.out[0]].n != 4)
+    opFatal(op, "expected a !llvm.struct<(f32, f32, f32, f32)> result");
+  return true;
 }
 
 } // namespace
@@ -1085,8 +1147,21 @@ private:
   void execFor(const Instr &I, const Mask &m);
   void execIf(const Instr &I, const Mask &m);
   void execWhile(const Instr &I, const Mask &m);
+  void execConst(const Instr &I);
+  void execSelect(const Instr &I);
+  void execMemDim(const Instr &I, const Mask &m);
+  void execView(const Instr &I, const Mask &m);
+  void execThreadId(const Instr &I);
+  void execBarrier(const Instr &I, const Mask &m);
+  void execDynSmem(const Instr &I);
+  void execVector(const Instr &I);
+  void execAsyncCreateGroup(const Mask &m);
   void execIntBin(const Instr &I, const Mask &m);
+  void execIntDiv(const Instr &I, const Mask &m);
+  void execCmpI(const Instr &I);
   void execFloat(const Instr &I);
+  void execFma(const Instr &I);
+  void execCmpF(const Instr &I);
   void execCast(const Instr &I);
   int64_t address(const Instr &I, const MemDesc &d, const int *idx,
                   unsigned nIdx, unsigned lane, int64_t extent,
@@ -1209,27 +1284,12 @@ void Machine::execWhile(const Instr &I, const Mask &m) {
 void Machine::execIntBin(const Instr &I, const Mask &m) {
   unsigned w = widthOf(I.ekIn);
   uint64_t msk = wmask(w);
-  unsigned n = V(I.out[0]).n;
-  size_t cnt = size_t(n) * T;
+  size_t cnt = size_t(V(I.out[0]).n) * T;
   const uint64_t *a = R(I.in[0]), *b = R(I.in[1]);
   uint64_t *d = R(I.out[0]);
   auto each = [&](auto fn) {
     for (size_t i = 0; i < cnt; ++i)
       d[i] = fn(a[i], b[i]) & msk;
-  };
-  // Division: by zero (or signed overflow) is an error in active threads.
-  auto divide = [&](auto fn, bool isSigned) {
-    for (size_t i = 0; i < cnt; ++i) {
-      bool bad = b[i] == 0 || (isSigned && sext(b[i], w) == -1 &&
-                               a[i] == (uint64_t(1) << (w - 1)));
-      if (bad) {
-        if (m.on[i / n])
-          fail(I, int64_t(i / n), "integer division by zero or overflow");
-        d[i] = 0;
-        continue;
-      }
-      d[i] = fn(a[i], b[i]) & msk;
-    }
   };
   auto S = [&](uint64_t x) { return sext(x, w); };
   switch (I.k) {
@@ -1264,6 +1324,44 @@ void Machine::execIntBin(const Instr &I, const Mask &m) {
       return uint64_t(S(x) >> (y >= w ? w - 1 : y));
     });
   case K::DivUI:
+  case K::RemUI:
+  case K::CeilDivUI:
+  case K::DivSI:
+  case K::RemSI:
+  case K::FloorDivSI:
+  case K::CeilDivSI:
+    return execIntDiv(I, m);
+  case K::CmpI:
+    return execCmpI(I);
+  default:
+    fail(I, -1, "internal: not an integer op");
+  }
+}
+
+void Machine::execIntDiv(const Instr &I, const Mask &m) {
+  unsigned w = widthOf(I.ekIn);
+  uint64_t msk = wmask(w);
+  unsigned n = V(I.out[0]).n;
+  size_t cnt = size_t(n) * T;
+  const uint64_t *a = R(I.in[0]), *b = R(I.in[1]);
+  uint64_t *d = R(I.out[0]);
+  // Division: by zero (or signed overflow) is an error in active threads.
+  auto divide = [&](auto fn, bool isSigned) {
+    for (size_t i = 0; i < cnt; ++i) {
+      bool bad = b[i] == 0 || (isSigned && sext(b[i], w) == -1 &&
+                               a[i] == (uint64_t(1) << (w - 1)));
+      if (bad) {
+        if (m.on[i / n])
+          fail(I, int64_t(i / n), "integer division by zero or overflow");
+        d[i] = 0;
+        continue;
+      }
+      d[i] = fn(a[i], b[i]) & msk;
+    }
+  };
+  auto S = [&](uint64_t x) { return sext(x, w); };
+  switch (I.k) {
+  case K::DivUI:
     return divide([](uint64_t x, uint64_t y) { return x / y; }, false);
   case K::RemUI:
     return divide([](uint64_t x, uint64_t y) { return x % y; }, false);
@@ -1294,40 +1392,45 @@ void Machine::execIntBin(const Instr &I, const Mask &m) {
           return uint64_t(r);
         },
         true);
-  case K::CmpI: {
-    auto pred = arith::CmpIPredicate(I.a0);
-    auto cmp = [&](uint64_t x, uint64_t y) -> uint64_t {
-      switch (pred) {
-      case arith::CmpIPredicate::eq:
-        return x == y;
-      case arith::CmpIPredicate::ne:
-        return x != y;
-      case arith::CmpIPredicate::slt:
-        return S(x) < S(y);
-      case arith::CmpIPredicate::sle:
-        return S(x) <= S(y);
-      case arith::CmpIPredicate::sgt:
-        return S(x) > S(y);
-      case arith::CmpIPredicate::sge:
-        return S(x) >= S(y);
-      case arith::CmpIPredicate::ult:
-        return x < y;
-      case arith::CmpIPredicate::ule:
-        return x <= y;
-      case arith::CmpIPredicate::ugt:
-        return x > y;
-      case arith::CmpIPredicate::uge:
-        return x >= y;
-      }
-      return 0;
-    };
-    for (size_t i = 0; i < cnt; ++i)
-      d[i] = cmp(a[i], b[i]);
-    return;
-  }
   default:
-    fail(I, -1, "internal: not an integer op");
+    fail(I, -1, "internal: not an integer division");
   }
+}
+
+void Machine::execCmpI(const Instr &I) {
+  unsigned w = widthOf(I.ekIn);
+  size_t cnt = size_t(V(I.out[0]).n) * T;
+  const uint64_t *a = R(I.in[0]), *b = R(I.in[1]);
+  uint64_t *d = R(I.out[0]);
+  auto S = [&](uint64_t x) { return sext(x, w); };
+  auto pred = arith::CmpIPredicate(I.a0);
+  auto cmp = [&](uint64_t x, uint64_t y) -> uint64_t {
+    switch (pred) {
+    case arith::CmpIPredicate::eq:
+      return x == y;
+    case arith::CmpIPredicate::ne:
+      return x != y;
+    case arith::CmpIPredicate::slt:
+      return S(x) < S(y);
+    case arith::CmpIPredicate::sle:
+      return S(x) <= S(y);
+    case arith::CmpIPredicate::sgt:
+      return S(x) > S(y);
+    case arith::CmpIPredicate::sge:
+      return S(x) >= S(y);
+    case arith::CmpIPredicate::ult:
+      return x < y;
+    case arith::CmpIPredicate::ule:
+      return x <= y;
+    case arith::CmpIPredicate::ugt:
+      return x > y;
+    case arith::CmpIPredicate::uge:
+      return x >= y;
+    }
+    return 0;
+  };
+  for (size_t i = 0; i < cnt; ++i)
+    d[i] = cmp(a[i], b[i]);
 }
 
 // Generic float helpers: `fn` is called with float (for f16, bf16, f32) or
@@ -1421,89 +1524,85 @@ void Machine::execFloat(const Instr &I) {
     UN(Round, std::round(x))
     UN(RoundEven, std::nearbyint(x))
     UN(TruncFl, std::trunc(x))
-  case K::Fma: {
-    const uint64_t *c = R(I.in[2]);
-    if (ek == EK::F64) {
-      for (size_t i = 0; i < cnt; ++i)
-        d[i] = fromF64(std::fma(asF64(a[i]), asF64(b[i]), asF64(c[i])));
-    } else if (ek == EK::F32) {
-      for (size_t i = 0; i < cnt; ++i)
-        d[i] = fromF32(std::fma(asF32(a[i]), asF32(b[i]), asF32(c[i])));
-    } else {
-      for (size_t i = 0; i < cnt; ++i)
-        d[i] =
-            roundDouble(std::fma(double(toF(a[i], ek)), double(toF(b[i], ek)),
-                                 double(toF(c[i], ek))),
-                        ek);
-    }
-    return;
-  }
-  case K::CmpF: {
-    auto pred = arith::CmpFPredicate(I.a0);
-    for (size_t i = 0; i < cnt; ++i) {
-      double x = rawToDouble(a[i], ek), y = rawToDouble(b[i], ek);
-      bool uno = std::isnan(x) || std::isnan(y);
-      bool r = false;
-      using P = arith::CmpFPredicate;
-      switch (pred) {
-      case P::AlwaysFalse:
-        r = false;
-        break;
-      case P::OEQ:
-        r = !uno && x == y;
-        break;
-      case P::OGT:
-        r = !uno && x > y;
-        break;
-      case P::OGE:
-        r = !uno && x >= y;
-        break;
-      case P::OLT:
-        r = !uno && x < y;
-        break;
-      case P::OLE:
-        r = !uno && x <= y;
-        break;
-      case P::ONE:
-        r = !uno && x != y;
-        break;
-      case P::ORD:
-        r = !uno;
-        break;
-      case P::UEQ:
-        r = uno || x == y;
-        break;
-      case P::UGT:
-        r = uno || x > y;
-        break;
-      case P::UGE:
-        r = uno || x >= y;
-        break;
-      case P::ULT:
-        r = uno || x < y;
-        break;
-      case P::ULE:
-        r = uno || x <= y;
-        break;
-      case P::UNE:
-        r = uno || x != y;
-        break;
-      case P::UNO:
-        r = uno;
-        break;
-      case P::AlwaysTrue:
-        r = true;
-        break;
-      }
-      d[i] = r;
-    }
-    return;
-  }
+  case K::Fma:
+    return execFma(I);
+  case K::CmpF:
+    return execCmpF(I);
   default:
     fail(I, -1, "internal: not a float op");
   }
 #undef UN
 #undef BIN
+}
+
+void Machine::execFma(const Instr &I) {
+  EK ek = I.ekIn;
+  size_t cnt = size_t(V(I.out[0]).n) * T;
+  uint64_t *d = R(I.out[0]);
+  const uint64_t *a = R(I.in[0]), *b = R(I.in[1]), *c = R(I.in[2]);
+  if (ek == EK::F64) {
+    for (size_t i = 0; i < cnt; ++i)
+      d[i] = fromF64(std::fma(asF64(a[i]), asF64(b[i]), asF64(c[i])));
+  } else if (ek == EK::F32) {
+    for (size_t i = 0; i < cnt; ++i)
+      d[i] = fromF32(std::fma(asF32(a[i]), asF32(b[i]), asF32(c[i])));
+  } else {
+    for (size_t i = 0; i < cnt; ++i)
+      d[i] = roundDouble(std::fma(double(toF(a[i], ek)), double(toF(b[i], ek)),
+                                  double(toF(c[i], ek))),
+                         ek);
+  }
+}
+
+/// arith.cmpf predicate `p` on x and y.
+static bool cmpF(arith::CmpFPredicate p, double x, double y) {
+  bool uno = std::isnan(x) || std::isnan(y);
+  using P = arith::CmpFPredicate;
+  switch (p) {
+  case P::AlwaysFalse:
+    return false;
+  case P::OEQ:
+    return !uno && x == y;
+  case P::OGT:
+    return !uno && x > y;
+  case P::OGE:
+    return !uno && x >= y;
+  case P::OLT:
+    return !uno && x < y;
+  case P::OLE:
+    return !uno && x <= y;
+  case P::ONE:
+    return !uno && x != y;
+  case P::ORD:
+    return !uno;
+  case P::UEQ:
+    return uno || x == y;
+  case P::UGT:
+    return uno || x > y;
+  case P::UGE:
+    return uno || x >= y;
+  case P::ULT:
+    return uno || x < y;
+  case P::ULE:
+    return uno || x <= y;
+  case P::UNE:
+    return uno || x != y;
+  case P::UNO:
+    return uno;
+  case P::AlwaysTrue:
+    return true;
+  }
+  return false;
+}
+
+void Machine::execCmpF(const Instr &I) {
+  EK ek = I.ekIn;
+  size_t cnt = size_t(V(I.out[0]).n) * T;
+  uint64_t *d = R(I.out[0]);
+  const uint64_t *a = R(I.in[0]), *b = R(I.in[1]);
+  auto pred = arith::CmpFPredicate(I.a0);
+  for (size_t i = 0; i < cnt; ++i)
+    d[i] = cmpF(pred, rawToDouble(a[i], ek), rawToDouble(b[i], ek));
 }
 
 void Machine::execCast(const Instr &I) {
@@ -1980,146 +2079,27 @@ void Machine::execShuffle(const Instr &I, const Mask &m) {
 }
 
 void Machine::exec(const Instr &I, const Mask &m) {
-  switch (I.k) {
-  case K::Const: {
-    unsigned n = V(I.out[0]).n;
-    uint64_t *d = R(I.out[0]);
-    for (unsigned l = 0; l < T; ++l)
-      for (unsigned e = 0; e < n; ++e)
-        d[l * n + e] = I.cst[e];
-    return;
-  }
-  case K::AddI:
-  case K::SubI:
-  case K::MulI:
-  case K::DivUI:
-  case K::DivSI:
-  case K::RemUI:
-  case K::RemSI:
-  case K::CeilDivUI:
-  case K::CeilDivSI:
-  case K::FloorDivSI:
-  case K::MinUI:
-  case K::MaxUI:
-  case K::MinSI:
-  case K::MaxSI:
-  case K::AndI:
-  case K::OrI:
-  case K::XOrI:
-  case K::ShLI:
-  case K::ShRUI:
-  case K::ShRSI:
-  case K::CmpI:
+  if (isIntOp(I.k))
     return execIntBin(I, m);
-  case K::AddF:
-  case K::SubF:
-  case K::MulF:
-  case K::DivF:
-  case K::RemF:
-  case K::MaximumF:
-  case K::MinimumF:
-  case K::MaxNumF:
-  case K::MinNumF:
-  case K::PowF:
-  case K::Atan2:
-  case K::CopySign:
-  case K::NegF:
-  case K::AbsF:
-  case K::Exp:
-  case K::Exp2:
-  case K::Log:
-  case K::Log2:
-  case K::Log1p:
-  case K::Expm1:
-  case K::Sqrt:
-  case K::Rsqrt:
-  case K::Tanh:
-  case K::Sin:
-  case K::Cos:
-  case K::Tan:
-  case K::Atan:
-  case K::Erf:
-  case K::Floor:
-  case K::Ceil:
-  case K::Round:
-  case K::RoundEven:
-  case K::TruncFl:
-  case K::Fma:
-  case K::CmpF:
+  if (isFloatOp(I.k))
     return execFloat(I);
-  case K::Select: {
-    unsigned n = V(I.out[0]).n, nc = V(I.in[0]).n;
-    const uint64_t *c = R(I.in[0]), *x = R(I.in[1]), *y = R(I.in[2]);
-    uint64_t *d = R(I.out[0]);
-    for (unsigned l = 0; l < T; ++l)
-      for (unsigned e = 0; e < n; ++e) {
-        size_t i = size_t(l) * n + e;
-        bool t = c[nc == 1 ? l : i] & 1;
-        d[i] = t ? x[i] : y[i];
-      }
-    return;
-  }
-  case K::ExtF:
-  case K::TruncF:
-  case K::SIToFP:
-  case K::UIToFP:
-  case K::FPToSI:
-  case K::FPToUI:
-  case K::IntResize:
-  case K::Bitcast:
+  if (isCastOp(I.k))
     return execCast(I);
-  case K::MemDim: {
-    const MemDesc &d = mems[V(I.in[0]).mem];
-    int64_t i = int64_t(uniform(I, I.in[1], m, "memref.dim index"));
-    if (i < 0 || i >= int64_t(d.sizes.size()))
-      fail(I, -1, "memref.dim index out of range");
-    fill(I.out[0], uint64_t(d.sizes[i]));
-    return;
-  }
+  switch (I.k) {
+  case K::Const:
+    return execConst(I);
+  case K::Select:
+    return execSelect(I);
+  case K::MemDim:
+    return execMemDim(I, m);
   case K::Load:
   case K::Store:
     return execLoadStore(I, m);
-  case K::View: {
-    const MemDesc &s = mems[V(I.in[0]).mem];
-    int64_t shift = int64_t(uniform(I, I.in[1], m, "memref.view byte shift"));
-    auto rt = cast<MemRefType>(I.op->getResult(0).getType());
-    MemDesc d;
-    d.buf = s.buf;
-    d.ek = Simulator::elementKind(rt.getElementType(), &d.eltBytes);
-    unsigned dyn = 0;
-    for (int64_t dim : rt.getShape()) {
-      if (ShapedType::isDynamic(dim))
-        dim = int64_t(uniform(I, I.in[2 + dyn++], m, "memref.view size"));
-      d.sizes.push_back(dim);
-    }
-    int64_t numel = 1;
-    for (int64_t x : d.sizes)
-      numel *= x;
-    d.strides.resize(d.sizes.size());
-    int64_t st = 1;
-    for (int i = int(d.sizes.size()) - 1; i >= 0; --i) {
-      d.strides[i] = st;
-      st *= d.sizes[i];
-    }
-    int64_t startByte = s.offset + shift;
-    if (s.buf < 0)
-      fail(I, -1, "memref.view of a null memref");
-    if (shift < 0 || shift + numel * d.eltBytes > s.sizes[0])
-      fail(I, -1,
-           "memref.view [" + std::to_string(shift) + ", " +
-               std::to_string(shift + numel * d.eltBytes) +
-               ") bytes outside its " + std::to_string(s.sizes[0]) +
-               "-byte source");
-    if (startByte % d.eltBytes)
-      fail(I, -1, "memref.view byte shift not a multiple of the element size");
-    d.offset = startByte / d.eltBytes;
-    mems[V(I.out[0]).mem] = d;
-    return;
-  }
+  case K::View:
+    return execView(I, m);
   case K::ExtractPtr: {
     const MemDesc &d = mems[V(I.in[0]).mem];
-    fill(I.out[0], d.buf < 0 ? 0 : bufs[d.buf].fakeBase);
-    return;
+    return fill(I.out[0], d.buf < 0 ? 0 : bufs[d.buf].fakeBase);
   }
   case K::For:
     return execFor(I, m);
@@ -2127,15 +2107,8 @@ void Machine::exec(const Instr &I, const Mask &m) {
     return execIf(I, m);
   case K::While:
     return execWhile(I, m);
-  case K::ThreadId: {
-    uint64_t *d = R(I.out[0]);
-    for (unsigned l = 0; l < T; ++l) {
-      int64_t x = l % cfg.block[0], y = (l / cfg.block[0]) % cfg.block[1],
-              z = l / (cfg.block[0] * cfg.block[1]);
-      d[l] = uint64_t(I.a0 == 0 ? x : I.a0 == 1 ? y : z);
-    }
-    return;
-  }
+  case K::ThreadId:
+    return execThreadId(I);
   case K::BlockId:
     return fill(I.out[0], uint64_t(bid[I.a0]));
   case K::BlockDim:
@@ -2143,76 +2116,20 @@ void Machine::exec(const Instr &I, const Mask &m) {
   case K::GridDim:
     return fill(I.out[0], uint64_t(cfg.grid[I.a0]));
   case K::Barrier:
-    if (!m.all())
-      fail(I, -1,
-           "gpu.barrier reached by " + std::to_string(m.count) + " of " +
-               std::to_string(T) + " threads (divergent control flow)");
-    ++epoch;
-    return;
+    return execBarrier(I, m);
   case K::Shuffle:
     return execShuffle(I, m);
-  case K::DynSmem: {
-    MemDesc d;
-    d.buf = smem;
-    d.ek = EK::I8;
-    d.eltBytes = 1;
-    d.sizes = {int64_t(bufs[smem].bytes.size())};
-    d.strides = {1};
-    mems[V(I.out[0]).mem] = d;
-    return;
-  }
-  case K::VExtract: {
-    unsigned ni = V(I.in[0]).n, no = V(I.out[0]).n;
-    const uint64_t *s = R(I.in[0]);
-    uint64_t *d = R(I.out[0]);
-    for (unsigned l = 0; l < T; ++l)
-      for (unsigned e = 0; e < no; ++e)
-        d[l * no + e] = s[l * ni + I.a0 + e];
-    return;
-  }
-  case K::ExtractValue: {
-    unsigned ni = V(I.in[0]).n;
-    const uint64_t *s = R(I.in[0]);
-    uint64_t *d = R(I.out[0]);
-    for (unsigned l = 0; l < T; ++l)
-      d[l] = s[l * ni + I.a0];
-    return;
-  }
-  case K::VFromElements: {
-    unsigned no = V(I.out[0]).n;
-    if (I.in.size() != no)
-      fail(I, -1, "vector.from_elements operand count");
-    uint64_t *d = R(I.out[0]);
-    for (unsigned e = 0; e < no; ++e) {
-      const uint64_t *s = R(I.in[e]);
-      for (unsigned l = 0; l < T; ++l)
-        d[l * no + e] = s[l];
-    }
-    return;
-  }
-  case K::VBroadcast: {
-    unsigned no = V(I.out[0]).n;
-    if (V(I.in[0]).n != 1)
-      fail(I, -1, "only scalar broadcasts are supported");
-    const uint64_t *s = R(I.in[0]);
-    uint64_t *d = R(I.out[0]);
-    for (unsigned l = 0; l < T; ++l)
-      for (unsigned e = 0; e < no; ++e)
-        d[l * no + e] = s[l];
-    return;
-  }
+  case K::DynSmem:
+    return execDynSmem(I);
+  case K::VExtract:
+  case K::ExtractValue:
+  case K::VFromElements:
+  case K::VBroadcast:
+    return execVector(I);
   case K::AsyncCopy:
     return execAsyncCopy(I, m);
   case K::AsyncCreateGroup:
-    // cp.async.commit_group: every copy this thread issued since the last
-    // commit forms one group.
-    if (cfg.async == AsyncMode::Deferred)
-      for (unsigned l = 0; l < T; ++l)
-        if (m.on[l]) {
-          groups[l].push_back(std::move(uncommitted[l]));
-          uncommitted[l].clear();
-        }
-    return;
+    return execAsyncCreateGroup(m);
   case K::AsyncWait:
     return execAsyncWait(I, m);
   case K::LdMatrix:
@@ -2223,7 +2140,149 @@ void Machine::exec(const Instr &I, const Mask &m) {
   case K::Condition:
   case K::Return:
     fail(I, -1, "internal: terminator executed as an op");
+  default:
+    fail(I, -1, "internal: op kind without an executor");
   }
+}
+
+void Machine::execConst(const Instr &I) {
+  unsigned n = V(I.out[0]).n;
+  uint64_t *d = R(I.out[0]);
+  for (unsigned l = 0; l < T; ++l)
+    for (unsigned e = 0; e < n; ++e)
+      d[l * n + e] = I.cst[e];
+}
+
+void Machine::execSelect(const Instr &I) {
+  unsigned n = V(I.out[0]).n, nc = V(I.in[0]).n;
+  const uint64_t *c = R(I.in[0]), *x = R(I.in[1]), *y = R(I.in[2]);
+  uint64_t *d = R(I.out[0]);
+  for (unsigned l = 0; l < T; ++l)
+    for (unsigned e = 0; e < n; ++e) {
+      size_t i = size_t(l) * n + e;
+      bool t = c[nc == 1 ? l : i] & 1;
+      d[i] = t ? x[i] : y[i];
+    }
+}
+
+void Machine::execMemDim(const Instr &I, const Mask &m) {
+  const MemDesc &d = mems[V(I.in[0]).mem];
+  int64_t i = int64_t(uniform(I, I.in[1], m, "memref.dim index"));
+  if (i < 0 || i >= int64_t(d.sizes.size()))
+    fail(I, -1, "memref.dim index out of range");
+  fill(I.out[0], uint64_t(d.sizes[i]));
+}
+
+void Machine::execView(const Instr &I, const Mask &m) {
+  const MemDesc &s = mems[V(I.in[0]).mem];
+  int64_t shift = int64_t(uniform(I, I.in[1], m, "memref.view byte shift"));
+  auto rt = cast<MemRefType>(I.op->getResult(0).getType());
+  MemDesc d;
+  d.buf = s.buf;
+  d.ek = Simulator::elementKind(rt.getElementType(), &d.eltBytes);
+  unsigned dyn = 0;
+  for (int64_t dim : rt.getShape()) {
+    if (ShapedType::isDynamic(dim))
+      dim = int64_t(uniform(I, I.in[2 + dyn++], m, "memref.view size"));
+    d.sizes.push_back(dim);
+  }
+  int64_t numel = 1;
+  for (int64_t x : d.sizes)
+    numel *= x;
+  d.strides.resize(d.sizes.size());
+  int64_t st = 1;
+  for (int i = int(d.sizes.size()) - 1; i >= 0; --i) {
+    d.strides[i] = st;
+    st *= d.sizes[i];
+  }
+  int64_t startByte = s.offset + shift;
+  if (s.buf < 0)
+    fail(I, -1, "memref.view of a null memref");
+  if (shift < 0 || shift + numel * d.eltBytes > s.sizes[0])
+    fail(I, -1,
+         "memref.view [" + std::to_string(shift) + ", " +
+             std::to_string(shift + numel * d.eltBytes) +
+             ") bytes outside its " + std::to_string(s.sizes[0]) +
+             "-byte source");
+  if (startByte % d.eltBytes)
+    fail(I, -1, "memref.view byte shift not a multiple of the element size");
+  d.offset = startByte / d.eltBytes;
+  mems[V(I.out[0]).mem] = d;
+}
+
+void Machine::execThreadId(const Instr &I) {
+  uint64_t *d = R(I.out[0]);
+  for (unsigned l = 0; l < T; ++l) {
+    int64_t x = l % cfg.block[0], y = (l / cfg.block[0]) % cfg.block[1],
+            z = l / (cfg.block[0] * cfg.block[1]);
+    d[l] = uint64_t(I.a0 == 0 ? x : I.a0 == 1 ? y : z);
+  }
+}
+
+void Machine::execBarrier(const Instr &I, const Mask &m) {
+  if (!m.all())
+    fail(I, -1,
+         "gpu.barrier reached by " + std::to_string(m.count) + " of " +
+             std::to_string(T) + " threads (divergent control flow)");
+  ++epoch;
+}
+
+void Machine::execDynSmem(const Instr &I) {
+  MemDesc d;
+  d.buf = smem;
+  d.ek = EK::I8;
+  d.eltBytes = 1;
+  d.sizes = {int64_t(bufs[smem].bytes.size())};
+  d.strides = {1};
+  mems[V(I.out[0]).mem] = d;
+}
+
+/// vector.extract, llvm.extractvalue, vector.from_elements and
+/// vector.broadcast: element moves within a thread.
+void Machine::execVector(const Instr &I) {
+  unsigned ni = V(I.in[0]).n, no = V(I.out[0]).n;
+  const uint64_t *s = R(I.in[0]);
+  uint64_t *d = R(I.out[0]);
+  switch (I.k) {
+  case K::VExtract:
+    for (unsigned l = 0; l < T; ++l)
+      for (unsigned e = 0; e < no; ++e)
+        d[l * no + e] = s[l * ni + I.a0 + e];
+    return;
+  case K::ExtractValue:
+    for (unsigned l = 0; l < T; ++l)
+      d[l] = s[l * ni + I.a0];
+    return;
+  case K::VFromElements:
+    if (I.in.size() != no)
+      fail(I, -1, "vector.from_elements operand count");
+    for (unsigned e = 0; e < no; ++e) {
+      s = R(I.in[e]);
+      for (unsigned l = 0; l < T; ++l)
+        d[l * no + e] = s[l];
+    }
+    return;
+  case K::VBroadcast:
+    if (ni != 1)
+      fail(I, -1, "only scalar broadcasts are supported");
+    for (unsigned l = 0; l < T; ++l)
+      for (unsigned e = 0; e < no; ++e)
+        d[l * no + e] = s[l];
+    return;
+  default:
+    fail(I, -1, "internal: not a vector op");
+  }
+}
+
+/// cp.async.commit_group: every copy this thread issued since the last commit
+/// forms one group.
+void Machine::execAsyncCreateGroup(const Mask &m) {
+  if (cfg.async == AsyncMode::Deferred)
+    for (unsigned l = 0; l < T; ++l)
+      if (m.on[l]) {
+        groups[l].push_back(std::move(uncommitted[l]));
+        uncommitted[l].clear();
+      }
 }
 
 } // namespace

@@ -251,6 +251,202 @@ attn::HostArray toF32Array(const Buffer &b, const MemDesc &d) {
   return r;
 }
 
+/// The --input arrays and the problem sizes they give.
+struct Problem {
+  std::map<std::string, attn::HostArray> arrays;
+  /// The aux inputs (not q, k or v), in the order of their --input options.
+  std::vector<std::string> auxNames;
+  int64_t B = 0, Hq = 0, N = 0, Dqk = 0, Hkv = 0, M = 0, Dv = 0;
+};
+
+/// Reads the --input arrays and checks the shapes of q, k and v.
+Problem readInputs(const Options &opt) {
+  Problem p;
+  auto &arrays = p.arrays;
+  for (auto &[name, path] : opt.inputs) {
+    if (arrays.count(name))
+      fatal("input '" + name + "' given twice");
+    attn::HostArray a;
+    std::string e = attn::readNpy(path, a);
+    if (!e.empty())
+      fatal(e);
+    arrays[name] = std::move(a);
+    if (name != "q" && name != "k" && name != "v")
+      p.auxNames.push_back(name);
+  }
+  for (const char *n : {"q", "k", "v"})
+    if (!arrays.count(n))
+      fatal(std::string("missing --input ") + n + "=FILE.npy");
+  const attn::HostArray &q = arrays["q"], &k = arrays["k"], &v = arrays["v"];
+  for (const char *n : {"q", "k", "v"})
+    if (arrays[n].shape.size() != 4)
+      fatal(std::string("input '") + n + "' must have rank 4, got " +
+            arrays[n].shapeString());
+  p.B = q.shape[0], p.Hq = q.shape[1], p.N = q.shape[2], p.Dqk = q.shape[3];
+  p.Hkv = k.shape[1], p.M = k.shape[2], p.Dv = v.shape[3];
+  if (k.shape[0] != p.B || v.shape[0] != p.B || v.shape[1] != p.Hkv ||
+      v.shape[2] != p.M || k.shape[3] != p.Dqk)
+    fatal("inconsistent shapes: q " + q.shapeString() + ", k " +
+          k.shapeString() + ", v " + v.shapeString() +
+          " (expected [B, Hq, N, Dqk], [B, Hkv, M, Dqk], [B, Hkv, M, Dv])");
+  if (p.Hkv <= 0 || p.Hq % p.Hkv)
+    fatal("Hq = " + std::to_string(p.Hq) +
+          " is not a multiple of Hkv = " + std::to_string(p.Hkv));
+  return p;
+}
+
+/// The kernel named by --kernel, or else the one with the smallest
+/// attn.max_head_dim >= needD.
+gpu::GPUFuncOp selectKernel(ModuleOp module, const Options &opt,
+                            int64_t needD) {
+  std::vector<gpu::GPUFuncOp> kernels;
+  module->walk([&](gpu::GPUFuncOp fn) {
+    if (fn.isKernel())
+      kernels.push_back(fn);
+  });
+  if (kernels.empty())
+    fatal("no gpu.func kernel in '" + opt.file + "'");
+  gpu::GPUFuncOp fn;
+  if (!opt.kernel.empty()) {
+    for (auto f : kernels)
+      if (f.getName() == opt.kernel)
+        fn = f;
+    if (!fn) {
+      std::string names;
+      for (auto f : kernels)
+        names += " " + f.getName().str();
+      fatal("no kernel '" + opt.kernel + "' (kernels:" + names + ")");
+    }
+    return fn;
+  }
+  for (auto f : kernels) {
+    auto a = f->getAttrOfType<IntegerAttr>("attn.max_head_dim");
+    if (a && a.getInt() >= needD &&
+        (!fn || a.getInt() < intAttr(fn, "attn.max_head_dim")))
+      fn = f;
+  }
+  if (!fn)
+    fatal("no kernel takes head dim " + std::to_string(needD));
+  return fn;
+}
+
+/// The launch of `fn` as the runtime does it, from its attn.* attributes;
+/// checks that the kernel fits the problem.
+LaunchConfig launchConfig(gpu::GPUFuncOp fn, const Options &opt,
+                          const Problem &p) {
+  int64_t blockQ = intAttr(fn, "attn.block_q");
+  int64_t threads = intAttr(fn, "attn.num_threads");
+  int64_t sharedBytes = intAttr(fn, "attn.shared_bytes");
+  int64_t maxD = intAttr(fn, "attn.max_head_dim");
+  if (std::max(p.Dqk, p.Dv) > maxD)
+    fatal("head dims Dqk = " + std::to_string(p.Dqk) +
+          ", Dv = " + std::to_string(p.Dv) + " exceed attn.max_head_dim = " +
+          std::to_string(maxD) + " of kernel '" + fn.getName().str() + "'");
+  auto argTypes = fn.getArgumentTypes();
+  if (argTypes.size() != 5 + p.auxNames.size())
+    fatal("kernel '" + fn.getName().str() + "' takes " +
+          std::to_string(argTypes.size() - 5) + " aux input(s), got " +
+          std::to_string(p.auxNames.size()));
+  LaunchConfig cfg;
+  cfg.grid[0] = (p.N + blockQ - 1) / blockQ;
+  cfg.grid[1] = p.B * p.Hq;
+  cfg.block[0] = threads;
+  cfg.sharedBytes = sharedBytes;
+  cfg.async = opt.async;
+  cfg.raceCheck = opt.raceCheck;
+  return cfg;
+}
+
+/// The kernel's buffers and arguments, in kernel argument order: q, k, v, o,
+/// lse, then the aux inputs.
+struct Bindings {
+  std::vector<Buffer> buffers;
+  std::vector<MemDesc> args;
+  std::string oPath, lsePath;
+
+  /// Binds input array `a` to kernel argument `argNo` (of type `t`).
+  void addInput(const std::string &name, const attn::HostArray &a, Type t,
+                unsigned argNo, int64_t pad) {
+    auto mt = dyn_cast<MemRefType>(t);
+    if (!mt)
+      fatal("kernel argument " + std::to_string(argNo) + " is not a memref");
+    if (int64_t(a.shape.size()) != mt.getRank())
+      fatal("input '" + name + "' has rank " + std::to_string(a.shape.size()) +
+            ", kernel argument " + std::to_string(argNo) + " has rank " +
+            std::to_string(mt.getRank()));
+    for (int64_t d = 0; d < mt.getRank(); ++d)
+      if (!mt.isDynamicDim(d) && mt.getDimSize(d) != a.shape[d])
+        fatal("input '" + name + "' shape " + a.shapeString() +
+              " does not match the kernel argument type");
+    unsigned eb;
+    EK ek = Simulator::elementKind(mt.getElementType(), &eb);
+    MemDesc d = layout(int(buffers.size()), ek, eb, a.shape, pad);
+    buffers.push_back(toBuffer(name, a, d));
+    args.push_back(d);
+  }
+
+  /// Binds a float32 output of shape `s` (a null memref if not `present`).
+  void addOutput(const std::string &name, const std::vector<int64_t> &s,
+                 bool present, int64_t pad) {
+    MemDesc d = layout(present ? int(buffers.size()) : -1, EK::F32, 4, s, pad);
+    // NaN everywhere: an element the kernel never writes stays NaN.
+    if (present)
+      buffers.push_back(makeBuffer(name, d));
+    args.push_back(d);
+  }
+};
+
+Bindings bindArguments(gpu::GPUFuncOp fn, const Options &opt,
+                       const Problem &p) {
+  Bindings b;
+  auto argTypes = fn.getArgumentTypes();
+  auto input = [&](const std::string &name, unsigned argNo) {
+    b.addInput(name, p.arrays.at(name), argTypes[argNo], argNo, opt.stridePad);
+  };
+  input("q", 0);
+  input("k", 1);
+  input("v", 2);
+  for (auto &[name, path] : opt.outputs) {
+    if (name == "o")
+      b.oPath = path;
+    else if (name == "lse")
+      b.lsePath = path;
+    else
+      fatal("unknown output '" + name + "' (o or lse)");
+  }
+  b.addOutput("o", {p.B, p.Hq, p.N, p.Dv}, true, opt.stridePad);
+  b.addOutput("lse", {p.B, p.Hq, p.N}, !b.lsePath.empty(), opt.stridePad);
+  for (size_t i = 0; i < p.auxNames.size(); ++i)
+    input(p.auxNames[i], unsigned(5 + i));
+  return b;
+}
+
+/// Writes the rounded q, k and v as float32 DIR/{q,k,v}.npy.
+void writeRoundedInputs(const std::string &dir, const Bindings &b) {
+  ::mkdir(dir.c_str(), 0777);
+  for (int i = 0; i < 3; ++i) {
+    const char *n = i == 0 ? "q" : i == 1 ? "k" : "v";
+    attn::HostArray r = toF32Array(b.buffers[i], b.args[i]);
+    std::string e = attn::writeNpy(dir + "/" + n + ".npy", r);
+    if (!e.empty())
+      fatal(e);
+  }
+}
+
+/// Writes o and lse where --output asked for them.
+void writeOutputs(const Bindings &b) {
+  auto write = [&](unsigned argNo, const std::string &path) {
+    const MemDesc &d = b.args[argNo];
+    std::string e = attn::writeNpy(path, toF32Array(b.buffers[d.buf], d));
+    if (!e.empty())
+      fatal(e);
+  };
+  if (!b.oPath.empty())
+    write(3, b.oPath);
+  if (!b.lsePath.empty())
+    write(4, b.lsePath);
+}
+
 } // namespace
 
 int main(int argc, char **argv) {
@@ -263,173 +459,24 @@ int main(int argc, char **argv) {
                   NVVM::NVVMDialect>();
   MLIRContext ctx(registry);
   ctx.loadAllAvailableDialects();
-  llvm::SourceMgr sm;
-  std::string err;
   OwningOpRef<ModuleOp> module = parseSourceFile<ModuleOp>(opt.file, &ctx);
   if (!module)
     fatal("cannot parse '" + opt.file + "'");
 
-  // Inputs.
-  std::map<std::string, attn::HostArray> arrays;
-  std::vector<std::string> auxNames;
-  for (auto &[name, path] : opt.inputs) {
-    if (arrays.count(name))
-      fatal("input '" + name + "' given twice");
-    attn::HostArray a;
-    std::string e = attn::readNpy(path, a);
-    if (!e.empty())
-      fatal(e);
-    arrays[name] = std::move(a);
-    if (name != "q" && name != "k" && name != "v")
-      auxNames.push_back(name);
-  }
-  for (const char *n : {"q", "k", "v"})
-    if (!arrays.count(n))
-      fatal(std::string("missing --input ") + n + "=FILE.npy");
-  const attn::HostArray &q = arrays["q"], &k = arrays["k"], &v = arrays["v"];
-  for (const char *n : {"q", "k", "v"})
-    if (arrays[n].shape.size() != 4)
-      fatal(std::string("input '") + n + "' must have rank 4, got " +
-            arrays[n].shapeString());
-  int64_t B = q.shape[0], Hq = q.shape[1], N = q.shape[2], Dqk = q.shape[3];
-  int64_t Hkv = k.shape[1], M = k.shape[2], Dv = v.shape[3];
-  if (k.shape[0] != B || v.shape[0] != B || v.shape[1] != Hkv ||
-      v.shape[2] != M || k.shape[3] != Dqk)
-    fatal("inconsistent shapes: q " + q.shapeString() + ", k " +
-          k.shapeString() + ", v " + v.shapeString() +
-          " (expected [B, Hq, N, Dqk], [B, Hkv, M, Dqk], [B, Hkv, M, Dv])");
-  if (Hkv <= 0 || Hq % Hkv)
-    fatal("Hq = " + std::to_string(Hq) +
-          " is not a multiple of Hkv = " + std::to_string(Hkv));
-
-  // The kernel.
-  std::vector<gpu::GPUFuncOp> kernels;
-  module->walk([&](gpu::GPUFuncOp fn) {
-    if (fn.isKernel())
-      kernels.push_back(fn);
-  });
-  if (kernels.empty())
-    fatal("no gpu.func kernel in '" + opt.file + "'");
-  gpu::GPUFuncOp fn;
-  int64_t needD = std::max(Dqk, Dv);
-  if (!opt.kernel.empty()) {
-    for (auto f : kernels)
-      if (f.getName() == opt.kernel)
-        fn = f;
-    if (!fn) {
-      std::string names;
-      for (auto f : kernels)
-        names += " " + f.getName().str();
-      fatal("no kernel '" + opt.kernel + "' (kernels:" + names + ")");
-    }
-  } else {
-    for (auto f : kernels) {
-      auto a = f->getAttrOfType<IntegerAttr>("attn.max_head_dim");
-      if (a && a.getInt() >= needD &&
-          (!fn || a.getInt() < intAttr(fn, "attn.max_head_dim")))
-        fn = f;
-    }
-    if (!fn)
-      fatal("no kernel takes head dim " + std::to_string(needD));
-  }
-  int64_t blockQ = intAttr(fn, "attn.block_q");
-  int64_t threads = intAttr(fn, "attn.num_threads");
-  int64_t sharedBytes = intAttr(fn, "attn.shared_bytes");
-  int64_t maxD = intAttr(fn, "attn.max_head_dim");
-  if (needD > maxD)
-    fatal("head dims Dqk = " + std::to_string(Dqk) +
-          ", Dv = " + std::to_string(Dv) + " exceed attn.max_head_dim = " +
-          std::to_string(maxD) + " of kernel '" + fn.getName().str() + "'");
-  auto argTypes = fn.getArgumentTypes();
-  if (argTypes.size() != 5 + auxNames.size())
-    fatal("kernel '" + fn.getName().str() + "' takes " +
-          std::to_string(argTypes.size() - 5) + " aux input(s), got " +
-          std::to_string(auxNames.size()));
-
+  Problem prob = readInputs(opt);
+  gpu::GPUFuncOp fn = selectKernel(*module, opt, std::max(prob.Dqk, prob.Dv));
+  LaunchConfig cfg = launchConfig(fn, opt, prob);
   Simulator sim(fn);
+  Bindings bind = bindArguments(fn, opt, prob);
+  if (!opt.roundDir.empty())
+    writeRoundedInputs(opt.roundDir, bind);
 
-  // Buffers and arguments, in kernel argument order.
-  std::vector<Buffer> buffers;
-  std::vector<MemDesc> args;
-  auto addInput = [&](const std::string &name, unsigned argNo) {
-    auto mt = dyn_cast<MemRefType>(argTypes[argNo]);
-    if (!mt)
-      fatal("kernel argument " + std::to_string(argNo) + " is not a memref");
-    const attn::HostArray &a = arrays[name];
-    if (int64_t(a.shape.size()) != mt.getRank())
-      fatal("input '" + name + "' has rank " + std::to_string(a.shape.size()) +
-            ", kernel argument " + std::to_string(argNo) + " has rank " +
-            std::to_string(mt.getRank()));
-    for (int64_t d = 0; d < mt.getRank(); ++d)
-      if (!mt.isDynamicDim(d) && mt.getDimSize(d) != a.shape[d])
-        fatal("input '" + name + "' shape " + a.shapeString() +
-              " does not match the kernel argument type");
-    unsigned eb;
-    EK ek = Simulator::elementKind(mt.getElementType(), &eb);
-    MemDesc d = layout(int(buffers.size()), ek, eb, a.shape, opt.stridePad);
-    buffers.push_back(toBuffer(name, a, d));
-    args.push_back(d);
-  };
-  addInput("q", 0);
-  addInput("k", 1);
-  addInput("v", 2);
-  std::string oPath, lsePath;
-  for (auto &[name, path] : opt.outputs) {
-    if (name == "o")
-      oPath = path;
-    else if (name == "lse")
-      lsePath = path;
-    else
-      fatal("unknown output '" + name + "' (o or lse)");
-  }
-  std::vector<int64_t> oShape = {B, Hq, N, Dv}, lseShape = {B, Hq, N};
-  auto addOutput = [&](const std::string &name, const std::vector<int64_t> &s,
-                       bool present) {
-    MemDesc d = layout(present ? int(buffers.size()) : -1, EK::F32, 4, s,
-                       opt.stridePad);
-    // NaN everywhere: an element the kernel never writes stays NaN.
-    if (present)
-      buffers.push_back(makeBuffer(name, d));
-    args.push_back(d);
-  };
-  addOutput("o", oShape, true);
-  addOutput("lse", lseShape, !lsePath.empty());
-  for (size_t i = 0; i < auxNames.size(); ++i)
-    addInput(auxNames[i], unsigned(5 + i));
+  sim.launch(cfg, bind.buffers, bind.args);
 
-  if (!opt.roundDir.empty()) {
-    ::mkdir(opt.roundDir.c_str(), 0777);
-    for (int i = 0; i < 3; ++i) {
-      const char *n = i == 0 ? "q" : i == 1 ? "k" : "v";
-      attn::HostArray r = toF32Array(buffers[i], args[i]);
-      std::string e = attn::writeNpy(opt.roundDir + "/" + n + ".npy", r);
-      if (!e.empty())
-        fatal(e);
-    }
-  }
-
-  LaunchConfig cfg;
-  cfg.grid[0] = (N + blockQ - 1) / blockQ;
-  cfg.grid[1] = B * Hq;
-  cfg.block[0] = threads;
-  cfg.sharedBytes = sharedBytes;
-  cfg.async = opt.async;
-  cfg.raceCheck = opt.raceCheck;
-  sim.launch(cfg, buffers, args);
-
-  auto write = [&](unsigned argNo, const std::string &path) {
-    const MemDesc &d = args[argNo];
-    std::string e = attn::writeNpy(path, toF32Array(buffers[d.buf], d));
-    if (!e.empty())
-      fatal(e);
-  };
-  if (!oPath.empty())
-    write(3, oPath);
-  if (!lsePath.empty())
-    write(4, lsePath);
+  writeOutputs(bind);
   llvm::outs() << "attn-gpu-sim: " << fn.getName() << ": ran " << sim.ctasRun()
                << " CTAs (grid " << cfg.grid[0] << "x" << cfg.grid[1] << ", "
-               << threads << " threads, " << sharedBytes << " B shared), "
-               << sim.opsExecuted() << " ops executed\n";
+               << cfg.block[0] << " threads, " << cfg.sharedBytes
+               << " B shared), " << sim.opsExecuted() << " ops executed\n";
   return 0;
 }
