@@ -360,14 +360,8 @@ static int compileForTarget(ModuleOp module, EmitAction action) {
   return writeOutput(text);
 }
 
-int main(int argc, char **argv) {
-  llvm::InitLLVM y(argc, argv);
-  // Past a file size limit (ulimit -f), a write fails with EFBIG instead of
-  // killing the process, so that output files are cleaned up and reported.
-  std::signal(SIGXFSZ, SIG_IGN);
-  mlir::registerAsmPrinterCLOptions();
-  mlir::registerMLIRContextCLOptions();
-
+/// The text `attnc --help` starts with.
+static std::string usageOverview() {
   std::string overview =
       "attnc: a compiler for attention variants\n\n"
       "  attnc SPEC.attn [--emit=ast|attn] [--param NAME=VALUE]... [-o FILE]\n"
@@ -390,6 +384,64 @@ int main(int argc, char **argv) {
   for (const std::string &p : libraryPatternSignatures())
     overview += "\n  " + p;
   overview += "\n\nThe language is documented in docs/language.md.\n";
+  return overview;
+}
+
+/// `attnc run`: the compiled kernel checked against the reference, or the
+/// reference alone.
+static int runCommand(ModuleOp module,
+                      const std::vector<std::string> &paramList,
+                      uint64_t maxMemory) {
+  RunOptions opts;
+  opts.inputs.assign(runInputs.begin(), runInputs.end());
+  opts.outputs.assign(runOutputs.begin(), runOutputs.end());
+  opts.shape = runShape;
+  opts.seed = runSeed;
+  opts.reference = runReference;
+  opts.specPath = inputFilename;
+  opts.params = paramList;
+  opts.target = targetName;
+  opts.tileQ = tileQ;
+  opts.tileKV = tileKV;
+  opts.linearChunk = linearChunk;
+  opts.repeat = runRepeat;
+  opts.threads = runThreads;
+  opts.check = !runNoCheck;
+  opts.maxMemory = maxMemory;
+  std::string err = runReference
+                        ? runSpec(getSpec(module), opts, llvm::outs())
+                        : runCompiledSpec(getSpec(module), opts, llvm::outs());
+  return err.empty() ? 0 : fail(err);
+}
+
+/// `attnc show-mask`: the mask's tiles, as the kernels classify them.
+static int showMaskCommand(ModuleOp module, uint64_t maxMemory) {
+  ShowMaskOptions opts;
+  opts.inputs.assign(runInputs.begin(), runInputs.end());
+  opts.shape = runShape;
+  opts.seed = runSeed;
+  opts.b = maskB;
+  opts.h = maskH;
+  if (tileQ > 0)
+    opts.tileQ = tileQ;
+  if (tileKV > 0)
+    opts.tileKv = tileKV;
+  opts.png = maskPng;
+  opts.maxMemory = maxMemory;
+  opts.specPath = inputFilename;
+  std::string err = showMask(getSpec(module), opts, llvm::outs());
+  return err.empty() ? 0 : fail(err);
+}
+
+int main(int argc, char **argv) {
+  llvm::InitLLVM y(argc, argv);
+  // Past a file size limit (ulimit -f), a write fails with EFBIG instead of
+  // killing the process, so that output files are cleaned up and reported.
+  std::signal(SIGXFSZ, SIG_IGN);
+  mlir::registerAsmPrinterCLOptions();
+  mlir::registerMLIRContextCLOptions();
+
+  std::string overview = usageOverview();
   // cl::opt keeps a StringRef: the text must outlive parsing.
   static const std::string targetDesc =
       "Where the kernel runs: " + targetHelp();
@@ -462,49 +514,10 @@ int main(int argc, char **argv) {
     if (std::string err = parseMaxMemory(runMaxMemory, maxMemory); !err.empty())
       return fail(err);
 
-  if (runCmd) {
-    RunOptions opts;
-    opts.inputs.assign(runInputs.begin(), runInputs.end());
-    opts.outputs.assign(runOutputs.begin(), runOutputs.end());
-    opts.shape = runShape;
-    opts.seed = runSeed;
-    opts.reference = runReference;
-    opts.specPath = inputFilename;
-    opts.params = paramList;
-    opts.target = targetName;
-    opts.tileQ = tileQ;
-    opts.tileKV = tileKV;
-    opts.linearChunk = linearChunk;
-    opts.repeat = runRepeat;
-    opts.threads = runThreads;
-    opts.check = !runNoCheck;
-    opts.maxMemory = maxMemory;
-    std::string err =
-        runReference ? runSpec(getSpec(*module), opts, llvm::outs())
-                     : runCompiledSpec(getSpec(*module), opts, llvm::outs());
-    if (!err.empty())
-      return fail(err);
-    return 0;
-  }
-  if (showMaskCmd) {
-    ShowMaskOptions opts;
-    opts.inputs.assign(runInputs.begin(), runInputs.end());
-    opts.shape = runShape;
-    opts.seed = runSeed;
-    opts.b = maskB;
-    opts.h = maskH;
-    if (tileQ > 0)
-      opts.tileQ = tileQ;
-    if (tileKV > 0)
-      opts.tileKv = tileKV;
-    opts.png = maskPng;
-    opts.maxMemory = maxMemory;
-    opts.specPath = inputFilename;
-    std::string err = showMask(getSpec(*module), opts, llvm::outs());
-    if (!err.empty())
-      return fail(err);
-    return 0;
-  }
+  if (runCmd)
+    return runCommand(*module, paramList, maxMemory);
+  if (showMaskCmd)
+    return showMaskCommand(*module, maxMemory);
 
   EmitAction action = emitAction;
   if (action == EmitAction::Auto)
