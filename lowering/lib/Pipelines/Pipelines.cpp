@@ -52,6 +52,7 @@ void mlir::attn::buildAttnCPUPipeline(OpPassManager &pm,
     conversion.linearChunk = options.linearChunk;
     conversion.bf16Dot = options.bf16Dot;
     conversion.bf16DotPV = options.bf16DotPV;
+    conversion.debugTileStats = options.debugTileStats;
     pm.addPass(createConvertAttnToCPU(conversion));
     pm.addPass(createCanonicalizerPass());
     pm.addPass(createCSEPass());

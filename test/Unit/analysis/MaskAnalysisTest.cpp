@@ -24,6 +24,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <functional>
+#include <iostream>
 #include <random>
 #include <sstream>
 
@@ -112,9 +113,9 @@ makeInputs(SpecOp spec, const Sizes &s, uint64_t seed,
   in["q"] = HostArray::zeros(::attn::DType::F32, {s.B, s.Hq, s.N, 1});
   in["k"] = HostArray::zeros(::attn::DType::F32, {s.B, s.Hkv, s.M, 1});
   in["v"] = HostArray::zeros(::attn::DType::F32, {s.B, s.Hkv, s.M, 1});
-  ::attn::DimBinding dims = {{"B", s.B},   {"Hq", s.Hq}, {"Hkv", s.Hkv},
-                             {"N", s.N},   {"M", s.M},   {"Dqk", 1},
-                             {"Dv", 1},    {"G", s.Hq / s.Hkv}};
+  ::attn::DimBinding dims = {{"B", s.B}, {"Hq", s.Hq},       {"Hkv", s.Hkv},
+                             {"N", s.N}, {"M", s.M},         {"Dqk", 1},
+                             {"Dv", 1},  {"G", s.Hq / s.Hkv}};
   for (const auto &[k, v] : s.extra)
     dims[k] = v;
   std::mt19937_64 rng(seed);
@@ -166,8 +167,7 @@ bool checkTiles(SpecOp spec, const std::map<std::string, HostArray> &inputs,
                 bool withData, const std::vector<int64_t> &tilesQ,
                 const std::vector<int64_t> &tilesKv, Tally &t,
                 const std::string &what,
-                std::vector<std::pair<int64_t, int64_t>> bhs = {},
-                MaskAnalysisOptions options = {}) {
+                std::vector<std::pair<int64_t, int64_t>> bhs = {}) {
   MaskEvaluator ev;
   std::string err = ev.init(spec, inputs);
   if (!err.empty()) {
@@ -179,7 +179,7 @@ bool checkTiles(SpecOp spec, const std::map<std::string, HostArray> &inputs,
   if (bhs.empty())
     bhs = {{0, 0}, {dims.at("B") - 1, dims.at("Hq") - 1}};
   MaskClassifier classifier(spec.getAttention(), dims, ev.params(),
-                            withData ? &inputs : nullptr, options);
+                            withData ? &inputs : nullptr);
   std::vector<uint8_t> mask(N * M);
   for (auto [b, h] : bhs) {
     err = ev.evaluate(b, h, 0, N, 0, M, mask.data());
@@ -189,10 +189,9 @@ bool checkTiles(SpecOp spec, const std::map<std::string, HostArray> &inputs,
     std::vector<int64_t> ps((N + 1) * (M + 1), 0);
     for (int64_t i = 0; i < N; ++i)
       for (int64_t j = 0; j < M; ++j)
-        ps[(i + 1) * (M + 1) + j + 1] = mask[i * M + j] +
-                                        ps[i * (M + 1) + j + 1] +
-                                        ps[(i + 1) * (M + 1) + j] -
-                                        ps[i * (M + 1) + j];
+        ps[(i + 1) * (M + 1) + j + 1] =
+            mask[i * M + j] + ps[i * (M + 1) + j + 1] +
+            ps[(i + 1) * (M + 1) + j] - ps[i * (M + 1) + j];
     for (int64_t tq : tilesQ)
       for (int64_t tk : tilesKv) {
         ++t.configs;
@@ -206,10 +205,10 @@ bool checkTiles(SpecOp spec, const std::map<std::string, HostArray> &inputs,
             ++t.tiles;
             std::ostringstream where;
             where << what << " b=" << b << " h=" << h << " N=" << N
-                  << " M=" << M << " tile " << tq << "x" << tk << " q["
-                  << q0 << "," << q1 << ") kv[" << k0 << "," << k1
-                  << "): classified " << blockClassName(c) << ", " << vis
-                  << "/" << area << " visible";
+                  << " M=" << M << " tile " << tq << "x" << tk << " q[" << q0
+                  << "," << q1 << ") kv[" << k0 << "," << k1 << "): classified "
+                  << blockClassName(c) << ", " << vis << "/" << area
+                  << " visible";
             if (c == BlockClass::Full) {
               ++t.full;
               if (vis != area && t.unsound++ < 10)
@@ -337,8 +336,8 @@ struct HandMask {
 std::vector<HandMask> handMasks() {
   return {
       {"dilated_1d", "attention t { mask = neighborhood_1d(5, dilation = 2) }"},
-      {"dilated_1d_causal",
-       "attention t { mask = neighborhood_1d(7, dilation = 3, causal = true) }"},
+      {"dilated_1d_causal", "attention t { mask = neighborhood_1d(7, dilation "
+                            "= 3, causal = true) }"},
       {"strided_1d", "attention t { mask = neighborhood_1d(6, stride = 2) }"},
       {"blocked_1d", "attention t { mask = neighborhood_1d(4, stride = 4) }"},
       {"dilated_2d",
@@ -441,19 +440,28 @@ TEST(MaskSoundness, HandWritten) {
             << " of them actually uniform)\n";
 }
 
-TEST(MaskSoundness, SmallScanLimitUsesGlobalMinMax) {
-  auto l = loadFile(examplePath("document"));
+// A lookup box over maskintervals::kMaxScan (2^14) elements is not scanned,
+// as in the kernel: the value is the whole i32 range (sound, Partial).
+TEST(MaskSoundness, LargeLookupBoxIsNotScanned) {
+  auto l = loadText("attention t { input t2 : i32[N, M]\n mask = t2[q_idx, "
+                    "kv_idx] > 1 }");
   ASSERT_TRUE(l);
   Sizes s;
-  s.N = s.M = 100;
-  auto inputs = makeInputs(l->spec, s, 7, {{"doc", sortedIds(5)}});
-  MaskAnalysisOptions opts;
-  opts.maxScan = 4;
+  s.B = 1;
+  s.Hq = s.Hkv = 1;
+  s.N = s.M = 256;
+  auto inputs = makeInputs(l->spec, s, 7, {{"t2", randomInts(2, 3)}});
+  MaskEvaluator ev;
+  ASSERT_EQ(ev.init(l->spec, inputs), "");
+  MaskClassifier c(l->spec.getAttention(), ev.dims(), ev.params(), &inputs);
+  // 128 x 128 = 2^14 elements: scanned, all values > 1.
+  EXPECT_EQ(c.classify(0, 0, 0, 128, 0, 128), BlockClass::Full);
+  // 129 x 128: over the limit.
+  EXPECT_EQ(c.classify(0, 0, 0, 129, 0, 128), BlockClass::Partial);
   Tally t;
-  ASSERT_TRUE(checkTiles(l->spec, inputs, true, kTiles, kTiles, t,
-                         "document maxScan=4", {}, opts));
+  ASSERT_TRUE(checkTiles(l->spec, inputs, true, {1, 64, 128, 129, 256},
+                         {1, 64, 128, 256}, t, "t2 large boxes"));
   EXPECT_EQ(t.unsound, 0);
-  EXPECT_GT(t.full + t.empty, 0); // 1x1 and 3x3 tiles still scan
 }
 
 //===----------------------------------------------------------------------===//
@@ -466,7 +474,7 @@ void expectExact(SpecOp spec, const std::string &what,
                  const std::vector<int64_t> &tilesQ,
                  const std::vector<int64_t> &tilesKv,
                  const std::map<std::string, AuxFill> &fills = {},
-                 Tally *sum = nullptr) {
+                 Tally *sum = nullptr, bool allowImprecise = false) {
   for (auto [N, M] : sizes) {
     Sizes s;
     s.N = N;
@@ -477,7 +485,11 @@ void expectExact(SpecOp spec, const std::string &what,
         what + " N=" + std::to_string(N) + " M=" + std::to_string(M);
     ASSERT_TRUE(checkTiles(spec, inputs, true, tilesQ, tilesKv, t, w)) << w;
     EXPECT_EQ(t.unsound, 0) << w;
-    EXPECT_EQ(t.imprecise, 0) << w << ": e.g. " << t.firstImprecise;
+    if (!allowImprecise)
+      EXPECT_EQ(t.imprecise, 0) << w << ": e.g. " << t.firstImprecise;
+    else
+      std::cout << "[imprecise] " << w << ": " << t.imprecise << " of "
+                << t.partial << " partial tiles are uniform\n";
     if (sum)
       sum->add(t);
   }
@@ -488,8 +500,8 @@ const std::vector<int64_t> kAligned = {1, 16, 32, 64};
 TEST(MaskPrecision, Causal) {
   auto l = loadFile(examplePath("causal"));
   ASSERT_TRUE(l);
-  expectExact(l->spec, "causal", {{256, 256}, {128, 256}, {256, 128}},
-              kAligned, kAligned);
+  expectExact(l->spec, "causal", {{256, 256}, {128, 256}, {256, 128}}, kAligned,
+              kAligned);
   // The classic picture: 4 x 4 tiles of 64, 6 full, 4 partial, 6 empty.
   Sizes s;
   s.N = s.M = 256;
@@ -523,8 +535,8 @@ TEST(MaskPrecision, SlidingWindow) {
 }
 
 TEST(MaskPrecision, PrefixLM) {
-  for (const char *p : {"prefix=0", "prefix=16", "prefix=40", "prefix=64",
-                        "prefix=200"}) {
+  for (const char *p :
+       {"prefix=0", "prefix=16", "prefix=40", "prefix=64", "prefix=200"}) {
     auto l = loadFile(examplePath("prefix_lm"), {p});
     ASSERT_TRUE(l);
     expectExact(l->spec, std::string("prefix_lm ") + p,
@@ -532,6 +544,11 @@ TEST(MaskPrecision, PrefixLM) {
   }
 }
 
+// The classification is the kernels' (one interval evaluation per tile, no
+// splitting), so a tile where each side of `window || sinks` holds for part
+// of the keys and their union covers all of them (kv tile [0, 16) of query
+// 64 with window 64 and 4 sinks) stays Partial: the kernel evaluates the mask
+// there. Sound, and exact on the tiles that are not so split.
 TEST(MaskPrecision, SinksWindow) {
   // examples/sinks_window.attn's mask (its param `sinks` renamed, so this
   // does not depend on whether library names may be reused as params), and
@@ -553,10 +570,14 @@ TEST(MaskPrecision, SinksWindow) {
       auto l = loadText(text, p);
       ASSERT_TRUE(l);
       expectExact(l->spec, "sinks_window " + p[0] + " " + p[1],
-                  {{256, 256}, {128, 256}}, kAligned, kAligned);
+                  {{256, 256}, {128, 256}}, kAligned, kAligned, {}, nullptr,
+                  /*allowImprecise=*/true);
     }
 }
 
+// Like SinksWindow: tiles inside one image row whose window is clamped at
+// the image border need a split the kernel does not do (sound, some Partial
+// tiles are uniform).
 TEST(MaskPrecision, Neighborhood2DTileInsideOneRow) {
   // Tiles of width <= the image width that divide it: each tile covers part
   // of one image row (of queries, and of keys).
@@ -576,7 +597,8 @@ TEST(MaskPrecision, Neighborhood2DTileInsideOneRow) {
     ASSERT_TRUE(l);
     int64_t n = int64_t(c.height) * c.width;
     expectExact(l->spec, "neighborhood_2d " + p[0] + " " + p[1] + " " + p[2],
-                {{n, n}}, c.tiles, c.tiles);
+                {{n, n}}, c.tiles, c.tiles, {}, nullptr,
+                /*allowImprecise=*/true);
   }
 }
 
@@ -609,9 +631,9 @@ TEST(MaskPrecision, BlockSparseTableAligned) {
 /// decide every element (and agree with the reference: soundness).
 TEST(MaskPrecision, ElementTilesDecideIntegerMasks) {
   std::vector<std::pair<std::string, std::unique_ptr<Loaded>>> specs;
-  for (const char *e : {"causal", "sliding_window", "prefix_lm",
-                        "sinks_window", "document", "neighborhood_2d",
-                        "dense", "alibi", "softcap", "sigmoid"})
+  for (const char *e :
+       {"causal", "sliding_window", "prefix_lm", "sinks_window", "document",
+        "neighborhood_2d", "dense", "alibi", "softcap", "sigmoid"})
     specs.emplace_back(e, loadFile(examplePath(e)));
   for (const HandMask &m : handMasks()) {
     std::string n = m.name;
@@ -634,9 +656,10 @@ TEST(MaskPrecision, ElementTilesDecideIntegerMasks) {
     auto it = byName.find(name);
     if (it != byName.end())
       s.extra = it->second.extra;
-    auto inputs = makeInputs(l->spec, s, 3,
-                             it != byName.end() ? it->second.fills
-                                                : std::map<std::string, AuxFill>{});
+    auto inputs =
+        makeInputs(l->spec, s, 3,
+                   it != byName.end() ? it->second.fills
+                                      : std::map<std::string, AuxFill>{});
     Tally t;
     ASSERT_TRUE(checkTiles(l->spec, inputs, true, {1}, {1}, t, name)) << name;
     EXPECT_EQ(t.unsound, 0) << name;

@@ -3,17 +3,14 @@
 // Classifies a tile of the attention matrix -- queries [q0, q1) x keys
 // [k0, k1) of one (b, h) -- as Empty (no key visible), Full (every key
 // visible) or Partial, by evaluating the mask region once over the whole tile
-// by abstract interpretation (a few times when it splits an undecided tile,
-// see MaskAnalysis.cpp) instead of once per element.
+// with interval arithmetic instead of once per element.
 //
-// The abstract value of an i64 is an interval [lo, hi], refined by an exact
-// affine form c_q * q_idx + c_kv * kv_idx + c where one is known (indices,
-// dims, params and the +, -, * by a constant of them), so `pos - kv_idx` or
-// `i - i % 1` lose nothing to correlation. i1 values are tri-state (true /
-// false / unknown) with Kleene and/or/not/xor. Anything not understood is
-// "unknown", which only ever makes a tile Partial: the classification is
-// SOUND (Full only if every element is visible, Empty only if none is) but
-// not always exact.
+// The rules are the shared engine of MaskIntervals.h, the same the CPU and
+// CUDA kernels emit to classify their tiles at run time: a tile is Empty here
+// exactly when the compiled kernel skips it, Full when it runs it without the
+// mask, Partial when it evaluates the mask per element. The classification
+// is SOUND (Full only if every element is visible, Empty only if none is)
+// but not always exact (anything not understood is unknown: Partial).
 //
 //===----------------------------------------------------------------------===//
 
@@ -36,24 +33,16 @@ enum class BlockClass { Empty, Full, Partial };
 /// "empty", "full" or "partial".
 const char *blockClassName(BlockClass c);
 
-struct MaskAnalysisOptions {
-  /// An `attn.load` whose index box holds more elements than this uses the
-  /// whole tensor's min/max (precomputed once) instead of scanning the box.
-  int64_t maxScan = int64_t(1) << 16;
-};
-
-/// The mask region of one attention op, flattened once into an interval
-/// program bound to concrete dims, params and (optionally) aux tensors, so
-/// that classifying thousands of tiles is cheap. Steps that depend on no
-/// index are evaluated once at construction.
+/// The mask region of one attention op bound to concrete dims, params and
+/// (optionally) aux tensors, classifying tiles with the kernels' rules.
 class MaskClassifier {
 public:
   /// `aux` may be null (every lookup is then unknown); when given it is read
-  /// at construction (only the tensors the mask loads from) and not kept.
+  /// at construction (only the i32 tensors the mask loads from, as the
+  /// kernel scans only those) and not kept.
   MaskClassifier(AttentionOp att, const ::attn::DimBinding &dims,
                  const std::map<std::string, ScalarValue> &params,
-                 const std::map<std::string, ::attn::HostArray> *aux,
-                 MaskAnalysisOptions options = {});
+                 const std::map<std::string, ::attn::HostArray> *aux);
   ~MaskClassifier();
   MaskClassifier(const MaskClassifier &) = delete;
   MaskClassifier &operator=(const MaskClassifier &) = delete;
@@ -77,9 +66,10 @@ private:
 
 /// Evaluates the mask region of `att` over intervals: b and h fixed, q_idx in
 /// [q0, q1), kv_idx in [k0, k1), dims and params bound to concrete values.
-/// `attn.load` lookups read `aux` when given (min/max over the box spanned by
-/// the index intervals, clipped to the tensor; the whole tensor's min/max when
-/// the box exceeds `maxScan` elements); without data a lookup is unknown. An
+/// `attn.load` lookups of i32 tensors read `aux` when given (min/max over the
+/// box spanned by the index intervals, clipped to the tensor; the whole i32
+/// range when the box exceeds maskintervals::kMaxScan elements, as in the
+/// kernel); without data a lookup is unknown. An
 /// empty mask region means Full. Sound: Full only if every element is
 /// visible, Empty only if none is. Builds a MaskClassifier per call: use that
 /// class directly to classify many tiles.

@@ -52,7 +52,11 @@ def ConvertAttnToCPU : Pass<"convert-attn-to-cpu", "ModuleOp"> {
            "avx512bf16">,
     Option<"bf16DotPV", "bf16-dot-pv", "bool", "true",
            "with bf16-dot and a bf16 v, also O += P V by dot products (P "
-           "rounded to bf16)">
+           "rounded to bf16)">,
+    Option<"debugTileStats", "debug-tile-stats", "bool", "false",
+           "debugging: every work item writes `attn-tile B H QT KT PARTIAL` "
+           "to stderr for each kv tile it visits (test/Integration/cpu/"
+           "tile-visits.test compares them with show-mask)">
   ];
   let dependentDialects = [
     "::mlir::arith::ArithDialect", "::mlir::func::FuncDialect",

@@ -8,7 +8,8 @@
 //    precision, while uniform scalars keep f64 for accuracy.
 //  * emitMaskIntervals: the mask over index intervals, giving a tri-state
 //    answer per tile (always visible / never visible / mixed), which is how
-//    tiles are skipped without evaluating the mask per element.
+//    tiles are skipped without evaluating the mask per element. It emits the
+//    shared interval engine (attn/Analysis/MaskIntervals.h).
 //
 //===----------------------------------------------------------------------===//
 
@@ -51,16 +52,12 @@ Value emitRegion(ImplicitLocOpBuilder &b, Region &region, ValueRange args,
 void bindKernelEnv(ImplicitLocOpBuilder &b, SpecOp spec, Value q, Value k,
                    Value v, ValueRange auxArgs, KernelEnv &env);
 
-/// One end of an interval of an i64 (or i1 as 0/1) value.
-struct Interval {
-  Value lo, hi;     ///< i64
-  bool top = false; ///< nothing known (then lo/hi are null)
-};
-
 /// Evaluates the mask region over b, h fixed and q_idx in [q0, q1],
 /// kv_idx in [k0, k1] (inclusive, i64 values). Returns (lo, hi) of the
 /// predicate as i64 0/1: lo == 1 means every element is visible, hi == 0
-/// means none is.
+/// means none is. The rules are the shared engine of
+/// attn/Analysis/MaskIntervals.h (the same MaskClassifier computes on the
+/// host), instantiated with a domain that emits arith ops.
 std::pair<Value, Value> emitMaskIntervals(ImplicitLocOpBuilder &b, Region &mask,
                                           Value bIdx, Value h, Value q0,
                                           Value q1, Value k0, Value k1,

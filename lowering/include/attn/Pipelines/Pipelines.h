@@ -40,6 +40,9 @@ struct CPUPipelineOptions {
   /// avx512bf16.
   bool bf16Dot = false;
   bool bf16DotPV = true;
+  /// Debugging: kernels report each visited tile on stderr
+  /// (convert-attn-to-cpu{debug-tile-stats}).
+  bool debugTileStats = false;
 };
 
 /// Adds the passes that take a module of attn.spec ops from stage `start`

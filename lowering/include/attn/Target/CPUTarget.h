@@ -22,6 +22,10 @@ struct CPUTarget {
   /// it is part of key().
   enum class BF16Dot { Off, QK, All };
   BF16Dot bf16DotMode = BF16Dot::All;
+  /// Debugging: kernels that report each visited (q tile, kv tile) on
+  /// stderr; parse() sets it from $ATTN_DEBUG_TILE_STATS (1: on). Part of
+  /// key(), so such kernels never mix with normal ones in the cache.
+  bool debugTileStats = false;
 
   /// The host machine, with its CPU name and features.
   static CPUTarget host();

@@ -60,10 +60,11 @@ using P = arith::CmpIPredicate;
 
 class KernelBuilder : public KernelBase {
 public:
-  KernelBuilder(SpecOp spec, ModuleOp module, bool bf16Dot, bool bf16DotPV)
+  KernelBuilder(SpecOp spec, ModuleOp module, bool bf16Dot, bool bf16DotPV,
+                bool tileStats)
       : KernelBase(spec, 16), bf16Dot(bf16Dot), bf16DotPV(bf16DotPV),
-        att(spec.getAttention()),
-        sched(att ? att.getScheduleAttr() : ScheduleAttr()) {
+        tileStats(tileStats), att(spec.getAttention()),
+        sched(att ? att.getScheduleAttr() : ScheduleAttr()), module(module) {
     // build() reports a missing schedule; keep the sizes valid until then.
     vl = sched ? sched.getVectorWidth() : 16;
     bq = sched ? sched.getTileQ() : 64;
@@ -82,6 +83,7 @@ public:
 private:
   void emitPrologue(func::FuncOp fn);
   void emitItem(Value item);
+  void emitTileStat(Value bIdx, Value h, Value qt, Value kt, Value partial);
   void emitLoadQ(Value bIdx, Value h, Value q0, Value qn);
   void emitKVTile(Value bIdx, Value h, Value hk, Value q0, Value qn, Value k0,
                   Value kn, Value partial);
@@ -117,8 +119,12 @@ private:
   }
 
   bool bf16Dot, bf16DotPV;
+  /// Debugging: report every visited (q tile, kv tile) on stderr
+  /// (debug-tile-stats); normal kernels have no trace of it.
+  bool tileStats = false;
   AttentionOp att;
   ScheduleAttr sched;
+  ModuleOp module;
   int64_t bq, bk, ci, rj, rd;
 
   // Kernel values (q, k, v, o, lse and the dims: KernelScaffold).
@@ -875,6 +881,63 @@ void KernelBuilder::emitStore(Value bIdx, Value h, Value q0, Value qn) {
   });
 }
 
+/// ATTN_DEBUG_TILE_STATS: writes "attn-tile B H QT KT P\n" (10-digit
+/// fields; P 1 partial, 0 full) to stderr with one write(2) per visited
+/// tile, so lines of concurrent work items do not interleave. Only func and
+/// memref ops: the pass does not load the LLVM dialect.
+void KernelBuilder::emitTileStat(Value bIdx, Value h, Value qt, Value kt,
+                                 Value partial) {
+  auto i64 = b.getI64Type();
+  auto writeTy = b.getFunctionType({b.getI32Type(), i64, i64}, {i64});
+  if (!module.lookupSymbol<func::FuncOp>("write")) {
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(module.getBody());
+    auto decl = func::FuncOp::create(b, "write", writeTy);
+    decl.setPrivate();
+  }
+  auto scope = memref::AllocaScopeOp::create(b, TypeRange{});
+  OpBuilder::InsertionGuard g(b);
+  b.setInsertionPointToStart(&scope.getBodyRegion().emplaceBlock());
+  {
+    const std::string prefix = "attn-tile ";
+    constexpr int64_t kDigits = 10;
+    SmallVector<Value> fields = {bIdx, h, qt, kt,
+                                 arith::ExtUIOp::create(b, i64, partial)};
+    int64_t len = prefix.size() + fields.size() * (kDigits + 1);
+    auto bufTy = MemRefType::get({len}, b.getI8Type());
+    Value buf = memref::AllocaOp::create(b, bufTy);
+    auto put = [&](int64_t pos, Value byte) {
+      memref::StoreOp::create(b, byte, buf, ValueRange{cidx(pos)});
+    };
+    auto ci8 = [&](char c) -> Value {
+      return arith::ConstantOp::create(b, b.getI8IntegerAttr(c));
+    };
+    int64_t pos = 0;
+    for (char c : prefix)
+      put(pos++, ci8(c));
+    for (auto [f, v] : llvm::enumerate(fields)) {
+      int64_t p10 = 1;
+      for (int d = 1; d < kDigits; ++d)
+        p10 *= 10;
+      for (int d = 0; d < kDigits; ++d, p10 /= 10) {
+        Value digit = arith::RemUIOp::create(
+            b, arith::DivUIOp::create(b, v, ci64(p10)), ci64(10));
+        put(pos++,
+            arith::AddIOp::create(
+                b, arith::TruncIOp::create(b, b.getI8Type(), digit), ci8('0')));
+      }
+      put(pos++, ci8(f + 1 == fields.size() ? '\n' : ' '));
+    }
+    Value ptr = arith::IndexCastOp::create(
+        b, i64, memref::ExtractAlignedPointerAsIndexOp::create(b, buf));
+    func::CallOp::create(
+        b, "write", TypeRange{i64},
+        ValueRange{arith::ConstantOp::create(b, b.getI32IntegerAttr(2)), ptr,
+                   ci64(len)});
+    memref::AllocaScopeReturnOp::create(b, ValueRange{});
+  }
+}
+
 void KernelBuilder::emitItem(Value item) {
   Value qt = arith::RemUIOp::create(b, item, nQT);
   Value bh = arith::DivUIOp::create(b, item, nQT);
@@ -922,7 +985,11 @@ void KernelBuilder::emitItem(Value item) {
       compute = arith::CmpIOp::create(b, P::ne, hi, ci64(0)); // not empty
       partial = arith::CmpIOp::create(b, P::ne, lo, ci64(1)); // not full
     }
-    ifThen(compute, [&] { emitKVTile(bIdx, h, hk, q0, qn, k0, kn, partial); });
+    ifThen(compute, [&] {
+      if (tileStats)
+        emitTileStat(bI64, hI64, toI64(qt), toI64(kt), partial);
+      emitKVTile(bIdx, h, hk, q0, qn, k0, kn, partial);
+    });
     return SmallVector<Value>{};
   });
   emitStore(bIdx, h, q0, qn);
@@ -974,7 +1041,7 @@ struct ConvertAttnToCPUPass
         spec->erase();
         continue;
       }
-      KernelBuilder kb(spec, module, bf16Dot, bf16DotPV);
+      KernelBuilder kb(spec, module, bf16Dot, bf16DotPV, debugTileStats);
       if (failed(kb.build()))
         return signalPassFailure();
       spec->erase();

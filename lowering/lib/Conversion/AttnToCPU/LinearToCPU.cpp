@@ -1,8 +1,8 @@
-//===- LinearToCPU.cpp - linear attention to a recurrent CPU kernel -------===//
+//===- LinearToCPU.cpp - linear attention as a CPU kernel -----------------===//
 //
-// The recurrent form of attn.linear_attention: one work item per (b, h), the
-// state S (Dphi x Dv, Dv padded to the vector width) lives in a heap buffer,
-// and every step is vector code along Dv:
+// attn.linear_attention on the CPU: one work item per (b, h), the state S
+// (Dphi x Dv, Dv padded to the vector width) lives in a heap buffer. The
+// recurrent form runs every step as vector code along Dv:
 //
 //   phi_q, phi_k = feature maps of q_t, k_t;  g = exp(gate)  (per feature d)
 //   exclusive:  acc = sum_d phi_q[d] S[d,:],  bonus term added after
@@ -12,8 +12,12 @@
 //   o_t = scale * acc   or   acc / (phi_q . z)   with normalize
 //
 // Loops run vector chunks of Dv outermost and features innermost, so the
-// accumulator stays in a register. The chunked (matmul) form for long
-// prefills is the next step; this form is also the decode kernel.
+// accumulator stays in a register. This form is also the decode kernel; the
+// chunked (matmul) form for long prefills is described before
+// allocChunkBuffers. The builder's members follow the algorithm: set-up
+// (flags, buffers), one work item (state in and out), the chunked form
+// (staging, scores, outputs, state update) and the recurrence (gates, delta
+// rule, state update with readout, normalizer).
 //
 //===----------------------------------------------------------------------===//
 
@@ -41,9 +45,42 @@ public:
   LogicalResult build();
 
 private:
-  /// phi(x) of row `row` of `mem` ([b, head, t, :]) into buf[0 .. Dphi).
-  void emitFeatureMap(FeatureMapKind kind, Value mem, Value bIdx, Value head,
-                      Value t, Value buf);
+  /// Row [b, head, t, :] of q or k (b: the work item's): the input of a
+  /// feature map.
+  struct FeatureRow {
+    Value mem, head, t;
+  };
+  /// Values of one chunk of the chunked form.
+  struct Chunk {
+    Value bI64, hI64; // the gate region's b and h
+    Value t0, cn;     // the first step and the number of steps
+    Value last;       // cn - 1 (from the decayed features on)
+    Value lane;       // vector.step over vl index lanes (the scores)
+    Value vZero64;    // a vector of f64 zeros (the scores)
+  };
+  /// Values of one step of the recurrence.
+  struct Step {
+    Value t, tI64;
+    Value scalarG;         // exp(gate) of a scalar gate, else 1
+    Value beta;            // delta rule
+    Value bonusDot;        // exclusive: sum_d phi_q[d] u[d] phi_k[d]
+    Value exclusiveFactor; // exclusive and normalized: the readout factor
+  };
+
+  // Feature maps.
+  /// phi(x) of the row x = mem[b, head, t, :] into buf[0 .. Dphi).
+  void emitFeatureMap(FeatureMapKind kind, Value mem, Value head, Value t,
+                      Value buf);
+  /// The maps that take more than one loop, and the elementwise ones;
+  /// `fZero`, `fOne`: f32 constants, `dF`: Dqk as f32.
+  void emitTaylor2Map(const FeatureRow &row, Value buf, Value dF, Value fOne);
+  void emitRandomMap(const FeatureRow &row, Value buf, Value dF, Value fZero,
+                     Value fOne);
+  void emitElementwiseMap(FeatureMapKind kind, const FeatureRow &row, Value buf,
+                          Value fZero, Value fOne);
+  Value rowElem(const FeatureRow &row, Value i) {
+    return loadF32(row.mem, ValueRange{bIdx, row.head, row.t, i});
+  }
   Value dphi(FeatureMapKind kind);
   Value loadF32(Value mem, ValueRange idx) {
     return toF32(memref::LoadOp::create(b, mem, idx));
@@ -56,11 +93,113 @@ private:
             function_ref<Value(Value, Value)> bv,
             function_ref<Value(Value, Value)> init,
             function_ref<void(Value, Value, Value)> store);
+  VectorType vf64() { return VectorType::get({vl}, b.getF64Type()); }
+  /// The vector at mem[row, c * vl] (c counts vectors).
+  Value loadVec(Value mem, Value row, Value c) {
+    return vector::LoadOp::create(
+        b, vf32(), mem, ValueRange{row, arith::MulIOp::create(b, c, cidx(vl))});
+  }
+  void storeVec(Value x, Value mem, Value row, Value c) {
+    vector::StoreOp::create(
+        b, x, mem, ValueRange{row, arith::MulIOp::create(b, c, cidx(vl))});
+  }
+
+  // Set-up: the spec's flags, the buffers.
+  void readSpec();
+  void allocBuffers();
+  void allocChunkBuffers();
+
+  // Pieces both forms share.
+  /// Loads v_t into vBuf (zero padded).
+  void loadV(Value t);
+  /// o[b, h, t, :] = acc chunk c (lanes below Dv) * factor.
+  void storeO(Value t, Value c, Value acc, Value factor);
+  /// 1 / (phi_q . z + extra), 0 when the denominator is 0 (normalize only;
+  /// else the scale).
+  Value normFactor(Value extra);
+
+  // One work item (b, h).
+  void emitWorkItem(Value item);
+  /// S and z start at zero, or from the carried state (decode).
+  void loadState();
+  /// Writes the final state back (decode).
+  void writeState();
+  /// uBuf[d] = bonus(h, d) (the exclusive readout's bonus).
+  void stageBonus();
+
+  // The chunked form.
+  void emitChunks();
+  void emitChunk(Chunk &ch);
+  /// 1. Features, values and cumulative log gates of the chunk.
+  void stageChunk(const Chunk &ch);
+  void stageChunkStep(const Chunk &ch, Value i);
+  void stageLogGates(const Chunk &ch, Value i, Value t);
+  /// 2. The intra-chunk scores A[t][s] (s <= t).
+  void emitScores(Chunk &ch);
+  void emitScoreBlockVecGate(const Chunk &ch, Value rb, Value r0, Value rows);
+  void emitScoreDiagonal(const Chunk &ch, Value r0, Value rows);
+  void emitScoreBlock(const Chunk &ch, Value rb, Value r0, Value rows);
+  /// The causal mask of columns s0 .. s0 + vl of row t: s <= t.
+  Value causalKeep(const Chunk &ch, Value t, Value s0);
+  /// exp(L[t] - L[s]) for those columns, exp(0) where masked.
+  Value maskedDecay(const Chunk &ch, Value t, Value s0, Value lt, Value ls);
+  /// A[t][s0 ..] = aV, zero where masked.
+  void maskStore(const Chunk &ch, Value t, Value s0, Value aV);
+  /// exp(hi - lo) with the difference in f64.
+  Value expDiff(Value hi, Value lo);
+  /// dst[t][d] = src[t][d] * exp(L[hi][d] - L[lo][d]) for d < w.
+  void decayRow(Value dst, Value src, Value t, Value w, Value hiRow,
+                Value loRow);
+  /// 3. Outputs: Oc = A Vc (intra) + Qt~ S (inter), then o.
+  void emitChunkOutputs(const Chunk &ch);
+  void storeChunkOutputs(const Chunk &ch);
+  /// The normalized readout's factor of row t: 1 / (rowsum(A) + Qt~ . z).
+  Value chunkNormFactor(Value t);
+  /// 4. State: z = gamma z + sum_s Kh[s]; S = gamma S + Kh^T Vc.
+  void updateChunkState(const Chunk &ch);
+
+  // The recurrence.
+  void emitRecurrence();
+  void emitStep(Value t);
+  /// The gates g_d = exp(gate) of the step: scalarG, or gBuf per feature.
+  void stageGates(Step &st);
+  Value gateAt(const Step &st, Value d) {
+    return vecGate ? Value(memref::LoadOp::create(b, gBuf, ValueRange{d}))
+                   : st.scalarG;
+  }
+  Value bonusDot();
+  /// Delta rule: w = sum_d phi_k[d] g_d S[d,:]; vBuf <- beta (v - w).
+  void deltaCorrection(const Step &st);
+  /// z = g z + phi_k.
+  void updateZ(const Step &st);
+  /// S = g S + phi_k v^T, reading out into wBuf on the way (causal).
+  void updateStateAndRead(const Step &st);
+  void storeStepOutput(const Step &st);
+  /// Non-causal: every query reads the final state.
+  void emitNoncausalReadout();
 
   LinearAttentionOp op;
   /// Time steps per chunk for the chunked form; 0 selects the recurrence.
   int64_t chunk;
   KernelEnv env;
+
+  // The spec.
+  bool normalize = false, exclusive = false, causal = true, delta = false;
+  bool hasGate = false, vecGate = false, chunked = false;
+  Value scale;
+  // Sizes: feature widths, Dv in vectors and padded, the gate width.
+  Value dq, dk, nC, dvPad, gw;
+  // S [Dphi x DvPad] and z; feature vectors, gates, bonus, v and readout.
+  Value S, z, phiQ, phiK, gBuf, uBuf, vBuf, wBuf;
+  Value zeroV, zero;
+  // The chunked form: C steps per chunk (cPad padded to vl), its buffers
+  // and f64 constants.
+  Value C, cPad;
+  Value Qc, Kc, Kt, Vc, Lc, Lt, A, Oc, Qd, Kh, Qh, Kr;
+  Value cf64Zero, floorLog;
+  // The work item.
+  Value bIdx, h, hk, bI64, hI64;
+  Value stateIn, zIn;
 };
 
 } // namespace
@@ -84,10 +223,10 @@ Value LinearKernelBuilder::dphi(FeatureMapKind kind) {
 }
 
 void LinearKernelBuilder::emitFeatureMap(FeatureMapKind kind, Value mem,
-                                         Value bIdx, Value head, Value t,
-                                         Value buf) {
-  Value zero = cf32(0), one = cf32(1);
-  auto x = [&](Value i) { return loadF32(mem, ValueRange{bIdx, head, t, i}); };
+                                         Value head, Value t, Value buf) {
+  Value fZero = cf32(0), fOne = cf32(1);
+  FeatureRow row{mem, head, t};
+  auto x = [&](Value i) { return rowElem(row, i); };
   auto store = [&](Value val, Value i) {
     memref::StoreOp::create(b, val, buf, ValueRange{i});
   };
@@ -102,103 +241,122 @@ void LinearKernelBuilder::emitFeatureMap(FeatureMapKind kind, Value mem,
     });
     return;
   case FeatureMapKind::l2norm: {
-    auto sq = loop(cidx(0), Dqk, cidx(1), {zero}, [&](Value i, ValueRange acc) {
-      Value xi = x(i);
-      return SmallVector<Value>{
-          arith::AddFOp::create(b, acc[0], arith::MulFOp::create(b, xi, xi))};
-    });
+    auto sq =
+        loop(cidx(0), Dqk, cidx(1), {fZero}, [&](Value i, ValueRange acc) {
+          Value xi = x(i);
+          return SmallVector<Value>{arith::AddFOp::create(
+              b, acc[0], arith::MulFOp::create(b, xi, xi))};
+        });
     Value norm = math::SqrtOp::create(b, sq.getResult(0));
-    Value pos = arith::CmpFOp::create(b, arith::CmpFPredicate::OGT, norm, zero);
+    Value pos =
+        arith::CmpFOp::create(b, arith::CmpFPredicate::OGT, norm, fZero);
     Value inv = arith::SelectOp::create(
-        b, pos, arith::DivFOp::create(b, one, norm), zero);
+        b, pos, arith::DivFOp::create(b, fOne, norm), fZero);
     loop(cidx(0), Dqk, cidx(1), {}, [&](Value i, ValueRange) {
       store(arith::MulFOp::create(b, x(i), inv), i);
       return SmallVector<Value>{};
     });
     return;
   }
-  case FeatureMapKind::taylor2: {
-    // [1, x/D^(1/4), x_a^2/sqrt(2D), x_a x_b/sqrt(D) (a<b)]
-    Value r4 = math::SqrtOp::create(b, math::SqrtOp::create(b, dF));
-    Value s1 = arith::DivFOp::create(b, one, r4);
-    Value sDiag = arith::DivFOp::create(
-        b, one, math::SqrtOp::create(b, arith::MulFOp::create(b, cf32(2), dF)));
-    Value sOff = arith::DivFOp::create(b, one, math::SqrtOp::create(b, dF));
-    store(one, cidx(0));
-    loop(cidx(0), Dqk, cidx(1), {}, [&](Value i, ValueRange) {
-      store(arith::MulFOp::create(b, x(i), s1),
-            arith::AddIOp::create(b, i, cidx(1)));
-      return SmallVector<Value>{};
-    });
-    Value base = arith::AddIOp::create(b, cidx(1), Dqk);
-    loop(cidx(0), Dqk, cidx(1), {base}, [&](Value a, ValueRange idx0) {
-      Value xa = x(a);
-      auto inner =
-          loop(a, Dqk, cidx(1), {idx0[0]}, [&](Value c, ValueRange idx) {
-            Value xc = x(c);
-            Value isDiag = arith::CmpIOp::create(b, P::eq, a, c);
-            Value f = arith::SelectOp::create(b, isDiag, sDiag, sOff);
-            store(arith::MulFOp::create(b, arith::MulFOp::create(b, xa, xc), f),
-                  idx[0]);
-            return SmallVector<Value>{
-                arith::AddIOp::create(b, idx[0], cidx(1))};
-          });
-      return SmallVector<Value>{inner.getResult(0)};
-    });
+  case FeatureMapKind::taylor2:
+    emitTaylor2Map(row, buf, dF, fOne);
     return;
-  }
-  case FeatureMapKind::random: {
-    // exp(w_r . x' - |x'|^2 / 2) / sqrt(R), x' = x / D^(1/4)
-    Value W = env.aux.lookup(*op.getProjection());
-    Value R = memref::DimOp::create(b, W, 0);
-    Value s = arith::DivFOp::create(
-        b, one, math::SqrtOp::create(b, math::SqrtOp::create(b, dF)));
-    auto sq = loop(cidx(0), Dqk, cidx(1), {zero}, [&](Value i, ValueRange acc) {
-      Value xi = arith::MulFOp::create(b, x(i), s);
-      return SmallVector<Value>{
-          arith::AddFOp::create(b, acc[0], arith::MulFOp::create(b, xi, xi))};
-    });
-    Value half = arith::MulFOp::create(b, sq.getResult(0), cf32(0.5));
-    Value rF = arith::UIToFPOp::create(b, b.getF32Type(), toI64(R));
-    Value invSqrtR = arith::DivFOp::create(b, one, math::SqrtOp::create(b, rF));
-    loop(cidx(0), R, cidx(1), {}, [&](Value r, ValueRange) {
-      auto dot =
-          loop(cidx(0), Dqk, cidx(1), {zero}, [&](Value i, ValueRange acc) {
-            Value xi = arith::MulFOp::create(b, x(i), s);
-            Value w = memref::LoadOp::create(b, W, ValueRange{r, i});
-            return SmallVector<Value>{arith::AddFOp::create(
-                b, acc[0], arith::MulFOp::create(b, w, xi))};
-          });
-      Value e = math::ExpOp::create(
-          b, arith::SubFOp::create(b, dot.getResult(0), half));
-      store(arith::MulFOp::create(b, e, invSqrtR), r);
-      return SmallVector<Value>{};
-    });
+  case FeatureMapKind::random:
+    emitRandomMap(row, buf, dF, fZero, fOne);
     return;
-  }
   default:
-    break;
+    emitElementwiseMap(kind, row, buf, fZero, fOne);
   }
-  // Elementwise maps.
+}
+
+void LinearKernelBuilder::emitTaylor2Map(const FeatureRow &row, Value buf,
+                                         Value dF, Value fOne) {
+  // [1, x/D^(1/4), x_a^2/sqrt(2D), x_a x_b/sqrt(D) (a<b)]
+  auto x = [&](Value i) { return rowElem(row, i); };
+  auto store = [&](Value val, Value i) {
+    memref::StoreOp::create(b, val, buf, ValueRange{i});
+  };
+  Value r4 = math::SqrtOp::create(b, math::SqrtOp::create(b, dF));
+  Value s1 = arith::DivFOp::create(b, fOne, r4);
+  Value sDiag = arith::DivFOp::create(
+      b, fOne, math::SqrtOp::create(b, arith::MulFOp::create(b, cf32(2), dF)));
+  Value sOff = arith::DivFOp::create(b, fOne, math::SqrtOp::create(b, dF));
+  store(fOne, cidx(0));
   loop(cidx(0), Dqk, cidx(1), {}, [&](Value i, ValueRange) {
-    Value xi = x(i), y = xi;
+    store(arith::MulFOp::create(b, x(i), s1),
+          arith::AddIOp::create(b, i, cidx(1)));
+    return SmallVector<Value>{};
+  });
+  Value base = arith::AddIOp::create(b, cidx(1), Dqk);
+  loop(cidx(0), Dqk, cidx(1), {base}, [&](Value a, ValueRange idx0) {
+    Value xa = x(a);
+    auto inner = loop(a, Dqk, cidx(1), {idx0[0]}, [&](Value c, ValueRange idx) {
+      Value xc = x(c);
+      Value isDiag = arith::CmpIOp::create(b, P::eq, a, c);
+      Value f = arith::SelectOp::create(b, isDiag, sDiag, sOff);
+      store(arith::MulFOp::create(b, arith::MulFOp::create(b, xa, xc), f),
+            idx[0]);
+      return SmallVector<Value>{arith::AddIOp::create(b, idx[0], cidx(1))};
+    });
+    return SmallVector<Value>{inner.getResult(0)};
+  });
+}
+
+void LinearKernelBuilder::emitRandomMap(const FeatureRow &row, Value buf,
+                                        Value dF, Value fZero, Value fOne) {
+  // exp(w_r . x' - |x'|^2 / 2) / sqrt(R), x' = x / D^(1/4)
+  auto x = [&](Value i) { return rowElem(row, i); };
+  Value W = env.aux.lookup(*op.getProjection());
+  Value R = memref::DimOp::create(b, W, 0);
+  Value s = arith::DivFOp::create(
+      b, fOne, math::SqrtOp::create(b, math::SqrtOp::create(b, dF)));
+  auto sq = loop(cidx(0), Dqk, cidx(1), {fZero}, [&](Value i, ValueRange acc) {
+    Value xi = arith::MulFOp::create(b, x(i), s);
+    return SmallVector<Value>{
+        arith::AddFOp::create(b, acc[0], arith::MulFOp::create(b, xi, xi))};
+  });
+  Value half = arith::MulFOp::create(b, sq.getResult(0), cf32(0.5));
+  Value rF = arith::UIToFPOp::create(b, b.getF32Type(), toI64(R));
+  Value invSqrtR = arith::DivFOp::create(b, fOne, math::SqrtOp::create(b, rF));
+  loop(cidx(0), R, cidx(1), {}, [&](Value r, ValueRange) {
+    auto dot =
+        loop(cidx(0), Dqk, cidx(1), {fZero}, [&](Value i, ValueRange acc) {
+          Value xi = arith::MulFOp::create(b, x(i), s);
+          Value w = memref::LoadOp::create(b, W, ValueRange{r, i});
+          return SmallVector<Value>{arith::AddFOp::create(
+              b, acc[0], arith::MulFOp::create(b, w, xi))};
+        });
+    Value e = math::ExpOp::create(
+        b, arith::SubFOp::create(b, dot.getResult(0), half));
+    memref::StoreOp::create(b, arith::MulFOp::create(b, e, invSqrtR), buf,
+                            ValueRange{r});
+    return SmallVector<Value>{};
+  });
+}
+
+void LinearKernelBuilder::emitElementwiseMap(FeatureMapKind kind,
+                                             const FeatureRow &row, Value buf,
+                                             Value fZero, Value fOne) {
+  loop(cidx(0), Dqk, cidx(1), {}, [&](Value i, ValueRange) {
+    Value xi = rowElem(row, i), y = xi;
     auto sigmoid = [&](Value a) {
       Value e = math::ExpOp::create(b, arith::NegFOp::create(b, a));
       return Value(
-          arith::DivFOp::create(b, one, arith::AddFOp::create(b, one, e)));
+          arith::DivFOp::create(b, fOne, arith::AddFOp::create(b, fOne, e)));
     };
     switch (kind) {
     case FeatureMapKind::elu_plus_one: {
-      Value pos = arith::CmpFOp::create(b, arith::CmpFPredicate::OGT, xi, zero);
-      y = arith::SelectOp::create(b, pos, arith::AddFOp::create(b, xi, one),
+      Value pos =
+          arith::CmpFOp::create(b, arith::CmpFPredicate::OGT, xi, fZero);
+      y = arith::SelectOp::create(b, pos, arith::AddFOp::create(b, xi, fOne),
                                   math::ExpOp::create(b, xi));
       break;
     }
     case FeatureMapKind::relu:
-      y = arith::MaximumFOp::create(b, xi, zero);
+      y = arith::MaximumFOp::create(b, xi, fZero);
       break;
     case FeatureMapKind::relu2: {
-      Value r = arith::MaximumFOp::create(b, xi, zero);
+      Value r = arith::MaximumFOp::create(b, xi, fZero);
       y = arith::MulFOp::create(b, r, r);
       break;
     }
@@ -214,7 +372,7 @@ void LinearKernelBuilder::emitFeatureMap(FeatureMapKind kind, Value mem,
     default:
       break;
     }
-    store(y, i);
+    memref::StoreOp::create(b, y, buf, ValueRange{i});
     return SmallVector<Value>{};
   });
 }
@@ -271,113 +429,64 @@ void LinearKernelBuilder::gemm(Value rows, Value nCols,
   rowsLoop(rFull, rows, 1);
 }
 
-LogicalResult LinearKernelBuilder::build() {
-  Type f32 = b.getF32Type();
-  auto fn = createKernelFunc();
-  Block *entry = &fn.getBody().front();
-  bindCanonical(entry);
-  env.vectorWidth = vl;
-  bindRegionEnv(entry, env);
+//===----------------------------------------------------------------------===//
+// Set-up
+//===----------------------------------------------------------------------===//
 
-  bool normalize = op.getNormalize(), exclusive = op.getExclusive();
-  bool causal = !op.getNoncausal(), delta = !op.getBeta().empty();
-  bool hasGate = !op.getGate().empty(), vecGate = op.hasVectorGate();
-  Value scale = emitScale(op.getScale(), env);
-  if (normalize)
-    scale = cf32(1);
+void LinearKernelBuilder::readSpec() {
+  normalize = op.getNormalize();
+  exclusive = op.getExclusive();
+  causal = !op.getNoncausal();
+  delta = !op.getBeta().empty();
+  hasGate = !op.getGate().empty();
+  vecGate = op.hasVectorGate();
+  chunked = chunk > 0 && causal && !exclusive && !delta;
+}
 
+void LinearKernelBuilder::allocBuffers() {
   // Buffers: S [Dphi x DvPad] on the heap (taylor2 features can be large),
   // feature vectors and per-feature gates/bonus on the heap too.
-  Value dq = dphi(op.getFeatureMapQ()), dk = dphi(op.getFeatureMapK());
-  Value nC = arith::CeilDivUIOp::create(b, Dv, cidx(vl));
-  Value dvPad = arith::MulIOp::create(b, nC, cidx(vl));
+  Type f32 = b.getF32Type();
+  dq = dphi(op.getFeatureMapQ());
+  dk = dphi(op.getFeatureMapK());
+  nC = arith::CeilDivUIOp::create(b, Dv, cidx(vl));
+  dvPad = arith::MulIOp::create(b, nC, cidx(vl));
   auto dyn1 = MemRefType::get({ShapedType::kDynamic}, f32);
-  Value S = allocScratch(
+  S = allocScratch(
       MemRefType::get({ShapedType::kDynamic, ShapedType::kDynamic}, f32),
       ValueRange{dk, dvPad});
-  Value z = allocScratch(dyn1, ValueRange{dk});
-  Value phiQ = allocScratch(dyn1, ValueRange{dq});
-  Value phiK = allocScratch(dyn1, ValueRange{dk});
-  Value gBuf = allocScratch(dyn1, ValueRange{dk});
-  Value uBuf = allocScratch(dyn1, ValueRange{dk});
-  Value vBuf = allocScratch(dyn1, ValueRange{dvPad});
-  Value wBuf = allocScratch(dyn1, ValueRange{dvPad});
+  z = allocScratch(dyn1, ValueRange{dk});
+  phiQ = allocScratch(dyn1, ValueRange{dq});
+  phiK = allocScratch(dyn1, ValueRange{dk});
+  gBuf = allocScratch(dyn1, ValueRange{dk});
+  uBuf = allocScratch(dyn1, ValueRange{dk});
+  vBuf = allocScratch(dyn1, ValueRange{dvPad});
+  wBuf = allocScratch(dyn1, ValueRange{dvPad});
+}
 
-  Value begin = toIdx(entry->getArgument(entry->getNumArguments() - 2));
-  Value end = toIdx(entry->getArgument(entry->getNumArguments() - 1));
-  Value zeroV = vsplat(0), zero = cf32(0);
-
-  // Loads v_t into vBuf (zero padded).
-  auto loadV = [&](Value bIdx, Value hk, Value t) {
-    loop(cidx(0), dvPad, cidx(1), {}, [&](Value i, ValueRange) {
-      Value inRange = arith::CmpIOp::create(b, P::ult, i, Dv);
-      auto ifOp = scf::IfOp::create(b, TypeRange{f32}, inRange, true);
-      {
-        OpBuilder::InsertionGuard g(b);
-        b.setInsertionPointToStart(&ifOp.getThenRegion().front());
-        scf::YieldOp::create(b, loadF32(v, ValueRange{bIdx, hk, t, i}));
-        b.setInsertionPointToStart(&ifOp.getElseRegion().front());
-        scf::YieldOp::create(b, zero);
-      }
-      memref::StoreOp::create(b, ifOp.getResult(0), vBuf, ValueRange{i});
-      return SmallVector<Value>{};
-    });
-  };
-  // o[b, h, t, :] = acc chunk c (lanes below Dv) * factor.
-  auto storeO = [&](Value bIdx, Value h, Value t, Value c, Value acc,
-                    Value factor) {
-    Value outV = arith::MulFOp::create(b, acc, bcast(factor));
-    Value base = arith::MulIOp::create(b, c, cidx(vl));
-    for (int64_t l = 0; l < vl; ++l) {
-      Value col = arith::AddIOp::create(b, base, cidx(l));
-      ifThen(arith::CmpIOp::create(b, P::ult, col, Dv), [&] {
-        Value e = vector::ExtractOp::create(b, outV, ArrayRef<int64_t>{l});
-        memref::StoreOp::create(b, e, o, ValueRange{bIdx, h, t, col});
-      });
-    }
-  };
-  // 1 / (phi_q . z + extra), 0 when the denominator is 0 (normalize only).
-  auto normFactor = [&](Value extra) -> Value {
-    if (!normalize)
-      return scale;
-    auto den = loop(cidx(0), dq, cidx(1), {zero}, [&](Value d, ValueRange a) {
-      Value qd = memref::LoadOp::create(b, phiQ, ValueRange{d});
-      Value zd = memref::LoadOp::create(b, z, ValueRange{d});
-      return SmallVector<Value>{
-          arith::AddFOp::create(b, a[0], arith::MulFOp::create(b, qd, zd))};
-    });
-    Value dn = den.getResult(0);
-    if (extra)
-      dn = arith::AddFOp::create(b, dn, extra);
-    Value nz = arith::CmpFOp::create(b, arith::CmpFPredicate::UNE, dn, zero);
-    return arith::SelectOp::create(b, nz, arith::DivFOp::create(b, cf32(1), dn),
-                                   zero);
-  };
-
-  // ---------------------------------------------------------------------
-  // The chunked form (causal, inclusive, no delta rule). Per chunk of C steps
-  // with cumulative log gates L (f64, each log gate clamped at -80, relative
-  // to the chunk start):
-  //   A[t][s] = sum_d phiq[t,d] phik[s,d] exp(L[t,d] - L[s,d])   (s <= t)
-  //   o_t     = scale (sum_s A[t][s] v_s + sum_d phiq[t,d] exp(L[t,d]) S[d,:])
-  //   S[d,:]  = exp(L[C-1,d]) S[d,:] + sum_s phik[s,d] exp(L[C-1,d]-L[s,d]) v_s
-  // Every exponent is L[a] - L[b] with b <= a inside the chunk (L[-1] = 0):
-  // the exact decay the recurrence applies between steps b and a, of either
-  // sign, so positive (growing) gates are exact too; a factor overflows only
-  // where the state grows by more than e^88 inside one chunk, as the
-  // recurrence's own state would. The masked upper triangle (s > t) takes
-  // exp(0) instead of its difference, which with decaying gates would
-  // overflow (inf * 0 = NaN).
-  // ---------------------------------------------------------------------
-  bool chunked = chunk > 0 && causal && !exclusive && !delta;
-  Value C = cidx(chunk > 0 ? chunk : 1);
+// ---------------------------------------------------------------------
+// The chunked form (causal, inclusive, no delta rule). Per chunk of C steps
+// with cumulative log gates L (f64, each log gate clamped at -80, relative
+// to the chunk start):
+//   A[t][s] = sum_d phiq[t,d] phik[s,d] exp(L[t,d] - L[s,d])   (s <= t)
+//   o_t     = scale (sum_s A[t][s] v_s + sum_d phiq[t,d] exp(L[t,d]) S[d,:])
+//   S[d,:]  = exp(L[C-1,d]) S[d,:] + sum_s phik[s,d] exp(L[C-1,d]-L[s,d]) v_s
+// Every exponent is L[a] - L[b] with b <= a inside the chunk (L[-1] = 0):
+// the exact decay the recurrence applies between steps b and a, of either
+// sign, so positive (growing) gates are exact too; a factor overflows only
+// where the state grows by more than e^88 inside one chunk, as the
+// recurrence's own state would. The masked upper triangle (s > t) takes
+// exp(0) instead of its difference, which with decaying gates would
+// overflow (inf * 0 = NaN).
+// ---------------------------------------------------------------------
+void LinearKernelBuilder::allocChunkBuffers() {
+  Type f32 = b.getF32Type(), f64 = b.getF64Type();
+  C = cidx(chunk > 0 ? chunk : 1);
   int64_t cPadStatic = ((std::max<int64_t>(chunk, 1) + vl - 1) / vl) * vl;
-  Value cPad = cidx(cPadStatic);
-  auto f64 = b.getF64Type();
-  Value Qc, Kc, Kt, Vc, Lc, Lt, A, Oc, Qd, Kh, Qh, Kr;
+  cPad = cidx(cPadStatic);
   // Feature widths: only identity-width maps share one d range for q and k;
   // the chunked path reads phi_q and phi_k over dk (equal when both apply).
-  Value gw = vecGate ? dk : cidx(1); // gate width
+  gw = vecGate ? dk : cidx(1); // gate width
   if (chunked) {
     auto dyn2 = [&](Type t) {
       return MemRefType::get({ShapedType::kDynamic, ShapedType::kDynamic}, t);
@@ -395,496 +504,621 @@ LogicalResult LinearKernelBuilder::build() {
     Qh = allocScratch(dyn2(f32), ValueRange{C, dk});
     Kr = allocScratch(dyn2(f32), ValueRange{dk, cPad});
   }
-  Value cf64Zero = arith::ConstantOp::create(b, b.getF64FloatAttr(0));
-  Value floorLog = arith::ConstantOp::create(b, b.getF64FloatAttr(-80.0));
-  auto expDiff = [&](Value hi, Value lo) -> Value {
-    // exp(hi - lo) with the difference in f64 (of either sign: callers pass
-    // cumulative log gates with lo's step at or before hi's).
-    Value d = arith::SubFOp::create(b, hi, lo);
-    return math::ExpOp::create(b, arith::TruncFOp::create(b, f32, d));
-  };
-  // dst[t][d] = src[t][d] * exp(L[hi][d] - L[lo][d]) for d < w, vectorized
-  // along d (L rows are the cumulative log gates, row lo at or before row
-  // hi; a null row stands for 0; without a gate this is a copy).
-  auto decayRow = [&](Value dst, Value src, Value t, Value w, Value hiRow,
-                      Value loRow) {
-    auto vf64 = VectorType::get({vl}, f64);
-    Value scalarFactor;
-    if (hasGate && !vecGate) {
-      Value hi =
-          hiRow
-              ? Value(memref::LoadOp::create(b, Lc, ValueRange{hiRow, cidx(0)}))
-              : cf64Zero;
-      Value lo =
-          loRow
-              ? Value(memref::LoadOp::create(b, Lc, ValueRange{loRow, cidx(0)}))
-              : cf64Zero;
-      scalarFactor = expDiff(hi, lo);
+  cf64Zero = arith::ConstantOp::create(b, b.getF64FloatAttr(0));
+  floorLog = arith::ConstantOp::create(b, b.getF64FloatAttr(-80.0));
+}
+
+//===----------------------------------------------------------------------===//
+// Pieces both forms share
+//===----------------------------------------------------------------------===//
+
+void LinearKernelBuilder::loadV(Value t) {
+  loop(cidx(0), dvPad, cidx(1), {}, [&](Value i, ValueRange) {
+    Value inRange = arith::CmpIOp::create(b, P::ult, i, Dv);
+    auto ifOp = scf::IfOp::create(b, TypeRange{b.getF32Type()}, inRange, true);
+    {
+      OpBuilder::InsertionGuard g(b);
+      b.setInsertionPointToStart(&ifOp.getThenRegion().front());
+      scf::YieldOp::create(b, loadF32(v, ValueRange{bIdx, hk, t, i}));
+      b.setInsertionPointToStart(&ifOp.getElseRegion().front());
+      scf::YieldOp::create(b, zero);
     }
-    auto body = [&](Value d, bool vec) {
-      Value x =
-          vec ? Value(vector::LoadOp::create(b, vf32(), src, ValueRange{t, d}))
-              : Value(memref::LoadOp::create(b, src, ValueRange{t, d}));
-      if (hasGate && !vecGate) {
-        x = arith::MulFOp::create(b, x,
-                                  vec ? bcast(scalarFactor) : scalarFactor);
-      } else if (vecGate) {
-        auto row = [&](Value r) -> Value {
-          if (!r)
-            return vec ? Value(vector::BroadcastOp::create(b, vf64, cf64Zero))
-                       : cf64Zero;
-          return vec ? Value(vector::LoadOp::create(b, vf64, Lc,
-                                                    ValueRange{r, d}))
-                     : Value(memref::LoadOp::create(b, Lc, ValueRange{r, d}));
-        };
-        Value diff = arith::SubFOp::create(b, row(hiRow), row(loRow));
-        Value e = math::ExpOp::create(
-            b,
-            arith::TruncFOp::create(b, vec ? Type(vf32()) : Type(f32), diff));
-        x = arith::MulFOp::create(b, x, e);
-      }
-      if (vec)
-        vector::StoreOp::create(b, x, dst, ValueRange{t, d});
-      else
-        memref::StoreOp::create(b, x, dst, ValueRange{t, d});
-    };
-    Value full =
-        arith::SubIOp::create(b, w, arith::RemUIOp::create(b, w, cidx(vl)));
-    loop(cidx(0), full, cidx(vl), {}, [&](Value d, ValueRange) {
-      body(d, true);
-      return SmallVector<Value>{};
+    memref::StoreOp::create(b, ifOp.getResult(0), vBuf, ValueRange{i});
+    return SmallVector<Value>{};
+  });
+}
+
+void LinearKernelBuilder::storeO(Value t, Value c, Value acc, Value factor) {
+  Value outV = arith::MulFOp::create(b, acc, bcast(factor));
+  Value base = arith::MulIOp::create(b, c, cidx(vl));
+  for (int64_t l = 0; l < vl; ++l) {
+    Value col = arith::AddIOp::create(b, base, cidx(l));
+    ifThen(arith::CmpIOp::create(b, P::ult, col, Dv), [&] {
+      Value e = vector::ExtractOp::create(b, outV, ArrayRef<int64_t>{l});
+      memref::StoreOp::create(b, e, o, ValueRange{bIdx, h, t, col});
     });
-    loop(full, w, cidx(1), {}, [&](Value d, ValueRange) {
-      body(d, false);
-      return SmallVector<Value>{};
-    });
-  };
-  auto emitChunks = [&](Value bIdx, Value h, Value hk) {
-    Value bI64 = toI64(bIdx), hI64 = toI64(h);
-    Value nChunks = arith::CeilDivUIOp::create(b, N, C);
-    loop(cidx(0), nChunks, cidx(1), {}, [&](Value ch, ValueRange) {
-      Value t0 = arith::MulIOp::create(b, ch, C);
-      Value cn = arith::MinUIOp::create(b, C, arith::SubIOp::create(b, N, t0));
-      // 1. Features, values and cumulative log gates of the chunk.
-      loop(cidx(0), cn, cidx(1), {}, [&](Value i, ValueRange) {
-        Value t = arith::AddIOp::create(b, t0, i);
-        emitFeatureMap(op.getFeatureMapQ(), q, bIdx, h, t, phiQ);
-        emitFeatureMap(op.getFeatureMapK(), k, bIdx, hk, t, phiK);
-        loadV(bIdx, hk, t);
-        loop(cidx(0), dq, cidx(1), {}, [&](Value d, ValueRange) {
-          memref::StoreOp::create(
-              b, memref::LoadOp::create(b, phiQ, ValueRange{d}), Qc,
-              ValueRange{i, d});
-          return SmallVector<Value>{};
-        });
-        loop(cidx(0), dk, cidx(1), {}, [&](Value d, ValueRange) {
-          Value kd = memref::LoadOp::create(b, phiK, ValueRange{d});
-          memref::StoreOp::create(b, kd, Kc, ValueRange{i, d});
-          memref::StoreOp::create(b, kd, Kt, ValueRange{d, i});
-          return SmallVector<Value>{};
-        });
-        loop(cidx(0), nC, cidx(1), {}, [&](Value c, ValueRange) {
-          Value col = arith::MulIOp::create(b, c, cidx(vl));
-          vector::StoreOp::create(
-              b, vector::LoadOp::create(b, vf32(), vBuf, ValueRange{col}), Vc,
-              ValueRange{i, col});
-          return SmallVector<Value>{};
-        });
-        loop(cidx(0), gw, cidx(1), {}, [&](Value d, ValueRange) {
-          Value lg = cf64Zero;
-          if (hasGate) {
-            lg = emitRegion(b, op.getGate(), {bI64, hI64, toI64(t), toI64(d)},
-                            env);
-            lg = arith::MaximumFOp::create(b, lg, floorLog);
-          }
-          Value prev = cf64Zero;
-          Value isFirst = arith::CmpIOp::create(b, P::eq, i, cidx(0));
-          Value iPrev = arith::SelectOp::create(
-              b, isFirst, cidx(0), arith::SubIOp::create(b, i, cidx(1)));
-          prev = arith::SelectOp::create(
-              b, isFirst, cf64Zero,
-              memref::LoadOp::create(b, Lc, ValueRange{iPrev, d}));
-          Value cum = arith::AddFOp::create(b, prev, lg);
-          memref::StoreOp::create(b, cum, Lc, ValueRange{i, d});
-          memref::StoreOp::create(b, cum, Lt, ValueRange{d, i});
-          return SmallVector<Value>{};
-        });
-        return SmallVector<Value>{};
-      });
-      // Pad columns s >= cn: zero keys (masked anyway).
-      loop(cn, cPad, cidx(1), {}, [&](Value i, ValueRange) {
-        loop(cidx(0), dk, cidx(1), {}, [&](Value d, ValueRange) {
-          memref::StoreOp::create(b, zero, Kt, ValueRange{d, i});
-          return SmallVector<Value>{};
-        });
-        loop(cidx(0), gw, cidx(1), {}, [&](Value d, ValueRange) {
-          memref::StoreOp::create(b, cf64Zero, Lt, ValueRange{d, i});
-          return SmallVector<Value>{};
-        });
-        return SmallVector<Value>{};
-      });
-      // 2. A[t][s] (s <= t), vectorized along s, in blocks of vl rows. For a
-      // row block starting at r0 and the columns s < r0 before it, with the
-      // block's first row as reference point:
-      //   A[t][s] = sum_d (phiq[t,d] e^{L[t,d]-L[r0,d]}) (phik[s,d]
-      //   e^{L[r0,d]-L[s,d]})
-      // is a GEMM of exact decays over the steps s..r0 and r0..t (each <= 1
-      // for decaying gates; either one overflows only where the state of the
-      // recurrence grows as much). The diagonal block takes e^{L[t,d]-L[s,d]}
-      // per element.
-      auto vidx = VectorType::get({vl}, b.getIndexType());
-      Value step = vector::StepOp::create(b, vidx);
-      auto vf64 = VectorType::get({vl}, f64);
-      Value vZero64 = vector::BroadcastOp::create(b, vf64, cf64Zero);
-      // The causal mask of columns s0 .. s0 + vl of row t: s <= t.
-      auto causalKeep = [&](Value t, Value s0) -> Value {
-        Value sIdx = arith::AddIOp::create(
-            b, vector::BroadcastOp::create(b, vidx, s0), step);
-        return arith::CmpIOp::create(b, P::ule, sIdx,
-                                     vector::BroadcastOp::create(b, vidx, t));
-      };
-      // exp(L[t] - L[s]) for those columns, exp(0) where masked: the masked
-      // differences (s > t) would overflow for decaying gates.
-      auto maskedDecay = [&](Value t, Value s0, Value lt, Value ls) -> Value {
-        Value diff = arith::SelectOp::create(
-            b, causalKeep(t, s0), arith::SubFOp::create(b, lt, ls), vZero64);
-        return math::ExpOp::create(b, arith::TruncFOp::create(b, vf32(), diff));
-      };
-      auto maskStore = [&](Value t, Value s0, Value aV) {
-        vector::StoreOp::create(
-            b, arith::SelectOp::create(b, causalKeep(t, s0), aV, zeroV), A,
-            ValueRange{t, s0});
-      };
-      Value nRB = arith::CeilDivUIOp::create(b, cn, cidx(vl));
-      if (vecGate) {
-        loop(cidx(0), cn, cidx(1), {}, [&](Value t, ValueRange) {
-          Value r0 = arith::MulIOp::create(
-              b, arith::DivUIOp::create(b, t, cidx(vl)), cidx(vl));
-          decayRow(Qh, Qc, t, dk, t, r0);
-          return SmallVector<Value>{};
-        });
-      }
-      loop(cidx(0), nRB, cidx(1), {}, [&](Value rb, ValueRange) {
-        Value r0 = arith::MulIOp::create(b, rb, cidx(vl));
-        Value rows = arith::MinUIOp::create(b, cidx(vl),
-                                            arith::SubIOp::create(b, cn, r0));
-        if (vecGate) {
-          // Kr[d][s] = phik[s,d] e^{L[r0,d]-L[s,d]} for s < r0.
-          loop(cidx(0), dk, cidx(1), {}, [&](Value d, ValueRange) {
-            Value lr = vector::BroadcastOp::create(
-                b, vf64, memref::LoadOp::create(b, Lc, ValueRange{r0, d}));
-            loop(cidx(0), r0, cidx(vl), {}, [&](Value s0, ValueRange) {
-              Value diff = arith::SubFOp::create(
-                  b, lr,
-                  vector::LoadOp::create(b, vf64, Lt, ValueRange{d, s0}));
-              Value e = math::ExpOp::create(
-                  b, arith::TruncFOp::create(b, vf32(), diff));
-              Value kv =
-                  vector::LoadOp::create(b, vf32(), Kt, ValueRange{d, s0});
-              vector::StoreOp::create(b, arith::MulFOp::create(b, kv, e), Kr,
-                                      ValueRange{d, s0});
-              return SmallVector<Value>{};
-            });
-            return SmallVector<Value>{};
-          });
-          gemm(
-              rows, rb, [&](Value) { return dk; },
-              [&](Value i, Value d) {
-                return Value(memref::LoadOp::create(
-                    b, Qh, ValueRange{arith::AddIOp::create(b, r0, i), d}));
-              },
-              [&](Value d, Value sv) {
-                return Value(vector::LoadOp::create(
-                    b, vf32(), Kr,
-                    ValueRange{d, arith::MulIOp::create(b, sv, cidx(vl))}));
-              },
-              [&](Value, Value) { return zeroV; },
-              [&](Value i, Value sv, Value v) {
-                vector::StoreOp::create(
-                    b, v, A,
-                    ValueRange{arith::AddIOp::create(b, r0, i),
-                               arith::MulIOp::create(b, sv, cidx(vl))});
-              });
-          // Diagonal block, element-wise decay.
-          loop(cidx(0), rows, cidx(1), {}, [&](Value i, ValueRange) {
-            Value t = arith::AddIOp::create(b, r0, i);
-            auto acc =
-                loop(cidx(0), dk, cidx(1), {zeroV}, [&](Value d, ValueRange a) {
-                  Value qd = memref::LoadOp::create(b, Qc, ValueRange{t, d});
-                  Value kv =
-                      vector::LoadOp::create(b, vf32(), Kt, ValueRange{d, r0});
-                  Value lt = vector::BroadcastOp::create(
-                      b, vf64, memref::LoadOp::create(b, Lc, ValueRange{t, d}));
-                  Value e = maskedDecay(
-                      t, r0, lt,
-                      vector::LoadOp::create(b, vf64, Lt, ValueRange{d, r0}));
-                  return SmallVector<Value>{vector::FMAOp::create(
-                      b, bcast(qd), arith::MulFOp::create(b, kv, e), a[0])};
-                });
-            maskStore(t, r0, acc.getResult(0));
-            return SmallVector<Value>{};
-          });
-          return SmallVector<Value>{};
-        }
-        // No gate or a scalar gate: A = phiq phik^T over the columns up to
-        // the end of this row block, then the scalar decay e^{L[t]-L[s]}.
-        Value nCols = arith::AddIOp::create(b, rb, cidx(1));
-        gemm(
-            rows, nCols, [&](Value) { return dk; },
-            [&](Value i, Value d) {
-              return Value(memref::LoadOp::create(
-                  b, Qc, ValueRange{arith::AddIOp::create(b, r0, i), d}));
-            },
-            [&](Value d, Value sv) {
-              return Value(vector::LoadOp::create(
-                  b, vf32(), Kt,
-                  ValueRange{d, arith::MulIOp::create(b, sv, cidx(vl))}));
-            },
-            [&](Value, Value) { return zeroV; },
-            [&](Value i, Value sv, Value v) {
-              Value t = arith::AddIOp::create(b, r0, i);
-              Value s0 = arith::MulIOp::create(b, sv, cidx(vl));
-              if (hasGate) {
-                Value lt = vector::BroadcastOp::create(
-                    b, vf64,
-                    memref::LoadOp::create(b, Lc, ValueRange{t, cidx(0)}));
-                v = arith::MulFOp::create(
-                    b, v,
-                    maskedDecay(t, s0, lt,
-                                vector::LoadOp::create(
-                                    b, vf64, Lt, ValueRange{cidx(0), s0})));
-              }
-              maskStore(t, s0, v);
-            });
-        return SmallVector<Value>{};
-      });
-      // Decay-weighted features, computed once per chunk:
-      //   Qt~[t][d] = phiq[t,d] exp(L[t,d]),  Kh[s][d] = phik[s,d]
-      //   exp(L[last,d] - L[s,d]), gamma[d] = exp(L[last,d]).
-      Value last = arith::SubIOp::create(b, cn, cidx(1));
-      loop(cidx(0), cn, cidx(1), {}, [&](Value t, ValueRange) {
-        decayRow(Qd, Qc, t, dq, t, Value());
-        decayRow(Kh, Kc, t, dk, last, t);
-        return SmallVector<Value>{};
-      });
-      // 3. Outputs: Oc = A Vc (intra, causal blocks) + Qt~ S (inter).
-      gemm(
-          cn, nC,
-          [&](Value rowEnd) {
-            return Value(arith::MinUIOp::create(b, rowEnd, cn));
-          },
-          [&](Value t, Value s2) {
-            return Value(memref::LoadOp::create(b, A, ValueRange{t, s2}));
-          },
-          [&](Value s2, Value c) {
-            return Value(vector::LoadOp::create(
-                b, vf32(), Vc,
-                ValueRange{s2, arith::MulIOp::create(b, c, cidx(vl))}));
-          },
-          [&](Value, Value) { return zeroV; },
-          [&](Value t, Value c, Value v) {
-            vector::StoreOp::create(
-                b, v, Oc, ValueRange{t, arith::MulIOp::create(b, c, cidx(vl))});
-          });
-      gemm(
-          cn, nC, [&](Value) { return dq; },
-          [&](Value t, Value d) {
-            return Value(memref::LoadOp::create(b, Qd, ValueRange{t, d}));
-          },
-          [&](Value d, Value c) {
-            return Value(vector::LoadOp::create(
-                b, vf32(), S,
-                ValueRange{d, arith::MulIOp::create(b, c, cidx(vl))}));
-          },
-          [&](Value t, Value c) {
-            return Value(vector::LoadOp::create(
-                b, vf32(), Oc,
-                ValueRange{t, arith::MulIOp::create(b, c, cidx(vl))}));
-          },
-          [&](Value t, Value c, Value v) {
-            vector::StoreOp::create(
-                b, v, Oc, ValueRange{t, arith::MulIOp::create(b, c, cidx(vl))});
-          });
-      loop(cidx(0), cn, cidx(1), {}, [&](Value t, ValueRange) {
-        Value tAbs = arith::AddIOp::create(b, t0, t);
-        Value factor = scale;
-        if (normalize) {
-          auto den = loop(
-              cidx(0), arith::AddIOp::create(b, t, cidx(1)), cidx(1), {zero},
-              [&](Value s2, ValueRange a) {
-                return SmallVector<Value>{arith::AddFOp::create(
-                    b, a[0], memref::LoadOp::create(b, A, ValueRange{t, s2}))};
-              });
-          auto den2 =
-              loop(cidx(0), dq, cidx(1), {den.getResult(0)},
-                   [&](Value d, ValueRange a) {
-                     Value qd = memref::LoadOp::create(b, Qd, ValueRange{t, d});
-                     Value zd = memref::LoadOp::create(b, z, ValueRange{d});
-                     return SmallVector<Value>{arith::AddFOp::create(
-                         b, a[0], arith::MulFOp::create(b, qd, zd))};
-                   });
-          Value dn = den2.getResult(0);
-          Value nz =
-              arith::CmpFOp::create(b, arith::CmpFPredicate::UNE, dn, zero);
-          factor = arith::SelectOp::create(
-              b, nz, arith::DivFOp::create(b, cf32(1), dn), zero);
-        }
-        loop(cidx(0), nC, cidx(1), {}, [&](Value c, ValueRange) {
-          Value col = arith::MulIOp::create(b, c, cidx(vl));
-          storeO(bIdx, h, tAbs, c,
-                 vector::LoadOp::create(b, vf32(), Oc, ValueRange{t, col}),
-                 factor);
-          return SmallVector<Value>{};
-        });
-        return SmallVector<Value>{};
-      });
-      // 4. State: z = gamma z + sum_s Kh[s]; S = gamma S + Kh^T Vc.
-      loop(cidx(0), dk, cidx(1), {}, [&](Value d, ValueRange) {
-        Value gd = vecGate ? d : cidx(0);
-        Value gamma = cf32(1);
-        if (hasGate)
-          gamma = math::ExpOp::create(
-              b,
-              arith::TruncFOp::create(
-                  b, f32, memref::LoadOp::create(b, Lc, ValueRange{last, gd})));
-        memref::StoreOp::create(b, gamma, gBuf, ValueRange{d});
-        auto zs =
-            loop(cidx(0), cn, cidx(1), {zero}, [&](Value s2, ValueRange a) {
-              return SmallVector<Value>{arith::AddFOp::create(
-                  b, a[0], memref::LoadOp::create(b, Kh, ValueRange{s2, d}))};
-            });
-        Value zd = memref::LoadOp::create(b, z, ValueRange{d});
-        memref::StoreOp::create(
-            b,
-            arith::AddFOp::create(b, arith::MulFOp::create(b, zd, gamma),
-                                  zs.getResult(0)),
-            z, ValueRange{d});
-        return SmallVector<Value>{};
-      });
-      gemm(
-          dk, nC, [&](Value) { return cn; },
-          [&](Value d, Value s2) {
-            return Value(memref::LoadOp::create(b, Kh, ValueRange{s2, d}));
-          },
-          [&](Value s2, Value c) {
-            return Value(vector::LoadOp::create(
-                b, vf32(), Vc,
-                ValueRange{s2, arith::MulIOp::create(b, c, cidx(vl))}));
-          },
-          [&](Value d, Value c) {
-            Value sd = vector::LoadOp::create(
-                b, vf32(), S,
-                ValueRange{d, arith::MulIOp::create(b, c, cidx(vl))});
-            Value g = memref::LoadOp::create(b, gBuf, ValueRange{d});
-            return Value(arith::MulFOp::create(b, sd, bcast(g)));
-          },
-          [&](Value d, Value c, Value v) {
-            vector::StoreOp::create(
-                b, v, S, ValueRange{d, arith::MulIOp::create(b, c, cidx(vl))});
-          });
-      return SmallVector<Value>{};
-    });
-  };
+  }
+}
+
+Value LinearKernelBuilder::normFactor(Value extra) {
+  if (!normalize)
+    return scale;
+  auto den = loop(cidx(0), dq, cidx(1), {zero}, [&](Value d, ValueRange a) {
+    Value qd = memref::LoadOp::create(b, phiQ, ValueRange{d});
+    Value zd = memref::LoadOp::create(b, z, ValueRange{d});
+    return SmallVector<Value>{
+        arith::AddFOp::create(b, a[0], arith::MulFOp::create(b, qd, zd))};
+  });
+  Value dn = den.getResult(0);
+  if (extra)
+    dn = arith::AddFOp::create(b, dn, extra);
+  Value nz = arith::CmpFOp::create(b, arith::CmpFPredicate::UNE, dn, zero);
+  return arith::SelectOp::create(b, nz, arith::DivFOp::create(b, cf32(1), dn),
+                                 zero);
+}
+
+//===----------------------------------------------------------------------===//
+// The kernel and its work items
+//===----------------------------------------------------------------------===//
+
+LogicalResult LinearKernelBuilder::build() {
+  auto fn = createKernelFunc();
+  Block *entry = &fn.getBody().front();
+  bindCanonical(entry);
+  env.vectorWidth = vl;
+  bindRegionEnv(entry, env);
+
+  readSpec();
+  scale = emitScale(op.getScale(), env);
+  if (normalize)
+    scale = cf32(1);
+  allocBuffers();
+  Value begin = toIdx(entry->getArgument(entry->getNumArguments() - 2));
+  Value end = toIdx(entry->getArgument(entry->getNumArguments() - 1));
+  zeroV = vsplat(0);
+  zero = cf32(0);
+  allocChunkBuffers();
 
   // The work items run only when every scratch buffer was allocated.
   beginGuardedBody();
   loop(begin, end, cidx(1), {}, [&](Value item, ValueRange) {
-    Value h = arith::RemUIOp::create(b, item, Hq);
-    Value bIdx = arith::DivUIOp::create(b, item, Hq);
-    Value hk = arith::DivUIOp::create(b, h, G);
-    Value bI64 = toI64(bIdx), hI64 = toI64(h);
-    // The state starts at zero, or from the carried state (decode).
-    Value stateIn = env.aux.lookup("state"), zIn = env.aux.lookup("zstate");
-    loop(cidx(0), dk, cidx(1), {}, [&](Value d, ValueRange) {
-      memref::StoreOp::create(
-          b,
-          zIn ? Value(memref::LoadOp::create(b, zIn, ValueRange{bIdx, h, d}))
-              : zero,
-          z, ValueRange{d});
-      loop(cidx(0), dvPad, cidx(1), {}, [&](Value c, ValueRange) {
-        Value x = zero;
-        if (stateIn) {
-          Value inRange = arith::CmpIOp::create(b, P::ult, c, Dv);
-          auto ifOp = scf::IfOp::create(b, TypeRange{f32}, inRange, true);
-          OpBuilder::InsertionGuard g(b);
-          b.setInsertionPointToStart(&ifOp.getThenRegion().front());
-          scf::YieldOp::create(b, Value(memref::LoadOp::create(
-                                      b, stateIn, ValueRange{bIdx, h, d, c})));
-          b.setInsertionPointToStart(&ifOp.getElseRegion().front());
-          scf::YieldOp::create(b, zero);
-          b.setInsertionPointAfter(ifOp);
-          x = ifOp.getResult(0);
-        }
-        memref::StoreOp::create(b, x, S, ValueRange{d, c});
-        return SmallVector<Value>{};
-      });
+    emitWorkItem(item);
+    return SmallVector<Value>{};
+  });
+  finishKernel();
+  return success();
+}
+
+void LinearKernelBuilder::emitWorkItem(Value item) {
+  h = arith::RemUIOp::create(b, item, Hq);
+  bIdx = arith::DivUIOp::create(b, item, Hq);
+  hk = arith::DivUIOp::create(b, h, G);
+  bI64 = toI64(bIdx);
+  hI64 = toI64(h);
+  stateIn = env.aux.lookup("state");
+  zIn = env.aux.lookup("zstate");
+  loadState();
+  if (exclusive && !op.getBonus().empty())
+    stageBonus();
+  if (chunked) {
+    emitChunks();
+    writeState();
+    return;
+  }
+  emitRecurrence();
+  writeState();
+  if (!causal)
+    emitNoncausalReadout();
+}
+
+void LinearKernelBuilder::loadState() {
+  Type f32 = b.getF32Type();
+  loop(cidx(0), dk, cidx(1), {}, [&](Value d, ValueRange) {
+    memref::StoreOp::create(
+        b,
+        zIn ? Value(memref::LoadOp::create(b, zIn, ValueRange{bIdx, h, d}))
+            : zero,
+        z, ValueRange{d});
+    loop(cidx(0), dvPad, cidx(1), {}, [&](Value c, ValueRange) {
+      Value x = zero;
+      if (stateIn) {
+        Value inRange = arith::CmpIOp::create(b, P::ult, c, Dv);
+        auto ifOp = scf::IfOp::create(b, TypeRange{f32}, inRange, true);
+        OpBuilder::InsertionGuard g(b);
+        b.setInsertionPointToStart(&ifOp.getThenRegion().front());
+        scf::YieldOp::create(b, Value(memref::LoadOp::create(
+                                    b, stateIn, ValueRange{bIdx, h, d, c})));
+        b.setInsertionPointToStart(&ifOp.getElseRegion().front());
+        scf::YieldOp::create(b, zero);
+        b.setInsertionPointAfter(ifOp);
+        x = ifOp.getResult(0);
+      }
+      memref::StoreOp::create(b, x, S, ValueRange{d, c});
       return SmallVector<Value>{};
     });
-    // Writes the final state back (decode).
-    auto writeState = [&]() {
-      if (!stateIn)
-        return;
-      loop(cidx(0), dk, cidx(1), {}, [&](Value d, ValueRange) {
-        if (zIn)
-          memref::StoreOp::create(b,
-                                  memref::LoadOp::create(b, z, ValueRange{d}),
-                                  zIn, ValueRange{bIdx, h, d});
-        loop(cidx(0), Dv, cidx(1), {}, [&](Value c, ValueRange) {
-          memref::StoreOp::create(
-              b, memref::LoadOp::create(b, S, ValueRange{d, c}), stateIn,
-              ValueRange{bIdx, h, d, c});
-          return SmallVector<Value>{};
-        });
-        return SmallVector<Value>{};
-      });
-    };
-    if (exclusive && !op.getBonus().empty())
-      loop(cidx(0), dk, cidx(1), {}, [&](Value d, ValueRange) {
-        Value u = emitRegion(b, op.getBonus(), {hI64, toI64(d)}, env);
-        memref::StoreOp::create(b, toF32(u), uBuf, ValueRange{d});
-        return SmallVector<Value>{};
-      });
+    return SmallVector<Value>{};
+  });
+}
 
-    if (chunked) {
-      emitChunks(bIdx, h, hk);
-      writeState();
+void LinearKernelBuilder::writeState() {
+  if (!stateIn)
+    return;
+  loop(cidx(0), dk, cidx(1), {}, [&](Value d, ValueRange) {
+    if (zIn)
+      memref::StoreOp::create(b, memref::LoadOp::create(b, z, ValueRange{d}),
+                              zIn, ValueRange{bIdx, h, d});
+    loop(cidx(0), Dv, cidx(1), {}, [&](Value c, ValueRange) {
+      memref::StoreOp::create(b, memref::LoadOp::create(b, S, ValueRange{d, c}),
+                              stateIn, ValueRange{bIdx, h, d, c});
       return SmallVector<Value>{};
+    });
+    return SmallVector<Value>{};
+  });
+}
+
+void LinearKernelBuilder::stageBonus() {
+  loop(cidx(0), dk, cidx(1), {}, [&](Value d, ValueRange) {
+    Value u = emitRegion(b, op.getBonus(), {hI64, toI64(d)}, env);
+    memref::StoreOp::create(b, toF32(u), uBuf, ValueRange{d});
+    return SmallVector<Value>{};
+  });
+}
+
+//===----------------------------------------------------------------------===//
+// The chunked form
+//===----------------------------------------------------------------------===//
+
+void LinearKernelBuilder::emitChunks() {
+  Chunk ch;
+  ch.bI64 = toI64(bIdx);
+  ch.hI64 = toI64(h);
+  Value nChunks = arith::CeilDivUIOp::create(b, N, C);
+  loop(cidx(0), nChunks, cidx(1), {}, [&](Value index, ValueRange) {
+    ch.t0 = arith::MulIOp::create(b, index, C);
+    ch.cn = arith::MinUIOp::create(b, C, arith::SubIOp::create(b, N, ch.t0));
+    emitChunk(ch);
+    return SmallVector<Value>{};
+  });
+}
+
+void LinearKernelBuilder::emitChunk(Chunk &ch) {
+  stageChunk(ch);
+  emitScores(ch);
+  // Decay-weighted features, computed once per chunk:
+  //   Qt~[t][d] = phiq[t,d] exp(L[t,d]),  Kh[s][d] = phik[s,d]
+  //   exp(L[last,d] - L[s,d]), gamma[d] = exp(L[last,d]).
+  ch.last = arith::SubIOp::create(b, ch.cn, cidx(1));
+  loop(cidx(0), ch.cn, cidx(1), {}, [&](Value t, ValueRange) {
+    decayRow(Qd, Qc, t, dq, t, Value());
+    decayRow(Kh, Kc, t, dk, ch.last, t);
+    return SmallVector<Value>{};
+  });
+  emitChunkOutputs(ch);
+  updateChunkState(ch);
+}
+
+void LinearKernelBuilder::stageChunk(const Chunk &ch) {
+  loop(cidx(0), ch.cn, cidx(1), {}, [&](Value i, ValueRange) {
+    stageChunkStep(ch, i);
+    return SmallVector<Value>{};
+  });
+  // Pad columns s >= cn: zero keys (masked anyway).
+  loop(ch.cn, cPad, cidx(1), {}, [&](Value i, ValueRange) {
+    loop(cidx(0), dk, cidx(1), {}, [&](Value d, ValueRange) {
+      memref::StoreOp::create(b, zero, Kt, ValueRange{d, i});
+      return SmallVector<Value>{};
+    });
+    loop(cidx(0), gw, cidx(1), {}, [&](Value d, ValueRange) {
+      memref::StoreOp::create(b, cf64Zero, Lt, ValueRange{d, i});
+      return SmallVector<Value>{};
+    });
+    return SmallVector<Value>{};
+  });
+}
+
+void LinearKernelBuilder::stageChunkStep(const Chunk &ch, Value i) {
+  Value t = arith::AddIOp::create(b, ch.t0, i);
+  emitFeatureMap(op.getFeatureMapQ(), q, h, t, phiQ);
+  emitFeatureMap(op.getFeatureMapK(), k, hk, t, phiK);
+  loadV(t);
+  loop(cidx(0), dq, cidx(1), {}, [&](Value d, ValueRange) {
+    memref::StoreOp::create(b, memref::LoadOp::create(b, phiQ, ValueRange{d}),
+                            Qc, ValueRange{i, d});
+    return SmallVector<Value>{};
+  });
+  loop(cidx(0), dk, cidx(1), {}, [&](Value d, ValueRange) {
+    Value kd = memref::LoadOp::create(b, phiK, ValueRange{d});
+    memref::StoreOp::create(b, kd, Kc, ValueRange{i, d});
+    memref::StoreOp::create(b, kd, Kt, ValueRange{d, i});
+    return SmallVector<Value>{};
+  });
+  loop(cidx(0), nC, cidx(1), {}, [&](Value c, ValueRange) {
+    Value col = arith::MulIOp::create(b, c, cidx(vl));
+    vector::StoreOp::create(
+        b, vector::LoadOp::create(b, vf32(), vBuf, ValueRange{col}), Vc,
+        ValueRange{i, col});
+    return SmallVector<Value>{};
+  });
+  stageLogGates(ch, i, t);
+}
+
+void LinearKernelBuilder::stageLogGates(const Chunk &ch, Value i, Value t) {
+  // Lc[i][d] = Lt[d][i] = L[i-1][d] + max(gate(t, d), -80).
+  loop(cidx(0), gw, cidx(1), {}, [&](Value d, ValueRange) {
+    Value lg = cf64Zero;
+    if (hasGate) {
+      lg = emitRegion(b, op.getGate(), {ch.bI64, ch.hI64, toI64(t), toI64(d)},
+                      env);
+      lg = arith::MaximumFOp::create(b, lg, floorLog);
     }
-    Value steps = causal ? N : M;
-    loop(cidx(0), steps, cidx(1), {}, [&](Value t, ValueRange) {
-      Value tI64 = toI64(t);
-      emitFeatureMap(op.getFeatureMapK(), k, bIdx, hk, t, phiK);
-      if (causal)
-        emitFeatureMap(op.getFeatureMapQ(), q, bIdx, h, t, phiQ);
-      loadV(bIdx, hk, t);
-      // Gates g_d = exp(gate).
-      Value scalarG = cf32(1);
-      if (hasGate && !vecGate)
-        scalarG = toF32(math::ExpOp::create(
-            b, emitRegion(b, op.getGate(), {bI64, hI64, tI64, toI64(cidx(0))},
-                          env)));
-      if (vecGate)
-        loop(cidx(0), dk, cidx(1), {}, [&](Value d, ValueRange) {
-          Value lg =
-              emitRegion(b, op.getGate(), {bI64, hI64, tI64, toI64(d)}, env);
-          memref::StoreOp::create(b, toF32(math::ExpOp::create(b, lg)), gBuf,
-                                  ValueRange{d});
-          return SmallVector<Value>{};
-        });
-      auto gateAt = [&](Value d) -> Value {
-        return vecGate ? Value(memref::LoadOp::create(b, gBuf, ValueRange{d}))
-                       : scalarG;
+    Value isFirst = arith::CmpIOp::create(b, P::eq, i, cidx(0));
+    Value iPrev = arith::SelectOp::create(b, isFirst, cidx(0),
+                                          arith::SubIOp::create(b, i, cidx(1)));
+    Value prev = arith::SelectOp::create(
+        b, isFirst, cf64Zero,
+        memref::LoadOp::create(b, Lc, ValueRange{iPrev, d}));
+    Value cum = arith::AddFOp::create(b, prev, lg);
+    memref::StoreOp::create(b, cum, Lc, ValueRange{i, d});
+    memref::StoreOp::create(b, cum, Lt, ValueRange{d, i});
+    return SmallVector<Value>{};
+  });
+}
+
+// 2. A[t][s] (s <= t), vectorized along s, in blocks of vl rows. For a row
+// block starting at r0 and the columns s < r0 before it, with the block's
+// first row as reference point:
+//   A[t][s] = sum_d (phiq[t,d] e^{L[t,d]-L[r0,d]}) (phik[s,d]
+//   e^{L[r0,d]-L[s,d]})
+// is a GEMM of exact decays over the steps s..r0 and r0..t (each <= 1 for
+// decaying gates; either one overflows only where the state of the
+// recurrence grows as much). The diagonal block takes e^{L[t,d]-L[s,d]} per
+// element.
+void LinearKernelBuilder::emitScores(Chunk &ch) {
+  auto vidx = VectorType::get({vl}, b.getIndexType());
+  ch.lane = vector::StepOp::create(b, vidx);
+  ch.vZero64 = vector::BroadcastOp::create(b, vf64(), cf64Zero);
+  Value nRB = arith::CeilDivUIOp::create(b, ch.cn, cidx(vl));
+  if (vecGate) {
+    loop(cidx(0), ch.cn, cidx(1), {}, [&](Value t, ValueRange) {
+      Value r0 = arith::MulIOp::create(
+          b, arith::DivUIOp::create(b, t, cidx(vl)), cidx(vl));
+      decayRow(Qh, Qc, t, dk, t, r0);
+      return SmallVector<Value>{};
+    });
+  }
+  loop(cidx(0), nRB, cidx(1), {}, [&](Value rb, ValueRange) {
+    Value r0 = arith::MulIOp::create(b, rb, cidx(vl));
+    Value rows = arith::MinUIOp::create(b, cidx(vl),
+                                        arith::SubIOp::create(b, ch.cn, r0));
+    if (vecGate)
+      emitScoreBlockVecGate(ch, rb, r0, rows);
+    else
+      emitScoreBlock(ch, rb, r0, rows);
+    return SmallVector<Value>{};
+  });
+}
+
+Value LinearKernelBuilder::causalKeep(const Chunk &ch, Value t, Value s0) {
+  auto vidx = VectorType::get({vl}, b.getIndexType());
+  Value sIdx = arith::AddIOp::create(
+      b, vector::BroadcastOp::create(b, vidx, s0), ch.lane);
+  return arith::CmpIOp::create(b, P::ule, sIdx,
+                               vector::BroadcastOp::create(b, vidx, t));
+}
+
+// The masked differences (s > t) would overflow for decaying gates.
+Value LinearKernelBuilder::maskedDecay(const Chunk &ch, Value t, Value s0,
+                                       Value lt, Value ls) {
+  Value diff = arith::SelectOp::create(
+      b, causalKeep(ch, t, s0), arith::SubFOp::create(b, lt, ls), ch.vZero64);
+  return math::ExpOp::create(b, arith::TruncFOp::create(b, vf32(), diff));
+}
+
+void LinearKernelBuilder::maskStore(const Chunk &ch, Value t, Value s0,
+                                    Value aV) {
+  vector::StoreOp::create(
+      b, arith::SelectOp::create(b, causalKeep(ch, t, s0), aV, zeroV), A,
+      ValueRange{t, s0});
+}
+
+void LinearKernelBuilder::emitScoreBlockVecGate(const Chunk &ch, Value rb,
+                                                Value r0, Value rows) {
+  // Kr[d][s] = phik[s,d] e^{L[r0,d]-L[s,d]} for s < r0.
+  loop(cidx(0), dk, cidx(1), {}, [&](Value d, ValueRange) {
+    Value lr = vector::BroadcastOp::create(
+        b, vf64(), memref::LoadOp::create(b, Lc, ValueRange{r0, d}));
+    loop(cidx(0), r0, cidx(vl), {}, [&](Value s0, ValueRange) {
+      Value diff = arith::SubFOp::create(
+          b, lr, vector::LoadOp::create(b, vf64(), Lt, ValueRange{d, s0}));
+      Value e =
+          math::ExpOp::create(b, arith::TruncFOp::create(b, vf32(), diff));
+      Value kv = vector::LoadOp::create(b, vf32(), Kt, ValueRange{d, s0});
+      vector::StoreOp::create(b, arith::MulFOp::create(b, kv, e), Kr,
+                              ValueRange{d, s0});
+      return SmallVector<Value>{};
+    });
+    return SmallVector<Value>{};
+  });
+  gemm(
+      rows, rb, [&](Value) { return dk; },
+      [&](Value i, Value d) {
+        return Value(memref::LoadOp::create(
+            b, Qh, ValueRange{arith::AddIOp::create(b, r0, i), d}));
+      },
+      [&](Value d, Value sv) { return loadVec(Kr, d, sv); },
+      [&](Value, Value) { return zeroV; },
+      [&](Value i, Value sv, Value v) {
+        storeVec(v, A, arith::AddIOp::create(b, r0, i), sv);
+      });
+  emitScoreDiagonal(ch, r0, rows);
+}
+
+// The diagonal block of a row block, element-wise decay.
+void LinearKernelBuilder::emitScoreDiagonal(const Chunk &ch, Value r0,
+                                            Value rows) {
+  loop(cidx(0), rows, cidx(1), {}, [&](Value i, ValueRange) {
+    Value t = arith::AddIOp::create(b, r0, i);
+    auto acc = loop(cidx(0), dk, cidx(1), {zeroV}, [&](Value d, ValueRange a) {
+      Value qd = memref::LoadOp::create(b, Qc, ValueRange{t, d});
+      Value kv = vector::LoadOp::create(b, vf32(), Kt, ValueRange{d, r0});
+      Value lt = vector::BroadcastOp::create(
+          b, vf64(), memref::LoadOp::create(b, Lc, ValueRange{t, d}));
+      Value e =
+          maskedDecay(ch, t, r0, lt,
+                      vector::LoadOp::create(b, vf64(), Lt, ValueRange{d, r0}));
+      return SmallVector<Value>{vector::FMAOp::create(
+          b, bcast(qd), arith::MulFOp::create(b, kv, e), a[0])};
+    });
+    maskStore(ch, t, r0, acc.getResult(0));
+    return SmallVector<Value>{};
+  });
+}
+
+// No gate or a scalar gate: A = phiq phik^T over the columns up to the end
+// of this row block, then the scalar decay e^{L[t]-L[s]}.
+void LinearKernelBuilder::emitScoreBlock(const Chunk &ch, Value rb, Value r0,
+                                         Value rows) {
+  Value nCols = arith::AddIOp::create(b, rb, cidx(1));
+  gemm(
+      rows, nCols, [&](Value) { return dk; },
+      [&](Value i, Value d) {
+        return Value(memref::LoadOp::create(
+            b, Qc, ValueRange{arith::AddIOp::create(b, r0, i), d}));
+      },
+      [&](Value d, Value sv) { return loadVec(Kt, d, sv); },
+      [&](Value, Value) { return zeroV; },
+      [&](Value i, Value sv, Value v) {
+        Value t = arith::AddIOp::create(b, r0, i);
+        Value s0 = arith::MulIOp::create(b, sv, cidx(vl));
+        if (hasGate) {
+          Value lt = vector::BroadcastOp::create(
+              b, vf64(), memref::LoadOp::create(b, Lc, ValueRange{t, cidx(0)}));
+          v = arith::MulFOp::create(
+              b, v,
+              maskedDecay(ch, t, s0, lt,
+                          vector::LoadOp::create(b, vf64(), Lt,
+                                                 ValueRange{cidx(0), s0})));
+        }
+        maskStore(ch, t, s0, v);
+      });
+}
+
+Value LinearKernelBuilder::expDiff(Value hi, Value lo) {
+  // Of either sign: callers pass cumulative log gates with lo's step at or
+  // before hi's.
+  Value d = arith::SubFOp::create(b, hi, lo);
+  return math::ExpOp::create(b, arith::TruncFOp::create(b, b.getF32Type(), d));
+}
+
+// Vectorized along d; L rows are the cumulative log gates, row lo at or
+// before row hi; a null row stands for 0; without a gate this is a copy.
+void LinearKernelBuilder::decayRow(Value dst, Value src, Value t, Value w,
+                                   Value hiRow, Value loRow) {
+  Type f32 = b.getF32Type();
+  Value scalarFactor;
+  if (hasGate && !vecGate) {
+    Value hi =
+        hiRow ? Value(memref::LoadOp::create(b, Lc, ValueRange{hiRow, cidx(0)}))
+              : cf64Zero;
+    Value lo =
+        loRow ? Value(memref::LoadOp::create(b, Lc, ValueRange{loRow, cidx(0)}))
+              : cf64Zero;
+    scalarFactor = expDiff(hi, lo);
+  }
+  auto body = [&](Value d, bool vec) {
+    Value x =
+        vec ? Value(vector::LoadOp::create(b, vf32(), src, ValueRange{t, d}))
+            : Value(memref::LoadOp::create(b, src, ValueRange{t, d}));
+    if (hasGate && !vecGate) {
+      x = arith::MulFOp::create(b, x, vec ? bcast(scalarFactor) : scalarFactor);
+    } else if (vecGate) {
+      auto row = [&](Value r) -> Value {
+        if (!r)
+          return vec ? Value(vector::BroadcastOp::create(b, vf64(), cf64Zero))
+                     : cf64Zero;
+        return vec ? Value(vector::LoadOp::create(b, vf64(), Lc,
+                                                  ValueRange{r, d}))
+                   : Value(memref::LoadOp::create(b, Lc, ValueRange{r, d}));
       };
-      Value beta;
-      if (delta)
-        beta = toF32(emitRegion(b, op.getBeta(), {bI64, hI64, tI64}, env));
-      // Exclusive bonus scalar: sum_d phi_q[d] u[d] phi_k[d].
-      Value bonusDot;
-      if (exclusive) {
-        bonusDot = zero;
-        if (!op.getBonus().empty())
-          bonusDot =
-              loop(cidx(0), dq, cidx(1), {zero}, [&](Value d, ValueRange a) {
+      Value diff = arith::SubFOp::create(b, row(hiRow), row(loRow));
+      Value e = math::ExpOp::create(
+          b, arith::TruncFOp::create(b, vec ? Type(vf32()) : f32, diff));
+      x = arith::MulFOp::create(b, x, e);
+    }
+    if (vec)
+      vector::StoreOp::create(b, x, dst, ValueRange{t, d});
+    else
+      memref::StoreOp::create(b, x, dst, ValueRange{t, d});
+  };
+  Value full =
+      arith::SubIOp::create(b, w, arith::RemUIOp::create(b, w, cidx(vl)));
+  loop(cidx(0), full, cidx(vl), {}, [&](Value d, ValueRange) {
+    body(d, true);
+    return SmallVector<Value>{};
+  });
+  loop(full, w, cidx(1), {}, [&](Value d, ValueRange) {
+    body(d, false);
+    return SmallVector<Value>{};
+  });
+}
+
+// 3. Outputs: Oc = A Vc (intra, causal blocks) + Qt~ S (inter).
+void LinearKernelBuilder::emitChunkOutputs(const Chunk &ch) {
+  Value cn = ch.cn;
+  gemm(
+      cn, nC,
+      [&](Value rowEnd) {
+        return Value(arith::MinUIOp::create(b, rowEnd, cn));
+      },
+      [&](Value t, Value s2) {
+        return Value(memref::LoadOp::create(b, A, ValueRange{t, s2}));
+      },
+      [&](Value s2, Value c) { return loadVec(Vc, s2, c); },
+      [&](Value, Value) { return zeroV; },
+      [&](Value t, Value c, Value v) { storeVec(v, Oc, t, c); });
+  gemm(
+      cn, nC, [&](Value) { return dq; },
+      [&](Value t, Value d) {
+        return Value(memref::LoadOp::create(b, Qd, ValueRange{t, d}));
+      },
+      [&](Value d, Value c) { return loadVec(S, d, c); },
+      [&](Value t, Value c) { return loadVec(Oc, t, c); },
+      [&](Value t, Value c, Value v) { storeVec(v, Oc, t, c); });
+  storeChunkOutputs(ch);
+}
+
+void LinearKernelBuilder::storeChunkOutputs(const Chunk &ch) {
+  loop(cidx(0), ch.cn, cidx(1), {}, [&](Value t, ValueRange) {
+    Value tAbs = arith::AddIOp::create(b, ch.t0, t);
+    Value factor = normalize ? chunkNormFactor(t) : scale;
+    loop(cidx(0), nC, cidx(1), {}, [&](Value c, ValueRange) {
+      Value col = arith::MulIOp::create(b, c, cidx(vl));
+      storeO(tAbs, c, vector::LoadOp::create(b, vf32(), Oc, ValueRange{t, col}),
+             factor);
+      return SmallVector<Value>{};
+    });
+    return SmallVector<Value>{};
+  });
+}
+
+Value LinearKernelBuilder::chunkNormFactor(Value t) {
+  auto den =
+      loop(cidx(0), arith::AddIOp::create(b, t, cidx(1)), cidx(1), {zero},
+           [&](Value s2, ValueRange a) {
+             return SmallVector<Value>{arith::AddFOp::create(
+                 b, a[0], memref::LoadOp::create(b, A, ValueRange{t, s2}))};
+           });
+  auto den2 = loop(
+      cidx(0), dq, cidx(1), {den.getResult(0)}, [&](Value d, ValueRange a) {
+        Value qd = memref::LoadOp::create(b, Qd, ValueRange{t, d});
+        Value zd = memref::LoadOp::create(b, z, ValueRange{d});
+        return SmallVector<Value>{
+            arith::AddFOp::create(b, a[0], arith::MulFOp::create(b, qd, zd))};
+      });
+  Value dn = den2.getResult(0);
+  Value nz = arith::CmpFOp::create(b, arith::CmpFPredicate::UNE, dn, zero);
+  return arith::SelectOp::create(b, nz, arith::DivFOp::create(b, cf32(1), dn),
+                                 zero);
+}
+
+void LinearKernelBuilder::updateChunkState(const Chunk &ch) {
+  Type f32 = b.getF32Type();
+  loop(cidx(0), dk, cidx(1), {}, [&](Value d, ValueRange) {
+    Value gd = vecGate ? d : cidx(0);
+    Value gamma = cf32(1);
+    if (hasGate)
+      gamma = math::ExpOp::create(
+          b,
+          arith::TruncFOp::create(
+              b, f32, memref::LoadOp::create(b, Lc, ValueRange{ch.last, gd})));
+    memref::StoreOp::create(b, gamma, gBuf, ValueRange{d});
+    auto zs =
+        loop(cidx(0), ch.cn, cidx(1), {zero}, [&](Value s2, ValueRange a) {
+          return SmallVector<Value>{arith::AddFOp::create(
+              b, a[0], memref::LoadOp::create(b, Kh, ValueRange{s2, d}))};
+        });
+    Value zd = memref::LoadOp::create(b, z, ValueRange{d});
+    memref::StoreOp::create(
+        b,
+        arith::AddFOp::create(b, arith::MulFOp::create(b, zd, gamma),
+                              zs.getResult(0)),
+        z, ValueRange{d});
+    return SmallVector<Value>{};
+  });
+  gemm(
+      dk, nC, [&](Value) { return ch.cn; },
+      [&](Value d, Value s2) {
+        return Value(memref::LoadOp::create(b, Kh, ValueRange{s2, d}));
+      },
+      [&](Value s2, Value c) { return loadVec(Vc, s2, c); },
+      [&](Value d, Value c) {
+        Value sd = loadVec(S, d, c);
+        Value g = memref::LoadOp::create(b, gBuf, ValueRange{d});
+        return Value(arith::MulFOp::create(b, sd, bcast(g)));
+      },
+      [&](Value d, Value c, Value v) { storeVec(v, S, d, c); });
+}
+
+//===----------------------------------------------------------------------===//
+// The recurrence
+//===----------------------------------------------------------------------===//
+
+void LinearKernelBuilder::emitRecurrence() {
+  Value steps = causal ? N : M;
+  loop(cidx(0), steps, cidx(1), {}, [&](Value t, ValueRange) {
+    emitStep(t);
+    return SmallVector<Value>{};
+  });
+}
+
+void LinearKernelBuilder::emitStep(Value t) {
+  Step st;
+  st.t = t;
+  st.tI64 = toI64(t);
+  emitFeatureMap(op.getFeatureMapK(), k, hk, t, phiK);
+  if (causal)
+    emitFeatureMap(op.getFeatureMapQ(), q, h, t, phiQ);
+  loadV(t);
+  stageGates(st);
+  if (delta)
+    st.beta = toF32(emitRegion(b, op.getBeta(), {bI64, hI64, st.tI64}, env));
+  if (exclusive)
+    st.bonusDot = bonusDot();
+  if (delta)
+    deltaCorrection(st);
+  // The exclusive readout normalizes by the state before this step:
+  // phi_q . (z + u * phi_k).
+  if (exclusive && normalize)
+    st.exclusiveFactor = normFactor(st.bonusDot);
+  // Update S (and z), reading out inclusive / exclusive on the way.
+  updateZ(st);
+  updateStateAndRead(st);
+  if (causal)
+    storeStepOutput(st);
+}
+
+void LinearKernelBuilder::stageGates(Step &st) {
+  st.scalarG = cf32(1);
+  if (hasGate && !vecGate)
+    st.scalarG = toF32(math::ExpOp::create(
+        b, emitRegion(b, op.getGate(), {bI64, hI64, st.tI64, toI64(cidx(0))},
+                      env)));
+  if (vecGate)
+    loop(cidx(0), dk, cidx(1), {}, [&](Value d, ValueRange) {
+      Value lg =
+          emitRegion(b, op.getGate(), {bI64, hI64, st.tI64, toI64(d)}, env);
+      memref::StoreOp::create(b, toF32(math::ExpOp::create(b, lg)), gBuf,
+                              ValueRange{d});
+      return SmallVector<Value>{};
+    });
+}
+
+// Exclusive bonus scalar: sum_d phi_q[d] u[d] phi_k[d] (0 without a bonus).
+Value LinearKernelBuilder::bonusDot() {
+  if (op.getBonus().empty())
+    return zero;
+  return loop(cidx(0), dq, cidx(1), {zero},
+              [&](Value d, ValueRange a) {
                 Value qd = memref::LoadOp::create(b, phiQ, ValueRange{d});
                 Value kd = memref::LoadOp::create(b, phiK, ValueRange{d});
                 Value ud = memref::LoadOp::create(b, uBuf, ValueRange{d});
@@ -892,115 +1126,103 @@ LogicalResult LinearKernelBuilder::build() {
                     b, a[0],
                     arith::MulFOp::create(b, qd,
                                           arith::MulFOp::create(b, ud, kd)))};
-              }).getResult(0);
-      }
-      // Delta rule: w = sum_d phi_k[d] g_d S[d,:]; vBuf <- beta (v - w).
-      if (delta)
-        loop(cidx(0), nC, cidx(1), {}, [&](Value c, ValueRange) {
-          Value col = arith::MulIOp::create(b, c, cidx(vl));
-          auto w =
-              loop(cidx(0), dk, cidx(1), {zeroV}, [&](Value d, ValueRange a) {
-                Value sd =
-                    vector::LoadOp::create(b, vf32(), S, ValueRange{d, col});
-                Value kd = arith::MulFOp::create(
-                    b, memref::LoadOp::create(b, phiK, ValueRange{d}),
-                    gateAt(d));
-                return SmallVector<Value>{
-                    vector::FMAOp::create(b, bcast(kd), sd, a[0])};
-              });
-          Value vv = vector::LoadOp::create(b, vf32(), vBuf, ValueRange{col});
-          // The exclusive bonus reads this step's v itself (not the delta
-          // update that replaces it in vBuf): keep its term in wBuf.
-          if (exclusive)
-            vector::StoreOp::create(
-                b, arith::MulFOp::create(b, bcast(bonusDot), vv), wBuf,
-                ValueRange{col});
-          Value u = arith::MulFOp::create(
-              b, bcast(beta), arith::SubFOp::create(b, vv, w.getResult(0)));
-          vector::StoreOp::create(b, u, vBuf, ValueRange{col});
-          return SmallVector<Value>{};
-        });
-      // The exclusive readout normalizes by the state before this step:
-      // phi_q . (z + u * phi_k).
-      Value exclusiveFactor;
-      if (exclusive && normalize)
-        exclusiveFactor = normFactor(bonusDot);
-      // Update S (and z), reading out inclusive / exclusive on the way.
-      loop(cidx(0), dk, cidx(1), {}, [&](Value d, ValueRange) {
-        Value zd = memref::LoadOp::create(b, z, ValueRange{d});
-        Value kd = memref::LoadOp::create(b, phiK, ValueRange{d});
-        Value zn = arith::AddFOp::create(
-            b, arith::MulFOp::create(b, zd, gateAt(d)), kd);
-        memref::StoreOp::create(b, zn, z, ValueRange{d});
-        return SmallVector<Value>{};
-      });
-      loop(cidx(0), nC, cidx(1), {}, [&](Value c, ValueRange) {
-        Value col = arith::MulIOp::create(b, c, cidx(vl));
-        Value vv = vector::LoadOp::create(b, vf32(), vBuf, ValueRange{col});
-        auto acc =
-            loop(cidx(0), dk, cidx(1), {zeroV}, [&](Value d, ValueRange a) {
-              Value sd =
-                  vector::LoadOp::create(b, vf32(), S, ValueRange{d, col});
-              Value kd = memref::LoadOp::create(b, phiK, ValueRange{d});
-              Value sn = vector::FMAOp::create(
-                  b, bcast(kd), vv,
-                  arith::MulFOp::create(b, sd, bcast(gateAt(d))));
-              vector::StoreOp::create(b, sn, S, ValueRange{d, col});
-              if (!causal)
-                return SmallVector<Value>{a[0]};
-              // phi_q has Dq entries; Dq == Dk whenever both are read here.
-              Value qd = memref::LoadOp::create(b, phiQ, ValueRange{d});
-              Value readS = exclusive ? sd : sn;
-              return SmallVector<Value>{
-                  vector::FMAOp::create(b, bcast(qd), readS, a[0])};
-            });
-        if (causal) {
-          Value a = acc.getResult(0);
-          if (exclusive && delta)
-            a = arith::AddFOp::create(
-                b, a, vector::LoadOp::create(b, vf32(), wBuf, ValueRange{col}));
-          else if (exclusive)
-            a = vector::FMAOp::create(b, bcast(bonusDot), vv, a);
-          vector::StoreOp::create(b, a, wBuf, ValueRange{col});
-        }
-        return SmallVector<Value>{};
-      });
-      if (causal) {
-        Value factor = exclusiveFactor ? exclusiveFactor : normFactor(Value());
-        loop(cidx(0), nC, cidx(1), {}, [&](Value c, ValueRange) {
-          Value col = arith::MulIOp::create(b, c, cidx(vl));
-          Value a = vector::LoadOp::create(b, vf32(), wBuf, ValueRange{col});
-          storeO(bIdx, h, t, c, a, factor);
-          return SmallVector<Value>{};
-        });
-      }
-      return SmallVector<Value>{};
+              })
+      .getResult(0);
+}
+
+void LinearKernelBuilder::deltaCorrection(const Step &st) {
+  loop(cidx(0), nC, cidx(1), {}, [&](Value c, ValueRange) {
+    Value col = arith::MulIOp::create(b, c, cidx(vl));
+    auto w = loop(cidx(0), dk, cidx(1), {zeroV}, [&](Value d, ValueRange a) {
+      Value sd = vector::LoadOp::create(b, vf32(), S, ValueRange{d, col});
+      Value kd = arith::MulFOp::create(
+          b, memref::LoadOp::create(b, phiK, ValueRange{d}), gateAt(st, d));
+      return SmallVector<Value>{vector::FMAOp::create(b, bcast(kd), sd, a[0])};
     });
-    writeState();
-    // Non-causal: every query reads the final state.
-    if (!causal)
-      loop(cidx(0), N, cidx(1), {}, [&](Value t, ValueRange) {
-        emitFeatureMap(op.getFeatureMapQ(), q, bIdx, h, t, phiQ);
-        Value factor = normFactor(Value());
-        loop(cidx(0), nC, cidx(1), {}, [&](Value c, ValueRange) {
-          Value col = arith::MulIOp::create(b, c, cidx(vl));
-          auto acc =
-              loop(cidx(0), dq, cidx(1), {zeroV}, [&](Value d, ValueRange a) {
-                Value sd =
-                    vector::LoadOp::create(b, vf32(), S, ValueRange{d, col});
-                Value qd = memref::LoadOp::create(b, phiQ, ValueRange{d});
-                return SmallVector<Value>{
-                    vector::FMAOp::create(b, bcast(qd), sd, a[0])};
-              });
-          storeO(bIdx, h, t, c, acc.getResult(0), factor);
-          return SmallVector<Value>{};
-        });
-        return SmallVector<Value>{};
-      });
+    Value vv = vector::LoadOp::create(b, vf32(), vBuf, ValueRange{col});
+    // The exclusive bonus reads this step's v itself (not the delta update
+    // that replaces it in vBuf): keep its term in wBuf.
+    if (exclusive)
+      vector::StoreOp::create(b,
+                              arith::MulFOp::create(b, bcast(st.bonusDot), vv),
+                              wBuf, ValueRange{col});
+    Value u = arith::MulFOp::create(
+        b, bcast(st.beta), arith::SubFOp::create(b, vv, w.getResult(0)));
+    vector::StoreOp::create(b, u, vBuf, ValueRange{col});
     return SmallVector<Value>{};
   });
-  finishKernel();
-  return success();
+}
+
+void LinearKernelBuilder::updateZ(const Step &st) {
+  loop(cidx(0), dk, cidx(1), {}, [&](Value d, ValueRange) {
+    Value zd = memref::LoadOp::create(b, z, ValueRange{d});
+    Value kd = memref::LoadOp::create(b, phiK, ValueRange{d});
+    Value zn = arith::AddFOp::create(
+        b, arith::MulFOp::create(b, zd, gateAt(st, d)), kd);
+    memref::StoreOp::create(b, zn, z, ValueRange{d});
+    return SmallVector<Value>{};
+  });
+}
+
+void LinearKernelBuilder::updateStateAndRead(const Step &st) {
+  loop(cidx(0), nC, cidx(1), {}, [&](Value c, ValueRange) {
+    Value col = arith::MulIOp::create(b, c, cidx(vl));
+    Value vv = vector::LoadOp::create(b, vf32(), vBuf, ValueRange{col});
+    auto acc = loop(cidx(0), dk, cidx(1), {zeroV}, [&](Value d, ValueRange a) {
+      Value sd = vector::LoadOp::create(b, vf32(), S, ValueRange{d, col});
+      Value kd = memref::LoadOp::create(b, phiK, ValueRange{d});
+      Value sn = vector::FMAOp::create(
+          b, bcast(kd), vv, arith::MulFOp::create(b, sd, bcast(gateAt(st, d))));
+      vector::StoreOp::create(b, sn, S, ValueRange{d, col});
+      if (!causal)
+        return SmallVector<Value>{a[0]};
+      // phi_q has Dq entries; Dq == Dk whenever both are read here.
+      Value qd = memref::LoadOp::create(b, phiQ, ValueRange{d});
+      Value readS = exclusive ? sd : sn;
+      return SmallVector<Value>{
+          vector::FMAOp::create(b, bcast(qd), readS, a[0])};
+    });
+    if (causal) {
+      Value a = acc.getResult(0);
+      if (exclusive && delta)
+        a = arith::AddFOp::create(
+            b, a, vector::LoadOp::create(b, vf32(), wBuf, ValueRange{col}));
+      else if (exclusive)
+        a = vector::FMAOp::create(b, bcast(st.bonusDot), vv, a);
+      vector::StoreOp::create(b, a, wBuf, ValueRange{col});
+    }
+    return SmallVector<Value>{};
+  });
+}
+
+void LinearKernelBuilder::storeStepOutput(const Step &st) {
+  Value factor = st.exclusiveFactor ? st.exclusiveFactor : normFactor(Value());
+  loop(cidx(0), nC, cidx(1), {}, [&](Value c, ValueRange) {
+    Value col = arith::MulIOp::create(b, c, cidx(vl));
+    Value a = vector::LoadOp::create(b, vf32(), wBuf, ValueRange{col});
+    storeO(st.t, c, a, factor);
+    return SmallVector<Value>{};
+  });
+}
+
+void LinearKernelBuilder::emitNoncausalReadout() {
+  loop(cidx(0), N, cidx(1), {}, [&](Value t, ValueRange) {
+    emitFeatureMap(op.getFeatureMapQ(), q, h, t, phiQ);
+    Value factor = normFactor(Value());
+    loop(cidx(0), nC, cidx(1), {}, [&](Value c, ValueRange) {
+      Value col = arith::MulIOp::create(b, c, cidx(vl));
+      auto acc =
+          loop(cidx(0), dq, cidx(1), {zeroV}, [&](Value d, ValueRange a) {
+            Value sd = vector::LoadOp::create(b, vf32(), S, ValueRange{d, col});
+            Value qd = memref::LoadOp::create(b, phiQ, ValueRange{d});
+            return SmallVector<Value>{
+                vector::FMAOp::create(b, bcast(qd), sd, a[0])};
+          });
+      storeO(t, c, acc.getResult(0), factor);
+      return SmallVector<Value>{};
+    });
+    return SmallVector<Value>{};
+  });
 }
 
 LogicalResult mlir::attn::cpu::buildLinearKernel(SpecOp spec, ModuleOp module,

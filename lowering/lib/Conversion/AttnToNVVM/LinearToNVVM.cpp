@@ -90,7 +90,8 @@ struct Tile {
 class LinearGpuBuilder : public KernelScaffold {
 public:
   LinearGpuBuilder(SpecOp spec, gpu::GPUModuleOp gpuModule, int64_t headDim)
-      : KernelScaffold(spec), op(spec.getLinearAttention()), D(headDim) {
+      : KernelScaffold(spec), op(spec.getLinearAttention()), D(headDim),
+        Wt(headDim) {
     b.setInsertionPointToEnd(gpuModule.getBody());
   }
 
@@ -150,6 +151,10 @@ private:
   /// row statistic of l2norm (1/|x|) and random (|x'|^2 / 2).
   Value phiAt(FeatureMapKind kind, Value mem, Value head, Value row,
               Value rowOk, Value f, Value stat);
+  /// Taylor2 feature f (< Dphi) of the row x(i) (i clamped to lastCol);
+  /// fZero, fOne: f32 constants.
+  Value taylor2At(Value f, function_ref<Value(Value)> x, Value lastCol,
+                  Value fZero, Value fOne);
   /// One side (q or k) of stagePhi: its rows are mem[b, head, 0 .. len).
   struct PhiSide {
     FeatureMapKind kind;
@@ -179,15 +184,98 @@ private:
   productLoop(int64_t K, ValueRange acc,
               function_ref<void(Value, SmallVectorImpl<Value> &)> body);
 
+  // The chunked form.
   LogicalResult buildChunked();
+  /// Floats of the state buffer SB: Dphi x (W + 1) (z is column W). Room
+  /// for Dphi = 2 * 64 with Dv = 64 (pos_neg) and Dphi = Dv = 128 in one
+  /// slab.
+  int64_t stateCapacity() const {
+    return std::max<int64_t>(D * (D + 1), 2 * 64 * 65);
+  }
+  void allocChunkedShared();
+  /// Sets the slabs of value columns (W, SW) and the feature blocks (nFB,
+  /// lastPhi); o is NaN where a single column does not fit. Returns the
+  /// number of slabs (0 then).
+  Value planSlabs();
+  /// One slab of value columns c0 .. c0 + wn: a pass over the sequence.
+  void emitSlab(Value slab);
+  void emitNoncausalSlab(Value c0, Value wn);
+  /// The chunk of steps t0 .. t0 + C of a causal spec.
+  void emitCausalChunk(Value t0, Value c0, Value wn);
+  /// Values, row statistics, scalar log gates and their cumulative sums.
+  void stageChunk(Value t0, Value c0, Value wn);
+  /// V rows t0 .. t0 + C of the slab's columns into VB (zero padded).
+  void stageV(Value t0, Value c0, Value wn);
+  /// buf[0 .. C) = 0 (nothing for a null buf).
+  void zeroRows(Value buf);
+  /// Feature block f0 of a causal chunk: A += its scores, O += its inter-chunk
+  /// read, S updated; accs holds A's then O's accumulators.
+  SmallVector<Value> emitFeatureBlock(Value t0, Value f0, ValueRange accs);
+  /// LG[t][f] = the per-feature log gate (clamped at -80).
+  void stageVecGates(Value t0, Value f0);
+  /// The query-side cumulative log gate at (row m, feature f).
+  Value lqVec(Value m, Value f);
+  /// Whether key row n of a chunk is visible from query row m: n <= m, or
+  /// n < m for the exclusive readout (its diagonal is the bonus term).
+  Value causalKeep(Value m, Value n);
+  /// A += phi(q) phi(k)^T (decayed per element for vector gates).
+  SmallVector<Value> accumulateScores(ValueRange accA);
+  /// Decay the features in place: PQ *= exp(Lq), PK *= exp(L[last] - L).
+  void decayFeatures();
+  /// AM = A with the causal mask, the scalar decay and the exclusive
+  /// readout's diagonal.
+  void storeScores(ArrayRef<Value> accA);
+  /// z[f] = S[f][W].
+  Value zIdx(Value f) { return add(mul(f, SW), W); }
+  /// S update of feature block f0 from PK (already decayed) and VB:
+  /// S = gamma S + PK^T VB; z = gamma z + colsum(PK).
+  void updateState(Value f0, function_ref<Value(Value)> gammaOf);
+  /// The S update of columns cBase .. cBase + WS.
+  void updateStateColumns(Value f0, Value cBase,
+                          function_ref<Value(Value)> gammaOf);
+  /// O += PQ S[f0 ..] (and den += PQ z) for feature block f0.
+  SmallVector<Value> readState(Value f0, ValueRange acc);
+  /// o[t0 + m][c0 + n] = O * (scale or 1 / den).
+  void storeO(Value t0, Value cn, Value c0, Value wn, ValueRange acc);
+  SmallVector<Value> zerosA() {
+    return SmallVector<Value>(tA.RM * tA.RN, zero);
+  }
+  SmallVector<Value> zerosO() {
+    return SmallVector<Value>(tO.RM * tO.RN, zero);
+  }
+
+  // The recurrent form.
   LogicalResult buildRecurrent();
+  /// Thread (c, fg) of the recurrent form keeps rows fIdx of state column c.
+  struct Lanes {
+    Value c, fg;
+    SmallVector<Value> fIdx;
+  };
+  /// Values, gates g = exp(gate) and beta of the chunk at t0.
+  void stageRecurrentInputs(Value t0, Value one);
+  /// Step t of the chunk at t0 from the thread's state rows Scur; returns
+  /// the updated rows.
+  SmallVector<Value> emitDeltaStep(Value t0, Value t, ValueRange Scur,
+                                   const Lanes &lanes);
+  /// sum_i a[i] x[i] in 4 interleaved partial sums (shorter dependency
+  /// chains).
+  Value dot4(ArrayRef<Value> a, ArrayRef<Value> x);
+
+  /// Steps per chunk (both forms), features per feature block, the leading
+  /// dims of the chunked form's feature ([C x PB]) and score ([C x C])
+  /// arrays.
+  static constexpr int64_t C = kChunk, PB = kFeatBlock, LDP = PB + 1,
+                           LDA = C + 1;
 
   LinearAttentionOp op;
   int64_t D;
+  /// The widest slab of value columns (chunked form).
+  int64_t Wt;
   int64_t T = kThreads;
   Type elt;
   bool normalize = false, exclusive = false, causal = true, delta = false,
        hasGate = false, vecGate = false, hasBonus = false;
+  bool scalarGate = false, statQ = false, statK = false, bonusTerm = false;
   FeatureMapKind fmQ = FeatureMapKind::identity, fmK = FeatureMapKind::identity;
 
   KernelEnv env;
@@ -201,6 +289,16 @@ private:
   Value proj;        // random: W [R, Dqk]
   Value smem;
   int64_t smemFloats = 0;
+  Value zero;
+
+  // Shared arrays (null where the spec needs none): phi(q), phi(k), the
+  // (log) gates, scores, values, state, denominators, bonus, row stats.
+  Value PQ, PK, LG, LGraw, LGs, LQs, AM, VB, SB, DEN, BON, UB, RSQ, RSK;
+  Value GB, BETA; // the recurrent form's gates and beta
+  // The chunked form: slab width W (+ z: SW), feature blocks and tiles.
+  Value W, SW, nFB, lastPhi;
+  int64_t WS = 0;
+  Tile tA, tO, tS;
 };
 
 } // namespace
@@ -225,6 +323,10 @@ LogicalResult LinearGpuBuilder::checkSpec() {
   hasBonus = !op.getBonus().empty();
   fmQ = op.getFeatureMapQ();
   fmK = op.getFeatureMapK();
+  scalarGate = hasGate && !vecGate;
+  statQ = needsRowStat(fmQ);
+  statK = needsRowStat(fmK);
+  bonusTerm = exclusive && hasBonus;
   FailureOr<Type> qkvType = uniformHalfPrecisionQKV(spec, "");
   if (failed(qkvType))
     return failure();
@@ -342,7 +444,7 @@ Value LinearGpuBuilder::bonusAt(Value d) {
 
 Value LinearGpuBuilder::phiAt(FeatureMapKind kind, Value mem, Value head,
                               Value row, Value rowOk, Value f, Value stat) {
-  Value zero = cf32(0), one = cf32(1);
+  Value fZero = cf32(0), fOne = cf32(1);
   Value lastCol = sub(Dqk, cidx(1));
   auto x = [&](Value i) -> Value {
     return toF32(memref::LoadOp::create(
@@ -350,7 +452,7 @@ Value LinearGpuBuilder::phiAt(FeatureMapKind kind, Value mem, Value head,
   };
   auto sigmoid = [&](Value a) -> Value {
     Value e = fexp(arith::NegFOp::create(b, a));
-    return arith::DivFOp::create(b, one, fadd(one, e));
+    return arith::DivFOp::create(b, fOne, fadd(fOne, e));
   };
   Value valid, y;
   switch (kind) {
@@ -361,39 +463,14 @@ Value LinearGpuBuilder::phiAt(FeatureMapKind kind, Value mem, Value head,
     valid = ult(f, mul(Dqk, cidx(2)));
     break;
   }
-  case FeatureMapKind::taylor2: {
-    // f = 0: 1; 1 <= f <= D: x_{f-1} / D^(1/4); then the pairs (a <= c) in
-    // row-major order, p = f - 1 - D, row a starting at a (2D - a + 1) / 2.
-    Value isLin = ult(f, add(Dqk, cidx(1)));
-    Value lin = fmul(x(sub(maxu(f, cidx(1)), cidx(1))), s4);
-    Value p = select(isLin, cidx(0), sub(f, add(Dqk, cidx(1))));
-    Value twoD1 = add(mul(Dqk, cidx(2)), cidx(1));
-    auto startOf = [&](Value a) {
-      return divu(mul(a, sub(twoD1, a)), cidx(2));
-    };
-    Value tw = arith::UIToFPOp::create(b, b.getF32Type(), toI64(twoD1));
-    Value pF = arith::UIToFPOp::create(b, b.getF32Type(), toI64(p));
-    Value disc = fsub(fmul(tw, tw), fmul(cf32(8), pF));
-    Value est =
-        fmul(fsub(tw, math::SqrtOp::create(b, fmax(disc, zero))), cf32(0.5f));
-    Value a = arith::FPToUIOp::create(b, b.getI64Type(), fmax(est, zero));
-    a = arith::IndexCastUIOp::create(b, b.getIndexType(), a);
-    a = minu(a, lastCol);
-    // The estimate is within one of the row: fix it up exactly.
-    Value up = land(ult(a, lastCol), cmp(P::ule, startOf(add(a, cidx(1))), p));
-    a = select(up, add(a, cidx(1)), a);
-    Value down = land(cmp(P::ugt, a, cidx(0)), cmp(P::ugt, startOf(a), p));
-    a = select(down, sub(a, cidx(1)), a);
-    Value c = add(a, sub(p, minu(startOf(a), p)));
-    Value pair = fmul(fmul(x(a), x(c)), select(cmp(P::eq, a, c), sDiag, sOff));
-    y = select(cmp(P::eq, f, cidx(0)), one, select(isLin, lin, pair));
+  case FeatureMapKind::taylor2:
+    y = taylor2At(f, x, lastCol, fZero, fOne);
     valid = ult(f, Dphi);
     break;
-  }
   case FeatureMapKind::random: {
     // exp(w_r . x' - |x'|^2 / 2) / sqrt(R), x' = x / D^(1/4).
     Value r = minu(f, sub(Dphi, cidx(1)));
-    auto dot = loop(cidx(0), Dqk, cidx(1), {zero}, [&](Value i, ValueRange a) {
+    auto dot = loop(cidx(0), Dqk, cidx(1), {fZero}, [&](Value i, ValueRange a) {
       Value w = memref::LoadOp::create(b, proj, ValueRange{r, i});
       return SmallVector<Value>{fma(toF32(w), x(i), a[0])};
     });
@@ -406,14 +483,14 @@ Value LinearGpuBuilder::phiAt(FeatureMapKind kind, Value mem, Value head,
     valid = ult(f, Dqk);
     switch (kind) {
     case FeatureMapKind::elu_plus_one:
-      y = select(arith::CmpFOp::create(b, F::OGT, xi, zero), fadd(xi, one),
+      y = select(arith::CmpFOp::create(b, F::OGT, xi, fZero), fadd(xi, fOne),
                  fexp(xi));
       break;
     case FeatureMapKind::relu:
-      y = fmax(xi, zero);
+      y = fmax(xi, fZero);
       break;
     case FeatureMapKind::relu2: {
-      Value r = fmax(xi, zero);
+      Value r = fmax(xi, fZero);
       y = fmul(r, r);
       break;
     }
@@ -434,7 +511,34 @@ Value LinearGpuBuilder::phiAt(FeatureMapKind kind, Value mem, Value head,
     }
   }
   }
-  return select(land(rowOk, valid), y, zero);
+  return select(land(rowOk, valid), y, fZero);
+}
+
+Value LinearGpuBuilder::taylor2At(Value f, function_ref<Value(Value)> x,
+                                  Value lastCol, Value fZero, Value fOne) {
+  // f = 0: 1; 1 <= f <= D: x_{f-1} / D^(1/4); then the pairs (a <= c) in
+  // row-major order, p = f - 1 - D, row a starting at a (2D - a + 1) / 2.
+  Value isLin = ult(f, add(Dqk, cidx(1)));
+  Value lin = fmul(x(sub(maxu(f, cidx(1)), cidx(1))), s4);
+  Value p = select(isLin, cidx(0), sub(f, add(Dqk, cidx(1))));
+  Value twoD1 = add(mul(Dqk, cidx(2)), cidx(1));
+  auto startOf = [&](Value a) { return divu(mul(a, sub(twoD1, a)), cidx(2)); };
+  Value tw = arith::UIToFPOp::create(b, b.getF32Type(), toI64(twoD1));
+  Value pF = arith::UIToFPOp::create(b, b.getF32Type(), toI64(p));
+  Value disc = fsub(fmul(tw, tw), fmul(cf32(8), pF));
+  Value est =
+      fmul(fsub(tw, math::SqrtOp::create(b, fmax(disc, fZero))), cf32(0.5f));
+  Value a = arith::FPToUIOp::create(b, b.getI64Type(), fmax(est, fZero));
+  a = arith::IndexCastUIOp::create(b, b.getIndexType(), a);
+  a = minu(a, lastCol);
+  // The estimate is within one of the row: fix it up exactly.
+  Value up = land(ult(a, lastCol), cmp(P::ule, startOf(add(a, cidx(1))), p));
+  a = select(up, add(a, cidx(1)), a);
+  Value down = land(cmp(P::ugt, a, cidx(0)), cmp(P::ugt, startOf(a), p));
+  a = select(down, sub(a, cidx(1)), a);
+  Value c = add(a, sub(p, minu(startOf(a), p)));
+  Value pair = fmul(fmul(x(a), x(c)), select(cmp(P::eq, a, c), sDiag, sOff));
+  return select(cmp(P::eq, f, cidx(0)), fOne, select(isLin, lin, pair));
 }
 
 void LinearGpuBuilder::rowPass(
@@ -539,55 +643,61 @@ SmallVector<Value> LinearGpuBuilder::productLoop(
 //===----------------------------------------------------------------------===//
 
 LogicalResult LinearGpuBuilder::buildChunked() {
-  const int64_t C = kChunk, PB = kFeatBlock, Wt = D;
-  const int64_t LDP = PB + 1, LDA = C + 1;
-  // The state buffer: Dphi x (W + 1) floats (z is column W). Room for
-  // Dphi = 2 * 64 with Dv = 64 (pos_neg) and Dphi = Dv = 128 in one slab.
-  const int64_t SCAP = std::max<int64_t>(D * (D + 1), 2 * 64 * 65);
   T = kThreads;
   gpu::GPUFuncOp fn = createFunc(T);
   OpBuilder::InsertionGuard guard(b);
   b.setInsertionPointToStart(&fn.getBody().front());
   emitPrologue(fn);
-  Value zero = cf32(0);
-  bool scalarGate = hasGate && !vecGate;
-  bool statQ = needsRowStat(fmQ), statK = needsRowStat(fmK);
-  bool bonusDiag = exclusive && hasBonus;
+  zero = cf32(0);
+  allocChunkedShared();
+  fn->setAttr("attn.shared_bytes", b.getI64IntegerAttr(smemFloats * 4));
+  Value nSlabs = planSlabs();
+  // Tiles: A [C x C], O [C x Wt], S block [PB x WS] (WS columns a pass).
+  WS = std::min<int64_t>(Wt, 64);
+  tA = tileFor(C, C);
+  tO = tileFor(C, Wt);
+  tS = tileFor(PB, WS);
+  forEach(cidx(0), nSlabs, [&](Value slab) { emitSlab(slab); });
+  gpu::ReturnOp::create(b);
+  return success();
+}
 
-  Value PQ = allocShared(C * LDP), PK = allocShared(C * LDP);
-  Value LG = vecGate ? allocShared(C * LDP) : Value();
-  Value LGraw, LGs, LQs;
+void LinearGpuBuilder::allocChunkedShared() {
+  PQ = allocShared(C * LDP);
+  PK = allocShared(C * LDP);
+  LG = vecGate ? allocShared(C * LDP) : Value();
   if (scalarGate) {
     LGraw = allocShared(C);
     LGs = allocShared(C);
     LQs = allocShared(C);
   }
-  Value AM = causal ? allocShared(C * LDA) : Value();
-  Value VB = allocShared(C * Wt);
-  Value SB = allocShared(SCAP + Wt);
-  Value DEN = normalize ? allocShared(C) : Value();
-  Value BON = bonusDiag ? allocShared(C) : Value();
-  Value UB = bonusDiag ? allocShared(PB) : Value();
-  Value RSQ = statQ ? allocShared(C) : Value();
-  Value RSK = statK ? allocShared(C) : Value();
-  fn->setAttr("attn.shared_bytes", b.getI64IntegerAttr(smemFloats * 4));
+  AM = causal ? allocShared(C * LDA) : Value();
+  VB = allocShared(C * Wt);
+  SB = allocShared(stateCapacity() + Wt);
+  DEN = normalize ? allocShared(C) : Value();
+  BON = bonusTerm ? allocShared(C) : Value();
+  UB = bonusTerm ? allocShared(PB) : Value();
+  RSQ = statQ ? allocShared(C) : Value();
+  RSK = statK ? allocShared(C) : Value();
+}
 
+Value LinearGpuBuilder::planSlabs() {
   // Slabs of W value columns: Dphi * (W + 1) <= SCAP with normalize (z is
   // column W), Dphi * W <= SCAP otherwise.
   int64_t zCols = normalize ? 1 : 0;
   Value dphi1 = maxu(Dphi, cidx(1));
-  Value cap = divu(cidx(SCAP), dphi1);
+  Value cap = divu(cidx(stateCapacity()), dphi1);
   Value supported = cmp(P::uge, cap, cidx(1 + zCols));
   // The widest slab, then slabs of equal width.
   Value dv1 = maxu(Dv, cidx(1));
   Value wMax =
       minu(minu(cidx(Wt), dv1), sub(maxu(cap, cidx(1 + zCols)), cidx(zCols)));
   Value nSlabs = ceilDiv(dv1, wMax);
-  Value W = ceilDiv(dv1, nSlabs);
-  Value SW = add(W, cidx(zCols));
+  W = ceilDiv(dv1, nSlabs);
+  SW = add(W, cidx(zCols));
   nSlabs = select(supported, ceilDiv(Dv, W), cidx(0));
-  Value nFB = ceilDiv(Dphi, cidx(PB));
-  Value lastPhi = sub(dphi1, cidx(1));
+  nFB = ceilDiv(Dphi, cidx(PB));
+  lastPhi = sub(dphi1, cidx(1));
   Value nan = cf32(std::numeric_limits<float>::quiet_NaN());
   // More features than the state buffer holds rows: o is NaN.
   ifThen(arith::XOrIOp::create(
@@ -602,412 +712,426 @@ LogicalResult LinearGpuBuilder::buildChunked() {
              });
            });
          });
+  return nSlabs;
+}
 
-  // Tiles: A [C x C], O [C x Wt], S block [PB x WS] (WS columns a pass).
-  const int64_t WS = std::min<int64_t>(Wt, 64);
-  Tile tA = tileFor(C, C), tO = tileFor(C, Wt), tS = tileFor(PB, WS);
+void LinearGpuBuilder::emitSlab(Value slab) {
+  Value c0 = mul(slab, W);
+  Value wn = minu(W, sub(Dv, c0));
+  // S = 0, z = 0.
+  Value sElems = mul(Dphi, SW);
+  forEach(cidx(0), ceilDiv(sElems, cidx(T)), [&](Value i) {
+    Value e = add(tid, mul(i, cidx(T)));
+    ifThen(ult(e, sElems), [&] { st(zero, SB, e); });
+  });
+  barrier();
+  if (!causal) {
+    emitNoncausalSlab(c0, wn);
+    return;
+  }
+  forEach(cidx(0), ceilDiv(N, cidx(C)),
+          [&](Value ch) { emitCausalChunk(mul(ch, cidx(C)), c0, wn); });
+}
 
-  // V rows t0 .. t0 + C of the slab's columns into VB (zero padded).
-  auto stageV = [&](Value t0, Value c0, Value wn) {
-    int64_t perPass = T / Wt;
-    Value c = remu(tid, cidx(Wt)), sr = divu(tid, cidx(Wt));
-    Value lastRow = sub(kLen, cidx(1));
-    Value colOk = ult(c, wn);
-    Value col = minu(add(c0, c), sub(Dv, cidx(1)));
-    forEach(cidx(0), cidx(C / perPass), [&](Value i) {
-      Value s = add(sr, mul(i, cidx(perPass)));
-      Value tAbs = add(t0, s);
-      Value ok = land(colOk, ult(tAbs, kLen));
-      Value x = toF32(memref::LoadOp::create(
-          b, v, ValueRange{bIdx, hk, minu(tAbs, lastRow), col}));
-      st(select(ok, x, zero), VB, add(mul(s, cidx(Wt)), c));
+void LinearGpuBuilder::emitNoncausalSlab(Value c0, Value wn) {
+  // Every key into the state, then every query reads it.
+  forEach(cidx(0), ceilDiv(M, cidx(C)), [&](Value ch) {
+    Value t0 = mul(ch, cidx(C));
+    stageV(t0, c0, wn);
+    if (statK)
+      stageRowStat(fmK, k, hk, t0, M, C, RSK);
+    barrier();
+    forEach(cidx(0), nFB, [&](Value fb) {
+      Value f0 = mul(fb, cidx(PB));
+      stagePhi({{fmK, k, hk, M, PK, RSK}}, t0, f0, C, PB, LDP);
+      barrier();
+      updateState(f0, [&](Value) { return cf32(1); });
+      barrier();
     });
-  };
-  // z[f] = S[f][W].
-  auto zIdx = [&](Value f) { return add(mul(f, SW), W); };
-  // S update of feature block f0 from PK (already decayed) and VB:
-  // S = gamma S + PK^T VB; z = gamma z + colsum(PK).
-  auto updateState = [&](Value f0, function_ref<Value(Value)> gammaOf) {
-    // Column passes of at most 64 columns keep the tile at 4 x 4.
-    forEach(cidx(0), ceilDiv(W, cidx(WS)), [&](Value cp) {
-      Value cBase = mul(cp, cidx(WS));
-      SmallVector<Value> rowBase, rowOk, gam;
-      for (int64_t i = 0; i < tS.RM; ++i) {
-        Value m = tileRow(tS, i);
-        Value f = add(f0, m);
-        rowBase.push_back(add(mul(f, SW), cBase));
-        rowOk.push_back(ult(f, Dphi));
-        gam.push_back(gammaOf(m));
-      }
-      SmallVector<Value> colOk;
-      for (int64_t j = 0; j < tS.RN; ++j)
-        colOk.push_back(ult(add(cBase, tileCol(tS, j)), W));
-      // Rows past Dphi and columns past W are neither read nor written.
-      SmallVector<Value> init;
-      for (int64_t i = 0; i < tS.RM; ++i)
-        for (int64_t j = 0; j < tS.RN; ++j) {
-          Value s = ifElseZero(land(rowOk[i], colOk[j]), [&] {
-            return ld(SB, add(rowBase[i], tileCol(tS, j)));
-          });
-          init.push_back(fmul(gam[i], s));
-        }
-      SmallVector<Value> res =
-          productLoop(C, init, [&](Value s, SmallVectorImpl<Value> &acc) {
-            SmallVector<Value> av, bv;
-            for (int64_t i = 0; i < tS.RM; ++i)
-              av.push_back(ld(PK, add(mul(s, cidx(LDP)), tileRow(tS, i))));
-            Value vRow = add(mul(s, cidx(Wt)), cBase);
-            for (int64_t j = 0; j < tS.RN; ++j)
-              bv.push_back(ld(VB, add(vRow, tileCol(tS, j))));
-            for (int64_t i = 0; i < tS.RM; ++i)
-              for (int64_t j = 0; j < tS.RN; ++j)
-                acc[i * tS.RN + j] = fma(av[i], bv[j], acc[i * tS.RN + j]);
-          });
-      for (int64_t i = 0; i < tS.RM; ++i)
-        for (int64_t j = 0; j < tS.RN; ++j)
-          ifThen(land(rowOk[i], colOk[j]), [&] {
-            st(res[i * tS.RN + j], SB, add(rowBase[i], tileCol(tS, j)));
-          });
-    });
-    if (normalize)
-      rowPass(
-          PB, cidx(C), 1,
-          [&](Value f, Value s) {
-            return SmallVector<Value>{ld(PK, add(mul(s, cidx(LDP)), f))};
-          },
-          [&](Value f, Value leader, ArrayRef<Value> sums) {
-            Value fa = add(f0, f);
-            ifThen(land(leader, ult(fa, Dphi)), [&] {
-              Value zi = zIdx(fa);
-              st(fma(gammaOf(f), ld(SB, zi), sums[0]), SB, zi);
-            });
-          });
-  };
-  // O += PQ S[f0 ..] (and den += PQ z) for feature block f0.
-  auto readState = [&](Value f0, ValueRange acc) {
-    // Columns past W read whatever follows in the buffer (it is padded by
-    // Wt floats): those results are never stored.
-    SmallVector<Value> res =
-        productLoop(PB, acc, [&](Value f, SmallVectorImpl<Value> &a) {
-          Value srow = mul(minu(add(f0, f), lastPhi), SW);
-          SmallVector<Value> av, bv;
-          for (int64_t i = 0; i < tO.RM; ++i)
-            av.push_back(ld(PQ, add(mul(tileRow(tO, i), cidx(LDP)), f)));
-          for (int64_t j = 0; j < tO.RN; ++j)
-            bv.push_back(ld(SB, add(srow, tileCol(tO, j))));
-          for (int64_t i = 0; i < tO.RM; ++i)
-            for (int64_t j = 0; j < tO.RN; ++j)
-              a[i * tO.RN + j] = fma(av[i], bv[j], a[i * tO.RN + j]);
+  });
+  forEach(cidx(0), ceilDiv(N, cidx(C)), [&](Value ch) {
+    Value t0 = mul(ch, cidx(C));
+    Value cn = minu(cidx(C), sub(N, t0));
+    if (statQ)
+      stageRowStat(fmQ, q, h, t0, N, C, RSQ);
+    zeroRows(DEN);
+    barrier();
+    auto fbLoop =
+        loop(cidx(0), nFB, cidx(1), zerosO(), [&](Value fb, ValueRange acc) {
+          Value f0 = mul(fb, cidx(PB));
+          stagePhi({{fmQ, q, h, N, PQ, RSQ}}, t0, f0, C, PB, LDP);
+          barrier();
+          SmallVector<Value> res = readState(f0, acc);
+          barrier();
+          return res;
         });
-    if (normalize)
-      rowPass(
-          C, cidx(PB), 1,
-          [&](Value t, Value f) {
-            Value fa = add(f0, f);
-            Value z = ld(SB, zIdx(minu(fa, lastPhi)));
-            z = select(ult(fa, Dphi), z, zero);
-            return SmallVector<Value>{
-                fmul(ld(PQ, add(mul(t, cidx(LDP)), f)), z)};
-          },
-          [&](Value t, Value leader, ArrayRef<Value> sums) {
-            ifThen(leader, [&] { st(fadd(ld(DEN, t), sums[0]), DEN, t); });
-          });
-    return res;
-  };
-  // o[t0 + m][c0 + n] = O * (scale or 1 / den).
-  auto storeO = [&](Value t0, Value cn, Value c0, Value wn, ValueRange acc) {
-    for (int64_t i = 0; i < tO.RM; ++i) {
-      Value m = tileRow(tO, i);
-      Value factor = scale;
-      if (normalize) {
-        Value den = ld(DEN, m);
-        factor = select(arith::CmpFOp::create(b, F::UNE, den, zero),
-                        arith::DivFOp::create(b, cf32(1), den), zero);
-      }
-      for (int64_t j = 0; j < tO.RN; ++j) {
-        Value n = tileCol(tO, j);
-        Value x = fmul(acc[i * tO.RN + j], factor);
-        ifThen(land(ult(m, cn), ult(n, wn)), [&] {
-          memref::StoreOp::create(b, x, o,
-                                  ValueRange{bIdx, h, add(t0, m), add(c0, n)});
-        });
-      }
-    }
-  };
-  auto zeroRows = [&](Value buf) {
-    if (buf)
-      ifThen(ult(tid, cidx(C)), [&] { st(zero, buf, tid); });
-  };
-  SmallVector<Value> zerosO(tO.RM * tO.RN, zero), zerosA(tA.RM * tA.RN, zero);
-  // Whether key row n of a chunk is visible from query row m: n <= m, or
-  // n < m for the exclusive readout (its diagonal is the bonus term).
-  auto causalKeep = [&](Value m, Value n) -> Value {
-    return exclusive ? ult(n, m) : cmp(P::ule, n, m);
-  };
+    storeO(t0, cn, c0, wn, fbLoop.getResults());
+    barrier();
+  });
+}
 
-  forEach(cidx(0), nSlabs, [&](Value slab) {
-    Value c0 = mul(slab, W);
-    Value wn = minu(W, sub(Dv, c0));
-    // S = 0, z = 0.
-    Value sElems = mul(Dphi, SW);
-    forEach(cidx(0), ceilDiv(sElems, cidx(T)), [&](Value i) {
-      Value e = add(tid, mul(i, cidx(T)));
-      ifThen(ult(e, sElems), [&] { st(zero, SB, e); });
+void LinearGpuBuilder::emitCausalChunk(Value t0, Value c0, Value wn) {
+  Value cn = minu(cidx(C), sub(N, t0));
+  stageChunk(t0, c0, wn);
+  SmallVector<Value> init(zerosA());
+  init.append(zerosO());
+  size_t nA = tA.RM * tA.RN;
+  auto fbLoop =
+      loop(cidx(0), nFB, cidx(1), init, [&](Value fb, ValueRange accs) {
+        return emitFeatureBlock(t0, mul(fb, cidx(PB)), accs);
+      });
+  SmallVector<Value> accA(fbLoop.getResults().begin(),
+                          fbLoop.getResults().begin() + nA);
+  SmallVector<Value> accO(fbLoop.getResults().begin() + nA,
+                          fbLoop.getResults().end());
+  storeScores(accA);
+  barrier();
+  if (normalize)
+    rowPass(
+        C, cidx(C), 1,
+        [&](Value t, Value s) {
+          return SmallVector<Value>{ld(AM, add(mul(t, cidx(LDA)), s))};
+        },
+        [&](Value t, Value leader, ArrayRef<Value> sums) {
+          ifThen(leader, [&] { st(fadd(ld(DEN, t), sums[0]), DEN, t); });
+        });
+  // Intra-chunk: O += A V.
+  accO = productLoop(C, accO, [&](Value s, SmallVectorImpl<Value> &a) {
+    SmallVector<Value> av, bv;
+    for (int64_t i = 0; i < tO.RM; ++i)
+      av.push_back(ld(AM, add(mul(tileRow(tO, i), cidx(LDA)), s)));
+    for (int64_t j = 0; j < tO.RN; ++j)
+      bv.push_back(ld(VB, add(mul(s, cidx(Wt)), tileCol(tO, j))));
+    for (int64_t i = 0; i < tO.RM; ++i)
+      for (int64_t j = 0; j < tO.RN; ++j)
+        a[i * tO.RN + j] = fma(av[i], bv[j], a[i * tO.RN + j]);
+  });
+  barrier();
+  storeO(t0, cn, c0, wn, accO);
+  barrier();
+}
+
+void LinearGpuBuilder::stageChunk(Value t0, Value c0, Value wn) {
+  // Staging: values, row statistics, scalar log gates, accumulators.
+  stageV(t0, c0, wn);
+  if (statQ)
+    stageRowStat(fmQ, q, h, t0, N, C, RSQ);
+  if (statK)
+    stageRowStat(fmK, k, hk, t0, kLen, C, RSK);
+  if (scalarGate)
+    ifThen(ult(tid, cidx(C)), [&] {
+      Value tAbs = add(t0, tid);
+      Value g = fmax(gateAt(minu(tAbs, sub(N, cidx(1))), cidx(0)), cf32(-80));
+      st(select(ult(tAbs, N), g, zero), LGraw, tid);
+    });
+  zeroRows(DEN);
+  zeroRows(BON);
+  barrier();
+  // Cumulative scalar log gates: L[t] = sum_{i <= t}, Lq[t] the same or
+  // (exclusive readout) sum_{i < t}.
+  if (scalarGate)
+    rowPass(
+        C, cidx(C), 2,
+        [&](Value t, Value i) {
+          Value g = ld(LGraw, i);
+          return SmallVector<Value>{select(cmp(P::ule, i, t), g, zero),
+                                    select(ult(i, t), g, zero)};
+        },
+        [&](Value t, Value leader, ArrayRef<Value> sums) {
+          ifThen(leader, [&] {
+            st(sums[0], LGs, t);
+            st(exclusive ? sums[1] : sums[0], LQs, t);
+          });
+        });
+}
+
+void LinearGpuBuilder::stageV(Value t0, Value c0, Value wn) {
+  int64_t perPass = T / Wt;
+  Value c = remu(tid, cidx(Wt)), sr = divu(tid, cidx(Wt));
+  Value lastRow = sub(kLen, cidx(1));
+  Value colOk = ult(c, wn);
+  Value col = minu(add(c0, c), sub(Dv, cidx(1)));
+  forEach(cidx(0), cidx(C / perPass), [&](Value i) {
+    Value s = add(sr, mul(i, cidx(perPass)));
+    Value tAbs = add(t0, s);
+    Value ok = land(colOk, ult(tAbs, kLen));
+    Value x = toF32(memref::LoadOp::create(
+        b, v, ValueRange{bIdx, hk, minu(tAbs, lastRow), col}));
+    st(select(ok, x, zero), VB, add(mul(s, cidx(Wt)), c));
+  });
+}
+
+void LinearGpuBuilder::zeroRows(Value buf) {
+  if (buf)
+    ifThen(ult(tid, cidx(C)), [&] { st(zero, buf, tid); });
+}
+
+SmallVector<Value> LinearGpuBuilder::emitFeatureBlock(Value t0, Value f0,
+                                                      ValueRange accs) {
+  size_t nA = tA.RM * tA.RN;
+  SmallVector<Value> accA(accs.begin(), accs.begin() + nA);
+  SmallVector<Value> accO(accs.begin() + nA, accs.end());
+  // Features (and per-feature log gates, bonus) of the block.
+  stagePhi({{fmQ, q, h, N, PQ, RSQ}, {fmK, k, hk, kLen, PK, RSK}}, t0, f0, C,
+           PB, LDP);
+  if (vecGate)
+    stageVecGates(t0, f0);
+  if (bonusTerm)
+    ifThen(ult(tid, cidx(PB)), [&] {
+      Value fa = add(f0, tid);
+      Value u = bonusAt(minu(fa, lastPhi));
+      st(select(ult(fa, Dphi), u, zero), UB, tid);
+    });
+  barrier();
+  if (vecGate) {
+    // Prefix sums along t, one feature per thread.
+    ifThen(ult(tid, cidx(PB)), [&] {
+      loop(cidx(0), cidx(C), cidx(1), {zero}, [&](Value t, ValueRange acc) {
+        Value idx = add(mul(t, cidx(LDP)), tid);
+        Value s = fadd(acc[0], ld(LG, idx));
+        st(s, LG, idx);
+        return SmallVector<Value>{s};
+      });
     });
     barrier();
-
-    if (!causal) {
-      // Every key into the state, then every query reads it.
-      forEach(cidx(0), ceilDiv(M, cidx(C)), [&](Value ch) {
-        Value t0 = mul(ch, cidx(C));
-        stageV(t0, c0, wn);
-        if (statK)
-          stageRowStat(fmK, k, hk, t0, M, C, RSK);
-        barrier();
-        forEach(cidx(0), nFB, [&](Value fb) {
-          Value f0 = mul(fb, cidx(PB));
-          stagePhi({{fmK, k, hk, M, PK, RSK}}, t0, f0, C, PB, LDP);
-          barrier();
-          updateState(f0, [&](Value) { return cf32(1); });
-          barrier();
+  }
+  accA = accumulateScores(accA);
+  if (bonusTerm)
+    rowPass(
+        C, cidx(PB), 1,
+        [&](Value t, Value f) {
+          Value idx = add(mul(t, cidx(LDP)), f);
+          return SmallVector<Value>{
+              fmul(fmul(ld(PQ, idx), ld(UB, f)), ld(PK, idx))};
+        },
+        [&](Value t, Value leader, ArrayRef<Value> sums) {
+          ifThen(leader, [&] { st(fadd(ld(BON, t), sums[0]), BON, t); });
         });
-      });
-      forEach(cidx(0), ceilDiv(N, cidx(C)), [&](Value ch) {
-        Value t0 = mul(ch, cidx(C));
-        Value cn = minu(cidx(C), sub(N, t0));
-        if (statQ)
-          stageRowStat(fmQ, q, h, t0, N, C, RSQ);
-        zeroRows(DEN);
-        barrier();
-        auto fbLoop =
-            loop(cidx(0), nFB, cidx(1), zerosO, [&](Value fb, ValueRange acc) {
-              Value f0 = mul(fb, cidx(PB));
-              stagePhi({{fmQ, q, h, N, PQ, RSQ}}, t0, f0, C, PB, LDP);
-              barrier();
-              SmallVector<Value> res = readState(f0, acc);
-              barrier();
-              return res;
-            });
-        storeO(t0, cn, c0, wn, fbLoop.getResults());
-        barrier();
-      });
-      return;
+  barrier();
+  if (hasGate) {
+    decayFeatures();
+    barrier();
+  }
+  // Inter-chunk: O += PQ S, den += PQ z.
+  accO = readState(f0, accO);
+  barrier();
+  // State update.
+  updateState(f0, [&](Value m) -> Value {
+    if (vecGate)
+      return fexp(ld(LG, add(cidx((C - 1) * LDP), m)));
+    if (scalarGate)
+      return fexp(ld(LGs, cidx(C - 1)));
+    return cf32(1);
+  });
+  barrier();
+  SmallVector<Value> res(accA);
+  res.append(accO);
+  return res;
+}
+
+void LinearGpuBuilder::stageVecGates(Value t0, Value f0) {
+  int64_t perPass = T / PB;
+  Value f = remu(tid, cidx(PB)), tr = divu(tid, cidx(PB));
+  Value fa = add(f0, f);
+  forEach(cidx(0), cidx(C / perPass), [&](Value i) {
+    Value t = add(tr, mul(i, cidx(perPass)));
+    Value tAbs = add(t0, t);
+    Value g =
+        fmax(gateAt(minu(tAbs, sub(N, cidx(1))), minu(fa, lastPhi)), cf32(-80));
+    st(select(land(ult(tAbs, N), ult(fa, Dphi)), g, zero), LG,
+       add(mul(t, cidx(LDP)), f));
+  });
+}
+
+Value LinearGpuBuilder::lqVec(Value m, Value f) {
+  if (!exclusive)
+    return ld(LG, add(mul(m, cidx(LDP)), f));
+  Value prev = sub(maxu(m, cidx(1)), cidx(1));
+  return select(cmp(P::ugt, m, cidx(0)), ld(LG, add(mul(prev, cidx(LDP)), f)),
+                zero);
+}
+
+Value LinearGpuBuilder::causalKeep(Value m, Value n) {
+  return exclusive ? ult(n, m) : cmp(P::ule, n, m);
+}
+
+SmallVector<Value> LinearGpuBuilder::accumulateScores(ValueRange accA) {
+  return productLoop(PB, accA, [&](Value f, SmallVectorImpl<Value> &a) {
+    SmallVector<Value> av, bv, la, lb, rows, cols;
+    for (int64_t i = 0; i < tA.RM; ++i) {
+      Value m = tileRow(tA, i);
+      rows.push_back(m);
+      av.push_back(ld(PQ, add(mul(m, cidx(LDP)), f)));
+      if (vecGate)
+        la.push_back(lqVec(m, f));
     }
-
-    forEach(cidx(0), ceilDiv(N, cidx(C)), [&](Value ch) {
-      Value t0 = mul(ch, cidx(C));
-      Value cn = minu(cidx(C), sub(N, t0));
-      // Staging: values, row statistics, scalar log gates, accumulators.
-      stageV(t0, c0, wn);
-      if (statQ)
-        stageRowStat(fmQ, q, h, t0, N, C, RSQ);
-      if (statK)
-        stageRowStat(fmK, k, hk, t0, kLen, C, RSK);
-      if (scalarGate)
-        ifThen(ult(tid, cidx(C)), [&] {
-          Value tAbs = add(t0, tid);
-          Value g =
-              fmax(gateAt(minu(tAbs, sub(N, cidx(1))), cidx(0)), cf32(-80));
-          st(select(ult(tAbs, N), g, zero), LGraw, tid);
-        });
-      zeroRows(DEN);
-      zeroRows(BON);
-      barrier();
-      // Cumulative scalar log gates: L[t] = sum_{i <= t}, Lq[t] the same or
-      // (exclusive readout) sum_{i < t}.
-      if (scalarGate)
-        rowPass(
-            C, cidx(C), 2,
-            [&](Value t, Value i) {
-              Value g = ld(LGraw, i);
-              return SmallVector<Value>{select(cmp(P::ule, i, t), g, zero),
-                                        select(ult(i, t), g, zero)};
-            },
-            [&](Value t, Value leader, ArrayRef<Value> sums) {
-              ifThen(leader, [&] {
-                st(sums[0], LGs, t);
-                st(exclusive ? sums[1] : sums[0], LQs, t);
-              });
-            });
-
-      SmallVector<Value> init(zerosA);
-      init.append(zerosO);
-      auto fbLoop =
-          loop(cidx(0), nFB, cidx(1), init, [&](Value fb, ValueRange accs) {
-            Value f0 = mul(fb, cidx(PB));
-            SmallVector<Value> accA(accs.begin(), accs.begin() + zerosA.size());
-            SmallVector<Value> accO(accs.begin() + zerosA.size(), accs.end());
-            // Features (and per-feature log gates, bonus) of the block.
-            stagePhi({{fmQ, q, h, N, PQ, RSQ}, {fmK, k, hk, kLen, PK, RSK}}, t0,
-                     f0, C, PB, LDP);
-            if (vecGate) {
-              int64_t perPass = T / PB;
-              Value f = remu(tid, cidx(PB)), tr = divu(tid, cidx(PB));
-              Value fa = add(f0, f);
-              forEach(cidx(0), cidx(C / perPass), [&](Value i) {
-                Value t = add(tr, mul(i, cidx(perPass)));
-                Value tAbs = add(t0, t);
-                Value g =
-                    fmax(gateAt(minu(tAbs, sub(N, cidx(1))), minu(fa, lastPhi)),
-                         cf32(-80));
-                st(select(land(ult(tAbs, N), ult(fa, Dphi)), g, zero), LG,
-                   add(mul(t, cidx(LDP)), f));
-              });
-            }
-            if (bonusDiag)
-              ifThen(ult(tid, cidx(PB)), [&] {
-                Value fa = add(f0, tid);
-                Value u = bonusAt(minu(fa, lastPhi));
-                st(select(ult(fa, Dphi), u, zero), UB, tid);
-              });
-            barrier();
-            if (vecGate) {
-              // Prefix sums along t, one feature per thread.
-              ifThen(ult(tid, cidx(PB)), [&] {
-                loop(cidx(0), cidx(C), cidx(1), {zero},
-                     [&](Value t, ValueRange acc) {
-                       Value idx = add(mul(t, cidx(LDP)), tid);
-                       Value s = fadd(acc[0], ld(LG, idx));
-                       st(s, LG, idx);
-                       return SmallVector<Value>{s};
-                     });
-              });
-              barrier();
-            }
-            // The query-side cumulative log gate at (row m, feature f).
-            auto lqVec = [&](Value m, Value f) -> Value {
-              if (!exclusive)
-                return ld(LG, add(mul(m, cidx(LDP)), f));
-              Value prev = sub(maxu(m, cidx(1)), cidx(1));
-              return select(cmp(P::ugt, m, cidx(0)),
-                            ld(LG, add(mul(prev, cidx(LDP)), f)), zero);
-            };
-            // A += phi(q) phi(k)^T (decayed per element for vector gates).
-            accA =
-                productLoop(PB, accA, [&](Value f, SmallVectorImpl<Value> &a) {
-                  SmallVector<Value> av, bv, la, lb, rows, cols;
-                  for (int64_t i = 0; i < tA.RM; ++i) {
-                    Value m = tileRow(tA, i);
-                    rows.push_back(m);
-                    av.push_back(ld(PQ, add(mul(m, cidx(LDP)), f)));
-                    if (vecGate)
-                      la.push_back(lqVec(m, f));
-                  }
-                  for (int64_t j = 0; j < tA.RN; ++j) {
-                    Value n = tileCol(tA, j);
-                    cols.push_back(n);
-                    Value idx = add(mul(n, cidx(LDP)), f);
-                    bv.push_back(ld(PK, idx));
-                    if (vecGate)
-                      lb.push_back(ld(LG, idx));
-                  }
-                  for (int64_t i = 0; i < tA.RM; ++i)
-                    for (int64_t j = 0; j < tA.RN; ++j) {
-                      Value &x = a[i * tA.RN + j];
-                      Value p = av[i];
-                      if (vecGate)
-                        p = fmul(p, maskedDecay(causalKeep(rows[i], cols[j]),
-                                                fsub(la[i], lb[j])));
-                      x = fma(p, bv[j], x);
-                    }
-                });
-            if (bonusDiag)
-              rowPass(
-                  C, cidx(PB), 1,
-                  [&](Value t, Value f) {
-                    Value idx = add(mul(t, cidx(LDP)), f);
-                    return SmallVector<Value>{
-                        fmul(fmul(ld(PQ, idx), ld(UB, f)), ld(PK, idx))};
-                  },
-                  [&](Value t, Value leader, ArrayRef<Value> sums) {
-                    ifThen(leader,
-                           [&] { st(fadd(ld(BON, t), sums[0]), BON, t); });
-                  });
-            barrier();
-            // Decay the features in place: PQ *= exp(Lq), PK *= exp(L[last]
-            // - L).
-            if (hasGate) {
-              int64_t perPass = T / PB;
-              Value f = remu(tid, cidx(PB)), tr = divu(tid, cidx(PB));
-              forEach(cidx(0), cidx(C / perPass), [&](Value i) {
-                Value t = add(tr, mul(i, cidx(perPass)));
-                Value idx = add(mul(t, cidx(LDP)), f);
-                Value lq, lk;
-                if (vecGate) {
-                  lq = lqVec(t, f);
-                  lk = fsub(ld(LG, add(cidx((C - 1) * LDP), f)), ld(LG, idx));
-                } else {
-                  lq = ld(LQs, t);
-                  lk = fsub(ld(LGs, cidx(C - 1)), ld(LGs, t));
-                }
-                st(fmul(ld(PQ, idx), fexp(lq)), PQ, idx);
-                st(fmul(ld(PK, idx), fexp(lk)), PK, idx);
-              });
-              barrier();
-            }
-            // Inter-chunk: O += PQ S, den += PQ z.
-            accO = readState(f0, accO);
-            barrier();
-            // State update.
-            updateState(f0, [&](Value m) -> Value {
-              if (vecGate)
-                return fexp(ld(LG, add(cidx((C - 1) * LDP), m)));
-              if (scalarGate)
-                return fexp(ld(LGs, cidx(C - 1)));
-              return cf32(1);
-            });
-            barrier();
-            SmallVector<Value> res(accA);
-            res.append(accO);
-            return res;
-          });
-      SmallVector<Value> accA(fbLoop.getResults().begin(),
-                              fbLoop.getResults().begin() + zerosA.size());
-      SmallVector<Value> accO(fbLoop.getResults().begin() + zerosA.size(),
-                              fbLoop.getResults().end());
-      // A: causal mask, scalar decay, the exclusive readout's diagonal.
-      for (int64_t i = 0; i < tA.RM; ++i) {
-        Value m = tileRow(tA, i);
-        for (int64_t j = 0; j < tA.RN; ++j) {
-          Value n = tileCol(tA, j);
-          Value a = accA[i * tA.RN + j];
-          Value keep = causalKeep(m, n);
-          if (scalarGate)
-            a = fmul(a, maskedDecay(keep, fsub(ld(LQs, m), ld(LGs, n))));
-          a = select(keep, a, zero);
-          if (bonusDiag)
-            a = select(cmp(P::eq, n, m), ld(BON, m), a);
-          st(a, AM, add(mul(m, cidx(LDA)), n));
-        }
+    for (int64_t j = 0; j < tA.RN; ++j) {
+      Value n = tileCol(tA, j);
+      cols.push_back(n);
+      Value idx = add(mul(n, cidx(LDP)), f);
+      bv.push_back(ld(PK, idx));
+      if (vecGate)
+        lb.push_back(ld(LG, idx));
+    }
+    for (int64_t i = 0; i < tA.RM; ++i)
+      for (int64_t j = 0; j < tA.RN; ++j) {
+        Value &x = a[i * tA.RN + j];
+        Value p = av[i];
+        if (vecGate)
+          p = fmul(
+              p, maskedDecay(causalKeep(rows[i], cols[j]), fsub(la[i], lb[j])));
+        x = fma(p, bv[j], x);
       }
-      barrier();
-      if (normalize)
-        rowPass(
-            C, cidx(C), 1,
-            [&](Value t, Value s) {
-              return SmallVector<Value>{ld(AM, add(mul(t, cidx(LDA)), s))};
-            },
-            [&](Value t, Value leader, ArrayRef<Value> sums) {
-              ifThen(leader, [&] { st(fadd(ld(DEN, t), sums[0]), DEN, t); });
-            });
-      // Intra-chunk: O += A V.
-      accO = productLoop(C, accO, [&](Value s, SmallVectorImpl<Value> &a) {
+  });
+}
+
+void LinearGpuBuilder::decayFeatures() {
+  int64_t perPass = T / PB;
+  Value f = remu(tid, cidx(PB)), tr = divu(tid, cidx(PB));
+  forEach(cidx(0), cidx(C / perPass), [&](Value i) {
+    Value t = add(tr, mul(i, cidx(perPass)));
+    Value idx = add(mul(t, cidx(LDP)), f);
+    Value lq, lk;
+    if (vecGate) {
+      lq = lqVec(t, f);
+      lk = fsub(ld(LG, add(cidx((C - 1) * LDP), f)), ld(LG, idx));
+    } else {
+      lq = ld(LQs, t);
+      lk = fsub(ld(LGs, cidx(C - 1)), ld(LGs, t));
+    }
+    st(fmul(ld(PQ, idx), fexp(lq)), PQ, idx);
+    st(fmul(ld(PK, idx), fexp(lk)), PK, idx);
+  });
+}
+
+void LinearGpuBuilder::storeScores(ArrayRef<Value> accA) {
+  for (int64_t i = 0; i < tA.RM; ++i) {
+    Value m = tileRow(tA, i);
+    for (int64_t j = 0; j < tA.RN; ++j) {
+      Value n = tileCol(tA, j);
+      Value a = accA[i * tA.RN + j];
+      Value keep = causalKeep(m, n);
+      if (scalarGate)
+        a = fmul(a, maskedDecay(keep, fsub(ld(LQs, m), ld(LGs, n))));
+      a = select(keep, a, zero);
+      if (bonusTerm)
+        a = select(cmp(P::eq, n, m), ld(BON, m), a);
+      st(a, AM, add(mul(m, cidx(LDA)), n));
+    }
+  }
+}
+
+void LinearGpuBuilder::updateState(Value f0,
+                                   function_ref<Value(Value)> gammaOf) {
+  // Column passes of at most 64 columns keep the tile at 4 x 4.
+  forEach(cidx(0), ceilDiv(W, cidx(WS)), [&](Value cp) {
+    updateStateColumns(f0, mul(cp, cidx(WS)), gammaOf);
+  });
+  if (normalize)
+    rowPass(
+        PB, cidx(C), 1,
+        [&](Value f, Value s) {
+          return SmallVector<Value>{ld(PK, add(mul(s, cidx(LDP)), f))};
+        },
+        [&](Value f, Value leader, ArrayRef<Value> sums) {
+          Value fa = add(f0, f);
+          ifThen(land(leader, ult(fa, Dphi)), [&] {
+            Value zi = zIdx(fa);
+            st(fma(gammaOf(f), ld(SB, zi), sums[0]), SB, zi);
+          });
+        });
+}
+
+void LinearGpuBuilder::updateStateColumns(Value f0, Value cBase,
+                                          function_ref<Value(Value)> gammaOf) {
+  SmallVector<Value> rowBase, rowOk, gam;
+  for (int64_t i = 0; i < tS.RM; ++i) {
+    Value m = tileRow(tS, i);
+    Value f = add(f0, m);
+    rowBase.push_back(add(mul(f, SW), cBase));
+    rowOk.push_back(ult(f, Dphi));
+    gam.push_back(gammaOf(m));
+  }
+  SmallVector<Value> colOk;
+  for (int64_t j = 0; j < tS.RN; ++j)
+    colOk.push_back(ult(add(cBase, tileCol(tS, j)), W));
+  // Rows past Dphi and columns past W are neither read nor written.
+  SmallVector<Value> init;
+  for (int64_t i = 0; i < tS.RM; ++i)
+    for (int64_t j = 0; j < tS.RN; ++j) {
+      Value s = ifElseZero(land(rowOk[i], colOk[j]), [&] {
+        return ld(SB, add(rowBase[i], tileCol(tS, j)));
+      });
+      init.push_back(fmul(gam[i], s));
+    }
+  SmallVector<Value> res =
+      productLoop(C, init, [&](Value s, SmallVectorImpl<Value> &acc) {
+        SmallVector<Value> av, bv;
+        for (int64_t i = 0; i < tS.RM; ++i)
+          av.push_back(ld(PK, add(mul(s, cidx(LDP)), tileRow(tS, i))));
+        Value vRow = add(mul(s, cidx(Wt)), cBase);
+        for (int64_t j = 0; j < tS.RN; ++j)
+          bv.push_back(ld(VB, add(vRow, tileCol(tS, j))));
+        for (int64_t i = 0; i < tS.RM; ++i)
+          for (int64_t j = 0; j < tS.RN; ++j)
+            acc[i * tS.RN + j] = fma(av[i], bv[j], acc[i * tS.RN + j]);
+      });
+  for (int64_t i = 0; i < tS.RM; ++i)
+    for (int64_t j = 0; j < tS.RN; ++j)
+      ifThen(land(rowOk[i], colOk[j]), [&] {
+        st(res[i * tS.RN + j], SB, add(rowBase[i], tileCol(tS, j)));
+      });
+}
+
+SmallVector<Value> LinearGpuBuilder::readState(Value f0, ValueRange acc) {
+  // Columns past W read whatever follows in the buffer (it is padded by
+  // Wt floats): those results are never stored.
+  SmallVector<Value> res =
+      productLoop(PB, acc, [&](Value f, SmallVectorImpl<Value> &a) {
+        Value srow = mul(minu(add(f0, f), lastPhi), SW);
         SmallVector<Value> av, bv;
         for (int64_t i = 0; i < tO.RM; ++i)
-          av.push_back(ld(AM, add(mul(tileRow(tO, i), cidx(LDA)), s)));
+          av.push_back(ld(PQ, add(mul(tileRow(tO, i), cidx(LDP)), f)));
         for (int64_t j = 0; j < tO.RN; ++j)
-          bv.push_back(ld(VB, add(mul(s, cidx(Wt)), tileCol(tO, j))));
+          bv.push_back(ld(SB, add(srow, tileCol(tO, j))));
         for (int64_t i = 0; i < tO.RM; ++i)
           for (int64_t j = 0; j < tO.RN; ++j)
             a[i * tO.RN + j] = fma(av[i], bv[j], a[i * tO.RN + j]);
       });
-      barrier();
-      storeO(t0, cn, c0, wn, accO);
-      barrier();
-    });
-  });
-  gpu::ReturnOp::create(b);
-  return success();
+  if (normalize)
+    rowPass(
+        C, cidx(PB), 1,
+        [&](Value t, Value f) {
+          Value fa = add(f0, f);
+          Value z = ld(SB, zIdx(minu(fa, lastPhi)));
+          z = select(ult(fa, Dphi), z, zero);
+          return SmallVector<Value>{fmul(ld(PQ, add(mul(t, cidx(LDP)), f)), z)};
+        },
+        [&](Value t, Value leader, ArrayRef<Value> sums) {
+          ifThen(leader, [&] { st(fadd(ld(DEN, t), sums[0]), DEN, t); });
+        });
+  return res;
+}
+
+void LinearGpuBuilder::storeO(Value t0, Value cn, Value c0, Value wn,
+                              ValueRange acc) {
+  for (int64_t i = 0; i < tO.RM; ++i) {
+    Value m = tileRow(tO, i);
+    Value factor = scale;
+    if (normalize) {
+      Value den = ld(DEN, m);
+      factor = select(arith::CmpFOp::create(b, F::UNE, den, zero),
+                      arith::DivFOp::create(b, cf32(1), den), zero);
+    }
+    for (int64_t j = 0; j < tO.RN; ++j) {
+      Value n = tileCol(tO, j);
+      Value x = fmul(acc[i * tO.RN + j], factor);
+      ifThen(land(ult(m, cn), ult(n, wn)), [&] {
+        memref::StoreOp::create(b, x, o,
+                                ValueRange{bIdx, h, add(t0, m), add(c0, n)});
+      });
+    }
+  }
 }
 
 //===----------------------------------------------------------------------===//
@@ -1015,123 +1139,52 @@ LogicalResult LinearGpuBuilder::buildChunked() {
 //===----------------------------------------------------------------------===//
 
 LogicalResult LinearGpuBuilder::buildRecurrent() {
-  const int64_t FG = kLanesPerColumn, NR = D / FG, CR = kChunk;
-  T = FG * D;
+  T = kLanesPerColumn * D;
   gpu::GPUFuncOp fn = createFunc(T);
   OpBuilder::InsertionGuard guard(b);
   b.setInsertionPointToStart(&fn.getBody().front());
   emitPrologue(fn);
-  Value zero = cf32(0), one = cf32(1);
-  bool statQ = needsRowStat(fmQ), statK = needsRowStat(fmK);
-  bool bonus = exclusive && hasBonus;
+  zero = cf32(0);
+  Value one = cf32(1);
 
-  Value PQ = allocShared(CR * D), PK = allocShared(CR * D);
-  Value GB = hasGate ? allocShared(vecGate ? CR * D : CR) : Value();
-  Value BETA = allocShared(CR);
-  Value VB = allocShared(CR * D);
-  Value UB = bonus ? allocShared(D) : Value();
-  Value RSQ = statQ ? allocShared(CR) : Value();
-  Value RSK = statK ? allocShared(CR) : Value();
+  PQ = allocShared(C * D);
+  PK = allocShared(C * D);
+  GB = hasGate ? allocShared(vecGate ? C * D : C) : Value();
+  BETA = allocShared(C);
+  VB = allocShared(C * D);
+  UB = bonusTerm ? allocShared(D) : Value();
+  RSQ = statQ ? allocShared(C) : Value();
+  RSK = statK ? allocShared(C) : Value();
   fn->setAttr("attn.shared_bytes", b.getI64IntegerAttr(smemFloats * 4));
 
-  Value c = divu(tid, cidx(FG)), fg = remu(tid, cidx(FG));
-  SmallVector<Value> fIdx;
-  for (int64_t i = 0; i < NR; ++i)
-    fIdx.push_back(add(fg, cidx(FG * i)));
-  if (bonus)
+  // Thread (c, fg) keeps rows fIdx of state column c.
+  Lanes lanes;
+  lanes.c = divu(tid, cidx(kLanesPerColumn));
+  lanes.fg = remu(tid, cidx(kLanesPerColumn));
+  for (int64_t i = 0; i < D / kLanesPerColumn; ++i)
+    lanes.fIdx.push_back(add(lanes.fg, cidx(kLanesPerColumn * i)));
+  if (bonusTerm)
     ifThen(ult(tid, cidx(D)), [&] {
       Value u = bonusAt(minu(tid, sub(maxu(Dphi, cidx(1)), cidx(1))));
       st(select(ult(tid, Dphi), u, zero), UB, tid);
     });
 
-  SmallVector<Value> S0(NR, zero);
-  loop(cidx(0), ceilDiv(N, cidx(CR)), cidx(1), S0, [&](Value ch, ValueRange S) {
-    Value t0 = mul(ch, cidx(CR));
-    Value cn = minu(cidx(CR), sub(N, t0));
+  SmallVector<Value> S0(lanes.fIdx.size(), zero);
+  loop(cidx(0), ceilDiv(N, cidx(C)), cidx(1), S0, [&](Value ch, ValueRange S) {
+    Value t0 = mul(ch, cidx(C));
+    Value cn = minu(cidx(C), sub(N, t0));
     if (statQ)
-      stageRowStat(fmQ, q, h, t0, N, CR, RSQ);
+      stageRowStat(fmQ, q, h, t0, N, C, RSQ);
     if (statK)
-      stageRowStat(fmK, k, hk, t0, kLen, CR, RSK);
+      stageRowStat(fmK, k, hk, t0, kLen, C, RSK);
     if (statQ || statK)
       barrier();
     stagePhi({{fmQ, q, h, N, PQ, RSQ}, {fmK, k, hk, kLen, PK, RSK}}, t0,
-             cidx(0), CR, D, D);
-    // Values, gates g = exp(gate), beta.
-    {
-      int64_t perPass = T / D;
-      Value col = remu(tid, cidx(D)), tr = divu(tid, cidx(D));
-      Value lastRow = sub(kLen, cidx(1));
-      forEach(cidx(0), cidx(CR / perPass), [&](Value i) {
-        Value t = add(tr, mul(i, cidx(perPass)));
-        Value tAbs = add(t0, t);
-        Value ok = land(ult(tAbs, kLen), ult(col, Dv));
-        Value x = toF32(
-            memref::LoadOp::create(b, v,
-                                   ValueRange{bIdx, hk, minu(tAbs, lastRow),
-                                              minu(col, sub(Dv, cidx(1)))}));
-        Value idx = add(mul(t, cidx(D)), col);
-        st(select(ok, x, zero), VB, idx);
-        if (vecGate) {
-          Value g = fexp(gateAt(minu(tAbs, sub(N, cidx(1))),
-                                minu(col, sub(maxu(Dphi, cidx(1)), cidx(1)))));
-          st(select(land(ult(tAbs, N), ult(col, Dphi)), g, one), GB, idx);
-        }
-      });
-      ifThen(ult(tid, cidx(CR)), [&] {
-        Value tAbs = add(t0, tid);
-        Value tc = minu(tAbs, sub(N, cidx(1)));
-        Value ok = ult(tAbs, N);
-        if (hasGate && !vecGate)
-          st(select(ok, fexp(gateAt(tc, cidx(0))), one), GB, tid);
-        st(select(ok, betaAt(tc), zero), BETA, tid);
-      });
-    }
+             cidx(0), C, D, D);
+    stageRecurrentInputs(t0, one);
     barrier();
     auto steps = loop(cidx(0), cn, cidx(1), S, [&](Value t, ValueRange Scur) {
-      Value row = mul(t, cidx(D));
-      Value vt = ld(VB, add(row, c));
-      Value beta = ld(BETA, t);
-      Value gs = (hasGate && !vecGate) ? ld(GB, t) : Value();
-      SmallVector<Value> kd, g, qd;
-      for (int64_t i = 0; i < NR; ++i) {
-        Value idx = add(row, fIdx[i]);
-        kd.push_back(ld(PK, idx));
-        qd.push_back(ld(PQ, idx));
-        g.push_back(vecGate ? ld(GB, idx) : gs);
-      }
-      // w = S^T (g phi_k): the decayed state's prediction of v.
-      // Dot products in 4 interleaved partial sums (shorter
-      // dependency chains).
-      auto dot = [&](function_ref<Value(int64_t)> term, ArrayRef<Value> x) {
-        Value acc[4] = {zero, zero, zero, zero};
-        for (int64_t i = 0; i < NR; ++i)
-          acc[i % 4] = fma(term(i), x[i], acc[i % 4]);
-        return fadd(fadd(acc[0], acc[1]), fadd(acc[2], acc[3]));
-      };
-      SmallVector<Value> Sd;
-      for (int64_t i = 0; i < NR; ++i)
-        Sd.push_back(g[i] ? fmul(g[i], Scur[i]) : Scur[i]);
-      Value w = groupSum(dot([&](int64_t i) { return kd[i]; }, Sd), FG);
-      Value u = fmul(beta, fsub(vt, w));
-      SmallVector<Value> next, read;
-      for (int64_t i = 0; i < NR; ++i) {
-        next.push_back(fma(kd[i], u, Sd[i]));
-        if (!exclusive) {
-          read.push_back(next[i]);
-        } else {
-          // The state before this step, plus the bonus term.
-          Value s = Scur[i];
-          if (bonus)
-            s = fma(fmul(ld(UB, fIdx[i]), kd[i]), vt, s);
-          read.push_back(s);
-        }
-      }
-      Value part = dot([&](int64_t i) { return qd[i]; }, read);
-      Value out = fmul(groupSum(part, FG), scale);
-      ifThen(land(cmp(P::eq, fg, cidx(0)), ult(c, Dv)), [&] {
-        memref::StoreOp::create(b, out, o, ValueRange{bIdx, h, add(t0, t), c});
-      });
-      return next;
+      return emitDeltaStep(t0, t, Scur, lanes);
     });
     barrier();
     return SmallVector<Value>(steps.getResults().begin(),
@@ -1139,6 +1192,86 @@ LogicalResult LinearGpuBuilder::buildRecurrent() {
   });
   gpu::ReturnOp::create(b);
   return success();
+}
+
+void LinearGpuBuilder::stageRecurrentInputs(Value t0, Value one) {
+  // Values, gates g = exp(gate), beta.
+  int64_t perPass = T / D;
+  Value col = remu(tid, cidx(D)), tr = divu(tid, cidx(D));
+  Value lastRow = sub(kLen, cidx(1));
+  forEach(cidx(0), cidx(C / perPass), [&](Value i) {
+    Value t = add(tr, mul(i, cidx(perPass)));
+    Value tAbs = add(t0, t);
+    Value ok = land(ult(tAbs, kLen), ult(col, Dv));
+    Value x =
+        toF32(memref::LoadOp::create(b, v,
+                                     ValueRange{bIdx, hk, minu(tAbs, lastRow),
+                                                minu(col, sub(Dv, cidx(1)))}));
+    Value idx = add(mul(t, cidx(D)), col);
+    st(select(ok, x, zero), VB, idx);
+    if (vecGate) {
+      Value g = fexp(gateAt(minu(tAbs, sub(N, cidx(1))),
+                            minu(col, sub(maxu(Dphi, cidx(1)), cidx(1)))));
+      st(select(land(ult(tAbs, N), ult(col, Dphi)), g, one), GB, idx);
+    }
+  });
+  ifThen(ult(tid, cidx(C)), [&] {
+    Value tAbs = add(t0, tid);
+    Value tc = minu(tAbs, sub(N, cidx(1)));
+    Value ok = ult(tAbs, N);
+    if (scalarGate)
+      st(select(ok, fexp(gateAt(tc, cidx(0))), one), GB, tid);
+    st(select(ok, betaAt(tc), zero), BETA, tid);
+  });
+}
+
+SmallVector<Value> LinearGpuBuilder::emitDeltaStep(Value t0, Value t,
+                                                   ValueRange Scur,
+                                                   const Lanes &lanes) {
+  const int64_t FG = kLanesPerColumn, NR = D / FG;
+  Value row = mul(t, cidx(D));
+  Value vt = ld(VB, add(row, lanes.c));
+  Value beta = ld(BETA, t);
+  Value gs = scalarGate ? ld(GB, t) : Value();
+  SmallVector<Value> kd, g, qd;
+  for (int64_t i = 0; i < NR; ++i) {
+    Value idx = add(row, lanes.fIdx[i]);
+    kd.push_back(ld(PK, idx));
+    qd.push_back(ld(PQ, idx));
+    g.push_back(vecGate ? ld(GB, idx) : gs);
+  }
+  // w = S^T (g phi_k): the decayed state's prediction of v.
+  SmallVector<Value> Sd;
+  for (int64_t i = 0; i < NR; ++i)
+    Sd.push_back(g[i] ? fmul(g[i], Scur[i]) : Scur[i]);
+  Value w = groupSum(dot4(kd, Sd), FG);
+  Value u = fmul(beta, fsub(vt, w));
+  SmallVector<Value> next, read;
+  for (int64_t i = 0; i < NR; ++i) {
+    next.push_back(fma(kd[i], u, Sd[i]));
+    if (!exclusive) {
+      read.push_back(next[i]);
+    } else {
+      // The state before this step, plus the bonus term.
+      Value s = Scur[i];
+      if (bonusTerm)
+        s = fma(fmul(ld(UB, lanes.fIdx[i]), kd[i]), vt, s);
+      read.push_back(s);
+    }
+  }
+  Value out = fmul(groupSum(dot4(qd, read), FG), scale);
+  ifThen(land(cmp(P::eq, lanes.fg, cidx(0)), ult(lanes.c, Dv)), [&] {
+    memref::StoreOp::create(b, out, o,
+                            ValueRange{bIdx, h, add(t0, t), lanes.c});
+  });
+  return next;
+}
+
+Value LinearGpuBuilder::dot4(ArrayRef<Value> a, ArrayRef<Value> x) {
+  Value acc[4] = {zero, zero, zero, zero};
+  for (size_t i = 0; i < a.size(); ++i)
+    acc[i % 4] = fma(a[i], x[i], acc[i % 4]);
+  return fadd(fadd(acc[0], acc[1]), fadd(acc[2], acc[3]));
 }
 
 LogicalResult LinearGpuBuilder::build() {

@@ -1,12 +1,14 @@
 //===- RegionEmitter.cpp - inline attn regions into kernels ---------------===//
 
 #include "attn/Conversion/RegionEmitter.h"
+#include "attn/Analysis/MaskIntervals.h"
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
 #include "mlir/IR/IRMapping.h"
+#include "mlir/IR/Matchers.h"
 #include "llvm/ADT/DenseSet.h"
 #include "llvm/ADT/TypeSwitch.h"
 
@@ -270,317 +272,213 @@ void mlir::attn::bindKernelEnv(ImplicitLocOpBuilder &b, SpecOp spec, Value q,
 }
 
 //===----------------------------------------------------------------------===//
-// Interval evaluation of masks
+// Interval evaluation of masks: the shared engine (attn/Analysis/
+// MaskIntervals.h) over a domain that emits the arith ops.
 //===----------------------------------------------------------------------===//
 
 namespace {
-struct Itv {
-  Value lo, hi;
-  bool top = false;
-  /// Statically known to be a single value (uniform over the tile).
-  bool point = false;
+/// An i64 Value with a static bound on its magnitude (|v| <= mag; kUnbounded
+/// when nothing is known), used only to leave out overflow checks that
+/// cannot fire.
+struct EInt {
+  Value v;
+  uint64_t mag = kUnbounded;
+  static constexpr uint64_t kUnbounded = uint64_t(1) << 63;
+};
+
+/// Dims are extents of tensors in memory and indices are below them.
+constexpr uint64_t kIndexMag = uint64_t(1) << 57;
+
+struct EmitDomain {
+  using Int = EInt;
+  using Bool = Value;
+  ImplicitLocOpBuilder &b;
+  const KernelEnv &env;
+
+  static uint64_t satAdd(uint64_t a, uint64_t b) {
+    return std::min<uint64_t>(a + b, EInt::kUnbounded); // both <= 2^63
+  }
+  static uint64_t satMul(uint64_t a, uint64_t b) {
+    unsigned __int128 p = (unsigned __int128)a * b;
+    return p >= EInt::kUnbounded ? EInt::kUnbounded : uint64_t(p);
+  }
+  static uint64_t magOf(int64_t c) {
+    return c == INT64_MIN ? EInt::kUnbounded : uint64_t(c < 0 ? -c : c);
+  }
+
+  Int cst(int64_t c) { return {::cst(b, c), magOf(c)}; }
+  Int add(Int x, Int y) {
+    return {arith::AddIOp::create(b, x.v, y.v), satAdd(x.mag, y.mag)};
+  }
+  Int sub(Int x, Int y) {
+    return {arith::SubIOp::create(b, x.v, y.v), satAdd(x.mag, y.mag)};
+  }
+  Int mul(Int x, Int y) {
+    return {arith::MulIOp::create(b, x.v, y.v), satMul(x.mag, y.mag)};
+  }
+  Int smin(Int x, Int y) {
+    return {arith::MinSIOp::create(b, x.v, y.v), std::max(x.mag, y.mag)};
+  }
+  Int smax(Int x, Int y) {
+    return {arith::MaxSIOp::create(b, x.v, y.v), std::max(x.mag, y.mag)};
+  }
+  Int floordiv(Int x, Int y) {
+    return {arith::FloorDivSIOp::create(b, x.v, y.v), x.mag};
+  }
+  Int select(Bool c, Int x, Int y) {
+    return {arith::SelectOp::create(b, c, x.v, y.v), std::max(x.mag, y.mag)};
+  }
+  Int zext(Bool c) { return {arith::ExtUIOp::create(b, b.getI64Type(), c), 1}; }
+  Int andI(Int x, Int y) { return {arith::AndIOp::create(b, x.v, y.v), 1}; }
+  Int orI(Int x, Int y) { return {arith::OrIOp::create(b, x.v, y.v), 1}; }
+  Int xorI(Int x, Int y) { return {arith::XOrIOp::create(b, x.v, y.v), 1}; }
+  Bool cmp(arith::CmpIPredicate p, Int x, Int y) {
+    return arith::CmpIOp::create(b, p, x.v, y.v);
+  }
+  Bool band(Bool x, Bool y) { return arith::AndIOp::create(b, x, y); }
+  Bool bor(Bool x, Bool y) { return arith::OrIOp::create(b, x, y); }
+  Bool bnot(Bool x) {
+    return arith::XOrIOp::create(
+        b, x, arith::ConstantOp::create(b, b.getBoolAttr(true)));
+  }
+  Bool bfalse() { return arith::ConstantOp::create(b, b.getBoolAttr(false)); }
+
+  bool mayOverflowAdd(Int x, Int y) {
+    return satAdd(x.mag, y.mag) >= EInt::kUnbounded;
+  }
+  bool mayOverflowSub(Int x, Int y) { return mayOverflowAdd(x, y); }
+  bool mayOverflowMul(Int x, Int y) {
+    return satMul(x.mag, y.mag) >= EInt::kUnbounded;
+  }
+  bool mayBeMin(Int x) { return x.mag >= EInt::kUnbounded; }
+  Value isNeg(Value v) {
+    return arith::CmpIOp::create(b, arith::CmpIPredicate::slt, v, ::cst(b, 0));
+  }
+  /// Signed overflow of r = x + y: x and y agree in sign and r does not.
+  Bool addOverflowed(Int x, Int y, Int r) {
+    Value a = arith::XOrIOp::create(b, x.v, r.v);
+    Value c = arith::XOrIOp::create(b, y.v, r.v);
+    return isNeg(arith::AndIOp::create(b, a, c));
+  }
+  /// r = x - y: x and y differ in sign and r's sign is not x's.
+  Bool subOverflowed(Int x, Int y, Int r) {
+    Value a = arith::XOrIOp::create(b, x.v, y.v);
+    Value c = arith::XOrIOp::create(b, x.v, r.v);
+    return isNeg(arith::AndIOp::create(b, a, c));
+  }
+  /// The 128-bit product's high half is not the low half's sign.
+  Bool mulOverflowed(Int x, Int y) {
+    auto m = arith::MulSIExtendedOp::create(b, x.v, y.v);
+    Value sign = arith::ShRSIOp::create(b, m.getLow(), ::cst(b, 63));
+    return arith::CmpIOp::create(b, arith::CmpIPredicate::ne, m.getHigh(),
+                                 sign);
+  }
+
+  void at(Operation *op) { b.setLoc(op->getLoc()); }
+  Int markIndex(Int x) { return {x.v, std::min(x.mag, kIndexMag)}; }
+
+  std::optional<Int> asInt(Value v, uint64_t mag) {
+    if (!v)
+      return std::nullopt;
+    Type t = v.getType();
+    if (t.isInteger(1))
+      return Int{arith::ExtUIOp::create(b, b.getI64Type(), v), 1};
+    if (t.isInteger(32))
+      return Int{arith::ExtSIOp::create(b, b.getI64Type(), v),
+                 std::min<uint64_t>(mag, uint64_t(1) << 31)};
+    if (t.isInteger(64))
+      return Int{v, mag};
+    return std::nullopt;
+  }
+  std::optional<Int> dim(StringRef name) {
+    return asInt(env.dims.lookup(name), kIndexMag);
+  }
+  std::optional<Int> param(StringRef name) {
+    Value v = env.params.lookup(name);
+    APInt c;
+    uint64_t mag = EInt::kUnbounded;
+    if (v && matchPattern(v, m_ConstantInt(&c)) && c.getBitWidth() <= 64)
+      mag = magOf(c.getSExtValue());
+    return asInt(v, mag);
+  }
+
+  bool hasAux(LoadOp load) {
+    Value mem = env.aux.lookup(load.getInput());
+    return mem &&
+           cast<MemRefType>(mem.getType()).getElementType().isInteger(32);
+  }
+  Int auxSize(LoadOp load, unsigned d) {
+    Value mem = env.aux.lookup(load.getInput());
+    return {arith::IndexCastOp::create(b, b.getI64Type(),
+                                       memref::DimOp::create(b, mem, d)),
+            kIndexMag};
+  }
+  std::pair<Int, Int> scan(LoadOp load, Bool doScan, ArrayRef<Int> lo,
+                           ArrayRef<Int> hi) {
+    Value mem = env.aux.lookup(load.getInput());
+    int64_t rank = cast<MemRefType>(mem.getType()).getRank();
+    Type i64 = b.getI64Type();
+    auto ifOp = scf::IfOp::create(b, TypeRange{i64, i64}, doScan, true);
+    {
+      OpBuilder::InsertionGuard g(b);
+      b.setInsertionPointToStart(&ifOp.getThenRegion().front());
+      // Nested loops over the box, carrying (min, max).
+      SmallVector<Value> ivs;
+      std::function<std::pair<Value, Value>(int64_t, Value, Value)> nest =
+          [&](int64_t d, Value curMin,
+              Value curMax) -> std::pair<Value, Value> {
+        if (d == rank) {
+          Value v = arith::ExtSIOp::create(b, i64,
+                                           memref::LoadOp::create(b, mem, ivs));
+          return {emin(b, curMin, v), emax(b, curMax, v)};
+        }
+        Value lb = arith::IndexCastOp::create(b, b.getIndexType(), lo[d].v);
+        Value ub = arith::IndexCastOp::create(
+            b, b.getIndexType(),
+            arith::AddIOp::create(b, hi[d].v, ::cst(b, 1)));
+        auto loop = scf::ForOp::create(b, lb, ub, cstIndex(b, 1),
+                                       ValueRange{curMin, curMax});
+        OpBuilder::InsertionGuard g2(b);
+        if (!loop.getBody()->empty())
+          loop.getBody()->getTerminator()->erase();
+        b.setInsertionPointToEnd(loop.getBody());
+        ivs.push_back(loop.getInductionVar());
+        auto [mn, mx] = nest(d + 1, loop.getRegionIterArgs()[0],
+                             loop.getRegionIterArgs()[1]);
+        ivs.pop_back();
+        scf::YieldOp::create(b, ValueRange{mn, mx});
+        return {loop.getResult(0), loop.getResult(1)};
+      };
+      auto [mn, mx] = nest(0, ::cst(b, INT32_MAX), ::cst(b, INT32_MIN));
+      scf::YieldOp::create(b, ValueRange{mn, mx});
+    }
+    {
+      OpBuilder::InsertionGuard g(b);
+      b.setInsertionPointToStart(&ifOp.getElseRegion().front());
+      scf::YieldOp::create(
+          b, ValueRange{::cst(b, INT32_MIN), ::cst(b, INT32_MAX)});
+    }
+    uint64_t m = uint64_t(1) << 31;
+    return {Int{ifOp.getResult(0), m}, Int{ifOp.getResult(1), m}};
+  }
+
+  static Value emin(ImplicitLocOpBuilder &b, Value x, Value y) {
+    return arith::MinSIOp::create(b, x, y);
+  }
+  static Value emax(ImplicitLocOpBuilder &b, Value x, Value y) {
+    return arith::MaxSIOp::create(b, x, y);
+  }
 };
 } // namespace
-
-static Value emin(ImplicitLocOpBuilder &b, Value x, Value y) {
-  return arith::MinSIOp::create(b, x, y);
-}
-static Value emax(ImplicitLocOpBuilder &b, Value x, Value y) {
-  return arith::MaxSIOp::create(b, x, y);
-}
-static Value sel(ImplicitLocOpBuilder &b, Value c, Value x, Value y) {
-  return arith::SelectOp::create(b, c, x, y);
-}
-static Value cmp(ImplicitLocOpBuilder &b, arith::CmpIPredicate p, Value x,
-                 Value y) {
-  return arith::CmpIOp::create(b, p, x, y);
-}
-static Value boolToI64(ImplicitLocOpBuilder &b, Value c) {
-  return arith::ExtUIOp::create(b, b.getI64Type(), c);
-}
-
-/// The unknown boolean: [0, 1].
-static Itv unknownBool(ImplicitLocOpBuilder &b) {
-  return Itv{cst(b, 0), cst(b, 1), false, false};
-}
-
-static Itv pointOf(ImplicitLocOpBuilder &b, Value v) {
-  Type t = v.getType();
-  if (t.isInteger(1))
-    v = boolToI64(b, v);
-  else if (t.isInteger(32))
-    v = arith::ExtSIOp::create(b, b.getI64Type(), v);
-  else if (!t.isInteger(64))
-    return Itv{{}, {}, true, false};
-  return Itv{v, v, false, true};
-}
-
-/// Tri-state result of comparing intervals `x` and `y`.
-static Itv compare(ImplicitLocOpBuilder &b, arith::CmpIPredicate pred,
-                   const Itv &x, const Itv &y) {
-  using P = arith::CmpIPredicate;
-  if (x.top || y.top)
-    return unknownBool(b);
-  Value always, never;
-  switch (pred) {
-  case P::slt:
-    always = cmp(b, P::slt, x.hi, y.lo);
-    never = cmp(b, P::sge, x.lo, y.hi);
-    break;
-  case P::sle:
-    always = cmp(b, P::sle, x.hi, y.lo);
-    never = cmp(b, P::sgt, x.lo, y.hi);
-    break;
-  case P::sgt:
-    always = cmp(b, P::sgt, x.lo, y.hi);
-    never = cmp(b, P::sle, x.hi, y.lo);
-    break;
-  case P::sge:
-    always = cmp(b, P::sge, x.lo, y.hi);
-    never = cmp(b, P::slt, x.hi, y.lo);
-    break;
-  case P::eq:
-  case P::ne: {
-    Value xp = cmp(b, P::eq, x.lo, x.hi), yp = cmp(b, P::eq, y.lo, y.hi);
-    Value same = arith::AndIOp::create(b, arith::AndIOp::create(b, xp, yp),
-                                       cmp(b, P::eq, x.lo, y.lo));
-    Value disjoint = arith::OrIOp::create(b, cmp(b, P::slt, x.hi, y.lo),
-                                          cmp(b, P::slt, y.hi, x.lo));
-    always = pred == P::eq ? same : disjoint;
-    never = pred == P::eq ? disjoint : same;
-    break;
-  }
-  default:
-    return unknownBool(b);
-  }
-  Value lo = boolToI64(b, always);
-  Value hi = sel(b, never, cst(b, 0), cst(b, 1));
-  return Itv{lo, hi, false, x.point && y.point};
-}
-
-/// min/max of an i32 aux tensor over the box of index intervals, by a scan
-/// (tiles are small, so the box is too); a box larger than `kMaxScan`
-/// elements falls back to the full i32 range.
-static Itv scanLoad(ImplicitLocOpBuilder &b, LoadOp load, ArrayRef<Itv> idx,
-                    const KernelEnv &env) {
-  constexpr int64_t kMaxScan = 1 << 14;
-  Value mem = env.aux.lookup(load.getInput());
-  auto memTy = cast<MemRefType>(mem.getType());
-  if (!memTy.getElementType().isInteger(32))
-    return Itv{{}, {}, true, false};
-  Value fullLo = cst(b, INT32_MIN), fullHi = cst(b, INT32_MAX);
-  if (llvm::any_of(idx, [](const Itv &i) { return i.top; }))
-    return Itv{fullLo, fullHi, false, false};
-  int64_t rank = memTy.getRank();
-  SmallVector<Value> lo, hi; // clamped, inclusive, i64
-  Value count = cst(b, 1),
-        empty = arith::ConstantOp::create(b, b.getBoolAttr(false));
-  for (int64_t d = 0; d < rank; ++d) {
-    Value size = arith::IndexCastOp::create(b, b.getI64Type(),
-                                            memref::DimOp::create(b, mem, d));
-    Value l = emax(b, idx[d].lo, cst(b, 0));
-    Value h = emin(b, idx[d].hi, arith::SubIOp::create(b, size, cst(b, 1)));
-    empty =
-        arith::OrIOp::create(b, empty, cmp(b, arith::CmpIPredicate::sgt, l, h));
-    Value n = emax(
-        b, arith::AddIOp::create(b, arith::SubIOp::create(b, h, l), cst(b, 1)),
-        cst(b, 0));
-    count = arith::MulIOp::create(b, count, emin(b, n, cst(b, kMaxScan + 1)));
-    lo.push_back(l);
-    hi.push_back(h);
-  }
-  Value small = cmp(b, arith::CmpIPredicate::sle, count, cst(b, kMaxScan));
-  Value doScan = arith::AndIOp::create(
-      b, small,
-      arith::XOrIOp::create(b, empty,
-                            arith::ConstantOp::create(b, b.getBoolAttr(true))));
-  Type i64 = b.getI64Type();
-  auto ifOp = scf::IfOp::create(b, TypeRange{i64, i64}, doScan, true);
-  {
-    OpBuilder::InsertionGuard g(b);
-    b.setInsertionPointToStart(&ifOp.getThenRegion().front());
-    // Nested loops over the box, carrying (min, max).
-    SmallVector<Value> ivs;
-    std::function<std::pair<Value, Value>(int64_t, Value, Value)> nest =
-        [&](int64_t d, Value curMin, Value curMax) -> std::pair<Value, Value> {
-      if (d == rank) {
-        SmallVector<Value> idxs;
-        for (Value iv : ivs)
-          idxs.push_back(iv);
-        Value v = arith::ExtSIOp::create(b, i64,
-                                         memref::LoadOp::create(b, mem, idxs));
-        return {emin(b, curMin, v), emax(b, curMax, v)};
-      }
-      Value lb = arith::IndexCastOp::create(b, b.getIndexType(), lo[d]);
-      Value ub = arith::IndexCastOp::create(
-          b, b.getIndexType(), arith::AddIOp::create(b, hi[d], cst(b, 1)));
-      auto loop = scf::ForOp::create(b, lb, ub, cstIndex(b, 1),
-                                     ValueRange{curMin, curMax});
-      OpBuilder::InsertionGuard g2(b);
-      if (!loop.getBody()->empty())
-        loop.getBody()->getTerminator()->erase();
-      b.setInsertionPointToEnd(loop.getBody());
-      ivs.push_back(loop.getInductionVar());
-      auto [mn, mx] =
-          nest(d + 1, loop.getRegionIterArgs()[0], loop.getRegionIterArgs()[1]);
-      ivs.pop_back();
-      scf::YieldOp::create(b, ValueRange{mn, mx});
-      return {loop.getResult(0), loop.getResult(1)};
-    };
-    auto [mn, mx] = nest(0, cst(b, INT32_MAX), cst(b, INT32_MIN));
-    scf::YieldOp::create(b, ValueRange{mn, mx});
-  }
-  {
-    OpBuilder::InsertionGuard g(b);
-    b.setInsertionPointToStart(&ifOp.getElseRegion().front());
-    scf::YieldOp::create(b, ValueRange{fullLo, fullHi});
-  }
-  return Itv{ifOp.getResult(0), ifOp.getResult(1), false, false};
-}
 
 std::pair<Value, Value>
 mlir::attn::emitMaskIntervals(ImplicitLocOpBuilder &b, Region &mask, Value bIdx,
                               Value h, Value q0, Value q1, Value k0, Value k1,
                               const KernelEnv &env) {
-  using P = arith::CmpIPredicate;
-  llvm::DenseMap<Value, Itv> map;
-  Block &block = mask.front();
-  map[block.getArgument(0)] = Itv{bIdx, bIdx, false, true};
-  map[block.getArgument(1)] = Itv{h, h, false, true};
-  map[block.getArgument(2)] = Itv{q0, q1, false, false};
-  map[block.getArgument(3)] = Itv{k0, k1, false, false};
-  for (Operation &op : block.without_terminator()) {
-    b.setLoc(op.getLoc());
-    if (op.getNumResults() != 1)
-      continue;
-    Value res = op.getResult(0);
-    SmallVector<Itv> in;
-    for (Value v : op.getOperands())
-      in.push_back(map.lookup(v));
-    bool anyTop = llvm::any_of(in, [](const Itv &i) { return i.top; });
-    bool allPoint = llvm::all_of(in, [](const Itv &i) { return i.point; });
-    Itv out{{}, {}, true, false};
-    Type rt = res.getType();
-    bool isInt = rt.isInteger(64) || rt.isInteger(1) || rt.isInteger(32);
-
-    if (auto c = dyn_cast<arith::ConstantOp>(op)) {
-      if (auto ia = dyn_cast<IntegerAttr>(c.getValue())) {
-        int64_t v = rt.isInteger(1) ? (ia.getValue().getBoolValue() ? 1 : 0)
-                                    : ia.getInt();
-        out = Itv{cst(b, v), cst(b, v), false, true};
-      }
-    } else if (auto dim = dyn_cast<DimOp>(op)) {
-      out = pointOf(b, env.dims.lookup(dim.getName()));
-    } else if (auto param = dyn_cast<GetParamOp>(op)) {
-      out = pointOf(b, env.params.lookup(param.getParam()));
-    } else if (auto load = dyn_cast<LoadOp>(op)) {
-      out = scanLoad(b, load, in, env);
-    } else if (!isInt) {
-      out = Itv{{}, {}, true, false};
-    } else if (anyTop) {
-      out = rt.isInteger(1) ? unknownBool(b) : Itv{{}, {}, true, false};
-    } else {
-      const Itv &x = in.size() > 0 ? in[0] : out;
-      const Itv &y = in.size() > 1 ? in[1] : out;
-      out = llvm::TypeSwitch<Operation *, Itv>(&op)
-                .Case<arith::AddIOp>([&](auto) {
-                  return Itv{arith::AddIOp::create(b, x.lo, y.lo),
-                             arith::AddIOp::create(b, x.hi, y.hi), false,
-                             allPoint};
-                })
-                .Case<arith::SubIOp>([&](auto) {
-                  return Itv{arith::SubIOp::create(b, x.lo, y.hi),
-                             arith::SubIOp::create(b, x.hi, y.lo), false,
-                             allPoint};
-                })
-                .Case<arith::MulIOp>([&](auto) {
-                  Value p1 = arith::MulIOp::create(b, x.lo, y.lo);
-                  Value p2 = arith::MulIOp::create(b, x.lo, y.hi);
-                  Value p3 = arith::MulIOp::create(b, x.hi, y.lo);
-                  Value p4 = arith::MulIOp::create(b, x.hi, y.hi);
-                  return Itv{emin(b, emin(b, p1, p2), emin(b, p3, p4)),
-                             emax(b, emax(b, p1, p2), emax(b, p3, p4)), false,
-                             allPoint};
-                })
-                .Case<arith::MinSIOp>([&](auto) {
-                  return Itv{emin(b, x.lo, y.lo), emin(b, x.hi, y.hi), false,
-                             allPoint};
-                })
-                .Case<arith::MaxSIOp>([&](auto) {
-                  return Itv{emax(b, x.lo, y.lo), emax(b, x.hi, y.hi), false,
-                             allPoint};
-                })
-                .Case<arith::FloorDivSIOp>([&](auto) -> Itv {
-                  if (!y.point)
-                    return Itv{{}, {}, true, false};
-                  // Guard a zero divisor (the reference reports it; here it
-                  // only has to stay defined).
-                  Value d =
-                      sel(b, cmp(b, P::eq, y.lo, cst(b, 0)), cst(b, 1), y.lo);
-                  Value a = arith::FloorDivSIOp::create(b, x.lo, d);
-                  Value c = arith::FloorDivSIOp::create(b, x.hi, d);
-                  Value pos = cmp(b, P::sgt, d, cst(b, 0));
-                  return Itv{sel(b, pos, a, c), sel(b, pos, c, a), false,
-                             allPoint};
-                })
-                .Case<arith::ExtSIOp, arith::ExtUIOp>([&](auto) { return x; })
-                .Case<math::AbsIOp>([&](auto) {
-                  Value zero = cst(b, 0);
-                  Value negHi = arith::SubIOp::create(b, zero, x.hi);
-                  Value negLo = arith::SubIOp::create(b, zero, x.lo);
-                  Value lo =
-                      sel(b, cmp(b, P::sge, x.lo, zero), x.lo,
-                          sel(b, cmp(b, P::sle, x.hi, zero), negHi, zero));
-                  return Itv{lo, emax(b, negLo, x.hi), false, allPoint};
-                })
-                .Case<arith::CmpIOp>([&](arith::CmpIOp c) {
-                  return compare(b, c.getPredicate(), x, y);
-                })
-                .Case<arith::AndIOp>([&](auto) -> Itv {
-                  if (!rt.isInteger(1))
-                    return Itv{{}, {}, true, false};
-                  return Itv{arith::AndIOp::create(b, x.lo, y.lo),
-                             arith::AndIOp::create(b, x.hi, y.hi), false,
-                             allPoint};
-                })
-                .Case<arith::OrIOp>([&](auto) -> Itv {
-                  if (!rt.isInteger(1))
-                    return Itv{{}, {}, true, false};
-                  return Itv{arith::OrIOp::create(b, x.lo, y.lo),
-                             arith::OrIOp::create(b, x.hi, y.hi), false,
-                             allPoint};
-                })
-                .Case<arith::XOrIOp>([&](auto) -> Itv {
-                  if (!rt.isInteger(1))
-                    return Itv{{}, {}, true, false};
-                  Value decided = arith::AndIOp::create(
-                      b, cmp(b, P::eq, x.lo, x.hi), cmp(b, P::eq, y.lo, y.hi));
-                  Value v = arith::XOrIOp::create(b, x.lo, y.lo);
-                  return Itv{sel(b, decided, v, cst(b, 0)),
-                             sel(b, decided, v, cst(b, 1)), false, allPoint};
-                })
-                .Case<arith::SelectOp>([&](auto) -> Itv {
-                  const Itv &c = in[0], &t = in[1], &f = in[2];
-                  Value isT = cmp(b, P::eq, c.lo, cst(b, 1));
-                  Value isF = cmp(b, P::eq, c.hi, cst(b, 0));
-                  Value lo =
-                      sel(b, isT, t.lo, sel(b, isF, f.lo, emin(b, t.lo, f.lo)));
-                  Value hi =
-                      sel(b, isT, t.hi, sel(b, isF, f.hi, emax(b, t.hi, f.hi)));
-                  return Itv{lo, hi, false, allPoint};
-                })
-                .Default([&](Operation *) {
-                  return rt.isInteger(1) ? unknownBool(b)
-                                         : Itv{{}, {}, true, false};
-                });
-    }
-    if (out.top && rt.isInteger(1))
-      out = unknownBool(b);
-    map[res] = out;
-  }
-  auto yield = cast<YieldOp>(block.getTerminator());
-  Itv r = map.lookup(yield.getValues().front());
-  if (r.top)
-    r = unknownBool(b);
-  return {r.lo, r.hi};
+  EmitDomain dom{b, env};
+  maskintervals::Engine<EmitDomain> engine(dom);
+  auto idx = [](Value v) { return EInt{v, kIndexMag}; };
+  auto [lo, hi] =
+      engine.run(mask, idx(bIdx), idx(h), idx(q0), idx(q1), idx(k0), idx(k1));
+  return {lo.v, hi.v};
 }

@@ -149,6 +149,7 @@ CPUBackendTarget::pipelineOptions(const Schedule &schedule) const {
   options.vectorWidth = machine.vectorWidth();
   options.bf16Dot = machine.bf16Dot() != CPUTarget::BF16Dot::Off;
   options.bf16DotPV = machine.bf16Dot() == CPUTarget::BF16Dot::All;
+  options.debugTileStats = machine.debugTileStats;
   return options;
 }
 

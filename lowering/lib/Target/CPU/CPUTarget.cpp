@@ -63,6 +63,8 @@ bool CPUTarget::parse(llvm::StringRef spec, CPUTarget &out,
       return false;
     }
   }
+  if (const char *stats = std::getenv("ATTN_DEBUG_TILE_STATS"))
+    out.debugTileStats = *stats && llvm::StringRef(stats) != "0";
   if (spec == "cpu" || spec == "cpu:native")
     return true;
   if (!spec.consume_front("cpu:")) {
@@ -127,7 +129,8 @@ std::string CPUTarget::key() const {
   return triple + "|" + cpu + "|" + features + "|O" + std::to_string(optLevel) +
          (bf16DotMode == BF16Dot::All  ? ""
           : bf16DotMode == BF16Dot::QK ? "|bf16-dot=qk"
-                                       : "|bf16-dot=off");
+                                       : "|bf16-dot=off") +
+         (debugTileStats ? "|tile-stats" : "");
 }
 
 static std::unique_ptr<llvm::TargetMachine>
