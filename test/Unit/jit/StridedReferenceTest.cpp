@@ -150,6 +150,9 @@ struct NormalizerCase {
   bool lse;
   int64_t tileQ, tileKV;
 };
+/// gtest prints a parameter by this (ctest's test names include it): the
+/// case's name, not the struct's bytes (pointers that change per build).
+void PrintTo(const NormalizerCase &c, std::ostream *os) { *os << c.name; }
 
 // Each spec reads an f32 bias table [Hq, N, M] and i32 positions [B, M]
 // (k's "document" start) so the aux inputs are strided too.
@@ -319,6 +322,7 @@ struct DecodeCase {
   bool vectorGate; // g : f32[B, Hq, N, Dqk], else a : f32[B, Hkv, N]
   int64_t chunk;
 };
+void PrintTo(const DecodeCase &c, std::ostream *os) { *os << c.name; }
 
 const char *const kVectorSpec = "attention dec_vec {\n"
                                 "  input g : f32[B, Hq, N, Dqk]\n"
