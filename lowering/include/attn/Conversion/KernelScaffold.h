@@ -51,6 +51,17 @@ FailureOr<Type> uniformHalfPrecisionQKV(SpecOp spec, StringRef why);
 void setLaunchContract(gpu::GPUFuncOp fn, int64_t blockQ, int64_t numThreads,
                        int64_t sharedBytes, int64_t maxHeadDim);
 
+/// What a linear-attention spec asks for, read once: both linear builders
+/// branch on these.
+struct LinearForm {
+  LinearForm() = default;
+  explicit LinearForm(LinearAttentionOp op);
+  bool normalize = false, exclusive = false, causal = true, delta = false;
+  bool hasGate = false, vecGate = false, hasBonus = false;
+  FeatureMapKind fmQ = FeatureMapKind::identity;
+  FeatureMapKind fmK = FeatureMapKind::identity;
+};
+
 class KernelScaffold {
 protected:
   KernelScaffold(SpecOp spec)

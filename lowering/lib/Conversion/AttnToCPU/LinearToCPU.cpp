@@ -34,7 +34,7 @@ namespace {
 
 using P = arith::CmpIPredicate;
 
-class LinearKernelBuilder : public KernelBase {
+class LinearKernelBuilder : public KernelBase, private LinearForm {
 public:
   LinearKernelBuilder(SpecOp spec, ModuleOp module, int64_t vectorWidth,
                       int64_t chunk)
@@ -183,9 +183,8 @@ private:
   int64_t chunk;
   KernelEnv env;
 
-  // The spec.
-  bool normalize = false, exclusive = false, causal = true, delta = false;
-  bool hasGate = false, vecGate = false, chunked = false;
+  // The spec's flags are LinearForm's; and the form it runs in.
+  bool chunked = false;
   Value scale;
   // Sizes: feature widths, Dv in vectors and padded, the gate width.
   Value dq, dk, nC, dvPad, gw;
@@ -434,12 +433,7 @@ void LinearKernelBuilder::gemm(Value rows, Value nCols,
 //===----------------------------------------------------------------------===//
 
 void LinearKernelBuilder::readSpec() {
-  normalize = op.getNormalize();
-  exclusive = op.getExclusive();
-  causal = !op.getNoncausal();
-  delta = !op.getBeta().empty();
-  hasGate = !op.getGate().empty();
-  vecGate = op.hasVectorGate();
+  static_cast<LinearForm &>(*this) = LinearForm(op);
   chunked = chunk > 0 && causal && !exclusive && !delta;
 }
 

@@ -87,7 +87,7 @@ struct Tile {
   Value ty, tx;
 };
 
-class LinearGpuBuilder : public KernelScaffold {
+class LinearGpuBuilder : public KernelScaffold, private LinearForm {
 public:
   LinearGpuBuilder(SpecOp spec, gpu::GPUModuleOp gpuModule, int64_t headDim)
       : KernelScaffold(spec), op(spec.getLinearAttention()), D(headDim),
@@ -273,10 +273,8 @@ private:
   int64_t Wt;
   int64_t T = kThreads;
   Type elt;
-  bool normalize = false, exclusive = false, causal = true, delta = false,
-       hasGate = false, vecGate = false, hasBonus = false;
+  // The spec's flags are LinearForm's; these follow from them.
   bool scalarGate = false, statQ = false, statK = false, bonusTerm = false;
-  FeatureMapKind fmQ = FeatureMapKind::identity, fmK = FeatureMapKind::identity;
 
   KernelEnv env;
   Value Dphi, kLen;
@@ -314,15 +312,7 @@ Value LinearGpuBuilder::allocShared(int64_t n) {
 }
 
 LogicalResult LinearGpuBuilder::checkSpec() {
-  normalize = op.getNormalize();
-  exclusive = op.getExclusive();
-  causal = !op.getNoncausal();
-  delta = !op.getBeta().empty();
-  hasGate = !op.getGate().empty();
-  vecGate = op.hasVectorGate();
-  hasBonus = !op.getBonus().empty();
-  fmQ = op.getFeatureMapQ();
-  fmK = op.getFeatureMapK();
+  static_cast<LinearForm &>(*this) = LinearForm(op);
   scalarGate = hasGate && !vecGate;
   statQ = needsRowStat(fmQ);
   statK = needsRowStat(fmK);

@@ -14,6 +14,13 @@ Type mlir::attn::declaredElementType(SpecOp spec, StringRef name,
   return fallback;
 }
 
+LinearForm::LinearForm(LinearAttentionOp op)
+    : normalize(op.getNormalize()), exclusive(op.getExclusive()),
+      causal(!op.getNoncausal()), delta(!op.getBeta().empty()),
+      hasGate(!op.getGate().empty()), vecGate(op.hasVectorGate()),
+      hasBonus(!op.getBonus().empty()), fmQ(op.getFeatureMapQ()),
+      fmK(op.getFeatureMapK()) {}
+
 SmallVector<Type>
 mlir::attn::kernelArgTypes(SpecOp spec, function_ref<Type(StringRef)> qkvType,
                            bool unitInnerQKV) {
