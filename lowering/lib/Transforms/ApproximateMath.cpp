@@ -22,18 +22,16 @@ struct ApproximateMathPass
   void runOnOperation() override {
     RewritePatternSet patterns(&getContext());
     // powf, exp2, ... in terms of exp/log; then polynomials for those.
-    math::populateExpansionPatterns(patterns, {"powf", "exp2", "fpowi", "ctlz",
-                                               "tan", "sinh", "cosh", "asinh",
-                                               "acosh", "atanh", "round",
-                                               "roundeven", "rsqrt"});
-    populateMathPolynomialApproximationPatterns(
-        patterns, [](StringRef name) {
-          name.consume_front("math.");
-          return name == "exp" || name == "log" || name == "log2" ||
-                 name == "tanh" || name == "expm1" || name == "log1p" ||
-                 name == "erf" || name == "atan" || name == "atan2" ||
-                 name == "sin" || name == "cos";
-        });
+    math::populateExpansionPatterns(
+        patterns, {"powf", "exp2", "fpowi", "ctlz", "tan", "sinh", "cosh",
+                   "asinh", "acosh", "atanh", "round", "roundeven", "rsqrt"});
+    populateMathPolynomialApproximationPatterns(patterns, [](StringRef name) {
+      name.consume_front("math.");
+      return name == "exp" || name == "log" || name == "log2" ||
+             name == "tanh" || name == "expm1" || name == "log1p" ||
+             name == "erf" || name == "atan" || name == "atan2" ||
+             name == "sin" || name == "cos";
+    });
     if (failed(applyPatternsGreedily(getOperation(), std::move(patterns))))
       signalPassFailure();
   }

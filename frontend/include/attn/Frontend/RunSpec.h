@@ -133,8 +133,8 @@ std::string prepareOutputs(SpecOp spec, const std::vector<std::string> &given,
 /// The first steps of every `attnc run`, before anything is computed: checks
 /// the --output files (prepareOutputs), then reads and plans the inputs
 /// (planInputs). Returns "" or a one-line error message.
-std::string prepareRun(SpecOp spec, const RunOptions &opts,
-                       RunOutputs &outputs, InputPlan &plan);
+std::string prepareRun(SpecOp spec, const RunOptions &opts, RunOutputs &outputs,
+                       InputPlan &plan);
 
 /// Writes `arrays[name]` for every output and publishes them; prints
 /// "wrote NAME (`what`) to PATH" lines to `os`. Returns "" or a message.

@@ -18,8 +18,8 @@ namespace mlir::attn {
 
 /// Where a pipeline stops.
 enum class Stage {
-  Attn,  ///< bound and verified attn dialect
-  Tiled, ///< attn with an #attn.schedule
+  Attn,   ///< bound and verified attn dialect
+  Tiled,  ///< attn with an #attn.schedule
   Kernel, ///< kernels in upstream dialects: scf/vector/memref functions
           ///< (CPU) or gpu.module kernels with gpu/nvgpu/NVVM ops (CUDA)
   CPU = Kernel,
@@ -67,8 +67,7 @@ struct CUDAPipelineOptions {
 /// job: see CUDATarget.h).
 void buildAttnCUDAPipeline(OpPassManager &pm,
                            const CUDAPipelineOptions &options,
-                           Stage stop = Stage::LLVM,
-                           Stage start = Stage::Attn);
+                           Stage stop = Stage::LLVM, Stage start = Stage::Attn);
 
 /// Adds to `registry` what the CUDA pipeline needs in a context: the gpu,
 /// nvgpu and NVVM dialects, their lowering interfaces to LLVM, the NVVM
