@@ -12,6 +12,8 @@ using namespace mlir::attn;
 #include "attn/Dialect/Attn/IR/AttnOpsEnums.cpp.inc"
 #define GET_ATTRDEF_CLASSES
 #include "attn/Dialect/Attn/IR/AttnOpsAttributes.cpp.inc"
+#define GET_TYPEDEF_CLASSES
+#include "attn/Dialect/Attn/IR/AttnOpsTypes.cpp.inc"
 
 void AttnDialect::initialize() {
   addOperations<
@@ -21,5 +23,9 @@ void AttnDialect::initialize() {
   addAttributes<
 #define GET_ATTRDEF_LIST
 #include "attn/Dialect/Attn/IR/AttnOpsAttributes.cpp.inc"
+      >();
+  addTypes<
+#define GET_TYPEDEF_LIST
+#include "attn/Dialect/Attn/IR/AttnOpsTypes.cpp.inc"
       >();
 }

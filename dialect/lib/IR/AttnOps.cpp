@@ -56,12 +56,9 @@ static std::string dimsToString(ArrayAttr dims) {
   return s;
 }
 
-/// Checks that `region` is empty or one block with `argTypes` arguments that
-/// ends in an attn.yield of one value of type `resultType`.
-static LogicalResult verifyRegionSignature(Operation *op, Region &region,
-                                           StringRef name, TypeRange argTypes,
-                                           Type resultType,
-                                           bool allowEmpty = true) {
+LogicalResult mlir::attn::detail::verifyRegionSignature(
+    Operation *op, Region &region, StringRef name, TypeRange argTypes,
+    ArrayRef<Type> results, bool allowEmpty) {
   if (region.empty()) {
     if (allowEmpty)
       return success();
@@ -83,11 +80,25 @@ static LogicalResult verifyRegionSignature(Operation *op, Region &region,
   if (!yield)
     return op->emitOpError()
            << "'" << name << "' region must end in 'attn.yield'";
-  if (yield.getValues().size() != 1 ||
-      yield.getValues().front().getType() != resultType)
+  if (yield.getValues().getTypes() == TypeRange(results))
+    return success();
+  if (results.size() == 1)
     return op->emitOpError()
-           << "'" << name << "' region must yield one " << resultType;
-  return success();
+           << "'" << name << "' region must yield one " << results.front();
+  std::string expected;
+  llvm::raw_string_ostream os(expected);
+  llvm::interleaveComma(results, os);
+  return op->emitOpError() << "'" << name << "' region must yield (" << expected
+                           << ")";
+}
+
+/// The regions of the spec-level ops: allowed to be empty unless said.
+static LogicalResult verifyRegionSignature(Operation *op, Region &region,
+                                           StringRef name, TypeRange argTypes,
+                                           Type resultType,
+                                           bool allowEmpty = true) {
+  return mlir::attn::detail::verifyRegionSignature(op, region, name, argTypes,
+                                                   resultType, allowEmpty);
 }
 
 //===----------------------------------------------------------------------===//
@@ -115,18 +126,35 @@ LinearAttentionOp SpecOp::getLinearAttention() {
   return {};
 }
 
+TiledAttentionOp SpecOp::getTiledAttention() {
+  for (Operation &op : getBodyBlock())
+    if (auto a = dyn_cast<TiledAttentionOp>(op))
+      return a;
+  return {};
+}
+
+TiledLinearAttentionOp SpecOp::getTiledLinearAttention() {
+  for (Operation &op : getBodyBlock())
+    if (auto a = dyn_cast<TiledLinearAttentionOp>(op))
+      return a;
+  return {};
+}
+
 LogicalResult SpecOp::verify() {
   unsigned numAttention = 0;
   for (Operation &op : getBodyBlock()) {
-    if (isa<AttentionOp, LinearAttentionOp>(op))
+    if (isa<AttentionOp, LinearAttentionOp, TiledAttentionOp,
+            TiledLinearAttentionOp>(op))
       ++numAttention;
     else if (!isa<ParamOp, InputOp>(op))
       return op.emitOpError()
              << "is not allowed in an 'attn.spec' body (expected attn.param, "
-                "attn.input, attn.attention or attn.linear_attention)";
+                "attn.input, attn.attention, attn.linear_attention or their "
+                "tiled forms)";
   }
   if (numAttention != 1)
-    return emitOpError() << "expects exactly one 'attn.attention' or "
+    return emitOpError() << "expects exactly one 'attn.attention', "
+                            "'attn.tiled_attention' or "
                             "'attn.linear_attention' op, found "
                          << numAttention;
   return success();
@@ -194,23 +222,31 @@ LogicalResult InputOp::verify() {
 // AttentionOp
 //===----------------------------------------------------------------------===//
 
-LogicalResult AttentionOp::verify() {
-  NormalizerKind kind = getNormalizer();
-  if (getLse() && kind != NormalizerKind::softmax)
-    return emitOpError() << "'lse' output requires the softmax normalizer, got "
-                         << stringifyNormalizerKind(kind);
-  if (kind != NormalizerKind::relu &&
-      (getReluPower() != 1 || getRowNormalize()))
-    return emitOpError()
+LogicalResult
+mlir::attn::detail::verifyNormalizerAttrs(Operation *op, NormalizerKind kind,
+                                          bool lse, int64_t reluPower,
+                                          bool rowNormalize, bool hasBias) {
+  if (lse && kind != NormalizerKind::softmax)
+    return op->emitOpError()
+           << "'lse' output requires the softmax normalizer, got "
+           << stringifyNormalizerKind(kind);
+  if (kind != NormalizerKind::relu && (reluPower != 1 || rowNormalize))
+    return op->emitOpError()
            << "'relu_power' and 'row_normalize' apply only to the relu "
               "normalizer";
-  if (getReluPower() < 1 || getReluPower() > 8)
-    return emitOpError() << "'relu_power' must be in [1, 8], got "
-                         << getReluPower();
-  if (kind != NormalizerKind::sigmoid && !getBias().empty())
-    return emitOpError() << "a 'bias' region applies only to the sigmoid "
-                            "normalizer";
+  if (reluPower < 1 || reluPower > 8)
+    return op->emitOpError()
+           << "'relu_power' must be in [1, 8], got " << reluPower;
+  if (kind != NormalizerKind::sigmoid && hasBias)
+    return op->emitOpError() << "a 'bias' region applies only to the sigmoid "
+                                "normalizer";
   return success();
+}
+
+LogicalResult AttentionOp::verify() {
+  return mlir::attn::detail::verifyNormalizerAttrs(
+      *this, getNormalizer(), getLse(), getReluPower(), getRowNormalize(),
+      !getBias().empty());
 }
 
 LogicalResult AttentionOp::verifyRegions() {
@@ -230,57 +266,93 @@ LogicalResult AttentionOp::verifyRegions() {
 // LinearAttentionOp
 //===----------------------------------------------------------------------===//
 
-bool LinearAttentionOp::hasVectorGate() {
-  return !getGate().empty() && !getGate().front().getArgument(3).use_empty();
-}
-
-LogicalResult LinearAttentionOp::verify() {
-  bool qRandom = getFeatureMapQ() == FeatureMapKind::random;
-  bool kRandom = getFeatureMapK() == FeatureMapKind::random;
-  if (getFeatureMapQ() != getFeatureMapK() &&
-      (getFeatureMapQ() == FeatureMapKind::taylor2 ||
-       getFeatureMapK() == FeatureMapKind::taylor2 ||
-       getFeatureMapQ() == FeatureMapKind::pos_neg ||
-       getFeatureMapK() == FeatureMapKind::pos_neg || qRandom || kRandom))
-    return emitOpError()
+/// What attn.linear_attention and its tiled form both check.
+template <typename LinearOp>
+static LogicalResult verifyLinearForm(LinearOp op) {
+  bool qRandom = op.getFeatureMapQ() == FeatureMapKind::random;
+  bool kRandom = op.getFeatureMapK() == FeatureMapKind::random;
+  if (op.getFeatureMapQ() != op.getFeatureMapK() &&
+      (op.getFeatureMapQ() == FeatureMapKind::taylor2 ||
+       op.getFeatureMapK() == FeatureMapKind::taylor2 ||
+       op.getFeatureMapQ() == FeatureMapKind::pos_neg ||
+       op.getFeatureMapK() == FeatureMapKind::pos_neg || qRandom || kRandom))
+    return op.emitOpError()
            << "feature maps that change the feature dimension (pos_neg, "
               "taylor2, random) must be the same for q and k";
-  if ((qRandom || kRandom) != bool(getProjectionAttr()))
-    return emitOpError() << "the random feature map needs a 'projection' "
-                            "input, and only it takes one";
-  if (!getBonus().empty() && !getExclusive())
-    return emitOpError() << "a 'bonus' region needs the exclusive readout";
-  if (getNoncausal() &&
-      (!getGate().empty() || !getBeta().empty() || getExclusive()))
-    return emitOpError() << "gates, the delta rule and the exclusive readout "
-                            "need a causal recurrence";
-  if (getNormalize() && !getBeta().empty())
-    return emitOpError() << "the delta rule has no normalizer state; remove "
-                            "'normalize'";
-  if (auto proj = getProjectionAttr()) {
-    auto in = SymbolTable::lookupNearestSymbolFrom<InputOp>(*this, proj);
+  if ((qRandom || kRandom) != bool(op.getProjectionAttr()))
+    return op.emitOpError() << "the random feature map needs a 'projection' "
+                               "input, and only it takes one";
+  if (!op.getBonus().empty() && !op.getExclusive())
+    return op.emitOpError() << "a 'bonus' region needs the exclusive readout";
+  if (op.getNoncausal() &&
+      (!op.getGate().empty() || !op.getBeta().empty() || op.getExclusive()))
+    return op.emitOpError() << "gates, the delta rule and the exclusive "
+                               "readout need a causal recurrence";
+  if (op.getNormalize() && !op.getBeta().empty())
+    return op.emitOpError() << "the delta rule has no normalizer state; "
+                               "remove 'normalize'";
+  if (auto proj = op.getProjectionAttr()) {
+    auto in = SymbolTable::lookupNearestSymbolFrom<InputOp>(op, proj);
     if (!in)
-      return emitOpError() << "projection '" << proj.getValue()
-                           << "' is not an attn.input";
+      return op.emitOpError()
+             << "projection '" << proj.getValue() << "' is not an attn.input";
     if (!in.getElementType().isF32() || in.getDims().size() != 2)
-      return emitOpError() << "projection '" << proj.getValue()
-                           << "' must be f32 [R, Dqk]";
+      return op.emitOpError()
+             << "projection '" << proj.getValue() << "' must be f32 [R, Dqk]";
   }
   return success();
 }
 
-LogicalResult LinearAttentionOp::verifyRegions() {
-  Builder b(getContext());
+template <typename LinearOp>
+static LogicalResult verifyLinearRegions(LinearOp op) {
+  Builder b(op.getContext());
   Type i64 = b.getI64Type(), f64 = b.getF64Type();
-  if (failed(verifyRegionSignature(*this, getScale(), "scale", {}, f64)) ||
-      failed(verifyRegionSignature(*this, getGate(), "gate",
+  if (failed(verifyRegionSignature(op, op.getScale(), "scale", {}, f64)) ||
+      failed(verifyRegionSignature(op, op.getGate(), "gate",
                                    {i64, i64, i64, i64}, f64)) ||
-      failed(verifyRegionSignature(*this, getBeta(), "beta", {i64, i64, i64},
+      failed(verifyRegionSignature(op, op.getBeta(), "beta", {i64, i64, i64},
                                    f64)) ||
       failed(
-          verifyRegionSignature(*this, getBonus(), "bonus", {i64, i64}, f64)))
+          verifyRegionSignature(op, op.getBonus(), "bonus", {i64, i64}, f64)))
     return failure();
   return success();
+}
+
+bool LinearAttentionOp::hasVectorGate() {
+  return !getGate().empty() && !getGate().front().getArgument(3).use_empty();
+}
+
+LogicalResult LinearAttentionOp::verify() { return verifyLinearForm(*this); }
+
+LogicalResult LinearAttentionOp::verifyRegions() {
+  return verifyLinearRegions(*this);
+}
+
+bool TiledLinearAttentionOp::hasVectorGate() {
+  return !getGate().empty() && !getGate().front().getArgument(3).use_empty();
+}
+
+LogicalResult TiledLinearAttentionOp::verify() {
+  return verifyLinearForm(*this);
+}
+
+LogicalResult TiledLinearAttentionOp::verifyRegions() {
+  if (failed(verifyLinearRegions(*this)))
+    return failure();
+  Type idx = IndexType::get(getContext());
+  if (failed(mlir::attn::detail::verifyRegionSignature(*this, getBody(), "body",
+                                                       {idx, idx}, {}, false)))
+    return failure();
+  if (!getChunkLoop())
+    return emitOpError() << "body must have an 'attn.chunk.loop'";
+  return success();
+}
+
+ChunkLoopOp TiledLinearAttentionOp::getChunkLoop() {
+  for (Operation &op : getBodyBlock())
+    if (auto loop = dyn_cast<ChunkLoopOp>(op))
+      return loop;
+  return {};
 }
 
 //===----------------------------------------------------------------------===//

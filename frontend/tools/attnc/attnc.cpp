@@ -76,9 +76,9 @@ static cl::opt<EmitAction> emitAction(
         clEnumValN(EmitAction::AST, "ast", "the parsed syntax tree"),
         clEnumValN(EmitAction::Attn, "attn",
                    "the attn dialect (params bound, verified)"),
-        clEnumValN(
-            EmitAction::Tiled, "tiled",
-            "attn with the chosen #attn.schedule (tiles, block skipping)"),
+        clEnumValN(EmitAction::Tiled, "tiled",
+                   "the tile-level IR: the schedule and the algorithm as "
+                   "attn.tile ops"),
         clEnumValN(EmitAction::Kernel, "kernel",
                    "the kernels in upstream dialects (the target's cpu or "
                    "gpu stage)"),

@@ -6,6 +6,7 @@
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/raw_ostream.h"
+#include <optional>
 
 using namespace mlir;
 using namespace mlir::attn;
@@ -39,11 +40,16 @@ std::string Schedule::key() const {
 KernelInfo mlir::attn::describeSpec(ModuleOp module) {
   KernelInfo info;
   for (SpecOp spec : module.getBody()->getOps<SpecOp>()) {
-    AttentionOp att = spec.getAttention();
+    // Before or after attn-tile-attention.
+    std::optional<NormalizerKind> kind;
+    if (AttentionOp att = spec.getAttention())
+      kind = att.getNormalizer();
+    else if (TiledAttentionOp tiled = spec.getTiledAttention())
+      kind = tiled.getNormalizer();
     info.name = spec.getSymName().str();
     info.symbol = "attn_" + info.name;
-    info.hasLse = att && att.getNormalizer() == NormalizerKind::softmax;
-    info.linear = !att;
+    info.hasLse = kind == NormalizerKind::softmax;
+    info.linear = !kind;
     info.signature = getSignature(spec);
   }
   return info;

@@ -11,12 +11,12 @@
 // The option is off by default; f32 specs and bf16-dot-pv=false keep the
 // fp32 FMA micro-kernels where they apply.
 //
-// RUN: attn-opt %s --convert-attn-to-cpu=bf16-dot=true | FileCheck %s
-// RUN: attn-opt %s --convert-attn-to-cpu=bf16-dot=true --canonicalize --cse | FileCheck %s --check-prefix=CANON
-// RUN: attn-opt %s --convert-attn-to-cpu="bf16-dot=true bf16-dot-pv=false" | FileCheck %s --check-prefix=QKONLY
-// RUN: attn-opt %s --convert-attn-to-cpu | FileCheck %s --check-prefix=OFF
+// RUN: attn-opt %s --attn-tile-attention --convert-attn-to-cpu=bf16-dot=true | FileCheck %s
+// RUN: attn-opt %s --attn-tile-attention --convert-attn-to-cpu=bf16-dot=true --canonicalize --cse | FileCheck %s --check-prefix=CANON
+// RUN: attn-opt %s --attn-tile-attention --convert-attn-to-cpu="bf16-dot=true bf16-dot-pv=false" | FileCheck %s --check-prefix=QKONLY
+// RUN: attn-opt %s --attn-tile-attention --convert-attn-to-cpu | FileCheck %s --check-prefix=OFF
 // The whole CPU pipeline lowers the dot to its LLVM intrinsic:
-// RUN: attn-opt %s --convert-attn-to-cpu=bf16-dot=true --canonicalize --cse --loop-invariant-code-motion --attn-approximate-math --expand-strided-metadata --lower-affine --convert-scf-to-cf --convert-vector-to-llvm=enable-x86vector --finalize-memref-to-llvm --convert-math-to-llvm --convert-arith-to-llvm --convert-cf-to-llvm --convert-func-to-llvm --reconcile-unrealized-casts | FileCheck %s --check-prefix=LLVM
+// RUN: attn-opt %s --attn-tile-attention --convert-attn-to-cpu=bf16-dot=true --canonicalize --cse --loop-invariant-code-motion --attn-approximate-math --expand-strided-metadata --lower-affine --convert-scf-to-cf --convert-vector-to-llvm=enable-x86vector --finalize-memref-to-llvm --convert-math-to-llvm --convert-arith-to-llvm --convert-cf-to-llvm --convert-func-to-llvm --reconcile-unrealized-casts | FileCheck %s --check-prefix=LLVM
 
 // CHECK-LABEL: func.func @attn_dense_bf16_tiles(
 // CHECK-SAME: memref<?x?x?x?xbf16, strided<[?, ?, ?, ?], offset: ?>>,

@@ -5,10 +5,10 @@
 // micro-kernel; each kv tile is classified by evaluating the mask over index
 // intervals (i64 compares) into "compute" (not empty) and "partial" (not
 // full); only partial tiles evaluate the mask per lane.
-// RUN: attn-opt %s --convert-attn-to-cpu | FileCheck %s
-// RUN: attn-opt %s --convert-attn-to-cpu | FileCheck %s --check-prefix=HOIST
+// RUN: attn-opt %s --attn-tile-attention --convert-attn-to-cpu | FileCheck %s
+// RUN: attn-opt %s --attn-tile-attention --convert-attn-to-cpu | FileCheck %s --check-prefix=HOIST
 // The output is valid input for the rest of the pipeline:
-// RUN: attn-opt %s --convert-attn-to-cpu | attn-opt --canonicalize --cse | FileCheck %s --check-prefix=CANON
+// RUN: attn-opt %s --attn-tile-attention --convert-attn-to-cpu | attn-opt --canonicalize --cse | FileCheck %s --check-prefix=CANON
 
 // CHECK-LABEL: func.func @attn_causal_tiles(
 // CHECK-SAME: %[[Q:[^:]*]]: memref<?x?x?x?xf32, strided<[?, ?, ?, ?], offset: ?>>,

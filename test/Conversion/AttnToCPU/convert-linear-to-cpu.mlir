@@ -1,8 +1,8 @@
 // convert-attn-to-cpu on attn.linear_attention: one work item per (b, h), the
 // state in a heap buffer, vector code along Dv. linear-chunk=0 gives the
 // step-by-step recurrence; the default is the chunked form.
-// RUN: attn-opt %s --convert-attn-to-cpu=linear-chunk=0 | FileCheck %s
-// RUN: attn-opt %s --convert-attn-to-cpu | FileCheck %s --check-prefix=CHUNK
+// RUN: attn-opt %s --attn-tile-attention --convert-attn-to-cpu=linear-chunk=0 | FileCheck %s
+// RUN: attn-opt %s --attn-tile-attention --convert-attn-to-cpu | FileCheck %s --check-prefix=CHUNK
 // RUN: attn-opt %s --attn-lower-to-cpu | FileCheck %s --check-prefix=LLVM
 
 // CHECK-LABEL: func.func @attn_gla_tiles(

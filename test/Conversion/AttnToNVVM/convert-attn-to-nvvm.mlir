@@ -1,11 +1,11 @@
 // convert-attn-to-nvvm: each tiled softmax-family attn.spec becomes a
 // gpu.module with one FlashAttention-2-style kernel per head-dim variant.
-// RUN: attn-opt %s --convert-attn-to-nvvm='head-dims=64' | FileCheck %s
-// RUN: attn-opt %s --convert-attn-to-nvvm | FileCheck %s --check-prefix=VARIANTS
-// RUN: attn-opt %s --convert-attn-to-nvvm='head-dims=64' | FileCheck %s --check-prefix=F16
-// RUN: attn-opt %s --convert-attn-to-nvvm='head-dims=64' | FileCheck %s --check-prefix=SIG
+// RUN: attn-opt %s --attn-tile-attention --convert-attn-to-nvvm='head-dims=64' | FileCheck %s
+// RUN: attn-opt %s --attn-tile-attention --convert-attn-to-nvvm | FileCheck %s --check-prefix=VARIANTS
+// RUN: attn-opt %s --attn-tile-attention --convert-attn-to-nvvm='head-dims=64' | FileCheck %s --check-prefix=F16
+// RUN: attn-opt %s --attn-tile-attention --convert-attn-to-nvvm='head-dims=64' | FileCheck %s --check-prefix=SIG
 // The output is valid input for the rest of the CUDA pipeline:
-// RUN: attn-opt %s --pass-pipeline='builtin.module(convert-attn-to-nvvm{head-dims=64},canonicalize,cse,nvvm-attach-target{chip=sm_90 features=+ptx80},gpu.module(convert-nvgpu-to-nvvm,convert-vector-to-llvm,convert-scf-to-cf,convert-gpu-to-nvvm,convert-nvvm-to-llvm),reconcile-unrealized-casts)' | FileCheck %s --check-prefix=NVVM
+// RUN: attn-opt %s --pass-pipeline='builtin.module(attn.spec(attn-tile-attention),convert-attn-to-nvvm{head-dims=64},canonicalize,cse,nvvm-attach-target{chip=sm_90 features=+ptx80},gpu.module(convert-nvgpu-to-nvvm,convert-vector-to-llvm,convert-scf-to-cf,convert-gpu-to-nvvm,convert-nvvm-to-llvm),reconcile-unrealized-casts)' | FileCheck %s --check-prefix=NVVM
 
 // CHECK: module attributes {gpu.container_module}
 // CHECK-LABEL: gpu.module @attn_causal_cuda

@@ -1,6 +1,6 @@
 // Linear-attention features the CUDA backend does not lower are errors on the
 // spec, naming the feature.
-// RUN: attn-opt %s --convert-attn-to-nvvm -split-input-file -verify-diagnostics
+// RUN: attn-opt %s --attn-tile-attention --convert-attn-to-nvvm -split-input-file -verify-diagnostics
 
 // expected-error @+1 {{CUDA kernels take bf16 or f16 q, k and v; 'q' is 'f32' (leave it undeclared and pass --dtype=bf16|f16)}}
 attn.spec @f32_inputs {

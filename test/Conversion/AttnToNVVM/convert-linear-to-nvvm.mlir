@@ -3,10 +3,10 @@
 // without the delta rule take the chunked form (state in shared memory, 32
 // steps a chunk, 64 features a block, register-tiled f32 FMA products); the
 // delta rule takes the recurrent form (state in registers).
-// RUN: attn-opt %s --convert-attn-to-nvvm='head-dims=64' --canonicalize --cse | FileCheck %s
-// RUN: attn-opt %s --convert-attn-to-nvvm --canonicalize --cse | FileCheck %s --check-prefix=VARIANTS
+// RUN: attn-opt %s --attn-tile-attention --convert-attn-to-nvvm='head-dims=64' --canonicalize --cse | FileCheck %s
+// RUN: attn-opt %s --attn-tile-attention --convert-attn-to-nvvm --canonicalize --cse | FileCheck %s --check-prefix=VARIANTS
 // The output is valid input for the rest of the CUDA pipeline:
-// RUN: attn-opt %s --pass-pipeline='builtin.module(convert-attn-to-nvvm{head-dims=64},canonicalize,cse,nvvm-attach-target{chip=sm_90 features=+ptx80},gpu.module(convert-nvgpu-to-nvvm,convert-vector-to-llvm,convert-scf-to-cf,convert-gpu-to-nvvm,convert-nvvm-to-llvm),reconcile-unrealized-casts)' | FileCheck %s --check-prefix=NVVM
+// RUN: attn-opt %s --pass-pipeline='builtin.module(attn.spec(attn-tile-attention),convert-attn-to-nvvm{head-dims=64},canonicalize,cse,nvvm-attach-target{chip=sm_90 features=+ptx80},gpu.module(convert-nvgpu-to-nvvm,convert-vector-to-llvm,convert-scf-to-cf,convert-gpu-to-nvvm,convert-nvvm-to-llvm),reconcile-unrealized-casts)' | FileCheck %s --check-prefix=NVVM
 
 // CHECK: module attributes {gpu.container_module}
 // CHECK-LABEL: gpu.module @attn_gla_cuda

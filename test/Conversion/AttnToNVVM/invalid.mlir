@@ -1,4 +1,4 @@
-// RUN: attn-opt %s --convert-attn-to-nvvm -split-input-file -verify-diagnostics
+// RUN: attn-opt %s --attn-tile-attention --convert-attn-to-nvvm -split-input-file -verify-diagnostics
 
 // Tensor cores take 16-bit inputs; f32 (the default) must be declared away.
 // expected-error @+1 {{CUDA kernels take bf16 or f16 q, k and v (tensor cores); 'q' is 'f32' (leave it undeclared and pass --dtype=bf16|f16)}}
@@ -46,20 +46,6 @@ attn.spec @odd_kv_tile {
   attn.input @v : bf16 ["B", "Hkv", "M", "Dv"]
   // expected-error @+1 {{CUDA kernels need tile_kv a multiple of 16 in [16, 128], got 40}}
   attn.attention normalizer = <softmax> attributes {schedule = #attn.schedule<tile_q = 64, tile_kv = 40, vector_width = 16, block_skip = "none">} scale {
-  } mask {
-  } score {
-  } bias {
-  }
-}
-
-// -----
-
-attn.spec @unscheduled {
-  attn.input @q : bf16 ["B", "Hq", "N", "Dqk"]
-  attn.input @k : bf16 ["B", "Hkv", "M", "Dqk"]
-  attn.input @v : bf16 ["B", "Hkv", "M", "Dv"]
-  // expected-error @+1 {{convert-attn-to-nvvm needs a schedule; run attn-tile-attention first}}
-  attn.attention normalizer = <softmax> scale {
   } mask {
   } score {
   } bias {

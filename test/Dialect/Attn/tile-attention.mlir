@@ -17,15 +17,33 @@
 // RUN: attn-opt %s --pass-pipeline='builtin.module(attn.spec(attn-tile-attention),attn.spec(attn-tile-attention))' | FileCheck %s
 
 // CHECK-LABEL: attn.spec @dense
-// CHECK: attn.attention normalizer = <softmax> attributes {schedule = #attn.schedule<tile_q = 64, tile_kv = 64, vector_width = 16, block_skip = "none">}
+// CHECK: attn.tiled_attention normalizer = <softmax> schedule = <tile_q = 64, tile_kv = 64, vector_width = 16, block_skip = "none"> scale {
+// The program of one q tile; without a mask every tile is visited and
+// tile.mask only hides a padded tail:
+// CHECK: ^bb0(%[[B:.*]]: index, %[[H:.*]]: index, %[[Q0:.*]]: index):
+// CHECK-NEXT: %[[Q:.*]] = attn.tile.load_q %[[B]], %[[H]], %[[Q0]] : <64x?xf32>
+// CHECK-NEXT: %[[INIT:.*]] = attn.tile.init : <64x?>
+// CHECK-NEXT: %[[ACC:.*]] = attn.tile.kv_loop %[[B]], %[[H]], %[[Q0]] iter_args(%[[INIT]]) : <64x?> mask {
+// CHECK-NEXT: } do {
+// CHECK-NEXT: ^bb0(%[[K0:.*]]: index, %[[PARTIAL:.*]]: i1, %[[A:.*]]: !attn.acc<64x?>):
+// CHECK-NEXT: %[[S:.*]] = attn.tile.qk %[[Q]], %[[B]], %[[H]], %[[K0]] : <64x?xf32> -> <64x64xf32>
+// CHECK-NEXT: %[[SM:.*]] = attn.tile.mask %[[S]], %[[PARTIAL]], %[[B]], %[[H]], %[[Q0]], %[[K0]] : <64x64xf32>
+// CHECK-NEXT: %[[P:.*]], %[[A1:.*]] = attn.tile.online_softmax %[[SM]], %[[A]] : <64x64xf32>, <64x?>
+// CHECK-NEXT: %[[A2:.*]] = attn.tile.pv %[[P]], %[[A1]], %[[B]], %[[H]], %[[K0]] : <64x64xf32>, <64x?>
+// CHECK-NEXT: attn.yield %[[A2]] : !attn.acc<64x?>
+// CHECK-NEXT: }
+// CHECK-NEXT: attn.tile.store %[[ACC]], %[[B]], %[[H]], %[[Q0]] : <64x?>
+// CHECK-NEXT: attn.yield
 // OPT-LABEL: attn.spec @dense
-// OPT: #attn.schedule<tile_q = 32, tile_kv = 7, vector_width = 16, block_skip = "none">
+// OPT: schedule = <tile_q = 32, tile_kv = 7, vector_width = 16, block_skip = "none">
+// The tile types follow the options:
+// OPT: attn.tile.qk {{.*}} : <32x?xf32> -> <32x7xf32>
 // TQ-LABEL: attn.spec @dense
-// TQ: #attn.schedule<tile_q = 128, tile_kv = 64, vector_width = 16, block_skip = "none">
+// TQ: schedule = <tile_q = 128, tile_kv = 64, vector_width = 16, block_skip = "none">
 // VW8-LABEL: attn.spec @dense
-// VW8: #attn.schedule<tile_q = 32, tile_kv = 64, vector_width = 8, block_skip = "none">
+// VW8: schedule = <tile_q = 32, tile_kv = 64, vector_width = 8, block_skip = "none">
 // Q24-LABEL: attn.spec @dense
-// Q24: #attn.schedule<tile_q = 24, tile_kv = 64, vector_width = 8, block_skip = "none">
+// Q24: schedule = <tile_q = 24, tile_kv = 64, vector_width = 8, block_skip = "none">
 // ERRKV: error: tile_q (64) must be a positive multiple of the vector width (16) and tile_kv (-1) must be positive
 // ERR: error: tile_q (24) must be a positive multiple of the vector width (16) and tile_kv (64) must be positive
 attn.spec @dense {
@@ -33,9 +51,13 @@ attn.spec @dense {
 }
 
 // CHECK-LABEL: attn.spec @causal
-// CHECK: #attn.schedule<tile_q = 64, tile_kv = 64, vector_width = 16, block_skip = "interval">
+// CHECK: schedule = <tile_q = 64, tile_kv = 64, vector_width = 16, block_skip = "interval">
+// The mask moves to the kv loop, which classifies tiles with it:
+// CHECK: attn.tile.kv_loop {{.*}} mask {
+// CHECK-NEXT: ^bb0({{.*}}: i64, {{.*}}: i64, {{.*}}: i64, {{.*}}: i64):
+// CHECK-NEXT: arith.cmpi sle
 // OPT-LABEL: attn.spec @causal
-// OPT: #attn.schedule<tile_q = 32, tile_kv = 7, vector_width = 16, block_skip = "interval">
+// OPT: schedule = <tile_q = 32, tile_kv = 7, vector_width = 16, block_skip = "interval">
 attn.spec @causal {
   attn.attention normalizer = <softmax> scale {} mask {
   ^bb0(%b: i64, %h: i64, %i: i64, %j: i64):
@@ -46,7 +68,7 @@ attn.spec @causal {
 
 // A score lookup does not matter for block skipping; a mask lookup does.
 // CHECK-LABEL: attn.spec @doc
-// CHECK: #attn.schedule<tile_q = 64, tile_kv = 64, vector_width = 16, block_skip = "interval+scan">
+// CHECK: schedule = <tile_q = 64, tile_kv = 64, vector_width = 16, block_skip = "interval+scan">
 // VW8-LABEL: attn.spec @doc
 // VW8: block_skip = "interval+scan"
 attn.spec @doc {
@@ -61,7 +83,12 @@ attn.spec @doc {
 }
 
 // CHECK-LABEL: attn.spec @score_lookup
-// CHECK: #attn.schedule<tile_q = 64, tile_kv = 64, vector_width = 16, block_skip = "none">
+// CHECK: schedule = <tile_q = 64, tile_kv = 64, vector_width = 16, block_skip = "none">
+// The score region moves to tile.score, between qk and mask:
+// CHECK: %[[S:.*]] = attn.tile.qk
+// CHECK-NEXT: %[[S2:.*]] = attn.tile.score %[[S]], {{.*}} : <64x64xf32> {
+// CHECK: attn.load @tbl
+// CHECK: attn.tile.mask %[[S2]]
 attn.spec @score_lookup {
   attn.input @tbl : f32 ["Hq", "M"]
   attn.attention normalizer = <softmax> scale {} mask {} score {
@@ -76,15 +103,52 @@ attn.spec @score_lookup {
 // An existing schedule is kept without options; given options replace only
 // their own field.
 // CHECK-LABEL: attn.spec @scheduled
-// CHECK: #attn.schedule<tile_q = 48, tile_kv = 100, vector_width = 16, block_skip = "interval">
+// CHECK: schedule = <tile_q = 48, tile_kv = 100, vector_width = 16, block_skip = "interval">
 // OPT-LABEL: attn.spec @scheduled
-// OPT: #attn.schedule<tile_q = 32, tile_kv = 7, vector_width = 16, block_skip = "interval">
+// OPT: schedule = <tile_q = 32, tile_kv = 7, vector_width = 16, block_skip = "interval">
 // TQ-LABEL: attn.spec @scheduled
-// TQ: #attn.schedule<tile_q = 128, tile_kv = 100, vector_width = 16, block_skip = "interval">
+// TQ: schedule = <tile_q = 128, tile_kv = 100, vector_width = 16, block_skip = "interval">
 attn.spec @scheduled {
   attn.attention normalizer = <softmax> attributes {schedule = #attn.schedule<tile_q = 48, tile_kv = 100, vector_width = 16, block_skip = "interval">} scale {} mask {
   ^bb0(%b: i64, %h: i64, %i: i64, %j: i64):
     %m = arith.cmpi sle, %j, %i : i64
     attn.yield %m : i1
   } score {} bias {}
+}
+
+// A linear attention becomes the chunk program of one (b, h): its regions
+// and attributes move to attn.tiled_linear_attention; the delta rule adds
+// attn.chunk.delta, whose values feed the readout and the update.
+// CHECK-LABEL: attn.spec @delta
+// CHECK: attn.tiled_linear_attention feature_map = <identity>, <identity> scale {
+// CHECK: } beta {
+// CHECK: arith.constant 5.000000e-01 : f64
+// CHECK: } body {
+// CHECK: %[[U:.*]] = attn.chunk.delta
+// CHECK: attn.chunk.readout {{.*}}, %[[U]],
+// CHECK: attn.chunk.update {{.*}}, %[[U]],
+// CHECK-NOT: attn.chunk.readout_all
+attn.spec @delta {
+  attn.linear_attention feature_map = <identity>, <identity> scale {
+  } gate {
+  } beta {
+  ^bb0(%b: i64, %h: i64, %t: i64):
+    %c = arith.constant 0.5 : f64
+    attn.yield %c : f64
+  } bonus {
+  }
+}
+
+// Non-causal: no query side in the scan; the queries read the final state.
+// CHECK-LABEL: attn.spec @noncausal
+// CHECK: attributes {noncausal}
+// CHECK-NOT: query
+// CHECK: attn.chunk.store_state
+// CHECK-NEXT: attn.chunk.readout_all
+attn.spec @noncausal {
+  attn.linear_attention feature_map = <elu_plus_one>, <elu_plus_one> attributes {noncausal} scale {
+  } gate {
+  } beta {
+  } bonus {
+  }
 }

@@ -56,6 +56,7 @@ void setLaunchContract(gpu::GPUFuncOp fn, int64_t blockQ, int64_t numThreads,
 struct LinearForm {
   LinearForm() = default;
   explicit LinearForm(LinearAttentionOp op);
+  explicit LinearForm(TiledLinearAttentionOp op);
   bool normalize = false, exclusive = false, causal = true, delta = false;
   bool hasGate = false, vecGate = false, hasBonus = false;
   FeatureMapKind fmQ = FeatureMapKind::identity;

@@ -1,6 +1,7 @@
 //===- AttnToCPU.cpp - tiled attn specs to vectorized CPU kernels ---------===//
 //
-// Implements convert-attn-to-cpu. The kernel for one work item (b, h, q-tile):
+// Implements convert-attn-to-cpu: the CPU patterns of the tile ops
+// (TileLowering). The kernel for one work item (b, h, q-tile):
 //
 //   Qt[d][i] = scale * q[b, h, q0 + i, d]        (transposed: queries in lanes)
 //   for each kv tile (k0, kn), classified empty / full / partial:
@@ -33,6 +34,7 @@
 #include "KernelBase.h"
 #include "LinearToCPU.h"
 #include "attn/Conversion/Passes.h"
+#include "attn/Conversion/TileLowering.h"
 #include "attn/Dialect/Attn/IR/AttnOps.h"
 #include "attn/Dialect/Attn/Transforms/Passes.h"
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -58,13 +60,18 @@ namespace {
 
 using P = arith::CmpIPredicate;
 
-class KernelBuilder : public KernelBase {
+/// The CPU patterns of the tile ops. A work item's tiles live in heap
+/// scratch with queries in SIMD lanes (Qt, St, Ot and the row vectors m, l):
+/// the tile values of the program map to those buffers, so the patterns
+/// update them in place. qk, score and mask only record what the scores
+/// need; the normalizer step emits them fused with its row statistic.
+class KernelBuilder : public KernelBase, public TileLowering {
 public:
   KernelBuilder(SpecOp spec, ModuleOp module, bool bf16Dot, bool bf16DotPV,
                 bool tileStats)
       : KernelBase(spec, 16), bf16Dot(bf16Dot), bf16DotPV(bf16DotPV),
-        tileStats(tileStats), att(spec.getAttention()),
-        sched(att ? att.getScheduleAttr() : ScheduleAttr()), module(module) {
+        tileStats(tileStats), tiled(spec.getTiledAttention()), regions(tiled),
+        sched(tiled ? tiled.getSchedule() : ScheduleAttr()), module(module) {
     // build() reports a missing schedule; keep the sizes valid until then.
     vl = sched ? sched.getVectorWidth() : 16;
     bq = sched ? sched.getTileQ() : 64;
@@ -80,13 +87,15 @@ public:
 
   LogicalResult build();
 
+  ATTN_TILE_LOWERING_PATTERNS
+
 private:
   void emitPrologue(func::FuncOp fn);
-  void emitItem(Value item);
+  LogicalResult emitItem(Value item);
   void emitTileStat(Value bIdx, Value h, Value qt, Value kt, Value partial);
   void emitLoadQ(Value bIdx, Value h, Value q0, Value qn);
-  void emitKVTile(Value bIdx, Value h, Value hk, Value q0, Value qn, Value k0,
-                  Value kn, Value partial);
+  void emitScoresAndNormalize(Value bIdx, Value h, Value hk, Value q0, Value k0,
+                              Value kn, Value partial);
   void emitPass1Block(Value bIdx, Value h, Value hk, Value k0, Value jb,
                       int64_t nj, Value partial, ArrayRef<Value> qIdx,
                       SmallVector<Value> &stat);
@@ -122,7 +131,8 @@ private:
   /// Debugging: report every visited (q tile, kv tile) on stderr
   /// (debug-tile-stats); normal kernels have no trace of it.
   bool tileStats = false;
-  AttentionOp att;
+  TiledAttentionOp tiled;
+  TiledRegions regions;
   ScheduleAttr sched;
   ModuleOp module;
   int64_t bq, bk, ci, rj, rd;
@@ -143,6 +153,13 @@ private:
   NormalizerKind kind;
   /// Score/mask regions present: finish S in a separate row loop.
   bool deferFinish = false;
+
+  // The work item and kv tile being lowered.
+  Value itemHk, itemQn; // kv head, valid rows of the q tile
+  Value tileK0, tileKn; // first row and valid rows of the kv tile
+  // What the pending scores need (set by qk, score and mask).
+  Region *pendingScore = nullptr;
+  bool pendingMask = false;
 };
 
 } // namespace
@@ -158,8 +175,8 @@ void KernelBuilder::emitPrologue(func::FuncOp fn) {
   // vdpbf16ps exists for 4, 8 and 16 f32 lanes.
   dotQK = bf16Dot && isBF16(q) && isBF16(k) && (vl == 4 || vl == 8 || vl == 16);
   dotPV = dotQK && bf16DotPV && isBF16(v);
-  scale = emitScale(att.getScale(), env);
-  bias = emitBias(att.getBias(), env);
+  scale = emitScale(tiled.getScale(), env);
+  bias = emitBias(tiled.getBias(), env);
   Value lsePtr = memref::ExtractAlignedPointerAsIndexOp::create(b, lse);
   hasLse = arith::CmpIOp::create(b, P::ne, lsePtr, cidx(0));
 
@@ -300,13 +317,13 @@ void KernelBuilder::finishElement(Value bIdx, Value h, Value kvIdx, Value jRow,
                                   ArrayRef<Value> qIdx,
                                   SmallVector<Value> &stat) {
   Value hI64 = toI64(h), bI64 = toI64(bIdx);
-  if (!att.getScore().empty())
-    x = emitRegion(b, att.getScore(), {x, bI64, hI64, qIdx[c], kvIdx}, env);
+  if (pendingScore)
+    x = emitRegion(b, *pendingScore, {x, bI64, hI64, qIdx[c], kvIdx}, env);
   // Visibility: evaluated only on partial tiles (the caller emits one
   // version of the row loop per tile class).
   Value visible;
   if (withMask) {
-    visible = emitRegion(b, att.getMask(), {bI64, hI64, qIdx[c], kvIdx}, env);
+    visible = emitRegion(b, *regions.mask, {bI64, hI64, qIdx[c], kvIdx}, env);
     if (!isa<VectorType>(visible.getType()))
       visible = bcast(visible);
   }
@@ -328,7 +345,7 @@ void KernelBuilder::finishElement(Value bIdx, Value h, Value kvIdx, Value jRow,
   case NormalizerKind::relu: {
     Value r0 = arith::MaximumFOp::create(b, x, vsplat(0));
     p = r0;
-    for (int64_t i = 1, e = att.getReluPower(); i < e; ++i)
+    for (int64_t i = 1, e = tiled.getReluPower(); i < e; ++i)
       p = arith::MulFOp::create(b, p, r0);
     break;
   }
@@ -339,7 +356,7 @@ void KernelBuilder::finishElement(Value bIdx, Value h, Value kvIdx, Value jRow,
     p = arith::SelectOp::create(b, visible, p, vsplat(0));
   if (kind != NormalizerKind::softmax)
     p = roundBF16(p);
-  if (kind == NormalizerKind::relu && att.getRowNormalize())
+  if (kind == NormalizerKind::relu && tiled.getRowNormalize())
     stat[c] = arith::AddFOp::create(b, stat[c], p);
   vector::StoreOp::create(b, p, St, ValueRange{jRow, cidx(c * vl)});
 }
@@ -360,7 +377,7 @@ void KernelBuilder::emitFinishRows(Value bIdx, Value h, Value k0, Value kn,
     });
     return SmallVector<Value>(f.getResults());
   };
-  if (att.getMask().empty()) {
+  if (!pendingMask) {
     stat = rows(false);
     return;
   }
@@ -710,8 +727,11 @@ void KernelBuilder::emitPackPV(Value bIdx, Value hk, Value k0, Value kn) {
   }
 }
 
-void KernelBuilder::emitKVTile(Value bIdx, Value h, Value hk, Value q0,
-                               Value qn, Value k0, Value kn, Value partial) {
+/// Pass 1 (S with the pending score and mask, the row statistic) and the
+/// normalizer's update of the row state; O += P V is lowerPV's.
+void KernelBuilder::emitScoresAndNormalize(Value bIdx, Value h, Value hk,
+                                           Value q0, Value k0, Value kn,
+                                           Value partial) {
   // Query indices per lane block, clamped to N - 1 so padding lanes of a
   // tail tile never index aux tensors out of range (their results are
   // discarded).
@@ -729,7 +749,7 @@ void KernelBuilder::emitKVTile(Value bIdx, Value h, Value hk, Value q0,
     }
   }
   bool softmax = kind == NormalizerKind::softmax;
-  bool rowSum = kind == NormalizerKind::relu && att.getRowNormalize();
+  bool rowSum = kind == NormalizerKind::relu && tiled.getRowNormalize();
   if (dotQK)
     emitPackK(bIdx, hk, k0, kn);
   SmallVector<Value> stat(
@@ -821,7 +841,6 @@ void KernelBuilder::emitKVTile(Value bIdx, Value h, Value hk, Value q0,
         update(lxBuf, sumLoop.getResult(ci + c), c);
       vector::StoreOp::create(b, alpha[c], aBuf, ValueRange{cidx(c * vl)});
     }
-    emitPV(hk, bIdx, k0, kn, /*rescale=*/true);
     return;
   }
   if (rowSum)
@@ -831,13 +850,12 @@ void KernelBuilder::emitKVTile(Value bIdx, Value h, Value hk, Value q0,
       vector::StoreOp::create(b, arith::AddFOp::create(b, lOld, stat[c]), lBuf,
                               ValueRange{cidx(c * vl)});
     }
-  emitPV(hk, bIdx, k0, kn, /*rescale=*/false);
 }
 
 void KernelBuilder::emitStore(Value bIdx, Value h, Value q0, Value qn) {
   bool softmax = kind == NormalizerKind::softmax;
   bool divide =
-      softmax || (kind == NormalizerKind::relu && att.getRowNormalize());
+      softmax || (kind == NormalizerKind::relu && tiled.getRowNormalize());
   // inv = l > 0 ? 1 / l : 0 (empty rows give 0, never NaN); lse per lane.
   for (int64_t c = 0; c < ci; ++c) {
     Value inv = vsplat(1);
@@ -938,19 +956,36 @@ void KernelBuilder::emitTileStat(Value bIdx, Value h, Value qt, Value kt,
   }
 }
 
-void KernelBuilder::emitItem(Value item) {
+LogicalResult KernelBuilder::emitItem(Value item) {
   Value qt = arith::RemUIOp::create(b, item, nQT);
   Value bh = arith::DivUIOp::create(b, item, nQT);
   Value h = arith::RemUIOp::create(b, bh, Hq);
   Value bIdx = arith::DivUIOp::create(b, bh, Hq);
-  Value hk = arith::DivUIOp::create(b, h, G);
+  itemHk = arith::DivUIOp::create(b, h, G);
   Value q0 = arith::MulIOp::create(b, qt, cidx(bq));
-  Value qn =
-      arith::MinUIOp::create(b, cidx(bq), arith::SubIOp::create(b, N, q0));
+  itemQn = arith::MinUIOp::create(b, cidx(bq), arith::SubIOp::create(b, N, q0));
+  Block &body = tiled.getBodyBlock();
+  map.map(body.getArgument(0), bIdx);
+  map.map(body.getArgument(1), h);
+  map.map(body.getArgument(2), q0);
+  return lowerTileBlock(body, *this);
+}
+
+//===----------------------------------------------------------------------===//
+// The patterns
+//===----------------------------------------------------------------------===//
+
+LogicalResult KernelBuilder::lowerLoadQ(TileLoadQOp op) {
+  Value bIdx = map.lookup(op.getB()), h = map.lookup(op.getH());
+  Value q0 = map.lookup(op.getQ0());
   if (dotQK)
-    emitLoadQPairs(bIdx, h, q0, qn);
+    emitLoadQPairs(bIdx, h, q0, itemQn);
   else
-    emitLoadQ(bIdx, h, q0, qn);
+    emitLoadQ(bIdx, h, q0, itemQn);
+  return success();
+}
+
+LogicalResult KernelBuilder::lowerInit(TileInitOp) {
   // Row state: m = -inf, l = 0, Ot = 0.
   for (int64_t c = 0; c < ci; ++c) {
     vector::StoreOp::create(b, vsplat(-std::numeric_limits<float>::infinity()),
@@ -964,23 +999,35 @@ void KernelBuilder::emitItem(Value item) {
       vector::StoreOp::create(b, vsplat(0), Ot, ValueRange{d, cidx(c * vl)});
     return SmallVector<Value>{};
   });
+  return success();
+}
+
+/// Every kv tile in order, classified by the mask's intervals; the step
+/// runs on non-empty tiles (scf.if), with `partial` for not-full ones.
+LogicalResult KernelBuilder::lowerKVLoop(KVLoopOp op) {
+  Value bIdx = map.lookup(op.getB()), h = map.lookup(op.getH());
+  Value q0 = map.lookup(op.getQ0());
+  Value qt =
+      tileStats ? Value(arith::DivUIOp::create(b, q0, cidx(bq))) : Value();
   Value qLo = toI64(q0);
   Value qHi = toI64(
-      arith::SubIOp::create(b, arith::AddIOp::create(b, q0, qn), cidx(1)));
+      arith::SubIOp::create(b, arith::AddIOp::create(b, q0, itemQn), cidx(1)));
   Value bI64 = toI64(bIdx), hI64 = toI64(h);
+  Block &step = op.getBody().front();
+  LogicalResult result = success();
   loop(cidx(0), nKT, cidx(1), {}, [&](Value kt, ValueRange) {
     Value k0 = arith::MulIOp::create(b, kt, cidx(bk));
     Value kn =
         arith::MinUIOp::create(b, cidx(bk), arith::SubIOp::create(b, M, k0));
     Value compute, partial;
-    if (att.getMask().empty()) {
+    if (op.getMask().empty()) {
       compute = arith::ConstantOp::create(b, b.getBoolAttr(true));
       partial = arith::ConstantOp::create(b, b.getBoolAttr(false));
     } else {
       Value kLo = toI64(k0);
       Value kHi = toI64(
           arith::SubIOp::create(b, arith::AddIOp::create(b, k0, kn), cidx(1)));
-      auto [lo, hi] = emitMaskIntervals(b, att.getMask(), bI64, hI64, qLo, qHi,
+      auto [lo, hi] = emitMaskIntervals(b, op.getMask(), bI64, hI64, qLo, qHi,
                                         kLo, kHi, env);
       compute = arith::CmpIOp::create(b, P::ne, hi, ci64(0)); // not empty
       partial = arith::CmpIOp::create(b, P::ne, lo, ci64(1)); // not full
@@ -988,37 +1035,82 @@ void KernelBuilder::emitItem(Value item) {
     ifThen(compute, [&] {
       if (tileStats)
         emitTileStat(bI64, hI64, toI64(qt), toI64(kt), partial);
-      emitKVTile(bIdx, h, hk, q0, qn, k0, kn, partial);
+      map.map(step.getArgument(0), k0);
+      map.map(step.getArgument(1), partial);
+      tileK0 = k0;
+      tileKn = kn;
+      if (failed(lowerTileBlock(step, *this)))
+        result = failure();
     });
     return SmallVector<Value>{};
   });
-  emitStore(bIdx, h, q0, qn);
+  return result;
+}
+
+LogicalResult KernelBuilder::lowerQK(TileQKOp) {
+  pendingScore = nullptr;
+  pendingMask = false;
+  return success();
+}
+
+LogicalResult KernelBuilder::lowerScore(TileScoreOp op) {
+  pendingScore = &op.getScore();
+  return success();
+}
+
+/// CPU tiles have no padding rows (loops stop at kn): only the mask hides.
+LogicalResult KernelBuilder::lowerMask(TileMaskOp) {
+  pendingMask = regions.mask != nullptr;
+  return success();
+}
+
+/// Both normalizer steps: the scores with what qk, score and mask
+/// recorded, then the row-state update of the tiled attention's normalizer.
+LogicalResult KernelBuilder::lowerNormalizerStep(Operation *op) {
+  auto loop = op->getParentOfType<KVLoopOp>();
+  deferFinish = pendingScore || pendingMask;
+  emitScoresAndNormalize(map.lookup(loop.getB()), map.lookup(loop.getH()),
+                         itemHk, map.lookup(loop.getQ0()), tileK0, tileKn,
+                         map.lookup(loop.getBody().getArgument(1)));
+  return success();
+}
+
+LogicalResult KernelBuilder::lowerPV(TilePVOp op) {
+  emitPV(itemHk, map.lookup(op.getB()), tileK0, tileKn,
+         /*rescale=*/kind == NormalizerKind::softmax);
+  return success();
+}
+
+LogicalResult KernelBuilder::lowerStore(TileStoreOp op) {
+  emitStore(map.lookup(op.getB()), map.lookup(op.getH()),
+            map.lookup(op.getQ0()), itemQn);
+  return success();
 }
 
 LogicalResult KernelBuilder::build() {
-  if (!sched)
-    return att.emitError() << "convert-attn-to-cpu needs a schedule; run "
-                              "attn-tile-attention first";
+  if (!tiled)
+    return spec.emitError() << "no attn.tiled_attention to lower";
   if (bq <= 0 || bk <= 0 || bq % vl != 0 || bq > kMaxTileRows ||
       bk > kMaxTileRows)
-    return att.emitError() << "the CPU kernel needs tile_q (" << bq
-                           << ") a positive multiple of the vector width ("
-                           << vl << ") and tile_q, tile_kv (" << bk
-                           << ") at most " << kMaxTileRows << " rows";
-  kind = att.getNormalizer();
-  deferFinish = !att.getScore().empty() || !att.getMask().empty();
+    return tiled.emitError() << "the CPU kernel needs tile_q (" << bq
+                             << ") a positive multiple of the vector width ("
+                             << vl << ") and tile_q, tile_kv (" << bk
+                             << ") at most " << kMaxTileRows << " rows";
+  kind = tiled.getNormalizer();
   auto fn = createKernelFunc();
   emitPrologue(fn);
   Block &entry = fn.getBody().front();
   Value begin = toIdx(entry.getArgument(entry.getNumArguments() - 2));
   Value end = toIdx(entry.getArgument(entry.getNumArguments() - 1));
   beginGuardedBody();
+  LogicalResult result = success();
   loop(begin, end, cidx(1), {}, [&](Value item, ValueRange) {
-    emitItem(item);
+    if (failed(emitItem(item)))
+      result = failure();
     return SmallVector<Value>{};
   });
   finishKernel();
-  return success();
+  return result;
 }
 
 namespace {
@@ -1029,7 +1121,9 @@ struct ConvertAttnToCPUPass
     ModuleOp module = getOperation();
     SmallVector<SpecOp> specs(module.getBody()->getOps<SpecOp>());
     for (SpecOp spec : specs) {
-      if (spec.getLinearAttention()) {
+      if (failed(requireTiledForm(spec, "convert-attn-to-cpu")))
+        return signalPassFailure();
+      if (spec.getTiledLinearAttention()) {
         if (linearChunk < 0 || linearChunk > kMaxTileRows) {
           spec.emitError() << "linear-chunk (" << int64_t(linearChunk)
                            << ") must be between 0 (the recurrent form) and "

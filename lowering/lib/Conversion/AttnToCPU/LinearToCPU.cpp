@@ -1,6 +1,7 @@
 //===- LinearToCPU.cpp - linear attention as a CPU kernel -----------------===//
 //
-// attn.linear_attention on the CPU: one work item per (b, h), the state S
+// The CPU patterns of the chunk ops (attn.tiled_linear_attention, see
+// ChunkLowering): one work item per (b, h), the state S
 // (Dphi x Dv, Dv padded to the vector width) lives in a heap buffer. The
 // recurrent form runs every step as vector code along Dv:
 //
@@ -23,6 +24,7 @@
 
 #include "LinearToCPU.h"
 #include "KernelBase.h"
+#include "attn/Conversion/TileLowering.h"
 #include "attn/Dialect/Attn/IR/AttnOps.h"
 #include <limits>
 
@@ -34,15 +36,23 @@ namespace {
 
 using P = arith::CmpIPredicate;
 
-class LinearKernelBuilder : public KernelBase, private LinearForm {
+/// The chunk ops in one of two forms: chunked (the chunk ops one by one on
+/// chunks of `chunk` steps) or the recurrence (chunks of one step, where
+/// the patterns of a step fuse: the update reads out on the way, and the
+/// output row is stored after it).
+class LinearKernelBuilder : public KernelBase,
+                            public ChunkLowering,
+                            private LinearForm {
 public:
   LinearKernelBuilder(SpecOp spec, ModuleOp module, int64_t vectorWidth,
                       int64_t chunk)
-      : KernelBase(spec, vectorWidth), op(spec.getLinearAttention()),
+      : KernelBase(spec, vectorWidth), op(spec.getTiledLinearAttention()),
         chunk(chunk) {
     b.setInsertionPointToEnd(module.getBody());
   }
   LogicalResult build();
+
+  ATTN_CHUNK_LOWERING_PATTERNS
 
 private:
   /// Row [b, head, t, :] of q or k (b: the work item's): the input of a
@@ -119,7 +129,7 @@ private:
   Value normFactor(Value extra);
 
   // One work item (b, h).
-  void emitWorkItem(Value item);
+  LogicalResult emitWorkItem(Value item);
   /// S and z start at zero, or from the carried state (decode).
   void loadState();
   /// Writes the final state back (decode).
@@ -128,8 +138,6 @@ private:
   void stageBonus();
 
   // The chunked form.
-  void emitChunks();
-  void emitChunk(Chunk &ch);
   /// 1. Features, values and cumulative log gates of the chunk.
   void stageChunk(const Chunk &ch);
   void stageChunkStep(const Chunk &ch, Value i);
@@ -159,8 +167,6 @@ private:
   void updateChunkState(const Chunk &ch);
 
   // The recurrence.
-  void emitRecurrence();
-  void emitStep(Value t);
   /// The gates g_d = exp(gate) of the step: scalarG, or gBuf per feature.
   void stageGates(Step &st);
   Value gateAt(const Step &st, Value d) {
@@ -178,7 +184,7 @@ private:
   /// Non-causal: every query reads the final state.
   void emitNoncausalReadout();
 
-  LinearAttentionOp op;
+  TiledLinearAttentionOp op;
   /// Time steps per chunk for the chunked form; 0 selects the recurrence.
   int64_t chunk;
   KernelEnv env;
@@ -199,6 +205,9 @@ private:
   // The work item.
   Value bIdx, h, hk, bI64, hI64;
   Value stateIn, zIn;
+  // The chunk (chunked form) or step (recurrence) being lowered.
+  Chunk curChunk;
+  Step curStep;
 };
 
 } // namespace
@@ -575,15 +584,17 @@ LogicalResult LinearKernelBuilder::build() {
 
   // The work items run only when every scratch buffer was allocated.
   beginGuardedBody();
+  LogicalResult result = success();
   loop(begin, end, cidx(1), {}, [&](Value item, ValueRange) {
-    emitWorkItem(item);
+    if (failed(emitWorkItem(item)))
+      result = failure();
     return SmallVector<Value>{};
   });
   finishKernel();
-  return success();
+  return result;
 }
 
-void LinearKernelBuilder::emitWorkItem(Value item) {
+LogicalResult LinearKernelBuilder::emitWorkItem(Value item) {
   h = arith::RemUIOp::create(b, item, Hq);
   bIdx = arith::DivUIOp::create(b, item, Hq);
   hk = arith::DivUIOp::create(b, h, G);
@@ -591,18 +602,152 @@ void LinearKernelBuilder::emitWorkItem(Value item) {
   hI64 = toI64(h);
   stateIn = env.aux.lookup("state");
   zIn = env.aux.lookup("zstate");
+  Block &body = op.getBodyBlock();
+  map.map(body.getArgument(0), bIdx);
+  map.map(body.getArgument(1), h);
+  return lowerChunkBlock(body, *this);
+}
+
+//===----------------------------------------------------------------------===//
+// The patterns
+//===----------------------------------------------------------------------===//
+
+LogicalResult LinearKernelBuilder::lowerInitState(ChunkInitStateOp) {
   loadState();
   if (exclusive && !op.getBonus().empty())
     stageBonus();
+  return success();
+}
+
+/// Chunks of `chunk` steps, or the recurrence over every step (N, or the M
+/// keys of a non-causal attention).
+LogicalResult LinearKernelBuilder::lowerChunkLoop(ChunkLoopOp loopOp) {
+  Block &step = loopOp.getBody().front();
+  LogicalResult result = success();
   if (chunked) {
-    emitChunks();
-    writeState();
-    return;
+    curChunk = Chunk();
+    curChunk.bI64 = toI64(bIdx);
+    curChunk.hI64 = toI64(h);
+    Value nChunks = arith::CeilDivUIOp::create(b, N, C);
+    loop(cidx(0), nChunks, cidx(1), {}, [&](Value index, ValueRange) {
+      curChunk.t0 = arith::MulIOp::create(b, index, C);
+      curChunk.cn = arith::MinUIOp::create(
+          b, C, arith::SubIOp::create(b, N, curChunk.t0));
+      map.map(step.getArgument(0), curChunk.t0);
+      if (failed(lowerChunkBlock(step, *this)))
+        result = failure();
+      return SmallVector<Value>{};
+    });
+    return result;
   }
-  emitRecurrence();
+  Value steps = causal ? N : M;
+  loop(cidx(0), steps, cidx(1), {}, [&](Value t, ValueRange) {
+    curStep = Step();
+    curStep.t = t;
+    curStep.tI64 = toI64(t);
+    map.map(step.getArgument(0), t);
+    if (failed(lowerChunkBlock(step, *this)))
+      result = failure();
+    return SmallVector<Value>{};
+  });
+  return result;
+}
+
+/// The chunked form stages features, values and gates in one loop when the
+/// scores need them (lowerIntra); the recurrence computes them per step.
+LogicalResult LinearKernelBuilder::lowerFeatures(ChunkFeaturesOp f) {
+  if (chunked)
+    return success();
+  if (f.getQuery())
+    emitFeatureMap(op.getFeatureMapQ(), q, h, curStep.t, phiQ);
+  else
+    emitFeatureMap(op.getFeatureMapK(), k, hk, curStep.t, phiK);
+  return success();
+}
+
+LogicalResult LinearKernelBuilder::lowerValues(ChunkValuesOp) {
+  if (!chunked)
+    loadV(curStep.t);
+  return success();
+}
+
+LogicalResult LinearKernelBuilder::lowerLogGates(ChunkLogGatesOp) {
+  if (!chunked)
+    stageGates(curStep);
+  return success();
+}
+
+/// Chunked: stage the chunk, then A. The recurrence's "chunk" is one step:
+/// its only score is the exclusive readout's bonus term.
+LogicalResult LinearKernelBuilder::lowerIntra(ChunkIntraOp) {
+  if (chunked) {
+    stageChunk(curChunk);
+    emitScores(curChunk);
+    return success();
+  }
+  if (exclusive)
+    curStep.bonusDot = bonusDot();
+  return success();
+}
+
+LogicalResult LinearKernelBuilder::lowerDelta(ChunkDeltaOp d) {
+  if (chunked)
+    return d.emitOpError() << "the CPU's chunked form has no delta rule";
+  curStep.beta =
+      toF32(emitRegion(b, op.getBeta(), {bI64, hI64, curStep.tI64}, env));
+  deltaCorrection(curStep);
+  return success();
+}
+
+/// Chunked: the decay-weighted features, then O = A V + Qt~ S. The
+/// recurrence reads out in lowerUpdate (inclusive: fused into the update
+/// loop); the exclusive normalized readout's factor uses the state before.
+LogicalResult LinearKernelBuilder::lowerReadout(ChunkReadoutOp) {
+  if (!chunked) {
+    if (exclusive && normalize)
+      curStep.exclusiveFactor = normFactor(curStep.bonusDot);
+    return success();
+  }
+  //   Qt~[t][d] = phiq[t,d] exp(L[t,d]),  Kh[s][d] = phik[s,d]
+  //   exp(L[last,d] - L[s,d]), gamma[d] = exp(L[last,d]).
+  Chunk &ch = curChunk;
+  ch.last = arith::SubIOp::create(b, ch.cn, cidx(1));
+  loop(cidx(0), ch.cn, cidx(1), {}, [&](Value t, ValueRange) {
+    decayRow(Qd, Qc, t, dq, t, Value());
+    decayRow(Kh, Kc, t, dk, ch.last, t);
+    return SmallVector<Value>{};
+  });
+  emitChunkOutputs(ch);
+  return success();
+}
+
+LogicalResult LinearKernelBuilder::lowerStore(ChunkStoreOp) {
+  if (chunked)
+    storeChunkOutputs(curChunk);
+  return success(); // the recurrence stores after the update
+}
+
+LogicalResult LinearKernelBuilder::lowerUpdate(ChunkUpdateOp) {
+  if (chunked) {
+    updateChunkState(curChunk);
+    return success();
+  }
+  // Update S (and z), reading out inclusive / exclusive on the way.
+  updateZ(curStep);
+  updateStateAndRead(curStep);
+  if (causal)
+    storeStepOutput(curStep);
+  return success();
+}
+
+LogicalResult LinearKernelBuilder::lowerStoreState(ChunkStoreStateOp) {
   writeState();
-  if (!causal)
-    emitNoncausalReadout();
+  return success();
+}
+
+LogicalResult LinearKernelBuilder::lowerReadoutAll(ChunkReadoutAllOp) {
+  emitNoncausalReadout();
+  return success();
 }
 
 void LinearKernelBuilder::loadState() {
@@ -661,35 +806,6 @@ void LinearKernelBuilder::stageBonus() {
 //===----------------------------------------------------------------------===//
 // The chunked form
 //===----------------------------------------------------------------------===//
-
-void LinearKernelBuilder::emitChunks() {
-  Chunk ch;
-  ch.bI64 = toI64(bIdx);
-  ch.hI64 = toI64(h);
-  Value nChunks = arith::CeilDivUIOp::create(b, N, C);
-  loop(cidx(0), nChunks, cidx(1), {}, [&](Value index, ValueRange) {
-    ch.t0 = arith::MulIOp::create(b, index, C);
-    ch.cn = arith::MinUIOp::create(b, C, arith::SubIOp::create(b, N, ch.t0));
-    emitChunk(ch);
-    return SmallVector<Value>{};
-  });
-}
-
-void LinearKernelBuilder::emitChunk(Chunk &ch) {
-  stageChunk(ch);
-  emitScores(ch);
-  // Decay-weighted features, computed once per chunk:
-  //   Qt~[t][d] = phiq[t,d] exp(L[t,d]),  Kh[s][d] = phik[s,d]
-  //   exp(L[last,d] - L[s,d]), gamma[d] = exp(L[last,d]).
-  ch.last = arith::SubIOp::create(b, ch.cn, cidx(1));
-  loop(cidx(0), ch.cn, cidx(1), {}, [&](Value t, ValueRange) {
-    decayRow(Qd, Qc, t, dq, t, Value());
-    decayRow(Kh, Kc, t, dk, ch.last, t);
-    return SmallVector<Value>{};
-  });
-  emitChunkOutputs(ch);
-  updateChunkState(ch);
-}
 
 void LinearKernelBuilder::stageChunk(const Chunk &ch) {
   loop(cidx(0), ch.cn, cidx(1), {}, [&](Value i, ValueRange) {
@@ -978,7 +1094,6 @@ void LinearKernelBuilder::emitChunkOutputs(const Chunk &ch) {
       [&](Value d, Value c) { return loadVec(S, d, c); },
       [&](Value t, Value c) { return loadVec(Oc, t, c); },
       [&](Value t, Value c, Value v) { storeVec(v, Oc, t, c); });
-  storeChunkOutputs(ch);
 }
 
 void LinearKernelBuilder::storeChunkOutputs(const Chunk &ch) {
@@ -1056,40 +1171,6 @@ void LinearKernelBuilder::updateChunkState(const Chunk &ch) {
 //===----------------------------------------------------------------------===//
 // The recurrence
 //===----------------------------------------------------------------------===//
-
-void LinearKernelBuilder::emitRecurrence() {
-  Value steps = causal ? N : M;
-  loop(cidx(0), steps, cidx(1), {}, [&](Value t, ValueRange) {
-    emitStep(t);
-    return SmallVector<Value>{};
-  });
-}
-
-void LinearKernelBuilder::emitStep(Value t) {
-  Step st;
-  st.t = t;
-  st.tI64 = toI64(t);
-  emitFeatureMap(op.getFeatureMapK(), k, hk, t, phiK);
-  if (causal)
-    emitFeatureMap(op.getFeatureMapQ(), q, h, t, phiQ);
-  loadV(t);
-  stageGates(st);
-  if (delta)
-    st.beta = toF32(emitRegion(b, op.getBeta(), {bI64, hI64, st.tI64}, env));
-  if (exclusive)
-    st.bonusDot = bonusDot();
-  if (delta)
-    deltaCorrection(st);
-  // The exclusive readout normalizes by the state before this step:
-  // phi_q . (z + u * phi_k).
-  if (exclusive && normalize)
-    st.exclusiveFactor = normFactor(st.bonusDot);
-  // Update S (and z), reading out inclusive / exclusive on the way.
-  updateZ(st);
-  updateStateAndRead(st);
-  if (causal)
-    storeStepOutput(st);
-}
 
 void LinearKernelBuilder::stageGates(Step &st) {
   st.scalarG = cf32(1);

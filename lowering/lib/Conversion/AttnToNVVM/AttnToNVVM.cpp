@@ -1,8 +1,9 @@
 //===- AttnToNVVM.cpp - tiled attn specs to tensor-core CUDA kernels ------===//
 //
-// Implements convert-attn-to-nvvm: a FlashAttention-2-style forward kernel
-// per head-dim variant, written with gpu, nvgpu (ldmatrix, cp.async) and
-// NVVM (mma.sync) ops. One CTA computes `tile_q` query rows of one (b, h):
+// Implements convert-attn-to-nvvm: the CUDA patterns of the tile ops
+// (TileLowering), a FlashAttention-2-style forward kernel per head-dim
+// variant, written with gpu, nvgpu (ldmatrix, cp.async) and NVVM (mma.sync)
+// ops. One CTA computes `tile_q` query rows of one (b, h):
 //
 //   Qs <- q tile (cp.async, zero-filled)
 //   Ks/Vs[0] <- first visible kv tile
@@ -32,6 +33,7 @@
 #include "LinearToNVVM.h"
 #include "attn/Conversion/KernelScaffold.h"
 #include "attn/Conversion/Passes.h"
+#include "attn/Conversion/TileLowering.h"
 #include "attn/Dialect/Attn/IR/AttnOps.h"
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
@@ -61,15 +63,22 @@ using F = arith::CmpFPredicate;
 /// Four f32 accumulator registers of one m16n8 tile.
 using Acc = std::array<Value, 4>;
 
-class GpuKernelBuilder : public KernelScaffold {
+/// The CUDA patterns of the tile ops. The q tile sits in shared memory,
+/// K/V tiles in a two-stage cp.async ring; S, P and the accumulator are
+/// mma fragments in registers: an !attn.acc value maps to its registers
+/// (m0, m1, l0, l1, then the O accumulators) in `accs`, the scores of the
+/// current kv tile are `tileS`.
+class GpuKernelBuilder : public KernelScaffold, public TileLowering {
 public:
   GpuKernelBuilder(SpecOp spec, gpu::GPUModuleOp gpuModule, int64_t headDim)
-      : KernelScaffold(spec), att(spec.getAttention()),
-        sched(att.getScheduleAttr()), D(headDim) {
+      : KernelScaffold(spec), tiled(spec.getTiledAttention()), regions(tiled),
+        sched(tiled ? tiled.getSchedule() : ScheduleAttr()), D(headDim) {
     b.setInsertionPointToEnd(gpuModule.getBody());
   }
 
   LogicalResult build();
+
+  ATTN_TILE_LOWERING_PATTERNS
 
 private:
   void emitPrologue(gpu::GPUFuncOp fn);
@@ -95,14 +104,23 @@ private:
   std::pair<Value, Value> classify(Value kt);
   /// The first visible kv tile at or after `start` (or nKT).
   Value firstVisible(Value start);
-  /// Computes one kv tile; `state` = m0, m1, l0, l1, O accumulators.
-  SmallVector<Value> emitTile(Value kt, Value stage, ValueRange state);
+  /// S = Q Kᵀ of the kv tile in `stage` (mma fragments).
+  SmallVector<Acc> emitQK(Value stage);
+  /// Score, mask (partial tiles) and normalizer of `s` (left as P) and the
+  /// row-state update; `state` = m0, m1, l0, l1, O accumulators.
+  SmallVector<Value> emitNormalizerStep(Value kt, Value k0, SmallVector<Acc> &s,
+                                        ValueRange state);
+  /// The normalizer's row-state update from P (`s`): returns the next state.
+  SmallVector<Value> emitRowState(SmallVector<Acc> &s, ValueRange state);
+  /// O += P V of the kv tile in `stage`, on `next`.
+  void emitPV(Value stage, ArrayRef<Acc> s, SmallVector<Value> &next);
   /// Score, mask and normalizer of the S accumulators (softmax statistics
   /// in `stat`); returns P.
   SmallVector<Acc> emitFinish(Value k0, bool withMask, SmallVector<Acc> s);
   void emitStore(ValueRange state);
 
-  AttentionOp att;
+  TiledAttentionOp tiled;
+  TiledRegions regions;
   ScheduleAttr sched;
   int64_t D;
   int64_t BM = 64, BN = 64, numWarps = 4, numThreads = 128;
@@ -117,6 +135,13 @@ private:
   Value Qs, Ks, Vs;
   /// Query index of this thread's two rows, clamped to N - 1 (for regions).
   Value qRow[2], qIdx[2];
+
+  // The tile program's values.
+  DenseMap<Value, SmallVector<Value>> accs; // !attn.acc -> registers
+  SmallVector<Acc> tileS;                   // S, then P, of the kv tile
+  Value curKt, curStage;                    // kv tile index, smem stage
+  Region *pendingScore = nullptr;           // set by tile.score
+  bool pendingMask = false;                 // set by tile.mask
 };
 
 } // namespace
@@ -229,8 +254,8 @@ void GpuKernelBuilder::emitPrologue(gpu::GPUFuncOp fn) {
   env.scalarLanes = true;
   env.vectorWidth = 1;
   bindRegionEnv(entry, env);
-  scale = emitScale(att.getScale(), env);
-  bias = emitBias(att.getBias(), env);
+  scale = emitScale(tiled.getScale(), env);
+  bias = emitBias(tiled.getBias(), env);
   Value lsePtr = memref::ExtractAlignedPointerAsIndexOp::create(b, lse);
   hasLse = arith::CmpIOp::create(b, P::ne, lsePtr, cidx(0));
 
@@ -280,11 +305,11 @@ std::pair<Value, Value> GpuKernelBuilder::classify(Value kt) {
   Value k0 = mul(kt, cidx(BN));
   Value kEnd = minu(add(k0, cidx(BN)), M);
   Value tail = arith::CmpIOp::create(b, P::ult, M, add(k0, cidx(BN)));
-  if (att.getMask().empty())
+  if (!regions.mask)
     return {arith::ConstantOp::create(b, b.getBoolAttr(true)), tail};
   Value qEnd = minu(add(q0, cidx(BM)), N);
   auto [lo, hi] = emitMaskIntervals(
-      b, att.getMask(), bI64, hI64, toI64(q0),
+      b, *regions.mask, bI64, hI64, toI64(q0),
       toI64(arith::SubIOp::create(b, qEnd, cidx(1))), toI64(k0),
       toI64(arith::SubIOp::create(b, kEnd, cidx(1))), env);
   Value nonEmpty = arith::CmpIOp::create(b, P::ne, hi, ci64(0));
@@ -294,7 +319,7 @@ std::pair<Value, Value> GpuKernelBuilder::classify(Value kt) {
 }
 
 Value GpuKernelBuilder::firstVisible(Value start) {
-  if (att.getMask().empty())
+  if (!regions.mask)
     return start;
   Type idx = b.getIndexType();
   auto w = scf::WhileOp::create(b, TypeRange{idx}, ValueRange{start});
@@ -331,16 +356,16 @@ SmallVector<Acc> GpuKernelBuilder::emitFinish(Value k0, bool withMask,
       Value kv = add(k0, add(cidx(8 * n), add(mul(t, cidx(2)), cidx(e & 1))));
       Value kvIdx = toI64(kv);
       Value x = arith::MulFOp::create(b, s[n][e], scale);
-      if (!att.getScore().empty())
-        x = emitRegion(b, att.getScore(), {x, bI64, hI64, qIdx[e / 2], kvIdx},
+      if (pendingScore)
+        x = emitRegion(b, *pendingScore, {x, bI64, hI64, qIdx[e / 2], kvIdx},
                        env);
       Value visible;
       if (withMask) {
         visible = arith::CmpIOp::create(b, P::ult, kv, M);
-        if (!att.getMask().empty())
+        if (regions.mask)
           visible = arith::AndIOp::create(
               b, visible,
-              emitRegion(b, att.getMask(), {bI64, hI64, qIdx[e / 2], kvIdx},
+              emitRegion(b, *regions.mask, {bI64, hI64, qIdx[e / 2], kvIdx},
                          env));
       }
       Value p = x;
@@ -357,7 +382,7 @@ SmallVector<Acc> GpuKernelBuilder::emitFinish(Value k0, bool withMask,
       case NormalizerKind::relu: {
         Value r0 = fmax(x, zero);
         p = r0;
-        for (int64_t i = 1, pw = att.getReluPower(); i < pw; ++i)
+        for (int64_t i = 1, pw = tiled.getReluPower(); i < pw; ++i)
           p = arith::MulFOp::create(b, p, r0);
         break;
       }
@@ -372,9 +397,7 @@ SmallVector<Acc> GpuKernelBuilder::emitFinish(Value k0, bool withMask,
   return s;
 }
 
-SmallVector<Value> GpuKernelBuilder::emitTile(Value kt, Value stage,
-                                              ValueRange state) {
-  Value k0 = mul(kt, cidx(BN));
+SmallVector<Acc> GpuKernelBuilder::emitQK(Value stage) {
   Value kBase = mul(stage, cidx(BN * D));
   Value zero = cf32(0);
   // S = Q Kᵀ.
@@ -394,7 +417,17 @@ SmallVector<Value> GpuKernelBuilder::emitTile(Value kt, Value stage,
       s[2 * np + 1] = mma(qFrag, kf[2], kf[3], s[2 * np + 1]);
     }
   }
+  return s;
+}
+
+SmallVector<Value> GpuKernelBuilder::emitNormalizerStep(Value kt, Value k0,
+                                                        SmallVector<Acc> &s,
+                                                        ValueRange state) {
   // Score, mask, normalizer: the masked version only on partial tiles.
+  if (!pendingMask) {
+    s = emitFinish(k0, false, s);
+    return emitRowState(s, state);
+  }
   auto [nonEmpty, partial] = classify(kt);
   (void)nonEmpty;
   SmallVector<Type> accTypes(BN / 2, b.getF32Type());
@@ -415,7 +448,12 @@ SmallVector<Value> GpuKernelBuilder::emitTile(Value kt, Value stage,
   for (int64_t n = 0; n < BN / 8; ++n)
     for (int e = 0; e < 4; ++e)
       s[n][e] = ifOp.getResult(4 * n + e);
+  return emitRowState(s, state);
+}
 
+SmallVector<Value> GpuKernelBuilder::emitRowState(SmallVector<Acc> &s,
+                                                  ValueRange state) {
+  Value zero = cf32(0);
   SmallVector<Value> next(state.begin(), state.end());
   // next = m0, m1, l0, l1, O...
   auto quadReduce = [&](Value x, bool isMax) {
@@ -428,7 +466,7 @@ SmallVector<Value> GpuKernelBuilder::emitTile(Value kt, Value stage,
     return x;
   };
   bool softmax = kind == NormalizerKind::softmax;
-  bool rowSum = kind == NormalizerKind::relu && att.getRowNormalize();
+  bool rowSum = kind == NormalizerKind::relu && tiled.getRowNormalize();
   if (softmax) {
     const float log2e = 1.4426950408889634f;
     Value alpha[2], mScaled[2];
@@ -467,6 +505,11 @@ SmallVector<Value> GpuKernelBuilder::emitTile(Value kt, Value stage,
       for (int e = 0; e < 4; ++e)
         next[2 + e / 2] = arith::AddFOp::create(b, next[2 + e / 2], s[n][e]);
   }
+  return next;
+}
+
+void GpuKernelBuilder::emitPV(Value stage, ArrayRef<Acc> s,
+                              SmallVector<Value> &next) {
   // O += P V: two accumulators of adjacent kv n-tiles form one A fragment.
   Value vBase = mul(stage, cidx(BN * D));
   auto pack = [&](Value x0, Value x1) -> Value {
@@ -491,13 +534,12 @@ SmallVector<Value> GpuKernelBuilder::emitTile(Value kt, Value stage,
       }
     }
   }
-  return next;
 }
 
 void GpuKernelBuilder::emitStore(ValueRange state) {
   bool softmax = kind == NormalizerKind::softmax;
   bool divide =
-      softmax || (kind == NormalizerKind::relu && att.getRowNormalize());
+      softmax || (kind == NormalizerKind::relu && tiled.getRowNormalize());
   Value zero = cf32(0);
   Value inv[2] = {cf32(1), cf32(1)};
   Value lseVal[2];
@@ -548,26 +590,25 @@ void GpuKernelBuilder::emitStore(ValueRange state) {
 }
 
 LogicalResult GpuKernelBuilder::build() {
-  if (!sched)
-    return att.emitError() << "convert-attn-to-nvvm needs a schedule; run "
-                              "attn-tile-attention first";
+  if (!tiled)
+    return spec.emitError() << "no attn.tiled_attention to lower";
   BM = sched.getTileQ();
   BN = sched.getTileKv();
   numWarps = BM / 16;
   numThreads = 32 * numWarps;
   if (BM % 16 || !llvm::is_contained({1, 2, 4, 8}, numWarps))
-    return att.emitError() << "CUDA kernels need tile_q = 16, 32, 64 or 128 "
-                              "(16 query rows per warp), got "
-                           << BM;
+    return tiled.emitError() << "CUDA kernels need tile_q = 16, 32, 64 or 128 "
+                                "(16 query rows per warp), got "
+                             << BM;
   if (BN % 16 || BN < 16 || BN > 128)
-    return att.emitError()
+    return tiled.emitError()
            << "CUDA kernels need tile_kv a multiple of 16 in [16, 128], got "
            << BN;
   if (D != 64 && D != 128)
-    return att.emitError() << "CUDA kernels are generated for head dims 64 "
-                              "and 128 (smaller ones are zero-padded), got "
-                           << D;
-  kind = att.getNormalizer();
+    return tiled.emitError() << "CUDA kernels are generated for head dims 64 "
+                                "and 128 (smaller ones are zero-padded), got "
+                             << D;
+  kind = tiled.getNormalizer();
   MLIRContext *ctx = b.getContext();
   // Element type of q, k, v (the pipeline declares them; see
   // attn-set-element-type).
@@ -577,9 +618,9 @@ LogicalResult GpuKernelBuilder::build() {
   elt = *qkvType;
   // Every tile is copied in 16-byte chunks by all threads evenly.
   if ((BM * D / 8) % numThreads || (BN * D / 8) % numThreads)
-    return att.emitError() << "tile sizes " << BM << "x" << BN
-                           << " do not split evenly over " << numThreads
-                           << " threads";
+    return tiled.emitError()
+           << "tile sizes " << BM << "x" << BN << " do not split evenly over "
+           << numThreads << " threads";
 
   SmallVector<Type> args = kernelArgTypes(
       spec, [&](StringRef) { return elt; }, /*unitInnerQKV=*/true);
@@ -595,13 +636,50 @@ LogicalResult GpuKernelBuilder::build() {
   b.setInsertionPointToStart(&fn.getBody().front());
   emitPrologue(fn);
 
-  // Q tile, then the first visible kv tile, each its own cp.async group.
-  auto group = [&](SmallVector<Value> tokens) -> Value {
-    return nvgpu::DeviceAsyncCreateGroupOp::create(
-        b, nvgpu::DeviceAsyncTokenType::get(b.getContext()), tokens);
-  };
+  Block &body = tiled.getBodyBlock();
+  map.map(body.getArgument(0), bIdx);
+  map.map(body.getArgument(1), h);
+  map.map(body.getArgument(2), q0);
+  if (failed(lowerTileBlock(body, *this)))
+    return failure();
+  gpu::ReturnOp::create(b);
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// The patterns
+//===----------------------------------------------------------------------===//
+
+/// One cp.async group of `tokens`.
+static Value asyncGroup(ImplicitLocOpBuilder &b, SmallVector<Value> tokens) {
+  return nvgpu::DeviceAsyncCreateGroupOp::create(
+      b, nvgpu::DeviceAsyncTokenType::get(b.getContext()), tokens);
+}
+
+/// The q tile: its own cp.async group, waited for by the kv loop.
+LogicalResult GpuKernelBuilder::lowerLoadQ(TileLoadQOp op) {
   Value yes = arith::ConstantOp::create(b, b.getBoolAttr(true));
-  group(emitTileCopy(q, bIdx, h, q0, BM, N, Dqk, Qs, cidx(0), yes));
+  asyncGroup(b, emitTileCopy(q, map.lookup(op.getB()), map.lookup(op.getH()),
+                             map.lookup(op.getQ0()), BM, N, Dqk, Qs, cidx(0),
+                             yes));
+  return success();
+}
+
+LogicalResult GpuKernelBuilder::lowerInit(TileInitOp op) {
+  bool softmax = kind == NormalizerKind::softmax;
+  SmallVector<Value> &init = accs[op.getResult()];
+  init.push_back(softmax ? ninf() : cf32(0));
+  init.push_back(softmax ? ninf() : cf32(0));
+  init.push_back(cf32(0));
+  init.push_back(cf32(0));
+  for (int64_t i = 0; i < D / 2; ++i)
+    init.push_back(cf32(0));
+  return success();
+}
+
+/// The visible kv tiles in a while loop, two K/V stages: the next visible
+/// tile is copied while the current one computes.
+LogicalResult GpuKernelBuilder::lowerKVLoop(KVLoopOp op) {
   Value first = firstVisible(cidx(0));
   Value firstValid = arith::CmpIOp::create(b, P::ult, first, nKT);
   Value firstK0 =
@@ -611,18 +689,13 @@ LogicalResult GpuKernelBuilder::build() {
   kv0.append(
       emitTileCopy(v, bIdx, hk, firstK0, BN, M, Dv, Vs, cidx(0), firstValid));
   // Wait for Q only: the first K/V group stays in flight.
-  nvgpu::DeviceAsyncWaitOp::create(b, group(kv0), b.getI32IntegerAttr(1));
+  nvgpu::DeviceAsyncWaitOp::create(b, asyncGroup(b, kv0),
+                                   b.getI32IntegerAttr(1));
   gpu::BarrierOp::create(b);
   // The kv loop: (tile, stage, m0, m1, l0, l1, O...).
   Type f32 = b.getF32Type(), idx = b.getIndexType();
-  bool softmax = kind == NormalizerKind::softmax;
   SmallVector<Value> init = {first, cidx(0)};
-  init.push_back(softmax ? ninf() : cf32(0));
-  init.push_back(softmax ? ninf() : cf32(0));
-  init.push_back(cf32(0));
-  init.push_back(cf32(0));
-  for (int64_t i = 0; i < D / 2; ++i)
-    init.push_back(cf32(0));
+  init.append(accs[op.getInit()]);
   SmallVector<Type> types = {idx, idx};
   types.append(init.size() - 2, f32);
   SmallVector<Location> locs(types.size(), b.getLoc());
@@ -648,17 +721,66 @@ LogicalResult GpuKernelBuilder::build() {
         emitTileCopy(v, bIdx, hk, nk0, BN, M, Dv, Vs, otherBase, hasNext));
     // The current tile's group is complete once at most the one just
     // issued is pending.
-    nvgpu::DeviceAsyncWaitOp::create(b, group(kv), b.getI32IntegerAttr(1));
+    nvgpu::DeviceAsyncWaitOp::create(b, asyncGroup(b, kv),
+                                     b.getI32IntegerAttr(1));
     gpu::BarrierOp::create(b);
-    SmallVector<Value> res =
-        emitTile(cur, stage, after->getArguments().drop_front(2));
+    // The step: `partial` is classified where the mask needs it.
+    Block &step = op.getBody().front();
+    map.map(step.getArgument(0), mul(cur, cidx(BN)));
+    accs[step.getArgument(2)].assign(after->getArguments().begin() + 2,
+                                     after->getArguments().end());
+    curKt = cur;
+    curStage = stage;
+    if (failed(lowerTileBlock(step, *this)))
+      return failure();
+    auto yield = cast<YieldOp>(step.getTerminator());
+    SmallVector<Value> res = accs[yield.getValues().front()];
     gpu::BarrierOp::create(b);
-    SmallVector<Value> yield = {nxt, other};
-    yield.append(res);
-    scf::YieldOp::create(b, yield);
+    SmallVector<Value> next = {nxt, other};
+    next.append(res);
+    scf::YieldOp::create(b, next);
   }
-  emitStore(loop.getResults().drop_front(2));
-  gpu::ReturnOp::create(b);
+  accs[op.getResult()].assign(loop.getResults().begin() + 2,
+                              loop.getResults().end());
+  return success();
+}
+
+LogicalResult GpuKernelBuilder::lowerQK(TileQKOp) {
+  pendingScore = nullptr;
+  pendingMask = false;
+  tileS = emitQK(curStage);
+  return success();
+}
+
+LogicalResult GpuKernelBuilder::lowerScore(TileScoreOp op) {
+  pendingScore = &op.getScore();
+  return success();
+}
+
+/// Tiles are padded to tile_kv rows: a tail tile is partial too (classify).
+LogicalResult GpuKernelBuilder::lowerMask(TileMaskOp) {
+  pendingMask = true;
+  return success();
+}
+
+/// Both normalizer steps: the finished scores and the row-state update.
+LogicalResult GpuKernelBuilder::lowerNormalizerStep(Operation *op) {
+  auto loop = op->getParentOfType<KVLoopOp>();
+  Value k0 = map.lookup(loop.getBody().getArgument(0));
+  Value acc = op->getOperand(1), result = op->getResult(1);
+  accs[result] = emitNormalizerStep(curKt, k0, tileS, accs[acc]);
+  return success();
+}
+
+LogicalResult GpuKernelBuilder::lowerPV(TilePVOp op) {
+  SmallVector<Value> next = accs[op.getAcc()];
+  emitPV(curStage, tileS, next);
+  accs[op.getResult()] = std::move(next);
+  return success();
+}
+
+LogicalResult GpuKernelBuilder::lowerStore(TileStoreOp op) {
+  emitStore(accs[op.getAcc()]);
   return success();
 }
 
@@ -679,7 +801,9 @@ struct ConvertAttnToNVVMPass
       OpBuilder b(spec);
       auto gpuModule = gpu::GPUModuleOp::create(
           b, spec.getLoc(), ("attn_" + spec.getSymName() + "_cuda").str());
-      if (spec.getLinearAttention()) {
+      if (failed(requireTiledForm(spec, "convert-attn-to-nvvm")))
+        return signalPassFailure();
+      if (spec.getTiledLinearAttention()) {
         if (failed(buildLinearGpuKernels(spec, gpuModule, dims)))
           return signalPassFailure();
         spec->erase();

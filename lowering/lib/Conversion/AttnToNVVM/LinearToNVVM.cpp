@@ -90,7 +90,7 @@ struct Tile {
 class LinearGpuBuilder : public KernelScaffold, private LinearForm {
 public:
   LinearGpuBuilder(SpecOp spec, gpu::GPUModuleOp gpuModule, int64_t headDim)
-      : KernelScaffold(spec), op(spec.getLinearAttention()), D(headDim),
+      : KernelScaffold(spec), op(spec.getTiledLinearAttention()), D(headDim),
         Wt(headDim) {
     b.setInsertionPointToEnd(gpuModule.getBody());
   }
@@ -267,7 +267,9 @@ private:
   static constexpr int64_t C = kChunk, PB = kFeatBlock, LDP = PB + 1,
                            LDA = C + 1;
 
-  LinearAttentionOp op;
+  /// Lowered whole (one fused pattern for the chunk program): the CUDA
+  /// kernels read the tiled op's attributes and regions.
+  TiledLinearAttentionOp op;
   int64_t D;
   /// The widest slab of value columns (chunked form).
   int64_t Wt;

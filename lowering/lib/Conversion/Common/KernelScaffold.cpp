@@ -14,12 +14,26 @@ Type mlir::attn::declaredElementType(SpecOp spec, StringRef name,
   return fallback;
 }
 
-LinearForm::LinearForm(LinearAttentionOp op)
-    : normalize(op.getNormalize()), exclusive(op.getExclusive()),
-      causal(!op.getNoncausal()), delta(!op.getBeta().empty()),
-      hasGate(!op.getGate().empty()), vecGate(op.hasVectorGate()),
-      hasBonus(!op.getBonus().empty()), fmQ(op.getFeatureMapQ()),
-      fmK(op.getFeatureMapK()) {}
+/// The flags of a linear attention, spec-level or tiled.
+template <typename LinearOp> static LinearForm readLinearForm(LinearOp op) {
+  LinearForm f;
+  f.normalize = op.getNormalize();
+  f.exclusive = op.getExclusive();
+  f.causal = !op.getNoncausal();
+  f.delta = !op.getBeta().empty();
+  f.hasGate = !op.getGate().empty();
+  f.vecGate = op.hasVectorGate();
+  f.hasBonus = !op.getBonus().empty();
+  f.fmQ = op.getFeatureMapQ();
+  f.fmK = op.getFeatureMapK();
+  return f;
+}
+
+LinearForm::LinearForm(LinearAttentionOp op) { *this = readLinearForm(op); }
+
+LinearForm::LinearForm(TiledLinearAttentionOp op) {
+  *this = readLinearForm(op);
+}
 
 SmallVector<Type>
 mlir::attn::kernelArgTypes(SpecOp spec, function_ref<Type(StringRef)> qkvType,

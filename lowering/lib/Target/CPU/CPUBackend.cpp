@@ -167,8 +167,8 @@ LogicalResult CPUBackendTarget::lower(ModuleOp module, const Schedule &schedule,
   // longer than any N.
   info.tileQ = int64_t(1) << 30;
   for (SpecOp spec : module.getBody()->getOps<SpecOp>())
-    if (AttentionOp att = spec.getAttention(); att && att.getScheduleAttr())
-      info.tileQ = att.getScheduleAttr().getTileQ();
+    if (TiledAttentionOp tiled = spec.getTiledAttention())
+      info.tileQ = tiled.getSchedule().getTileQ();
   if (stop <= Stage::Tiled)
     return success();
   PassManager rest(ctx);

@@ -7,6 +7,7 @@
 #include "mlir/Bytecode/BytecodeOpInterface.h"
 #include "mlir/IR/BuiltinTypes.h"
 #include "mlir/IR/OpDefinition.h"
+#include "mlir/IR/OpImplementation.h"
 #include "mlir/IR/SymbolTable.h"
 #include "mlir/Interfaces/ControlFlowInterfaces.h"
 #include "mlir/Interfaces/SideEffectInterfaces.h"
@@ -16,8 +17,15 @@
 #define GET_ATTRDEF_CLASSES
 #include "attn/Dialect/Attn/IR/AttnOpsAttributes.h.inc"
 
+#define GET_TYPEDEF_CLASSES
+#include "attn/Dialect/Attn/IR/AttnOpsTypes.h.inc"
+
 namespace mlir::attn {
 class AttentionOp;
+class TiledAttentionOp;
+class TiledLinearAttentionOp;
+class ChunkLoopOp;
+class KVLoopOp;
 
 /// The shape symbols every spec has, bound from q, k and v.
 llvm::ArrayRef<llvm::StringRef> canonicalDimNames();
@@ -25,6 +33,20 @@ llvm::ArrayRef<llvm::StringRef> canonicalDimNames();
 bool isCanonicalDim(llvm::StringRef name);
 /// The canonical dims of q, k or v; empty for any other name.
 llvm::ArrayRef<llvm::StringRef> canonicalInputDims(llvm::StringRef name);
+
+namespace detail {
+/// Checks that `region` is one block with `argTypes` arguments ending in an
+/// attn.yield of `results` (or, with `allowEmpty`, no block at all); the
+/// verifiers of the spec-level and the tile-level ops share it.
+LogicalResult verifyRegionSignature(Operation *op, Region &region,
+                                    llvm::StringRef name, TypeRange argTypes,
+                                    llvm::ArrayRef<Type> results,
+                                    bool allowEmpty);
+/// The normalizer's attributes of attn.attention and its tiled form.
+LogicalResult verifyNormalizerAttrs(Operation *op, NormalizerKind kind,
+                                    bool lse, int64_t reluPower,
+                                    bool rowNormalize, bool hasBias);
+} // namespace detail
 } // namespace mlir::attn
 
 #define GET_OP_CLASSES

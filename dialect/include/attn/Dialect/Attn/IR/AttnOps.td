@@ -49,6 +49,10 @@ def Attn_SpecOp : Attn_Op<"spec", [Symbol, SymbolTable, IsolatedFromAbove,
     AttentionOp getAttention();
     /// The linear attention op, or null for a softmax-family spec.
     LinearAttentionOp getLinearAttention();
+    /// The tiled form attn-tile-attention made of the attention, or null.
+    TiledAttentionOp getTiledAttention();
+    /// The tiled form of a linear attention, or null.
+    TiledLinearAttentionOp getTiledLinearAttention();
     ::mlir::Block &getBodyBlock() { return getBody().front(); }
   }];
 }
@@ -206,8 +210,9 @@ def Attn_LinearAttentionOp : Attn_Op<"linear_attention",
 def Attn_YieldOp : Attn_Op<"yield", [Pure, Terminator, ReturnLike]> {
   let summary = "returns the value of an attn region";
   let description = [{
-    Terminates the regions of `attn.attention`, `attn.linear_attention` and
-    `attn.param`.
+    Terminates the regions of `attn.attention`, `attn.linear_attention`,
+    `attn.param`, `attn.tiled_attention` (no value) and `attn.tile.kv_loop`
+    (the accumulator).
 
     ```mlir
     attn.yield %p : i1
@@ -261,5 +266,8 @@ def Attn_LoadOp : Attn_Op<"load", [Pure,
   let results = (outs AnyTypeOf<[I32, F32]>:$result);
   let assemblyFormat = "$input `[` $indices `]` attr-dict `:` type($result)";
 }
+
+include "attn/Dialect/Attn/IR/AttnTileOps.td"
+include "attn/Dialect/Attn/IR/AttnChunkOps.td"
 
 #endif // ATTN_DIALECT_ATTN_IR_ATTNOPS_TD

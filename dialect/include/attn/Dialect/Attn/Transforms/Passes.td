@@ -28,21 +28,27 @@ def AttnBindParams : Pass<"attn-bind-params", "SpecOp"> {
 }
 
 def AttnTileAttention : Pass<"attn-tile-attention", "SpecOp"> {
-  let summary = "Choose the tiled schedule of each attention";
+  let summary = "Rewrite each attention into its tiled form (tile ops)";
   let description = [{
-    Attaches an `#attn.schedule` to the `attn.attention` op: the query and
-    key/value tile sizes, the SIMD width the CPU kernel vectorizes queries
-    over, and how tiles are classified for block skipping (from the shape of
-    the mask: no mask, an index-only predicate, or one with aux lookups).
-    Zero-valued options mean "use the heuristic" (tile_q = 4 x vector width,
-    tile_kv = 64). An existing schedule is kept unless options are given.
-    tile_q and tile_kv are at most 512 rows (larger tiles only cost compile
-    time and scratch memory); a larger one is an error.
+    Chooses the schedule (the query and key/value tile sizes, the SIMD width
+    the CPU kernel vectorizes queries over, and how tiles are classified for
+    block skipping, from the shape of the mask: no mask, an index-only
+    predicate, or one with aux lookups) and rewrites `attn.attention` into
+    `attn.tiled_attention`: the program of one q tile as tile ops, which the
+    backends lower op by op. Zero-valued options mean "use the heuristic"
+    (tile_q = 4 x vector width, tile_kv = 64); a schedule already on the
+    attention is kept unless options are given. tile_q and tile_kv are at
+    most 512 rows (larger tiles only cost compile time and scratch memory);
+    a larger one is an error. A spec already tiled is left as it is.
 
     ```mlir
-    attn.attention normalizer = <softmax> attributes {schedule =
-      #attn.schedule<tile_q = 64, tile_kv = 64, vector_width = 16,
-                     block_skip = "interval">} ...
+    attn.tiled_attention normalizer = <softmax> schedule =
+        #attn.schedule<tile_q = 64, tile_kv = 64, vector_width = 16,
+                       block_skip = "interval"> scale {} bias {} body {
+    ^bb0(%b: index, %h: index, %q0: index):
+      %q = attn.tile.load_q %b, %h, %q0 : !attn.tile<64x?xf32>
+      ...
+    }
     ```
   }];
   let options = [

@@ -1,0 +1,124 @@
+//===- TileLowering.h - lowering the tile ops, op by op ---------*- C++ -*-===//
+//
+// The backends lower attn.tiled_attention (the tile-level IR) with one
+// pattern per tile op: a TileLowering implements a hook per op, and
+// lowerTileBlock() walks a block of the tile program in order and hands
+// each op to its hook. What a tile value is on a target stays the
+// target's (vector lanes and scratch buffers on the CPU, mma fragments in
+// registers on CUDA); the index operands (b, h, q0, k0, partial) are
+// mapped to the target's values in `map`.
+//
+// Targets fuse where their instruction mix needs it: the element-wise ops
+// (qk, score, mask) record what to apply and the normalizer step, which
+// needs the finished scores, emits them in one loop. The kernel shell
+// (signature, argument binding, loops, scale and bias) is KernelScaffold.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef ATTN_CONVERSION_TILELOWERING_H
+#define ATTN_CONVERSION_TILELOWERING_H
+
+#include "attn/Dialect/Attn/IR/AttnOps.h"
+#include "mlir/IR/IRMapping.h"
+
+namespace mlir::attn {
+
+/// One target's patterns for the tile ops.
+class TileLowering {
+public:
+  virtual ~TileLowering() = default;
+
+  virtual LogicalResult lowerLoadQ(TileLoadQOp op) = 0;
+  virtual LogicalResult lowerInit(TileInitOp op) = 0;
+  /// Visits the kv tiles; for each, maps the step block's (k0, partial)
+  /// and calls lowerTileBlock() on it.
+  virtual LogicalResult lowerKVLoop(KVLoopOp op) = 0;
+  virtual LogicalResult lowerQK(TileQKOp op) = 0;
+  virtual LogicalResult lowerScore(TileScoreOp op) = 0;
+  virtual LogicalResult lowerMask(TileMaskOp op) = 0;
+  /// The normalizer steps (attn.tile.online_softmax, attn.tile.normalize:
+  /// operands scores and acc, results weights and acc).
+  virtual LogicalResult lowerNormalizerStep(Operation *op) = 0;
+  virtual LogicalResult lowerPV(TilePVOp op) = 0;
+  virtual LogicalResult lowerStore(TileStoreOp op) = 0;
+
+  /// Tile-program values (block arguments of the body and of the kv step)
+  /// to the target's index and i1 values.
+  IRMapping map;
+};
+
+/// The declarations of a target's patterns in its TileLowering subclass.
+#define ATTN_TILE_LOWERING_PATTERNS                                            \
+  LogicalResult lowerLoadQ(TileLoadQOp op) override;                           \
+  LogicalResult lowerInit(TileInitOp op) override;                             \
+  LogicalResult lowerKVLoop(KVLoopOp op) override;                             \
+  LogicalResult lowerQK(TileQKOp op) override;                                 \
+  LogicalResult lowerScore(TileScoreOp op) override;                           \
+  LogicalResult lowerMask(TileMaskOp op) override;                             \
+  LogicalResult lowerNormalizerStep(Operation *op) override;                   \
+  LogicalResult lowerPV(TilePVOp op) override;                                 \
+  LogicalResult lowerStore(TileStoreOp op) override;
+
+/// Lowers the ops of `block` (the tiled_attention body or a kv_loop step)
+/// in order through `patterns`; its attn.yield ends the walk. An op with
+/// no pattern is an error on that op.
+LogicalResult lowerTileBlock(Block &block, TileLowering &patterns);
+
+/// One target's patterns for the chunk ops of the linear family
+/// (attn.tiled_linear_attention).
+class ChunkLowering {
+public:
+  virtual ~ChunkLowering() = default;
+
+  virtual LogicalResult lowerInitState(ChunkInitStateOp op) = 0;
+  /// Visits the chunks; for each, maps the step block's t0 and calls
+  /// lowerChunkBlock() on it.
+  virtual LogicalResult lowerChunkLoop(ChunkLoopOp op) = 0;
+  virtual LogicalResult lowerFeatures(ChunkFeaturesOp op) = 0;
+  virtual LogicalResult lowerValues(ChunkValuesOp op) = 0;
+  virtual LogicalResult lowerLogGates(ChunkLogGatesOp op) = 0;
+  virtual LogicalResult lowerIntra(ChunkIntraOp op) = 0;
+  virtual LogicalResult lowerDelta(ChunkDeltaOp op) = 0;
+  virtual LogicalResult lowerReadout(ChunkReadoutOp op) = 0;
+  virtual LogicalResult lowerStore(ChunkStoreOp op) = 0;
+  virtual LogicalResult lowerUpdate(ChunkUpdateOp op) = 0;
+  virtual LogicalResult lowerStoreState(ChunkStoreStateOp op) = 0;
+  virtual LogicalResult lowerReadoutAll(ChunkReadoutAllOp op) = 0;
+
+  IRMapping map;
+};
+
+#define ATTN_CHUNK_LOWERING_PATTERNS                                           \
+  LogicalResult lowerInitState(ChunkInitStateOp op) override;                  \
+  LogicalResult lowerChunkLoop(ChunkLoopOp op) override;                       \
+  LogicalResult lowerFeatures(ChunkFeaturesOp op) override;                    \
+  LogicalResult lowerValues(ChunkValuesOp op) override;                        \
+  LogicalResult lowerLogGates(ChunkLogGatesOp op) override;                    \
+  LogicalResult lowerIntra(ChunkIntraOp op) override;                          \
+  LogicalResult lowerDelta(ChunkDeltaOp op) override;                          \
+  LogicalResult lowerReadout(ChunkReadoutOp op) override;                      \
+  LogicalResult lowerStore(ChunkStoreOp op) override;                          \
+  LogicalResult lowerUpdate(ChunkUpdateOp op) override;                        \
+  LogicalResult lowerStoreState(ChunkStoreStateOp op) override;                \
+  LogicalResult lowerReadoutAll(ChunkReadoutAllOp op) override;
+
+/// Lowers the ops of `block` (the tiled_linear_attention body or a chunk
+/// step) in order through `patterns`, as lowerTileBlock does.
+LogicalResult lowerChunkBlock(Block &block, ChunkLowering &patterns);
+
+/// Fails, with an error naming `pass`, when `spec` still holds an
+/// attn.attention or attn.linear_attention (the conversions take the tiled
+/// forms that attn-tile-attention makes).
+LogicalResult requireTiledForm(SpecOp spec, StringRef pass);
+
+/// The scalar regions, score and mask regions a kernel builder reads from
+/// a tiled attention (null when absent).
+struct TiledRegions {
+  explicit TiledRegions(TiledAttentionOp tiled);
+  Region *mask = nullptr;  // the kv loop's mask (tile classes, tile.mask)
+  Region *score = nullptr; // the tile.score region
+};
+
+} // namespace mlir::attn
+
+#endif // ATTN_CONVERSION_TILELOWERING_H

@@ -1,0 +1,89 @@
+//===- TileLowering.cpp - walk the tile program, one pattern per op -------===//
+
+#include "attn/Conversion/TileLowering.h"
+#include "llvm/ADT/TypeSwitch.h"
+
+using namespace mlir;
+using namespace mlir::attn;
+
+LogicalResult mlir::attn::lowerTileBlock(Block &block, TileLowering &patterns) {
+  for (Operation &op : block) {
+    LogicalResult r =
+        llvm::TypeSwitch<Operation *, LogicalResult>(&op)
+            .Case([&](TileLoadQOp x) { return patterns.lowerLoadQ(x); })
+            .Case([&](TileInitOp x) { return patterns.lowerInit(x); })
+            .Case([&](KVLoopOp x) { return patterns.lowerKVLoop(x); })
+            .Case([&](TileQKOp x) { return patterns.lowerQK(x); })
+            .Case([&](TileScoreOp x) { return patterns.lowerScore(x); })
+            .Case([&](TileMaskOp x) { return patterns.lowerMask(x); })
+            .Case<TileOnlineSoftmaxOp, TileNormalizeOp>(
+                [&](Operation *x) { return patterns.lowerNormalizerStep(x); })
+            .Case([&](TilePVOp x) { return patterns.lowerPV(x); })
+            .Case([&](TileStoreOp x) { return patterns.lowerStore(x); })
+            .Case([&](YieldOp) { return success(); })
+            .Default([&](Operation *other) {
+              return other->emitOpError()
+                     << "has no lowering in the tile program";
+            });
+    if (failed(r))
+      return failure();
+  }
+  return success();
+}
+
+LogicalResult mlir::attn::lowerChunkBlock(Block &block,
+                                          ChunkLowering &patterns) {
+  for (Operation &op : block) {
+    LogicalResult r =
+        llvm::TypeSwitch<Operation *, LogicalResult>(&op)
+            .Case(
+                [&](ChunkInitStateOp x) { return patterns.lowerInitState(x); })
+            .Case([&](ChunkLoopOp x) { return patterns.lowerChunkLoop(x); })
+            .Case([&](ChunkFeaturesOp x) { return patterns.lowerFeatures(x); })
+            .Case([&](ChunkValuesOp x) { return patterns.lowerValues(x); })
+            .Case([&](ChunkLogGatesOp x) { return patterns.lowerLogGates(x); })
+            .Case([&](ChunkIntraOp x) { return patterns.lowerIntra(x); })
+            .Case([&](ChunkDeltaOp x) { return patterns.lowerDelta(x); })
+            .Case([&](ChunkReadoutOp x) { return patterns.lowerReadout(x); })
+            .Case([&](ChunkStoreOp x) { return patterns.lowerStore(x); })
+            .Case([&](ChunkUpdateOp x) { return patterns.lowerUpdate(x); })
+            .Case([&](ChunkStoreStateOp x) {
+              return patterns.lowerStoreState(x);
+            })
+            .Case([&](ChunkReadoutAllOp x) {
+              return patterns.lowerReadoutAll(x);
+            })
+            .Case([&](YieldOp) { return success(); })
+            .Default([&](Operation *other) {
+              return other->emitOpError()
+                     << "has no lowering in the chunk program";
+            });
+    if (failed(r))
+      return failure();
+  }
+  return success();
+}
+
+LogicalResult mlir::attn::requireTiledForm(SpecOp spec, StringRef pass) {
+  Operation *untiled = spec.getAttention();
+  StringRef form = "attn.tiled_attention";
+  if (!untiled) {
+    untiled = spec.getLinearAttention();
+    form = "attn.tiled_linear_attention";
+  }
+  if (!untiled)
+    return success();
+  return untiled->emitError() << pass << " needs the tiled form (" << form
+                              << "); run attn-tile-attention first";
+}
+
+TiledRegions::TiledRegions(TiledAttentionOp tiled) {
+  KVLoopOp loop = tiled ? tiled.getKVLoop() : KVLoopOp();
+  if (!loop)
+    return;
+  if (!loop.getMask().empty())
+    mask = &loop.getMask();
+  for (Operation &op : loop.getBody().front())
+    if (auto s = dyn_cast<TileScoreOp>(op))
+      score = &s.getScore();
+}
