@@ -52,6 +52,7 @@
 
 #include "LinearToNVVM.h"
 #include "attn/Conversion/KernelScaffold.h"
+#include "attn/Conversion/TileLowering.h"
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
 #include "mlir/Dialect/Math/IR/Math.h"
@@ -87,7 +88,17 @@ struct Tile {
   Value ty, tx;
 };
 
-class LinearGpuBuilder : public KernelScaffold, private LinearForm {
+/// The CUDA patterns of the chunk ops. The device's instruction mix fuses
+/// more than the CPU's: the chunked form runs slabs of value columns around
+/// the chunk loop (so the loop pattern also zeroes the state per slab and,
+/// non-causal, reads it out per slab) and feature blocks inside a chunk
+/// (so `intra` also reads the state and updates it, block by block); the
+/// recurrence (the delta rule) keeps S in registers and `update` runs the
+/// chunk's steps, reading out and storing o on the way. Ops whose work
+/// another pattern does record nothing and say where it went.
+class LinearGpuBuilder : public KernelScaffold,
+                         public ChunkLowering,
+                         private LinearForm {
 public:
   LinearGpuBuilder(SpecOp spec, gpu::GPUModuleOp gpuModule, int64_t headDim)
       : KernelScaffold(spec), op(spec.getTiledLinearAttention()), D(headDim),
@@ -96,6 +107,8 @@ public:
   }
 
   LogicalResult build();
+
+  ATTN_CHUNK_LOWERING_PATTERNS
 
 private:
   // Small helpers (the common ones: KernelScaffold).
@@ -185,7 +198,6 @@ private:
               function_ref<void(Value, SmallVectorImpl<Value> &)> body);
 
   // The chunked form.
-  LogicalResult buildChunked();
   /// Floats of the state buffer SB: Dphi x (W + 1) (z is column W). Room
   /// for Dphi = 2 * 64 with Dv = 64 (pos_neg) and Dphi = Dv = 128 in one
   /// slab.
@@ -197,11 +209,15 @@ private:
   /// lastPhi); o is NaN where a single column does not fit. Returns the
   /// number of slabs (0 then).
   Value planSlabs();
-  /// One slab of value columns c0 .. c0 + wn: a pass over the sequence.
-  void emitSlab(Value slab);
-  void emitNoncausalSlab(Value c0, Value wn);
-  /// The chunk of steps t0 .. t0 + C of a causal spec.
-  void emitCausalChunk(Value t0, Value c0, Value wn);
+  /// Starts slab `slab` of value columns (curC0 .. curC0 + curWn): S = 0.
+  void beginSlab(Value slab);
+  /// Non-causal: the keys of the chunk at t0 into the slab's state.
+  void emitNoncausalKeys(Value t0);
+  /// Non-causal: every query reads the slab's final state.
+  void emitNoncausalQueries();
+  /// Causal chunk at curT0: A, the inter-chunk read and the state update,
+  /// feature block by feature block; then A stored (and its row sums).
+  void emitChunkScores();
   /// Values, row statistics, scalar log gates and their cumulative sums.
   void stageChunk(Value t0, Value c0, Value wn);
   /// V rows t0 .. t0 + C of the slab's columns into VB (zero padded).
@@ -245,7 +261,8 @@ private:
   }
 
   // The recurrent form.
-  LogicalResult buildRecurrent();
+  /// Its shared arrays and thread roles (lanes).
+  void allocRecurrentShared();
   /// Thread (c, fg) of the recurrent form keeps rows fIdx of state column c.
   struct Lanes {
     Value c, fg;
@@ -299,6 +316,15 @@ private:
   Value W, SW, nFB, lastPhi;
   int64_t WS = 0;
   Tile tA, tO, tS;
+
+  // The chunk program being lowered: the slab's columns, the chunk, and
+  // the recurrence's thread roles and state rows, or the chunked form's O.
+  Value curC0, curWn, curT0, curCn;
+  Value one;
+  SmallVector<Value> laneRows; // Lanes.fIdx
+  Value laneC, laneFg;
+  SmallVector<Value> curS;
+  SmallVector<Value> accO;
 };
 
 } // namespace
@@ -634,26 +660,6 @@ SmallVector<Value> LinearGpuBuilder::productLoop(
 // The chunked form
 //===----------------------------------------------------------------------===//
 
-LogicalResult LinearGpuBuilder::buildChunked() {
-  T = kThreads;
-  gpu::GPUFuncOp fn = createFunc(T);
-  OpBuilder::InsertionGuard guard(b);
-  b.setInsertionPointToStart(&fn.getBody().front());
-  emitPrologue(fn);
-  zero = cf32(0);
-  allocChunkedShared();
-  fn->setAttr("attn.shared_bytes", b.getI64IntegerAttr(smemFloats * 4));
-  Value nSlabs = planSlabs();
-  // Tiles: A [C x C], O [C x Wt], S block [PB x WS] (WS columns a pass).
-  WS = std::min<int64_t>(Wt, 64);
-  tA = tileFor(C, C);
-  tO = tileFor(C, Wt);
-  tS = tileFor(PB, WS);
-  forEach(cidx(0), nSlabs, [&](Value slab) { emitSlab(slab); });
-  gpu::ReturnOp::create(b);
-  return success();
-}
-
 void LinearGpuBuilder::allocChunkedShared() {
   PQ = allocShared(C * LDP);
   PK = allocShared(C * LDP);
@@ -707,9 +713,9 @@ Value LinearGpuBuilder::planSlabs() {
   return nSlabs;
 }
 
-void LinearGpuBuilder::emitSlab(Value slab) {
-  Value c0 = mul(slab, W);
-  Value wn = minu(W, sub(Dv, c0));
+void LinearGpuBuilder::beginSlab(Value slab) {
+  curC0 = mul(slab, W);
+  curWn = minu(W, sub(Dv, curC0));
   // S = 0, z = 0.
   Value sElems = mul(Dphi, SW);
   forEach(cidx(0), ceilDiv(sElems, cidx(T)), [&](Value i) {
@@ -717,30 +723,23 @@ void LinearGpuBuilder::emitSlab(Value slab) {
     ifThen(ult(e, sElems), [&] { st(zero, SB, e); });
   });
   barrier();
-  if (!causal) {
-    emitNoncausalSlab(c0, wn);
-    return;
-  }
-  forEach(cidx(0), ceilDiv(N, cidx(C)),
-          [&](Value ch) { emitCausalChunk(mul(ch, cidx(C)), c0, wn); });
 }
 
-void LinearGpuBuilder::emitNoncausalSlab(Value c0, Value wn) {
-  // Every key into the state, then every query reads it.
-  forEach(cidx(0), ceilDiv(M, cidx(C)), [&](Value ch) {
-    Value t0 = mul(ch, cidx(C));
-    stageV(t0, c0, wn);
-    if (statK)
-      stageRowStat(fmK, k, hk, t0, M, C, RSK);
+void LinearGpuBuilder::emitNoncausalKeys(Value t0) {
+  stageV(t0, curC0, curWn);
+  if (statK)
+    stageRowStat(fmK, k, hk, t0, M, C, RSK);
+  barrier();
+  forEach(cidx(0), nFB, [&](Value fb) {
+    Value f0 = mul(fb, cidx(PB));
+    stagePhi({{fmK, k, hk, M, PK, RSK}}, t0, f0, C, PB, LDP);
     barrier();
-    forEach(cidx(0), nFB, [&](Value fb) {
-      Value f0 = mul(fb, cidx(PB));
-      stagePhi({{fmK, k, hk, M, PK, RSK}}, t0, f0, C, PB, LDP);
-      barrier();
-      updateState(f0, [&](Value) { return cf32(1); });
-      barrier();
-    });
+    updateState(f0, [&](Value) { return cf32(1); });
+    barrier();
   });
+}
+
+void LinearGpuBuilder::emitNoncausalQueries() {
   forEach(cidx(0), ceilDiv(N, cidx(C)), [&](Value ch) {
     Value t0 = mul(ch, cidx(C));
     Value cn = minu(cidx(C), sub(N, t0));
@@ -757,14 +756,15 @@ void LinearGpuBuilder::emitNoncausalSlab(Value c0, Value wn) {
           barrier();
           return res;
         });
-    storeO(t0, cn, c0, wn, fbLoop.getResults());
+    storeO(t0, cn, curC0, curWn, fbLoop.getResults());
     barrier();
   });
 }
 
-void LinearGpuBuilder::emitCausalChunk(Value t0, Value c0, Value wn) {
-  Value cn = minu(cidx(C), sub(N, t0));
-  stageChunk(t0, c0, wn);
+void LinearGpuBuilder::emitChunkScores() {
+  Value t0 = curT0;
+  curCn = minu(cidx(C), sub(N, t0));
+  stageChunk(t0, curC0, curWn);
   SmallVector<Value> init(zerosA());
   init.append(zerosO());
   size_t nA = tA.RM * tA.RN;
@@ -774,8 +774,7 @@ void LinearGpuBuilder::emitCausalChunk(Value t0, Value c0, Value wn) {
       });
   SmallVector<Value> accA(fbLoop.getResults().begin(),
                           fbLoop.getResults().begin() + nA);
-  SmallVector<Value> accO(fbLoop.getResults().begin() + nA,
-                          fbLoop.getResults().end());
+  accO.assign(fbLoop.getResults().begin() + nA, fbLoop.getResults().end());
   storeScores(accA);
   barrier();
   if (normalize)
@@ -787,20 +786,6 @@ void LinearGpuBuilder::emitCausalChunk(Value t0, Value c0, Value wn) {
         [&](Value t, Value leader, ArrayRef<Value> sums) {
           ifThen(leader, [&] { st(fadd(ld(DEN, t), sums[0]), DEN, t); });
         });
-  // Intra-chunk: O += A V.
-  accO = productLoop(C, accO, [&](Value s, SmallVectorImpl<Value> &a) {
-    SmallVector<Value> av, bv;
-    for (int64_t i = 0; i < tO.RM; ++i)
-      av.push_back(ld(AM, add(mul(tileRow(tO, i), cidx(LDA)), s)));
-    for (int64_t j = 0; j < tO.RN; ++j)
-      bv.push_back(ld(VB, add(mul(s, cidx(Wt)), tileCol(tO, j))));
-    for (int64_t i = 0; i < tO.RM; ++i)
-      for (int64_t j = 0; j < tO.RN; ++j)
-        a[i * tO.RN + j] = fma(av[i], bv[j], a[i * tO.RN + j]);
-  });
-  barrier();
-  storeO(t0, cn, c0, wn, accO);
-  barrier();
 }
 
 void LinearGpuBuilder::stageChunk(Value t0, Value c0, Value wn) {
@@ -1130,15 +1115,8 @@ void LinearGpuBuilder::storeO(Value t0, Value cn, Value c0, Value wn,
 // The recurrent form (delta rule)
 //===----------------------------------------------------------------------===//
 
-LogicalResult LinearGpuBuilder::buildRecurrent() {
-  T = kLanesPerColumn * D;
-  gpu::GPUFuncOp fn = createFunc(T);
-  OpBuilder::InsertionGuard guard(b);
-  b.setInsertionPointToStart(&fn.getBody().front());
-  emitPrologue(fn);
-  zero = cf32(0);
-  Value one = cf32(1);
-
+void LinearGpuBuilder::allocRecurrentShared() {
+  one = cf32(1);
   PQ = allocShared(C * D);
   PK = allocShared(C * D);
   GB = hasGate ? allocShared(vecGate ? C * D : C) : Value();
@@ -1147,43 +1125,6 @@ LogicalResult LinearGpuBuilder::buildRecurrent() {
   UB = bonusTerm ? allocShared(D) : Value();
   RSQ = statQ ? allocShared(C) : Value();
   RSK = statK ? allocShared(C) : Value();
-  fn->setAttr("attn.shared_bytes", b.getI64IntegerAttr(smemFloats * 4));
-
-  // Thread (c, fg) keeps rows fIdx of state column c.
-  Lanes lanes;
-  lanes.c = divu(tid, cidx(kLanesPerColumn));
-  lanes.fg = remu(tid, cidx(kLanesPerColumn));
-  for (int64_t i = 0; i < D / kLanesPerColumn; ++i)
-    lanes.fIdx.push_back(add(lanes.fg, cidx(kLanesPerColumn * i)));
-  if (bonusTerm)
-    ifThen(ult(tid, cidx(D)), [&] {
-      Value u = bonusAt(minu(tid, sub(maxu(Dphi, cidx(1)), cidx(1))));
-      st(select(ult(tid, Dphi), u, zero), UB, tid);
-    });
-
-  SmallVector<Value> S0(lanes.fIdx.size(), zero);
-  loop(cidx(0), ceilDiv(N, cidx(C)), cidx(1), S0, [&](Value ch, ValueRange S) {
-    Value t0 = mul(ch, cidx(C));
-    Value cn = minu(cidx(C), sub(N, t0));
-    if (statQ)
-      stageRowStat(fmQ, q, h, t0, N, C, RSQ);
-    if (statK)
-      stageRowStat(fmK, k, hk, t0, kLen, C, RSK);
-    if (statQ || statK)
-      barrier();
-    stagePhi({{fmQ, q, h, N, PQ, RSQ}, {fmK, k, hk, kLen, PK, RSK}}, t0,
-             cidx(0), C, D, D);
-    stageRecurrentInputs(t0, one);
-    barrier();
-    auto steps = loop(cidx(0), cn, cidx(1), S, [&](Value t, ValueRange Scur) {
-      return emitDeltaStep(t0, t, Scur, lanes);
-    });
-    barrier();
-    return SmallVector<Value>(steps.getResults().begin(),
-                              steps.getResults().end());
-  });
-  gpu::ReturnOp::create(b);
-  return success();
 }
 
 void LinearGpuBuilder::stageRecurrentInputs(Value t0, Value one) {
@@ -1269,7 +1210,187 @@ Value LinearGpuBuilder::dot4(ArrayRef<Value> a, ArrayRef<Value> x) {
 LogicalResult LinearGpuBuilder::build() {
   if (failed(checkSpec()))
     return failure();
-  return delta ? buildRecurrent() : buildChunked();
+  // The delta rule runs the recurrence (a thread group per state column);
+  // everything else the chunked form.
+  T = delta ? kLanesPerColumn * D : kThreads;
+  gpu::GPUFuncOp fn = createFunc(T);
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPointToStart(&fn.getBody().front());
+  emitPrologue(fn);
+  zero = cf32(0);
+  if (delta)
+    allocRecurrentShared();
+  else
+    allocChunkedShared();
+  fn->setAttr("attn.shared_bytes", b.getI64IntegerAttr(smemFloats * 4));
+  if (delta) {
+    // Thread (c, fg) keeps rows fIdx of state column c.
+    laneC = divu(tid, cidx(kLanesPerColumn));
+    laneFg = remu(tid, cidx(kLanesPerColumn));
+    for (int64_t i = 0; i < D / kLanesPerColumn; ++i)
+      laneRows.push_back(add(laneFg, cidx(kLanesPerColumn * i)));
+  }
+  Block &body = op.getBodyBlock();
+  map.map(body.getArgument(0), bIdx);
+  map.map(body.getArgument(1), h);
+  if (failed(lowerChunkBlock(body, *this)))
+    return failure();
+  gpu::ReturnOp::create(b);
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// The patterns
+//===----------------------------------------------------------------------===//
+
+/// The recurrence starts from S = 0 in registers (and stages the bonus);
+/// the chunked form zeroes S per slab, in the loop pattern.
+LogicalResult LinearGpuBuilder::lowerInitState(ChunkInitStateOp) {
+  if (!delta)
+    return success();
+  if (bonusTerm)
+    ifThen(ult(tid, cidx(D)), [&] {
+      Value u = bonusAt(minu(tid, sub(maxu(Dphi, cidx(1)), cidx(1))));
+      st(select(ult(tid, Dphi), u, zero), UB, tid);
+    });
+  curS.assign(laneRows.size(), zero);
+  return success();
+}
+
+LogicalResult LinearGpuBuilder::lowerChunkLoop(ChunkLoopOp loopOp) {
+  Block &step = loopOp.getBody().front();
+  LogicalResult result = success();
+  auto runStep = [&](Value t0) {
+    curT0 = t0;
+    map.map(step.getArgument(0), t0);
+    if (failed(lowerChunkBlock(step, *this)))
+      result = failure();
+  };
+  if (delta) {
+    loop(cidx(0), ceilDiv(N, cidx(C)), cidx(1), curS,
+         [&](Value ch, ValueRange S) {
+           Value t0 = mul(ch, cidx(C));
+           curCn = minu(cidx(C), sub(N, t0));
+           curS.assign(S.begin(), S.end());
+           runStep(t0);
+           return curS;
+         });
+    return result;
+  }
+  Value nSlabs = planSlabs();
+  // Tiles: A [C x C], O [C x Wt], S block [PB x WS] (WS columns a pass).
+  WS = std::min<int64_t>(Wt, 64);
+  tA = tileFor(C, C);
+  tO = tileFor(C, Wt);
+  tS = tileFor(PB, WS);
+  forEach(cidx(0), nSlabs, [&](Value slab) {
+    beginSlab(slab);
+    if (causal) {
+      forEach(cidx(0), ceilDiv(N, cidx(C)),
+              [&](Value ch) { runStep(mul(ch, cidx(C))); });
+      return;
+    }
+    // Every key into the state, then every query reads it (readout_all,
+    // per slab).
+    forEach(cidx(0), ceilDiv(M, cidx(C)),
+            [&](Value ch) { runStep(mul(ch, cidx(C))); });
+    emitNoncausalQueries();
+  });
+  return result;
+}
+
+/// Features, values and gates are staged where they are consumed: by
+/// `intra` (causal) or `update` (non-causal keys, the recurrence's steps).
+LogicalResult LinearGpuBuilder::lowerFeatures(ChunkFeaturesOp) {
+  return success();
+}
+LogicalResult LinearGpuBuilder::lowerValues(ChunkValuesOp) { return success(); }
+LogicalResult LinearGpuBuilder::lowerLogGates(ChunkLogGatesOp) {
+  return success();
+}
+
+/// Chunked: A, fused with the inter-chunk read and the state update per
+/// feature block. The recurrence: stage the chunk's features and inputs.
+LogicalResult LinearGpuBuilder::lowerIntra(ChunkIntraOp) {
+  if (!delta) {
+    emitChunkScores();
+    return success();
+  }
+  if (statQ)
+    stageRowStat(fmQ, q, h, curT0, N, C, RSQ);
+  if (statK)
+    stageRowStat(fmK, k, hk, curT0, kLen, C, RSK);
+  if (statQ || statK)
+    barrier();
+  stagePhi({{fmQ, q, h, N, PQ, RSQ}, {fmK, k, hk, kLen, PK, RSK}}, curT0,
+           cidx(0), C, D, D);
+  stageRecurrentInputs(curT0, one);
+  barrier();
+  return success();
+}
+
+/// The delta rule's values are computed step by step in `update`.
+LogicalResult LinearGpuBuilder::lowerDelta(ChunkDeltaOp) { return success(); }
+
+/// Chunked: O += A V (the inter-chunk part came with `intra`). The
+/// recurrence reads out in `update`.
+LogicalResult LinearGpuBuilder::lowerReadout(ChunkReadoutOp) {
+  if (delta)
+    return success();
+  accO = productLoop(C, accO, [&](Value s, SmallVectorImpl<Value> &a) {
+    SmallVector<Value> av, bv;
+    for (int64_t i = 0; i < tO.RM; ++i)
+      av.push_back(ld(AM, add(mul(tileRow(tO, i), cidx(LDA)), s)));
+    for (int64_t j = 0; j < tO.RN; ++j)
+      bv.push_back(ld(VB, add(mul(s, cidx(Wt)), tileCol(tO, j))));
+    for (int64_t i = 0; i < tO.RM; ++i)
+      for (int64_t j = 0; j < tO.RN; ++j)
+        a[i * tO.RN + j] = fma(av[i], bv[j], a[i * tO.RN + j]);
+  });
+  barrier();
+  return success();
+}
+
+LogicalResult LinearGpuBuilder::lowerStore(ChunkStoreOp) {
+  if (delta)
+    return success(); // each step stores its row
+  storeO(curT0, curCn, curC0, curWn, accO);
+  barrier();
+  return success();
+}
+
+/// Chunked, causal: done block by block in `intra`. Non-causal: the keys
+/// into the slab's state. The recurrence: the chunk's steps.
+LogicalResult LinearGpuBuilder::lowerUpdate(ChunkUpdateOp) {
+  if (!delta) {
+    if (!causal)
+      emitNoncausalKeys(curT0);
+    return success();
+  }
+  Lanes lanes;
+  lanes.c = laneC;
+  lanes.fg = laneFg;
+  lanes.fIdx = laneRows;
+  auto steps =
+      loop(cidx(0), curCn, cidx(1), curS, [&](Value t, ValueRange Scur) {
+        return emitDeltaStep(curT0, t, Scur, lanes);
+      });
+  barrier();
+  curS.assign(steps.getResults().begin(), steps.getResults().end());
+  return success();
+}
+
+/// CUDA kernels carry no decode state (the backend refuses --linear-state).
+LogicalResult LinearGpuBuilder::lowerStoreState(ChunkStoreStateOp s) {
+  if (spec.lookupSymbol("state"))
+    return s.emitOpError() << "CUDA kernels have no carried state";
+  return success();
+}
+
+/// Non-causal queries are read per slab of value columns, in the loop
+/// pattern.
+LogicalResult LinearGpuBuilder::lowerReadoutAll(ChunkReadoutAllOp) {
+  return success();
 }
 
 LogicalResult mlir::attn::buildLinearGpuKernels(SpecOp spec,
