@@ -1,6 +1,6 @@
 // The tile-level IR's verifier: each op is checked against the schedule
 // and the normalizer of its attn.tiled_attention.
-// RUN: attn-opt %s --split-input-file -verify-diagnostics
+// RUN: attn-opt %s --split-input-file -verify-diagnostics --allow-unregistered-dialect
 
 // A tile sized for another schedule.
 attn.spec @rows {
@@ -277,3 +277,75 @@ func.func private @three_dims(!attn.tile<4x4x4xf32>)
 
 // expected-error @+1 {{tile elements must be floats, got 'i32'}}
 func.func private @int_tile(!attn.tile<4x4xi32>)
+
+// -----
+
+// The accumulator has the q tile's rows.
+attn.spec @init_rows {
+  attn.tiled_attention normalizer = <softmax> schedule = <tile_q = 16, tile_kv = 16, vector_width = 16, block_skip = "none"> scale {
+  } bias {
+  } body {
+  ^bb0(%b: index, %h: index, %q0: index):
+    %q = attn.tile.load_q %b, %h, %q0 : <16x?xf32>
+    // expected-error @+1 {{the accumulator has 32 rows, but the schedule's tile_q is 16}}
+    %init = attn.tile.init : <32x?>
+    %acc = attn.tile.kv_loop %b, %h, %q0 iter_args(%init) : <32x?> mask {
+    } do {
+    ^bb0(%k0: index, %partial: i1, %a: !attn.acc<32x?>):
+      %s = attn.tile.qk %q, %b, %h, %k0 : <16x?xf32> -> <16x16xf32>
+      %m = attn.tile.mask %s, %partial, %b, %h, %q0, %k0 : <16x16xf32>
+      %p, %a1 = attn.tile.online_softmax %m, %a : <16x16xf32>, <32x?>
+      %a2 = attn.tile.pv %p, %a1, %b, %h, %k0 : <16x16xf32>, <32x?>
+      attn.yield %a2 : !attn.acc<32x?>
+    }
+    attn.tile.store %acc, %b, %h, %q0 : <32x?>
+    attn.yield
+  }
+}
+
+// -----
+
+// Weights are f32 score tiles.
+attn.spec @pv_f16 {
+  attn.tiled_attention normalizer = <softmax> schedule = <tile_q = 16, tile_kv = 16, vector_width = 16, block_skip = "none"> scale {
+  } bias {
+  } body {
+  ^bb0(%b: index, %h: index, %q0: index):
+    %q = attn.tile.load_q %b, %h, %q0 : <16x?xf32>
+    %init = attn.tile.init : <16x?>
+    %acc = attn.tile.kv_loop %b, %h, %q0 iter_args(%init) : <16x?> mask {
+    } do {
+    ^bb0(%k0: index, %partial: i1, %a: !attn.acc<16x?>):
+      %s = attn.tile.qk %q, %b, %h, %k0 : <16x?xf32> -> <16x16xf32>
+      %m = attn.tile.mask %s, %partial, %b, %h, %q0, %k0 : <16x16xf32>
+      %p, %a1 = attn.tile.online_softmax %m, %a : <16x16xf32>, <16x?>
+      %p16 = "test.cast"(%p) : (!attn.tile<16x16xf32>) -> !attn.tile<16x16xf16>
+      // expected-error @+1 {{score tiles are f32, got 'f16'}}
+      %a2 = attn.tile.pv %p16, %a1, %b, %h, %k0 : <16x16xf16>, <16x?>
+      attn.yield %a2 : !attn.acc<16x?>
+    }
+    attn.tile.store %acc, %b, %h, %q0 : <16x?>
+    attn.yield
+  }
+}
+
+// -----
+
+// The kv step yields the accumulator.
+attn.spec @yield_type {
+  attn.tiled_attention normalizer = <softmax> schedule = <tile_q = 16, tile_kv = 16, vector_width = 16, block_skip = "none"> scale {
+  } bias {
+  } body {
+  ^bb0(%b: index, %h: index, %q0: index):
+    %q = attn.tile.load_q %b, %h, %q0 : <16x?xf32>
+    %init = attn.tile.init : <16x?>
+    // expected-error @+1 {{'do' region must yield one '!attn.acc<16x?>'}}
+    %acc = attn.tile.kv_loop %b, %h, %q0 iter_args(%init) : <16x?> mask {
+    } do {
+    ^bb0(%k0: index, %partial: i1, %a: !attn.acc<16x?>):
+      attn.yield %partial : i1
+    }
+    attn.tile.store %acc, %b, %h, %q0 : <16x?>
+    attn.yield
+  }
+}
