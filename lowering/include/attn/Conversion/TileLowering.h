@@ -111,12 +111,12 @@ LogicalResult lowerChunkBlock(Block &block, ChunkLowering &patterns);
 /// forms that attn-tile-attention makes).
 LogicalResult requireTiledForm(SpecOp spec, StringRef pass);
 
-/// The scalar regions, score and mask regions a kernel builder reads from
-/// a tiled attention (null when absent).
+/// The mask region a kernel builder reads from a tiled attention (null
+/// without a mask): the kv loop classifies tiles with it and tile.mask
+/// applies it. (The score region is tile.score's, read by its pattern.)
 struct TiledRegions {
   explicit TiledRegions(TiledAttentionOp tiled);
-  Region *mask = nullptr;  // the kv loop's mask (tile classes, tile.mask)
-  Region *score = nullptr; // the tile.score region
+  Region *mask = nullptr;
 };
 
 } // namespace mlir::attn

@@ -83,7 +83,4 @@ TiledRegions::TiledRegions(TiledAttentionOp tiled) {
     return;
   if (!loop.getMask().empty())
     mask = &loop.getMask();
-  for (Operation &op : loop.getBody().front())
-    if (auto s = dyn_cast<TileScoreOp>(op))
-      score = &s.getScore();
 }
