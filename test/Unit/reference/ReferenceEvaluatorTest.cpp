@@ -9,13 +9,9 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "attn/Frontend/Driver.h"
+#include "LoadSpec.h"
 #include "attn/Reference/ReferenceEvaluator.h"
-#include "mlir/IR/Diagnostics.h"
-#include "mlir/IR/MLIRContext.h"
 #include "mlir/Parser/Parser.h"
-#include "llvm/Support/MemoryBuffer.h"
-#include "llvm/Support/SourceMgr.h"
 
 #include <gtest/gtest.h>
 
@@ -28,45 +24,13 @@ using namespace mlir;
 using namespace mlir::attn;
 using ::attn::DType;
 using ::attn::HostArray;
+using attn_test::load;
+using attn_test::Loaded;
 
 namespace {
 
 constexpr double kTol = 1e-12;
 constexpr double kInf = std::numeric_limits<double>::infinity();
-
-//===----------------------------------------------------------------------===//
-// Loading specs
-//===----------------------------------------------------------------------===//
-
-/// A spec loaded from text, with the context and source it lives in.
-struct Loaded {
-  std::string text;
-  MLIRContext ctx;
-  llvm::SourceMgr sourceMgr;
-  OwningOpRef<ModuleOp> module;
-  SpecOp spec;
-  std::string diagnostics;
-};
-
-std::unique_ptr<Loaded> load(const std::string &text,
-                             const std::vector<std::string> &params = {}) {
-  auto l = std::make_unique<Loaded>();
-  l->text = text;
-  unsigned id = l->sourceMgr.AddNewSourceBuffer(
-      llvm::MemoryBuffer::getMemBuffer(l->text, "<test>"), llvm::SMLoc());
-  ScopedDiagnosticHandler handler(&l->ctx, [&](Diagnostic &d) {
-    l->diagnostics += d.str() + "\n";
-    return success();
-  });
-  std::string paramError;
-  l->module = loadSpec(l->ctx, l->sourceMgr, id, params, paramError);
-  EXPECT_EQ(paramError, "");
-  EXPECT_TRUE(l->module) << "spec did not load:\n" << l->diagnostics << text;
-  if (!l->module)
-    return nullptr;
-  l->spec = getSpec(*l->module);
-  return l;
-}
 
 //===----------------------------------------------------------------------===//
 // Inputs
@@ -1461,12 +1425,12 @@ TEST(ReferenceLimits, MemoryAccountsForEveryBuffer) {
   ASSERT_TRUE(l);
   // q, k, v [1, 2, 5, 4], [1, 2, 7, 4], [1, 2, 7, 3]: 40 + 56 + 42 elements
   // in float64; o [1, 2, 5, 3] and lse [1, 2, 5] in float64; a row of M = 7
-  // scores (8 bytes) and visibility flags (1 byte).
+  // dot products, scores and weights (8 bytes each) and visibility flags.
   ReferenceMemory m = referenceMemory(
       l->spec, {{"q", {1, 2, 5, 4}}, {"k", {1, 2, 7, 4}}, {"v", {1, 2, 7, 3}}});
   EXPECT_EQ(m.widened, (40u + 56u + 42u) * 8u);
   EXPECT_EQ(m.outputs, (30u + 10u) * 8u);
-  EXPECT_EQ(m.scratch, 7u * 9u);
+  EXPECT_EQ(m.scratch, 7u * 25u);
   EXPECT_EQ(m.total(), m.widened + m.outputs + m.scratch);
 }
 
@@ -1507,8 +1471,8 @@ TEST(ReferenceLimits, OverBudgetIsAnErrorBeforeAllocating) {
   std::string err = evaluateReference(l->spec, inputs, out, 1000);
   // q, k: 40 elements, v: 30, in float64; o: 30 and lse: 10 in float64; a
   // row of 5 scores.
-  EXPECT_EQ(err, "reference evaluator: evaluating this spec needs 1.2 KiB "
-                 "(float64 inputs 880 B, outputs 320 B, scratch 45 B), more "
+  EXPECT_EQ(err, "reference evaluator: evaluating this spec needs 1.3 KiB "
+                 "(float64 inputs 880 B, outputs 320 B, scratch 125 B), more "
                  "than the memory budget of 1000 B");
   EXPECT_TRUE(out.o.bytes.empty());
   // Enough budget: it runs.

@@ -76,6 +76,39 @@ evaluateReference(SpecOp spec,
                   const std::map<std::string, ::attn::HostArray> &inputs,
                   ReferenceOutputs &out, uint64_t maxBytes = 0);
 
+/// The gradients of the scalar loss L = sum(o ∘ do) + sum(lse ∘ dlse)
+/// (dlse: softmax only) with respect to q, k, v and the differentiable aux
+/// inputs, in float64.
+struct ReferenceGradients {
+  ::attn::HostArray dq, dk, dv; ///< the shapes of q, k and v
+  /// One per differentiableInputs() name, the shape of that input.
+  std::map<std::string, ::attn::HostArray> daux;
+};
+
+/// The aux inputs that get a gradient: the float (f32/bf16/f16) inputs the
+/// score region (softmax family) or the linear gate, delta and bonus read,
+/// sorted. Integer inputs (document ids) and the random feature map's
+/// projection (a fixed buffer) have none.
+std::vector<std::string> differentiableInputs(SpecOp spec);
+
+/// What evaluateReferenceBackward allocates, for inputs of these shapes
+/// plus "do" (and "lse" for dlse).
+ReferenceMemory referenceBackwardMemory(
+    SpecOp spec, const std::map<std::string, std::vector<int64_t>> &shapes);
+
+/// Computes the gradients analytically (not by differencing): the softmax
+/// family by recomputing each row and differentiating the normalizer and,
+/// by reverse mode, the score region; the linear family by reverse mode
+/// through its recurrence. GQA: dk and dv sum over the query heads of a
+/// group. Non-differentiable points follow PyTorch (docs/language.md,
+/// "Gradients"). `dout` must be [B, Hq, N, Dv], `dlse` (optional, softmax
+/// only) [B, Hq, N], any float dtype. Returns "" or a one-line message;
+/// the budget is as for evaluateReference.
+std::string evaluateReferenceBackward(
+    SpecOp spec, const std::map<std::string, ::attn::HostArray> &inputs,
+    const ::attn::HostArray &dout, const ::attn::HostArray *dlse,
+    ReferenceGradients &grads, uint64_t maxBytes = 0);
+
 /// Evaluates only the params (for reporting and random-input generation).
 std::string evaluateParams(SpecOp spec, const ::attn::DimBinding &dims,
                            std::map<std::string, ScalarValue> &params);
