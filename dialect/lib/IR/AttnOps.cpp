@@ -140,21 +140,29 @@ TiledLinearAttentionOp SpecOp::getTiledLinearAttention() {
   return {};
 }
 
+TiledAttentionBackwardOp SpecOp::getTiledAttentionBackward() {
+  for (Operation &op : getBodyBlock())
+    if (auto a = dyn_cast<TiledAttentionBackwardOp>(op))
+      return a;
+  return {};
+}
+
 LogicalResult SpecOp::verify() {
   unsigned numAttention = 0;
   for (Operation &op : getBodyBlock()) {
     if (isa<AttentionOp, LinearAttentionOp, TiledAttentionOp,
-            TiledLinearAttentionOp>(op))
+            TiledLinearAttentionOp, TiledAttentionBackwardOp>(op))
       ++numAttention;
     else if (!isa<ParamOp, InputOp>(op))
       return op.emitOpError()
              << "is not allowed in an 'attn.spec' body (expected attn.param, "
                 "attn.input, attn.attention, attn.linear_attention or their "
-                "tiled forms)";
+                "tiled forms, or attn.tiled_attention_backward)";
   }
   if (numAttention != 1)
     return emitOpError() << "expects exactly one 'attn.attention', "
-                            "'attn.tiled_attention' or "
+                            "'attn.tiled_attention', "
+                            "'attn.tiled_attention_backward' or "
                             "'attn.linear_attention' op, found "
                          << numAttention;
   return success();

@@ -96,6 +96,27 @@ void StateType::print(AsmPrinter &p) const {
   p << '>';
 }
 
+Type GradType::parse(AsmParser &parser) {
+  SmallVector<int64_t> shape;
+  if (parser.parseLess() ||
+      parser.parseDimensionList(shape, /*allowDynamic=*/true,
+                                /*withTrailingX=*/false) ||
+      parser.parseGreater())
+    return {};
+  if (shape.size() != 3) {
+    parser.emitError(parser.getNameLoc())
+        << "a gradient accumulator has three dims (rows x Dqk x Dv)";
+    return {};
+  }
+  return GradType::get(parser.getContext(), shape[0], shape[1], shape[2]);
+}
+
+void GradType::print(AsmPrinter &p) const {
+  p << '<';
+  printDims(p, {getRows(), getDqk(), getDv()});
+  p << '>';
+}
+
 //===----------------------------------------------------------------------===//
 // Helpers
 //===----------------------------------------------------------------------===//
@@ -105,24 +126,38 @@ static TiledAttentionOp parentTiled(Operation *op) {
   return op->getParentOfType<TiledAttentionOp>();
 }
 
-/// Checks that a tile or accumulator has the q tile's rows.
-static LogicalResult checkRows(Operation *op, StringRef what, int64_t rows) {
-  TiledAttentionOp tiled = parentTiled(op);
-  if (!tiled)
+/// The schedule of the forward or backward tile program `op` belongs to.
+static ScheduleAttr parentSchedule(Operation *op) {
+  if (TiledAttentionOp t = parentTiled(op))
+    return t.getSchedule();
+  if (auto t = op->getParentOfType<TiledAttentionBackwardOp>())
+    return t.getSchedule();
+  return {};
+}
+
+LogicalResult mlir::attn::detail::checkTileRows(Operation *op, StringRef what,
+                                                int64_t rows) {
+  ScheduleAttr sched = parentSchedule(op);
+  if (!sched)
     return success(); // HasParent reports the misplaced op
-  int64_t tq = tiled.getSchedule().getTileQ();
+  int64_t tq = sched.getTileQ();
   if (rows != tq)
     return op->emitOpError() << what << " has " << rows
                              << " rows, but the schedule's tile_q is " << tq;
   return success();
 }
 
-/// Checks a score tile: tile_q x tile_kv, f32.
-static LogicalResult checkScoreTile(Operation *op, TileType t) {
+static LogicalResult checkRows(Operation *op, StringRef what, int64_t rows) {
+  return mlir::attn::detail::checkTileRows(op, what, rows);
+}
+
+LogicalResult mlir::attn::detail::checkScoreTile(Operation *op, TileType t) {
   if (failed(checkRows(op, "the score tile", t.getRows())))
     return failure();
-  TiledAttentionOp tiled = parentTiled(op);
-  int64_t tkv = tiled.getSchedule().getTileKv();
+  ScheduleAttr sched = parentSchedule(op);
+  if (!sched)
+    return success();
+  int64_t tkv = sched.getTileKv();
   if (t.getCols() != tkv)
     return op->emitOpError()
            << "the score tile has " << t.getCols()
@@ -214,26 +249,26 @@ LogicalResult KVLoopOp::verifyRegions() {
 LogicalResult TileQKOp::verify() {
   if (getQ().getType().getRows() != getResult().getType().getRows())
     return emitOpError() << "scores must have the q tile's rows";
-  return checkScoreTile(*this, getResult().getType());
+  return mlir::attn::detail::checkScoreTile(*this, getResult().getType());
 }
 
 LogicalResult TileScoreOp::verifyRegions() {
   Builder b(getContext());
   Type i64 = b.getI64Type(), f64 = b.getF64Type();
-  if (failed(checkScoreTile(*this, getScores().getType())))
+  if (failed(mlir::attn::detail::checkScoreTile(*this, getScores().getType())))
     return failure();
   return checkRegion(*this, getScore(), "score", {f64, i64, i64, i64, i64}, f64,
                      false);
 }
 
 LogicalResult TileMaskOp::verify() {
-  return checkScoreTile(*this, getScores().getType());
+  return mlir::attn::detail::checkScoreTile(*this, getScores().getType());
 }
 
 /// The normalizer steps: a score tile and an accumulator with its rows.
 static LogicalResult checkNormalizerStep(Operation *op, TileType scores,
                                          AccType acc, bool softmaxStep) {
-  if (failed(checkScoreTile(op, scores)) ||
+  if (failed(mlir::attn::detail::checkScoreTile(op, scores)) ||
       failed(checkRows(op, "the accumulator", acc.getRows())))
     return failure();
   TiledAttentionOp tiled = parentTiled(op);
@@ -256,7 +291,7 @@ LogicalResult TileNormalizeOp::verify() {
 }
 
 LogicalResult TilePVOp::verify() {
-  if (failed(checkScoreTile(*this, getWeights().getType())))
+  if (failed(mlir::attn::detail::checkScoreTile(*this, getWeights().getType())))
     return failure();
   return checkRows(*this, "the accumulator", getAcc().getType().getRows());
 }

@@ -139,6 +139,12 @@ static cl::opt<bool> linearState(
              "`zstate` [B, Hq, Dphi] when normalized) that the kernel starts "
              "from and writes back (decoding a step at a time)"),
     cl::init(false), cl::cat(attncCategory));
+static cl::opt<bool> backward(
+    "backward",
+    cl::desc("Compile the gradients' kernel (dq, dk, dv and the aux "
+             "gradients; docs/language.md section 15) instead of the "
+             "forward: --emit=tiled shows its tile program"),
+    cl::init(false), cl::cat(attncCategory));
 static cl::opt<int64_t>
     tileKV("tile-kv", cl::desc("Key/value tile rows (0: heuristic)"),
            cl::init(0), cl::sub(cl::SubCommand::getTopLevel()), cl::sub(runCmd),
@@ -286,6 +292,7 @@ static Schedule commandLineSchedule() {
   schedule.tileKV = tileKV;
   schedule.linearChunk = linearChunk;
   schedule.linearState = linearState;
+  schedule.backward = backward;
   schedule.elementType = dtype;
   schedule.headDims.assign(headDims.begin(), headDims.end());
   return schedule;

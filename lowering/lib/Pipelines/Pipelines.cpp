@@ -40,11 +40,19 @@ void mlir::attn::buildAttnCPUPipeline(OpPassManager &pm,
   if (runs(Stage::Tiled)) {
     if (options.linearState)
       pm.addPass(createAttnAddLinearState());
-    AttnTileAttentionOptions tiling;
-    tiling.tileQ = options.tileQ;
-    tiling.tileKV = options.tileKV;
-    tiling.vectorWidth = options.vectorWidth;
-    pm.addNestedPass<SpecOp>(createAttnTileAttention(tiling));
+    if (options.backward) {
+      AttnTileAttentionBackwardOptions tiling;
+      tiling.tileQ = options.tileQ;
+      tiling.tileKV = options.tileKV;
+      tiling.vectorWidth = options.vectorWidth;
+      pm.addNestedPass<SpecOp>(createAttnTileAttentionBackward(tiling));
+    } else {
+      AttnTileAttentionOptions tiling;
+      tiling.tileQ = options.tileQ;
+      tiling.tileKV = options.tileKV;
+      tiling.vectorWidth = options.vectorWidth;
+      pm.addNestedPass<SpecOp>(createAttnTileAttention(tiling));
+    }
   }
   if (runs(Stage::CPU)) {
     ConvertAttnToCPUOptions conversion;

@@ -261,7 +261,7 @@ attn.spec @misplaced {
   } body {
   ^bb0(%b: index, %h: index, %q0: index):
     %q = attn.tile.load_q %b, %h, %q0 : <16x?xf32>
-    // expected-error @+1 {{'attn.tile.qk' op expects parent op 'attn.tile.kv_loop'}}
+    // expected-error @+1 {{'attn.tile.qk' op expects parent op to be one of 'attn.tile.kv_loop, attn.tile.q_loop'}}
     %s = attn.tile.qk %q, %b, %h, %q0 : <16x?xf32> -> <16x16xf32>
     attn.yield
   }

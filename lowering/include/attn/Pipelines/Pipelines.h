@@ -34,6 +34,9 @@ struct CPUPipelineOptions {
   int64_t linearChunk = 64;
   /// Linear attention: carry the state in and out (attn-add-linear-state).
   bool linearState = false;
+  /// The gradients: attn-tile-attention-backward instead of
+  /// attn-tile-attention.
+  bool backward = false;
   /// Softmax family with bf16 q and k: S = Q·Kᵀ by AVX512-BF16 dot products
   /// (x86vector.avx512.dot, vdpbf16ps); with bf16Dot and a bf16 v also
   /// O += P·V, P rounded to bf16 (bf16DotPV). Only for targets with

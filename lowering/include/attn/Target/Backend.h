@@ -47,6 +47,9 @@ struct Schedule {
   int64_t linearChunk = 64;
   /// Linear attention: carry the state in and out (decode).
   bool linearState = false;
+  /// The gradients' kernel instead of the forward (attn-tile-attention-
+  /// backward).
+  bool backward = false;
   /// Element type of q, k, v where the spec leaves it undeclared ("" :
   /// the backend's default: f32 on the CPU, bf16 on GPUs).
   std::string elementType;

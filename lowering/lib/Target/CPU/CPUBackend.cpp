@@ -146,6 +146,7 @@ CPUBackendTarget::pipelineOptions(const Schedule &schedule) const {
   options.tileKV = schedule.tileKV;
   options.linearChunk = schedule.linearChunk;
   options.linearState = schedule.linearState;
+  options.backward = schedule.backward;
   options.vectorWidth = machine.vectorWidth();
   options.bf16Dot = machine.bf16Dot() != CPUTarget::BF16Dot::Off;
   options.bf16DotPV = machine.bf16Dot() == CPUTarget::BF16Dot::All;

@@ -130,6 +130,9 @@ std::string CUDABackendTarget::checkSchedule(const Schedule &schedule) const {
       schedule.elementType != "f16")
     return "CUDA kernels take bf16 or f16 q, k, v (tensor cores), not '" +
            schedule.elementType + "'";
+  if (schedule.backward)
+    return "the CUDA backward kernels are not implemented yet (issue 12); "
+           "the reference evaluator computes the gradients";
   if (schedule.linearState)
     return "the linear state in and out (decoding) is not supported for CUDA "
            "yet (the linear-attention kernels start from a zero state); use "

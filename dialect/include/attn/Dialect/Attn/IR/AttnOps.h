@@ -26,6 +26,8 @@ class TiledAttentionOp;
 class TiledLinearAttentionOp;
 class ChunkLoopOp;
 class KVLoopOp;
+class QLoopOp;
+class TiledAttentionBackwardOp;
 
 /// The shape symbols every spec has, bound from q, k and v.
 llvm::ArrayRef<llvm::StringRef> canonicalDimNames();
@@ -46,6 +48,12 @@ LogicalResult verifyRegionSignature(Operation *op, Region &region,
 LogicalResult verifyNormalizerAttrs(Operation *op, NormalizerKind kind,
                                     bool lse, int64_t reluPower,
                                     bool rowNormalize, bool hasBias);
+/// Checks that a tile or accumulator of a forward or backward tile program
+/// has the schedule's tile_q rows.
+LogicalResult checkTileRows(Operation *op, llvm::StringRef what, int64_t rows);
+/// Checks a score tile of a forward or backward tile program: tile_q x
+/// tile_kv, f32.
+LogicalResult checkScoreTile(Operation *op, TileType t);
 } // namespace detail
 } // namespace mlir::attn
 

@@ -53,6 +53,8 @@ def Attn_SpecOp : Attn_Op<"spec", [Symbol, SymbolTable, IsolatedFromAbove,
     TiledAttentionOp getTiledAttention();
     /// The tiled form of a linear attention, or null.
     TiledLinearAttentionOp getTiledLinearAttention();
+    /// The backward program attn-tile-attention-backward made, or null.
+    TiledAttentionBackwardOp getTiledAttentionBackward();
     ::mlir::Block &getBodyBlock() { return getBody().front(); }
   }];
 }
@@ -268,6 +270,7 @@ def Attn_LoadOp : Attn_Op<"load", [Pure,
 }
 
 include "attn/Dialect/Attn/IR/AttnTileOps.td"
+include "attn/Dialect/Attn/IR/AttnTileBackwardOps.td"
 include "attn/Dialect/Attn/IR/AttnChunkOps.td"
 
 #endif // ATTN_DIALECT_ATTN_IR_ATTNOPS_TD

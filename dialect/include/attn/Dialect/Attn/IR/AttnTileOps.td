@@ -69,6 +69,11 @@ class Attn_TileOp<string mnemonic, list<Trait> traits = []>
 class Attn_KVTileOp<string mnemonic, list<Trait> traits = []>
     : Attn_Op<"tile." # mnemonic,
               !listconcat(traits, [HasParent<"KVLoopOp">])>;
+/// An op that recomputes scores, shared by the forward's kv steps and the
+/// backward's q steps (parent: attn.tile.kv_loop or attn.tile.q_loop).
+class Attn_ScoreTileOp<string mnemonic, list<Trait> traits = []>
+    : Attn_Op<"tile." # mnemonic,
+              !listconcat(traits, [ParentOneOf<["KVLoopOp", "QLoopOp"]>])>;
 
 //===----------------------------------------------------------------------===//
 // attn.tiled_attention
@@ -133,7 +138,8 @@ def Attn_TiledAttentionOp : Attn_Op<"tiled_attention", [
 // Ops of one q tile
 //===----------------------------------------------------------------------===//
 
-def Attn_TileLoadQOp : Attn_TileOp<"load_q", [Pure, DeclareOpInterfaceMethods<OpAsmOpInterface, ["getAsmResultNames"]>]> {
+def Attn_TileLoadQOp : Attn_Op<"tile.load_q", [Pure, DeclareOpInterfaceMethods<OpAsmOpInterface, ["getAsmResultNames"]>,
+    ParentOneOf<["TiledAttentionOp", "QLoopOp"]>]> {
   let summary = "the q tile of a work item";
   let description = [{
     Rows `q0 .. q0 + tile_q` of `q[b, h]` (rows past `N` read as padding
@@ -179,7 +185,7 @@ def Attn_KVLoopOp : Attn_TileOp<"kv_loop", [
   let hasRegionVerifier = 1;
 }
 
-def Attn_TileQKOp : Attn_KVTileOp<"qk", [Pure, DeclareOpInterfaceMethods<OpAsmOpInterface, ["getAsmResultNames"]>]> {
+def Attn_TileQKOp : Attn_ScoreTileOp<"qk", [Pure, DeclareOpInterfaceMethods<OpAsmOpInterface, ["getAsmResultNames"]>]> {
   let summary = "S = scale * Q K^T for one kv tile";
   let description = [{
     Scores of the q tile against kv rows `k0 .. k0 + tile_kv` of
@@ -193,7 +199,7 @@ def Attn_TileQKOp : Attn_KVTileOp<"qk", [Pure, DeclareOpInterfaceMethods<OpAsmOp
   let hasVerifier = 1;
 }
 
-def Attn_TileScoreOp : Attn_KVTileOp<"score", [
+def Attn_TileScoreOp : Attn_ScoreTileOp<"score", [
     DeclareOpInterfaceMethods<OpAsmOpInterface, ["getAsmResultNames"]>,
     AllTypesMatch<["scores", "result"]>]> {
   let summary = "the spec's score modification, element by element";
@@ -211,12 +217,12 @@ def Attn_TileScoreOp : Attn_KVTileOp<"score", [
   let hasRegionVerifier = 1;
 }
 
-def Attn_TileMaskOp : Attn_KVTileOp<"mask", [Pure, DeclareOpInterfaceMethods<OpAsmOpInterface, ["getAsmResultNames"]>,
+def Attn_TileMaskOp : Attn_ScoreTileOp<"mask", [Pure, DeclareOpInterfaceMethods<OpAsmOpInterface, ["getAsmResultNames"]>,
     AllTypesMatch<["scores", "result"]>]> {
   let summary = "hide the elements the mask rejects";
   let description = [{
-    On a partial tile, evaluates the enclosing `attn.tile.kv_loop`'s mask
-    (if it has one) per element and sets hidden scores, and the padding rows
+    On a partial tile, evaluates the enclosing `attn.tile.kv_loop`'s (or
+    `attn.tile.q_loop`'s) mask (if it has one) per element and sets hidden scores, and the padding rows
     of a tail tile past `M`, to `-inf`; every normalizer maps `-inf` to a
     weight of 0. A full tile passes through.
   }];

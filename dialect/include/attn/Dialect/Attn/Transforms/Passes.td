@@ -59,6 +59,32 @@ def AttnTileAttention : Pass<"attn-tile-attention", "SpecOp"> {
   ];
 }
 
+def AttnTileAttentionBackward : Pass<"attn-tile-attention-backward", "SpecOp"> {
+  let summary = "Rewrite an attention into the tiled program of its gradients";
+  let description = [{
+    Rewrites `attn.attention` into `attn.tiled_attention_backward`, the
+    FlashAttention-2 backward pass as the program of one kv tile: it
+    recomputes the scores with the forward's tile ops (`load_q`, `qk`,
+    `score`, `mask`) for every (query head, q tile) pair the mask lets see
+    the tile, and adds the gradient steps (`bwd.weights`, `dp`, `ds`, the
+    score's chain rule `bwd.score`, `dv`, `dk`, `dq`). The spec's mask moves
+    to the q loop, which classifies pairs as the forward's kv loop does;
+    the score region is applied twice (recompute and chain rule).
+
+    The schedule's vector width runs along kv rows here (the CPU kernel
+    keeps keys in SIMD lanes so dK and dV accumulate without reductions):
+    tile_kv must be a multiple of it; defaults tile_kv = 4 x vector width,
+    tile_q = 64. Both at most 512 rows. Linear attention is not handled
+    yet (an error).
+  }];
+  let options = [
+    Option<"tileQ", "tile-q", "int64_t", "0", "query tile rows">,
+    Option<"tileKV", "tile-kv", "int64_t", "0", "key/value tile rows (multiple of the vector width)">,
+    Option<"vectorWidth", "vector-width", "int64_t", "16",
+           "f32 lanes per SIMD register (16 for AVX-512, 8 for AVX2)">
+  ];
+}
+
 def AttnSetElementType : Pass<"attn-set-element-type", "SpecOp"> {
   let summary = "Give q, k and v an element type where the spec leaves it implicit";
   let description = [{
