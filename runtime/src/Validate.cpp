@@ -500,6 +500,53 @@ attn_status_t attn::runtime::checkTensors(
   return ATTN_OK;
 }
 
+attn_status_t attn::runtime::checkExtraTensor(const std::string &name,
+                                              const DLTensor *t,
+                                              const std::vector<int64_t> &shape,
+                                              const std::string &decl,
+                                              bool isOutput, MemoryKind memory,
+                                              const DLDevice *ref) {
+  DLDataType f32 = {kDLFloat, 32, 1};
+  int ndim = static_cast<int>(shape.size());
+  TensorSpec spec{name, t, f32, "", ndim, decl};
+  if (attn_status_t st = checkBasics(spec, memory, ref))
+    return st;
+  for (int d = 0; d < ndim; ++d)
+    if (t->shape[d] != shape[d])
+      return fail(ATTN_ERROR_SHAPE,
+                  name + ": dim " + str(d) + " is " + str(t->shape[d]) +
+                      ", expected " + str(shape[d]) + " (shape " +
+                      shapeString(t->shape, ndim) + ", expected " +
+                      shapeString(shape.data(), ndim) + " " + decl + ")");
+  if (attn_status_t st = checkExtent(spec))
+    return st;
+  if (isOutput) {
+    std::vector<std::string> names;
+    for (int d = 0; d < ndim; ++d)
+      names.push_back("dim " + str(d));
+    std::vector<const char *> ptrs;
+    for (const std::string &n : names)
+      ptrs.push_back(n.c_str());
+    if (attn_status_t st = checkNoSelfOverlap(spec, ptrs.data()))
+      return st;
+  }
+  return ATTN_OK;
+}
+
+ByteRange attn::runtime::byteRange(const DLTensor *t) {
+  std::vector<int64_t> strides = stridesOf(t);
+  int64_t last = 0;
+  for (int d = 0; d < t->ndim; ++d)
+    last += (t->shape[d] - 1) * strides[d]; // checkExtent: no overflow
+  uintptr_t base = reinterpret_cast<uintptr_t>(t->data) +
+                   static_cast<uintptr_t>(t->byte_offset);
+  uintptr_t bytes = static_cast<uintptr_t>(t->dtype.bits / 8);
+  ByteRange r;
+  r.first = base;
+  r.last = base + static_cast<uintptr_t>(last) * bytes + bytes - 1;
+  return r;
+}
+
 void Descriptors::add(const void *allocated, const void *aligned,
                       const std::vector<int64_t> &sizes,
                       const std::vector<int64_t> &strides) {

@@ -96,6 +96,24 @@ attn_status_t checkTensors(const attn::Signature &sig,
                            const DLTensor *lse, MemoryKind memory,
                            attn::DimBinding &dims);
 
+/// Checks one more float32 tensor of a call (o, lse, do, a gradient):
+/// device, dtype, ndim, shape == `shape` ("[B, Hq, N, Dv]" in `decl` for
+/// messages), 64-bit extents, and, for an output, that it does not overlap
+/// itself. `ref` is q's device.
+attn_status_t checkExtraTensor(const std::string &name, const DLTensor *t,
+                               const std::vector<int64_t> &shape,
+                               const std::string &decl, bool isOutput,
+                               MemoryKind memory, const DLDevice *ref);
+
+/// The bytes [first, last] a tensor can touch (its shape is valid).
+struct ByteRange {
+  uintptr_t first = 0, last = 0;
+  bool overlaps(const ByteRange &o) const {
+    return first <= o.last && o.first <= last;
+  }
+};
+ByteRange byteRange(const DLTensor *t);
+
 /// Builds the memref descriptors: one run of int64 words per argument,
 /// { allocated, aligned, offset, sizes[R], strides[R] }. A tensor's
 /// byte_offset is folded into `aligned` (offset 0), its strides are in

@@ -51,6 +51,16 @@ attn_status_t Kernel::run(const DLTensor *const *inputs, DLTensor *o,
   return attn_run(&desc_, inputs, o, lse, options, stream);
 }
 
+attn_status_t Kernel::backward(const DLTensor *const *inputs, const DLTensor *o,
+                               const DLTensor *lse, const DLTensor *dout,
+                               const DLTensor *dlse, DLTensor *dq, DLTensor *dk,
+                               DLTensor *dv, DLTensor *const *daux,
+                               const attn_run_options_t *options) const {
+  // attn_cpu_run_backward reports a NULL descriptor with its message.
+  return attn_cpu_run_backward(backwardDesc_, inputs, o, lse, dout, dlse, dq,
+                               dk, dv, daux, options);
+}
+
 //===----------------------------------------------------------------------===//
 // Compiler
 //===----------------------------------------------------------------------===//
@@ -217,6 +227,7 @@ mlir::attn::Schedule scheduleFor(const CompileOptions &options) {
   schedule.tileKV = options.tileKV;
   schedule.linearChunk = options.linearChunk;
   schedule.linearState = options.linearState;
+  schedule.backward = options.backward;
   schedule.elementType = options.dtype;
   schedule.headDims.assign(options.headDims.begin(), options.headDims.end());
   return schedule;
@@ -295,6 +306,8 @@ std::unique_ptr<Kernel> Compiler::compile(const std::string &spec,
     k->target_ = options.target;
     k->deviceType_ = target->backend().deviceType();
     k->target_desc_ = k->binding_->target();
+    k->backwardDesc_ = k->binding_->backwardDesc();
+    k->gradientInputs_ = image.info.gradInputs;
     k->desc_ =
         attn_kernel_t{ATTN_ABI_VERSION, k->name_.c_str(), 1, &k->target_desc_};
     k->path_ = r.entryStem.empty() ? "" : r.entryStem + codeSuffix;

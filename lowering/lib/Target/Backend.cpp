@@ -5,6 +5,7 @@
 #include "attn/Reference/ReferenceEvaluator.h"
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/StringExtras.h"
+#include "llvm/ADT/StringSet.h"
 #include "llvm/Support/raw_ostream.h"
 #include <optional>
 
@@ -47,6 +48,20 @@ KernelInfo mlir::attn::describeSpec(ModuleOp module) {
       kind = att.getNormalizer();
     else if (TiledAttentionOp tiled = spec.getTiledAttention())
       kind = tiled.getNormalizer();
+    else if (auto bwd = spec.getTiledAttentionBackward()) {
+      kind = bwd.getNormalizer();
+      info.backward = true;
+      llvm::StringSet<> read;
+      bwd.walk([&](TileBwdScoreOp op) {
+        op.getScore().walk([&](LoadOp l) {
+          if (isa<FloatType>(l.getResult().getType()))
+            read.insert(l.getInput());
+        });
+      });
+      for (InputOp in : spec.getBodyBlock().getOps<InputOp>())
+        if (read.contains(in.getSymName()))
+          info.gradInputs.push_back(in.getSymName().str());
+    }
     info.name = spec.getSymName().str();
     info.symbol = "attn_" + info.name;
     info.hasLse = kind == NormalizerKind::softmax;
@@ -68,6 +83,12 @@ std::string mlir::attn::signatureText(const KernelInfo &info) {
       s += (d ? "," : "") + (in.dims[d].symbol.empty()
                                  ? std::to_string(in.dims[d].size)
                                  : in.dims[d].symbol);
+  }
+  // Only gradients' kernels have these (a forward's text is unchanged).
+  if (info.backward) {
+    s += ";backward=1;grads=";
+    for (size_t i = 0; i < info.gradInputs.size(); ++i)
+      s += (i ? "," : "") + info.gradInputs[i];
   }
   return s;
 }
@@ -116,6 +137,14 @@ std::string mlir::attn::parseSignatureText(llvm::StringRef text,
         return "bad tile_q in kernel signature";
     } else if (key == "has_lse") {
       info.hasLse = value == "1";
+    } else if (key == "backward") {
+      info.backward = value == "1";
+    } else if (key == "grads") {
+      llvm::SmallVector<llvm::StringRef> names;
+      value.split(names, ',', -1, /*KeepEmpty=*/false);
+      info.gradInputs.clear();
+      for (llvm::StringRef n : names)
+        info.gradInputs.push_back(n.str());
     } else if (key == "inputs") {
       llvm::SmallVector<llvm::StringRef> ins;
       value.split(ins, '|');

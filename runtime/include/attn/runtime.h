@@ -189,6 +189,52 @@ ATTN_RUNTIME_API attn_status_t attn_cpu_run(const attn_kernel_desc_t *kernel,
    this process may run on. Always >= 1. */
 ATTN_RUNTIME_API int32_t attn_cpu_num_threads(void);
 
+/*===--- CPU gradients (the backward pass) -------------------------------===*/
+/* A compiled CPU backward kernel (attnc --backward): `cpu_fn(args, begin,
+   end)` processes work items item = b * Hkv + hk, each the kv tiles of one
+   KV head, which own the dq rows of their group's query heads. args are
+   memref descriptors as for the forward, in this order: q, k, v, o, lse
+   (the forward's outputs), each aux input, then do, dlse (NULL pointers
+   when absent), dq, dk, dv (rank 4, f32), then d<aux> (f32, the aux
+   input's rank) for each entry of grad_inputs; args[num_inputs + 7 +
+   num_grads] points to the status word (as for the forward). */
+typedef struct attn_backward_desc {
+  uint32_t abi_version; /* ATTN_ABI_VERSION */
+  const char *name;     /* spec name */
+  int32_t num_inputs;   /* q, k, v + aux, as the forward's */
+  const attn_input_desc_t *inputs;
+  int32_t needs_lse;          /* softmax: the forward's lse is an input */
+  int32_t num_grads;          /* aux inputs with a gradient */
+  const int32_t *grad_inputs; /* their indices in inputs, ascending, >= 3 */
+  attn_cpu_kernel_fn cpu_fn;
+} attn_backward_desc_t;
+
+/* Computes dq, dk, dv (float32, the shapes of q, k, v) and, for each aux
+   input the spec's score reads as a float, its gradient daux[i] (float32,
+   the input's shape; i indexes grad_inputs) of the loss
+   L = sum(o * dout) + sum(lse * dlse) (docs/language.md section 15), from
+   the forward's inputs and its outputs o (float32 [B, Hq, N, Dv]) and lse
+   (float32 [B, Hq, N]; required when needs_lse). dout is float32
+   [B, Hq, N, Dv]; dlse (optional, NULL: 0) float32 [B, Hq, N]. GQA: dk and
+   dv sum over the query heads of a group.
+   Validates everything before writing anything, with the rules and codes of
+   attn_cpu_run() for the inputs, plus:
+   - INVALID_ARGUMENT: NULL kernel/cpu_fn/inputs/o/dout/dq/dk/dv, lse NULL
+     while needs_lse ("the forward's lse"), daux NULL or a NULL entry while
+     num_grads > 0, grad_inputs not ascending indices of f32 aux inputs.
+   - DTYPE, SHAPE, DEVICE: o, lse, dout, dlse, dq, dk, dv and daux as
+     declared above, in host memory.
+   - LAYOUT: an output (dq, dk, dv, daux) overlapping itself, another
+     output, or any input (q, k, v, aux, o, lse, dout, dlse).
+   Once launched, only OUT_OF_MEMORY (a kernel's scratch) can fail; the
+   outputs are then partially written. The daux tensors are zeroed before
+   the launch (the kernels add to them). */
+ATTN_RUNTIME_API attn_status_t attn_cpu_run_backward(
+    const attn_backward_desc_t *kernel, const DLTensor *const *inputs,
+    const DLTensor *o, const DLTensor *lse, const DLTensor *dout,
+    const DLTensor *dlse, DLTensor *dq, DLTensor *dk, DLTensor *dv,
+    DLTensor *const *daux, const attn_run_options_t *options);
+
 /*===--- CUDA execution ---------------------------------------------------===*/
 
 /* One compiled variant of a CUDA kernel. */

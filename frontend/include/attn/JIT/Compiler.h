@@ -60,6 +60,11 @@ struct CompileOptions {
   /// (and `zstate` [B, Hq, Dphi] when normalized) after the spec's inputs,
   /// starts from them and writes the final state back (decode / pieces).
   bool linearState = false;
+  /// Compile the gradients' kernel instead of the forward (CPU, softmax
+  /// family): the Kernel's backward() computes dq, dk, dv and the aux
+  /// gradients (docs/language.md section 15); its run() is not available.
+  /// Compile the spec twice, with false and true, for a training step.
+  bool backward = false;
   /// GPU targets: element type of the q, k, v a spec leaves undeclared,
   /// "bf16" or "f16" ("": bf16). CPU kernels take the spec's types.
   std::string dtype;
@@ -96,6 +101,24 @@ public:
                     const attn_run_options_t *options = nullptr,
                     void *stream = nullptr) const;
 
+  /// A gradients' kernel (CompileOptions::backward): given the forward's
+  /// inputs, its o and lse (softmax) and the output gradient dout (and
+  /// optionally dlse), writes dq, dk, dv and one gradient per
+  /// gradientInputs() name into `daux` (float32, that input's shape),
+  /// through attn_cpu_run_backward. Returns ATTN_ERROR_UNSUPPORTED for a
+  /// forward kernel.
+  attn_status_t backward(const DLTensor *const *inputs, const DLTensor *o,
+                         const DLTensor *lse, const DLTensor *dout,
+                         const DLTensor *dlse, DLTensor *dq, DLTensor *dk,
+                         DLTensor *dv, DLTensor *const *daux = nullptr,
+                         const attn_run_options_t *options = nullptr) const;
+  /// Whether this is a gradients' kernel.
+  bool isBackward() const { return backwardDesc_ != nullptr; }
+  /// A gradients' kernel: the aux inputs that get a gradient, in `daux`
+  /// order.
+  const std::vector<std::string> &gradientInputs() const {
+    return gradientInputs_;
+  }
   /// The runtime's descriptor (for attn_run from C).
   const attn_kernel_t &desc() const { return desc_; }
   /// The spec's name.
@@ -128,6 +151,8 @@ private:
   std::unique_ptr<mlir::attn::KernelBinding> binding_;
   attn_kernel_target_t target_desc_{};
   attn_kernel_t desc_{};
+  const attn_backward_desc_t *backwardDesc_ = nullptr;
+  std::vector<std::string> gradientInputs_;
   std::string name_, target_, report_, path_;
   Signature signature_;
   bool hasLse_ = false;

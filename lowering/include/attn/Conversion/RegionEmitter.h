@@ -45,6 +45,18 @@ struct KernelEnv {
 Value emitRegion(ImplicitLocOpBuilder &b, Region &region, ValueRange args,
                  const KernelEnv &env);
 
+/// Reverse mode over a region with SIMD lanes (the backward pass's
+/// chain rule through the score): clones the region as emitRegion does,
+/// then propagates `seed` (an f32 vector, the adjoint of the yielded value)
+/// back to its first argument and returns that adjoint (0 when the region
+/// does not read it). Each f32 aux lookup adds its adjoint to the gradient
+/// buffer `auxGrads` maps its input to (memrefs of the input's shape, f32),
+/// lane by lane with atomic adds; inputs without a buffer are skipped. The
+/// derivative rules are the reference evaluator's (PyTorch's conventions).
+Value emitRegionGradient(ImplicitLocOpBuilder &b, Region &region,
+                         ValueRange args, Value seed, const KernelEnv &env,
+                         const llvm::StringMap<Value> &auxGrads);
+
 /// Binds what regions read into `env`: every canonical dim (B, Hq, Hkv, N,
 /// M, Dqk, Dv from the q, k, v memrefs; G = Hq / Hkv) as i64, the aux inputs
 /// (`auxArgs`, memrefs in declaration order) with the extra dims they bind,

@@ -64,6 +64,55 @@ public:
 /// no pattern is an error on that op.
 LogicalResult lowerTileBlock(Block &block, TileLowering &patterns);
 
+/// One target's patterns for the backward tile program
+/// (attn.tiled_attention_backward). The score recompute (load_q, qk, score,
+/// mask) has the same ops as the forward; a target may share their
+/// patterns or fuse them into its backward step as it likes.
+class TileBackwardLowering {
+public:
+  virtual ~TileBackwardLowering() = default;
+
+  virtual LogicalResult lowerBwdInit(TileBwdInitOp op) = 0;
+  /// Visits the (query head, q tile) pairs; for each, maps the step block's
+  /// (h, q0, partial) and calls lowerTileBackwardBlock() on it.
+  virtual LogicalResult lowerQLoop(QLoopOp op) = 0;
+  virtual LogicalResult lowerLoadQ(TileLoadQOp op) = 0;
+  virtual LogicalResult lowerQK(TileQKOp op) = 0;
+  virtual LogicalResult lowerScore(TileScoreOp op) = 0;
+  virtual LogicalResult lowerMask(TileMaskOp op) = 0;
+  virtual LogicalResult lowerWeights(TileBwdWeightsOp op) = 0;
+  virtual LogicalResult lowerDP(TileBwdDPOp op) = 0;
+  virtual LogicalResult lowerDS(TileBwdDSOp op) = 0;
+  virtual LogicalResult lowerScoreGrad(TileBwdScoreOp op) = 0;
+  virtual LogicalResult lowerDV(TileBwdDVOp op) = 0;
+  virtual LogicalResult lowerDK(TileBwdDKOp op) = 0;
+  virtual LogicalResult lowerDQ(TileBwdDQOp op) = 0;
+  virtual LogicalResult lowerBwdStore(TileBwdStoreOp op) = 0;
+
+  IRMapping map;
+};
+
+#define ATTN_TILE_BACKWARD_LOWERING_PATTERNS                                   \
+  LogicalResult lowerBwdInit(TileBwdInitOp op) override;                       \
+  LogicalResult lowerQLoop(QLoopOp op) override;                               \
+  LogicalResult lowerLoadQ(TileLoadQOp op) override;                           \
+  LogicalResult lowerQK(TileQKOp op) override;                                 \
+  LogicalResult lowerScore(TileScoreOp op) override;                           \
+  LogicalResult lowerMask(TileMaskOp op) override;                             \
+  LogicalResult lowerWeights(TileBwdWeightsOp op) override;                    \
+  LogicalResult lowerDP(TileBwdDPOp op) override;                              \
+  LogicalResult lowerDS(TileBwdDSOp op) override;                              \
+  LogicalResult lowerScoreGrad(TileBwdScoreOp op) override;                    \
+  LogicalResult lowerDV(TileBwdDVOp op) override;                              \
+  LogicalResult lowerDK(TileBwdDKOp op) override;                              \
+  LogicalResult lowerDQ(TileBwdDQOp op) override;                              \
+  LogicalResult lowerBwdStore(TileBwdStoreOp op) override;
+
+/// Lowers the ops of `block` (the tiled_attention_backward body or a
+/// q_loop step) in order through `patterns`, as lowerTileBlock does.
+LogicalResult lowerTileBackwardBlock(Block &block,
+                                     TileBackwardLowering &patterns);
+
 /// One target's patterns for the chunk ops of the linear family
 /// (attn.tiled_linear_attention).
 class ChunkLowering {

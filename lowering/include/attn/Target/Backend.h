@@ -70,6 +70,10 @@ struct KernelInfo {
   bool hasLse = false; ///< a softmax spec: the kernel can write lse
   bool linear = false; ///< linear attention (else the softmax family)
   ::attn::Signature signature;
+  /// The gradients' kernel (`attn_<name>_backward`), not the forward.
+  bool backward = false;
+  /// Backward: the aux inputs with a gradient, in declaration order.
+  std::vector<std::string> gradInputs;
 };
 
 /// How closely a backend's kernels agree with the float64 reference.
@@ -99,6 +103,9 @@ public:
   virtual ~KernelBinding();
   /// The descriptor attn_run() dispatches to; valid while this lives.
   virtual attn_kernel_target_t target() const = 0;
+  /// A gradients' kernel: its descriptor for attn_cpu_run_backward (null
+  /// for a forward kernel or a backend without one).
+  virtual const attn_backward_desc_t *backwardDesc() const { return nullptr; }
 };
 
 /// A shared library loaded into this process.

@@ -31,6 +31,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "BackwardToCPU.h"
 #include "KernelBase.h"
 #include "LinearToCPU.h"
 #include "attn/Conversion/Passes.h"
@@ -1123,6 +1124,12 @@ struct ConvertAttnToCPUPass
     for (SpecOp spec : specs) {
       if (failed(requireTiledForm(spec, "convert-attn-to-cpu")))
         return signalPassFailure();
+      if (spec.getTiledAttentionBackward()) {
+        if (failed(buildBackwardKernel(spec, module)))
+          return signalPassFailure();
+        spec->erase();
+        continue;
+      }
       if (spec.getTiledLinearAttention()) {
         if (linearChunk < 0 || linearChunk > kMaxTileRows) {
           spec.emitError() << "linear-chunk (" << int64_t(linearChunk)

@@ -15,7 +15,8 @@ MemRefType mlir::attn::cpu::stridedType(MLIRContext *ctx, int64_t rank,
       dyn, elt, StridedLayoutAttr::get(ctx, ShapedType::kDynamic, dyn));
 }
 
-func::FuncOp KernelBase::createKernelFunc() {
+func::FuncOp KernelBase::createKernelFunc(ArrayRef<Type> extraArgs,
+                                          StringRef suffix) {
   MLIRContext *ctx = b.getContext();
   // The verifier allows f32, bf16 and f16 q, k, v.
   SmallVector<Type> args = kernelArgTypes(
@@ -24,9 +25,10 @@ func::FuncOp KernelBase::createKernelFunc() {
         return declaredElementType(spec, name, b.getF32Type());
       },
       /*unitInnerQKV=*/false);
+  args.append(extraArgs.begin(), extraArgs.end());
   args.push_back(b.getI64Type()); // begin
   args.push_back(b.getI64Type()); // end
-  std::string name = ("attn_" + spec.getSymName() + "_tiles").str();
+  std::string name = ("attn_" + spec.getSymName() + suffix + "_tiles").str();
   auto fn = func::FuncOp::create(
       b, name, FunctionType::get(ctx, args, {b.getI32Type()}));
   fn->setAttr("llvm.emit_c_interface", UnitAttr::get(ctx));

@@ -38,11 +38,12 @@ protected:
   }
   VectorType vf32() { return VectorType::get({vl}, b.getF32Type()); }
 
-  /// Creates, at the builder, the kernel function `attn_<name>_tiles(q, k, v,
-  /// o, lse, aux..., begin, end) -> i32` over strided memrefs with its entry
-  /// block, and leaves the builder at the start of that block. The result is
-  /// the status finishKernel() returns.
-  func::FuncOp createKernelFunc();
+  /// Creates, at the builder, the kernel function `attn_<name><suffix>_tiles(q,
+  /// k, v, o, lse, aux..., extra..., begin, end) -> i32` over strided memrefs
+  /// with its entry block, and leaves the builder at the start of that
+  /// block. The result is the status finishKernel() returns.
+  func::FuncOp createKernelFunc(ArrayRef<Type> extraArgs = {},
+                                StringRef suffix = "");
 
   /// A per-call scratch buffer: memref.alloc (malloc, 64-byte aligned) in
   /// the kernel's entry block, checked by beginGuardedBody() and freed by

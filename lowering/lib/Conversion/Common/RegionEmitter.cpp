@@ -182,11 +182,10 @@ static Value emitScalarLanes(ImplicitLocOpBuilder &b, Region &region,
   return map.lookup(yield.getValues().front());
 }
 
-Value mlir::attn::emitRegion(ImplicitLocOpBuilder &b, Region &region,
-                             ValueRange args, const KernelEnv &env) {
-  if (env.scalarLanes)
-    return emitScalarLanes(b, region, args, env);
-  IRMapping map;
+/// emitRegion with SIMD lanes, leaving the clone of every value in `map`.
+static Value emitVectorRegion(ImplicitLocOpBuilder &b, Region &region,
+                              ValueRange args, const KernelEnv &env,
+                              IRMapping &map) {
   Block &block = region.front();
   for (auto [arg, v] : llvm::zip(block.getArguments(), args))
     map.map(arg, v);
@@ -238,6 +237,204 @@ Value mlir::attn::emitRegion(ImplicitLocOpBuilder &b, Region &region,
   }
   auto yield = cast<YieldOp>(block.getTerminator());
   return map.lookup(yield.getValues().front());
+}
+
+Value mlir::attn::emitRegion(ImplicitLocOpBuilder &b, Region &region,
+                             ValueRange args, const KernelEnv &env) {
+  if (env.scalarLanes)
+    return emitScalarLanes(b, region, args, env);
+  IRMapping map;
+  return emitVectorRegion(b, region, args, env, map);
+}
+
+//===----------------------------------------------------------------------===//
+// Reverse mode over a region (the backward pass's score derivative)
+//===----------------------------------------------------------------------===//
+
+namespace {
+/// Emits the adjoints of one cloned region, in f32 vectors of `width`
+/// lanes: the rules of the reference evaluator (RegionProgram.cpp), with
+/// PyTorch's conventions at kinks.
+class AdjointEmitter {
+public:
+  AdjointEmitter(ImplicitLocOpBuilder &b, const KernelEnv &env,
+                 const IRMapping &map)
+      : b(b), env(env), map(map), width(env.vectorWidth) {}
+
+  Value run(Region &region, Value seed,
+            const llvm::StringMap<Value> &auxGrads) {
+    Block &block = region.front();
+    auto yield = cast<YieldOp>(block.getTerminator());
+    add(yield.getValues().front(), seed);
+    SmallVector<Operation *> ops;
+    for (Operation &op : block.without_terminator())
+      ops.push_back(&op);
+    for (Operation *op : llvm::reverse(ops)) {
+      if (op->getNumResults() != 1)
+        continue;
+      Value g = adj.lookup(op->getResult(0));
+      if (!g)
+        continue;
+      b.setLoc(op->getLoc());
+      propagate(op, g, auxGrads);
+    }
+    Value dx = adj.lookup(block.getArgument(0));
+    return dx ? dx : splat(0);
+  }
+
+private:
+  Value splat(float v) {
+    auto t = VectorType::get({width}, b.getF32Type());
+    return arith::ConstantOp::create(b, t, DenseElementsAttr::get(t, v));
+  }
+  /// The forward value of `v` as an f32 vector.
+  Value val(Value v) { return toVector(b, map.lookup(v), width); }
+  void add(Value v, Value g) {
+    if (!isa<FloatType>(v.getType()))
+      return;
+    Value &slot = adj[v];
+    slot = slot ? Value(arith::AddFOp::create(b, slot, g)) : g;
+  }
+  Value mul(Value x, Value y) { return arith::MulFOp::create(b, x, y); }
+  Value div(Value x, Value y) { return arith::DivFOp::create(b, x, y); }
+  Value cmp(arith::CmpFPredicate p, Value x, Value y) {
+    return arith::CmpFOp::create(b, p, x, y);
+  }
+  Value sel(Value c, Value x, Value y) {
+    return arith::SelectOp::create(b, c, x, y);
+  }
+
+  void propagate(Operation *op, Value g,
+                 const llvm::StringMap<Value> &auxGrads) {
+    using FP = arith::CmpFPredicate;
+    auto operand = [&](unsigned i) { return op->getOperand(i); };
+    llvm::TypeSwitch<Operation *>(op)
+        .Case<arith::AddFOp>([&](auto) {
+          add(operand(0), g);
+          add(operand(1), g);
+        })
+        .Case<arith::SubFOp>([&](auto) {
+          add(operand(0), g);
+          add(operand(1), arith::NegFOp::create(b, g));
+        })
+        .Case<arith::MulFOp>([&](auto) {
+          add(operand(0), mul(g, val(operand(1))));
+          add(operand(1), mul(g, val(operand(0))));
+        })
+        .Case<arith::DivFOp>([&](auto) {
+          Value y = val(operand(1));
+          add(operand(0), div(g, y));
+          add(operand(1),
+              arith::NegFOp::create(b, div(mul(g, val(op->getResult(0))), y)));
+        })
+        .Case<arith::NegFOp>(
+            [&](auto) { add(operand(0), arith::NegFOp::create(b, g)); })
+        .Case<arith::ExtFOp, arith::TruncFOp>([&](auto) { add(operand(0), g); })
+        .Case<arith::SelectOp>([&](auto) {
+          // torch.where: the taken branch gets it.
+          Value c = map.lookup(operand(0));
+          Value zero = splat(0);
+          add(operand(1), sel(c, g, zero));
+          add(operand(2), sel(c, zero, g));
+        })
+        .Case<arith::MinimumFOp, arith::MaximumFOp>([&](Operation *o) {
+          // torch.minimum/maximum: the chosen operand; a tie splits evenly.
+          bool isMax = isa<arith::MaximumFOp>(o);
+          Value x = val(operand(0)), y = val(operand(1));
+          Value tie = cmp(FP::OEQ, x, y);
+          Value xWins = cmp(isMax ? FP::OGT : FP::OLT, x, y);
+          Value yWins = cmp(isMax ? FP::OGT : FP::OLT, y, x);
+          Value half = mul(g, splat(0.5f)), zero = splat(0);
+          add(operand(0), sel(tie, half, sel(yWins, zero, g)));
+          add(operand(1), sel(tie, half, sel(xWins, zero, g)));
+        })
+        .Case<math::ExpOp>(
+            [&](auto) { add(operand(0), mul(g, val(op->getResult(0)))); })
+        .Case<math::Exp2Op>([&](auto) {
+          add(operand(0),
+              mul(g, mul(val(op->getResult(0)), splat(float(M_LN2)))));
+        })
+        .Case<math::LogOp>(
+            [&](auto) { add(operand(0), div(g, val(operand(0)))); })
+        .Case<math::Log2Op>([&](auto) {
+          add(operand(0), div(g, mul(val(operand(0)), splat(float(M_LN2)))));
+        })
+        .Case<math::SqrtOp>([&](auto) {
+          add(operand(0), div(mul(g, splat(0.5f)), val(op->getResult(0))));
+        })
+        .Case<math::TanhOp>([&](auto) {
+          Value t = val(op->getResult(0));
+          add(operand(0),
+              mul(g, arith::SubFOp::create(b, splat(1), mul(t, t))));
+        })
+        .Case<math::AbsFOp>([&](auto) {
+          // torch.abs: sign(x), 0 at 0.
+          Value x = val(operand(0)), zero = splat(0);
+          Value sign = sel(cmp(FP::OGT, x, zero), splat(1),
+                           sel(cmp(FP::OLT, x, zero), splat(-1), zero));
+          add(operand(0), mul(g, sign));
+        })
+        .Case<math::PowFOp>([&](auto) {
+          // torch.pow: 0 for exponent 0, and for base 0 with exponent >= 0.
+          Value x = val(operand(0)), y = val(operand(1));
+          Value r = val(op->getResult(0)), zero = splat(0);
+          Value dx = mul(y, math::PowFOp::create(
+                                b, x, arith::SubFOp::create(b, y, splat(1))));
+          dx = sel(cmp(FP::OEQ, y, zero), zero, dx);
+          Value dy = mul(r, math::LogOp::create(b, x));
+          dy = sel(arith::AndIOp::create(b, cmp(FP::OEQ, x, zero),
+                                         cmp(FP::OGE, y, zero)),
+                   zero, dy);
+          add(operand(0), mul(g, dx));
+          add(operand(1), mul(g, dy));
+        })
+        .Case<LoadOp>([&](LoadOp load) {
+          Value grad = auxGrads.lookup(load.getInput());
+          if (grad)
+            scatterAdd(load, grad, g);
+        })
+        .Default([](Operation *) {}); // ints, constants, params: no gradient
+  }
+
+  /// daux[indices] += g, lane by lane (lanes may hit one element, and work
+  /// items share the table: atomic adds). Indices are clamped as the
+  /// forward's lookup clamps them.
+  void scatterAdd(LoadOp load, Value grad, Value g) {
+    auto memTy = cast<MemRefType>(grad.getType());
+    SmallVector<Value> idx;
+    for (auto [d, operand] : llvm::enumerate(load.getIndices())) {
+      Value size = arith::IndexCastOp::create(
+          b, b.getI64Type(), memref::DimOp::create(b, grad, d));
+      idx.push_back(
+          clampIndex(b, toVector(b, map.lookup(operand), width), size, width));
+    }
+    for (int64_t lane = 0; lane < width; ++lane) {
+      Value x = vector::ExtractOp::create(b, g, ArrayRef<int64_t>{lane});
+      SmallVector<Value> at;
+      for (Value i : idx)
+        at.push_back(arith::IndexCastOp::create(
+            b, b.getIndexType(),
+            vector::ExtractOp::create(b, i, ArrayRef<int64_t>{lane})));
+      memref::AtomicRMWOp::create(b, memTy.getElementType(),
+                                  arith::AtomicRMWKind::addf, x, grad, at);
+    }
+  }
+
+  ImplicitLocOpBuilder &b;
+  const KernelEnv &env;
+  const IRMapping &map;
+  int64_t width;
+  llvm::DenseMap<Value, Value> adj;
+};
+} // namespace
+
+Value mlir::attn::emitRegionGradient(ImplicitLocOpBuilder &b, Region &region,
+                                     ValueRange args, Value seed,
+                                     const KernelEnv &env,
+                                     const llvm::StringMap<Value> &auxGrads) {
+  IRMapping map;
+  emitVectorRegion(b, region, args, env, map);
+  return AdjointEmitter(b, env, map).run(region, seed, auxGrads);
 }
 
 void mlir::attn::bindKernelEnv(ImplicitLocOpBuilder &b, SpecOp spec, Value q,

@@ -31,6 +31,37 @@ LogicalResult mlir::attn::lowerTileBlock(Block &block, TileLowering &patterns) {
   return success();
 }
 
+LogicalResult
+mlir::attn::lowerTileBackwardBlock(Block &block,
+                                   TileBackwardLowering &patterns) {
+  for (Operation &op : block) {
+    LogicalResult r =
+        llvm::TypeSwitch<Operation *, LogicalResult>(&op)
+            .Case([&](TileBwdInitOp x) { return patterns.lowerBwdInit(x); })
+            .Case([&](QLoopOp x) { return patterns.lowerQLoop(x); })
+            .Case([&](TileLoadQOp x) { return patterns.lowerLoadQ(x); })
+            .Case([&](TileQKOp x) { return patterns.lowerQK(x); })
+            .Case([&](TileScoreOp x) { return patterns.lowerScore(x); })
+            .Case([&](TileMaskOp x) { return patterns.lowerMask(x); })
+            .Case([&](TileBwdWeightsOp x) { return patterns.lowerWeights(x); })
+            .Case([&](TileBwdDPOp x) { return patterns.lowerDP(x); })
+            .Case([&](TileBwdDSOp x) { return patterns.lowerDS(x); })
+            .Case([&](TileBwdScoreOp x) { return patterns.lowerScoreGrad(x); })
+            .Case([&](TileBwdDVOp x) { return patterns.lowerDV(x); })
+            .Case([&](TileBwdDKOp x) { return patterns.lowerDK(x); })
+            .Case([&](TileBwdDQOp x) { return patterns.lowerDQ(x); })
+            .Case([&](TileBwdStoreOp x) { return patterns.lowerBwdStore(x); })
+            .Case([&](YieldOp) { return success(); })
+            .Default([&](Operation *other) {
+              return other->emitOpError()
+                     << "has no lowering in the backward tile program";
+            });
+    if (failed(r))
+      return failure();
+  }
+  return success();
+}
+
 LogicalResult mlir::attn::lowerChunkBlock(Block &block,
                                           ChunkLowering &patterns) {
   for (Operation &op : block) {

@@ -43,13 +43,20 @@ public:
       : lib(std::move(lib)), info(std::move(info)) {}
   /// Binds the entry and its descriptor; "" or why not.
   std::string bind();
-  attn_kernel_target_t target() const override { return {kDLCPU, &desc}; }
+  attn_kernel_target_t target() const override {
+    return {kDLCPU, info.backward ? nullptr : &desc};
+  }
+  const attn_backward_desc_t *backwardDesc() const override {
+    return info.backward ? &bdesc : nullptr;
+  }
 
 private:
   std::unique_ptr<LoadedLibrary> lib;
   KernelInfo info;
   std::unique_ptr<InputDescTable> inputs;
   attn_kernel_desc_t desc{};
+  attn_backward_desc_t bdesc{};
+  std::vector<int32_t> gradIndices;
 };
 
 class CPUBackendTarget final : public BackendTarget {
@@ -167,9 +174,12 @@ LogicalResult CPUBackendTarget::lower(ModuleOp module, const Schedule &schedule,
   // A linear kernel's work item is a whole (b, h) sequence: one "tile"
   // longer than any N.
   info.tileQ = int64_t(1) << 30;
-  for (SpecOp spec : module.getBody()->getOps<SpecOp>())
+  for (SpecOp spec : module.getBody()->getOps<SpecOp>()) {
     if (TiledAttentionOp tiled = spec.getTiledAttention())
       info.tileQ = tiled.getSchedule().getTileQ();
+    if (auto tiled = spec.getTiledAttentionBackward())
+      info.tileQ = tiled.getSchedule().getTileQ();
+  }
   if (stop <= Stage::Tiled)
     return success();
   PassManager rest(ctx);
@@ -291,10 +301,25 @@ LogicalResult CPUBackendTarget::emit(ModuleOp module, const Schedule &schedule,
 }
 
 std::string CPUBinding::bind() {
-  void *fn = lib->symbol(info.symbol);
+  std::string symbol = info.symbol + (info.backward ? "_backward" : "");
+  void *fn = lib->symbol(symbol);
   if (!fn)
-    return "the kernel library lacks " + info.symbol;
+    return "the kernel library lacks " + symbol;
   inputs = std::make_unique<InputDescTable>(info.signature);
+  if (info.backward) {
+    for (const std::string &name : info.gradInputs)
+      for (size_t i = 0; i < info.signature.inputs.size(); ++i)
+        if (info.signature.inputs[i].name == name)
+          gradIndices.push_back(static_cast<int32_t>(i));
+    if (gradIndices.size() != info.gradInputs.size())
+      return "the kernel's gradient inputs are not among its inputs";
+    bdesc = attn_backward_desc_t{
+        ATTN_ABI_VERSION,    info.name.c_str(),
+        inputs->size(),      inputs->data(),
+        info.hasLse ? 1 : 0, static_cast<int32_t>(gradIndices.size()),
+        gradIndices.data(),  reinterpret_cast<attn_cpu_kernel_fn>(fn)};
+    return "";
+  }
   desc = attn_kernel_desc_t{ATTN_ABI_VERSION,
                             info.name.c_str(),
                             static_cast<int32_t>(info.tileQ),

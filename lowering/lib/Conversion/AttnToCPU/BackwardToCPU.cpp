@@ -1,0 +1,549 @@
+//===- BackwardToCPU.cpp - the backward tile program to a CPU kernel ------===//
+//
+// The CPU patterns of attn.tiled_attention_backward (TileBackwardLowering).
+// A work item is one (b, hk): it owns the dq rows of its group's query heads,
+// so it runs its kv tiles one after the other and adds to dq without atomics
+// (the op leaves that choice to the backend). Per item:
+//
+//   D[g][i] = rowsum(do ∘ o) - dlse          (softmax; once per row)
+//   dq[b, h] = 0 for the group's heads
+//   for each kv tile (k0, kn):                     (attn.tile.bwd.init)
+//     Kt[d][j], Vt[dv][j] = k, v transposed (keys in SIMD lanes; rows past
+//     kn zero), Kn[j][d] = k rows padded to whole vectors; dKt = dVt = 0
+//     for each head h of the group, q tile the mask leaves non-empty:
+//       for each query row i (the fused step, emitted by attn.tile.bwd.dq):
+//         S = Σ_d (scale q[i, d]) Kt[d]    X = S; S = score(S); hide
+//         P = exp(S - lse_i) | normalizer   dP = Σ_dv do[i, dv] Vt[dv]
+//         dS = P (dP - D_i) | derivative    dX = dS ∂score/∂x
+//         dVt[dv] += do[i, dv] P            dKt[d] += scale q[i, d] dX
+//         dq[i, :] += scale Σ_j dX[j] Kn[j, :]   (vectors along d)
+//     dk, dv rows of the tile = dKt, dVt transposed     (attn.tile.bwd.store)
+//
+// Keys sit in the lanes so that dK and dV accumulate with plain vector FMAs
+// (queries in lanes, as in the forward, would need a reduction per key);
+// dq, the one product along keys, runs along d instead. Every vector is
+// tile_kv / vector-width wide: no padding of the head dims but Kn's.
+//
+//===----------------------------------------------------------------------===//
+
+#include "BackwardToCPU.h"
+#include "KernelBase.h"
+#include "attn/Conversion/TileLowering.h"
+#include "attn/Dialect/Attn/Transforms/Passes.h"
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
+#include "llvm/ADT/StringSet.h"
+#include <limits>
+
+using namespace mlir;
+using namespace mlir::attn;
+using namespace mlir::attn::cpu;
+
+namespace {
+
+using P = arith::CmpIPredicate;
+using FP = arith::CmpFPredicate;
+
+class BackwardKernelBuilder : public KernelBase, public TileBackwardLowering {
+public:
+  BackwardKernelBuilder(SpecOp spec, ModuleOp module)
+      : KernelBase(spec, 16), tiled(spec.getTiledAttentionBackward()),
+        module(module) {
+    ScheduleAttr s = tiled ? tiled.getSchedule() : ScheduleAttr();
+    vl = s ? s.getVectorWidth() : 16;
+    bq = s ? s.getTileQ() : 64;
+    bk = s ? s.getTileKv() : 64;
+    cj = bk / vl;
+    b.setInsertionPointToEnd(module.getBody());
+  }
+
+  LogicalResult build();
+
+  ATTN_TILE_BACKWARD_LOWERING_PATTERNS
+
+private:
+  func::FuncOp createFunc();
+  void emitPrologue(Block *entry);
+  void emitItem(Value item);
+  void emitRow(Value row, Value g, Value partial);
+  /// Σ_d bcast(mem[b, h, row, d] * mul) * buf[d][c vl ..] for c < cj.
+  SmallVector<Value> rowTimesTile(Value mem, Value h, Value row, Value len,
+                                  Value buf, Value mul);
+  /// buf[d][c vl ..] += bcast(mem[b, h, row, d] * mul) * x[c].
+  void accumulateTile(Value mem, Value h, Value row, Value len, Value buf,
+                      Value mul, ArrayRef<Value> x);
+
+  TiledAttentionBackwardOp tiled;
+  ModuleOp module;
+  int64_t bq, bk, cj;
+  NormalizerKind kind;
+  KernelEnv env;
+
+  // Kernel arguments beyond the forward's, and the aux gradients by name.
+  Value dout, dlse, dq, dk, dv;
+  llvm::StringMap<Value> auxGrads;
+  Value scale, bias, hasDlse;
+  Value Hkv, nQT, nKT, Dpad;
+  // Scratch.
+  Value Kt, Vt, Kn, dKt, dVt, Dbuf, dxRow, tmpRow;
+
+  // The work item and the pair being lowered.
+  Value itemB, itemHk, tileK0, tileKn, pairH, pairQ0, pairQn, pairG;
+  // What the step's ops recorded for the fused row loop.
+  Region *pendingScore = nullptr, *pendingScoreGrad = nullptr;
+  bool pendingMask = false;
+  Region *mask = nullptr;
+};
+
+} // namespace
+
+//===----------------------------------------------------------------------===//
+// The kernel shell
+//===----------------------------------------------------------------------===//
+
+/// The names of the aux inputs the score reads in f32: the ones with a
+/// gradient, in declaration order (the runtime's order of the d<aux>
+/// arguments).
+static SmallVector<InputOp> gradientInputs(SpecOp spec,
+                                           TiledAttentionBackwardOp tiled) {
+  llvm::StringSet<> read;
+  tiled.walk([&](TileBwdScoreOp op) {
+    op.getScore().walk([&](LoadOp l) {
+      if (isa<FloatType>(l.getResult().getType()))
+        read.insert(l.getInput());
+    });
+  });
+  SmallVector<InputOp> out;
+  for (InputOp in : spec.getBodyBlock().getOps<InputOp>())
+    if (read.contains(in.getSymName()))
+      out.push_back(in);
+  return out;
+}
+
+func::FuncOp BackwardKernelBuilder::createFunc() {
+  MLIRContext *ctx = b.getContext();
+  Type f32 = b.getF32Type();
+  SmallVector<Type> extra;
+  for (int64_t rank : {4, 3, 4, 4, 4}) // do, dlse, dq, dk, dv
+    extra.push_back(stridedType(ctx, rank, f32));
+  for (InputOp in : gradientInputs(spec, tiled))
+    extra.push_back(stridedType(ctx, in.getDims().size(), f32));
+  return createKernelFunc(extra, "_backward");
+}
+
+void BackwardKernelBuilder::emitPrologue(Block *entry) {
+  bindCanonical(entry);
+  env.vectorWidth = vl;
+  bindRegionEnv(entry, env);
+  unsigned numAux = 0;
+  for (InputOp in : spec.getBodyBlock().getOps<InputOp>())
+    numAux += canonicalInputDims(in.getSymName()).empty();
+  unsigned next = 5 + numAux;
+  dout = entry->getArgument(next++);
+  dlse = entry->getArgument(next++);
+  dq = entry->getArgument(next++);
+  dk = entry->getArgument(next++);
+  dv = entry->getArgument(next++);
+  for (InputOp in : gradientInputs(spec, tiled))
+    auxGrads[in.getSymName()] = entry->getArgument(next++);
+  scale = emitScale(tiled.getScale(), env);
+  bias = emitBias(tiled.getBias(), env);
+  hasDlse = cmp(P::ne, memref::ExtractAlignedPointerAsIndexOp::create(b, dlse),
+                cidx(0));
+  Hkv = memref::DimOp::create(b, k, 1);
+  nQT = ceilDiv(N, cidx(bq));
+  nKT = ceilDiv(M, cidx(bk));
+  // Kn rows padded to whole blocks of 4 vectors (the dq product's width).
+  Dpad = mul(ceilDiv(Dqk, cidx(4 * vl)), cidx(4 * vl));
+  Type f32 = b.getF32Type();
+  int64_t dyn = ShapedType::kDynamic;
+  Kt = allocScratch(MemRefType::get({dyn, bk}, f32), ValueRange{Dqk});
+  Vt = allocScratch(MemRefType::get({dyn, bk}, f32), ValueRange{Dv});
+  Kn = allocScratch(MemRefType::get({bk, dyn}, f32), ValueRange{Dpad});
+  dKt = allocScratch(MemRefType::get({dyn, bk}, f32), ValueRange{Dqk});
+  dVt = allocScratch(MemRefType::get({dyn, bk}, f32), ValueRange{Dv});
+  Dbuf = allocScratch(MemRefType::get({dyn}, f32), ValueRange{mul(G, N)});
+  dxRow = allocScratch(MemRefType::get({bk}, f32));
+  tmpRow = allocScratch(MemRefType::get({dyn}, f32), ValueRange{Dpad});
+}
+
+LogicalResult BackwardKernelBuilder::build() {
+  if (!tiled)
+    return spec.emitError() << "no attn.tiled_attention_backward to lower";
+  if (bq <= 0 || bk <= 0 || bk % vl != 0 || bq > kMaxTileRows ||
+      bk > kMaxTileRows)
+    return tiled.emitError()
+           << "the CPU backward kernel needs tile_kv (" << bk
+           << ") a positive multiple of the vector width (" << vl
+           << ") and tile_q (" << bq << "), tile_kv at most " << kMaxTileRows
+           << " rows";
+  kind = tiled.getNormalizer();
+  if (kind == NormalizerKind::relu && tiled.getRowNormalize())
+    return tiled.emitError()
+           << "the CPU backward kernel of the row-normalized relu is not "
+              "implemented yet (the reference evaluator computes its "
+              "gradients)";
+  for (Operation &op : tiled.getBodyBlock())
+    if (auto loop = dyn_cast<QLoopOp>(op); loop && !loop.getMask().empty())
+      mask = &loop.getMask();
+  auto fn = createFunc();
+  Block *entry = &fn.getBody().front();
+  emitPrologue(entry);
+  Value begin = toIdx(entry->getArgument(entry->getNumArguments() - 2));
+  Value end = toIdx(entry->getArgument(entry->getNumArguments() - 1));
+  beginGuardedBody();
+  LogicalResult result = success();
+  forEach(begin, end, [&](Value item) {
+    emitItem(item);
+    Block &body = tiled.getBodyBlock();
+    // The kv tiles of the item one after the other: they add to the same dq
+    // rows.
+    forEach(cidx(0), nKT, [&](Value kt) {
+      tileK0 = mul(kt, cidx(bk));
+      tileKn = minu(cidx(bk), sub(M, tileK0));
+      map.map(body.getArgument(0), itemB);
+      map.map(body.getArgument(1), itemHk);
+      map.map(body.getArgument(2), tileK0);
+      if (failed(lowerTileBackwardBlock(body, *this)))
+        result = failure();
+    });
+  });
+  finishKernel();
+  return result;
+}
+
+/// The item's rows of D (softmax) and zero dq rows of its heads.
+void BackwardKernelBuilder::emitItem(Value item) {
+  itemB = divu(item, Hkv);
+  itemHk = remu(item, Hkv);
+  bool softmax = kind == NormalizerKind::softmax;
+  forEach(cidx(0), G, [&](Value g) {
+    Value h = add(mul(itemHk, G), g);
+    forEach(cidx(0), N, [&](Value i) {
+      forEach(cidx(0), Dqk, [&](Value d) {
+        memref::StoreOp::create(b, cf32(0), dq, ValueRange{itemB, h, i, d});
+      });
+      if (!softmax)
+        return;
+      auto dot = loop(
+          cidx(0), Dv, cidx(1), {cf32(0)},
+          [&](Value d, ValueRange acc) -> SmallVector<Value> {
+            Value x =
+                memref::LoadOp::create(b, dout, ValueRange{itemB, h, i, d});
+            Value y = memref::LoadOp::create(b, o, ValueRange{itemB, h, i, d});
+            return {fma(x, y, acc[0])};
+          });
+      auto withDlse = scf::IfOp::create(b, TypeRange{b.getF32Type()}, hasDlse,
+                                        /*withElseRegion=*/true);
+      {
+        OpBuilder::InsertionGuard guard(b);
+        b.setInsertionPointToStart(&withDlse.getThenRegion().front());
+        Value x = memref::LoadOp::create(b, dlse, ValueRange{itemB, h, i});
+        scf::YieldOp::create(b, fsub(dot.getResult(0), x));
+        b.setInsertionPointToStart(&withDlse.getElseRegion().front());
+        scf::YieldOp::create(b, dot.getResult(0));
+      }
+      memref::StoreOp::create(b, withDlse.getResult(0), Dbuf,
+                              ValueRange{add(mul(g, N), i)});
+    });
+  });
+}
+
+//===----------------------------------------------------------------------===//
+// The patterns
+//===----------------------------------------------------------------------===//
+
+/// Loads the kv tile (transposed, zero past kn) and zeroes its gradients.
+LogicalResult BackwardKernelBuilder::lowerBwdInit(TileBwdInitOp) {
+  Value zero = cf32(0);
+  forEach(cidx(0), cidx(bk), [&](Value j) {
+    Value inTile = ult(j, tileKn);
+    Value row = minu(add(tileK0, j), sub(M, cidx(1)));
+    auto copy = [&](Value mem, Value len, Value dstT) {
+      forEach(cidx(0), len, [&](Value d) {
+        Value x = toF32(
+            memref::LoadOp::create(b, mem, ValueRange{itemB, itemHk, row, d}));
+        memref::StoreOp::create(b, select(inTile, x, zero), dstT,
+                                ValueRange{d, j});
+        if (dstT == Kt)
+          memref::StoreOp::create(b, select(inTile, x, zero), Kn,
+                                  ValueRange{j, d});
+      });
+    };
+    copy(k, Dqk, Kt);
+    copy(v, Dv, Vt);
+    forEach(Dqk, Dpad, [&](Value d) {
+      memref::StoreOp::create(b, zero, Kn, ValueRange{j, d});
+    });
+  });
+  auto zeroT = [&](Value buf, Value len) {
+    forEach(cidx(0), len, [&](Value d) {
+      for (int64_t c = 0; c < cj; ++c)
+        vector::StoreOp::create(b, vsplat(0), buf, ValueRange{d, cidx(c * vl)});
+    });
+  };
+  zeroT(dKt, Dqk);
+  zeroT(dVt, Dv);
+  return success();
+}
+
+/// Every (query head, q tile) pair the mask leaves non-empty against the kv
+/// tile, with `partial` for the mixed ones.
+LogicalResult BackwardKernelBuilder::lowerQLoop(QLoopOp op) {
+  Block &step = op.getBody().front();
+  Value kLo = toI64(tileK0);
+  Value kHi = toI64(sub(add(tileK0, tileKn), cidx(1)));
+  LogicalResult result = success();
+  forEach(cidx(0), G, [&](Value g) {
+    Value h = add(mul(itemHk, G), g);
+    forEach(cidx(0), nQT, [&](Value qt) {
+      Value q0 = mul(qt, cidx(bq));
+      Value qn = minu(cidx(bq), sub(N, q0));
+      Value compute, partial;
+      if (op.getMask().empty()) {
+        compute = arith::ConstantOp::create(b, b.getBoolAttr(true));
+        partial = arith::ConstantOp::create(b, b.getBoolAttr(false));
+      } else {
+        auto [lo, hi] = emitMaskIntervals(
+            b, op.getMask(), toI64(itemB), toI64(h), toI64(q0),
+            toI64(sub(add(q0, qn), cidx(1))), kLo, kHi, env);
+        compute = cmp(P::ne, hi, ci64(0));
+        partial = cmp(P::ne, lo, ci64(1));
+      }
+      ifThen(compute, [&] {
+        pairH = h;
+        pairG = g;
+        pairQ0 = q0;
+        pairQn = qn;
+        map.map(step.getArgument(0), h);
+        map.map(step.getArgument(1), q0);
+        map.map(step.getArgument(2), partial);
+        if (failed(lowerTileBackwardBlock(step, *this)))
+          result = failure();
+      });
+    });
+  });
+  return result;
+}
+
+// The step's ops record what the fused row loop needs; attn.tile.bwd.dq,
+// the step's last op, emits it.
+LogicalResult BackwardKernelBuilder::lowerLoadQ(TileLoadQOp) {
+  pendingScore = pendingScoreGrad = nullptr;
+  pendingMask = false;
+  return success();
+}
+LogicalResult BackwardKernelBuilder::lowerQK(TileQKOp) { return success(); }
+LogicalResult BackwardKernelBuilder::lowerScore(TileScoreOp op) {
+  pendingScore = &op.getScore();
+  return success();
+}
+LogicalResult BackwardKernelBuilder::lowerMask(TileMaskOp) {
+  pendingMask = mask != nullptr;
+  return success();
+}
+LogicalResult BackwardKernelBuilder::lowerWeights(TileBwdWeightsOp) {
+  return success();
+}
+LogicalResult BackwardKernelBuilder::lowerDP(TileBwdDPOp) { return success(); }
+LogicalResult BackwardKernelBuilder::lowerDS(TileBwdDSOp) { return success(); }
+LogicalResult BackwardKernelBuilder::lowerScoreGrad(TileBwdScoreOp op) {
+  pendingScoreGrad = &op.getScore();
+  return success();
+}
+LogicalResult BackwardKernelBuilder::lowerDV(TileBwdDVOp) { return success(); }
+LogicalResult BackwardKernelBuilder::lowerDK(TileBwdDKOp) { return success(); }
+
+LogicalResult BackwardKernelBuilder::lowerDQ(TileBwdDQOp op) {
+  Value partial = map.lookup(
+      op->getParentOfType<QLoopOp>().getBody().front().getArgument(2));
+  forEach(cidx(0), pairQn,
+          [&](Value i) { emitRow(add(pairQ0, i), pairG, partial); });
+  return success();
+}
+
+LogicalResult BackwardKernelBuilder::lowerBwdStore(TileBwdStoreOp) {
+  auto store = [&](Value buf, Value mem, Value len) {
+    forEach(cidx(0), tileKn, [&](Value j) {
+      Value row = add(tileK0, j);
+      forEach(cidx(0), len, [&](Value d) {
+        Value x = memref::LoadOp::create(b, buf, ValueRange{d, j});
+        memref::StoreOp::create(b, x, mem, ValueRange{itemB, itemHk, row, d});
+      });
+    });
+  };
+  store(dKt, dk, Dqk);
+  store(dVt, dv, Dv);
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// The fused step of one query row
+//===----------------------------------------------------------------------===//
+
+SmallVector<Value> BackwardKernelBuilder::rowTimesTile(Value mem, Value h,
+                                                       Value row, Value len,
+                                                       Value buf, Value m) {
+  SmallVector<Value> init(cj, vsplat(0));
+  auto l =
+      loop(cidx(0), len, cidx(1), init,
+           [&](Value d, ValueRange acc) -> SmallVector<Value> {
+             Value x = toF32(
+                 memref::LoadOp::create(b, mem, ValueRange{itemB, h, row, d}));
+             if (m)
+               x = fmul(x, m);
+             Value xv = bcast(x);
+             SmallVector<Value> next;
+             for (int64_t c = 0; c < cj; ++c) {
+               Value t = vector::LoadOp::create(b, vf32(), buf,
+                                                ValueRange{d, cidx(c * vl)});
+               next.push_back(vector::FMAOp::create(b, xv, t, acc[c]));
+             }
+             return next;
+           });
+  return SmallVector<Value>(l.getResults());
+}
+
+void BackwardKernelBuilder::accumulateTile(Value mem, Value h, Value row,
+                                           Value len, Value buf, Value m,
+                                           ArrayRef<Value> x) {
+  forEach(cidx(0), len, [&](Value d) {
+    Value y =
+        toF32(memref::LoadOp::create(b, mem, ValueRange{itemB, h, row, d}));
+    if (m)
+      y = fmul(y, m);
+    Value yv = bcast(y);
+    for (int64_t c = 0; c < cj; ++c) {
+      Value acc =
+          vector::LoadOp::create(b, vf32(), buf, ValueRange{d, cidx(c * vl)});
+      vector::StoreOp::create(b, vector::FMAOp::create(b, yv, x[c], acc), buf,
+                              ValueRange{d, cidx(c * vl)});
+    }
+  });
+}
+
+void BackwardKernelBuilder::emitRow(Value row, Value g, Value partial) {
+  Value h = pairH;
+  Value bI64 = toI64(itemB), hI64 = toI64(h), iI64 = toI64(row);
+  // Key indices per lane block (clamped to M - 1 for the regions' lookups)
+  // and which lanes are keys of the tile.
+  SmallVector<Value> jIdx, inTile;
+  {
+    auto vidx = VectorType::get({vl}, b.getIndexType());
+    Value step = vector::StepOp::create(b, vidx);
+    Value last = bcast(toI64(sub(M, cidx(1))));
+    for (int64_t c = 0; c < cj; ++c) {
+      Value local = arith::AddIOp::create(b, bcast(cidx(c * vl)), step);
+      inTile.push_back(arith::CmpIOp::create(b, P::ult, local, bcast(tileKn)));
+      Value idx = arith::IndexCastOp::create(
+          b, VectorType::get({vl}, b.getI64Type()),
+          arith::AddIOp::create(b, bcast(tileK0), local));
+      jIdx.push_back(arith::MinSIOp::create(b, idx, last));
+    }
+  }
+  SmallVector<Value> x = rowTimesTile(q, h, row, Dqk, Kt, scale);
+  SmallVector<Value> dP = rowTimesTile(dout, h, row, Dv, Vt, Value());
+  Value lseI, dI;
+  if (kind == NormalizerKind::softmax) {
+    lseI = memref::LoadOp::create(b, lse, ValueRange{itemB, h, row});
+    dI = memref::LoadOp::create(b, Dbuf, ValueRange{add(mul(g, N), row)});
+  }
+  SmallVector<Value> p(cj), ds(cj), dx(cj);
+  Value zero = vsplat(0), one = vsplat(1);
+  for (int64_t c = 0; c < cj; ++c) {
+    Value s = x[c];
+    if (pendingScore)
+      s = emitRegion(b, *pendingScore, {x[c], bI64, hI64, iI64, jIdx[c]}, env);
+    Value vis = inTile[c];
+    if (pendingMask) {
+      // Only partial pairs evaluate the mask; full ones see every key.
+      Value m = emitRegion(b, *mask, {bI64, hI64, iI64, jIdx[c]}, env);
+      if (!isa<VectorType>(m.getType()))
+        m = bcast(m);
+      Value all = bcast(arith::ConstantOp::create(b, b.getBoolAttr(true)));
+      vis = arith::AndIOp::create(b, vis, select(partial, m, all));
+    }
+    Value pc, dsc;
+    switch (kind) {
+    case NormalizerKind::softmax: {
+      // A row with no visible key has lse = -inf and P = 0.
+      Value rowEmpty = arith::CmpFOp::create(
+          b, FP::OEQ, lseI, cf32(-std::numeric_limits<float>::infinity()));
+      Value e = fexp(fsub(s, bcast(lseI)));
+      pc = select(bcast(rowEmpty), zero, e);
+      pc = select(vis, pc, zero);
+      dsc = fmul(pc, fsub(dP[c], bcast(dI)));
+      break;
+    }
+    case NormalizerKind::sigmoid: {
+      Value z = fadd(s, bcast(bias));
+      Value sg = arith::DivFOp::create(
+          b, one, fadd(one, fexp(arith::NegFOp::create(b, z))));
+      pc = select(vis, sg, zero);
+      dsc = fmul(dP[c], fmul(pc, fsub(one, pc)));
+      break;
+    }
+    case NormalizerKind::relu: {
+      int64_t power = tiled.getReluPower();
+      Value r = fmax(s, zero);
+      Value rp = r, dr = one; // r^power and power r^(power - 1)
+      for (int64_t k = 1; k < power; ++k) {
+        dr = fmul(dr, r);
+        rp = fmul(rp, r);
+      }
+      if (power > 1)
+        dr = fmul(dr, vsplat(float(power)));
+      // torch.relu: derivative 0 at 0.
+      dr = select(arith::CmpFOp::create(b, FP::OGT, s, zero), dr, zero);
+      pc = select(vis, rp, zero);
+      dsc = select(vis, fmul(dP[c], dr), zero);
+      break;
+    }
+    case NormalizerKind::none:
+      pc = select(vis, s, zero);
+      dsc = select(vis, dP[c], zero);
+      break;
+    }
+    p[c] = pc;
+    ds[c] = dsc;
+    dx[c] = pendingScoreGrad
+                ? emitRegionGradient(b, *pendingScoreGrad,
+                                     {x[c], bI64, hI64, iI64, jIdx[c]}, dsc,
+                                     env, auxGrads)
+                : dsc;
+    vector::StoreOp::create(b, dx[c], dxRow, ValueRange{cidx(c * vl)});
+  }
+  accumulateTile(dout, h, row, Dv, dVt, Value(), p);
+  accumulateTile(q, h, row, Dqk, dKt, scale, dx);
+
+  // dq[row, :] += scale Σ_j dX[j] Kn[j, :], four vectors of d at a time.
+  forEach(cidx(0), ceilDiv(Dpad, cidx(4 * vl)), [&](Value blk) {
+    Value d0 = mul(blk, cidx(4 * vl));
+    SmallVector<Value> init(4, zero);
+    auto l = loop(cidx(0), tileKn, cidx(1), init,
+                  [&](Value j, ValueRange acc) -> SmallVector<Value> {
+                    Value xj = bcast(memref::LoadOp::create(b, dxRow, j));
+                    SmallVector<Value> next;
+                    for (int64_t e = 0; e < 4; ++e) {
+                      Value kv = vector::LoadOp::create(
+                          b, vf32(), Kn, ValueRange{j, add(d0, cidx(e * vl))});
+                      next.push_back(vector::FMAOp::create(b, xj, kv, acc[e]));
+                    }
+                    return next;
+                  });
+    for (int64_t e = 0; e < 4; ++e)
+      vector::StoreOp::create(b, l.getResult(e), tmpRow,
+                              ValueRange{add(d0, cidx(e * vl))});
+  });
+  forEach(cidx(0), Dqk, [&](Value d) {
+    Value acc = memref::LoadOp::create(b, dq, ValueRange{itemB, h, row, d});
+    Value t = memref::LoadOp::create(b, tmpRow, d);
+    memref::StoreOp::create(b, fma(scale, t, acc), dq,
+                            ValueRange{itemB, h, row, d});
+  });
+}
+
+LogicalResult mlir::attn::cpu::buildBackwardKernel(SpecOp spec,
+                                                   ModuleOp module) {
+  BackwardKernelBuilder kb(spec, module);
+  return kb.build();
+}
