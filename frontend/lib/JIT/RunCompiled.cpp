@@ -7,6 +7,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "attn/Frontend/RunCompiled.h"
+#include "RunHelpers.h"
 #include "attn/JIT/Compiler.h"
 #include "attn/Reference/ReferenceEvaluator.h"
 #include "attn/Target/Backend.h"
@@ -18,58 +19,7 @@
 using namespace mlir;
 using namespace mlir::attn;
 using ::attn::HostArray;
-
-namespace {
-/// A host array as a DLTensor (compact, CPU).
-struct TensorView {
-  DLTensor t{};
-  std::vector<int64_t> shape;
-  TensorView(HostArray &a, DLDataType dtype) : shape(a.shape) {
-    t.data = a.bytes.data();
-    t.device = {kDLCPU, 0};
-    t.ndim = static_cast<int32_t>(shape.size());
-    t.dtype = dtype;
-    t.shape = shape.data();
-    t.strides = nullptr;
-    t.byte_offset = 0;
-  }
-};
-} // namespace
-
-/// The kernel's element type for an input declared `t`.
-static void kernelType(::attn::ElemType t, ::attn::DType &dt, DLDataType &dl) {
-  switch (t) {
-  case ::attn::ElemType::I32:
-    dt = ::attn::DType::I32;
-    dl = DLDataType{kDLInt, 32, 1};
-    return;
-  case ::attn::ElemType::BF16:
-    dt = ::attn::DType::BF16;
-    dl = DLDataType{kDLBfloat, 16, 1};
-    return;
-  case ::attn::ElemType::F16:
-    dt = ::attn::DType::F16;
-    dl = DLDataType{kDLFloat, 16, 1};
-    return;
-  case ::attn::ElemType::F32:
-    dt = ::attn::DType::F32;
-    dl = DLDataType{kDLFloat, 32, 1};
-    return;
-  }
-}
-
-/// Converts `a` to `to` in place (a no-op when it already is).
-static std::string convertInPlace(HostArray &a, ::attn::DType to) {
-  if (a.dtype == to)
-    return "";
-  HostArray r;
-  if (std::string err = HostArray::allocate(to, a.shape, r); !err.empty())
-    return err;
-  for (int64_t i = 0, n = a.numel(); i < n; ++i)
-    r.setDouble(i, a.getDouble(i));
-  a = std::move(r);
-  return "";
-}
+using namespace mlir::attn::run;
 
 /// Whether the kernel's `x` agrees with the reference's `y` where either is
 /// not finite: NaN in both, or the same infinity. (A NaN in an input reaches

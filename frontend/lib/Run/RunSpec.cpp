@@ -310,15 +310,23 @@ std::string mlir::attn::makeRandomInputs(SpecOp spec, uint64_t seed,
 
 std::string mlir::attn::prepareOutputs(SpecOp spec,
                                        const std::vector<std::string> &given,
-                                       RunOutputs &outputs) {
+                                       RunOutputs &outputs, bool backward) {
   AttentionOp att = spec.getAttention();
   bool isSoftmax = att && att.getNormalizer() == NormalizerKind::softmax;
+  std::vector<std::string> known = {"o", "lse"};
+  if (backward) {
+    for (const char *g : {"dq", "dk", "dv"})
+      known.push_back(g);
+    for (const std::string &name : differentiableInputs(spec))
+      known.push_back("d" + name);
+  }
   for (const std::string &kv : given) {
     std::string name, path;
     if (std::string err = splitKV(kv, "--output", name, path); !err.empty())
       return err;
-    if (name != "o" && name != "lse")
-      return "--output " + name + ": unknown output (outputs: o, lse)";
+    if (!llvm::is_contained(known, name))
+      return "--output " + name +
+             ": unknown output (outputs: " + llvm::join(known, ", ") + ")";
     if (name == "lse" && !isSoftmax)
       return "--output lse: only softmax specs have an lse output (this one "
              "uses " +
@@ -363,7 +371,8 @@ mlir::attn::writeOutputs(RunOutputs &outputs,
 
 std::string mlir::attn::prepareRun(SpecOp spec, const RunOptions &opts,
                                    RunOutputs &outputs, InputPlan &plan) {
-  if (std::string err = prepareOutputs(spec, opts.outputs, outputs);
+  if (std::string err =
+          prepareOutputs(spec, opts.outputs, outputs, opts.backward);
       !err.empty())
     return err;
   return planInputs(spec, opts.inputs, opts.shape, opts.maxMemory, plan);

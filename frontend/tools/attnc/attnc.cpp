@@ -141,10 +141,14 @@ static cl::opt<bool> linearState(
     cl::init(false), cl::cat(attncCategory));
 static cl::opt<bool> backward(
     "backward",
-    cl::desc("Compile the gradients' kernel (dq, dk, dv and the aux "
-             "gradients; docs/language.md section 15) instead of the "
-             "forward: --emit=tiled shows its tile program"),
-    cl::init(false), cl::cat(attncCategory));
+    cl::desc("The gradients (dq, dk, dv and the aux gradients; "
+             "docs/language.md section 15): compile the backward kernel "
+             "instead of the forward (--emit=tiled shows its tile program); "
+             "with `run`, run forward and backward, check every gradient "
+             "against the reference and write them with --output dq=... "
+             "(--input do=FILE.npy, else a random do)"),
+    cl::init(false), cl::sub(cl::SubCommand::getTopLevel()), cl::sub(runCmd),
+    cl::cat(attncCategory));
 static cl::opt<int64_t>
     tileKV("tile-kv", cl::desc("Key/value tile rows (0: heuristic)"),
            cl::init(0), cl::sub(cl::SubCommand::getTopLevel()), cl::sub(runCmd),
@@ -405,6 +409,7 @@ static int runCommand(ModuleOp module,
   opts.shape = runShape;
   opts.seed = runSeed;
   opts.reference = runReference;
+  opts.backward = backward;
   opts.specPath = inputFilename;
   opts.params = paramList;
   opts.target = targetName;
@@ -415,9 +420,10 @@ static int runCommand(ModuleOp module,
   opts.threads = runThreads;
   opts.check = !runNoCheck;
   opts.maxMemory = maxMemory;
-  std::string err = runReference
-                        ? runSpec(getSpec(module), opts, llvm::outs())
-                        : runCompiledSpec(getSpec(module), opts, llvm::outs());
+  std::string err =
+      backward       ? runBackwardSpec(getSpec(module), opts, llvm::outs())
+      : runReference ? runSpec(getSpec(module), opts, llvm::outs())
+                     : runCompiledSpec(getSpec(module), opts, llvm::outs());
   return err.empty() ? 0 : fail(err);
 }
 

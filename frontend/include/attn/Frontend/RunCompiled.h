@@ -17,6 +17,14 @@ namespace mlir::attn {
 std::string runCompiledSpec(SpecOp spec, const RunOptions &opts,
                             llvm::raw_ostream &os);
 
+/// `attnc run --backward`: the compiled forward and backward kernels on the
+/// same inputs (`--input do=FILE.npy`, `dlse=...`, else a random do), both
+/// timed, every gradient checked against evaluateReferenceBackward unless
+/// !opts.check; with opts.reference, the reference's gradients alone.
+/// Outputs o, lse, dq, dk, dv and d<aux>. Returns "" or a one-line error.
+std::string runBackwardSpec(SpecOp spec, const RunOptions &opts,
+                            llvm::raw_ostream &os);
+
 } // namespace mlir::attn
 
 #endif

@@ -27,6 +27,9 @@ struct RunOptions {
   std::string shape;                ///< "B=1,Hq=4,..."
   uint64_t seed = 0;
   bool reference = false;
+  /// `attnc run --backward`: forward and backward, the gradients checked
+  /// against the reference's; outputs dq, dk, dv, d<aux> as well.
+  bool backward = false;
   std::string specPath;
   /// For the compiled path: param bindings ("name=value"), target, timing.
   std::vector<std::string> params;
@@ -124,11 +127,12 @@ struct RunOutputs {
   ~RunOutputs();
 };
 
-/// Parses `--output NAME=FILE.npy` arguments (o, and lse for softmax specs),
-/// checks that each file can be written and is not given twice, and makes
-/// their temporary files. Returns "" or a one-line error message.
+/// Parses `--output NAME=FILE.npy` arguments (o, and lse for softmax specs;
+/// with `backward` also dq, dk, dv and d<aux> for each differentiable aux
+/// input), checks that each file can be written and is not given twice, and
+/// makes their temporary files. Returns "" or a one-line error message.
 std::string prepareOutputs(SpecOp spec, const std::vector<std::string> &given,
-                           RunOutputs &outputs);
+                           RunOutputs &outputs, bool backward = false);
 
 /// The first steps of every `attnc run`, before anything is computed: checks
 /// the --output files (prepareOutputs), then reads and plans the inputs
