@@ -77,6 +77,16 @@ except OSError:
     pass
 config.substitutions.append(("%sanitize_cflags", sanitize_cflags))
 
+# A C compiler for the tests that link programs against libattn_runtime
+# (the AOT doors): $CC, else clang-22, clang, cc; and the source and build
+# roots.
+import shutil
+host_cc = os.environ.get("CC") or next(
+    (c for c in ("clang-22", "clang", "cc") if shutil.which(c)), "cc")
+config.substitutions.append(("%host_cc", host_cc))
+config.substitutions.append(("%attn_src", config.attn_src_root))
+config.substitutions.append(("%attn_obj", config.attn_obj_root))
+
 # One feature per backend the build has (CMake's ATTN_ENABLE_<NAME>),
 # `<name>-backend`: a backend's tests say `REQUIRES: cuda-backend`, or sit in
 # a folder whose lit.local.cfg marks them unsupported without it.
