@@ -17,20 +17,22 @@
 // CHECK-SAME: %{{.*}}: i64, %{{.*}}: i64) -> i32
 // The transposed kv tiles and their gradients live in heap scratch:
 // CHECK: memref.alloc({{.*}}) {alignment = 64 : i64} : memref<?x32xf32>
-// D = rowsum(do * o) - dlse per row, before any kv tile, and dq zeroed:
-// CHECK: memref.store %{{.*}}, %[[DQ]]
+// Per item, before any kv tile: the q and do rows packed (q scaled), and
+// D = rowsum(do * o) - dlse per row:
+// CHECK: memref.load %[[Q]]
 // CHECK: memref.load %[[DO]]
 // CHECK: scf.if
 // CHECK: memref.load %[[DLSE]]
-// The fused row step: P from the saved lse, dS = P (dP - D), the score's
-// chain rule scatter-adding into drpb with atomics, dq += scale dX K:
+// The fused step of a block of rows: P from the saved lse, dS = P (dP - D),
+// the score's chain rule scatter-adding into drpb with atomics:
 // CHECK: math.exp
 // CHECK: memref.atomic_rmw addf {{.*}} %[[DRPB]]
 // CHECK: vector.fma
-// CHECK: memref.store {{.*}}, %[[DQ]]
 // The tile's dk and dv:
 // CHECK: memref.store {{.*}}, %[[DK]]
 // CHECK: memref.store {{.*}}, %[[DV]]
+// The item's dq, scaled, once all its kv tiles are done:
+// CHECK: memref.store {{.*}}, %[[DQ]]
 attn.spec @rpb {
   attn.input @rpb : f32 ["Hq", 9]
   attn.attention normalizer = <softmax> scale {

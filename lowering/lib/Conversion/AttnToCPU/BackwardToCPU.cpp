@@ -6,24 +6,25 @@
 // (the op leaves that choice to the backend). Per item:
 //
 //   D[g][i] = rowsum(do ∘ o) - dlse          (softmax; once per row)
-//   dq[b, h] = 0 for the group's heads
+//   Qs = scale q, DOs = do rows of the group, packed; dQs = 0
 //   for each kv tile (k0, kn):                     (attn.tile.bwd.init)
 //     Kt[d][j], Vt[dv][j] = k, v transposed (keys in SIMD lanes; rows past
 //     kn zero), Kn[j][d] = k rows padded to whole vectors; dKt = dVt = 0
 //     for each head h of the group, q tile the mask leaves non-empty:
-//       for each query row i (the fused step, emitted by attn.tile.bwd.dq):
-//         S = Σ_d (scale q[i, d]) Kt[d]    X = S; S = score(S); hide
-//         P = exp(S - lse_i) | normalizer   dP = Σ_dv do[i, dv] Vt[dv]
-//         dS = P (dP - D_i) | derivative    dX = dS ∂score/∂x
-//         dVt[dv] += do[i, dv] P            dKt[d] += scale q[i, d] dX
-//         dq[i, :] += scale Σ_j dX[j] Kn[j, :]   (vectors along d)
+//       for each block of 4 query rows (the fused step, attn.tile.bwd.dq):
+//         S = Qs Kt    X = S; S = score(S); hide     dP = DOs Vt
+//         P = exp(S - lse_i) | normalizer   dS = P (dP - D_i) | derivative
+//         dX = dS ∂score/∂x                 dVt += DOsᵀ P    dKt += Qsᵀ dX
+//         dQs[rows, :] += dX Kn             (vectors along d)
 //     dk, dv rows of the tile = dKt, dVt transposed     (attn.tile.bwd.store)
+//   dq = scale dQs
 //
 // Keys sit in the lanes so that dK and dV accumulate with plain vector FMAs
 // (queries in lanes, as in the forward, would need a reduction per key);
-// dq, the one product along keys, runs along d instead. Every vector is
-// tile_kv / vector-width wide: no padding of the head dims but Kn's.
-//
+// dq, the one product along keys, runs along d instead. Each product is
+// register-blocked over a block of query rows, which share every tile
+// vector they load (the forward blocks over kv rows the same way).
+
 //===----------------------------------------------------------------------===//
 
 #include "BackwardToCPU.h"
@@ -64,13 +65,15 @@ private:
   func::FuncOp createFunc();
   void emitPrologue(Block *entry);
   void emitItem(Value item);
-  void emitRow(Value row, Value g, Value partial);
-  /// Σ_d bcast(mem[b, h, row, d] * mul) * buf[d][c vl ..] for c < cj.
-  SmallVector<Value> rowTimesTile(Value mem, Value h, Value row, Value len,
-                                  Value buf, Value mul);
-  /// buf[d][c vl ..] += bcast(mem[b, h, row, d] * mul) * x[c].
-  void accumulateTile(Value mem, Value h, Value row, Value len, Value buf,
-                      Value mul, ArrayRef<Value> x);
+  void emitRowBlock(Value i0, int64_t rows, Value g, Value partial);
+  /// out[r][c] = Σ_d bcast(rowsBuf[i0 + r][d]) * tileT[d][c vl ..], the
+  /// product of `rows` packed rows with a transposed kv tile.
+  SmallVector<Value> rowsTimesTile(Value rowsBuf, Value i0, int64_t rows,
+                                   Value len, Value tileT);
+  /// tileT[d][c vl ..] += Σ_r bcast(rowsBuf[i0 + r][d]) * x[r][c].
+  void accumulateTile(Value rowsBuf, Value i0, int64_t rows, Value len,
+                      Value tileT, ArrayRef<Value> x);
+  void emitWriteDQ(Value g, Value h);
 
   TiledAttentionBackwardOp tiled;
   ModuleOp module;
@@ -84,7 +87,9 @@ private:
   Value scale, bias, hasDlse;
   Value Hkv, nQT, nKT, Dpad;
   // Scratch.
-  Value Kt, Vt, Kn, dKt, dVt, Dbuf, dxRow, tmpRow;
+  Value Kt, Vt, Kn, dKt, dVt, Dbuf, Qs, DOs, Xblk, dQs;
+  /// Query rows per register block of the fused step.
+  static constexpr int64_t kRows = 4;
 
   // The work item and the pair being lowered.
   Value itemB, itemHk, tileK0, tileKn, pairH, pairQ0, pairQn, pairG;
@@ -162,8 +167,16 @@ void BackwardKernelBuilder::emitPrologue(Block *entry) {
   dKt = allocScratch(MemRefType::get({dyn, bk}, f32), ValueRange{Dqk});
   dVt = allocScratch(MemRefType::get({dyn, bk}, f32), ValueRange{Dv});
   Dbuf = allocScratch(MemRefType::get({dyn}, f32), ValueRange{mul(G, N)});
-  dxRow = allocScratch(MemRefType::get({bk}, f32));
-  tmpRow = allocScratch(MemRefType::get({dyn}, f32), ValueRange{Dpad});
+  // The item's q rows (scaled) and do rows, packed once; a block's dX rows;
+  // the item's dq rows, accumulated unscaled along d (vectors) across kv
+  // tiles.
+  Qs = allocScratch(MemRefType::get({dyn, dyn}, f32),
+                    ValueRange{mul(G, N), Dqk});
+  DOs =
+      allocScratch(MemRefType::get({dyn, dyn}, f32), ValueRange{mul(G, N), Dv});
+  Xblk = allocScratch(MemRefType::get({kRows, bk}, f32));
+  dQs = allocScratch(MemRefType::get({dyn, dyn}, f32),
+                     ValueRange{mul(G, N), Dpad});
 }
 
 LogicalResult BackwardKernelBuilder::build() {
@@ -206,12 +219,15 @@ LogicalResult BackwardKernelBuilder::build() {
       if (failed(lowerTileBackwardBlock(body, *this)))
         result = failure();
     });
+    forEach(cidx(0), G,
+            [&](Value g) { emitWriteDQ(g, add(mul(itemHk, G), g)); });
   });
   finishKernel();
   return result;
 }
 
-/// The item's rows of D (softmax) and zero dq rows of its heads.
+/// The item's rows of D (softmax), its q and do rows packed, and its dq
+/// accumulators zeroed.
 void BackwardKernelBuilder::emitItem(Value item) {
   itemB = divu(item, Hkv);
   itemHk = remu(item, Hkv);
@@ -219,8 +235,19 @@ void BackwardKernelBuilder::emitItem(Value item) {
   forEach(cidx(0), G, [&](Value g) {
     Value h = add(mul(itemHk, G), g);
     forEach(cidx(0), N, [&](Value i) {
+      Value row = add(mul(g, N), i);
+      forEach(cidx(0), ceilDiv(Dpad, cidx(vl)), [&](Value e) {
+        vector::StoreOp::create(b, vsplat(0), dQs,
+                                ValueRange{row, mul(e, cidx(vl))});
+      });
       forEach(cidx(0), Dqk, [&](Value d) {
-        memref::StoreOp::create(b, cf32(0), dq, ValueRange{itemB, h, i, d});
+        Value x =
+            toF32(memref::LoadOp::create(b, q, ValueRange{itemB, h, i, d}));
+        memref::StoreOp::create(b, fmul(x, scale), Qs, ValueRange{row, d});
+      });
+      forEach(cidx(0), Dv, [&](Value d) {
+        Value x = memref::LoadOp::create(b, dout, ValueRange{itemB, h, i, d});
+        memref::StoreOp::create(b, x, DOs, ValueRange{row, d});
       });
       if (!softmax)
         return;
@@ -353,12 +380,30 @@ LogicalResult BackwardKernelBuilder::lowerScoreGrad(TileBwdScoreOp op) {
 LogicalResult BackwardKernelBuilder::lowerDV(TileBwdDVOp) { return success(); }
 LogicalResult BackwardKernelBuilder::lowerDK(TileBwdDKOp) { return success(); }
 
+/// The fused step of the pair, blocks of kRows query rows at a time (a
+/// remainder row by row).
 LogicalResult BackwardKernelBuilder::lowerDQ(TileBwdDQOp op) {
   Value partial = map.lookup(
       op->getParentOfType<QLoopOp>().getBody().front().getArgument(2));
-  forEach(cidx(0), pairQn,
-          [&](Value i) { emitRow(add(pairQ0, i), pairG, partial); });
+  Value full = sub(pairQn, remu(pairQn, cidx(kRows)));
+  loop(cidx(0), full, cidx(kRows), {}, [&](Value i0, ValueRange) {
+    emitRowBlock(i0, kRows, pairG, partial);
+    return SmallVector<Value>{};
+  });
+  forEach(full, pairQn, [&](Value i0) { emitRowBlock(i0, 1, pairG, partial); });
   return success();
+}
+
+/// dq[b, h] = scale dQs rows of head g, at the end of the item.
+void BackwardKernelBuilder::emitWriteDQ(Value g, Value h) {
+  forEach(cidx(0), N, [&](Value i) {
+    Value row = add(mul(g, N), i);
+    forEach(cidx(0), Dqk, [&](Value d) {
+      Value x = memref::LoadOp::create(b, dQs, ValueRange{row, d});
+      memref::StoreOp::create(b, fmul(x, scale), dq,
+                              ValueRange{itemB, h, i, d});
+    });
+  });
 }
 
 LogicalResult BackwardKernelBuilder::lowerBwdStore(TileBwdStoreOp) {
@@ -380,50 +425,57 @@ LogicalResult BackwardKernelBuilder::lowerBwdStore(TileBwdStoreOp) {
 // The fused step of one query row
 //===----------------------------------------------------------------------===//
 
-SmallVector<Value> BackwardKernelBuilder::rowTimesTile(Value mem, Value h,
-                                                       Value row, Value len,
-                                                       Value buf, Value m) {
-  SmallVector<Value> init(cj, vsplat(0));
-  auto l =
-      loop(cidx(0), len, cidx(1), init,
-           [&](Value d, ValueRange acc) -> SmallVector<Value> {
-             Value x = toF32(
-                 memref::LoadOp::create(b, mem, ValueRange{itemB, h, row, d}));
-             if (m)
-               x = fmul(x, m);
-             Value xv = bcast(x);
-             SmallVector<Value> next;
-             for (int64_t c = 0; c < cj; ++c) {
-               Value t = vector::LoadOp::create(b, vf32(), buf,
-                                                ValueRange{d, cidx(c * vl)});
-               next.push_back(vector::FMAOp::create(b, xv, t, acc[c]));
-             }
-             return next;
-           });
+SmallVector<Value> BackwardKernelBuilder::rowsTimesTile(Value rowsBuf, Value i0,
+                                                        int64_t rows, Value len,
+                                                        Value tileT) {
+  SmallVector<Value> init(rows * cj, vsplat(0));
+  auto l = loop(
+      cidx(0), len, cidx(1), init,
+      [&](Value d, ValueRange acc) -> SmallVector<Value> {
+        SmallVector<Value> t;
+        for (int64_t c = 0; c < cj; ++c)
+          t.push_back(vector::LoadOp::create(b, vf32(), tileT,
+                                             ValueRange{d, cidx(c * vl)}));
+        SmallVector<Value> next;
+        for (int64_t r = 0; r < rows; ++r) {
+          Value x = bcast(memref::LoadOp::create(
+              b, rowsBuf, ValueRange{add(i0, cidx(r)), d}));
+          for (int64_t c = 0; c < cj; ++c)
+            next.push_back(vector::FMAOp::create(b, x, t[c], acc[r * cj + c]));
+        }
+        return next;
+      });
   return SmallVector<Value>(l.getResults());
 }
 
-void BackwardKernelBuilder::accumulateTile(Value mem, Value h, Value row,
-                                           Value len, Value buf, Value m,
+void BackwardKernelBuilder::accumulateTile(Value rowsBuf, Value i0,
+                                           int64_t rows, Value len, Value tileT,
                                            ArrayRef<Value> x) {
   forEach(cidx(0), len, [&](Value d) {
-    Value y =
-        toF32(memref::LoadOp::create(b, mem, ValueRange{itemB, h, row, d}));
-    if (m)
-      y = fmul(y, m);
-    Value yv = bcast(y);
-    for (int64_t c = 0; c < cj; ++c) {
-      Value acc =
-          vector::LoadOp::create(b, vf32(), buf, ValueRange{d, cidx(c * vl)});
-      vector::StoreOp::create(b, vector::FMAOp::create(b, yv, x[c], acc), buf,
-                              ValueRange{d, cidx(c * vl)});
+    SmallVector<Value> acc;
+    for (int64_t c = 0; c < cj; ++c)
+      acc.push_back(vector::LoadOp::create(b, vf32(), tileT,
+                                           ValueRange{d, cidx(c * vl)}));
+    for (int64_t r = 0; r < rows; ++r) {
+      Value y = bcast(
+          memref::LoadOp::create(b, rowsBuf, ValueRange{add(i0, cidx(r)), d}));
+      for (int64_t c = 0; c < cj; ++c)
+        acc[c] = vector::FMAOp::create(b, y, x[r * cj + c], acc[c]);
     }
+    for (int64_t c = 0; c < cj; ++c)
+      vector::StoreOp::create(b, acc[c], tileT, ValueRange{d, cidx(c * vl)});
   });
 }
 
-void BackwardKernelBuilder::emitRow(Value row, Value g, Value partial) {
+/// The fused step for `rows` query rows q0 + i0 ...: S and dP as products
+/// of the packed rows with the transposed tiles, then per element the
+/// score, mask, P, dS and dX, then dV, dK and dq. Row blocks keep the tile
+/// vectors loaded once for all their rows (the forward's register blocking,
+/// along queries here).
+void BackwardKernelBuilder::emitRowBlock(Value i0, int64_t rows, Value g,
+                                         Value partial) {
   Value h = pairH;
-  Value bI64 = toI64(itemB), hI64 = toI64(h), iI64 = toI64(row);
+  Value bI64 = toI64(itemB), hI64 = toI64(h);
   // Key indices per lane block (clamped to M - 1 for the regions' lookups)
   // and which lanes are keys of the tile.
   SmallVector<Value> jIdx, inTile;
@@ -440,105 +492,119 @@ void BackwardKernelBuilder::emitRow(Value row, Value g, Value partial) {
       jIdx.push_back(arith::MinSIOp::create(b, idx, last));
     }
   }
-  SmallVector<Value> x = rowTimesTile(q, h, row, Dqk, Kt, scale);
-  SmallVector<Value> dP = rowTimesTile(dout, h, row, Dv, Vt, Value());
-  Value lseI, dI;
-  if (kind == NormalizerKind::softmax) {
-    lseI = memref::LoadOp::create(b, lse, ValueRange{itemB, h, row});
-    dI = memref::LoadOp::create(b, Dbuf, ValueRange{add(mul(g, N), row)});
-  }
-  SmallVector<Value> p(cj), ds(cj), dx(cj);
+  // The block's first row in the item's packed rows.
+  Value base = add(mul(g, N), add(pairQ0, i0));
+  SmallVector<Value> x = rowsTimesTile(Qs, base, rows, Dqk, Kt);
+  SmallVector<Value> dP = rowsTimesTile(DOs, base, rows, Dv, Vt);
   Value zero = vsplat(0), one = vsplat(1);
-  for (int64_t c = 0; c < cj; ++c) {
-    Value s = x[c];
-    if (pendingScore)
-      s = emitRegion(b, *pendingScore, {x[c], bI64, hI64, iI64, jIdx[c]}, env);
-    Value vis = inTile[c];
-    if (pendingMask) {
-      // Only partial pairs evaluate the mask; full ones see every key.
-      Value m = emitRegion(b, *mask, {bI64, hI64, iI64, jIdx[c]}, env);
-      if (!isa<VectorType>(m.getType()))
-        m = bcast(m);
-      Value all = bcast(arith::ConstantOp::create(b, b.getBoolAttr(true)));
-      vis = arith::AndIOp::create(b, vis, select(partial, m, all));
+  SmallVector<Value> p(rows * cj), dx(rows * cj);
+  for (int64_t r = 0; r < rows; ++r) {
+    Value row = add(pairQ0, add(i0, cidx(r)));
+    Value iI64 = toI64(row);
+    Value lseI, dI;
+    if (kind == NormalizerKind::softmax) {
+      lseI = memref::LoadOp::create(b, lse, ValueRange{itemB, h, row});
+      dI = memref::LoadOp::create(b, Dbuf, ValueRange{add(mul(g, N), row)});
     }
-    Value pc, dsc;
-    switch (kind) {
-    case NormalizerKind::softmax: {
-      // A row with no visible key has lse = -inf and P = 0.
-      Value rowEmpty = arith::CmpFOp::create(
-          b, FP::OEQ, lseI, cf32(-std::numeric_limits<float>::infinity()));
-      Value e = fexp(fsub(s, bcast(lseI)));
-      pc = select(bcast(rowEmpty), zero, e);
-      pc = select(vis, pc, zero);
-      dsc = fmul(pc, fsub(dP[c], bcast(dI)));
-      break;
-    }
-    case NormalizerKind::sigmoid: {
-      Value z = fadd(s, bcast(bias));
-      Value sg = arith::DivFOp::create(
-          b, one, fadd(one, fexp(arith::NegFOp::create(b, z))));
-      pc = select(vis, sg, zero);
-      dsc = fmul(dP[c], fmul(pc, fsub(one, pc)));
-      break;
-    }
-    case NormalizerKind::relu: {
-      int64_t power = tiled.getReluPower();
-      Value r = fmax(s, zero);
-      Value rp = r, dr = one; // r^power and power r^(power - 1)
-      for (int64_t k = 1; k < power; ++k) {
-        dr = fmul(dr, r);
-        rp = fmul(rp, r);
+    for (int64_t c = 0; c < cj; ++c) {
+      int64_t rc = r * cj + c;
+      Value s = x[rc];
+      if (pendingScore)
+        s = emitRegion(b, *pendingScore, {x[rc], bI64, hI64, iI64, jIdx[c]},
+                       env);
+      Value vis = inTile[c];
+      if (pendingMask) {
+        // Only partial pairs evaluate the mask; full ones see every key.
+        Value m = emitRegion(b, *mask, {bI64, hI64, iI64, jIdx[c]}, env);
+        if (!isa<VectorType>(m.getType()))
+          m = bcast(m);
+        Value all = bcast(arith::ConstantOp::create(b, b.getBoolAttr(true)));
+        vis = arith::AndIOp::create(b, vis, select(partial, m, all));
       }
-      if (power > 1)
-        dr = fmul(dr, vsplat(float(power)));
-      // torch.relu: derivative 0 at 0.
-      dr = select(arith::CmpFOp::create(b, FP::OGT, s, zero), dr, zero);
-      pc = select(vis, rp, zero);
-      dsc = select(vis, fmul(dP[c], dr), zero);
-      break;
+      Value pc, dsc;
+      switch (kind) {
+      case NormalizerKind::softmax: {
+        // A row with no visible key has lse = -inf and P = 0.
+        Value rowEmpty = arith::CmpFOp::create(
+            b, FP::OEQ, lseI, cf32(-std::numeric_limits<float>::infinity()));
+        Value e = fexp(fsub(s, bcast(lseI)));
+        pc = select(vis, select(bcast(rowEmpty), zero, e), zero);
+        dsc = fmul(pc, fsub(dP[rc], bcast(dI)));
+        break;
+      }
+      case NormalizerKind::sigmoid: {
+        Value z = fadd(s, bcast(bias));
+        Value sg = arith::DivFOp::create(
+            b, one, fadd(one, fexp(arith::NegFOp::create(b, z))));
+        pc = select(vis, sg, zero);
+        dsc = fmul(dP[rc], fmul(pc, fsub(one, pc)));
+        break;
+      }
+      case NormalizerKind::relu: {
+        int64_t power = tiled.getReluPower();
+        Value rl = fmax(s, zero);
+        Value rp = rl, dr = one; // r^power and power r^(power - 1)
+        for (int64_t k = 1; k < power; ++k) {
+          dr = fmul(dr, rl);
+          rp = fmul(rp, rl);
+        }
+        if (power > 1)
+          dr = fmul(dr, vsplat(float(power)));
+        // torch.relu: derivative 0 at 0.
+        dr = select(arith::CmpFOp::create(b, FP::OGT, s, zero), dr, zero);
+        pc = select(vis, rp, zero);
+        dsc = select(vis, fmul(dP[rc], dr), zero);
+        break;
+      }
+      case NormalizerKind::none:
+        pc = select(vis, s, zero);
+        dsc = select(vis, dP[rc], zero);
+        break;
+      }
+      p[rc] = pc;
+      dx[rc] = pendingScoreGrad
+                   ? emitRegionGradient(b, *pendingScoreGrad,
+                                        {x[rc], bI64, hI64, iI64, jIdx[c]}, dsc,
+                                        env, auxGrads)
+                   : dsc;
+      vector::StoreOp::create(b, dx[rc], Xblk,
+                              ValueRange{cidx(r), cidx(c * vl)});
     }
-    case NormalizerKind::none:
-      pc = select(vis, s, zero);
-      dsc = select(vis, dP[c], zero);
-      break;
-    }
-    p[c] = pc;
-    ds[c] = dsc;
-    dx[c] = pendingScoreGrad
-                ? emitRegionGradient(b, *pendingScoreGrad,
-                                     {x[c], bI64, hI64, iI64, jIdx[c]}, dsc,
-                                     env, auxGrads)
-                : dsc;
-    vector::StoreOp::create(b, dx[c], dxRow, ValueRange{cidx(c * vl)});
   }
-  accumulateTile(dout, h, row, Dv, dVt, Value(), p);
-  accumulateTile(q, h, row, Dqk, dKt, scale, dx);
+  accumulateTile(DOs, base, rows, Dv, dVt, p);
+  accumulateTile(Qs, base, rows, Dqk, dKt, dx);
 
-  // dq[row, :] += scale Σ_j dX[j] Kn[j, :], four vectors of d at a time.
+  // dQs[rows] += Σ_j dX[r][j] Kn[j, :] (scaled when written out), four
+  // vectors of d at a time, every row of the block at once.
   forEach(cidx(0), ceilDiv(Dpad, cidx(4 * vl)), [&](Value blk) {
     Value d0 = mul(blk, cidx(4 * vl));
-    SmallVector<Value> init(4, zero);
+    SmallVector<Value> qRows, init;
+    for (int64_t r = 0; r < rows; ++r) {
+      qRows.push_back(add(base, cidx(r)));
+      for (int64_t e = 0; e < 4; ++e)
+        init.push_back(vector::LoadOp::create(
+            b, vf32(), dQs, ValueRange{qRows[r], add(d0, cidx(e * vl))}));
+    }
     auto l = loop(cidx(0), tileKn, cidx(1), init,
                   [&](Value j, ValueRange acc) -> SmallVector<Value> {
-                    Value xj = bcast(memref::LoadOp::create(b, dxRow, j));
+                    SmallVector<Value> kv;
+                    for (int64_t e = 0; e < 4; ++e)
+                      kv.push_back(vector::LoadOp::create(
+                          b, vf32(), Kn, ValueRange{j, add(d0, cidx(e * vl))}));
                     SmallVector<Value> next;
-                    for (int64_t e = 0; e < 4; ++e) {
-                      Value kv = vector::LoadOp::create(
-                          b, vf32(), Kn, ValueRange{j, add(d0, cidx(e * vl))});
-                      next.push_back(vector::FMAOp::create(b, xj, kv, acc[e]));
+                    for (int64_t r = 0; r < rows; ++r) {
+                      Value xj = bcast(memref::LoadOp::create(
+                          b, Xblk, ValueRange{cidx(r), j}));
+                      for (int64_t e = 0; e < 4; ++e)
+                        next.push_back(vector::FMAOp::create(b, xj, kv[e],
+                                                             acc[r * 4 + e]));
                     }
                     return next;
                   });
-    for (int64_t e = 0; e < 4; ++e)
-      vector::StoreOp::create(b, l.getResult(e), tmpRow,
-                              ValueRange{add(d0, cidx(e * vl))});
-  });
-  forEach(cidx(0), Dqk, [&](Value d) {
-    Value acc = memref::LoadOp::create(b, dq, ValueRange{itemB, h, row, d});
-    Value t = memref::LoadOp::create(b, tmpRow, d);
-    memref::StoreOp::create(b, fma(scale, t, acc), dq,
-                            ValueRange{itemB, h, row, d});
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t e = 0; e < 4; ++e)
+        vector::StoreOp::create(b, l.getResult(r * 4 + e), dQs,
+                                ValueRange{qRows[r], add(d0, cidx(e * vl))});
   });
 }
 
