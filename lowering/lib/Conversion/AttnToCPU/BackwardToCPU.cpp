@@ -66,6 +66,20 @@ private:
   void emitPrologue(Block *entry);
   void emitItem(Value item);
   void emitRowBlock(Value i0, int64_t rows, Value g, Value partial);
+  /// The tile's key indices per lane block (clamped to M - 1 for the
+  /// regions' lookups) and which lanes hold keys of the tile.
+  void keyLanes(SmallVector<Value> &jIdx, SmallVector<Value> &inTile);
+  /// Score and visibility of one vector of row `row` (lane block c).
+  std::pair<Value, Value> scoreAndVisibility(Value x, Value row, int64_t c,
+                                             ArrayRef<Value> jIdx,
+                                             ArrayRef<Value> inTile,
+                                             Value partial);
+  /// Every (query head, q tile) pair of the item the mask leaves non-empty
+  /// against the current kv tile: sets pairH/G/Q0/Qn and calls `body`.
+  void forEachPair(Region *maskRegion, function_ref<void(Value)> body);
+  /// Row-normalized relu: L[g][i] = Σ_j relu(s_ij)^p, a pass over the kv
+  /// tiles before the gradients (the forward keeps no row statistic).
+  void emitRowSums();
   /// out[r][c] = Σ_d bcast(rowsBuf[i0 + r][d]) * tileT[d][c vl ..], the
   /// product of `rows` packed rows with a transposed kv tile.
   SmallVector<Value> rowsTimesTile(Value rowsBuf, Value i0, int64_t rows,
@@ -87,7 +101,8 @@ private:
   Value scale, bias, hasDlse;
   Value Hkv, nQT, nKT, Dpad;
   // Scratch.
-  Value Kt, Vt, Kn, dKt, dVt, Dbuf, Qs, DOs, Xblk, dQs;
+  Value Kt, Vt, Kn, dKt, dVt, Dbuf, Qs, DOs, Xblk, dQs, Lbuf;
+  bool rowNormalize = false;
   /// Query rows per register block of the fused step.
   static constexpr int64_t kRows = 4;
 
@@ -97,6 +112,9 @@ private:
   Region *pendingScore = nullptr, *pendingScoreGrad = nullptr;
   bool pendingMask = false;
   Region *mask = nullptr;
+  /// The recompute's score region (tile.score in the q loop), for the
+  /// row-sum pass.
+  Region *scoreRegion = nullptr;
 };
 
 } // namespace
@@ -167,6 +185,8 @@ void BackwardKernelBuilder::emitPrologue(Block *entry) {
   dKt = allocScratch(MemRefType::get({dyn, bk}, f32), ValueRange{Dqk});
   dVt = allocScratch(MemRefType::get({dyn, bk}, f32), ValueRange{Dv});
   Dbuf = allocScratch(MemRefType::get({dyn}, f32), ValueRange{mul(G, N)});
+  if (rowNormalize)
+    Lbuf = allocScratch(MemRefType::get({dyn}, f32), ValueRange{mul(G, N)});
   // The item's q rows (scaled) and do rows, packed once; a block's dX rows;
   // the item's dq rows, accumulated unscaled along d (vectors) across kv
   // tiles.
@@ -190,14 +210,13 @@ LogicalResult BackwardKernelBuilder::build() {
            << ") and tile_q (" << bq << "), tile_kv at most " << kMaxTileRows
            << " rows";
   kind = tiled.getNormalizer();
-  if (kind == NormalizerKind::relu && tiled.getRowNormalize())
-    return tiled.emitError()
-           << "the CPU backward kernel of the row-normalized relu is not "
-              "implemented yet (the reference evaluator computes its "
-              "gradients)";
+  rowNormalize = kind == NormalizerKind::relu && tiled.getRowNormalize();
   for (Operation &op : tiled.getBodyBlock())
-    if (auto loop = dyn_cast<QLoopOp>(op); loop && !loop.getMask().empty())
-      mask = &loop.getMask();
+    if (auto loop = dyn_cast<QLoopOp>(op)) {
+      if (!loop.getMask().empty())
+        mask = &loop.getMask();
+      loop.walk([&](TileScoreOp score) { scoreRegion = &score.getScore(); });
+    }
   auto fn = createFunc();
   Block *entry = &fn.getBody().front();
   emitPrologue(entry);
@@ -207,6 +226,8 @@ LogicalResult BackwardKernelBuilder::build() {
   LogicalResult result = success();
   forEach(begin, end, [&](Value item) {
     emitItem(item);
+    if (rowNormalize)
+      emitRowSums();
     Block &body = tiled.getBodyBlock();
     // The kv tiles of the item one after the other: they add to the same dq
     // rows.
@@ -231,7 +252,8 @@ LogicalResult BackwardKernelBuilder::build() {
 void BackwardKernelBuilder::emitItem(Value item) {
   itemB = divu(item, Hkv);
   itemHk = remu(item, Hkv);
-  bool softmax = kind == NormalizerKind::softmax;
+  // D = do·o: softmax (less dlse) and the row-normalized relu need it.
+  bool needD = kind == NormalizerKind::softmax || rowNormalize;
   forEach(cidx(0), G, [&](Value g) {
     Value h = add(mul(itemHk, G), g);
     forEach(cidx(0), N, [&](Value i) {
@@ -249,7 +271,9 @@ void BackwardKernelBuilder::emitItem(Value item) {
         Value x = memref::LoadOp::create(b, dout, ValueRange{itemB, h, i, d});
         memref::StoreOp::create(b, x, DOs, ValueRange{row, d});
       });
-      if (!softmax)
+      if (rowNormalize)
+        memref::StoreOp::create(b, cf32(0), Lbuf, ValueRange{row});
+      if (!needD)
         return;
       auto dot = loop(
           cidx(0), Dv, cidx(1), {cf32(0)},
@@ -259,7 +283,11 @@ void BackwardKernelBuilder::emitItem(Value item) {
             Value y = memref::LoadOp::create(b, o, ValueRange{itemB, h, i, d});
             return {fma(x, y, acc[0])};
           });
-      auto withDlse = scf::IfOp::create(b, TypeRange{b.getF32Type()}, hasDlse,
+      Value useDlse =
+          kind == NormalizerKind::softmax
+              ? hasDlse
+              : Value(arith::ConstantOp::create(b, b.getBoolAttr(false)));
+      auto withDlse = scf::IfOp::create(b, TypeRange{b.getF32Type()}, useDlse,
                                         /*withElseRegion=*/true);
       {
         OpBuilder::InsertionGuard guard(b);
@@ -317,22 +345,35 @@ LogicalResult BackwardKernelBuilder::lowerBwdInit(TileBwdInitOp) {
 /// tile, with `partial` for the mixed ones.
 LogicalResult BackwardKernelBuilder::lowerQLoop(QLoopOp op) {
   Block &step = op.getBody().front();
+  LogicalResult result = success();
+  forEachPair(op.getMask().empty() ? nullptr : &op.getMask(),
+              [&](Value partial) {
+                map.map(step.getArgument(0), pairH);
+                map.map(step.getArgument(1), pairQ0);
+                map.map(step.getArgument(2), partial);
+                if (failed(lowerTileBackwardBlock(step, *this)))
+                  result = failure();
+              });
+  return result;
+}
+
+void BackwardKernelBuilder::forEachPair(Region *maskRegion,
+                                        function_ref<void(Value)> body) {
   Value kLo = toI64(tileK0);
   Value kHi = toI64(sub(add(tileK0, tileKn), cidx(1)));
-  LogicalResult result = success();
   forEach(cidx(0), G, [&](Value g) {
     Value h = add(mul(itemHk, G), g);
     forEach(cidx(0), nQT, [&](Value qt) {
       Value q0 = mul(qt, cidx(bq));
       Value qn = minu(cidx(bq), sub(N, q0));
       Value compute, partial;
-      if (op.getMask().empty()) {
+      if (!maskRegion) {
         compute = arith::ConstantOp::create(b, b.getBoolAttr(true));
         partial = arith::ConstantOp::create(b, b.getBoolAttr(false));
       } else {
-        auto [lo, hi] = emitMaskIntervals(
-            b, op.getMask(), toI64(itemB), toI64(h), toI64(q0),
-            toI64(sub(add(q0, qn), cidx(1))), kLo, kHi, env);
+        auto [lo, hi] =
+            emitMaskIntervals(b, *maskRegion, toI64(itemB), toI64(h), toI64(q0),
+                              toI64(sub(add(q0, qn), cidx(1))), kLo, kHi, env);
         compute = cmp(P::ne, hi, ci64(0));
         partial = cmp(P::ne, lo, ci64(1));
       }
@@ -341,15 +382,53 @@ LogicalResult BackwardKernelBuilder::lowerQLoop(QLoopOp op) {
         pairG = g;
         pairQ0 = q0;
         pairQn = qn;
-        map.map(step.getArgument(0), h);
-        map.map(step.getArgument(1), q0);
-        map.map(step.getArgument(2), partial);
-        if (failed(lowerTileBackwardBlock(step, *this)))
-          result = failure();
+        body(partial);
       });
     });
   });
-  return result;
+}
+
+void BackwardKernelBuilder::emitRowSums() {
+  forEach(cidx(0), nKT, [&](Value kt) {
+    tileK0 = mul(kt, cidx(bk));
+    tileKn = minu(cidx(bk), sub(M, tileK0));
+    // Kt only (the same copy the gradients' pass makes).
+    Value zero = cf32(0);
+    forEach(cidx(0), cidx(bk), [&](Value j) {
+      Value inTile = ult(j, tileKn);
+      Value row = minu(add(tileK0, j), sub(M, cidx(1)));
+      forEach(cidx(0), Dqk, [&](Value d) {
+        Value x = toF32(
+            memref::LoadOp::create(b, k, ValueRange{itemB, itemHk, row, d}));
+        memref::StoreOp::create(b, select(inTile, x, zero), Kt,
+                                ValueRange{d, j});
+      });
+    });
+    pendingScore = scoreRegion;
+    pendingMask = mask != nullptr;
+    forEachPair(mask, [&](Value partial) {
+      SmallVector<Value> jIdx, inTile;
+      keyLanes(jIdx, inTile);
+      forEach(cidx(0), pairQn, [&](Value i) {
+        Value row = add(pairQ0, i);
+        Value lrow = add(mul(pairG, N), row);
+        SmallVector<Value> x = rowsTimesTile(Qs, lrow, 1, Dqk, Kt);
+        Value sum = vsplat(0);
+        for (int64_t c = 0; c < cj; ++c) {
+          auto [s, vis] =
+              scoreAndVisibility(x[c], row, c, jIdx, inTile, partial);
+          Value rl = fmax(s, vsplat(0)), rp = rl;
+          for (int64_t e = 1, pw = tiled.getReluPower(); e < pw; ++e)
+            rp = fmul(rp, rl);
+          sum = fadd(sum, select(vis, rp, vsplat(0)));
+        }
+        Value total =
+            vector::ReductionOp::create(b, vector::CombiningKind::ADD, sum);
+        Value old = memref::LoadOp::create(b, Lbuf, ValueRange{lrow});
+        memref::StoreOp::create(b, fadd(old, total), Lbuf, ValueRange{lrow});
+      });
+    });
+  });
 }
 
 // The step's ops record what the fused row loop needs; attn.tile.bwd.dq,
@@ -472,26 +551,46 @@ void BackwardKernelBuilder::accumulateTile(Value rowsBuf, Value i0,
 /// score, mask, P, dS and dX, then dV, dK and dq. Row blocks keep the tile
 /// vectors loaded once for all their rows (the forward's register blocking,
 /// along queries here).
+void BackwardKernelBuilder::keyLanes(SmallVector<Value> &jIdx,
+                                     SmallVector<Value> &inTile) {
+  auto vidx = VectorType::get({vl}, b.getIndexType());
+  Value step = vector::StepOp::create(b, vidx);
+  Value last = bcast(toI64(sub(M, cidx(1))));
+  for (int64_t c = 0; c < cj; ++c) {
+    Value local = arith::AddIOp::create(b, bcast(cidx(c * vl)), step);
+    inTile.push_back(arith::CmpIOp::create(b, P::ult, local, bcast(tileKn)));
+    Value idx = arith::IndexCastOp::create(
+        b, VectorType::get({vl}, b.getI64Type()),
+        arith::AddIOp::create(b, bcast(tileK0), local));
+    jIdx.push_back(arith::MinSIOp::create(b, idx, last));
+  }
+}
+
+std::pair<Value, Value> BackwardKernelBuilder::scoreAndVisibility(
+    Value x, Value row, int64_t c, ArrayRef<Value> jIdx, ArrayRef<Value> inTile,
+    Value partial) {
+  Value bI64 = toI64(itemB), hI64 = toI64(pairH), iI64 = toI64(row);
+  Value s = x;
+  if (pendingScore)
+    s = emitRegion(b, *pendingScore, {x, bI64, hI64, iI64, jIdx[c]}, env);
+  Value vis = inTile[c];
+  if (pendingMask) {
+    // Only partial pairs evaluate the mask; full ones see every key.
+    Value m = emitRegion(b, *mask, {bI64, hI64, iI64, jIdx[c]}, env);
+    if (!isa<VectorType>(m.getType()))
+      m = bcast(m);
+    Value all = bcast(arith::ConstantOp::create(b, b.getBoolAttr(true)));
+    vis = arith::AndIOp::create(b, vis, select(partial, m, all));
+  }
+  return {s, vis};
+}
+
 void BackwardKernelBuilder::emitRowBlock(Value i0, int64_t rows, Value g,
                                          Value partial) {
   Value h = pairH;
   Value bI64 = toI64(itemB), hI64 = toI64(h);
-  // Key indices per lane block (clamped to M - 1 for the regions' lookups)
-  // and which lanes are keys of the tile.
   SmallVector<Value> jIdx, inTile;
-  {
-    auto vidx = VectorType::get({vl}, b.getIndexType());
-    Value step = vector::StepOp::create(b, vidx);
-    Value last = bcast(toI64(sub(M, cidx(1))));
-    for (int64_t c = 0; c < cj; ++c) {
-      Value local = arith::AddIOp::create(b, bcast(cidx(c * vl)), step);
-      inTile.push_back(arith::CmpIOp::create(b, P::ult, local, bcast(tileKn)));
-      Value idx = arith::IndexCastOp::create(
-          b, VectorType::get({vl}, b.getI64Type()),
-          arith::AddIOp::create(b, bcast(tileK0), local));
-      jIdx.push_back(arith::MinSIOp::create(b, idx, last));
-    }
-  }
+  keyLanes(jIdx, inTile);
   // The block's first row in the item's packed rows.
   Value base = add(mul(g, N), add(pairQ0, i0));
   SmallVector<Value> x = rowsTimesTile(Qs, base, rows, Dqk, Kt);
@@ -501,26 +600,22 @@ void BackwardKernelBuilder::emitRowBlock(Value i0, int64_t rows, Value g,
   for (int64_t r = 0; r < rows; ++r) {
     Value row = add(pairQ0, add(i0, cidx(r)));
     Value iI64 = toI64(row);
-    Value lseI, dI;
-    if (kind == NormalizerKind::softmax) {
+    Value lseI, dI, invL;
+    if (kind == NormalizerKind::softmax)
       lseI = memref::LoadOp::create(b, lse, ValueRange{itemB, h, row});
+    if (kind == NormalizerKind::softmax || rowNormalize)
       dI = memref::LoadOp::create(b, Dbuf, ValueRange{add(mul(g, N), row)});
+    if (rowNormalize) {
+      // 1 / l, and 0 for a row whose sum is 0 (its o is 0 and so are its
+      // gradients).
+      Value l =
+          memref::LoadOp::create(b, Lbuf, ValueRange{add(mul(g, N), row)});
+      invL = select(arith::CmpFOp::create(b, FP::OGT, l, cf32(0)),
+                    arith::DivFOp::create(b, cf32(1), l), cf32(0));
     }
     for (int64_t c = 0; c < cj; ++c) {
       int64_t rc = r * cj + c;
-      Value s = x[rc];
-      if (pendingScore)
-        s = emitRegion(b, *pendingScore, {x[rc], bI64, hI64, iI64, jIdx[c]},
-                       env);
-      Value vis = inTile[c];
-      if (pendingMask) {
-        // Only partial pairs evaluate the mask; full ones see every key.
-        Value m = emitRegion(b, *mask, {bI64, hI64, iI64, jIdx[c]}, env);
-        if (!isa<VectorType>(m.getType()))
-          m = bcast(m);
-        Value all = bcast(arith::ConstantOp::create(b, b.getBoolAttr(true)));
-        vis = arith::AndIOp::create(b, vis, select(partial, m, all));
-      }
+      auto [s, vis] = scoreAndVisibility(x[rc], row, c, jIdx, inTile, partial);
       Value pc, dsc;
       switch (kind) {
       case NormalizerKind::softmax: {
@@ -553,7 +648,13 @@ void BackwardKernelBuilder::emitRowBlock(Value i0, int64_t rows, Value g,
         // torch.relu: derivative 0 at 0.
         dr = select(arith::CmpFOp::create(b, FP::OGT, s, zero), dr, zero);
         pc = select(vis, rp, zero);
-        dsc = select(vis, fmul(dP[rc], dr), zero);
+        Value dp = dP[rc];
+        if (rowNormalize) {
+          // w = p / l: dp' = (dP - D) / l, and P for dV is w.
+          pc = fmul(pc, bcast(invL));
+          dp = fmul(fsub(dP[rc], bcast(dI)), bcast(invL));
+        }
+        dsc = select(vis, fmul(dp, dr), zero);
         break;
       }
       case NormalizerKind::none:
