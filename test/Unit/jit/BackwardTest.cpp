@@ -334,6 +334,22 @@ TEST(Backward, LearnableBiasTable) {
          {}});
 }
 
+TEST(Backward, ScoreRegionDerivatives) {
+  // Every derivative rule of the kernels' region gradient (RegionEmitter's
+  // AdjointEmitter) against the reference's: select, min/max, pow, sqrt,
+  // log2, exp2, division, tanh, abs, with a table read under them.
+  check({"attention f {\n"
+         "  input w : f32[Hq]\n"
+         "  score = select(kv_idx > q_idx, score * 2.0, "
+         "sqrt(score * score + 1.0))"
+         " + log2(2.0 - w[h]) - pow(2.0 - w[h], 0.5 + score)"
+         " + min(score, w[h]) * max(score, 0.25) / (2.0 + abs(w[h]))"
+         " + exp2(tanh(score) - 1.0)\n"
+         "}",
+         {},
+         {}});
+}
+
 TEST(BackwardErrors, ForwardKernelHasNoBackward) {
   attn::Compiler compiler;
   attn::CompileOptions opts;
