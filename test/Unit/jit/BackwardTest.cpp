@@ -232,6 +232,29 @@ TEST(Backward, CausalFewerKeysHasEmptyRows) {
 
 TEST(Backward, Dense) { check({example("dense"), {}, {}}); }
 
+TEST(Backward, SeveralTilesEachWay) {
+  // Three q tiles and three kv tiles (tile_q = tile_kv = 64), the last of
+  // each a tail: dq summed over kv tiles, dK/dV over q tiles and heads,
+  // and the causal classification's empty, full and partial pairs.
+  Dims d;
+  d.B = 1;
+  d.Hq = 4;
+  d.Hkv = 2;
+  d.N = 150;
+  d.M = 170;
+  d.Dqk = 20;
+  d.Dv = 12;
+  check({example("causal"), {}, d});
+  check({example("sliding_window"), {{"window", "70"}}, d});
+  check({"attention rpb {\n"
+         "  input rpb : f32[Hq, 17]\n"
+         "  let rel = max(-8, min(q_idx - kv_idx, 8))\n"
+         "  score = score + rpb[h, rel + 8]\n"
+         "}",
+         {},
+         d});
+}
+
 TEST(Backward, SlidingWindow) {
   check({example("sliding_window"), {{"window", "11"}}, {}});
 }
