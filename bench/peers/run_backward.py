@@ -6,8 +6,8 @@ Run inside the peers venv (bench/peers/setup_venv.sh), after scripts/build.sh:
     build/peers-venv/bin/python bench/peers/run_backward.py
     build/peers-venv/bin/python bench/peers/run_backward.py --N 1024,4096 --D 64,128 --variants causal,softcap
 
-For each variant and shape (B=1, H=8, fp32), on the same inputs and the same
-output gradient `do`:
+For each variant and shape (B=1, H=8; --dtype fp32 and/or bf16), on the same
+inputs and the same output gradient `do`:
   attnc  `attnc run SPEC --backward --no-check` (the JIT's forward and
          backward kernels; the command prints the median forward and backward
          times of --repeat runs, which this script reads).
@@ -45,9 +45,32 @@ ATTNC = os.path.join(ROOT, "build", "bin", "attnc")
 WINDOW, CAP = 256, 30.0
 
 
-def attnc_times(var, B, H, N, D, repeat, inputs=None, outputs=None):
+BF16_INPUTS = ("\n  input q : bf16[B, Hq, N, Dqk]\n  input k : bf16[B, Hkv, M, Dqk]"
+               "\n  input v : bf16[B, Hkv, M, Dv]\n")
+
+
+def spec_path(var, dtype, tmp):
+    """The example, or for bf16 a copy with bf16 q, k, v declared (its
+    forward takes the AVX512-BF16 path; the backward reads bf16 and
+    computes in fp32)."""
+    path = os.path.join(EX, var + ".attn")
+    if dtype == "fp32":
+        return path
+    with open(path) as f:
+        text = f.read()
+    text, n = re.subn(r"(attention\s+\w+\s*\{)",
+                      lambda m: m.group(1) + BF16_INPUTS, text, count=1)
+    assert n == 1, path
+    out = os.path.join(tmp, var + "_bf16.attn")
+    with open(out, "w") as f:
+        f.write(text)
+    return out
+
+
+def attnc_times(var, B, H, N, D, repeat, inputs=None, outputs=None,
+                spec=None):
     """(forward ms, backward ms) from one `attnc run --backward`."""
-    spec = os.path.join(EX, var + ".attn")
+    spec = spec or os.path.join(EX, var + ".attn")
     cmd = [ATTNC, "run", spec, "--backward", "--repeat", str(repeat),
            "--shape", f"B={B},Hq={H},Hkv={H},N={N},M={N},Dqk={D},Dv={D}"]
     if var == "sliding_window":
@@ -92,7 +115,8 @@ def torch_impls(torch, var, N):
             j = torch.arange(N)[None, :]
             bias = -sl[:, None, None] * (i - j).clamp(min=0).float()
             bias = bias.masked_fill(j > i, float("-inf"))
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+            return F.scaled_dot_product_attention(q, k, v,
+                                                  attn_mask=bias.to(q.dtype))
         return None
 
     def eager(q, k, v):
@@ -149,17 +173,21 @@ def main():
     ap.add_argument("--D", default="64,128")
     ap.add_argument("--H", type=int, default=8)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--dtype", default="fp32",
+                    help="fp32, bf16 or both (fp32,bf16): torch gets tensors "
+                         "of that type, attnc a spec declaring them")
     args = ap.parse_args()
     import numpy as np
     import torch
     torch.set_num_threads(os.cpu_count())
     peak, peak_src = fma_peak_gflops()
-    print(f"# attnc backward vs PyTorch {torch.__version__}, fp32, B=1, "
+    print(f"# attnc backward vs PyTorch {torch.__version__}, {args.dtype}, B=1, "
           f"H={args.H}, threads={os.cpu_count()}, {time.strftime('%Y-%m-%d')}")
     print(f"# fp32 FMA limit measured now: {peak_src}\n")
-    print("| variant | N | D | attnc fwd ms | attnc bwd ms | bwd/fwd | bwd % of FMA limit "
-          "| peer | peer fwd+bwd ms | attnc speedup | grad err |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| variant | dtype | N | D | attnc fwd ms | attnc bwd ms | bwd/fwd | "
+          "bwd % of fp32 FMA limit | peer | peer fwd+bwd ms | attnc speedup | "
+          "grad err |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     tmp = tempfile.mkdtemp(prefix="attnc-bwd-")
     first = True
     for N in [int(x) for x in args.N.split(",")]:
@@ -171,20 +199,24 @@ def main():
             for name, t in (("q", q), ("k", k), ("v", v), ("do", do)):
                 paths[name] = os.path.join(tmp, name + ".npy")
                 np.save(paths[name], t.numpy())
-            for var in args.variants.split(","):
+            for var, dtype in [(v, t) for t in args.dtype.split(",")
+                               for v in args.variants.split(",")]:
+                spec = spec_path(var, dtype, tmp)
+                tdt = torch.bfloat16 if dtype == "bf16" else torch.float32
+                tq, tk, tv, tdo = (t.to(tdt) for t in (q, k, v, do))
                 impls = torch_impls(torch, var, N)
                 att_f, att_b, peer_t = [], [], {p: [] for p in impls}
                 err = ""
                 for rep in range(args.reps + 1):
-                    f, b, _ = attnc_times(var, B, H, N, D, 1)
+                    f, b, _ = attnc_times(var, B, H, N, D, 1, spec=spec)
                     if rep:
                         att_f.append(f)
                         att_b.append(b)
                     for name, fn in impls.items():
-                        tf, tb, grads = time_torch(torch, fn, q, k, v, do)
+                        tf, tb, grads = time_torch(torch, fn, tq, tk, tv, tdo)
                         if rep:
                             peer_t[name].append(tf + tb)
-                        if rep == 0 and first:
+                        if rep == 0 and first and dtype == "fp32":
                             outs = {n: os.path.join(tmp, f"{n}.out.npy")
                                     for n in ("dq", "dk", "dv")}
                             attnc_times(var, B, H, N, D, 1,
@@ -204,7 +236,7 @@ def main():
                 pct = 100 * bwd_flops / (b * 1e-3) / 1e9 / peak
                 for name, ts in peer_t.items():
                     t = statistics.median(ts)
-                    print(f"| {var} | {N} | {D} | {f:.1f} | {b:.1f} | {b / f:.2f} "
+                    print(f"| {var} | {dtype} | {N} | {D} | {f:.1f} | {b:.1f} | {b / f:.2f} "
                           f"| {pct:.0f}% | {name} | {t:.1f} | "
                           f"{t / (f + b):.2f}x | {err} |", flush=True)
             first = False
