@@ -2,6 +2,7 @@
 
 #include "attn/Dialect/Attn/IR/AttnOps.h"
 #include "mlir/IR/Builders.h"
+#include "llvm/ADT/StringSet.h"
 
 using namespace mlir;
 using namespace mlir::attn;
@@ -30,6 +31,22 @@ QLoopOp TiledAttentionBackwardOp::getQLoop() {
     if (auto loop = dyn_cast<QLoopOp>(op))
       return loop;
   return {};
+}
+
+SmallVector<InputOp> TiledAttentionBackwardOp::getGradientInputs() {
+  llvm::StringSet<> read;
+  walk([&](TileBwdScoreOp op) {
+    op.getScore().walk([&](LoadOp l) {
+      if (isa<FloatType>(l.getResult().getType()))
+        read.insert(l.getInput());
+    });
+  });
+  SmallVector<InputOp> out;
+  auto spec = (*this)->getParentOfType<SpecOp>();
+  for (InputOp in : spec.getBodyBlock().getOps<InputOp>())
+    if (read.contains(in.getSymName()))
+      out.push_back(in);
+  return out;
 }
 
 LogicalResult TiledAttentionBackwardOp::verify() {

@@ -180,14 +180,7 @@ std::string BackwardRun::compile() {
   if (target->backend().deviceType() != kDLCPU)
     return "attnc run --backward executes on host tensors; the backward "
            "kernels exist for the CPU target only (issue 12)";
-  ::attn::CompileOptions co;
-  for (const std::string &p : opts.params) {
-    auto [k, v] = llvm::StringRef(p).split('=');
-    co.params.push_back({k.trim().str(), v.trim().str()});
-  }
-  co.target = opts.target;
-  co.tileQ = opts.tileQ;
-  co.tileKV = opts.tileKV;
+  ::attn::CompileOptions co = compileOptionsFor(opts);
   ::attn::Compiler compiler;
   if (!(fwd = compiler.compile(opts.specPath, co, error)))
     return error;

@@ -137,17 +137,9 @@ std::string CompiledRun::planShapesAndMemory() {
 
 /// Compiles the spec, or loads it from the cache.
 std::string CompiledRun::compile() {
-  ::attn::CompileOptions co;
-  for (const std::string &p : opts.params) {
-    auto [k, v] = llvm::StringRef(p).split('=');
-    co.params.push_back({k.trim().str(), v.trim().str()});
-  }
-  co.target = opts.target;
-  co.tileQ = opts.tileQ;
-  co.tileKV = opts.tileKV;
-  co.linearChunk = opts.linearChunk;
   std::string error;
-  kernel = ::attn::Compiler().compile(opts.specPath, co, error);
+  kernel =
+      ::attn::Compiler().compile(opts.specPath, compileOptionsFor(opts), error);
   return kernel ? "" : error;
 }
 

@@ -9,9 +9,12 @@
 #ifndef ATTN_LIB_JIT_RUNHELPERS_H
 #define ATTN_LIB_JIT_RUNHELPERS_H
 
+#include "attn/Frontend/RunSpec.h"
+#include "attn/JIT/Compiler.h"
 #include "attn/Signature.h"
 #include "attn/npy.h"
 #include "attn/runtime.h"
+#include "llvm/ADT/StringRef.h"
 #include <vector>
 
 namespace mlir::attn::run {
@@ -66,6 +69,20 @@ inline std::string convertInPlace(HostArray &a, ::attn::DType to) {
     r.setDouble(i, a.getDouble(i));
   a = std::move(r);
   return "";
+}
+
+/// The JIT options `attnc run` asks for: params, target, tiles, chunk.
+inline ::attn::CompileOptions compileOptionsFor(const RunOptions &opts) {
+  ::attn::CompileOptions co;
+  for (const std::string &p : opts.params) {
+    auto [k, v] = llvm::StringRef(p).split('=');
+    co.params.push_back({k.trim().str(), v.trim().str()});
+  }
+  co.target = opts.target;
+  co.tileQ = opts.tileQ;
+  co.tileKV = opts.tileKV;
+  co.linearChunk = opts.linearChunk;
+  return co;
 }
 
 } // namespace mlir::attn::run

@@ -5,7 +5,6 @@
 #include "attn/Reference/ReferenceEvaluator.h"
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/StringExtras.h"
-#include "llvm/ADT/StringSet.h"
 #include "llvm/Support/raw_ostream.h"
 #include <optional>
 
@@ -28,8 +27,7 @@ std::string Schedule::key() const {
   std::string s =
       "tile=" + std::to_string(tileQ) + "x" + std::to_string(tileKV) +
       " chunk=" + std::to_string(linearChunk) + (linearState ? " state" : "") +
-      (backward ? " backward" : "") +
-      " dtype=" + elementType + " dims=";
+      (backward ? " backward" : "") + " dtype=" + elementType + " dims=";
   for (int64_t d : headDims)
     s += std::to_string(d) + ",";
   return s;
@@ -51,16 +49,8 @@ KernelInfo mlir::attn::describeSpec(ModuleOp module) {
     else if (auto bwd = spec.getTiledAttentionBackward()) {
       kind = bwd.getNormalizer();
       info.backward = true;
-      llvm::StringSet<> read;
-      bwd.walk([&](TileBwdScoreOp op) {
-        op.getScore().walk([&](LoadOp l) {
-          if (isa<FloatType>(l.getResult().getType()))
-            read.insert(l.getInput());
-        });
-      });
-      for (InputOp in : spec.getBodyBlock().getOps<InputOp>())
-        if (read.contains(in.getSymName()))
-          info.gradInputs.push_back(in.getSymName().str());
+      for (InputOp in : bwd.getGradientInputs())
+        info.gradInputs.push_back(in.getSymName().str());
     }
     info.name = spec.getSymName().str();
     info.symbol = "attn_" + info.name;

@@ -79,17 +79,18 @@ void runRange(void *ctx, int64_t begin, int64_t end) {
   launch->fn(launch->args, begin, end);
 }
 
-/// The error of a launch whose status word is `status` (nonzero).
-attn_status_t launchError(const attn_kernel_desc_t *k, int32_t status,
-                          const attn::DimBinding &dims) {
-  std::string kname = std::string("kernel '") + (k->name ? k->name : "?") + "'";
+/// The error of a launch of kernel `name` whose status word is `status`
+/// (nonzero); `written` names the outputs it leaves partially written.
+attn_status_t launchError(const char *name, int32_t status,
+                          const attn::DimBinding &dims, const char *written) {
+  std::string kname = std::string("kernel '") + (name ? name : "?") + "'";
   if (status != ATTN_KERNEL_OUT_OF_MEMORY)
     return fail(ATTN_ERROR_INTERNAL,
                 kname + " returned the unknown status " + str(status));
   return fail(ATTN_ERROR_OUT_OF_MEMORY,
               kname + ": out of memory allocating its scratch buffers (Dqk = " +
-                  str(dims.at("Dqk")) + ", Dv = " + str(dims.at("Dv")) +
-                  "); o and lse are partially written");
+                  str(dims.at("Dqk")) + ", Dv = " + str(dims.at("Dv")) + "); " +
+                  written + " partially written");
 }
 
 int computeDefaultThreads();
@@ -180,7 +181,7 @@ extern "C" attn_status_t attn_cpu_run(const attn_kernel_desc_t *kernel,
   // parallelFor returns after every chunk finished (joined under the pool's
   // mutex), so every kernel's store is visible here.
   if (int32_t st = status.load(std::memory_order_relaxed))
-    return launchError(kernel, st, dims);
+    return launchError(kernel->name, st, dims, "o and lse are");
   return ATTN_OK;
 }
 
@@ -359,15 +360,7 @@ extern "C" attn_status_t attn_cpu_run_backward(
   args.push_back(&status);
   Launch launch{kernel->cpu_fn, args.data(), &status};
   parallelFor(runRange, &launch, total, 1, numThreads);
-  if (int32_t st = status.load(std::memory_order_relaxed)) {
-    std::string kname =
-        std::string("kernel '") + (kernel->name ? kernel->name : "?") + "'";
-    if (st != ATTN_KERNEL_OUT_OF_MEMORY)
-      return fail(ATTN_ERROR_INTERNAL,
-                  kname + " returned the unknown status " + str(st));
-    return fail(ATTN_ERROR_OUT_OF_MEMORY,
-                kname + ": out of memory allocating its scratch buffers; the "
-                        "gradients are partially written");
-  }
+  if (int32_t st = status.load(std::memory_order_relaxed))
+    return launchError(kernel->name, st, dims, "the gradients are");
   return ATTN_OK;
 }

@@ -9,8 +9,8 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "LoadSpec.h"
 #include "attn/Reference/ReferenceEvaluator.h"
+#include "LoadSpec.h"
 #include "mlir/Parser/Parser.h"
 
 #include <gtest/gtest.h>

@@ -32,7 +32,6 @@
 #include "attn/Conversion/TileLowering.h"
 #include "attn/Dialect/Attn/Transforms/Passes.h"
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
-#include "llvm/ADT/StringSet.h"
 #include <limits>
 
 using namespace mlir;
@@ -80,6 +79,8 @@ private:
   /// Row-normalized relu: L[g][i] = Σ_j relu(s_ij)^p, a pass over the kv
   /// tiles before the gradients (the forward keeps no row statistic).
   void emitRowSums();
+  /// The kv tile's Kt (and, `withV`, Vt and Kn), zero past tileKn.
+  void emitLoadTile(bool withV);
   /// out[r][c] = Σ_d bcast(rowsBuf[i0 + r][d]) * tileT[d][c vl ..], the
   /// product of `rows` packed rows with a transposed kv tile.
   SmallVector<Value> rowsTimesTile(Value rowsBuf, Value i0, int64_t rows,
@@ -126,32 +127,13 @@ private:
 // The kernel shell
 //===----------------------------------------------------------------------===//
 
-/// The names of the aux inputs the score reads in f32: the ones with a
-/// gradient, in declaration order (the runtime's order of the d<aux>
-/// arguments).
-static SmallVector<InputOp> gradientInputs(SpecOp spec,
-                                           TiledAttentionBackwardOp tiled) {
-  llvm::StringSet<> read;
-  tiled.walk([&](TileBwdScoreOp op) {
-    op.getScore().walk([&](LoadOp l) {
-      if (isa<FloatType>(l.getResult().getType()))
-        read.insert(l.getInput());
-    });
-  });
-  SmallVector<InputOp> out;
-  for (InputOp in : spec.getBodyBlock().getOps<InputOp>())
-    if (read.contains(in.getSymName()))
-      out.push_back(in);
-  return out;
-}
-
 func::FuncOp BackwardKernelBuilder::createFunc() {
   MLIRContext *ctx = b.getContext();
   Type f32 = b.getF32Type();
   SmallVector<Type> extra;
   for (int64_t rank : {4, 3, 4, 4, 4}) // do, dlse, dq, dk, dv
     extra.push_back(stridedType(ctx, rank, f32));
-  for (InputOp in : gradientInputs(spec, tiled))
+  for (InputOp in : tiled.getGradientInputs())
     extra.push_back(stridedType(ctx, in.getDims().size(), f32));
   return createKernelFunc(extra, "_backward");
 }
@@ -169,7 +151,7 @@ void BackwardKernelBuilder::emitPrologue(Block *entry) {
   dq = entry->getArgument(next++);
   dk = entry->getArgument(next++);
   dv = entry->getArgument(next++);
-  for (InputOp in : gradientInputs(spec, tiled))
+  for (InputOp in : tiled.getGradientInputs())
     auxGrads[in.getSymName()] = entry->getArgument(next++);
   scale = emitScale(tiled.getScale(), env);
   bias = emitBias(tiled.getBias(), env);
@@ -312,7 +294,7 @@ void BackwardKernelBuilder::emitItem(Value item) {
 //===----------------------------------------------------------------------===//
 
 /// Loads the kv tile (transposed, zero past kn) and zeroes its gradients.
-LogicalResult BackwardKernelBuilder::lowerBwdInit(TileBwdInitOp) {
+void BackwardKernelBuilder::emitLoadTile(bool withV) {
   Value zero = cf32(0);
   forEach(cidx(0), cidx(bk), [&](Value j) {
     Value inTile = ult(j, tileKn);
@@ -323,17 +305,23 @@ LogicalResult BackwardKernelBuilder::lowerBwdInit(TileBwdInitOp) {
             memref::LoadOp::create(b, mem, ValueRange{itemB, itemHk, row, d}));
         memref::StoreOp::create(b, select(inTile, x, zero), dstT,
                                 ValueRange{d, j});
-        if (dstT == Kt)
+        if (withV && dstT == Kt)
           memref::StoreOp::create(b, select(inTile, x, zero), Kn,
                                   ValueRange{j, d});
       });
     };
     copy(k, Dqk, Kt);
+    if (!withV)
+      return;
     copy(v, Dv, Vt);
     forEach(Dqk, Dpad, [&](Value d) {
       memref::StoreOp::create(b, zero, Kn, ValueRange{j, d});
     });
   });
+}
+
+LogicalResult BackwardKernelBuilder::lowerBwdInit(TileBwdInitOp) {
+  emitLoadTile(/*withV=*/true);
   auto zeroT = [&](Value buf, Value len) {
     forEach(cidx(0), len, [&](Value d) {
       for (int64_t c = 0; c < cj; ++c)
@@ -399,18 +387,7 @@ void BackwardKernelBuilder::emitRowSums() {
   forEach(cidx(0), nKT, [&](Value kt) {
     tileK0 = mul(kt, cidx(bk));
     tileKn = minu(cidx(bk), sub(M, tileK0));
-    // Kt only (the same copy the gradients' pass makes).
-    Value zero = cf32(0);
-    forEach(cidx(0), cidx(bk), [&](Value j) {
-      Value inTile = ult(j, tileKn);
-      Value row = minu(add(tileK0, j), sub(M, cidx(1)));
-      forEach(cidx(0), Dqk, [&](Value d) {
-        Value x = toF32(
-            memref::LoadOp::create(b, k, ValueRange{itemB, itemHk, row, d}));
-        memref::StoreOp::create(b, select(inTile, x, zero), Kt,
-                                ValueRange{d, j});
-      });
-    });
+    emitLoadTile(/*withV=*/false);
     pendingScore = scoreRegion;
     pendingMask = mask != nullptr;
     forEachPair(mask, [&](Value partial) {

@@ -107,6 +107,10 @@ def Attn_TiledAttentionBackwardOp : Attn_Op<"tiled_attention_backward", [
     ::mlir::Block &getBodyBlock() { return getBody().front(); }
     /// The q loop of the body.
     QLoopOp getQLoop();
+    /// The aux inputs that get a gradient: the f32 inputs the chain rule
+    /// (attn.tile.bwd.score) reads, in the spec's declaration order (the
+    /// kernels' d<aux> argument order).
+    ::llvm::SmallVector<InputOp> getGradientInputs();
   }];
 }
 
