@@ -9,6 +9,7 @@
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/OpImplementation.h"
 #include "llvm/ADT/STLExtras.h"
+#include "llvm/ADT/StringSet.h"
 
 using namespace mlir;
 using namespace mlir::attn;
@@ -147,23 +148,30 @@ TiledAttentionBackwardOp SpecOp::getTiledAttentionBackward() {
   return {};
 }
 
+TiledLinearAttentionBackwardOp SpecOp::getTiledLinearAttentionBackward() {
+  for (Operation &op : getBodyBlock())
+    if (auto a = dyn_cast<TiledLinearAttentionBackwardOp>(op))
+      return a;
+  return {};
+}
+
 LogicalResult SpecOp::verify() {
   unsigned numAttention = 0;
   for (Operation &op : getBodyBlock()) {
     if (isa<AttentionOp, LinearAttentionOp, TiledAttentionOp,
-            TiledLinearAttentionOp, TiledAttentionBackwardOp>(op))
+            TiledLinearAttentionOp, TiledAttentionBackwardOp,
+            TiledLinearAttentionBackwardOp>(op))
       ++numAttention;
     else if (!isa<ParamOp, InputOp>(op))
       return op.emitOpError()
              << "is not allowed in an 'attn.spec' body (expected attn.param, "
                 "attn.input, attn.attention, attn.linear_attention or their "
-                "tiled forms, or attn.tiled_attention_backward)";
+                "tiled forms, or their backward programs)";
   }
   if (numAttention != 1)
-    return emitOpError() << "expects exactly one 'attn.attention', "
-                            "'attn.tiled_attention', "
-                            "'attn.tiled_attention_backward' or "
-                            "'attn.linear_attention' op, found "
+    return emitOpError() << "expects exactly one attention op "
+                            "('attn.attention', 'attn.linear_attention', or "
+                            "a tiled or backward form of them), found "
                          << numAttention;
   return success();
 }
@@ -336,31 +344,97 @@ LogicalResult LinearAttentionOp::verifyRegions() {
   return verifyLinearRegions(*this);
 }
 
-bool TiledLinearAttentionOp::hasVectorGate() {
-  return !getGate().empty() && !getGate().front().getArgument(3).use_empty();
+/// What the (b, h) programs of the forward and the gradients share.
+template <typename TiledOp> static bool gateReadsD(TiledOp op) {
+  return !op.getGate().empty() &&
+         !op.getGate().front().getArgument(3).use_empty();
 }
+
+template <typename TiledOp> static ChunkLoopOp firstChunkLoop(TiledOp op) {
+  for (Operation &o : op.getBodyBlock())
+    if (auto loop = dyn_cast<ChunkLoopOp>(o))
+      return loop;
+  return {};
+}
+
+template <typename TiledOp>
+static LogicalResult verifyTiledLinearBody(TiledOp op, StringRef what) {
+  if (failed(verifyLinearRegions(op)))
+    return failure();
+  Type idx = IndexType::get(op.getContext());
+  if (failed(mlir::attn::detail::verifyRegionSignature(op, op.getBody(), "body",
+                                                       {idx, idx}, {}, false)))
+    return failure();
+  if (!op.getChunkLoop())
+    return op.emitOpError() << "body must have an 'attn.chunk.loop'" << what;
+  return success();
+}
+
+bool TiledLinearAttentionOp::hasVectorGate() { return gateReadsD(*this); }
 
 LogicalResult TiledLinearAttentionOp::verify() {
   return verifyLinearForm(*this);
 }
 
 LogicalResult TiledLinearAttentionOp::verifyRegions() {
-  if (failed(verifyLinearRegions(*this)))
-    return failure();
-  Type idx = IndexType::get(getContext());
-  if (failed(mlir::attn::detail::verifyRegionSignature(*this, getBody(), "body",
-                                                       {idx, idx}, {}, false)))
-    return failure();
-  if (!getChunkLoop())
-    return emitOpError() << "body must have an 'attn.chunk.loop'";
-  return success();
+  return verifyTiledLinearBody(*this, "");
 }
 
 ChunkLoopOp TiledLinearAttentionOp::getChunkLoop() {
-  for (Operation &op : getBodyBlock())
-    if (auto loop = dyn_cast<ChunkLoopOp>(op))
-      return loop;
-  return {};
+  return firstChunkLoop(*this);
+}
+
+bool TiledLinearAttentionBackwardOp::hasVectorGate() {
+  return gateReadsD(*this);
+}
+
+LogicalResult TiledLinearAttentionBackwardOp::verify() {
+  return verifyLinearForm(*this);
+}
+
+LogicalResult TiledLinearAttentionBackwardOp::verifyRegions() {
+  if (failed(verifyTiledLinearBody(*this, " (the forward scan)")))
+    return failure();
+  unsigned reverse = 0, readout = 0;
+  for (Operation &op : getBodyBlock()) {
+    reverse += isa<ChunkBwdReverseLoopOp>(op);
+    readout += isa<ChunkBwdReadoutAllOp>(op);
+    if (isa<ChunkStoreStateOp, ChunkReadoutAllOp>(op))
+      return op.emitOpError() << "writes the forward's outputs; it has no "
+                                 "place in the gradients' program";
+  }
+  if (getNoncausal() ? (readout != 1 || reverse != 0)
+                     : (reverse != 1 || readout != 0))
+    return emitOpError() << "body must have one "
+                         << (getNoncausal() ? "'attn.chunk.bwd.readout_all'"
+                                            : "'attn.chunk.bwd.reverse_loop'")
+                         << " (the attention is "
+                         << (getNoncausal() ? "non-causal" : "causal") << ")";
+  return success();
+}
+
+ChunkLoopOp TiledLinearAttentionBackwardOp::getChunkLoop() {
+  return firstChunkLoop(*this);
+}
+
+SmallVector<InputOp> TiledLinearAttentionBackwardOp::getGradientInputs() {
+  return detail::floatInputsRead(*this, {&getGate(), &getBeta(), &getBonus()});
+}
+
+SmallVector<InputOp>
+mlir::attn::detail::floatInputsRead(Operation *op, ArrayRef<Region *> regions) {
+  llvm::StringSet<> read;
+  for (Region *r : regions)
+    r->walk([&](LoadOp l) {
+      if (isa<FloatType>(l.getResult().getType()))
+        read.insert(l.getInput());
+    });
+  SmallVector<InputOp> out;
+  auto spec = op->getParentOfType<SpecOp>();
+  for (InputOp in : spec.getBodyBlock().getOps<InputOp>())
+    if (read.contains(in.getSymName()))
+      out.push_back(in);
+  return out;
 }
 
 //===----------------------------------------------------------------------===//

@@ -2,7 +2,6 @@
 
 #include "attn/Dialect/Attn/IR/AttnOps.h"
 #include "mlir/IR/Builders.h"
-#include "llvm/ADT/StringSet.h"
 
 using namespace mlir;
 using namespace mlir::attn;
@@ -34,19 +33,9 @@ QLoopOp TiledAttentionBackwardOp::getQLoop() {
 }
 
 SmallVector<InputOp> TiledAttentionBackwardOp::getGradientInputs() {
-  llvm::StringSet<> read;
-  walk([&](TileBwdScoreOp op) {
-    op.getScore().walk([&](LoadOp l) {
-      if (isa<FloatType>(l.getResult().getType()))
-        read.insert(l.getInput());
-    });
-  });
-  SmallVector<InputOp> out;
-  auto spec = (*this)->getParentOfType<SpecOp>();
-  for (InputOp in : spec.getBodyBlock().getOps<InputOp>())
-    if (read.contains(in.getSymName()))
-      out.push_back(in);
-  return out;
+  SmallVector<Region *> scores;
+  walk([&](TileBwdScoreOp op) { scores.push_back(&op.getScore()); });
+  return detail::floatInputsRead(*this, scores);
 }
 
 LogicalResult TiledAttentionBackwardOp::verify() {

@@ -37,12 +37,17 @@ struct TileAttentionBackwardPass
 
   void runOnOperation() override {
     SpecOp spec = getOperation();
-    if (spec.getTiledAttentionBackward())
+    if (spec.getTiledAttentionBackward() ||
+        spec.getTiledLinearAttentionBackward())
       return; // already tiled
     if (LinearAttentionOp lin = spec.getLinearAttention()) {
-      lin.emitError() << "the backward tile program of linear attention is "
-                         "not implemented yet";
-      return signalPassFailure();
+      for (InputOp in : spec.getBodyBlock().getOps<InputOp>())
+        if (in.getSymName() == "state" || in.getSymName() == "zstate") {
+          lin.emitError() << "a linear attention with a carried state "
+                             "(decode) has no backward pass";
+          return signalPassFailure();
+        }
+      return buildLinear(lin);
     }
     AttentionOp att = spec.getAttention();
     if (!att) {
@@ -131,6 +136,78 @@ struct TileAttentionBackwardPass
     TileBwdStoreOp::create(b, loc, loop.getResult(), bi, hk, k0);
     YieldOp::create(b, loc, ValueRange{});
     att.erase();
+  }
+
+  /// Replaces `lin` by the program of its gradients: the forward's chunk
+  /// scan keeping checkpoints, then the reverse scan (docs/architecture.md,
+  /// "The linear family's backward").
+  static void buildLinear(LinearAttentionOp lin) {
+    MLIRContext *ctx = lin.getContext();
+    OpBuilder b(lin);
+    Location loc = lin.getLoc();
+    auto tiled = TiledLinearAttentionBackwardOp::create(
+        b, loc, lin.getFeatureMapQAttr(), lin.getFeatureMapKAttr(),
+        lin.getNormalizeAttr(), lin.getNoncausalAttr(), lin.getExclusiveAttr(),
+        lin.getProjectionAttr());
+    tiled.getScale().takeBody(lin.getScale());
+    tiled.getGate().takeBody(lin.getGate());
+    tiled.getBeta().takeBody(lin.getBeta());
+    tiled.getBonus().takeBody(lin.getBonus());
+    Type idx = b.getIndexType();
+    int64_t dyn = ShapedType::kDynamic;
+    auto tileTy = TileType::get(ctx, {dyn, dyn}, b.getF32Type());
+    auto stateTy = StateType::get(ctx, dyn, dyn);
+    bool causal = !lin.getNoncausal(), delta = !tiled.getBeta().empty();
+    Block *body = b.createBlock(&tiled.getBody(), {}, {idx, idx}, {loc, loc});
+    Value bi = body->getArgument(0), h = body->getArgument(1);
+
+    // The forward scan: the forward's ops, a checkpoint per chunk.
+    Value init = ChunkInitStateOp::create(b, loc, stateTy, bi, h);
+    auto loop = ChunkLoopOp::create(b, loc, stateTy, bi, h, init);
+    {
+      OpBuilder::InsertionGuard guard(b);
+      Block *step =
+          b.createBlock(&loop.getBody(), {}, {idx, stateTy}, {loc, loc});
+      Value t0 = step->getArgument(0), st = step->getArgument(1);
+      if (causal)
+        ChunkBwdSaveOp::create(b, loc, st, bi, h, t0);
+      Value fk = ChunkFeaturesOp::create(b, loc, tileTy, bi, h, t0, false);
+      Value v = ChunkValuesOp::create(b, loc, tileTy, bi, h, t0);
+      Value g = ChunkLogGatesOp::create(b, loc, tileTy, bi, h, t0);
+      if (delta)
+        v = ChunkDeltaOp::create(b, loc, tileTy, st, fk, v, g, bi, h, t0);
+      st = ChunkUpdateOp::create(b, loc, stateTy, st, fk, v, g);
+      YieldOp::create(b, loc, st);
+    }
+    if (!causal) {
+      Value dst = ChunkBwdReadoutAllOp::create(b, loc, stateTy,
+                                               loop.getResult(), bi, h);
+      ChunkBwdKeysAllOp::create(b, loc, dst, bi, h);
+      YieldOp::create(b, loc, ValueRange{});
+      lin.erase();
+      return;
+    }
+
+    // The reverse scan.
+    Value dinit = ChunkBwdInitOp::create(b, loc, stateTy, bi, h);
+    auto rev = ChunkBwdReverseLoopOp::create(b, loc, stateTy, bi, h, dinit);
+    {
+      OpBuilder::InsertionGuard guard(b);
+      Block *step =
+          b.createBlock(&rev.getBody(), {}, {idx, stateTy}, {loc, loc});
+      Value t0 = step->getArgument(0), dst = step->getArgument(1);
+      Value st = ChunkBwdRestoreOp::create(b, loc, stateTy, bi, h, t0);
+      Value fk = ChunkFeaturesOp::create(b, loc, tileTy, bi, h, t0, false);
+      Value fq = ChunkFeaturesOp::create(b, loc, tileTy, bi, h, t0, true);
+      Value v = ChunkValuesOp::create(b, loc, tileTy, bi, h, t0);
+      Value g = ChunkLogGatesOp::create(b, loc, tileTy, bi, h, t0);
+      dst = ChunkBwdGradOp::create(b, loc, stateTy, st, dst, fq, fk, v, g, bi,
+                                   h, t0);
+      YieldOp::create(b, loc, dst);
+    }
+    ChunkBwdFinishOp::create(b, loc, rev.getResult(), bi, h);
+    YieldOp::create(b, loc, ValueRange{});
+    lin.erase();
   }
 };
 

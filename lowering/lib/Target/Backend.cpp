@@ -51,6 +51,10 @@ KernelInfo mlir::attn::describeSpec(ModuleOp module) {
       info.backward = true;
       for (InputOp in : bwd.getGradientInputs())
         info.gradInputs.push_back(in.getSymName().str());
+    } else if (auto bwd = spec.getTiledLinearAttentionBackward()) {
+      info.backward = true;
+      for (InputOp in : bwd.getGradientInputs())
+        info.gradInputs.push_back(in.getSymName().str());
     }
     info.name = spec.getSymName().str();
     info.symbol = "attn_" + info.name;

@@ -64,7 +64,7 @@ attn.spec @misplaced {
   } bonus {
   } body {
   ^bb0(%b: index, %h: index):
-    // expected-error @+1 {{'attn.chunk.values' op expects parent op 'attn.chunk.loop'}}
+    // expected-error @+1 {{'attn.chunk.values' op expects parent op to be one of 'attn.chunk.loop, attn.chunk.bwd.reverse_loop'}}
     %v = attn.chunk.values %b, %h, %b
     %s0 = attn.chunk.init_state %b, %h
     %s = attn.chunk.loop %b, %h iter_args(%s0) do {

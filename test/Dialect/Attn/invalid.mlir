@@ -1,12 +1,12 @@
 // RUN: attn-opt %s -split-input-file -verify-diagnostics
 
-// expected-error @+1 {{expects exactly one 'attn.attention', 'attn.tiled_attention', 'attn.tiled_attention_backward' or 'attn.linear_attention' op, found 0}}
+// expected-error @+1 {{expects exactly one attention op ('attn.attention', 'attn.linear_attention', or a tiled or backward form of them), found 0}}
 attn.spec @none {
 }
 
 // -----
 
-// expected-error @+1 {{expects exactly one 'attn.attention', 'attn.tiled_attention', 'attn.tiled_attention_backward' or 'attn.linear_attention' op, found 2}}
+// expected-error @+1 {{expects exactly one attention op ('attn.attention', 'attn.linear_attention', or a tiled or backward form of them), found 2}}
 attn.spec @two {
   attn.attention normalizer = <softmax> scale {} mask {} score {} bias {}
   attn.attention normalizer = <softmax> scale {} mask {} score {} bias {}

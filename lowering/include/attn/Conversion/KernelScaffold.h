@@ -57,6 +57,7 @@ struct LinearForm {
   LinearForm() = default;
   explicit LinearForm(LinearAttentionOp op);
   explicit LinearForm(TiledLinearAttentionOp op);
+  explicit LinearForm(TiledLinearAttentionBackwardOp op);
   bool normalize = false, exclusive = false, causal = true, delta = false;
   bool hasGate = false, vecGate = false, hasBonus = false;
   FeatureMapKind fmQ = FeatureMapKind::identity;

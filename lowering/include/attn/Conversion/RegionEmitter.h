@@ -53,9 +53,15 @@ Value emitRegion(ImplicitLocOpBuilder &b, Region &region, ValueRange args,
 /// buffer `auxGrads` maps its input to (memrefs of the input's shape, f32),
 /// lane by lane with atomic adds; inputs without a buffer are skipped. The
 /// derivative rules are the reference evaluator's (PyTorch's conventions).
+/// `itemOwnsBH`: the caller's work item is the only one that evaluates the
+/// region at its (b, h) arguments (the region's first two), so a lookup
+/// into an input declared [B, Hq, ...] at exactly those indices adds with
+/// a plain load and store (the linear family's gates: no other item, and
+/// no other lane, touches that element).
 Value emitRegionGradient(ImplicitLocOpBuilder &b, Region &region,
                          ValueRange args, Value seed, const KernelEnv &env,
-                         const llvm::StringMap<Value> &auxGrads);
+                         const llvm::StringMap<Value> &auxGrads,
+                         bool itemOwnsBH = false);
 
 /// Binds what regions read into `env`: every canonical dim (B, Hq, Hkv, N,
 /// M, Dqk, Dv from the q, k, v memrefs; G = Hq / Hkv) as i64, the aux inputs

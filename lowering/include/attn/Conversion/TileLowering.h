@@ -155,6 +155,58 @@ public:
 /// step) in order through `patterns`, as lowerTileBlock does.
 LogicalResult lowerChunkBlock(Block &block, ChunkLowering &patterns);
 
+/// One target's patterns for the gradients' program of the linear family
+/// (attn.tiled_linear_attention_backward): the forward scan's ops (the
+/// forward's, plus the checkpoint) and the reverse scan's.
+class ChunkBackwardLowering {
+public:
+  virtual ~ChunkBackwardLowering() = default;
+
+  virtual LogicalResult lowerInitState(ChunkInitStateOp op) = 0;
+  /// The forward scan: visits the chunks in order, as ChunkLowering's.
+  virtual LogicalResult lowerChunkLoop(ChunkLoopOp op) = 0;
+  virtual LogicalResult lowerSave(ChunkBwdSaveOp op) = 0;
+  virtual LogicalResult lowerFeatures(ChunkFeaturesOp op) = 0;
+  virtual LogicalResult lowerValues(ChunkValuesOp op) = 0;
+  virtual LogicalResult lowerLogGates(ChunkLogGatesOp op) = 0;
+  virtual LogicalResult lowerDelta(ChunkDeltaOp op) = 0;
+  virtual LogicalResult lowerUpdate(ChunkUpdateOp op) = 0;
+  virtual LogicalResult lowerBwdInit(ChunkBwdInitOp op) = 0;
+  /// The reverse scan: visits the chunks from last to first, mapping the
+  /// step block's t0 and calling lowerChunkBackwardBlock() on it.
+  virtual LogicalResult lowerReverseLoop(ChunkBwdReverseLoopOp op) = 0;
+  virtual LogicalResult lowerRestore(ChunkBwdRestoreOp op) = 0;
+  virtual LogicalResult lowerGrad(ChunkBwdGradOp op) = 0;
+  virtual LogicalResult lowerFinish(ChunkBwdFinishOp op) = 0;
+  virtual LogicalResult lowerReadoutAllGrad(ChunkBwdReadoutAllOp op) = 0;
+  virtual LogicalResult lowerKeysAll(ChunkBwdKeysAllOp op) = 0;
+
+  IRMapping map;
+};
+
+#define ATTN_CHUNK_BACKWARD_LOWERING_PATTERNS                                  \
+  LogicalResult lowerInitState(ChunkInitStateOp op) override;                  \
+  LogicalResult lowerChunkLoop(ChunkLoopOp op) override;                       \
+  LogicalResult lowerSave(ChunkBwdSaveOp op) override;                         \
+  LogicalResult lowerFeatures(ChunkFeaturesOp op) override;                    \
+  LogicalResult lowerValues(ChunkValuesOp op) override;                        \
+  LogicalResult lowerLogGates(ChunkLogGatesOp op) override;                    \
+  LogicalResult lowerDelta(ChunkDeltaOp op) override;                          \
+  LogicalResult lowerUpdate(ChunkUpdateOp op) override;                        \
+  LogicalResult lowerBwdInit(ChunkBwdInitOp op) override;                      \
+  LogicalResult lowerReverseLoop(ChunkBwdReverseLoopOp op) override;           \
+  LogicalResult lowerRestore(ChunkBwdRestoreOp op) override;                   \
+  LogicalResult lowerGrad(ChunkBwdGradOp op) override;                         \
+  LogicalResult lowerFinish(ChunkBwdFinishOp op) override;                     \
+  LogicalResult lowerReadoutAllGrad(ChunkBwdReadoutAllOp op) override;         \
+  LogicalResult lowerKeysAll(ChunkBwdKeysAllOp op) override;
+
+/// Lowers the ops of `block` (the tiled_linear_attention_backward body, a
+/// forward-scan chunk or a reverse-scan chunk) in order through `patterns`,
+/// as lowerTileBlock does.
+LogicalResult lowerChunkBackwardBlock(Block &block,
+                                      ChunkBackwardLowering &patterns);
+
 /// Fails, with an error naming `pass`, when `spec` still holds an
 /// attn.attention or attn.linear_attention (the conversions take the tiled
 /// forms that attn-tile-attention makes).

@@ -33,6 +33,7 @@
 
 #include "BackwardToCPU.h"
 #include "KernelBase.h"
+#include "LinearBackwardToCPU.h"
 #include "LinearToCPU.h"
 #include "attn/Conversion/Passes.h"
 #include "attn/Conversion/TileLowering.h"
@@ -1126,6 +1127,12 @@ struct ConvertAttnToCPUPass
         return signalPassFailure();
       if (spec.getTiledAttentionBackward()) {
         if (failed(buildBackwardKernel(spec, module)))
+          return signalPassFailure();
+        spec->erase();
+        continue;
+      }
+      if (spec.getTiledLinearAttentionBackward()) {
+        if (failed(buildLinearBackwardKernel(spec, module, vectorWidth)))
           return signalPassFailure();
         spec->erase();
         continue;

@@ -128,31 +128,20 @@ private:
 //===----------------------------------------------------------------------===//
 
 func::FuncOp BackwardKernelBuilder::createFunc() {
-  MLIRContext *ctx = b.getContext();
-  Type f32 = b.getF32Type();
-  SmallVector<Type> extra;
-  for (int64_t rank : {4, 3, 4, 4, 4}) // do, dlse, dq, dk, dv
-    extra.push_back(stridedType(ctx, rank, f32));
-  for (InputOp in : tiled.getGradientInputs())
-    extra.push_back(stridedType(ctx, in.getDims().size(), f32));
-  return createKernelFunc(extra, "_backward");
+  return createBackwardKernelFunc(tiled.getGradientInputs());
 }
 
 void BackwardKernelBuilder::emitPrologue(Block *entry) {
   bindCanonical(entry);
   env.vectorWidth = vl;
   bindRegionEnv(entry, env);
-  unsigned numAux = 0;
-  for (InputOp in : spec.getBodyBlock().getOps<InputOp>())
-    numAux += canonicalInputDims(in.getSymName()).empty();
-  unsigned next = 5 + numAux;
-  dout = entry->getArgument(next++);
-  dlse = entry->getArgument(next++);
-  dq = entry->getArgument(next++);
-  dk = entry->getArgument(next++);
-  dv = entry->getArgument(next++);
-  for (InputOp in : tiled.getGradientInputs())
-    auxGrads[in.getSymName()] = entry->getArgument(next++);
+  BackwardArgs args = bindBackwardArgs(entry, tiled.getGradientInputs());
+  dout = args.dout;
+  dlse = args.dlse;
+  dq = args.dq;
+  dk = args.dk;
+  dv = args.dv;
+  auxGrads = std::move(args.auxGrads);
   scale = emitScale(tiled.getScale(), env);
   bias = emitBias(tiled.getBias(), env);
   hasDlse = cmp(P::ne, memref::ExtractAlignedPointerAsIndexOp::create(b, dlse),

@@ -36,6 +36,35 @@ func::FuncOp KernelBase::createKernelFunc(ArrayRef<Type> extraArgs,
   return fn;
 }
 
+func::FuncOp
+KernelBase::createBackwardKernelFunc(ArrayRef<InputOp> gradInputs) {
+  MLIRContext *ctx = b.getContext();
+  Type f32 = b.getF32Type();
+  SmallVector<Type> extra;
+  for (int64_t rank : {4, 3, 4, 4, 4}) // do, dlse, dq, dk, dv
+    extra.push_back(stridedType(ctx, rank, f32));
+  for (InputOp in : gradInputs)
+    extra.push_back(stridedType(ctx, in.getDims().size(), f32));
+  return createKernelFunc(extra, "_backward");
+}
+
+KernelBase::BackwardArgs
+KernelBase::bindBackwardArgs(Block *entry, ArrayRef<InputOp> gradInputs) {
+  unsigned numAux = 0;
+  for (InputOp in : spec.getBodyBlock().getOps<InputOp>())
+    numAux += canonicalInputDims(in.getSymName()).empty();
+  unsigned next = 5 + numAux; // after q, k, v, o, lse and the aux inputs
+  BackwardArgs a;
+  a.dout = entry->getArgument(next++);
+  a.dlse = entry->getArgument(next++);
+  a.dq = entry->getArgument(next++);
+  a.dk = entry->getArgument(next++);
+  a.dv = entry->getArgument(next++);
+  for (InputOp in : gradInputs)
+    a.auxGrads[in.getSymName()] = entry->getArgument(next++);
+  return a;
+}
+
 Value KernelBase::allocScratch(MemRefType type, ValueRange dynamicSizes) {
   // Cache-line alignment: the buffers are read with full-width vector loads.
   Value buf =

@@ -23,7 +23,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "LinearToCPU.h"
-#include "KernelBase.h"
+#include "LinearKernelBase.h"
 #include "attn/Conversion/TileLowering.h"
 #include "attn/Dialect/Attn/IR/AttnOps.h"
 #include <limits>
@@ -40,14 +40,16 @@ using P = arith::CmpIPredicate;
 /// chunks of `chunk` steps) or the recurrence (chunks of one step, where
 /// the patterns of a step fuse: the update reads out on the way, and the
 /// output row is stored after it).
-class LinearKernelBuilder : public KernelBase,
+class LinearKernelBuilder : public LinearKernelBase,
                             public ChunkLowering,
                             private LinearForm {
 public:
   LinearKernelBuilder(SpecOp spec, ModuleOp module, int64_t vectorWidth,
                       int64_t chunk)
-      : KernelBase(spec, vectorWidth), op(spec.getTiledLinearAttention()),
-        chunk(chunk) {
+      : LinearKernelBase(
+            spec, vectorWidth,
+            spec.getTiledLinearAttention().getProjection().value_or("")),
+        op(spec.getTiledLinearAttention()), chunk(chunk) {
     b.setInsertionPointToEnd(module.getBody());
   }
   LogicalResult build();
@@ -55,11 +57,6 @@ public:
   ATTN_CHUNK_LOWERING_PATTERNS
 
 private:
-  /// Row [b, head, t, :] of q or k (b: the work item's): the input of a
-  /// feature map.
-  struct FeatureRow {
-    Value mem, head, t;
-  };
   /// Values of one chunk of the chunked form.
   struct Chunk {
     Value bI64, hI64; // the gate region's b and h
@@ -77,24 +74,6 @@ private:
     Value exclusiveFactor; // exclusive and normalized: the readout factor
   };
 
-  // Feature maps.
-  /// phi(x) of the row x = mem[b, head, t, :] into buf[0 .. Dphi).
-  void emitFeatureMap(FeatureMapKind kind, Value mem, Value head, Value t,
-                      Value buf);
-  /// The maps that take more than one loop, and the elementwise ones;
-  /// `fZero`, `fOne`: f32 constants, `dF`: Dqk as f32.
-  void emitTaylor2Map(const FeatureRow &row, Value buf, Value dF, Value fOne);
-  void emitRandomMap(const FeatureRow &row, Value buf, Value dF, Value fZero,
-                     Value fOne);
-  void emitElementwiseMap(FeatureMapKind kind, const FeatureRow &row, Value buf,
-                          Value fZero, Value fOne);
-  Value rowElem(const FeatureRow &row, Value i) {
-    return loadF32(row.mem, ValueRange{bIdx, row.head, row.t, i});
-  }
-  Value dphi(FeatureMapKind kind);
-  Value loadF32(Value mem, ValueRange idx) {
-    return toF32(memref::LoadOp::create(b, mem, idx));
-  }
   /// Register-blocked C[r][c] = init(r, c) + sum_{k < kEnd} a(r, k) * bv(k, c)
   /// over rows [0, rows) and column vectors [0, nCols) (c counts vectors);
   /// kEnd(rowBlockEnd) bounds k for a block of rows (causal blocks).
@@ -187,7 +166,6 @@ private:
   TiledLinearAttentionOp op;
   /// Time steps per chunk for the chunked form; 0 selects the recurrence.
   int64_t chunk;
-  KernelEnv env;
 
   // The spec's flags are LinearForm's; and the form it runs in.
   bool chunked = false;
@@ -203,7 +181,7 @@ private:
   Value Qc, Kc, Kt, Vc, Lc, Lt, A, Oc, Qd, Kh, Qh, Kr;
   Value cf64Zero, floorLog;
   // The work item.
-  Value bIdx, h, hk, bI64, hI64;
+  Value h, hk, bI64, hI64;
   Value stateIn, zIn;
   // The chunk (chunked form) or step (recurrence) being lowered.
   Chunk curChunk;
@@ -211,179 +189,6 @@ private:
 };
 
 } // namespace
-
-Value LinearKernelBuilder::dphi(FeatureMapKind kind) {
-  switch (kind) {
-  case FeatureMapKind::pos_neg:
-    return arith::MulIOp::create(b, Dqk, cidx(2));
-  case FeatureMapKind::taylor2: {
-    // 1 + D + D(D+1)/2
-    Value dd =
-        arith::MulIOp::create(b, Dqk, arith::AddIOp::create(b, Dqk, cidx(1)));
-    return arith::AddIOp::create(b, arith::AddIOp::create(b, cidx(1), Dqk),
-                                 arith::DivUIOp::create(b, dd, cidx(2)));
-  }
-  case FeatureMapKind::random:
-    return memref::DimOp::create(b, env.aux.lookup(*op.getProjection()), 0);
-  default:
-    return Dqk;
-  }
-}
-
-void LinearKernelBuilder::emitFeatureMap(FeatureMapKind kind, Value mem,
-                                         Value head, Value t, Value buf) {
-  Value fZero = cf32(0), fOne = cf32(1);
-  FeatureRow row{mem, head, t};
-  auto x = [&](Value i) { return rowElem(row, i); };
-  auto store = [&](Value val, Value i) {
-    memref::StoreOp::create(b, val, buf, ValueRange{i});
-  };
-  auto dF = arith::UIToFPOp::create(b, b.getF32Type(), toI64(Dqk));
-  switch (kind) {
-  case FeatureMapKind::pos_neg:
-    loop(cidx(0), Dqk, cidx(1), {}, [&](Value i, ValueRange) {
-      Value xi = x(i);
-      store(xi, i);
-      store(arith::NegFOp::create(b, xi), arith::AddIOp::create(b, i, Dqk));
-      return SmallVector<Value>{};
-    });
-    return;
-  case FeatureMapKind::l2norm: {
-    auto sq =
-        loop(cidx(0), Dqk, cidx(1), {fZero}, [&](Value i, ValueRange acc) {
-          Value xi = x(i);
-          return SmallVector<Value>{arith::AddFOp::create(
-              b, acc[0], arith::MulFOp::create(b, xi, xi))};
-        });
-    Value norm = math::SqrtOp::create(b, sq.getResult(0));
-    Value pos =
-        arith::CmpFOp::create(b, arith::CmpFPredicate::OGT, norm, fZero);
-    Value inv = arith::SelectOp::create(
-        b, pos, arith::DivFOp::create(b, fOne, norm), fZero);
-    loop(cidx(0), Dqk, cidx(1), {}, [&](Value i, ValueRange) {
-      store(arith::MulFOp::create(b, x(i), inv), i);
-      return SmallVector<Value>{};
-    });
-    return;
-  }
-  case FeatureMapKind::taylor2:
-    emitTaylor2Map(row, buf, dF, fOne);
-    return;
-  case FeatureMapKind::random:
-    emitRandomMap(row, buf, dF, fZero, fOne);
-    return;
-  default:
-    emitElementwiseMap(kind, row, buf, fZero, fOne);
-  }
-}
-
-void LinearKernelBuilder::emitTaylor2Map(const FeatureRow &row, Value buf,
-                                         Value dF, Value fOne) {
-  // [1, x/D^(1/4), x_a^2/sqrt(2D), x_a x_b/sqrt(D) (a<b)]
-  auto x = [&](Value i) { return rowElem(row, i); };
-  auto store = [&](Value val, Value i) {
-    memref::StoreOp::create(b, val, buf, ValueRange{i});
-  };
-  Value r4 = math::SqrtOp::create(b, math::SqrtOp::create(b, dF));
-  Value s1 = arith::DivFOp::create(b, fOne, r4);
-  Value sDiag = arith::DivFOp::create(
-      b, fOne, math::SqrtOp::create(b, arith::MulFOp::create(b, cf32(2), dF)));
-  Value sOff = arith::DivFOp::create(b, fOne, math::SqrtOp::create(b, dF));
-  store(fOne, cidx(0));
-  loop(cidx(0), Dqk, cidx(1), {}, [&](Value i, ValueRange) {
-    store(arith::MulFOp::create(b, x(i), s1),
-          arith::AddIOp::create(b, i, cidx(1)));
-    return SmallVector<Value>{};
-  });
-  Value base = arith::AddIOp::create(b, cidx(1), Dqk);
-  loop(cidx(0), Dqk, cidx(1), {base}, [&](Value a, ValueRange idx0) {
-    Value xa = x(a);
-    auto inner = loop(a, Dqk, cidx(1), {idx0[0]}, [&](Value c, ValueRange idx) {
-      Value xc = x(c);
-      Value isDiag = arith::CmpIOp::create(b, P::eq, a, c);
-      Value f = arith::SelectOp::create(b, isDiag, sDiag, sOff);
-      store(arith::MulFOp::create(b, arith::MulFOp::create(b, xa, xc), f),
-            idx[0]);
-      return SmallVector<Value>{arith::AddIOp::create(b, idx[0], cidx(1))};
-    });
-    return SmallVector<Value>{inner.getResult(0)};
-  });
-}
-
-void LinearKernelBuilder::emitRandomMap(const FeatureRow &row, Value buf,
-                                        Value dF, Value fZero, Value fOne) {
-  // exp(w_r . x' - |x'|^2 / 2) / sqrt(R), x' = x / D^(1/4)
-  auto x = [&](Value i) { return rowElem(row, i); };
-  Value W = env.aux.lookup(*op.getProjection());
-  Value R = memref::DimOp::create(b, W, 0);
-  Value s = arith::DivFOp::create(
-      b, fOne, math::SqrtOp::create(b, math::SqrtOp::create(b, dF)));
-  auto sq = loop(cidx(0), Dqk, cidx(1), {fZero}, [&](Value i, ValueRange acc) {
-    Value xi = arith::MulFOp::create(b, x(i), s);
-    return SmallVector<Value>{
-        arith::AddFOp::create(b, acc[0], arith::MulFOp::create(b, xi, xi))};
-  });
-  Value half = arith::MulFOp::create(b, sq.getResult(0), cf32(0.5));
-  Value rF = arith::UIToFPOp::create(b, b.getF32Type(), toI64(R));
-  Value invSqrtR = arith::DivFOp::create(b, fOne, math::SqrtOp::create(b, rF));
-  loop(cidx(0), R, cidx(1), {}, [&](Value r, ValueRange) {
-    auto dot =
-        loop(cidx(0), Dqk, cidx(1), {fZero}, [&](Value i, ValueRange acc) {
-          Value xi = arith::MulFOp::create(b, x(i), s);
-          Value w = memref::LoadOp::create(b, W, ValueRange{r, i});
-          return SmallVector<Value>{arith::AddFOp::create(
-              b, acc[0], arith::MulFOp::create(b, w, xi))};
-        });
-    Value e = math::ExpOp::create(
-        b, arith::SubFOp::create(b, dot.getResult(0), half));
-    memref::StoreOp::create(b, arith::MulFOp::create(b, e, invSqrtR), buf,
-                            ValueRange{r});
-    return SmallVector<Value>{};
-  });
-}
-
-void LinearKernelBuilder::emitElementwiseMap(FeatureMapKind kind,
-                                             const FeatureRow &row, Value buf,
-                                             Value fZero, Value fOne) {
-  loop(cidx(0), Dqk, cidx(1), {}, [&](Value i, ValueRange) {
-    Value xi = rowElem(row, i), y = xi;
-    auto sigmoid = [&](Value a) {
-      Value e = math::ExpOp::create(b, arith::NegFOp::create(b, a));
-      return Value(
-          arith::DivFOp::create(b, fOne, arith::AddFOp::create(b, fOne, e)));
-    };
-    switch (kind) {
-    case FeatureMapKind::elu_plus_one: {
-      Value pos =
-          arith::CmpFOp::create(b, arith::CmpFPredicate::OGT, xi, fZero);
-      y = arith::SelectOp::create(b, pos, arith::AddFOp::create(b, xi, fOne),
-                                  math::ExpOp::create(b, xi));
-      break;
-    }
-    case FeatureMapKind::relu:
-      y = arith::MaximumFOp::create(b, xi, fZero);
-      break;
-    case FeatureMapKind::relu2: {
-      Value r = arith::MaximumFOp::create(b, xi, fZero);
-      y = arith::MulFOp::create(b, r, r);
-      break;
-    }
-    case FeatureMapKind::sigmoid:
-      y = sigmoid(xi);
-      break;
-    case FeatureMapKind::silu:
-      y = arith::MulFOp::create(b, xi, sigmoid(xi));
-      break;
-    case FeatureMapKind::exp:
-      y = math::ExpOp::create(b, xi);
-      break;
-    default:
-      break;
-    }
-    memref::StoreOp::create(b, y, buf, ValueRange{i});
-    return SmallVector<Value>{};
-  });
-}
 
 void LinearKernelBuilder::gemm(Value rows, Value nCols,
                                function_ref<Value(Value)> kEnd,

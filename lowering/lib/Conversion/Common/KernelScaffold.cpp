@@ -35,6 +35,10 @@ LinearForm::LinearForm(TiledLinearAttentionOp op) {
   *this = readLinearForm(op);
 }
 
+LinearForm::LinearForm(TiledLinearAttentionBackwardOp op) {
+  *this = readLinearForm(op);
+}
+
 SmallVector<Type>
 mlir::attn::kernelArgTypes(SpecOp spec, function_ref<Type(StringRef)> qkvType,
                            bool unitInnerQKV) {

@@ -258,8 +258,9 @@ namespace {
 class AdjointEmitter {
 public:
   AdjointEmitter(ImplicitLocOpBuilder &b, const KernelEnv &env,
-                 const IRMapping &map)
-      : b(b), env(env), map(map), width(env.vectorWidth) {}
+                 const IRMapping &map, bool itemOwnsBH)
+      : b(b), env(env), map(map), width(env.vectorWidth),
+        itemOwnsBH(itemOwnsBH) {}
 
   Value run(Region &region, Value seed,
             const llvm::StringMap<Value> &auxGrads) {
@@ -401,6 +402,7 @@ private:
   /// forward's lookup clamps them.
   void scatterAdd(LoadOp load, Value grad, Value g) {
     auto memTy = cast<MemRefType>(grad.getType());
+    bool owned = itemOwnsBH && ownedByItem(load);
     SmallVector<Value> idx;
     for (auto [d, operand] : llvm::enumerate(load.getIndices())) {
       Value size = arith::IndexCastOp::create(
@@ -415,15 +417,43 @@ private:
         at.push_back(arith::IndexCastOp::create(
             b, b.getIndexType(),
             vector::ExtractOp::create(b, i, ArrayRef<int64_t>{lane})));
+      if (owned) {
+        Value cur = memref::LoadOp::create(b, grad, at);
+        memref::StoreOp::create(b, arith::AddFOp::create(b, cur, x), grad, at);
+        continue;
+      }
       memref::AtomicRMWOp::create(b, memTy.getElementType(),
                                   arith::AtomicRMWKind::addf, x, grad, at);
     }
+  }
+
+  /// Whether `load` reads input[b, h, ...] of an input declared [B, Hq,
+  /// ...] with the region's own (b, h) arguments: one element per lane-free
+  /// (scalar) evaluation that only the caller's work item touches.
+  bool ownedByItem(LoadOp load) {
+    if (width != 1 || load.getIndices().size() < 2)
+      return false;
+    Block *body = load->getBlock();
+    if (body->getNumArguments() < 2 ||
+        load.getIndices()[0] != body->getArgument(0) ||
+        load.getIndices()[1] != body->getArgument(1))
+      return false;
+    auto in = SymbolTable::lookupNearestSymbolFrom<InputOp>(
+        load, load.getInputAttr());
+    if (!in || in.getDims().size() < 2)
+      return false;
+    auto dim = [&](unsigned i) {
+      auto s = dyn_cast<StringAttr>(in.getDims()[i]);
+      return s ? s.getValue() : StringRef();
+    };
+    return dim(0) == "B" && dim(1) == "Hq";
   }
 
   ImplicitLocOpBuilder &b;
   const KernelEnv &env;
   const IRMapping &map;
   int64_t width;
+  bool itemOwnsBH;
   llvm::DenseMap<Value, Value> adj;
 };
 } // namespace
@@ -431,10 +461,11 @@ private:
 Value mlir::attn::emitRegionGradient(ImplicitLocOpBuilder &b, Region &region,
                                      ValueRange args, Value seed,
                                      const KernelEnv &env,
-                                     const llvm::StringMap<Value> &auxGrads) {
+                                     const llvm::StringMap<Value> &auxGrads,
+                                     bool itemOwnsBH) {
   IRMapping map;
   emitVectorRegion(b, region, args, env, map);
-  return AdjointEmitter(b, env, map).run(region, seed, auxGrads);
+  return AdjointEmitter(b, env, map, itemOwnsBH).run(region, seed, auxGrads);
 }
 
 void mlir::attn::bindKernelEnv(ImplicitLocOpBuilder &b, SpecOp spec, Value q,

@@ -95,6 +95,44 @@ LogicalResult mlir::attn::lowerChunkBlock(Block &block,
   return success();
 }
 
+LogicalResult
+mlir::attn::lowerChunkBackwardBlock(Block &block,
+                                    ChunkBackwardLowering &patterns) {
+  using P = ChunkBackwardLowering;
+  for (Operation &op : block) {
+    LogicalResult r =
+        llvm::TypeSwitch<Operation *, LogicalResult>(&op)
+            .Case(
+                [&](ChunkInitStateOp x) { return patterns.lowerInitState(x); })
+            .Case([&](ChunkLoopOp x) { return patterns.lowerChunkLoop(x); })
+            .Case([&](ChunkBwdSaveOp x) { return patterns.lowerSave(x); })
+            .Case([&](ChunkFeaturesOp x) { return patterns.lowerFeatures(x); })
+            .Case([&](ChunkValuesOp x) { return patterns.lowerValues(x); })
+            .Case([&](ChunkLogGatesOp x) { return patterns.lowerLogGates(x); })
+            .Case([&](ChunkDeltaOp x) { return patterns.lowerDelta(x); })
+            .Case([&](ChunkUpdateOp x) { return patterns.lowerUpdate(x); })
+            .Case([&](ChunkBwdInitOp x) { return patterns.lowerBwdInit(x); })
+            .Case([&](ChunkBwdReverseLoopOp x) {
+              return patterns.lowerReverseLoop(x);
+            })
+            .Case([&](ChunkBwdRestoreOp x) { return patterns.lowerRestore(x); })
+            .Case([&](ChunkBwdGradOp x) { return patterns.lowerGrad(x); })
+            .Case([&](ChunkBwdFinishOp x) { return patterns.lowerFinish(x); })
+            .Case([&](ChunkBwdReadoutAllOp x) {
+              return static_cast<P &>(patterns).lowerReadoutAllGrad(x);
+            })
+            .Case([&](ChunkBwdKeysAllOp x) { return patterns.lowerKeysAll(x); })
+            .Case([&](YieldOp) { return success(); })
+            .Default([&](Operation *other) {
+              return other->emitOpError()
+                     << "has no lowering in the gradients' chunk program";
+            });
+    if (failed(r))
+      return failure();
+  }
+  return success();
+}
+
 LogicalResult mlir::attn::requireTiledForm(SpecOp spec, StringRef pass) {
   Operation *untiled = spec.getAttention();
   StringRef form = "attn.tiled_attention";

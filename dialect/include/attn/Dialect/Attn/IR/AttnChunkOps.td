@@ -108,14 +108,19 @@ def Attn_TiledLinearAttentionOp : Attn_Op<"tiled_linear_attention", [
   }];
 }
 
-/// An op of the (b, h) program (parent: attn.tiled_linear_attention).
+/// An op of the (b, h) program (parent: attn.tiled_linear_attention, or
+/// its gradients' program attn.tiled_linear_attention_backward, whose
+/// forward scan is these ops).
 class Attn_LinOp<string mnemonic, list<Trait> traits = []>
     : Attn_Op<"chunk." # mnemonic,
-              !listconcat(traits, [HasParent<"TiledLinearAttentionOp">])>;
-/// An op of one chunk (parent: attn.chunk.loop).
+              !listconcat(traits, [ParentOneOf<["TiledLinearAttentionOp",
+                  "TiledLinearAttentionBackwardOp"]>])>;
+/// An op of one chunk (parent: attn.chunk.loop, or the gradients' reverse
+/// scan attn.chunk.bwd.reverse_loop, which recomputes the chunk's inputs).
 class Attn_ChunkOp<string mnemonic, list<Trait> traits = []>
     : Attn_Op<"chunk." # mnemonic,
-              !listconcat(traits, [HasParent<"ChunkLoopOp">])>;
+              !listconcat(traits, [ParentOneOf<["ChunkLoopOp",
+                  "ChunkBwdReverseLoopOp"]>])>;
 
 def Attn_ChunkInitStateOp : Attn_LinOp<"init_state", [
     DeclareOpInterfaceMethods<OpAsmOpInterface, ["getAsmResultNames"]>]> {

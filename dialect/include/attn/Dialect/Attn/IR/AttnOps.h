@@ -60,4 +60,11 @@ LogicalResult checkScoreTile(Operation *op, TileType t);
 #define GET_OP_CLASSES
 #include "attn/Dialect/Attn/IR/AttnOps.h.inc"
 
+namespace mlir::attn::detail {
+/// The inputs of `op`'s spec that an f32 attn.load in `regions` reads, in
+/// declaration order: the aux inputs a backward program has gradients for.
+llvm::SmallVector<InputOp> floatInputsRead(Operation *op,
+                                           llvm::ArrayRef<Region *> regions);
+} // namespace mlir::attn::detail
+
 #endif // ATTN_DIALECT_ATTN_IR_ATTNOPS_H

@@ -55,6 +55,8 @@ def Attn_SpecOp : Attn_Op<"spec", [Symbol, SymbolTable, IsolatedFromAbove,
     TiledLinearAttentionOp getTiledLinearAttention();
     /// The backward program attn-tile-attention-backward made, or null.
     TiledAttentionBackwardOp getTiledAttentionBackward();
+    /// The gradients' program of a linear attention, or null.
+    TiledLinearAttentionBackwardOp getTiledLinearAttentionBackward();
     ::mlir::Block &getBodyBlock() { return getBody().front(); }
   }];
 }
@@ -272,5 +274,6 @@ def Attn_LoadOp : Attn_Op<"load", [Pure,
 include "attn/Dialect/Attn/IR/AttnTileOps.td"
 include "attn/Dialect/Attn/IR/AttnTileBackwardOps.td"
 include "attn/Dialect/Attn/IR/AttnChunkOps.td"
+include "attn/Dialect/Attn/IR/AttnChunkBackwardOps.td"
 
 #endif // ATTN_DIALECT_ATTN_IR_ATTNOPS_TD

@@ -74,8 +74,17 @@ def AttnTileAttentionBackward : Pass<"attn-tile-attention-backward", "SpecOp"> {
     The schedule's vector width runs along kv rows here (the CPU kernel
     keeps keys in SIMD lanes so dK and dV accumulate without reductions):
     tile_kv must be a multiple of it; defaults tile_kv = 4 x vector width,
-    tile_q = 64. Both at most 512 rows. Linear attention is not handled
-    yet (an error).
+    tile_q = 64. Both at most 512 rows.
+
+    Rewrites `attn.linear_attention` into
+    `attn.tiled_linear_attention_backward`: the forward's chunk scan with a
+    checkpoint of the state at each chunk boundary (`attn.chunk.bwd.save`),
+    then a reverse scan (`attn.chunk.bwd.reverse_loop`) that restores each
+    chunk's state, recomputes its features with the forward's ops and runs
+    its gradient (`attn.chunk.bwd.grad`); non-causal: the key scan, then
+    `attn.chunk.bwd.readout_all` and `keys_all`. The chunk length is the
+    target's; the tile options do not apply. A spec with the carried state
+    of `attn-add-linear-state` (decode) has no backward (an error).
   }];
   let options = [
     Option<"tileQ", "tile-q", "int64_t", "0", "query tile rows">,
