@@ -273,7 +273,12 @@ std::vector<std::string> mlir::attn::differentiableInputs(SpecOp spec) {
     collect(lin.getBeta());
     collect(lin.getBonus());
   }
-  return {names.begin(), names.end()};
+  // Declaration order, as the compiled kernels take their gradients.
+  std::vector<std::string> out;
+  for (InputOp in : spec.getBodyBlock().getOps<InputOp>())
+    if (names.count(in.getSymName().str()))
+      out.push_back(in.getSymName().str());
+  return out;
 }
 
 ReferenceMemory mlir::attn::referenceBackwardMemory(

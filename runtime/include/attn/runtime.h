@@ -220,7 +220,8 @@ typedef struct attn_backward_desc {
    Validates everything before writing anything, with the rules and codes of
    attn_cpu_run() for the inputs, plus:
    - INVALID_ARGUMENT: NULL kernel/cpu_fn/inputs/o/dout/dq/dk/dv, lse NULL
-     while needs_lse ("the forward's lse"), daux NULL or a NULL entry while
+     while needs_lse ("the forward's lse"), dlse non-NULL while !needs_lse
+     (no lse, no lse gradient), daux NULL or a NULL entry while
      num_grads > 0, grad_inputs not ascending indices of f32 aux inputs.
    - DTYPE, SHAPE, DEVICE: o, lse, dout, dlse, dq, dk, dv and daux as
      declared above, in host memory.

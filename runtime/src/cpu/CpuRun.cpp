@@ -249,6 +249,11 @@ extern "C" attn_status_t attn_cpu_run_backward(
     return fail(ATTN_ERROR_INVALID_ARGUMENT,
                 "lse: tensor is NULL; the softmax backward needs the "
                 "forward's lse (run the forward with an lse output)");
+  if (dlse && !kernel->needs_lse)
+    return fail(ATTN_ERROR_INVALID_ARGUMENT,
+                std::string("dlse: '") + (kernel->name ? kernel->name : "?") +
+                    "' has no lse (only the softmax normalizer has one), so "
+                    "there is no lse gradient; pass NULL");
   if (kernel->num_grads > 0 && !daux)
     return fail(ATTN_ERROR_INVALID_ARGUMENT, "daux: array is NULL, expected " +
                                                  str(kernel->num_grads) +

@@ -502,3 +502,111 @@ TEST(BackwardErrors, OutputAliasingAnInput) {
 }
 
 } // namespace
+
+//===----------------------------------------------------------------------===//
+// The linear family (causal: N == M)
+//===----------------------------------------------------------------------===//
+
+namespace {
+Dims linearDims() {
+  Dims d;
+  d.M = d.N; // 37: chunks of 7 steps, the last one short
+  return d;
+}
+} // namespace
+
+TEST(BackwardLinear, GatedExamples) {
+  // Per-feature (GLA), scalar (Mamba-2) and fixed (RetNet) decays; GQA
+  // 8:2, Dqk != Dv.
+  check({example("gla"), {}, linearDims()});
+  check({example("mamba2"), {}, linearDims()});
+  check({example("retnet"), {}, linearDims()});
+}
+
+TEST(BackwardLinear, DeltaRuleAndFeatureMaps) {
+  check({example("gated_deltanet"), {}, linearDims()});
+  check({example("linear_elu"), {}, linearDims()});
+  Dims d = linearDims();
+  d.Dqk = 6; // taylor2: 1 + 6 + 21 features
+  check({example("based"), {}, d});
+}
+
+TEST(BackwardLinear, ExclusiveReadoutWithBonus) {
+  // RWKV-6: per-feature gates, the exclusive readout, a learnable bonus
+  // shared by the batch (atomic adds), normalized too.
+  const char *rwkv = "attention rwkv {\n"
+                     "  input w : f32[B, Hq, N, Dqk]\n"
+                     "  input u : f32[Hq, Dqk]\n"
+                     "  linear {\n"
+                     "    gate = -exp(w[b, h, t, d])\n"
+                     "    readout = exclusive\n"
+                     "    bonus = u[h, d]\n%s"
+                     "  }\n}";
+  char buf[512];
+  std::snprintf(buf, sizeof buf, rwkv, "");
+  check({buf, {}, linearDims()});
+  std::snprintf(buf, sizeof buf, rwkv,
+                "    feature_map = exp\n    normalize = true\n");
+  check({buf, {}, linearDims()});
+}
+
+TEST(BackwardLinear, NonCausalBothWays) {
+  const char *nc = "attention nc {\n  linear {\n    feature_map = relu\n"
+                   "    causal = false\n    normalize = true\n  }\n}";
+  Dims d;
+  d.N = 20;
+  d.M = 61;
+  check({nc, {}, d});
+  d.N = 61;
+  d.M = 7;
+  check({nc, {}, d});
+}
+
+TEST(BackwardLinear, OneStepAndLongHeads) {
+  Dims d;
+  d.B = 1;
+  d.Hq = 2;
+  d.Hkv = 1;
+  d.N = d.M = 1;
+  d.Dqk = 1;
+  d.Dv = 1;
+  check({example("gla"), {}, d});
+  d.N = d.M = 30;
+  d.Dqk = 257;
+  d.Dv = 3;
+  check({example("gated_deltanet"), {}, d});
+}
+
+TEST(BackwardLinear, BF16Inputs) {
+  Problem p{"attention gla16 {\n"
+            "  input q : bf16[B, Hq, N, Dqk]\n"
+            "  input k : bf16[B, Hkv, M, Dqk]\n"
+            "  input v : bf16[B, Hkv, M, Dv]\n"
+            "  input g : f32[B, Hq, N, Dqk]\n"
+            "  linear {\n    gate = g[b, h, t, d]\n  }\n}",
+            {},
+            linearDims()};
+  check(p);
+}
+
+TEST(BackwardErrors, LinearHasNoLseGradient) {
+  attn::Compiler compiler;
+  attn::CompileOptions opts;
+  opts.cacheDir = cacheDir();
+  opts.backward = true;
+  std::string err;
+  auto bwd = compiler.compile(example("retnet"), opts, err);
+  ASSERT_TRUE(bwd) << err;
+  EXPECT_TRUE(bwd->gradientInputs().empty());
+  Tensor q({1, 1, 4, 4}, 0.5f), k({1, 1, 4, 4}, 0.5f), v({1, 1, 4, 4}, 0.5f);
+  Tensor o({1, 1, 4, 4}), dout({1, 1, 4, 4}, 1.0f), dlse({1, 1, 4});
+  Tensor dq({1, 1, 4, 4}, 7.0f), dk({1, 1, 4, 4}, 7.0f), dv({1, 1, 4, 4}, 7.0f);
+  const DLTensor *inputs[] = {&q.dl, &k.dl, &v.dl};
+  EXPECT_EQ(bwd->backward(inputs, &o.dl, nullptr, &dout.dl, &dlse.dl, &dq.dl,
+                          &dk.dl, &dv.dl, nullptr),
+            ATTN_ERROR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(attn_last_error()).find("has no lse"),
+            std::string::npos)
+      << attn_last_error();
+  EXPECT_EQ(dq.data[0], 7.0f); // nothing written
+}

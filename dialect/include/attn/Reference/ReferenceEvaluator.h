@@ -87,8 +87,8 @@ struct ReferenceGradients {
 
 /// The aux inputs that get a gradient: the float (f32/bf16/f16) inputs the
 /// score region (softmax family) or the linear gate, delta and bonus read,
-/// sorted. Integer inputs (document ids) and the random feature map's
-/// projection (a fixed buffer) have none.
+/// in declaration order (the compiled kernels' order). Integer inputs (document
+/// ids) and the random feature map's projection (a fixed buffer) have none.
 std::vector<std::string> differentiableInputs(SpecOp spec);
 
 /// What evaluateReferenceBackward allocates, for inputs of these shapes
