@@ -56,8 +56,8 @@ Value emitRegion(ImplicitLocOpBuilder &b, Region &region, ValueRange args,
 /// `itemOwnsBH`: the caller's work item is the only one that evaluates the
 /// region at its (b, h) arguments (the region's first two), so a lookup
 /// into an input declared [B, Hq, ...] at exactly those indices adds with
-/// a plain load and store (the linear family's gates: no other item, and
-/// no other lane, touches that element).
+/// a plain load and store (the linear family's gates: no other item
+/// touches that element, and the lanes add one after the other).
 Value emitRegionGradient(ImplicitLocOpBuilder &b, Region &region,
                          ValueRange args, Value seed, const KernelEnv &env,
                          const llvm::StringMap<Value> &auxGrads,

@@ -395,8 +395,8 @@ void BackwardKernelBuilder::emitRowSums() {
             rp = fmul(rp, rl);
           sum = fadd(sum, select(vis, rp, vsplat(0)));
         }
-        Value total =
-            vector::ReductionOp::create(b, vector::CombiningKind::ADD, sum);
+        Value total = vector::ReductionOp::create(
+            b, vector::CombiningKind::ADD, sum, arith::FastMathFlags::reassoc);
         Value old = memref::LoadOp::create(b, Lbuf, ValueRange{lrow});
         memref::StoreOp::create(b, fadd(old, total), Lbuf, ValueRange{lrow});
       });

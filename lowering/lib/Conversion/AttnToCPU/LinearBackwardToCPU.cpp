@@ -82,9 +82,9 @@ private:
   /// corr = v or, with the delta rule, beta (v - pred), pred = (g Sp)^T
   /// phi_k (kept in predBuf).
   void emitCorrection(const Step &st, StateRef sp);
-  /// S = g S + phi_k corr^T, z = g z + phi_k, in place at `s`.
-  void advance(const Step &st, StateRef s);
-  void forwardStep(Value t, StateRef s);
+  /// to = g from + phi_k corr^T (S and z); `to` may be `from`.
+  void advance(const Step &st, StateRef from, StateRef to);
+  void forwardStep(Value t, StateRef from, StateRef to);
   /// One step backwards from the state before it (`sp`).
   void reverseStep(Value t, StateRef sp);
   /// dnumBuf and dden of the readout of step t: inclusive (the state after
@@ -93,6 +93,12 @@ private:
   /// dq[b, h, t] = vjp(phi_q); dk[b, hk, t] += vjp(phi_k); dv += dvRow.
   void storeRowGrads(Value t, bool query, bool key);
   void addGateGrad(const Step &st, Value d, Value dlogG);
+  /// The per-feature gate's chain rule for dGbuf, d in SIMD lanes.
+  void addVectorGateGrads(const Step &st);
+  /// The feature indices c * vl + lane (i64 lanes), and a region's value
+  /// as f32 lanes.
+  Value featureLanes(Value c);
+  Value toLanes(Value x);
 
   // Small helpers.
   Value gateAt(const Step &st, Value d) {
@@ -122,7 +128,9 @@ private:
     return vector::FMAOp::create(b, a, x, y);
   }
   Value hsum(Value v) {
-    return vector::ReductionOp::create(b, vector::CombiningKind::ADD, v);
+    // reassoc: a tree of shuffles, not 16 dependent scalar adds.
+    return vector::ReductionOp::create(b, vector::CombiningKind::ADD, v,
+                                       arith::FastMathFlags::reassoc);
   }
   /// mem[0 .. n) = 0 (1-D) or rows [r0, r0 + rows) of a 2-D buffer.
   void zero1(Value mem, Value n);
@@ -139,11 +147,11 @@ private:
   // Kernel arguments beyond the forward's, the aux gradients by name.
   Value dout, dq, dk, dv;
   llvm::StringMap<Value> auxGrads;
-  Value scale, Hkv, dphiV, nC, dvPad, chunkLen, nChunks;
+  Value scale, Hkv, dphiV, nD, nC, dvPad, chunkLen, nChunks;
   // Scratch: checkpoints and one chunk's states; the working state and its
   // adjoint; per-step rows.
   Value Ck, zCk, Seg, zSeg, S, z, dS, dz;
-  Value phiQ, phiK, gBuf, uBuf, du, dfq, dfk, dxBuf;
+  Value phiQ, phiK, gBuf, dGbuf, uBuf, du, dfq, dfk, dxBuf;
   Value vBuf, doBuf, corr, predBuf, dnumBuf, dcorr, dvRow;
   Value zeroV, fZero;
   // The work item and the head and chunk being lowered.
@@ -209,8 +217,12 @@ void LinearBackwardBuilder::allocBuffers() {
   z = allocScratch(vec, ValueRange{dphiV});
   dS = allocScratch(mat, ValueRange{dphiV, dvPad});
   dz = allocScratch(vec, ValueRange{dphiV});
-  for (Value *buf : {&phiQ, &phiK, &gBuf, &uBuf, &du, &dfq, &dfk})
+  for (Value *buf : {&phiQ, &phiK, &uBuf, &du, &dfq, &dfk})
     *buf = allocScratch(vec, ValueRange{dphiV});
+  // Feature vectors in whole SIMD vectors (the per-feature gates).
+  nD = ceilDiv(dphiV, cidx(vl));
+  gBuf = allocScratch(vec, ValueRange{mul(nD, cidx(vl))});
+  dGbuf = allocScratch(vec, ValueRange{mul(nD, cidx(vl))});
   dxBuf = allocScratch(vec, ValueRange{Dqk});
   for (Value *buf : {&vBuf, &doBuf, &corr, &predBuf, &dnumBuf, &dcorr, &dvRow})
     *buf = allocScratch(vec, ValueRange{dvPad});
@@ -316,11 +328,13 @@ LinearBackwardBuilder::Step LinearBackwardBuilder::stageStep(Value t,
   if (hasGate && !vecGate)
     s.g = toF32(fexp(toF32(emitRegion(
         b, op.getGate(), {bI64, hI64, s.tI64, toI64(cidx(0))}, env))));
+  // Per-feature gates in SIMD lanes over d (gBuf is padded to whole
+  // vectors; the lanes past Dphi read clamped indices and are never used).
   if (vecGate)
-    forEach(cidx(0), dphiV, [&](Value d) {
-      Value lg = toF32(
-          emitRegion(b, op.getGate(), {bI64, hI64, s.tI64, toI64(d)}, env));
-      st(fexp(lg), gBuf, ValueRange{d});
+    forEach(cidx(0), nD, [&](Value c) {
+      Value lg = emitRegion(b, op.getGate(),
+                            {bI64, hI64, s.tI64, featureLanes(c)}, env);
+      vec1Put(math::ExpOp::create(b, toLanes(lg)), gBuf, c);
     });
   if (delta)
     s.beta = toF32(emitRegion(b, op.getBeta(), {bI64, hI64, s.tI64}, env));
@@ -354,22 +368,23 @@ void LinearBackwardBuilder::emitCorrection(const Step &s, StateRef sp) {
   });
 }
 
-void LinearBackwardBuilder::advance(const Step &s, StateRef x) {
+void LinearBackwardBuilder::advance(const Step &s, StateRef from, StateRef to) {
   forEach(cidx(0), dphiV, [&](Value d) {
     Value g = gateAt(s, d), fk = ld(phiK, ValueRange{d});
-    Value gv = bcast(g), fkv = bcast(fk), row = add(x.row0, d);
+    Value gv = bcast(g), fkv = bcast(fk);
+    Value src = add(from.row0, d), dst = add(to.row0, d);
     forEach(cidx(0), nC, [&](Value c) {
-      Value sv = arith::MulFOp::create(b, vecAt(x.S, row, c), gv);
-      vecPut(vfma(fkv, vec1(corr, c), sv), x.S, row, c);
+      Value sv = arith::MulFOp::create(b, vecAt(from.S, src, c), gv);
+      vecPut(vfma(fkv, vec1(corr, c), sv), to.S, dst, c);
     });
-    st(fma(g, ld(x.z, ValueRange{row}), fk), x.z, ValueRange{row});
+    st(fma(g, ld(from.z, ValueRange{src}), fk), to.z, ValueRange{dst});
   });
 }
 
-void LinearBackwardBuilder::forwardStep(Value t, StateRef s) {
+void LinearBackwardBuilder::forwardStep(Value t, StateRef from, StateRef to) {
   Step step = stageStep(t, /*withQuery=*/false);
-  emitCorrection(step, s);
-  advance(step, s);
+  emitCorrection(step, from);
+  advance(step, from, to);
 }
 
 Value LinearBackwardBuilder::readoutAdjoint(const Step &s, StateRef sp,
@@ -431,6 +446,31 @@ void LinearBackwardBuilder::addGateGrad(const Step &s, Value d, Value dlogG) {
                      env1, auxGrads, /*itemOwnsBH=*/true);
 }
 
+void LinearBackwardBuilder::addVectorGateGrads(const Step &s) {
+  if (auxGrads.empty())
+    return;
+  // dGbuf's lanes past Dphi are 0: their clamped lookups add nothing.
+  forEach(cidx(0), nD, [&](Value c) {
+    emitRegionGradient(b, op.getGate(), {bI64, hI64, s.tI64, featureLanes(c)},
+                       vec1(dGbuf, c), env, auxGrads, /*itemOwnsBH=*/true);
+  });
+}
+
+Value LinearBackwardBuilder::featureLanes(Value c) {
+  auto vidx = VectorType::get({vl}, b.getIndexType());
+  Value lanes = arith::AddIOp::create(b, bcast(mul(c, cidx(vl))),
+                                      vector::StepOp::create(b, vidx));
+  return arith::IndexCastOp::create(b, VectorType::get({vl}, b.getI64Type()),
+                                    lanes);
+}
+
+Value LinearBackwardBuilder::toLanes(Value x) {
+  auto t = VectorType::get({vl}, b.getF32Type());
+  if (isa<VectorType>(x.getType()))
+    return x.getType() == t ? x : Value(arith::TruncFOp::create(b, t, x));
+  return bcast(toF32(x));
+}
+
 void LinearBackwardBuilder::reverseStep(Value t, StateRef sp) {
   Step s = stageStep(t, /*withQuery=*/true);
   emitCorrection(s, sp);
@@ -473,7 +513,7 @@ void LinearBackwardBuilder::reverseStep(Value t, StateRef sp) {
       Value dl = fmul(g, fma(dzd, ld(sp.z, ValueRange{row}), hsum(acc[3])));
       dzd = fmul(dzd, g);
       if (vecGate)
-        addGateGrad(s, d, dl);
+        st(dl, dGbuf, ValueRange{d});
       else
         gateSum = fadd(gateSum, dl);
     }
@@ -573,6 +613,8 @@ void LinearBackwardBuilder::reverseStep(Value t, StateRef sp) {
   }
   if (hasGate && !vecGate)
     addGateGrad(s, cidx(0), dlogGScalar);
+  if (vecGate)
+    addVectorGateGrads(s);
 
   // The exclusive readout's bonus term c v_t, c = sum_d phi_q u phi_k.
   if (exclusive && hasBonus) {
@@ -657,7 +699,8 @@ LogicalResult LinearBackwardBuilder::lowerDelta(ChunkDeltaOp) {
 }
 
 LogicalResult LinearBackwardBuilder::lowerUpdate(ChunkUpdateOp) {
-  forEach(chunkT0, chunkT1, [&](Value t) { forwardStep(t, {S, z, cidx(0)}); });
+  StateRef st{S, z, cidx(0)};
+  forEach(chunkT0, chunkT1, [&](Value t) { forwardStep(t, st, st); });
   return success();
 }
 
@@ -669,6 +712,8 @@ LogicalResult LinearBackwardBuilder::lowerBwdInit(ChunkBwdInitOp) {
   zeroRows(dS, cidx(0), dphiV);
   zero1(dz, dphiV);
   zero1(du, dphiV);
+  if (vecGate)
+    zero1(dGbuf, mul(nD, cidx(vl)));
   return success();
 }
 
@@ -686,13 +731,13 @@ LinearBackwardBuilder::lowerReverseLoop(ChunkBwdReverseLoopOp loopOp) {
   return result;
 }
 
-/// The chunk's checkpoint, then its states before each step into Seg.
+/// The chunk's checkpoint into Seg's first slot, then each step from its
+/// slot into the next: Seg[i] is the state before step t0 + i.
 LogicalResult LinearBackwardBuilder::lowerRestore(ChunkBwdRestoreOp) {
-  copyState({Ck, zCk, mul(chunkIdx, dphiV)}, {S, z, cidx(0)});
-  forEach(chunkT0, chunkT1, [&](Value t) {
-    copyState({S, z, cidx(0)}, {Seg, zSeg, mul(sub(t, chunkT0), dphiV)});
-    ifThen(ult(add(t, cidx(1)), chunkT1),
-           [&] { forwardStep(t, {S, z, cidx(0)}); });
+  copyState({Ck, zCk, mul(chunkIdx, dphiV)}, {Seg, zSeg, cidx(0)});
+  forEach(chunkT0, sub(chunkT1, cidx(1)), [&](Value t) {
+    Value slot = mul(sub(t, chunkT0), dphiV);
+    forwardStep(t, {Seg, zSeg, slot}, {Seg, zSeg, add(slot, dphiV)});
   });
   return success();
 }

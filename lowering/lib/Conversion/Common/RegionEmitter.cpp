@@ -428,10 +428,10 @@ private:
   }
 
   /// Whether `load` reads input[b, h, ...] of an input declared [B, Hq,
-  /// ...] with the region's own (b, h) arguments: one element per lane-free
-  /// (scalar) evaluation that only the caller's work item touches.
+  /// ...] with the region's own (b, h) arguments: elements only the
+  /// caller's work item touches (its lanes add one after the other).
   bool ownedByItem(LoadOp load) {
-    if (width != 1 || load.getIndices().size() < 2)
+    if (load.getIndices().size() < 2)
       return false;
     Block *body = load->getBlock();
     if (body->getNumArguments() < 2 ||
