@@ -3,8 +3,9 @@
 // The CPU patterns of attn.tiled_linear_attention_backward (see
 // ChunkBackwardLowering): one work item per (b, hk) runs the query heads of
 // its group one after the other (they add to the same dk, dv rows). The
-// chunk length is ceil(sqrt(N)) steps, so the checkpoints (one state per
-// chunk) and the states of one chunk (one per step) both take sqrt(N)
+// chunk length is r = ceil(sqrt(N)) steps, shortened (not below r / 4)
+// until one chunk's states fit in 1 MiB: the checkpoints (one state per
+// chunk) and the states of one chunk (one per step) take at most 5 sqrt(N)
 // states; inside a chunk the CPU runs the recurrence, forward to recompute
 // the chunk's states, then backward step by step:
 //
@@ -142,6 +143,9 @@ private:
   void storeRow(Value buf, Value mem, Value head, Value t, Value n,
                 bool accumulate);
 
+  /// The bytes one chunk's recomputed states may take (an L2's worth).
+  static constexpr int64_t kChunkStatesBytes = int64_t(1) << 20;
+
   TiledLinearAttentionBackwardOp op;
   KernelEnv env1; // the regions' gradients, scalar (one lane)
   // Kernel arguments beyond the forward's, the aux gradients by name.
@@ -196,12 +200,17 @@ void LinearBackwardBuilder::allocBuffers() {
   dphiV = dphi(fmK);
   nC = ceilDiv(Dv, cidx(vl));
   dvPad = mul(nC, cidx(vl));
-  // Chunks of ceil(sqrt(N)) steps (causal); the non-causal key scan is
-  // one chunk of M keys.
+  // Chunks of r = ceil(sqrt(N)) steps (causal), shortened so that one
+  // chunk's states fit a 1 MiB L2 (the reverse steps read them back), but
+  // not below r / 4 (the checkpoints, N / C states, stay within 4 sqrt(N)).
+  // The non-causal key scan is one chunk of M keys.
   Value nF = arith::UIToFPOp::create(b, f64, toI64(N));
   Value root = math::CeilOp::create(b, math::SqrtOp::create(b, nF));
-  chunkLen =
+  Value r =
       maxu(cidx(1), toIdx(arith::FPToUIOp::create(b, b.getI64Type(), root)));
+  Value stateBytes = mul(mul(dphiV, dvPad), cidx(4));
+  Value fitL2 = maxu(cidx(1), divu(cidx(kChunkStatesBytes), stateBytes));
+  chunkLen = maxu(ceilDiv(r, cidx(4)), minu(r, fitL2));
   if (!causal)
     chunkLen = maxu(cidx(1), M);
   nChunks = ceilDiv(causal ? N : M, chunkLen);
