@@ -3,11 +3,12 @@
 // The CPU patterns of attn.tiled_linear_attention_backward (see
 // ChunkBackwardLowering): one work item per (b, hk) runs the query heads of
 // its group one after the other (they add to the same dk, dv rows). The
-// chunk length is r = ceil(sqrt(N)) steps, shortened (not below r / 4)
-// until one chunk's states fit in 1 MiB: the checkpoints (one state per
-// chunk) and the states of one chunk (one per step) take at most 5 sqrt(N)
-// states; inside a chunk the CPU runs the recurrence, forward to recompute
-// the chunk's states, then backward step by step:
+// chunk length is r = ceil(sqrt(N)) steps, shortened to fit one chunk's
+// states in 1 MiB where r / 4 steps or more fit: the checkpoints (one state
+// per chunk) and the states of one chunk (one per step) take at most
+// 5 sqrt(N) states, and 2 sqrt(N) for states too large to fit; inside a chunk
+// the CPU runs the recurrence, forward to recompute the chunk's states, then
+// backward step by step:
 //
 //   St = g Sp + phi_k corr^T, corr = v or beta (v - (g Sp)^T phi_k)
 //   readout adjoint: dnum = scale do, or do / den and dden = -do.num / den^2
@@ -208,9 +209,12 @@ void LinearBackwardBuilder::allocBuffers() {
   Value root = math::CeilOp::create(b, math::SqrtOp::create(b, nF));
   Value r =
       maxu(cidx(1), toIdx(arith::FPToUIOp::create(b, b.getI64Type(), root)));
+  // States too large for that (one over 4 MiB / sqrt(N)) keep r: shorter
+  // chunks would only add checkpoints.
   Value stateBytes = mul(mul(dphiV, dvPad), cidx(4));
-  Value fitL2 = maxu(cidx(1), divu(cidx(kChunkStatesBytes), stateBytes));
-  chunkLen = maxu(ceilDiv(r, cidx(4)), minu(r, fitL2));
+  Value fitL2 = divu(cidx(kChunkStatesBytes), stateBytes);
+  Value shortest = ceilDiv(r, cidx(4));
+  chunkLen = select(cmp(P::uge, fitL2, shortest), minu(r, fitL2), r);
   if (!causal)
     chunkLen = maxu(cidx(1), M);
   nChunks = ceilDiv(causal ? N : M, chunkLen);
