@@ -1,7 +1,8 @@
 //===- ReferenceFuzzer.cpp - libFuzzer target: the float64 reference ------===//
 //
-// Runs the reference evaluator (evaluateReference, and evaluateMask for
-// softmax-family specs) on whatever spec the input holds, with tiny shapes
+// Runs the reference evaluator (evaluateReference, its gradients
+// evaluateReferenceBackward, and evaluateMask for softmax-family specs) on
+// whatever spec the input holds, with tiny shapes
 // and values derived from the input. Input layout:
 //
 //   byte 0..6  B = 1 + b0 % 2, Hkv = 1 + b1 % 2, Hq = Hkv * (1 + b2 % 2),
@@ -9,7 +10,8 @@
 //              Dv = 1 + b6 % 4
 //   byte 7     bits 0-1: values (0 normal, 1 with NaN/inf/huge/denormal,
 //              2 large magnitudes, 3 zeros); bit 2: float inputs as float64
-//              arrays; bit 3: int inputs as int64 arrays; all bits also seed
+//              arrays; bit 3: int inputs as int64 arrays; bit 4: a dlse for
+//              the softmax backward; all bits also seed
 //              the value generator and size the other symbols (1..4)
 //   byte 8..   the .attn spec
 //
@@ -17,7 +19,8 @@
 // `--reference`, naive loops); inputs whose declared fixed dims need more
 // than kMaxElements elements are skipped, since this harness would allocate
 // them itself. Checks: no crash or sanitizer report, errors are one line,
-// and a successful run returns o (and lse for softmax) of the bound shape.
+// and a successful run returns o (and lse for softmax) of the bound shape,
+// and gradients of their inputs' shapes.
 //
 //===----------------------------------------------------------------------===//
 
@@ -158,6 +161,47 @@ void checkShape(const HostArray &a, const std::vector<int64_t> &want,
                     " is not a float64 array of its shape");
 }
 
+/// The gradients of the same inputs for an output gradient (and, for
+/// softmax, an lse gradient) made like the inputs: one-line errors, and on
+/// success dq, dk, dv and one gradient per differentiable input, of their
+/// inputs' shapes.
+void checkGradients(SpecOp spec, const std::map<std::string, HostArray> &inputs,
+                    const ::attn::DimBinding &dims, uint8_t flags) {
+  int64_t B = dims.at("B"), Hq = dims.at("Hq"), N = dims.at("N"),
+          Dv = dims.at("Dv");
+  std::mt19937_64 rng(flags ^ 0x5a);
+  Values mode = static_cast<Values>(flags & 3);
+  HostArray dout = HostArray::zeros(DType::F64, {B, Hq, N, Dv});
+  for (int64_t i = 0; i < dout.numel(); ++i)
+    dout.setDouble(i, floatValue(mode, rng));
+  AttentionOp att = spec.getAttention();
+  bool softmax = att && att.getNormalizer() == NormalizerKind::softmax;
+  HostArray dlse = HostArray::zeros(DType::F64, {B, Hq, N});
+  for (int64_t i = 0; i < dlse.numel(); ++i)
+    dlse.setDouble(i, floatValue(mode, rng));
+  ReferenceGradients grads;
+  std::string err = evaluateReferenceBackward(
+      spec, inputs, dout, softmax && (flags & 16) ? &dlse : nullptr, grads);
+  if (!isOneLine(err))
+    invariantFailed("a reference gradient error is not one line", err);
+  if (!err.empty())
+    return;
+  checkShape(grads.dq, inputs.at("q").shape, "dq");
+  checkShape(grads.dk, inputs.at("k").shape, "dk");
+  checkShape(grads.dv, inputs.at("v").shape, "dv");
+  std::vector<std::string> names = differentiableInputs(spec);
+  if (grads.daux.size() != names.size())
+    invariantFailed("reference gradients for " +
+                    std::to_string(grads.daux.size()) + " aux inputs, " +
+                    std::to_string(names.size()) + " differentiable");
+  for (const std::string &name : names) {
+    auto it = grads.daux.find(name);
+    if (it == grads.daux.end())
+      invariantFailed("no reference gradient for " + name);
+    checkShape(it->second, inputs.at(name).shape, ("d" + name).c_str());
+  }
+}
+
 } // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
@@ -195,6 +239,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       checkShape(out.lse, {B, Hq, N}, "lse");
     else if (!out.lse.shape.empty() || !out.lse.bytes.empty())
       invariantFailed("reference lse for a spec without softmax");
+    checkGradients(spec, inputs, dims, flags);
   }
 
   // The mask oracle of the block classifier, on the last (b, h).
