@@ -8,6 +8,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "TiledLinear.h"
 #include "attn/Dialect/Attn/Transforms/Passes.h"
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/IRMapping.h"
@@ -145,14 +146,7 @@ struct TileAttentionBackwardPass
     MLIRContext *ctx = lin.getContext();
     OpBuilder b(lin);
     Location loc = lin.getLoc();
-    auto tiled = TiledLinearAttentionBackwardOp::create(
-        b, loc, lin.getFeatureMapQAttr(), lin.getFeatureMapKAttr(),
-        lin.getNormalizeAttr(), lin.getNoncausalAttr(), lin.getExclusiveAttr(),
-        lin.getProjectionAttr());
-    tiled.getScale().takeBody(lin.getScale());
-    tiled.getGate().takeBody(lin.getGate());
-    tiled.getBeta().takeBody(lin.getBeta());
-    tiled.getBonus().takeBody(lin.getBonus());
+    auto tiled = createTiledLinear<TiledLinearAttentionBackwardOp>(b, lin);
     Type idx = b.getIndexType();
     int64_t dyn = ShapedType::kDynamic;
     auto tileTy = TileType::get(ctx, {dyn, dyn}, b.getF32Type());

@@ -62,7 +62,7 @@ public:
 private:
   /// What a step computes before its state products.
   struct Step {
-    Value t, tI64;
+    Value tI64;
     Value g;    // a scalar gate's exp(gate), else 1 (vector gates: gBuf)
     Value beta; // delta rule
     Value c;    // exclusive: the bonus term's sum_d phi_q[d] u[d] phi_k[d]
@@ -81,7 +81,7 @@ private:
   // Pieces of a step.
   /// phi_k (and phi_q), v_t, the gates, beta and the bonus term of step t.
   Step stageStep(Value t, bool withQuery);
-  /// corr = v or, with the delta rule, beta (v - pred), pred = (g Sp)^T
+  /// With the delta rule, corr = beta (v - pred), pred = (g Sp)^T
   /// phi_k (kept in predBuf).
   void emitCorrection(const Step &st, StateRef sp);
   /// to = g from + phi_k corr^T (S and z); `to` may be `from`.
@@ -95,6 +95,10 @@ private:
   /// dq[b, h, t] = vjp(phi_q); dk[b, hk, t] += vjp(phi_k); dv += dvRow.
   void storeRowGrads(Value t, bool query, bool key);
   void addGateGrad(const Step &st, Value d, Value dlogG);
+  /// Pieces of reverseStep: the delta rule's adjoint into v and beta, the
+  /// exclusive readout's bonus term.
+  void emitDeltaValueAdjoint(const Step &st);
+  void emitBonusAdjoint(const Step &st, Value dden);
   /// The per-feature gate's chain rule for dGbuf, d in SIMD lanes.
   void addVectorGateGrads(const Step &st);
   /// The feature indices c * vl + lane (i64 lanes), and a region's value
@@ -136,6 +140,10 @@ private:
   }
   /// mem[0 .. n) = 0 (1-D) or rows [r0, r0 + rows) of a 2-D buffer.
   void zero1(Value mem, Value n);
+  /// A Dv-padded row buffer, vector by vector.
+  void zeroVecs(Value mem) {
+    forEach(cidx(0), nC, [&](Value c) { vec1Put(zeroV, mem, c); });
+  }
   void zeroRows(Value mem, Value r0, Value rows);
   void copyState(StateRef from, StateRef to);
   /// buf[0 .. DvPad) = row [b, head, t, :] of `mem` (0 past Dv).
@@ -237,8 +245,15 @@ void LinearBackwardBuilder::allocBuffers() {
   gBuf = allocScratch(vec, ValueRange{mul(nD, cidx(vl))});
   dGbuf = allocScratch(vec, ValueRange{mul(nD, cidx(vl))});
   dxBuf = allocScratch(vec, ValueRange{Dqk});
-  for (Value *buf : {&vBuf, &doBuf, &corr, &predBuf, &dnumBuf, &dcorr, &dvRow})
+  for (Value *buf : {&vBuf, &doBuf, &dnumBuf, &dcorr})
     *buf = allocScratch(vec, ValueRange{dvPad});
+  // Without the delta rule the update's values are v itself and v's
+  // gradient is the update's (dcorr): the same buffers, no copies per step.
+  corr = vBuf;
+  dvRow = dcorr;
+  if (delta)
+    for (Value *buf : {&corr, &predBuf, &dvRow})
+      *buf = allocScratch(vec, ValueRange{dvPad});
 }
 
 LogicalResult LinearBackwardBuilder::build() {
@@ -331,7 +346,6 @@ void LinearBackwardBuilder::storeRow(Value buf, Value mem, Value head, Value t,
 LinearBackwardBuilder::Step LinearBackwardBuilder::stageStep(Value t,
                                                              bool withQuery) {
   Step s;
-  s.t = t;
   s.tI64 = toI64(t);
   s.g = cf32(1);
   emitFeatureMap(fmK, k, hk, t, phiK);
@@ -361,10 +375,8 @@ LinearBackwardBuilder::Step LinearBackwardBuilder::stageStep(Value t,
 }
 
 void LinearBackwardBuilder::emitCorrection(const Step &s, StateRef sp) {
-  if (!delta) {
-    forEach(cidx(0), nC, [&](Value c) { vec1Put(vec1(vBuf, c), corr, c); });
-    return;
-  }
+  if (!delta)
+    return; // corr is vBuf
   // pred = sum_d phi_k[d] g_d Sp_d, vector chunks outermost so the
   // accumulator stays in a register.
   forEach(cidx(0), nC, [&](Value c) {
@@ -490,8 +502,8 @@ void LinearBackwardBuilder::reverseStep(Value t, StateRef sp) {
   loadRow(dout, h, t, doBuf);
   Value dden = readoutAdjoint(s, sp, /*afterStep=*/!exclusive);
   bool fuse = !delta;
-  zero1(dcorr, dvPad);
-  zero1(dvRow, dvPad);
+  // dvRow: dcorr without the delta rule, else written whole below.
+  zeroVecs(dcorr);
 
   // Pass B's work on row d with dS_d's vectors `ds` (loaded): delta, gate
   // and exclusive readout; returns the new ds and the row's dot products.
@@ -515,7 +527,6 @@ void LinearBackwardBuilder::reverseStep(Value t, StateRef sp) {
   };
   // After a row's vectors: its scalar results from the accumulators
   // acc = {dphi_q dot, dphi_k dot, delta dot, gate dot}.
-  Value dlogGScalar;
   auto finishRowB = [&](Value d, Value row, ArrayRef<Value> acc,
                         Value gateSum) -> Value {
     Value g = gateAt(s, d), fq = ld(phiQ, ValueRange{d});
@@ -583,28 +594,12 @@ void LinearBackwardBuilder::reverseStep(Value t, StateRef sp) {
           gateSum = finishRowB(d, row, acc, gateSum);
         return SmallVector<Value>{gateSum};
       });
-  dlogGScalar = passA.getResult(0);
+  Value dlogGScalar = passA.getResult(0);
 
   // The update's adjoint into v (and beta), then pass B with the delta
   // rule's dpred = -beta dcorr.
   if (delta) {
-    auto dbeta =
-        loop(cidx(0), nC, cidx(1), {zeroV}, [&](Value c, ValueRange a) {
-          Value dc = vec1(dcorr, c);
-          Value diff =
-              arith::SubFOp::create(b, vec1(vBuf, c), vec1(predBuf, c));
-          vec1Put(arith::MulFOp::create(b, dc, bcast(s.beta)), dvRow, c);
-          vec1Put(arith::MulFOp::create(
-                      b, dc, bcast(arith::NegFOp::create(b, s.beta))),
-                  dcorr, c);
-          return SmallVector<Value>{vfma(dc, diff, a[0])};
-        });
-    if (!auxGrads.empty()) {
-      Value seed = vector::BroadcastOp::create(
-          b, VectorType::get({1}, b.getF32Type()), hsum(dbeta.getResult(0)));
-      emitRegionGradient(b, op.getBeta(), {bI64, hI64, s.tI64}, seed, env1,
-                         auxGrads, /*itemOwnsBH=*/true);
-    }
+    emitDeltaValueAdjoint(s);
     auto passB =
         loop(cidx(0), dphiV, cidx(1), {fZero}, [&](Value d, ValueRange gs) {
           Value row = add(sp.row0, d);
@@ -621,32 +616,55 @@ void LinearBackwardBuilder::reverseStep(Value t, StateRef sp) {
           return SmallVector<Value>{finishRowB(d, row, acc, gs[0])};
         });
     dlogGScalar = passB.getResult(0);
-  } else {
-    forEach(cidx(0), nC, [&](Value c) { vec1Put(vec1(dcorr, c), dvRow, c); });
   }
   if (hasGate && !vecGate)
     addGateGrad(s, cidx(0), dlogGScalar);
   if (vecGate)
     addVectorGateGrads(s);
 
-  // The exclusive readout's bonus term c v_t, c = sum_d phi_q u phi_k.
-  if (exclusive && hasBonus) {
-    auto dcv = loop(cidx(0), nC, cidx(1), {zeroV}, [&](Value c, ValueRange a) {
-      Value dn = vec1(dnumBuf, c);
-      vec1Put(vfma(bcast(s.c), dn, vec1(dvRow, c)), dvRow, c);
-      return SmallVector<Value>{vfma(dn, vec1(vBuf, c), a[0])};
-    });
-    Value dc = fadd(dden, hsum(dcv.getResult(0)));
-    forEach(cidx(0), dphiV, [&](Value d) {
-      Value u = ld(uBuf, ValueRange{d}), fq = ld(phiQ, ValueRange{d}),
-            fk = ld(phiK, ValueRange{d});
-      Value dcu = fmul(dc, u);
-      st(fma(dcu, fk, ld(dfq, ValueRange{d})), dfq, ValueRange{d});
-      st(fma(dcu, fq, ld(dfk, ValueRange{d})), dfk, ValueRange{d});
-      st(fma(fmul(dc, fq), fk, ld(du, ValueRange{d})), du, ValueRange{d});
-    });
-  }
+  if (exclusive && hasBonus)
+    emitBonusAdjoint(s, dden);
   storeRowGrads(t, /*query=*/true, /*key=*/true);
+}
+
+/// The delta rule's update adjoint into v and beta: dv = beta dcorr,
+/// dbeta = dcorr . (v - pred) through the beta region; dcorr becomes
+/// dpred = -beta dcorr for pass B.
+void LinearBackwardBuilder::emitDeltaValueAdjoint(const Step &s) {
+  auto dbeta = loop(cidx(0), nC, cidx(1), {zeroV}, [&](Value c, ValueRange a) {
+    Value dc = vec1(dcorr, c);
+    Value diff = arith::SubFOp::create(b, vec1(vBuf, c), vec1(predBuf, c));
+    vec1Put(arith::MulFOp::create(b, dc, bcast(s.beta)), dvRow, c);
+    vec1Put(
+        arith::MulFOp::create(b, dc, bcast(arith::NegFOp::create(b, s.beta))),
+        dcorr, c);
+    return SmallVector<Value>{vfma(dc, diff, a[0])};
+  });
+  if (!auxGrads.empty()) {
+    Value seed = vector::BroadcastOp::create(
+        b, VectorType::get({1}, b.getF32Type()), hsum(dbeta.getResult(0)));
+    emitRegionGradient(b, op.getBeta(), {bI64, hI64, s.tI64}, seed, env1,
+                       auxGrads, /*itemOwnsBH=*/true);
+  }
+}
+
+/// The exclusive readout's bonus term c v_t, c = sum_d phi_q u phi_k: into
+/// dv, dphi_q, dphi_k and the bonus's adjoint du.
+void LinearBackwardBuilder::emitBonusAdjoint(const Step &s, Value dden) {
+  auto dcv = loop(cidx(0), nC, cidx(1), {zeroV}, [&](Value c, ValueRange a) {
+    Value dn = vec1(dnumBuf, c);
+    vec1Put(vfma(bcast(s.c), dn, vec1(dvRow, c)), dvRow, c);
+    return SmallVector<Value>{vfma(dn, vec1(vBuf, c), a[0])};
+  });
+  Value dc = fadd(dden, hsum(dcv.getResult(0)));
+  forEach(cidx(0), dphiV, [&](Value d) {
+    Value u = ld(uBuf, ValueRange{d}), fq = ld(phiQ, ValueRange{d}),
+          fk = ld(phiK, ValueRange{d});
+    Value dcu = fmul(dc, u);
+    st(fma(dcu, fk, ld(dfq, ValueRange{d})), dfq, ValueRange{d});
+    st(fma(dcu, fq, ld(dfk, ValueRange{d})), dfk, ValueRange{d});
+    st(fma(fmul(dc, fq), fk, ld(du, ValueRange{d})), du, ValueRange{d});
+  });
 }
 
 void LinearBackwardBuilder::storeRowGrads(Value t, bool query, bool key) {
@@ -787,7 +805,6 @@ LogicalResult LinearBackwardBuilder::lowerReadoutAllGrad(ChunkBwdReadoutAllOp) {
   StateRef fin{S, z, cidx(0)};
   forEach(cidx(0), N, [&](Value t) {
     Step s;
-    s.t = t;
     s.tI64 = toI64(t);
     s.g = cf32(1);
     s.c = fZero;
@@ -815,7 +832,7 @@ LogicalResult LinearBackwardBuilder::lowerKeysAll(ChunkBwdKeysAllOp) {
   forEach(cidx(0), M, [&](Value j) {
     emitFeatureMap(fmK, k, hk, j, phiK);
     loadRow(v, hk, j, vBuf);
-    zero1(dvRow, dvPad);
+    zeroVecs(dvRow);
     forEach(cidx(0), dphiV, [&](Value d) {
       Value fkv = bcast(ld(phiK, ValueRange{d}));
       auto acc =

@@ -98,7 +98,6 @@ LogicalResult mlir::attn::lowerChunkBlock(Block &block,
 LogicalResult
 mlir::attn::lowerChunkBackwardBlock(Block &block,
                                     ChunkBackwardLowering &patterns) {
-  using P = ChunkBackwardLowering;
   for (Operation &op : block) {
     LogicalResult r =
         llvm::TypeSwitch<Operation *, LogicalResult>(&op)
@@ -119,7 +118,7 @@ mlir::attn::lowerChunkBackwardBlock(Block &block,
             .Case([&](ChunkBwdGradOp x) { return patterns.lowerGrad(x); })
             .Case([&](ChunkBwdFinishOp x) { return patterns.lowerFinish(x); })
             .Case([&](ChunkBwdReadoutAllOp x) {
-              return static_cast<P &>(patterns).lowerReadoutAllGrad(x);
+              return patterns.lowerReadoutAllGrad(x);
             })
             .Case([&](ChunkBwdKeysAllOp x) { return patterns.lowerKeysAll(x); })
             .Case([&](YieldOp) { return success(); })
