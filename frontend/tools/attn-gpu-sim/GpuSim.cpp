@@ -289,6 +289,7 @@ enum class K : uint16_t {
   MemDim,
   Load,
   Store,
+  AtomicRMW,
   View,
   ExtractPtr,
   // control flow
@@ -486,6 +487,7 @@ private:
   bool compileArith(Instr &I);
   void compileConstant(Instr &I, arith::ConstantOp c);
   bool compileMemRef(Instr &I);
+  void compileAtomicRMW(Instr &I, memref::AtomicRMWOp a);
   bool compileSCF(Instr &I);
   bool compileGPU(Instr &I);
   bool compileVector(Instr &I);
@@ -731,6 +733,10 @@ bool Compiler::compileMemRef(Instr &I) {
     I.ekIn = dataKind(P, I.in[0]);
     return true;
   }
+  if (auto a = dyn_cast<memref::AtomicRMWOp>(op)) {
+    compileAtomicRMW(I, a);
+    return true;
+  }
   if (auto v = dyn_cast<memref::ViewOp>(op)) {
     I.k = K::View;
     for (Value x : op->getOperands())
@@ -746,6 +752,25 @@ bool Compiler::compileMemRef(Instr &I) {
     return true;
   }
   return false;
+}
+
+/// memref.atomic_rmw addf (any float type) or addi (any integer type):
+/// a0 = 1 for addi. Operands: the value, the memref, the indices.
+void Compiler::compileAtomicRMW(Instr &I, memref::AtomicRMWOp a) {
+  plain(I, K::AtomicRMW);
+  switch (a.getKind()) {
+  case arith::AtomicRMWKind::addf:
+    requireFloat(I.op, I.ekIn);
+    I.a0 = 0;
+    return;
+  case arith::AtomicRMWKind::addi:
+    requireInt(I.op, I.ekIn);
+    I.a0 = 1;
+    return;
+  default:
+    opFatal(I.op, "only memref.atomic_rmw addf and addi are supported, got " +
+                      arith::stringifyAtomicRMWKind(a.getKind()).str());
+  }
 }
 
 bool Compiler::compileSCF(Instr &I) {
@@ -1014,6 +1039,8 @@ public:
       wThread.resize(n);
       rEpoch.resize(n);
       rThread.resize(n);
+      aEpoch.resize(n);
+      aThread.resize(n);
       globalWriter.resize(bufs.size());
     }
   }
@@ -1031,6 +1058,7 @@ public:
     if (cfg.raceCheck) {
       std::fill(wEpoch.begin(), wEpoch.end(), -1);
       std::fill(rEpoch.begin(), rEpoch.end(), -1);
+      std::fill(aEpoch.begin(), aEpoch.end(), -1);
     }
     for (auto &u : uncommitted)
       u.clear();
@@ -1059,11 +1087,14 @@ private:
   // cp.async state per thread (deferred mode).
   std::vector<std::vector<PendingCopy>> uncommitted;
   std::vector<std::deque<std::vector<PendingCopy>>> groups;
-  // Race detection: barrier epochs, per shared byte the last write / read.
+  // Race detection: barrier epochs, per shared byte the last plain write,
+  // plain read and atomic update (thread -2: several threads).
   int64_t epoch = 0;
-  std::vector<int32_t> wEpoch, wThread, rEpoch, rThread;
-  // Per global byte: 1 + the linear id of the thread that wrote it (0: none).
+  std::vector<int32_t> wEpoch, wThread, rEpoch, rThread, aEpoch, aThread;
+  // Per global byte: 0 if never written, else 1 + the linear id of the
+  // thread that wrote it last, with kAtomicWrite set if that was an atomic.
   std::vector<std::vector<uint32_t>> globalWriter;
+  static constexpr uint32_t kAtomicWrite = uint32_t(1) << 31;
 
   uint64_t *R(int id) { return &arena[P.vals[id].off * T]; }
   const VInfo &V(int id) const { return P.vals[id]; }
@@ -1167,6 +1198,7 @@ private:
                   unsigned nIdx, unsigned lane, int64_t extent,
                   const char *what);
   void execLoadStore(const Instr &I, const Mask &m);
+  void execAtomicRMW(const Instr &I, const Mask &m);
   void execAsyncCopy(const Instr &I, const Mask &m);
   void completeCopy(const PendingCopy &c);
   void execAsyncWait(const Instr &I, const Mask &m);
@@ -1176,8 +1208,9 @@ private:
   void sharedRead(const Instr &I, unsigned lane, int64_t byte, int64_t n);
   void sharedWrite(const Instr &I, unsigned lane, int64_t byte, int64_t n,
                    int64_t since);
+  void sharedAtomic(const Instr &I, unsigned lane, int64_t byte, int64_t n);
   void globalWrite(const Instr &I, unsigned lane, int buf, int64_t byte,
-                   int64_t n);
+                   int64_t n, bool atomic = false);
   void requireFullWarps(const Instr &I, const Mask &m);
 };
 
@@ -1748,6 +1781,23 @@ int64_t Machine::address(const Instr &I, const MemDesc &d, const int *idx,
   return lin;
 }
 
+/// "thread T", or "several threads" for the race tables' -2.
+static std::string threadStr(int32_t t) {
+  return t == -2 ? std::string("several threads")
+                 : "thread " + std::to_string(t);
+}
+
+/// Records that `lane` is one more thread accessing a byte in this epoch.
+static void addAccessor(int32_t &epochOf, int32_t &threadOf, int64_t epoch,
+                        unsigned lane) {
+  if (epochOf != epoch) {
+    epochOf = int32_t(epoch);
+    threadOf = int32_t(lane);
+  } else if (threadOf != int32_t(lane)) {
+    threadOf = -2;
+  }
+}
+
 void Machine::sharedRead(const Instr &I, unsigned lane, int64_t byte,
                          int64_t n) {
   if (!cfg.raceCheck)
@@ -1758,12 +1808,12 @@ void Machine::sharedRead(const Instr &I, unsigned lane, int64_t byte,
            "shared-memory race: byte " + std::to_string(i) +
                " is read here and written by thread " +
                std::to_string(wThread[i]) + " with no barrier in between");
-    if (rEpoch[i] != epoch) {
-      rEpoch[i] = int32_t(epoch);
-      rThread[i] = int32_t(lane);
-    } else if (rThread[i] != int32_t(lane)) {
-      rThread[i] = -2; // several readers
-    }
+    if (aEpoch[i] == epoch && aThread[i] != int32_t(lane))
+      fail(I, lane,
+           "shared-memory race: byte " + std::to_string(i) +
+               " is read here and atomically updated by " +
+               threadStr(aThread[i]) + " with no barrier in between");
+    addAccessor(rEpoch[i], rThread[i], epoch, lane);
   }
 }
 
@@ -1785,40 +1835,74 @@ void Machine::sharedWrite(const Instr &I, unsigned lane, int64_t byte,
     if (rEpoch[i] >= since && rThread[i] != int32_t(lane))
       fail(I, lane,
            "shared-memory race: byte " + std::to_string(i) +
-               " is written here and read by " +
-               (rThread[i] == -2 ? std::string("several threads")
-                                 : "thread " + std::to_string(rThread[i])) +
-               how);
+               " is written here and read by " + threadStr(rThread[i]) + how);
     if (wEpoch[i] >= since && wThread[i] != int32_t(lane))
       fail(I, lane,
            "shared-memory race: byte " + std::to_string(i) +
                " is written here and by thread " + std::to_string(wThread[i]) +
                how);
+    if (aEpoch[i] >= since && aThread[i] != int32_t(lane))
+      fail(I, lane,
+           "shared-memory race: byte " + std::to_string(i) +
+               " is written here and atomically updated by " +
+               threadStr(aThread[i]) + how);
     wEpoch[i] = int32_t(epoch);
     wThread[i] = int32_t(lane);
   }
 }
 
+/// Atomic updates of shared memory do not race with each other, only with
+/// plain reads and writes by other threads in the same barrier interval.
+void Machine::sharedAtomic(const Instr &I, unsigned lane, int64_t byte,
+                           int64_t n) {
+  if (!cfg.raceCheck)
+    return;
+  for (int64_t i = byte; i < byte + n; ++i) {
+    if (wEpoch[i] == epoch && wThread[i] != int32_t(lane))
+      fail(I, lane,
+           "shared-memory race: byte " + std::to_string(i) +
+               " is atomically updated here and written by thread " +
+               std::to_string(wThread[i]) + " with no barrier in between");
+    if (rEpoch[i] == epoch && rThread[i] != int32_t(lane))
+      fail(I, lane,
+           "shared-memory race: byte " + std::to_string(i) +
+               " is atomically updated here and read by " +
+               threadStr(rThread[i]) + " with no barrier in between");
+    addAccessor(aEpoch[i], aThread[i], epoch, lane);
+  }
+}
+
+/// Each global byte may be written by plain stores of one thread, or by
+/// atomic adds of any number of threads, but not both: a plain store that
+/// meets an atomic add (in either order) loses updates or is lost.
 void Machine::globalWrite(const Instr &I, unsigned lane, int buf, int64_t byte,
-                          int64_t n) {
+                          int64_t n, bool atomic) {
   if (!cfg.raceCheck)
     return;
   int64_t me = ctaLinear * T + lane;
-  if (me >= int64_t(UINT32_MAX))
+  if (me + 1 >= int64_t(kAtomicWrite))
     return; // grids this large go unchecked
   auto &w = globalWriter[buf];
   if (w.empty())
     w.assign(bufs[buf].bytes.size(), 0);
+  uint32_t mark = uint32_t(me + 1) | (atomic ? kAtomicWrite : 0);
   for (int64_t i = byte; i < byte + n; ++i) {
-    if (w[i] && w[i] != uint32_t(me + 1)) {
-      int64_t other = int64_t(w[i]) - 1;
+    uint32_t prev = w[i];
+    bool prevAtomic = prev & kAtomicWrite;
+    if (prev && prev != mark && !(atomic && prevAtomic)) {
+      int64_t other = int64_t(prev & ~kAtomicWrite) - 1;
+      std::string where = "global element of " + bufs[buf].name + " (byte " +
+                          std::to_string(i) + ") written by ";
+      std::string who = "CTA " + std::to_string(other / T) + " thread " +
+                        std::to_string(other % T);
+      if (!atomic && !prevAtomic)
+        fail(I, lane, where + "two threads: " + who + " and this one");
+      auto kind = [](bool a) { return a ? "an atomic add" : "a plain store"; };
       fail(I, lane,
-           "global element of " + bufs[buf].name + " (byte " +
-               std::to_string(i) + ") written by two threads: CTA " +
-               std::to_string(other / T) + " thread " +
-               std::to_string(other % T) + " and this one");
+           where + "a plain store and an atomic add: " + kind(prevAtomic) +
+               " by " + who + ", then " + kind(atomic) + " by this one");
     }
-    w[i] = uint32_t(me + 1);
+    w[i] = mark;
   }
 }
 
@@ -1852,6 +1936,48 @@ void Machine::execLoadStore(const Instr &I, const Mask &m) {
       if (bufs[d.buf].shared)
         sharedRead(I, l, lin * d.eltBytes, d.eltBytes);
     }
+  }
+}
+
+/// a + b in float kind `ek`, rounded once. An f32 add flushes subnormal
+/// inputs and results to zero, as PTX atom.add.f32 does.
+static uint64_t atomicAddF(uint64_t a, uint64_t b, EK ek) {
+  if (ek == EK::F64)
+    return fromF64(asF64(a) + asF64(b));
+  if (ek != EK::F32)
+    return fromF(toF(a, ek) + toF(b, ek), ek);
+  auto ftz = [](float x) {
+    return std::fpclassify(x) == FP_SUBNORMAL ? std::copysign(0.0f, x) : x;
+  };
+  return fromF32(ftz(ftz(asF32(a)) + ftz(asF32(b))));
+}
+
+/// memref.atomic_rmw: the active threads' updates apply one after the other
+/// (in thread order), so lanes that hit the same element all count; each
+/// thread gets the value it replaced.
+void Machine::execAtomicRMW(const Instr &I, const Mask &m) {
+  const MemDesc &d = mems[V(I.in[1]).mem];
+  const int *idx = I.in.data() + 2;
+  unsigned nIdx = unsigned(I.in.size()) - 2;
+  const uint64_t *val = R(I.in[0]);
+  uint64_t *old = R(I.out[0]);
+  uint64_t msk = wmask(widthOf(d.ek));
+  for (unsigned l = 0; l < T; ++l) {
+    if (!m.on[l])
+      continue;
+    int64_t lin = address(I, d, idx, nIdx, l, 0, "atomic add");
+    int64_t byte = lin * d.eltBytes;
+    uint8_t *p = bufs[d.buf].bytes.data() + byte;
+    uint64_t x = 0;
+    std::memcpy(&x, p, d.eltBytes);
+    x &= msk;
+    uint64_t y = I.a0 ? (x + val[l]) & msk : atomicAddF(x, val[l], d.ek);
+    std::memcpy(p, &y, d.eltBytes);
+    old[l] = x;
+    if (bufs[d.buf].shared)
+      sharedAtomic(I, l, byte, d.eltBytes);
+    else
+      globalWrite(I, l, d.buf, byte, d.eltBytes, /*atomic=*/true);
   }
 }
 
@@ -2095,6 +2221,8 @@ void Machine::exec(const Instr &I, const Mask &m) {
   case K::Load:
   case K::Store:
     return execLoadStore(I, m);
+  case K::AtomicRMW:
+    return execAtomicRMW(I, m);
   case K::View:
     return execView(I, m);
   case K::ExtractPtr: {

@@ -10,6 +10,11 @@
 // non-uniform condition runs both branches under a lane mask; loop bounds and
 // while conditions must be uniform. Every global and shared memory access is
 // bounds checked, and so is the alignment of cp.async and ldmatrix addresses.
+// memref.atomic_rmw addf / addi (global or shared memory) applies the active
+// threads' updates one after the other; atomics to the same bytes never race
+// with each other, but do with plain accesses: in shared memory within one
+// barrier interval, in global memory (a plain store and an atomic add to the
+// same bytes, in either order, anywhere in the launch) always.
 //
 // Errors are fatal: they print `attn-gpu-sim: error: ...` (with the op, its
 // location, the CTA and the thread) and exit with status 1.

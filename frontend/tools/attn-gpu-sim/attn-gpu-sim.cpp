@@ -2,12 +2,19 @@
 //
 // KERNEL.mlir holds the gpu.module that convert-attn-to-nvvm produced (any
 // later canonicalization is fine, NVVM lowering is not). The kernel is
-// launched as the runtime launches it: grid (ceil(N / attn.block_q),
-// B * Hq, 1), block (attn.num_threads, 1, 1), attn.shared_bytes of dynamic
-// shared memory, arguments q, k, v, o, lse (null unless --output lse is
-// given) and the aux inputs in the order of their --input options. Each CTA
-// is interpreted by GpuSim (see GpuSim.h). o and lse start as NaN, so an
-// element the kernel never writes shows up. Options: see kUsage below.
+// launched as the runtime launches it, with attn.shared_bytes of dynamic
+// shared memory and a block of (attn.num_threads, 1, 1):
+//  - a forward kernel: grid (ceil(N / attn.block_q), B * Hq, 1), arguments
+//    q, k, v, o, lse (null unless --output lse is given) and the aux inputs
+//    in the order of their --input options. o and lse start as NaN, so an
+//    element the kernel never writes shows up.
+//  - a backward kernel (unit attribute attn.backward): grid
+//    (ceil(M / attn.block_kv), B * Hkv, 1), arguments q, k, v, o, lse (null
+//    unless given), the aux inputs, do, dlse (null unless given), dq, dk, dv
+//    and one gradient per name in attn.gradient_inputs (shaped like that aux
+//    input). dq and the aux gradients start at zero (the kernel adds into
+//    them with atomics), dk and dv as NaN.
+// Each CTA is interpreted by GpuSim (see GpuSim.h). Options: see kUsage.
 //
 //===----------------------------------------------------------------------===//
 
@@ -45,14 +52,22 @@ static const char *kUsage = R"(usage: attn-gpu-sim KERNEL.mlir [--kernel NAME]
            --input q=Q.npy --input k=K.npy --input v=V.npy [--input AUX=FILE.npy]...
            [--output o=O.npy] [--output lse=LSE.npy] [--round-inputs-to DIR]
            [--async-copy=deferred|immediate] [--no-race-check] [--stride-pad P]
+       attn-gpu-sim KERNEL.mlir [--kernel NAME] (a backward kernel)
+           --input q=.. --input k=.. --input v=.. --input o=O.npy
+           [--input lse=LSE.npy] --input do=DO.npy [--input dlse=DLSE.npy]
+           [--input AUX=FILE.npy]... [--output dq=F] [--output dk=F]
+           [--output dv=F] [--output dAUX=F]... [options as above]
 
 Runs a CUDA attention kernel made by convert-attn-to-nvvm (a gpu.func in
 KERNEL.mlir) on the CPU, each CTA interpreted in lockstep with PTX semantics
-for ldmatrix, mma.sync, cp.async and shuffles, and a bounds check on every
-global and shared access.
+for ldmatrix, mma.sync, cp.async, shuffles and atomics, and a bounds check on
+every global and shared access. A kernel with the attn.backward attribute is
+launched as a backward kernel: one CTA per attn.block_kv rows of k and v.
 
   --kernel NAME        the gpu.func to run (default: the one with the smallest
-                       attn.max_head_dim >= max(Dqk, Dv))
+                       attn.max_head_dim >= max(Dqk, Dv), among the backward
+                       kernels if --input do is given, else the forward ones,
+                       where the file has both)
   --input NAME=FILE    q, k, v: float32/float64 [B,Hq,N,Dqk], [B,Hkv,M,Dqk],
                        [B,Hkv,M,Dv], rounded to the kernel's bf16/f16; any
                        other name is an aux input, bound to the arguments
@@ -60,12 +75,25 @@ global and shared access.
   --output o=FILE      o as float32 [B,Hq,N,Dv]
   --output lse=FILE    lse as float32 [B,Hq,N]; without it lse is a null
                        pointer
-  --round-inputs-to DIR  write the rounded q, k, v as float32 DIR/{q,k,v}.npy
+  --round-inputs-to DIR  write the rounded q, k, v (and, backward, do) as
+                       float32 DIR/{q,k,v,do}.npy
   --async-copy MODE    deferred (default): a cp.async lands when the wait that
                        retires its group runs; immediate: when it is issued
   --no-race-check      no shared-memory race / global double-write checks
-  --stride-pad P       q, k, v, o rows P elements longer than D (NaN padding)
+  --stride-pad P       rank-4 tensors (q, k, v, o; backward also do, dq, dk,
+                       dv) get rows P elements longer than D (NaN padding)
                        and a base offset of P elements
+
+Backward kernels take, besides q, k, v and the aux inputs:
+  --input o=FILE       the forward's o, float32/float64 [B,Hq,N,Dv] (required)
+  --input lse=FILE     the forward's lse, [B,Hq,N]; without it lse is a null
+                       pointer (kernels without softmax do not read it)
+  --input do=FILE      the gradient of o, [B,Hq,N,Dv], rounded like q (required)
+  --input dlse=FILE    the gradient of lse, [B,Hq,N]; else a null pointer
+  --output dq=FILE, --output dk=FILE, --output dv=FILE
+                       the gradients as float32, of the shapes of q, k, v
+  --output dAUX=FILE   the gradient of aux input AUX (one of the kernel's
+                       attn.gradient_inputs), float32 of AUX's shape
 )";
 
 namespace {
@@ -210,6 +238,16 @@ Buffer makeBuffer(const std::string &name, const MemDesc &d) {
   return b;
 }
 
+/// Sets the elements of `b` (laid out as `d`) to zero; padding stays NaN.
+void zeroElements(Buffer &b, const MemDesc &d) {
+  int64_t n = 1;
+  for (int64_t x : d.sizes)
+    n *= x;
+  for (int64_t i = 0; i < n; ++i)
+    std::memset(b.bytes.data() + size_t(position(d, i)) * d.eltBytes, 0,
+                d.eltBytes);
+}
+
 /// Converts a .npy array to a buffer laid out as `d` (of the kernel's
 /// element kind), rounding floats to nearest even.
 Buffer toBuffer(const std::string &name, const attn::HostArray &a,
@@ -254,7 +292,11 @@ attn::HostArray toF32Array(const Buffer &b, const MemDesc &d) {
 /// The --input arrays and the problem sizes they give.
 struct Problem {
   std::map<std::string, attn::HostArray> arrays;
-  /// The aux inputs (not q, k or v), in the order of their --input options.
+  /// The input names in the order of their --input options.
+  std::vector<std::string> order;
+  /// The aux inputs, in the order of their --input options: every input
+  /// but q, k and v, and for a backward kernel o, lse, do and dlse (set
+  /// once the kernel is chosen).
   std::vector<std::string> auxNames;
   int64_t B = 0, Hq = 0, N = 0, Dqk = 0, Hkv = 0, M = 0, Dv = 0;
 };
@@ -271,8 +313,7 @@ Problem readInputs(const Options &opt) {
     if (!e.empty())
       fatal(e);
     arrays[name] = std::move(a);
-    if (name != "q" && name != "k" && name != "v")
-      p.auxNames.push_back(name);
+    p.order.push_back(name);
   }
   for (const char *n : {"q", "k", "v"})
     if (!arrays.count(n))
@@ -295,10 +336,47 @@ Problem readInputs(const Options &opt) {
   return p;
 }
 
+bool isBackward(gpu::GPUFuncOp fn) { return fn->hasAttr("attn.backward"); }
+
+/// The inputs that are not the launch's fixed arguments, in --input order.
+std::vector<std::string> auxInputs(const Problem &p, bool backward) {
+  std::vector<std::string> aux;
+  for (const std::string &n : p.order) {
+    bool fixed =
+        n == "q" || n == "k" || n == "v" ||
+        (backward && (n == "o" || n == "lse" || n == "do" || n == "dlse"));
+    if (!fixed)
+      aux.push_back(n);
+  }
+  return aux;
+}
+
+/// A backward kernel's attn.gradient_inputs: the aux inputs it computes
+/// gradients of, in argument order (none if the attribute is absent).
+std::vector<std::string> gradientInputs(gpu::GPUFuncOp fn) {
+  std::vector<std::string> names;
+  Attribute a = fn->getAttr("attn.gradient_inputs");
+  if (!a)
+    return names;
+  auto arr = dyn_cast<ArrayAttr>(a);
+  if (!arr)
+    fatal("attn.gradient_inputs of kernel '" + fn.getName().str() +
+          "' is not an array");
+  for (Attribute e : arr) {
+    auto str = dyn_cast<StringAttr>(e);
+    if (!str)
+      fatal("attn.gradient_inputs of kernel '" + fn.getName().str() +
+            "' holds a non-string");
+    names.push_back(str.str());
+  }
+  return names;
+}
+
 /// The kernel named by --kernel, or else the one with the smallest
-/// attn.max_head_dim >= needD.
-gpu::GPUFuncOp selectKernel(ModuleOp module, const Options &opt,
-                            int64_t needD) {
+/// attn.max_head_dim >= needD, preferring backward kernels when `do` is
+/// given and forward kernels otherwise (a module may hold both).
+gpu::GPUFuncOp selectKernel(ModuleOp module, const Options &opt, int64_t needD,
+                            bool wantBackward) {
   std::vector<gpu::GPUFuncOp> kernels;
   module->walk([&](gpu::GPUFuncOp fn) {
     if (fn.isKernel())
@@ -319,10 +397,18 @@ gpu::GPUFuncOp selectKernel(ModuleOp module, const Options &opt,
     }
     return fn;
   }
-  for (auto f : kernels) {
+  auto fits = [&](gpu::GPUFuncOp f) {
     auto a = f->getAttrOfType<IntegerAttr>("attn.max_head_dim");
-    if (a && a.getInt() >= needD &&
-        (!fn || a.getInt() < intAttr(fn, "attn.max_head_dim")))
+    return a && a.getInt() >= needD;
+  };
+  bool anyOfKind = llvm::any_of(kernels, [&](gpu::GPUFuncOp f) {
+    return fits(f) && isBackward(f) == wantBackward;
+  });
+  for (auto f : kernels) {
+    if (!fits(f) || (anyOfKind && isBackward(f) != wantBackward))
+      continue;
+    if (!fn ||
+        intAttr(f, "attn.max_head_dim") < intAttr(fn, "attn.max_head_dim"))
       fn = f;
   }
   if (!fn)
@@ -331,10 +417,13 @@ gpu::GPUFuncOp selectKernel(ModuleOp module, const Options &opt,
 }
 
 /// The launch of `fn` as the runtime does it, from its attn.* attributes;
-/// checks that the kernel fits the problem.
+/// checks that the kernel fits the problem. A forward kernel runs one CTA
+/// per attn.block_q query rows, a backward kernel one per attn.block_kv
+/// key/value rows.
 LaunchConfig launchConfig(gpu::GPUFuncOp fn, const Options &opt,
                           const Problem &p) {
-  int64_t blockQ = intAttr(fn, "attn.block_q");
+  bool backward = isBackward(fn);
+  int64_t blockRows = intAttr(fn, backward ? "attn.block_kv" : "attn.block_q");
   int64_t threads = intAttr(fn, "attn.num_threads");
   int64_t sharedBytes = intAttr(fn, "attn.shared_bytes");
   int64_t maxD = intAttr(fn, "attn.max_head_dim");
@@ -342,14 +431,25 @@ LaunchConfig launchConfig(gpu::GPUFuncOp fn, const Options &opt,
     fatal("head dims Dqk = " + std::to_string(p.Dqk) +
           ", Dv = " + std::to_string(p.Dv) + " exceed attn.max_head_dim = " +
           std::to_string(maxD) + " of kernel '" + fn.getName().str() + "'");
-  auto argTypes = fn.getArgumentTypes();
-  if (argTypes.size() != 5 + p.auxNames.size())
+  if (blockRows <= 0)
+    fatal("kernel '" + fn.getName().str() + "' has a non-positive " +
+          (backward ? "attn.block_kv" : "attn.block_q"));
+  // Forward: q, k, v, o, lse, aux. Backward: the same, then do, dlse, dq,
+  // dk, dv and one gradient per attn.gradient_inputs.
+  int64_t fixedArgs = backward ? 10 + int64_t(gradientInputs(fn).size()) : 5;
+  int64_t kernelAux = int64_t(fn.getArgumentTypes().size()) - fixedArgs;
+  if (kernelAux < 0)
     fatal("kernel '" + fn.getName().str() + "' takes " +
-          std::to_string(argTypes.size() - 5) + " aux input(s), got " +
+          std::to_string(fn.getArgumentTypes().size()) + " arguments; a " +
+          (backward ? "backward" : "forward") + " kernel takes at least " +
+          std::to_string(fixedArgs));
+  if (kernelAux != int64_t(p.auxNames.size()))
+    fatal("kernel '" + fn.getName().str() + "' takes " +
+          std::to_string(kernelAux) + " aux input(s), got " +
           std::to_string(p.auxNames.size()));
   LaunchConfig cfg;
-  cfg.grid[0] = (p.N + blockQ - 1) / blockQ;
-  cfg.grid[1] = p.B * p.Hq;
+  cfg.grid[0] = ((backward ? p.M : p.N) + blockRows - 1) / blockRows;
+  cfg.grid[1] = p.B * (backward ? p.Hkv : p.Hq);
   cfg.block[0] = threads;
   cfg.sharedBytes = sharedBytes;
   cfg.async = opt.async;
@@ -357,12 +457,14 @@ LaunchConfig launchConfig(gpu::GPUFuncOp fn, const Options &opt,
   return cfg;
 }
 
-/// The kernel's buffers and arguments, in kernel argument order: q, k, v, o,
-/// lse, then the aux inputs.
+/// The kernel's buffers and arguments, in kernel argument order.
 struct Bindings {
   std::vector<Buffer> buffers;
   std::vector<MemDesc> args;
-  std::string oPath, lsePath;
+  /// (argument, path) of each --output.
+  std::vector<std::pair<unsigned, std::string>> outputs;
+  /// (name, argument) of the inputs --round-inputs-to writes.
+  std::vector<std::pair<std::string, unsigned>> rounded;
 
   /// Binds input array `a` to kernel argument `argNo` (of type `t`).
   void addInput(const std::string &name, const attn::HostArray &a, Type t,
@@ -385,19 +487,51 @@ struct Bindings {
     args.push_back(d);
   }
 
-  /// Binds a float32 output of shape `s` (a null memref if not `present`).
+  /// Binds a float32 output of shape `s` (a null memref if not `present`):
+  /// NaN everywhere, so that an element the kernel never writes stays NaN,
+  /// or zero where the kernel accumulates into it (`zero`).
   void addOutput(const std::string &name, const std::vector<int64_t> &s,
-                 bool present, int64_t pad) {
+                 bool present, int64_t pad, bool zero = false) {
     MemDesc d = layout(present ? int(buffers.size()) : -1, EK::F32, 4, s, pad);
-    // NaN everywhere: an element the kernel never writes stays NaN.
-    if (present)
+    if (present) {
       buffers.push_back(makeBuffer(name, d));
+      if (zero)
+        zeroElements(buffers.back(), d);
+    }
     args.push_back(d);
   }
 };
 
-Bindings bindArguments(gpu::GPUFuncOp fn, const Options &opt,
-                       const Problem &p) {
+/// Fatal unless input `name` has shape `want` (named `dims`).
+void requireShape(const Problem &p, const std::string &name,
+                  const std::vector<int64_t> &want, const char *dims) {
+  const attn::HostArray &a = p.arrays.at(name);
+  if (a.shape == want)
+    return;
+  std::string w;
+  for (int64_t x : want)
+    w += (w.empty() ? "" : ", ") + std::to_string(x);
+  fatal("input '" + name + "' has shape " + a.shapeString() + ", expected " +
+        dims + " = [" + w + "]");
+}
+
+/// Fatal unless kernel argument `argNo` (output `name`) is an f32 memref of
+/// rank `rank`: outputs are bound as float32 buffers.
+void requireF32Output(gpu::GPUFuncOp fn, unsigned argNo,
+                      const std::string &name, int64_t rank) {
+  auto mt = dyn_cast<MemRefType>(fn.getArgumentTypes()[argNo]);
+  if (!mt || !mt.getElementType().isF32() || mt.getRank() != rank) {
+    std::string s;
+    llvm::raw_string_ostream os(s);
+    os << fn.getArgumentTypes()[argNo];
+    fatal("kernel argument " + std::to_string(argNo) + " (" + name +
+          ") must be a rank-" + std::to_string(rank) + " f32 memref, got " + s);
+  }
+}
+
+/// Forward: q, k, v, o, lse (null unless --output lse is given), then the
+/// aux inputs.
+Bindings bindForward(gpu::GPUFuncOp fn, const Options &opt, const Problem &p) {
   Bindings b;
   auto argTypes = fn.getArgumentTypes();
   auto input = [&](const std::string &name, unsigned argNo) {
@@ -406,45 +540,139 @@ Bindings bindArguments(gpu::GPUFuncOp fn, const Options &opt,
   input("q", 0);
   input("k", 1);
   input("v", 2);
+  bool lse = false;
   for (auto &[name, path] : opt.outputs) {
-    if (name == "o")
-      b.oPath = path;
-    else if (name == "lse")
-      b.lsePath = path;
-    else
+    if (name == "o") {
+      b.outputs.push_back({3, path});
+    } else if (name == "lse") {
+      b.outputs.push_back({4, path});
+      lse = true;
+    } else {
       fatal("unknown output '" + name + "' (o or lse)");
+    }
   }
+  requireF32Output(fn, 3, "o", 4);
+  requireF32Output(fn, 4, "lse", 3);
   b.addOutput("o", {p.B, p.Hq, p.N, p.Dv}, true, opt.stridePad);
-  b.addOutput("lse", {p.B, p.Hq, p.N}, !b.lsePath.empty(), opt.stridePad);
+  b.addOutput("lse", {p.B, p.Hq, p.N}, lse, opt.stridePad);
   for (size_t i = 0; i < p.auxNames.size(); ++i)
     input(p.auxNames[i], unsigned(5 + i));
+  b.rounded = {{"q", 0}, {"k", 1}, {"v", 2}};
   return b;
 }
 
-/// Writes the rounded q, k and v as float32 DIR/{q,k,v}.npy.
+/// The argument numbers of the outputs a backward kernel writes, by
+/// --output name: dq, dk, dv and d<aux> for each gradient input.
+std::map<std::string, unsigned>
+backwardOutputs(gpu::GPUFuncOp fn, const Problem &p,
+                const std::vector<std::string> &grads) {
+  unsigned first = unsigned(7 + p.auxNames.size());
+  std::map<std::string, unsigned> r = {
+      {"dq", first}, {"dk", first + 1}, {"dv", first + 2}};
+  for (size_t i = 0; i < grads.size(); ++i) {
+    if (!llvm::is_contained(p.auxNames, grads[i]))
+      fatal("kernel '" + fn.getName().str() + "' computes the gradient of '" +
+            grads[i] + "' (attn.gradient_inputs), which is not an --input");
+    r["d" + grads[i]] = first + 3 + unsigned(i);
+  }
+  return r;
+}
+
+/// Backward: q, k, v, o, lse (null unless given), the aux inputs, do, dlse
+/// (null unless given), dq, dk, dv, then one gradient per
+/// attn.gradient_inputs. dq and the aux gradients start at zero (the kernel
+/// adds into them), dk and dv as NaN.
+Bindings bindBackward(gpu::GPUFuncOp fn, const Options &opt, const Problem &p) {
+  std::string kernel = "backward kernel '" + fn.getName().str() + "'";
+  for (const char *n : {"o", "do"})
+    if (!p.arrays.count(n))
+      fatal(std::string("missing --input ") + n + "=FILE.npy (" + kernel +
+            " takes it)");
+  std::vector<int64_t> rows = {p.B, p.Hq, p.N}, rowsDv = {p.B, p.Hq, p.N, p.Dv};
+  requireShape(p, "o", rowsDv, "[B, Hq, N, Dv]");
+  requireShape(p, "do", rowsDv, "[B, Hq, N, Dv]");
+  for (const char *n : {"lse", "dlse"})
+    if (p.arrays.count(n))
+      requireShape(p, n, rows, "[B, Hq, N]");
+  std::vector<std::string> grads = gradientInputs(fn);
+  std::map<std::string, unsigned> outArgs = backwardOutputs(fn, p, grads);
+
+  Bindings b;
+  for (auto &[name, path] : opt.outputs) {
+    auto it = outArgs.find(name);
+    if (it == outArgs.end()) {
+      // In argument order: dq, dk, dv, then the aux gradients.
+      std::vector<std::pair<unsigned, std::string>> known;
+      for (auto &[n, arg] : outArgs)
+        known.push_back({arg, n});
+      llvm::sort(known);
+      std::string names;
+      for (auto &[arg, n] : known)
+        names += (names.empty() ? "" : ", ") + n;
+      fatal("unknown output '" + name + "' (" + kernel + " writes " + names +
+            ")");
+    }
+    b.outputs.push_back({it->second, path});
+  }
+  auto argTypes = fn.getArgumentTypes();
+  // Binds input `name` to argument `argNo`, or a null memref of `shape` if
+  // it is optional and not given.
+  auto input = [&](const std::string &name, unsigned argNo,
+                   const std::vector<int64_t> &shape = {}) {
+    if (p.arrays.count(name))
+      b.addInput(name, p.arrays.at(name), argTypes[argNo], argNo,
+                 opt.stridePad);
+    else
+      b.addOutput(name, shape, false, opt.stridePad);
+  };
+  unsigned na = unsigned(p.auxNames.size());
+  input("q", 0);
+  input("k", 1);
+  input("v", 2);
+  input("o", 3);
+  input("lse", 4, rows);
+  for (unsigned i = 0; i < na; ++i)
+    input(p.auxNames[i], 5 + i);
+  input("do", 5 + na);
+  input("dlse", 6 + na, rows);
+  std::vector<int64_t> dq = {p.B, p.Hq, p.N, p.Dqk},
+                       dk = {p.B, p.Hkv, p.M, p.Dqk},
+                       dv = {p.B, p.Hkv, p.M, p.Dv};
+  for (auto [name, shape, zero] :
+       {std::tuple{"dq", dq, true}, {"dk", dk, false}, {"dv", dv, false}}) {
+    requireF32Output(fn, outArgs.at(name), name, 4);
+    b.addOutput(name, shape, true, opt.stridePad, zero);
+  }
+  for (const std::string &g : grads) {
+    const std::vector<int64_t> &shape = p.arrays.at(g).shape;
+    requireF32Output(fn, outArgs.at("d" + g), "d" + g, int64_t(shape.size()));
+    b.addOutput("d" + g, shape, true, opt.stridePad, /*zero=*/true);
+  }
+  b.rounded = {{"q", 0}, {"k", 1}, {"v", 2}, {"do", 5 + na}};
+  return b;
+}
+
+/// Writes the rounded inputs (q, k, v, and do for a backward kernel) as
+/// float32 DIR/NAME.npy.
 void writeRoundedInputs(const std::string &dir, const Bindings &b) {
   ::mkdir(dir.c_str(), 0777);
-  for (int i = 0; i < 3; ++i) {
-    const char *n = i == 0 ? "q" : i == 1 ? "k" : "v";
-    attn::HostArray r = toF32Array(b.buffers[i], b.args[i]);
-    std::string e = attn::writeNpy(dir + "/" + n + ".npy", r);
+  for (auto &[name, argNo] : b.rounded) {
+    const MemDesc &d = b.args[argNo];
+    attn::HostArray r = toF32Array(b.buffers[d.buf], d);
+    std::string e = attn::writeNpy(dir + "/" + name + ".npy", r);
     if (!e.empty())
       fatal(e);
   }
 }
 
-/// Writes o and lse where --output asked for them.
+/// Writes the outputs --output asked for.
 void writeOutputs(const Bindings &b) {
-  auto write = [&](unsigned argNo, const std::string &path) {
+  for (auto &[argNo, path] : b.outputs) {
     const MemDesc &d = b.args[argNo];
     std::string e = attn::writeNpy(path, toF32Array(b.buffers[d.buf], d));
     if (!e.empty())
       fatal(e);
-  };
-  if (!b.oPath.empty())
-    write(3, b.oPath);
-  if (!b.lsePath.empty())
-    write(4, b.lsePath);
+  }
 }
 
 } // namespace
@@ -464,10 +692,14 @@ int main(int argc, char **argv) {
     fatal("cannot parse '" + opt.file + "'");
 
   Problem prob = readInputs(opt);
-  gpu::GPUFuncOp fn = selectKernel(*module, opt, std::max(prob.Dqk, prob.Dv));
+  gpu::GPUFuncOp fn = selectKernel(*module, opt, std::max(prob.Dqk, prob.Dv),
+                                   prob.arrays.count("do"));
+  bool backward = isBackward(fn);
+  prob.auxNames = auxInputs(prob, backward);
   LaunchConfig cfg = launchConfig(fn, opt, prob);
   Simulator sim(fn);
-  Bindings bind = bindArguments(fn, opt, prob);
+  Bindings bind =
+      backward ? bindBackward(fn, opt, prob) : bindForward(fn, opt, prob);
   if (!opt.roundDir.empty())
     writeRoundedInputs(opt.roundDir, bind);
 

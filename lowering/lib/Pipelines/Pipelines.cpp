@@ -96,11 +96,19 @@ void mlir::attn::buildAttnCUDAPipeline(OpPassManager &pm,
     AttnSetElementTypeOptions types;
     types.type = options.elementType;
     pm.addNestedPass<SpecOp>(createAttnSetElementType(types));
-    AttnTileAttentionOptions tiling;
-    tiling.tileQ = options.tileQ;
-    tiling.tileKV = options.tileKV;
-    tiling.vectorWidth = 16;
-    pm.addNestedPass<SpecOp>(createAttnTileAttention(tiling));
+    if (options.backward) {
+      AttnTileAttentionBackwardOptions tiling;
+      tiling.tileQ = options.tileQ;
+      tiling.tileKV = options.tileKV;
+      tiling.vectorWidth = 16;
+      pm.addNestedPass<SpecOp>(createAttnTileAttentionBackward(tiling));
+    } else {
+      AttnTileAttentionOptions tiling;
+      tiling.tileQ = options.tileQ;
+      tiling.tileKV = options.tileKV;
+      tiling.vectorWidth = 16;
+      pm.addNestedPass<SpecOp>(createAttnTileAttention(tiling));
+    }
   }
   if (runs(Stage::Kernel)) {
     ConvertAttnToNVVMOptions conversion;

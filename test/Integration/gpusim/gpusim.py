@@ -18,6 +18,8 @@
 #             [--o-rtol 2e-2] [--lse-atol 2e-2]
 #             --shape B=..,Hq=..,Hkv=..,N=..,M=..,Dqk=..,Dv=..[,D=64|128]
 #             [--shape ...]...
+#             [--backward [--bwd-tile-q T --bwd-tile-kv T] [--dlse]
+#              [--grad-rtol 3e-2] [--grad-floor F]]
 #
 # Aux inputs other than `doc` (linear attention's gates, beta, projections)
 # are random f32 tensors of their declared shape (dims from --shape; extra
@@ -30,6 +32,25 @@
 # key give o == 0 exactly and lse == -inf, and no NaN anywhere. `D=` picks
 # the kernel (attn_<name>_d64 / _d128); default: the smallest that fits.
 # The last line is PASS when every shape passed, FAIL otherwise (exit 1).
+#
+# --backward checks the backward kernel instead. The spec is lowered twice:
+# the forward kernels as above, and the backward kernels
+# (attn_<name>_bwd_d64 / _d128) with attn-tile-attention-backward
+# (--bwd-tile-q / --bwd-tile-kv, default --tile-q / --tile-kv). Per shape,
+# besides q, k, v and the aux inputs, `do` is standard normal [B, Hq, N, Dv]
+# (and with --dlse, `dlse` standard normal [B, Hq, N]; softmax only). The
+# simulator runs the forward kernel (o, and lse for softmax), then the
+# backward kernel (attn_<name>_bwd_d<D>: D= from --shape, else 64 if
+# max(Dqk, Dv) <= 64, else 128) on the same float32 q, k, v, aux, the
+# simulated o and lse, and do, writing dq, dk, dv and d<aux> for each name in
+# the kernel's attn.gradient_inputs. The reference is `attnc run --reference
+# --backward` on the rounded q, k, v and do. Per shape, each gradient's max
+# error relative to max|ref| (at least --grad-floor times the largest
+# max|ref| of dq, dk, dv; default 0: no floor) is <= 3e-2 (--grad-rtol), no
+# gradient holds a NaN (dk and dv start as NaN, so an element the kernel
+# never writes shows up), the kernel's gradient inputs are the reference's,
+# and, for softmax, dq is exactly 0 on rows without a visible key
+# (reference lse == -inf, from a forward reference run).
 # ===----------------------------------------------------------------------===#
 
 import argparse
@@ -42,6 +63,7 @@ import numpy as np
 
 O_RTOL = 2e-2
 LSE_ATOL = 2e-2
+GRAD_RTOL = 3e-2
 
 
 def run(cmd):
@@ -69,7 +91,7 @@ def parse_shape(s):
     return d
 
 
-def main():
+def parse_args():
     ap = argparse.ArgumentParser()
     ap.add_argument("--attnc", required=True)
     ap.add_argument("--attn-opt", required=True)
@@ -97,8 +119,295 @@ def main():
                     help="tolerance on o's max error relative to max|ref|")
     ap.add_argument("--lse-atol", type=float, default=LSE_ATOL,
                     help="tolerance on lse's max absolute error")
+    ap.add_argument("--backward", action="store_true",
+                    help="check the backward kernel's gradients instead")
+    ap.add_argument("--bwd-tile-q", type=int,
+                    help="the backward's q tile rows (default: --tile-q)")
+    ap.add_argument("--bwd-tile-kv", type=int,
+                    help="the backward's kv tile rows (default: --tile-kv)")
+    ap.add_argument("--dlse", action="store_true",
+                    help="backward: a random dlse as well (softmax only)")
+    ap.add_argument("--grad-rtol", type=float, default=GRAD_RTOL,
+                    help="tolerance on each gradient's max error relative "
+                         "to max|ref|")
+    ap.add_argument("--grad-floor", type=float, default=0.0,
+                    help="the scale of each gradient's error is at least "
+                         "this times the largest max|ref| of dq, dk, dv")
     a = ap.parse_args()
+    if a.backward and a.no_lse:
+        ap.error("--no-lse: the backward kernel takes the forward's lse")
+    if a.dlse and not a.backward:
+        ap.error("--dlse needs --backward")
+    return a
 
+
+def lower(a, spec_mlir, out, pass_name, tile_q, tile_kv):
+    """Lowers the attn dialect in spec_mlir to CUDA kernels (file `out`)."""
+    pipeline = ("builtin.module(attn.spec(attn-set-element-type{type=%s}),"
+                "attn.spec(%s{tile-q=%d tile-kv=%d}),"
+                "convert-attn-to-nvvm,canonicalize,cse,"
+                "loop-invariant-code-motion)" %
+                (a.dtype, pass_name, tile_q, tile_kv))
+    with open(out, "w") as f:
+        f.write(run([a.attn_opt, spec_mlir, "--pass-pipeline=" + pipeline]))
+
+
+def gradient_inputs(kernel_text, kernel):
+    """The names in the attn.gradient_inputs of gpu.func `kernel`."""
+    m = re.search(r"gpu\.func @%s\(" % re.escape(kernel), kernel_text)
+    if not m:
+        raise SystemExit("no gpu.func @%s in the backward kernels" % kernel)
+    rest = kernel_text[m.end():]
+    nxt = rest.find("gpu.func @")
+    attrs = re.search(r"attn\.gradient_inputs = \[([^\]]*)\]",
+                      rest if nxt < 0 else rest[:nxt])
+    return re.findall(r'"([^"]*)"', attrs.group(1)) if attrs else []
+
+
+def make_inputs(a, rng, d, aux, aux_decl, dists):
+    """q, k, v and the aux inputs of one shape."""
+    B, Hq, Hkv, N, M, Dqk, Dv = (d[k] for k in
+                                 ("B", "Hq", "Hkv", "N", "M", "Dqk", "Dv"))
+    # Scores of order a few units: softmax neither flat nor one-hot.
+    q = rng.standard_normal((B, Hq, N, Dqk)).astype(np.float32) * 1.5
+    k = rng.standard_normal((B, Hkv, M, Dqk)).astype(np.float32)
+    v = rng.standard_normal((B, Hkv, M, Dv)).astype(np.float32)
+    inputs = {"q": q, "k": k, "v": v}
+    for x in aux:
+        if x != "doc":
+            ty, dims = aux_decl[x]
+            shape = tuple(int(t) if t.isdigit() else d[t] for t in dims)
+            kind = dists.get(x, "normal")
+            if kind == "normal":
+                arr = rng.standard_normal(shape)
+            elif kind in ("loggate", "loggate-extreme"):
+                arr = -np.exp(rng.normal(-2.0, 1.5, size=shape))
+                if kind == "loggate-extreme":
+                    u = rng.random(shape)
+                    arr[u < 0.03] = 0.0
+                    arr[u > 0.97] = -np.inf
+            elif kind == "unit":
+                arr = rng.uniform(0.05, 0.95, size=shape)
+            else:
+                raise SystemExit("unknown --aux kind " + kind)
+            inputs[x] = arr.astype(np.float32 if ty == "f32" else np.int32)
+            continue
+        if a.doc == "sorted":
+            doc = np.sort(rng.integers(0, 4, size=(B, N)), axis=1)
+        elif a.doc == "interleaved":
+            doc = np.arange(B * N).reshape(B, N) % 3
+        elif a.doc.startswith("cuts="):
+            cuts = [int(c) for c in a.doc[5:].split(",") if c]
+            t = np.arange(N)
+            doc = np.broadcast_to(
+                sum((t >= c).astype(np.int64) for c in cuts) +
+                np.zeros(N, np.int64), (B, N))
+        else:
+            raise SystemExit("unknown --doc " + a.doc)
+        inputs["doc"] = doc.astype(np.int32)
+    return inputs
+
+
+def input_args(names, files):
+    r = []
+    for n in names:
+        r += ["--input", "%s=%s" % (n, files[n])]
+    return r
+
+
+def ctas(summary):
+    m = re.search(r"(attn_\w+): ran (\d+) CTAs", summary)
+    return " [%s, %s CTAs]" % (m.group(1), m.group(2)) if m else ""
+
+
+def check_forward(a, ctx, s, d, pre, aux):
+    """Runs the forward kernel and the reference on one shape; returns the
+    line to print and the problems found."""
+    name, softmax, kernel_mlir, params = (ctx[k] for k in
+                                          ("name", "softmax", "kernel_mlir",
+                                           "params"))
+    files = {n: pre + n + ".npy" for n in ["q", "k", "v"] + aux}
+    rounded = pre + "rounded"
+    cmd = [a.sim, kernel_mlir, "--async-copy=" + a.async_copy,
+           "--stride-pad", str(a.stride_pad),
+           "--round-inputs-to", rounded, "--output", "o=" + pre + "o.npy"]
+    if "D" in d:
+        cmd += ["--kernel", "attn_%s_d%d" % (name, d["D"])]
+    cmd += input_args(["q", "k", "v"] + aux, files)
+    want_lse = softmax and not a.no_lse
+    if want_lse:
+        cmd += ["--output", "lse=" + pre + "lse.npy"]
+    summary = run(cmd).strip()
+    ref = [a.attnc, "run", a.example, "--reference",
+           "--output", "o=" + pre + "ref_o.npy"] + params
+    for n in ["q", "k", "v"]:
+        ref += ["--input", "%s=%s/%s.npy" % (n, rounded, n)]
+    ref += input_args(aux, files)
+    if softmax:
+        ref += ["--output", "lse=" + pre + "ref_lse.npy"]
+    run(ref)
+
+    o = np.load(pre + "o.npy").astype(np.float64)
+    ro = np.load(pre + "ref_o.npy").astype(np.float64)
+    problems = []
+    if o.shape != ro.shape:
+        problems.append("o shape %s != %s" % (o.shape, ro.shape))
+        o = np.zeros_like(ro)
+    if np.isnan(o).any():
+        bad = np.argwhere(np.isnan(o))
+        problems.append("%d NaN in o, first at %s" %
+                        (len(bad), tuple(bad[0])))
+    scale = max(np.abs(ro).max(), 1e-30)
+    err = np.nan_to_num(np.abs(o - ro), nan=np.inf)
+    rel = err.max() / scale if err.size else 0.0
+    if rel > a.o_rtol:
+        at = np.unravel_index(np.argmax(err), err.shape)
+        problems.append("o rel err %.3g > %g at %s (got %g, want %g)" %
+                        (rel, a.o_rtol, at, o[at], ro[at]))
+    line = "%s: o rel err %.2e" % (s, rel)
+    empty_rows = 0
+    if softmax:
+        rl = np.load(pre + "ref_lse.npy").astype(np.float64)
+        empty = np.isneginf(rl)
+        empty_rows = int(empty.sum())
+        if empty_rows and not (o[empty] == 0).all():
+            problems.append("o != 0 on rows without a visible key")
+        if want_lse:
+            l = np.load(pre + "lse.npy").astype(np.float64)
+            if np.isnan(l).any():
+                problems.append("%d NaN in lse" % np.isnan(l).sum())
+            if not np.isneginf(l[empty]).all():
+                problems.append("lse != -inf on rows without a visible key")
+            fin = ~empty
+            if (~np.isfinite(l[fin])).any():
+                problems.append("non-finite lse on rows with keys")
+            lerr = np.abs(l[fin] - rl[fin]).max() if fin.any() else 0.0
+            if not lerr <= a.lse_atol:
+                problems.append("lse abs err %.3g > %g" % (lerr, a.lse_atol))
+            line += ", lse abs err %.2e" % lerr
+        line += ", empty rows %d" % empty_rows
+    if a.expect_empty_rows and not empty_rows:
+        problems.append("expected rows without a visible key")
+    return line + ctas(summary), problems
+
+
+def compare_gradient(a, gname, got, want, floor):
+    """The error of gradient `gname` relative to max|want| (at least
+    `floor`), and the problems found."""
+    problems = []
+    if got.shape != want.shape:
+        return np.inf, ["%s shape %s != %s" % (gname, got.shape, want.shape)]
+    if np.isnan(got).any():
+        bad = np.argwhere(np.isnan(got))
+        problems.append("%d NaN in %s, first at %s" %
+                        (len(bad), gname, tuple(bad[0])))
+    scale = max(np.abs(want).max() if want.size else 0.0, floor, 1e-30)
+    err = np.nan_to_num(np.abs(got - want), nan=np.inf)
+    rel = err.max() / scale if err.size else 0.0
+    if rel > a.grad_rtol:
+        at = np.unravel_index(np.argmax(err), err.shape)
+        problems.append("%s rel err %.3g > %g at %s (got %g, want %g)" %
+                        (gname, rel, a.grad_rtol, at, got[at], want[at]))
+    return rel, problems
+
+
+def check_backward(a, ctx, s, d, pre, aux, rng):
+    """Runs the forward then the backward kernel, and the reference
+    gradients, on one shape; returns the line to print and the problems."""
+    name, softmax, kernel_mlir, bwd_mlir, params = (
+        ctx[k] for k in ("name", "softmax", "kernel_mlir", "bwd_mlir",
+                         "params"))
+    B, Hq, N, Dqk, Dv = (d[k] for k in ("B", "Hq", "N", "Dqk", "Dv"))
+    do = rng.standard_normal((B, Hq, N, Dv)).astype(np.float32)
+    np.save(pre + "do.npy", do)
+    extra = ["do"]
+    if a.dlse:
+        np.save(pre + "dlse.npy",
+                rng.standard_normal((B, Hq, N)).astype(np.float32))
+        extra.append("dlse")
+    files = {n: pre + n + ".npy" for n in ["q", "k", "v"] + aux + extra}
+    rounded = pre + "rounded"
+
+    # The forward kernel: o (and lse) for the backward.
+    cmd = [a.sim, kernel_mlir, "--async-copy=" + a.async_copy,
+           "--stride-pad", str(a.stride_pad),
+           "--round-inputs-to", rounded, "--output", "o=" + pre + "o.npy"]
+    if "D" in d:
+        cmd += ["--kernel", "attn_%s_d%d" % (name, d["D"])]
+    cmd += input_args(["q", "k", "v"] + aux, files)
+    if softmax:
+        cmd += ["--output", "lse=" + pre + "lse.npy"]
+        files["lse"] = pre + "lse.npy"
+    run(cmd)
+    files["o"] = pre + "o.npy"
+
+    # The backward kernel on the same inputs (rounded the same way).
+    D = d.get("D", 64 if max(Dqk, Dv) <= 64 else 128)
+    kernel = "attn_%s_bwd_d%d" % (name, D)
+    grads = gradient_inputs(ctx["bwd_text"], kernel)
+    cmd = [a.sim, bwd_mlir, "--kernel", kernel,
+           "--async-copy=" + a.async_copy, "--stride-pad", str(a.stride_pad),
+           "--round-inputs-to", pre + "rounded_bwd"]
+    fixed = ["q", "k", "v", "o"] + (["lse"] if softmax else [])
+    cmd += input_args(fixed + aux + extra, files)
+    outs = ["dq", "dk", "dv"] + ["d" + g for g in grads]
+    for n in outs:
+        cmd += ["--output", "%s=%s%s.npy" % (n, pre, n)]
+    summary = run(cmd).strip()
+
+    # The reference gradients on the rounded q, k, v and do, and for
+    # softmax the reference lse (rows without a visible key).
+    ref = [a.attnc, "run", a.example, "--reference", "--backward"] + params
+    for n in ["q", "k", "v"]:
+        ref += ["--input", "%s=%s/%s.npy" % (n, rounded, n)]
+    ref += ["--input", "do=%srounded_bwd/do.npy" % pre]
+    ref += input_args(aux + extra[1:], files)
+    for n in outs:
+        ref += ["--output", "%s=%sref_%s.npy" % (n, pre, n)]
+    ref_out = run(ref)
+    problems = []
+    m = re.search(r"gradients of: ([^(\n]*)", ref_out)
+    if m:
+        want = [x.strip() for x in m.group(1).split(",")]
+        if want != ["q", "k", "v"] + grads:
+            problems.append("the kernel's gradients (%s) are not the "
+                            "reference's (%s)" %
+                            (", ".join(["q", "k", "v"] + grads),
+                             ", ".join(want)))
+
+    got = {n: np.load("%s%s.npy" % (pre, n)).astype(np.float64)
+           for n in outs}
+    want = {n: np.load("%sref_%s.npy" % (pre, n)).astype(np.float64)
+            for n in outs}
+    floor = a.grad_floor * max(np.abs(want[n]).max() if want[n].size else 0.0
+                               for n in ("dq", "dk", "dv"))
+    parts = []
+    for n in outs:
+        rel, p = compare_gradient(a, n, got[n], want[n], floor)
+        parts.append("%s rel err %.2e" % (n, rel))
+        problems += p
+    line = "%s: %s" % (s, ", ".join(parts))
+    empty_rows = 0
+    if softmax:
+        ref = [a.attnc, "run", a.example, "--reference",
+               "--output", "lse=" + pre + "ref_lse.npy"] + params
+        for n in ["q", "k", "v"]:
+            ref += ["--input", "%s=%s/%s.npy" % (n, rounded, n)]
+        run(ref + input_args(aux, files))
+        empty = np.isneginf(np.load(pre + "ref_lse.npy"))
+        empty_rows = int(empty.sum())
+        dq = got["dq"]
+        if empty_rows and dq.shape[:3] == empty.shape and \
+                not (dq[empty] == 0).all():
+            problems.append("dq != 0 on rows without a visible key")
+        line += ", empty rows %d" % empty_rows
+    if a.expect_empty_rows and not empty_rows:
+        problems.append("expected rows without a visible key")
+    return line + ctas(summary), problems
+
+
+def main():
+    a = parse_args()
     os.makedirs(a.tmp, exist_ok=True)
     params = []
     for p in a.param:
@@ -112,130 +421,38 @@ def main():
     spec_text = open(spec_mlir).read()
     name = re.search(r"attn\.spec @(\w+)", spec_text).group(1)
     softmax = "normalizer = <softmax>" in spec_text
+    if a.dlse and not softmax:
+        raise SystemExit("--dlse: only softmax specs have an lse")
     aux_decl = {m.group(1): (m.group(2), re.findall(r'"?(\w+)"?', m.group(3)))
                 for m in re.finditer(
                     r'attn\.input @(\w+) : (\w+) \[([^\]]*)\]', spec_text)}
     aux = [x for x in re.findall(r'attn\.input @(\w+)', spec_text)
            if x not in ("q", "k", "v")]
     dists = dict(x.split("=", 1) for x in a.aux)
-    pipeline = ("builtin.module(attn.spec(attn-set-element-type{type=%s}),"
-                "attn.spec(attn-tile-attention{tile-q=%d tile-kv=%d}),"
-                "convert-attn-to-nvvm,canonicalize,cse,"
-                "loop-invariant-code-motion)" % (a.dtype, a.tile_q, a.tile_kv))
-    with open(kernel_mlir, "w") as f:
-        f.write(run([a.attn_opt, spec_mlir, "--pass-pipeline=" + pipeline]))
+    lower(a, spec_mlir, kernel_mlir, "attn-tile-attention", a.tile_q,
+          a.tile_kv)
+    ctx = {"name": name, "softmax": softmax, "kernel_mlir": kernel_mlir,
+           "params": params}
+    if a.backward:
+        bwd_mlir = os.path.join(a.tmp, "kernel_bwd.mlir")
+        lower(a, spec_mlir, bwd_mlir, "attn-tile-attention-backward",
+              a.bwd_tile_q if a.bwd_tile_q is not None else a.tile_q,
+              a.bwd_tile_kv if a.bwd_tile_kv is not None else a.tile_kv)
+        ctx["bwd_mlir"] = bwd_mlir
+        ctx["bwd_text"] = open(bwd_mlir).read()
 
     rng = np.random.default_rng(a.seed)
     ok = True
     for si, s in enumerate(a.shape):
         d = parse_shape(s)
-        B, Hq, Hkv, N, M, Dqk, Dv = (d[k] for k in
-                                     ("B", "Hq", "Hkv", "N", "M", "Dqk", "Dv"))
         pre = os.path.join(a.tmp, "s%d_" % si)
-        # Scores of order a few units: softmax neither flat nor one-hot.
-        q = rng.standard_normal((B, Hq, N, Dqk)).astype(np.float32) * 1.5
-        k = rng.standard_normal((B, Hkv, M, Dqk)).astype(np.float32)
-        v = rng.standard_normal((B, Hkv, M, Dv)).astype(np.float32)
-        inputs = {"q": q, "k": k, "v": v}
-        for x in aux:
-            if x != "doc":
-                ty, dims = aux_decl[x]
-                shape = tuple(int(t) if t.isdigit() else d[t] for t in dims)
-                kind = dists.get(x, "normal")
-                if kind == "normal":
-                    arr = rng.standard_normal(shape)
-                elif kind in ("loggate", "loggate-extreme"):
-                    arr = -np.exp(rng.normal(-2.0, 1.5, size=shape))
-                    if kind == "loggate-extreme":
-                        u = rng.random(shape)
-                        arr[u < 0.03] = 0.0
-                        arr[u > 0.97] = -np.inf
-                elif kind == "unit":
-                    arr = rng.uniform(0.05, 0.95, size=shape)
-                else:
-                    raise SystemExit("unknown --aux kind " + kind)
-                inputs[x] = arr.astype(np.float32 if ty == "f32" else np.int32)
-                continue
-            if a.doc == "sorted":
-                doc = np.sort(rng.integers(0, 4, size=(B, N)), axis=1)
-            elif a.doc == "interleaved":
-                doc = np.arange(B * N).reshape(B, N) % 3
-            elif a.doc.startswith("cuts="):
-                cuts = [int(c) for c in a.doc[5:].split(",") if c]
-                t = np.arange(N)
-                doc = np.broadcast_to(
-                    sum((t >= c).astype(np.int64) for c in cuts) +
-                    np.zeros(N, np.int64), (B, N))
-            else:
-                raise SystemExit("unknown --doc " + a.doc)
-            inputs["doc"] = doc.astype(np.int32)
+        inputs = make_inputs(a, rng, d, aux, aux_decl, dists)
         for n, arr in inputs.items():
             np.save(pre + n + ".npy", arr)
-        rounded = pre + "rounded"
-        cmd = [a.sim, kernel_mlir, "--async-copy=" + a.async_copy,
-               "--stride-pad", str(a.stride_pad),
-               "--round-inputs-to", rounded, "--output", "o=" + pre + "o.npy"]
-        if "D" in d:
-            cmd += ["--kernel", "attn_%s_d%d" % (name, d["D"])]
-        for n in ["q", "k", "v"] + aux:
-            cmd += ["--input", "%s=%s%s.npy" % (n, pre, n)]
-        want_lse = softmax and not a.no_lse
-        if want_lse:
-            cmd += ["--output", "lse=" + pre + "lse.npy"]
-        summary = run(cmd).strip()
-        ref = [a.attnc, "run", a.example, "--reference",
-               "--output", "o=" + pre + "ref_o.npy"] + params
-        for n in ["q", "k", "v"]:
-            ref += ["--input", "%s=%s/%s.npy" % (n, rounded, n)]
-        for n in aux:
-            ref += ["--input", "%s=%s%s.npy" % (n, pre, n)]
-        if softmax:
-            ref += ["--output", "lse=" + pre + "ref_lse.npy"]
-        run(ref)
-
-        o = np.load(pre + "o.npy").astype(np.float64)
-        ro = np.load(pre + "ref_o.npy").astype(np.float64)
-        problems = []
-        if o.shape != ro.shape:
-            problems.append("o shape %s != %s" % (o.shape, ro.shape))
-            o = np.zeros_like(ro)
-        if np.isnan(o).any():
-            bad = np.argwhere(np.isnan(o))
-            problems.append("%d NaN in o, first at %s" %
-                            (len(bad), tuple(bad[0])))
-        scale = max(np.abs(ro).max(), 1e-30)
-        err = np.nan_to_num(np.abs(o - ro), nan=np.inf)
-        rel = err.max() / scale if err.size else 0.0
-        if rel > a.o_rtol:
-            at = np.unravel_index(np.argmax(err), err.shape)
-            problems.append("o rel err %.3g > %g at %s (got %g, want %g)" %
-                            (rel, a.o_rtol, at, o[at], ro[at]))
-        line = "%s: o rel err %.2e" % (s, rel)
-        empty_rows = 0
-        if softmax:
-            rl = np.load(pre + "ref_lse.npy").astype(np.float64)
-            empty = np.isneginf(rl)
-            empty_rows = int(empty.sum())
-            if empty_rows and not (o[empty] == 0).all():
-                problems.append("o != 0 on rows without a visible key")
-            if want_lse:
-                l = np.load(pre + "lse.npy").astype(np.float64)
-                if np.isnan(l).any():
-                    problems.append("%d NaN in lse" % np.isnan(l).sum())
-                if not np.isneginf(l[empty]).all():
-                    problems.append("lse != -inf on rows without a visible key")
-                fin = ~empty
-                if (~np.isfinite(l[fin])).any():
-                    problems.append("non-finite lse on rows with keys")
-                lerr = np.abs(l[fin] - rl[fin]).max() if fin.any() else 0.0
-                if not lerr <= a.lse_atol:
-                    problems.append("lse abs err %.3g > %g" % (lerr, a.lse_atol))
-                line += ", lse abs err %.2e" % lerr
-            line += ", empty rows %d" % empty_rows
-        if a.expect_empty_rows and not empty_rows:
-            problems.append("expected rows without a visible key")
-        m = re.search(r"(attn_\w+): ran (\d+) CTAs", summary)
-        line += " [%s, %s CTAs]" % (m.group(1), m.group(2)) if m else ""
+        if a.backward:
+            line, problems = check_backward(a, ctx, s, d, pre, aux, rng)
+        else:
+            line, problems = check_forward(a, ctx, s, d, pre, aux)
         print(line + (" -> " + "; ".join(problems) if problems else " -> ok"))
         ok = ok and not problems
     print("PASS" if ok else "FAIL")

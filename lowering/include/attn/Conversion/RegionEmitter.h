@@ -47,17 +47,17 @@ Value emitRegion(ImplicitLocOpBuilder &b, Region &region, ValueRange args,
 
 /// Reverse mode over a region with SIMD lanes (the backward pass's
 /// chain rule through the score): clones the region as emitRegion does,
-/// then propagates `seed` (an f32 vector, the adjoint of the yielded value)
-/// back to its first argument and returns that adjoint (0 when the region
-/// does not read it). Each f32 aux lookup adds its adjoint to the gradient
-/// buffer `auxGrads` maps its input to (memrefs of the input's shape, f32),
-/// lane by lane with atomic adds; inputs without a buffer are skipped. The
-/// derivative rules are the reference evaluator's (PyTorch's conventions).
-/// `itemOwnsBH`: the caller's work item is the only one that evaluates the
-/// region at its (b, h) arguments (the region's first two), so a lookup
-/// into an input declared [B, Hq, ...] at exactly those indices adds with
-/// a plain load and store (the linear family's gates: no other item
-/// touches that element, and the lanes add one after the other).
+/// then propagates `seed` (an f32 vector, the adjoint of the yielded value;
+/// an f32 scalar with env.scalarLanes) back to its first argument and
+/// returns that adjoint (0 when the region does not read it). Each f32 aux
+/// lookup adds its adjoint to the gradient buffer `auxGrads` maps its input to
+/// (memrefs of the input's shape, f32), lane by lane with atomic adds; inputs
+/// without a buffer are skipped. The derivative rules are the reference
+/// evaluator's (PyTorch's conventions). `itemOwnsBH`: the caller's work item is
+/// the only one that evaluates the region at its (b, h) arguments (the region's
+/// first two), so a lookup into an input declared [B, Hq, ...] at exactly those
+/// indices adds with a plain load and store (the linear family's gates: no
+/// other item touches that element, and the lanes add one after the other).
 Value emitRegionGradient(ImplicitLocOpBuilder &b, Region &region,
                          ValueRange args, Value seed, const KernelEnv &env,
                          const llvm::StringMap<Value> &auxGrads,

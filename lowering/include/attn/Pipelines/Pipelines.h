@@ -62,6 +62,9 @@ struct CUDAPipelineOptions {
   llvm::SmallVector<int64_t> headDims = {64, 128};
   /// Element type given to undeclared q, k, v.
   std::string elementType = "bf16";
+  /// The gradients: attn-tile-attention-backward (one CTA per kv tile)
+  /// instead of attn-tile-attention.
+  bool backward = false;
 };
 
 /// The CUDA counterpart of buildAttnCPUPipeline: Tiled declares q/k/v types

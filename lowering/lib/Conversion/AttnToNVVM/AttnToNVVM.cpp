@@ -17,19 +17,12 @@
 //     barrier
 //   o = O / l; lse = m + log l
 //
-// Fragment layouts (PTX ISA, mma.m16n8k16 with 16-bit inputs), g = lane / 4,
-// t = lane % 4: an accumulator holds (g, 2t..2t+1) and (g+8, 2t..2t+1); the
-// A fragment (g, 2t..), (g+8, 2t..), (g, 2t+8..), (g+8, 2t+8..); the B
-// fragment (k = 2t.., n = g), (k = 2t+8.., n = g). Two accumulators of
-// adjacent n-tiles are exactly one A fragment, which is how P feeds the
-// second product without going through shared memory.
-//
-// Shared tiles are row-major with D (the padded head dim) columns, and the
-// 16-byte chunk c of row r is stored at chunk c ^ (r % 8): the eight row
-// addresses of one ldmatrix then fall in eight different bank groups.
+// Fragment layouts and the shared tiles' swizzle: GpuKernelBase.h.
 //
 //===----------------------------------------------------------------------===//
 
+#include "BackwardToNVVM.h"
+#include "GpuKernelBase.h"
 #include "LinearToNVVM.h"
 #include "attn/Conversion/KernelScaffold.h"
 #include "attn/Conversion/Passes.h"
@@ -60,19 +53,16 @@ namespace {
 using P = arith::CmpIPredicate;
 using F = arith::CmpFPredicate;
 
-/// Four f32 accumulator registers of one m16n8 tile.
-using Acc = std::array<Value, 4>;
-
 /// The CUDA patterns of the tile ops. The q tile sits in shared memory,
 /// K/V tiles in a two-stage cp.async ring; S, P and the accumulator are
 /// mma fragments in registers: an !attn.acc value maps to its registers
 /// (m0, m1, l0, l1, then the O accumulators) in `accs`, the scores of the
 /// current kv tile are `tileS`.
-class GpuKernelBuilder : public KernelScaffold, public TileLowering {
+class GpuKernelBuilder : public GpuKernelBase, public TileLowering {
 public:
   GpuKernelBuilder(SpecOp spec, gpu::GPUModuleOp gpuModule, int64_t headDim)
-      : KernelScaffold(spec), tiled(spec.getTiledAttention()), regions(tiled),
-        sched(tiled ? tiled.getSchedule() : ScheduleAttr()), D(headDim) {
+      : GpuKernelBase(spec, headDim), tiled(spec.getTiledAttention()),
+        regions(tiled), sched(tiled ? tiled.getSchedule() : ScheduleAttr()) {
     b.setInsertionPointToEnd(gpuModule.getBody());
   }
 
@@ -82,24 +72,6 @@ public:
 
 private:
   void emitPrologue(gpu::GPUFuncOp fn);
-  /// Offset (elements) of row r, column c (a multiple of 8) in a swizzled
-  /// shared tile of D columns.
-  Value swizzle(Value r, Value c);
-  /// Issues the cp.async copies of `rows` rows of `src[b, head, row0 + r, :]`
-  /// into the tile at element offset `base` of `dst`; rows at or past
-  /// `rowLimit` (and columns past `colLimit`, and all of them when `enable`
-  /// is false) are zero-filled. Returns the copy tokens (the caller groups
-  /// them: one cp.async group per pipeline stage).
-  SmallVector<Value> emitTileCopy(Value src, Value bIdx, Value head, Value row0,
-                                  int64_t rows, Value rowLimit, Value colLimit,
-                                  Value dst, Value base, Value enable);
-  /// One mma.sync m16n8k16: a (4 regs), b (2 regs) are vector<2xT>.
-  Acc mma(ArrayRef<Value> a, Value b0, Value b1, const Acc &c);
-  /// ldmatrix x4 of the 16x16 block at (row0, col0) of a swizzled tile;
-  /// `aOrder` lays the four 8x8 matrices out as an A fragment (rows first),
-  /// otherwise as two B fragments (columns first).
-  SmallVector<Value> ldmatrix(Value mem, Value base, Value row0, int64_t col0,
-                              bool transpose, bool aOrder);
   /// Classifies kv tile `kt` for this CTA's query rows: (nonEmpty, partial).
   std::pair<Value, Value> classify(Value kt);
   /// The first visible kv tile at or after `start` (or nKT).
@@ -122,14 +94,12 @@ private:
   TiledAttentionOp tiled;
   TiledRegions regions;
   ScheduleAttr sched;
-  int64_t D;
-  int64_t BM = 64, BN = 64, numWarps = 4, numThreads = 128;
+  int64_t BM = 64, BN = 64;
   NormalizerKind kind = NormalizerKind::softmax;
-  Type elt; // bf16 or f16
 
   KernelEnv env;
   Value nKT;
-  Value bIdx, h, hk, q0, warp, lane, g, t, tid;
+  Value bIdx, h, hk, q0;
   Value bI64, hI64;
   Value scale, bias, hasLse;
   Value Qs, Ks, Vs;
@@ -146,108 +116,6 @@ private:
 
 } // namespace
 
-Value GpuKernelBuilder::swizzle(Value r, Value c) {
-  Value chunk = arith::DivUIOp::create(b, c, cidx(8));
-  Value sw =
-      arith::XOrIOp::create(b, chunk, arith::AndIOp::create(b, r, cidx(7)));
-  return add(mul(r, cidx(D)), mul(sw, cidx(8)));
-}
-
-SmallVector<Value> GpuKernelBuilder::emitTileCopy(Value src, Value bIdx,
-                                                  Value head, Value row0,
-                                                  int64_t rows, Value rowLimit,
-                                                  Value colLimit, Value dst,
-                                                  Value base, Value enable) {
-  int64_t chunksPerRow = D / 8;
-  int64_t perThread = rows * chunksPerRow / numThreads;
-  SmallVector<Value> tokens;
-  Value lastRow = arith::SubIOp::create(b, rowLimit, cidx(1));
-  for (int64_t i = 0; i < perThread; ++i) {
-    Value id = add(tid, cidx(i * numThreads));
-    Value r = arith::DivUIOp::create(b, id, cidx(chunksPerRow));
-    Value c = mul(arith::RemUIOp::create(b, id, cidx(chunksPerRow)), cidx(8));
-    Value row = add(row0, r);
-    Value inRow = arith::AndIOp::create(
-        b, enable, arith::CmpIOp::create(b, P::ult, row, rowLimit));
-    // Elements of this chunk inside the head dim: clamp(colLimit - c, 0, 8).
-    Value inCol = arith::CmpIOp::create(b, P::ult, c, colLimit);
-    Value left =
-        minu(arith::SubIOp::create(b, select(inCol, colLimit, c), c), cidx(8));
-    Value n = select(inRow, left, cidx(0));
-    // The source address stays inside the tensor even when nothing is read.
-    Value srcRow = minu(row, lastRow);
-    Value srcCol = select(inCol, c, cidx(0));
-    Value off = add(base, swizzle(r, c));
-    tokens.push_back(nvgpu::DeviceAsyncCopyOp::create(
-        b, nvgpu::DeviceAsyncTokenType::get(b.getContext()), dst,
-        ValueRange{off}, src, ValueRange{bIdx, head, srcRow, srcCol},
-        b.getIndexAttr(8), n, b.getUnitAttr()));
-  }
-  return tokens;
-}
-
-Acc GpuKernelBuilder::mma(ArrayRef<Value> a, Value b0, Value b1, const Acc &c) {
-  auto ptxType = elt.isBF16() ? NVVM::MMATypes::bf16 : NVVM::MMATypes::f16;
-  // bf16 operands travel as packed i32 registers; f16 as vector<2xf16>.
-  auto reg = [&](Value x) -> Value {
-    if (elt.isBF16())
-      return LLVM::BitcastOp::create(b, b.getI32Type(), x);
-    return x;
-  };
-  SmallVector<Value> aRegs, bRegs;
-  for (Value x : a)
-    aRegs.push_back(reg(x));
-  bRegs.push_back(reg(b0));
-  bRegs.push_back(reg(b1));
-  Type f32 = b.getF32Type();
-  auto resTy =
-      LLVM::LLVMStructType::getLiteral(b.getContext(), {f32, f32, f32, f32});
-  auto op = NVVM::MmaOp::create(
-      b, resTy, aRegs, bRegs, ValueRange{c[0], c[1], c[2], c[3]},
-      /*shape=*/std::array<int64_t, 3>{16, 8, 16},
-      /*b1Op=*/std::nullopt, /*intOverflow=*/std::nullopt,
-      /*multiplicandPtxTypes=*/
-      std::array<NVVM::MMATypes, 2>{ptxType, ptxType},
-      /*multiplicandLayouts=*/
-      std::array<NVVM::MMALayout, 2>{NVVM::MMALayout::row,
-                                     NVVM::MMALayout::col});
-  Acc r;
-  for (int i = 0; i < 4; ++i)
-    r[i] = LLVM::ExtractValueOp::create(b, op.getResult(), i);
-  return r;
-}
-
-SmallVector<Value> GpuKernelBuilder::ldmatrix(Value mem, Value base, Value row0,
-                                              int64_t col0, bool transpose,
-                                              bool aOrder) {
-  // Lanes 8i..8i+7 give the row addresses of matrix i.
-  Value mi = arith::DivUIOp::create(b, lane, cidx(8));
-  Value ri = arith::RemUIOp::create(b, lane, cidx(8));
-  Value lo = arith::RemUIOp::create(b, mi, cidx(2));
-  Value hi = arith::DivUIOp::create(b, mi, cidx(2));
-  // A order: matrix 1 is rows +8, matrix 2 columns +8. B order (and the
-  // transposed V tile, whose rows are the k dim): matrix 1 is k +8, i.e.
-  // for K (rows = n) columns +8 and for V (rows = k) rows +8.
-  Value rowOff, colOff;
-  if (aOrder || transpose) {
-    rowOff = mul(lo, cidx(8));
-    colOff = mul(hi, cidx(8));
-  } else {
-    rowOff = mul(hi, cidx(8));
-    colOff = mul(lo, cidx(8));
-  }
-  Value row = add(add(row0, ri), rowOff);
-  Value col = add(cidx(col0), colOff);
-  Value off = add(base, swizzle(row, col));
-  auto fragTy = VectorType::get({4, 2}, elt);
-  Value frag = nvgpu::LdMatrixOp::create(b, fragTy, mem, ValueRange{off},
-                                         transpose, /*numTiles=*/4);
-  SmallVector<Value> regs;
-  for (int64_t i = 0; i < 4; ++i)
-    regs.push_back(vector::ExtractOp::create(b, frag, ArrayRef<int64_t>{i}));
-  return regs;
-}
-
 void GpuKernelBuilder::emitPrologue(gpu::GPUFuncOp fn) {
   Block *entry = &fn.getBody().front();
   bindCanonical(entry);
@@ -259,11 +127,7 @@ void GpuKernelBuilder::emitPrologue(gpu::GPUFuncOp fn) {
   Value lsePtr = memref::ExtractAlignedPointerAsIndexOp::create(b, lse);
   hasLse = arith::CmpIOp::create(b, P::ne, lsePtr, cidx(0));
 
-  tid = gpu::ThreadIdOp::create(b, gpu::Dimension::x);
-  warp = arith::DivUIOp::create(b, tid, cidx(32));
-  lane = arith::RemUIOp::create(b, tid, cidx(32));
-  g = arith::DivUIOp::create(b, lane, cidx(4));
-  t = arith::RemUIOp::create(b, lane, cidx(4));
+  emitThreadIds();
   // Query tiles run last-first: under causal-like masks the last tiles have
   // the most kv tiles, and starting them first shortens the tail of the
   // launch (as FlashAttention-2 does).
@@ -287,18 +151,11 @@ void GpuKernelBuilder::emitPrologue(gpu::GPUFuncOp fn) {
   }
 
   // Shared memory: Qs [BM x D], Ks [2][BN x D], Vs [2][BN x D].
-  auto wg =
-      gpu::AddressSpaceAttr::get(b.getContext(), gpu::AddressSpace::Workgroup);
-  Value smem = gpu::DynamicSharedMemoryOp::create(
-      b, MemRefType::get({ShapedType::kDynamic}, b.getI8Type(), nullptr, wg));
+  Value smem = dynamicSharedMemory();
   int64_t eltBytes = 2;
-  auto view = [&](int64_t byteOffset, int64_t elems) -> Value {
-    return memref::ViewOp::create(b, MemRefType::get({elems}, elt, nullptr, wg),
-                                  smem, cidx(byteOffset), ValueRange{});
-  };
-  Qs = view(0, BM * D);
-  Ks = view(BM * D * eltBytes, 2 * BN * D);
-  Vs = view((BM * D + 2 * BN * D) * eltBytes, 2 * BN * D);
+  Qs = sharedView(smem, 0, BM * D, elt);
+  Ks = sharedView(smem, BM * D * eltBytes, 2 * BN * D, elt);
+  Vs = sharedView(smem, (BM * D + 2 * BN * D) * eltBytes, 2 * BN * D, elt);
 }
 
 std::pair<Value, Value> GpuKernelBuilder::classify(Value kt) {
@@ -408,11 +265,13 @@ SmallVector<Acc> GpuKernelBuilder::emitQK(Value stage) {
   // mask arithmetic (spills at 255 registers for neighborhood masks).
   Value qRowBase = mul(warp, cidx(16));
   for (int64_t kk = 0; kk < D / 16; ++kk) {
-    SmallVector<Value> qFrag = ldmatrix(Qs, cidx(0), qRowBase, kk * 16,
-                                        /*transpose=*/false, /*aOrder=*/true);
+    SmallVector<Value> qFrag =
+        ldmatrix(Qs, cidx(0), qRowBase, kk * 16,
+                 /*transpose=*/false, /*aOrder=*/true, D);
     for (int64_t np = 0; np < BN / 16; ++np) {
-      SmallVector<Value> kf = ldmatrix(Ks, kBase, cidx(np * 16), kk * 16,
-                                       /*transpose=*/false, /*aOrder=*/false);
+      SmallVector<Value> kf =
+          ldmatrix(Ks, kBase, cidx(np * 16), kk * 16,
+                   /*transpose=*/false, /*aOrder=*/false, D);
       s[2 * np] = mma(qFrag, kf[0], kf[1], s[2 * np]);
       s[2 * np + 1] = mma(qFrag, kf[2], kf[3], s[2 * np + 1]);
     }
@@ -512,18 +371,11 @@ void GpuKernelBuilder::emitPV(Value stage, ArrayRef<Acc> s,
                               SmallVector<Value> &next) {
   // O += P V: two accumulators of adjacent kv n-tiles form one A fragment.
   Value vBase = mul(stage, cidx(BN * D));
-  auto pack = [&](Value x0, Value x1) -> Value {
-    auto v2 = VectorType::get({2}, b.getF32Type());
-    Value vec = vector::FromElementsOp::create(b, v2, ValueRange{x0, x1});
-    return arith::TruncFOp::create(b, VectorType::get({2}, elt), vec);
-  };
   for (int64_t j = 0; j < BN / 16; ++j) {
-    const Acc &p0 = s[2 * j], &p1 = s[2 * j + 1];
-    SmallVector<Value> a = {pack(p0[0], p0[1]), pack(p0[2], p0[3]),
-                            pack(p1[0], p1[1]), pack(p1[2], p1[3])};
+    SmallVector<Value> a = accsToA(s[2 * j], s[2 * j + 1]);
     for (int64_t dp = 0; dp < D / 16; ++dp) {
       SmallVector<Value> vf = ldmatrix(Vs, vBase, cidx(j * 16), dp * 16,
-                                       /*transpose=*/true, /*aOrder=*/false);
+                                       /*transpose=*/true, /*aOrder=*/false, D);
       for (int half = 0; half < 2; ++half) {
         int64_t n = 2 * dp + half;
         Acc c{next[4 + 4 * n], next[5 + 4 * n], next[6 + 4 * n],
@@ -650,18 +502,12 @@ LogicalResult GpuKernelBuilder::build() {
 // The patterns
 //===----------------------------------------------------------------------===//
 
-/// One cp.async group of `tokens`.
-static Value asyncGroup(ImplicitLocOpBuilder &b, SmallVector<Value> tokens) {
-  return nvgpu::DeviceAsyncCreateGroupOp::create(
-      b, nvgpu::DeviceAsyncTokenType::get(b.getContext()), tokens);
-}
-
 /// The q tile: its own cp.async group, waited for by the kv loop.
 LogicalResult GpuKernelBuilder::lowerLoadQ(TileLoadQOp op) {
   Value yes = arith::ConstantOp::create(b, b.getBoolAttr(true));
-  asyncGroup(b, emitTileCopy(q, map.lookup(op.getB()), map.lookup(op.getH()),
-                             map.lookup(op.getQ0()), BM, N, Dqk, Qs, cidx(0),
-                             yes));
+  asyncGroup(emitTileCopy(q, map.lookup(op.getB()), map.lookup(op.getH()),
+                          map.lookup(op.getQ0()), BM, N, Dqk, Qs, cidx(0),
+                          yes));
   return success();
 }
 
@@ -689,8 +535,7 @@ LogicalResult GpuKernelBuilder::lowerKVLoop(KVLoopOp op) {
   kv0.append(
       emitTileCopy(v, bIdx, hk, firstK0, BN, M, Dv, Vs, cidx(0), firstValid));
   // Wait for Q only: the first K/V group stays in flight.
-  nvgpu::DeviceAsyncWaitOp::create(b, asyncGroup(b, kv0),
-                                   b.getI32IntegerAttr(1));
+  nvgpu::DeviceAsyncWaitOp::create(b, asyncGroup(kv0), b.getI32IntegerAttr(1));
   gpu::BarrierOp::create(b);
   // The kv loop: (tile, stage, m0, m1, l0, l1, O...).
   Type f32 = b.getF32Type(), idx = b.getIndexType();
@@ -721,8 +566,7 @@ LogicalResult GpuKernelBuilder::lowerKVLoop(KVLoopOp op) {
         emitTileCopy(v, bIdx, hk, nk0, BN, M, Dv, Vs, otherBase, hasNext));
     // The current tile's group is complete once at most the one just
     // issued is pending.
-    nvgpu::DeviceAsyncWaitOp::create(b, asyncGroup(b, kv),
-                                     b.getI32IntegerAttr(1));
+    nvgpu::DeviceAsyncWaitOp::create(b, asyncGroup(kv), b.getI32IntegerAttr(1));
     gpu::BarrierOp::create(b);
     // The step: `partial` is classified where the mask needs it.
     Block &step = op.getBody().front();
@@ -803,6 +647,17 @@ struct ConvertAttnToNVVMPass
           b, spec.getLoc(), ("attn_" + spec.getSymName() + "_cuda").str());
       if (failed(requireTiledForm(spec, "convert-attn-to-nvvm")))
         return signalPassFailure();
+      if (spec.getTiledAttentionBackward()) {
+        if (failed(buildBackwardGpuKernels(spec, gpuModule, dims)))
+          return signalPassFailure();
+        spec->erase();
+        continue;
+      }
+      if (spec.getTiledLinearAttentionBackward()) {
+        spec.emitError() << "the linear family has no CUDA backward yet (the "
+                            "CPU backend has it)";
+        return signalPassFailure();
+      }
       if (spec.getTiledLinearAttention()) {
         if (failed(buildLinearGpuKernels(spec, gpuModule, dims)))
           return signalPassFailure();

@@ -108,10 +108,11 @@ static Value emitLoad(ImplicitLocOpBuilder &b, LoadOp load,
 }
 
 /// emitRegion for env.scalarLanes: varying values are tracked in a set
-/// instead of by their vector type.
+/// instead of by their vector type. Leaves the clone of every value in
+/// `map`.
 static Value emitScalarLanes(ImplicitLocOpBuilder &b, Region &region,
-                             ValueRange args, const KernelEnv &env) {
-  IRMapping map;
+                             ValueRange args, const KernelEnv &env,
+                             IRMapping &map) {
   llvm::DenseSet<Value> varyingVals;
   Block &block = region.front();
   for (auto [arg, v] : llvm::zip(block.getArguments(), args)) {
@@ -241,9 +242,9 @@ static Value emitVectorRegion(ImplicitLocOpBuilder &b, Region &region,
 
 Value mlir::attn::emitRegion(ImplicitLocOpBuilder &b, Region &region,
                              ValueRange args, const KernelEnv &env) {
-  if (env.scalarLanes)
-    return emitScalarLanes(b, region, args, env);
   IRMapping map;
+  if (env.scalarLanes)
+    return emitScalarLanes(b, region, args, env, map);
   return emitVectorRegion(b, region, args, env, map);
 }
 
@@ -253,14 +254,15 @@ Value mlir::attn::emitRegion(ImplicitLocOpBuilder &b, Region &region,
 
 namespace {
 /// Emits the adjoints of one cloned region, in f32 vectors of `width`
-/// lanes: the rules of the reference evaluator (RegionProgram.cpp), with
-/// PyTorch's conventions at kinks.
+/// lanes (f32 scalars with env.scalarLanes: one GPU thread's element): the
+/// rules of the reference evaluator (RegionProgram.cpp), with PyTorch's
+/// conventions at kinks.
 class AdjointEmitter {
 public:
   AdjointEmitter(ImplicitLocOpBuilder &b, const KernelEnv &env,
                  const IRMapping &map, bool itemOwnsBH)
-      : b(b), env(env), map(map), width(env.vectorWidth),
-        itemOwnsBH(itemOwnsBH) {}
+      : b(b), map(map), width(env.vectorWidth),
+        scalar(env.scalarLanes), itemOwnsBH(itemOwnsBH) {}
 
   Value run(Region &region, Value seed,
             const llvm::StringMap<Value> &auxGrads) {
@@ -285,11 +287,20 @@ public:
 
 private:
   Value splat(float v) {
+    if (scalar)
+      return arith::ConstantOp::create(b, b.getF32FloatAttr(v));
     auto t = VectorType::get({width}, b.getF32Type());
     return arith::ConstantOp::create(b, t, DenseElementsAttr::get(t, v));
   }
-  /// The forward value of `v` as an f32 vector.
-  Value val(Value v) { return toVector(b, map.lookup(v), width); }
+  /// The forward value of `v` as an f32 vector (scalar lanes: an f32).
+  Value val(Value v) { return lanes(map.lookup(v)); }
+  Value lanes(Value v) {
+    if (!scalar)
+      return toVector(b, v, width);
+    if (v.getType().isF64())
+      return arith::TruncFOp::create(b, b.getF32Type(), v);
+    return v;
+  }
   void add(Value v, Value g) {
     if (!isa<FloatType>(v.getType()))
       return;
@@ -407,16 +418,19 @@ private:
     for (auto [d, operand] : llvm::enumerate(load.getIndices())) {
       Value size = arith::IndexCastOp::create(
           b, b.getI64Type(), memref::DimOp::create(b, grad, d));
-      idx.push_back(
-          clampIndex(b, toVector(b, map.lookup(operand), width), size, width));
+      idx.push_back(clampIndex(b, lanes(map.lookup(operand)), size, width));
     }
-    for (int64_t lane = 0; lane < width; ++lane) {
-      Value x = vector::ExtractOp::create(b, g, ArrayRef<int64_t>{lane});
+    for (int64_t lane = 0; lane < (scalar ? 1 : width); ++lane) {
+      auto laneOf = [&](Value x) -> Value {
+        if (scalar)
+          return x;
+        return vector::ExtractOp::create(b, x, ArrayRef<int64_t>{lane});
+      };
+      Value x = laneOf(g);
       SmallVector<Value> at;
       for (Value i : idx)
-        at.push_back(arith::IndexCastOp::create(
-            b, b.getIndexType(),
-            vector::ExtractOp::create(b, i, ArrayRef<int64_t>{lane})));
+        at.push_back(
+            arith::IndexCastOp::create(b, b.getIndexType(), laneOf(i)));
       if (owned) {
         Value cur = memref::LoadOp::create(b, grad, at);
         memref::StoreOp::create(b, arith::AddFOp::create(b, cur, x), grad, at);
@@ -450,9 +464,9 @@ private:
   }
 
   ImplicitLocOpBuilder &b;
-  const KernelEnv &env;
   const IRMapping &map;
   int64_t width;
+  bool scalar;
   bool itemOwnsBH;
   llvm::DenseMap<Value, Value> adj;
 };
@@ -464,7 +478,10 @@ Value mlir::attn::emitRegionGradient(ImplicitLocOpBuilder &b, Region &region,
                                      const llvm::StringMap<Value> &auxGrads,
                                      bool itemOwnsBH) {
   IRMapping map;
-  emitVectorRegion(b, region, args, env, map);
+  if (env.scalarLanes)
+    emitScalarLanes(b, region, args, env, map);
+  else
+    emitVectorRegion(b, region, args, env, map);
   return AdjointEmitter(b, env, map, itemOwnsBH).run(region, seed, auxGrads);
 }
 
