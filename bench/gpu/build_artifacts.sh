@@ -28,7 +28,8 @@
 # `run` tool's `carry`), --build build (for bin/attnc and
 # lib/libattn_runtime.so; $ATTN_BUILD_DIR also works), all artifacts. $CC
 # picks the C compiler (default: clang-22, clang or cc, the first found).
-# About 30 s for all artifacts; a few MB. The linear-attention examples are
+# About 30 s for all artifacts; a few MB. Without --only it then runs
+# build_backward_artifacts.sh into OUT/backward (about 80 s more). The linear-attention examples are
 # not built yet (the CUDA target compiles them since 2026-11-22, but
 # check_gpu.py's references and bench_gpu.py's peers cover the softmax
 # family only).
@@ -230,3 +231,8 @@ os.remove(os.path.join(out, ".artifacts.txt"))
 PYEOF
 size="$(du -sh "$OUT" | cut -f1)"
 echo "wrote $n artifacts + manifest.json to $OUT ($size, $(( $(date +%s) - start )) s)"
+# The backward kernels (check_gpu_backward.py), unless --only picked some
+# forward artifacts.
+if [ -z "$ONLY" ]; then
+  "$ROOT/bench/gpu/build_backward_artifacts.sh" --out "$OUT/backward" --build "$BUILD" --arch "$ARCH"
+fi

@@ -500,15 +500,12 @@ attn_status_t attn::runtime::checkTensors(
   return ATTN_OK;
 }
 
-attn_status_t attn::runtime::checkExtraTensor(const std::string &name,
-                                              const DLTensor *t,
-                                              const std::vector<int64_t> &shape,
-                                              const std::string &decl,
-                                              bool isOutput, MemoryKind memory,
-                                              const DLDevice *ref) {
-  DLDataType f32 = {kDLFloat, 32, 1};
+attn_status_t attn::runtime::checkExtraTensor(
+    const std::string &name, const DLTensor *t,
+    const std::vector<int64_t> &shape, const std::string &decl, bool isOutput,
+    MemoryKind memory, const DLDevice *ref, DLDataType type) {
   int ndim = static_cast<int>(shape.size());
-  TensorSpec spec{name, t, f32, "", ndim, decl};
+  TensorSpec spec{name, t, type, "", ndim, decl};
   if (attn_status_t st = checkBasics(spec, memory, ref))
     return st;
   for (int d = 0; d < ndim; ++d)

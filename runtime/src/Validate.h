@@ -103,7 +103,8 @@ attn_status_t checkTensors(const attn::Signature &sig,
 attn_status_t checkExtraTensor(const std::string &name, const DLTensor *t,
                                const std::vector<int64_t> &shape,
                                const std::string &decl, bool isOutput,
-                               MemoryKind memory, const DLDevice *ref);
+                               MemoryKind memory, const DLDevice *ref,
+                               DLDataType type = DLDataType{kDLFloat, 32, 1});
 
 /// The bytes [first, last] a tensor can touch (its shape is valid).
 struct ByteRange {
@@ -142,6 +143,51 @@ private:
 void addCallDescriptors(Descriptors &desc, int32_t numInputs,
                         const DLTensor *const *inputs, const DLTensor *o,
                         const DLTensor *lse, const attn::DimBinding &dims);
+
+//===----------------------------------------------------------------------===//
+// The backward pass (ValidateBackward.cpp)
+//===----------------------------------------------------------------------===//
+
+/// num_grads and grad_inputs of a backward descriptor: ascending indices
+/// (>= 3) of f32 aux inputs.
+attn_status_t checkGradInputs(const std::string &kname, int32_t numInputs,
+                              const attn_input_desc_t *inputs, int32_t numGrads,
+                              const int32_t *gradInputs);
+
+/// What a backward call passes besides the inputs.
+struct BackwardTensors {
+  const DLTensor *o, *lse, *dout, *dlse;
+  DLTensor *dq, *dk, *dv;
+  DLTensor *const *daux;
+};
+
+/// What a backward descriptor says (the CPU's and CUDA's alike).
+struct BackwardKernel {
+  const char *name;
+  int32_t numInputs;
+  const attn_input_desc_t *inputs;
+  int32_t needsLse;
+  int32_t numGrads;
+  const int32_t *gradInputs;
+};
+
+/// Checks a backward call (the descriptor already checked into \p sig): its
+/// pointers, the inputs with o and lse (checkTensors), dout (of element type
+/// \p doutType), dlse, dq, dk, dv and daux (devices, dtypes, shapes), and
+/// that no output overlaps another tensor of the call. Binds \p dims.
+attn_status_t checkBackwardCall(const BackwardKernel &k,
+                                const attn::Signature &sig,
+                                const DLTensor *const *inputs,
+                                const BackwardTensors &t, MemoryKind memory,
+                                DLDataType doutType, attn::DimBinding &dims);
+
+/// The backward kernels' descriptors, in order: q, k, v, o, lse, aux, dout,
+/// dlse (NULL pointers, sizes [B, Hq, N] and compact strides when absent),
+/// dq, dk, dv, daux.
+void addBackwardDescriptors(Descriptors &desc, const BackwardKernel &k,
+                            const DLTensor *const *inputs,
+                            const BackwardTensors &t,
+                            const attn::DimBinding &dims);
 
 } // namespace attn::runtime
 

@@ -184,8 +184,9 @@ std::string BackwardRun::compile() {
   if (!target)
     return error;
   if (target->backend().deviceType() != kDLCPU)
-    return "attnc run --backward executes on host tensors; the backward "
-           "kernels exist for the CPU target only (issue 12)";
+    return "attnc run --backward executes on host tensors (the CPU target); "
+           "CUDA's backward kernels run on device tensors through the JIT "
+           "(Kernel::backward) and in attn-gpu-sim";
   ::attn::CompileOptions co = compileOptionsFor(opts);
   ::attn::Compiler compiler;
   if (!(fwd = compiler.compile(opts.specPath, co, error)))

@@ -299,3 +299,44 @@ void mlir::attn::header::closeGuard(llvm::raw_ostream &os,
   os << "#ifdef __cplusplus\n} /* extern \"C\" */\n#endif\n\n#endif /* "
      << guard << " */\n";
 }
+
+std::vector<size_t> mlir::attn::header::writeGradInputs(
+    llvm::raw_ostream &os, llvm::StringRef symbol, const KernelInfo &info) {
+  std::vector<size_t> gradIdx;
+  for (const std::string &g : info.gradInputs)
+    for (size_t i = 0; i < info.signature.inputs.size(); ++i)
+      if (info.signature.inputs[i].name == g)
+        gradIdx.push_back(i);
+  if (!gradIdx.empty()) {
+    os << "static const int32_t " << symbol << "_grad_inputs[] = {";
+    for (size_t i = 0; i < gradIdx.size(); ++i)
+      os << (i ? ", " : "") << gradIdx[i];
+    os << "};\n";
+  }
+  return gradIdx;
+}
+
+void mlir::attn::header::writeBackwardEntry(
+    llvm::raw_ostream &os, const KernelInfo &info,
+    llvm::ArrayRef<size_t> gradIdx, llvm::StringRef entry,
+    llvm::StringRef lastParam, llvm::StringRef runFunction,
+    llvm::StringRef desc, llvm::StringRef lastArg) {
+  os << "static inline attn_status_t " << entry << "(";
+  writeEntryParams(os, info.signature);
+  os << "const DLTensor *o, const DLTensor *lse, const DLTensor *dout, "
+        "const DLTensor *dlse, DLTensor *dq, DLTensor *dk, DLTensor *dv, ";
+  for (size_t i : gradIdx)
+    os << "DLTensor *d_" << paramName(info.signature.inputs[i], i) << ", ";
+  os << lastParam << ") {\n";
+  writeInputsArray(os, info.signature);
+  if (!gradIdx.empty()) {
+    os << "  DLTensor *daux[] = {";
+    for (size_t j = 0; j < gradIdx.size(); ++j)
+      os << (j ? ", " : "") << "d_"
+         << paramName(info.signature.inputs[gradIdx[j]], gradIdx[j]);
+    os << "};\n";
+  }
+  os << "  return " << runFunction << "(&" << desc
+     << ", inputs, o, lse, dout, dlse, dq, dk, dv, "
+     << (gradIdx.empty() ? "NULL" : "daux") << ", " << lastArg << ");\n}\n\n";
+}

@@ -297,6 +297,49 @@ ATTN_RUNTIME_API attn_status_t attn_cuda_run(
     const attn_cuda_kernel_desc_t *kernel, const DLTensor *const *inputs,
     DLTensor *o, DLTensor *lse, void *stream);
 
+/* A compiled CUDA backward kernel (attnc --target=cuda --backward): the
+   variants are attn_<name>_bwd_d<D> kernels, whose block_q field holds the
+   kv rows per CTA (grid.x = ceil(M / block_q), grid.y = B * Hkv). Their
+   parameters are the memref descriptors (every field a separate 8-byte
+   parameter, as for the forward) of q, k, v, o, lse, each aux input, dout,
+   dlse, dq, dk, dv, then d<aux> for each entry of grad_inputs. */
+typedef struct attn_cuda_backward_desc {
+  uint32_t abi_version; /* ATTN_ABI_VERSION */
+  const char *name;     /* spec name */
+  const void *image;    /* fatbin or cubin (cuModuleLoadData) */
+  uint64_t image_size;
+  int32_t num_variants; /* sorted by max_head_dim ascending */
+  const attn_cuda_kernel_variant_t *variants;
+  int32_t num_inputs; /* q, k, v + aux, as the forward's */
+  const attn_input_desc_t *inputs;
+  int32_t needs_lse;          /* softmax: the forward's lse is an input */
+  int32_t num_grads;          /* aux inputs with a gradient */
+  const int32_t *grad_inputs; /* their indices in inputs, ascending, >= 3 */
+} attn_cuda_backward_desc_t;
+
+/* The gradients on a CUDA device: attn_cpu_run_backward's semantics
+   (dq, dk, dv and daux of L = sum(o * dout) + sum(lse * dlse)) for tensors
+   in CUDA memory, queued on `stream` (a CUstream; NULL: the legacy default
+   stream) without synchronizing. dout has q's element type (bf16 or f16:
+   the kernels feed it to tensor cores) and the layout rules of q, k and v;
+   o, lse, dlse, dq, dk, dv and daux are float32. dq and every daux are
+   zeroed on the stream before the launch (the kernels add to them
+   atomically), so they must be compact (row-major without gaps: one
+   memset each).
+   Validates everything before touching the driver, with the rules of
+   attn_cpu_run_backward() for the call (NULL pointers, lse and dlse,
+   daux, shapes, dtypes, outputs overlapping anything) and of
+   attn_cuda_run() for the descriptor, devices, variants and the layout of
+   q, k, v (and dout), plus:
+   - LAYOUT: dq or a daux not compact.
+   - SHAPE: B * Hkv > 65535 (grid.y) or ceil(M / block_q) > 2^31 - 1.
+   - DRIVER: as attn_cuda_run, also "cuMemsetD32Async failed: ...". */
+ATTN_RUNTIME_API attn_status_t attn_cuda_run_backward(
+    const attn_cuda_backward_desc_t *kernel, const DLTensor *const *inputs,
+    const DLTensor *o, const DLTensor *lse, const DLTensor *dout,
+    const DLTensor *dlse, DLTensor *dq, DLTensor *dk, DLTensor *dv,
+    DLTensor *const *daux, void *stream);
+
 /* 1 when the CUDA driver loads, initializes and reports at least one device;
    else 0, and attn_last_error() says why. */
 ATTN_RUNTIME_API int32_t attn_cuda_available(void);

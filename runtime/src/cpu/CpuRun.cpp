@@ -205,21 +205,8 @@ attn_status_t checkBackwardKernel(const attn_backward_desc_t *k,
                 kname + ": cpu_fn is NULL (not compiled for the CPU)");
   if (attn_status_t st = checkInputDescs(kname, k->num_inputs, k->inputs, sig))
     return st;
-  if (k->num_grads < 0 || k->num_grads > k->num_inputs - 3 ||
-      (k->num_grads > 0 && !k->grad_inputs))
-    return fail(ATTN_ERROR_INVALID_ARGUMENT,
-                kname + ": num_grads is " + str(k->num_grads) + " with " +
-                    str(k->num_inputs - 3) + " aux inputs");
-  for (int32_t i = 0; i < k->num_grads; ++i) {
-    int32_t idx = k->grad_inputs[i];
-    if (idx < 3 || idx >= k->num_inputs ||
-        (i > 0 && idx <= k->grad_inputs[i - 1]) ||
-        k->inputs[idx].type != ATTN_F32)
-      return fail(ATTN_ERROR_INVALID_ARGUMENT,
-                  kname + ": grad_inputs[" + str(i) + "] = " + str(idx) +
-                      " is not an ascending index of an f32 aux input");
-  }
-  return ATTN_OK;
+  return checkGradInputs(kname, k->num_inputs, k->inputs, k->num_grads,
+                         k->grad_inputs);
 }
 
 } // namespace
@@ -233,98 +220,19 @@ extern "C" attn_status_t attn_cpu_run_backward(
   attn::Signature sig;
   if (attn_status_t st = checkBackwardKernel(kernel, sig))
     return st;
-  // The call's pointers.
-  if (!inputs)
-    return fail(ATTN_ERROR_INVALID_ARGUMENT, "inputs: array is NULL");
-  struct Named {
-    const char *name;
-    const DLTensor *t;
-  };
-  for (Named n : {Named{"o (the forward's output)", o}, Named{"dout", dout},
-                  Named{"dq", dq}, Named{"dk", dk}, Named{"dv", dv}})
-    if (!n.t)
-      return fail(ATTN_ERROR_INVALID_ARGUMENT,
-                  std::string(n.name) + ": tensor is NULL");
-  if (kernel->needs_lse && !lse)
-    return fail(ATTN_ERROR_INVALID_ARGUMENT,
-                "lse: tensor is NULL; the softmax backward needs the "
-                "forward's lse (run the forward with an lse output)");
-  if (dlse && !kernel->needs_lse)
-    return fail(ATTN_ERROR_INVALID_ARGUMENT,
-                std::string("dlse: '") + (kernel->name ? kernel->name : "?") +
-                    "' has no lse (only the softmax normalizer has one), so "
-                    "there is no lse gradient; pass NULL");
-  if (kernel->num_grads > 0 && !daux)
-    return fail(ATTN_ERROR_INVALID_ARGUMENT, "daux: array is NULL, expected " +
-                                                 str(kernel->num_grads) +
-                                                 " gradient tensors");
-  for (int32_t i = 0; i < kernel->num_grads; ++i)
-    if (!daux[i])
-      return fail(ATTN_ERROR_INVALID_ARGUMENT,
-                  std::string("d") +
-                      kernel->inputs[kernel->grad_inputs[i]].name +
-                      ": tensor is NULL (daux[" + str(i) + "])");
-  int numThreads;
-  if (attn_status_t st = resolveThreads(options, numThreads))
-    return st;
-
-  // Inputs (with o and lse), then the gradients' tensors.
+  BackwardKernel k{kernel->name,      kernel->num_inputs, kernel->inputs,
+                   kernel->needs_lse, kernel->num_grads,  kernel->grad_inputs};
+  BackwardTensors t{o, lse, dout, dlse, dq, dk, dv, daux};
   attn::DimBinding dims;
-  if (attn_status_t st = checkTensors(sig, kernel->inputs, inputs, o, lse,
-                                      MemoryKind::Host, dims))
+  if (attn_status_t st = checkBackwardCall(k, sig, inputs, t, MemoryKind::Host,
+                                           DLDataType{kDLFloat, 32, 1}, dims))
     return st;
   if (attn_status_t st = checkHeadDims(kernel->name, dims))
     return st;
-  const DLDevice *ref = &inputs[0]->device;
-  int64_t B = dims.at("B"), Hq = dims.at("Hq"), Hkv = dims.at("Hkv"),
-          N = dims.at("N"), M = dims.at("M"), Dqk = dims.at("Dqk"),
-          Dv = dims.at("Dv");
-  struct Extra {
-    std::string name;
-    const DLTensor *t;
-    std::vector<int64_t> shape;
-    std::string decl;
-    bool output;
-  };
-  std::vector<Extra> extras = {
-      {"dout", dout, {B, Hq, N, Dv}, "[B, Hq, N, Dv]", false},
-      {"dq", dq, {B, Hq, N, Dqk}, "[B, Hq, N, Dqk]", true},
-      {"dk", dk, {B, Hkv, M, Dqk}, "[B, Hkv, M, Dqk]", true},
-      {"dv", dv, {B, Hkv, M, Dv}, "[B, Hkv, M, Dv]", true}};
-  if (dlse)
-    extras.push_back({"dlse", dlse, {B, Hq, N}, "[B, Hq, N]", false});
-  for (int32_t i = 0; i < kernel->num_grads; ++i) {
-    int32_t idx = kernel->grad_inputs[i];
-    const DLTensor *in = inputs[idx];
-    extras.push_back({std::string("d") + kernel->inputs[idx].name, daux[i],
-                      std::vector<int64_t>(in->shape, in->shape + in->ndim),
-                      declString(kernel->inputs[idx]), true});
-  }
-  for (const Extra &e : extras)
-    if (attn_status_t st = checkExtraTensor(e.name, e.t, e.shape, e.decl,
-                                            e.output, MemoryKind::Host, ref))
-      return st;
-  // No output may overlap another tensor of the call.
-  std::vector<std::pair<std::string, const DLTensor *>> all;
-  for (int32_t i = 0; i < kernel->num_inputs; ++i)
-    all.push_back({kernel->inputs[i].name, inputs[i]});
-  all.push_back({"o", o});
-  if (lse)
-    all.push_back({"lse", lse});
-  for (const Extra &e : extras)
-    all.push_back({e.name, e.t});
-  size_t first = all.size() - extras.size();
-  for (size_t x = 0; x < extras.size(); ++x) {
-    const Extra &e = extras[x];
-    if (!e.output)
-      continue;
-    ByteRange r = byteRange(e.t);
-    for (size_t a = 0; a < all.size(); ++a)
-      if (a != first + x && byteRange(all[a].second).overlaps(r))
-        return fail(ATTN_ERROR_LAYOUT, e.name + ": overlaps " + all[a].first +
-                                           "; gradients must not alias the "
-                                           "call's other tensors");
-  }
+  int numThreads;
+  if (attn_status_t st = resolveThreads(options, numThreads))
+    return st;
+  int64_t B = dims.at("B"), Hkv = dims.at("Hkv");
 
   int64_t total;
   if (__builtin_mul_overflow(B, Hkv, &total))
@@ -332,34 +240,25 @@ extern "C" attn_status_t attn_cpu_run_backward(
 
   // The kernels add to the aux gradients: start them at 0.
   for (int32_t i = 0; i < kernel->num_grads; ++i) {
-    DLTensor *t = daux[i];
-    std::vector<int64_t> strides = stridesOf(t), idx(t->ndim, 0);
-    char *base = static_cast<char *>(t->data) + t->byte_offset;
+    DLTensor *g = daux[i];
+    std::vector<int64_t> strides = stridesOf(g), idx(g->ndim, 0);
+    char *base = static_cast<char *>(g->data) + g->byte_offset;
     int64_t numel = 1;
-    for (int d = 0; d < t->ndim; ++d)
-      numel *= t->shape[d];
+    for (int d = 0; d < g->ndim; ++d)
+      numel *= g->shape[d];
     for (int64_t n = 0; n < numel; ++n) {
       int64_t off = 0;
-      for (int d = 0; d < t->ndim; ++d)
+      for (int d = 0; d < g->ndim; ++d)
         off += idx[d] * strides[d];
       reinterpret_cast<float *>(base)[off] = 0.0f;
-      for (int d = t->ndim - 1; d >= 0 && ++idx[d] == t->shape[d]; --d)
+      for (int d = g->ndim - 1; d >= 0 && ++idx[d] == g->shape[d]; --d)
         idx[d] = 0;
     }
   }
 
   // Descriptors: q, k, v, o, lse, aux, do, dlse, dq, dk, dv, daux.
   Descriptors desc;
-  addCallDescriptors(desc, kernel->num_inputs, inputs, o, lse, dims);
-  desc.addTensor(dout);
-  if (dlse)
-    desc.addTensor(dlse);
-  else
-    desc.add(nullptr, nullptr, {B, Hq, N}, {Hq * N, N, 1});
-  for (const DLTensor *t : {dq, dk, dv})
-    desc.addTensor(t);
-  for (int32_t i = 0; i < kernel->num_grads; ++i)
-    desc.addTensor(daux[i]);
+  addBackwardDescriptors(desc, k, inputs, t, dims);
   std::vector<void *> args = desc.args();
   std::atomic<int32_t> status{ATTN_KERNEL_OK};
   args.push_back(&status);

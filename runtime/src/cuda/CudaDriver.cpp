@@ -61,6 +61,7 @@ void load(Loaded &out) {
   ATTN_RESOLVE(cuModuleGetFunction)
   ATTN_RESOLVE(cuFuncSetAttribute)
   ATTN_RESOLVE(cuLaunchKernel)
+  ATTN_RESOLVE(cuMemsetD32Async)
 #undef ATTN_RESOLVE
   if (CUresult r = d.cuInit(0)) {
     out.error = d.errorText("cuInit", r);

@@ -15,6 +15,7 @@
 #ifndef ATTN_RUNTIME_CUDA_CUDADRIVER_H
 #define ATTN_RUNTIME_CUDA_CUDADRIVER_H
 
+#include <cstddef>
 #include <string>
 
 namespace attn::runtime::cuda {
@@ -34,6 +35,8 @@ using CUcontext = CUctx_st *;
 using CUmodule = CUmod_st *;
 using CUfunction = CUfunc_st *;
 using CUstream = CUstream_st *;
+/// A device address.
+using CUdeviceptr = unsigned long long;
 
 /// CUfunction_attribute values.
 using CUfunction_attribute = int;
@@ -63,6 +66,8 @@ struct Driver {
                              unsigned blockZ, unsigned sharedMemBytes,
                              CUstream stream, void **kernelParams,
                              void **extra);
+  CUresult (*cuMemsetD32Async)(CUdeviceptr dst, unsigned value, size_t count,
+                               CUstream stream);
 
   /// "cuLaunchKernel failed: <the driver's text> (CUDA error 700)".
   std::string errorText(const char *function, CUresult result) const;

@@ -33,15 +33,29 @@ constexpr int64_t kMaxGridX = INT32_MAX;
 /// The kernels copy q, k, v in chunks of this many bytes (cp.async).
 constexpr int64_t kChunkBytes = 16;
 
-std::string kernelName(const attn_cuda_kernel_desc_t *k) {
+/// What the forward's and the backward's descriptors have in common.
+struct KernelImage {
+  const char *name;
+  uint32_t abi_version;
+  const void *image;
+  uint64_t image_size;
+  int32_t num_variants;
+  const attn_cuda_kernel_variant_t *variants;
+  int32_t num_inputs;
+  const attn_input_desc_t *inputs;
+};
+
+template <typename Desc> KernelImage imageOf(const Desc *d) {
+  return {d->name,         d->abi_version, d->image,      d->image_size,
+          d->num_variants, d->variants,    d->num_inputs, d->inputs};
+}
+
+std::string kernelName(const KernelImage *k) {
   return std::string("kernel '") + (k->name ? k->name : "?") + "'";
 }
 
 /// Validates the kernel descriptor and converts its inputs to a Signature.
-attn_status_t checkKernel(const attn_cuda_kernel_desc_t *k,
-                          attn::Signature &sig) {
-  if (!k)
-    return fail(ATTN_ERROR_INVALID_ARGUMENT, "kernel: descriptor is NULL");
+attn_status_t checkKernel(const KernelImage *k, attn::Signature &sig) {
   std::string kname = kernelName(k);
   if (k->abi_version != ATTN_ABI_VERSION)
     return fail(ATTN_ERROR_UNSUPPORTED,
@@ -125,8 +139,7 @@ attn_status_t checkChunkLayout(const DLTensor *t, const attn::InputSig &in) {
 }
 
 /// The variant with the smallest max_head_dim >= max(Dqk, Dv).
-attn_status_t selectVariant(const attn_cuda_kernel_desc_t *k,
-                            const attn::DimBinding &dims,
+attn_status_t selectVariant(const KernelImage *k, const attn::DimBinding &dims,
                             const attn_cuda_kernel_variant_t *&out) {
   int64_t dqk = dims.at("Dqk"), dv = dims.at("Dv");
   int64_t need = std::max(dqk, dv);
@@ -218,7 +231,7 @@ attn_status_t currentContext(const Driver &drv, int device, CUcontext &ctx) {
 /// context and opting in to more than 48 KiB of dynamic shared memory once
 /// per function.
 attn_status_t getFunction(const Driver &drv, CUcontext ctx,
-                          const attn_cuda_kernel_desc_t *k,
+                          const KernelImage *k,
                           const attn_cuda_kernel_variant_t &v, CUfunction &fn) {
   Cache &c = cache();
   std::lock_guard<std::mutex> lock(c.mu);
@@ -258,6 +271,72 @@ attn_status_t getFunction(const Driver &drv, CUcontext ctx,
   return ATTN_OK;
 }
 
+/// Makes the tensors' context current and gets the variant's function
+/// (the driver touched only from here on).
+attn_status_t prepareLaunch(const KernelImage *k,
+                            const attn_cuda_kernel_variant_t &variant,
+                            int deviceId, const Driver *&drv, CUfunction &fn) {
+  std::string err;
+  drv = loadDriver(err);
+  if (!drv)
+    return fail(ATTN_ERROR_DRIVER, err);
+  CUcontext ctx = nullptr;
+  if (attn_status_t st = currentContext(*drv, deviceId, ctx))
+    return st;
+  return getFunction(*drv, ctx, k, variant, fn);
+}
+
+attn_status_t launch(const Driver &drv, CUfunction fn, const KernelImage *k,
+                     const attn_cuda_kernel_variant_t &variant, int64_t gridX,
+                     int64_t gridY, std::vector<void *> &params, void *stream) {
+  if (CUresult r = drv.cuLaunchKernel(
+          fn, static_cast<unsigned>(gridX), static_cast<unsigned>(gridY), 1,
+          static_cast<unsigned>(variant.num_threads), 1, 1,
+          static_cast<unsigned>(variant.shared_mem_bytes),
+          static_cast<CUstream>(stream), params.data(), nullptr))
+    return fail(ATTN_ERROR_DRIVER, drv.errorText("cuLaunchKernel", r) + " ('" +
+                                       variant.function + "' of " +
+                                       kernelName(k) + ")");
+  return ATTN_OK;
+}
+
+/// The grid: gridX tiles along `rows` (N or M), gridY = B * heads.
+attn_status_t gridOf(const attn_cuda_kernel_variant_t &variant, int64_t rows,
+                     int64_t bh, const char *tensor, const char *bhText,
+                     const char *rowsText, int64_t &gridX) {
+  if (bh > kMaxGridY)
+    return fail(ATTN_ERROR_SHAPE, std::string(tensor) + ": " + bhText + " = " +
+                                      str(bh) + " is more than " +
+                                      str(kMaxGridY) +
+                                      " (the CUDA grid's y dimension)");
+  gridX = (rows + variant.block_q - 1) / variant.block_q;
+  if (gridX > kMaxGridX)
+    return fail(ATTN_ERROR_SHAPE, std::string(tensor) + ": ceil(" + rowsText +
+                                      " / block_q) = " + str(gridX) +
+                                      " is more than " + str(kMaxGridX) +
+                                      " (the CUDA grid's x dimension)");
+  return ATTN_OK;
+}
+
+/// Whether `t` is compact row-major (its elements fill one range).
+bool isCompact(const DLTensor *t) {
+  std::vector<int64_t> strides = stridesOf(t);
+  int64_t expect = 1;
+  for (int d = t->ndim - 1; d >= 0; --d) {
+    if (t->shape[d] != 1 && strides[d] != expect)
+      return false;
+    expect *= t->shape[d];
+  }
+  return true;
+}
+
+int64_t numel(const DLTensor *t) {
+  int64_t n = 1;
+  for (int d = 0; d < t->ndim; ++d)
+    n *= t->shape[d];
+  return n;
+}
+
 } // namespace
 
 extern "C" attn_status_t attn_cuda_run(const attn_cuda_kernel_desc_t *kernel,
@@ -267,8 +346,11 @@ extern "C" attn_status_t attn_cuda_run(const attn_cuda_kernel_desc_t *kernel,
   clearLastError();
 
   // The kernel descriptor and the call's pointers.
+  if (!kernel)
+    return fail(ATTN_ERROR_INVALID_ARGUMENT, "kernel: descriptor is NULL");
+  KernelImage image = imageOf(kernel);
   attn::Signature sig;
-  if (attn_status_t st = checkKernel(kernel, sig))
+  if (attn_status_t st = checkKernel(&image, sig))
     return st;
   if (attn_status_t st =
           checkCallPointers(kernel->name, kernel->has_lse, inputs, o, lse))
@@ -283,47 +365,107 @@ extern "C" attn_status_t attn_cuda_run(const attn_cuda_kernel_desc_t *kernel,
     if (attn_status_t st = checkChunkLayout(inputs[i], sig.inputs[i]))
       return st;
 
-  // Variant and launch geometry.
+  // Variant and launch geometry (no overflow: checkExtent bounded q's
+  // numel).
   const attn_cuda_kernel_variant_t *variant = nullptr;
-  if (attn_status_t st = selectVariant(kernel, dims, variant))
+  if (attn_status_t st = selectVariant(&image, dims, variant))
     return st;
-  int64_t B = dims.at("B"), Hq = dims.at("Hq"), N = dims.at("N");
-  int64_t gridY = B * Hq; // no overflow: checkExtent bounded q's numel
-  if (gridY > kMaxGridY)
-    return fail(ATTN_ERROR_SHAPE, "q: B * Hq = " + str(gridY) +
-                                      " is more than " + str(kMaxGridY) +
-                                      " (the CUDA grid's y dimension)");
-  int64_t gridX = (N + variant->block_q - 1) / variant->block_q;
-  if (gridX > kMaxGridX)
-    return fail(ATTN_ERROR_SHAPE, "q: ceil(N / block_q) = " + str(gridX) +
-                                      " is more than " + str(kMaxGridX) +
-                                      " (the CUDA grid's x dimension)");
+  int64_t gridY = dims.at("B") * dims.at("Hq"), gridX;
+  if (attn_status_t st =
+          gridOf(*variant, dims.at("N"), gridY, "q", "B * Hq", "N", gridX))
+    return st;
 
   // Kernel parameters: every descriptor field, q, k, v, o, lse, aux.
   Descriptors desc;
   addCallDescriptors(desc, kernel->num_inputs, inputs, o, lse, dims);
   std::vector<void *> params = desc.wordPointers();
 
-  // The driver.
-  std::string err;
-  const Driver *drv = loadDriver(err);
-  if (!drv)
-    return fail(ATTN_ERROR_DRIVER, err);
-  CUcontext ctx = nullptr;
-  if (attn_status_t st = currentContext(*drv, inputs[0]->device.device_id, ctx))
-    return st;
+  const Driver *drv = nullptr;
   CUfunction fn = nullptr;
-  if (attn_status_t st = getFunction(*drv, ctx, kernel, *variant, fn))
+  if (attn_status_t st =
+          prepareLaunch(&image, *variant, inputs[0]->device.device_id, drv, fn))
     return st;
-  if (CUresult r = drv->cuLaunchKernel(
-          fn, static_cast<unsigned>(gridX), static_cast<unsigned>(gridY), 1,
-          static_cast<unsigned>(variant->num_threads), 1, 1,
-          static_cast<unsigned>(variant->shared_mem_bytes),
-          static_cast<CUstream>(stream), params.data(), nullptr))
-    return fail(ATTN_ERROR_DRIVER, drv->errorText("cuLaunchKernel", r) + " ('" +
-                                       variant->function + "' of " +
-                                       kernelName(kernel) + ")");
-  return ATTN_OK;
+  return launch(*drv, fn, &image, *variant, gridX, gridY, params, stream);
+}
+
+extern "C" attn_status_t
+attn_cuda_run_backward(const attn_cuda_backward_desc_t *kernel,
+                       const DLTensor *const *inputs, const DLTensor *o,
+                       const DLTensor *lse, const DLTensor *dout,
+                       const DLTensor *dlse, DLTensor *dq, DLTensor *dk,
+                       DLTensor *dv, DLTensor *const *daux, void *stream) {
+  clearLastError();
+
+  // The descriptor.
+  if (!kernel)
+    return fail(ATTN_ERROR_INVALID_ARGUMENT, "kernel: descriptor is NULL");
+  KernelImage image = imageOf(kernel);
+  attn::Signature sig;
+  if (attn_status_t st = checkKernel(&image, sig))
+    return st;
+  if (attn_status_t st = checkGradInputs(kernelName(&image), kernel->num_inputs,
+                                         kernel->inputs, kernel->num_grads,
+                                         kernel->grad_inputs))
+    return st;
+
+  // The call: the CPU backward's rules in CUDA memory; dout feeds tensor
+  // cores as q does.
+  BackwardKernel k{kernel->name,      kernel->num_inputs, kernel->inputs,
+                   kernel->needs_lse, kernel->num_grads,  kernel->grad_inputs};
+  BackwardTensors t{o, lse, dout, dlse, dq, dk, dv, daux};
+  attn::DimBinding dims;
+  if (attn_status_t st =
+          checkBackwardCall(k, sig, inputs, t, MemoryKind::CudaDevice,
+                            dlTypeOf(kernel->inputs[0].type), dims))
+    return st;
+  for (int i = 0; i < 3; ++i)
+    if (attn_status_t st = checkChunkLayout(inputs[i], sig.inputs[i]))
+      return st;
+  attn::InputSig doutSig = sig.inputs[0];
+  doutSig.name = "dout";
+  doutSig.dims.back().symbol = "Dv";
+  if (attn_status_t st = checkChunkLayout(dout, doutSig))
+    return st;
+  // dq and the aux gradients are zeroed by one memset each.
+  std::vector<std::pair<std::string, DLTensor *>> zeroed = {{"dq", dq}};
+  for (int32_t i = 0; i < kernel->num_grads; ++i)
+    zeroed.push_back(
+        {std::string("d") + kernel->inputs[kernel->grad_inputs[i]].name,
+         daux[i]});
+  for (auto &[name, z] : zeroed)
+    if (!isCompact(z))
+      return fail(ATTN_ERROR_LAYOUT,
+                  name + ": strides " +
+                      shapeString(stridesOf(z).data(), z->ndim) +
+                      " are not compact row-major; the CUDA backward zeroes "
+                      "it with one memset before adding to it");
+
+  // Variant and launch geometry: a CTA per kv tile of each (b, hk).
+  const attn_cuda_kernel_variant_t *variant = nullptr;
+  if (attn_status_t st = selectVariant(&image, dims, variant))
+    return st;
+  int64_t gridY = dims.at("B") * dims.at("Hkv"), gridX;
+  if (attn_status_t st =
+          gridOf(*variant, dims.at("M"), gridY, "k", "B * Hkv", "M", gridX))
+    return st;
+  Descriptors desc;
+  addBackwardDescriptors(desc, k, inputs, t, dims);
+  std::vector<void *> params = desc.wordPointers();
+
+  const Driver *drv = nullptr;
+  CUfunction fn = nullptr;
+  if (attn_status_t st =
+          prepareLaunch(&image, *variant, inputs[0]->device.device_id, drv, fn))
+    return st;
+  for (auto &[name, z] : zeroed) {
+    CUdeviceptr ptr = reinterpret_cast<uintptr_t>(z->data) + z->byte_offset;
+    if (CUresult r = drv->cuMemsetD32Async(ptr, 0, size_t(numel(z)),
+                                           static_cast<CUstream>(stream)))
+      return fail(ATTN_ERROR_DRIVER, drv->errorText("cuMemsetD32Async", r) +
+                                         " (zeroing " + name + " of " +
+                                         kernelName(&image) + ")");
+  }
+  return launch(*drv, fn, &image, *variant, gridX, gridY, params, stream);
 }
 
 extern "C" int32_t attn_cuda_available(void) {

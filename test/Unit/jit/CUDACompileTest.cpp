@@ -14,6 +14,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -194,6 +195,74 @@ TEST_F(CUDACompile, HostTensorsAreRejectedBeforeAnyLaunch) {
             std::string::npos)
       << attn_last_error();
   EXPECT_EQ(attn_cuda_run(&cudaDesc(*k), inputs, &to, nullptr, nullptr),
+            ATTN_ERROR_DEVICE);
+  EXPECT_NE(std::string(attn_last_error()).find("q"), std::string::npos)
+      << attn_last_error();
+}
+
+// The gradients' kernel: attn_<name>_bwd_d<D> variants whose block_q is
+// the kv rows per CTA, the aux input with a gradient, no forward entry;
+// host tensors are refused by attn_cuda_run_backward's validation before
+// the driver is touched.
+TEST_F(CUDACompile, BackwardKernelHasItsOwnDescriptor) {
+  std::string spec = cache + "/rpb.attn";
+  {
+    std::FILE *f = std::fopen(spec.c_str(), "w");
+    ASSERT_NE(f, nullptr);
+    std::fputs("attention rpb {\n  input rpb : f32[Hq, 17]\n"
+               "  let rel = max(-8, min(q_idx - kv_idx, 8))\n"
+               "  mask = causal\n  score = score + rpb[h, rel + 8]\n}\n",
+               f);
+    std::fclose(f);
+  }
+  options.backward = true;
+  std::string err;
+  auto k = Compiler().compile(spec, options, err);
+  ASSERT_TRUE(k) << err;
+  EXPECT_TRUE(k->isBackward());
+  EXPECT_EQ(k->gradientInputs(), std::vector<std::string>{"rpb"});
+  ASSERT_EQ(k->desc().num_targets, 1);
+  EXPECT_EQ(k->desc().targets[0].desc, nullptr);
+  const attn_cuda_backward_desc_t *d = k->cudaBackwardDesc();
+  ASSERT_NE(d, nullptr);
+  EXPECT_STREQ(d->name, "rpb");
+  EXPECT_EQ(d->needs_lse, 1);
+  ASSERT_EQ(d->num_inputs, 4);
+  ASSERT_EQ(d->num_grads, 1);
+  EXPECT_EQ(d->grad_inputs[0], 3);
+  ASSERT_EQ(d->num_variants, 2);
+  EXPECT_STREQ(d->variants[0].function, "attn_rpb_bwd_d64");
+  EXPECT_EQ(d->variants[0].max_head_dim, 64);
+  EXPECT_EQ(d->variants[0].block_q, 64); // kv rows per CTA
+  EXPECT_EQ(d->variants[0].num_threads, 128);
+  EXPECT_STREQ(d->variants[1].function, "attn_rpb_bwd_d128");
+
+  alignas(16) static uint16_t q[64], kv[64];
+  alignas(16) static float o[64], lse[4], dq[64], dk[64], dv[64], rpb[17],
+      drpb[17];
+  int64_t shape[4] = {1, 1, 4, 16}, lseShape[3] = {1, 1, 4},
+          rpbShape[2] = {1, 17};
+  auto tensor = [&](void *data, DLDataType t, int ndim, int64_t *sh) {
+    DLTensor x{};
+    x.data = data;
+    x.device = {kDLCPU, 0};
+    x.ndim = ndim;
+    x.dtype = t;
+    x.shape = sh;
+    return x;
+  };
+  DLDataType bf16{kDLBfloat, 16, 1}, f32{kDLFloat, 32, 1};
+  DLTensor tq = tensor(q, bf16, 4, shape), tk = tensor(kv, bf16, 4, shape),
+           tv = tensor(kv, bf16, 4, shape), to = tensor(o, f32, 4, shape),
+           tl = tensor(lse, f32, 3, lseShape),
+           tdo = tensor(q, bf16, 4, shape), tdq = tensor(dq, f32, 4, shape),
+           tdk = tensor(dk, f32, 4, shape), tdv = tensor(dv, f32, 4, shape),
+           tr = tensor(rpb, f32, 2, rpbShape),
+           tdr = tensor(drpb, f32, 2, rpbShape);
+  const DLTensor *inputs[] = {&tq, &tk, &tv, &tr};
+  DLTensor *daux[] = {&tdr};
+  EXPECT_EQ(k->backward(inputs, &to, &tl, &tdo, nullptr, &tdq, &tdk, &tdv,
+                        daux),
             ATTN_ERROR_DEVICE);
   EXPECT_NE(std::string(attn_last_error()).find("q"), std::string::npos)
       << attn_last_error();

@@ -7,6 +7,7 @@
 
 #include "FakeCudaDriver.h"
 
+#include <cstddef>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -294,6 +295,7 @@ FAKE_EXPORT CUresult cuLaunchKernel(void *fn, unsigned gridX, unsigned gridY,
   l.shared_mem_bytes = sharedMemBytes;
   l.stream = stream;
   l.extra_is_null = extra == nullptr;
+  l.sequence = state.call_sequence++;
   if (f && kernelParams) {
     l.num_params = f->numParams;
     for (int i = 0; i < f->numParams; ++i)
@@ -307,6 +309,33 @@ FAKE_EXPORT CUresult cuLaunchKernel(void *fn, unsigned gridX, unsigned gridY,
   if (gridX == 0 || gridY == 0 || gridY > 65535 || gridZ != 1 || blockX == 0 ||
       blockX * blockY * blockZ > 1024 ||
       int(sharedMemBytes) > f->maxDynamicShared)
+    return CUDA_ERROR_INVALID_VALUE;
+  return CUDA_SUCCESS;
+}
+
+FAKE_EXPORT CUresult cuMemsetD32Async(unsigned long long dstDevice,
+                                      unsigned int value, size_t count,
+                                      void *stream) {
+  std::lock_guard<std::mutex> lock(mu);
+  // Recorded even when it fails, as launches are: a test sees what was asked.
+  if (state.memset_calls >= 0 && state.memset_calls < FAKE_CUDA_MAX_MEMSETS) {
+    FakeCudaMemset &m = state.memsets[state.memset_calls];
+    m.dst = dstDevice;
+    m.value = value;
+    m.count = count;
+    m.stream = stream;
+    m.context = current;
+    m.sequence = state.call_sequence;
+  }
+  ++state.call_sequence;
+  ++state.memset_calls;
+  if (CUresult r = injected("cuMemsetD32Async"))
+    return r;
+  // The real driver's checks that a wrong memset would trip. The address is
+  // never written: the tests' device pointers are fake.
+  if (!current)
+    return CUDA_ERROR_INVALID_CONTEXT;
+  if (dstDevice == 0 || dstDevice % 4 != 0)
     return CUDA_ERROR_INVALID_VALUE;
   return CUDA_SUCCESS;
 }

@@ -9,6 +9,8 @@
  * cuModuleLoadData parses it (CUDA_ERROR_INVALID_IMAGE when it does not
  * parse), cuModuleGetFunction looks names up (CUDA_ERROR_NOT_FOUND), and
  * cuLaunchKernel copies num_params 8-byte parameters out of kernelParams.
+ * cuMemsetD32Async records its arguments and writes nothing: the tests'
+ * device pointers are fake addresses.
  * The current context is per thread, as in the real driver; device d's
  * primary context is a fixed object per d.
  *
@@ -22,6 +24,7 @@
 #define FAKE_CUDA_MAX_PARAMS 512
 #define FAKE_CUDA_MAX_DEVICES 8
 #define FAKE_CUDA_NAME_LEN 128
+#define FAKE_CUDA_MAX_MEMSETS 64
 
 typedef struct FakeCudaLaunch {
   char function[FAKE_CUDA_NAME_LEN]; /* the launched function's name */
@@ -34,7 +37,17 @@ typedef struct FakeCudaLaunch {
   int num_params;
   int64_t params[FAKE_CUDA_MAX_PARAMS]; /* each parameter's 8 bytes */
   int extra_is_null;
+  int sequence; /* state.call_sequence when it was recorded */
 } FakeCudaLaunch;
+
+typedef struct FakeCudaMemset {
+  unsigned long long dst; /* the CUdeviceptr */
+  unsigned value;
+  uint64_t count; /* 32-bit words */
+  void *stream;
+  void *context; /* the thread's current context */
+  int sequence;  /* state.call_sequence when it was recorded */
+} FakeCudaMemset;
 
 typedef struct FakeCudaState {
   /* Steering, written by the test. */
@@ -51,6 +64,9 @@ typedef struct FakeCudaState {
   int get_function_calls;
   int set_attribute_calls;
   int launch_calls;
+  int memset_calls; /* cuMemsetD32Async; a test may reset it to 0 */
+  /* Launches and memsets together, for their order on a stream. */
+  int call_sequence;
 
   /* The latest calls' arguments. */
   const void *last_loaded_image;
@@ -59,6 +75,9 @@ typedef struct FakeCudaState {
   int last_attribute;
   int last_attribute_value;
   FakeCudaLaunch last_launch;
+  /* cuMemsetD32Async calls in order: memsets[i] is call i counted from the
+     last time memset_calls was 0 (the first FAKE_CUDA_MAX_MEMSETS kept). */
+  FakeCudaMemset memsets[FAKE_CUDA_MAX_MEMSETS];
 } FakeCudaState;
 
 #ifdef __cplusplus

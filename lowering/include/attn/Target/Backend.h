@@ -106,6 +106,10 @@ public:
   /// A gradients' kernel: its descriptor for attn_cpu_run_backward (null
   /// for a forward kernel or a backend without one).
   virtual const attn_backward_desc_t *backwardDesc() const { return nullptr; }
+  /// A CUDA gradients' kernel: its descriptor for attn_cuda_run_backward.
+  virtual const attn_cuda_backward_desc_t *cudaBackwardDesc() const {
+    return nullptr;
+  }
 };
 
 /// A shared library loaded into this process.
@@ -266,6 +270,21 @@ void writeCommentOpening(llvm::raw_ostream &os, const KernelInfo &info,
                          llvm::StringRef what, llvm::StringRef linkNote,
                          llvm::StringRef entry, llvm::StringRef lastParam,
                          llvm::StringRef tensorsNote);
+/// A gradients' kernel: the indices of its gradient inputs in the
+/// signature, and (when there are any) the `<symbol>_grad_inputs` array.
+std::vector<size_t> writeGradInputs(llvm::raw_ostream &os,
+                                    llvm::StringRef symbol,
+                                    const KernelInfo &info);
+/// A gradients' kernel's entry:
+///   static inline attn_status_t <entry>(q, k, v, aux..., o, lse, dout,
+///       dlse, dq, dk, dv, d_<aux>..., <lastParam>) {
+///     ... return <runFunction>(&<desc>, inputs, o, lse, dout, dlse, dq, dk,
+///                              dv, daux | NULL, <lastArg>);
+///   }
+void writeBackwardEntry(llvm::raw_ostream &os, const KernelInfo &info,
+                        llvm::ArrayRef<size_t> gradIdx, llvm::StringRef entry,
+                        llvm::StringRef lastParam, llvm::StringRef runFunction,
+                        llvm::StringRef desc, llvm::StringRef lastArg);
 /// The include guard, the runtime include and `extern "C" {`.
 void openGuard(llvm::raw_ostream &os, llvm::StringRef guard);
 /// Closes what openGuard opened.

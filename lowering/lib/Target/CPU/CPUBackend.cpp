@@ -276,42 +276,17 @@ static std::string cpuBackwardHeader(const KernelInfo &info) {
   os << "void " << bsym << "(void **args, int64_t begin, int64_t end);\n\n";
   // Its own names, so that the forward's header can be included beside it.
   header::writeInputDescs(os, bsym, info.signature);
-  std::vector<size_t> gradIdx;
-  for (const std::string &g : info.gradInputs)
-    for (size_t i = 0; i < info.signature.inputs.size(); ++i)
-      if (info.signature.inputs[i].name == g)
-        gradIdx.push_back(i);
-  if (!gradIdx.empty()) {
-    os << "static const int32_t " << bsym << "_grad_inputs[] = {";
-    for (size_t i = 0; i < gradIdx.size(); ++i)
-      os << (i ? ", " : "") << gradIdx[i];
-    os << "};\n";
-  }
+  std::vector<size_t> gradIdx = header::writeGradInputs(os, bsym, info);
   os << "static const attn_backward_desc_t " << bsym << "_kernel = {\n"
      << "  " << ATTN_ABI_VERSION << " /* ATTN_ABI_VERSION when written */, \""
      << n << "\", " << info.signature.inputs.size() << ", " << bsym
      << "_inputs, " << (info.hasLse ? 1 : 0) << ", " << gradIdx.size() << ", "
      << (gradIdx.empty() ? "NULL" : bsym + "_grad_inputs") << ", " << bsym
-     << "};\n\n"
-     << "static inline attn_status_t attn_backward_" << n << "(";
-  header::writeEntryParams(os, info.signature);
-  os << "const DLTensor *o, const DLTensor *lse, const DLTensor *dout, "
-        "const DLTensor *dlse, DLTensor *dq, DLTensor *dk, DLTensor *dv, ";
-  for (size_t i : gradIdx)
-    os << "DLTensor *d_" << header::paramName(info.signature.inputs[i], i)
-       << ", ";
-  os << "const attn_run_options_t *options) {\n";
-  header::writeInputsArray(os, info.signature);
-  if (!gradIdx.empty()) {
-    os << "  DLTensor *daux[] = {";
-    for (size_t j = 0; j < gradIdx.size(); ++j)
-      os << (j ? ", " : "") << "d_"
-         << header::paramName(info.signature.inputs[gradIdx[j]], gradIdx[j]);
-    os << "};\n";
-  }
-  os << "  return attn_cpu_run_backward(&" << bsym
-     << "_kernel, inputs, o, lse, dout, dlse, dq, dk, dv, "
-     << (gradIdx.empty() ? "NULL" : "daux") << ", options);\n}\n\n";
+     << "};\n\n";
+  header::writeBackwardEntry(os, info, gradIdx, "attn_backward_" + n,
+                             "const attn_run_options_t *options",
+                             "attn_cpu_run_backward", bsym + "_kernel",
+                             "options");
   header::closeGuard(os, guard);
   // o and lse are the forward's outputs, inputs here.
   for (auto [from, to] :
