@@ -340,3 +340,12 @@ void mlir::attn::header::writeBackwardEntry(
      << ", inputs, o, lse, dout, dlse, dq, dk, dv, "
      << (gradIdx.empty() ? "NULL" : "daux") << ", " << lastArg << ");\n}\n\n";
 }
+
+void mlir::attn::header::markForwardOutputsAsInputs(std::string &s) {
+  for (auto [from, to] :
+       {std::pair<std::string, std::string>{"(written; may be NULL)",
+                                            "(the forward's; softmax)"},
+        {"(written)", "(the forward's)"}})
+    for (size_t at; (at = s.find(from)) != std::string::npos;)
+      s.replace(at, from.size(), to);
+}

@@ -13,7 +13,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "CudaTestUtil.h"
-#include "FakeCudaDriver.h"
+#include "FakeCudaAccess.h"
 
 #include <gtest/gtest.h>
 
@@ -34,49 +34,6 @@
 using namespace attn_test;
 
 namespace {
-
-//===----------------------------------------------------------------------===//
-// The fake driver, as loaded by the runtime
-//===----------------------------------------------------------------------===//
-
-struct Fake {
-  FakeCudaState *(*state)(void);
-  void *(*primary)(int);
-  void (*setCurrent)(void *);
-};
-
-const Fake &fake() {
-  static const Fake f = [] {
-    // The same file the runtime opens, so the same loaded copy.
-    void *h = dlopen(ATTN_FAKE_CUDA_DRIVER, RTLD_NOW | RTLD_LOCAL);
-    if (!h) {
-      std::fprintf(stderr, "cannot load the fake driver: %s\n", dlerror());
-      std::abort();
-    }
-    Fake r;
-    r.state =
-        reinterpret_cast<FakeCudaState *(*)(void)>(dlsym(h, "fake_cuda_state"));
-    r.primary =
-        reinterpret_cast<void *(*)(int)>(dlsym(h, "fake_cuda_primary_context"));
-    r.setCurrent =
-        reinterpret_cast<void (*)(void *)>(dlsym(h, "fake_cuda_set_current"));
-    if (!r.state || !r.primary || !r.setCurrent)
-      std::abort();
-    return r;
-  }();
-  return f;
-}
-
-FakeCudaState &state() { return *fake().state(); }
-const FakeCudaLaunch &lastLaunch() { return state().last_launch; }
-
-void failNext(const char *function, int code) {
-  std::snprintf(state().fail_function, sizeof(state().fail_function), "%s",
-                function);
-  state().fail_code = code;
-}
-
-std::string lastError() { return attn_last_error(); }
 
 bool isIdentChar(char c) {
   return std::isalnum(static_cast<unsigned char>(c)) || c == '_';

@@ -285,6 +285,9 @@ void writeBackwardEntry(llvm::raw_ostream &os, const KernelInfo &info,
                         llvm::ArrayRef<size_t> gradIdx, llvm::StringRef entry,
                         llvm::StringRef lastParam, llvm::StringRef runFunction,
                         llvm::StringRef desc, llvm::StringRef lastArg);
+/// A gradients' header: the signature comment's "(written...)" notes on o
+/// and lse become "(the forward's...)": they are inputs here.
+void markForwardOutputsAsInputs(std::string &header);
 /// The include guard, the runtime include and `extern "C" {`.
 void openGuard(llvm::raw_ostream &os, llvm::StringRef guard);
 /// Closes what openGuard opened.

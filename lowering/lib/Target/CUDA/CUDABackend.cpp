@@ -405,13 +405,7 @@ static std::string cudaBackwardHeader(const KernelInfo &info,
                              "void *stream", "attn_cuda_run_backward",
                              bsym + "_kernel", "stream");
   header::closeGuard(os, guard);
-  // o and lse are the forward's outputs, inputs here.
-  for (auto [from, to] :
-       {std::pair<std::string, std::string>{"(written; may be NULL)",
-                                            "(the forward's; softmax)"},
-        {"(written)", "(the forward's)"}})
-    for (size_t at; (at = s.find(from)) != std::string::npos;)
-      s.replace(at, from.size(), to);
+  header::markForwardOutputsAsInputs(s);
   return s;
 }
 
