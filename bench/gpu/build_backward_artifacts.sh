@@ -48,8 +48,10 @@ done
 # id | spec (relative to the repository) | params (space-separated K=V)
 # Masks with empty rows and partial tiles, a score derivative (softcap), a
 # sigmoid, document ids (an i32 aux input) and a learnable table whose
-# gradient every CTA adds to atomically (rpb).
+# gradient every CTA adds to atomically (rpb); dense and causal are also
+# check_gpu_backward.py --bench's variants.
 ARTIFACTS=(
+  "dense|examples/dense.attn|"
   "causal|examples/causal.attn|"
   "softcap|examples/softcap.attn|"
   "alibi|examples/alibi.attn|"

@@ -26,6 +26,13 @@ and compares: every gradient's max|gpu - cpu| / max|cpu| <= 3e-2 (and o's
 launches (CUDA events) and prints the mean. One table row per (artifact,
 case); exit 1 on any failure.
 
+With --bench instead, it times the backward of dense and causal (bf16,
+H = 16, D = 64 and 128, N = 1024, 4096, 16384 with B = 16384 / N) against
+torch SDPA's FlashAttention-2 backward (autograd.grad of the same output,
+the forward excluded from both): alternating samples, CUDA events, medians
+of 15; TFLOP/s counts the backward's 2.5x the forward's multiply-adds over
+the visible pairs (causal: N (N + 1) / 2 per head).
+
 Without a GPU:
 
     python3 bench/gpu/check_gpu_backward.py --dry-run
@@ -280,6 +287,105 @@ def dry_run_cuda_calls(np, lib, art, dims, bits, aux):
     return results
 
 
+BENCH_VARIANTS = ("dense", "causal")
+BENCH_N = (1024, 4096, 16384)
+
+
+def bench_flops(variant, B, H, N, D):
+    """The backward's floating-point operations: 2.5 times the forward's
+    4 D per visible pair (QKᵀ, dO Vᵀ, Pᵀ dO, dSᵀ Q, dS K)."""
+    pairs = N * N if variant == "dense" else N * (N + 1) // 2
+    return 2.5 * 4 * D * pairs * B * H
+
+
+def median_times(torch, fns, runs=15):
+    """{name: median ms per call}, samples alternating between the calls."""
+    for f in fns.values():
+        f()
+    torch.cuda.synchronize()
+    samples = {n: [] for n in fns}
+    names = list(fns)
+    for r in range(runs):
+        for n in names[r % len(names):] + names[:r % len(names)]:
+            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            s.record()
+            fns[n]()
+            e.record()
+            e.synchronize()
+            samples[n].append(s.elapsed_time(e))
+    return {n: sorted(v)[len(v) // 2] for n, v in samples.items()}
+
+
+def bench(a, manifest):
+    """attnc's CUDA backward vs SDPA's flash backward; one row per shape."""
+    import numpy as np
+    arts = {x["id"]: x for x in manifest["artifacts"]}
+    rows = []
+    for variant in BENCH_VARIANTS:
+        art = arts[variant]
+        lib = Library(os.path.join(a.artifacts, art["library"]))
+        for D in (64, 128):
+            for N in BENCH_N:
+                B, H = max(1, 16384 // N), 16
+                flops = bench_flops(variant, B, H, N, D)
+                if a.dry_run:
+                    rows.append("%-7s D=%-3d N=%-5d B=%-2d %.1f GFLOP (dry run: not timed)"
+                                % (variant, D, N, B, flops / 1e9))
+                    continue
+                rows.append(bench_one(np, lib, art, variant, B, H, N, D, flops))
+                print(rows[-1])
+    if a.dry_run:
+        print("\n".join(rows))
+    return 0
+
+
+def bench_one(np, lib, art, variant, B, H, N, D, flops):
+    import torch
+    import torch.nn.functional as F
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    dev = torch.device("cuda")
+    dims = dict(B=B, Hq=H, Hkv=H, N=N, M=N, Dqk=D, Dv=D)
+    q, k, v, dout = (torch.randn(B, H, N, D, device=dev, dtype=torch.bfloat16)
+                     for _ in range(4))
+    # attnc: its forward once (o, lse), then the timed backward.
+    o = torch.empty(B, H, N, D, device=dev)
+    lse = torch.empty(B, H, N, device=dev)
+    grads = [torch.empty(B, H, N, D, device=dev) for _ in range(3)]
+    ins = [ac.dl_from_torch(x) for x in (q, k, v)]
+    arr = ptr_array(ins)
+    to, tl, tdo = ac.dl_from_torch(o), ac.dl_from_torch(lse), ac.dl_from_torch(dout)
+    tg = [ac.dl_from_torch(g) for g in grads]
+    stream = ctypes.c_void_p(torch.cuda.current_stream().cuda_stream)
+    st = lib.cuda_run(lib.desc["cuda_fwd"], ctypes.cast(arr, ctypes.c_void_p), ptr(to),
+                      ptr(tl), stream)
+    if st != ATTN_OK:
+        return "%-7s D=%-3d N=%-5d attnc forward failed: %s" % (variant, D, N, lib.error())
+
+    def attnc_bwd():
+        st = lib.cuda_bwd(lib.desc["cuda_bwd"], ctypes.cast(arr, ctypes.c_void_p), ptr(to),
+                          ptr(tl), ptr(tdo), None, ptr(tg[0]), ptr(tg[1]), ptr(tg[2]),
+                          None, stream)
+        if st != ATTN_OK:
+            raise RuntimeError(lib.error())
+    # SDPA: the same inputs with grads, the flash backend forced.
+    qq, kk, vv = (x.detach().clone().requires_grad_() for x in (q, k, v))
+    with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+        out = F.scaled_dot_product_attention(qq, kk, vv, is_causal=variant == "causal")
+
+    def sdpa_bwd():
+        torch.autograd.grad(out, (qq, kk, vv), dout, retain_graph=True)
+    t = median_times(torch, {"attnc": attnc_bwd, "sdpa": sdpa_bwd})
+    # The gradients agree (dq after a fresh attnc call; SDPA's in bf16).
+    attnc_bwd()
+    dq_ref = torch.autograd.grad(out, (qq,), dout, retain_graph=True)[0].float()
+    err = float((grads[0] - dq_ref).abs().max()) / (float(dq_ref.abs().max()) or 1.0)
+    return ("%-7s D=%-3d N=%-5d B=%-2d attnc bwd %.3f ms (%.0f TFLOP/s), SDPA flash bwd "
+            "%.3f ms (%.0f TFLOP/s), SDPA/attnc %.2fx, dq rel err vs SDPA %.1e%s" %
+            (variant, D, N, B, t["attnc"], flops / t["attnc"] / 1e9, t["sdpa"],
+             flops / t["sdpa"] / 1e9, t["sdpa"] / t["attnc"], err,
+             "" if err <= 5e-2 else " MISMATCH"))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--artifacts", default=os.path.join(HERE, "artifacts", "backward"))
@@ -287,6 +393,8 @@ def main():
     ap.add_argument("--cases", default="")
     ap.add_argument("--repeat", type=int, default=10)
     ap.add_argument("--dry-run", action="store_true")
+    ap.add_argument("--bench", action="store_true",
+                    help="time dense and causal against SDPA's flash backward")
     a = ap.parse_args()
     import numpy as np
 
@@ -297,6 +405,11 @@ def main():
     manifest = json.load(open(path))
     print("backward artifacts from attnc %s (%s), %s" %
           (manifest["attnc_commit"], manifest["built"], manifest["arch"]))
+    if a.bench:
+        if not a.dry_run:
+            import torch
+            print("device:", torch.cuda.get_device_name(0), "torch", torch.__version__)
+        return bench(a, manifest)
     only = set(x for x in a.only.split(",") if x)
     cases = [c for c in CASES if not a.cases or c[0] in a.cases.split(",")]
     if not a.dry_run:
