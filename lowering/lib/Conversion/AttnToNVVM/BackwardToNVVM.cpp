@@ -333,21 +333,35 @@ void GpuBackwardBuilder::emitRowStatistics(Value h, Value q0) {
   bool softmax = kind == NormalizerKind::softmax;
   if (!softmax)
     return;
-  ifThen(ult(tid, cidx(BM)), [&] {
-    Value row = add(q0, tid);
+  // `per` threads per row (a power of two, adjacent lanes of one warp), each
+  // a strided share of the row's Dv columns, then a shuffle sum: the whole
+  // CTA works on D, as it does on the products.
+  int64_t per = 1;
+  while (2 * per * BM <= numThreads && 2 * per <= 32)
+    per *= 2;
+  Value slot = divu(tid, cidx(per)), part = remu(tid, cidx(per));
+  Value row = add(q0, slot);
+  Value r = minu(row, sub(N, cidx(1)));
+  Value lastCol = sub(Dv, cidx(1));
+  Value dot =
+      loop(cidx(0), ceilDiv(Dv, cidx(per)), cidx(1), ValueRange{cf32(0)},
+           [&](Value c0, ValueRange acc) -> SmallVector<Value> {
+             Value c = add(mul(c0, cidx(per)), part);
+             Value cc = minu(c, lastCol);
+             Value x = memref::LoadOp::create(b, o, ValueRange{bIdx, h, r, cc});
+             Value y = toF32(
+                 memref::LoadOp::create(b, dout, ValueRange{bIdx, h, r, cc}));
+             return {select(ult(c, Dv), fma(x, y, acc[0]), acc[0])};
+           })
+          .getResult(0);
+  for (int64_t off = per / 2; off >= 1; off /= 2) {
+    auto sh = gpu::ShuffleOp::create(b, dot, ci32(int32_t(off)), ci32(32),
+                                     gpu::ShuffleMode::XOR);
+    dot = fadd(dot, sh.getShuffleResult());
+  }
+  ifThen(land(ult(slot, cidx(BM)), cmp(P::eq, part, cidx(0))), [&] {
     Value inRow = ult(row, N);
-    Value r = minu(row, sub(N, cidx(1)));
     Value l = memref::LoadOp::create(b, lse, ValueRange{bIdx, h, r});
-    Value dot =
-        loop(cidx(0), Dv, cidx(1), ValueRange{cf32(0)},
-             [&](Value c, ValueRange acc) -> SmallVector<Value> {
-               Value x =
-                   memref::LoadOp::create(b, o, ValueRange{bIdx, h, r, c});
-               Value y = toF32(
-                   memref::LoadOp::create(b, dout, ValueRange{bIdx, h, r, c}));
-               return {fma(x, y, acc[0])};
-             })
-            .getResult(0);
     auto ifDlse = scf::IfOp::create(b, TypeRange{b.getF32Type()}, hasDlse,
                                     /*withElseRegion=*/true);
     {
@@ -360,8 +374,8 @@ void GpuBackwardBuilder::emitRowStatistics(Value h, Value q0) {
     }
     Value d = fsub(dot, ifDlse.getResult(0));
     memref::StoreOp::create(b, select(inRow, l, cf32(0)), LSEs,
-                            ValueRange{tid});
-    memref::StoreOp::create(b, select(inRow, d, cf32(0)), Ds, ValueRange{tid});
+                            ValueRange{slot});
+    memref::StoreOp::create(b, select(inRow, d, cf32(0)), Ds, ValueRange{slot});
   });
 }
 
