@@ -26,8 +26,9 @@ and compares: every gradient's max|gpu - cpu| / max|cpu| <= 3e-2 (and o's
 launches (CUDA events) and prints the mean. One table row per (artifact,
 case); exit 1 on any failure.
 
-With --bench instead, it times the backward of dense and causal (bf16,
-H = 16, D = 64 and 128, N = 1024, 4096, 16384 with B = 16384 / N) against
+With --bench instead, it times the backward of dense and causal (also with
+16 query rows per step: *_tq16; bf16, H = 16, D = 64 and 128, N = 1024, 4096,
+16384 with B = 16384 / N) against
 torch SDPA's FlashAttention-2 backward (autograd.grad of the same output,
 the forward excluded from both): alternating samples, CUDA events, medians
 of 15; TFLOP/s counts the backward's 2.5x the forward's multiply-adds over
@@ -287,14 +288,15 @@ def dry_run_cuda_calls(np, lib, art, dims, bits, aux):
     return results
 
 
-BENCH_VARIANTS = ("dense", "causal")
+# The artifacts --bench times (the _tq16 ones: 16 query rows per step).
+BENCH_VARIANTS = ("dense", "causal", "dense_tq16", "causal_tq16")
 BENCH_N = (1024, 4096, 16384)
 
 
 def bench_flops(variant, B, H, N, D):
     """The backward's floating-point operations: 2.5 times the forward's
     4 D per visible pair (QKᵀ, dO Vᵀ, Pᵀ dO, dSᵀ Q, dS K)."""
-    pairs = N * N if variant == "dense" else N * (N + 1) // 2
+    pairs = N * N if variant.startswith("dense") else N * (N + 1) // 2
     return 2.5 * 4 * D * pairs * B * H
 
 
@@ -322,6 +324,8 @@ def bench(a, manifest):
     arts = {x["id"]: x for x in manifest["artifacts"]}
     rows = []
     for variant in BENCH_VARIANTS:
+        if variant not in arts:
+            continue
         art = arts[variant]
         lib = Library(os.path.join(a.artifacts, art["library"]))
         for D in (64, 128):
@@ -370,7 +374,8 @@ def bench_one(np, lib, art, variant, B, H, N, D, flops):
     # SDPA: the same inputs with grads, the flash backend forced.
     qq, kk, vv = (x.detach().clone().requires_grad_() for x in (q, k, v))
     with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
-        out = F.scaled_dot_product_attention(qq, kk, vv, is_causal=variant == "causal")
+        out = F.scaled_dot_product_attention(qq, kk, vv,
+                                             is_causal=variant.startswith("causal"))
 
     def sdpa_bwd():
         torch.autograd.grad(out, (qq, kk, vv), dout, retain_graph=True)
