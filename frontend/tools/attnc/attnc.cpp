@@ -143,10 +143,12 @@ static cl::opt<bool> backward(
     "backward",
     cl::desc("The gradients (dq, dk, dv and the aux gradients; "
              "docs/language.md section 15): compile the backward kernel "
-             "instead of the forward (--emit=tiled shows its tile program); "
-             "with `run`, run forward and backward, check every gradient "
-             "against the reference and write them with --output dq=... "
-             "(--input do=FILE.npy, else a random do)"),
+             "instead of the forward (--emit=tiled shows its tile program; "
+             "-o/--header declare attn_backward_<name>, or "
+             "attn_cuda_backward_<name> with --target=cuda, softmax family "
+             "only); with `run` (CPU), run forward and backward, check "
+             "every gradient against the reference and write them with "
+             "--output dq=... (--input do=FILE.npy, else a random do)"),
     cl::init(false), cl::sub(cl::SubCommand::getTopLevel()), cl::sub(runCmd),
     cl::cat(attncCategory));
 static cl::opt<int64_t>
