@@ -21,7 +21,7 @@
 # with ptxas registers and spills, the attnc commit).
 #
 # Usage: bench/gpu/build_backward_artifacts.sh [--out DIR] [--build DIR]
-#                                              [--arch sm_90]
+#                                              [--arch sm_90] [--only ID,...]
 # Defaults: --out bench/gpu/artifacts/backward (build_artifacts.sh calls
 # this with its --out/backward), --build build. About 30 s.
 #
@@ -32,6 +32,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 OUT="$ROOT/bench/gpu/artifacts/backward"
 BUILD="${ATTN_BUILD_DIR:-$ROOT/build}"
 ARCH="sm_90"
+ONLY=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --out) OUT="$2"; shift 2 ;;
@@ -40,6 +41,8 @@ while [ $# -gt 0 ]; do
     --build=*) BUILD="${1#--build=}"; shift ;;
     --arch) ARCH="$2"; shift 2 ;;
     --arch=*) ARCH="${1#--arch=}"; shift ;;
+    --only) ONLY="$2"; shift 2 ;;
+    --only=*) ONLY="${1#--only=}"; shift ;;
     -h|--help) sed -n '2,/^#===---*===#$/p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "build_backward_artifacts.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
@@ -89,6 +92,9 @@ cp "$RUNTIME" "$OUT/libattn_runtime.so"
 start=$(date +%s)
 for entry in "${ARTIFACTS[@]}"; do
   IFS='|' read -r id spec params flags <<<"$entry"
+  if [ -n "$ONLY" ]; then
+    case ",$ONLY," in *",$id,"*) ;; *) continue ;; esac
+  fi
   d="$OUT/$id"
   mkdir -p "$d"
   pargs=()
@@ -140,6 +146,9 @@ SHIM
   echo "built backward $id ($spec${params:+, $params}) in $d"
 done
 
+count="$(wc -l < "$OUT/.artifacts.txt")"
+[ "$count" -gt 0 ] || { echo "build_backward_artifacts.sh: --only '$ONLY' selects nothing" >&2; exit 1; }
+
 COMMIT="$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown)"
 DIRTY="$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null | head -c1 | wc -c)"
 python3 - "$ROOT" "$OUT" "$ARCH" "$COMMIT" "$DIRTY" <<'PYEOF'
@@ -182,4 +191,4 @@ json.dump({"format": 1, "arch": arch,
            "artifacts": arts}, open(os.path.join(out, "manifest.json"), "w"), indent=1)
 os.remove(os.path.join(out, ".artifacts.txt"))
 PYEOF
-echo "wrote ${#ARTIFACTS[@]} backward artifacts + manifest.json to $OUT ($(du -sh "$OUT" | cut -f1), $(( $(date +%s) - start )) s)"
+echo "wrote $count backward artifacts + manifest.json to $OUT ($(du -sh "$OUT" | cut -f1), $(( $(date +%s) - start )) s)"
