@@ -1209,6 +1209,12 @@ private:
   void sharedWrite(const Instr &I, unsigned lane, int64_t byte, int64_t n,
                    int64_t since);
   void sharedAtomic(const Instr &I, unsigned lane, int64_t byte, int64_t n);
+  /// Fails if byte `i`'s latest access of one kind (in epoch `when`, by
+  /// thread `who`, -2 for several) was another thread's at or after epoch
+  /// `since`: "byte i is <here> here and <there><who><how>".
+  void raceIf(const Instr &I, unsigned lane, int64_t i, int32_t when,
+              int32_t who, int64_t since, const char *here, const char *there,
+              const std::string &how);
   void globalWrite(const Instr &I, unsigned lane, int buf, int64_t byte,
                    int64_t n, bool atomic = false);
   void requireFullWarps(const Instr &I, const Mask &m);
@@ -1798,21 +1804,25 @@ static void addAccessor(int32_t &epochOf, int32_t &threadOf, int64_t epoch,
   }
 }
 
+void Machine::raceIf(const Instr &I, unsigned lane, int64_t i, int32_t when,
+                     int32_t who, int64_t since, const char *here,
+                     const char *there, const std::string &how) {
+  if (when >= since && who != int32_t(lane))
+    fail(I, lane,
+         "shared-memory race: byte " + std::to_string(i) + " is " + here +
+             " here and " + there + threadStr(who) + how);
+}
+
 void Machine::sharedRead(const Instr &I, unsigned lane, int64_t byte,
                          int64_t n) {
   if (!cfg.raceCheck)
     return;
+  const std::string how = " with no barrier in between";
   for (int64_t i = byte; i < byte + n; ++i) {
-    if (wEpoch[i] == epoch && wThread[i] != int32_t(lane))
-      fail(I, lane,
-           "shared-memory race: byte " + std::to_string(i) +
-               " is read here and written by thread " +
-               std::to_string(wThread[i]) + " with no barrier in between");
-    if (aEpoch[i] == epoch && aThread[i] != int32_t(lane))
-      fail(I, lane,
-           "shared-memory race: byte " + std::to_string(i) +
-               " is read here and atomically updated by " +
-               threadStr(aThread[i]) + " with no barrier in between");
+    raceIf(I, lane, i, wEpoch[i], wThread[i], epoch, "read", "written by ",
+           how);
+    raceIf(I, lane, i, aEpoch[i], aThread[i], epoch, "read",
+           "atomically updated by ", how);
     addAccessor(rEpoch[i], rThread[i], epoch, lane);
   }
 }
@@ -1832,20 +1842,11 @@ void Machine::sharedWrite(const Instr &I, unsigned lane, int64_t byte,
                 " barrier(s) before the nvgpu.device_async_wait that "
                 "retired it)";
   for (int64_t i = byte; i < byte + n; ++i) {
-    if (rEpoch[i] >= since && rThread[i] != int32_t(lane))
-      fail(I, lane,
-           "shared-memory race: byte " + std::to_string(i) +
-               " is written here and read by " + threadStr(rThread[i]) + how);
-    if (wEpoch[i] >= since && wThread[i] != int32_t(lane))
-      fail(I, lane,
-           "shared-memory race: byte " + std::to_string(i) +
-               " is written here and by thread " + std::to_string(wThread[i]) +
-               how);
-    if (aEpoch[i] >= since && aThread[i] != int32_t(lane))
-      fail(I, lane,
-           "shared-memory race: byte " + std::to_string(i) +
-               " is written here and atomically updated by " +
-               threadStr(aThread[i]) + how);
+    raceIf(I, lane, i, rEpoch[i], rThread[i], since, "written", "read by ",
+           how);
+    raceIf(I, lane, i, wEpoch[i], wThread[i], since, "written", "by ", how);
+    raceIf(I, lane, i, aEpoch[i], aThread[i], since, "written",
+           "atomically updated by ", how);
     wEpoch[i] = int32_t(epoch);
     wThread[i] = int32_t(lane);
   }
@@ -1857,17 +1858,12 @@ void Machine::sharedAtomic(const Instr &I, unsigned lane, int64_t byte,
                            int64_t n) {
   if (!cfg.raceCheck)
     return;
+  const std::string how = " with no barrier in between";
   for (int64_t i = byte; i < byte + n; ++i) {
-    if (wEpoch[i] == epoch && wThread[i] != int32_t(lane))
-      fail(I, lane,
-           "shared-memory race: byte " + std::to_string(i) +
-               " is atomically updated here and written by thread " +
-               std::to_string(wThread[i]) + " with no barrier in between");
-    if (rEpoch[i] == epoch && rThread[i] != int32_t(lane))
-      fail(I, lane,
-           "shared-memory race: byte " + std::to_string(i) +
-               " is atomically updated here and read by " +
-               threadStr(rThread[i]) + " with no barrier in between");
+    raceIf(I, lane, i, wEpoch[i], wThread[i], epoch, "atomically updated",
+           "written by ", how);
+    raceIf(I, lane, i, rEpoch[i], rThread[i], epoch, "atomically updated",
+           "read by ", how);
     addAccessor(aEpoch[i], aThread[i], epoch, lane);
   }
 }

@@ -300,13 +300,18 @@ void mlir::attn::header::closeGuard(llvm::raw_ostream &os,
      << guard << " */\n";
 }
 
-std::vector<size_t> mlir::attn::header::writeGradInputs(
-    llvm::raw_ostream &os, llvm::StringRef symbol, const KernelInfo &info) {
-  std::vector<size_t> gradIdx;
+std::vector<int32_t> mlir::attn::gradientInputIndices(const KernelInfo &info) {
+  std::vector<int32_t> idx;
   for (const std::string &g : info.gradInputs)
     for (size_t i = 0; i < info.signature.inputs.size(); ++i)
       if (info.signature.inputs[i].name == g)
-        gradIdx.push_back(i);
+        idx.push_back(static_cast<int32_t>(i));
+  return idx;
+}
+
+std::vector<int32_t> mlir::attn::header::writeGradInputs(
+    llvm::raw_ostream &os, llvm::StringRef symbol, const KernelInfo &info) {
+  std::vector<int32_t> gradIdx = gradientInputIndices(info);
   if (!gradIdx.empty()) {
     os << "static const int32_t " << symbol << "_grad_inputs[] = {";
     for (size_t i = 0; i < gradIdx.size(); ++i)
@@ -318,7 +323,7 @@ std::vector<size_t> mlir::attn::header::writeGradInputs(
 
 void mlir::attn::header::writeBackwardEntry(
     llvm::raw_ostream &os, const KernelInfo &info,
-    llvm::ArrayRef<size_t> gradIdx, llvm::StringRef entry,
+    llvm::ArrayRef<int32_t> gradIdx, llvm::StringRef entry,
     llvm::StringRef lastParam, llvm::StringRef runFunction,
     llvm::StringRef desc, llvm::StringRef lastArg) {
   os << "static inline attn_status_t " << entry << "(";

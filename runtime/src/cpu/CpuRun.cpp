@@ -141,8 +141,8 @@ extern "C" attn_status_t attn_cpu_run(const attn_kernel_desc_t *kernel,
   attn::Signature sig;
   if (attn_status_t st = checkKernel(kernel, sig))
     return st;
-  if (attn_status_t st = checkCallPointers(kernel->name, kernel->has_lse,
-                                           inputs, o, lse))
+  if (attn_status_t st =
+          checkCallPointers(kernel->name, kernel->has_lse, inputs, o, lse))
     return st;
   int numThreads;
   if (attn_status_t st = resolveThreads(options, numThreads))

@@ -220,24 +220,29 @@ def ctas(summary):
     return " [%s, %s CTAs]" % (m.group(1), m.group(2)) if m else ""
 
 
+def forward_sim(a, ctx, d, pre, aux, files, with_lse):
+    """Runs the forward kernel: o (and lse) under `pre`, the rounded q, k, v
+    under pre + "rounded"; returns the simulator's summary line."""
+    cmd = [a.sim, ctx["kernel_mlir"], "--async-copy=" + a.async_copy,
+           "--stride-pad", str(a.stride_pad),
+           "--round-inputs-to", pre + "rounded", "--output",
+           "o=" + pre + "o.npy"]
+    if "D" in d:
+        cmd += ["--kernel", "attn_%s_d%d" % (ctx["name"], d["D"])]
+    cmd += input_args(["q", "k", "v"] + aux, files)
+    if with_lse:
+        cmd += ["--output", "lse=" + pre + "lse.npy"]
+    return run(cmd).strip()
+
+
 def check_forward(a, ctx, s, d, pre, aux):
     """Runs the forward kernel and the reference on one shape; returns the
     line to print and the problems found."""
-    name, softmax, kernel_mlir, params = (ctx[k] for k in
-                                          ("name", "softmax", "kernel_mlir",
-                                           "params"))
+    softmax, params = ctx["softmax"], ctx["params"]
     files = {n: pre + n + ".npy" for n in ["q", "k", "v"] + aux}
     rounded = pre + "rounded"
-    cmd = [a.sim, kernel_mlir, "--async-copy=" + a.async_copy,
-           "--stride-pad", str(a.stride_pad),
-           "--round-inputs-to", rounded, "--output", "o=" + pre + "o.npy"]
-    if "D" in d:
-        cmd += ["--kernel", "attn_%s_d%d" % (name, d["D"])]
-    cmd += input_args(["q", "k", "v"] + aux, files)
     want_lse = softmax and not a.no_lse
-    if want_lse:
-        cmd += ["--output", "lse=" + pre + "lse.npy"]
-    summary = run(cmd).strip()
+    summary = forward_sim(a, ctx, d, pre, aux, files, want_lse)
     ref = [a.attnc, "run", a.example, "--reference",
            "--output", "o=" + pre + "ref_o.npy"] + params
     for n in ["q", "k", "v"]:
@@ -314,9 +319,8 @@ def compare_gradient(a, gname, got, want, floor):
 def check_backward(a, ctx, s, d, pre, aux, rng):
     """Runs the forward then the backward kernel, and the reference
     gradients, on one shape; returns the line to print and the problems."""
-    name, softmax, kernel_mlir, bwd_mlir, params = (
-        ctx[k] for k in ("name", "softmax", "kernel_mlir", "bwd_mlir",
-                         "params"))
+    name, softmax, bwd_mlir, params = (
+        ctx[k] for k in ("name", "softmax", "bwd_mlir", "params"))
     B, Hq, N, Dqk, Dv = (d[k] for k in ("B", "Hq", "N", "Dqk", "Dv"))
     do = rng.standard_normal((B, Hq, N, Dv)).astype(np.float32)
     np.save(pre + "do.npy", do)
@@ -329,17 +333,10 @@ def check_backward(a, ctx, s, d, pre, aux, rng):
     rounded = pre + "rounded"
 
     # The forward kernel: o (and lse) for the backward.
-    cmd = [a.sim, kernel_mlir, "--async-copy=" + a.async_copy,
-           "--stride-pad", str(a.stride_pad),
-           "--round-inputs-to", rounded, "--output", "o=" + pre + "o.npy"]
-    if "D" in d:
-        cmd += ["--kernel", "attn_%s_d%d" % (name, d["D"])]
-    cmd += input_args(["q", "k", "v"] + aux, files)
-    if softmax:
-        cmd += ["--output", "lse=" + pre + "lse.npy"]
-        files["lse"] = pre + "lse.npy"
-    run(cmd)
+    forward_sim(a, ctx, d, pre, aux, files, softmax)
     files["o"] = pre + "o.npy"
+    if softmax:
+        files["lse"] = pre + "lse.npy"
 
     # The backward kernel on the same inputs (rounded the same way).
     D = d.get("D", 64 if max(Dqk, Dv) <= 64 else 128)

@@ -254,16 +254,15 @@ TEST_F(CUDACompile, BackwardKernelHasItsOwnDescriptor) {
   DLDataType bf16{kDLBfloat, 16, 1}, f32{kDLFloat, 32, 1};
   DLTensor tq = tensor(q, bf16, 4, shape), tk = tensor(kv, bf16, 4, shape),
            tv = tensor(kv, bf16, 4, shape), to = tensor(o, f32, 4, shape),
-           tl = tensor(lse, f32, 3, lseShape),
-           tdo = tensor(q, bf16, 4, shape), tdq = tensor(dq, f32, 4, shape),
-           tdk = tensor(dk, f32, 4, shape), tdv = tensor(dv, f32, 4, shape),
-           tr = tensor(rpb, f32, 2, rpbShape),
+           tl = tensor(lse, f32, 3, lseShape), tdo = tensor(q, bf16, 4, shape),
+           tdq = tensor(dq, f32, 4, shape), tdk = tensor(dk, f32, 4, shape),
+           tdv = tensor(dv, f32, 4, shape), tr = tensor(rpb, f32, 2, rpbShape),
            tdr = tensor(drpb, f32, 2, rpbShape);
   const DLTensor *inputs[] = {&tq, &tk, &tv, &tr};
   DLTensor *daux[] = {&tdr};
-  EXPECT_EQ(k->backward(inputs, &to, &tl, &tdo, nullptr, &tdq, &tdk, &tdv,
-                        daux),
-            ATTN_ERROR_DEVICE);
+  EXPECT_EQ(
+      k->backward(inputs, &to, &tl, &tdo, nullptr, &tdq, &tdk, &tdv, daux),
+      ATTN_ERROR_DEVICE);
   EXPECT_NE(std::string(attn_last_error()).find("q"), std::string::npos)
       << attn_last_error();
 }

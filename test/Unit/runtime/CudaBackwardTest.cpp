@@ -92,16 +92,7 @@ struct BwdKernel {
               {"doc", ATTN_I32, 2, docDims, nullptr},
               {"table", ATTN_F32, 2, tableDims, tableSizes},
               {"slope", ATTN_F32, 1, slopeDims, nullptr}};
-    std::string text;
-    for (const Variant &v : variantDecls) {
-      variants.push_back({v.function.c_str(), v.maxHeadDim, v.blockQ,
-                          v.numThreads, v.sharedBytes});
-      text += v.function + "=" + std::to_string(numParams()) + "\n";
-    }
-    // Images live until exit: the runtime caches modules by image address.
-    static std::deque<std::string> images;
-    images.push_back(text);
-    image = &images.back();
+    image = fakeImage(variantDecls, numParams(), variants);
     desc.abi_version = ATTN_ABI_VERSION;
     desc.name = "test_bwd";
     desc.image = image->c_str();

@@ -61,6 +61,24 @@ struct Variant {
   int32_t maxHeadDim, blockQ, numThreads, sharedBytes;
 };
 
+/// Fills `variants` with the C form of `decls` and returns the fake
+/// driver's image listing each with `numParams` parameters. Images live
+/// until exit: the runtime caches modules by image address, so a freed
+/// image's address must not come back for another image.
+inline const std::string *
+fakeImage(const std::vector<Variant> &decls, int numParams,
+          std::vector<attn_cuda_kernel_variant_t> &variants) {
+  std::string text;
+  for (const Variant &v : decls) {
+    variants.push_back({v.function.c_str(), v.maxHeadDim, v.blockQ,
+                        v.numThreads, v.sharedBytes});
+    text += v.function + "=" + std::to_string(numParams) + "\n";
+  }
+  static std::deque<std::string> images;
+  images.push_back(text);
+  return &images.back();
+}
+
 /// A CUDA kernel descriptor for q, k, v : T[...] and an aux input
 /// doc : i32[B, N]; lse supported. The image lists every variant with
 /// `numParams` parameters (60: 4 x 11 + 9 + 7).
@@ -82,17 +100,7 @@ struct Kernel {
               {"k", type, 4, kDims, nullptr},
               {"v", type, 4, vDims, nullptr},
               {"doc", ATTN_I32, 2, docDims, nullptr}};
-    std::string text;
-    for (const Variant &v : variantDecls) {
-      variants.push_back({v.function.c_str(), v.maxHeadDim, v.blockQ,
-                          v.numThreads, v.sharedBytes});
-      text += v.function + "=" + std::to_string(numParams) + "\n";
-    }
-    // Images live until exit: the runtime caches modules by image address,
-    // so a freed image's address must not come back for another image.
-    static std::deque<std::string> images;
-    images.push_back(text);
-    image = &images.back();
+    image = fakeImage(variantDecls, numParams, variants);
     desc.abi_version = ATTN_ABI_VERSION;
     desc.name = "test_kernel";
     desc.image = image->c_str();

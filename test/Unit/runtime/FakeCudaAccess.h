@@ -1,4 +1,5 @@
-//===- FakeCudaAccess.h - the fake driver as the runtime loaded it -*- C++ -*-===//
+//===- FakeCudaAccess.h - the fake driver as the runtime loaded it -*- C++
+//-*-===//
 //
 // For the tests that run the CUDA runtime against FakeCudaDriver.cpp: opens
 // the same library file the runtime loads through ATTN_CUDA_DRIVER (so the

@@ -76,6 +76,11 @@ struct KernelInfo {
   std::vector<std::string> gradInputs;
 };
 
+/// A gradients' kernel: the index in `info.signature` of each of its
+/// `gradInputs`, in order (the runtime's grad_inputs); an entry missing from
+/// the signature is left out.
+std::vector<int32_t> gradientInputIndices(const KernelInfo &info);
+
 /// How closely a backend's kernels agree with the float64 reference.
 struct Tolerance {
   double o = 1e-4;   ///< max |o - ref| / max |ref|
@@ -272,9 +277,9 @@ void writeCommentOpening(llvm::raw_ostream &os, const KernelInfo &info,
                          llvm::StringRef tensorsNote);
 /// A gradients' kernel: the indices of its gradient inputs in the
 /// signature, and (when there are any) the `<symbol>_grad_inputs` array.
-std::vector<size_t> writeGradInputs(llvm::raw_ostream &os,
-                                    llvm::StringRef symbol,
-                                    const KernelInfo &info);
+std::vector<int32_t> writeGradInputs(llvm::raw_ostream &os,
+                                     llvm::StringRef symbol,
+                                     const KernelInfo &info);
 /// A gradients' kernel's entry:
 ///   static inline attn_status_t <entry>(q, k, v, aux..., o, lse, dout,
 ///       dlse, dq, dk, dv, d_<aux>..., <lastParam>) {
@@ -282,7 +287,7 @@ std::vector<size_t> writeGradInputs(llvm::raw_ostream &os,
 ///                              dv, daux | NULL, <lastArg>);
 ///   }
 void writeBackwardEntry(llvm::raw_ostream &os, const KernelInfo &info,
-                        llvm::ArrayRef<size_t> gradIdx, llvm::StringRef entry,
+                        llvm::ArrayRef<int32_t> gradIdx, llvm::StringRef entry,
                         llvm::StringRef lastParam, llvm::StringRef runFunction,
                         llvm::StringRef desc, llvm::StringRef lastArg);
 /// A gradients' header: the signature comment's "(written...)" notes on o

@@ -86,9 +86,14 @@ private:
   Value keyOf(int e) {
     return add(mul(warp, cidx(16)), add(g, cidx(8 * (e / 2))));
   }
-  /// Shared f32 per-row value `buf[query]` for n-tile n, element e.
-  Value rowValue(Value buf, int64_t n, int e) {
-    return memref::LoadOp::create(b, buf, ValueRange{queryOf(n, e)});
+  /// The shared f32 per-row values `buf[query]` this thread needs: per
+  /// n-tile, its two query columns (element e reads [n][e % 2]).
+  SmallVector<std::array<Value, 2>> rowValues(Value buf) {
+    SmallVector<std::array<Value, 2>> r(BM / 8);
+    for (int64_t n = 0; n < BM / 8; ++n)
+      for (int c = 0; c < 2; ++c)
+        r[n][c] = memref::LoadOp::create(b, buf, ValueRange{queryOf(n, c)});
+    return r;
   }
 
   TiledAttentionBackwardOp tiled;
@@ -514,6 +519,9 @@ LogicalResult GpuBackwardBuilder::lowerMask(TileMaskOp op) {
 
 LogicalResult GpuBackwardBuilder::lowerWeights(TileBwdWeightsOp op) {
   Value zero = cf32(0);
+  SmallVector<std::array<Value, 2>> lseAt;
+  if (kind == NormalizerKind::softmax)
+    lseAt = rowValues(LSEs);
   tiles[op.getResult()] =
       mapTile(tiles[op.getScores()], [&](Value s, int64_t n, int e) -> Value {
         Value hidden = arith::CmpFOp::create(b, F::OEQ, s, ninf());
@@ -522,7 +530,7 @@ LogicalResult GpuBackwardBuilder::lowerWeights(TileBwdWeightsOp op) {
         case NormalizerKind::softmax:
           // Rows without a visible key have lse = -inf and only hidden
           // elements: the select keeps exp(-inf + inf) out.
-          p = fexp(fsub(s, rowValue(LSEs, n, e)));
+          p = fexp(fsub(s, lseAt[n][e & 1]));
           break;
         case NormalizerKind::sigmoid: {
           Value ez = fexp(arith::NegFOp::create(b, fadd(s, bias)));
@@ -555,12 +563,15 @@ LogicalResult GpuBackwardBuilder::lowerDS(TileBwdDSOp op) {
   const TileRegs &p = tiles[op.getWeights()];
   const TileRegs &s = tiles[op.getScores()];
   Value zero = cf32(0);
+  SmallVector<std::array<Value, 2>> dAt;
+  if (kind == NormalizerKind::softmax)
+    dAt = rowValues(Ds);
   tiles[op.getResult()] =
       mapTile(tiles[op.getDp()], [&](Value dp, int64_t n, int e) -> Value {
         Value pv = p[n][e], sv = s[n][e];
         switch (kind) {
         case NormalizerKind::softmax:
-          return fmul(pv, fsub(dp, rowValue(Ds, n, e)));
+          return fmul(pv, fsub(dp, dAt[n][e & 1]));
         case NormalizerKind::sigmoid:
           return fmul(dp, fmul(pv, fsub(cf32(1), pv)));
         case NormalizerKind::relu: {

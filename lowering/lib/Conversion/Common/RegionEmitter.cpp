@@ -261,8 +261,8 @@ class AdjointEmitter {
 public:
   AdjointEmitter(ImplicitLocOpBuilder &b, const KernelEnv &env,
                  const IRMapping &map, bool itemOwnsBH)
-      : b(b), map(map), width(env.vectorWidth),
-        scalar(env.scalarLanes), itemOwnsBH(itemOwnsBH) {}
+      : b(b), map(map), width(env.vectorWidth), scalar(env.scalarLanes),
+        itemOwnsBH(itemOwnsBH) {}
 
   Value run(Region &region, Value seed,
             const llvm::StringMap<Value> &auxGrads) {

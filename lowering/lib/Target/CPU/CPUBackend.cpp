@@ -276,7 +276,7 @@ static std::string cpuBackwardHeader(const KernelInfo &info) {
   os << "void " << bsym << "(void **args, int64_t begin, int64_t end);\n\n";
   // Its own names, so that the forward's header can be included beside it.
   header::writeInputDescs(os, bsym, info.signature);
-  std::vector<size_t> gradIdx = header::writeGradInputs(os, bsym, info);
+  std::vector<int32_t> gradIdx = header::writeGradInputs(os, bsym, info);
   os << "static const attn_backward_desc_t " << bsym << "_kernel = {\n"
      << "  " << ATTN_ABI_VERSION << " /* ATTN_ABI_VERSION when written */, \""
      << n << "\", " << info.signature.inputs.size() << ", " << bsym
@@ -357,10 +357,7 @@ std::string CPUBinding::bind() {
     return "the kernel library lacks " + symbol;
   inputs = std::make_unique<InputDescTable>(info.signature);
   if (info.backward) {
-    for (const std::string &name : info.gradInputs)
-      for (size_t i = 0; i < info.signature.inputs.size(); ++i)
-        if (info.signature.inputs[i].name == name)
-          gradIndices.push_back(static_cast<int32_t>(i));
+    gradIndices = gradientInputIndices(info);
     if (gradIndices.size() != info.gradInputs.size())
       return "the kernel's gradient inputs are not among its inputs";
     bdesc = attn_backward_desc_t{

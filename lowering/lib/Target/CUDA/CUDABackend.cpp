@@ -387,7 +387,7 @@ static std::string cudaBackwardHeader(const KernelInfo &info,
   header::openGuard(os, guard);
   os << "extern const unsigned char " << imageSymbol(info) << "[];\n\n";
   header::writeInputDescs(os, bsym, info.signature);
-  std::vector<size_t> gradIdx = header::writeGradInputs(os, bsym, info);
+  std::vector<int32_t> gradIdx = header::writeGradInputs(os, bsym, info);
   os << "static const attn_cuda_kernel_variant_t " << bsym
      << "_variants[] = {\n";
   for (const Variant &v : variants)
@@ -502,12 +502,9 @@ CUDABinding::CUDABinding(KernelInfo infoIn, std::vector<Variant> variantsIn,
                                  info.hasLse ? 1 : 0};
   if (!info.backward)
     return;
-  // The gradient inputs by index (describeSpec took them from the spec's
-  // inputs, so each is there).
-  for (const std::string &name : info.gradInputs)
-    for (size_t i = 0; i < info.signature.inputs.size(); ++i)
-      if (info.signature.inputs[i].name == name)
-        gradIndices.push_back(static_cast<int32_t>(i));
+  // describeSpec took the gradient inputs from the spec's inputs, so each
+  // is there.
+  gradIndices = gradientInputIndices(info);
   bdesc = attn_cuda_backward_desc_t{ATTN_ABI_VERSION,
                                     info.name.c_str(),
                                     image.data(),

@@ -56,12 +56,18 @@ int main(void) {
   int i, failures = 0, n = B * HQ * N * DQK;
   unsigned seed = 1;
   in[0] = &tq, in[1] = &tk, in[2] = &tv, in[3] = &tg;
-#define RND() ((float)((seed = seed * 1103515245u + 12345u) >> 9) / 8388608.0f - 1.0f)
-  for (i = 0; i < n; ++i) q[i] = RND();
-  for (i = 0; i < B * HKV * N * DQK; ++i) k[i] = RND();
-  for (i = 0; i < B * HKV * N * DV; ++i) v[i] = RND();
-  for (i = 0; i < n; ++i) g[i] = -0.5f + 0.25f * RND(); /* decays */
-  for (i = 0; i < B * HQ * N * DV; ++i) dout[i] = RND();
+#define RND()                                                                  \
+  ((float)((seed = seed * 1103515245u + 12345u) >> 9) / 8388608.0f - 1.0f)
+  for (i = 0; i < n; ++i)
+    q[i] = RND();
+  for (i = 0; i < B * HKV * N * DQK; ++i)
+    k[i] = RND();
+  for (i = 0; i < B * HKV * N * DV; ++i)
+    v[i] = RND();
+  for (i = 0; i < n; ++i)
+    g[i] = -0.5f + 0.25f * RND(); /* decays */
+  for (i = 0; i < B * HQ * N * DV; ++i)
+    dout[i] = RND();
 
   if (attn_run_gla(&tq, &tk, &tv, &tg, &to, NULL, NULL) != ATTN_OK ||
       attn_backward_gla(&tq, &tk, &tv, &tg, &to, NULL, &tdo, NULL, &tdq, &tdk,
@@ -83,8 +89,7 @@ int main(void) {
     *x = saved;
     fd = (up - down) / (2 * h);
     if (fabs(fd - an) > 2e-3 * (1 + fabs(fd))) {
-      printf("FAIL element %d: backward %g, finite difference %g\n", i, an,
-             fd);
+      printf("FAIL element %d: backward %g, finite difference %g\n", i, an, fd);
       ++failures;
     }
   }

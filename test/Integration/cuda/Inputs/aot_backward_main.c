@@ -64,8 +64,7 @@ int main(void) {
   {
     static uint16_t q[B * HQ * N * D], kv[B * HKV * M * D];
     static float o[B * HQ * N * D], lse[B * HQ * N], dq[B * HQ * N * D],
-        dk[B * HKV * M * D], dv[B * HKV * M * D], rpb[HQ * 17],
-        drpb[HQ * 17];
+        dk[B * HKV * M * D], dv[B * HKV * M * D], rpb[HQ * 17], drpb[HQ * 17];
     DLTensor tq = tensor(q, 4, qShape, kDLBfloat, 16, kDLCPU),
              tk = tensor(kv, 4, kShape, kDLBfloat, 16, kDLCPU),
              tv = tensor(kv, 4, kShape, kDLBfloat, 16, kDLCPU),
@@ -105,17 +104,17 @@ int main(void) {
                           kDLCUDA),
              tr = tensor((void *)(base + 9 * step), 2, rpbShape, kDLFloat, 32,
                          kDLCUDA),
-             tdr = tensor((void *)(base + 10 * step), 2, rpbShape, kDLFloat,
-                          32, kDLCUDA);
-    report("f32 dout", attn_cuda_backward_rpb(&tq, &tk, &tv, &tr, &to, &tl,
-                                              &tdo, NULL, &tdq, &tdk, &tdv,
-                                              &tdr, NULL));
+             tdr = tensor((void *)(base + 10 * step), 2, rpbShape, kDLFloat, 32,
+                          kDLCUDA);
+    report("f32 dout",
+           attn_cuda_backward_rpb(&tq, &tk, &tv, &tr, &to, &tl, &tdo, NULL,
+                                  &tdq, &tdk, &tdv, &tdr, NULL));
     tdo.dtype.code = kDLBfloat;
     tdo.dtype.bits = 16;
     tdq.strides = gappedStrides;
-    report("dq with gaps", attn_cuda_backward_rpb(&tq, &tk, &tv, &tr, &to,
-                                                  &tl, &tdo, NULL, &tdq, &tdk,
-                                                  &tdv, &tdr, NULL));
+    report("dq with gaps",
+           attn_cuda_backward_rpb(&tq, &tk, &tv, &tr, &to, &tl, &tdo, NULL,
+                                  &tdq, &tdk, &tdv, &tdr, NULL));
   }
   return 0;
 }
