@@ -1042,6 +1042,7 @@ public:
       aEpoch.resize(n);
       aThread.resize(n);
       globalWriter.resize(bufs.size());
+      globalEpoch.resize(bufs.size());
     }
   }
 
@@ -1094,6 +1095,8 @@ private:
   // Per global byte: 0 if never written, else 1 + the linear id of the
   // thread that wrote it last, with kAtomicWrite set if that was an atomic.
   std::vector<std::vector<uint32_t>> globalWriter;
+  // Per global byte: the barrier epoch of that write (in its CTA).
+  std::vector<std::vector<int64_t>> globalEpoch;
   static constexpr uint32_t kAtomicWrite = uint32_t(1) << 31;
 
   uint64_t *R(int id) { return &arena[P.vals[id].off * T]; }
@@ -1868,9 +1871,10 @@ void Machine::sharedAtomic(const Instr &I, unsigned lane, int64_t byte,
   }
 }
 
-/// Each global byte may be written by plain stores of one thread, or by
-/// atomic adds of any number of threads, but not both: a plain store that
-/// meets an atomic add (in either order) loses updates or is lost.
+/// Each global byte may be written by plain stores of one thread (or of
+/// threads of one CTA with a barrier between them), or by atomic adds of any
+/// number of threads, but not both: a plain store that meets an atomic add
+/// (in either order) loses updates or is lost.
 void Machine::globalWrite(const Instr &I, unsigned lane, int buf, int64_t byte,
                           int64_t n, bool atomic) {
   if (!cfg.raceCheck)
@@ -1879,26 +1883,34 @@ void Machine::globalWrite(const Instr &I, unsigned lane, int buf, int64_t byte,
   if (me + 1 >= int64_t(kAtomicWrite))
     return; // grids this large go unchecked
   auto &w = globalWriter[buf];
-  if (w.empty())
+  auto &we = globalEpoch[buf];
+  if (w.empty()) {
     w.assign(bufs[buf].bytes.size(), 0);
+    we.assign(bufs[buf].bytes.size(), 0);
+  }
   uint32_t mark = uint32_t(me + 1) | (atomic ? kAtomicWrite : 0);
   for (int64_t i = byte; i < byte + n; ++i) {
     uint32_t prev = w[i];
     bool prevAtomic = prev & kAtomicWrite;
-    if (prev && prev != mark && !(atomic && prevAtomic)) {
-      int64_t other = int64_t(prev & ~kAtomicWrite) - 1;
+    int64_t other = int64_t(prev & ~kAtomicWrite) - 1;
+    bool ordered =
+        !atomic && !prevAtomic && other / T == ctaLinear && we[i] < epoch;
+    if (prev && prev != mark && !(atomic && prevAtomic) && !ordered) {
       std::string where = "global element of " + bufs[buf].name + " (byte " +
                           std::to_string(i) + ") written by ";
       std::string who = "CTA " + std::to_string(other / T) + " thread " +
                         std::to_string(other % T);
       if (!atomic && !prevAtomic)
-        fail(I, lane, where + "two threads: " + who + " and this one");
+        fail(I, lane,
+             where + "two threads: " + who + " and this one" +
+                 (other / T == ctaLinear ? " with no barrier in between" : ""));
       auto kind = [](bool a) { return a ? "an atomic add" : "a plain store"; };
       fail(I, lane,
            where + "a plain store and an atomic add: " + kind(prevAtomic) +
                " by " + who + ", then " + kind(atomic) + " by this one");
     }
     w[i] = mark;
+    we[i] = epoch;
   }
 }
 

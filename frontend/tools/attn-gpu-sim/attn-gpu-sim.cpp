@@ -13,7 +13,9 @@
 //    unless given), the aux inputs, do, dlse (null unless given), dq, dk, dv
 //    and one gradient per name in attn.gradient_inputs (shaped like that aux
 //    input). dq and the aux gradients start at zero (the kernel adds into
-//    them with atomics), dk and dv as NaN.
+//    them with atomics), dk and dv as NaN; then, for a kernel with
+//    attn.scratch_state_floats, the global scratch the runtime would
+//    allocate (attn_cuda_scratch_floats_per_cta per CTA), as NaN bytes.
 // Each CTA is interpreted by GpuSim (see GpuSim.h). Options: see kUsage.
 //
 //===----------------------------------------------------------------------===//
@@ -21,6 +23,7 @@
 #include "GpuSim.h"
 
 #include "attn/npy.h"
+#include "attn/runtime.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -338,6 +341,21 @@ Problem readInputs(const Options &opt) {
 
 bool isBackward(gpu::GPUFuncOp fn) { return fn->hasAttr("attn.backward"); }
 
+/// A kernel that takes global scratch as its last argument declares it with
+/// attn.scratch_state_floats and attn.scratch_fixed_floats (the runtime's
+/// attn_cuda_kernel_variant_t fields).
+bool takesScratch(gpu::GPUFuncOp fn) {
+  return fn->hasAttr("attn.scratch_state_floats");
+}
+
+/// The scratch bytes of a launch of `ctas` CTAs, as the runtime sizes it.
+int64_t scratchBytes(gpu::GPUFuncOp fn, int64_t N, int64_t ctas) {
+  attn_cuda_kernel_variant_t v{};
+  v.scratch_state_floats = intAttr(fn, "attn.scratch_state_floats");
+  v.scratch_fixed_floats = intAttr(fn, "attn.scratch_fixed_floats");
+  return int64_t(attn_cuda_scratch_floats_per_cta(&v, N)) * ctas * 4;
+}
+
 /// The inputs that are not the launch's fixed arguments, in --input order.
 std::vector<std::string> auxInputs(const Problem &p, bool backward) {
   std::vector<std::string> aux;
@@ -436,7 +454,9 @@ LaunchConfig launchConfig(gpu::GPUFuncOp fn, const Options &opt,
           (backward ? "attn.block_kv" : "attn.block_q"));
   // Forward: q, k, v, o, lse, aux. Backward: the same, then do, dlse, dq,
   // dk, dv and one gradient per attn.gradient_inputs.
+  // A kernel with scratch takes it last.
   int64_t fixedArgs = backward ? 10 + int64_t(gradientInputs(fn).size()) : 5;
+  fixedArgs += takesScratch(fn) ? 1 : 0;
   int64_t kernelAux = int64_t(fn.getArgumentTypes().size()) - fixedArgs;
   if (kernelAux < 0)
     fatal("kernel '" + fn.getName().str() + "' takes " +
@@ -647,6 +667,13 @@ Bindings bindBackward(gpu::GPUFuncOp fn, const Options &opt, const Problem &p) {
     const std::vector<int64_t> &shape = p.arrays.at(g).shape;
     requireF32Output(fn, outArgs.at("d" + g), "d" + g, int64_t(shape.size()));
     b.addOutput("d" + g, shape, true, opt.stridePad, /*zero=*/true);
+  }
+  if (takesScratch(fn)) {
+    // NaN bytes: the kernel must write what it reads.
+    MemDesc d = layout(int(b.buffers.size()), EK::I8, 1,
+                       {scratchBytes(fn, p.N, p.B * p.Hkv)}, 0);
+    b.buffers.push_back(makeBuffer("scratch", d));
+    b.args.push_back(d);
   }
   b.rounded = {{"q", 0}, {"k", 1}, {"v", 2}, {"do", 5 + na}};
   return b;

@@ -66,8 +66,10 @@ extern "C" {
 /* Version of attn_kernel_desc_t and of the kernel calling convention.
    2: CPU kernels take the status word args[num_inputs + 2] and report a
       failed scratch allocation there (version 1 kernels had no status and
-      put their scratch on the stack). */
-#define ATTN_ABI_VERSION 2
+      put their scratch on the stack).
+   3: CUDA variants declare the global scratch their kernels take as their
+      last argument (attn_cuda_kernel_variant_t's scratch fields). */
+#define ATTN_ABI_VERSION 3
 
 /* The largest head dim (Dqk and Dv) attn_cpu_run() accepts. MLA needs
    Dqk = 576, Dv = 512; a kernel's scratch grows with tile x head dim. */
@@ -245,7 +247,29 @@ typedef struct attn_cuda_kernel_variant {
   int32_t block_q;          /* query rows per CTA: grid.x = ceil(N / block_q) */
   int32_t num_threads;      /* threads per CTA */
   int32_t shared_mem_bytes; /* dynamic shared memory per CTA */
+  /* Global scratch (0, 0: none): a kernel that takes it gets one more
+     argument after the gradients, a 1-D byte buffer of
+     attn_cuda_scratch_floats_per_cta() * 4 bytes per CTA, which the runtime
+     allocates on the stream and frees after the launch. */
+  int64_t scratch_state_floats;
+  int64_t scratch_fixed_floats;
 } attn_cuda_kernel_variant_t;
+
+/* The floats of scratch one CTA of `v` needs for N query rows: the linear
+   family's CUDA backward keeps one state per chunk of r = ceil(sqrt(N))
+   steps and one chunk's states, so (ceil(n / r) + r + 2) states of
+   scratch_state_floats plus scratch_fixed_floats, n = max(N, 1). */
+static inline uint64_t
+attn_cuda_scratch_floats_per_cta(const attn_cuda_kernel_variant_t *v,
+                                 int64_t N) {
+  uint64_t n = N > 1 ? (uint64_t)N : 1, r = 1;
+  if (v->scratch_state_floats <= 0 && v->scratch_fixed_floats <= 0)
+    return 0;
+  while (r * r < n)
+    ++r;
+  return ((n + r - 1) / r + r + 2) * (uint64_t)v->scratch_state_floats +
+         (uint64_t)v->scratch_fixed_floats;
+}
 
 typedef struct attn_cuda_kernel_desc {
   uint32_t abi_version;     /* ATTN_ABI_VERSION */

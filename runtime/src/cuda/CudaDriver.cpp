@@ -62,6 +62,8 @@ void load(Loaded &out) {
   ATTN_RESOLVE(cuFuncSetAttribute)
   ATTN_RESOLVE(cuLaunchKernel)
   ATTN_RESOLVE(cuMemsetD32Async)
+  ATTN_RESOLVE(cuMemAllocAsync)
+  ATTN_RESOLVE(cuMemFreeAsync)
 #undef ATTN_RESOLVE
   if (CUresult r = d.cuInit(0)) {
     out.error = d.errorText("cuInit", r);

@@ -23,6 +23,8 @@ namespace attn::runtime::cuda {
 /// cudaError_enum: 0 is success; every other value an error.
 using CUresult = int;
 constexpr CUresult CUDA_SUCCESS = 0;
+/// CUDA_ERROR_OUT_OF_MEMORY: reported as ATTN_ERROR_OUT_OF_MEMORY.
+constexpr CUresult CUDA_ERROR_OUT_OF_MEMORY = 2;
 
 /// A device ordinal, as DLPack's device_id for kDLCUDA.
 using CUdevice = int;
@@ -68,6 +70,10 @@ struct Driver {
                              void **extra);
   CUresult (*cuMemsetD32Async)(CUdeviceptr dst, unsigned value, size_t count,
                                CUstream stream);
+  /// Stream-ordered allocation (CUDA 11.2): the backward's scratch lives
+  /// from its launch to the free queued after it, on the caller's stream.
+  CUresult (*cuMemAllocAsync)(CUdeviceptr *dptr, size_t bytes, CUstream stream);
+  CUresult (*cuMemFreeAsync)(CUdeviceptr dptr, CUstream stream);
 
   /// "cuLaunchKernel failed: <the driver's text> (CUDA error 700)".
   std::string errorText(const char *function, CUresult result) const;

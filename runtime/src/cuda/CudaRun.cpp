@@ -374,6 +374,11 @@ extern "C" attn_status_t attn_cuda_run(const attn_cuda_kernel_desc_t *kernel,
   if (attn_status_t st =
           gridOf(*variant, dims.at("N"), gridY, "q", "B * Hq", "N", gridX))
     return st;
+  if (variant->scratch_state_floats || variant->scratch_fixed_floats)
+    return fail(ATTN_ERROR_UNSUPPORTED,
+                kernelName(&image) + ": variant '" + variant->function +
+                    "' declares global scratch, which only gradients' "
+                    "kernels take (attn_cuda_run_backward)");
 
   // Kernel parameters: every descriptor field, q, k, v, o, lse, aux.
   Descriptors desc;
@@ -448,9 +453,25 @@ attn_cuda_run_backward(const attn_cuda_backward_desc_t *kernel,
   if (attn_status_t st =
           gridOf(*variant, dims.at("M"), gridY, "k", "B * Hkv", "M", gridX))
     return st;
+  // The linear family's kernels take global scratch (their checkpoints),
+  // allocated on the stream for the launch.
+  uint64_t scratchPerCta =
+      attn_cuda_scratch_floats_per_cta(variant, dims.at("N"));
+  uint64_t ctas = uint64_t(gridX) * uint64_t(gridY), scratchBytes = 0;
+  if (variant->scratch_state_floats < 0 || variant->scratch_fixed_floats < 0)
+    return fail(ATTN_ERROR_INVALID_ARGUMENT,
+                kernelName(&image) + ": variant '" + variant->function +
+                    "' has a negative scratch size");
+  if (scratchPerCta) {
+    if (scratchPerCta > (uint64_t(1) << 62) / 4 / ctas)
+      return fail(ATTN_ERROR_OUT_OF_MEMORY,
+                  kernelName(&image) + ": the scratch of " + str(ctas) +
+                      " CTAs of " + str(int64_t(scratchPerCta)) +
+                      " floats each does not fit in 64-bit sizes");
+    scratchBytes = scratchPerCta * 4 * ctas;
+  }
   Descriptors desc;
   addBackwardDescriptors(desc, k, inputs, t, dims);
-  std::vector<void *> params = desc.wordPointers();
 
   const Driver *drv = nullptr;
   CUfunction fn = nullptr;
@@ -465,7 +486,31 @@ attn_cuda_run_backward(const attn_cuda_backward_desc_t *kernel,
                                          " (zeroing " + name + " of " +
                                          kernelName(&image) + ")");
   }
-  return launch(*drv, fn, &image, *variant, gridX, gridY, params, stream);
+  if (!scratchBytes) {
+    std::vector<void *> params = desc.wordPointers();
+    return launch(*drv, fn, &image, *variant, gridX, gridY, params, stream);
+  }
+  CUdeviceptr scratch = 0;
+  auto cstream = static_cast<CUstream>(stream);
+  if (CUresult r =
+          drv->cuMemAllocAsync(&scratch, size_t(scratchBytes), cstream))
+    return fail(r == CUDA_ERROR_OUT_OF_MEMORY ? ATTN_ERROR_OUT_OF_MEMORY
+                                              : ATTN_ERROR_DRIVER,
+                drv->errorText("cuMemAllocAsync", r) + " (" +
+                    str(int64_t(scratchBytes)) + " bytes of scratch for " +
+                    kernelName(&image) + ")");
+  auto *p = reinterpret_cast<const void *>(uintptr_t(scratch));
+  desc.add(p, p, {int64_t(scratchBytes)}, {1});
+  std::vector<void *> params = desc.wordPointers();
+  attn_status_t st =
+      launch(*drv, fn, &image, *variant, gridX, gridY, params, stream);
+  // Freed after the kernel on the stream, whether or not it launched.
+  CUresult r = drv->cuMemFreeAsync(scratch, cstream);
+  if (st == ATTN_OK && r)
+    return fail(ATTN_ERROR_DRIVER, drv->errorText("cuMemFreeAsync", r) +
+                                       " (the scratch of " +
+                                       kernelName(&image) + ")");
+  return st;
 }
 
 extern "C" int32_t attn_cuda_available(void) {

@@ -267,6 +267,32 @@ TEST_F(CUDACompile, BackwardKernelHasItsOwnDescriptor) {
       << attn_last_error();
 }
 
+/// The linear family's gradients: a CTA per (b, hk) over the whole
+/// sequence, with the global scratch the runtime allocates declared in the
+/// variants (and kept by the kernel cache's sidecar: the second compile is
+/// a cache hit with the same descriptor).
+TEST_F(CUDACompile, LinearBackwardDeclaresItsScratch) {
+  options.backward = true;
+  for (int pass = 0; pass < 2; ++pass) {
+    SCOPED_TRACE(pass);
+    std::string err;
+    auto k = Compiler().compile(example("gla"), options, err);
+    ASSERT_TRUE(k) << err;
+    EXPECT_EQ(k->gradientInputs(), std::vector<std::string>{"g"});
+    const attn_cuda_backward_desc_t *d = k->cudaBackwardDesc();
+    ASSERT_NE(d, nullptr);
+    EXPECT_EQ(d->needs_lse, 0);
+    ASSERT_EQ(d->num_variants, 2);
+    EXPECT_STREQ(d->variants[0].function, "attn_gla_bwd_d64");
+    EXPECT_EQ(d->variants[0].block_q, 1 << 30); // all keys in one CTA
+    EXPECT_EQ(d->variants[0].num_threads, 96);  // D + 32
+    // dphiMax x threads, and the per-row vectors.
+    EXPECT_EQ(d->variants[0].scratch_state_floats, 64 * 96);
+    EXPECT_EQ(d->variants[0].scratch_fixed_floats, (8 + 4 * 3) * 64 + 64 + 8);
+    EXPECT_EQ(d->variants[1].scratch_state_floats, 128 * 160);
+  }
+}
+
 TEST_F(CUDACompile, ErrorsComeBackAsText) {
   std::string err;
   EXPECT_FALSE(

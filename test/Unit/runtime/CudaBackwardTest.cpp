@@ -108,7 +108,8 @@ struct BwdKernel {
   BwdKernel(const BwdKernel &) = delete;
   BwdKernel &operator=(const BwdKernel &) = delete;
 
-  /// q, k, v, o, lse, aux, dout, dlse, dq, dk, dv, daux.
+  /// q, k, v, o, lse, aux, dout, dlse, dq, dk, dv, daux (and the scratch
+  /// when the variants declare it).
   int numParams() const {
     int n = 4 * descWords(4) + descWords(3);
     for (size_t i = 3; i < inputs.size(); ++i)
@@ -116,6 +117,8 @@ struct BwdKernel {
     n += descWords(4) + descWords(3) + 3 * descWords(4);
     for (int32_t g : grads)
       n += descWords(inputs[g].rank);
+    if (!variantDecls.empty() && variantDecls[0].scratchStateFloats)
+      n += descWords(1);
     return n;
   }
 };
@@ -1135,6 +1138,69 @@ TEST_F(CudaBackward, DriverErrorsBecomeDriverStatus) {
       << lastError();
   EXPECT_NE(lastError().find("attn_test_bwd_d64"), std::string::npos)
       << lastError();
+}
+
+/// The linear family's kernels take global scratch: allocated on the
+/// caller's stream before the launch, passed as the last parameter (a 1-D
+/// byte buffer), freed on the stream after it.
+TEST_F(CudaBackward, ScratchIsAllocatedAroundTheLaunchOnTheStream) {
+  BwdKernel k({{"attn_test_bwd_d64", 64, 1 << 30, 96, 12, 6144, 1352}});
+  BwdCall call; // B=2 Hkv=2 N=100: r = 10, 10 checkpoints
+  void *stream = reinterpret_cast<void *>(0xabc0);
+  FakeCudaState &s = state();
+  int allocs = s.alloc_calls, frees = s.free_calls;
+  ASSERT_EQ(call.run(&k.desc, stream), ATTN_OK) << lastError();
+  const uint64_t perCta = (10 + 10 + 2) * 6144 + 1352;
+  const uint64_t bytes = perCta * 4 * (1 * 2 * 2); // grid 1 x B * Hkv
+  EXPECT_EQ(attn_cuda_scratch_floats_per_cta(&k.variants[0], 100), perCta);
+  EXPECT_EQ(s.alloc_calls, allocs + 1);
+  EXPECT_EQ(s.free_calls, frees + 1);
+  EXPECT_EQ(s.live_allocs, 0);
+  EXPECT_EQ(s.last_alloc_bytes, bytes);
+  EXPECT_EQ(s.last_alloc_stream, stream);
+  EXPECT_EQ(s.last_free_stream, stream);
+  EXPECT_EQ(s.last_free_ptr, s.last_alloc_ptr);
+  const FakeCudaLaunch &l = lastLaunch();
+  EXPECT_LT(s.last_alloc_sequence, l.sequence);
+  EXPECT_LT(l.sequence, s.last_free_sequence);
+  EXPECT_EQ(l.grid[0], 1u);
+  EXPECT_EQ(l.grid[1], 4u);
+  ASSERT_EQ(l.num_params, k.numParams());
+  const int64_t p = int64_t(s.last_alloc_ptr);
+  EXPECT_EQ(params(PEnd, 5), (Words{p, p, 0, int64_t(bytes), 1}));
+  // N = 1 still gets one checkpoint's worth: (1 + 1 + 2) states.
+  EXPECT_EQ(attn_cuda_scratch_floats_per_cta(&k.variants[0], 1),
+            4u * 6144 + 1352);
+  EXPECT_EQ(attn_cuda_scratch_floats_per_cta(&k.variants[0], 0),
+            4u * 6144 + 1352);
+}
+
+TEST_F(CudaBackward, ScratchFailures) {
+  BwdKernel k({{"attn_test_bwd_d64", 64, 1 << 30, 96, 12, 6144, 1352}});
+  BwdCall call;
+  FakeCudaState &s = state();
+  // Out of device memory: nothing is launched.
+  int launches = s.launch_calls;
+  failNext("cuMemAllocAsync", 2);
+  EXPECT_EQ(call.run(&k.desc), ATTN_ERROR_OUT_OF_MEMORY);
+  EXPECT_NE(lastError().find("scratch"), std::string::npos) << lastError();
+  EXPECT_EQ(s.launch_calls, launches);
+  EXPECT_EQ(s.live_allocs, 0);
+  // A failed launch still frees it.
+  failNext("cuLaunchKernel", 700);
+  EXPECT_EQ(call.run(&k.desc), ATTN_ERROR_DRIVER);
+  EXPECT_NE(lastError().find("cuLaunchKernel"), std::string::npos);
+  EXPECT_EQ(s.live_allocs, 0);
+  // A failed free is reported.
+  failNext("cuMemFreeAsync", 1);
+  EXPECT_EQ(call.run(&k.desc), ATTN_ERROR_DRIVER);
+  EXPECT_NE(lastError().find("cuMemFreeAsync"), std::string::npos);
+  s.live_allocs = 0; // the fake kept the one whose free failed
+  // A negative size in a descriptor is refused before the driver.
+  k.variants[0].scratch_state_floats = -1;
+  int allocs = s.alloc_calls;
+  EXPECT_EQ(call.run(&k.desc), ATTN_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(s.alloc_calls, allocs);
 }
 
 TEST_F(CudaBackward, ContextsAndManagedMemory) {

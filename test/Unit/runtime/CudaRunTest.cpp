@@ -704,6 +704,18 @@ TEST_F(CudaRun, HalfPrecisionInputs) {
   EXPECT_STREQ(lastLaunch().function, "attn_fwd_d64");
 }
 
+/// Global scratch is the gradients' kernels' (attn_cuda_run_backward): a
+/// forward variant that declares it is refused before the driver launches
+/// anything.
+TEST_F(CudaRun, ForwardVariantsTakeNoScratch) {
+  Kernel k({{"attn_fwd_d64", 64, 64, 128, 32768, 6144, 0}});
+  Call call;
+  int launches = state().launch_calls;
+  EXPECT_EQ(call.run(&k.desc), ATTN_ERROR_UNSUPPORTED);
+  EXPECT_NE(lastError().find("scratch"), std::string::npos) << lastError();
+  EXPECT_EQ(state().launch_calls, launches);
+}
+
 TEST_F(CudaRun, Available) {
   state().device_count = 2;
   EXPECT_EQ(attn_cuda_available(), 1);

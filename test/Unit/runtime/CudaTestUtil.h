@@ -59,6 +59,7 @@ struct Tensor {
 struct Variant {
   std::string function;
   int32_t maxHeadDim, blockQ, numThreads, sharedBytes;
+  int64_t scratchStateFloats = 0, scratchFixedFloats = 0;
 };
 
 /// Fills `variants` with the C form of `decls` and returns the fake
@@ -71,7 +72,8 @@ fakeImage(const std::vector<Variant> &decls, int numParams,
   std::string text;
   for (const Variant &v : decls) {
     variants.push_back({v.function.c_str(), v.maxHeadDim, v.blockQ,
-                        v.numThreads, v.sharedBytes});
+                        v.numThreads, v.sharedBytes, v.scratchStateFloats,
+                        v.scratchFixedFloats});
     text += v.function + "=" + std::to_string(numParams) + "\n";
   }
   static std::deque<std::string> images;

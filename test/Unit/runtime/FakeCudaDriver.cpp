@@ -313,6 +313,42 @@ FAKE_EXPORT CUresult cuLaunchKernel(void *fn, unsigned gridX, unsigned gridY,
   return CUDA_SUCCESS;
 }
 
+FAKE_EXPORT CUresult cuMemAllocAsync(unsigned long long *dptr, size_t bytes,
+                                     void *stream) {
+  std::lock_guard<std::mutex> lock(mu);
+  ++state.alloc_calls;
+  state.last_alloc_bytes = bytes;
+  state.last_alloc_stream = stream;
+  state.last_alloc_sequence = state.call_sequence++;
+  if (CUresult r = injected("cuMemAllocAsync"))
+    return r;
+  if (!current)
+    return CUDA_ERROR_INVALID_CONTEXT;
+  if (!dptr || bytes == 0)
+    return CUDA_ERROR_INVALID_VALUE;
+  // A fake, 256-byte aligned device address, never dereferenced.
+  *dptr = 0x7f0000000000ull + 0x100000000ull * unsigned(state.alloc_calls);
+  state.last_alloc_ptr = *dptr;
+  ++state.live_allocs;
+  return CUDA_SUCCESS;
+}
+
+FAKE_EXPORT CUresult cuMemFreeAsync(unsigned long long dptr, void *stream) {
+  std::lock_guard<std::mutex> lock(mu);
+  ++state.free_calls;
+  state.last_free_ptr = dptr;
+  state.last_free_stream = stream;
+  state.last_free_sequence = state.call_sequence++;
+  if (CUresult r = injected("cuMemFreeAsync"))
+    return r;
+  if (!current)
+    return CUDA_ERROR_INVALID_CONTEXT;
+  if (dptr == 0 || state.live_allocs == 0)
+    return CUDA_ERROR_INVALID_VALUE;
+  --state.live_allocs;
+  return CUDA_SUCCESS;
+}
+
 FAKE_EXPORT CUresult cuMemsetD32Async(unsigned long long dstDevice,
                                       unsigned int value, size_t count,
                                       void *stream) {

@@ -65,6 +65,9 @@ typedef struct FakeCudaState {
   int set_attribute_calls;
   int launch_calls;
   int memset_calls; /* cuMemsetD32Async; a test may reset it to 0 */
+  int alloc_calls;  /* cuMemAllocAsync */
+  int free_calls;   /* cuMemFreeAsync */
+  int live_allocs;  /* allocated and not freed yet */
   /* Launches and memsets together, for their order on a stream. */
   int call_sequence;
 
@@ -78,6 +81,16 @@ typedef struct FakeCudaState {
   /* cuMemsetD32Async calls in order: memsets[i] is call i counted from the
      last time memset_calls was 0 (the first FAKE_CUDA_MAX_MEMSETS kept). */
   FakeCudaMemset memsets[FAKE_CUDA_MAX_MEMSETS];
+  /* The latest cuMemAllocAsync: its size, stream, the pointer it returned
+     (never dereferenced) and call_sequence then; the latest
+     cuMemFreeAsync's pointer, stream and sequence. */
+  uint64_t last_alloc_bytes;
+  void *last_alloc_stream;
+  unsigned long long last_alloc_ptr;
+  int last_alloc_sequence;
+  unsigned long long last_free_ptr;
+  void *last_free_stream;
+  int last_free_sequence;
 } FakeCudaState;
 
 #ifdef __cplusplus

@@ -814,9 +814,11 @@ TEST_F(ValidationTest, MalformedKernelDescriptors) {
   // Version 1 kernels had no status word: they are refused, not run.
   kernel.desc.abi_version = 1;
   expectError(ATTN_ERROR_UNSUPPORTED,
-              "kernel 'fake': ABI version 1, this runtime supports 2");
+              "kernel 'fake': ABI version 1, this runtime supports " +
+                  std::to_string(ATTN_ABI_VERSION));
   kernel.desc.abi_version = ATTN_ABI_VERSION + 1;
-  expectError(ATTN_ERROR_UNSUPPORTED, "kernel 'fake': ABI version 3");
+  expectError(ATTN_ERROR_UNSUPPORTED, "kernel 'fake': ABI version " +
+                                          std::to_string(ATTN_ABI_VERSION + 1));
   kernel.desc.abi_version = ATTN_ABI_VERSION;
   kernel.desc.tile_q = 0;
   expectError(ATTN_ERROR_INVALID_ARGUMENT, "tile_q is 0");

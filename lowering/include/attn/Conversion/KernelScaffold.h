@@ -148,6 +148,18 @@ protected:
   /// The spec's `bias` region as f32, else 0.
   Value emitBias(Region &biasRegion, KernelEnv &env);
 
+  /// The gradients' kernels' arguments beyond the forward's (the ABI of
+  /// attn_cpu_run_backward and attn_cuda_run_backward): do, dlse, dq, dk,
+  /// dv, then one f32 gradient per entry of `gradInputs` with the input's
+  /// rank.
+  struct BackwardArgs {
+    Value dout, dlse, dq, dk, dv;
+    llvm::StringMap<Value> auxGrads;
+  };
+  /// The BackwardArgs of a gradients' kernel's entry block (they follow q,
+  /// k, v, o, lse and the aux inputs).
+  BackwardArgs bindBackwardArgs(Block *entry, ArrayRef<InputOp> gradInputs);
+
   SpecOp spec;
   ImplicitLocOpBuilder b;
   Value q, k, v, o, lse;

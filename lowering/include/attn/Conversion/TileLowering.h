@@ -20,6 +20,7 @@
 
 #include "attn/Dialect/Attn/IR/AttnOps.h"
 #include "mlir/IR/IRMapping.h"
+#include "mlir/IR/ImplicitLocOpBuilder.h"
 
 namespace mlir::attn {
 
@@ -206,6 +207,20 @@ public:
 /// as lowerTileBlock does.
 LogicalResult lowerChunkBackwardBlock(Block &block,
                                       ChunkBackwardLowering &patterns);
+
+/// The chunk a scan is lowering: its index and steps [t0, t1).
+struct ChunkCursor {
+  Value idx, t0, t1;
+};
+/// Lowers a scan's step block `body` (its argument: the chunk's first step)
+/// once per chunk inside an scf.for over the `numChunks` chunks of
+/// `chunkLen` steps of [0, end), in order or from the last (`reverse`),
+/// with `cursor` set to the chunk being lowered: the loop both backends'
+/// lowerChunkLoop and lowerReverseLoop share.
+LogicalResult lowerChunkScan(ImplicitLocOpBuilder &b, Block &body,
+                             Value numChunks, Value chunkLen, Value end,
+                             bool reverse, ChunkCursor &cursor,
+                             ChunkBackwardLowering &patterns);
 
 /// Fails, with an error naming `pass`, when `spec` still holds an
 /// attn.attention or attn.linear_attention (the conversions take the tiled

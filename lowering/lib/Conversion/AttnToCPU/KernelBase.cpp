@@ -48,23 +48,6 @@ KernelBase::createBackwardKernelFunc(ArrayRef<InputOp> gradInputs) {
   return createKernelFunc(extra, "_backward");
 }
 
-KernelBase::BackwardArgs
-KernelBase::bindBackwardArgs(Block *entry, ArrayRef<InputOp> gradInputs) {
-  unsigned numAux = 0;
-  for (InputOp in : spec.getBodyBlock().getOps<InputOp>())
-    numAux += canonicalInputDims(in.getSymName()).empty();
-  unsigned next = 5 + numAux; // after q, k, v, o, lse and the aux inputs
-  BackwardArgs a;
-  a.dout = entry->getArgument(next++);
-  a.dlse = entry->getArgument(next++);
-  a.dq = entry->getArgument(next++);
-  a.dk = entry->getArgument(next++);
-  a.dv = entry->getArgument(next++);
-  for (InputOp in : gradInputs)
-    a.auxGrads[in.getSymName()] = entry->getArgument(next++);
-  return a;
-}
-
 Value KernelBase::allocScratch(MemRefType type, ValueRange dynamicSizes) {
   // Cache-line alignment: the buffers are read with full-width vector loads.
   Value buf =

@@ -46,18 +46,9 @@ protected:
   func::FuncOp createKernelFunc(ArrayRef<Type> extraArgs = {},
                                 StringRef suffix = "");
 
-  /// The gradients' kernels' arguments beyond the forward's (the ABI of
-  /// attn_cpu_run_backward): do, dlse, dq, dk, dv, then one f32 gradient
-  /// per entry of `gradInputs` with the input's rank.
-  struct BackwardArgs {
-    Value dout, dlse, dq, dk, dv;
-    llvm::StringMap<Value> auxGrads;
-  };
-  /// createKernelFunc() of `attn_<name>_backward_tiles` with those
-  /// arguments.
+  /// createKernelFunc() of `attn_<name>_backward_tiles` with the
+  /// gradients' arguments (KernelScaffold::BackwardArgs).
   func::FuncOp createBackwardKernelFunc(ArrayRef<InputOp> gradInputs);
-  /// The BackwardArgs of the entry block of createBackwardKernelFunc().
-  BackwardArgs bindBackwardArgs(Block *entry, ArrayRef<InputOp> gradInputs);
 
   /// A per-call scratch buffer: memref.alloc (malloc, 64-byte aligned) in
   /// the kernel's entry block, checked by beginGuardedBody() and freed by

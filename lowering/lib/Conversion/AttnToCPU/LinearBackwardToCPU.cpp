@@ -168,7 +168,8 @@ private:
   Value vBuf, doBuf, corr, predBuf, dnumBuf, dcorr, dvRow;
   Value zeroV, fZero;
   // The work item and the head and chunk being lowered.
-  Value hk, h, bI64, hI64, chunkIdx, chunkT0, chunkT1;
+  Value hk, h, bI64, hI64;
+  ChunkCursor chunk;
 };
 
 } // namespace
@@ -697,20 +698,12 @@ LogicalResult LinearBackwardBuilder::lowerInitState(ChunkInitStateOp) {
 }
 
 LogicalResult LinearBackwardBuilder::lowerChunkLoop(ChunkLoopOp loopOp) {
-  LogicalResult result = success();
-  forEach(cidx(0), nChunks, [&](Value ci) {
-    chunkIdx = ci;
-    chunkT0 = mul(ci, chunkLen);
-    chunkT1 = minu(add(chunkT0, chunkLen), causal ? N : M);
-    map.map(loopOp.getBody().getArgument(0), chunkT0);
-    if (failed(lowerChunkBackwardBlock(loopOp.getBody().front(), *this)))
-      result = failure();
-  });
-  return result;
+  return lowerChunkScan(b, loopOp.getBody().front(), nChunks, chunkLen,
+                        causal ? N : M, /*reverse=*/false, chunk, *this);
 }
 
 LogicalResult LinearBackwardBuilder::lowerSave(ChunkBwdSaveOp) {
-  copyState({S, z, cidx(0)}, {Ck, zCk, mul(chunkIdx, dphiV)});
+  copyState({S, z, cidx(0)}, {Ck, zCk, mul(chunk.idx, dphiV)});
   return success();
 }
 
@@ -731,7 +724,7 @@ LogicalResult LinearBackwardBuilder::lowerDelta(ChunkDeltaOp) {
 
 LogicalResult LinearBackwardBuilder::lowerUpdate(ChunkUpdateOp) {
   StateRef st{S, z, cidx(0)};
-  forEach(chunkT0, chunkT1, [&](Value t) { forwardStep(t, st, st); });
+  forEach(chunk.t0, chunk.t1, [&](Value t) { forwardStep(t, st, st); });
   return success();
 }
 
@@ -750,34 +743,26 @@ LogicalResult LinearBackwardBuilder::lowerBwdInit(ChunkBwdInitOp) {
 
 LogicalResult
 LinearBackwardBuilder::lowerReverseLoop(ChunkBwdReverseLoopOp loopOp) {
-  LogicalResult result = success();
-  forEach(cidx(0), nChunks, [&](Value i) {
-    chunkIdx = sub(sub(nChunks, cidx(1)), i);
-    chunkT0 = mul(chunkIdx, chunkLen);
-    chunkT1 = minu(add(chunkT0, chunkLen), N);
-    map.map(loopOp.getBody().getArgument(0), chunkT0);
-    if (failed(lowerChunkBackwardBlock(loopOp.getBody().front(), *this)))
-      result = failure();
-  });
-  return result;
+  return lowerChunkScan(b, loopOp.getBody().front(), nChunks, chunkLen, N,
+                        /*reverse=*/true, chunk, *this);
 }
 
 /// The chunk's checkpoint into Seg's first slot, then each step from its
 /// slot into the next: Seg[i] is the state before step t0 + i.
 LogicalResult LinearBackwardBuilder::lowerRestore(ChunkBwdRestoreOp) {
-  copyState({Ck, zCk, mul(chunkIdx, dphiV)}, {Seg, zSeg, cidx(0)});
-  forEach(chunkT0, sub(chunkT1, cidx(1)), [&](Value t) {
-    Value slot = mul(sub(t, chunkT0), dphiV);
+  copyState({Ck, zCk, mul(chunk.idx, dphiV)}, {Seg, zSeg, cidx(0)});
+  forEach(chunk.t0, sub(chunk.t1, cidx(1)), [&](Value t) {
+    Value slot = mul(sub(t, chunk.t0), dphiV);
     forwardStep(t, {Seg, zSeg, slot}, {Seg, zSeg, add(slot, dphiV)});
   });
   return success();
 }
 
 LogicalResult LinearBackwardBuilder::lowerGrad(ChunkBwdGradOp) {
-  Value n = sub(chunkT1, chunkT0);
+  Value n = sub(chunk.t1, chunk.t0);
   forEach(cidx(0), n, [&](Value i) {
     Value local = sub(sub(n, cidx(1)), i);
-    reverseStep(add(chunkT0, local), {Seg, zSeg, mul(local, dphiV)});
+    reverseStep(add(chunk.t0, local), {Seg, zSeg, mul(local, dphiV)});
   });
   return success();
 }

@@ -23,6 +23,7 @@
 
 #include "BackwardToNVVM.h"
 #include "GpuKernelBase.h"
+#include "LinearBackwardToNVVM.h"
 #include "LinearToNVVM.h"
 #include "attn/Conversion/KernelScaffold.h"
 #include "attn/Conversion/Passes.h"
@@ -654,9 +655,10 @@ struct ConvertAttnToNVVMPass
         continue;
       }
       if (spec.getTiledLinearAttentionBackward()) {
-        spec.emitError() << "the linear family has no CUDA backward yet (the "
-                            "CPU backend has it)";
-        return signalPassFailure();
+        if (failed(buildLinearBackwardGpuKernels(spec, gpuModule, dims)))
+          return signalPassFailure();
+        spec->erase();
+        continue;
       }
       if (spec.getTiledLinearAttention()) {
         if (failed(buildLinearGpuKernels(spec, gpuModule, dims)))

@@ -203,14 +203,13 @@ void GpuBackwardBuilder::emitPrologue(Block *entry) {
   env.scalarLanes = true;
   env.vectorWidth = 1;
   bindRegionEnv(entry, env);
-  unsigned next = 5 + env.aux.size();
-  dout = entry->getArgument(next++);
-  dlse = entry->getArgument(next++);
-  dq = entry->getArgument(next++);
-  dk = entry->getArgument(next++);
-  dv = entry->getArgument(next++);
-  for (InputOp in : tiled.getGradientInputs())
-    auxGrads[in.getSymName()] = entry->getArgument(next++);
+  BackwardArgs args = bindBackwardArgs(entry, tiled.getGradientInputs());
+  dout = args.dout;
+  dlse = args.dlse;
+  dq = args.dq;
+  dk = args.dk;
+  dv = args.dv;
+  auxGrads = std::move(args.auxGrads);
   scale = emitScale(tiled.getScale(), env);
   bias = emitBias(tiled.getBias(), env);
   hasDlse = cmp(P::ne, memref::ExtractAlignedPointerAsIndexOp::create(b, dlse),

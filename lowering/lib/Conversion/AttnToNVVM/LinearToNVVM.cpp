@@ -349,14 +349,8 @@ LogicalResult LinearGpuBuilder::checkSpec() {
   if (failed(qkvType))
     return failure();
   elt = *qkvType;
-  for (InputOp in : spec.getBodyBlock().getOps<InputOp>())
-    if (in.getSymName() == "state" || in.getSymName() == "zstate")
-      return spec.emitError()
-             << "the CUDA backend does not support a carried linear-attention "
-                "state yet (input '"
-             << in.getSymName()
-             << "', from --linear-state / attn-add-linear-state); use the CPU "
-                "target for decoding";
+  if (failed(rejectCarriedLinearState(spec)))
+    return failure();
   auto dimChanging = [](FeatureMapKind kind) {
     return kind == FeatureMapKind::pos_neg || kind == FeatureMapKind::taylor2 ||
            kind == FeatureMapKind::random;
@@ -1390,6 +1384,18 @@ LogicalResult LinearGpuBuilder::lowerStoreState(ChunkStoreStateOp s) {
 /// Non-causal queries are read per slab of value columns, in the loop
 /// pattern.
 LogicalResult LinearGpuBuilder::lowerReadoutAll(ChunkReadoutAllOp) {
+  return success();
+}
+
+LogicalResult mlir::attn::rejectCarriedLinearState(SpecOp spec) {
+  for (InputOp in : spec.getBodyBlock().getOps<InputOp>())
+    if (in.getSymName() == "state" || in.getSymName() == "zstate")
+      return spec.emitError()
+             << "the CUDA backend does not support a carried linear-attention "
+                "state yet (input '"
+             << in.getSymName()
+             << "', from --linear-state / attn-add-linear-state); use the CPU "
+                "target for decoding";
   return success();
 }
 

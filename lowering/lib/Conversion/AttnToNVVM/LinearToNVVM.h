@@ -16,6 +16,11 @@ namespace mlir::attn {
 LogicalResult buildLinearGpuKernels(SpecOp spec, gpu::GPUModuleOp gpuModule,
                                     ArrayRef<int64_t> headDims);
 
+/// Fails with an error on `spec` when it carries a linear-attention state
+/// (the `state`/`zstate` inputs of attn-add-linear-state): the CUDA kernels
+/// start from a zero state.
+LogicalResult rejectCarriedLinearState(SpecOp spec);
+
 } // namespace mlir::attn
 
 #endif

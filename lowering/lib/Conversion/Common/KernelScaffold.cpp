@@ -161,3 +161,20 @@ Value KernelScaffold::emitBias(Region &biasRegion, KernelEnv &env) {
   return biasRegion.empty() ? cf32(0)
                             : toF32(emitRegion(b, biasRegion, {}, env));
 }
+
+KernelScaffold::BackwardArgs
+KernelScaffold::bindBackwardArgs(Block *entry, ArrayRef<InputOp> gradInputs) {
+  unsigned numAux = 0;
+  for (InputOp in : spec.getBodyBlock().getOps<InputOp>())
+    numAux += canonicalInputDims(in.getSymName()).empty();
+  unsigned next = 5 + numAux; // after q, k, v, o, lse and the aux inputs
+  BackwardArgs a;
+  a.dout = entry->getArgument(next++);
+  a.dlse = entry->getArgument(next++);
+  a.dq = entry->getArgument(next++);
+  a.dk = entry->getArgument(next++);
+  a.dv = entry->getArgument(next++);
+  for (InputOp in : gradInputs)
+    a.auxGrads[in.getSymName()] = entry->getArgument(next++);
+  return a;
+}

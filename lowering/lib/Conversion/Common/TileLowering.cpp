@@ -1,6 +1,8 @@
 //===- TileLowering.cpp - walk the tile program, one pattern per op -------===//
 
 #include "attn/Conversion/TileLowering.h"
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
 #include "llvm/ADT/TypeSwitch.h"
 
 using namespace mlir;
@@ -151,4 +153,25 @@ TiledRegions::TiledRegions(TiledAttentionOp tiled) {
     return;
   if (!loop.getMask().empty())
     mask = &loop.getMask();
+}
+
+LogicalResult mlir::attn::lowerChunkScan(ImplicitLocOpBuilder &b, Block &body,
+                                         Value numChunks, Value chunkLen,
+                                         Value end, bool reverse,
+                                         ChunkCursor &cursor,
+                                         ChunkBackwardLowering &patterns) {
+  Value zero = arith::ConstantIndexOp::create(b, 0);
+  Value one = arith::ConstantIndexOp::create(b, 1);
+  auto loop = scf::ForOp::create(b, zero, numChunks, one);
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPoint(loop.getBody()->getTerminator());
+  Value i = loop.getInductionVar();
+  cursor.idx = reverse ? arith::SubIOp::create(
+                             b, arith::SubIOp::create(b, numChunks, one), i)
+                       : i;
+  cursor.t0 = arith::MulIOp::create(b, cursor.idx, chunkLen);
+  cursor.t1 = arith::MinUIOp::create(
+      b, arith::AddIOp::create(b, cursor.t0, chunkLen), end);
+  patterns.map.map(body.getArgument(0), cursor.t0);
+  return lowerChunkBackwardBlock(body, patterns);
 }

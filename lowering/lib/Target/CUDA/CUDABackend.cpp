@@ -28,6 +28,8 @@ namespace {
 struct Variant {
   std::string function;
   int64_t maxHeadDim = 0, blockQ = 0, numThreads = 0, sharedBytes = 0;
+  /// Global scratch (the linear family's backward): attn.scratch_*.
+  int64_t scratchStateFloats = 0, scratchFixedFloats = 0;
 };
 
 /// What compiling for every chip produced.
@@ -197,7 +199,9 @@ CUDABackendTarget::lowerWithVariants(ModuleOp module, const Schedule &schedule,
     int64_t rows = fn->hasAttr("attn.backward") ? get("attn.block_kv")
                                                 : get("attn.block_q");
     variants.push_back({fn.getName().str(), get("attn.max_head_dim"), rows,
-                        get("attn.num_threads"), get("attn.shared_bytes")});
+                        get("attn.num_threads"), get("attn.shared_bytes"),
+                        get("attn.scratch_state_floats"),
+                        get("attn.scratch_fixed_floats")});
   });
   llvm::sort(variants, [](const Variant &a, const Variant &b) {
     return a.maxHeadDim < b.maxHeadDim;
@@ -254,11 +258,14 @@ LogicalResult CUDABackendTarget::compileAll(ModuleOp module,
   return success();
 }
 
-/// A variant as a meta line: "variant FUNCTION HEADDIM BLOCKQ THREADS SMEM".
+/// A variant as a meta line: "variant FUNCTION HEADDIM BLOCKQ THREADS SMEM
+/// SCRATCHSTATE SCRATCHFIXED".
 static std::string variantLine(const Variant &v) {
   return "variant " + v.function + " " + std::to_string(v.maxHeadDim) + " " +
          std::to_string(v.blockQ) + " " + std::to_string(v.numThreads) + " " +
-         std::to_string(v.sharedBytes);
+         std::to_string(v.sharedBytes) + " " +
+         std::to_string(v.scratchStateFloats) + " " +
+         std::to_string(v.scratchFixedFloats);
 }
 
 static bool parseVariantLine(llvm::StringRef line, Variant &v) {
@@ -266,9 +273,12 @@ static bool parseVariantLine(llvm::StringRef line, Variant &v) {
     return false;
   llvm::SmallVector<llvm::StringRef> f;
   line.split(f, ' ');
-  if (f.size() != 5 || f[0].empty() || f[1].getAsInteger(10, v.maxHeadDim) ||
+  if (f.size() != 7 || f[0].empty() || f[1].getAsInteger(10, v.maxHeadDim) ||
       f[2].getAsInteger(10, v.blockQ) || f[3].getAsInteger(10, v.numThreads) ||
-      f[4].getAsInteger(10, v.sharedBytes))
+      f[4].getAsInteger(10, v.sharedBytes) ||
+      f[5].getAsInteger(10, v.scratchStateFloats) ||
+      f[6].getAsInteger(10, v.scratchFixedFloats) || v.scratchStateFloats < 0 ||
+      v.scratchFixedFloats < 0)
     return false;
   v.function = f[0].str();
   return true;
@@ -318,7 +328,8 @@ static std::string cudaHeader(const KernelInfo &info,
      << "_cuda_variants[] = {\n";
   for (const Variant &v : variants)
     os << "  {\"" << v.function << "\", " << v.maxHeadDim << ", " << v.blockQ
-       << ", " << v.numThreads << ", " << v.sharedBytes << "},\n";
+       << ", " << v.numThreads << ", " << v.sharedBytes << ", "
+       << v.scratchStateFloats << ", " << v.scratchFixedFloats << "},\n";
   os << "};\n"
      << "static const attn_cuda_kernel_desc_t " << info.symbol
      << "_cuda_kernel = {\n"
@@ -392,7 +403,8 @@ static std::string cudaBackwardHeader(const KernelInfo &info,
      << "_variants[] = {\n";
   for (const Variant &v : variants)
     os << "  {\"" << v.function << "\", " << v.maxHeadDim << ", " << v.blockQ
-       << ", " << v.numThreads << ", " << v.sharedBytes << "},\n";
+       << ", " << v.numThreads << ", " << v.sharedBytes << ", "
+       << v.scratchStateFloats << ", " << v.scratchFixedFloats << "},\n";
   os << "};\n"
      << "static const attn_cuda_backward_desc_t " << bsym << "_kernel = {\n"
      << "  " << ATTN_ABI_VERSION << " /* ATTN_ABI_VERSION when written */, \""
@@ -490,7 +502,8 @@ CUDABinding::CUDABinding(KernelInfo infoIn, std::vector<Variant> variantsIn,
     cVariants.push_back(attn_cuda_kernel_variant_t{
         v.function.c_str(), static_cast<int32_t>(v.maxHeadDim),
         static_cast<int32_t>(v.blockQ), static_cast<int32_t>(v.numThreads),
-        static_cast<int32_t>(v.sharedBytes)});
+        static_cast<int32_t>(v.sharedBytes), v.scratchStateFloats,
+        v.scratchFixedFloats});
   desc = attn_cuda_kernel_desc_t{ATTN_ABI_VERSION,
                                  info.name.c_str(),
                                  image.data(),
