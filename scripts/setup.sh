@@ -8,6 +8,7 @@ PKGS=(
   libclang-rt-22-dev  # libFuzzer, ASan, UBSan: test/Fuzz, test.sh --sanitize
   ninja-build cmake ccache libgtest-dev libgmock-dev
   rocm-device-libs libdlpack-dev
+  libamdhip64-5  # the HIP runtime: test/Unit/runtime/RocmAvailableTest.cpp
   python3 python3-numpy
 )
 

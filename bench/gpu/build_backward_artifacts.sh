@@ -53,7 +53,7 @@ done
 # Masks with empty rows and partial tiles, a score derivative (softcap), a
 # sigmoid, document ids (an i32 aux input) and a learnable table whose
 # gradient every CTA adds to atomically (rpb); dense and causal are also
-# check_gpu_backward.py --bench's variants.
+# check_gpu_backward.py --bench's variants. Then two linear specs.
 ARTIFACTS=(
   "dense|examples/dense.attn|"
   "causal|examples/causal.attn|"
@@ -67,6 +67,11 @@ ARTIFACTS=(
   # d128 instead of 380, for twice the q-loop steps; --bench decides.
   "dense_tq16|examples/dense.attn||--tile-q=16"
   "causal_tq16|examples/causal.attn||--tile-q=16"
+  # The linear family (a CTA per (b, hk), global scratch the runtime
+  # allocates): fixed decays, and the normalizer's column. Their k and v
+  # have N rows, so check_gpu_backward.py skips the cases with M != N.
+  "retnet|examples/retnet.attn|"
+  "linear_elu|examples/linear_elu.attn|"
 )
 
 ATTNC="$BUILD/bin/attnc"

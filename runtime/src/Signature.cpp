@@ -100,6 +100,10 @@ attn::bindShapes(const Signature &sig,
                shapeString(shape) + ")";
     }
   }
+  // A signature without M (a causal linear attention: k and v have N rows)
+  // has as many keys as queries.
+  if (!dims.count("M") && dims.count("N"))
+    dims["M"] = dims["N"];
   // G = Hq / Hkv where the signature binds both (every spec's does: q and k
   // are always inputs); both are positive here, so the division is defined.
   auto hq = dims.find("Hq"), hkv = dims.find("Hkv");

@@ -397,14 +397,18 @@ attn_status_t attn::runtime::checkInputDescs(const std::string &kname,
     if (i < 3) {
       bool canonical = std::string(in.name) == kQKVNames[i] && in.rank == 4 &&
                        in.type != ATTN_I32;
+      // k and v of a causal linear attention have N rows (its keys are its
+      // queries): [.., N, ..] instead of [.., M, ..].
       for (int32_t d = 0; canonical && d < 4; ++d)
-        canonical = is.dims[d].symbol == kQKVDims[i][d];
+        canonical = is.dims[d].symbol == kQKVDims[i][d] ||
+                    (i > 0 && d == 2 && is.dims[d].symbol == "N");
       if (!canonical)
         return fail(ATTN_ERROR_INVALID_ARGUMENT,
                     where + ": expected " + kQKVNames[i] + " : f32|bf16|f16[" +
                         kQKVDims[i][0] + ", " + kQKVDims[i][1] + ", " +
-                        kQKVDims[i][2] + ", " + kQKVDims[i][3] + "], got " +
-                        elemTypeName(in.type) + declString(in));
+                        kQKVDims[i][2] + (i > 0 ? " or N" : "") + ", " +
+                        kQKVDims[i][3] + "], got " + elemTypeName(in.type) +
+                        declString(in));
     }
     sig.inputs.push_back(std::move(is));
   }

@@ -39,8 +39,27 @@ static ::attn::ElemType elemTypeOf(Type t) {
   return ::attn::ElemType::F32;
 }
 
+/// Whether `spec` is a causal linear attention (in any of its forms): its
+/// step t pairs q_t with k_t and v_t, so keys and queries are the same rows.
+static bool isCausalLinear(SpecOp spec) {
+  if (LinearAttentionOp op = spec.getLinearAttention())
+    return !op.getNoncausal();
+  if (TiledLinearAttentionOp op = spec.getTiledLinearAttention())
+    return !op.getNoncausal();
+  if (TiledLinearAttentionBackwardOp op =
+          spec.getTiledLinearAttentionBackward())
+    return !op.getNoncausal();
+  return false;
+}
+
 ::attn::Signature mlir::attn::getSignature(SpecOp spec) {
   ::attn::Signature sig = ::attn::Signature::withQKV();
+  // A causal linear attention's k and v have N rows: binding a call's
+  // shapes then refuses M != N before any kernel runs (bindShapes sets
+  // M = N for the code that reads M).
+  if (isCausalLinear(spec))
+    for (const char *name : {"k", "v"})
+      const_cast<::attn::InputSig *>(sig.find(name))->dims[2].symbol = "N";
   for (InputOp in : spec.getBodyBlock().getOps<InputOp>()) {
     ::attn::InputSig s;
     s.name = in.getSymName().str();

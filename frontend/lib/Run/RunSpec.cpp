@@ -21,6 +21,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <optional>
 #include <random>
 #include <set>
 
@@ -197,6 +198,7 @@ std::string mlir::attn::planInputs(SpecOp spec,
     for (const auto &d : in.dims)
       if (!d.symbol.empty())
         known.insert(d.symbol);
+  std::optional<int64_t> aliasM;
   if (!shape.empty()) {
     llvm::SmallVector<llvm::StringRef> items;
     llvm::StringRef(shape).split(items, ',', -1, false);
@@ -209,6 +211,12 @@ std::string mlir::attn::planInputs(SpecOp spec,
       if (llvm::StringRef(value).getAsInteger(10, size) || size <= 0)
         return "--shape " + name + "=" + value +
                ": size must be a positive integer";
+      // A causal linear attention binds no M (k and v have N rows): M
+      // names N there, and must agree with it (checked below).
+      if (name == "M" && !known.count("M") && known.count("N")) {
+        aliasM = size;
+        continue;
+      }
       if (!known.count(name)) {
         std::string list;
         for (const std::string &k : known)
@@ -222,6 +230,14 @@ std::string mlir::attn::planInputs(SpecOp spec,
                " contradicts the given inputs (" + name + "=" +
                std::to_string(it->second) + ")";
     }
+  }
+  if (aliasM) {
+    auto [it, inserted] = dims.emplace("N", *aliasM);
+    if (!inserted && it->second != *aliasM)
+      return "--shape M=" + std::to_string(*aliasM) +
+             " differs from N=" + std::to_string(it->second) +
+             ": a causal linear attention's keys are its queries (k and v "
+             "have N rows)";
   }
   for (const std::string &name : {"B", "Hq", "Hkv", "N", "M", "Dqk", "Dv"})
     if (!dims.count(name))

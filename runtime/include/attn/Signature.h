@@ -47,7 +47,8 @@ using DimBinding = std::map<std::string, int64_t>;
 
 /// Binds every symbolic dim from `shapes` (which must hold every input of
 /// `sig`, and nothing else) and checks consistency: ranks, fixed sizes, one
-/// value per symbol, positive sizes, Hq a multiple of Hkv. Returns "" or a
+/// value per symbol, positive sizes, Hq a multiple of Hkv; M = N where
+/// `sig` binds no M (causal linear attention). Returns "" or a
 /// one-line message naming the input and dim.
 std::string bindShapes(const Signature &sig,
                        const std::map<std::string, std::vector<int64_t>> &shapes,

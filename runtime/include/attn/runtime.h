@@ -368,6 +368,15 @@ ATTN_RUNTIME_API attn_status_t attn_cuda_run_backward(
    else 0, and attn_last_error() says why. */
 ATTN_RUNTIME_API int32_t attn_cuda_available(void);
 
+/*===--- ROCm ----------------------------------------------------------===*/
+
+/* 1 when the HIP runtime (libamdhip64, loaded with dlopen:
+   $ATTN_HIP_LIBRARY, else libamdhip64.so, .so.6 or .so.5) loads,
+   initializes and reports at least one AMD GPU; else 0, and
+   attn_last_error() says why in one line. The ROCm kernels' launch entries
+   are not there yet (docs/architecture.md, "ROCm"). */
+ATTN_RUNTIME_API int32_t attn_rocm_available(void);
+
 /*===--- Any device: one kernel, code for several backends ---------------===*/
 
 /* The code of one kernel for one kind of device: `desc` points to an

@@ -1,14 +1,17 @@
 //===- CudaDriver.cpp - dlopen the CUDA driver once -----------------------===//
 
 #include "CudaDriver.h"
+#include "../DynamicLibrary.h"
 
 #include <cstdlib>
-#include <dlfcn.h>
 #include <mutex>
 
+using namespace attn::runtime;
 using namespace attn::runtime::cuda;
 
 namespace {
+
+constexpr const char *kWhat = "CUDA driver";
 
 struct Loaded {
   Driver driver{};
@@ -16,38 +19,15 @@ struct Loaded {
   std::string error;
 };
 
-/// Resolves \p name into \p slot; false (with \p error set) when missing.
-template <typename Fn>
-bool resolve(void *lib, const std::string &libName, const char *name, Fn &slot,
-             std::string &error) {
-  dlerror();
-  void *sym = dlsym(lib, name);
-  if (!sym) {
-    const char *why = dlerror();
-    error = "CUDA driver not available: '" + libName + "' has no symbol " +
-            name + (why ? std::string(" (") + why + ")" : std::string());
-    return false;
-  }
-  slot = reinterpret_cast<Fn>(sym);
-  return true;
-}
-
 void load(Loaded &out) {
   const char *env = std::getenv("ATTN_CUDA_DRIVER");
   std::string libName = env && *env ? env : "libcuda.so.1";
-  // Never closed: modules and contexts live as long as the process.
-  void *lib = dlopen(libName.c_str(), RTLD_NOW | RTLD_LOCAL);
-  if (!lib) {
-    const char *why = dlerror();
-    std::string reason = why ? why : "dlopen failed";
-    if (reason.find(libName) == std::string::npos)
-      reason = "cannot load '" + libName + "': " + reason;
-    out.error = "CUDA driver not available: " + reason;
+  void *lib = openLibrary(libName, kWhat, out.error);
+  if (!lib)
     return;
-  }
   Driver &d = out.driver;
 #define ATTN_RESOLVE(name)                                                     \
-  if (!resolve(lib, libName, #name, d.name, out.error))                        \
+  if (!resolveSymbol(lib, libName, kWhat, #name, d.name, out.error))           \
     return;
   ATTN_RESOLVE(cuInit)
   ATTN_RESOLVE(cuGetErrorString)

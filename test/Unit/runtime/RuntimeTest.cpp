@@ -828,9 +828,10 @@ TEST_F(ValidationTest, MalformedKernelDescriptors) {
   kernel.desc.num_inputs = 5;
   const char *const wrongK[] = {"B", "Hq", "M", "Dqk"};
   kernel.inputs[1].dims = wrongK;
-  expectError(ATTN_ERROR_INVALID_ARGUMENT,
-              "inputs[1] 'k': expected k : f32|bf16|f16[B, Hkv, M, Dqk], got "
-              "f32[B, Hq, M, Dqk]");
+  expectError(
+      ATTN_ERROR_INVALID_ARGUMENT,
+      "inputs[1] 'k': expected k : f32|bf16|f16[B, Hkv, M or N, Dqk], got "
+      "f32[B, Hq, M, Dqk]");
   kernel.inputs[1].dims = kKDims;
   kernel.inputs[4].name = "doc";
   expectError(ATTN_ERROR_INVALID_ARGUMENT, "inputs[4] 'doc': the name is used");

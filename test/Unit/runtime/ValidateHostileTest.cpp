@@ -109,6 +109,24 @@ TEST_F(HostileTest, ValidCallRuns) {
   EXPECT_GT(calls.load(), 0);
 }
 
+/// A causal linear attention's k and v have N rows ([B, Hkv, N, ..]: its
+/// keys are its queries): such a descriptor is valid, and a call whose k
+/// and v have M != N rows is refused before the kernel runs (it used to
+/// read and write past them).
+TEST_F(HostileTest, KeysThatAreTheQueriesMustHaveNRows) {
+  static const char *const kKN[] = {"B", "Hkv", "N", "Dqk"};
+  static const char *const kVN[] = {"B", "Hkv", "N", "Dv"};
+  descs[1].dims = kKN;
+  descs[2].dims = kVN;
+  expectError(ATTN_ERROR_SHAPE, "dim 'N' is 3");
+  HostTensor k3({1, 1, 3, 4}), v3({1, 1, 3, 2});
+  const DLTensor *in[] = {&q.dl, &k3.dl, &v3.dl, &a.dl};
+  attn_run_options_t options{1};
+  EXPECT_EQ(attn_cpu_run(&kernel, in, &o.dl, &lse.dl, &options), ATTN_OK)
+      << attn_last_error();
+  EXPECT_GT(calls.load(), 0);
+}
+
 TEST_F(HostileTest, DeviceTypesOutsideTheEnum) {
   storeRaw(k.dl.device.device_type, 999);
   expectError(ATTN_ERROR_DEVICE, "k: tensor is on device type 999, expected "

@@ -1,0 +1,48 @@
+//===- HipDriver.h - the HIP runtime API, loaded with dlopen ----*- C++ -*-===//
+//
+// Private to runtime/src. The few HIP types and entry points the ROCm half
+// of the runtime needs, declared here (as CudaDriver.h does for CUDA) so
+// that the runtime neither includes hip_runtime.h nor links libamdhip64:
+// the library is loaded with dlopen at the first ROCm call, and a machine
+// without ROCm builds and runs everything else unchanged.
+//
+// The signatures follow hip_runtime_api.h of ROCm 5 and 6 (unchanged
+// between them for these entry points; checked against Debian's 5.2.3).
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef ATTN_RUNTIME_ROCM_HIPDRIVER_H
+#define ATTN_RUNTIME_ROCM_HIPDRIVER_H
+
+#include <string>
+
+namespace attn::runtime::rocm {
+
+/// hipError_t: 0 is success; every other value an error.
+using hipError_t = int;
+constexpr hipError_t hipSuccess = 0;
+
+/// The resolved entry points.
+struct Driver {
+  hipError_t (*hipInit)(unsigned flags);
+  const char *(*hipGetErrorString)(hipError_t error);
+  hipError_t (*hipGetDeviceCount)(int *count);
+
+  /// "hipGetDeviceCount failed: hipErrorNoDevice (HIP error 100)".
+  std::string errorText(const char *function, hipError_t result) const;
+  /// The library that was loaded.
+  std::string library;
+};
+
+/// The HIP runtime, loaded and initialized (hipInit) once per process,
+/// thread-safe. The library is $ATTN_HIP_LIBRARY when set and non-empty,
+/// else the first of libamdhip64.so, libamdhip64.so.6 and libamdhip64.so.5
+/// that loads. Returns NULL and sets `error` to a one-line reason ("HIP
+/// runtime not available: ...", or "... hipInit failed: ..." on a machine
+/// without an AMD GPU) when it cannot be used; the outcome is the same for
+/// every later call.
+const Driver *loadDriver(std::string &error);
+
+} // namespace attn::runtime::rocm
+
+#endif
