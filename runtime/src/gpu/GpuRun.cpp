@@ -1,0 +1,358 @@
+//===- GpuRun.cpp - validate, pick a variant, launch: any GPU API ---------===//
+//
+// The GPU entries' common path (GpuRun.h): the descriptor and the call are
+// checked with the CPU run's shared rules plus the GPU kernels' own
+// (device, bf16/f16 q/k/v, 16-byte chunk layouts, grid limits), all before
+// the API is touched; then the variant, the kernel parameters, the backward's
+// zeroed gradients and scratch, and one launch on the caller's stream, with
+// no synchronization.
+//
+//===----------------------------------------------------------------------===//
+
+#include "GpuRun.h"
+
+#include <algorithm>
+#include <climits>
+#include <string>
+#include <vector>
+
+using namespace attn::runtime;
+using namespace attn::runtime::gpu;
+
+namespace {
+
+/// Most threads a CTA may have.
+constexpr int32_t kMaxThreadsPerBlock = 1024;
+/// Largest grid.y (B * Hq) and grid.x (query tiles).
+constexpr int64_t kMaxGridY = 65535;
+constexpr int64_t kMaxGridX = INT32_MAX;
+/// The kernels copy q, k, v in chunks of this many bytes (cp.async).
+constexpr int64_t kChunkBytes = 16;
+
+template <typename Desc> KernelImage imageOf(const Desc *d) {
+  return {d->name,         d->abi_version, d->image,      d->image_size,
+          d->num_variants, d->variants,    d->num_inputs, d->inputs};
+}
+
+} // namespace
+
+std::string gpu::kernelName(const KernelImage *k) {
+  return std::string("kernel '") + (k->name ? k->name : "?") + "'";
+}
+
+namespace {
+
+/// Validates the kernel descriptor and converts its inputs to a Signature.
+attn_status_t checkKernel(const Api &api, const KernelImage *k,
+                          attn::Signature &sig) {
+  std::string kname = kernelName(k);
+  if (k->abi_version != ATTN_ABI_VERSION)
+    return fail(ATTN_ERROR_UNSUPPORTED,
+                kname + ": ABI version " + str(k->abi_version) +
+                    ", this runtime supports " + str(ATTN_ABI_VERSION));
+  if (!k->image)
+    return fail(ATTN_ERROR_INVALID_ARGUMENT,
+                kname + ": image is NULL (not compiled for " + api.name() +
+                    ")");
+  if (k->image_size == 0)
+    return fail(ATTN_ERROR_INVALID_ARGUMENT, kname + ": image_size is 0");
+  if (k->num_variants <= 0 || !k->variants)
+    return fail(ATTN_ERROR_INVALID_ARGUMENT,
+                kname + ": no variants (num_variants is " +
+                    str(k->num_variants) +
+                    (k->variants ? "" : ", variants is NULL") + ")");
+  for (int32_t i = 0; i < k->num_variants; ++i) {
+    const attn_cuda_kernel_variant_t &v = k->variants[i];
+    std::string where = kname + ": variants[" + str(i) + "]";
+    if (!v.function || !*v.function)
+      return fail(ATTN_ERROR_INVALID_ARGUMENT, where + " has no function");
+    where += " '" + std::string(v.function) + "'";
+    if (v.max_head_dim <= 0 || v.block_q <= 0 || v.num_threads <= 0 ||
+        v.num_threads > kMaxThreadsPerBlock || v.shared_mem_bytes < 0)
+      return fail(ATTN_ERROR_INVALID_ARGUMENT,
+                  where + ": max_head_dim " + str(v.max_head_dim) +
+                      ", block_q " + str(v.block_q) + ", num_threads " +
+                      str(v.num_threads) + ", shared_mem_bytes " +
+                      str(v.shared_mem_bytes) +
+                      "; expected positive sizes, num_threads <= " +
+                      str(kMaxThreadsPerBlock) + " and shared_mem_bytes >= 0");
+    if (i > 0 && v.max_head_dim < k->variants[i - 1].max_head_dim)
+      return fail(ATTN_ERROR_INVALID_ARGUMENT,
+                  where + ": max_head_dim " + str(v.max_head_dim) +
+                      " is smaller than the previous variant's " +
+                      str(k->variants[i - 1].max_head_dim) +
+                      "; variants must be sorted by max_head_dim");
+  }
+  if (attn_status_t st = checkInputDescs(kname, k->num_inputs, k->inputs, sig))
+    return st;
+  for (int i = 0; i < 3; ++i)
+    if (k->inputs[i].type != ATTN_BF16 && k->inputs[i].type != ATTN_F16)
+      return fail(ATTN_ERROR_UNSUPPORTED,
+                  kname + ": " + api.name() +
+                      " kernels take bf16 or f16 q, k, v; " +
+                      k->inputs[i].name + " is declared " +
+                      elemTypeName(k->inputs[i].type));
+  return ATTN_OK;
+}
+
+/// q, k and v are read in 16-byte chunks: the innermost stride must be 1,
+/// every other stride a multiple of a chunk, the start chunk-aligned. Dims of
+/// size 1 are never stepped along, so their strides do not matter.
+attn_status_t checkChunkLayout(const Api &api, const DLTensor *t,
+                               const attn::InputSig &in) {
+  int64_t elemBytes = t->dtype.bits / 8;
+  int64_t chunkElems = kChunkBytes / elemBytes;
+  std::vector<int64_t> strides = stridesOf(t);
+  int inner = t->ndim - 1;
+  for (int d = 0; d < t->ndim; ++d) {
+    if (t->shape[d] == 1)
+      continue;
+    std::string where = in.name + ": dim " + str(d) + " (" + in.dims[d].symbol +
+                        ") has stride " + str(strides[d]);
+    if (d == inner && strides[d] != 1)
+      return fail(ATTN_ERROR_LAYOUT,
+                  where + "; " + std::string(api.name()) +
+                      " kernels need the innermost stride to be 1 "
+                      "(they copy contiguous 16-byte chunks)");
+    if (d != inner && strides[d] % chunkElems != 0)
+      return fail(ATTN_ERROR_LAYOUT,
+                  where + ", not a multiple of " + str(chunkElems) +
+                      " elements; " + api.name() +
+                      " kernels copy 16-byte chunks, so every "
+                      "row must start 16-byte aligned (pad the head dim)");
+  }
+  uintptr_t addr = reinterpret_cast<uintptr_t>(t->data) +
+                   static_cast<uintptr_t>(t->byte_offset);
+  if (addr % kChunkBytes != 0)
+    return fail(ATTN_ERROR_LAYOUT, in.name + ": data + byte_offset (" +
+                                       str(int64_t(t->byte_offset)) +
+                                       ") is not 16-byte aligned; " +
+                                       api.name() +
+                                       " kernels copy 16-byte "
+                                       "chunks");
+  return ATTN_OK;
+}
+
+/// The variant with the smallest max_head_dim >= max(Dqk, Dv).
+attn_status_t selectVariant(const KernelImage *k, const attn::DimBinding &dims,
+                            const attn_cuda_kernel_variant_t *&out) {
+  int64_t dqk = dims.at("Dqk"), dv = dims.at("Dv");
+  int64_t need = std::max(dqk, dv);
+  for (int32_t i = 0; i < k->num_variants; ++i)
+    if (k->variants[i].max_head_dim >= need) {
+      out = &k->variants[i];
+      return ATTN_OK;
+    }
+  return fail(ATTN_ERROR_UNSUPPORTED,
+              kernelName(k) + ": head dims Dqk = " + str(dqk) +
+                  ", Dv = " + str(dv) +
+                  " are not supported; the largest supported head "
+                  "dim is " +
+                  str(k->variants[k->num_variants - 1].max_head_dim));
+}
+
+/// The grid: gridX tiles along `rows` (N or M), gridY = B * heads.
+attn_status_t gridOf(const Api &api, const attn_cuda_kernel_variant_t &variant,
+                     int64_t rows, int64_t bh, const char *tensor,
+                     const char *bhText, const char *rowsText, int64_t &gridX) {
+  if (bh > kMaxGridY)
+    return fail(ATTN_ERROR_SHAPE, std::string(tensor) + ": " + bhText + " = " +
+                                      str(bh) + " is more than " +
+                                      str(kMaxGridY) + " (the " + api.name() +
+                                      " grid's y dimension)");
+  gridX = (rows + variant.block_q - 1) / variant.block_q;
+  if (gridX > kMaxGridX)
+    return fail(ATTN_ERROR_SHAPE,
+                std::string(tensor) + ": ceil(" + rowsText + " / block_q) = " +
+                    str(gridX) + " is more than " + str(kMaxGridX) + " (the " +
+                    api.name() + " grid's x dimension)");
+  return ATTN_OK;
+}
+
+/// Whether `t` is compact row-major (its elements fill one range).
+bool isCompact(const DLTensor *t) {
+  std::vector<int64_t> strides = stridesOf(t);
+  int64_t expect = 1;
+  for (int d = t->ndim - 1; d >= 0; --d) {
+    if (t->shape[d] != 1 && strides[d] != expect)
+      return false;
+    expect *= t->shape[d];
+  }
+  return true;
+}
+
+int64_t numel(const DLTensor *t) {
+  int64_t n = 1;
+  for (int d = 0; d < t->ndim; ++d)
+    n *= t->shape[d];
+  return n;
+}
+
+} // namespace
+
+attn_status_t gpu::runForward(Api &api, const attn_cuda_kernel_desc_t *kernel,
+                              const DLTensor *const *inputs, DLTensor *o,
+                              DLTensor *lse, void *stream) {
+  clearLastError();
+
+  // The kernel descriptor and the call's pointers.
+  if (!kernel)
+    return fail(ATTN_ERROR_INVALID_ARGUMENT, "kernel: descriptor is NULL");
+  KernelImage image = imageOf(kernel);
+  attn::Signature sig;
+  if (attn_status_t st = checkKernel(api, &image, sig))
+    return st;
+  if (attn_status_t st =
+          checkCallPointers(kernel->name, kernel->has_lse, inputs, o, lse))
+    return st;
+
+  // Inputs and outputs: devices, dtypes, shapes, layouts.
+  attn::DimBinding dims;
+  if (attn_status_t st =
+          checkTensors(sig, kernel->inputs, inputs, o, lse, api.memory(), dims))
+    return st;
+  for (int i = 0; i < 3; ++i)
+    if (attn_status_t st = checkChunkLayout(api, inputs[i], sig.inputs[i]))
+      return st;
+
+  // Variant and launch geometry (no overflow: checkExtent bounded q's
+  // numel).
+  const attn_cuda_kernel_variant_t *variant = nullptr;
+  if (attn_status_t st = selectVariant(&image, dims, variant))
+    return st;
+  int64_t gridY = dims.at("B") * dims.at("Hq"), gridX;
+  if (attn_status_t st =
+          gridOf(api, *variant, dims.at("N"), gridY, "q", "B * Hq", "N", gridX))
+    return st;
+  if (variant->scratch_state_floats || variant->scratch_fixed_floats)
+    return fail(ATTN_ERROR_UNSUPPORTED,
+                kernelName(&image) + ": variant '" + variant->function +
+                    "' declares global scratch, which only gradients' "
+                    "kernels take (attn_" +
+                    api.infix() + "_run_backward)");
+
+  // Kernel parameters: every descriptor field, q, k, v, o, lse, aux.
+  Descriptors desc;
+  addCallDescriptors(desc, kernel->num_inputs, inputs, o, lse, dims);
+  std::vector<void *> params = desc.wordPointers();
+
+  void *fn = nullptr;
+  if (attn_status_t st =
+          api.prepare(image, *variant, inputs[0]->device.device_id, fn))
+    return st;
+  return api.launch(fn, image, *variant, gridX, gridY, params.data(), stream);
+}
+
+attn_status_t gpu::runBackward(Api &api,
+                               const attn_cuda_backward_desc_t *kernel,
+                               const DLTensor *const *inputs, const DLTensor *o,
+                               const DLTensor *lse, const DLTensor *dout,
+                               const DLTensor *dlse, DLTensor *dq, DLTensor *dk,
+                               DLTensor *dv, DLTensor *const *daux,
+                               void *stream) {
+  clearLastError();
+
+  // The descriptor.
+  if (!kernel)
+    return fail(ATTN_ERROR_INVALID_ARGUMENT, "kernel: descriptor is NULL");
+  KernelImage image = imageOf(kernel);
+  attn::Signature sig;
+  if (attn_status_t st = checkKernel(api, &image, sig))
+    return st;
+  if (attn_status_t st = checkGradInputs(kernelName(&image), kernel->num_inputs,
+                                         kernel->inputs, kernel->num_grads,
+                                         kernel->grad_inputs))
+    return st;
+
+  // The call: the CPU backward's rules in device memory; dout feeds tensor
+  // cores as q does.
+  BackwardKernel k{kernel->name,      kernel->num_inputs, kernel->inputs,
+                   kernel->needs_lse, kernel->num_grads,  kernel->grad_inputs};
+  BackwardTensors t{o, lse, dout, dlse, dq, dk, dv, daux};
+  attn::DimBinding dims;
+  if (attn_status_t st =
+          checkBackwardCall(k, sig, inputs, t, api.memory(),
+                            dlTypeOf(kernel->inputs[0].type), dims))
+    return st;
+  for (int i = 0; i < 3; ++i)
+    if (attn_status_t st = checkChunkLayout(api, inputs[i], sig.inputs[i]))
+      return st;
+  attn::InputSig doutSig = sig.inputs[0];
+  doutSig.name = "dout";
+  doutSig.dims.back().symbol = "Dv";
+  if (attn_status_t st = checkChunkLayout(api, dout, doutSig))
+    return st;
+  // dq and the aux gradients are zeroed by one memset each.
+  std::vector<std::pair<std::string, DLTensor *>> zeroed = {{"dq", dq}};
+  for (int32_t i = 0; i < kernel->num_grads; ++i)
+    zeroed.push_back(
+        {std::string("d") + kernel->inputs[kernel->grad_inputs[i]].name,
+         daux[i]});
+  for (auto &[name, z] : zeroed)
+    if (!isCompact(z))
+      return fail(ATTN_ERROR_LAYOUT,
+                  name + ": strides " +
+                      shapeString(stridesOf(z).data(), z->ndim) +
+                      " are not compact row-major; the " + api.name() +
+                      " backward zeroes "
+                      "it with one memset before adding to it");
+
+  // Variant and launch geometry: a CTA per kv tile of each (b, hk).
+  const attn_cuda_kernel_variant_t *variant = nullptr;
+  if (attn_status_t st = selectVariant(&image, dims, variant))
+    return st;
+  int64_t gridY = dims.at("B") * dims.at("Hkv"), gridX;
+  if (attn_status_t st = gridOf(api, *variant, dims.at("M"), gridY, "k",
+                                "B * Hkv", "M", gridX))
+    return st;
+  // The linear family's kernels take global scratch (their checkpoints),
+  // allocated on the stream for the launch.
+  uint64_t scratchPerCta =
+      attn_cuda_scratch_floats_per_cta(variant, dims.at("N"));
+  uint64_t ctas = uint64_t(gridX) * uint64_t(gridY), scratchBytes = 0;
+  if (variant->scratch_state_floats < 0 || variant->scratch_fixed_floats < 0)
+    return fail(ATTN_ERROR_INVALID_ARGUMENT,
+                kernelName(&image) + ": variant '" + variant->function +
+                    "' has a negative scratch size");
+  if (scratchPerCta) {
+    if (scratchPerCta > (uint64_t(1) << 62) / 4 / ctas)
+      return fail(ATTN_ERROR_OUT_OF_MEMORY,
+                  kernelName(&image) + ": the scratch of " + str(ctas) +
+                      " CTAs of " + str(int64_t(scratchPerCta)) +
+                      " floats each does not fit in 64-bit sizes");
+    scratchBytes = scratchPerCta * 4 * ctas;
+  }
+  Descriptors desc;
+  addBackwardDescriptors(desc, k, inputs, t, dims);
+
+  void *fn = nullptr;
+  if (attn_status_t st =
+          api.prepare(image, *variant, inputs[0]->device.device_id, fn))
+    return st;
+  for (auto &[name, z] : zeroed) {
+    uintptr_t ptr = reinterpret_cast<uintptr_t>(z->data) + z->byte_offset;
+    if (attn_status_t st =
+            api.zero32(ptr, size_t(numel(z)), stream,
+                       "zeroing " + name + " of " + kernelName(&image)))
+      return st;
+  }
+  if (!scratchBytes) {
+    std::vector<void *> params = desc.wordPointers();
+    return api.launch(fn, image, *variant, gridX, gridY, params.data(), stream);
+  }
+  uintptr_t scratch = 0;
+  if (attn_status_t st =
+          api.allocAsync(size_t(scratchBytes), stream, scratch,
+                         str(int64_t(scratchBytes)) + " bytes of scratch for " +
+                             kernelName(&image)))
+    return st;
+  auto *p = reinterpret_cast<const void *>(scratch);
+  desc.add(p, p, {int64_t(scratchBytes)}, {1});
+  std::vector<void *> params = desc.wordPointers();
+  attn_status_t st =
+      api.launch(fn, image, *variant, gridX, gridY, params.data(), stream);
+  // Freed after the kernel on the stream, whether or not it launched.
+  attn_status_t freed =
+      api.freeAsync(scratch, stream, "the scratch of " + kernelName(&image));
+  return st != ATTN_OK ? st : freed;
+}

@@ -1,0 +1,85 @@
+//===- GpuRun.h - what every GPU backend's launcher shares ------*- C++ -*-===//
+//
+// Private to runtime/src. attn_cuda_run and attn_cuda_run_backward (and the
+// ROCm entries next) validate a call, choose a variant, build the kernel
+// parameters and size the scratch the same way whatever the GPU API: that
+// is written once here, over `Api`, the few device calls a backend supplies
+// (its driver's contexts, modules, launches, memsets and stream-ordered
+// allocations). Everything is validated before the API is touched, so a bad
+// call fails the same way on a machine without the GPU's driver.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef ATTN_RUNTIME_GPU_GPURUN_H
+#define ATTN_RUNTIME_GPU_GPURUN_H
+
+#include "../Validate.h"
+#include "attn/runtime.h"
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace attn::runtime::gpu {
+
+/// What the forward's and the backward's descriptors have in common.
+struct KernelImage {
+  const char *name;
+  uint32_t abi_version;
+  const void *image;
+  uint64_t image_size;
+  int32_t num_variants;
+  const attn_cuda_kernel_variant_t *variants;
+  int32_t num_inputs;
+  const attn_input_desc_t *inputs;
+};
+
+/// "kernel 'name'", for messages.
+std::string kernelName(const KernelImage *k);
+
+/// A GPU API's device side. Each call reports its own failure (fail()).
+class Api {
+public:
+  virtual ~Api() = default;
+  /// "CUDA": in messages ("CUDA kernels take ...").
+  virtual const char *name() const = 0;
+  /// "cuda": the entry points' infix (attn_cuda_run_backward).
+  virtual const char *infix() const = 0;
+  /// Where the call's tensors must live.
+  virtual MemoryKind memory() const = 0;
+  /// Loads the driver, makes device `deviceId` current for the calling
+  /// thread and returns the variant's function (an opaque handle).
+  virtual attn_status_t prepare(const KernelImage &k,
+                                const attn_cuda_kernel_variant_t &v,
+                                int deviceId, void *&fn) = 0;
+  /// One launch of `fn` on `stream`, grid (gridX, gridY), the variant's
+  /// threads and dynamic shared memory; `params`: one pointer per word.
+  virtual attn_status_t launch(void *fn, const KernelImage &k,
+                               const attn_cuda_kernel_variant_t &v,
+                               int64_t gridX, int64_t gridY, void **params,
+                               void *stream) = 0;
+  /// Queues zeroing `words` 32-bit words at `dst` (`what`: "zeroing dq of
+  /// kernel 'x'").
+  virtual attn_status_t zero32(uintptr_t dst, size_t words, void *stream,
+                               const std::string &what) = 0;
+  /// Stream-ordered allocation and free (`what`: whose scratch).
+  virtual attn_status_t allocAsync(size_t bytes, void *stream, uintptr_t &ptr,
+                                   const std::string &what) = 0;
+  virtual attn_status_t freeAsync(uintptr_t ptr, void *stream,
+                                  const std::string &what) = 0;
+};
+
+/// attn_<api>_run's semantics over `api` (runtime.h).
+attn_status_t runForward(Api &api, const attn_cuda_kernel_desc_t *kernel,
+                         const DLTensor *const *inputs, DLTensor *o,
+                         DLTensor *lse, void *stream);
+/// attn_<api>_run_backward's semantics over `api` (runtime.h).
+attn_status_t runBackward(Api &api, const attn_cuda_backward_desc_t *kernel,
+                          const DLTensor *const *inputs, const DLTensor *o,
+                          const DLTensor *lse, const DLTensor *dout,
+                          const DLTensor *dlse, DLTensor *dq, DLTensor *dk,
+                          DLTensor *dv, DLTensor *const *daux, void *stream);
+
+} // namespace attn::runtime::gpu
+
+#endif
