@@ -1096,7 +1096,7 @@ private:
   // thread that wrote it last, with kAtomicWrite set if that was an atomic.
   std::vector<std::vector<uint32_t>> globalWriter;
   // Per global byte: the barrier epoch of that write (in its CTA).
-  std::vector<std::vector<int64_t>> globalEpoch;
+  std::vector<std::vector<int32_t>> globalEpoch;
   static constexpr uint32_t kAtomicWrite = uint32_t(1) << 31;
 
   uint64_t *R(int id) { return &arena[P.vals[id].off * T]; }
@@ -1910,7 +1910,7 @@ void Machine::globalWrite(const Instr &I, unsigned lane, int buf, int64_t byte,
                " by " + who + ", then " + kind(atomic) + " by this one");
     }
     w[i] = mark;
-    we[i] = epoch;
+    we[i] = int32_t(epoch);
   }
 }
 

@@ -262,10 +262,14 @@ typedef struct attn_cuda_kernel_variant {
 static inline uint64_t
 attn_cuda_scratch_floats_per_cta(const attn_cuda_kernel_variant_t *v,
                                  int64_t N) {
-  uint64_t n = N > 1 ? (uint64_t)N : 1, r = 1;
+  uint64_t n = N > 1 ? (uint64_t)N : 1, r = n, next = (n + 1) / 2;
   if (v->scratch_state_floats <= 0 && v->scratch_fixed_floats <= 0)
     return 0;
-  while (r * r < n)
+  while (next < r) { /* Newton: r ends as floor(sqrt(n)) */
+    r = next;
+    next = (r + n / r) / 2;
+  }
+  if (r * r < n)
     ++r;
   return ((n + r - 1) / r + r + 2) * (uint64_t)v->scratch_state_floats +
          (uint64_t)v->scratch_fixed_floats;

@@ -244,22 +244,10 @@ attn_cuda_run_backward(const attn_cuda_backward_desc_t *kernel,
 }
 
 extern "C" int32_t attn_cuda_available(void) {
-  clearLastError();
   std::string err;
-  const Driver *drv = loadDriver(err);
-  if (!drv) {
-    fail(ATTN_ERROR_DRIVER, err);
-    return 0;
-  }
   int count = 0;
-  if (CUresult r = drv->cuDeviceGetCount(&count)) {
-    fail(ATTN_ERROR_DRIVER, drv->errorText("cuDeviceGetCount", r));
-    return 0;
-  }
-  if (count < 1) {
-    fail(ATTN_ERROR_DRIVER,
-         "no CUDA device: cuDeviceGetCount reports " + str(count));
-    return 0;
-  }
-  return 1;
+  if (const Driver *drv = loadDriver(err))
+    if (CUresult r = drv->cuDeviceGetCount(&count))
+      err = drv->errorText("cuDeviceGetCount", r);
+  return gpu::answerAvailable("CUDA", "cuDeviceGetCount", err, count);
 }

@@ -356,3 +356,18 @@ attn_status_t gpu::runBackward(Api &api,
       api.freeAsync(scratch, stream, "the scratch of " + kernelName(&image));
   return st != ATTN_OK ? st : freed;
 }
+
+int32_t gpu::answerAvailable(const char *api, const char *countFn,
+                             const std::string &error, int count) {
+  clearLastError();
+  if (!error.empty()) {
+    fail(ATTN_ERROR_DRIVER, error);
+    return 0;
+  }
+  if (count < 1) {
+    fail(ATTN_ERROR_DRIVER, std::string("no ") + api + " device: " + countFn +
+                                " reports " + str(count));
+    return 0;
+  }
+  return 1;
+}

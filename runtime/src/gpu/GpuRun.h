@@ -69,6 +69,12 @@ public:
                                   const std::string &what) = 0;
 };
 
+/// attn_<api>_available()'s answer (clears the last error first): 0 with
+/// `error` when the driver did not load or count, 0 with "no <api> device:
+/// <countFn> reports N" when it counted none, else 1.
+int32_t answerAvailable(const char *api, const char *countFn,
+                        const std::string &error, int count);
+
 /// attn_<api>_run's semantics over `api` (runtime.h).
 attn_status_t runForward(Api &api, const attn_cuda_kernel_desc_t *kernel,
                          const DLTensor *const *inputs, DLTensor *o,

@@ -49,7 +49,6 @@ void load(Loaded &out) {
   if (!lib)
     return;
   Driver &d = out.driver;
-  d.library = libName;
 #define ATTN_RESOLVE(name)                                                     \
   if (!resolveSymbol(lib, libName, kWhat, #name, d.name, out.error))           \
     return;

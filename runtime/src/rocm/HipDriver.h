@@ -30,8 +30,6 @@ struct Driver {
 
   /// "hipGetDeviceCount failed: hipErrorNoDevice (HIP error 100)".
   std::string errorText(const char *function, hipError_t result) const;
-  /// The library that was loaded.
-  std::string library;
 };
 
 /// The HIP runtime, loaded and initialized (hipInit) once per process,

@@ -7,30 +7,17 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "../RuntimeInternal.h"
+#include "../gpu/GpuRun.h"
 #include "HipDriver.h"
-#include "attn/runtime.h"
 
 using namespace attn::runtime;
 using namespace attn::runtime::rocm;
 
 extern "C" int32_t attn_rocm_available(void) {
-  clearLastError();
   std::string err;
-  const Driver *drv = loadDriver(err);
-  if (!drv) {
-    fail(ATTN_ERROR_DRIVER, err);
-    return 0;
-  }
   int count = 0;
-  if (hipError_t r = drv->hipGetDeviceCount(&count)) {
-    fail(ATTN_ERROR_DRIVER, drv->errorText("hipGetDeviceCount", r));
-    return 0;
-  }
-  if (count < 1) {
-    fail(ATTN_ERROR_DRIVER,
-         "no ROCm device: hipGetDeviceCount reports " + std::to_string(count));
-    return 0;
-  }
-  return 1;
+  if (const Driver *drv = loadDriver(err))
+    if (hipError_t r = drv->hipGetDeviceCount(&count))
+      err = drv->errorText("hipGetDeviceCount", r);
+  return gpu::answerAvailable("ROCm", "hipGetDeviceCount", err, count);
 }
