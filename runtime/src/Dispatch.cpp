@@ -14,7 +14,7 @@
 namespace {
 
 /// The device type whose code runs on memory of `type`: pinned host memory
-/// is host memory, managed CUDA memory is CUDA memory.
+/// is host memory, managed CUDA memory is CUDA memory, kDLROCM is its own.
 int32_t codeDeviceFor(int32_t type) {
   switch (type) {
   case kDLCPU:
@@ -103,6 +103,10 @@ extern "C" attn_status_t attn_run(const attn_kernel_t *kernel,
   case kDLCUDA:
     return attn_cuda_run(
         static_cast<const attn_cuda_kernel_desc_t *>(found->desc), inputs, o,
+        lse, stream);
+  case kDLROCM:
+    return attn_rocm_run(
+        static_cast<const attn_rocm_kernel_desc_t *>(found->desc), inputs, o,
         lse, stream);
   default:
     return fail(ATTN_ERROR_DEVICE,

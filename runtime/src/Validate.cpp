@@ -34,36 +34,61 @@ bool isCudaDeviceMemory(int32_t d) {
   return d == kDLCUDA || d == kDLCUDAManaged;
 }
 
-/// The tensor's memory kind; for CudaDevice, also the device id of \p ref
+bool isRocmDeviceMemory(int32_t d) { return d == kDLROCM; }
+
+/// A GPU's device memory: which DLPack types it accepts and how messages
+/// name it.
+struct DeviceMemory {
+  bool (*accepts)(int32_t type);
+  const char *expected; // "CUDA device memory (kDLCUDA or kDLCUDAManaged)"
+  const char *api;      // "CUDA", in "tensor is on CUDA device 1"
+};
+
+/// The device id of a GPU tensor: >= 0 and, when \p ref is given (q's
+/// device; NULL when checking q itself), the same as q's.
+attn_status_t checkDeviceMemory(const TensorSpec &s, const DeviceMemory &m,
+                                const DLDevice *ref) {
+  const DLTensor *t = s.t;
+  int32_t type = deviceTypeOf(t->device);
+  if (!m.accepts(type))
+    return fail(ATTN_ERROR_DEVICE, s.name + ": tensor is on " +
+                                       deviceString(type) + ", expected " +
+                                       m.expected);
+  if (t->device.device_id < 0)
+    return fail(ATTN_ERROR_DEVICE, s.name + ": device_id is " +
+                                       str(t->device.device_id) +
+                                       ", expected >= 0");
+  if (ref && t->device.device_id != ref->device_id)
+    return fail(ATTN_ERROR_DEVICE,
+                s.name + ": tensor is on " + m.api + " device " +
+                    str(t->device.device_id) + ", expected device " +
+                    str(ref->device_id) +
+                    " (the device of q); all tensors must be on one device");
+  return ATTN_OK;
+}
+
+/// The tensor's memory kind; for a GPU's, also the device id of \p ref
 /// (q's device; NULL when checking q itself).
 attn_status_t checkDevice(const TensorSpec &s, MemoryKind memory,
                           const DLDevice *ref) {
-  const DLTensor *t = s.t;
-  int32_t type = deviceTypeOf(t->device);
+  static const DeviceMemory cuda = {
+      isCudaDeviceMemory, "CUDA device memory (kDLCUDA or kDLCUDAManaged)",
+      "CUDA"};
+  static const DeviceMemory rocm = {isRocmDeviceMemory,
+                                    "ROCm device memory (kDLROCM)", "ROCm"};
   switch (memory) {
-  case MemoryKind::Host:
+  case MemoryKind::Host: {
+    int32_t type = deviceTypeOf(s.t->device);
     if (!isHostMemory(type))
       return fail(ATTN_ERROR_DEVICE, s.name + ": tensor is on " +
                                          deviceString(type) +
                                          ", expected host memory (kDLCPU)");
     return ATTN_OK;
+  }
   case MemoryKind::CudaDevice:
-    if (!isCudaDeviceMemory(type))
-      return fail(ATTN_ERROR_DEVICE,
-                  s.name + ": tensor is on " + deviceString(type) +
-                      ", expected CUDA device memory (kDLCUDA or "
-                      "kDLCUDAManaged)");
-    if (t->device.device_id < 0)
-      return fail(ATTN_ERROR_DEVICE, s.name + ": device_id is " +
-                                         str(t->device.device_id) +
-                                         ", expected >= 0");
-    if (ref && t->device.device_id != ref->device_id)
-      return fail(ATTN_ERROR_DEVICE,
-                  s.name + ": tensor is on CUDA device " +
-                      str(t->device.device_id) + ", expected device " +
-                      str(ref->device_id) +
-                      " (the device of q); all tensors must be on one device");
-    return ATTN_OK;
+    return checkDeviceMemory(s, cuda, ref);
+  case MemoryKind::RocmDevice:
+    return checkDeviceMemory(s, rocm, ref);
   }
   return fail(ATTN_ERROR_INTERNAL, s.name + ": unknown memory kind");
 }

@@ -58,6 +58,9 @@ enum class MemoryKind {
   Host,
   /// kDLCUDA or kDLCUDAManaged, all on one device_id (that of q).
   CudaDevice,
+  /// kDLROCM, all on one device_id (that of q). kDLROCMHost is host memory:
+  /// ROCm kernels read device memory only.
+  RocmDevice,
 };
 
 /// One tensor to check: its name in messages, the tensor, and what it must be.

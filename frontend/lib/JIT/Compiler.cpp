@@ -57,12 +57,8 @@ attn_status_t Kernel::backward(const DLTensor *const *inputs, const DLTensor *o,
                                DLTensor *dv, DLTensor *const *daux,
                                const attn_run_options_t *options,
                                void *stream) const {
-  if (cudaBackwardDesc_)
-    return attn_cuda_run_backward(cudaBackwardDesc_, inputs, o, lse, dout, dlse,
-                                  dq, dk, dv, daux, stream);
-  // attn_cpu_run_backward reports a NULL descriptor with its message.
-  return attn_cpu_run_backward(backwardDesc_, inputs, o, lse, dout, dlse, dq,
-                               dk, dv, daux, options);
+  return binding_->runBackward(inputs, o, lse, dout, dlse, dq, dk, dv, daux,
+                               options, stream);
 }
 
 //===----------------------------------------------------------------------===//
@@ -311,7 +307,7 @@ std::unique_ptr<Kernel> Compiler::compile(const std::string &spec,
     k->deviceType_ = target->backend().deviceType();
     k->target_desc_ = k->binding_->target();
     k->backwardDesc_ = k->binding_->backwardDesc();
-    k->cudaBackwardDesc_ = k->binding_->cudaBackwardDesc();
+    k->gpuBackwardDesc_ = k->binding_->gpuBackwardDesc();
     k->gradientInputs_ = image.info.gradInputs;
     k->desc_ =
         attn_kernel_t{ATTN_ABI_VERSION, k->name_.c_str(), 1, &k->target_desc_};

@@ -40,6 +40,7 @@ int main(int argc, char **argv) {
                   mlir::NVVM::NVVMDialect>();
   mlir::registerGPUPasses();
   mlir::attn::registerAttnCUDAExtensions(registry);
+  mlir::attn::registerAttnROCmExtensions(registry);
   return mlir::asMainReturnCode(
       mlir::MlirOptMain(argc, argv, "attn dialect optimizer\n", registry));
 }

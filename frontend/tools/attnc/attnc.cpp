@@ -65,6 +65,10 @@ enum class EmitAction {
   PTX,
   Cubin,
   Fatbin,
+  ROCDL,
+  AMDGCN,
+  Hsaco,
+  Hipfb,
   Obj
 };
 static cl::opt<EmitAction> emitAction(
@@ -85,9 +89,11 @@ static cl::opt<EmitAction> emitAction(
         clEnumValN(EmitAction::CPU, "cpu",
                    "the CPU kernel in scf/vector/memref"),
         clEnumValN(EmitAction::GPU, "gpu",
-                   "the CUDA kernels in gpu/nvgpu/NVVM (--target=cuda)"),
+                   "the GPU kernels in gpu/nvgpu/NVVM (--target=cuda) or "
+                   "gpu/amdgpu/ROCDL (--target=rocm)"),
         clEnumValN(EmitAction::LLVM, "llvm",
-                   "the LLVM dialect (CUDA: NVVM gpu.modules, first chip)"),
+                   "the LLVM dialect (GPUs: NVVM or ROCDL gpu.modules, first "
+                   "chip)"),
         clEnumValN(EmitAction::PTX, "ptx",
                    "PTX for each chip (--target=cuda; --verbose adds the "
                    "ptxas report)"),
@@ -95,6 +101,16 @@ static cl::opt<EmitAction> emitAction(
                    "the cubin of the first chip (--target=cuda)"),
         clEnumValN(EmitAction::Fatbin, "fatbin",
                    "a fatbin: a cubin per chip plus PTX (--target=cuda)"),
+        clEnumValN(EmitAction::ROCDL, "rocdl",
+                   "the ROCDL gpu.modules of each chip (--target=rocm; "
+                   "--verbose adds the kernels' registers, LDS and scratch)"),
+        clEnumValN(EmitAction::AMDGCN, "amdgcn",
+                   "AMDGCN assembly for each chip (--target=rocm)"),
+        clEnumValN(EmitAction::Hsaco, "hsaco",
+                   "the code object of the first chip (--target=rocm)"),
+        clEnumValN(EmitAction::Hipfb, "hipfb",
+                   "an offload bundle: a code object per chip "
+                   "(--target=rocm)"),
         clEnumValN(EmitAction::LLVMIR, "llvm-ir", "optimized LLVM IR"),
         clEnumValN(EmitAction::Obj, "obj",
                    "an object file (with --header: its C header)")),
@@ -111,13 +127,14 @@ static cl::opt<std::string>
           cl::init(""), cl::cat(attncCategory));
 static cl::list<int64_t>
     headDims("head-dims",
-             cl::desc("CUDA: padded head dims to build kernel variants for "
-                      "(default 64,128)"),
+             cl::desc("GPU targets: padded head dims to build kernel "
+                      "variants for (default 64,128)"),
              cl::CommaSeparated, cl::cat(attncCategory));
 static cl::opt<bool> verbose(
     "verbose",
     cl::desc("Print each kernel's resource use (CUDA: the ptxas report of "
-             "registers and spills)"),
+             "registers and spills; ROCm: VGPRs, AGPRs, SGPRs, spills, LDS "
+             "and scratch from the code objects' metadata)"),
     cl::init(false), cl::cat(attncCategory));
 static cl::opt<std::string>
     headerFilename("header",
@@ -145,8 +162,8 @@ static cl::opt<bool> backward(
              "docs/language.md section 15): compile the backward kernel "
              "instead of the forward (--emit=tiled shows its tile program; "
              "-o/--header declare attn_backward_<name>, or "
-             "attn_cuda_backward_<name> with --target=cuda, softmax family "
-             "only); with `run` (CPU), run forward and backward, check "
+             "attn_cuda_backward_<name> / attn_rocm_backward_<name> on "
+             "GPUs); with `run` (CPU), run forward and backward, check "
              "every gradient against the reference and write them with "
              "--output dq=... (--input do=FILE.npy, else a random do)"),
     cl::init(false), cl::sub(cl::SubCommand::getTopLevel()), cl::sub(runCmd),
@@ -247,6 +264,14 @@ static llvm::StringRef emitFormat(EmitAction action) {
     return "cubin";
   case EmitAction::Fatbin:
     return "fatbin";
+  case EmitAction::ROCDL:
+    return "rocdl";
+  case EmitAction::AMDGCN:
+    return "amdgcn";
+  case EmitAction::Hsaco:
+    return "hsaco";
+  case EmitAction::Hipfb:
+    return "hipfb";
   default:
     return "";
   }
@@ -390,6 +415,11 @@ static std::string usageOverview() {
       "[--verbose]\n"
       "      the same for NVIDIA GPUs: the object embeds a fatbin; "
       "--emit=ptx prints PTX\n"
+      "  attnc SPEC.attn --target=rocm:gfx90a,gfx942 -o k.o --header k.h "
+      "[--verbose]\n"
+      "      the same for AMD GPUs (linear family so far): the object embeds "
+      "an\n"
+      "      offload bundle; --emit=amdgcn prints the assembly\n"
       "  attnc show-mask SPEC.attn [--shape ...] [--tile-q T --tile-kv T] "
       "[--png FILE]\n"
       "      picture the mask's tiles: empty (skipped), full, partial\n\n"

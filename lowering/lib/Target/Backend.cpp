@@ -12,6 +12,18 @@ using namespace mlir;
 using namespace mlir::attn;
 
 KernelBinding::~KernelBinding() = default;
+
+attn_status_t
+KernelBinding::runBackward(const DLTensor *const *inputs, const DLTensor *o,
+                           const DLTensor *lse, const DLTensor *dout,
+                           const DLTensor *dlse, DLTensor *dq, DLTensor *dk,
+                           DLTensor *dv, DLTensor *const *daux,
+                           const attn_run_options_t *options, void *) const {
+  // The CPU entry reports a NULL descriptor (a forward kernel) with its
+  // message.
+  return attn_cpu_run_backward(backwardDesc(), inputs, o, lse, dout, dlse, dq,
+                               dk, dv, daux, options);
+}
 LoadedLibrary::~LoadedLibrary() = default;
 LoadHost::~LoadHost() = default;
 BackendTarget::~BackendTarget() = default;

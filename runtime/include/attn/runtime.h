@@ -374,20 +374,81 @@ ATTN_RUNTIME_API int32_t attn_cuda_available(void);
 
 /*===--- ROCm ----------------------------------------------------------===*/
 
+/* A compiled ROCm kernel has the CUDA kernel's form: `image` is an AMD code
+   object (hsaco) or a clang offload bundle of them, as hipModuleLoadData
+   takes it; each variant's fields mean what they mean for CUDA (function,
+   max_head_dim, block_q, num_threads, shared_mem_bytes: LDS per workgroup,
+   the scratch fields), and its kernel parameters are the same memref
+   descriptors, every field a separate 8-byte parameter. Grid
+   (ceil(N / block_q), B * Hq, 1) for the forward, (ceil(M / block_q),
+   B * Hkv, 1) for the backward; block (num_threads, 1, 1). */
+typedef attn_cuda_kernel_variant_t attn_rocm_kernel_variant_t;
+typedef attn_cuda_kernel_desc_t attn_rocm_kernel_desc_t;
+typedef attn_cuda_backward_desc_t attn_rocm_backward_desc_t;
+
+/* attn_cuda_run() on an AMD GPU: launches `kernel` on `inputs` (q, k, v,
+   aux), writing o and, when non-NULL, lse, on `stream` (a hipStream_t;
+   NULL = the null stream), through the HIP runtime, which is loaded with
+   dlopen at the first ROCm call ($ATTN_HIP_LIBRARY when set, else the
+   first of libamdhip64.so, .so.6 and .so.5 that loads; read once).
+   Asynchronous, as attn_cuda_run().
+
+   Validates everything before touching HIP, with the rules, codes and
+   messages of attn_cuda_run() except:
+   - DEVICE: a tensor (input, o or lse) not on kDLROCM (kDLROCMHost is host
+     memory: attn_run gives it to the CPU code), or on another device_id
+     than q; a device_id HIP does not report.
+   - SHAPE: ceil(N / block_q) * num_threads > 2^32 - 1 or B * Hq >
+     2^32 - 1: hipModuleLaunchKernel takes the grid in blocks but computes
+     the global size (blocks * threads per block) in 32 bits.
+   - UNSUPPORTED: the chosen variant's shared_mem_bytes > 65536 (AMD GPUs
+     have 64 KiB of LDS per workgroup).
+   - DRIVER: HIP cannot be loaded or initialized, or a HIP call fails
+     ("hipModuleLaunchKernel failed: <hipGetErrorString> (HIP error N)").
+   HIP has a current device per thread rather than contexts: when the
+   calling thread's current device (hipGetDevice) is not the tensors', the
+   call makes it current (hipSetDevice) and puts the caller's back before
+   returning, on every path; a failure to put it back is a DRIVER error
+   when the call had otherwise succeeded (the kernel is then queued). The
+   module loaded from `image` is cached per (device, image pointer,
+   image_size) for the life of the process, so the image must stay valid
+   and unchanged as long as it may be launched.
+
+   Thread safety: concurrent calls from any number of threads are allowed. */
+ATTN_RUNTIME_API attn_status_t attn_rocm_run(
+    const attn_rocm_kernel_desc_t *kernel, const DLTensor *const *inputs,
+    DLTensor *o, DLTensor *lse, void *stream);
+
+/* attn_cuda_run_backward() on an AMD GPU: the same gradients, validation
+   and order on `stream` (a hipStream_t; NULL: the null stream), with the
+   devices, limits and HIP of attn_rocm_run(): dq and every daux zeroed
+   with hipMemsetD32Async before the launch, a variant's global scratch
+   allocated with hipMallocAsync (out of memory: OUT_OF_MEMORY, nothing
+   launched), passed as the last parameter and freed with hipFreeAsync
+   after the launch, even when the launch failed.
+   - SHAPE: ceil(M / block_q) * num_threads > 2^32 - 1 or B * Hkv >
+     2^32 - 1.
+   - DRIVER: as attn_rocm_run, also "hipMemsetD32Async failed: ...". */
+ATTN_RUNTIME_API attn_status_t attn_rocm_run_backward(
+    const attn_rocm_backward_desc_t *kernel, const DLTensor *const *inputs,
+    const DLTensor *o, const DLTensor *lse, const DLTensor *dout,
+    const DLTensor *dlse, DLTensor *dq, DLTensor *dk, DLTensor *dv,
+    DLTensor *const *daux, void *stream);
+
 /* 1 when the HIP runtime (libamdhip64, loaded with dlopen:
    $ATTN_HIP_LIBRARY, else libamdhip64.so, .so.6 or .so.5) loads,
    initializes and reports at least one AMD GPU; else 0, and
-   attn_last_error() says why in one line. The ROCm kernels' launch entries
-   are not there yet (docs/architecture.md, "ROCm"). */
+   attn_last_error() says why in one line. */
 ATTN_RUNTIME_API int32_t attn_rocm_available(void);
 
 /*===--- Any device: one kernel, code for several backends ---------------===*/
 
 /* The code of one kernel for one kind of device: `desc` points to an
    attn_kernel_desc_t when device_type is kDLCPU, to an
-   attn_cuda_kernel_desc_t when it is kDLCUDA. */
+   attn_cuda_kernel_desc_t when it is kDLCUDA, to an attn_rocm_kernel_desc_t
+   when it is kDLROCM. */
 typedef struct attn_kernel_target {
-  int32_t device_type;      /* a DLDeviceType: kDLCPU or kDLCUDA */
+  int32_t device_type; /* a DLDeviceType: kDLCPU, kDLCUDA or kDLROCM */
   const void *desc;
 } attn_kernel_target_t;
 
@@ -402,11 +463,13 @@ typedef struct attn_kernel {
 
 /* Runs `kernel` where the tensors are: q's device picks the entry of
    `kernel->targets` (kDLCPU for kDLCPU, kDLCUDAHost and kDLROCMHost memory;
-   kDLCUDA for kDLCUDA and kDLCUDAManaged) and the call is that backend's
-   attn_cpu_run(desc, inputs, o, lse, options) or
-   attn_cuda_run(desc, inputs, o, lse, stream), with its rules and codes.
-   `options` is read by the CPU backend only, `stream` (a CUstream; NULL: the
-   default stream) by the CUDA backend only.
+   kDLCUDA for kDLCUDA and kDLCUDAManaged; kDLROCM for kDLROCM) and the call
+   is that backend's attn_cpu_run(desc, inputs, o, lse, options),
+   attn_cuda_run(desc, inputs, o, lse, stream) or
+   attn_rocm_run(desc, inputs, o, lse, stream), with its rules and codes.
+   `options` is read by the CPU backend only, `stream` by the GPU backends
+   only (a CUstream for CUDA, a hipStream_t for ROCm; NULL: the default
+   stream).
    - INVALID_ARGUMENT: NULL kernel, inputs or inputs[0], num_targets < 0,
      NULL targets or a NULL desc, two entries for one device type.
    - UNSUPPORTED: abi_version mismatch.

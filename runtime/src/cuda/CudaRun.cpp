@@ -12,6 +12,7 @@
 #include "../gpu/GpuRun.h"
 #include "CudaDriver.h"
 
+#include <climits>
 #include <map>
 #include <mutex>
 #include <string>
@@ -161,6 +162,9 @@ public:
   const char *name() const override { return "CUDA"; }
   const char *infix() const override { return "cuda"; }
   MemoryKind memory() const override { return MemoryKind::CudaDevice; }
+  /// grid.x up to 2^31 - 1 blocks, grid.y up to 65535; shared memory is
+  /// the device's to refuse (getFunction opts in past 48 KiB).
+  gpu::Limits limits() const override { return {INT32_MAX, 65535, 0, 0, ""}; }
 
   attn_status_t prepare(const KernelImage &k,
                         const attn_cuda_kernel_variant_t &v, int deviceId,

@@ -12,7 +12,6 @@
 #include "GpuRun.h"
 
 #include <algorithm>
-#include <climits>
 #include <string>
 #include <vector>
 
@@ -21,11 +20,8 @@ using namespace attn::runtime::gpu;
 
 namespace {
 
-/// Most threads a CTA may have.
+/// Most threads a CTA may have (CUDA's and AMD's workgroups alike).
 constexpr int32_t kMaxThreadsPerBlock = 1024;
-/// Largest grid.y (B * Hq) and grid.x (query tiles).
-constexpr int64_t kMaxGridY = 65535;
-constexpr int64_t kMaxGridX = INT32_MAX;
 /// The kernels copy q, k, v in chunks of this many bytes (cp.async).
 constexpr int64_t kChunkBytes = 16;
 
@@ -133,15 +129,32 @@ attn_status_t checkChunkLayout(const Api &api, const DLTensor *t,
   return ATTN_OK;
 }
 
-/// The variant with the smallest max_head_dim >= max(Dqk, Dv).
-attn_status_t selectVariant(const KernelImage *k, const attn::DimBinding &dims,
+/// A variant's dynamic shared memory within the API's limit, where it has
+/// one (a ROCm variant past 64 KiB of LDS could never launch).
+attn_status_t checkShared(const Api &api, const KernelImage *k,
+                          const attn_cuda_kernel_variant_t &v) {
+  Limits limits = api.limits();
+  if (!limits.maxSharedBytes || v.shared_mem_bytes <= limits.maxSharedBytes)
+    return ATTN_OK;
+  return fail(ATTN_ERROR_UNSUPPORTED,
+              kernelName(k) + ": variant '" + v.function + "' asks for " +
+                  str(v.shared_mem_bytes) +
+                  " bytes of shared memory (shared_mem_bytes), more than the " +
+                  str(limits.maxSharedBytes) + " a " + api.name() +
+                  " block can have (" + limits.sharedWhy + ")");
+}
+
+/// The variant with the smallest max_head_dim >= max(Dqk, Dv), if the API
+/// can launch it.
+attn_status_t selectVariant(const Api &api, const KernelImage *k,
+                            const attn::DimBinding &dims,
                             const attn_cuda_kernel_variant_t *&out) {
   int64_t dqk = dims.at("Dqk"), dv = dims.at("Dv");
   int64_t need = std::max(dqk, dv);
   for (int32_t i = 0; i < k->num_variants; ++i)
     if (k->variants[i].max_head_dim >= need) {
       out = &k->variants[i];
-      return ATTN_OK;
+      return checkShared(api, k, *out);
     }
   return fail(ATTN_ERROR_UNSUPPORTED,
               kernelName(k) + ": head dims Dqk = " + str(dqk) +
@@ -151,21 +164,32 @@ attn_status_t selectVariant(const KernelImage *k, const attn::DimBinding &dims,
                   str(k->variants[k->num_variants - 1].max_head_dim));
 }
 
-/// The grid: gridX tiles along `rows` (N or M), gridY = B * heads.
+/// The grid: gridX tiles along `rows` (N or M), gridY = B * heads, within
+/// the API's limits.
 attn_status_t gridOf(const Api &api, const attn_cuda_kernel_variant_t &variant,
                      int64_t rows, int64_t bh, const char *tensor,
                      const char *bhText, const char *rowsText, int64_t &gridX) {
-  if (bh > kMaxGridY)
+  Limits limits = api.limits();
+  if (bh > limits.maxGridY)
     return fail(ATTN_ERROR_SHAPE, std::string(tensor) + ": " + bhText + " = " +
                                       str(bh) + " is more than " +
-                                      str(kMaxGridY) + " (the " + api.name() +
-                                      " grid's y dimension)");
+                                      str(limits.maxGridY) + " (the " +
+                                      api.name() + " grid's y dimension)");
   gridX = (rows + variant.block_q - 1) / variant.block_q;
-  if (gridX > kMaxGridX)
+  std::string tiles = std::string(tensor) + ": ceil(" + rowsText +
+                      " / block_q) = " + str(gridX);
+  if (gridX > limits.maxGridX)
+    return fail(ATTN_ERROR_SHAPE, tiles + " is more than " +
+                                      str(limits.maxGridX) + " (the " +
+                                      api.name() + " grid's x dimension)");
+  // Divided rather than multiplied: gridX may be near 2^62.
+  if (limits.maxThreadsX &&
+      gridX > limits.maxThreadsX / int64_t(variant.num_threads))
     return fail(ATTN_ERROR_SHAPE,
-                std::string(tensor) + ": ceil(" + rowsText + " / block_q) = " +
-                    str(gridX) + " is more than " + str(kMaxGridX) + " (the " +
-                    api.name() + " grid's x dimension)");
+                tiles + " blocks of " + str(variant.num_threads) +
+                    " threads are more than " + str(limits.maxThreadsX) +
+                    " threads (the " + api.name() +
+                    " grid's x dimension counts threads in 32 bits)");
   return ATTN_OK;
 }
 
@@ -218,7 +242,7 @@ attn_status_t gpu::runForward(Api &api, const attn_cuda_kernel_desc_t *kernel,
   // Variant and launch geometry (no overflow: checkExtent bounded q's
   // numel).
   const attn_cuda_kernel_variant_t *variant = nullptr;
-  if (attn_status_t st = selectVariant(&image, dims, variant))
+  if (attn_status_t st = selectVariant(api, &image, dims, variant))
     return st;
   int64_t gridY = dims.at("B") * dims.at("Hq"), gridX;
   if (attn_status_t st =
@@ -299,7 +323,7 @@ attn_status_t gpu::runBackward(Api &api,
 
   // Variant and launch geometry: a CTA per kv tile of each (b, hk).
   const attn_cuda_kernel_variant_t *variant = nullptr;
-  if (attn_status_t st = selectVariant(&image, dims, variant))
+  if (attn_status_t st = selectVariant(api, &image, dims, variant))
     return st;
   int64_t gridY = dims.at("B") * dims.at("Hkv"), gridX;
   if (attn_status_t st = gridOf(api, *variant, dims.at("M"), gridY, "k",

@@ -1,7 +1,7 @@
 //===- GpuRun.h - what every GPU backend's launcher shares ------*- C++ -*-===//
 //
-// Private to runtime/src. attn_cuda_run and attn_cuda_run_backward (and the
-// ROCm entries next) validate a call, choose a variant, build the kernel
+// Private to runtime/src. attn_cuda_run, attn_cuda_run_backward and their
+// ROCm twins validate a call, choose a variant, build the kernel
 // parameters and size the scratch the same way whatever the GPU API: that
 // is written once here, over `Api`, the few device calls a backend supplies
 // (its driver's contexts, modules, launches, memsets and stream-ordered
@@ -37,6 +37,20 @@ struct KernelImage {
 /// "kernel 'name'", for messages.
 std::string kernelName(const KernelImage *k);
 
+/// What a GPU API can launch, checked before it is touched.
+struct Limits {
+  /// Largest grid.x (tiles) and grid.y (B * heads), in blocks.
+  int64_t maxGridX, maxGridY;
+  /// Largest grid.x * threads per block (HIP counts the global size in
+  /// threads, in 32 bits); 0: no such limit.
+  int64_t maxThreadsX;
+  /// Largest dynamic shared memory per block (AMD's LDS); 0: left to the
+  /// driver (CUDA's depends on the device and an opt-in).
+  int64_t maxSharedBytes;
+  /// Why, for messages: "AMD GPUs have 64 KiB of LDS per workgroup".
+  const char *sharedWhy;
+};
+
 /// A GPU API's device side. Each call reports its own failure (fail()).
 class Api {
 public:
@@ -47,6 +61,8 @@ public:
   virtual const char *infix() const = 0;
   /// Where the call's tensors must live.
   virtual MemoryKind memory() const = 0;
+  /// Its grid and shared memory limits.
+  virtual Limits limits() const = 0;
   /// Loads the driver, makes device `deviceId` current for the calling
   /// thread and returns the variant's function (an opaque handle).
   virtual attn_status_t prepare(const KernelImage &k,

@@ -1,5 +1,4 @@
-//===- HipDriver.cpp - dlopen the HIP runtime once
-//-------------------------===//
+//===- HipDriver.cpp - dlopen the HIP runtime once ------------------------===//
 
 #include "HipDriver.h"
 #include "../DynamicLibrary.h"
@@ -55,6 +54,14 @@ void load(Loaded &out) {
   ATTN_RESOLVE(hipInit)
   ATTN_RESOLVE(hipGetErrorString)
   ATTN_RESOLVE(hipGetDeviceCount)
+  ATTN_RESOLVE(hipGetDevice)
+  ATTN_RESOLVE(hipSetDevice)
+  ATTN_RESOLVE(hipModuleLoadData)
+  ATTN_RESOLVE(hipModuleGetFunction)
+  ATTN_RESOLVE(hipModuleLaunchKernel)
+  ATTN_RESOLVE(hipMemsetD32Async)
+  ATTN_RESOLVE(hipMallocAsync)
+  ATTN_RESOLVE(hipFreeAsync)
 #undef ATTN_RESOLVE
   if (hipError_t r = d.hipInit(0)) {
     out.error = "HIP runtime '" + libName + "' loaded, but " +

@@ -101,6 +101,10 @@ def parse_args():
     ap.add_argument("--param", action="append", default=[])
     ap.add_argument("--dtype", default="bf16", choices=["bf16", "f16"])
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--backend", default="cuda", choices=["cuda", "rocm"],
+                    help="whose kernels: convert-attn-to-nvvm's or "
+                    "convert-attn-to-rocdl's (the SIMT kernels they share, "
+                    "sized for the target's shared memory)")
     ap.add_argument("--tile-q", type=int, default=64)
     ap.add_argument("--tile-kv", type=int, default=64)
     ap.add_argument("--async-copy", default="deferred")
@@ -142,12 +146,14 @@ def parse_args():
 
 
 def lower(a, spec_mlir, out, pass_name, tile_q, tile_kv):
-    """Lowers the attn dialect in spec_mlir to CUDA kernels (file `out`)."""
+    """Lowers the attn dialect in spec_mlir to GPU kernels (file `out`)."""
+    conversion = {"cuda": "convert-attn-to-nvvm",
+                  "rocm": "convert-attn-to-rocdl"}[a.backend]
     pipeline = ("builtin.module(attn.spec(attn-set-element-type{type=%s}),"
                 "attn.spec(%s{tile-q=%d tile-kv=%d}),"
-                "convert-attn-to-nvvm,canonicalize,cse,"
+                "%s,canonicalize,cse,"
                 "loop-invariant-code-motion)" %
-                (a.dtype, pass_name, tile_q, tile_kv))
+                (a.dtype, pass_name, tile_q, tile_kv, conversion))
     with open(out, "w") as f:
         f.write(run([a.attn_opt, spec_mlir, "--pass-pipeline=" + pipeline]))
 

@@ -223,7 +223,7 @@ TEST_F(CUDACompile, BackwardKernelHasItsOwnDescriptor) {
   EXPECT_EQ(k->gradientInputs(), std::vector<std::string>{"rpb"});
   ASSERT_EQ(k->desc().num_targets, 1);
   EXPECT_EQ(k->desc().targets[0].desc, nullptr);
-  const attn_cuda_backward_desc_t *d = k->cudaBackwardDesc();
+  const attn_cuda_backward_desc_t *d = k->gpuBackwardDesc();
   ASSERT_NE(d, nullptr);
   EXPECT_STREQ(d->name, "rpb");
   EXPECT_EQ(d->needs_lse, 1);
@@ -279,7 +279,7 @@ TEST_F(CUDACompile, LinearBackwardDeclaresItsScratch) {
     auto k = Compiler().compile(example("gla"), options, err);
     ASSERT_TRUE(k) << err;
     EXPECT_EQ(k->gradientInputs(), std::vector<std::string>{"g"});
-    const attn_cuda_backward_desc_t *d = k->cudaBackwardDesc();
+    const attn_cuda_backward_desc_t *d = k->gpuBackwardDesc();
     ASSERT_NE(d, nullptr);
     EXPECT_EQ(d->needs_lse, 0);
     ASSERT_EQ(d->num_variants, 2);

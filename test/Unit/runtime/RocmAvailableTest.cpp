@@ -6,10 +6,14 @@
 // one-line reason, not a crash or a hang, and the same on a second call (the
 // runtime loads HIP once per process). A missing or foreign library gets its
 // own message (death tests: each in a fresh process, with ATTN_HIP_LIBRARY
-// set there). Its own executable, for the same reason.
+// set there). A valid launch on kDLROCM tensors (fake addresses, never
+// dereferenced: HIP stops before them) must fail the same clean way. Its
+// own executable, for the same reason.
 //
 //===----------------------------------------------------------------------===//
 
+#include "BackwardTestUtil.h"
+#include "CudaTestUtil.h"
 #include "attn/runtime.h"
 
 #include <dlfcn.h>
@@ -17,6 +21,7 @@
 
 #include <cstdlib>
 #include <string>
+#include <vector>
 
 namespace {
 
@@ -64,6 +69,41 @@ TEST(RocmAvailable, DebianHipLoadsAndReportsNoDeviceCleanly) {
   // Loaded once: the same answer again.
   EXPECT_EQ(attn_rocm_available(), 0);
   EXPECT_EQ(std::string(attn_last_error()), msg);
+}
+
+/// Whether \p st is a clean refusal from HIP: DRIVER (it cannot initialize
+/// without a GPU, or cannot load the test's image) or DEVICE, with a
+/// one-line message.
+::testing::AssertionResult cleanHipRefusal(attn_status_t st) {
+  std::string msg = attn_last_error();
+  if (st != ATTN_ERROR_DRIVER && st != ATTN_ERROR_DEVICE)
+    return ::testing::AssertionFailure()
+           << attn_status_string(st) << ": " << msg;
+  if (msg.empty() || msg.find('\n') != std::string::npos ||
+      msg.find("HIP") == std::string::npos)
+    return ::testing::AssertionFailure() << "message: '" << msg << "'";
+  return ::testing::AssertionSuccess() << msg;
+}
+
+TEST(RocmAvailable, LaunchesOnDebianHipFailCleanly) {
+  using namespace attn_test;
+  const std::vector<Variant> variants = {{"attn_fwd_d64", 64, 64, 256, 32768}};
+  Kernel k(variants);
+  Call call;
+  call.setDevice({kDLROCM, 0});
+  const DLTensor *ins[] = {call.q.get(), call.k.get(), call.v.get(),
+                           call.doc.get()};
+  EXPECT_TRUE(cleanHipRefusal(
+      attn_rocm_run(&k.desc, ins, call.o.get(), call.lse.get(), nullptr)));
+  // Twice: HIP is loaded once, and the answer does not change.
+  std::string first = attn_last_error();
+  EXPECT_TRUE(cleanHipRefusal(
+      attn_rocm_run(&k.desc, ins, call.o.get(), call.lse.get(), nullptr)));
+  EXPECT_EQ(std::string(attn_last_error()), first);
+
+  BwdKernel bwd({{"attn_test_bwd_d64", 64, 64, 256, 32768}});
+  BwdCall back(bf16(), attn_rocm_run_backward, {kDLROCM, 0});
+  EXPECT_TRUE(cleanHipRefusal(back.run(&bwd.desc)));
 }
 
 } // namespace

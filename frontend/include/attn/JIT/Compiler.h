@@ -106,9 +106,10 @@ public:
   /// optionally dlse), writes dq, dk, dv and one gradient per
   /// gradientInputs() name into `daux` (float32, that input's shape),
   /// through attn_cpu_run_backward (`options`) for a CPU kernel, or
-  /// attn_cuda_run_backward on `stream` (a CUstream; NULL: the default
-  /// stream) for a CUDA kernel (dout then has q's bf16/f16 type). A forward
-  /// kernel gets the runtime's INVALID_ARGUMENT for a NULL descriptor.
+  /// attn_cuda_run_backward / attn_rocm_run_backward on `stream` (a CUstream
+  /// or hipStream_t; NULL: the default stream) for a GPU kernel (dout then
+  /// has q's bf16/f16 type). A forward kernel gets the runtime's
+  /// INVALID_ARGUMENT for a NULL descriptor.
   attn_status_t backward(const DLTensor *const *inputs, const DLTensor *o,
                          const DLTensor *lse, const DLTensor *dout,
                          const DLTensor *dlse, DLTensor *dq, DLTensor *dk,
@@ -117,7 +118,7 @@ public:
                          void *stream = nullptr) const;
   /// Whether this is a gradients' kernel.
   bool isBackward() const {
-    return backwardDesc_ != nullptr || cudaBackwardDesc_ != nullptr;
+    return backwardDesc_ != nullptr || gpuBackwardDesc_ != nullptr;
   }
   /// A gradients' kernel: the aux inputs that get a gradient, in `daux`
   /// order.
@@ -126,10 +127,10 @@ public:
   }
   /// The runtime's descriptor (for attn_run from C).
   const attn_kernel_t &desc() const { return desc_; }
-  /// A CUDA gradients' kernel: its descriptor (for attn_cuda_run_backward
-  /// from C); null otherwise.
-  const attn_cuda_backward_desc_t *cudaBackwardDesc() const {
-    return cudaBackwardDesc_;
+  /// A GPU gradients' kernel: its descriptor (for attn_cuda_run_backward or
+  /// attn_rocm_run_backward from C, as deviceType() says); null otherwise.
+  const attn_cuda_backward_desc_t *gpuBackwardDesc() const {
+    return gpuBackwardDesc_;
   }
   /// The spec's name.
   const std::string &name() const { return name_; }
@@ -162,7 +163,7 @@ private:
   attn_kernel_target_t target_desc_{};
   attn_kernel_t desc_{};
   const attn_backward_desc_t *backwardDesc_ = nullptr;
-  const attn_cuda_backward_desc_t *cudaBackwardDesc_ = nullptr;
+  const attn_cuda_backward_desc_t *gpuBackwardDesc_ = nullptr;
   std::vector<std::string> gradientInputs_;
   std::string name_, target_, report_, path_;
   Signature signature_;

@@ -46,10 +46,15 @@ FailureOr<Type> uniformHalfPrecisionQKV(SpecOp spec, StringRef why);
 /// The launch contract of a GPU kernel variant, read back by the target
 /// (attn_cuda_kernel_variant_t): rows per CTA (`blockQ`), threads, dynamic
 /// shared memory, the largest head dim it handles; plus the known block
-/// size and one CTA per SM at least (else ptxas may cap registers to fit
-/// more CTAs, and spill).
+/// size. Each target's conversion adds its own occupancy hints afterwards
+/// (nvvm.minctasm, rocdl.waves_per_eu).
 void setLaunchContract(gpu::GPUFuncOp fn, int64_t blockQ, int64_t numThreads,
                        int64_t sharedBytes, int64_t maxHeadDim);
+
+/// Fails with an error on the kernel when a gpu.func of `module` declares
+/// more attn.shared_bytes than `limitBytes` (the target's shared memory per
+/// block): it could never be launched.
+LogicalResult checkSharedLimit(ModuleOp module, int64_t limitBytes);
 
 /// What a linear-attention spec asks for, read once: both linear builders
 /// branch on these.

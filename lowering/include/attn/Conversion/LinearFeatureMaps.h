@@ -4,7 +4,7 @@
 // k) and backward (the vector-Jacobian product dx += (dphi/dx)^T dy), as
 // scalar code over one row, for any kernel builder: `Base` is the backend's
 // kernel base (a KernelScaffold). The CPU kernels (LinearToCPU.cpp,
-// LinearBackwardToCPU.cpp) and the CUDA backward (LinearBackwardToNVVM.cpp)
+// LinearBackwardToCPU.cpp) and the CUDA backward (LinearBackwardToGPU.cpp)
 // derive from it; the definitions are LinearFeatureMapsImpl.h, instantiated
 // once per base.
 //

@@ -100,7 +100,11 @@ def ConvertAttnToNVVM : Pass<"convert-attn-to-nvvm", "ModuleOp"> {
   }];
   let options = [
     ListOption<"headDims", "head-dims", "int64_t",
-               "padded head dims to generate a kernel variant for (64, 128)">
+               "padded head dims to generate a kernel variant for (64, 128)">,
+    Option<"sharedLimit", "shared-limit", "int64_t", "232448",
+           "dynamic shared memory per CTA the target's chips allow (bytes; "
+           "the default is sm_90's 227 KiB): the linear kernels size their "
+           "state for it, and a kernel needing more is an error">
   ];
   let dependentDialects = [
     "::mlir::arith::ArithDialect", "::mlir::gpu::GPUDialect",
@@ -108,6 +112,49 @@ def ConvertAttnToNVVM : Pass<"convert-attn-to-nvvm", "ModuleOp"> {
     "::mlir::nvgpu::NVGPUDialect", "::mlir::NVVM::NVVMDialect",
     "::mlir::LLVM::LLVMDialect", "::mlir::scf::SCFDialect",
     "::mlir::vector::VectorDialect"
+  ];
+}
+
+def ConvertAttnToROCDL : Pass<"convert-attn-to-rocdl", "ModuleOp"> {
+  let summary = "Lower tiled attn specs to AMD GPU kernels (gpu + ROCDL)";
+  let description = [{
+    Replaces each `attn.spec` (with an `#attn.schedule`) by a
+    `gpu.module @attn_<name>_rocm` holding one kernel per head-dim variant,
+    with the launch contract the CUDA kernels carry (`attn.block_q`,
+    `attn.num_threads`, `attn.shared_bytes` (LDS), `attn.max_head_dim`,
+    `known_block_size`, and the backward's scratch attributes), which the
+    ROCm target reads back into the runtime's variant table.
+
+    The linear family (forward and backward) is the SIMT kernels CUDA runs
+    (LinearGpuKernels.h): f32 code over gpu, memref, arith, math and scf
+    ops, whose 32-lane warp steps run on each half of a 64-lane wavefront.
+    Each kernel gets `rocdl.waves_per_eu` = the waves one work-group puts
+    on each of a compute unit's four SIMDs (one work-group per CU at least,
+    as `nvvm.minctasm = 1` asks on CUDA); `known_block_size` becomes
+    `amdgpu-flat-work-group-size` = the block size in convert-gpu-to-rocdl,
+    so the register budget is not cut to fit 1024-thread groups.
+
+    The softmax family's MFMA kernels are not built yet: such a spec is an
+    error saying so.
+
+    ```mlir
+    gpu.module @attn_gla_rocm {
+      gpu.func @attn_gla_d64(%q: memref<?x?x?x?xbf16, strided<[?, ?, ?, 1], offset: ?>>, ...) kernel
+    }
+    ```
+  }];
+  let options = [
+    ListOption<"headDims", "head-dims", "int64_t",
+               "padded head dims to generate a kernel variant for (64, 128)">,
+    Option<"sharedLimit", "shared-limit", "int64_t", "65536",
+           "LDS per work-group (bytes; gfx90a and gfx942 have 64 KiB): the "
+           "linear kernels size their state for it, and a kernel needing "
+           "more is an error">
+  ];
+  let dependentDialects = [
+    "::mlir::arith::ArithDialect", "::mlir::gpu::GPUDialect",
+    "::mlir::math::MathDialect", "::mlir::memref::MemRefDialect",
+    "::mlir::ROCDL::ROCDLDialect", "::mlir::scf::SCFDialect"
   ];
 }
 

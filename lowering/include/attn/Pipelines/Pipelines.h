@@ -22,8 +22,10 @@ enum class Stage {
   Tiled,  ///< attn with an #attn.schedule
   Kernel, ///< kernels in upstream dialects: scf/vector/memref functions
           ///< (CPU) or gpu.module kernels with gpu/nvgpu/NVVM ops (CUDA)
+          ///< or gpu/amdgpu/ROCDL ops (ROCm)
   CPU = Kernel,
-  LLVM, ///< LLVM dialect: runtime entry points (CPU), NVVM gpu.modules (CUDA)
+  LLVM, ///< LLVM dialect: runtime entry points (CPU), NVVM gpu.modules (CUDA),
+        ///< ROCDL gpu.modules (ROCm)
 };
 
 struct CPUPipelineOptions {
@@ -65,6 +67,8 @@ struct CUDAPipelineOptions {
   /// The gradients: attn-tile-attention-backward (one CTA per kv tile)
   /// instead of attn-tile-attention.
   bool backward = false;
+  /// Dynamic shared memory per CTA on every chip of the target (bytes).
+  int64_t sharedLimit = 232448;
 };
 
 /// The CUDA counterpart of buildAttnCPUPipeline: Tiled declares q/k/v types
@@ -80,8 +84,36 @@ void buildAttnCUDAPipeline(OpPassManager &pm,
 /// target attribute and the LLVM IR translations gpu-module-to-binary uses.
 void registerAttnCUDAExtensions(DialectRegistry &registry);
 
-/// Registers the attn passes and the named pipelines `attn-lower-to-cpu`
-/// and `attn-lower-to-nvvm`.
+struct ROCmPipelineOptions {
+  std::string chip = "gfx942"; ///< rocdl-attach-target chip
+  /// The code object version (rocdl-attach-target's abi: "500" is v5).
+  std::string abi = "500";
+  int64_t tileQ = 0;  ///< query rows per work-group (0: heuristic)
+  int64_t tileKV = 0; ///< kv rows per LDS stage (0: heuristic)
+  /// Head-dim variants (padded): one kernel each.
+  llvm::SmallVector<int64_t> headDims = {64, 128};
+  /// Element type given to undeclared q, k, v.
+  std::string elementType = "bf16";
+  /// The gradients: attn-tile-attention-backward.
+  bool backward = false;
+  /// LDS per work-group (bytes): 64 KiB on gfx90a and gfx942.
+  int64_t sharedLimit = 65536;
+};
+
+/// The ROCm counterpart: Tiled as for CUDA, Kernel builds the gpu.module
+/// kernels (convert-attn-to-rocdl), LLVM lowers them to ROCDL for
+/// `options.chip` (gpu-module-to-binary is the target's job: ROCmTarget.h).
+void buildAttnROCmPipeline(OpPassManager &pm,
+                           const ROCmPipelineOptions &options,
+                           Stage stop = Stage::LLVM, Stage start = Stage::Attn);
+
+/// Adds to `registry` what the ROCm pipeline needs in a context: the gpu,
+/// amdgpu and ROCDL dialects, their lowering interfaces to LLVM, the ROCDL
+/// target attribute and the LLVM IR translations gpu-module-to-binary uses.
+void registerAttnROCmExtensions(DialectRegistry &registry);
+
+/// Registers the attn passes and the named pipelines `attn-lower-to-cpu`,
+/// `attn-lower-to-nvvm` and `attn-lower-to-rocdl`.
 void registerAttnPipelines();
 
 } // namespace mlir::attn

@@ -108,11 +108,21 @@ public:
   virtual ~KernelBinding();
   /// The descriptor attn_run() dispatches to; valid while this lives.
   virtual attn_kernel_target_t target() const = 0;
-  /// A gradients' kernel: its descriptor for attn_cpu_run_backward (null
-  /// for a forward kernel or a backend without one).
+  /// A gradients' kernel: runs it through its backend's runtime entry
+  /// (attn_cpu_run_backward with `options`, attn_cuda_run_backward or
+  /// attn_rocm_run_backward on `stream`). A forward kernel answers the
+  /// CPU entry's INVALID_ARGUMENT for a NULL descriptor.
+  virtual attn_status_t
+  runBackward(const DLTensor *const *inputs, const DLTensor *o,
+              const DLTensor *lse, const DLTensor *dout, const DLTensor *dlse,
+              DLTensor *dq, DLTensor *dk, DLTensor *dv, DLTensor *const *daux,
+              const attn_run_options_t *options, void *stream) const;
+  /// A CPU gradients' kernel: its descriptor for attn_cpu_run_backward (null
+  /// otherwise).
   virtual const attn_backward_desc_t *backwardDesc() const { return nullptr; }
-  /// A CUDA gradients' kernel: its descriptor for attn_cuda_run_backward.
-  virtual const attn_cuda_backward_desc_t *cudaBackwardDesc() const {
+  /// A GPU gradients' kernel: its descriptor for attn_cuda_run_backward or
+  /// attn_rocm_run_backward (one type; null otherwise).
+  virtual const attn_cuda_backward_desc_t *gpuBackwardDesc() const {
     return nullptr;
   }
 };

@@ -30,6 +30,12 @@ struct CUDATarget {
   static bool parse(llvm::StringRef spec, CUDATarget &out, std::string &error);
   /// The PTX ISA feature string for a chip (sm_90 needs PTX >= 8.0).
   static std::string ptxFeatures(llvm::StringRef chip);
+  /// The most dynamic shared memory a CTA may opt in to on `chip` (bytes):
+  /// 227 KiB on sm_90 and sm_100, 163 KiB on sm_80 and sm_87, 99 KiB on
+  /// sm_86, sm_89 and sm_120.
+  static int64_t maxSharedBytes(llvm::StringRef chip);
+  /// The smallest maxSharedBytes over the chips: what every kernel must fit.
+  int64_t sharedLimit() const;
   /// Stable text naming the target (for cache keys).
   std::string key() const;
   /// "" when ptxas and fatbinary are there, else why not.

@@ -23,9 +23,8 @@
 
 #include "BackwardToNVVM.h"
 #include "GpuKernelBase.h"
-#include "LinearBackwardToNVVM.h"
-#include "LinearToNVVM.h"
 #include "attn/Conversion/KernelScaffold.h"
+#include "attn/Conversion/LinearGpuKernels.h"
 #include "attn/Conversion/Passes.h"
 #include "attn/Conversion/TileLowering.h"
 #include "attn/Dialect/Attn/IR/AttnOps.h"
@@ -661,7 +660,7 @@ struct ConvertAttnToNVVMPass
         continue;
       }
       if (spec.getTiledLinearAttention()) {
-        if (failed(buildLinearGpuKernels(spec, gpuModule, dims)))
+        if (failed(buildLinearGpuKernels(spec, gpuModule, dims, sharedLimit)))
           return signalPassFailure();
         spec->erase();
         continue;
@@ -673,6 +672,15 @@ struct ConvertAttnToNVVMPass
       }
       spec->erase();
     }
+    if (failed(checkSharedLimit(module, sharedLimit)))
+      return signalPassFailure();
+    // One CTA per SM at least: without it ptxas may cap the registers to
+    // fit more CTAs, and spill.
+    module.walk([](gpu::GPUFuncOp fn) {
+      if (fn.isKernel())
+        fn->setAttr("nvvm.minctasm",
+                    IntegerAttr::get(IntegerType::get(fn.getContext(), 32), 1));
+    });
   }
 };
 } // namespace

@@ -81,13 +81,26 @@ FailureOr<Type> mlir::attn::uniformHalfPrecisionQKV(SpecOp spec,
   return elt;
 }
 
+LogicalResult mlir::attn::checkSharedLimit(ModuleOp module,
+                                           int64_t limitBytes) {
+  WalkResult r = module.walk([&](gpu::GPUFuncOp fn) {
+    auto bytes = fn->getAttrOfType<IntegerAttr>("attn.shared_bytes");
+    if (!bytes || bytes.getInt() <= limitBytes)
+      return WalkResult::advance();
+    fn.emitError() << "kernel '" << fn.getName() << "' needs " << bytes.getInt()
+                   << " bytes of shared memory per block; the target allows "
+                   << limitBytes;
+    return WalkResult::interrupt();
+  });
+  return failure(r.wasInterrupted());
+}
+
 void mlir::attn::setLaunchContract(gpu::GPUFuncOp fn, int64_t blockQ,
                                    int64_t numThreads, int64_t sharedBytes,
                                    int64_t maxHeadDim) {
   Builder b(fn.getContext());
   fn->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), b.getUnitAttr());
   fn.setKnownBlockSizeAttr(b.getDenseI32ArrayAttr({int32_t(numThreads), 1, 1}));
-  fn->setAttr("nvvm.minctasm", b.getI32IntegerAttr(1));
   fn->setAttr("attn.block_q", b.getI64IntegerAttr(blockQ));
   fn->setAttr("attn.num_threads", b.getI64IntegerAttr(numThreads));
   if (sharedBytes > 0)

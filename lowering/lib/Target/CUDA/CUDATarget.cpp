@@ -71,6 +71,31 @@ std::string CUDATarget::ptxFeatures(llvm::StringRef chip) {
   return "+ptx80";
 }
 
+int64_t CUDATarget::maxSharedBytes(llvm::StringRef chip) {
+  unsigned sm = 0;
+  chip.drop_front(3).take_while(llvm::isDigit).getAsInteger(10, sm);
+  // CUDA C Programming Guide, "Technical Specifications per Compute
+  // Capability": the opt-in maximum per block.
+  switch (sm) {
+  case 80:
+  case 87:
+    return 163 * 1024;
+  case 86:
+  case 89:
+  case 120:
+    return 99 * 1024;
+  default:
+    return 227 * 1024;
+  }
+}
+
+int64_t CUDATarget::sharedLimit() const {
+  int64_t limit = 227 * 1024;
+  for (const std::string &chip : chips)
+    limit = std::min(limit, maxSharedBytes(chip));
+  return limit;
+}
+
 std::string CUDATarget::key() const {
   return "cuda:" + llvm::join(chips, ",") + "@" + toolkit;
 }

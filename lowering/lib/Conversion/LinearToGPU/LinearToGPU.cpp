@@ -1,6 +1,6 @@
-//===- LinearToNVVM.cpp - linear attention as CUDA kernels ----------------===//
+//===- LinearToGPU.cpp - linear attention as SIMT GPU kernels -------------===//
 //
-// The CUDA kernels of attn.linear_attention (called by convert-attn-to-nvvm
+// The GPU kernels of attn.linear_attention (called by convert-attn-to-nvvm
 // for specs whose body is a linear attention), one per head-dim variant D.
 // One CTA runs the whole sequence of one (b, h): attn.block_q = 2^30, so the
 // runtime's grid is (1, B * Hq, 1). Everything is f32 SIMT code over shared
@@ -32,11 +32,12 @@
 //   chunked form's formulation). The products are register-tiled FMA loops
 //   (each thread a RM x RN block).
 //   When Dphi x (Dv + 1) floats do not fit the state buffer (8320 floats up
-//   to D = 64, D (D + 1) above), Dv is processed in equal slabs of W
-//   columns, each a pass over the sequence (taylor2 with a large Dqk); with
-//   more features than the buffer has rows for a single column (random(W)
-//   with R > 4160 at D = 64 when normalized) the kernel writes NaN to o.
-//   Non-causal specs put every key into the state, then read it per query
+//   to D = 64, D (D + 1) above, less where the target's shared memory is
+//   smaller: AMD's 64 KiB leaves ~4.8K floats at D = 128), Dv is processed in
+//   equal slabs of W columns, each a pass over the sequence (taylor2 with a
+//   large Dqk); with more features than the buffer has rows for a single column
+//   (random(W) with R > 4160 at D = 64 when normalized) the kernel writes NaN
+//   to o. Non-causal specs put every key into the state, then read it per query
 //   chunk.
 //
 // * Recurrent (the delta rule): thread (c, fg) keeps rows fg, fg + FG, ... of
@@ -50,8 +51,8 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "LinearToNVVM.h"
 #include "attn/Conversion/KernelScaffold.h"
+#include "attn/Conversion/LinearGpuKernels.h"
 #include "attn/Conversion/TileLowering.h"
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
@@ -100,9 +101,10 @@ class LinearGpuBuilder : public KernelScaffold,
                          public ChunkLowering,
                          private LinearForm {
 public:
-  LinearGpuBuilder(SpecOp spec, gpu::GPUModuleOp gpuModule, int64_t headDim)
+  LinearGpuBuilder(SpecOp spec, gpu::GPUModuleOp gpuModule, int64_t headDim,
+                   int64_t sharedLimitBytes)
       : KernelScaffold(spec), op(spec.getTiledLinearAttention()), D(headDim),
-        Wt(headDim) {
+        Wt(headDim), sharedLimitFloats(sharedLimitBytes / 4) {
     b.setInsertionPointToEnd(gpuModule.getBody());
   }
 
@@ -200,10 +202,12 @@ private:
   // The chunked form.
   /// Floats of the state buffer SB: Dphi x (W + 1) (z is column W). Room
   /// for Dphi = 2 * 64 with Dv = 64 (pos_neg) and Dphi = Dv = 128 in one
-  /// slab.
+  /// slab, or what the target's shared memory leaves (allocChunkedShared):
+  /// fewer columns per slab, more passes over the sequence.
   int64_t stateCapacity() const {
     return std::max<int64_t>(D * (D + 1), 2 * 64 * 65);
   }
+  int64_t stateCap = 0;
   void allocChunkedShared();
   /// Sets the slabs of value columns (W, SW) and the feature blocks (nFB,
   /// lastPhi); o is NaN where a single column does not fit. Returns the
@@ -306,6 +310,8 @@ private:
   Value proj;        // random: W [R, Dqk]
   Value smem;
   int64_t smemFloats = 0;
+  /// The target's shared memory per block, in floats.
+  int64_t sharedLimitFloats;
   Value zero;
 
   // Shared arrays (null where the spec needs none): phi(q), phi(k), the
@@ -665,12 +671,16 @@ void LinearGpuBuilder::allocChunkedShared() {
   }
   AM = causal ? allocShared(C * LDA) : Value();
   VB = allocShared(C * Wt);
-  SB = allocShared(stateCapacity() + Wt);
   DEN = normalize ? allocShared(C) : Value();
   BON = bonusTerm ? allocShared(C) : Value();
   UB = bonusTerm ? allocShared(PB) : Value();
   RSQ = statQ ? allocShared(C) : Value();
   RSK = statK ? allocShared(C) : Value();
+  // The state takes what is left (checkSharedLimit refuses a kernel that
+  // does not fit at all).
+  stateCap = std::max<int64_t>(
+      std::min(stateCapacity(), sharedLimitFloats - smemFloats - Wt), 1);
+  SB = allocShared(stateCap + Wt);
 }
 
 Value LinearGpuBuilder::planSlabs() {
@@ -678,7 +688,7 @@ Value LinearGpuBuilder::planSlabs() {
   // column W), Dphi * W <= SCAP otherwise.
   int64_t zCols = normalize ? 1 : 0;
   Value dphi1 = maxu(Dphi, cidx(1));
-  Value cap = divu(cidx(stateCapacity()), dphi1);
+  Value cap = divu(cidx(stateCap), dphi1);
   Value supported = cmp(P::uge, cap, cidx(1 + zCols));
   // The widest slab, then slabs of equal width.
   Value dv1 = maxu(Dv, cidx(1));
@@ -1401,9 +1411,10 @@ LogicalResult mlir::attn::rejectCarriedLinearState(SpecOp spec) {
 
 LogicalResult mlir::attn::buildLinearGpuKernels(SpecOp spec,
                                                 gpu::GPUModuleOp gpuModule,
-                                                ArrayRef<int64_t> headDims) {
+                                                ArrayRef<int64_t> headDims,
+                                                int64_t sharedLimitBytes) {
   for (int64_t d : headDims) {
-    LinearGpuBuilder kb(spec, gpuModule, d);
+    LinearGpuBuilder kb(spec, gpuModule, d, sharedLimitBytes);
     if (failed(kb.build()))
       return failure();
   }

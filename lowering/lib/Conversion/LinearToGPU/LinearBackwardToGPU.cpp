@@ -1,6 +1,6 @@
-//===- LinearBackwardToNVVM.cpp - the linear family's gradients on CUDA ---===//
+//===- LinearBackwardToGPU.cpp - the linear family's gradients on GPUs ---===//
 //
-// The CUDA patterns of attn.tiled_linear_attention_backward
+// The GPU patterns of attn.tiled_linear_attention_backward
 // (ChunkBackwardLowering): the CPU kernel's algorithm (LinearBackwardToCPU.cpp,
 // the recurrence run backwards chunk by chunk from sqrt(N) checkpoints) with
 // the value columns in threads instead of SIMD lanes.
@@ -35,9 +35,8 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "LinearBackwardToNVVM.h"
-#include "LinearToNVVM.h"
 #include "attn/Conversion/LinearFeatureMapsImpl.h"
+#include "attn/Conversion/LinearGpuKernels.h"
 #include "attn/Conversion/TileLowering.h"
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
 

@@ -1,0 +1,65 @@
+//===- SoftmaxGpuTiles.h - what every GPU softmax kernel decides per tile -*-
+// C++ -*-===//
+//
+// The softmax family's GPU forward kernels (CUDA's mma.sync one, ROCm's
+// MFMA one) differ in where a score lives (which lane, which register) but
+// not in what is decided about it: whether a kv tile is visible at all or
+// only partly (the mask's interval analysis over the tile), which tile is
+// the next visible one, and what an element becomes after the score region,
+// the mask and the normalizer. Those decisions are written once here, over
+// the builder the kernel uses.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef ATTN_CONVERSION_SOFTMAXGPUTILES_H
+#define ATTN_CONVERSION_SOFTMAXGPUTILES_H
+
+#include "attn/Conversion/RegionEmitter.h"
+#include "attn/Dialect/Attn/IR/AttnOps.h"
+#include "mlir/IR/ImplicitLocOpBuilder.h"
+
+namespace mlir::attn {
+
+/// One work-group's view of the kv tiles: `BM` query rows from `q0`,
+/// kv tiles of `BN` rows, `numTiles` of them over M keys.
+struct GpuTileWalk {
+  ImplicitLocOpBuilder &b;
+  /// The spec's mask region (null: every tile is visible).
+  Region *mask;
+  const KernelEnv &env;
+  Value bI64, hI64; ///< batch and query head (i64) for the regions
+  Value q0, N, M;   ///< index values
+  Value numTiles;
+  int64_t BM, BN;
+
+  /// Kv tile `kt` (index): (nonEmpty, partial). A tile past M's end is
+  /// partial (its padding rows must be hidden); without a mask every tile
+  /// is non-empty.
+  std::pair<Value, Value> classify(Value kt);
+  /// The first kv tile at or after `start` that is not empty (numTiles if
+  /// none): an scf.while over classify().
+  Value firstVisible(Value start);
+};
+
+/// What a score element becomes: `s` (f32, Q·K of query `qIdx` and key `kv`)
+/// scaled, through the spec's score region (when `score` is set), hidden
+/// where `withMask` and the key is past M or the mask says so (-inf for
+/// softmax, 0 for the other normalizers), and, for sigmoid and relu, the
+/// weight itself (softmax's exponent needs the row max: the caller's).
+struct ScoreElement {
+  ImplicitLocOpBuilder &b;
+  Region *score; ///< tile.score's region, or null
+  Region *mask;  ///< the spec's mask region, or null
+  const KernelEnv &env;
+  NormalizerKind kind;
+  int64_t reluPower;
+  Value scale, bias; ///< f32
+  Value bI64, hI64;  ///< i64
+  Value M;           ///< index
+
+  Value emit(Value s, Value qIdx, Value kv, bool withMask) const;
+};
+
+} // namespace mlir::attn
+
+#endif

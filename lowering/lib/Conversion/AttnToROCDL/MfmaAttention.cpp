@@ -1,0 +1,493 @@
+//===- MfmaAttention.cpp - the softmax family on AMD matrix cores ---------===//
+//
+// The ROCm patterns of the tile ops: a FlashAttention-2-style forward
+// kernel on MFMA 32x32x8 (v_mfma_f32_32x32x8{bf16_1k,f16}, both gfx90a and
+// gfx942), wave64. A work-group of tile_q / 32 waves computes tile_q query
+// rows of one (b, h); each wave owns 32 of them.
+//
+// Lane layouts (AMD's matrix instruction calculator; IREE's MMA layouts;
+// docs/architecture.md, "ROCm"), lane l in [0, 64), element e:
+//   A[i][k] (32x8):  lane i + 32 (k / 4), element k % 4
+//   B[k][j] (8x32):  lane j + 32 (k / 4), element k % 4
+//   D[i][j] (32x32): lane j + 32 ((i / 4) % 2), element 4 (i / 8) + i % 4
+//
+// The scores are computed transposed, S^T = K Q^T (A = a K tile, B = Q^T),
+// as CK, Triton and IREE do: then D's layout is B's, so the accumulator's
+// elements 4c..4c+3 are, rounded to bf16/f16, the B operand P^T of keys
+// 8c..8c+7 of O^T = V^T P^T, and P never leaves the registers. Every value
+// a lane holds belongs to query l % 32: the row max and sum are in-lane
+// over its 16 keys of a 32-key tile plus one xor-32 shuffle with the lane
+// holding the other 16, and the rescale of O and the final division are
+// in-lane. A lane of O^T holds its query's head dims 8 (e / 4) + 4 (l / 32)
+// + e % 4 of each 32-wide slice.
+//
+//   Q^T fragments <- q rows (registers, for the whole kv loop)
+//   for each visible kv tile (the mask's interval classification):
+//     Ks, Vs <- K, V tile (LDS, zero past M and past the head dims)
+//     S^T = Ks Q^T                     (MFMA, f32 accumulators)
+//     score, mask (partial tiles only), normalizer; m, l per query
+//     O^T = O^T alpha + V^T P^T        (MFMA, P^T from the accumulators)
+//   o = O / l, lse = m + log l
+//
+// This is the correctness-first form: K and V go through LDS with scalar
+// accesses and one stage (no global prefetch into registers, no swizzle,
+// no buffer loads yet); nothing of it has run on an AMD GPU. Its numerics
+// are checked in attn-gpu-sim, which implements the MFMA layouts above.
+//
+//===----------------------------------------------------------------------===//
+
+#include "MfmaAttention.h"
+#include "attn/Conversion/KernelScaffold.h"
+#include "attn/Conversion/SoftmaxGpuTiles.h"
+#include "attn/Conversion/TileLowering.h"
+#include "mlir/Dialect/AMDGPU/IR/AMDGPUDialect.h"
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
+
+using namespace mlir;
+using namespace mlir::attn;
+
+namespace {
+
+using P = arith::CmpIPredicate;
+using F = arith::CmpFPredicate;
+
+/// Lanes per wave, and the MFMA shape: 32 x 32 outputs, 8 of k per step.
+constexpr int64_t kWave = 64, kTile = 32, kK = 8;
+
+class MfmaKernelBuilder : public KernelScaffold, public TileLowering {
+public:
+  MfmaKernelBuilder(SpecOp spec, gpu::GPUModuleOp gpuModule, int64_t headDim)
+      : KernelScaffold(spec), tiled(spec.getTiledAttention()),
+        regions(tiled), sched(tiled ? tiled.getSchedule() : ScheduleAttr()),
+        D(headDim) {
+    b.setInsertionPointToEnd(gpuModule.getBody());
+  }
+
+  LogicalResult build();
+
+  ATTN_TILE_LOWERING_PATTERNS
+
+private:
+  void emitPrologue(gpu::GPUFuncOp fn);
+  GpuTileWalk walk() {
+    return GpuTileWalk{b, regions.mask, env, bI64, hI64, q0, N, M, nKT, BM, BN};
+  }
+  /// Element `e` of the fragment of operand X for lane-group row `row` and
+  /// k offset `k0` in an LDS tile of D columns: tile[(row) * D + k0 + e].
+  Value ldsFragment(Value tile, Value row, Value col);
+  /// Copies rows k0 .. k0 + BN of `src[b, hk]` (columns < colLimit, rows <
+  /// M; zero elsewhere) into the LDS tile `dst` [BN x D].
+  void copyTile(Value src, Value k0, Value colLimit, Value dst);
+  /// One MFMA 32x32x8: acc (16 f32 scalars) += A B.
+  void mfma(Value a, Value bOp, MutableArrayRef<Value> acc);
+  /// Score, mask and normalizer of the S^T elements; the row state update.
+  SmallVector<Value> emitNormalizerStep(Value kt, Value k0, ValueRange state);
+  SmallVector<Value> finish(Value k0, bool withMask, ArrayRef<Value> s);
+  /// The key of element `e` of S^T tile `st` (relative to the kv tile).
+  Value keyOf(int64_t st, int64_t e) {
+    return add(cidx(st * kTile + 8 * (e / 4) + e % 4), mul(hi, cidx(4)));
+  }
+  /// Sum (or max) with the lane 32 apart: the other half of a query's keys.
+  Value acrossHalves(Value x, bool isMax);
+
+  TiledAttentionOp tiled;
+  TiledRegions regions;
+  ScheduleAttr sched;
+  int64_t D, BM = 128, BN = 32, numWaves = 4, numThreads = 256;
+  NormalizerKind kind = NormalizerKind::softmax;
+  Type elt;
+
+  KernelEnv env;
+  Value tid, lane, l32, hi, wave;
+  Value nKT, bIdx, h, hk, q0, bI64, hI64;
+  Value scale, bias, hasLse;
+  Value Ks, Vs;
+  /// This lane's query row (may be >= N) and its index for the regions
+  /// (clamped to N - 1).
+  Value qRow, qIdx;
+  /// Q^T's B fragments, one vector<4 x elt> per 8 of the head dim.
+  SmallVector<Value> qFrag;
+
+  // The tile program's values: an !attn.acc is (m, l, O^T...) per lane.
+  DenseMap<Value, SmallVector<Value>> accs;
+  SmallVector<Value> tileS; ///< S^T, then P^T: 16 per 32-key sub-tile
+  Value curKt;
+  Region *pendingScore = nullptr;
+  bool pendingMask = false;
+};
+
+} // namespace
+
+void MfmaKernelBuilder::emitPrologue(gpu::GPUFuncOp fn) {
+  Block *entry = &fn.getBody().front();
+  bindCanonical(entry);
+  env.scalarLanes = true;
+  env.vectorWidth = 1;
+  bindRegionEnv(entry, env);
+  scale = emitScale(tiled.getScale(), env);
+  bias = emitBias(tiled.getBias(), env);
+  Value lsePtr = memref::ExtractAlignedPointerAsIndexOp::create(b, lse);
+  hasLse = cmp(P::ne, lsePtr, cidx(0));
+
+  tid = gpu::ThreadIdOp::create(b, gpu::Dimension::x);
+  wave = divu(tid, cidx(kWave));
+  lane = remu(tid, cidx(kWave));
+  l32 = remu(lane, cidx(kTile));
+  hi = divu(lane, cidx(kTile));
+  // Query tiles run last-first, as on CUDA: under causal-like masks the
+  // last ones have the most kv tiles.
+  Value qt = sub(sub(gpu::GridDimOp::create(b, gpu::Dimension::x), cidx(1)),
+                 gpu::BlockIdOp::create(b, gpu::Dimension::x));
+  Value bh = gpu::BlockIdOp::create(b, gpu::Dimension::y);
+  h = remu(bh, Hq);
+  bIdx = divu(bh, Hq);
+  hk = divu(h, G);
+  bI64 = toI64(bIdx);
+  hI64 = toI64(h);
+  q0 = mul(qt, cidx(BM));
+  nKT = ceilDiv(M, cidx(BN));
+  qRow = add(add(q0, mul(wave, cidx(kTile))), l32);
+  qIdx = toI64(minu(qRow, sub(N, cidx(1))));
+
+  // LDS: Ks [BN x D], Vs [BN x D].
+  auto wg =
+      gpu::AddressSpaceAttr::get(b.getContext(), gpu::AddressSpace::Workgroup);
+  Value smem = gpu::DynamicSharedMemoryOp::create(
+      b, MemRefType::get({ShapedType::kDynamic}, b.getI8Type(), nullptr, wg));
+  auto view = [&](int64_t byteOffset) -> Value {
+    return memref::ViewOp::create(
+        b, MemRefType::get({BN * D}, elt, nullptr, wg), smem,
+        cidx(byteOffset), ValueRange{});
+  };
+  Ks = view(0);
+  Vs = view(BN * D * 2);
+}
+
+Value MfmaKernelBuilder::ldsFragment(Value tile, Value row, Value col) {
+  SmallVector<Value> xs;
+  for (int64_t e = 0; e < 4; ++e)
+    xs.push_back(memref::LoadOp::create(
+        b, tile, ValueRange{add(mul(row, cidx(D)), add(col, cidx(e)))}));
+  return vector::FromElementsOp::create(b, VectorType::get({4}, elt), xs);
+}
+
+void MfmaKernelBuilder::copyTile(Value src, Value k0, Value colLimit,
+                                 Value dst) {
+  Value zero = arith::ConstantOp::create(b, b.getFloatAttr(elt, 0.0));
+  Value lastRow = sub(M, cidx(1)), lastCol = sub(colLimit, cidx(1));
+  for (int64_t i = 0; i < BN * D / numThreads; ++i) {
+    Value idx = add(tid, cidx(i * numThreads));
+    Value r = divu(idx, cidx(D)), c = remu(idx, cidx(D));
+    Value row = add(k0, r);
+    Value ok = land(ult(row, M), ult(c, colLimit));
+    // The address stays inside the tensor even where nothing is wanted.
+    Value x = memref::LoadOp::create(
+        b, src, ValueRange{bIdx, hk, minu(row, lastRow), minu(c, lastCol)});
+    memref::StoreOp::create(b, select(ok, x, zero), dst, ValueRange{idx});
+  }
+}
+
+void MfmaKernelBuilder::mfma(Value a, Value bOp, MutableArrayRef<Value> acc) {
+  auto accTy = VectorType::get({16}, b.getF32Type());
+  Value c = vector::FromElementsOp::create(b, accTy, acc);
+  Value d = amdgpu::MFMAOp::create(b, accTy, 32u, 32u, 8u, 1u, a, bOp, c);
+  for (int64_t e = 0; e < 16; ++e)
+    acc[e] = vector::ExtractOp::create(b, d, ArrayRef<int64_t>{e});
+}
+
+Value MfmaKernelBuilder::acrossHalves(Value x, bool isMax) {
+  auto sh = gpu::ShuffleOp::create(b, x, ci32(kTile), ci32(kWave),
+                                   gpu::ShuffleMode::XOR);
+  Value y = sh.getShuffleResult();
+  return isMax ? fmax(x, y) : fadd(x, y);
+}
+
+SmallVector<Value> MfmaKernelBuilder::finish(Value k0, bool withMask,
+                                             ArrayRef<Value> s) {
+  ScoreElement se{b,     pendingScore,           regions.mask,
+                  env,   kind,                   tiled.getReluPower(),
+                  scale, bias,                   bI64,
+                  hI64,  M};
+  SmallVector<Value> out;
+  for (int64_t st = 0; st < BN / kTile; ++st)
+    for (int64_t e = 0; e < 16; ++e)
+      out.push_back(se.emit(s[st * 16 + e], qIdx, add(k0, keyOf(st, e)),
+                            withMask));
+  return out;
+}
+
+SmallVector<Value> MfmaKernelBuilder::emitNormalizerStep(Value kt, Value k0,
+                                                         ValueRange state) {
+  // Score, mask, normalizer: the masked version only on partial tiles.
+  if (!pendingMask) {
+    tileS = finish(k0, false, tileS);
+  } else {
+    Value partial = walk().classify(kt).second;
+    SmallVector<Type> types(tileS.size(), b.getF32Type());
+    auto ifOp = scf::IfOp::create(b, types, partial, true);
+    {
+      OpBuilder::InsertionGuard guard(b);
+      b.setInsertionPointToStart(&ifOp.getThenRegion().front());
+      scf::YieldOp::create(b, finish(k0, true, tileS));
+      b.setInsertionPointToStart(&ifOp.getElseRegion().front());
+      scf::YieldOp::create(b, finish(k0, false, tileS));
+    }
+    tileS.assign(ifOp.getResults().begin(), ifOp.getResults().end());
+  }
+  // The row state: next = m, l (this lane's partial sum), O^T...
+  SmallVector<Value> next(state.begin(), state.end());
+  Value zero = cf32(0);
+  if (kind == NormalizerKind::softmax) {
+    const float log2e = 1.4426950408889634f;
+    Value mx = ninf();
+    for (Value x : tileS)
+      mx = fmax(mx, x);
+    mx = acrossHalves(mx, true);
+    Value mOld = state[0];
+    Value mNew = fmax(mOld, mx);
+    // A row without a visible key so far keeps m = -inf; use 0 then.
+    Value safe = select(arith::CmpFOp::create(b, F::OEQ, mNew, ninf()), zero,
+                        mNew);
+    Value alpha =
+        math::Exp2Op::create(b, fmul(fsub(mOld, safe), cf32(log2e)));
+    Value mScaled = fmul(safe, cf32(-log2e));
+    Value sum = zero;
+    for (Value &x : tileS) {
+      x = math::Exp2Op::create(b, fma(x, cf32(log2e), mScaled));
+      sum = fadd(sum, x);
+    }
+    next[0] = mNew;
+    next[1] = fma(state[1], alpha, sum);
+    for (size_t i = 2; i < next.size(); ++i)
+      next[i] = fmul(next[i], alpha);
+  } else if (kind == NormalizerKind::relu && tiled.getRowNormalize()) {
+    for (Value x : tileS)
+      next[1] = fadd(next[1], x);
+  }
+  return next;
+}
+
+LogicalResult MfmaKernelBuilder::build() {
+  if (!tiled)
+    return spec.emitError() << "no attn.tiled_attention to lower";
+  BM = sched.getTileQ();
+  BN = sched.getTileKv();
+  numWaves = BM / kTile;
+  numThreads = kWave * numWaves;
+  if (BM % kTile || !llvm::is_contained({1, 2, 4}, numWaves))
+    return tiled.emitError() << "ROCm kernels need tile_q = 32, 64 or 128 "
+                                "(32 query rows per wave), got "
+                             << BM;
+  if (BN != 32 && BN != 64)
+    return tiled.emitError() << "ROCm kernels need tile_kv = 32 or 64, got "
+                             << BN;
+  if (D != 64 && D != 128)
+    return tiled.emitError() << "ROCm kernels are generated for head dims 64 "
+                                "and 128 (smaller ones are zero-padded), got "
+                             << D;
+  kind = tiled.getNormalizer();
+  FailureOr<Type> qkvType = uniformHalfPrecisionQKV(spec, " (matrix cores)");
+  if (failed(qkvType))
+    return failure();
+  elt = *qkvType;
+  if ((BN * D) % numThreads)
+    return tiled.emitError() << "tile sizes " << BM << "x" << BN
+                             << " do not split evenly over " << numThreads
+                             << " threads";
+
+  MLIRContext *ctx = b.getContext();
+  SmallVector<Type> args = kernelArgTypes(
+      spec, [&](StringRef) { return elt; }, /*unitInnerQKV=*/true);
+  std::string name = ("attn_" + spec.getSymName() + "_d" + Twine(D)).str();
+  auto fn = gpu::GPUFuncOp::create(b, name, FunctionType::get(ctx, args, {}));
+  setLaunchContract(fn, BM, numThreads, 2 * BN * D * 2, D);
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPointToStart(&fn.getBody().front());
+  emitPrologue(fn);
+
+  Block &body = tiled.getBodyBlock();
+  map.map(body.getArgument(0), bIdx);
+  map.map(body.getArgument(1), h);
+  map.map(body.getArgument(2), q0);
+  if (failed(lowerTileBlock(body, *this)))
+    return failure();
+  gpu::ReturnOp::create(b);
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// The patterns
+//===----------------------------------------------------------------------===//
+
+/// Q^T's B fragments, straight from global memory into registers: lane l
+/// holds q[qRow][8 kk + 4 (l / 32) + e], zero past N and Dqk.
+LogicalResult MfmaKernelBuilder::lowerLoadQ(TileLoadQOp) {
+  Value zero = arith::ConstantOp::create(b, b.getFloatAttr(elt, 0.0));
+  Value inRow = ult(qRow, N);
+  Value row = minu(qRow, sub(N, cidx(1))), lastCol = sub(Dqk, cidx(1));
+  for (int64_t kk = 0; kk < D / kK; ++kk) {
+    SmallVector<Value> xs;
+    for (int64_t e = 0; e < 4; ++e) {
+      Value col = add(cidx(kK * kk + e), mul(hi, cidx(4)));
+      Value x = memref::LoadOp::create(
+          b, q, ValueRange{bIdx, h, row, minu(col, lastCol)});
+      xs.push_back(select(land(inRow, ult(col, Dqk)), x, zero));
+    }
+    qFrag.push_back(
+        vector::FromElementsOp::create(b, VectorType::get({4}, elt), xs));
+  }
+  return success();
+}
+
+LogicalResult MfmaKernelBuilder::lowerInit(TileInitOp op) {
+  SmallVector<Value> &init = accs[op.getResult()];
+  init.push_back(kind == NormalizerKind::softmax ? ninf() : cf32(0));
+  init.push_back(cf32(0));
+  for (int64_t i = 0; i < D / 2; ++i)
+    init.push_back(cf32(0));
+  return success();
+}
+
+/// The visible kv tiles in a while loop; each is staged in LDS between two
+/// barriers.
+LogicalResult MfmaKernelBuilder::lowerKVLoop(KVLoopOp op) {
+  Value first = walk().firstVisible(cidx(0));
+  Type f32 = b.getF32Type(), idx = b.getIndexType();
+  SmallVector<Value> init = {first};
+  init.append(accs[op.getInit()]);
+  SmallVector<Type> types = {idx};
+  types.append(init.size() - 1, f32);
+  SmallVector<Location> locs(types.size(), b.getLoc());
+  auto loop = scf::WhileOp::create(b, types, init);
+  OpBuilder::InsertionGuard guard(b);
+  Block *before = b.createBlock(&loop.getBefore(), {}, types, locs);
+  scf::ConditionOp::create(b, ult(before->getArgument(0), nKT),
+                           before->getArguments());
+  Block *after = b.createBlock(&loop.getAfter(), {}, types, locs);
+  Value cur = after->getArgument(0);
+  Value k0 = mul(cur, cidx(BN));
+  copyTile(k, k0, Dqk, Ks);
+  copyTile(v, k0, Dv, Vs);
+  gpu::BarrierOp::create(b);
+  Block &step = op.getBody().front();
+  map.map(step.getArgument(0), k0);
+  accs[step.getArgument(2)].assign(after->getArguments().begin() + 1,
+                                   after->getArguments().end());
+  curKt = cur;
+  if (failed(lowerTileBlock(step, *this)))
+    return failure();
+  auto yield = cast<YieldOp>(step.getTerminator());
+  SmallVector<Value> next = {walk().firstVisible(add(cur, cidx(1)))};
+  next.append(accs[yield.getValues().front()]);
+  // Every wave is done with Ks and Vs before the next tile overwrites them.
+  gpu::BarrierOp::create(b);
+  scf::YieldOp::create(b, next);
+  b.setInsertionPointAfter(loop);
+  accs[op.getResult()].assign(loop.getResults().begin() + 1,
+                              loop.getResults().end());
+  return success();
+}
+
+/// S^T = K Q^T, one 32x32 accumulator per 32 keys of the tile.
+LogicalResult MfmaKernelBuilder::lowerQK(TileQKOp) {
+  pendingScore = nullptr;
+  pendingMask = false;
+  tileS.assign(BN / kTile * 16, cf32(0));
+  for (int64_t st = 0; st < BN / kTile; ++st) {
+    MutableArrayRef<Value> acc(tileS.data() + st * 16, 16);
+    Value keyRow = add(cidx(st * kTile), l32);
+    for (int64_t kk = 0; kk < D / kK; ++kk) {
+      Value a = ldsFragment(Ks, keyRow, add(cidx(kK * kk), mul(hi, cidx(4))));
+      mfma(a, qFrag[kk], acc);
+    }
+  }
+  return success();
+}
+
+LogicalResult MfmaKernelBuilder::lowerScore(TileScoreOp op) {
+  pendingScore = &op.getScore();
+  return success();
+}
+
+/// The tail tile is partial too (GpuTileWalk::classify).
+LogicalResult MfmaKernelBuilder::lowerMask(TileMaskOp) {
+  pendingMask = true;
+  return success();
+}
+
+LogicalResult MfmaKernelBuilder::lowerNormalizerStep(Operation *op) {
+  auto loop = op->getParentOfType<KVLoopOp>();
+  Value k0 = map.lookup(loop.getBody().getArgument(0));
+  accs[op->getResult(1)] =
+      emitNormalizerStep(curKt, k0, accs[op->getOperand(1)]);
+  return success();
+}
+
+/// O^T += V^T P^T: accumulator elements 4c..4c+3 of a 32-key sub-tile are
+/// the B operand of its keys 8c..8c+7; lane l's A operand is V^T[dim
+/// 32 ds + l % 32][key 8c + 4 (l / 32) + e].
+LogicalResult MfmaKernelBuilder::lowerPV(TilePVOp op) {
+  SmallVector<Value> next = accs[op.getAcc()];
+  VectorType fragTy = VectorType::get({4}, elt);
+  for (int64_t st = 0; st < BN / kTile; ++st)
+    for (int64_t c = 0; c < 4; ++c) {
+      SmallVector<Value> ps;
+      for (int64_t e = 0; e < 4; ++e)
+        ps.push_back(arith::TruncFOp::create(b, elt, tileS[st * 16 + 4 * c + e]));
+      Value pB = vector::FromElementsOp::create(b, fragTy, ps);
+      Value keyRow = add(cidx(st * kTile + 8 * c), mul(hi, cidx(4)));
+      for (int64_t ds = 0; ds < D / kTile; ++ds) {
+        SmallVector<Value> vs;
+        Value col = add(cidx(ds * kTile), l32);
+        for (int64_t e = 0; e < 4; ++e)
+          vs.push_back(memref::LoadOp::create(
+              b, Vs, ValueRange{add(mul(add(keyRow, cidx(e)), cidx(D)), col)}));
+        Value vA = vector::FromElementsOp::create(b, fragTy, vs);
+        mfma(vA, pB, MutableArrayRef<Value>(next.data() + 2 + ds * 16, 16));
+      }
+    }
+  accs[op.getResult()] = std::move(next);
+  return success();
+}
+
+LogicalResult MfmaKernelBuilder::lowerStore(TileStoreOp op) {
+  ArrayRef<Value> state = accs[op.getAcc()];
+  bool softmax = kind == NormalizerKind::softmax;
+  bool divide =
+      softmax || (kind == NormalizerKind::relu && tiled.getRowNormalize());
+  Value zero = cf32(0), inv = cf32(1), lseVal;
+  if (divide) {
+    Value l = acrossHalves(state[1], false);
+    Value pos = arith::CmpFOp::create(b, F::OGT, l, zero);
+    inv = select(pos, arith::DivFOp::create(b, cf32(1), l), zero);
+    if (softmax)
+      lseVal = select(pos, fadd(state[0], math::LogOp::create(b, l)), ninf());
+  }
+  ifThen(ult(qRow, N), [&] {
+    for (int64_t ds = 0; ds < D / kTile; ++ds)
+      for (int64_t e = 0; e < 16; ++e) {
+        Value dim = add(cidx(ds * kTile + 8 * (e / 4) + e % 4),
+                        mul(hi, cidx(4)));
+        Value x = fmul(state[2 + ds * 16 + e], inv);
+        ifThen(ult(dim, Dv), [&] {
+          memref::StoreOp::create(b, x, o, ValueRange{bIdx, h, qRow, dim});
+        });
+      }
+    if (softmax)
+      ifThen(land(cmp(P::eq, hi, cidx(0)), hasLse), [&] {
+        memref::StoreOp::create(b, lseVal, lse, ValueRange{bIdx, h, qRow});
+      });
+  });
+  return success();
+}
+
+LogicalResult mlir::attn::buildMfmaAttentionKernels(SpecOp spec,
+                                                    gpu::GPUModuleOp gpuModule,
+                                                    ArrayRef<int64_t> headDims) {
+  for (int64_t d : headDims) {
+    MfmaKernelBuilder kb(spec, gpuModule, d);
+    if (failed(kb.build()))
+      return failure();
+  }
+  return success();
+}

@@ -1,0 +1,111 @@
+//===- SoftmaxGpuTiles.cpp - what every GPU softmax kernel decides per tile ===//
+
+#include "attn/Conversion/SoftmaxGpuTiles.h"
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include <limits>
+
+using namespace mlir;
+using namespace mlir::attn;
+
+using P = arith::CmpIPredicate;
+
+std::pair<Value, Value> GpuTileWalk::classify(Value kt) {
+  auto cidx = [&](int64_t v) { return arith::ConstantIndexOp::create(b, v); };
+  auto i64 = [&](Value v) {
+    return arith::IndexCastOp::create(b, b.getI64Type(), v);
+  };
+  Value k0 = arith::MulIOp::create(b, kt, cidx(BN));
+  Value kNext = arith::AddIOp::create(b, k0, cidx(BN));
+  Value tail = arith::CmpIOp::create(b, P::ult, M, kNext);
+  if (!mask)
+    return {arith::ConstantOp::create(b, b.getBoolAttr(true)), tail};
+  Value kEnd = arith::MinUIOp::create(b, kNext, M);
+  Value qEnd =
+      arith::MinUIOp::create(b, arith::AddIOp::create(b, q0, cidx(BM)), N);
+  auto [lo, hi] = emitMaskIntervals(
+      b, *mask, bI64, hI64, i64(q0),
+      i64(arith::SubIOp::create(b, qEnd, cidx(1))), i64(k0),
+      i64(arith::SubIOp::create(b, kEnd, cidx(1))), env);
+  auto c64 = [&](int64_t v) {
+    return arith::ConstantOp::create(b, b.getI64IntegerAttr(v));
+  };
+  Value nonEmpty = arith::CmpIOp::create(b, P::ne, hi, c64(0));
+  Value partial = arith::OrIOp::create(
+      b, tail, arith::CmpIOp::create(b, P::ne, lo, c64(1)));
+  return {nonEmpty, partial};
+}
+
+Value GpuTileWalk::firstVisible(Value start) {
+  if (!mask)
+    return start;
+  Type idx = b.getIndexType();
+  auto w = scf::WhileOp::create(b, TypeRange{idx}, ValueRange{start});
+  OpBuilder::InsertionGuard guard(b);
+  Block *before = b.createBlock(&w.getBefore(), {}, {idx}, {b.getLoc()});
+  Value x = before->getArgument(0);
+  Value inRange = arith::CmpIOp::create(b, P::ult, x, numTiles);
+  auto ifOp = scf::IfOp::create(b, TypeRange{b.getI1Type()}, inRange, true);
+  {
+    OpBuilder::InsertionGuard g2(b);
+    b.setInsertionPointToStart(&ifOp.getThenRegion().front());
+    Value nonEmpty = classify(x).first;
+    Value empty = arith::XOrIOp::create(
+        b, nonEmpty, arith::ConstantOp::create(b, b.getBoolAttr(true)));
+    scf::YieldOp::create(b, ValueRange{empty});
+    b.setInsertionPointToStart(&ifOp.getElseRegion().front());
+    scf::YieldOp::create(
+        b, ValueRange{arith::ConstantOp::create(b, b.getBoolAttr(false))});
+  }
+  scf::ConditionOp::create(b, ifOp.getResult(0), ValueRange{x});
+  Block *after = b.createBlock(&w.getAfter(), {}, {idx}, {b.getLoc()});
+  scf::YieldOp::create(
+      b, ValueRange{arith::AddIOp::create(
+             b, after->getArgument(0), arith::ConstantIndexOp::create(b, 1))});
+  return w.getResult(0);
+}
+
+Value ScoreElement::emit(Value s, Value qIdx, Value kv, bool withMask) const {
+  auto cf32 = [&](float v) {
+    return arith::ConstantOp::create(b, b.getF32FloatAttr(v));
+  };
+  Value zero = cf32(0);
+  Value kvIdx = arith::IndexCastOp::create(b, b.getI64Type(), kv);
+  Value x = arith::MulFOp::create(b, s, scale);
+  if (score)
+    x = emitRegion(b, *score, {x, bI64, hI64, qIdx, kvIdx}, env);
+  Value visible;
+  if (withMask) {
+    visible = arith::CmpIOp::create(b, P::ult, kv, M);
+    if (mask)
+      visible = arith::AndIOp::create(
+          b, visible, emitRegion(b, *mask, {bI64, hI64, qIdx, kvIdx}, env));
+  }
+  Value p = x;
+  switch (kind) {
+  case NormalizerKind::softmax:
+  case NormalizerKind::none:
+    break;
+  case NormalizerKind::sigmoid: {
+    Value z = arith::AddFOp::create(b, x, bias);
+    Value ez = math::ExpOp::create(b, arith::NegFOp::create(b, z));
+    p = arith::DivFOp::create(b, cf32(1),
+                              arith::AddFOp::create(b, cf32(1), ez));
+    break;
+  }
+  case NormalizerKind::relu: {
+    Value r0 = arith::MaximumFOp::create(b, x, zero);
+    p = r0;
+    for (int64_t i = 1; i < reluPower; ++i)
+      p = arith::MulFOp::create(b, p, r0);
+    break;
+  }
+  }
+  if (!visible)
+    return p;
+  Value hidden = kind == NormalizerKind::softmax
+                     ? cf32(-std::numeric_limits<float>::infinity())
+                     : zero;
+  return arith::SelectOp::create(b, visible, p, hidden);
+}
