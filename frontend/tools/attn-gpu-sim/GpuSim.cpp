@@ -17,10 +17,20 @@
 //    C/D c0,c1 = C[g][2t..2t+1], c2,c3 = C[g+8][2t..2t+1]. A 32-bit register
 //    holding two 16-bit values has the lower-indexed one in its low half.
 //
+// AMD's (wave64: LaunchConfig::waveSize = 64), from AMD's matrix instruction
+// calculator for CDNA2/CDNA3, lane l in [0, 64), vector element e:
+//  - amdgpu.mfma 32x32x8 (v_mfma_f32_32x32x8{bf16_1k,f16}): A (32x8) element
+//    e of lane l is A[l % 32][4 (l / 32) + e], B (8x32) B[4 (l / 32) + e]
+//    [l % 32], C/D (32x32, vector<16xf32>) C[8 (e / 4) + 4 (l / 32) + e % 4]
+//    [l % 32]. Products of bf16/f16 values are exact in f32; they are summed
+//    in f32.
+//  - gpu.shuffle works on the lanes of a wave (width <= the wave size).
+//
 //===----------------------------------------------------------------------===//
 
 #include "GpuSim.h"
 
+#include "mlir/Dialect/AMDGPU/IR/AMDGPUDialect.h"
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
@@ -318,6 +328,8 @@ enum class K : uint16_t {
   AsyncWait,
   LdMatrix,
   Mma,
+  // amdgpu
+  Mfma,
 };
 
 /// Op families that are compiled and executed as a whole: contiguous ranges
@@ -495,6 +507,7 @@ private:
   void compileAsyncCopy(Instr &I, nvgpu::DeviceAsyncCopyOp c);
   void compileLdMatrix(Instr &I, nvgpu::LdMatrixOp l);
   bool compileNVVM(Instr &I);
+  bool compileAMDGPU(Instr &I);
 };
 
 static const llvm::StringMap<K> &simpleOps() {
@@ -656,7 +669,7 @@ Instr Compiler::compile(Operation *op) {
     return I;
   }
   if (compileArith(I) || compileMemRef(I) || compileSCF(I) || compileGPU(I) ||
-      compileVector(I) || compileNVGPU(I) || compileNVVM(I))
+      compileVector(I) || compileNVGPU(I) || compileNVVM(I) || compileAMDGPU(I))
     return I;
   opFatal(op, "operation not supported by the simulator");
 }
@@ -1000,6 +1013,31 @@ bool Compiler::compileNVVM(Instr &I) {
   return true;
 }
 
+/// amdgpu.mfma 32x32x8 (bf16 or f16 A and B as vector<4>, f32 C and D as
+/// vector<16>, no broadcast or permutation).
+bool Compiler::compileAMDGPU(Instr &I) {
+  Operation *op = I.op;
+  auto m = dyn_cast<amdgpu::MFMAOp>(op);
+  if (!m)
+    return false;
+  plain(I, K::Mfma);
+  if (m.getM() != 32 || m.getN() != 32 || m.getK() != 8 || m.getBlocks() != 1)
+    opFatal(op, "only amdgpu.mfma 32x32x8 with one block is supported");
+  if (m.getCbsz() || m.getAbid() || m.getBlgp() != amdgpu::MFMAPermB::none ||
+      m.getNegateA() || m.getNegateB() || m.getNegateC())
+    opFatal(op, "amdgpu.mfma broadcast, permutation and negation are not "
+                "supported");
+  const VInfo &a = P.vals[I.in[0]], &bv = P.vals[I.in[1]];
+  if (a.n != 4 || bv.n != 4 || a.ek != bv.ek ||
+      (a.ek != EK::BF16 && a.ek != EK::F16))
+    opFatal(op, "A and B must both be vector<4xbf16> or vector<4xf16>");
+  I.a0 = a.ek == EK::F16 ? 1 : 0;
+  if (P.vals[I.in[2]].ek != EK::F32 || P.vals[I.in[2]].n != 16 ||
+      P.vals[I.out[0]].ek != EK::F32 || P.vals[I.out[0]].n != 16)
+    opFatal(op, "C and D must be vector<16xf32>");
+  return true;
+}
+
 } // namespace
 
 //===----------------------------------------------------------------------===//
@@ -1029,6 +1067,7 @@ public:
           int smem, uint64_t &ops)
       : P(P), cfg(cfg), bufs(bufs), smem(smem), ops(ops) {
     T = unsigned(cfg.block[0] * cfg.block[1] * cfg.block[2]);
+    W = unsigned(cfg.waveSize);
     arena.assign(P.perThread * T, 0);
     mems.resize(P.numMems);
     uncommitted.resize(T);
@@ -1080,6 +1119,8 @@ private:
   int smem;
   uint64_t &ops;
   unsigned T;
+  /// Threads per warp (wave): 32, or 64 on AMD.
+  unsigned W = 32;
   int64_t bid[3] = {0, 0, 0};
   int64_t ctaLinear = 0;
   std::vector<uint64_t> arena;
@@ -1207,6 +1248,7 @@ private:
   void execAsyncWait(const Instr &I, const Mask &m);
   void execLdMatrix(const Instr &I, const Mask &m);
   void execMma(const Instr &I, const Mask &m);
+  void execMfma(const Instr &I, const Mask &m);
   void execShuffle(const Instr &I, const Mask &m);
   void sharedRead(const Instr &I, unsigned lane, int64_t byte, int64_t n);
   void sharedWrite(const Instr &I, unsigned lane, int64_t byte, int64_t n,
@@ -1729,16 +1771,18 @@ void Machine::execCast(const Instr &I) {
 }
 
 void Machine::requireFullWarps(const Instr &I, const Mask &m) {
-  if (T % 32)
-    fail(I, -1, "warp-level op in a CTA whose size is not a multiple of 32");
-  for (unsigned w = 0; w < T / 32; ++w) {
+  if (T % W)
+    fail(I, -1,
+         "warp-level op in a CTA whose size is not a multiple of " +
+             std::to_string(W));
+  for (unsigned w = 0; w < T / W; ++w) {
     unsigned c = 0;
-    for (unsigned l = 0; l < 32; ++l)
-      c += m.on[w * 32 + l];
-    if (c != 0 && c != 32)
-      fail(I, w * 32,
-           "warp-synchronous op executed by " + std::to_string(c) +
-               " of the 32 threads of warp " + std::to_string(w) +
+    for (unsigned l = 0; l < W; ++l)
+      c += m.on[w * W + l];
+    if (c != 0 && c != W)
+      fail(I, w * W,
+           "warp-synchronous op executed by " + std::to_string(c) + " of the " +
+               std::to_string(W) + " threads of warp " + std::to_string(w) +
                " (.aligned requires all of them)");
   }
 }
@@ -2168,6 +2212,42 @@ void Machine::execMma(const Instr &I, const Mask &m) {
   }
 }
 
+void Machine::execMfma(const Instr &I, const Mask &m) {
+  if (W != 64)
+    fail(I, -1, "amdgpu.mfma in a launch whose wave size is not 64");
+  requireFullWarps(I, m);
+  bool f16 = I.a0 == 1;
+  auto half = [&](uint64_t h) {
+    return f16 ? f16ToF32(uint16_t(h)) : bf16ToF32(uint16_t(h));
+  };
+  const uint64_t *ra = R(I.in[0]), *rb = R(I.in[1]), *rc = R(I.in[2]);
+  uint64_t *out = R(I.out[0]);
+  for (unsigned w = 0; w < T / 64; ++w) {
+    if (!m.on[w * 64])
+      continue;
+    float A[32][8], B[8][32], C[32][32];
+    for (unsigned l = 0; l < 64; ++l) {
+      unsigned lane = w * 64 + l, j = l % 32, hiHalf = l / 32;
+      for (unsigned e = 0; e < 4; ++e) {
+        A[j][4 * hiHalf + e] = half(ra[lane * 4 + e]);
+        B[4 * hiHalf + e][j] = half(rb[lane * 4 + e]);
+      }
+      for (unsigned e = 0; e < 16; ++e)
+        C[8 * (e / 4) + 4 * hiHalf + e % 4][j] = asF32(rc[lane * 16 + e]);
+    }
+    for (unsigned l = 0; l < 64; ++l) {
+      unsigned lane = w * 64 + l, j = l % 32, hiHalf = l / 32;
+      for (unsigned e = 0; e < 16; ++e) {
+        unsigned i = 8 * (e / 4) + 4 * hiHalf + e % 4;
+        float acc = C[i][j];
+        for (unsigned k = 0; k < 8; ++k)
+          acc += A[i][k] * B[k][j]; // exact product, f32 accumulation
+        out[lane * 16 + e] = fromF32(acc);
+      }
+    }
+  }
+}
+
 void Machine::execShuffle(const Instr &I, const Mask &m) {
   const uint64_t *val = R(I.in[0]), *off = R(I.in[1]), *wid = R(I.in[2]);
   uint64_t *res = R(I.out[0]), *valid = R(I.out[1]);
@@ -2176,10 +2256,10 @@ void Machine::execShuffle(const Instr &I, const Mask &m) {
   for (unsigned l = 0; l < T; ++l) {
     if (!m.on[l])
       continue;
-    unsigned lane = l % 32, warpBase = l - lane;
+    unsigned lane = l % W, warpBase = l - lane;
     int64_t o = int64_t(uint32_t(off[l])), w = int64_t(uint32_t(wid[l]));
-    if (w <= 0 || w > 32)
-      fail(I, l, "gpu.shuffle width must be in [1, 32]");
+    if (w <= 0 || w > int64_t(W))
+      fail(I, l, "gpu.shuffle width must be in [1, " + std::to_string(W) + "]");
     int64_t segBase = (lane / w) * w, segEnd = segBase + w;
     int64_t j;
     switch (mode) {
@@ -2272,6 +2352,8 @@ void Machine::exec(const Instr &I, const Mask &m) {
     return execLdMatrix(I, m);
   case K::Mma:
     return execMma(I, m);
+  case K::Mfma:
+    return execMfma(I, m);
   case K::Yield:
   case K::Condition:
   case K::Return:

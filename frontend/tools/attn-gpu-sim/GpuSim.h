@@ -1,12 +1,14 @@
 //===- GpuSim.h - CTA-level SIMT interpreter of gpu.func kernels -*- C++
 //-*-===//
 //
-// Executes a `gpu.func` kernel (gpu / nvgpu / NVVM / arith / math / memref /
-// scf / vector ops, as convert-attn-to-nvvm emits them) on the CPU, one CTA
+// Executes a `gpu.func` kernel (gpu / nvgpu / NVVM / amdgpu / arith / math /
+// memref / scf / vector ops, as convert-attn-to-nvvm and convert-attn-to-rocdl
+// emit them) on the CPU, one CTA
 // at a time. Every SSA value is an array over the CTA's threads, so the CTA
 // runs in lockstep: gpu.barrier is trivially satisfied, and warp-wide ops
 // (gpu.shuffle, nvgpu.ldmatrix, nvvm.mma.sync) are cross-lane operations on
-// the 32 lanes of each warp, implemented from the PTX ISA. scf.if with a
+// the 32 lanes of each warp, implemented from the PTX ISA (amdgpu.mfma on
+// the 64 lanes of an AMD wave, from AMD's layouts). scf.if with a
 // non-uniform condition runs both branches under a lane mask; loop bounds and
 // while conditions must be uniform. Every global and shared memory access is
 // bounds checked, and so is the alignment of cp.async and ldmatrix addresses.
@@ -67,6 +69,9 @@ struct LaunchConfig {
   /// Report shared-memory accesses by different threads to the same bytes
   /// between two barriers where one of them is a write.
   bool raceCheck = true;
+  /// Threads of a warp (wave), for the warp-level ops: 32 on NVIDIA GPUs,
+  /// 64 on AMD's CDNA (the kernel's attn.wave_size).
+  int waveSize = 32;
 };
 
 struct Program;

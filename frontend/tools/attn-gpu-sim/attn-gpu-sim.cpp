@@ -1,9 +1,11 @@
 //===- attn-gpu-sim.cpp - run generated CUDA attention kernels on the CPU -===//
 //
-// KERNEL.mlir holds the gpu.module that convert-attn-to-nvvm produced (any
-// later canonicalization is fine, NVVM lowering is not). The kernel is
-// launched as the runtime launches it, with attn.shared_bytes of dynamic
-// shared memory and a block of (attn.num_threads, 1, 1):
+// KERNEL.mlir holds the gpu.module that convert-attn-to-nvvm or
+// convert-attn-to-rocdl produced (any later canonicalization is fine, NVVM
+// or ROCDL lowering is not). The kernel is launched as the runtime launches
+// it, with attn.shared_bytes of dynamic shared memory, a block of
+// (attn.num_threads, 1, 1) and warps of attn.wave_size threads (32 unless
+// the kernel says 64, as AMD's do):
 //  - a forward kernel: grid (ceil(N / attn.block_q), B * Hq, 1), arguments
 //    q, k, v, o, lse (null unless --output lse is given) and the aux inputs
 //    in the order of their --input options. o and lse start as NaN, so an
@@ -25,11 +27,13 @@
 #include "attn/npy.h"
 #include "attn/runtime.h"
 
+#include "mlir/Dialect/AMDGPU/IR/AMDGPUDialect.h"
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/Dialect/LLVMIR/NVVMDialect.h"
+#include "mlir/Dialect/LLVMIR/ROCDLDialect.h"
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/Dialect/NVGPU/IR/NVGPUDialect.h"
@@ -472,6 +476,11 @@ LaunchConfig launchConfig(gpu::GPUFuncOp fn, const Options &opt,
   cfg.grid[1] = p.B * (backward ? p.Hkv : p.Hq);
   cfg.block[0] = threads;
   cfg.sharedBytes = sharedBytes;
+  if (auto wave = fn->getAttrOfType<IntegerAttr>("attn.wave_size"))
+    cfg.waveSize = int(wave.getInt());
+  if (cfg.waveSize != 32 && cfg.waveSize != 64)
+    fatal("kernel '" + fn.getName().str() + "' has attn.wave_size " +
+          std::to_string(cfg.waveSize) + " (32 or 64)");
   cfg.async = opt.async;
   cfg.raceCheck = opt.raceCheck;
   return cfg;
@@ -708,10 +717,11 @@ int main(int argc, char **argv) {
   Options opt = parseArgs(argc, argv);
 
   DialectRegistry registry;
-  registry.insert<arith::ArithDialect, math::MathDialect, func::FuncDialect,
-                  scf::SCFDialect, memref::MemRefDialect, vector::VectorDialect,
-                  LLVM::LLVMDialect, gpu::GPUDialect, nvgpu::NVGPUDialect,
-                  NVVM::NVVMDialect>();
+  registry
+      .insert<arith::ArithDialect, math::MathDialect, func::FuncDialect,
+              scf::SCFDialect, memref::MemRefDialect, vector::VectorDialect,
+              LLVM::LLVMDialect, gpu::GPUDialect, nvgpu::NVGPUDialect,
+              NVVM::NVVMDialect, amdgpu::AMDGPUDialect, ROCDL::ROCDLDialect>();
   MLIRContext ctx(registry);
   ctx.loadAllAvailableDialects();
   OwningOpRef<ModuleOp> module = parseSourceFile<ModuleOp>(opt.file, &ctx);

@@ -204,6 +204,7 @@ void mlir::attn::buildAttnROCmPipeline(OpPassManager &pm,
   math::MathExpandOpsPassOptions expand;
   expand.opMnemonics = {"rsqrt"};
   gpu.addPass(math::createMathExpandOpsPass(expand));
+  gpu.addPass(createConvertVectorToLLVMPass());
   gpu.addPass(createSCFToControlFlowPass());
   ConvertGpuOpsToROCDLOpsOptions rocdl;
   rocdl.chipset = options.chip;

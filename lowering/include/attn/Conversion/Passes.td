@@ -134,8 +134,14 @@ def ConvertAttnToROCDL : Pass<"convert-attn-to-rocdl", "ModuleOp"> {
     `amdgpu-flat-work-group-size` = the block size in convert-gpu-to-rocdl,
     so the register budget is not cut to fit 1024-thread groups.
 
-    The softmax family's MFMA kernels are not built yet: such a spec is an
-    error saying so.
+    The softmax family's forward is a FlashAttention-2-style kernel on
+    `amdgpu.mfma` 32x32x8 (bf16/f16, f32 accumulators), wave64, tile_q / 32
+    waves of 32 query rows: S^T = K Q^T so that P^T feeds O^T = V^T P^T
+    straight from the accumulators, the mask's tile classification and
+    block skipping, every normalizer (MfmaAttention.cpp). Its gradients
+    are not built yet: such a spec is an error saying so. Every kernel
+    carries `attn.wave_size = 64` (attn-gpu-sim runs its warp-level ops on
+    64 lanes).
 
     ```mlir
     gpu.module @attn_gla_rocm {
@@ -154,7 +160,8 @@ def ConvertAttnToROCDL : Pass<"convert-attn-to-rocdl", "ModuleOp"> {
   let dependentDialects = [
     "::mlir::arith::ArithDialect", "::mlir::gpu::GPUDialect",
     "::mlir::math::MathDialect", "::mlir::memref::MemRefDialect",
-    "::mlir::ROCDL::ROCDLDialect", "::mlir::scf::SCFDialect"
+    "::mlir::ROCDL::ROCDLDialect", "::mlir::scf::SCFDialect",
+    "::mlir::amdgpu::AMDGPUDialect", "::mlir::vector::VectorDialect"
   ];
 }
 

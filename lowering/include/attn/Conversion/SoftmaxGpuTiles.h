@@ -47,6 +47,14 @@ struct GpuTileWalk {
 /// softmax, 0 for the other normalizers), and, for sigmoid and relu, the
 /// weight itself (softmax's exponent needs the row max: the caller's).
 struct ScoreElement {
+  /// The normalizer and relu power are `tiled`'s.
+  ScoreElement(ImplicitLocOpBuilder &b, TiledAttentionOp tiled, Region *score,
+               Region *mask, const KernelEnv &env, Value scale, Value bias,
+               Value bI64, Value hI64, Value M)
+      : b(b), score(score), mask(mask), env(env), kind(tiled.getNormalizer()),
+        reluPower(int64_t(tiled.getReluPower())), scale(scale), bias(bias),
+        bI64(bI64), hI64(hI64), M(M) {}
+
   ImplicitLocOpBuilder &b;
   Region *score; ///< tile.score's region, or null
   Region *mask;  ///< the spec's mask region, or null

@@ -88,8 +88,9 @@ struct ROCmPipelineOptions {
   std::string chip = "gfx942"; ///< rocdl-attach-target chip
   /// The code object version (rocdl-attach-target's abi: "500" is v5).
   std::string abi = "500";
-  int64_t tileQ = 0;  ///< query rows per work-group (0: heuristic)
-  int64_t tileKV = 0; ///< kv rows per LDS stage (0: heuristic)
+  /// Query rows per work-group: 32 per wave, 4 waves (CK's tile).
+  int64_t tileQ = 128;
+  int64_t tileKV = 32; ///< kv rows per LDS stage: one MFMA tile of keys
   /// Head-dim variants (padded): one kernel each.
   llvm::SmallVector<int64_t> headDims = {64, 128};
   /// Element type given to undeclared q, k, v.

@@ -26,6 +26,7 @@
 #include "attn/Conversion/KernelScaffold.h"
 #include "attn/Conversion/LinearGpuKernels.h"
 #include "attn/Conversion/Passes.h"
+#include "attn/Conversion/SoftmaxGpuTiles.h"
 #include "attn/Conversion/TileLowering.h"
 #include "attn/Dialect/Attn/IR/AttnOps.h"
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -72,10 +73,8 @@ public:
 
 private:
   void emitPrologue(gpu::GPUFuncOp fn);
-  /// Classifies kv tile `kt` for this CTA's query rows: (nonEmpty, partial).
-  std::pair<Value, Value> classify(Value kt);
-  /// The first visible kv tile at or after `start` (or nKT).
-  Value firstVisible(Value start);
+  /// This CTA's walk over the kv tiles (classification, next visible).
+  GpuTileWalk walk();
   /// S = Q Kᵀ of the kv tile in `stage` (mma fragments).
   SmallVector<Acc> emitQK(Value stage);
   /// Score, mask (partial tiles) and normalizer of `s` (left as P) and the
@@ -158,99 +157,19 @@ void GpuKernelBuilder::emitPrologue(gpu::GPUFuncOp fn) {
   Vs = sharedView(smem, (BM * D + 2 * BN * D) * eltBytes, 2 * BN * D, elt);
 }
 
-std::pair<Value, Value> GpuKernelBuilder::classify(Value kt) {
-  Value k0 = mul(kt, cidx(BN));
-  Value kEnd = minu(add(k0, cidx(BN)), M);
-  Value tail = arith::CmpIOp::create(b, P::ult, M, add(k0, cidx(BN)));
-  if (!regions.mask)
-    return {arith::ConstantOp::create(b, b.getBoolAttr(true)), tail};
-  Value qEnd = minu(add(q0, cidx(BM)), N);
-  auto [lo, hi] = emitMaskIntervals(
-      b, *regions.mask, bI64, hI64, toI64(q0),
-      toI64(arith::SubIOp::create(b, qEnd, cidx(1))), toI64(k0),
-      toI64(arith::SubIOp::create(b, kEnd, cidx(1))), env);
-  Value nonEmpty = arith::CmpIOp::create(b, P::ne, hi, ci64(0));
-  Value partial = arith::OrIOp::create(
-      b, tail, arith::CmpIOp::create(b, P::ne, lo, ci64(1)));
-  return {nonEmpty, partial};
-}
-
-Value GpuKernelBuilder::firstVisible(Value start) {
-  if (!regions.mask)
-    return start;
-  Type idx = b.getIndexType();
-  auto w = scf::WhileOp::create(b, TypeRange{idx}, ValueRange{start});
-  {
-    OpBuilder::InsertionGuard guard(b);
-    Block *before = b.createBlock(&w.getBefore(), {}, {idx}, {b.getLoc()});
-    Value x = before->getArgument(0);
-    Value inRange = arith::CmpIOp::create(b, P::ult, x, nKT);
-    auto ifOp = scf::IfOp::create(b, TypeRange{b.getI1Type()}, inRange, true);
-    {
-      OpBuilder::InsertionGuard g2(b);
-      b.setInsertionPointToStart(&ifOp.getThenRegion().front());
-      auto [nonEmpty, partial] = classify(x);
-      (void)partial;
-      Value empty = arith::XOrIOp::create(
-          b, nonEmpty, arith::ConstantOp::create(b, b.getBoolAttr(true)));
-      scf::YieldOp::create(b, ValueRange{empty});
-      b.setInsertionPointToStart(&ifOp.getElseRegion().front());
-      scf::YieldOp::create(
-          b, ValueRange{arith::ConstantOp::create(b, b.getBoolAttr(false))});
-    }
-    scf::ConditionOp::create(b, ifOp.getResult(0), ValueRange{x});
-    Block *after = b.createBlock(&w.getAfter(), {}, {idx}, {b.getLoc()});
-    scf::YieldOp::create(b, add(after->getArgument(0), cidx(1)));
-  }
-  return w.getResult(0);
+GpuTileWalk GpuKernelBuilder::walk() {
+  return GpuTileWalk{b, regions.mask, env, bI64, hI64, q0, N, M, nKT, BM, BN};
 }
 
 SmallVector<Acc> GpuKernelBuilder::emitFinish(Value k0, bool withMask,
                                               SmallVector<Acc> s) {
-  Value zero = cf32(0);
-  for (int64_t n = 0; n < BN / 8; ++n) {
+  ScoreElement se(b, tiled, pendingScore, regions.mask, env, scale, bias, bI64,
+                  hI64, M);
+  for (int64_t n = 0; n < BN / 8; ++n)
     for (int e = 0; e < 4; ++e) {
       Value kv = add(k0, add(cidx(8 * n), add(mul(t, cidx(2)), cidx(e & 1))));
-      Value kvIdx = toI64(kv);
-      Value x = arith::MulFOp::create(b, s[n][e], scale);
-      if (pendingScore)
-        x = emitRegion(b, *pendingScore, {x, bI64, hI64, qIdx[e / 2], kvIdx},
-                       env);
-      Value visible;
-      if (withMask) {
-        visible = arith::CmpIOp::create(b, P::ult, kv, M);
-        if (regions.mask)
-          visible = arith::AndIOp::create(
-              b, visible,
-              emitRegion(b, *regions.mask, {bI64, hI64, qIdx[e / 2], kvIdx},
-                         env));
-      }
-      Value p = x;
-      switch (kind) {
-      case NormalizerKind::softmax:
-        break;
-      case NormalizerKind::sigmoid: {
-        Value z = arith::AddFOp::create(b, x, bias);
-        Value ez = math::ExpOp::create(b, arith::NegFOp::create(b, z));
-        p = arith::DivFOp::create(b, cf32(1),
-                                  arith::AddFOp::create(b, cf32(1), ez));
-        break;
-      }
-      case NormalizerKind::relu: {
-        Value r0 = fmax(x, zero);
-        p = r0;
-        for (int64_t i = 1, pw = tiled.getReluPower(); i < pw; ++i)
-          p = arith::MulFOp::create(b, p, r0);
-        break;
-      }
-      case NormalizerKind::none:
-        break;
-      }
-      if (visible)
-        p = select(visible, p, kind == NormalizerKind::softmax ? ninf() : zero);
-      s[n][e] = p;
+      s[n][e] = se.emit(s[n][e], qIdx[e / 2], kv, withMask);
     }
-  }
   return s;
 }
 
@@ -287,8 +206,7 @@ SmallVector<Value> GpuKernelBuilder::emitNormalizerStep(Value kt, Value k0,
     s = emitFinish(k0, false, s);
     return emitRowState(s, state);
   }
-  auto [nonEmpty, partial] = classify(kt);
-  (void)nonEmpty;
+  Value partial = walk().classify(kt).second;
   SmallVector<Type> accTypes(BN / 2, b.getF32Type());
   auto ifOp = scf::IfOp::create(b, accTypes, partial, true);
   auto flat = [](ArrayRef<Acc> a) {
@@ -526,7 +444,7 @@ LogicalResult GpuKernelBuilder::lowerInit(TileInitOp op) {
 /// The visible kv tiles in a while loop, two K/V stages: the next visible
 /// tile is copied while the current one computes.
 LogicalResult GpuKernelBuilder::lowerKVLoop(KVLoopOp op) {
-  Value first = firstVisible(cidx(0));
+  Value first = walk().firstVisible(cidx(0));
   Value firstValid = arith::CmpIOp::create(b, P::ult, first, nKT);
   Value firstK0 =
       mul(minu(first, arith::SubIOp::create(b, nKT, cidx(1))), cidx(BN));
@@ -555,7 +473,7 @@ LogicalResult GpuKernelBuilder::lowerKVLoop(KVLoopOp op) {
     Value other = arith::XOrIOp::create(b, stage, cidx(1));
     // Prefetch the next visible tile into the other stage (zero rows when
     // there is none, which keeps one group per iteration).
-    Value nxt = firstVisible(add(cur, cidx(1)));
+    Value nxt = walk().firstVisible(add(cur, cidx(1)));
     Value hasNext = arith::CmpIOp::create(b, P::ult, nxt, nKT);
     Value nk0 =
         mul(minu(nxt, arith::SubIOp::create(b, nKT, cidx(1))), cidx(BN));

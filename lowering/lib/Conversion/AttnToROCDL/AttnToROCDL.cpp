@@ -2,11 +2,12 @@
 //
 // Implements convert-attn-to-rocdl: a gpu.module per spec with a kernel per
 // head-dim variant. The linear family's kernels are the SIMT ones shared
-// with CUDA (LinearGpuKernels.h); what is AMD's own here is the occupancy
-// hint, and, next, the softmax family's MFMA kernels.
+// with CUDA (LinearGpuKernels.h); the softmax family's forward is AMD's own,
+// on MFMA (MfmaAttention.cpp); so is the occupancy hint.
 //
 //===----------------------------------------------------------------------===//
 
+#include "MfmaAttention.h"
 #include "attn/Conversion/KernelScaffold.h"
 #include "attn/Conversion/LinearGpuKernels.h"
 #include "attn/Conversion/Passes.h"
@@ -66,11 +67,13 @@ struct ConvertAttnToROCDLPass
         built = buildLinearBackwardGpuKernels(spec, gpuModule, dims);
       else if (spec.getTiledLinearAttention())
         built = buildLinearGpuKernels(spec, gpuModule, dims, sharedLimit);
+      else if (spec.getTiledAttention())
+        built = buildMfmaAttentionKernels(spec, gpuModule, dims);
       else
         spec.emitError()
-            << "the ROCm backend compiles the linear family only so far: the "
-               "softmax family's MFMA kernels are not written yet (use "
-               "--target=cpu or --target=cuda for '"
+            << "the softmax family's gradients are not written for ROCm yet "
+               "(its forward and the linear family's forward and gradients "
+               "are; use --target=cpu or --target=cuda for the gradients of '"
             << spec.getSymName() << "')";
       if (failed(built))
         return signalPassFailure();
@@ -79,8 +82,13 @@ struct ConvertAttnToROCDLPass
     if (failed(checkSharedLimit(module, sharedLimit)))
       return signalPassFailure();
     module.walk([](gpu::GPUFuncOp fn) {
-      if (fn.isKernel())
-        setOccupancyHint(fn);
+      if (!fn.isKernel())
+        return;
+      setOccupancyHint(fn);
+      // Whose warp-level ops run on 64 lanes (attn-gpu-sim reads it).
+      fn->setAttr(
+          "attn.wave_size",
+          IntegerAttr::get(IntegerType::get(fn.getContext(), 64), kWaveSize));
     });
   }
 };

@@ -204,10 +204,8 @@ Value MfmaKernelBuilder::acrossHalves(Value x, bool isMax) {
 
 SmallVector<Value> MfmaKernelBuilder::finish(Value k0, bool withMask,
                                              ArrayRef<Value> s) {
-  ScoreElement se{b,     pendingScore,           regions.mask,
-                  env,   kind,                   tiled.getReluPower(),
-                  scale, bias,                   bI64,
-                  hI64,  M};
+  ScoreElement se(b, tiled, pendingScore, regions.mask, env, scale, bias, bI64,
+                  hI64, M);
   SmallVector<Value> out;
   for (int64_t st = 0; st < BN / kTile; ++st)
     for (int64_t e = 0; e < 16; ++e)

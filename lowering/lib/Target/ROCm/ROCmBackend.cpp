@@ -137,8 +137,10 @@ ROCmBackendTarget::pipelineOptions(const Schedule &schedule,
   ROCmPipelineOptions options;
   options.chip = chip.str();
   options.abi = gpus.abi();
-  options.tileQ = schedule.tileQ;
-  options.tileKV = schedule.tileKV;
+  if (schedule.tileQ > 0)
+    options.tileQ = schedule.tileQ;
+  if (schedule.tileKV > 0)
+    options.tileKV = schedule.tileKV;
   if (!schedule.headDims.empty())
     options.headDims = schedule.headDims;
   if (!schedule.elementType.empty())
