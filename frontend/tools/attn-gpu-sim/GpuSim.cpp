@@ -548,6 +548,9 @@ static const llvm::StringMap<K> &simpleOps() {
       {"math.absf", K::AbsF},
       {"math.exp", K::Exp},
       {"math.exp2", K::Exp2},
+      // AMD's v_exp_f32 (llvm.amdgcn.exp2), as the ROCm kernels' softmax
+      // uses it: 2^x in f32.
+      {"rocdl.exp2", K::Exp2},
       {"math.log", K::Log},
       {"math.log2", K::Log2},
       {"math.log1p", K::Log1p},

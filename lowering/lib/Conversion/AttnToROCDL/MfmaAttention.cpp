@@ -41,6 +41,7 @@
 #include "attn/Conversion/SoftmaxGpuTiles.h"
 #include "attn/Conversion/TileLowering.h"
 #include "mlir/Dialect/AMDGPU/IR/AMDGPUDialect.h"
+#include "mlir/Dialect/LLVMIR/ROCDLDialect.h"
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
 
 using namespace mlir;
@@ -87,6 +88,11 @@ private:
   Value keyOf(int64_t st, int64_t e) {
     return add(cidx(st * kTile + 8 * (e / 4) + e % 4), mul(hi, cidx(4)));
   }
+  /// 2^x by v_exp_f32 (llvm.amdgcn.exp2): what ROCm's math library calls
+  /// for exp2 anyway, without linking it. Its arguments here are <= 0
+  /// (score - row max), where a result below 2^-126 may flush to 0: a
+  /// weight that small does not change a sum whose largest term is 1.
+  Value exp2(Value x) { return ROCDL::ROCDLExp2::create(b, b.getF32Type(), x); }
   /// Sum (or max) with the lane 32 apart: the other half of a query's keys.
   Value acrossHalves(Value x, bool isMax);
 
@@ -246,12 +252,11 @@ SmallVector<Value> MfmaKernelBuilder::emitNormalizerStep(Value kt, Value k0,
     // A row without a visible key so far keeps m = -inf; use 0 then.
     Value safe = select(arith::CmpFOp::create(b, F::OEQ, mNew, ninf()), zero,
                         mNew);
-    Value alpha =
-        math::Exp2Op::create(b, fmul(fsub(mOld, safe), cf32(log2e)));
+    Value alpha = exp2(fmul(fsub(mOld, safe), cf32(log2e)));
     Value mScaled = fmul(safe, cf32(-log2e));
     Value sum = zero;
     for (Value &x : tileS) {
-      x = math::Exp2Op::create(b, fma(x, cf32(log2e), mScaled));
+      x = exp2(fma(x, cf32(log2e), mScaled));
       sum = fadd(sum, x);
     }
     next[0] = mNew;
