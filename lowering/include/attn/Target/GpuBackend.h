@@ -46,6 +46,8 @@ struct GpuApiNames {
   llvm::StringRef driver;     ///< "the CUDA driver"
   llvm::StringRef streamType; ///< "a CUstream"
   llvm::StringRef reportTool; ///< "ptxas -v"
+  /// What runs the bf16/f16 products: "tensor cores".
+  llvm::StringRef matrixUnits;
   /// The runtime's gradients entry (attn_cuda_run_backward).
   attn_status_t (*runBackward)(const attn_cuda_backward_desc_t *kernel,
                                const DLTensor *const *inputs, const DLTensor *o,
@@ -95,6 +97,9 @@ class GpuBackendTarget : public BackendTarget {
 public:
   explicit GpuBackendTarget(const Backend &backend) : backend_(backend) {}
   const Backend &backend() const override { return backend_; }
+  /// bf16 or f16 q, k, v; no carried linear state (the GPU kernels start
+  /// from a zero state).
+  std::string checkSchedule(const Schedule &schedule) const override;
   LogicalResult lower(ModuleOp module, const Schedule &schedule, Stage stop,
                       KernelInfo &info, std::string &error) const override;
   LogicalResult compile(ModuleOp module, const Schedule &schedule,
@@ -129,8 +134,7 @@ protected:
   virtual std::string checkToolchain() const = 0;
   /// Compiles the Kernel-stage `kernels` for every chip: fills `out`'s
   /// image, reports and formats (the variants are filled already).
-  virtual LogicalResult compileChips(ModuleOp kernels,
-                                     const Schedule &schedule,
+  virtual LogicalResult compileChips(ModuleOp kernels, const Schedule &schedule,
                                      GpuOutputs &out,
                                      std::string &error) const = 0;
 

@@ -58,9 +58,8 @@ constexpr int64_t kWave = 64, kTile = 32, kK = 8;
 class MfmaKernelBuilder : public KernelScaffold, public TileLowering {
 public:
   MfmaKernelBuilder(SpecOp spec, gpu::GPUModuleOp gpuModule, int64_t headDim)
-      : KernelScaffold(spec), tiled(spec.getTiledAttention()),
-        regions(tiled), sched(tiled ? tiled.getSchedule() : ScheduleAttr()),
-        D(headDim) {
+      : KernelScaffold(spec), tiled(spec.getTiledAttention()), regions(tiled),
+        sched(tiled ? tiled.getSchedule() : ScheduleAttr()), D(headDim) {
     b.setInsertionPointToEnd(gpuModule.getBody());
   }
 
@@ -161,9 +160,9 @@ void MfmaKernelBuilder::emitPrologue(gpu::GPUFuncOp fn) {
   Value smem = gpu::DynamicSharedMemoryOp::create(
       b, MemRefType::get({ShapedType::kDynamic}, b.getI8Type(), nullptr, wg));
   auto view = [&](int64_t byteOffset) -> Value {
-    return memref::ViewOp::create(
-        b, MemRefType::get({BN * D}, elt, nullptr, wg), smem,
-        cidx(byteOffset), ValueRange{});
+    return memref::ViewOp::create(b,
+                                  MemRefType::get({BN * D}, elt, nullptr, wg),
+                                  smem, cidx(byteOffset), ValueRange{});
   };
   Ks = view(0);
   Vs = view(BN * D * 2);
@@ -215,8 +214,8 @@ SmallVector<Value> MfmaKernelBuilder::finish(Value k0, bool withMask,
   SmallVector<Value> out;
   for (int64_t st = 0; st < BN / kTile; ++st)
     for (int64_t e = 0; e < 16; ++e)
-      out.push_back(se.emit(s[st * 16 + e], qIdx, add(k0, keyOf(st, e)),
-                            withMask));
+      out.push_back(
+          se.emit(s[st * 16 + e], qIdx, add(k0, keyOf(st, e)), withMask));
   return out;
 }
 
@@ -250,8 +249,8 @@ SmallVector<Value> MfmaKernelBuilder::emitNormalizerStep(Value kt, Value k0,
     Value mOld = state[0];
     Value mNew = fmax(mOld, mx);
     // A row without a visible key so far keeps m = -inf; use 0 then.
-    Value safe = select(arith::CmpFOp::create(b, F::OEQ, mNew, ninf()), zero,
-                        mNew);
+    Value safe =
+        select(arith::CmpFOp::create(b, F::OEQ, mNew, ninf()), zero, mNew);
     Value alpha = exp2(fmul(fsub(mOld, safe), cf32(log2e)));
     Value mScaled = fmul(safe, cf32(-log2e));
     Value sum = zero;
@@ -282,8 +281,8 @@ LogicalResult MfmaKernelBuilder::build() {
                                 "(32 query rows per wave), got "
                              << BM;
   if (BN != 32 && BN != 64)
-    return tiled.emitError() << "ROCm kernels need tile_kv = 32 or 64, got "
-                             << BN;
+    return tiled.emitError()
+           << "ROCm kernels need tile_kv = 32 or 64, got " << BN;
   if (D != 64 && D != 128)
     return tiled.emitError() << "ROCm kernels are generated for head dims 64 "
                                 "and 128 (smaller ones are zero-padded), got "
@@ -294,9 +293,9 @@ LogicalResult MfmaKernelBuilder::build() {
     return failure();
   elt = *qkvType;
   if ((BN * D) % numThreads)
-    return tiled.emitError() << "tile sizes " << BM << "x" << BN
-                             << " do not split evenly over " << numThreads
-                             << " threads";
+    return tiled.emitError()
+           << "tile sizes " << BM << "x" << BN << " do not split evenly over "
+           << numThreads << " threads";
 
   MLIRContext *ctx = b.getContext();
   SmallVector<Type> args = kernelArgTypes(
@@ -436,7 +435,8 @@ LogicalResult MfmaKernelBuilder::lowerPV(TilePVOp op) {
     for (int64_t c = 0; c < 4; ++c) {
       SmallVector<Value> ps;
       for (int64_t e = 0; e < 4; ++e)
-        ps.push_back(arith::TruncFOp::create(b, elt, tileS[st * 16 + 4 * c + e]));
+        ps.push_back(
+            arith::TruncFOp::create(b, elt, tileS[st * 16 + 4 * c + e]));
       Value pB = vector::FromElementsOp::create(b, fragTy, ps);
       Value keyRow = add(cidx(st * kTile + 8 * c), mul(hi, cidx(4)));
       for (int64_t ds = 0; ds < D / kTile; ++ds) {
@@ -469,8 +469,8 @@ LogicalResult MfmaKernelBuilder::lowerStore(TileStoreOp op) {
   ifThen(ult(qRow, N), [&] {
     for (int64_t ds = 0; ds < D / kTile; ++ds)
       for (int64_t e = 0; e < 16; ++e) {
-        Value dim = add(cidx(ds * kTile + 8 * (e / 4) + e % 4),
-                        mul(hi, cidx(4)));
+        Value dim =
+            add(cidx(ds * kTile + 8 * (e / 4) + e % 4), mul(hi, cidx(4)));
         Value x = fmul(state[2 + ds * 16 + e], inv);
         ifThen(ult(dim, Dv), [&] {
           memref::StoreOp::create(b, x, o, ValueRange{bIdx, h, qRow, dim});
@@ -484,9 +484,9 @@ LogicalResult MfmaKernelBuilder::lowerStore(TileStoreOp op) {
   return success();
 }
 
-LogicalResult mlir::attn::buildMfmaAttentionKernels(SpecOp spec,
-                                                    gpu::GPUModuleOp gpuModule,
-                                                    ArrayRef<int64_t> headDims) {
+LogicalResult
+mlir::attn::buildMfmaAttentionKernels(SpecOp spec, gpu::GPUModuleOp gpuModule,
+                                      ArrayRef<int64_t> headDims) {
   for (int64_t d : headDims) {
     MfmaKernelBuilder kb(spec, gpuModule, d);
     if (failed(kb.build()))

@@ -1,4 +1,5 @@
-//===- SoftmaxGpuTiles.cpp - what every GPU softmax kernel decides per tile ===//
+//===- SoftmaxGpuTiles.cpp - what every GPU softmax kernel decides per tile
+//===//
 
 #include "attn/Conversion/SoftmaxGpuTiles.h"
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -24,10 +25,10 @@ std::pair<Value, Value> GpuTileWalk::classify(Value kt) {
   Value kEnd = arith::MinUIOp::create(b, kNext, M);
   Value qEnd =
       arith::MinUIOp::create(b, arith::AddIOp::create(b, q0, cidx(BM)), N);
-  auto [lo, hi] = emitMaskIntervals(
-      b, *mask, bI64, hI64, i64(q0),
-      i64(arith::SubIOp::create(b, qEnd, cidx(1))), i64(k0),
-      i64(arith::SubIOp::create(b, kEnd, cidx(1))), env);
+  auto [lo, hi] =
+      emitMaskIntervals(b, *mask, bI64, hI64, i64(q0),
+                        i64(arith::SubIOp::create(b, qEnd, cidx(1))), i64(k0),
+                        i64(arith::SubIOp::create(b, kEnd, cidx(1))), env);
   auto c64 = [&](int64_t v) {
     return arith::ConstantOp::create(b, b.getI64IntegerAttr(v));
   };

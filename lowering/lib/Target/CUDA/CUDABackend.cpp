@@ -35,7 +35,6 @@ public:
   CUDABackendTarget(const Backend &backend, CUDATarget gpus)
       : GpuBackendTarget(backend), gpus(std::move(gpus)) {}
   std::string key() const override { return gpus.key(); }
-  std::string checkSchedule(const Schedule &schedule) const override;
   llvm::ArrayRef<llvm::StringRef> emitFormats() const override {
     static const llvm::StringRef formats[] = {"ptx", "cubin", "fatbin"};
     return formats;
@@ -75,10 +74,11 @@ std::unique_ptr<Backend> mlir::attn::createCUDABackend() {
 
 /// The CUDA runtime entries and the words its headers use.
 const GpuApiNames &CUDABackendTarget::names() const {
-  static const GpuApiNames names{
-      "cuda",       "CUDA",     kDLCUDA,
-      "kDLCUDA",    "fatbin",   "the CUDA driver",
-      "a CUstream", "ptxas -v", attn_cuda_run_backward};
+  static const GpuApiNames names{"cuda",         "CUDA",
+                                 kDLCUDA,        "kDLCUDA",
+                                 "fatbin",       "the CUDA driver",
+                                 "a CUstream",   "ptxas -v",
+                                 "tensor cores", attn_cuda_run_backward};
   return names;
 }
 
@@ -100,18 +100,6 @@ CUDABackend::parseTarget(llvm::StringRef target, std::string &error) const {
   if (!CUDATarget::parse(target, gpus, error))
     return nullptr;
   return std::make_unique<CUDABackendTarget>(*this, std::move(gpus));
-}
-
-std::string CUDABackendTarget::checkSchedule(const Schedule &schedule) const {
-  if (!schedule.elementType.empty() && schedule.elementType != "bf16" &&
-      schedule.elementType != "f16")
-    return "CUDA kernels take bf16 or f16 q, k, v (tensor cores), not '" +
-           schedule.elementType + "'";
-  if (schedule.linearState)
-    return "the linear state in and out (decoding) is not supported for CUDA "
-           "yet (the linear-attention kernels start from a zero state); use "
-           "the CPU target for decoding";
-  return "";
 }
 
 CUDAPipelineOptions

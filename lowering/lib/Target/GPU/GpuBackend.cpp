@@ -343,8 +343,8 @@ GpuBackendTarget::load(const KernelImage &image, const std::string &key,
     variants.push_back(std::move(v));
   }
   if (variants.empty() || image.code.empty()) {
-    error =
-        "the " + names().title.str() + " kernel image has no code or no variants";
+    error = "the " + names().title.str() +
+            " kernel image has no code or no variants";
     return nullptr;
   }
   return std::make_unique<GpuBinding>(image.info, names(), std::move(variants),
@@ -355,9 +355,25 @@ GpuBackendTarget::load(const KernelImage &image, const std::string &key,
 // Lowering and compiling
 //===----------------------------------------------------------------------===//
 
-LogicalResult GpuBackendTarget::lowerWithVariants(
-    ModuleOp module, const Schedule &schedule, Stage stop, KernelInfo &info,
-    std::vector<GpuVariant> &variants) const {
+std::string GpuBackendTarget::checkSchedule(const Schedule &schedule) const {
+  if (!schedule.elementType.empty() && schedule.elementType != "bf16" &&
+      schedule.elementType != "f16")
+    return (names().title + " kernels take bf16 or f16 q, k, v (" +
+            names().matrixUnits + "), not '" + schedule.elementType + "'")
+        .str();
+  if (schedule.linearState)
+    return ("the linear state in and out (decoding) is not supported for " +
+            names().title +
+            " yet (the linear-attention kernels start from a zero state); "
+            "use the CPU target for decoding")
+        .str();
+  return "";
+}
+
+LogicalResult
+GpuBackendTarget::lowerWithVariants(ModuleOp module, const Schedule &schedule,
+                                    Stage stop, KernelInfo &info,
+                                    std::vector<GpuVariant> &variants) const {
   MLIRContext *ctx = module.getContext();
   DialectRegistry registry;
   registerExtensions(registry);
@@ -394,9 +410,9 @@ GpuBackendTarget::lowerForChip(ModuleOp kernels, const Schedule &schedule,
   return clone;
 }
 
-LogicalResult GpuBackendTarget::lower(ModuleOp module,
-                                      const Schedule &schedule, Stage stop,
-                                      KernelInfo &info, std::string &) const {
+LogicalResult GpuBackendTarget::lower(ModuleOp module, const Schedule &schedule,
+                                      Stage stop, KernelInfo &info,
+                                      std::string &) const {
   std::vector<GpuVariant> variants;
   return lowerWithVariants(module, schedule, stop, info, variants);
 }
@@ -438,9 +454,9 @@ LogicalResult GpuBackendTarget::emitObject(
   if (failed(compileAll(module, schedule, info, out, error)))
     return failure();
   // The host object only holds the image as data.
-  if (std::string e = embedGpuImage(module.getContext(),
-                                    gpuImageSymbol(info, names()), out.image,
-                                    object);
+  if (std::string e =
+          embedGpuImage(module.getContext(), gpuImageSymbol(info, names()),
+                        out.image, object);
       !e.empty()) {
     error = e;
     return failure();

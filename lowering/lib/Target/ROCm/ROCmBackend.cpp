@@ -37,7 +37,6 @@ public:
   ROCmBackendTarget(const Backend &backend, ROCmTarget gpus)
       : GpuBackendTarget(backend), gpus(std::move(gpus)) {}
   std::string key() const override { return gpus.key(); }
-  std::string checkSchedule(const Schedule &schedule) const override;
   llvm::ArrayRef<llvm::StringRef> emitFormats() const override {
     static const llvm::StringRef formats[] = {"rocdl", "amdgcn", "hsaco",
                                               "hipfb"};
@@ -60,9 +59,7 @@ protected:
                      Stage start) const override {
     buildAttnROCmPipeline(pm, pipelineOptions(schedule, chip), stop, start);
   }
-  std::string checkToolchain() const override {
-    return gpus.checkToolchain();
-  }
+  std::string checkToolchain() const override { return gpus.checkToolchain(); }
   LogicalResult compileChips(ModuleOp kernels, const Schedule &schedule,
                              GpuOutputs &out,
                              std::string &error) const override;
@@ -93,6 +90,7 @@ const GpuApiNames &ROCmBackendTarget::names() const {
                                  "the HIP runtime",
                                  "a hipStream_t",
                                  "code object metadata",
+                                 "matrix cores",
                                  attn_rocm_run_backward};
   return names;
 }
@@ -117,18 +115,6 @@ ROCmBackend::parseTarget(llvm::StringRef target, std::string &error) const {
   if (!ROCmTarget::parse(target, gpus, error))
     return nullptr;
   return std::make_unique<ROCmBackendTarget>(*this, std::move(gpus));
-}
-
-std::string ROCmBackendTarget::checkSchedule(const Schedule &schedule) const {
-  if (!schedule.elementType.empty() && schedule.elementType != "bf16" &&
-      schedule.elementType != "f16")
-    return "ROCm kernels take bf16 or f16 q, k, v (matrix cores), not '" +
-           schedule.elementType + "'";
-  if (schedule.linearState)
-    return "the linear state in and out (decoding) is not supported for ROCm "
-           "yet (the linear-attention kernels start from a zero state); use "
-           "the CPU target for decoding";
-  return "";
 }
 
 ROCmPipelineOptions
@@ -187,16 +173,15 @@ LogicalResult ROCmBackendTarget::emit(ModuleOp module, const Schedule &schedule,
                                       std::string &report,
                                       std::string &error) const {
   if (format != "amdgcn")
-    return GpuBackendTarget::emit(module, schedule, format, out, report,
-                                  error);
+    return GpuBackendTarget::emit(module, schedule, format, out, report, error);
   if (std::string e = gpus.checkToolchain(); !e.empty()) {
     error = e;
     return failure();
   }
   KernelInfo info;
   std::vector<GpuVariant> variants;
-  if (failed(lowerWithVariants(module, schedule, Stage::Kernel, info,
-                               variants)))
+  if (failed(
+          lowerWithVariants(module, schedule, Stage::Kernel, info, variants)))
     return failure();
   out.clear();
   for (const std::string &chip : gpus.chips) {
