@@ -25,6 +25,15 @@
 //    [l % 32]. Products of bf16/f16 values are exact in f32; they are summed
 //    in f32.
 //  - gpu.shuffle works on the lanes of a wave (width <= the wave size).
+//  - Raw buffers (amdgpu.fat_raw_buffer_cast, then memref/vector loads and
+//    stores; CDNA3 ISA, "Buffer Instructions", range checking with stride
+//    0): the descriptor's base and num_records (32 bits) bound the byte
+//    offsets; a load wholly outside [0, num_records) returns 0 and a store
+//    there is dropped, without touching memory. A multi-element access
+//    partly outside is chip-dependent (whole access or per dword zeroed):
+//    the simulator rejects it, so a kernel must not rely on either.
+//  - LDS: vector accesses (ds_read/ds_write_b64/b128) must be aligned as
+//    their `alignment` attribute claims.
 //
 //===----------------------------------------------------------------------===//
 
@@ -44,6 +53,7 @@
 #include "mlir/IR/BuiltinAttributes.h"
 #include "llvm/ADT/APFloat.h"
 #include "llvm/ADT/DenseMap.h"
+#include "llvm/ADT/SmallBitVector.h"
 #include "llvm/ADT/StringMap.h"
 #include "llvm/Support/raw_ostream.h"
 
@@ -299,8 +309,12 @@ enum class K : uint16_t {
   MemDim,
   Load,
   Store,
+  VLoad,
+  VStore,
   AtomicRMW,
   View,
+  SubView,
+  FatBuffer,
   ExtractPtr,
   // control flow
   For,
@@ -753,6 +767,13 @@ bool Compiler::compileMemRef(Instr &I) {
     compileAtomicRMW(I, a);
     return true;
   }
+  if (isa<memref::SubViewOp>(op)) {
+    I.k = K::SubView;
+    for (Value x : op->getOperands())
+      I.in.push_back(use(x));
+    I.out.push_back(def(op->getResult(0)));
+    return true;
+  }
   if (auto v = dyn_cast<memref::ViewOp>(op)) {
     I.k = K::View;
     for (Value x : op->getOperands())
@@ -878,9 +899,22 @@ bool Compiler::compileGPU(Instr &I) {
   return false;
 }
 
-/// vector.extract and llvm.extractvalue (the other vector ops are simple).
+/// vector.extract, vector.load/store (1-D) and llvm.extractvalue (the other
+/// vector ops are simple).
 bool Compiler::compileVector(Instr &I) {
   Operation *op = I.op;
+  if (isa<vector::LoadOp, vector::StoreOp>(op)) {
+    bool store = isa<vector::StoreOp>(op);
+    plain(I, store ? K::VStore : K::VLoad);
+    Value vec = store ? op->getOperand(0) : op->getResult(0);
+    if (cast<VectorType>(vec.getType()).getRank() != 1)
+      opFatal(op, "only 1-D vector.load/store is supported");
+    if (store)
+      I.ekIn = dataKind(P, I.in[0]);
+    auto align = op->getAttrOfType<IntegerAttr>("alignment");
+    I.a0 = align ? align.getInt() : 0;
+    return true;
+  }
   if (auto e = dyn_cast<vector::ExtractOp>(op)) {
     if (!e.getDynamicPosition().empty())
       opFatal(op, "vector.extract with a dynamic position");
@@ -1020,6 +1054,19 @@ bool Compiler::compileNVVM(Instr &I) {
 /// vector<16>, no broadcast or permutation).
 bool Compiler::compileAMDGPU(Instr &I) {
   Operation *op = I.op;
+  if (auto c = dyn_cast<amdgpu::FatRawBufferCastOp>(op)) {
+    I.k = K::FatBuffer;
+    for (Value x : op->getOperands())
+      I.in.push_back(use(x));
+    I.out.push_back(def(c.getResult()));
+    if (!c.getResetOffset())
+      opFatal(op, "only amdgpu.fat_raw_buffer_cast with resetOffset is "
+                  "supported");
+    if (c.getCacheSwizzleStride())
+      opFatal(op, "cache swizzling is not supported");
+    I.a0 = c.getValidBytes() ? 1 : 0;
+    return true;
+  }
   auto m = dyn_cast<amdgpu::MFMAOp>(op);
   if (!m)
     return false;
@@ -1244,7 +1291,15 @@ private:
   int64_t address(const Instr &I, const MemDesc &d, const int *idx,
                   unsigned nIdx, unsigned lane, int64_t extent,
                   const char *what);
+  int64_t linear(const MemDesc &d, const int *idx, unsigned nIdx,
+                 unsigned lane);
+  /// The element offset of an access of `n` elements on a raw buffer, or
+  /// -1 if it is wholly out of range (fatal if partly).
+  int64_t bufferAddress(const Instr &I, const MemDesc &d, const int *idx,
+                        unsigned nIdx, unsigned lane, int64_t n);
   void execLoadStore(const Instr &I, const Mask &m);
+  void execSubView(const Instr &I, const Mask &m);
+  void execFatBuffer(const Instr &I, const Mask &m);
   void execAtomicRMW(const Instr &I, const Mask &m);
   void execAsyncCopy(const Instr &I, const Mask &m);
   void completeCopy(const PendingCopy &c);
@@ -1961,37 +2016,169 @@ void Machine::globalWrite(const Instr &I, unsigned lane, int buf, int64_t byte,
   }
 }
 
+int64_t Machine::linear(const MemDesc &d, const int *idx, unsigned nIdx,
+                        unsigned lane) {
+  int64_t lin = d.offset;
+  for (unsigned i = 0; i < nIdx && i < d.strides.size(); ++i)
+    lin += int64_t(R(idx[i])[lane]) * d.strides[i];
+  return lin;
+}
+
+int64_t Machine::bufferAddress(const Instr &I, const MemDesc &d, const int *idx,
+                               unsigned nIdx, unsigned lane, int64_t n) {
+  if (nIdx != d.sizes.size())
+    fail(I, lane, "index count does not match the memref rank");
+  int64_t lin = linear(d, idx, nIdx, lane);
+  int64_t rel = (lin - d.fatBase) * int64_t(d.eltBytes);
+  int64_t bytes = n * int64_t(d.eltBytes);
+  bool inside = rel >= 0 && rel + bytes <= d.fatBytes;
+  bool outside = rel >= d.fatBytes || rel + bytes <= 0;
+  if (!inside && !outside)
+    fail(I, lane,
+         "buffer access of bytes [" + std::to_string(rel) + ", " +
+             std::to_string(rel + bytes) + ") is partly outside its " +
+             std::to_string(d.fatBytes) +
+             "-byte range: what it returns depends on the chip");
+  if (outside)
+    return -1;
+  int64_t nElem = int64_t(bufs[d.buf].bytes.size() / d.eltBytes);
+  if (lin < 0 || lin + n > nElem)
+    fail(I, lane,
+         "buffer access inside its range but outside " + bufs[d.buf].name +
+             " (element offset " + std::to_string(lin) +
+             "): a memory fault on the GPU");
+  return lin;
+}
+
+/// memref.load/store of one element and vector.load/store of n contiguous
+/// ones; raw buffers follow the range-checking rules above.
 void Machine::execLoadStore(const Instr &I, const Mask &m) {
-  bool store = I.k == K::Store;
+  bool store = I.k == K::Store || I.k == K::VStore;
+  bool vec = I.k == K::VLoad || I.k == K::VStore;
   int memId = store ? I.in[1] : I.in[0];
   const MemDesc &d = mems[V(memId).mem];
   const int *idx = I.in.data() + (store ? 2 : 1);
   unsigned nIdx = unsigned(I.in.size()) - (store ? 2 : 1);
   int valId = store ? I.in[0] : I.out[0];
   unsigned n = V(valId).n;
-  if (n != 1)
-    fail(I, -1, "vector loads/stores are not supported");
+  if (n != 1 && !vec)
+    fail(I, -1, "memref.load/store of a vector");
+  if (d.buf < 0)
+    for (unsigned l = 0; l < T; ++l)
+      if (m.on[l])
+        fail(I, l,
+             std::string(store ? "store" : "load") + " through a null memref");
+  if (d.buf < 0)
+    return;
+  if (vec && !d.strides.empty() && d.strides.back() != 1)
+    fail(I, -1, "vector access along a non-unit-stride dimension");
+  bool shared = bufs[d.buf].shared;
   uint64_t *v = R(valId);
+  int64_t bytes = int64_t(n) * d.eltBytes;
   for (unsigned l = 0; l < T; ++l) {
     if (!m.on[l])
       continue;
-    int64_t lin = address(I, d, idx, nIdx, l, 0, store ? "store" : "load");
-    uint8_t *p = bufs[d.buf].bytes.data() + lin * d.eltBytes;
-    if (store) {
-      uint64_t x = v[l];
-      std::memcpy(p, &x, d.eltBytes);
-      if (bufs[d.buf].shared)
-        sharedWrite(I, l, lin * d.eltBytes, d.eltBytes, epoch);
-      else
-        globalWrite(I, l, d.buf, lin * d.eltBytes, d.eltBytes);
+    int64_t lin;
+    if (d.fatBase >= 0) {
+      lin = bufferAddress(I, d, idx, nIdx, l, n);
+      if (lin < 0) {
+        if (!store)
+          for (unsigned e = 0; e < n; ++e)
+            v[l * n + e] = 0;
+        continue;
+      }
     } else {
-      uint64_t x = 0;
-      std::memcpy(&x, p, d.eltBytes);
-      v[l] = x & wmask(widthOf(d.ek));
-      if (bufs[d.buf].shared)
-        sharedRead(I, l, lin * d.eltBytes, d.eltBytes);
+      lin = address(I, d, idx, nIdx, l, n, store ? "store" : "load");
+    }
+    int64_t byte = lin * d.eltBytes;
+    if (vec && shared && I.a0 > 1 && byte % I.a0)
+      fail(I, l,
+           "shared-memory vector access at byte " + std::to_string(byte) +
+               " is not " + std::to_string(I.a0) +
+               "-byte aligned as its alignment attribute claims");
+    uint8_t *p = bufs[d.buf].bytes.data() + byte;
+    if (store) {
+      for (unsigned e = 0; e < n; ++e) {
+        uint64_t x = v[l * n + e];
+        std::memcpy(p + e * d.eltBytes, &x, d.eltBytes);
+      }
+      if (shared)
+        sharedWrite(I, l, byte, bytes, epoch);
+      else
+        globalWrite(I, l, d.buf, byte, bytes);
+    } else {
+      for (unsigned e = 0; e < n; ++e) {
+        uint64_t x = 0;
+        std::memcpy(&x, p + e * d.eltBytes, d.eltBytes);
+        v[l * n + e] = x & wmask(widthOf(d.ek));
+      }
+      if (shared)
+        sharedRead(I, l, byte, bytes);
     }
   }
+}
+
+/// memref.subview: offsets, sizes and strides (static or uniform values),
+/// rank-reducing.
+void Machine::execSubView(const Instr &I, const Mask &m) {
+  auto sv = cast<memref::SubViewOp>(I.op);
+  const MemDesc &s = mems[V(I.in[0]).mem];
+  auto get = [&](OpFoldResult f, const char *what) -> int64_t {
+    if (auto a = dyn_cast<Attribute>(f))
+      return cast<IntegerAttr>(a).getInt();
+    return int64_t(uniform(I, P.ids.lookup(cast<Value>(f)), m, what));
+  };
+  MemDesc d = s;
+  d.sizes.clear();
+  d.strides.clear();
+  llvm::SmallBitVector dropped = sv.getDroppedDims();
+  auto offsets = sv.getMixedOffsets(), sizes = sv.getMixedSizes(),
+       strides = sv.getMixedStrides();
+  if (offsets.size() != s.sizes.size())
+    fail(I, -1, "memref.subview rank mismatch");
+  for (size_t i = 0; i < offsets.size(); ++i) {
+    int64_t off = get(offsets[i], "memref.subview offset");
+    int64_t size = get(sizes[i], "memref.subview size");
+    int64_t step = get(strides[i], "memref.subview stride");
+    if (off < 0 || size < 0 || step < 1 ||
+        (size > 0 && off + (size - 1) * step >= s.sizes[i]))
+      fail(I, -1,
+           "memref.subview dimension " + std::to_string(i) + " [" +
+               std::to_string(off) + ", size " + std::to_string(size) +
+               "] outside the source's " + std::to_string(s.sizes[i]));
+    d.offset += off * s.strides[i];
+    if (dropped.test(i))
+      continue;
+    d.sizes.push_back(size);
+    d.strides.push_back(s.strides[i] * step);
+  }
+  mems[V(I.out[0]).mem] = d;
+}
+
+/// amdgpu.fat_raw_buffer_cast resetOffset: base = the memref's first
+/// element, num_records = validBytes or max_d(size_d stride_d) bytes.
+void Machine::execFatBuffer(const Instr &I, const Mask &m) {
+  const MemDesc &s = mems[V(I.in[0]).mem];
+  if (s.buf < 0)
+    fail(I, -1, "raw buffer of a null memref");
+  if (bufs[s.buf].shared)
+    fail(I, -1, "raw buffer of shared memory");
+  MemDesc d = s;
+  d.fatBase = s.offset;
+  int64_t extent = 0;
+  if (I.a0) {
+    extent = int64_t(uniform(I, I.in[1], m, "validBytes"));
+  } else {
+    for (size_t i = 0; i < s.sizes.size(); ++i)
+      extent = std::max(extent, s.sizes[i] * s.strides[i]);
+    extent *= s.eltBytes;
+  }
+  if (extent < 0 || extent > int64_t(UINT32_MAX))
+    fail(I, -1,
+         "raw buffer extent " + std::to_string(extent) +
+             " bytes does not fit num_records (32 bits)");
+  d.fatBytes = extent;
+  mems[V(I.out[0]).mem] = d;
 }
 
 /// a + b in float kind `ek`, rounded once. An f32 add flushes subnormal
@@ -2311,7 +2498,13 @@ void Machine::exec(const Instr &I, const Mask &m) {
     return execMemDim(I, m);
   case K::Load:
   case K::Store:
+  case K::VLoad:
+  case K::VStore:
     return execLoadStore(I, m);
+  case K::SubView:
+    return execSubView(I, m);
+  case K::FatBuffer:
+    return execFatBuffer(I, m);
   case K::AtomicRMW:
     return execAtomicRMW(I, m);
   case K::View:

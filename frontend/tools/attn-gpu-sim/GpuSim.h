@@ -54,6 +54,10 @@ struct MemDesc {
   unsigned eltBytes = 4;
   int64_t offset = 0; // elements
   llvm::SmallVector<int64_t, 4> sizes, strides;
+  /// A raw buffer (amdgpu.fat_raw_buffer_cast): the element offset of its
+  /// base and its extent in bytes (num_records); fatBase < 0: a plain
+  /// memref.
+  int64_t fatBase = -1, fatBytes = 0;
 };
 
 enum class AsyncMode { Immediate, Deferred };

@@ -199,12 +199,16 @@ void mlir::attn::buildAttnROCmPipeline(OpPassManager &pm,
   // Subviews of the kernels' strided memrefs become plain address
   // arithmetic before the ROCDL patterns see them.
   gpu.addPass(memref::createExpandStridedMetadataPass());
+  gpu.addPass(createLowerAffinePass());
   // 1 / sqrt (LLVM intrinsics) instead of ocml's rsqrt: the ROCm device
   // bitcode is linked only where a kernel still calls into it.
   math::MathExpandOpsPassOptions expand;
   expand.opMnemonics = {"rsqrt"};
   gpu.addPass(math::createMathExpandOpsPass(expand));
-  gpu.addPass(createConvertVectorToLLVMPass());
+  // No convert-vector-to-llvm here: convert-gpu-to-rocdl brings the vector
+  // patterns with the AMDGPU memory-space conversions that vector.load and
+  // vector.store on LDS and raw buffers need (the standalone pass cannot
+  // convert #gpu.address_space<workgroup> or fat_raw_buffer memrefs).
   gpu.addPass(createSCFToControlFlowPass());
   ConvertGpuOpsToROCDLOpsOptions rocdl;
   rocdl.chipset = options.chip;

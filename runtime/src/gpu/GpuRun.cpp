@@ -129,6 +129,33 @@ attn_status_t checkChunkLayout(const Api &api, const DLTensor *t,
   return ATTN_OK;
 }
 
+/// The byte range of one (batch, head) slice of a rank-4 tensor as a buffer
+/// resource spans it: max(rows x row stride, cols) elements.
+attn_status_t checkSliceRange(const Api &api, const DLTensor *t,
+                              const attn::InputSig &in) {
+  int64_t limit = api.limits().maxSliceBytes;
+  if (!limit || t->ndim != 4)
+    return ATTN_OK;
+  std::vector<int64_t> strides = stridesOf(t);
+  int64_t elemBytes = t->dtype.bits / 8;
+  // Divided rather than multiplied: shapes were bounded by checkTensors,
+  // strides were not.
+  int64_t rows = t->shape[2], cols = t->shape[3];
+  int64_t maxElems = limit / elemBytes;
+  bool tooBig = cols > maxElems ||
+                (rows > 0 && strides[2] > 0 && rows > maxElems / strides[2]);
+  if (!tooBig)
+    return ATTN_OK;
+  return fail(ATTN_ERROR_SHAPE,
+              in.name + ": a (batch, head) slice spans " + str(rows) +
+                  " rows of stride " + str(strides[2]) +
+                  " elements, more "
+                  "than the " +
+                  str(limit) + " bytes a " + api.name() +
+                  " buffer resource can address (32-bit range); split the "
+                  "sequence");
+}
+
 /// A variant's dynamic shared memory within the API's limit, where it has
 /// one (a ROCm variant past 64 KiB of LDS could never launch).
 attn_status_t checkShared(const Api &api, const KernelImage *k,
@@ -237,6 +264,9 @@ attn_status_t gpu::runForward(Api &api, const attn_cuda_kernel_desc_t *kernel,
     return st;
   for (int i = 0; i < 3; ++i)
     if (attn_status_t st = checkChunkLayout(api, inputs[i], sig.inputs[i]))
+      return st;
+  for (int i = 1; i < 3; ++i)
+    if (attn_status_t st = checkSliceRange(api, inputs[i], sig.inputs[i]))
       return st;
 
   // Variant and launch geometry (no overflow: checkExtent bounded q's

@@ -49,6 +49,10 @@ struct Limits {
   int64_t maxSharedBytes;
   /// Why, for messages: "AMD GPUs have 64 KiB of LDS per workgroup".
   const char *sharedWhy;
+  /// Largest byte range of one (batch, kv head) slice of k or v, which the
+  /// forward kernels read through one buffer resource (AMD: 32-bit
+  /// num_records); 0: no such limit.
+  int64_t maxSliceBytes = 0;
 };
 
 /// A GPU API's device side. Each call reports its own failure (fail()).

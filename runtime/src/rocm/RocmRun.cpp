@@ -106,10 +106,16 @@ public:
   const char *infix() const override { return "rocm"; }
   MemoryKind memory() const override { return MemoryKind::RocmDevice; }
   /// hipModuleLaunchKernel takes the grid in blocks but computes the global
-  /// size (blocks * threads per block) in 32 bits; 64 KiB of LDS.
+  /// size (blocks * threads per block) in 32 bits; 64 KiB of LDS; the
+  /// softmax kernels read k and v through buffer resources, whose range
+  /// (num_records) is 32 bits.
   gpu::Limits limits() const override {
-    return {UINT32_MAX, UINT32_MAX, UINT32_MAX, 64 * 1024,
-            "AMD GPUs have 64 KiB of LDS per workgroup"};
+    return {UINT32_MAX,
+            UINT32_MAX,
+            UINT32_MAX,
+            64 * 1024,
+            "AMD GPUs have 64 KiB of LDS per workgroup",
+            UINT32_MAX};
   }
 
   attn_status_t prepare(const KernelImage &k,

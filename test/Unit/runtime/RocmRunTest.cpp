@@ -135,6 +135,21 @@ struct RocmCall : Call {
   }
 };
 
+/// A RocmCall of one shape, Dqk = Dv = d.
+RocmCall shapedCall(int64_t B, int64_t Hq, int64_t Hkv, int64_t N, int64_t M,
+                    int64_t d) {
+  RocmCall call;
+  call.B = B;
+  call.Hq = Hq;
+  call.Hkv = Hkv;
+  call.N = N;
+  call.M = M;
+  call.Dqk = d;
+  call.Dv = d;
+  call.reshape();
+  return call;
+}
+
 /// BackwardTestUtil.h's valid backward call on ROCm device `home`.
 struct RocmBwdCall : BwdCall {
   explicit RocmBwdCall(DLDevice home_ = {kDLROCM, 0})
@@ -267,15 +282,7 @@ TEST_F(RocmValidation, GridLimitsAreHips) {
   Kernel k({{"attn_fwd_d8", 8, 1, 128, 0}});
   {
     // 2^25 blocks of 128 threads: 2^32 threads.
-    RocmCall call;
-    call.B = 1;
-    call.Hq = 1;
-    call.Hkv = 1;
-    call.N = int64_t(1) << 25;
-    call.M = 1;
-    call.Dqk = 8;
-    call.Dv = 8;
-    call.reshape();
+    RocmCall call = shapedCall(1, 1, 1, int64_t(1) << 25, 1, 8);
     expectError(call, &k.desc, ATTN_ERROR_SHAPE,
                 {"q: ceil(N / block_q) = 33554432 blocks of 128 threads are "
                  "more than 4294967295 threads (the ROCm grid's x dimension "
@@ -283,19 +290,23 @@ TEST_F(RocmValidation, GridLimitsAreHips) {
   }
   {
     // B * Hq = 2^32 blocks in y.
-    RocmCall call;
-    call.B = 65536;
-    call.Hq = 65536;
-    call.Hkv = 1;
-    call.N = 1;
-    call.M = 1;
-    call.Dqk = 8;
-    call.Dv = 8;
-    call.reshape();
+    RocmCall call = shapedCall(65536, 65536, 1, 1, 1, 8);
     expectError(call, &k.desc, ATTN_ERROR_SHAPE,
                 {"q: B * Hq = 4294967296 is more than 4294967295 (the ROCm "
                  "grid's y dimension)"});
   }
+}
+
+/// The softmax kernels read each (b, kv head) slice of k and v through one
+/// buffer resource, whose range is 32 bits: 2^28 rows of 8 bf16 are 4 GiB,
+/// one byte too many (one row fewer launches: RocmRun.ABufferRangeFits).
+TEST_F(RocmValidation, KAndVSlicesFitABufferRange) {
+  Kernel k({{"attn_fwd_d8", 8, 1, 128, 0}});
+  RocmCall call = shapedCall(1, 1, 1, 1, int64_t(1) << 28, 8);
+  expectError(call, &k.desc, ATTN_ERROR_SHAPE,
+              {"k: a (batch, head) slice spans 268435456 rows of stride 8 "
+               "elements, more than the 4294967295 bytes a ROCm buffer "
+               "resource can address (32-bit range); split the sequence"});
 }
 
 /// Invalid calls in a fresh process (a death test re-runs this binary for
@@ -391,6 +402,15 @@ TEST_F(RocmRun, LaunchGeometryLdsAndStream) {
   ASSERT_EQ(tall.run(&edge.desc), ATTN_OK) << lastError();
   EXPECT_EQ(lastLaunch().grid[0], (1u << 25) - 1);
   EXPECT_EQ(lastLaunch().shared_mem_bytes, 65536u);
+}
+
+/// 2^28 - 1 rows of 8 bf16: the largest k and v slices a buffer range
+/// holds (RocmValidation.KAndVSlicesFitABufferRange).
+TEST_F(RocmRun, ABufferRangeFits) {
+  Kernel k({{"attn_fwd_d8", 8, 1, 128, 0}});
+  RocmCall call = shapedCall(1, 1, 1, 1, (int64_t(1) << 28) - 1, 8);
+  EXPECT_EQ(call.run(&k.desc), ATTN_OK) << attn_last_error();
+  EXPECT_EQ(state().launch_calls, 1);
 }
 
 TEST_F(RocmRun, PacksEveryDescriptorField) {

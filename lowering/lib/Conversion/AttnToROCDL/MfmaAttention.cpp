@@ -22,17 +22,33 @@
 // + e % 4 of each 32-wide slice.
 //
 //   Q^T fragments <- q rows (registers, for the whole kv loop)
+//   regs <- K, V rows of the first visible kv tile (buffer loads)
 //   for each visible kv tile (the mask's interval classification):
-//     Ks, Vs <- K, V tile (LDS, zero past M and past the head dims)
+//     Ks <- regs (K rows), Vt <- regs transposed (V^T rows)   (LDS)
+//     regs <- K, V rows of the next visible tile   (in flight meanwhile)
 //     S^T = Ks Q^T                     (MFMA, f32 accumulators)
 //     score, mask (partial tiles only), normalizer; m, l per query
-//     O^T = O^T alpha + V^T P^T        (MFMA, P^T from the accumulators)
+//     O^T = O^T alpha + Vt P^T         (MFMA, P^T from the accumulators)
 //   o = O / l, lse = m + log l
 //
-// This is the correctness-first form: K and V go through LDS with scalar
-// accesses and one stage (no global prefetch into registers, no swizzle,
-// no buffer loads yet); nothing of it has run on an AMD GPU. Its numerics
-// are checked in attn-gpu-sim, which implements the MFMA layouts above.
+// Global reads are buffer loads (amdgpu.fat_raw_buffer_cast of the (b, hk)
+// slice of k and v, 16 bytes per load): the buffer's extent ends at key M,
+// so rows past the sequence's end read as 0 with no compare, and a tile
+// past the last one can be prefetched unconditionally. The head-dim tail
+// (Dqk, Dv below the kernel's D) is the only guarded case: a 16-byte chunk
+// that straddles it is read element by element, so no load is ever partly
+// out of bounds (whose result is chip-dependent).
+//
+// LDS holds K row-major and V transposed (keys contiguous), so that every
+// MFMA operand is one 8-byte ds_read_b64: lane l reads 4 consecutive
+// elements of row l % 32. Rows are 128 or 256 bytes apart, a multiple of
+// the 32 4-byte banks' period, so without a swizzle the 32 rows of a read
+// would hit the same banks; chunks are XOR-swizzled by the row (see
+// kSwizzle* below) to spread them over all 32 banks.
+//
+// Nothing of it has run on an AMD GPU. Its numerics, LDS races and buffer
+// semantics are checked in attn-gpu-sim, which implements the MFMA layouts
+// above and raw-buffer range checking from AMD's ISA documentation.
 //
 //===----------------------------------------------------------------------===//
 
@@ -72,12 +88,29 @@ private:
   GpuTileWalk walk() {
     return GpuTileWalk{b, regions.mask, env, bI64, hI64, q0, N, M, nKT, BM, BN};
   }
-  /// Element `e` of the fragment of operand X for lane-group row `row` and
-  /// k offset `k0` in an LDS tile of D columns: tile[(row) * D + k0 + e].
-  Value ldsFragment(Value tile, Value row, Value col);
-  /// Copies rows k0 .. k0 + BN of `src[b, hk]` (columns < colLimit, rows <
-  /// M; zero elsewhere) into the LDS tile `dst` [BN x D].
-  void copyTile(Value src, Value k0, Value colLimit, Value dst);
+  /// The (b, hk) slice of k or v, [M, dim], as a raw buffer whose extent
+  /// ends with key M - 1.
+  Value sliceBuffer(Value src, Value colLimit);
+  /// Eight elements of row `row` of a slice buffer from this thread's column
+  /// chunk, zero past `colLimit` (and past M: the buffer's range). With
+  /// `aligned` (the head dims are multiples of 8, so a chunk is wholly
+  /// inside or wholly past them) one 16-byte load, else eight 2-byte ones;
+  /// `want` false reads zeros.
+  Value loadChunk(Value buf, Value row, Value want, Value colLimit,
+                  bool aligned);
+  /// This thread's K and V chunks of the kv tile starting at key k0:
+  /// numKLoads + 4 numVUnits vector<8 x elt>.
+  SmallVector<Value> loadTile(Value k0, bool aligned);
+  /// The kv loop with loadTile(aligned); returns its accumulators.
+  FailureOr<SmallVector<Value>> emitKVLoop(KVLoopOp op, bool aligned);
+  /// Writes what loadTile returned into Ks (rows) and Vt (transposed).
+  void storeTile(ArrayRef<Value> regs);
+  /// Element offsets of the swizzled layouts: Ks[key][16-byte chunk c16]
+  /// and Vt[dim][8-byte chunk c8].
+  Value ksOffset(Value key, Value c16);
+  Value vtOffset(Value dim, Value c8);
+  /// An MFMA operand: 4 elements at `offset` of an LDS tile.
+  Value ldsFragment(Value tile, Value offset);
   /// One MFMA 32x32x8: acc (16 f32 scalars) += A B.
   void mfma(Value a, Value bOp, MutableArrayRef<Value> acc);
   /// Score, mask and normalizer of the S^T elements; the row state update.
@@ -94,6 +127,17 @@ private:
   Value exp2(Value x) { return ROCDL::ROCDLExp2::create(b, b.getF32Type(), x); }
   /// Sum (or max) with the lane 32 apart: the other half of a query's keys.
   Value acrossHalves(Value x, bool isMax);
+  /// max(x, y) as v_max_f32: the scores' maxima need no NaN propagation
+  /// (a NaN score makes its row NaN through the sum anyway), and
+  /// arith.maximumf costs a compare and a select per element on gfx9.
+  Value maxNum(Value x, Value y) { return arith::MaxNumFOp::create(b, x, y); }
+  /// A weight of P rounded to the MFMA operand type. f16: v_cvt_f16_f32.
+  /// bf16: gfx90a and gfx942 have no f32 -> bf16 conversion, and LLVM's
+  /// expansion of arith.truncf adds a NaN test and select to the
+  /// round-to-nearest-even bit arithmetic; weights are never NaN unless the
+  /// inputs are, so this is the bit arithmetic alone (u + 0x7fff + bit 16
+  /// of u, the upper half).
+  Value toOperand(Value p);
 
   TiledAttentionOp tiled;
   TiledRegions regions;
@@ -106,7 +150,15 @@ private:
   Value tid, lane, l32, hi, wave;
   Value nKT, bIdx, h, hk, q0, bI64, hI64;
   Value scale, bias, hasLse;
-  Value Ks, Vs;
+  Value Ks, Vt;
+  /// Global -> LDS staging: the k and v slice buffers; this thread's 16-byte
+  /// column chunk and first key row; whether its chunk is wholly, or partly,
+  /// inside Dqk and Dv.
+  Value kBuf, vBuf, chunk, chunkRow, kFull, vFull;
+  /// K chunks per thread; V units (4 keys x 8 dims) per thread, and whether
+  /// this thread has one (fewer units than threads for small tiles).
+  int64_t numKLoads = 1, numVUnits = 1;
+  Value hasVUnit;
   /// This lane's query row (may be >= N) and its index for the regions
   /// (clamped to N - 1).
   Value qRow, qIdx;
@@ -154,7 +206,7 @@ void MfmaKernelBuilder::emitPrologue(gpu::GPUFuncOp fn) {
   qRow = add(add(q0, mul(wave, cidx(kTile))), l32);
   qIdx = toI64(minu(qRow, sub(N, cidx(1))));
 
-  // LDS: Ks [BN x D], Vs [BN x D].
+  // LDS: Ks [BN x D], Vt [D x BN], both swizzled.
   auto wg =
       gpu::AddressSpaceAttr::get(b.getContext(), gpu::AddressSpace::Workgroup);
   Value smem = gpu::DynamicSharedMemoryOp::create(
@@ -165,31 +217,134 @@ void MfmaKernelBuilder::emitPrologue(gpu::GPUFuncOp fn) {
                                   smem, cidx(byteOffset), ValueRange{});
   };
   Ks = view(0);
-  Vs = view(BN * D * 2);
+  Vt = view(BN * D * 2);
+
+  // Staging: a thread copies 16-byte chunk `chunk` of key rows chunkRow +
+  // i T / (D / 8); as T is a multiple of D / 8 the chunk is the same for all
+  // its rows, so the head-dim guards are computed once.
+  int64_t chunksPerRow = D / 8;
+  chunk = remu(tid, cidx(chunksPerRow));
+  chunkRow = divu(tid, cidx(chunksPerRow));
+  numKLoads = BN * chunksPerRow / numThreads;
+  int64_t vUnits = BN / 4 * chunksPerRow;
+  numVUnits = std::max<int64_t>(1, vUnits / numThreads);
+  hasVUnit =
+      vUnits < numThreads
+          ? ult(tid, cidx(vUnits))
+          : arith::ConstantOp::create(b, b.getBoolAttr(true)).getResult();
+  Value c0 = mul(chunk, cidx(8)), c8 = add(c0, cidx(8));
+  (void)c0;
+  kFull = cmp(P::ule, c8, Dqk);
+  vFull = cmp(P::ule, c8, Dv);
+  kBuf = sliceBuffer(k, Dqk);
+  vBuf = sliceBuffer(v, Dv);
 }
 
-Value MfmaKernelBuilder::ldsFragment(Value tile, Value row, Value col) {
+Value MfmaKernelBuilder::sliceBuffer(Value src, Value colLimit) {
+  auto srcTy = cast<MemRefType>(src.getType());
+  SmallVector<OpFoldResult> offsets = {bIdx, hk, b.getIndexAttr(0),
+                                       b.getIndexAttr(0)};
+  SmallVector<OpFoldResult> sizes = {b.getIndexAttr(1), b.getIndexAttr(1), M,
+                                     colLimit};
+  SmallVector<OpFoldResult> strides(4, b.getIndexAttr(1));
+  auto sliceTy = memref::SubViewOp::inferRankReducedResultType(
+      {ShapedType::kDynamic, ShapedType::kDynamic}, srcTy, offsets, sizes,
+      strides);
+  Value slice = memref::SubViewOp::create(b, cast<MemRefType>(sliceTy), src,
+                                          offsets, sizes, strides);
+  // resetOffset: the slice's start becomes the buffer's base, so its extent
+  // (max over dims of size x stride) ends with row M - 1.
+  return amdgpu::FatRawBufferCastOp::create(b, slice, /*validBytes=*/Value(),
+                                            /*cacheSwizzleStride=*/Value(),
+                                            /*boundsCheck=*/true,
+                                            /*resetOffset=*/true);
+}
+
+Value MfmaKernelBuilder::loadChunk(Value buf, Value row, Value want,
+                                   Value colLimit, bool aligned) {
+  // What is not wanted is read from row M, wholly outside the buffer's
+  // range: zeros, without a branch or a select on the data.
+  Value c0 = mul(chunk, cidx(8));
+  if (aligned)
+    return vector::LoadOp::create(b, VectorType::get({8}, elt), buf,
+                                  ValueRange{select(want, row, M), c0});
   SmallVector<Value> xs;
-  for (int64_t e = 0; e < 4; ++e)
-    xs.push_back(memref::LoadOp::create(
-        b, tile, ValueRange{add(mul(row, cidx(D)), add(col, cidx(e)))}));
-  return vector::FromElementsOp::create(b, VectorType::get({4}, elt), xs);
+  for (int64_t e = 0; e < 8; ++e) {
+    Value c = add(c0, cidx(e));
+    Value r = select(land(want, ult(c, colLimit)), row, M);
+    xs.push_back(memref::LoadOp::create(b, buf, ValueRange{r, c}));
+  }
+  return vector::FromElementsOp::create(b, VectorType::get({8}, elt), xs);
 }
 
-void MfmaKernelBuilder::copyTile(Value src, Value k0, Value colLimit,
-                                 Value dst) {
-  Value zero = arith::ConstantOp::create(b, b.getFloatAttr(elt, 0.0));
-  Value lastRow = sub(M, cidx(1)), lastCol = sub(colLimit, cidx(1));
-  for (int64_t i = 0; i < BN * D / numThreads; ++i) {
-    Value idx = add(tid, cidx(i * numThreads));
-    Value r = divu(idx, cidx(D)), c = remu(idx, cidx(D));
-    Value row = add(k0, r);
-    Value ok = land(ult(row, M), ult(c, colLimit));
-    // The address stays inside the tensor even where nothing is wanted.
-    Value x = memref::LoadOp::create(
-        b, src, ValueRange{bIdx, hk, minu(row, lastRow), minu(c, lastCol)});
-    memref::StoreOp::create(b, select(ok, x, zero), dst, ValueRange{idx});
+SmallVector<Value> MfmaKernelBuilder::loadTile(Value k0, bool aligned) {
+  SmallVector<Value> regs;
+  int64_t rowStep = numThreads / (D / 8);
+  // Past Dqk (aligned: a whole chunk) nothing is wanted.
+  Value kWant =
+      aligned ? kFull
+              : arith::ConstantOp::create(b, b.getBoolAttr(true)).getResult();
+  Value vWant = aligned ? land(hasVUnit, vFull) : hasVUnit;
+  for (int64_t i = 0; i < numKLoads; ++i)
+    regs.push_back(loadChunk(kBuf, add(k0, add(chunkRow, cidx(i * rowStep))),
+                             kWant, Dqk, aligned));
+  // A V unit is 4 consecutive keys of the chunk; a thread without one (the
+  // smallest tiles) reads zeros.
+  for (int64_t i = 0; i < numVUnits; ++i) {
+    Value key = add(k0, mul(add(chunkRow, cidx(i * rowStep)), cidx(4)));
+    for (int64_t j = 0; j < 4; ++j)
+      regs.push_back(loadChunk(vBuf, add(key, cidx(j)), vWant, Dv, aligned));
   }
+  return regs;
+}
+
+Value MfmaKernelBuilder::ksOffset(Value key, Value c16) {
+  // 16-byte chunks XOR the key mod 8: eight consecutive keys' chunk c16 lie
+  // in eight different 16-byte bank groups.
+  Value swz = arith::XOrIOp::create(b, c16, remu(key, cidx(8)));
+  return add(mul(key, cidx(D)), mul(swz, cidx(8)));
+}
+
+Value MfmaKernelBuilder::vtOffset(Value dim, Value c8) {
+  // 8-byte chunks of a V^T row (BN keys, 64 or 128 bytes) XOR a function of
+  // the dim that differs between the rows sharing a 128-byte bank period:
+  // dims 0..15 (BN = 64) or 0..31 in pairs (BN = 32) all land apart.
+  Value f = BN == 64 ? remu(dim, cidx(16)) : remu(divu(dim, cidx(2)), cidx(8));
+  Value swz = arith::XOrIOp::create(b, c8, f);
+  return add(mul(dim, cidx(BN)), mul(swz, cidx(4)));
+}
+
+void MfmaKernelBuilder::storeTile(ArrayRef<Value> regs) {
+  int64_t rowStep = numThreads / (D / 8);
+  for (int64_t i = 0; i < numKLoads; ++i) {
+    Value key = add(chunkRow, cidx(i * rowStep));
+    vector::StoreOp::create(b, regs[i], Ks, ValueRange{ksOffset(key, chunk)},
+                            /*nontemporal=*/false, llvm::MaybeAlign(16));
+  }
+  // V unit (keys 4g .. 4g + 3, dims 8 chunk .. + 7) -> eight 4-key rows of
+  // V^T: chunk g of dims 8 chunk + j.
+  auto fragTy = VectorType::get({4}, elt);
+  for (int64_t i = 0; i < numVUnits; ++i)
+    ifThen(hasVUnit, [&] {
+      Value g = add(chunkRow, cidx(i * rowStep));
+      ArrayRef<Value> rows = regs.slice(numKLoads + 4 * i, 4);
+      for (int64_t j = 0; j < 8; ++j) {
+        SmallVector<Value> xs;
+        for (Value r : rows)
+          xs.push_back(vector::ExtractOp::create(b, r, ArrayRef<int64_t>{j}));
+        Value dim = add(mul(chunk, cidx(8)), cidx(j));
+        vector::StoreOp::create(b,
+                                vector::FromElementsOp::create(b, fragTy, xs),
+                                Vt, ValueRange{vtOffset(dim, g)},
+                                /*nontemporal=*/false, llvm::MaybeAlign(8));
+      }
+    });
+}
+
+Value MfmaKernelBuilder::ldsFragment(Value tile, Value offset) {
+  return vector::LoadOp::create(b, VectorType::get({4}, elt), tile,
+                                ValueRange{offset}, /*nontemporal=*/false,
+                                llvm::MaybeAlign(8));
 }
 
 void MfmaKernelBuilder::mfma(Value a, Value bOp, MutableArrayRef<Value> acc) {
@@ -204,7 +359,24 @@ Value MfmaKernelBuilder::acrossHalves(Value x, bool isMax) {
   auto sh = gpu::ShuffleOp::create(b, x, ci32(kTile), ci32(kWave),
                                    gpu::ShuffleMode::XOR);
   Value y = sh.getShuffleResult();
-  return isMax ? fmax(x, y) : fadd(x, y);
+  return isMax ? maxNum(x, y) : fadd(x, y);
+}
+
+Value MfmaKernelBuilder::toOperand(Value p) {
+  if (!elt.isBF16())
+    return arith::TruncFOp::create(b, elt, p);
+  Type i32 = b.getI32Type();
+  Value u = arith::BitcastOp::create(b, i32, p);
+  auto c32 = [&](int32_t v) {
+    return arith::ConstantOp::create(b, b.getI32IntegerAttr(v));
+  };
+  Value lsb =
+      arith::AndIOp::create(b, arith::ShRUIOp::create(b, u, c32(16)), c32(1));
+  Value r =
+      arith::AddIOp::create(b, arith::AddIOp::create(b, u, c32(0x7fff)), lsb);
+  Value hi = arith::TruncIOp::create(b, b.getI16Type(),
+                                     arith::ShRUIOp::create(b, r, c32(16)));
+  return arith::BitcastOp::create(b, elt, hi);
 }
 
 SmallVector<Value> MfmaKernelBuilder::finish(Value k0, bool withMask,
@@ -244,10 +416,10 @@ SmallVector<Value> MfmaKernelBuilder::emitNormalizerStep(Value kt, Value k0,
     const float log2e = 1.4426950408889634f;
     Value mx = ninf();
     for (Value x : tileS)
-      mx = fmax(mx, x);
+      mx = maxNum(mx, x);
     mx = acrossHalves(mx, true);
     Value mOld = state[0];
-    Value mNew = fmax(mOld, mx);
+    Value mNew = maxNum(mOld, mx);
     // A row without a visible key so far keeps m = -inf; use 0 then.
     Value safe =
         select(arith::CmpFOp::create(b, F::OEQ, mNew, ninf()), zero, mNew);
@@ -292,7 +464,8 @@ LogicalResult MfmaKernelBuilder::build() {
   if (failed(qkvType))
     return failure();
   elt = *qkvType;
-  if ((BN * D) % numThreads)
+  // Staging: whole 16-byte chunks per thread, the same chunk in all rows.
+  if ((BN * D / 8) % numThreads || numThreads % (D / 8))
     return tiled.emitError()
            << "tile sizes " << BM << "x" << BN << " do not split evenly over "
            << numThreads << " threads";
@@ -350,15 +523,23 @@ LogicalResult MfmaKernelBuilder::lowerInit(TileInitOp op) {
   return success();
 }
 
-/// The visible kv tiles in a while loop; each is staged in LDS between two
-/// barriers.
-LogicalResult MfmaKernelBuilder::lowerKVLoop(KVLoopOp op) {
+/// The visible kv tiles in a while loop carrying (tile, the next tile's K
+/// and V chunks in registers, the accumulators): each iteration writes its
+/// tile into LDS, then issues the loads of the next visible tile before
+/// computing on this one, so that they are in flight during the MFMAs.
+FailureOr<SmallVector<Value>> MfmaKernelBuilder::emitKVLoop(KVLoopOp op,
+                                                            bool aligned) {
   Value first = walk().firstVisible(cidx(0));
+  // A tile index at or past nKT reads only rows >= M: zeros, no fault.
+  SmallVector<Value> regs0 = loadTile(mul(first, cidx(BN)), aligned);
+  size_t numRegs = regs0.size();
   Type f32 = b.getF32Type(), idx = b.getIndexType();
   SmallVector<Value> init = {first};
+  init.append(regs0);
   init.append(accs[op.getInit()]);
   SmallVector<Type> types = {idx};
-  types.append(init.size() - 1, f32);
+  types.append(numRegs, VectorType::get({8}, elt));
+  types.append(init.size() - 1 - numRegs, f32);
   SmallVector<Location> locs(types.size(), b.getLoc());
   auto loop = scf::WhileOp::create(b, types, init);
   OpBuilder::InsertionGuard guard(b);
@@ -368,25 +549,52 @@ LogicalResult MfmaKernelBuilder::lowerKVLoop(KVLoopOp op) {
   Block *after = b.createBlock(&loop.getAfter(), {}, types, locs);
   Value cur = after->getArgument(0);
   Value k0 = mul(cur, cidx(BN));
-  copyTile(k, k0, Dqk, Ks);
-  copyTile(v, k0, Dv, Vs);
+  SmallVector<Value> regs(after->getArguments().begin() + 1,
+                          after->getArguments().begin() + 1 + numRegs);
+  storeTile(regs);
   gpu::BarrierOp::create(b);
+  Value next = walk().firstVisible(add(cur, cidx(1)));
+  SmallVector<Value> nextRegs = loadTile(mul(next, cidx(BN)), aligned);
   Block &step = op.getBody().front();
   map.map(step.getArgument(0), k0);
-  accs[step.getArgument(2)].assign(after->getArguments().begin() + 1,
+  accs[step.getArgument(2)].assign(after->getArguments().begin() + 1 + numRegs,
                                    after->getArguments().end());
   curKt = cur;
   if (failed(lowerTileBlock(step, *this)))
     return failure();
   auto yield = cast<YieldOp>(step.getTerminator());
-  SmallVector<Value> next = {walk().firstVisible(add(cur, cidx(1)))};
-  next.append(accs[yield.getValues().front()]);
-  // Every wave is done with Ks and Vs before the next tile overwrites them.
+  SmallVector<Value> yielded = {next};
+  yielded.append(nextRegs);
+  yielded.append(accs[yield.getValues().front()]);
+  // Every wave is done with Ks and Vt before the next tile overwrites them.
   gpu::BarrierOp::create(b);
-  scf::YieldOp::create(b, next);
-  b.setInsertionPointAfter(loop);
-  accs[op.getResult()].assign(loop.getResults().begin() + 1,
-                              loop.getResults().end());
+  scf::YieldOp::create(b, yielded);
+  return SmallVector<Value>(loop.getResults().begin() + 1 + numRegs,
+                            loop.getResults().end());
+}
+
+/// Two versions of the kv loop behind one uniform branch: 16-byte loads
+/// when Dqk and Dv are multiples of 8 (nearly always), 2-byte loads
+/// otherwise. Keeping the general case out of the common loop keeps its
+/// instructions out of the MFMAs' way.
+LogicalResult MfmaKernelBuilder::lowerKVLoop(KVLoopOp op) {
+  auto multipleOf8 = [&](Value x) {
+    return cmp(P::eq, remu(x, cidx(8)), cidx(0));
+  };
+  Value aligned = land(multipleOf8(Dqk), multipleOf8(Dv));
+  SmallVector<Type> types(accs[op.getInit()].size(), b.getF32Type());
+  auto ifOp = scf::IfOp::create(b, types, aligned, true);
+  for (bool version : {true, false}) {
+    OpBuilder::InsertionGuard guard(b);
+    Region &r = version ? ifOp.getThenRegion() : ifOp.getElseRegion();
+    b.setInsertionPointToStart(&r.front());
+    FailureOr<SmallVector<Value>> res = emitKVLoop(op, version);
+    if (failed(res))
+      return failure();
+    scf::YieldOp::create(b, *res);
+  }
+  accs[op.getResult()].assign(ifOp.getResults().begin(),
+                              ifOp.getResults().end());
   return success();
 }
 
@@ -398,8 +606,11 @@ LogicalResult MfmaKernelBuilder::lowerQK(TileQKOp) {
   for (int64_t st = 0; st < BN / kTile; ++st) {
     MutableArrayRef<Value> acc(tileS.data() + st * 16, 16);
     Value keyRow = add(cidx(st * kTile), l32);
+    // Lane l's A operand: K[key l % 32][8 kk + 4 (l / 32) .. + 3], half
+    // l / 32 of 16-byte chunk kk.
+    Value half = mul(hi, cidx(4));
     for (int64_t kk = 0; kk < D / kK; ++kk) {
-      Value a = ldsFragment(Ks, keyRow, add(cidx(kK * kk), mul(hi, cidx(4))));
+      Value a = ldsFragment(Ks, add(ksOffset(keyRow, cidx(kk)), half));
       mfma(a, qFrag[kk], acc);
     }
   }
@@ -427,7 +638,7 @@ LogicalResult MfmaKernelBuilder::lowerNormalizerStep(Operation *op) {
 
 /// O^T += V^T P^T: accumulator elements 4c..4c+3 of a 32-key sub-tile are
 /// the B operand of its keys 8c..8c+7; lane l's A operand is V^T[dim
-/// 32 ds + l % 32][key 8c + 4 (l / 32) + e].
+/// 32 ds + l % 32][key 8c + 4 (l / 32) + e], 4 consecutive keys of Vt.
 LogicalResult MfmaKernelBuilder::lowerPV(TilePVOp op) {
   SmallVector<Value> next = accs[op.getAcc()];
   VectorType fragTy = VectorType::get({4}, elt);
@@ -435,17 +646,14 @@ LogicalResult MfmaKernelBuilder::lowerPV(TilePVOp op) {
     for (int64_t c = 0; c < 4; ++c) {
       SmallVector<Value> ps;
       for (int64_t e = 0; e < 4; ++e)
-        ps.push_back(
-            arith::TruncFOp::create(b, elt, tileS[st * 16 + 4 * c + e]));
+        ps.push_back(toOperand(tileS[st * 16 + 4 * c + e]));
       Value pB = vector::FromElementsOp::create(b, fragTy, ps);
-      Value keyRow = add(cidx(st * kTile + 8 * c), mul(hi, cidx(4)));
+      // Keys st * 32 + 8 c + 4 (l / 32) .. + 3: 8-byte chunk 8 st + 2 c +
+      // l / 32 of V^T row (dim) 32 ds + l % 32.
+      Value c8 = add(cidx(8 * st + 2 * c), hi);
       for (int64_t ds = 0; ds < D / kTile; ++ds) {
-        SmallVector<Value> vs;
-        Value col = add(cidx(ds * kTile), l32);
-        for (int64_t e = 0; e < 4; ++e)
-          vs.push_back(memref::LoadOp::create(
-              b, Vs, ValueRange{add(mul(add(keyRow, cidx(e)), cidx(D)), col)}));
-        Value vA = vector::FromElementsOp::create(b, fragTy, vs);
+        Value dim = add(cidx(ds * kTile), l32);
+        Value vA = ldsFragment(Vt, vtOffset(dim, c8));
         mfma(vA, pB, MutableArrayRef<Value>(next.data() + 2 + ds * 16, 16));
       }
     }
