@@ -185,11 +185,30 @@ TEST_F(ROCmCompile, UnsupportedChipsAndSpecsAreClearErrors) {
       << err;
   options.target = "rocm:gfx942";
   options.backward = true;
+  options.tileQ = 96;
   err.clear();
   EXPECT_FALSE(Compiler().compile(example("causal"), options, err));
-  EXPECT_NE(err.find("gradients are not written for ROCm yet"),
-            std::string::npos)
+  EXPECT_NE(
+      err.find("the ROCm backward kernel needs tile_q = 32 or 64, got 96"),
+      std::string::npos)
       << err;
+}
+
+// The softmax family's gradients on MFMA: one work-group per 64 keys (two
+// waves), 32 query rows per step, the launch contract in the descriptor.
+TEST_F(ROCmCompile, SoftmaxGradientsOnMatrixCores) {
+  options.backward = true;
+  std::string err;
+  auto k = Compiler().compile(example("causal"), options, err);
+  ASSERT_TRUE(k) << err;
+  const attn_rocm_backward_desc_t *d = k->gpuBackwardDesc();
+  ASSERT_NE(d, nullptr);
+  ASSERT_EQ(d->num_variants, 2);
+  EXPECT_STREQ(d->variants[1].function, "attn_causal_bwd_d128");
+  EXPECT_EQ(d->variants[1].block_q, 64); // kv rows per work-group
+  EXPECT_EQ(d->variants[1].num_threads, 128);
+  EXPECT_EQ(d->variants[1].scratch_state_floats, 0);
+  EXPECT_LE(d->variants[1].shared_mem_bytes, 65536);
 }
 
 // The softmax family's forward on MFMA: 4 waves of 32 query rows by

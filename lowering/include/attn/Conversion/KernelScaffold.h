@@ -56,6 +56,17 @@ void setLaunchContract(gpu::GPUFuncOp fn, int64_t blockQ, int64_t numThreads,
 /// block): it could never be launched.
 LogicalResult checkSharedLimit(ModuleOp module, int64_t limitBytes);
 
+/// The GPU gradients' kernels' arguments: the forward's (q, k, v of `elt`
+/// with a unit inner stride, o, lse, aux inputs), then do (`elt`), dlse
+/// (f32), dq, dk, dv (f32) and one f32 gradient per entry of `gradInputs`.
+SmallVector<Type> backwardKernelArgTypes(SpecOp spec, Type elt,
+                                         ArrayRef<InputOp> gradInputs);
+
+/// Marks `fn` a gradients' kernel: attn.backward, attn.block_kv = blockKv
+/// (one work-group per kv tile) and attn.gradient_inputs.
+void setBackwardContract(gpu::GPUFuncOp fn, int64_t blockKv,
+                         ArrayRef<InputOp> gradInputs);
+
 /// What a linear-attention spec asks for, read once: both linear builders
 /// branch on these.
 struct LinearForm {
@@ -164,6 +175,17 @@ protected:
   /// The BackwardArgs of a gradients' kernel's entry block (they follow q,
   /// k, v, o, lse and the aux inputs).
   BackwardArgs bindBackwardArgs(Block *entry, ArrayRef<InputOp> gradInputs);
+
+  /// The softmax gradients' per-query statistics of rows q0 .. q0 + BM of
+  /// head h: lse and D = rowsum(do o) - dlse (dlse may be a null memref,
+  /// `hasDlse` says) into the f32 workgroup arrays `LSEs` and `Ds` (0 past
+  /// N). `numThreads` threads of id `tid` work on it, a power-of-two group
+  /// of adjacent lanes (at most `width`, within a shuffle's reach) per row,
+  /// each a strided share of the row's Dv columns, summed by xor shuffles.
+  void emitBackwardRowStatistics(Value tid, int64_t numThreads, int64_t width,
+                                 Value bIdx, Value h, Value q0, int64_t BM,
+                                 Value dout, Value dlse, Value hasDlse,
+                                 Value LSEs, Value Ds);
 
   SpecOp spec;
   ImplicitLocOpBuilder b;

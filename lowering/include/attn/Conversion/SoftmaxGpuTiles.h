@@ -68,6 +68,49 @@ struct ScoreElement {
   Value emit(Value s, Value qIdx, Value kv, bool withMask) const;
 };
 
+//===----------------------------------------------------------------------===//
+// The gradients' kernels (attn.tiled_attention_backward)
+//===----------------------------------------------------------------------===//
+
+/// A (q tile, kv tile) pair of a gradients' kernel: (nonEmpty, partial) by
+/// the mask's interval analysis over BM queries from q0 and BN keys from k0;
+/// a pair reaching past N or M is partial (its padding must be hidden).
+std::pair<Value, Value> classifyPair(ImplicitLocOpBuilder &b, Region *mask,
+                                     const KernelEnv &env, Value bI64,
+                                     Value hI64, Value q0, Value k0, Value N,
+                                     Value M, int64_t BM, int64_t BN);
+
+/// The loop of attn.tile.q_loop: over the query heads h of kv head hk's
+/// group (G of them) and the q tiles (BM rows, N of them), the pairs the
+/// mask leaves non-empty run `step(h, hI64, q0, partial, acc)`, which
+/// returns the next accumulators (f32). Returns the last ones, or failure
+/// if a step failed.
+FailureOr<SmallVector<Value>> emitBackwardPairLoop(
+    ImplicitLocOpBuilder &b, Region *mask, const KernelEnv &env, Value bI64,
+    Value hk, Value G, Value k0, Value N, Value M, int64_t BM, int64_t BN,
+    ValueRange init,
+    function_ref<FailureOr<SmallVector<Value>>(Value h, Value hI64, Value q0,
+                                               Value partial, ValueRange acc)>
+        step);
+
+/// What a gradients' kernel computes per score element, wherever it lives.
+struct BackwardElement {
+  ImplicitLocOpBuilder &b;
+  NormalizerKind kind;
+  int64_t reluPower;
+  Value bias; ///< f32 (sigmoid)
+
+  /// The weight p of score s (f32; -inf where hidden): softmax exp(s - lse)
+  /// with `lseRow` its query's lse, sigmoid, relu^power or s itself; 0 where
+  /// hidden (rows without a visible key have lse = -inf: the select keeps
+  /// exp(-inf + inf) out).
+  Value weight(Value s, Value lseRow) const;
+  /// dS from p, s and dP: softmax p (dp - D) with `dRow` its query's D,
+  /// sigmoid dp p (1 - p), relu dp power relu(s)^(power - 1) where s > 0,
+  /// none dp where visible.
+  Value ds(Value p, Value s, Value dp, Value dRow) const;
+};
+
 } // namespace mlir::attn
 
 #endif

@@ -30,6 +30,7 @@
 
 #include "BackwardToNVVM.h"
 #include "GpuKernelBase.h"
+#include "attn/Conversion/SoftmaxGpuTiles.h"
 #include "attn/Conversion/TileLowering.h"
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
 #include "mlir/Dialect/NVGPU/IR/NVGPUDialect.h"
@@ -62,10 +63,6 @@ private:
   LogicalResult checkSchedule();
   gpu::GPUFuncOp createKernel();
   void emitPrologue(Block *entry);
-  /// The pair's (nonEmpty, partial) from the mask's intervals and the tails.
-  std::pair<Value, Value> classify(Value hI64, Value q0);
-  /// lse_i and D_i of the q tile's rows into shared memory.
-  void emitRowStatistics(Value h, Value q0);
   /// acc[n] = Σ_d A[warp rows][d] Bᵀ[n][d]: the keys' rows of `rowsTile`
   /// (A fragments) against the q tile's rows of `colsTile`.
   TileRegs keysTimesQueries(Value rowsTile, Value colsTile);
@@ -75,6 +72,9 @@ private:
                          MutableArrayRef<Value> acc);
   /// dq[b, h, q0 + rows] += scale dXs Ks: this warp's share.
   void emitDQ(Value h, Value q0);
+  BackwardElement element() {
+    return {b, kind, int64_t(tiled.getReluPower()), bias};
+  }
   /// Applies `fn(x, n, e)` to every element of `x`.
   TileRegs mapTile(const TileRegs &x,
                    function_ref<Value(Value, int64_t, int)> fn);
@@ -103,7 +103,7 @@ private:
 
   Value dout, dlse, dq, dk, dv, hasDlse, scale, bias;
   llvm::StringMap<Value> auxGrads;
-  Value bIdx, hk, k0, bI64, nQT;
+  Value bIdx, hk, k0, bI64;
   Value Ks, Vs, Qs, dOs, dXs, LSEs, Ds;
 
   // The pair being lowered.
@@ -161,40 +161,17 @@ LogicalResult GpuBackwardBuilder::checkSchedule() {
   return success();
 }
 
-/// A strided memref of `rank` dynamic dims (a unit innermost stride when
-/// `unitInner`: the cp.async sources).
-static MemRefType stridedMemRef(MLIRContext *ctx, int64_t rank, Type elt,
-                                bool unitInner) {
-  SmallVector<int64_t> dyn(rank, ShapedType::kDynamic), strides = dyn;
-  if (unitInner)
-    strides.back() = 1;
-  return MemRefType::get(
-      dyn, elt, StridedLayoutAttr::get(ctx, ShapedType::kDynamic, strides));
-}
-
 gpu::GPUFuncOp GpuBackwardBuilder::createKernel() {
   MLIRContext *ctx = b.getContext();
-  Type f32 = b.getF32Type();
-  SmallVector<Type> args = kernelArgTypes(
-      spec, [&](StringRef) { return elt; }, /*unitInnerQKV=*/true);
-  args.push_back(stridedMemRef(ctx, 4, elt, true));  // do
-  args.push_back(stridedMemRef(ctx, 3, f32, false)); // dlse
-  for (int i = 0; i < 3; ++i)                        // dq, dk, dv
-    args.push_back(stridedMemRef(ctx, 4, f32, false));
-  SmallVector<Attribute> gradNames;
-  for (InputOp in : tiled.getGradientInputs()) {
-    args.push_back(stridedMemRef(ctx, in.getDims().size(), f32, false));
-    gradNames.push_back(b.getStringAttr(in.getSymName()));
-  }
+  SmallVector<Type> args =
+      backwardKernelArgTypes(spec, elt, tiled.getGradientInputs());
   std::string name = ("attn_" + spec.getSymName() + "_bwd_d" + Twine(D)).str();
   auto fn = gpu::GPUFuncOp::create(b, name, FunctionType::get(ctx, args, {}));
   // Ks, Vs [BN x D], Qs, dOs [BM x D], dXs [BM x BN] (bf16/f16), lse and D
   // per q row (f32).
   int64_t smemBytes = (2 * BN * D + 2 * BM * D + BM * BN) * 2 + 2 * BM * 4;
   setLaunchContract(fn, BM, numThreads, smemBytes, D);
-  fn->setAttr("attn.backward", b.getUnitAttr());
-  fn->setAttr("attn.block_kv", b.getI64IntegerAttr(BN));
-  fn->setAttr("attn.gradient_inputs", b.getArrayAttr(gradNames));
+  setBackwardContract(fn, BN, tiled.getGradientInputs());
   return fn;
 }
 
@@ -221,7 +198,6 @@ void GpuBackwardBuilder::emitPrologue(Block *entry) {
   bIdx = divu(bh, Hkv);
   bI64 = toI64(bIdx);
   k0 = mul(gpu::BlockIdOp::create(b, gpu::Dimension::x), cidx(BN));
-  nQT = ceilDiv(N, cidx(BM));
   Value lastK = sub(M, cidx(1));
   for (int r = 0; r < 2; ++r)
     kvIdx[r] = toI64(minu(add(k0, keyOf(2 * r)), lastK));
@@ -317,72 +293,6 @@ void GpuBackwardBuilder::accumulateKeyRows(const TileRegs &x, Value rowsTile,
   }
 }
 
-std::pair<Value, Value> GpuBackwardBuilder::classify(Value hI64, Value q0) {
-  Value qEnd = minu(add(q0, cidx(BM)), N);
-  Value kEnd = minu(add(k0, cidx(BN)), M);
-  Value tail = arith::OrIOp::create(b, ult(N, add(q0, cidx(BM))),
-                                    ult(M, add(k0, cidx(BN))));
-  QLoopOp loop = tiled.getQLoop();
-  if (loop.getMask().empty())
-    return {arith::ConstantOp::create(b, b.getBoolAttr(true)), tail};
-  auto [lo, hi] = emitMaskIntervals(b, loop.getMask(), bI64, hI64, toI64(q0),
-                                    toI64(sub(qEnd, cidx(1))), toI64(k0),
-                                    toI64(sub(kEnd, cidx(1))), env);
-  Value nonEmpty = cmp(P::ne, hi, ci64(0));
-  Value partial = arith::OrIOp::create(b, tail, cmp(P::ne, lo, ci64(1)));
-  return {nonEmpty, partial};
-}
-
-void GpuBackwardBuilder::emitRowStatistics(Value h, Value q0) {
-  bool softmax = kind == NormalizerKind::softmax;
-  if (!softmax)
-    return;
-  // `per` threads per row (a power of two, adjacent lanes of one warp), each
-  // a strided share of the row's Dv columns, then a shuffle sum: the whole
-  // CTA works on D, as it does on the products.
-  int64_t per = 1;
-  while (2 * per * BM <= numThreads && 2 * per <= 32)
-    per *= 2;
-  Value slot = divu(tid, cidx(per)), part = remu(tid, cidx(per));
-  Value row = add(q0, slot);
-  Value r = minu(row, sub(N, cidx(1)));
-  Value lastCol = sub(Dv, cidx(1));
-  Value dot =
-      loop(cidx(0), ceilDiv(Dv, cidx(per)), cidx(1), ValueRange{cf32(0)},
-           [&](Value c0, ValueRange acc) -> SmallVector<Value> {
-             Value c = add(mul(c0, cidx(per)), part);
-             Value cc = minu(c, lastCol);
-             Value x = memref::LoadOp::create(b, o, ValueRange{bIdx, h, r, cc});
-             Value y = toF32(
-                 memref::LoadOp::create(b, dout, ValueRange{bIdx, h, r, cc}));
-             return {select(ult(c, Dv), fma(x, y, acc[0]), acc[0])};
-           })
-          .getResult(0);
-  for (int64_t off = per / 2; off >= 1; off /= 2) {
-    auto sh = gpu::ShuffleOp::create(b, dot, ci32(int32_t(off)), ci32(32),
-                                     gpu::ShuffleMode::XOR);
-    dot = fadd(dot, sh.getShuffleResult());
-  }
-  ifThen(land(ult(slot, cidx(BM)), cmp(P::eq, part, cidx(0))), [&] {
-    Value inRow = ult(row, N);
-    Value l = memref::LoadOp::create(b, lse, ValueRange{bIdx, h, r});
-    auto ifDlse = scf::IfOp::create(b, TypeRange{b.getF32Type()}, hasDlse,
-                                    /*withElseRegion=*/true);
-    {
-      OpBuilder::InsertionGuard guard(b);
-      b.setInsertionPointToStart(&ifDlse.getThenRegion().front());
-      scf::YieldOp::create(b, ValueRange{memref::LoadOp::create(
-                                  b, dlse, ValueRange{bIdx, h, r})});
-      b.setInsertionPointToStart(&ifDlse.getElseRegion().front());
-      scf::YieldOp::create(b, ValueRange{cf32(0)});
-    }
-    Value d = fsub(dot, ifDlse.getResult(0));
-    memref::StoreOp::create(b, select(inRow, l, cf32(0)), LSEs,
-                            ValueRange{slot});
-    memref::StoreOp::create(b, select(inRow, d, cf32(0)), Ds, ValueRange{slot});
-  });
-}
-
 //===----------------------------------------------------------------------===//
 // The patterns
 //===----------------------------------------------------------------------===//
@@ -403,45 +313,27 @@ LogicalResult GpuBackwardBuilder::lowerBwdInit(TileBwdInitOp op) {
 /// accumulators.
 LogicalResult GpuBackwardBuilder::lowerQLoop(QLoopOp op) {
   Block &step = op.getBody().front();
-  SmallVector<Value> init = grads[op.getInit()];
-  SmallVector<Type> types(init.size(), b.getF32Type());
-  LogicalResult result = success();
-  auto heads = loop(cidx(0), G, cidx(1), init, [&](Value gi, ValueRange acc) {
-    Value h = add(mul(hk, G), gi);
-    Value hI64 = toI64(h);
-    auto tilesLoop =
-        loop(cidx(0), nQT, cidx(1), acc,
-             [&](Value qt, ValueRange acc2) -> SmallVector<Value> {
-               Value q0 = mul(qt, cidx(BM));
-               auto [nonEmpty, partial] = classify(hI64, q0);
-               auto ifOp = scf::IfOp::create(b, types, nonEmpty, true);
-               {
-                 OpBuilder::InsertionGuard guard(b);
-                 b.setInsertionPointToStart(&ifOp.getThenRegion().front());
-                 pairH = h;
-                 pairHI64 = hI64;
-                 pairQ0 = q0;
-                 map.map(step.getArgument(0), h);
-                 map.map(step.getArgument(1), q0);
-                 map.map(step.getArgument(2), partial);
-                 grads[step.getArgument(3)].assign(acc2.begin(), acc2.end());
-                 if (failed(lowerTileBackwardBlock(step, *this)))
-                   result = failure();
-                 auto yield = cast<YieldOp>(step.getTerminator());
-                 SmallVector<Value> res = grads[yield.getValues().front()];
-                 if (res.size() != types.size())
-                   res.assign(acc2.begin(), acc2.end());
-                 scf::YieldOp::create(b, res);
-                 b.setInsertionPointToStart(&ifOp.getElseRegion().front());
-                 scf::YieldOp::create(b, acc2);
-               }
-               return SmallVector<Value>(ifOp.getResults());
-             });
-    return SmallVector<Value>(tilesLoop.getResults());
-  });
-  grads[op.getResult()].assign(heads.getResults().begin(),
-                               heads.getResults().end());
-  return result;
+  Region *mask = op.getMask().empty() ? nullptr : &op.getMask();
+  FailureOr<SmallVector<Value>> res = emitBackwardPairLoop(
+      b, mask, env, bI64, hk, G, k0, N, M, BM, BN, grads[op.getInit()],
+      [&](Value h, Value hI64, Value q0, Value partial,
+          ValueRange acc) -> FailureOr<SmallVector<Value>> {
+        pairH = h;
+        pairHI64 = hI64;
+        pairQ0 = q0;
+        map.map(step.getArgument(0), h);
+        map.map(step.getArgument(1), q0);
+        map.map(step.getArgument(2), partial);
+        grads[step.getArgument(3)].assign(acc.begin(), acc.end());
+        if (failed(lowerTileBackwardBlock(step, *this)))
+          return failure();
+        auto yield = cast<YieldOp>(step.getTerminator());
+        return grads[yield.getValues().front()];
+      });
+  if (failed(res))
+    return failure();
+  grads[op.getResult()] = std::move(*res);
+  return success();
 }
 
 /// The pair's q and do rows (zero past N) and its rows' lse and D.
@@ -451,7 +343,9 @@ LogicalResult GpuBackwardBuilder::lowerLoadQ(TileLoadQOp op) {
       emitTileCopy(q, bIdx, pairH, pairQ0, BM, N, Dqk, Qs, cidx(0), yes);
   rows.append(
       emitTileCopy(dout, bIdx, pairH, pairQ0, BM, N, Dv, dOs, cidx(0), yes));
-  emitRowStatistics(pairH, pairQ0);
+  if (kind == NormalizerKind::softmax)
+    emitBackwardRowStatistics(tid, numThreads, 32, bIdx, pairH, pairQ0, BM,
+                              dout, dlse, hasDlse, LSEs, Ds);
   nvgpu::DeviceAsyncWaitOp::create(b, asyncGroup(rows), b.getI32IntegerAttr(0));
   gpu::BarrierOp::create(b);
   Value lastQ = sub(N, cidx(1));
@@ -517,37 +411,13 @@ LogicalResult GpuBackwardBuilder::lowerMask(TileMaskOp op) {
 }
 
 LogicalResult GpuBackwardBuilder::lowerWeights(TileBwdWeightsOp op) {
-  Value zero = cf32(0);
   SmallVector<std::array<Value, 2>> lseAt;
   if (kind == NormalizerKind::softmax)
     lseAt = rowValues(LSEs);
+  BackwardElement el = element();
   tiles[op.getResult()] =
-      mapTile(tiles[op.getScores()], [&](Value s, int64_t n, int e) -> Value {
-        Value hidden = arith::CmpFOp::create(b, F::OEQ, s, ninf());
-        Value p;
-        switch (kind) {
-        case NormalizerKind::softmax:
-          // Rows without a visible key have lse = -inf and only hidden
-          // elements: the select keeps exp(-inf + inf) out.
-          p = fexp(fsub(s, lseAt[n][e & 1]));
-          break;
-        case NormalizerKind::sigmoid: {
-          Value ez = fexp(arith::NegFOp::create(b, fadd(s, bias)));
-          p = arith::DivFOp::create(b, cf32(1), fadd(cf32(1), ez));
-          break;
-        }
-        case NormalizerKind::relu: {
-          Value r = fmax(s, zero);
-          p = r;
-          for (int64_t i = 1, pw = tiled.getReluPower(); i < pw; ++i)
-            p = fmul(p, r);
-          break;
-        }
-        case NormalizerKind::none:
-          p = s;
-          break;
-        }
-        return select(hidden, zero, p);
+      mapTile(tiles[op.getScores()], [&](Value s, int64_t n, int e) {
+        return el.weight(s, lseAt.empty() ? Value() : lseAt[n][e & 1]);
       });
   return success();
 }
@@ -561,35 +431,14 @@ LogicalResult GpuBackwardBuilder::lowerDP(TileBwdDPOp op) {
 LogicalResult GpuBackwardBuilder::lowerDS(TileBwdDSOp op) {
   const TileRegs &p = tiles[op.getWeights()];
   const TileRegs &s = tiles[op.getScores()];
-  Value zero = cf32(0);
   SmallVector<std::array<Value, 2>> dAt;
   if (kind == NormalizerKind::softmax)
     dAt = rowValues(Ds);
-  tiles[op.getResult()] =
-      mapTile(tiles[op.getDp()], [&](Value dp, int64_t n, int e) -> Value {
-        Value pv = p[n][e], sv = s[n][e];
-        switch (kind) {
-        case NormalizerKind::softmax:
-          return fmul(pv, fsub(dp, dAt[n][e & 1]));
-        case NormalizerKind::sigmoid:
-          return fmul(dp, fmul(pv, fsub(cf32(1), pv)));
-        case NormalizerKind::relu: {
-          // p relu(s)^(p-1) [s > 0]; -inf (hidden) is not > 0.
-          int64_t pw = tiled.getReluPower();
-          Value r = fmax(sv, zero);
-          Value d = cf32(float(pw));
-          for (int64_t i = 1; i < pw; ++i)
-            d = fmul(d, r);
-          Value pos = arith::CmpFOp::create(b, F::OGT, sv, zero);
-          return select(pos, fmul(dp, d), zero);
-        }
-        case NormalizerKind::none: {
-          Value hidden = arith::CmpFOp::create(b, F::OEQ, sv, ninf());
-          return select(hidden, zero, dp);
-        }
-        }
-        llvm_unreachable("normalizer");
-      });
+  BackwardElement el = element();
+  tiles[op.getResult()] = mapTile(tiles[op.getDp()], [&](Value dp, int64_t n,
+                                                         int e) {
+    return el.ds(p[n][e], s[n][e], dp, dAt.empty() ? Value() : dAt[n][e & 1]);
+  });
   return success();
 }
 

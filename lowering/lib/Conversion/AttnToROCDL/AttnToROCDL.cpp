@@ -2,12 +2,14 @@
 //
 // Implements convert-attn-to-rocdl: a gpu.module per spec with a kernel per
 // head-dim variant. The linear family's kernels are the SIMT ones shared
-// with CUDA (LinearGpuKernels.h); the softmax family's forward is AMD's own,
-// on MFMA (MfmaAttention.cpp); so is the occupancy hint.
+// with CUDA (LinearGpuKernels.h); the softmax family's forward and
+// gradients are AMD's own, on MFMA (MfmaAttention.cpp, MfmaBackward.cpp); so
+// is the occupancy hint.
 //
 //===----------------------------------------------------------------------===//
 
 #include "MfmaAttention.h"
+#include "MfmaBackward.h"
 #include "attn/Conversion/KernelScaffold.h"
 #include "attn/Conversion/LinearGpuKernels.h"
 #include "attn/Conversion/Passes.h"
@@ -70,11 +72,7 @@ struct ConvertAttnToROCDLPass
       else if (spec.getTiledAttention())
         built = buildMfmaAttentionKernels(spec, gpuModule, dims);
       else
-        spec.emitError()
-            << "the softmax family's gradients are not written for ROCm yet "
-               "(its forward and the linear family's forward and gradients "
-               "are; use --target=cpu or --target=cuda for the gradients of '"
-            << spec.getSymName() << "')";
+        built = buildMfmaBackwardKernels(spec, gpuModule, dims);
       if (failed(built))
         return signalPassFailure();
       spec->erase();

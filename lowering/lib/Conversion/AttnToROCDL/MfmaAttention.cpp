@@ -53,6 +53,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "MfmaAttention.h"
+#include "MfmaOps.h"
 #include "attn/Conversion/KernelScaffold.h"
 #include "attn/Conversion/SoftmaxGpuTiles.h"
 #include "attn/Conversion/TileLowering.h"
@@ -68,8 +69,7 @@ namespace {
 using P = arith::CmpIPredicate;
 using F = arith::CmpFPredicate;
 
-/// Lanes per wave, and the MFMA shape: 32 x 32 outputs, 8 of k per step.
-constexpr int64_t kWave = 64, kTile = 32, kK = 8;
+constexpr int64_t kWave = kMfmaWave, kTile = kMfmaTile, kK = kMfmaK;
 
 class MfmaKernelBuilder : public KernelScaffold, public TileLowering {
 public:
@@ -111,8 +111,9 @@ private:
   Value vtOffset(Value dim, Value c8);
   /// An MFMA operand: 4 elements at `offset` of an LDS tile.
   Value ldsFragment(Value tile, Value offset);
-  /// One MFMA 32x32x8: acc (16 f32 scalars) += A B.
-  void mfma(Value a, Value bOp, MutableArrayRef<Value> acc);
+  void mfma(Value a, Value bOp, MutableArrayRef<Value> acc) {
+    emitMfma(b, a, bOp, acc);
+  }
   /// Score, mask and normalizer of the S^T elements; the row state update.
   SmallVector<Value> emitNormalizerStep(Value kt, Value k0, ValueRange state);
   SmallVector<Value> finish(Value k0, bool withMask, ArrayRef<Value> s);
@@ -131,13 +132,6 @@ private:
   /// (a NaN score makes its row NaN through the sum anyway), and
   /// arith.maximumf costs a compare and a select per element on gfx9.
   Value maxNum(Value x, Value y) { return arith::MaxNumFOp::create(b, x, y); }
-  /// A weight of P rounded to the MFMA operand type. f16: v_cvt_f16_f32.
-  /// bf16: gfx90a and gfx942 have no f32 -> bf16 conversion, and LLVM's
-  /// expansion of arith.truncf adds a NaN test and select to the
-  /// round-to-nearest-even bit arithmetic; weights are never NaN unless the
-  /// inputs are, so this is the bit arithmetic alone (u + 0x7fff + bit 16
-  /// of u, the upper half).
-  Value toOperand(Value p);
 
   TiledAttentionOp tiled;
   TiledRegions regions;
@@ -347,36 +341,11 @@ Value MfmaKernelBuilder::ldsFragment(Value tile, Value offset) {
                                 llvm::MaybeAlign(8));
 }
 
-void MfmaKernelBuilder::mfma(Value a, Value bOp, MutableArrayRef<Value> acc) {
-  auto accTy = VectorType::get({16}, b.getF32Type());
-  Value c = vector::FromElementsOp::create(b, accTy, acc);
-  Value d = amdgpu::MFMAOp::create(b, accTy, 32u, 32u, 8u, 1u, a, bOp, c);
-  for (int64_t e = 0; e < 16; ++e)
-    acc[e] = vector::ExtractOp::create(b, d, ArrayRef<int64_t>{e});
-}
-
 Value MfmaKernelBuilder::acrossHalves(Value x, bool isMax) {
   auto sh = gpu::ShuffleOp::create(b, x, ci32(kTile), ci32(kWave),
                                    gpu::ShuffleMode::XOR);
   Value y = sh.getShuffleResult();
   return isMax ? maxNum(x, y) : fadd(x, y);
-}
-
-Value MfmaKernelBuilder::toOperand(Value p) {
-  if (!elt.isBF16())
-    return arith::TruncFOp::create(b, elt, p);
-  Type i32 = b.getI32Type();
-  Value u = arith::BitcastOp::create(b, i32, p);
-  auto c32 = [&](int32_t v) {
-    return arith::ConstantOp::create(b, b.getI32IntegerAttr(v));
-  };
-  Value lsb =
-      arith::AndIOp::create(b, arith::ShRUIOp::create(b, u, c32(16)), c32(1));
-  Value r =
-      arith::AddIOp::create(b, arith::AddIOp::create(b, u, c32(0x7fff)), lsb);
-  Value hi = arith::TruncIOp::create(b, b.getI16Type(),
-                                     arith::ShRUIOp::create(b, r, c32(16)));
-  return arith::BitcastOp::create(b, elt, hi);
 }
 
 SmallVector<Value> MfmaKernelBuilder::finish(Value k0, bool withMask,
@@ -641,13 +610,9 @@ LogicalResult MfmaKernelBuilder::lowerNormalizerStep(Operation *op) {
 /// 32 ds + l % 32][key 8c + 4 (l / 32) + e], 4 consecutive keys of Vt.
 LogicalResult MfmaKernelBuilder::lowerPV(TilePVOp op) {
   SmallVector<Value> next = accs[op.getAcc()];
-  VectorType fragTy = VectorType::get({4}, elt);
   for (int64_t st = 0; st < BN / kTile; ++st)
     for (int64_t c = 0; c < 4; ++c) {
-      SmallVector<Value> ps;
-      for (int64_t e = 0; e < 4; ++e)
-        ps.push_back(toOperand(tileS[st * 16 + 4 * c + e]));
-      Value pB = vector::FromElementsOp::create(b, fragTy, ps);
+      Value pB = mfmaOperandOf(b, elt, tileS, st * 16 + 4 * c);
       // Keys st * 32 + 8 c + 4 (l / 32) .. + 3: 8-byte chunk 8 st + 2 c +
       // l / 32 of V^T row (dim) 32 ds + l % 32.
       Value c8 = add(cidx(8 * st + 2 * c), hi);

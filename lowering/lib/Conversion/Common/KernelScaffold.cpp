@@ -191,3 +191,86 @@ KernelScaffold::bindBackwardArgs(Block *entry, ArrayRef<InputOp> gradInputs) {
     a.auxGrads[in.getSymName()] = entry->getArgument(next++);
   return a;
 }
+
+SmallVector<Type>
+mlir::attn::backwardKernelArgTypes(SpecOp spec, Type elt,
+                                   ArrayRef<InputOp> gradInputs) {
+  MLIRContext *ctx = spec.getContext();
+  Type f32 = Float32Type::get(ctx);
+  // A strided memref of `rank` dynamic dims, a unit inner stride if asked.
+  auto strided = [&](int64_t rank, Type t, bool unitInner) {
+    SmallVector<int64_t> dyn(rank, ShapedType::kDynamic), strides = dyn;
+    if (unitInner)
+      strides.back() = 1;
+    return MemRefType::get(
+        dyn, t, StridedLayoutAttr::get(ctx, ShapedType::kDynamic, strides));
+  };
+  SmallVector<Type> args = kernelArgTypes(
+      spec, [&](StringRef) { return elt; }, /*unitInnerQKV=*/true);
+  args.push_back(strided(4, elt, true));  // do
+  args.push_back(strided(3, f32, false)); // dlse
+  for (int i = 0; i < 3; ++i)             // dq, dk, dv
+    args.push_back(strided(4, f32, false));
+  for (InputOp in : gradInputs)
+    args.push_back(strided(in.getDims().size(), f32, false));
+  return args;
+}
+
+void mlir::attn::setBackwardContract(gpu::GPUFuncOp fn, int64_t blockKv,
+                                     ArrayRef<InputOp> gradInputs) {
+  Builder b(fn.getContext());
+  SmallVector<Attribute> names;
+  for (InputOp in : gradInputs)
+    names.push_back(b.getStringAttr(in.getSymName()));
+  fn->setAttr("attn.backward", b.getUnitAttr());
+  fn->setAttr("attn.block_kv", b.getI64IntegerAttr(blockKv));
+  fn->setAttr("attn.gradient_inputs", b.getArrayAttr(names));
+}
+
+void KernelScaffold::emitBackwardRowStatistics(
+    Value tid, int64_t numThreads, int64_t width, Value bIdx, Value h, Value q0,
+    int64_t BM, Value dout, Value dlse, Value hasDlse, Value LSEs, Value Ds) {
+  using P = arith::CmpIPredicate;
+  int64_t per = 1;
+  while (2 * per * BM <= numThreads && 2 * per <= width)
+    per *= 2;
+  Value slot = divu(tid, cidx(per)), part = remu(tid, cidx(per));
+  Value row = add(q0, slot);
+  Value r = minu(row, sub(N, cidx(1)));
+  Value lastCol = sub(Dv, cidx(1));
+  Value dot =
+      loop(cidx(0), ceilDiv(Dv, cidx(per)), cidx(1), ValueRange{cf32(0)},
+           [&](Value c0, ValueRange acc) -> SmallVector<Value> {
+             Value c = add(mul(c0, cidx(per)), part);
+             Value cc = minu(c, lastCol);
+             Value x = memref::LoadOp::create(b, o, ValueRange{bIdx, h, r, cc});
+             Value y = toF32(
+                 memref::LoadOp::create(b, dout, ValueRange{bIdx, h, r, cc}));
+             return {select(ult(c, Dv), fma(x, y, acc[0]), acc[0])};
+           })
+          .getResult(0);
+  for (int64_t off = per / 2; off >= 1; off /= 2) {
+    auto sh =
+        gpu::ShuffleOp::create(b, dot, ci32(int32_t(off)), ci32(int32_t(width)),
+                               gpu::ShuffleMode::XOR);
+    dot = fadd(dot, sh.getShuffleResult());
+  }
+  ifThen(land(ult(slot, cidx(BM)), cmp(P::eq, part, cidx(0))), [&] {
+    Value inRow = ult(row, N);
+    Value l = memref::LoadOp::create(b, lse, ValueRange{bIdx, h, r});
+    auto ifDlse = scf::IfOp::create(b, TypeRange{b.getF32Type()}, hasDlse,
+                                    /*withElseRegion=*/true);
+    {
+      OpBuilder::InsertionGuard guard(b);
+      b.setInsertionPointToStart(&ifDlse.getThenRegion().front());
+      scf::YieldOp::create(b, ValueRange{memref::LoadOp::create(
+                                  b, dlse, ValueRange{bIdx, h, r})});
+      b.setInsertionPointToStart(&ifDlse.getElseRegion().front());
+      scf::YieldOp::create(b, ValueRange{cf32(0)});
+    }
+    Value d = fsub(dot, ifDlse.getResult(0));
+    memref::StoreOp::create(b, select(inRow, l, cf32(0)), LSEs,
+                            ValueRange{slot});
+    memref::StoreOp::create(b, select(inRow, d, cf32(0)), Ds, ValueRange{slot});
+  });
+}

@@ -125,8 +125,14 @@ ROCmBackendTarget::pipelineOptions(const Schedule &schedule,
   options.abi = gpus.abi();
   if (schedule.tileQ > 0)
     options.tileQ = schedule.tileQ;
+  else if (schedule.backward)
+    // The gradients keep dK^T and dV^T (D f32 per lane), S and dP of a
+    // 32-query step in registers; 32 more queries would double the last.
+    options.tileQ = 32;
   if (schedule.tileKV > 0)
     options.tileKV = schedule.tileKV;
+  else if (schedule.backward)
+    options.tileKV = 64; // two waves of 32 keys
   if (!schedule.headDims.empty())
     options.headDims = schedule.headDims;
   if (!schedule.elementType.empty())
