@@ -1,6 +1,7 @@
 //===- Runtime.cpp - status codes and the thread-local last error ---------===//
 
 #include "RuntimeInternal.h"
+#include "attn/version.h"
 
 #include <cstring>
 
@@ -18,6 +19,12 @@ attn_status_t attn::runtime::fail(attn_status_t code, std::string message) {
   lastError = std::move(message);
   return code;
 }
+
+extern "C" const char *attn_runtime_version(void) {
+  return ATTN_VERSION_STRING;
+}
+
+extern "C" uint32_t attn_runtime_abi_version(void) { return ATTN_ABI_VERSION; }
 
 extern "C" const char *attn_status_string(attn_status_t status) {
   // A caller may pass any integer: switch on the underlying int32, never on

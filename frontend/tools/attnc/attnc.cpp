@@ -21,10 +21,13 @@
 #include "attn/Frontend/RunSpec.h"
 #include "attn/Frontend/ShowMask.h"
 #include "attn/Target/Backend.h"
+#include "attn/runtime.h"
+#include "attn/version.h"
 #include "mlir/IR/AsmState.h"
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/Support/FileUtilities.h"
+#include "llvm/Config/llvm-config.h"
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/InitLLVM.h"
 #include "llvm/Support/MemoryBuffer.h"
@@ -492,6 +495,14 @@ int main(int argc, char **argv) {
       "Where the kernel runs: " + targetHelp();
   targetName.setDescription(targetDesc);
   cl::HideUnrelatedOptions({&attncCategory});
+  // attnc's own version, not only LLVM's: the project version, the commit
+  // it was configured from, the kernel ABI its objects carry and the
+  // LLVM/MLIR it was built with.
+  cl::SetVersionPrinter([](llvm::raw_ostream &os) {
+    os << "attnc " ATTN_VERSION_STRING " (commit " ATTN_GIT_COMMIT ")\n"
+       << "  kernel ABI version " << ATTN_ABI_VERSION << "\n"
+       << "  built with LLVM/MLIR " LLVM_VERSION_STRING "\n";
+  });
   cl::ParseCommandLineOptions(argc, argv, overview);
 
   MLIRContext context;

@@ -5,6 +5,7 @@
  *===----------------------------------------------------------------------===*/
 
 #include "attn/runtime.h"
+#include "attn/version.h"
 
 #include <string.h>
 
@@ -34,6 +35,10 @@ int attn_test_c_header(void) {
   if (strcmp(attn_status_string(ATTN_ERROR_OUT_OF_MEMORY),
              "ATTN_ERROR_OUT_OF_MEMORY") != 0 ||
       ATTN_MAX_HEAD_DIM < 576 || ATTN_KERNEL_OUT_OF_MEMORY == ATTN_KERNEL_OK)
+    return 0;
+  /* The runtime reports the version and ABI its headers declare. */
+  if (strcmp(attn_runtime_version(), ATTN_VERSION_STRING) != 0 ||
+      attn_runtime_abi_version() != ATTN_ABI_VERSION)
     return 0;
   return attn_cpu_num_threads() >= 1;
 }
