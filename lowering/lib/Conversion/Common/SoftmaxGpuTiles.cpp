@@ -12,21 +12,20 @@ using namespace mlir::attn;
 
 using P = arith::CmpIPredicate;
 
-std::pair<Value, Value> GpuTileWalk::classify(Value kt) {
+/// (nonEmpty, partial) of queries [q0, qEnd) x keys [k0, kEnd) (ends
+/// exclusive, clamped): the mask's interval analysis, partial also where
+/// `tail` (the tile reaches past N or M).
+static std::pair<Value, Value> classifyRange(ImplicitLocOpBuilder &b,
+                                             Region &mask, const KernelEnv &env,
+                                             Value bI64, Value hI64, Value q0,
+                                             Value qEnd, Value k0, Value kEnd,
+                                             Value tail) {
   auto cidx = [&](int64_t v) { return arith::ConstantIndexOp::create(b, v); };
   auto i64 = [&](Value v) {
     return arith::IndexCastOp::create(b, b.getI64Type(), v);
   };
-  Value k0 = arith::MulIOp::create(b, kt, cidx(BN));
-  Value kNext = arith::AddIOp::create(b, k0, cidx(BN));
-  Value tail = arith::CmpIOp::create(b, P::ult, M, kNext);
-  if (!mask)
-    return {arith::ConstantOp::create(b, b.getBoolAttr(true)), tail};
-  Value kEnd = arith::MinUIOp::create(b, kNext, M);
-  Value qEnd =
-      arith::MinUIOp::create(b, arith::AddIOp::create(b, q0, cidx(BM)), N);
   auto [lo, hi] =
-      emitMaskIntervals(b, *mask, bI64, hI64, i64(q0),
+      emitMaskIntervals(b, mask, bI64, hI64, i64(q0),
                         i64(arith::SubIOp::create(b, qEnd, cidx(1))), i64(k0),
                         i64(arith::SubIOp::create(b, kEnd, cidx(1))), env);
   auto c64 = [&](int64_t v) {
@@ -36,6 +35,19 @@ std::pair<Value, Value> GpuTileWalk::classify(Value kt) {
   Value partial = arith::OrIOp::create(
       b, tail, arith::CmpIOp::create(b, P::ne, lo, c64(1)));
   return {nonEmpty, partial};
+}
+
+std::pair<Value, Value> GpuTileWalk::classify(Value kt) {
+  auto cidx = [&](int64_t v) { return arith::ConstantIndexOp::create(b, v); };
+  Value k0 = arith::MulIOp::create(b, kt, cidx(BN));
+  Value kNext = arith::AddIOp::create(b, k0, cidx(BN));
+  Value tail = arith::CmpIOp::create(b, P::ult, M, kNext);
+  if (!mask)
+    return {arith::ConstantOp::create(b, b.getBoolAttr(true)), tail};
+  Value kEnd = arith::MinUIOp::create(b, kNext, M);
+  Value qEnd =
+      arith::MinUIOp::create(b, arith::AddIOp::create(b, q0, cidx(BM)), N);
+  return classifyRange(b, *mask, env, bI64, hI64, q0, qEnd, k0, kEnd, tail);
 }
 
 Value GpuTileWalk::firstVisible(Value start) {
@@ -120,9 +132,6 @@ mlir::attn::classifyPair(ImplicitLocOpBuilder &b, Region *mask,
                          const KernelEnv &env, Value bI64, Value hI64, Value q0,
                          Value k0, Value N, Value M, int64_t BM, int64_t BN) {
   auto cidx = [&](int64_t v) { return arith::ConstantIndexOp::create(b, v); };
-  auto i64 = [&](Value v) {
-    return arith::IndexCastOp::create(b, b.getI64Type(), v);
-  };
   Value qNext = arith::AddIOp::create(b, q0, cidx(BM));
   Value kNext = arith::AddIOp::create(b, k0, cidx(BN));
   Value tail =
@@ -132,17 +141,7 @@ mlir::attn::classifyPair(ImplicitLocOpBuilder &b, Region *mask,
     return {arith::ConstantOp::create(b, b.getBoolAttr(true)), tail};
   Value qEnd = arith::MinUIOp::create(b, qNext, N);
   Value kEnd = arith::MinUIOp::create(b, kNext, M);
-  auto [lo, hi] =
-      emitMaskIntervals(b, *mask, bI64, hI64, i64(q0),
-                        i64(arith::SubIOp::create(b, qEnd, cidx(1))), i64(k0),
-                        i64(arith::SubIOp::create(b, kEnd, cidx(1))), env);
-  auto c64 = [&](int64_t v) {
-    return arith::ConstantOp::create(b, b.getI64IntegerAttr(v));
-  };
-  Value nonEmpty = arith::CmpIOp::create(b, P::ne, hi, c64(0));
-  Value partial = arith::OrIOp::create(
-      b, tail, arith::CmpIOp::create(b, P::ne, lo, c64(1)));
-  return {nonEmpty, partial};
+  return classifyRange(b, *mask, env, bI64, hI64, q0, qEnd, k0, kEnd, tail);
 }
 
 /// An scf.for over [0, ub) carrying `init`, built by `body`.

@@ -219,32 +219,13 @@ LogicalResult LinearBackwardGpuBuilder::checkSpec() {
 
 gpu::GPUFuncOp LinearBackwardGpuBuilder::createKernel() {
   MLIRContext *ctx = b.getContext();
-  Type f32 = b.getF32Type();
-  auto strided = [&](int64_t rank, Type t, bool unitInner) {
-    SmallVector<int64_t> dyn(rank, ShapedType::kDynamic), strides = dyn;
-    if (unitInner)
-      strides.back() = 1;
-    return MemRefType::get(
-        dyn, t, StridedLayoutAttr::get(ctx, ShapedType::kDynamic, strides));
-  };
-  SmallVector<Type> args = kernelArgTypes(
-      spec, [&](StringRef) { return elt; }, /*unitInnerQKV=*/true);
-  args.push_back(strided(4, elt, true));  // do
-  args.push_back(strided(3, f32, false)); // dlse (unused: no lse)
-  for (int i = 0; i < 3; ++i)             // dq, dk, dv
-    args.push_back(strided(4, f32, false));
-  SmallVector<Attribute> gradNames;
-  for (InputOp in : op.getGradientInputs()) {
-    args.push_back(strided(in.getDims().size(), f32, false));
-    gradNames.push_back(b.getStringAttr(in.getSymName()));
-  }
+  SmallVector<Type> args =
+      backwardKernelArgTypes(spec, elt, op.getGradientInputs());
   args.push_back(MemRefType::get({ShapedType::kDynamic}, b.getI8Type()));
   std::string name = ("attn_" + spec.getSymName() + "_bwd_d" + Twine(D)).str();
   auto fn = gpu::GPUFuncOp::create(b, name, FunctionType::get(ctx, args, {}));
   setLaunchContract(fn, kWholeSequence, T, /*sharedBytes=*/nWarps * 4, D);
-  fn->setAttr("attn.backward", b.getUnitAttr());
-  fn->setAttr("attn.block_kv", b.getI64IntegerAttr(kWholeSequence));
-  fn->setAttr("attn.gradient_inputs", b.getArrayAttr(gradNames));
+  setBackwardContract(fn, kWholeSequence, op.getGradientInputs());
   // The scratch layout (allocScratch): states of dphiMax x T floats; per-row
   // vectors (8), the row sums' per-warp slots (4), dx, 8 scalars.
   fn->setAttr("attn.scratch_state_floats", b.getI64IntegerAttr(dphiMax * T));
