@@ -531,7 +531,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   }
 
   if (!c.cuda) {
-    attn_kernel_desc_t kernel;
+    attn_kernel_desc_t kernel{}; // no decode schedule
     kernel.abi_version = c.abiVersion;
     kernel.name = c.kernelName;
     kernel.tile_q = c.tileQ;

@@ -56,6 +56,7 @@ private:
   std::string prepareTensors();
   std::string timeRuns();
   void printSummary(llvm::raw_ostream &os);
+  std::string cpuScheduleNote() const;
   std::string checkAgainstReference(llvm::raw_ostream &os);
   Comparison compare(const ReferenceOutputs &ref) const;
 
@@ -191,6 +192,26 @@ std::string CompiledRun::timeRuns() {
   return "";
 }
 
+/// " schedule=decode(lanes=L, splits=S)" when attn_cpu_run takes the decode
+/// schedule for this call's dims, " schedule=prefill" when it takes the
+/// prefill one, "" off the CPU.
+std::string CompiledRun::cpuScheduleNote() const {
+  const attn_kernel_t &any = kernel->desc();
+  for (int32_t t = 0; t < any.num_targets; ++t) {
+    if (any.targets[t].device_type != kDLCPU || !any.targets[t].desc)
+      continue;
+    auto *desc = static_cast<const attn_kernel_desc_t *>(any.targets[t].desc);
+    int64_t splits = attn_cpu_decode_splits(desc, dims.at("B"), dims.at("Hq"),
+                                            dims.at("Hkv"), dims.at("N"),
+                                            dims.at("M"), opts.threads);
+    if (!splits)
+      return " schedule=prefill";
+    return " schedule=decode(lanes=" + std::to_string(desc->decode_lanes) +
+           ", splits=" + std::to_string(splits) + ")";
+  }
+  return "";
+}
+
 void CompiledRun::printSummary(llvm::raw_ostream &os) {
   os << "spec: " << spec.getSymName() << " (" << opts.specPath << ")\ndims:";
   for (const char *d : {"B", "Hq", "Hkv", "N", "M", "Dqk", "Dv", "G"})
@@ -212,7 +233,7 @@ void CompiledRun::printSummary(llvm::raw_ostream &os) {
                    : std::string())
        << ")";
   else
-    os << " tile_q=" << kernel->tileQ();
+    os << " tile_q=" << kernel->tileQ() << cpuScheduleNote();
   os << " target=" << opts.target << " ("
      << (kernel->cacheHit() ? "cache hit" : "compiled") << " in "
      << llvm::format("%.1f", kernel->compileSeconds() * 1e3) << " ms)\n";

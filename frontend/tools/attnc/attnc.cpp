@@ -8,6 +8,8 @@
 //                       [--max-memory SIZE]
 //   attnc show-mask SPEC.attn [--shape ...] [--tile-q T] [--png FILE]
 //                             [--max-memory SIZE]
+//   attnc merge O1.npy LSE1.npy [O2.npy LSE2.npy]... -o O.npy
+//               [--lse-out LSE.npy] [--threads T] [--max-memory SIZE]
 //
 // A thin main over the frontend driver: each stage can be printed so tests can
 // FileCheck it.
@@ -20,7 +22,9 @@
 #include "attn/Frontend/RunCompiled.h"
 #include "attn/Frontend/RunSpec.h"
 #include "attn/Frontend/ShowMask.h"
+#include "attn/JIT/Compiler.h"
 #include "attn/Target/Backend.h"
+#include "attn/npy.h"
 #include "attn/runtime.h"
 #include "attn/version.h"
 #include "mlir/IR/AsmState.h"
@@ -31,8 +35,10 @@
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/InitLLVM.h"
 #include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/Signals.h"
 #include "llvm/Support/ToolOutputFile.h"
 #include "llvm/Support/WithColor.h"
+#include <algorithm>
 #include <csignal>
 #include <optional>
 
@@ -47,6 +53,15 @@ static cl::SubCommand
            "Run a spec on .npy (or random) inputs and report the result");
 static cl::SubCommand
     showMaskCmd("show-mask", "Show the block classification of a spec's mask");
+static cl::SubCommand mergeCmd(
+    "merge",
+    "Merge partial softmax attention results over parts of the keys (split-KV, "
+    "cascade, context parallelism):\n  lse = log sum_p exp(lse_p),  "
+    "o = sum_p exp(lse_p - lse) o_p\n  (a part with lse_p = -inf is empty, "
+    "weight 0; a row with every part empty gives o = 0, lse = -inf).\n"
+    "Each part is a pair of .npy files, o [..., Dv] and lse [...] (e.g. "
+    "[B, Hq, N, Dv] and [B, Hq, N]; float32 or float64, as `attnc run "
+    "--output` writes them); the merge is written as float32");
 
 static cl::opt<std::string>
     inputFilename(cl::Positional, cl::desc("<spec.attn>"),
@@ -227,14 +242,15 @@ static cl::opt<int> runRepeat("repeat",
 static cl::opt<int> runThreads("threads",
                                cl::desc("Threads (default 0: all cores, or "
                                         "$ATTN_NUM_THREADS)"),
-                               cl::init(0), cl::sub(runCmd));
+                               cl::init(0), cl::sub(runCmd), cl::sub(mergeCmd));
 static cl::opt<std::string> runMaxMemory(
     "max-memory",
     cl::desc("What inputs, outputs and the reference may allocate, e.g. 8G, "
              "512M (K, M, G, T: powers of 1024; default: half the physical "
              "memory, less under a cgroup limit or ulimit -v); larger shapes "
              "are an error before anything is allocated"),
-    cl::value_desc("SIZE"), cl::sub(runCmd), cl::sub(showMaskCmd));
+    cl::value_desc("SIZE"), cl::sub(runCmd), cl::sub(showMaskCmd),
+    cl::sub(mergeCmd));
 static cl::opt<bool>
     runNoCheck("no-check",
                cl::desc("Skip the comparison with the reference (for large "
@@ -250,6 +266,19 @@ static cl::opt<std::string> maskPng("png",
                                     cl::desc("Also write a PNG picture here"),
                                     cl::value_desc("file.png"),
                                     cl::sub(showMaskCmd));
+
+// `attnc merge` options.
+static cl::list<std::string>
+    mergeFiles(cl::Positional,
+               cl::desc("<O1.npy LSE1.npy [O2.npy LSE2.npy]...>"),
+               cl::sub(mergeCmd));
+static cl::opt<std::string>
+    mergeOut("o", cl::desc("Write the merged o here (float32 [..., Dv])"),
+             cl::value_desc("FILE.npy"), cl::sub(mergeCmd));
+static cl::opt<std::string>
+    mergeLseOut("lse-out",
+                cl::desc("Also write the merged lse here (float32 [...])"),
+                cl::value_desc("FILE.npy"), cl::sub(mergeCmd));
 
 static int fail(const llvm::Twine &msg) {
   llvm::WithColor::error(llvm::errs(), "attnc") << msg << "\n";
@@ -425,7 +454,12 @@ static std::string usageOverview() {
       "      offload bundle; --emit=amdgcn prints the assembly\n"
       "  attnc show-mask SPEC.attn [--shape ...] [--tile-q T --tile-kv T] "
       "[--png FILE]\n"
-      "      picture the mask's tiles: empty (skipped), full, partial\n\n"
+      "      picture the mask's tiles: empty (skipped), full, partial\n"
+      "  attnc merge O1.npy LSE1.npy [O2.npy LSE2.npy]... -o O.npy "
+      "[--lse-out LSE.npy]\n"
+      "      merge attention over parts of the keys from each part's o and "
+      "lse\n"
+      "      (`attnc merge --help` gives the formula)\n\n"
       "Library mask patterns:";
   for (const std::string &p : libraryPatternSignatures())
     overview += "\n  " + p;
@@ -481,6 +515,183 @@ static int showMaskCommand(ModuleOp module, uint64_t maxMemory) {
   return err.empty() ? 0 : fail(err);
 }
 
+/// The most dims a part's o may have: the stack adds P, and
+/// attn_merge_states takes o_parts of at most 16.
+constexpr size_t kMaxMergeRank = 15;
+
+/// Reads one file of `attnc merge` (float32 or float64): at most `left`
+/// bytes, what --max-memory (`budget`) leaves.
+static std::string readPart(const std::string &path, ::attn::HostArray &a,
+                            uint64_t left, uint64_t budget, const char *what) {
+  std::string budgetText =
+      left >= budget ? "--max-memory=" + ::attn::formatBytes(budget)
+                     : "the " + ::attn::formatBytes(left) +
+                           " that --max-memory=" + ::attn::formatBytes(budget) +
+                           " leaves after the merge's other arrays";
+  if (std::string err =
+          ::attn::readNpy(path, a, std::max<uint64_t>(left, 1), budgetText);
+      !err.empty())
+    return err;
+  if (a.dtype != ::attn::DType::F32 && a.dtype != ::attn::DType::F64)
+    return path + ": dtype is " + ::attn::dtypeName(a.dtype) +
+           ", expected float32 or float64 (" + what + ")";
+  return "";
+}
+
+/// Copies `part` (float32 or float64, C order) into slice `p` of `stack`
+/// (float32 [P, <part's shape>]).
+static void stackPart(const ::attn::HostArray &part, int64_t p,
+                      ::attn::HostArray &stack) {
+  int64_t n = part.numel();
+  float *dst = stack.data<float>() + p * n;
+  if (part.dtype == ::attn::DType::F32)
+    std::copy_n(part.data<float>(), n, dst);
+  else
+    for (int64_t i = 0; i < n; ++i)
+      dst[i] = static_cast<float>(part.data<double>()[i]);
+}
+
+/// A compact float32 host array as a DLTensor (its shape stays in the array).
+static DLTensor hostTensor(::attn::HostArray &a) {
+  DLTensor t{};
+  t.data = a.bytes.data();
+  t.device = {kDLCPU, 0};
+  t.ndim = static_cast<int32_t>(a.shape.size());
+  t.dtype = DLDataType{kDLFloat, 32, 1};
+  t.shape = a.shape.data();
+  return t;
+}
+
+/// `attnc merge`: stacks the parts' o and lse and merges them through the
+/// runtime (attn::mergeStates), writing the outputs the way `attnc run`
+/// does: checked before anything is read, published together or not at all.
+static int mergeCommand() {
+  using ::attn::DType;
+  using ::attn::HostArray;
+  size_t numFiles = mergeFiles.size();
+  if (numFiles == 0 || numFiles % 2 != 0)
+    return fail("merge: expected pairs O.npy LSE.npy, one per part (got " +
+                std::to_string(numFiles) + " file" +
+                (numFiles == 1 ? "" : "s") + ")");
+  if (mergeOut.empty())
+    return fail("merge: give the merged o a file name with -o FILE.npy");
+  if (runThreads < 0)
+    return fail("--threads must be >= 0 (0: all cores)");
+  uint64_t maxMemory = 0;
+  if (runMaxMemory.getNumOccurrences())
+    if (std::string err = parseMaxMemory(runMaxMemory, maxMemory); !err.empty())
+      return fail(err);
+  uint64_t budget = memoryBudget(maxMemory);
+
+  RunOutputs outputs;
+  std::vector<std::pair<std::string, std::string>> dests = {{"o", mergeOut}};
+  if (!mergeLseOut.empty())
+    dests.push_back({"lse", mergeLseOut});
+  for (auto &[name, path] : dests) {
+    if (std::string err = outputs.files.add(path); !err.empty())
+      return fail((name == "o" ? "-o: " : "--lse-out: ") + err);
+    outputs.temporaries.push_back(
+        outputs.files.temporaryPath(outputs.files.size() - 1));
+    llvm::sys::RemoveFileOnSignal(outputs.temporaries.back());
+    outputs.names.push_back(name);
+    outputs.paths.push_back(path);
+  }
+
+  // The first part fixes the shapes; the stacks and the outputs are checked
+  // against the budget before they are allocated.
+  int64_t numParts = static_cast<int64_t>(numFiles / 2);
+  HostArray o0, lse0;
+  if (std::string err = readPart(mergeFiles[0], o0, budget, budget, "o");
+      !err.empty())
+    return fail(err);
+  if (o0.shape.empty() || o0.shape.size() > kMaxMergeRank)
+    return fail(mergeFiles[0] + ": shape " + o0.shapeString() +
+                ", expected o [..., Dv] of rank 1 to " +
+                std::to_string(kMaxMergeRank));
+  std::vector<int64_t> lseShape(o0.shape.begin(), o0.shape.end() - 1);
+  uint64_t held = o0.bytes.size();
+  if (std::string err =
+          readPart(mergeFiles[1], lse0, budget > held ? budget - held : 0,
+                   budget, "lse");
+      !err.empty())
+    return fail(err);
+  if (lse0.shape != lseShape)
+    return fail(mergeFiles[1] + ": shape " + lse0.shapeString() +
+                " does not match its o part " + mergeFiles[0] + " " +
+                o0.shapeString() + " (expected o's shape without Dv)");
+  std::vector<int64_t> oStackShape = o0.shape, lseStackShape = lseShape;
+  oStackShape.insert(oStackShape.begin(), numParts);
+  lseStackShape.insert(lseStackShape.begin(), numParts);
+  MemoryNeed need;
+  need.inputs = ::attn::saturatingAdd(::attn::arrayBytes(oStackShape, 4),
+                                      ::attn::arrayBytes(lseStackShape, 4));
+  need.outputs = ::attn::arrayBytes(o0.shape, 4);
+  if (!mergeLseOut.empty())
+    need.outputs =
+        ::attn::saturatingAdd(need.outputs, ::attn::arrayBytes(lseShape, 4));
+  need.other = ::attn::saturatingAdd(o0.bytes.size(), lse0.bytes.size());
+  need.otherName = "the first part as read";
+  if (std::string err = checkMemory(need, maxMemory); !err.empty())
+    return fail("merge: " + err);
+  HostArray oStack, lseStack, o, lse;
+  for (auto [array, shape] :
+       {std::pair{&oStack, &oStackShape}, std::pair{&lseStack, &lseStackShape},
+        std::pair{&o, &o0.shape}, std::pair{&lse, &lseShape}}) {
+    if (array == &lse && mergeLseOut.empty())
+      continue;
+    if (std::string err = HostArray::allocate(DType::F32, *shape, *array);
+        !err.empty())
+      return fail("merge: " + err);
+  }
+
+  // Each later part is read, checked, stacked and dropped in turn.
+  uint64_t fixed = ::attn::saturatingAdd(need.inputs, need.outputs);
+  uint64_t left = budget > fixed ? budget - fixed : 0;
+  for (int64_t p = 0; p < numParts; ++p) {
+    const std::string &oPath = mergeFiles[2 * p];
+    const std::string &lsePath = mergeFiles[2 * p + 1];
+    HostArray oPart, lsePart;
+    if (p > 0) {
+      if (std::string err = readPart(oPath, oPart, left, budget, "o");
+          !err.empty())
+        return fail(err);
+      if (oPart.shape != o0.shape)
+        return fail(oPath + ": shape " + oPart.shapeString() +
+                    " differs from the first part's " + mergeFiles[0] + " " +
+                    o0.shapeString() + "; all parts must have one shape");
+      held = oPart.bytes.size();
+      if (std::string err = readPart(
+              lsePath, lsePart, left > held ? left - held : 0, budget, "lse");
+          !err.empty())
+        return fail(err);
+      if (lsePart.shape != lseShape)
+        return fail(lsePath + ": shape " + lsePart.shapeString() +
+                    " does not match its o part " + oPath + " " +
+                    oPart.shapeString() + " (expected o's shape without Dv)");
+    }
+    stackPart(p ? oPart : o0, p, oStack);
+    stackPart(p ? lsePart : lse0, p, lseStack);
+    if (p == 0) { // the stacks hold it now
+      std::vector<uint8_t>().swap(o0.bytes);
+      std::vector<uint8_t>().swap(lse0.bytes);
+    }
+  }
+
+  DLTensor oParts = hostTensor(oStack), lseParts = hostTensor(lseStack),
+           oOut = hostTensor(o), lseOut = hostTensor(lse);
+  attn_run_options_t options{runThreads};
+  if (attn_status_t st = ::attn::mergeStates(
+          &oParts, &lseParts, &oOut, mergeLseOut.empty() ? nullptr : &lseOut,
+          &options))
+    return fail(std::string("merge: ") + attn_last_error() + " (" +
+                attn_status_string(st) + ")");
+  llvm::outs() << "merged " << numParts << " part" << (numParts == 1 ? "" : "s")
+               << ": o " << o.shapeString() << "\n";
+  std::string err =
+      writeOutputs(outputs, {{"o", &o}, {"lse", &lse}}, nullptr, llvm::outs());
+  return err.empty() ? 0 : fail(err);
+}
+
 int main(int argc, char **argv) {
   llvm::InitLLVM y(argc, argv);
   // Past a file size limit (ulimit -f), a write fails with EFBIG instead of
@@ -504,6 +715,8 @@ int main(int argc, char **argv) {
        << "  built with LLVM/MLIR " LLVM_VERSION_STRING "\n";
   });
   cl::ParseCommandLineOptions(argc, argv, overview);
+  if (mergeCmd)
+    return mergeCommand();
 
   MLIRContext context;
   // Spec errors point at the spec; a dump of the failing op is noise there.

@@ -67,6 +67,7 @@ void mlir::attn::buildAttnCPUPipeline(OpPassManager &pm,
     conversion.bf16Dot = options.bf16Dot;
     conversion.bf16DotPV = options.bf16DotPV;
     conversion.debugTileStats = options.debugTileStats;
+    conversion.decodeKernel = options.decodeKernel;
     pm.addPass(createConvertAttnToCPU(conversion));
     pm.addPass(createCanonicalizerPass());
     pm.addPass(createCSEPass());

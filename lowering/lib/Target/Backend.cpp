@@ -90,6 +90,8 @@ std::string mlir::attn::signatureText(const KernelInfo &info) {
                                  ? std::to_string(in.dims[d].size)
                                  : in.dims[d].symbol);
   }
+  if (info.decodeLanes)
+    s += ";decode=" + std::to_string(info.decodeLanes);
   // Only gradients' kernels have these (a forward's text is unchanged).
   if (info.backward) {
     s += ";backward=1;grads=";
@@ -143,6 +145,9 @@ std::string mlir::attn::parseSignatureText(llvm::StringRef text,
         return "bad tile_q in kernel signature";
     } else if (key == "has_lse") {
       info.hasLse = value == "1";
+    } else if (key == "decode") {
+      if (value.getAsInteger(10, info.decodeLanes) || info.decodeLanes < 0)
+        return "bad decode in kernel signature";
     } else if (key == "backward") {
       info.backward = value == "1";
     } else if (key == "grads") {

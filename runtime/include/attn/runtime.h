@@ -68,8 +68,10 @@ extern "C" {
       failed scratch allocation there (version 1 kernels had no status and
       put their scratch on the stack).
    3: CUDA variants declare the global scratch their kernels take as their
-      last argument (attn_cuda_kernel_variant_t's scratch fields). */
-#define ATTN_ABI_VERSION 3
+      last argument (attn_cuda_kernel_variant_t's scratch fields).
+   4: CPU kernel descriptors carry the decode schedule (decode_fn,
+      decode_lanes). */
+#define ATTN_ABI_VERSION 4
 
 /* The largest head dim (Dqk and Dv) attn_cpu_run() accepts. MLA needs
    Dqk = 576, Dv = 512; a kernel's scratch grows with tile x head dim. */
@@ -137,6 +139,23 @@ typedef struct attn_kernel_desc {
   const attn_input_desc_t *inputs;
   int32_t has_lse;             /* kernel can write lse (softmax) */
   attn_cpu_kernel_fn cpu_fn;
+  /* The decode schedule (ABI 4; NULL and 0 when the kernel has none, as for
+     every normalizer but softmax): attn_cpu_run uses it when N <=
+     decode_lanes. Its items are
+       item = ((b * Hkv + hk) * chunks + chunk) * splits + split,
+       chunks = ceil(G * N / decode_lanes),
+     each the lanes [chunk * L, (chunk + 1) * L) (L = decode_lanes) of the
+     G * N queries of KV head hk's group, flat lane f being query f % N of
+     head hk * G + f / N, against kv tiles [split * T, (split + 1) * T) of
+     the ceil(M / tile_kv) tiles (T = ceil(tiles / splits)). Its args are
+     the forward's with o and lse replaced by the partial results
+     o_part float32 [B, Hkv, splits, chunks * L, Dv] and lse_part float32
+     [B, Hkv, splits, chunks * L] (never NULL): each item writes its
+     lanes' normalized o and lse (-inf where it saw no visible key), and
+     the runtime merges the splits (lse = logsumexp, o weighted by
+     exp(lse_s - lse)). */
+  attn_cpu_kernel_fn decode_fn;
+  int32_t decode_lanes;
 } attn_kernel_desc_t;
 
 typedef struct attn_run_options {
@@ -185,6 +204,21 @@ ATTN_RUNTIME_API attn_status_t attn_cpu_run(const attn_kernel_desc_t *kernel,
                                             const DLTensor *const *inputs,
                                             DLTensor *o, DLTensor *lse,
                                             const attn_run_options_t *options);
+
+/* Which schedule attn_cpu_run(kernel, ...) runs for these dims with
+   num_threads threads (0: attn_cpu_num_threads()): 0 for the prefill
+   schedule (items over query tiles), else the decode schedule
+   (kernel->decode_fn) with that many kv splits per (b, kv head, lane
+   chunk). attn_cpu_run takes the decode schedule when the kernel has one
+   and N <= decode_lanes; the environment variable ATTN_CPU_SCHEDULE =
+   prefill or decode (read per call) forces one, and ATTN_DECODE_SPLITS = n
+   the split count (at most 4096); both are for tests and benchmarks. Without
+   them a call splits the kv length only to give every thread about four
+   items, each of at least 512 keys. 0 as well for a NULL kernel or dims that
+   do not form a valid call. */
+ATTN_RUNTIME_API int64_t
+attn_cpu_decode_splits(const attn_kernel_desc_t *kernel, int64_t B, int64_t Hq,
+                       int64_t Hkv, int64_t N, int64_t M, int32_t num_threads);
 
 /* The thread count num_threads = 0 means: the ATTN_NUM_THREADS environment
    variable if set to a positive integer (read once), else the number of CPUs
@@ -440,6 +474,45 @@ ATTN_RUNTIME_API attn_status_t attn_rocm_run_backward(
    initializes and reports at least one AMD GPU; else 0, and
    attn_last_error() says why in one line. */
 ATTN_RUNTIME_API int32_t attn_rocm_available(void);
+
+/*===--- Merging partial results (the LSE merge) -------------------------===*/
+
+/* Softmax attention over keys split into P parts, from each part's
+   normalized output o_p and log-sum-exp lse_p (a softmax kernel's o and
+   lse over that part's keys):
+     lse = log sum_p exp(lse_p),   o = sum_p exp(lse_p - lse) o_p
+   per row: split-KV decode, cascade (shared-prefix) attention, context
+   parallelism. A part with lse_p = -inf saw no key and has weight 0 (its
+   o_p is not read); a row whose parts are all empty gets o = 0 and
+   lse = -inf, never NaN. Sums run in double.
+
+   o_parts: float32 [P, d1, ..., dR] (R >= 1; dR is Dv, e.g.
+   [P, B, Hq, N, Dv]); lse_parts: float32 [P, d1, ..., d(R-1)]; o: float32
+   [d1, ..., dR]; lse: float32 [d1, ..., d(R-1)], or NULL when not wanted.
+   P >= 1 (P = 1 copies). Rows (the d1..d(R-1) indices) run in parallel on
+   the CPU thread pool (options->num_threads as for attn_cpu_run; options
+   may be NULL). Sizes d1..dR may be 0: an empty o or lse is not touched
+   (Dv = 0 still gives lse).
+
+   Validates everything before writing anything; on failure returns the
+   code, sets attn_last_error() to a one-line message naming the tensor
+   (and dim), and writes nothing to o or lse:
+   - INVALID_ARGUMENT: NULL o_parts/lse_parts/o, NULL data or shape,
+     negative num_threads.
+   - DTYPE: a tensor that is not kDLFloat/32 with lanes == 1.
+   - SHAPE: o_parts' ndim not in [2, 16], P = 0 or a negative size; another
+     tensor's ndim or sizes not the ones above; size overflow.
+   - DEVICE: a tensor not in host memory (kDLCPU, kDLCUDAHost, kDLROCMHost).
+   - LAYOUT: negative strides; data + byte_offset not 4-byte aligned; o or
+     lse overlapping itself (a zero stride on a dim of size > 1, or strides
+     that do not nest), each other, o_parts or lse_parts (the byte ranges
+     they span; an empty tensor overlaps nothing).
+   Strides NULL means compact row-major; otherwise any non-negative element
+   strides (zero on the inputs: broadcast); byte_offset is honoured. Safe to
+   call from any number of threads. */
+ATTN_RUNTIME_API attn_status_t attn_merge_states(
+    const DLTensor *o_parts, const DLTensor *lse_parts, DLTensor *o,
+    DLTensor *lse, const attn_run_options_t *options);
 
 /*===--- Any device: one kernel, code for several backends ---------------===*/
 

@@ -8,6 +8,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "../Merge.h"
 #include "../Validate.h"
 #include "ThreadPool.h"
 
@@ -16,6 +17,8 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
+#include <cstring>
+#include <memory>
 #include <sched.h>
 #include <string>
 #include <thread>
@@ -40,6 +43,11 @@ attn_status_t checkKernel(const attn_kernel_desc_t *k, attn::Signature &sig) {
   if (k->tile_q <= 0)
     return fail(ATTN_ERROR_INVALID_ARGUMENT,
                 kname + ": tile_q is " + str(k->tile_q) + ", expected > 0");
+  if (k->decode_lanes < 0 || (k->decode_lanes > 0) != (k->decode_fn != nullptr))
+    return fail(ATTN_ERROR_INVALID_ARGUMENT,
+                kname + ": decode_lanes is " + str(k->decode_lanes) +
+                    " with decode_fn " + (k->decode_fn ? "set" : "NULL") +
+                    ", expected both set or NULL and 0");
   return checkInputDescs(kname, k->num_inputs, k->inputs, sig);
 }
 
@@ -80,9 +88,9 @@ void runRange(void *ctx, int64_t begin, int64_t end) {
 }
 
 /// The error of a launch of kernel `name` whose status word is `status`
-/// (nonzero); `written` names the outputs it leaves partially written.
+/// (nonzero); `outcome` says what it left written.
 attn_status_t launchError(const char *name, int32_t status,
-                          const attn::DimBinding &dims, const char *written) {
+                          const attn::DimBinding &dims, const char *outcome) {
   std::string kname = std::string("kernel '") + (name ? name : "?") + "'";
   if (status != ATTN_KERNEL_OUT_OF_MEMORY)
     return fail(ATTN_ERROR_INTERNAL,
@@ -90,10 +98,143 @@ attn_status_t launchError(const char *name, int32_t status,
   return fail(ATTN_ERROR_OUT_OF_MEMORY,
               kname + ": out of memory allocating its scratch buffers (Dqk = " +
                   str(dims.at("Dqk")) + ", Dv = " + str(dims.at("Dv")) + "); " +
-                  written + " partially written");
+                  outcome);
 }
 
 int computeDefaultThreads();
+
+/// A positive integer from the environment variable `name`, else 0.
+int64_t envCount(const char *name) {
+  const char *env = std::getenv(name);
+  if (!env)
+    return 0;
+  char *endp = nullptr;
+  long long v = std::strtoll(env, &endp, 10);
+  return endp != env && *endp == '\0' && v > 0 ? v : 0;
+}
+
+/// Whether a call with N queries runs the decode schedule: when the kernel
+/// has one and N fits its lanes, unless ATTN_CPU_SCHEDULE says otherwise
+/// (`prefill`, `decode`; read per call, for tests and benchmarks).
+bool useDecode(const attn_kernel_desc_t *k, int64_t N) {
+  if (!k->decode_fn)
+    return false;
+  if (const char *env = std::getenv("ATTN_CPU_SCHEDULE")) {
+    if (std::strcmp(env, "prefill") == 0)
+      return false;
+    if (std::strcmp(env, "decode") == 0)
+      return true;
+  }
+  return N <= k->decode_lanes;
+}
+
+/// Splits of the kv length per (b, kv head, lane chunk): enough items to
+/// keep every thread busy (4 per thread, for balance), but at least 512
+/// keys each (a tile is at most 512 rows, so no split is past the last
+/// tile); ATTN_DECODE_SPLITS overrides (tests), capped at 4096.
+int64_t decodeSplits(int64_t items, int64_t M, int numThreads) {
+  if (int64_t forced = envCount("ATTN_DECODE_SPLITS"))
+    return std::min<int64_t>(forced, 4096);
+  if (numThreads <= 1 || items >= 4 * int64_t(numThreads))
+    return 1;
+  int64_t want = (4 * int64_t(numThreads) + items - 1) / items;
+  return std::clamp<int64_t>(want, 1, std::max<int64_t>(1, (M + 511) / 512));
+}
+
+struct MergeJob {
+  const float *oPart, *lsePart; // [B, Hkv, S, R, Dv], [B, Hkv, S, R]
+  int64_t Hq, Hkv, N, Dv, S, R;
+  char *o, *lse; // data + byte_offset; lse NULL when not wanted
+  std::vector<int64_t> oStrides, lseStrides;
+};
+
+/// Merges rows [begin, end) of the flat (b, h, i) range into o and lse.
+void mergeRange(void *ctx, int64_t begin, int64_t end) {
+  auto *j = static_cast<const MergeJob *>(ctx);
+  int64_t G = j->Hq / j->Hkv;
+  for (int64_t row = begin; row < end; ++row) {
+    int64_t i = row % j->N, bh = row / j->N, h = bh % j->Hq, b = bh / j->Hq;
+    int64_t part = (b * j->Hkv + h / G) * j->S * j->R + (h % G) * j->N + i;
+    const std::vector<int64_t> &os = j->oStrides;
+    float *out =
+        reinterpret_cast<float *>(j->o) + b * os[0] + h * os[1] + i * os[2];
+    float lse = mergeRow(j->S, j->Dv, j->oPart + part * j->Dv, j->R * j->Dv, 1,
+                         j->lsePart + part, j->R, out, os[3]);
+    if (j->lse) {
+      const std::vector<int64_t> &ls = j->lseStrides;
+      reinterpret_cast<float *>(j->lse)[b * ls[0] + h * ls[1] + i * ls[2]] =
+          lse;
+    }
+  }
+}
+
+/// The decode schedule (runtime.h, attn_kernel_desc_t::decode_fn): the
+/// partial results of every split into scratch, then their LSE merge into
+/// o and lse. Validation is done; fails only for memory.
+attn_status_t runDecode(const attn_kernel_desc_t *kernel,
+                        const DLTensor *const *inputs, DLTensor *o,
+                        DLTensor *lse, const attn::DimBinding &dims,
+                        int numThreads) {
+  int64_t B = dims.at("B"), Hq = dims.at("Hq"), Hkv = dims.at("Hkv");
+  int64_t N = dims.at("N"), M = dims.at("M"), Dv = dims.at("Dv");
+  int64_t L = kernel->decode_lanes, G = Hq / Hkv;
+  int64_t chunks = (G * N + L - 1) / L, R = chunks * L;
+  int64_t base, items, lseFloats, oFloats;
+  if (__builtin_mul_overflow(B * Hkv, chunks, &base))
+    return fail(ATTN_ERROR_SHAPE, "q: B * Hkv * ceil(G * N / lanes) overflows");
+  int64_t S = decodeSplits(base, M, numThreads);
+  if (__builtin_mul_overflow(base, S, &items) ||
+      __builtin_mul_overflow(B * Hkv * S, R, &lseFloats) ||
+      __builtin_mul_overflow(lseFloats, Dv, &oFloats) ||
+      oFloats > int64_t(SIZE_MAX / sizeof(float)) - lseFloats)
+    return fail(ATTN_ERROR_SHAPE,
+                "the decode schedule's partial results overflow");
+  std::unique_ptr<float[], void (*)(void *)> scratch(
+      static_cast<float *>(
+          std::malloc(size_t(oFloats + lseFloats) * sizeof(float))),
+      std::free);
+  if (!scratch)
+    return fail(ATTN_ERROR_OUT_OF_MEMORY,
+                std::string("kernel '") + (kernel->name ? kernel->name : "?") +
+                    "': out of memory allocating the decode schedule's " +
+                    str(S) + " partial results; o and lse are not written");
+  float *oPart = scratch.get(), *lsePart = oPart + oFloats;
+
+  Descriptors desc;
+  for (int i = 0; i < 3; ++i)
+    desc.addTensor(inputs[i]);
+  desc.add(oPart, oPart, {B, Hkv, S, R, Dv},
+           {Hkv * S * R * Dv, S * R * Dv, R * Dv, Dv, 1});
+  desc.add(lsePart, lsePart, {B, Hkv, S, R}, {Hkv * S * R, S * R, R, 1});
+  for (int32_t i = 3; i < kernel->num_inputs; ++i)
+    desc.addTensor(inputs[i]);
+  std::vector<void *> args = desc.args();
+  std::atomic<int32_t> status{ATTN_KERNEL_OK};
+  args.push_back(&status);
+  Launch launch{kernel->decode_fn, args.data(), &status};
+  parallelFor(runRange, &launch, items, 1, numThreads);
+  if (int32_t st = status.load(std::memory_order_relaxed))
+    return launchError(kernel->name, st, dims, "o and lse are not written");
+
+  MergeJob job{oPart,
+               lsePart,
+               Hq,
+               Hkv,
+               N,
+               Dv,
+               S,
+               R,
+               static_cast<char *>(o->data) + o->byte_offset,
+               lse ? static_cast<char *>(lse->data) + lse->byte_offset
+                   : nullptr,
+               stridesOf(o),
+               lse ? stridesOf(lse) : std::vector<int64_t>{}};
+  int64_t rows = B * Hq * N;
+  parallelFor(mergeRange, &job, rows,
+              std::max<int64_t>(1, rows / (int64_t(numThreads) * 4)),
+              numThreads);
+  return ATTN_OK;
+}
 
 /// The call's thread count: options->num_threads, 0 meaning all cores.
 attn_status_t resolveThreads(const attn_run_options_t *options,
@@ -126,6 +267,22 @@ int computeDefaultThreads() {
 
 } // namespace
 
+extern "C" int64_t attn_cpu_decode_splits(const attn_kernel_desc_t *kernel,
+                                          int64_t B, int64_t Hq, int64_t Hkv,
+                                          int64_t N, int64_t M,
+                                          int32_t num_threads) {
+  if (!kernel || kernel->decode_lanes <= 0 || B <= 0 || Hkv <= 0 || N <= 0 ||
+      M <= 0 || Hq <= 0 || Hq % Hkv != 0 || num_threads < 0 ||
+      !useDecode(kernel, N))
+    return 0;
+  int64_t L = kernel->decode_lanes, GN, base;
+  if (__builtin_mul_overflow(Hq / Hkv, N, &GN) ||
+      __builtin_mul_overflow(B * Hkv, (GN + L - 1) / L, &base))
+    return 0;
+  return decodeSplits(base, M,
+                      num_threads ? num_threads : attn_cpu_num_threads());
+}
+
 extern "C" int32_t attn_cpu_num_threads(void) {
   static const int n = computeDefaultThreads();
   return n;
@@ -155,6 +312,8 @@ extern "C" attn_status_t attn_cpu_run(const attn_kernel_desc_t *kernel,
     return st;
   if (attn_status_t st = checkHeadDims(kernel->name, dims))
     return st;
+  if (useDecode(kernel, dims.at("N")))
+    return runDecode(kernel, inputs, o, lse, dims, numThreads);
 
   // Work items.
   int64_t B = dims.at("B"), Hq = dims.at("Hq"), N = dims.at("N");
@@ -181,7 +340,8 @@ extern "C" attn_status_t attn_cpu_run(const attn_kernel_desc_t *kernel,
   // parallelFor returns after every chunk finished (joined under the pool's
   // mutex), so every kernel's store is visible here.
   if (int32_t st = status.load(std::memory_order_relaxed))
-    return launchError(kernel->name, st, dims, "o and lse are");
+    return launchError(kernel->name, st, dims,
+                       "o and lse are partially written");
   return ATTN_OK;
 }
 
@@ -265,6 +425,7 @@ extern "C" attn_status_t attn_cpu_run_backward(
   Launch launch{kernel->cpu_fn, args.data(), &status};
   parallelFor(runRange, &launch, total, 1, numThreads);
   if (int32_t st = status.load(std::memory_order_relaxed))
-    return launchError(kernel->name, st, dims, "the gradients are");
+    return launchError(kernel->name, st, dims,
+                       "the gradients are partially written");
   return ATTN_OK;
 }

@@ -26,6 +26,15 @@
 # listed in OVERRIDES; an unknown example gets the generic shapes, and if
 # those do not fit it the sweep fails and names it: add an entry then.
 #
+# --decode sweeps the decode schedule instead (attn_kernel_desc_t::decode_fn,
+# forced with ATTN_CPU_SCHEDULE=decode): softmax specs on decode shapes (N of
+# 1 to 9 with G * N above and below the 16 lanes, so lane chunks span
+# several heads; M < N with empty rows) and their OVERRIDES shapes, tile_kv
+# 7 and the default, ATTN_DECODE_SPLITS 1, 3 and 7 (splits past the last
+# tile and splits a window hides are empty: lse = -inf parts), threads 1
+# and 2. `attnc run` must report schedule=decode; other normalizers have no
+# decode kernel and must report schedule=prefill (one run each).
+#
 # Shard I of N takes the sorted examples I, I + N, I + 2N, ... so lit runs
 # the shards in parallel. Prints one line per run and a last line
 # "SWEEP PASS <runs>" or "SWEEP FAIL".
@@ -44,6 +53,15 @@ THREADS = [1, 2, 8]
 
 GENERIC_SOFTMAX_SHAPES = ["B=2,Hq=4,Hkv=2,N=70,M=53,Dqk=24,Dv=40",
                           "B=2,Hq=4,Hkv=2,N=37,M=100,Dqk=40,Dv=24"]
+DECODE_SHAPES = ["B=2,Hq=8,Hkv=2,N=1,M=300,Dqk=24,Dv=40",
+                 "B=1,Hq=12,Hkv=2,N=3,M=150,Dqk=40,Dv=24",
+                 "B=2,Hq=4,Hkv=4,N=5,M=77,Dqk=16,Dv=8",
+                 "B=1,Hq=6,Hkv=3,N=9,M=5,Dqk=8,Dv=12"]
+DECODE_SPLITS = [1, 3, 7]
+DECODE_TILE_KV = [7, None]
+DECODE_THREADS = [1, 2]
+SCHEDULE_RE = re.compile(r"schedule=(\w+)")
+
 GENERIC_LINEAR_SHAPES = ["B=2,Hq=4,Hkv=2,N=100,M=100,Dqk=16,Dv=20",
                          "B=1,Hq=4,Hkv=1,N=71,M=71,Dqk=24,Dv=9"]
 
@@ -73,6 +91,8 @@ def main():
     ap.add_argument("--examples", required=True)
     ap.add_argument("--shard", default="0/1")
     ap.add_argument("--tol", type=float, default=1e-5)
+    ap.add_argument("--decode", action="store_true",
+                    help="sweep the decode schedule (softmax specs)")
     ap.add_argument("--list", action="store_true",
                     help="print the examples of this shard and exit")
     a = ap.parse_args()
@@ -98,14 +118,36 @@ def main():
         pargs = []
         for p in params:
             pargs += ["--param", p]
-        if linear:
+        env = None
+        if a.decode:
+            if linear:
+                continue
+            other_normalizer = re.search(r"normalizer\s*=\s*(sigmoid|relu|none)",
+                                         open(spec).read())
+            if shapes is GENERIC_SOFTMAX_SHAPES:
+                shapes = DECODE_SHAPES
+            combos = []
+            i = 0
+            for tkv in DECODE_TILE_KV:
+                sched = [] if tkv is None else ["--tile-kv", str(tkv)]
+                for sp in DECODE_SPLITS:
+                    label = "decode tile_kv=%s splits=%d" % (
+                        "default" if tkv is None else tkv, sp)
+                    for t in DECODE_THREADS:
+                        combos.append((sched, label, t, shapes[i % len(shapes)],
+                                       sp))
+                        i += 1
+            if other_normalizer:
+                combos = combos[:1]
+        elif linear:
             combos = []
             i = 0
             for c in LINEAR_CHUNKS:
                 sched = [] if c is None else ["--linear-chunk", str(c)]
                 label = "chunk=" + ("default" if c is None else str(c))
                 for t in THREADS:
-                    combos.append((sched, label, t, shapes[i % len(shapes)]))
+                    combos.append((sched, label, t, shapes[i % len(shapes)],
+                                   None))
                     i += 1
         else:
             combos = []
@@ -116,13 +158,18 @@ def main():
                 label = "tiles=" + ("default" if sc is None else
                                     "%dx%d" % sc)
                 for t in THREADS:
-                    combos.append((sched, label, t, shapes[i % len(shapes)]))
+                    combos.append((sched, label, t, shapes[i % len(shapes)],
+                                   None))
                     i += 1
-        for seed, (sched, label, threads, shape) in enumerate(combos):
+        for seed, (sched, label, threads, shape, splits) in enumerate(combos):
             cmd = [a.attnc, "run", spec, "--shape", shape, "--repeat", "1",
                    "--threads", str(threads), "--seed", str(seed)] + sched + pargs
+            env = dict(os.environ)
+            if splits is not None:
+                env.update(ATTN_CPU_SCHEDULE="decode",
+                           ATTN_DECODE_SPLITS=str(splits))
             p = subprocess.run(cmd, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
+                               stderr=subprocess.STDOUT, text=True, env=env)
             runs += 1
             out = p.stdout
             m = ERR_RE.search(out)
@@ -139,6 +186,12 @@ def main():
                 problems.append("lse err %g > %g" % (lerr, a.tol))
             if not mn or mn.group(1) != "0":
                 problems.append("non-finite mismatch")
+            if splits is not None:
+                ms = SCHEDULE_RE.search(out)
+                ran = ms.group(1) if ms else "?"
+                want = "prefill" if other_normalizer else "decode"
+                if ran != want:
+                    problems.append("ran schedule=%s, expected %s" % (ran, want))
             line = "%s %s threads=%d %s: o %.2e lse %.2e" % (
                 name, label, threads, shape, err, lerr)
             if problems:

@@ -93,11 +93,20 @@ public:
   /// The mask over the tile; returns (lo, hi) of the predicate as 0/1.
   std::pair<Int, Int> run(Region &mask, Int bIdx, Int h, Int q0, Int q1, Int k0,
                           Int k1) {
+    return run(mask, bIdx, h, h, /*hPoint=*/true, q0, q1, k0, k1);
+  }
+
+  /// The mask over a tile whose rows span heads [h0, h1] (the decode
+  /// schedule packs the query heads of a GQA group into one tile); hPoint
+  /// says h0 == h1 by construction, which must not depend on run-time values
+  /// (both domains take the same path).
+  std::pair<Int, Int> run(Region &mask, Int bIdx, Int h0, Int h1, bool hPoint,
+                          Int q0, Int q1, Int k0, Int k1) {
     map.clear();
     Block &block = mask.front();
     map[block.getArgument(0)] =
         known(d.markIndex(bIdx), d.markIndex(bIdx), true);
-    map[block.getArgument(1)] = known(d.markIndex(h), d.markIndex(h), true);
+    map[block.getArgument(1)] = known(d.markIndex(h0), d.markIndex(h1), hPoint);
     map[block.getArgument(2)] = known(d.markIndex(q0), d.markIndex(q1), false);
     map[block.getArgument(3)] = known(d.markIndex(k0), d.markIndex(k1), false);
     for (Operation &op : block.without_terminator()) {

@@ -188,6 +188,19 @@ public:
   static std::string cacheDirectory(const CompileOptions &options);
 };
 
+/// Merges the (o, lse) of softmax attention over P parts of the keys into
+/// the attention over all of them: lse = log sum_p exp(lse_p),
+/// o = sum_p exp(lse_p - lse) o_p (split-KV decode, cascade attention,
+/// context parallelism). The parts come stacked: `oParts` float32
+/// [P, ..., Dv] (e.g. P kernel runs' o written into slices of one tensor),
+/// `lseParts` float32 [P, ...]; `o` is [..., Dv] and `lse` (optional) [...],
+/// on the host. The runtime's attn_merge_states(), with its checks and
+/// codes: on failure returns the status, attn_last_error() has the message
+/// and nothing was written.
+attn_status_t mergeStates(const DLTensor *oParts, const DLTensor *lseParts,
+                          DLTensor *o, DLTensor *lse = nullptr,
+                          const attn_run_options_t *options = nullptr);
+
 } // namespace attn
 
 #endif

@@ -21,6 +21,18 @@ def ConvertAttnToCPU : Pass<"convert-attn-to-cpu", "ModuleOp"> {
     is 0, or 1 (ATTN_KERNEL_OUT_OF_MEMORY) when one failed. Tiles and the
     linear chunk are at most 512 rows.
 
+    For a softmax spec it also emits the decode schedule,
+    `func.func @attn_<name>_decode_tiles` with the same arguments except o
+    and lse, which are the partial results `[B, Hkv, splits, chunks * vl,
+    Dv]` and `[B, Hkv, splits, chunks * vl]`: item = `((b * Hkv + hk) *
+    chunks + chunk) * splits + split`, chunks = `ceil(G * N / vl)`. Its q
+    tile is one vector whose lane `f` (of the group's `G * N` queries) is
+    query `f % N` of head `hk * G + f / N`, so K and V are read once per
+    GQA group; split `s` visits kv tiles `[s * T, (s + 1) * T)`, `T =
+    ceil(ceil(M / tile_kv) / splits)`, and writes its normalized o and lse
+    (-inf when it saw no key), which the runtime merges
+    (runtime/src/Merge.h).
+
     Queries of a tile live in SIMD lanes: Q is transposed once per tile, so
     `S = Q Kᵀ` and `O += P V` are broadcast-FMA micro-kernels (keys and
     values are read as scalars, any stride), and the online softmax, score
@@ -56,7 +68,12 @@ def ConvertAttnToCPU : Pass<"convert-attn-to-cpu", "ModuleOp"> {
     Option<"debugTileStats", "debug-tile-stats", "bool", "false",
            "debugging: every work item writes `attn-tile B H QT KT PARTIAL` "
            "to stderr for each kv tile it visits (test/Integration/cpu/"
-           "tile-visits.test compares them with show-mask)">
+           "tile-visits.test compares them with show-mask)">,
+    Option<"decodeKernel", "decode-kernel", "bool", "true",
+           "softmax specs: also emit the decode schedule "
+           "`attn_<name>_decode_tiles` (query heads of a GQA group packed "
+           "into the lanes, the kv tiles split across work items, partial "
+           "(o, lse) for the runtime's merge)">
   ];
   let dependentDialects = [
     "::mlir::arith::ArithDialect", "::mlir::func::FuncDialect",

@@ -81,6 +81,13 @@ std::pair<Value, Value> emitMaskIntervals(ImplicitLocOpBuilder &b, Region &mask,
                                           Value q1, Value k0, Value k1,
                                           const KernelEnv &env);
 
+/// emitMaskIntervals over heads h in [h0, h1] as well (the decode schedule's
+/// tiles hold the query heads of a GQA group).
+std::pair<Value, Value> emitMaskIntervals(ImplicitLocOpBuilder &b, Region &mask,
+                                          Value bIdx, Value h0, Value h1,
+                                          Value q0, Value q1, Value k0,
+                                          Value k1, const KernelEnv &env);
+
 } // namespace mlir::attn
 
 #endif

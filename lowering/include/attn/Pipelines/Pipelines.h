@@ -48,6 +48,9 @@ struct CPUPipelineOptions {
   /// Debugging: kernels report each visited tile on stderr
   /// (convert-attn-to-cpu{debug-tile-stats}).
   bool debugTileStats = false;
+  /// Softmax specs: also the decode schedule's kernel
+  /// (convert-attn-to-cpu{decode-kernel}).
+  bool decodeKernel = true;
 };
 
 /// Adds the passes that take a module of attn.spec ops from stage `start`

@@ -69,6 +69,9 @@ struct KernelInfo {
   int64_t tileQ = 0;
   bool hasLse = false; ///< a softmax spec: the kernel can write lse
   bool linear = false; ///< linear attention (else the softmax family)
+  /// CPU: query lanes of the decode schedule's kernel (`attn_<name>_decode`,
+  /// attn_kernel_desc_t::decode_fn); 0 when there is none.
+  int64_t decodeLanes = 0;
   ::attn::Signature signature;
   /// The gradients' kernel (`attn_<name>_backward`), not the forward.
   bool backward = false;

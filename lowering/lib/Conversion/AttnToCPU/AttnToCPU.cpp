@@ -70,13 +70,15 @@ using P = arith::CmpIPredicate;
 class KernelBuilder : public KernelBase, public TileLowering {
 public:
   KernelBuilder(SpecOp spec, ModuleOp module, bool bf16Dot, bool bf16DotPV,
-                bool tileStats)
+                bool tileStats, bool decode = false)
       : KernelBase(spec, 16), bf16Dot(bf16Dot), bf16DotPV(bf16DotPV),
-        tileStats(tileStats), tiled(spec.getTiledAttention()), regions(tiled),
+        tileStats(tileStats && !decode), decode(decode),
+        tiled(spec.getTiledAttention()), regions(tiled),
         sched(tiled ? tiled.getSchedule() : ScheduleAttr()), module(module) {
     // build() reports a missing schedule; keep the sizes valid until then.
     vl = sched ? sched.getVectorWidth() : 16;
-    bq = sched ? sched.getTileQ() : 64;
+    // The decode schedule's tile is one vector of (head, query) lanes.
+    bq = decode ? vl : sched ? sched.getTileQ() : 64;
     bk = sched ? sched.getTileKv() : 64;
     ci = bq / vl;
     // Register blocking: keep at most ~24 vector accumulators live.
@@ -95,7 +97,20 @@ private:
   void emitPrologue(func::FuncOp fn);
   LogicalResult emitItem(Value item);
   void emitTileStat(Value bIdx, Value h, Value qt, Value kt, Value partial);
-  void emitLoadQ(Value bIdx, Value h, Value q0, Value qn);
+  /// Where the i-th row of the work item's q tile comes from.
+  struct QueryRow {
+    Value h, row; ///< q[b, h, row, :] (index; clamped into range)
+    Value valid;  ///< i1: a real query (else a zero padding row)
+  };
+  QueryRow queryRow(Value i);
+  /// Per lane block c: the query index (i64 vector, clamped into [0, N))
+  /// and the query head (i64: a scalar when the item has one head, else a
+  /// vector) the score and mask regions see.
+  void laneIndices(SmallVector<Value> &qIdx, Value &hIdx);
+  LogicalResult emitDecodeItem(Value item);
+  /// The (head, query) box of a decode item's valid lanes, as i64 bounds.
+  void decodeTileBox(Value &hLo, Value &hHi, Value &qLo, Value &qHi);
+  void emitLoadQ(Value bIdx);
   void emitScoresAndNormalize(Value bIdx, Value h, Value hk, Value q0, Value k0,
                               Value kn, Value partial);
   void emitPass1Block(Value bIdx, Value h, Value hk, Value k0, Value jb,
@@ -107,9 +122,11 @@ private:
   void emitFinishRows(Value bIdx, Value h, Value k0, Value kn, Value partial,
                       ArrayRef<Value> qIdx, SmallVector<Value> &stat);
   void emitPV(Value hk, Value bIdx, Value k0, Value kn, bool rescale);
+  void emitPrefetchNextTile(Value bIdx, Value hk, Value k0, Value jb,
+                            int64_t nj);
   void emitStore(Value bIdx, Value h, Value q0, Value qn);
   // The bf16-dot path.
-  void emitLoadQPairs(Value bIdx, Value h, Value q0, Value qn);
+  void emitLoadQPairs(Value bIdx);
   void emitPackK(Value bIdx, Value hk, Value k0, Value kn);
   void emitPackPV(Value bIdx, Value hk, Value k0, Value kn);
   SmallVector<Value> dotQKBlock(Value jb, int64_t nj, ValueRange init);
@@ -133,6 +150,12 @@ private:
   /// Debugging: report every visited (q tile, kv tile) on stderr
   /// (debug-tile-stats); normal kernels have no trace of it.
   bool tileStats = false;
+  /// The decode schedule (attn_<name>_decode): one work item is (b, kv head,
+  /// lane chunk, kv split); its q tile packs the queries of every head of the
+  /// GQA group, query (g, i) in flat lane g * N + i, so each K and V row is
+  /// read once per group; it writes a partial (o, lse) per split for the
+  /// runtime's LSE merge.
+  bool decode = false;
   TiledAttentionOp tiled;
   TiledRegions regions;
   ScheduleAttr sched;
@@ -156,8 +179,15 @@ private:
   /// Score/mask regions present: finish S in a separate row loop.
   bool deferFinish = false;
 
+  // Decode: the splits per (b, kv head, chunk) (the partials' dim 2), the
+  // lane chunks per (b, kv head) and G * N, the group's queries.
+  Value numSplits, numChunks, groupRows;
+
   // The work item and kv tile being lowered.
   Value itemHk, itemQn; // kv head, valid rows of the q tile
+  Value itemH, itemQ0;  // prefill: the query head and first row
+  Value itemChunk, itemSplit; // decode: first flat lane / vl, kv split
+  Value regionH;              // the h the regions see (laneIndices)
   Value tileK0, tileKn; // first row and valid rows of the kv tile
   // What the pending scores need (set by qk, score and mask).
   Region *pendingScore = nullptr;
@@ -184,6 +214,11 @@ void KernelBuilder::emitPrologue(func::FuncOp fn) {
 
   nQT = arith::CeilDivUIOp::create(b, N, cidx(bq));
   nKT = arith::CeilDivUIOp::create(b, M, cidx(bk));
+  if (decode) {
+    numSplits = memref::DimOp::create(b, o, 2);
+    groupRows = arith::MulIOp::create(b, G, N);
+    numChunks = arith::CeilDivUIOp::create(b, groupRows, cidx(vl));
+  }
   // Local buffers, allocated once per call (not per item).
   Type f32 = b.getF32Type();
   Type bf16 = b.getBF16Type();
@@ -202,8 +237,9 @@ void KernelBuilder::emitPrologue(func::FuncOp fn) {
     SmallVector<OpFoldResult> strides(meta.getStrides().begin(),
                                       meta.getStrides().end());
     strides.back() = b.getIndexAttr(1);
+    Type elt = cast<MemRefType>(m.getType()).getElementType();
     view = memref::ReinterpretCastOp::create(
-        b, MemRefType::get({dyn, dyn, dyn, dyn}, bf16, layout),
+        b, MemRefType::get({dyn, dyn, dyn, dyn}, elt, layout),
         meta.getBaseBuffer(), OpFoldResult(meta.getOffset()), sizes, strides);
   };
   // Scratch on the heap, once per call (allocScratch): Qt and Ot scale with
@@ -224,6 +260,7 @@ void KernelBuilder::emitPrologue(func::FuncOp fn) {
                       ValueRange{arith::MulIOp::create(b, Dv, cidx(2))});
     unitInner(v, vUnit, vU);
   }
+
   // With dotPV an odd tile_kv gets one more (zero) row for the last pair.
   St = allocScratch(MemRefType::get({dotPV ? bk + bk % 2 : bk, bq}, f32));
   Ot = allocScratch(MemRefType::get({dyn, bq}, f32), ValueRange{Dv});
@@ -236,15 +273,86 @@ void KernelBuilder::emitPrologue(func::FuncOp fn) {
   invBuf = allocScratch(MemRefType::get({bq}, f32));
 }
 
-void KernelBuilder::emitLoadQ(Value bIdx, Value h, Value q0, Value qn) {
+KernelBuilder::QueryRow KernelBuilder::queryRow(Value i) {
+  if (!decode)
+    return {itemH, arith::AddIOp::create(b, itemQ0, i),
+            arith::CmpIOp::create(b, P::ult, i, itemQn)};
+  // Flat lane f = chunk * vl + i is query (g, r) = (f / N, f % N) of the
+  // group; lanes past G * N are padding (clamped for the address).
+  Value f = arith::AddIOp::create(
+      b, arith::MulIOp::create(b, itemChunk, cidx(vl)), i);
+  Value valid = arith::CmpIOp::create(b, P::ult, f, groupRows);
+  Value fc = arith::MinUIOp::create(
+      b, f, arith::SubIOp::create(b, groupRows, cidx(1)));
+  Value h = arith::AddIOp::create(b, arith::MulIOp::create(b, itemHk, G),
+                                  arith::DivUIOp::create(b, fc, N));
+  return {h, arith::RemUIOp::create(b, fc, N), valid};
+}
+
+void KernelBuilder::laneIndices(SmallVector<Value> &qIdx, Value &hIdx) {
+  auto vidx = VectorType::get({vl}, b.getIndexType());
+  auto vi64 = VectorType::get({vl}, b.getI64Type());
+  Value step = vector::StepOp::create(b, vidx);
+  if (!decode) {
+    // Clamped to N - 1 so padding lanes of a tail tile never index aux
+    // tensors out of range (their results are discarded).
+    Value last = toI64(arith::SubIOp::create(b, N, cidx(1)));
+    for (int64_t c = 0; c < ci; ++c) {
+      Value base = bcast(arith::AddIOp::create(b, itemQ0, cidx(c * vl)));
+      Value idx = arith::AddIOp::create(b, base, step);
+      Value i64v = arith::IndexCastOp::create(b, vi64, idx);
+      qIdx.push_back(arith::MinSIOp::create(b, i64v, bcast(last)));
+    }
+    hIdx = toI64(itemH);
+    return;
+  }
+  // One block (bq = vl): lane f -> (h, q) = (hk * G + f / N, f % N), f
+  // clamped to G * N - 1.
+  Value base = bcast(arith::MulIOp::create(b, itemChunk, cidx(vl)));
+  Value f = arith::AddIOp::create(b, base, step);
+  f = arith::MinUIOp::create(
+      b, f, bcast(arith::SubIOp::create(b, groupRows, cidx(1))));
+  Value n = bcast(N);
+  qIdx.push_back(
+      arith::IndexCastOp::create(b, vi64, arith::RemUIOp::create(b, f, n)));
+  Value h = arith::AddIOp::create(b, bcast(arith::MulIOp::create(b, itemHk, G)),
+                                  arith::DivUIOp::create(b, f, n));
+  hIdx = arith::IndexCastOp::create(b, vi64, h);
+}
+
+void KernelBuilder::decodeTileBox(Value &hLo, Value &hHi, Value &qLo,
+                                  Value &qHi) {
+  // Lanes [f0, f1] of the group hold heads f0 / N .. f1 / N; one head holds
+  // queries f0 % N .. f1 % N, several hold all of 0 .. N - 1 (a superset is
+  // sound: the mask's intervals only widen).
+  Value f0 = arith::MulIOp::create(b, itemChunk, cidx(vl));
+  Value f1 = arith::SubIOp::create(
+      b,
+      arith::MinUIOp::create(b, arith::AddIOp::create(b, f0, cidx(vl)),
+                             groupRows),
+      cidx(1));
+  Value g0 = arith::DivUIOp::create(b, f0, N);
+  Value g1 = arith::DivUIOp::create(b, f1, N);
+  Value h0 = arith::MulIOp::create(b, itemHk, G);
+  hLo = toI64(arith::AddIOp::create(b, h0, g0));
+  hHi = toI64(arith::AddIOp::create(b, h0, g1));
+  Value oneHead = arith::CmpIOp::create(b, P::eq, g0, g1);
+  qLo = toI64(arith::SelectOp::create(
+      b, oneHead, arith::RemUIOp::create(b, f0, N), cidx(0)));
+  qHi = toI64(arith::SelectOp::create(b, oneHead,
+                                      arith::RemUIOp::create(b, f1, N),
+                                      arith::SubIOp::create(b, N, cidx(1))));
+}
+
+void KernelBuilder::emitLoadQ(Value bIdx) {
   Value zero = cf32(0);
   loop(cidx(0), cidx(bq), cidx(1), {}, [&](Value i, ValueRange) {
-    Value inRange = arith::CmpIOp::create(b, P::ult, i, qn);
-    auto ifOp = scf::IfOp::create(b, TypeRange{}, inRange, true);
+    QueryRow qr = queryRow(i);
+    Value h = qr.h, row = qr.row;
+    auto ifOp = scf::IfOp::create(b, TypeRange{}, qr.valid, true);
     {
       OpBuilder::InsertionGuard g(b);
       b.setInsertionPointToStart(&ifOp.getThenRegion().front());
-      Value row = arith::AddIOp::create(b, q0, i);
       loop(cidx(0), Dqk, cidx(1), {}, [&](Value d, ValueRange) {
         Value x =
             toF32(memref::LoadOp::create(b, q, ValueRange{bIdx, h, row, d}));
@@ -269,6 +377,8 @@ void KernelBuilder::emitPass1Block(Value bIdx, Value h, Value hk, Value k0,
                                    Value jb, int64_t nj, Value partial,
                                    ArrayRef<Value> qIdx,
                                    SmallVector<Value> &stat) {
+  if (decode)
+    emitPrefetchNextTile(bIdx, hk, k0, jb, nj);
   SmallVector<Value> init(nj * ci, vsplat(0));
   SmallVector<Value> rows;
   for (int64_t r = 0; r < nj; ++r)
@@ -312,13 +422,47 @@ void KernelBuilder::emitPass1Block(Value bIdx, Value h, Value hk, Value k0,
   }
 }
 
+/// Decode: prefetches into L2 the K and V rows jb .. jb + nj of the next kv
+/// tile. A decode step reads every K and V byte once, so the kernel is
+/// bound by memory; the rj rows a block reads in lockstep are too short a
+/// stream each (one row, Dqk elements) for the hardware prefetchers, which
+/// left one core at ~5 GB/s (measured at M = 8k, D = 128). One tile ahead
+/// is ~2 us of work, far more than a miss takes; L2 (locality 2), since
+/// the tile in use already fills most of L1. Rows clamp to M - 1 (the last
+/// tile prefetches its own last row again).
+void KernelBuilder::emitPrefetchNextTile(Value bIdx, Value hk, Value k0,
+                                         Value jb, int64_t nj) {
+  Value lastRow = arith::SubIOp::create(b, M, cidx(1));
+  auto lines = [&](Value mem, Value dim, Value row) {
+    int64_t bytes = cast<MemRefType>(mem.getType())
+                        .getElementType()
+                        .getIntOrFloatBitWidth() /
+                    8;
+    // d < dim by the loop bound: no clamp.
+    loop(cidx(0), dim, cidx(64 / bytes), {}, [&](Value d, ValueRange) {
+      memref::PrefetchOp::create(b, mem, ValueRange{bIdx, hk, row, d},
+                                 b.getBoolAttr(false), b.getI32IntegerAttr(2),
+                                 b.getBoolAttr(true));
+      return SmallVector<Value>{};
+    });
+  };
+  Value base =
+      arith::AddIOp::create(b, arith::AddIOp::create(b, k0, cidx(bk)), jb);
+  for (int64_t r = 0; r < nj; ++r) {
+    Value row = arith::MinUIOp::create(
+        b, arith::AddIOp::create(b, base, cidx(r)), lastRow);
+    lines(k, Dqk, row);
+    lines(v, Dv, row);
+  }
+}
+
 /// Score, mask and normalizer of one vector of S (kv row jRow, lanes of
 /// query block c); writes P to St and updates the row statistic.
 void KernelBuilder::finishElement(Value bIdx, Value h, Value kvIdx, Value jRow,
                                   int64_t c, Value x, bool withMask,
                                   ArrayRef<Value> qIdx,
                                   SmallVector<Value> &stat) {
-  Value hI64 = toI64(h), bI64 = toI64(bIdx);
+  Value hI64 = regionH, bI64 = toI64(bIdx);
   if (pendingScore)
     x = emitRegion(b, *pendingScore, {x, bI64, hI64, qIdx[c], kvIdx}, env);
   // Visibility: evaluated only on partial tiles (the caller emits one
@@ -503,19 +647,19 @@ Value KernelBuilder::bcastPair(Value mem, Value i0, Value i1) {
       vector::BroadcastOp::create(b, VectorType::get({vl}, i32), word));
 }
 
-/// Qp[d/2][2i + d%2] = q[b, h, q0 + i, d] (bf16, unscaled); an odd Dqk and
-/// the rows of a tail tile are zero.
-void KernelBuilder::emitLoadQPairs(Value bIdx, Value h, Value q0, Value qn) {
+/// Qp[d/2][2i + d%2] = q[b, h, row, d] of the item's row i (bf16,
+/// unscaled); an odd Dqk and padding rows are zero.
+void KernelBuilder::emitLoadQPairs(Value bIdx) {
   Value zero = cbf16(0);
   Value dLast = arith::SubIOp::create(b, Dqk, cidx(1));
   loop(cidx(0), cidx(bq), cidx(1), {}, [&](Value i, ValueRange) {
     Value i0 = arith::MulIOp::create(b, i, cidx(2));
     Value i1 = arith::AddIOp::create(b, i0, cidx(1));
-    Value inRange = arith::CmpIOp::create(b, P::ult, i, qn);
-    auto ifOp = scf::IfOp::create(b, TypeRange{}, inRange, true);
+    QueryRow qr = queryRow(i);
+    Value h = qr.h, row = qr.row;
+    auto ifOp = scf::IfOp::create(b, TypeRange{}, qr.valid, true);
     OpBuilder::InsertionGuard g(b);
     b.setInsertionPointToStart(&ifOp.getThenRegion().front());
-    Value row = arith::AddIOp::create(b, q0, i);
     loop(cidx(0), D2, cidx(1), {}, [&](Value d2, ValueRange) {
       Value d = arith::MulIOp::create(b, d2, cidx(2));
       Value d1 = arith::AddIOp::create(b, d, cidx(1));
@@ -734,22 +878,8 @@ void KernelBuilder::emitPackPV(Value bIdx, Value hk, Value k0, Value kn) {
 void KernelBuilder::emitScoresAndNormalize(Value bIdx, Value h, Value hk,
                                            Value q0, Value k0, Value kn,
                                            Value partial) {
-  // Query indices per lane block, clamped to N - 1 so padding lanes of a
-  // tail tile never index aux tensors out of range (their results are
-  // discarded).
   SmallVector<Value> qIdx;
-  {
-    auto vidx = VectorType::get({vl}, b.getIndexType());
-    Value step = vector::StepOp::create(b, vidx);
-    Value last = toI64(arith::SubIOp::create(b, N, cidx(1)));
-    for (int64_t c = 0; c < ci; ++c) {
-      Value base = bcast(arith::AddIOp::create(b, q0, cidx(c * vl)));
-      Value idx = arith::AddIOp::create(b, base, step);
-      Value i64v = arith::IndexCastOp::create(
-          b, VectorType::get({vl}, b.getI64Type()), idx);
-      qIdx.push_back(arith::MinSIOp::create(b, i64v, bcast(last)));
-    }
-  }
+  laneIndices(qIdx, regionH);
   bool softmax = kind == NormalizerKind::softmax;
   bool rowSum = kind == NormalizerKind::relu && tiled.getRowNormalize();
   if (dotQK)
@@ -883,6 +1013,26 @@ void KernelBuilder::emitStore(Value bIdx, Value h, Value q0, Value qn) {
     }
     vector::StoreOp::create(b, inv, invBuf, ValueRange{cidx(c * vl)});
   }
+  if (decode) {
+    // The split's partial (o, lse) of every lane, padding lanes included
+    // (finite: their q rows are 0); the runtime merges the valid ones.
+    Value base = arith::MulIOp::create(b, itemChunk, cidx(vl));
+    loop(cidx(0), cidx(bq), cidx(1), {}, [&](Value i, ValueRange) {
+      Value lane = arith::AddIOp::create(b, base, i);
+      Value inv = memref::LoadOp::create(b, invBuf, ValueRange{i});
+      loop(cidx(0), Dv, cidx(1), {}, [&](Value d, ValueRange) {
+        Value acc = memref::LoadOp::create(b, Ot, ValueRange{d, i});
+        memref::StoreOp::create(b, arith::MulFOp::create(b, acc, inv), o,
+                                ValueRange{bIdx, itemHk, itemSplit, lane, d});
+        return SmallVector<Value>{};
+      });
+      Value x = memref::LoadOp::create(b, mBuf, ValueRange{i});
+      memref::StoreOp::create(b, x, lse,
+                              ValueRange{bIdx, itemHk, itemSplit, lane});
+      return SmallVector<Value>{};
+    });
+    return;
+  }
   loop(cidx(0), qn, cidx(1), {}, [&](Value i, ValueRange) {
     Value row = arith::AddIOp::create(b, q0, i);
     Value inv = memref::LoadOp::create(b, invBuf, ValueRange{i});
@@ -959,6 +1109,8 @@ void KernelBuilder::emitTileStat(Value bIdx, Value h, Value qt, Value kt,
 }
 
 LogicalResult KernelBuilder::emitItem(Value item) {
+  if (decode)
+    return emitDecodeItem(item);
   Value qt = arith::RemUIOp::create(b, item, nQT);
   Value bh = arith::DivUIOp::create(b, item, nQT);
   Value h = arith::RemUIOp::create(b, bh, Hq);
@@ -966,10 +1118,34 @@ LogicalResult KernelBuilder::emitItem(Value item) {
   itemHk = arith::DivUIOp::create(b, h, G);
   Value q0 = arith::MulIOp::create(b, qt, cidx(bq));
   itemQn = arith::MinUIOp::create(b, cidx(bq), arith::SubIOp::create(b, N, q0));
+  itemH = h;
+  itemQ0 = q0;
   Block &body = tiled.getBodyBlock();
   map.map(body.getArgument(0), bIdx);
   map.map(body.getArgument(1), h);
   map.map(body.getArgument(2), q0);
+  return lowerTileBlock(body, *this);
+}
+
+/// item = ((b * Hkv + hk) * chunks + chunk) * splits + split (runtime.h).
+/// The tile program runs as for prefill; queryRow, laneIndices, the kv
+/// loop and the store read the item's lanes and split instead of its
+/// (h, q0), which are bound to the group's first head and row 0.
+LogicalResult KernelBuilder::emitDecodeItem(Value item) {
+  itemSplit = arith::RemUIOp::create(b, item, numSplits);
+  Value t = arith::DivUIOp::create(b, item, numSplits);
+  itemChunk = arith::RemUIOp::create(b, t, numChunks);
+  Value bh = arith::DivUIOp::create(b, t, numChunks);
+  Value hkv = memref::DimOp::create(b, k, 1);
+  itemHk = arith::RemUIOp::create(b, bh, hkv);
+  Value bIdx = arith::DivUIOp::create(b, bh, hkv);
+  itemQn = cidx(bq);
+  itemH = arith::MulIOp::create(b, itemHk, G);
+  itemQ0 = cidx(0);
+  Block &body = tiled.getBodyBlock();
+  map.map(body.getArgument(0), bIdx);
+  map.map(body.getArgument(1), itemH);
+  map.map(body.getArgument(2), itemQ0);
   return lowerTileBlock(body, *this);
 }
 
@@ -978,12 +1154,11 @@ LogicalResult KernelBuilder::emitItem(Value item) {
 //===----------------------------------------------------------------------===//
 
 LogicalResult KernelBuilder::lowerLoadQ(TileLoadQOp op) {
-  Value bIdx = map.lookup(op.getB()), h = map.lookup(op.getH());
-  Value q0 = map.lookup(op.getQ0());
+  Value bIdx = map.lookup(op.getB());
   if (dotQK)
-    emitLoadQPairs(bIdx, h, q0, itemQn);
+    emitLoadQPairs(bIdx);
   else
-    emitLoadQ(bIdx, h, q0, itemQn);
+    emitLoadQ(bIdx);
   return success();
 }
 
@@ -1015,9 +1190,22 @@ LogicalResult KernelBuilder::lowerKVLoop(KVLoopOp op) {
   Value qHi = toI64(
       arith::SubIOp::create(b, arith::AddIOp::create(b, q0, itemQn), cidx(1)));
   Value bI64 = toI64(bIdx), hI64 = toI64(h);
+  Value hLo, hHi;
+  if (decode)
+    decodeTileBox(hLo, hHi, qLo, qHi);
   Block &step = op.getBody().front();
   LogicalResult result = success();
-  loop(cidx(0), nKT, cidx(1), {}, [&](Value kt, ValueRange) {
+  Value ktBegin = cidx(0), ktEnd = nKT;
+  if (decode) {
+    // Split s covers kv tiles [s * T, (s + 1) * T), T = ceil(tiles / splits);
+    // a split past the end (or whose tiles the mask hides) leaves lse = -inf.
+    Value per = arith::CeilDivUIOp::create(b, nKT, numSplits);
+    ktBegin = arith::MinUIOp::create(
+        b, arith::MulIOp::create(b, itemSplit, per), nKT);
+    ktEnd =
+        arith::MinUIOp::create(b, arith::AddIOp::create(b, ktBegin, per), nKT);
+  }
+  loop(ktBegin, ktEnd, cidx(1), {}, [&](Value kt, ValueRange) {
     Value k0 = arith::MulIOp::create(b, kt, cidx(bk));
     Value kn =
         arith::MinUIOp::create(b, cidx(bk), arith::SubIOp::create(b, M, k0));
@@ -1029,8 +1217,10 @@ LogicalResult KernelBuilder::lowerKVLoop(KVLoopOp op) {
       Value kLo = toI64(k0);
       Value kHi = toI64(
           arith::SubIOp::create(b, arith::AddIOp::create(b, k0, kn), cidx(1)));
-      auto [lo, hi] = emitMaskIntervals(b, op.getMask(), bI64, hI64, qLo, qHi,
-                                        kLo, kHi, env);
+      auto [lo, hi] = decode ? emitMaskIntervals(b, op.getMask(), bI64, hLo,
+                                                 hHi, qLo, qHi, kLo, kHi, env)
+                             : emitMaskIntervals(b, op.getMask(), bI64, hI64,
+                                                 qLo, qHi, kLo, kHi, env);
       compute = arith::CmpIOp::create(b, P::ne, hi, ci64(0)); // not empty
       partial = arith::CmpIOp::create(b, P::ne, lo, ci64(1)); // not full
     }
@@ -1099,7 +1289,17 @@ LogicalResult KernelBuilder::build() {
                              << vl << ") and tile_q, tile_kv (" << bk
                              << ") at most " << kMaxTileRows << " rows";
   kind = tiled.getNormalizer();
-  auto fn = createKernelFunc();
+  func::FuncOp fn;
+  if (decode) {
+    // The partials take o's and lse's places: o [B, Hkv, splits, chunks *
+    // vl, Dv] and lse [B, Hkv, splits, chunks * vl], f32.
+    Type f32 = b.getF32Type();
+    fn = createKernelFunc({}, "_decode",
+                          {stridedType(b.getContext(), 5, f32),
+                           stridedType(b.getContext(), 4, f32)});
+  } else {
+    fn = createKernelFunc();
+  }
   emitPrologue(fn);
   Block &entry = fn.getBody().front();
   Value begin = toIdx(entry.getArgument(entry.getNumArguments() - 2));
@@ -1152,6 +1352,13 @@ struct ConvertAttnToCPUPass
       KernelBuilder kb(spec, module, bf16Dot, bf16DotPV, debugTileStats);
       if (failed(kb.build()))
         return signalPassFailure();
+      TiledAttentionOp tiled = spec.getTiledAttention();
+      if (decodeKernel && tiled.getNormalizer() == NormalizerKind::softmax) {
+        KernelBuilder dec(spec, module, bf16Dot, bf16DotPV, debugTileStats,
+                          /*decode=*/true);
+        if (failed(dec.build()))
+          return signalPassFailure();
+      }
       spec->erase();
     }
   }

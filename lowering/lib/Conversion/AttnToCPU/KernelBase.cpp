@@ -16,7 +16,8 @@ MemRefType mlir::attn::cpu::stridedType(MLIRContext *ctx, int64_t rank,
 }
 
 func::FuncOp KernelBase::createKernelFunc(ArrayRef<Type> extraArgs,
-                                          StringRef suffix) {
+                                          StringRef suffix,
+                                          ArrayRef<Type> outputTypes) {
   MLIRContext *ctx = b.getContext();
   // The verifier allows f32, bf16 and f16 q, k, v.
   SmallVector<Type> args = kernelArgTypes(
@@ -25,6 +26,11 @@ func::FuncOp KernelBase::createKernelFunc(ArrayRef<Type> extraArgs,
         return declaredElementType(spec, name, b.getF32Type());
       },
       /*unitInnerQKV=*/false);
+  if (!outputTypes.empty()) {
+    assert(outputTypes.size() == 2 && "o and lse");
+    args[3] = outputTypes[0];
+    args[4] = outputTypes[1];
+  }
   args.append(extraArgs.begin(), extraArgs.end());
   args.push_back(b.getI64Type()); // begin
   args.push_back(b.getI64Type()); // end

@@ -43,8 +43,11 @@ protected:
   /// k, v, o, lse, aux..., extra..., begin, end) -> i32` over strided memrefs
   /// with its entry block, and leaves the builder at the start of that
   /// block. The result is the status finishKernel() returns.
+  /// `outputTypes` (o, lse) replaces the canonical [B, Hq, N, Dv] and
+  /// [B, Hq, N] memrefs when given (the decode schedule's partials).
   func::FuncOp createKernelFunc(ArrayRef<Type> extraArgs = {},
-                                StringRef suffix = "");
+                                StringRef suffix = "",
+                                ArrayRef<Type> outputTypes = {});
 
   /// createKernelFunc() of `attn_<name>_backward_tiles` with the
   /// gradients' arguments (KernelScaffold::BackwardArgs).

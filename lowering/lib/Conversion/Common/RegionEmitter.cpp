@@ -727,3 +727,16 @@ mlir::attn::emitMaskIntervals(ImplicitLocOpBuilder &b, Region &mask, Value bIdx,
       engine.run(mask, idx(bIdx), idx(h), idx(q0), idx(q1), idx(k0), idx(k1));
   return {lo.v, hi.v};
 }
+
+std::pair<Value, Value>
+mlir::attn::emitMaskIntervals(ImplicitLocOpBuilder &b, Region &mask, Value bIdx,
+                              Value h0, Value h1, Value q0, Value q1, Value k0,
+                              Value k1, const KernelEnv &env) {
+  EmitDomain dom{b, env};
+  maskintervals::Engine<EmitDomain> engine(dom);
+  auto idx = [](Value v) { return EInt{v, kIndexMag}; };
+  auto [lo, hi] =
+      engine.run(mask, idx(bIdx), idx(h0), idx(h1),
+                 /*hPoint=*/false, idx(q0), idx(q1), idx(k0), idx(k1));
+  return {lo.v, hi.v};
+}

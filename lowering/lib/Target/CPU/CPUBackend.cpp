@@ -184,7 +184,11 @@ LogicalResult CPUBackendTarget::lower(ModuleOp module, const Schedule &schedule,
     return success();
   PassManager rest(ctx);
   buildAttnCPUPipeline(rest, options, stop, Stage::Tiled);
-  return rest.run(module);
+  if (failed(rest.run(module)))
+    return failure();
+  if (stop == Stage::LLVM && module.lookupSymbol(info.symbol + "_decode"))
+    info.decodeLanes = options.vectorWidth;
+  return success();
 }
 
 LogicalResult CPUBackendTarget::compileObject(
@@ -307,13 +311,19 @@ static std::string cpuHeader(const KernelInfo &info) {
   os << " * Returns ATTN_OK or a status with attn_last_error() set.\n */\n";
   header::openGuard(os, guard);
   os << "void " << info.symbol
-     << "(void **args, int64_t begin, int64_t end);\n\n";
+     << "(void **args, int64_t begin, int64_t end);\n";
+  if (info.decodeLanes)
+    os << "void " << info.symbol
+       << "_decode(void **args, int64_t begin, int64_t end);\n";
+  os << "\n";
   header::writeInputDescs(os, info.symbol, info.signature);
   os << "static const attn_kernel_desc_t " << info.symbol << "_kernel = {\n"
      << "  " << ATTN_ABI_VERSION << " /* ATTN_ABI_VERSION when written */, \""
      << n << "\", " << info.tileQ << ", " << info.signature.inputs.size()
      << ", " << info.symbol << "_inputs, " << (info.hasLse ? 1 : 0) << ", "
-     << info.symbol << "};\n\n"
+     << info.symbol << ", "
+     << (info.decodeLanes ? info.symbol + "_decode" : std::string("NULL"))
+     << ", " << info.decodeLanes << "};\n\n"
      << "static inline attn_status_t attn_run_" << n << "(";
   header::writeEntryParams(os, info.signature);
   os << "DLTensor *o, DLTensor *lse, const attn_run_options_t *options) {\n";
@@ -367,13 +377,21 @@ std::string CPUBinding::bind() {
         gradIndices.data(),  reinterpret_cast<attn_cpu_kernel_fn>(fn)};
     return "";
   }
+  void *decodeFn = nullptr;
+  if (info.decodeLanes) {
+    decodeFn = lib->symbol(info.symbol + "_decode");
+    if (!decodeFn)
+      return "the kernel library lacks " + info.symbol + "_decode";
+  }
   desc = attn_kernel_desc_t{ATTN_ABI_VERSION,
                             info.name.c_str(),
                             static_cast<int32_t>(info.tileQ),
                             inputs->size(),
                             inputs->data(),
                             info.hasLse ? 1 : 0,
-                            reinterpret_cast<attn_cpu_kernel_fn>(fn)};
+                            reinterpret_cast<attn_cpu_kernel_fn>(fn),
+                            reinterpret_cast<attn_cpu_kernel_fn>(decodeFn),
+                            static_cast<int32_t>(info.decodeLanes)};
   return "";
 }
 

@@ -1,0 +1,178 @@
+#!/usr/bin/env python3
+"""run_decode.py - attnc's decode schedule against the memory bandwidth and peers.
+
+    python3 bench/peers/run_decode.py                   # attnc + bandwidth only
+    build/peers-venv/bin/python bench/peers/run_decode.py   # + SDPA, FlexAttention
+
+Decode (a few new queries against a long KV cache) is bound by reading K and
+V: the figure of merit is K+V bytes / time against the machine's read
+bandwidth, measured in the same run by read_bw.c (all threads, a buffer far
+larger than the caches). For each shape (the issue's: GQA 32/8, a long MHA
+cache, 16 queries per step, MLA's Dqk=576/Dv=512, bf16) it times, on the same
+inputs and alternating call by call:
+  attnc decode    examples/causal.attn through attn_cpu_run, which takes the
+                  decode schedule for N <= 16 (query heads of a GQA group in
+                  the lanes, kv split across threads, LSE merge)
+  attnc prefill   the same kernel forced onto the prefill schedule
+                  (ATTN_CPU_SCHEDULE=prefill, read per call)
+  SDPA, Flex      when torch imports: scaled_dot_product_attention (no mask
+                  at N = 1, where bottom-right causal sees every key; else
+                  the boolean bottom-right mask) and flex_attention under
+                  torch.compile with a BlockMask; both enable_gqa.
+Outputs are checked against attnc decode's (max abs err / max |o|).
+Medians of --runs calls after a warm-up, each after a 20 ms pause; threads =
+all cores unless --threads.
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import attnc_ctypes  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(HERE))
+
+# (label, B, Hq, Hkv, N, M, Dqk, Dv, dtype)
+SHAPES = [
+    ("GQA 32/8 M=8k", 1, 32, 8, 1, 8192, 128, 128, "fp32"),
+    ("GQA 32/8 B=8 M=4k", 8, 32, 8, 1, 4096, 128, 128, "fp32"),
+    ("MHA 8/8 M=32k", 1, 8, 8, 1, 32768, 128, 128, "fp32"),
+    ("GQA 32/8 N=16 M=8k", 1, 32, 8, 16, 8192, 128, 128, "fp32"),
+    ("MLA 16/1 B=4 M=4k", 4, 16, 1, 1, 4096, 576, 512, "fp32"),
+    ("GQA 32/8 M=8k bf16", 1, 32, 8, 1, 8192, 128, 128, "bf16"),
+]
+
+
+def read_bandwidth(threads):
+    exe = os.path.join(tempfile.mkdtemp(prefix="read-bw-"), "read_bw")
+    subprocess.run(["cc", "-O2", "-march=native", "-pthread",
+                    os.path.join(HERE, "read_bw.c"), "-o", exe], check=True)
+    out = subprocess.run([exe, str(threads), "1024"], check=True,
+                         capture_output=True, text=True).stdout
+    return float(out.split()[0]), out.strip()
+
+
+def bf16_spec(outdir):
+    src = open(os.path.join(ROOT, "examples", "causal.attn")).read()
+    decl = ("input q : bf16[B, Hq, N, Dqk]\ninput k : bf16[B, Hkv, M, Dqk]\n"
+            "input v : bf16[B, Hkv, M, Dv]\n")
+    path = os.path.join(outdir, "causal_bf16.attn")
+    i = src.index("{") + 1
+    with open(path, "w") as f:
+        f.write(src[:i] + "\n" + decl + src[i:])
+    return path
+
+
+GAP_S = 0.02
+
+
+def timed(fn, runs):
+    """Median of `runs` calls after a warm-up; each call starts after a
+    short sleep, so that threads another library left spinning (torch's
+    OpenMP pool) have gone idle (bench/peers/run_peers.py measured up to
+    1.5x slowdowns without it)."""
+    fn()
+    ts = []
+    for _ in range(runs):
+        time.sleep(GAP_S)
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    ts.sort()
+    return ts[len(ts) // 2]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--no-peers", action="store_true")
+    ap.add_argument("--shapes", help="comma list of shape indices (default all)")
+    a = ap.parse_args()
+    try:
+        if a.no_peers:
+            raise ImportError
+        import torch
+        from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+        torch.set_num_threads(a.threads)
+        flex = torch.compile(flex_attention, dynamic=False)
+    except ImportError:
+        torch = None
+    bw, bw_line = read_bandwidth(a.threads)
+    print("read bandwidth: " + bw_line)
+    tmp = tempfile.mkdtemp(prefix="decode-")
+    kern = {"fp32": attnc_ctypes.AttnKernel(os.path.join(ROOT, "examples", "causal.attn")),
+            "bf16": attnc_ctypes.AttnKernel(bf16_spec(tmp))}
+    rng = np.random.default_rng(0)
+    hdr = ("%-20s %9s %9s %7s %9s %8s %9s %9s %8s %8s" %
+           ("shape", "K+V MB", "decode", "GB/s", "% of bw", "prefill", "SDPA",
+            "Flex", "dec/pre", "dec/Flex"))
+    print(hdr)
+    print("-" * len(hdr))
+    picks = range(len(SHAPES)) if not a.shapes else [int(x) for x in a.shapes.split(",")]
+    for idx in picks:
+        label, B, Hq, Hkv, N, M, Dqk, Dv, dt = SHAPES[idx]
+        q = rng.standard_normal((B, Hq, N, Dqk), dtype=np.float32)
+        k = rng.standard_normal((B, Hkv, M, Dqk), dtype=np.float32)
+        v = rng.standard_normal((B, Hkv, M, Dv), dtype=np.float32)
+        esize = 4
+        ins = [q, k, v]
+        if dt == "bf16":
+            # bf16 by truncation: the top half of each float32.
+            ins = [attnc_ctypes.BF16((x.view(np.uint32) >> 16).astype(np.uint16))
+                   for x in (q, k, v)]
+            esize = 2
+        kvbytes = B * Hkv * M * (Dqk + Dv) * esize
+        o = np.empty((B, Hq, N, Dv), np.float32)
+        lse = np.empty((B, Hq, N), np.float32)
+        call = kern[dt].prepare(ins, o, lse)
+        os.environ.pop("ATTN_CPU_SCHEDULE", None)
+        t_dec = timed(lambda: call(a.threads), a.runs)
+        o_dec = o.copy()
+        os.environ["ATTN_CPU_SCHEDULE"] = "prefill"
+        t_pre = timed(lambda: call(a.threads), max(3, a.runs // 4))
+        os.environ.pop("ATTN_CPU_SCHEDULE", None)
+        err_pre = np.abs(o - o_dec).max() / np.abs(o_dec).max()
+        t_sdpa = t_flex = float("nan")
+        if torch is not None:
+            tdt = torch.bfloat16 if dt == "bf16" else torch.float32
+            tq, tk, tv = (torch.from_numpy(x).to(tdt) for x in (q, k, v))
+            mask = None
+            if N > 1:
+                mask = torch.from_numpy(
+                    np.arange(M)[None, :] <= np.arange(N)[:, None] + (M - N))
+            sdpa = lambda: torch.nn.functional.scaled_dot_product_attention(
+                tq, tk, tv, attn_mask=mask, enable_gqa=True)
+            with torch.no_grad():
+                t_sdpa = timed(sdpa, max(3, a.runs // 4))
+                off = M - N
+                bm = create_block_mask(lambda b, h, qi, ki: ki <= qi + off,
+                                       None, None, N, M, device="cpu")
+                fx = lambda: flex(tq, tk, tv, block_mask=bm, enable_gqa=True)
+                try:
+                    t_flex = timed(fx, max(3, a.runs // 4))
+                    of = fx().float().numpy()
+                    e = np.abs(of - o_dec).max() / np.abs(o_dec).max()
+                    if e > (3e-2 if dt == "bf16" else 1e-3):
+                        print("  Flex MISMATCH err %.2e" % e)
+                except Exception as ex:  # noqa: BLE001
+                    print("  Flex failed: %s" % str(ex).splitlines()[0])
+        gbs = kvbytes / t_dec / 1e9
+        print("%-20s %9.1f %7.2fms %7.1f %8.0f%% %7.2fms %7.2fms %7.2fms %7.2fx %7.2fx%s" % (
+            label, kvbytes / 1e6, t_dec * 1e3, gbs, 100 * gbs / bw, t_pre * 1e3,
+            t_sdpa * 1e3, t_flex * 1e3, t_pre / t_dec, t_flex / t_dec,
+            "" if err_pre < (3e-2 if dt == "bf16" else 1e-4) else
+            "  prefill/decode MISMATCH %.2e" % err_pre))
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
