@@ -10,6 +10,7 @@ PKGS=(
   rocm-device-libs libdlpack-dev
   libamdhip64-5  # the HIP runtime: test/Unit/runtime/RocmAvailableTest.cpp
   python3 python3-numpy
+  pkgconf  # the package test builds a consumer through attn_runtime.pc
 )
 
 missing=()

@@ -114,6 +114,12 @@ if [ -n "$(ls -A "$OUT")" ] && [ ! -e "$OUT/manifest.json" ] && [ ! -e "$OUT/.ar
 fi
 find "$OUT" -mindepth 1 -maxdepth 1 -exec rm -rf {} +
 cp "$RUNTIME" "$OUT/libattn_runtime.so"
+# Also under its soname (libattn_runtime.so.MAJOR.MINOR), the name the
+# libraries linked against it look for; copies, not links, so that the
+# folder travels to a device machine whole.
+for f in "$RUNTIME".*; do
+  if [ -e "$f" ]; then cp -L "$f" "$OUT/$(basename "$f")"; fi
+done
 
 selected() {
   [ -z "$ONLY" ] && return 0

@@ -92,6 +92,12 @@ fi
 find "$OUT" -mindepth 1 -maxdepth 1 -exec rm -rf {} +
 # The runtime beside the libraries' folders (RUNPATH $ORIGIN/..).
 cp "$RUNTIME" "$OUT/libattn_runtime.so"
+# Also under its soname (libattn_runtime.so.MAJOR.MINOR), the name the
+# libraries linked against it look for; copies, not links, so that the
+# folder travels to a device machine whole.
+for f in "$RUNTIME".*; do
+  if [ -e "$f" ]; then cp -L "$f" "$OUT/$(basename "$f")"; fi
+done
 
 : > "$OUT/.artifacts.txt"
 start=$(date +%s)

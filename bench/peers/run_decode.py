@@ -20,8 +20,10 @@ inputs and alternating call by call:
                   the boolean bottom-right mask) and flex_attention under
                   torch.compile with a BlockMask; both enable_gqa.
 Outputs are checked against attnc decode's (max abs err / max |o|).
-Medians of --runs calls after a warm-up, each after a 20 ms pause; threads =
-all cores unless --threads.
+Medians of --runs calls after a warm-up, each after a pause of DECODE_GAP_S
+seconds (default 0.02; 0 runs the calls back to back, as a serving loop
+would, but then torch's spinning OpenMP threads can slow the next library);
+threads = all cores unless --threads.
 """
 
 import argparse
@@ -70,7 +72,7 @@ def bf16_spec(outdir):
     return path
 
 
-GAP_S = 0.02
+GAP_S = float(os.environ.get("DECODE_GAP_S", "0.02"))
 
 
 def timed(fn, runs):
