@@ -620,3 +620,15 @@ void attn::runtime::addCallDescriptors(Descriptors &desc, int32_t numInputs,
   for (int32_t i = 3; i < numInputs; ++i)
     desc.addTensor(inputs[i]);
 }
+
+attn_status_t attn::runtime::resolveThreads(const attn_run_options_t *options,
+                                            int &numThreads) {
+  numThreads = options ? options->num_threads : 0;
+  if (numThreads < 0)
+    return fail(ATTN_ERROR_INVALID_ARGUMENT,
+                "options: num_threads is " + str(numThreads) +
+                    ", expected >= 0 (0 = all cores)");
+  if (numThreads == 0)
+    numThreads = attn_cpu_num_threads();
+  return ATTN_OK;
+}

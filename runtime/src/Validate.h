@@ -76,6 +76,11 @@ struct TensorSpec {
 /// The strides of \p t in elements (compact row-major when NULL).
 std::vector<int64_t> stridesOf(const DLTensor *t);
 
+/// A CPU call's thread count: options->num_threads, 0 (or no options)
+/// meaning attn_cpu_num_threads(); negative is INVALID_ARGUMENT.
+attn_status_t resolveThreads(const attn_run_options_t *options,
+                             int &numThreads);
+
 /// Checks the inputs of a kernel descriptor (names, types, ranks, dims; q, k,
 /// v first with their canonical dims) and converts them to \p sig. \p kname
 /// is "kernel 'name'" for messages.

@@ -236,19 +236,6 @@ attn_status_t runDecode(const attn_kernel_desc_t *kernel,
   return ATTN_OK;
 }
 
-/// The call's thread count: options->num_threads, 0 meaning all cores.
-attn_status_t resolveThreads(const attn_run_options_t *options,
-                             int &numThreads) {
-  numThreads = options ? options->num_threads : 0;
-  if (numThreads < 0)
-    return fail(ATTN_ERROR_INVALID_ARGUMENT,
-                "options: num_threads is " + str(numThreads) +
-                    ", expected >= 0 (0 = all cores)");
-  if (numThreads == 0)
-    numThreads = attn_cpu_num_threads();
-  return ATTN_OK;
-}
-
 int computeDefaultThreads() {
   if (const char *env = std::getenv("ATTN_NUM_THREADS")) {
     char *endp = nullptr;

@@ -165,14 +165,9 @@ extern "C" attn_status_t attn_merge_states(const DLTensor *o_parts,
     if (!n.t)
       return fail(ATTN_ERROR_INVALID_ARGUMENT,
                   std::string(n.name) + ": tensor is NULL");
-  // As attn_cpu_run's resolveThreads (CpuRun.cpp).
-  int numThreads = options ? options->num_threads : 0;
-  if (numThreads < 0)
-    return fail(ATTN_ERROR_INVALID_ARGUMENT,
-                "options: num_threads is " + str(numThreads) +
-                    ", expected >= 0 (0 = all cores)");
-  if (numThreads == 0)
-    numThreads = attn_cpu_num_threads();
+  int numThreads;
+  if (attn_status_t st = resolveThreads(options, numThreads))
+    return st;
   if (attn_status_t st = checkParts(o_parts, lse_parts))
     return st;
   if (attn_status_t st = checkOutputs(o_parts, lse_parts, o, lse))

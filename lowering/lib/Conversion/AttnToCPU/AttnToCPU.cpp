@@ -111,8 +111,8 @@ private:
   /// The (head, query) box of a decode item's valid lanes, as i64 bounds.
   void decodeTileBox(Value &hLo, Value &hHi, Value &qLo, Value &qHi);
   void emitLoadQ(Value bIdx);
-  void emitScoresAndNormalize(Value bIdx, Value h, Value hk, Value q0, Value k0,
-                              Value kn, Value partial);
+  void emitScoresAndNormalize(Value bIdx, Value hk, Value k0, Value kn,
+                              Value partial);
   void emitPass1Block(Value bIdx, Value h, Value hk, Value k0, Value jb,
                       int64_t nj, Value partial, ArrayRef<Value> qIdx,
                       SmallVector<Value> &stat);
@@ -184,11 +184,10 @@ private:
   Value numSplits, numChunks, groupRows;
 
   // The work item and kv tile being lowered.
-  Value itemHk, itemQn; // kv head, valid rows of the q tile
-  Value itemH, itemQ0;  // prefill: the query head and first row
+  Value itemHk, itemQn;       // kv head, valid rows of the q tile
+  Value itemH, itemQ0;        // query head and first row (decode: group, 0)
   Value itemChunk, itemSplit; // decode: first flat lane / vl, kv split
-  Value regionH;              // the h the regions see (laneIndices)
-  Value tileK0, tileKn; // first row and valid rows of the kv tile
+  Value tileK0, tileKn;       // first row and valid rows of the kv tile
   // What the pending scores need (set by qk, score and mask).
   Region *pendingScore = nullptr;
   bool pendingMask = false;
@@ -462,7 +461,7 @@ void KernelBuilder::finishElement(Value bIdx, Value h, Value kvIdx, Value jRow,
                                   int64_t c, Value x, bool withMask,
                                   ArrayRef<Value> qIdx,
                                   SmallVector<Value> &stat) {
-  Value hI64 = regionH, bI64 = toI64(bIdx);
+  Value hI64 = h, bI64 = toI64(bIdx);
   if (pendingScore)
     x = emitRegion(b, *pendingScore, {x, bI64, hI64, qIdx[c], kvIdx}, env);
   // Visibility: evaluated only on partial tiles (the caller emits one
@@ -875,11 +874,12 @@ void KernelBuilder::emitPackPV(Value bIdx, Value hk, Value k0, Value kn) {
 
 /// Pass 1 (S with the pending score and mask, the row statistic) and the
 /// normalizer's update of the row state; O += P V is lowerPV's.
-void KernelBuilder::emitScoresAndNormalize(Value bIdx, Value h, Value hk,
-                                           Value q0, Value k0, Value kn,
-                                           Value partial) {
+void KernelBuilder::emitScoresAndNormalize(Value bIdx, Value hk, Value k0,
+                                           Value kn, Value partial) {
+  // h below is what the score and mask regions see (laneIndices).
   SmallVector<Value> qIdx;
-  laneIndices(qIdx, regionH);
+  Value h;
+  laneIndices(qIdx, h);
   bool softmax = kind == NormalizerKind::softmax;
   bool rowSum = kind == NormalizerKind::relu && tiled.getRowNormalize();
   if (dotQK)
@@ -1261,8 +1261,7 @@ LogicalResult KernelBuilder::lowerMask(TileMaskOp) {
 LogicalResult KernelBuilder::lowerNormalizerStep(Operation *op) {
   auto loop = op->getParentOfType<KVLoopOp>();
   deferFinish = pendingScore || pendingMask;
-  emitScoresAndNormalize(map.lookup(loop.getB()), map.lookup(loop.getH()),
-                         itemHk, map.lookup(loop.getQ0()), tileK0, tileKn,
+  emitScoresAndNormalize(map.lookup(loop.getB()), itemHk, tileK0, tileKn,
                          map.lookup(loop.getBody().getArgument(1)));
   return success();
 }
