@@ -101,14 +101,26 @@ int attn_peers_run(const DLTensor *const *inputs, DLTensor *o, DLTensor *lse,
   opts.num_threads = threads;
   return (int)attn_cpu_run(&attn_%(name)s_kernel, inputs, o, lse, &opts);
 }
+__attribute__((visibility("default")))
+int attn_peers_run_batch(const DLTensor *const *inputs,
+                         const DLTensor *const *tables, DLTensor *o,
+                         DLTensor *lse, int threads) {
+  attn_run_options_t opts;
+  opts.num_threads = threads;
+  attn_batch_layout_t layout = {tables[0], tables[1], tables[2], tables[3]};
+  return (int)attn_cpu_run_batch(&attn_%(name)s_kernel, inputs, &layout, o,
+                                 lse, &opts);
+}
 """
 
 
-def _build(spec_path, params, outdir, target="cpu"):
+def _build(spec_path, params, outdir, target="cpu", paged_kv=False):
     """attnc -> kernel.o + kernel.h, shim, cc -shared -> kernel.so. Returns name."""
     os.makedirs(outdir, exist_ok=True)
     cmd = [ATTNC, spec_path, "--target=" + target, "-o", os.path.join(outdir, "kernel.o"),
            "--header", os.path.join(outdir, "kernel.h")]
+    if paged_kv:
+        cmd.append("--paged-kv")
     for k, v in sorted(params.items()):
         cmd += ["--param", "%s=%s" % (k, v)]
     subprocess.run(cmd, check=True, capture_output=True, text=True)
@@ -132,7 +144,8 @@ class AttnKernel:
     """A compiled attnc kernel. Attributes: name, so_path, cold (True when
     this constructor compiled), seconds (spec -> loaded library)."""
 
-    def __init__(self, spec_path, params=None, target="cpu", cache_dir=CACHE):
+    def __init__(self, spec_path, params=None, target="cpu", cache_dir=CACHE,
+                 paged_kv=False):
         t0 = time.perf_counter()
         params = {k: str(v) for k, v in (params or {}).items()}
         with open(spec_path, "rb") as f:
@@ -141,6 +154,7 @@ class AttnKernel:
         h.update(spec)
         h.update(repr(sorted(params.items())).encode())
         h.update(target.encode())
+        h.update(b"paged" if paged_kv else b"")
         h.update(str(os.stat(ATTNC).st_mtime_ns).encode())
         d = os.path.join(cache_dir, h.hexdigest()[:24])
         so = os.path.join(d, "kernel.so")
@@ -149,7 +163,7 @@ class AttnKernel:
             os.makedirs(cache_dir, exist_ok=True)
             tmp = tempfile.mkdtemp(prefix="build-", dir=cache_dir)
             try:
-                _build(spec_path, params, tmp, target)
+                _build(spec_path, params, tmp, target, paged_kv)
                 try:
                     os.rename(tmp, d)
                 except OSError:  # another process won the race
@@ -165,6 +179,11 @@ class AttnKernel:
         self._fn.restype = ctypes.c_int
         self._fn.argtypes = [ctypes.c_void_p, ctypes.POINTER(DLTensor),
                              ctypes.POINTER(DLTensor), ctypes.c_int]
+        self._batch = self._lib.attn_peers_run_batch
+        self._batch.restype = ctypes.c_int
+        self._batch.argtypes = [ctypes.c_void_p, ctypes.c_void_p,
+                                ctypes.POINTER(DLTensor),
+                                ctypes.POINTER(DLTensor), ctypes.c_int]
         self._err = self._lib.attn_last_error
         self._err.restype = ctypes.c_char_p
         self.seconds = time.perf_counter() - t0
@@ -185,6 +204,29 @@ class AttnKernel:
             st = fn(ctypes.cast(arr, ctypes.c_void_p), po, pl, threads)
             if st != 0:
                 raise RuntimeError("attn_cpu_run: status %d: %s" % (st, err().decode()))
+        return call
+
+    def prepare_batch(self, inputs, tables, o, lse=None):
+        """attn_cpu_run_batch: `tables` is (cu_seqlens_q, cu_seqlens_k,
+        block_table, kv_lens), int32 arrays or None (attn_batch_layout_t)."""
+        ts = [as_dltensor(a if isinstance(a, BF16) else np.asarray(a)) for a in inputs]
+        arr = (ctypes.POINTER(DLTensor) * len(ts))(*[ctypes.pointer(t) for t in ts])
+        tt = [as_dltensor(np.asarray(t)) if t is not None else None for t in tables]
+        tarr = (ctypes.POINTER(DLTensor) * 4)(
+            *[ctypes.pointer(t) if t is not None else None for t in tt])
+        to = as_dltensor(o)
+        tl = as_dltensor(lse) if lse is not None else None
+        po = ctypes.pointer(to)
+        pl = ctypes.pointer(tl) if tl is not None else None
+        fn, err = self._batch, self._err
+        keep = (ts, arr, tt, tarr, to, tl)
+
+        def call(threads=0):
+            _ = keep
+            st = fn(ctypes.cast(arr, ctypes.c_void_p), ctypes.cast(tarr, ctypes.c_void_p),
+                    po, pl, threads)
+            if st != 0:
+                raise RuntimeError("attn_cpu_run_batch: status %d: %s" % (st, err().decode()))
         return call
 
     def run(self, inputs, o, lse=None, threads=0):

@@ -19,6 +19,14 @@ inputs and alternating call by call:
                   at N = 1, where bottom-right causal sees every key; else
                   the boolean bottom-right mask) and flex_attention under
                   torch.compile with a BlockMask; both enable_gqa.
+  attnc paged     (--paged) the same K and V in a page pool of 16-row pages,
+                  pages shuffled, through a block table (attn_cpu_run_batch,
+                  the --paged-kv kernels), in both of FlashInfer's page
+                  layouts: NHD [pages, 16, Hkv, D] (vLLM's, FlashInfer's
+                  default) and HND [pages, Hkv, 16, D] (passed as a strided
+                  [pages, 16, Hkv, D] view); Flex paged: FlexAttention over
+                  torch's PagedAttention cache [1, Hkv, pages * 16, D] with
+                  its converted BlockMask, when it imports.
 Outputs are checked against attnc decode's (max abs err / max |o|).
 Medians of --runs calls after a warm-up, each after a pause of DECODE_GAP_S
 seconds (default 0.02; 0 runs the calls back to back, as a serving loop
@@ -98,6 +106,8 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--no-peers", action="store_true")
     ap.add_argument("--shapes", help="comma list of shape indices (default all)")
+    ap.add_argument("--paged", action="store_true",
+                    help="also time K/V in a paged cache (page size 16)")
     a = ap.parse_args()
     try:
         if a.no_peers:
@@ -111,8 +121,9 @@ def main():
     bw, bw_line = read_bandwidth(a.threads)
     print("read bandwidth: " + bw_line)
     tmp = tempfile.mkdtemp(prefix="decode-")
-    kern = {"fp32": attnc_ctypes.AttnKernel(os.path.join(ROOT, "examples", "causal.attn")),
-            "bf16": attnc_ctypes.AttnKernel(bf16_spec(tmp))}
+    kern = {"fp32": attnc_ctypes.AttnKernel(os.path.join(ROOT, "examples", "causal.attn"),
+                                            paged_kv=a.paged),
+            "bf16": attnc_ctypes.AttnKernel(bf16_spec(tmp), paged_kv=a.paged)}
     rng = np.random.default_rng(0)
     hdr = ("%-20s %9s %9s %7s %9s %8s %9s %9s %8s %8s" %
            ("shape", "K+V MB", "decode", "GB/s", "% of bw", "prefill", "SDPA",
@@ -174,6 +185,106 @@ def main():
             "" if err_pre < (3e-2 if dt == "bf16" else 1e-4) else
             "  prefill/decode MISMATCH %.2e" % err_pre))
         sys.stdout.flush()
+        if a.paged:
+            paged_row(a, kern[dt], ins, o_dec, (B, Hq, Hkv, N, M, Dqk, Dv, dt),
+                      kvbytes, bw, t_dec, torch, flex if torch else None, rng)
+
+
+PAGE = 16
+
+
+def paged_row(a, kern, ins, o_dec, shape, kvbytes, bw, t_dec, torch, flex, rng):
+    """attnc (and Flex) with K and V in a shuffled page pool."""
+    t_flex = float("nan")
+    if torch is not None:
+        t_flex = flex_paged(a, torch, flex,
+                            [x.a if isinstance(x, attnc_ctypes.BF16) else x for x in ins],
+                            shape, o_dec)
+    for layout in ("NHD", "HND"):
+        paged_layout_row(a, kern, ins, o_dec, shape, kvbytes, bw, t_dec, t_flex,
+                         rng, layout)
+
+
+def paged_layout_row(a, kern, ins, o_dec, shape, kvbytes, bw, t_dec, t_flex, rng,
+                     layout):
+    B, Hq, Hkv, N, M, Dqk, Dv, dt = shape
+    npages = B * ((M + PAGE - 1) // PAGE)
+    perm = rng.permutation(npages).astype(np.int32)
+    table = perm.reshape(B, -1)
+    lens = np.full((B,), M, np.int32)
+
+    def pool(x):  # [B, Hkv, M, D] -> a [pages, PAGE, Hkv, D] view, table's order
+        pad = table.shape[1] * PAGE - M
+        D = x.shape[3]
+        xp = np.pad(x, ((0, 0), (0, 0), (0, pad), (0, 0)))
+        blocks = xp.reshape(B, Hkv, -1, PAGE, D)  # b, h, page, slot, d
+        if layout == "NHD":
+            out = np.empty((npages, PAGE, Hkv, D), x.dtype)
+            out[table.reshape(-1)] = blocks.transpose(0, 2, 3, 1, 4).reshape(-1, PAGE, Hkv, D)
+            return out
+        out = np.empty((npages, Hkv, PAGE, D), x.dtype)
+        out[table.reshape(-1)] = blocks.transpose(0, 2, 1, 3, 4).reshape(-1, Hkv, PAGE, D)
+        return out.transpose(0, 2, 1, 3)
+
+    raw = [x.a if isinstance(x, attnc_ctypes.BF16) else x for x in ins]
+    kp, vp = pool(raw[1]), pool(raw[2])
+    wrap = (lambda x: attnc_ctypes.BF16(x)) if dt == "bf16" else (lambda x: x)
+    o = np.empty((B, Hq, N, Dv), np.float32)
+    call = kern.prepare_batch([ins[0], wrap(kp), wrap(vp)],
+                              (None, None, table, lens), o)
+    t = timed(lambda: call(a.threads), a.runs)
+    err = np.abs(o - o_dec).max() / np.abs(o_dec).max()
+    gbs = kvbytes / t / 1e9
+    print("%-20s %9s %7.2fms %7.1f %8.0f%% %9s %9s %7.2fms %8s %7.2fx  "
+          "(page %d, %.2fx contiguous)%s" % (
+              "  paged " + layout, "", t * 1e3, gbs, 100 * gbs / bw, "", "",
+              t_flex * 1e3, "", t_flex / t, PAGE, t_dec / t,
+              "" if err < 1e-5 else "  paged/contiguous MISMATCH %.2e" % err))
+    sys.stdout.flush()
+
+
+def flex_paged(a, torch, flex, raw, shape, o_dec):
+    """FlexAttention over a page pool: torch's experimental PagedAttention
+    (the K/V caches [1, Hkv, pages * PAGE, D], the logical BlockMask
+    converted to physical pages). NaN when it is unavailable or fails."""
+    B, Hq, Hkv, N, M, Dqk, Dv, dt = shape
+    try:
+        from torch.nn.attention.experimental._paged_attention import PagedAttention
+        from torch.nn.attention.flex_attention import create_block_mask
+        tdt = torch.bfloat16 if dt == "bf16" else torch.float32
+
+        def tt(x):
+            if dt == "bf16":
+                return torch.from_numpy(np.ascontiguousarray(x).view(np.int16)).view(torch.bfloat16)
+            return torch.from_numpy(x)
+        q, k, v = (tt(x) for x in raw)
+        n_pages = B * ((M + PAGE - 1) // PAGE)
+        pa = PagedAttention(n_pages, PAGE, B, device="cpu")
+        kc = torch.zeros(1, Hkv, n_pages * PAGE, Dqk, dtype=tdt)
+        vc = torch.zeros(1, Hkv, n_pages * PAGE, Dv, dtype=tdt)
+        for b in range(B):
+            bi = torch.tensor([b])
+            pa.reserve(bi, torch.tensor([M]))
+            pa.assign(bi, torch.arange(M)[None], k[b:b + 1], v[b:b + 1], kc, vc)
+        off = M - N
+        bm = create_block_mask(lambda b, h, qi, ki: ki <= qi + off, B, None, N, M,
+                               device="cpu", BLOCK_SIZE=PAGE)
+        pbm = pa.convert_logical_block_mask(bm)
+        mod = pa.get_mask_mod(None)
+
+        def run():
+            return flex(q, kc, vc, block_mask=pbm, enable_gqa=True)
+        _ = mod
+        with torch.no_grad():
+            t = timed(run, max(3, a.runs // 4))
+            of = run().float().numpy()
+        e = np.abs(of - o_dec).max() / np.abs(o_dec).max()
+        if e > (3e-2 if dt == "bf16" else 1e-3):
+            print("  Flex paged MISMATCH err %.2e" % e)
+        return t
+    except Exception as ex:  # noqa: BLE001
+        print("  Flex paged failed: %s" % str(ex).splitlines()[0])
+        return float("nan")
 
 
 if __name__ == "__main__":

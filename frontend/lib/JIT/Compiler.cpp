@@ -51,6 +51,24 @@ attn_status_t Kernel::run(const DLTensor *const *inputs, DLTensor *o,
   return attn_run(&desc_, inputs, o, lse, options, stream);
 }
 
+attn_status_t Kernel::runBatch(const DLTensor *const *inputs,
+                               const attn_batch_layout_t &layout, DLTensor *o,
+                               DLTensor *lse,
+                               const attn_run_options_t *options) const {
+  for (int32_t i = 0; i < desc_.num_targets; ++i)
+    if (desc_.targets[i].device_type == kDLCPU)
+      return attn_cpu_run_batch(
+          static_cast<const attn_kernel_desc_t *>(desc_.targets[i].desc),
+          inputs, &layout, o, lse, options);
+  // No CPU code: the runtime's own message ("cpu_fn is NULL (not compiled
+  // for the CPU)").
+  attn_kernel_desc_t none{};
+  none.abi_version = ATTN_ABI_VERSION;
+  none.name = name_.c_str();
+  none.tile_q = 1;
+  return attn_cpu_run_batch(&none, inputs, &layout, o, lse, options);
+}
+
 attn_status_t Kernel::backward(const DLTensor *const *inputs, const DLTensor *o,
                                const DLTensor *lse, const DLTensor *dout,
                                const DLTensor *dlse, DLTensor *dq, DLTensor *dk,
@@ -227,6 +245,7 @@ mlir::attn::Schedule scheduleFor(const CompileOptions &options) {
   schedule.tileKV = options.tileKV;
   schedule.linearChunk = options.linearChunk;
   schedule.linearState = options.linearState;
+  schedule.pagedKV = options.pagedKV;
   schedule.backward = options.backward;
   schedule.elementType = options.dtype;
   schedule.headDims.assign(options.headDims.begin(), options.headDims.end());

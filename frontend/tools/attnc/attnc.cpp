@@ -174,6 +174,14 @@ static cl::opt<bool> linearState(
              "`zstate` [B, Hq, Dphi] when normalized) that the kernel starts "
              "from and writes back (decoding a step at a time)"),
     cl::init(false), cl::cat(attncCategory));
+static cl::opt<bool> pagedKV(
+    "paged-kv",
+    cl::desc("CPU, softmax family: also compile attn_<name>_paged (and "
+             "_paged_decode), which read K and V from a paged cache: page "
+             "pools [pages, page_size, Hkv, D] with a block table and "
+             "per-sequence lengths, run by attn_cpu_run_batch "
+             "(docs/language.md, \"Ragged batches and paged KV caches\")"),
+    cl::init(false), cl::cat(attncCategory));
 static cl::opt<bool> backward(
     "backward",
     cl::desc("The gradients (dq, dk, dv and the aux gradients; "
@@ -355,6 +363,7 @@ static Schedule commandLineSchedule() {
   schedule.tileKV = tileKV;
   schedule.linearChunk = linearChunk;
   schedule.linearState = linearState;
+  schedule.pagedKV = pagedKV;
   schedule.backward = backward;
   schedule.elementType = dtype;
   schedule.headDims.assign(headDims.begin(), headDims.end());

@@ -68,6 +68,7 @@ void mlir::attn::buildAttnCPUPipeline(OpPassManager &pm,
     conversion.bf16DotPV = options.bf16DotPV;
     conversion.debugTileStats = options.debugTileStats;
     conversion.decodeKernel = options.decodeKernel;
+    conversion.pagedKV = options.pagedKV;
     pm.addPass(createConvertAttnToCPU(conversion));
     pm.addPass(createCanonicalizerPass());
     pm.addPass(createCSEPass());

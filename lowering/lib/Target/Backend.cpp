@@ -39,7 +39,8 @@ std::string Schedule::key() const {
   std::string s =
       "tile=" + std::to_string(tileQ) + "x" + std::to_string(tileKV) +
       " chunk=" + std::to_string(linearChunk) + (linearState ? " state" : "") +
-      (backward ? " backward" : "") + " dtype=" + elementType + " dims=";
+      (pagedKV ? " paged" : "") + (backward ? " backward" : "") +
+      " dtype=" + elementType + " dims=";
   for (int64_t d : headDims)
     s += std::to_string(d) + ",";
   return s;
@@ -92,6 +93,8 @@ std::string mlir::attn::signatureText(const KernelInfo &info) {
   }
   if (info.decodeLanes)
     s += ";decode=" + std::to_string(info.decodeLanes);
+  if (info.paged)
+    s += ";paged=1";
   // Only gradients' kernels have these (a forward's text is unchanged).
   if (info.backward) {
     s += ";backward=1;grads=";
@@ -148,6 +151,8 @@ std::string mlir::attn::parseSignatureText(llvm::StringRef text,
     } else if (key == "decode") {
       if (value.getAsInteger(10, info.decodeLanes) || info.decodeLanes < 0)
         return "bad decode in kernel signature";
+    } else if (key == "paged") {
+      info.paged = value == "1";
     } else if (key == "backward") {
       info.backward = value == "1";
     } else if (key == "grads") {

@@ -70,8 +70,9 @@ extern "C" {
    3: CUDA variants declare the global scratch their kernels take as their
       last argument (attn_cuda_kernel_variant_t's scratch fields).
    4: CPU kernel descriptors carry the decode schedule (decode_fn,
-      decode_lanes). */
-#define ATTN_ABI_VERSION 4
+      decode_lanes).
+   5: ... and the paged-KV kernels (paged_fn, paged_decode_fn). */
+#define ATTN_ABI_VERSION 5
 
 /* The largest head dim (Dqk and Dv) attn_cpu_run() accepts. MLA needs
    Dqk = 576, Dv = 512; a kernel's scratch grows with tile x head dim. */
@@ -156,6 +157,17 @@ typedef struct attn_kernel_desc {
      exp(lse_s - lse)). */
   attn_cpu_kernel_fn decode_fn;
   int32_t decode_lanes;
+  /* The paged-KV kernels (ABI 5; NULL unless compiled with attnc
+     --paged-kv): paged_fn has cpu_fn's items, paged_decode_fn decode_fn's
+     (NULL without a decode schedule). Their k and v are page pools
+     [pages, page_size, Hkv, D] and two more descriptors follow the aux
+     inputs: block_table int32 [B, max_pages] and kv_lens int32 [B]; the
+     status word is args[num_inputs + 4]. Key j of sequence b is row
+     j % page_size of page block_table[b][j / page_size], for j <
+     kv_lens[b] (M, per sequence). attn_cpu_run_batch() validates the
+     tables before calling them. */
+  attn_cpu_kernel_fn paged_fn;
+  attn_cpu_kernel_fn paged_decode_fn;
 } attn_kernel_desc_t;
 
 typedef struct attn_run_options {
@@ -219,6 +231,63 @@ ATTN_RUNTIME_API attn_status_t attn_cpu_run(const attn_kernel_desc_t *kernel,
 ATTN_RUNTIME_API int64_t
 attn_cpu_decode_splits(const attn_kernel_desc_t *kernel, int64_t B, int64_t Hq,
                        int64_t Hkv, int64_t N, int64_t M, int32_t num_threads);
+
+/*===--- Ragged batches and paged KV caches (CPU)
+ * ---------------------------===*/
+
+/* How the sequences of a batch are laid out (attn_cpu_run_batch). A NULL
+   field keeps attn_cpu_run's dense layout for that side. All tables are
+   int32 host tensors (any non-negative strides).
+
+   Queries, ragged (cu_seqlens_q int32 [B + 1], the FlashAttention varlen
+   convention): q is packed [total_q, Hq, Dqk], o [total_q, Hq, Dv] and lse
+   [Hq, total_q]; sequence b's queries are rows cu_seqlens_q[b] ..
+   cu_seqlens_q[b + 1] - 1. cu_seqlens_q[0] = 0, non-decreasing,
+   cu_seqlens_q[B] = total_q. Dense (NULL): q [B, Hq, N, Dqk], o, lse as
+   for attn_cpu_run.
+
+   Keys, ragged (cu_seqlens_k int32 [B + 1]): k packed [total_k, Hkv, Dqk],
+   v [total_k, Hkv, Dv], with the rules of cu_seqlens_q.
+   Keys, paged (block_table int32 [B, max_pages] and kv_lens int32 [B]; the
+   kernel needs paged_fn): k [pages, page_size, Hkv, Dqk] and v [pages,
+   page_size, Hkv, Dv], vLLM's and FlashInfer's NHD page layout; sequence b
+   has kv_lens[b] keys (0 <= kv_lens[b] <= max_pages * page_size), key j in
+   row j % page_size of page block_table[b][j / page_size], which must lie
+   in [0, pages) for every page the sequence uses (entries past them are
+   ignored: -1 padding is fine).
+   Keys, dense (all three NULL): k [B, Hkv, M, Dqk], v [B, Hkv, M, Dv].
+   cu_seqlens_k and block_table are exclusive.
+
+   Masks and scores see each sequence on its own: b its index, q_idx and
+   kv_idx positions within it, N and M its lengths (a bottom-right causal
+   mask aligns each sequence's last query with its last key). Aux inputs
+   are indexed as for a padded batch: their dims bind B = the number of
+   sequences, N = the longest query run, M = the longest key run. A
+   sequence with no keys gives o = 0 and lse = -inf. */
+typedef struct attn_batch_layout {
+  const DLTensor *cu_seqlens_q; /* int32 [B + 1], or NULL */
+  const DLTensor *cu_seqlens_k; /* int32 [B + 1], or NULL */
+  const DLTensor *block_table;  /* int32 [B, max_pages], or NULL */
+  const DLTensor *kv_lens;      /* int32 [B], with block_table */
+} attn_batch_layout_t;
+
+/* attn_cpu_run over a ragged and/or paged batch (attn_batch_layout_t). Every
+   sequence takes the schedule attn_cpu_run would give it alone (decode for
+   N <= decode_lanes), all in one launch. Validates everything, the tables'
+   values included, before writing anything, with attn_cpu_run's codes, and:
+   - INVALID_ARGUMENT: NULL layout; kv_lens without block_table or the
+     reverse; cu_seqlens_k with block_table.
+   - SHAPE: a table's rank or size, B disagreeing between them; offsets
+     not starting at 0, decreasing, or not ending at the packed tensor's
+     rows; a kv_lens entry outside [0, max_pages * page_size]; a page id
+     outside [0, pages) (the message names the sequence and entry).
+   - DTYPE: a table not int32.
+   - UNSUPPORTED: a paged layout for a kernel without paged_fn.
+   Thread safety as attn_cpu_run. */
+ATTN_RUNTIME_API attn_status_t attn_cpu_run_batch(
+    const attn_kernel_desc_t *kernel, const DLTensor *const *inputs,
+    const attn_batch_layout_t *layout, DLTensor *o, DLTensor *lse,
+    const attn_run_options_t *options);
 
 /* The thread count num_threads = 0 means: the ATTN_NUM_THREADS environment
    variable if set to a positive integer (read once), else the number of CPUs

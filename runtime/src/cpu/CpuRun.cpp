@@ -10,6 +10,7 @@
 
 #include "../Merge.h"
 #include "../Validate.h"
+#include "CpuRunInternal.h"
 #include "ThreadPool.h"
 
 #include "attn/Signature.h"
@@ -26,10 +27,8 @@
 
 using namespace attn::runtime;
 
-namespace {
-
-/// Validates the kernel descriptor and converts its inputs to a Signature.
-attn_status_t checkKernel(const attn_kernel_desc_t *k, attn::Signature &sig) {
+attn_status_t attn::runtime::checkKernel(const attn_kernel_desc_t *k,
+                                         attn::Signature &sig) {
   if (!k)
     return fail(ATTN_ERROR_INVALID_ARGUMENT, "kernel: descriptor is NULL");
   std::string kname = std::string("kernel '") + (k->name ? k->name : "?") + "'";
@@ -48,13 +47,22 @@ attn_status_t checkKernel(const attn_kernel_desc_t *k, attn::Signature &sig) {
                 kname + ": decode_lanes is " + str(k->decode_lanes) +
                     " with decode_fn " + (k->decode_fn ? "set" : "NULL") +
                     ", expected both set or NULL and 0");
+  // The paged kernels mirror the others: paged_decode_fn exactly when
+  // paged_fn and decode_fn are both set.
+  if (k->paged_decode_fn && !k->paged_fn)
+    return fail(ATTN_ERROR_INVALID_ARGUMENT,
+                kname + ": paged_decode_fn is set while paged_fn is NULL");
+  if (k->paged_fn &&
+      (k->decode_fn != nullptr) != (k->paged_decode_fn != nullptr))
+    return fail(ATTN_ERROR_INVALID_ARGUMENT,
+                kname + ": paged_decode_fn is " +
+                    (k->paged_decode_fn ? "set" : "NULL") +
+                    " while decode_fn is " + (k->decode_fn ? "set" : "NULL"));
   return checkInputDescs(kname, k->num_inputs, k->inputs, sig);
 }
 
-/// Checks the head dims against ATTN_MAX_HEAD_DIM: the kernels' scratch
-/// grows with tile x head dim.
-attn_status_t checkHeadDims(const char *kernelName,
-                            const attn::DimBinding &dims) {
+attn_status_t attn::runtime::checkHeadDims(const char *kernelName,
+                                           const attn::DimBinding &dims) {
   for (const char *dim : {"Dqk", "Dv"}) {
     int64_t d = dims.at(dim);
     if (d > ATTN_MAX_HEAD_DIM)
@@ -72,14 +80,7 @@ static_assert(sizeof(std::atomic<int32_t>) == sizeof(int32_t) &&
                   std::atomic<int32_t>::is_always_lock_free,
               "the kernel status word must be a plain lock-free int32_t");
 
-struct Launch {
-  attn_cpu_kernel_fn fn;
-  void **args;
-  /// The status word args[num_inputs + 2] points to (ABI version 2).
-  std::atomic<int32_t> *status;
-};
-
-void runRange(void *ctx, int64_t begin, int64_t end) {
+void attn::runtime::runRange(void *ctx, int64_t begin, int64_t end) {
   auto *launch = static_cast<Launch *>(ctx);
   // After a failure the launch's result is an error anyway: skip the rest.
   if (launch->status->load(std::memory_order_relaxed) != ATTN_KERNEL_OK)
@@ -87,10 +88,9 @@ void runRange(void *ctx, int64_t begin, int64_t end) {
   launch->fn(launch->args, begin, end);
 }
 
-/// The error of a launch of kernel `name` whose status word is `status`
-/// (nonzero); `outcome` says what it left written.
-attn_status_t launchError(const char *name, int32_t status,
-                          const attn::DimBinding &dims, const char *outcome) {
+attn_status_t attn::runtime::launchError(const char *name, int32_t status,
+                                         const attn::DimBinding &dims,
+                                         const char *outcome) {
   std::string kname = std::string("kernel '") + (name ? name : "?") + "'";
   if (status != ATTN_KERNEL_OUT_OF_MEMORY)
     return fail(ATTN_ERROR_INTERNAL,
@@ -100,6 +100,8 @@ attn_status_t launchError(const char *name, int32_t status,
                   str(dims.at("Dqk")) + ", Dv = " + str(dims.at("Dv")) + "); " +
                   outcome);
 }
+
+namespace {
 
 int computeDefaultThreads();
 
@@ -113,10 +115,9 @@ int64_t envCount(const char *name) {
   return endp != env && *endp == '\0' && v > 0 ? v : 0;
 }
 
-/// Whether a call with N queries runs the decode schedule: when the kernel
-/// has one and N fits its lanes, unless ATTN_CPU_SCHEDULE says otherwise
-/// (`prefill`, `decode`; read per call, for tests and benchmarks).
-bool useDecode(const attn_kernel_desc_t *k, int64_t N) {
+} // namespace
+
+bool attn::runtime::useDecode(const attn_kernel_desc_t *k, int64_t N) {
   if (!k->decode_fn)
     return false;
   if (const char *env = std::getenv("ATTN_CPU_SCHEDULE")) {
@@ -132,7 +133,7 @@ bool useDecode(const attn_kernel_desc_t *k, int64_t N) {
 /// keep every thread busy (4 per thread, for balance), but at least 512
 /// keys each (a tile is at most 512 rows, so no split is past the last
 /// tile); ATTN_DECODE_SPLITS overrides (tests), capped at 4096.
-int64_t decodeSplits(int64_t items, int64_t M, int numThreads) {
+int64_t attn::runtime::decodeSplits(int64_t items, int64_t M, int numThreads) {
   if (int64_t forced = envCount("ATTN_DECODE_SPLITS"))
     return std::min<int64_t>(forced, 4096);
   if (numThreads <= 1 || items >= 4 * int64_t(numThreads))
@@ -140,6 +141,8 @@ int64_t decodeSplits(int64_t items, int64_t M, int numThreads) {
   int64_t want = (4 * int64_t(numThreads) + items - 1) / items;
   return std::clamp<int64_t>(want, 1, std::max<int64_t>(1, (M + 511) / 512));
 }
+
+namespace {
 
 struct MergeJob {
   const float *oPart, *lsePart; // [B, Hkv, S, R, Dv], [B, Hkv, S, R]

@@ -60,6 +60,11 @@ struct CompileOptions {
   /// (and `zstate` [B, Hq, Dphi] when normalized) after the spec's inputs,
   /// starts from them and writes the final state back (decode / pieces).
   bool linearState = false;
+  /// CPU, softmax family: also compile the kernels that read K and V from a
+  /// paged cache (page pools, a block table and per-sequence lengths), for
+  /// runBatch() with a paged layout (docs/language.md, "Ragged batches and
+  /// paged KV caches").
+  bool pagedKV = false;
   /// Compile the gradients' kernel instead of the forward (CPU, softmax
   /// family): the Kernel's backward() computes dq, dk, dv and the aux
   /// gradients (docs/language.md section 15); its run() is not available.
@@ -101,6 +106,16 @@ public:
                     const attn_run_options_t *options = nullptr,
                     void *stream = nullptr) const;
 
+  /// A ragged and/or paged batch (attn_batch_layout_t: packed q with
+  /// cu_seqlens_q; packed k, v with cu_seqlens_k, or page pools with a block
+  /// table and kv_lens, the latter needing CompileOptions::pagedKV) through
+  /// the runtime's attn_cpu_run_batch(). CPU kernels only: another target
+  /// gets the runtime's INVALID_ARGUMENT ("not compiled for the CPU").
+  /// Errors as run().
+  attn_status_t runBatch(const DLTensor *const *inputs,
+                         const attn_batch_layout_t &layout, DLTensor *o,
+                         DLTensor *lse = nullptr,
+                         const attn_run_options_t *options = nullptr) const;
   /// A gradients' kernel (CompileOptions::backward): given the forward's
   /// inputs, its o and lse (softmax) and the output gradient dout (and
   /// optionally dlse), writes dq, dk, dv and one gradient per

@@ -158,7 +158,10 @@ protected:
   void bindCanonical(Block *entry);
   /// Binds the canonical dims, the aux inputs (entry args from 5 on, in
   /// declaration order) with their extra dims, and the params into `env`.
-  void bindRegionEnv(Block *entry, KernelEnv &env);
+  /// `m` and `hkv` (i64) replace the dims read from k where given (a paged
+  /// kernel's k is a page pool).
+  void bindRegionEnv(Block *entry, KernelEnv &env, Value m = {},
+                     Value hkv = {});
   /// The scale as f32: the spec's `scale` region, else 1/sqrt(Dqk).
   Value emitScale(Region &scaleRegion, KernelEnv &env);
   /// The spec's `bias` region as f32, else 0.

@@ -73,7 +73,13 @@ def ConvertAttnToCPU : Pass<"convert-attn-to-cpu", "ModuleOp"> {
            "softmax specs: also emit the decode schedule "
            "`attn_<name>_decode_tiles` (query heads of a GQA group packed "
            "into the lanes, the kv tiles split across work items, partial "
-           "(o, lse) for the runtime's merge)">
+           "(o, lse) for the runtime's merge)">,
+    Option<"pagedKV", "paged-kv", "bool", "false",
+           "also emit `attn_<name>_paged_tiles` (and, with decode-kernel, "
+           "`attn_<name>_paged_decode_tiles`): k and v as page pools "
+           "[pages, page_size, Hkv, D] read through block_table i32 "
+           "[B, max_pages] and kv_lens i32 [B] (docs/language.md, paged KV "
+           "cache)">
   ];
   let dependentDialects = [
     "::mlir::arith::ArithDialect", "::mlir::func::FuncDialect",

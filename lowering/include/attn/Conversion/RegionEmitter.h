@@ -66,9 +66,17 @@ Value emitRegionGradient(ImplicitLocOpBuilder &b, Region &region,
 /// Binds what regions read into `env`: every canonical dim (B, Hq, Hkv, N,
 /// M, Dqk, Dv from the q, k, v memrefs; G = Hq / Hkv) as i64, the aux inputs
 /// (`auxArgs`, memrefs in declaration order) with the extra dims they bind,
-/// and each param's (default or bound) value, evaluated in order.
+/// and each param's (default or bound) value, evaluated in order. `m` and
+/// `hkv` (i64), where given, replace M and Hkv read from k (a paged
+/// kernel's k is a page pool [pages, page_size, Hkv, D]).
 void bindKernelEnv(ImplicitLocOpBuilder &b, SpecOp spec, Value q, Value k,
-                   Value v, ValueRange auxArgs, KernelEnv &env);
+                   Value v, ValueRange auxArgs, KernelEnv &env, Value m = {},
+                   Value hkv = {});
+
+/// (Re)evaluates every param's value into `env.params`, in order, from the
+/// dims `env` holds now (a paged kernel rebinds M per sequence, and
+/// `param bias = -log(M)` must follow it).
+void bindParams(ImplicitLocOpBuilder &b, SpecOp spec, KernelEnv &env);
 
 /// Evaluates the mask region over b, h fixed and q_idx in [q0, q1],
 /// kv_idx in [k0, k1] (inclusive, i64 values). Returns (lo, hi) of the

@@ -51,6 +51,9 @@ struct CPUPipelineOptions {
   /// Softmax specs: also the decode schedule's kernel
   /// (convert-attn-to-cpu{decode-kernel}).
   bool decodeKernel = true;
+  /// Softmax family: also the paged-KV kernels (convert-attn-to-cpu
+  /// {paged-kv}).
+  bool pagedKV = false;
 };
 
 /// Adds the passes that take a module of attn.spec ops from stage `start`

@@ -47,6 +47,9 @@ struct Schedule {
   int64_t linearChunk = 64;
   /// Linear attention: carry the state in and out (decode).
   bool linearState = false;
+  /// Softmax family (CPU): also the kernels that read K and V from a paged
+  /// cache (attn_kernel_desc_t::paged_fn).
+  bool pagedKV = false;
   /// The gradients' kernel instead of the forward (attn-tile-attention-
   /// backward).
   bool backward = false;
@@ -72,6 +75,9 @@ struct KernelInfo {
   /// CPU: query lanes of the decode schedule's kernel (`attn_<name>_decode`,
   /// attn_kernel_desc_t::decode_fn); 0 when there is none.
   int64_t decodeLanes = 0;
+  /// CPU: the paged-KV kernels exist (`attn_<name>_paged` and, with
+  /// decodeLanes, `attn_<name>_paged_decode`).
+  bool paged = false;
   ::attn::Signature signature;
   /// The gradients' kernel (`attn_<name>_backward`), not the forward.
   bool backward = false;

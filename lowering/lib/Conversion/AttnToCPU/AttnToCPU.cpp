@@ -70,9 +70,9 @@ using P = arith::CmpIPredicate;
 class KernelBuilder : public KernelBase, public TileLowering {
 public:
   KernelBuilder(SpecOp spec, ModuleOp module, bool bf16Dot, bool bf16DotPV,
-                bool tileStats, bool decode = false)
+                bool tileStats, bool decode = false, bool paged = false)
       : KernelBase(spec, 16), bf16Dot(bf16Dot), bf16DotPV(bf16DotPV),
-        tileStats(tileStats && !decode), decode(decode),
+        tileStats(tileStats && !decode), decode(decode), paged(paged),
         tiled(spec.getTiledAttention()), regions(tiled),
         sched(tiled ? tiled.getSchedule() : ScheduleAttr()), module(module) {
     // build() reports a missing schedule; keep the sizes valid until then.
@@ -124,6 +124,27 @@ private:
   void emitPV(Value hk, Value bIdx, Value k0, Value kn, bool rescale);
   void emitPrefetchNextTile(Value bIdx, Value hk, Value k0, Value jb,
                             int64_t nj);
+  // Where kv rows live (contiguous k[b, hk, row, :], or paged).
+  /// A kv row of the tile being lowered: the memref and its leading indices
+  /// (the column index follows).
+  struct KVRow {
+    Value mem;
+    SmallVector<Value, 3> idx;
+    SmallVector<Value, 4> at(Value d) const {
+      SmallVector<Value, 4> r(idx.begin(), idx.end());
+      r.push_back(d);
+      return r;
+    }
+  };
+  /// Row `row` = tileK0 + j of k (or v) of head hk, through the unit-stride
+  /// view when `unit`.
+  KVRow kvRow(bool isV, bool unit, Value bIdx, Value hk, Value row, Value j);
+  /// Paged: the element offsets in the k and v pools of head hk's rows
+  /// k0 .. k0 + kn (decode: also the next tile's, for its prefetch, up to
+  /// row M - 1) into kRowOff and vRowOff.
+  void emitRowOffsets(Value bIdx, Value hk, Value k0, Value kn);
+  /// Paged: binds the item's sequence length M = kv_lens[b] (and nKT).
+  void bindSequence(Value bIdx);
   void emitStore(Value bIdx, Value h, Value q0, Value qn);
   // The bf16-dot path.
   void emitLoadQPairs(Value bIdx);
@@ -156,6 +177,18 @@ private:
   /// read once per group; it writes a partial (o, lse) per split for the
   /// runtime's LSE merge.
   bool decode = false;
+  /// Paged K/V (attn_<name>_paged, _paged_decode): k and v are page pools
+  /// [pages, page_size, Hkv, D] and the kernel takes block_table i32
+  /// [B, max_pages] and kv_lens i32 [B] after the aux inputs. M is per
+  /// item (kv_lens[b]); each kv tile first computes its rows' element
+  /// offsets in the pools (one block-table lookup per row per tile, not per
+  /// access), and the loads index 2-D views (offset, column) of the pools.
+  bool paged = false;
+  Value blockTable, kvLens, pageSize; // paged
+  Value kFlat, vFlat, kUFlat, vUFlat; // paged: [rows, D] views
+  Value kRowOff, vRowOff; // paged: [bk] (decode: [2 * bk]) index scratch
+  SmallVector<Value, 3> kPoolStrides, vPoolStrides; // page, slot, head
+  Value Hkv;
   TiledAttentionOp tiled;
   TiledRegions regions;
   ScheduleAttr sched;
@@ -199,7 +232,22 @@ void KernelBuilder::emitPrologue(func::FuncOp fn) {
   Block *entry = &fn.getBody().front();
   bindCanonical(entry);
   env.vectorWidth = vl;
-  bindRegionEnv(entry, env);
+  Hkv = memref::DimOp::create(b, k, 1);
+  if (paged) {
+    // k, v: [pages, page_size, Hkv, D]. Until an item binds its sequence,
+    // M is the block table's capacity (what params evaluated here see).
+    unsigned numAux = entry->getNumArguments() - 9;
+    blockTable = entry->getArgument(5 + numAux);
+    kvLens = entry->getArgument(6 + numAux);
+    pageSize = memref::DimOp::create(b, k, 1);
+    Hkv = memref::DimOp::create(b, k, 2);
+    G = arith::DivUIOp::create(b, Hq, Hkv);
+    M = arith::MulIOp::create(b, memref::DimOp::create(b, blockTable, 1),
+                              pageSize);
+    bindRegionEnv(entry, env, toI64(M), toI64(Hkv));
+  } else {
+    bindRegionEnv(entry, env);
+  }
   auto isBF16 = [](Value m) {
     return cast<MemRefType>(m.getType()).getElementType().isBF16();
   };
@@ -241,6 +289,33 @@ void KernelBuilder::emitPrologue(func::FuncOp fn) {
         b, MemRefType::get({dyn, dyn, dyn, dyn}, elt, layout),
         meta.getBaseBuffer(), OpFoldResult(meta.getOffset()), sizes, strides);
   };
+  // Paged: 2-D views (element offset of the row, column) of the pools:
+  // strides [1, column stride], and [1, 1] for the unit-stride view.
+  auto flatView = [&](Value m, Value cols, bool unit,
+                      SmallVector<Value, 3> &poolStrides) {
+    auto meta = memref::ExtractStridedMetadataOp::create(b, m);
+    poolStrides.assign(meta.getStrides().begin(),
+                       meta.getStrides().begin() + 3);
+    auto layout = StridedLayoutAttr::get(b.getContext(), dyn,
+                                         ArrayRef<int64_t>{1, unit ? 1 : dyn});
+    Value rows =
+        arith::MulIOp::create(b, meta.getSizes()[0], meta.getStrides()[0]);
+    SmallVector<OpFoldResult> sizes{rows, cols};
+    SmallVector<OpFoldResult> strides{
+        b.getIndexAttr(1), unit ? OpFoldResult(b.getIndexAttr(1))
+                                : OpFoldResult(meta.getStrides()[3])};
+    Type elt = cast<MemRefType>(m.getType()).getElementType();
+    return Value(memref::ReinterpretCastOp::create(
+        b, MemRefType::get({dyn, dyn}, elt, layout), meta.getBaseBuffer(),
+        OpFoldResult(meta.getOffset()), sizes, strides));
+  };
+  if (paged) {
+    kFlat = flatView(k, Dqk, false, kPoolStrides);
+    vFlat = flatView(v, Dv, false, vPoolStrides);
+    int64_t rows = decode ? 2 * bk : bk;
+    kRowOff = allocScratch(MemRefType::get({rows}, b.getIndexType()));
+    vRowOff = allocScratch(MemRefType::get({rows}, b.getIndexType()));
+  }
   // Scratch on the heap, once per call (allocScratch): Qt and Ot scale with
   // the head dims, St with the tiles.
   if (dotQK) {
@@ -249,6 +324,8 @@ void KernelBuilder::emitPrologue(func::FuncOp fn) {
     Qp = allocScratch(MemRefType::get({dyn, 2 * bq}, bf16), ValueRange{D2});
     Kp = allocScratch(MemRefType::get({bk, dyn}, bf16), ValueRange{D2x2});
     unitInner(k, kUnit, kU);
+    if (paged)
+      kUFlat = flatView(k, Dqk, true, kPoolStrides);
   } else {
     Qt = allocScratch(MemRefType::get({dyn, bq}, f32), ValueRange{Dqk});
   }
@@ -258,6 +335,8 @@ void KernelBuilder::emitPrologue(func::FuncOp fn) {
     Vp = allocScratch(MemRefType::get({bk2, dyn}, bf16),
                       ValueRange{arith::MulIOp::create(b, Dv, cidx(2))});
     unitInner(v, vUnit, vU);
+    if (paged)
+      vUFlat = flatView(v, Dv, true, vPoolStrides);
   }
 
   // With dotPV an odd tile_kv gets one more (zero) row for the last pair.
@@ -369,6 +448,62 @@ void KernelBuilder::emitLoadQ(Value bIdx) {
   });
 }
 
+KernelBuilder::KVRow KernelBuilder::kvRow(bool isV, bool unit, Value bIdx,
+                                          Value hk, Value row, Value j) {
+  if (!paged)
+    return {unit ? (isV ? vU : kU) : (isV ? v : k), {bIdx, hk, row}};
+  Value off = memref::LoadOp::create(b, isV ? vRowOff : kRowOff, j);
+  return {unit ? (isV ? vUFlat : kUFlat) : (isV ? vFlat : kFlat), {off}};
+}
+
+void KernelBuilder::emitRowOffsets(Value bIdx, Value hk, Value k0, Value kn) {
+  // Rows k0 + j, j < count, walking (page index, slot) from (k0 / P, k0 % P):
+  // no division per row (a dynamic division is ~20-40 cycles, and a tile's
+  // rows would take several thousand cycles of them). The runtime checked
+  // every page id these rows use: in [0, pages).
+  Value count = kn;
+  if (decode)
+    count = arith::MinUIOp::create(b, cidx(2 * bk),
+                                   arith::SubIOp::create(b, M, k0));
+  Value p0 = arith::DivUIOp::create(b, k0, pageSize);
+  Value s0 = arith::RemUIOp::create(b, k0, pageSize);
+  Value kHead = arith::MulIOp::create(b, hk, kPoolStrides[2]);
+  Value vHead = arith::MulIOp::create(b, hk, vPoolStrides[2]);
+  loop(cidx(0), count, cidx(1), {p0, s0}, [&](Value j, ValueRange ps) {
+    Value page = arith::IndexCastOp::create(
+        b, b.getIndexType(),
+        memref::LoadOp::create(b, blockTable, ValueRange{bIdx, ps[0]}));
+    auto offset = [&](ArrayRef<Value> st, Value head) -> Value {
+      return arith::AddIOp::create(
+          b,
+          arith::AddIOp::create(b, arith::MulIOp::create(b, page, st[0]),
+                                arith::MulIOp::create(b, ps[1], st[1])),
+          head);
+    };
+    memref::StoreOp::create(b, offset(kPoolStrides, kHead), kRowOff, j);
+    memref::StoreOp::create(b, offset(vPoolStrides, vHead), vRowOff, j);
+    Value s1 = arith::AddIOp::create(b, ps[1], cidx(1));
+    Value wrap = arith::CmpIOp::create(b, P::eq, s1, pageSize);
+    return SmallVector<Value>{
+        arith::SelectOp::create(
+            b, wrap, arith::AddIOp::create(b, ps[0], cidx(1)), ps[0]),
+        arith::SelectOp::create(b, wrap, cidx(0), s1)};
+  });
+}
+
+void KernelBuilder::bindSequence(Value bIdx) {
+  // The runtime checked 0 <= kv_lens[b] <= max_pages * page_size.
+  M = arith::IndexCastOp::create(b, b.getIndexType(),
+                                 memref::LoadOp::create(b, kvLens, bIdx));
+  nKT = arith::CeilDivUIOp::create(b, M, cidx(bk));
+  env.dims["M"] = toI64(M);
+  // What the prologue derived from M: the params (sigmoid's bias = -log(M)),
+  // the scale and the normalizer's bias.
+  bindParams(b, spec, env);
+  scale = emitScale(tiled.getScale(), env);
+  bias = emitBias(tiled.getBias(), env);
+}
+
 /// Pass 1 for `nj` kv rows starting at jb (relative to k0): S rows, score,
 /// mask, and the running row statistic (max for softmax, sum for relu with
 /// row normalization) in `stat`.
@@ -380,9 +515,13 @@ void KernelBuilder::emitPass1Block(Value bIdx, Value h, Value hk, Value k0,
     emitPrefetchNextTile(bIdx, hk, k0, jb, nj);
   SmallVector<Value> init(nj * ci, vsplat(0));
   SmallVector<Value> rows;
-  for (int64_t r = 0; r < nj; ++r)
-    rows.push_back(
-        arith::AddIOp::create(b, arith::AddIOp::create(b, k0, jb), cidx(r)));
+  SmallVector<KVRow> kRows;
+  for (int64_t r = 0; r < nj; ++r) {
+    Value j = arith::AddIOp::create(b, jb, cidx(r));
+    rows.push_back(arith::AddIOp::create(b, k0, j));
+    if (!dotQK)
+      kRows.push_back(kvRow(false, false, bIdx, hk, rows.back(), j));
+  }
   SmallVector<Value> sAcc;
   if (dotQK) {
     sAcc = dotQKBlock(jb, nj, init);
@@ -395,8 +534,8 @@ void KernelBuilder::emitPass1Block(Value bIdx, Value h, Value hk, Value k0,
                                                 ValueRange{d, cidx(c * vl)}));
           SmallVector<Value> next;
           for (int64_t r = 0; r < nj; ++r) {
-            Value kv = bcast(toF32(memref::LoadOp::create(
-                b, k, ValueRange{bIdx, hk, rows[r], d})));
+            Value kv = bcast(
+                toF32(memref::LoadOp::create(b, kRows[r].mem, kRows[r].at(d))));
             for (int64_t c = 0; c < ci; ++c)
               next.push_back(
                   vector::FMAOp::create(b, kv, qv[c], acc[r * ci + c]));
@@ -432,16 +571,21 @@ void KernelBuilder::emitPass1Block(Value bIdx, Value h, Value hk, Value k0,
 void KernelBuilder::emitPrefetchNextTile(Value bIdx, Value hk, Value k0,
                                          Value jb, int64_t nj) {
   Value lastRow = arith::SubIOp::create(b, M, cidx(1));
-  auto lines = [&](Value mem, Value dim, Value row) {
-    int64_t bytes = cast<MemRefType>(mem.getType())
+  auto lines = [&](bool isV, Value dim, Value row) {
+    KVRow at{isV ? v : k, {bIdx, hk, row}};
+    if (paged) // emitRowOffsets covered rows up to min(k0 + 2 bk, M) - 1
+      at = {isV ? vFlat : kFlat,
+            {Value(memref::LoadOp::create(
+                b, isV ? vRowOff : kRowOff,
+                ValueRange{arith::SubIOp::create(b, row, k0)}))}};
+    int64_t bytes = cast<MemRefType>(at.mem.getType())
                         .getElementType()
                         .getIntOrFloatBitWidth() /
                     8;
     // d < dim by the loop bound: no clamp.
     loop(cidx(0), dim, cidx(64 / bytes), {}, [&](Value d, ValueRange) {
-      memref::PrefetchOp::create(b, mem, ValueRange{bIdx, hk, row, d},
-                                 b.getBoolAttr(false), b.getI32IntegerAttr(2),
-                                 b.getBoolAttr(true));
+      memref::PrefetchOp::create(b, at.mem, at.at(d), b.getBoolAttr(false),
+                                 b.getI32IntegerAttr(2), b.getBoolAttr(true));
       return SmallVector<Value>{};
     });
   };
@@ -450,8 +594,8 @@ void KernelBuilder::emitPrefetchNextTile(Value bIdx, Value hk, Value k0,
   for (int64_t r = 0; r < nj; ++r) {
     Value row = arith::MinUIOp::create(
         b, arith::AddIOp::create(b, base, cidx(r)), lastRow);
-    lines(k, Dqk, row);
-    lines(v, Dv, row);
+    lines(false, Dqk, row);
+    lines(true, Dv, row);
   }
 }
 
@@ -590,12 +734,13 @@ void KernelBuilder::emitPV(Value hk, Value bIdx, Value k0, Value kn,
                   for (int64_t c = 0; c < ci; ++c)
                     pv.push_back(vector::LoadOp::create(
                         b, vf32(), St, ValueRange{j, cidx(c * vl)}));
-                  Value kvRow = arith::AddIOp::create(b, k0, j);
+                  KVRow vRow = kvRow(true, false, bIdx, hk,
+                                     arith::AddIOp::create(b, k0, j), j);
                   SmallVector<Value> next;
                   for (int64_t r = 0; r < nd; ++r) {
                     Value col = arith::AddIOp::create(b, dvb, cidx(r));
-                    Value vv = bcast(toF32(memref::LoadOp::create(
-                        b, v, ValueRange{bIdx, hk, kvRow, col})));
+                    Value vv = bcast(toF32(
+                        memref::LoadOp::create(b, vRow.mem, vRow.at(col))));
                     for (int64_t c = 0; c < ci; ++c)
                       next.push_back(
                           vector::FMAOp::create(b, vv, pv[c], acc[r * ci + c]));
@@ -700,16 +845,16 @@ void KernelBuilder::emitPackK(Value bIdx, Value hk, Value k0, Value kn) {
     Value stMask = vector::CreateMaskOp::create(b, maskTy, ValueRange{tail});
     Value pass = arith::ConstantOp::create(b, b.getZeroAttr(vbf16(w)));
     loop(cidx(0), kn, cidx(1), {}, [&](Value j, ValueRange) {
-      Value row = arith::AddIOp::create(b, k0, j);
+      KVRow row =
+          kvRow(false, true, bIdx, hk, arith::AddIOp::create(b, k0, j), j);
       loop(cidx(0), full, cidx(w), {}, [&](Value d, ValueRange) {
-        Value x = vector::LoadOp::create(b, vbf16(w), kU,
-                                         ValueRange{bIdx, hk, row, d});
+        Value x = vector::LoadOp::create(b, vbf16(w), row.mem, row.at(d));
         vector::StoreOp::create(b, x, Kp, ValueRange{j, d});
         return SmallVector<Value>{};
       });
       ifThen(hasTail, [&] {
-        Value x = vector::MaskedLoadOp::create(
-            b, vbf16(w), kU, ValueRange{bIdx, hk, row, full}, ldMask, pass);
+        Value x = vector::MaskedLoadOp::create(b, vbf16(w), row.mem,
+                                               row.at(full), ldMask, pass);
         vector::MaskedStoreOp::create(b, Kp, ValueRange{j, full}, stMask, x);
       });
       return SmallVector<Value>{};
@@ -720,11 +865,11 @@ void KernelBuilder::emitPackK(Value bIdx, Value hk, Value k0, Value kn) {
     Value zero = cbf16(0);
     Value dLast = arith::SubIOp::create(b, Dqk, cidx(1));
     loop(cidx(0), kn, cidx(1), {}, [&](Value j, ValueRange) {
-      Value row = arith::AddIOp::create(b, k0, j);
+      KVRow row =
+          kvRow(false, false, bIdx, hk, arith::AddIOp::create(b, k0, j), j);
       loop(cidx(0), D2x2, cidx(1), {}, [&](Value d, ValueRange) {
         Value x = memref::LoadOp::create(
-            b, k,
-            ValueRange{bIdx, hk, row, arith::MinUIOp::create(b, d, dLast)});
+            b, row.mem, row.at(arith::MinUIOp::create(b, d, dLast)));
         x = arith::SelectOp::create(b, arith::CmpIOp::create(b, P::ult, d, Dqk),
                                     x, zero);
         memref::StoreOp::create(b, x, Kp, ValueRange{j, d});
@@ -815,27 +960,31 @@ void KernelBuilder::emitPackPV(Value bIdx, Value hk, Value k0, Value kn) {
     Value fullX2 = arith::MulIOp::create(b, full, cidx(2));
     // One pair of V rows (the second one zero for the odd last row).
     auto packRows = [&](Value j2, bool second) {
-      Value r0 =
-          arith::AddIOp::create(b, k0, arith::MulIOp::create(b, j2, cidx(2)));
-      Value r1 = arith::AddIOp::create(b, r0, cidx(1));
+      Value j0 = arith::MulIOp::create(b, j2, cidx(2));
+      Value j1 = arith::AddIOp::create(b, j0, cidx(1));
+      KVRow r0 =
+          kvRow(true, true, bIdx, hk, arith::AddIOp::create(b, k0, j0), j0);
+      KVRow r1 = second ? kvRow(true, true, bIdx, hk,
+                                arith::AddIOp::create(b, k0, j1), j1)
+                        : r0;
       loop(cidx(0), full, cidx(vl), {}, [&](Value dv, ValueRange) {
-        Value x = vector::LoadOp::create(b, vbf16(vl), vU,
-                                         ValueRange{bIdx, hk, r0, dv});
-        Value y = second ? Value(vector::LoadOp::create(
-                               b, vbf16(vl), vU, ValueRange{bIdx, hk, r1, dv}))
-                         : zeroV;
+        Value x = vector::LoadOp::create(b, vbf16(vl), r0.mem, r0.at(dv));
+        Value y =
+            second
+                ? Value(vector::LoadOp::create(b, vbf16(vl), r1.mem, r1.at(dv)))
+                : zeroV;
         vector::StoreOp::create(
             b, interleave(x, y), Vp,
             ValueRange{j2, arith::MulIOp::create(b, dv, cidx(2))});
         return SmallVector<Value>{};
       });
       ifThen(hasTail, [&] {
-        Value x = vector::MaskedLoadOp::create(
-            b, vbf16(vl), vU, ValueRange{bIdx, hk, r0, full}, ldMask, zeroV);
-        Value y = second ? Value(vector::MaskedLoadOp::create(
-                               b, vbf16(vl), vU, ValueRange{bIdx, hk, r1, full},
-                               ldMask, zeroV))
-                         : zeroV;
+        Value x = vector::MaskedLoadOp::create(b, vbf16(vl), r0.mem,
+                                               r0.at(full), ldMask, zeroV);
+        Value y = second
+                      ? Value(vector::MaskedLoadOp::create(
+                            b, vbf16(vl), r1.mem, r1.at(full), ldMask, zeroV))
+                      : zeroV;
         vector::MaskedStoreOp::create(b, Vp, ValueRange{j2, fullX2}, stMask,
                                       interleave(x, y));
       });
@@ -854,12 +1003,14 @@ void KernelBuilder::emitPackPV(Value bIdx, Value hk, Value k0, Value kn) {
       Value j = arith::MulIOp::create(b, j2, cidx(2));
       Value j1 = arith::AddIOp::create(b, j, cidx(1));
       Value has1 = arith::CmpIOp::create(b, P::ult, j1, kn);
-      Value r0 = arith::AddIOp::create(b, k0, j);
-      Value r1 =
-          arith::AddIOp::create(b, k0, arith::MinUIOp::create(b, j1, jLast));
+      Value j1c = arith::MinUIOp::create(b, j1, jLast);
+      KVRow r0 =
+          kvRow(true, false, bIdx, hk, arith::AddIOp::create(b, k0, j), j);
+      KVRow r1 =
+          kvRow(true, false, bIdx, hk, arith::AddIOp::create(b, k0, j1c), j1c);
       loop(cidx(0), Dv, cidx(1), {}, [&](Value dv, ValueRange) {
-        Value x = memref::LoadOp::create(b, v, ValueRange{bIdx, hk, r0, dv});
-        Value y = memref::LoadOp::create(b, v, ValueRange{bIdx, hk, r1, dv});
+        Value x = memref::LoadOp::create(b, r0.mem, r0.at(dv));
+        Value y = memref::LoadOp::create(b, r1.mem, r1.at(dv));
         y = arith::SelectOp::create(b, has1, y, zero);
         Value col = arith::MulIOp::create(b, dv, cidx(2));
         memref::StoreOp::create(b, x, Vp, ValueRange{j2, col});
@@ -1115,6 +1266,8 @@ LogicalResult KernelBuilder::emitItem(Value item) {
   Value bh = arith::DivUIOp::create(b, item, nQT);
   Value h = arith::RemUIOp::create(b, bh, Hq);
   Value bIdx = arith::DivUIOp::create(b, bh, Hq);
+  if (paged)
+    bindSequence(bIdx);
   itemHk = arith::DivUIOp::create(b, h, G);
   Value q0 = arith::MulIOp::create(b, qt, cidx(bq));
   itemQn = arith::MinUIOp::create(b, cidx(bq), arith::SubIOp::create(b, N, q0));
@@ -1136,9 +1289,10 @@ LogicalResult KernelBuilder::emitDecodeItem(Value item) {
   Value t = arith::DivUIOp::create(b, item, numSplits);
   itemChunk = arith::RemUIOp::create(b, t, numChunks);
   Value bh = arith::DivUIOp::create(b, t, numChunks);
-  Value hkv = memref::DimOp::create(b, k, 1);
-  itemHk = arith::RemUIOp::create(b, bh, hkv);
-  Value bIdx = arith::DivUIOp::create(b, bh, hkv);
+  itemHk = arith::RemUIOp::create(b, bh, Hkv);
+  Value bIdx = arith::DivUIOp::create(b, bh, Hkv);
+  if (paged)
+    bindSequence(bIdx);
   itemQn = cidx(bq);
   itemH = arith::MulIOp::create(b, itemHk, G);
   itemQ0 = cidx(0);
@@ -1227,6 +1381,8 @@ LogicalResult KernelBuilder::lowerKVLoop(KVLoopOp op) {
     ifThen(compute, [&] {
       if (tileStats)
         emitTileStat(bI64, hI64, toI64(qt), toI64(kt), partial);
+      if (paged)
+        emitRowOffsets(bIdx, itemHk, k0, kn);
       map.map(step.getArgument(0), k0);
       map.map(step.getArgument(1), partial);
       tileK0 = k0;
@@ -1288,16 +1444,24 @@ LogicalResult KernelBuilder::build() {
                              << vl << ") and tile_q, tile_kv (" << bk
                              << ") at most " << kMaxTileRows << " rows";
   kind = tiled.getNormalizer();
+  // Paged: block_table i32 [B, max_pages] and kv_lens i32 [B] after the
+  // aux inputs.
+  SmallVector<Type> extra;
+  if (paged)
+    extra = {stridedType(b.getContext(), 2, b.getI32Type()),
+             stridedType(b.getContext(), 1, b.getI32Type())};
+  std::string suffix =
+      std::string(paged ? "_paged" : "") + (decode ? "_decode" : "");
   func::FuncOp fn;
   if (decode) {
     // The partials take o's and lse's places: o [B, Hkv, splits, chunks *
     // vl, Dv] and lse [B, Hkv, splits, chunks * vl], f32.
     Type f32 = b.getF32Type();
-    fn = createKernelFunc({}, "_decode",
+    fn = createKernelFunc(extra, suffix,
                           {stridedType(b.getContext(), 5, f32),
                            stridedType(b.getContext(), 4, f32)});
   } else {
-    fn = createKernelFunc();
+    fn = createKernelFunc(extra, suffix);
   }
   emitPrologue(fn);
   Block &entry = fn.getBody().front();
@@ -1324,6 +1488,14 @@ struct ConvertAttnToCPUPass
     for (SpecOp spec : specs) {
       if (failed(requireTiledForm(spec, "convert-attn-to-cpu")))
         return signalPassFailure();
+      if (pagedKV && !spec.getTiledAttention()) {
+        spec.emitError()
+            << "paged-kv: a paged KV cache is for the forward kernels of the "
+               "softmax family (softmax, sigmoid, relu, none); this spec "
+            << (spec.getTiledLinearAttention() ? "is linear attention"
+                                               : "is a gradients' kernel");
+        return signalPassFailure();
+      }
       if (spec.getTiledAttentionBackward()) {
         if (failed(buildBackwardKernel(spec, module)))
           return signalPassFailure();
@@ -1348,15 +1520,21 @@ struct ConvertAttnToCPUPass
         spec->erase();
         continue;
       }
-      KernelBuilder kb(spec, module, bf16Dot, bf16DotPV, debugTileStats);
-      if (failed(kb.build()))
-        return signalPassFailure();
       TiledAttentionOp tiled = spec.getTiledAttention();
-      if (decodeKernel && tiled.getNormalizer() == NormalizerKind::softmax) {
-        KernelBuilder dec(spec, module, bf16Dot, bf16DotPV, debugTileStats,
-                          /*decode=*/true);
-        if (failed(dec.build()))
-          return signalPassFailure();
+      bool withDecode =
+          decodeKernel && tiled.getNormalizer() == NormalizerKind::softmax;
+      // Prefill and decode, each with contiguous and (pagedKV) paged K/V.
+      for (bool paged : {false, true}) {
+        if (paged && !pagedKV)
+          break;
+        for (bool decode : {false, true}) {
+          if (decode && !withDecode)
+            break;
+          KernelBuilder kb(spec, module, bf16Dot, bf16DotPV, debugTileStats,
+                           decode, paged);
+          if (failed(kb.build()))
+            return signalPassFailure();
+        }
       }
       spec->erase();
     }

@@ -154,13 +154,14 @@ void KernelScaffold::bindCanonical(Block *entry) {
   G = divu(Hq, dimOf(k, 1));
 }
 
-void KernelScaffold::bindRegionEnv(Block *entry, KernelEnv &env) {
+void KernelScaffold::bindRegionEnv(Block *entry, KernelEnv &env, Value m,
+                                   Value hkv) {
   unsigned numAux = 0;
   for (InputOp in : spec.getBodyBlock().getOps<InputOp>())
     numAux += canonicalInputDims(in.getSymName()).empty();
   bindKernelEnv(b, spec, entry->getArgument(0), entry->getArgument(1),
                 entry->getArgument(2), entry->getArguments().slice(5, numAux),
-                env);
+                env, m, hkv);
 }
 
 Value KernelScaffold::emitScale(Region &scaleRegion, KernelEnv &env) {

@@ -487,17 +487,17 @@ Value mlir::attn::emitRegionGradient(ImplicitLocOpBuilder &b, Region &region,
 
 void mlir::attn::bindKernelEnv(ImplicitLocOpBuilder &b, SpecOp spec, Value q,
                                Value k, Value v, ValueRange auxArgs,
-                               KernelEnv &env) {
+                               KernelEnv &env, Value m, Value hkvOverride) {
   auto dimOf = [&](Value m, int64_t d) -> Value {
     return arith::IndexCastOp::create(b, b.getI64Type(),
                                       memref::DimOp::create(b, m, d));
   };
-  Value hq = dimOf(q, 1), hkv = dimOf(k, 1);
+  Value hq = dimOf(q, 1), hkv = hkvOverride ? hkvOverride : dimOf(k, 1);
   env.dims["B"] = dimOf(q, 0);
   env.dims["Hq"] = hq;
   env.dims["Hkv"] = hkv;
   env.dims["N"] = dimOf(q, 2);
-  env.dims["M"] = dimOf(k, 2);
+  env.dims["M"] = m ? m : dimOf(k, 2);
   env.dims["Dqk"] = dimOf(q, 3);
   env.dims["Dv"] = dimOf(v, 3);
   env.dims["G"] = arith::DivUIOp::create(b, hq, hkv);
@@ -511,6 +511,11 @@ void mlir::attn::bindKernelEnv(ImplicitLocOpBuilder &b, SpecOp spec, Value q,
       if (auto s = dyn_cast<StringAttr>(attr); s && !env.dims.count(s))
         env.dims[s.getValue()] = dimOf(mem, d);
   }
+  bindParams(b, spec, env);
+}
+
+void mlir::attn::bindParams(ImplicitLocOpBuilder &b, SpecOp spec,
+                            KernelEnv &env) {
   // Params in order: defaults may use dims and earlier params.
   for (ParamOp p : spec.getBodyBlock().getOps<ParamOp>())
     env.params[p.getSymName()] = emitRegion(b, p.getDefaultValue(), {}, env);

@@ -153,6 +153,7 @@ CPUBackendTarget::pipelineOptions(const Schedule &schedule) const {
   options.tileKV = schedule.tileKV;
   options.linearChunk = schedule.linearChunk;
   options.linearState = schedule.linearState;
+  options.pagedKV = schedule.pagedKV;
   options.backward = schedule.backward;
   options.vectorWidth = machine.vectorWidth();
   options.bf16Dot = machine.bf16Dot() != CPUTarget::BF16Dot::Off;
@@ -188,6 +189,8 @@ LogicalResult CPUBackendTarget::lower(ModuleOp module, const Schedule &schedule,
     return failure();
   if (stop == Stage::LLVM && module.lookupSymbol(info.symbol + "_decode"))
     info.decodeLanes = options.vectorWidth;
+  if (stop == Stage::LLVM && module.lookupSymbol(info.symbol + "_paged"))
+    info.paged = true;
   return success();
 }
 
@@ -315,6 +318,12 @@ static std::string cpuHeader(const KernelInfo &info) {
   if (info.decodeLanes)
     os << "void " << info.symbol
        << "_decode(void **args, int64_t begin, int64_t end);\n";
+  if (info.paged)
+    os << "void " << info.symbol
+       << "_paged(void **args, int64_t begin, int64_t end);\n";
+  if (info.paged && info.decodeLanes)
+    os << "void " << info.symbol
+       << "_paged_decode(void **args, int64_t begin, int64_t end);\n";
   os << "\n";
   header::writeInputDescs(os, info.symbol, info.signature);
   os << "static const attn_kernel_desc_t " << info.symbol << "_kernel = {\n"
@@ -323,7 +332,11 @@ static std::string cpuHeader(const KernelInfo &info) {
      << ", " << info.symbol << "_inputs, " << (info.hasLse ? 1 : 0) << ", "
      << info.symbol << ", "
      << (info.decodeLanes ? info.symbol + "_decode" : std::string("NULL"))
-     << ", " << info.decodeLanes << "};\n\n"
+     << ", " << info.decodeLanes << ", "
+     << (info.paged ? info.symbol + "_paged" : std::string("NULL")) << ", "
+     << (info.paged && info.decodeLanes ? info.symbol + "_paged_decode"
+                                        : std::string("NULL"))
+     << "};\n\n"
      << "static inline attn_status_t attn_run_" << n << "(";
   header::writeEntryParams(os, info.signature);
   os << "DLTensor *o, DLTensor *lse, const attn_run_options_t *options) {\n";
@@ -377,21 +390,32 @@ std::string CPUBinding::bind() {
         gradIndices.data(),  reinterpret_cast<attn_cpu_kernel_fn>(fn)};
     return "";
   }
-  void *decodeFn = nullptr;
-  if (info.decodeLanes) {
-    decodeFn = lib->symbol(info.symbol + "_decode");
-    if (!decodeFn)
-      return "the kernel library lacks " + info.symbol + "_decode";
-  }
-  desc = attn_kernel_desc_t{ATTN_ABI_VERSION,
-                            info.name.c_str(),
-                            static_cast<int32_t>(info.tileQ),
-                            inputs->size(),
-                            inputs->data(),
-                            info.hasLse ? 1 : 0,
-                            reinterpret_cast<attn_cpu_kernel_fn>(fn),
-                            reinterpret_cast<attn_cpu_kernel_fn>(decodeFn),
-                            static_cast<int32_t>(info.decodeLanes)};
+  void *decodeFn = nullptr, *pagedFn = nullptr, *pagedDecodeFn = nullptr;
+  auto need = [&](const std::string &suffix, void *&fn) -> std::string {
+    fn = lib->symbol(info.symbol + suffix);
+    return fn ? "" : "the kernel library lacks " + info.symbol + suffix;
+  };
+  if (info.decodeLanes)
+    if (std::string e = need("_decode", decodeFn); !e.empty())
+      return e;
+  if (info.paged)
+    if (std::string e = need("_paged", pagedFn); !e.empty())
+      return e;
+  if (info.paged && info.decodeLanes)
+    if (std::string e = need("_paged_decode", pagedDecodeFn); !e.empty())
+      return e;
+  desc =
+      attn_kernel_desc_t{ATTN_ABI_VERSION,
+                         info.name.c_str(),
+                         static_cast<int32_t>(info.tileQ),
+                         inputs->size(),
+                         inputs->data(),
+                         info.hasLse ? 1 : 0,
+                         reinterpret_cast<attn_cpu_kernel_fn>(fn),
+                         reinterpret_cast<attn_cpu_kernel_fn>(decodeFn),
+                         static_cast<int32_t>(info.decodeLanes),
+                         reinterpret_cast<attn_cpu_kernel_fn>(pagedFn),
+                         reinterpret_cast<attn_cpu_kernel_fn>(pagedDecodeFn)};
   return "";
 }
 
