@@ -39,13 +39,13 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import attnc_ctypes  # noqa: E402
+from timing import median_time  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(HERE))
 
@@ -84,19 +84,8 @@ GAP_S = float(os.environ.get("DECODE_GAP_S", "0.02"))
 
 
 def timed(fn, runs):
-    """Median of `runs` calls after a warm-up; each call starts after a
-    short sleep, so that threads another library left spinning (torch's
-    OpenMP pool) have gone idle (bench/peers/run_peers.py measured up to
-    1.5x slowdowns without it)."""
-    fn()
-    ts = []
-    for _ in range(runs):
-        time.sleep(GAP_S)
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    ts.sort()
-    return ts[len(ts) // 2]
+    """Median of `runs` calls after a warm-up, each after DECODE_GAP_S."""
+    return median_time(fn, runs, GAP_S)
 
 
 def main():

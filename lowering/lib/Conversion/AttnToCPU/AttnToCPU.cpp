@@ -515,17 +515,11 @@ void KernelBuilder::emitPass1Block(Value bIdx, Value h, Value hk, Value k0,
     emitPrefetchNextTile(bIdx, hk, k0, jb, nj);
   SmallVector<Value> init(nj * ci, vsplat(0));
   SmallVector<Value> rows;
-  SmallVector<KVRow> kRows;
-  for (int64_t r = 0; r < nj; ++r) {
-    Value j = arith::AddIOp::create(b, jb, cidx(r));
-    rows.push_back(arith::AddIOp::create(b, k0, j));
-    if (!dotQK)
-      kRows.push_back(kvRow(false, false, bIdx, hk, rows.back(), j));
-  }
-  SmallVector<Value> sAcc;
-  if (dotQK) {
-    sAcc = dotQKBlock(jb, nj, init);
-  } else {
+  for (int64_t r = 0; r < nj; ++r)
+    rows.push_back(
+        arith::AddIOp::create(b, arith::AddIOp::create(b, k0, jb), cidx(r)));
+  // S rows += K[row r, d] * Q[d] over d, row r from kRows[r].
+  auto qkLoop = [&](ArrayRef<KVRow> kRows) {
     auto dLoop =
         loop(cidx(0), Dqk, cidx(1), init, [&](Value d, ValueRange acc) {
           SmallVector<Value> qv;
@@ -542,7 +536,43 @@ void KernelBuilder::emitPass1Block(Value bIdx, Value h, Value hk, Value k0,
           }
           return next;
         });
-    sAcc.assign(dLoop.getResults().begin(), dLoop.getResults().end());
+    return SmallVector<Value>(dLoop.getResults());
+  };
+  auto tableRows = [&] {
+    SmallVector<KVRow> kRows;
+    for (int64_t r = 0; r < nj; ++r)
+      kRows.push_back(kvRow(false, false, bIdx, hk, rows[r],
+                            arith::AddIOp::create(b, jb, cidx(r))));
+    return kRows;
+  };
+  SmallVector<Value> sAcc;
+  if (dotQK) {
+    sAcc = dotQKBlock(jb, nj, init);
+  } else if (!paged) {
+    sAcc = qkLoop(tableRows());
+  } else {
+    // Paged: a block whose rows share a page steps by the slot stride from
+    // its first row (one base register, as contiguous K); one that crosses
+    // a page takes each row's offset (nj base registers, which spill).
+    Value slot = arith::RemUIOp::create(b, rows[0], pageSize);
+    Value onePage = arith::CmpIOp::create(
+        b, P::ule, arith::AddIOp::create(b, slot, cidx(nj)), pageSize);
+    SmallVector<Type> types(nj * ci, vf32());
+    auto ifOp = scf::IfOp::create(b, types, onePage, true);
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(&ifOp.getThenRegion().front());
+    Value base = memref::LoadOp::create(b, kRowOff, ValueRange{jb});
+    SmallVector<KVRow> affine;
+    for (int64_t r = 0; r < nj; ++r)
+      affine.push_back(
+          {kFlat,
+           {arith::AddIOp::create(
+               b, base, arith::MulIOp::create(b, cidx(r), kPoolStrides[1]))}});
+    scf::YieldOp::create(b, qkLoop(affine));
+    b.setInsertionPointToStart(&ifOp.getElseRegion().front());
+    scf::YieldOp::create(b, qkLoop(tableRows()));
+    b.setInsertionPointAfter(ifOp);
+    sAcc.assign(ifOp.getResults().begin(), ifOp.getResults().end());
   }
   for (int64_t r = 0; r < nj; ++r) {
     Value jRow = arith::AddIOp::create(b, jb, cidx(r));
@@ -727,26 +757,62 @@ void KernelBuilder::emitPV(Value hk, Value bIdx, Value k0, Value kn,
         return next;
       });
     };
-    auto jLoop =
-        dotPV ? dotLoop()
-              : loop(cidx(0), kn, cidx(1), init, [&](Value j, ValueRange acc) {
-                  SmallVector<Value> pv;
-                  for (int64_t c = 0; c < ci; ++c)
-                    pv.push_back(vector::LoadOp::create(
-                        b, vf32(), St, ValueRange{j, cidx(c * vl)}));
-                  KVRow vRow = kvRow(true, false, bIdx, hk,
-                                     arith::AddIOp::create(b, k0, j), j);
-                  SmallVector<Value> next;
-                  for (int64_t r = 0; r < nd; ++r) {
-                    Value col = arith::AddIOp::create(b, dvb, cidx(r));
-                    Value vv = bcast(toF32(
-                        memref::LoadOp::create(b, vRow.mem, vRow.at(col))));
-                    for (int64_t c = 0; c < ci; ++c)
-                      next.push_back(
-                          vector::FMAOp::create(b, vv, pv[c], acc[r * ci + c]));
-                  }
-                  return next;
-                });
+    // acc + P[j] * V[j, dvb .. dvb + nd) for the rows j in [lo, hi); the
+    // row comes from vRow(j).
+    auto rowsLoop = [&](Value lo, Value hi, ValueRange init,
+                        function_ref<KVRow(Value)> vRow) {
+      return loop(lo, hi, cidx(1), init, [&](Value j, ValueRange acc) {
+        SmallVector<Value> pv;
+        for (int64_t c = 0; c < ci; ++c)
+          pv.push_back(vector::LoadOp::create(b, vf32(), St,
+                                              ValueRange{j, cidx(c * vl)}));
+        KVRow row = vRow(j);
+        SmallVector<Value> next;
+        for (int64_t r = 0; r < nd; ++r) {
+          Value col = arith::AddIOp::create(b, dvb, cidx(r));
+          Value vv =
+              bcast(toF32(memref::LoadOp::create(b, row.mem, row.at(col))));
+          for (int64_t c = 0; c < ci; ++c)
+            next.push_back(
+                vector::FMAOp::create(b, vv, pv[c], acc[r * ci + c]));
+        }
+        return next;
+      });
+    };
+    auto fp32Loop = [&]() -> scf::ForOp {
+      if (!paged)
+        return rowsLoop(cidx(0), kn, init, [&](Value j) {
+          return kvRow(true, false, bIdx, hk, arith::AddIOp::create(b, k0, j),
+                       j);
+        });
+      // Paged: the tile's rows run by run, a run being the rows in one page
+      // (rows [r * P - s0, (r + 1) * P - s0) of the tile, s0 = k0 % P), so
+      // the inner loop steps by the slot stride from the run's first row, as
+      // the contiguous loop does, instead of loading every row's offset.
+      Value s0 = arith::RemUIOp::create(b, k0, pageSize);
+      Value runs = arith::CeilDivUIOp::create(
+          b, arith::AddIOp::create(b, s0, kn), pageSize);
+      return loop(cidx(0), runs, cidx(1), init, [&](Value r, ValueRange acc) {
+        Value start = arith::MulIOp::create(b, r, pageSize);
+        Value lo =
+            arith::SubIOp::create(b, arith::MaxUIOp::create(b, start, s0), s0);
+        Value hi = arith::MinUIOp::create(
+            b,
+            arith::SubIOp::create(b, arith::AddIOp::create(b, start, pageSize),
+                                  s0),
+            kn);
+        Value base = memref::LoadOp::create(b, vRowOff, ValueRange{lo});
+        auto inner = rowsLoop(lo, hi, acc, [&](Value j) {
+          Value off = arith::AddIOp::create(
+              b, base,
+              arith::MulIOp::create(b, arith::SubIOp::create(b, j, lo),
+                                    vPoolStrides[1]));
+          return KVRow{vFlat, {off}};
+        });
+        return SmallVector<Value>(inner.getResults());
+      });
+    };
+    auto jLoop = dotPV ? dotLoop() : fp32Loop();
     for (int64_t r = 0; r < nd; ++r) {
       Value row = arith::AddIOp::create(b, dvb, cidx(r));
       for (int64_t c = 0; c < ci; ++c)
