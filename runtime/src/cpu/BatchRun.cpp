@@ -148,11 +148,14 @@ struct MergeLaunch {
 void mergeSegments(void *ctx, int64_t begin, int64_t end) {
   auto *m = static_cast<MergeLaunch *>(ctx);
   const std::vector<MergeSegment> &segs = *m->segments;
+  auto it = std::upper_bound(
+      segs.begin(), segs.end(), begin,
+      [](int64_t r, const MergeSegment &s) { return r < s.start; });
+  size_t seg = size_t(it - segs.begin()) - 1;
   for (int64_t row = begin; row < end; ++row) {
-    auto it = std::upper_bound(
-        segs.begin(), segs.end(), row,
-        [](int64_t r, const MergeSegment &s) { return r < s.start; });
-    const MergeSegment &s = *(it - 1);
+    while (seg + 1 < segs.size() && row >= segs[seg + 1].start)
+      ++seg;
+    const MergeSegment &s = segs[seg];
     int64_t local = row - s.start, h = local / s.N, i = local % s.N;
     int64_t part = (h / m->G) * s.S * s.R + (h % m->G) * s.N + i;
     float lse =
@@ -212,6 +215,31 @@ public:
     return ATTN_OK;
   }
 
+  /// attn_cpu_run's decode schedule: a dense batch whose tensors
+  /// attn_cpu_run validated (and bound to `bound`) runs the last stages.
+  attn_status_t runValidatedDense(const attn::DimBinding &bound, int threads) {
+    dims = bound;
+    numThreads = threads;
+    q = inputs[0];
+    k = inputs[1];
+    v = inputs[2];
+    B = dims.at("B");
+    Hq = dims.at("Hq");
+    Hkv = dims.at("Hkv");
+    Dqk = dims.at("Dqk");
+    Dv = dims.at("Dv");
+    maxN = dims.at("N");
+    maxM = dims.at("M");
+    seqN.assign(B, maxN);
+    seqM.assign(B, maxM);
+    for (attn_status_t (BatchCall::*stage)() :
+         {&BatchCall::planSchedules, &BatchCall::buildSegments,
+          &BatchCall::launch})
+      if (attn_status_t st = (this->*stage)())
+        return st;
+    return ATTN_OK;
+  }
+
 private:
   /// The descriptor, the pointers, the thread count and which layout each
   /// side has.
@@ -260,6 +288,7 @@ private:
   std::vector<MergeSegment> merges;
   std::vector<std::unique_ptr<Descriptors>> words; // what args point into
   int64_t totalItems = 0, mergeRows = 0;
+  bool anyPrefill = false; // a segment writes o and lse directly
 
   attn_status_t setB(const char *name, int64_t b) {
     if (B >= 0 && b != B)
@@ -475,7 +504,8 @@ attn_status_t BatchCall::planSchedules() {
         (__builtin_mul_overflow(G, seqN[b], &gn) ||
          __builtin_mul_overflow(Hkv, (gn + lanes - 1) / lanes, &items) ||
          __builtin_add_overflow(decodeItems, items, &decodeItems)))
-      return fail(ATTN_ERROR_SHAPE, "q: Hkv * ceil(G * N / lanes) overflows");
+      return fail(ATTN_ERROR_SHAPE, "q: the decode work items (Hkv * ceil(G "
+                                    "* N / lanes) per sequence) overflow");
     if (decode[b])
       chunks[b] = (gn + lanes - 1) / lanes;
   }
@@ -569,6 +599,7 @@ attn_status_t BatchCall::buildSegments() {
       else
         desc.add(nullptr, nullptr, {b + 1, Hq, n}, {Hq * n, n, 1});
       seg.fn = paged ? kernel->paged_fn : kernel->cpu_fn;
+      anyPrefill = true;
       int64_t qt = (n + kernel->tile_q - 1) / kernel->tile_q;
       if (__builtin_mul_overflow(Hq, qt, &seg.count))
         return fail(ATTN_ERROR_SHAPE, "q: Hq * ceil(N / tile_q) overflows");
@@ -596,7 +627,8 @@ attn_status_t BatchCall::launch() {
   // parallelFor joins every chunk before it returns: the stores are visible.
   if (int32_t st = status.load(std::memory_order_relaxed))
     return launchError(kernel->name, st, dims,
-                       "o and lse are partially written");
+                       anyPrefill ? "o and lse are partially written"
+                                  : "o and lse are not written");
   if (mergeRows > 0) {
     MergeLaunch merge{&merges, Hq / Hkv, Dv};
     parallelFor(mergeSegments, &merge, mergeRows,
@@ -607,6 +639,16 @@ attn_status_t BatchCall::launch() {
 }
 
 } // namespace
+
+attn_status_t attn::runtime::runDenseDecode(const attn_kernel_desc_t *kernel,
+                                            const DLTensor *const *inputs,
+                                            DLTensor *o, DLTensor *lse,
+                                            const attn::DimBinding &dims,
+                                            int numThreads) {
+  static const attn_batch_layout_t kDense = {};
+  return BatchCall(kernel, inputs, &kDense, o, lse, nullptr)
+      .runValidatedDense(dims, numThreads);
+}
 
 extern "C" attn_status_t attn_cpu_run_batch(const attn_kernel_desc_t *kernel,
                                             const DLTensor *const *inputs,

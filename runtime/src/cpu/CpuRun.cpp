@@ -8,7 +8,6 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "../Merge.h"
 #include "../Validate.h"
 #include "CpuRunInternal.h"
 #include "ThreadPool.h"
@@ -19,7 +18,6 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
-#include <memory>
 #include <sched.h>
 #include <string>
 #include <thread>
@@ -144,101 +142,6 @@ int64_t attn::runtime::decodeSplits(int64_t items, int64_t M, int numThreads) {
 
 namespace {
 
-struct MergeJob {
-  const float *oPart, *lsePart; // [B, Hkv, S, R, Dv], [B, Hkv, S, R]
-  int64_t Hq, Hkv, N, Dv, S, R;
-  char *o, *lse; // data + byte_offset; lse NULL when not wanted
-  std::vector<int64_t> oStrides, lseStrides;
-};
-
-/// Merges rows [begin, end) of the flat (b, h, i) range into o and lse.
-void mergeRange(void *ctx, int64_t begin, int64_t end) {
-  auto *j = static_cast<const MergeJob *>(ctx);
-  int64_t G = j->Hq / j->Hkv;
-  for (int64_t row = begin; row < end; ++row) {
-    int64_t i = row % j->N, bh = row / j->N, h = bh % j->Hq, b = bh / j->Hq;
-    int64_t part = (b * j->Hkv + h / G) * j->S * j->R + (h % G) * j->N + i;
-    const std::vector<int64_t> &os = j->oStrides;
-    float *out =
-        reinterpret_cast<float *>(j->o) + b * os[0] + h * os[1] + i * os[2];
-    float lse = mergeRow(j->S, j->Dv, j->oPart + part * j->Dv, j->R * j->Dv, 1,
-                         j->lsePart + part, j->R, out, os[3]);
-    if (j->lse) {
-      const std::vector<int64_t> &ls = j->lseStrides;
-      reinterpret_cast<float *>(j->lse)[b * ls[0] + h * ls[1] + i * ls[2]] =
-          lse;
-    }
-  }
-}
-
-/// The decode schedule (runtime.h, attn_kernel_desc_t::decode_fn): the
-/// partial results of every split into scratch, then their LSE merge into
-/// o and lse. Validation is done; fails only for memory.
-attn_status_t runDecode(const attn_kernel_desc_t *kernel,
-                        const DLTensor *const *inputs, DLTensor *o,
-                        DLTensor *lse, const attn::DimBinding &dims,
-                        int numThreads) {
-  int64_t B = dims.at("B"), Hq = dims.at("Hq"), Hkv = dims.at("Hkv");
-  int64_t N = dims.at("N"), M = dims.at("M"), Dv = dims.at("Dv");
-  int64_t L = kernel->decode_lanes, G = Hq / Hkv;
-  int64_t chunks = (G * N + L - 1) / L, R = chunks * L;
-  int64_t base, items, lseFloats, oFloats;
-  if (__builtin_mul_overflow(B * Hkv, chunks, &base))
-    return fail(ATTN_ERROR_SHAPE, "q: B * Hkv * ceil(G * N / lanes) overflows");
-  int64_t S = decodeSplits(base, M, numThreads);
-  if (__builtin_mul_overflow(base, S, &items) ||
-      __builtin_mul_overflow(B * Hkv * S, R, &lseFloats) ||
-      __builtin_mul_overflow(lseFloats, Dv, &oFloats) ||
-      oFloats > int64_t(SIZE_MAX / sizeof(float)) - lseFloats)
-    return fail(ATTN_ERROR_SHAPE,
-                "the decode schedule's partial results overflow");
-  std::unique_ptr<float[], void (*)(void *)> scratch(
-      static_cast<float *>(
-          std::malloc(size_t(oFloats + lseFloats) * sizeof(float))),
-      std::free);
-  if (!scratch)
-    return fail(ATTN_ERROR_OUT_OF_MEMORY,
-                std::string("kernel '") + (kernel->name ? kernel->name : "?") +
-                    "': out of memory allocating the decode schedule's " +
-                    str(S) + " partial results; o and lse are not written");
-  float *oPart = scratch.get(), *lsePart = oPart + oFloats;
-
-  Descriptors desc;
-  for (int i = 0; i < 3; ++i)
-    desc.addTensor(inputs[i]);
-  desc.add(oPart, oPart, {B, Hkv, S, R, Dv},
-           {Hkv * S * R * Dv, S * R * Dv, R * Dv, Dv, 1});
-  desc.add(lsePart, lsePart, {B, Hkv, S, R}, {Hkv * S * R, S * R, R, 1});
-  for (int32_t i = 3; i < kernel->num_inputs; ++i)
-    desc.addTensor(inputs[i]);
-  std::vector<void *> args = desc.args();
-  std::atomic<int32_t> status{ATTN_KERNEL_OK};
-  args.push_back(&status);
-  Launch launch{kernel->decode_fn, args.data(), &status};
-  parallelFor(runRange, &launch, items, 1, numThreads);
-  if (int32_t st = status.load(std::memory_order_relaxed))
-    return launchError(kernel->name, st, dims, "o and lse are not written");
-
-  MergeJob job{oPart,
-               lsePart,
-               Hq,
-               Hkv,
-               N,
-               Dv,
-               S,
-               R,
-               static_cast<char *>(o->data) + o->byte_offset,
-               lse ? static_cast<char *>(lse->data) + lse->byte_offset
-                   : nullptr,
-               stridesOf(o),
-               lse ? stridesOf(lse) : std::vector<int64_t>{}};
-  int64_t rows = B * Hq * N;
-  parallelFor(mergeRange, &job, rows,
-              std::max<int64_t>(1, rows / (int64_t(numThreads) * 4)),
-              numThreads);
-  return ATTN_OK;
-}
-
 int computeDefaultThreads() {
   if (const char *env = std::getenv("ATTN_NUM_THREADS")) {
     char *endp = nullptr;
@@ -303,7 +206,7 @@ extern "C" attn_status_t attn_cpu_run(const attn_kernel_desc_t *kernel,
   if (attn_status_t st = checkHeadDims(kernel->name, dims))
     return st;
   if (useDecode(kernel, dims.at("N")))
-    return runDecode(kernel, inputs, o, lse, dims, numThreads);
+    return runDenseDecode(kernel, inputs, o, lse, dims, numThreads);
 
   // Work items.
   int64_t B = dims.at("B"), Hq = dims.at("Hq"), N = dims.at("N");

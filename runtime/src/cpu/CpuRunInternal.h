@@ -52,6 +52,14 @@ bool useDecode(const attn_kernel_desc_t *k, int64_t N);
 /// overrides.
 int64_t decodeSplits(int64_t items, int64_t M, int numThreads);
 
+/// The decode schedule of attn_cpu_run (a dense batch, validated, dims
+/// bound): every split's partial (o, lse) into scratch, then their LSE
+/// merge into o and lse; the same stages as attn_cpu_run_batch.
+attn_status_t runDenseDecode(const attn_kernel_desc_t *kernel,
+                             const DLTensor *const *inputs, DLTensor *o,
+                             DLTensor *lse, const attn::DimBinding &dims,
+                             int numThreads);
+
 } // namespace attn::runtime
 
 #endif // ATTN_RUNTIME_CPU_CPURUNINTERNAL_H
