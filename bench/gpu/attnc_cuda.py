@@ -114,7 +114,11 @@ class InputDesc(ctypes.Structure):
 class CudaVariant(ctypes.Structure):
     _fields_ = [("function", ctypes.c_char_p), ("max_head_dim", ctypes.c_int32),
                 ("block_q", ctypes.c_int32), ("num_threads", ctypes.c_int32),
-                ("shared_mem_bytes", ctypes.c_int32)]
+                ("shared_mem_bytes", ctypes.c_int32),
+                # ABI 3 (attn_cuda_kernel_variant_t): without these the
+                # struct was 24 bytes instead of 40 and variants[1] garbage.
+                ("scratch_state_floats", ctypes.c_int64),
+                ("scratch_fixed_floats", ctypes.c_int64)]
 
 
 class CudaKernelDesc(ctypes.Structure):

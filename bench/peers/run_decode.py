@@ -3,6 +3,7 @@
 
     python3 bench/peers/run_decode.py                   # attnc + bandwidth only
     build/peers-venv/bin/python bench/peers/run_decode.py   # + SDPA, FlexAttention
+    ... run_decode.py --grid                            # issue 14's whole grid
 
 Decode (a few new queries against a long KV cache) is bound by reading K and
 V: the figure of merit is K+V bytes / time against the machine's read
@@ -27,6 +28,9 @@ inputs and alternating call by call:
                   [pages, 16, Hkv, D] view); Flex paged: FlexAttention over
                   torch's PagedAttention cache [1, Hkv, pages * 16, D] with
                   its converted BlockMask, when it imports.
+  baseline        (--baseline-attnc ATTNC) the decode call compiled by
+                  another attnc (an older build), alternated call by call
+                  with this build's on the same inputs.
 Outputs are checked against attnc decode's (max abs err / max |o|).
 Medians of --runs calls after a warm-up, each after a pause of DECODE_GAP_S
 seconds (default 0.02; 0 runs the calls back to back, as a serving loop
@@ -45,7 +49,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import attnc_ctypes  # noqa: E402
-from timing import median_time  # noqa: E402
+from timing import alternating_medians, median_time  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(HERE))
 
@@ -58,6 +62,23 @@ SHAPES = [
     ("MLA 16/1 B=4 M=4k", 4, 16, 1, 1, 4096, 576, 512, "fp32"),
     ("GQA 32/8 M=8k bf16", 1, 32, 8, 1, 8192, 128, 128, "bf16"),
 ]
+
+
+
+def issue_grid():
+    """--grid: issue 14's table, B in {1, 8} x N in {1, 4, 16} x M in {4k,
+    32k} x (GQA 32/8, MHA 8/8) x (fp32, bf16) at D = 128, plus MLA."""
+    rows = []
+    for dt in ("fp32", "bf16"):
+        for hq, hkv, tag in ((32, 8, "GQA"), (8, 8, "MHA")):
+            for B in (1, 8):
+                for N in (1, 4, 16):
+                    for M in (4096, 32768):
+                        label = "%s B=%d N=%d M=%dk%s" % (
+                            tag, B, N, M // 1024, " bf16" if dt == "bf16" else "")
+                        rows.append((label, B, hq, hkv, N, M, 128, 128, dt))
+    rows.append(SHAPES[4])
+    return rows
 
 
 def read_bandwidth(threads):
@@ -95,6 +116,12 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--no-peers", action="store_true")
     ap.add_argument("--shapes", help="comma list of shape indices (default all)")
+    ap.add_argument("--grid", action="store_true",
+                    help="issue 14's full grid (49 rows) instead of the 6 shapes")
+    ap.add_argument("--baseline-attnc", metavar="ATTNC",
+                    help="also time the same decode calls compiled by another "
+                         "attnc binary (e.g. the previous commit's build/bin/"
+                         "attnc), alternating call by call with this build's")
     ap.add_argument("--paged", action="store_true",
                     help="also time K/V in a paged cache (page size 16)")
     a = ap.parse_args()
@@ -113,15 +140,26 @@ def main():
     kern = {"fp32": attnc_ctypes.AttnKernel(os.path.join(ROOT, "examples", "causal.attn"),
                                             paged_kv=a.paged),
             "bf16": attnc_ctypes.AttnKernel(bf16_spec(tmp), paged_kv=a.paged)}
+    base = None
+    if a.baseline_attnc:
+        # Kernels of the other compiler, in their own cache; they run on
+        # this build's runtime (one libattn_runtime per process).
+        ours, attnc_ctypes.ATTNC = attnc_ctypes.ATTNC, os.path.abspath(a.baseline_attnc)
+        cache = attnc_ctypes.CACHE + "-baseline"
+        base = {"fp32": attnc_ctypes.AttnKernel(
+                    os.path.join(ROOT, "examples", "causal.attn"), cache_dir=cache),
+                "bf16": attnc_ctypes.AttnKernel(bf16_spec(tmp), cache_dir=cache)}
+        attnc_ctypes.ATTNC = ours
     rng = np.random.default_rng(0)
-    hdr = ("%-20s %9s %9s %7s %9s %8s %9s %9s %8s %8s" %
+    hdr = ("%-22s %9s %9s %7s %9s %8s %9s %9s %8s %8s" %
            ("shape", "K+V MB", "decode", "GB/s", "% of bw", "prefill", "SDPA",
             "Flex", "dec/pre", "dec/Flex"))
     print(hdr)
     print("-" * len(hdr))
-    picks = range(len(SHAPES)) if not a.shapes else [int(x) for x in a.shapes.split(",")]
+    shapes = issue_grid() if a.grid else SHAPES
+    picks = range(len(shapes)) if not a.shapes else [int(x) for x in a.shapes.split(",")]
     for idx in picks:
-        label, B, Hq, Hkv, N, M, Dqk, Dv, dt = SHAPES[idx]
+        label, B, Hq, Hkv, N, M, Dqk, Dv, dt = shapes[idx]
         q = rng.standard_normal((B, Hq, N, Dqk), dtype=np.float32)
         k = rng.standard_normal((B, Hkv, M, Dqk), dtype=np.float32)
         v = rng.standard_normal((B, Hkv, M, Dv), dtype=np.float32)
@@ -139,6 +177,16 @@ def main():
         os.environ.pop("ATTN_CPU_SCHEDULE", None)
         t_dec = timed(lambda: call(a.threads), a.runs)
         o_dec = o.copy()
+        if base is not None:
+            o_base = np.empty_like(o)
+            call_base = base[dt].prepare(ins, o_base, np.empty_like(lse))
+            t_ours, t_base = alternating_medians(
+                [lambda: call(a.threads), lambda: call_base(a.threads)], a.runs, GAP_S)
+            e = np.abs(o_base - o_dec).max() / np.abs(o_dec).max()
+            print("  baseline %.2fms, this build %.2fms: %.2fx%s" % (
+                t_base * 1e3, t_ours * 1e3, t_base / t_ours,
+                "" if e < (3e-2 if dt == "bf16" else 1e-4) else
+                "  MISMATCH %.2e" % e))
         os.environ["ATTN_CPU_SCHEDULE"] = "prefill"
         t_pre = timed(lambda: call(a.threads), max(3, a.runs // 4))
         os.environ.pop("ATTN_CPU_SCHEDULE", None)
@@ -168,7 +216,7 @@ def main():
                 except Exception as ex:  # noqa: BLE001
                     print("  Flex failed: %s" % str(ex).splitlines()[0])
         gbs = kvbytes / t_dec / 1e9
-        print("%-20s %9.1f %7.2fms %7.1f %8.0f%% %7.2fms %7.2fms %7.2fms %7.2fx %7.2fx%s" % (
+        print("%-22s %9.1f %7.2fms %7.1f %8.0f%% %7.2fms %7.2fms %7.2fms %7.2fx %7.2fx%s" % (
             label, kvbytes / 1e6, t_dec * 1e3, gbs, 100 * gbs / bw, t_pre * 1e3,
             t_sdpa * 1e3, t_flex * 1e3, t_pre / t_dec, t_flex / t_dec,
             "" if err_pre < (3e-2 if dt == "bf16" else 1e-4) else
@@ -224,7 +272,7 @@ def paged_layout_row(a, kern, ins, o_dec, shape, kvbytes, bw, t_dec, t_flex, rng
     t = timed(lambda: call(a.threads), a.runs)
     err = np.abs(o - o_dec).max() / np.abs(o_dec).max()
     gbs = kvbytes / t / 1e9
-    print("%-20s %9s %7.2fms %7.1f %8.0f%% %9s %9s %7.2fms %8s %7.2fx  "
+    print("%-22s %9s %7.2fms %7.1f %8.0f%% %9s %9s %7.2fms %8s %7.2fx  "
           "(page %d, %.2fx contiguous)%s" % (
               "  paged " + layout, "", t * 1e3, gbs, 100 * gbs / bw, "", "",
               t_flex * 1e3, "", t_flex / t, PAGE, t_dec / t,

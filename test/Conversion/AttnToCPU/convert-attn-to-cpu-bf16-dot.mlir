@@ -97,8 +97,21 @@
 // QKONLY: vector.fma
 // QKONLY-LABEL: func.func @attn_dense_f32_tiles(
 
+// Without bf16-dot no kernel uses x86vector; the prefill kernels need no
+// unit-stride view, the decode kernels' head-dim-in-lanes micro-kernel
+// loads K and V rows through one.
+// OFF-LABEL: func.func @attn_dense_bf16_tiles(
 // OFF-NOT: x86vector
 // OFF-NOT: memref.reinterpret_cast
+// OFF-LABEL: func.func @attn_dense_bf16_decode_tiles(
+// OFF-NOT: x86vector
+// OFF: memref.reinterpret_cast
+// OFF-NOT: x86vector
+// OFF-LABEL: func.func @attn_dense_f32_tiles(
+// OFF-NOT: x86vector
+// OFF-NOT: memref.reinterpret_cast
+// OFF-LABEL: func.func @attn_dense_f32_decode_tiles(
+// OFF-NOT: x86vector
 
 // LLVM: llvm.call_intrinsic "llvm.x86.avx512bf16.dpbf16ps.512"
 

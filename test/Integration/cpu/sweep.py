@@ -29,7 +29,8 @@
 # --decode sweeps the decode schedule instead (attn_kernel_desc_t::decode_fn,
 # forced with ATTN_CPU_SCHEDULE=decode): softmax specs on decode shapes (N of
 # 1 to 9 with G * N above and below the 16 lanes, so lane chunks span
-# several heads; M < N with empty rows) and their OVERRIDES shapes, tile_kv
+# several heads, and G * N of 1 to 4 for the head-dim-in-lanes
+# micro-kernel; M < N with empty rows) and their OVERRIDES shapes, tile_kv
 # 7 and the default, ATTN_DECODE_SPLITS 1, 3 and 7 (splits past the last
 # tile and splits a window hides are empty: lse = -inf parts), threads 1
 # and 2. `attnc run` must report schedule=decode; other normalizers have no
@@ -53,10 +54,15 @@ THREADS = [1, 2, 8]
 
 GENERIC_SOFTMAX_SHAPES = ["B=2,Hq=4,Hkv=2,N=70,M=53,Dqk=24,Dv=40",
                           "B=2,Hq=4,Hkv=2,N=37,M=100,Dqk=40,Dv=24"]
+# G * N of 1 to 4 takes the head-dim-in-lanes micro-kernel (up to 2 on
+# AVX2), with head dims that are not multiples of the vector width.
 DECODE_SHAPES = ["B=2,Hq=8,Hkv=2,N=1,M=300,Dqk=24,Dv=40",
                  "B=1,Hq=12,Hkv=2,N=3,M=150,Dqk=40,Dv=24",
+                 "B=2,Hq=3,Hkv=3,N=1,M=201,Dqk=36,Dv=20",
                  "B=2,Hq=4,Hkv=4,N=5,M=77,Dqk=16,Dv=8",
-                 "B=1,Hq=6,Hkv=3,N=9,M=5,Dqk=8,Dv=12"]
+                 "B=1,Hq=6,Hkv=2,N=1,M=97,Dqk=20,Dv=52",
+                 "B=1,Hq=6,Hkv=3,N=9,M=5,Dqk=8,Dv=12",
+                 "B=2,Hq=2,Hkv=1,N=2,M=130,Dqk=48,Dv=35"]
 DECODE_SPLITS = [1, 3, 7]
 DECODE_TILE_KV = [7, None]
 DECODE_THREADS = [1, 2]

@@ -80,6 +80,13 @@ struct LinearForm {
   FeatureMapKind fmK = FeatureMapKind::identity;
 };
 
+/// scf.for from lb to ub by step carrying `init`, its body built by
+/// body(induction variable, carried values) -> the values to yield; the
+/// builder stays after the loop.
+scf::ForOp buildFor(ImplicitLocOpBuilder &b, Value lb, Value ub, Value step,
+                    ValueRange init,
+                    function_ref<SmallVector<Value>(Value, ValueRange)> body);
+
 class KernelScaffold {
 protected:
   KernelScaffold(SpecOp spec)

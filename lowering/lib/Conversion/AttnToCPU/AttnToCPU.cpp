@@ -32,6 +32,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "BackwardToCPU.h"
+#include "HeadDimLanes.h"
 #include "KernelBase.h"
 #include "LinearBackwardToCPU.h"
 #include "LinearToCPU.h"
@@ -108,6 +109,15 @@ private:
   /// vector) the score and mask regions see.
   void laneIndices(SmallVector<Value> &qIdx, Value &hIdx);
   LogicalResult emitDecodeItem(Value item);
+  /// Decode, head dim in lanes: Qr[g, :] = scale * q row of lane g, for
+  /// the lanes those micro-kernels take.
+  void emitLoadQRows(Value bIdx);
+  /// The head-dim-in-lanes micro-kernels for this call's G * N: body(1)
+  /// when G * N = 1, else body(HeadDimLanes::maxQueries(vl)) (the query
+  /// rows past G * N are zero).
+  SmallVector<Value>
+  switchQueries(TypeRange types,
+                function_ref<SmallVector<Value>(int64_t)> body);
   /// The (head, query) box of a decode item's valid lanes, as i64 bounds.
   void decodeTileBox(Value &hLo, Value &hHi, Value &qLo, Value &qHi);
   void emitLoadQ(Value bIdx);
@@ -122,14 +132,15 @@ private:
   void emitFinishRows(Value bIdx, Value h, Value k0, Value kn, Value partial,
                       ArrayRef<Value> qIdx, SmallVector<Value> &stat);
   void emitPV(Value hk, Value bIdx, Value k0, Value kn, bool rescale);
+  /// emitPV by the lane micro-kernel (Ot[dv][lane]).
+  void emitPVLanes(Value hk, Value bIdx, Value k0, Value kn, bool rescale);
   void emitPrefetchNextTile(Value bIdx, Value hk, Value k0, Value jb,
                             int64_t nj);
   // Where kv rows live (contiguous k[b, hk, row, :], or paged).
   /// A kv row of the tile being lowered: the memref and its leading indices
   /// (the column index follows).
-  struct KVRow {
-    Value mem;
-    SmallVector<Value, 3> idx;
+  struct KVRow : RowRef {
+    KVRow(Value mem, SmallVector<Value, 3> idx) : RowRef{mem, idx} {}
     SmallVector<Value, 4> at(Value d) const {
       SmallVector<Value, 4> r(idx.begin(), idx.end());
       r.push_back(d);
@@ -215,6 +226,13 @@ private:
   // Decode: the splits per (b, kv head, chunk) (the partials' dim 2), the
   // lane chunks per (b, kv head) and G * N, the group's queries.
   Value numSplits, numChunks, groupRows;
+  /// Decode: the kernel has the head-dim-in-lanes micro-kernels
+  /// (HeadDimLanes.h); `lanesHD` (i1, per call) says a call uses them: G * N
+  /// at most HeadDimLanes::maxQueries(vl) and unit-stride K and V rows.
+  /// Their state: Qr [maxQueries, ceil(Dqk / vl) * vl] (scaled q rows) and
+  /// Or [maxQueries, ceil(Dv / vl) * vl] (o rows, copied to Ot at the end).
+  bool useLanesHD = false;
+  Value lanesHD, Qr, Or;
 
   // The work item and kv tile being lowered.
   Value itemHk, itemQn;       // kv head, valid rows of the q tile
@@ -318,25 +336,44 @@ void KernelBuilder::emitPrologue(func::FuncOp fn) {
   }
   // Scratch on the heap, once per call (allocScratch): Qt and Ot scale with
   // the head dims, St with the tiles.
+  useLanesHD = decode && HeadDimLanes::maxQueries(vl) >= 1;
   if (dotQK) {
     D2 = arith::CeilDivUIOp::create(b, Dqk, cidx(2));
     Value D2x2 = arith::MulIOp::create(b, D2, cidx(2));
     Qp = allocScratch(MemRefType::get({dyn, 2 * bq}, bf16), ValueRange{D2});
     Kp = allocScratch(MemRefType::get({bk, dyn}, bf16), ValueRange{D2x2});
+  } else {
+    Qt = allocScratch(MemRefType::get({dyn, bq}, f32), ValueRange{Dqk});
+  }
+  if (dotQK || useLanesHD) {
     unitInner(k, kUnit, kU);
     if (paged)
       kUFlat = flatView(k, Dqk, true, kPoolStrides);
-  } else {
-    Qt = allocScratch(MemRefType::get({dyn, bq}, f32), ValueRange{Dqk});
   }
   if (dotPV) {
     int64_t bk2 = (bk + 1) / 2;
     Pp = allocScratch(MemRefType::get({bk2, 2 * bq}, bf16));
     Vp = allocScratch(MemRefType::get({bk2, dyn}, bf16),
                       ValueRange{arith::MulIOp::create(b, Dv, cidx(2))});
+  }
+  if (dotPV || useLanesHD) {
     unitInner(v, vUnit, vU);
     if (paged)
       vUFlat = flatView(v, Dv, true, vPoolStrides);
+  }
+  if (useLanesHD) {
+    int64_t gnMax = HeadDimLanes::maxQueries(vl);
+    auto padded = [&](Value d) {
+      return arith::MulIOp::create(
+          b, arith::CeilDivUIOp::create(b, d, cidx(vl)), cidx(vl));
+    };
+    Qr = allocScratch(MemRefType::get({gnMax, dyn}, f32),
+                      ValueRange{padded(Dqk)});
+    Or = allocScratch(MemRefType::get({gnMax, dyn}, f32),
+                      ValueRange{padded(Dv)});
+    lanesHD = arith::AndIOp::create(
+        b, arith::CmpIOp::create(b, P::ule, groupRows, cidx(gnMax)),
+        arith::AndIOp::create(b, kUnit, vUnit));
   }
 
   // With dotPV an odd tile_kv gets one more (zero) row for the last pair.
@@ -420,6 +457,49 @@ void KernelBuilder::decodeTileBox(Value &hLo, Value &hHi, Value &qLo,
   qHi = toI64(arith::SelectOp::create(b, oneHead,
                                       arith::RemUIOp::create(b, f1, N),
                                       arith::SubIOp::create(b, N, cidx(1))));
+}
+
+void KernelBuilder::emitLoadQRows(Value bIdx) {
+  Value cols = memref::DimOp::create(b, Qr, 1);
+  for (int64_t i = 0, e = HeadDimLanes::maxQueries(vl); i < e; ++i) {
+    QueryRow qr = queryRow(cidx(i));
+    // Padding lanes and the columns past Dqk are 0.
+    Value n = arith::SelectOp::create(b, qr.valid, Dqk, cidx(0));
+    loop(cidx(0), n, cidx(1), {}, [&](Value d, ValueRange) {
+      Value x = toF32(
+          memref::LoadOp::create(b, q, ValueRange{bIdx, qr.h, qr.row, d}));
+      memref::StoreOp::create(b, arith::MulFOp::create(b, x, scale), Qr,
+                              ValueRange{cidx(i), d});
+      return SmallVector<Value>{};
+    });
+    loop(n, cols, cidx(1), {}, [&](Value d, ValueRange) {
+      memref::StoreOp::create(b, cf32(0), Qr, ValueRange{cidx(i), d});
+      return SmallVector<Value>{};
+    });
+  }
+}
+
+SmallVector<Value>
+KernelBuilder::switchQueries(TypeRange types,
+                             function_ref<SmallVector<Value>(int64_t)> body) {
+  // Two versions, not one per G * N: each is a copy of both micro-kernels
+  // (compile time), and 2 <= G * N < maxQueries takes the widest, whose
+  // extra query rows are zero.
+  int64_t gnMax = HeadDimLanes::maxQueries(vl);
+  if (gnMax == 1)
+    return body(1);
+  auto ifOp = scf::IfOp::create(
+      b, types, arith::CmpIOp::create(b, P::eq, groupRows, cidx(1)), true);
+  OpBuilder::InsertionGuard g(b);
+  for (auto [block, gn] : {std::pair(&ifOp.getThenRegion().front(), int64_t{1}),
+                           std::pair(&ifOp.getElseRegion().front(), gnMax)}) {
+    // Without results the scf.if comes with its yields; build our own.
+    if (!block->empty())
+      block->getTerminator()->erase();
+    b.setInsertionPointToEnd(block);
+    scf::YieldOp::create(b, body(gn));
+  }
+  return SmallVector<Value>(ifOp.getResults());
 }
 
 void KernelBuilder::emitLoadQ(Value bIdx) {
@@ -545,34 +625,61 @@ void KernelBuilder::emitPass1Block(Value bIdx, Value h, Value hk, Value k0,
                             arith::AddIOp::create(b, jb, cidx(r))));
     return kRows;
   };
+  // S by the lane micro-kernel (queries in lanes).
+  auto lanesS = [&] {
+    SmallVector<Value> sAcc;
+    if (dotQK) {
+      sAcc = dotQKBlock(jb, nj, init);
+    } else if (!paged) {
+      sAcc = qkLoop(tableRows());
+    } else {
+      // Paged: a block whose rows share a page steps by the slot stride from
+      // its first row (one base register, as contiguous K); one that crosses
+      // a page takes each row's offset (nj base registers, which spill).
+      Value slot = arith::RemUIOp::create(b, rows[0], pageSize);
+      Value onePage = arith::CmpIOp::create(
+          b, P::ule, arith::AddIOp::create(b, slot, cidx(nj)), pageSize);
+      SmallVector<Type> types(nj * ci, vf32());
+      auto ifOp = scf::IfOp::create(b, types, onePage, true);
+      OpBuilder::InsertionGuard g(b);
+      b.setInsertionPointToStart(&ifOp.getThenRegion().front());
+      Value base = memref::LoadOp::create(b, kRowOff, ValueRange{jb});
+      SmallVector<KVRow> affine;
+      for (int64_t r = 0; r < nj; ++r)
+        affine.push_back(
+            {kFlat,
+             {arith::AddIOp::create(
+                 b, base,
+                 arith::MulIOp::create(b, cidx(r), kPoolStrides[1]))}});
+      scf::YieldOp::create(b, qkLoop(affine));
+      b.setInsertionPointToStart(&ifOp.getElseRegion().front());
+      scf::YieldOp::create(b, qkLoop(tableRows()));
+      b.setInsertionPointAfter(ifOp);
+      sAcc.assign(ifOp.getResults().begin(), ifOp.getResults().end());
+    }
+    return sAcc;
+  };
   SmallVector<Value> sAcc;
-  if (dotQK) {
-    sAcc = dotQKBlock(jb, nj, init);
-  } else if (!paged) {
-    sAcc = qkLoop(tableRows());
-  } else {
-    // Paged: a block whose rows share a page steps by the slot stride from
-    // its first row (one base register, as contiguous K); one that crosses
-    // a page takes each row's offset (nj base registers, which spill).
-    Value slot = arith::RemUIOp::create(b, rows[0], pageSize);
-    Value onePage = arith::CmpIOp::create(
-        b, P::ule, arith::AddIOp::create(b, slot, cidx(nj)), pageSize);
+  if (useLanesHD) {
+    // Decode with few queries: the head-dim-in-lanes micro-kernel.
     SmallVector<Type> types(nj * ci, vf32());
-    auto ifOp = scf::IfOp::create(b, types, onePage, true);
+    auto ifOp = scf::IfOp::create(b, types, lanesHD, true);
     OpBuilder::InsertionGuard g(b);
     b.setInsertionPointToStart(&ifOp.getThenRegion().front());
-    Value base = memref::LoadOp::create(b, kRowOff, ValueRange{jb});
-    SmallVector<KVRow> affine;
+    SmallVector<RowRef> kRows;
     for (int64_t r = 0; r < nj; ++r)
-      affine.push_back(
-          {kFlat,
-           {arith::AddIOp::create(
-               b, base, arith::MulIOp::create(b, cidx(r), kPoolStrides[1]))}});
-    scf::YieldOp::create(b, qkLoop(affine));
+      kRows.push_back(kvRow(false, true, bIdx, hk, rows[r],
+                            arith::AddIOp::create(b, jb, cidx(r))));
+    scf::YieldOp::create(b, switchQueries(types, [&](int64_t gn) {
+                           return HeadDimLanes(b, vl).scores(Qr, gn, kRows,
+                                                             Dqk);
+                         }));
     b.setInsertionPointToStart(&ifOp.getElseRegion().front());
-    scf::YieldOp::create(b, qkLoop(tableRows()));
+    scf::YieldOp::create(b, lanesS());
     b.setInsertionPointAfter(ifOp);
     sAcc.assign(ifOp.getResults().begin(), ifOp.getResults().end());
+  } else {
+    sAcc = lanesS();
   }
   for (int64_t r = 0; r < nj; ++r) {
     Value jRow = arith::AddIOp::create(b, jb, cidx(r));
@@ -715,6 +822,27 @@ void KernelBuilder::emitFinishRows(Value bIdx, Value h, Value k0, Value kn,
 
 void KernelBuilder::emitPV(Value hk, Value bIdx, Value k0, Value kn,
                            bool rescale) {
+  if (!useLanesHD)
+    return emitPVLanes(hk, bIdx, k0, kn, rescale);
+  auto ifOp = scf::IfOp::create(b, TypeRange{}, lanesHD, true);
+  OpBuilder::InsertionGuard g(b);
+  b.setInsertionPointToStart(&ifOp.getThenRegion().front());
+  switchQueries({}, [&](int64_t gn) {
+    HeadDimLanes(b, vl).accumulatePV(
+        Or, St, aBuf, gn, kn, Dv,
+        [&](Value j) -> RowRef {
+          return kvRow(true, true, bIdx, hk, arith::AddIOp::create(b, k0, j),
+                       j);
+        },
+        rescale);
+    return SmallVector<Value>{};
+  });
+  b.setInsertionPointToStart(&ifOp.getElseRegion().front());
+  emitPVLanes(hk, bIdx, k0, kn, rescale);
+}
+
+void KernelBuilder::emitPVLanes(Value hk, Value bIdx, Value k0, Value kn,
+                                bool rescale) {
   // Pass 3: Ot[dv][i] (* alpha[i] for softmax) + sum_j V[j, dv] * P[j][i],
   // rd value columns at a time so the accumulators stay in registers.
   Value kn2;
@@ -1099,7 +1227,11 @@ void KernelBuilder::emitScoresAndNormalize(Value bIdx, Value hk, Value k0,
   laneIndices(qIdx, h);
   bool softmax = kind == NormalizerKind::softmax;
   bool rowSum = kind == NormalizerKind::relu && tiled.getRowNormalize();
-  if (dotQK)
+  if (dotQK && useLanesHD)
+    ifThen(arith::XOrIOp::create(
+               b, lanesHD, arith::ConstantOp::create(b, b.getBoolAttr(true))),
+           [&] { emitPackK(bIdx, hk, k0, kn); });
+  else if (dotQK)
     emitPackK(bIdx, hk, k0, kn);
   SmallVector<Value> stat(
       ci, vsplat(softmax ? -std::numeric_limits<float>::infinity() : 0.0f));
@@ -1231,6 +1363,18 @@ void KernelBuilder::emitStore(Value bIdx, Value h, Value q0, Value qn) {
     vector::StoreOp::create(b, inv, invBuf, ValueRange{cidx(c * vl)});
   }
   if (decode) {
+    // The head-dim-in-lanes micro-kernel's o rows to Ot[dv][lane].
+    if (useLanesHD)
+      ifThen(lanesHD, [&] {
+        loop(cidx(0), groupRows, cidx(1), {}, [&](Value g, ValueRange) {
+          loop(cidx(0), Dv, cidx(1), {}, [&](Value d, ValueRange) {
+            Value x = memref::LoadOp::create(b, Or, ValueRange{g, d});
+            memref::StoreOp::create(b, x, Ot, ValueRange{d, g});
+            return SmallVector<Value>{};
+          });
+          return SmallVector<Value>{};
+        });
+      });
     // The split's partial (o, lse) of every lane, padding lanes included
     // (finite: their q rows are 0); the runtime merges the valid ones.
     Value base = arith::MulIOp::create(b, itemChunk, cidx(vl));
@@ -1379,6 +1523,8 @@ LogicalResult KernelBuilder::lowerLoadQ(TileLoadQOp op) {
     emitLoadQPairs(bIdx);
   else
     emitLoadQ(bIdx);
+  if (useLanesHD)
+    ifThen(lanesHD, [&] { emitLoadQRows(bIdx); });
   return success();
 }
 
@@ -1396,6 +1542,15 @@ LogicalResult KernelBuilder::lowerInit(TileInitOp) {
       vector::StoreOp::create(b, vsplat(0), Ot, ValueRange{d, cidx(c * vl)});
     return SmallVector<Value>{};
   });
+  if (useLanesHD)
+    ifThen(lanesHD, [&] {
+      Value cols = memref::DimOp::create(b, Or, 1);
+      for (int64_t g = 0, e = HeadDimLanes::maxQueries(vl); g < e; ++g)
+        loop(cidx(0), cols, cidx(vl), {}, [&](Value d, ValueRange) {
+          vector::StoreOp::create(b, vsplat(0), Or, ValueRange{cidx(g), d});
+          return SmallVector<Value>{};
+        });
+    });
   return success();
 }
 

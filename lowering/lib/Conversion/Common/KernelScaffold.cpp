@@ -109,7 +109,8 @@ void mlir::attn::setLaunchContract(gpu::GPUFuncOp fn, int64_t blockQ,
 }
 
 scf::ForOp
-KernelScaffold::loop(Value lb, Value ub, Value step, ValueRange init,
+mlir::attn::buildFor(ImplicitLocOpBuilder &b, Value lb, Value ub, Value step,
+                     ValueRange init,
                      function_ref<SmallVector<Value>(Value, ValueRange)> body) {
   auto f = scf::ForOp::create(b, lb, ub, step, init);
   OpBuilder::InsertionGuard g(b);
@@ -117,9 +118,14 @@ KernelScaffold::loop(Value lb, Value ub, Value step, ValueRange init,
   if (!f.getBody()->empty())
     f.getBody()->getTerminator()->erase();
   b.setInsertionPointToEnd(f.getBody());
-  SmallVector<Value> res = body(f.getInductionVar(), f.getRegionIterArgs());
-  scf::YieldOp::create(b, res);
+  scf::YieldOp::create(b, body(f.getInductionVar(), f.getRegionIterArgs()));
   return f;
+}
+
+scf::ForOp
+KernelScaffold::loop(Value lb, Value ub, Value step, ValueRange init,
+                     function_ref<SmallVector<Value>(Value, ValueRange)> body) {
+  return buildFor(b, lb, ub, step, init, body);
 }
 
 void KernelScaffold::forEach(Value lb, Value ub,

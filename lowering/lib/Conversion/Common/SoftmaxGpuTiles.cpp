@@ -2,6 +2,7 @@
 //===//
 
 #include "attn/Conversion/SoftmaxGpuTiles.h"
+#include "attn/Conversion/KernelScaffold.h"
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
@@ -149,13 +150,7 @@ static scf::ForOp
 forLoop(ImplicitLocOpBuilder &b, Value ub, ValueRange init,
         function_ref<SmallVector<Value>(Value, ValueRange)> body) {
   auto cidx = [&](int64_t v) { return arith::ConstantIndexOp::create(b, v); };
-  auto f = scf::ForOp::create(b, cidx(0), ub, cidx(1), init);
-  OpBuilder::InsertionGuard g(b);
-  if (!f.getBody()->empty())
-    f.getBody()->getTerminator()->erase();
-  b.setInsertionPointToEnd(f.getBody());
-  scf::YieldOp::create(b, body(f.getInductionVar(), f.getRegionIterArgs()));
-  return f;
+  return buildFor(b, cidx(0), ub, cidx(1), init, body);
 }
 
 FailureOr<SmallVector<Value>> mlir::attn::emitBackwardPairLoop(
