@@ -131,6 +131,12 @@ def main():
         import torch
         from torch.nn.attention.flex_attention import create_block_mask, flex_attention
         torch.set_num_threads(a.threads)
+        # One compile per shape: past dynamo's default limit (8) flex_attention
+        # silently falls back to its unfused eager form (--grid has 49 shapes).
+        for knob in ("recompile_limit", "cache_size_limit",
+                     "accumulated_recompile_limit", "accumulated_cache_size_limit"):
+            if hasattr(torch._dynamo.config, knob):
+                setattr(torch._dynamo.config, knob, 4096)
         flex = torch.compile(flex_attention, dynamic=False)
     except ImportError:
         torch = None
