@@ -367,6 +367,11 @@ std::string GpuBackendTarget::checkSchedule(const Schedule &schedule) const {
             " yet (the linear-attention kernels start from a zero state); "
             "use the CPU target for decoding")
         .str();
+  if (schedule.pagedKV)
+    return ("a paged KV cache (--paged-kv, CompileOptions::pagedKV) is not "
+            "supported for " +
+            names().title + " yet; the paged kernels exist for the CPU target")
+        .str();
   return "";
 }
 
