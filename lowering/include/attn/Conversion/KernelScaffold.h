@@ -158,6 +158,9 @@ protected:
   void forEach(Value lb, Value ub, function_ref<void(Value)> body);
   /// scf.if without results.
   void ifThen(Value cond, function_ref<void()> body);
+  /// scf.if without results, with an else branch.
+  void ifThenElse(Value cond, function_ref<void()> thenBody,
+                  function_ref<void()> elseBody);
 
   // The kernel's arguments and what the spec's regions see.
   /// Binds q, k, v, o, lse (entry args 0..4) and the dims Hq, N, Dqk, M,

@@ -228,11 +228,12 @@ private:
   Value numSplits, numChunks, groupRows;
   /// Decode: the kernel has the head-dim-in-lanes micro-kernels
   /// (HeadDimLanes.h); `lanesHD` (i1, per call) says a call uses them: G * N
-  /// at most HeadDimLanes::maxQueries(vl) and unit-stride K and V rows.
-  /// Their state: Qr [maxQueries, ceil(Dqk / vl) * vl] (scaled q rows) and
-  /// Or [maxQueries, ceil(Dv / vl) * vl] (o rows, copied to Ot at the end).
+  /// at most HeadDimLanes::maxQueries(vl) and unit-stride K and V rows;
+  /// `notLanesHD` is its negation. Their state: Qr [maxQueries,
+  /// ceil(Dqk / vl) * vl] (scaled q rows) and Or [maxQueries,
+  /// ceil(Dv / vl) * vl] (o rows, stored from there to the partials).
   bool useLanesHD = false;
-  Value lanesHD, Qr, Or;
+  Value lanesHD, notLanesHD, Qr, Or;
 
   // The work item and kv tile being lowered.
   Value itemHk, itemQn;       // kv head, valid rows of the q tile
@@ -374,6 +375,8 @@ void KernelBuilder::emitPrologue(func::FuncOp fn) {
     lanesHD = arith::AndIOp::create(
         b, arith::CmpIOp::create(b, P::ule, groupRows, cidx(gnMax)),
         arith::AndIOp::create(b, kUnit, vUnit));
+    notLanesHD = arith::XOrIOp::create(
+        b, lanesHD, arith::ConstantOp::create(b, b.getBoolAttr(true)));
   }
 
   // With dotPV an odd tile_kv gets one more (zero) row for the last pair.
@@ -1228,9 +1231,7 @@ void KernelBuilder::emitScoresAndNormalize(Value bIdx, Value hk, Value k0,
   bool softmax = kind == NormalizerKind::softmax;
   bool rowSum = kind == NormalizerKind::relu && tiled.getRowNormalize();
   if (dotQK && useLanesHD)
-    ifThen(arith::XOrIOp::create(
-               b, lanesHD, arith::ConstantOp::create(b, b.getBoolAttr(true))),
-           [&] { emitPackK(bIdx, hk, k0, kn); });
+    ifThen(notLanesHD, [&] { emitPackK(bIdx, hk, k0, kn); });
   else if (dotQK)
     emitPackK(bIdx, hk, k0, kn);
   SmallVector<Value> stat(
@@ -1363,35 +1364,44 @@ void KernelBuilder::emitStore(Value bIdx, Value h, Value q0, Value qn) {
     vector::StoreOp::create(b, inv, invBuf, ValueRange{cidx(c * vl)});
   }
   if (decode) {
-    // The head-dim-in-lanes micro-kernel's o rows to Ot[dv][lane].
-    if (useLanesHD)
-      ifThen(lanesHD, [&] {
-        loop(cidx(0), groupRows, cidx(1), {}, [&](Value g, ValueRange) {
-          loop(cidx(0), Dv, cidx(1), {}, [&](Value d, ValueRange) {
-            Value x = memref::LoadOp::create(b, Or, ValueRange{g, d});
-            memref::StoreOp::create(b, x, Ot, ValueRange{d, g});
-            return SmallVector<Value>{};
-          });
-          return SmallVector<Value>{};
-        });
-      });
     // The split's partial (o, lse) of every lane, padding lanes included
     // (finite: their q rows are 0); the runtime merges the valid ones.
     Value base = arith::MulIOp::create(b, itemChunk, cidx(vl));
-    loop(cidx(0), cidx(bq), cidx(1), {}, [&](Value i, ValueRange) {
-      Value lane = arith::AddIOp::create(b, base, i);
-      Value inv = memref::LoadOp::create(b, invBuf, ValueRange{i});
-      loop(cidx(0), Dv, cidx(1), {}, [&](Value d, ValueRange) {
-        Value acc = memref::LoadOp::create(b, Ot, ValueRange{d, i});
-        memref::StoreOp::create(b, arith::MulFOp::create(b, acc, inv), o,
-                                ValueRange{bIdx, itemHk, itemSplit, lane, d});
+    auto storeLanes = [&](Value lo, Value hi,
+                          function_ref<Value(Value i, Value d)> acc) {
+      loop(lo, hi, cidx(1), {}, [&](Value i, ValueRange) {
+        Value lane = arith::AddIOp::create(b, base, i);
+        Value inv = memref::LoadOp::create(b, invBuf, ValueRange{i});
+        loop(cidx(0), Dv, cidx(1), {}, [&](Value d, ValueRange) {
+          memref::StoreOp::create(b, arith::MulFOp::create(b, acc(i, d), inv),
+                                  o,
+                                  ValueRange{bIdx, itemHk, itemSplit, lane, d});
+          return SmallVector<Value>{};
+        });
+        Value x = memref::LoadOp::create(b, mBuf, ValueRange{i});
+        memref::StoreOp::create(b, x, lse,
+                                ValueRange{bIdx, itemHk, itemSplit, lane});
         return SmallVector<Value>{};
       });
-      Value x = memref::LoadOp::create(b, mBuf, ValueRange{i});
-      memref::StoreOp::create(b, x, lse,
-                              ValueRange{bIdx, itemHk, itemSplit, lane});
-      return SmallVector<Value>{};
-    });
+    };
+    auto fromOt = [&](Value i, Value d) -> Value {
+      return memref::LoadOp::create(b, Ot, ValueRange{d, i});
+    };
+    if (!useLanesHD) {
+      storeLanes(cidx(0), cidx(bq), fromOt);
+      return;
+    }
+    // The head-dim-in-lanes micro-kernel's rows are in Or; Ot's lanes past
+    // the group's queries are still 0.
+    ifThenElse(
+        lanesHD,
+        [&] {
+          storeLanes(cidx(0), groupRows, [&](Value i, Value d) -> Value {
+            return memref::LoadOp::create(b, Or, ValueRange{i, d});
+          });
+          storeLanes(groupRows, cidx(bq), fromOt);
+        },
+        [&] { storeLanes(cidx(0), cidx(bq), fromOt); });
     return;
   }
   loop(cidx(0), qn, cidx(1), {}, [&](Value i, ValueRange) {
@@ -1519,12 +1529,17 @@ LogicalResult KernelBuilder::emitDecodeItem(Value item) {
 
 LogicalResult KernelBuilder::lowerLoadQ(TileLoadQOp op) {
   Value bIdx = map.lookup(op.getB());
-  if (dotQK)
-    emitLoadQPairs(bIdx);
-  else
-    emitLoadQ(bIdx);
+  auto loadLanes = [&] {
+    if (dotQK)
+      emitLoadQPairs(bIdx);
+    else
+      emitLoadQ(bIdx);
+  };
+  // The head-dim-in-lanes micro-kernel reads only its q rows.
   if (useLanesHD)
-    ifThen(lanesHD, [&] { emitLoadQRows(bIdx); });
+    ifThenElse(lanesHD, [&] { emitLoadQRows(bIdx); }, loadLanes);
+  else
+    loadLanes();
   return success();
 }
 

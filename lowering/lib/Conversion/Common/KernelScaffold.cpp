@@ -143,6 +143,16 @@ void KernelScaffold::ifThen(Value cond, function_ref<void()> body) {
   body();
 }
 
+void KernelScaffold::ifThenElse(Value cond, function_ref<void()> thenBody,
+                                function_ref<void()> elseBody) {
+  auto op = scf::IfOp::create(b, TypeRange{}, cond, true);
+  OpBuilder::InsertionGuard g(b);
+  b.setInsertionPointToStart(&op.getThenRegion().front());
+  thenBody();
+  b.setInsertionPointToStart(&op.getElseRegion().front());
+  elseBody();
+}
+
 void KernelScaffold::bindCanonical(Block *entry) {
   q = entry->getArgument(0);
   k = entry->getArgument(1);
