@@ -18,6 +18,13 @@
 //    them with atomics), dk and dv as NaN; then, for a kernel with
 //    attn.scratch_state_floats, the global scratch the runtime would
 //    allocate (attn_cuda_scratch_floats_per_cta per CTA), as NaN bytes.
+//  - --schedule decode: the split-KV decode kernel (attn.role = "decode")
+//    into partials o_part [B, Hkv, S, C * 16, Dv] and lse_part
+//    [B, Hkv, S, C * 16] (C = ceil(G * N / 16), S = --splits), NaN at the
+//    start, on grid (B * Hkv * C * S, 1, 1); then the merge kernel
+//    (attn.role = "merge") from them into o and lse (null unless --output
+//    lse is given), NaN at the start, on grid (ceil(N / attn.block_q),
+//    B * Hq, 1): the two launches the runtime will make.
 // Each CTA is interpreted by GpuSim (see GpuSim.h). Options: see kUsage.
 //
 //===----------------------------------------------------------------------===//
@@ -59,6 +66,7 @@ static const char *kUsage = R"(usage: attn-gpu-sim KERNEL.mlir [--kernel NAME]
            --input q=Q.npy --input k=K.npy --input v=V.npy [--input AUX=FILE.npy]...
            [--output o=O.npy] [--output lse=LSE.npy] [--round-inputs-to DIR]
            [--async-copy=deferred|immediate] [--no-race-check] [--stride-pad P]
+           [--schedule forward|decode] [--splits S]
        attn-gpu-sim KERNEL.mlir [--kernel NAME] (a backward kernel)
            --input q=.. --input k=.. --input v=.. --input o=O.npy
            [--input lse=LSE.npy] --input do=DO.npy [--input dlse=DLSE.npy]
@@ -88,8 +96,15 @@ launched as a backward kernel: one CTA per attn.block_kv rows of k and v.
                        retires its group runs; immediate: when it is issued
   --no-race-check      no shared-memory race / global double-write checks
   --stride-pad P       rank-4 tensors (q, k, v, o; backward also do, dq, dk,
-                       dv) get rows P elements longer than D (NaN padding)
-                       and a base offset of P elements
+                       dv; decode also lse_part) get rows P elements longer
+                       than their last dim (NaN padding) and a base offset
+                       of P elements
+  --schedule decode    run the split-KV decode kernel (the one with
+                       attn.role = "decode" and the smallest attn.max_head_dim
+                       that fits, or --kernel) into per-split partials, then
+                       the merge kernel (attn.role = "merge") into o and lse
+  --splits S           decode: the kv splits per (b, kv head, row chunk)
+                       (default 1; splits past the last kv tile are empty)
 
 Backward kernels take, besides q, k, v and the aux inputs:
   --input o=FILE       the forward's o, float32/float64 [B,Hq,N,Dv] (required)
@@ -111,6 +126,8 @@ struct Options {
   AsyncMode async = AsyncMode::Deferred;
   bool raceCheck = true;
   int64_t stridePad = 0;
+  bool decode = false;
+  int64_t splits = 1;
 };
 
 bool splitNameFile(const std::string &s,
@@ -167,6 +184,17 @@ Options parseArgs(int argc, char **argv) {
       o.stridePad = std::strtoll(v.c_str(), &end, 10);
       if (v.empty() || *end || o.stridePad < 0)
         fatal("--stride-pad takes a non-negative element count");
+    } else if (is(a, "--schedule")) {
+      std::string v = value(i, a, "--schedule");
+      if (v != "forward" && v != "decode")
+        fatal("--schedule must be forward or decode");
+      o.decode = v == "decode";
+    } else if (is(a, "--splits")) {
+      std::string v = value(i, a, "--splits");
+      char *end = nullptr;
+      o.splits = std::strtoll(v.c_str(), &end, 10);
+      if (v.empty() || *end || o.splits < 1 || o.splits > 1024)
+        fatal("--splits takes a count from 1 to 1024");
     } else if (a == "--no-race-check") {
       o.raceCheck = false;
     } else if (!a.empty() && a[0] == '-') {
@@ -345,6 +373,13 @@ Problem readInputs(const Options &opt) {
 
 bool isBackward(gpu::GPUFuncOp fn) { return fn->hasAttr("attn.backward"); }
 
+/// The kernel's attn.role ("decode", "merge"), empty for the forward and
+/// backward kernels.
+StringRef roleOf(gpu::GPUFuncOp fn) {
+  auto a = fn->getAttrOfType<StringAttr>("attn.role");
+  return a ? a.getValue() : StringRef();
+}
+
 /// A kernel that takes global scratch as its last argument declares it with
 /// attn.scratch_state_floats and attn.scratch_fixed_floats (the runtime's
 /// attn_cuda_kernel_variant_t fields).
@@ -398,14 +433,17 @@ std::vector<std::string> gradientInputs(gpu::GPUFuncOp fn) {
 /// attn.max_head_dim >= needD, preferring backward kernels when `do` is
 /// given and forward kernels otherwise (a module may hold both).
 gpu::GPUFuncOp selectKernel(ModuleOp module, const Options &opt, int64_t needD,
-                            bool wantBackward) {
+                            bool wantBackward, StringRef role = "") {
   std::vector<gpu::GPUFuncOp> kernels;
   module->walk([&](gpu::GPUFuncOp fn) {
-    if (fn.isKernel())
+    if (fn.isKernel() && (!opt.kernel.empty() || roleOf(fn) == role))
       kernels.push_back(fn);
   });
   if (kernels.empty())
-    fatal("no gpu.func kernel in '" + opt.file + "'");
+    fatal("no gpu.func kernel" +
+          (role.empty() ? std::string()
+                        : " with attn.role \"" + role.str() + "\"") +
+          " in '" + opt.file + "'");
   gpu::GPUFuncOp fn;
   if (!opt.kernel.empty()) {
     for (auto f : kernels)
@@ -558,17 +596,30 @@ void requireF32Output(gpu::GPUFuncOp fn, unsigned argNo,
   }
 }
 
-/// Forward: q, k, v, o, lse (null unless --output lse is given), then the
-/// aux inputs.
-Bindings bindForward(gpu::GPUFuncOp fn, const Options &opt, const Problem &p) {
-  Bindings b;
+/// Binds q, k, v to arguments 0..2 of `fn` (`aux`: the aux inputs to the
+/// arguments from 5 on, after the two outputs the caller binds).
+void bindInputs(Bindings &b, gpu::GPUFuncOp fn, const Options &opt,
+                const Problem &p, bool aux) {
   auto argTypes = fn.getArgumentTypes();
   auto input = [&](const std::string &name, unsigned argNo) {
     b.addInput(name, p.arrays.at(name), argTypes[argNo], argNo, opt.stridePad);
   };
-  input("q", 0);
-  input("k", 1);
-  input("v", 2);
+  if (!aux) {
+    input("q", 0);
+    input("k", 1);
+    input("v", 2);
+    b.rounded = {{"q", 0}, {"k", 1}, {"v", 2}};
+    return;
+  }
+  for (size_t i = 0; i < p.auxNames.size(); ++i)
+    input(p.auxNames[i], unsigned(5 + i));
+}
+
+/// Forward: q, k, v, o, lse (null unless --output lse is given), then the
+/// aux inputs.
+Bindings bindForward(gpu::GPUFuncOp fn, const Options &opt, const Problem &p) {
+  Bindings b;
+  bindInputs(b, fn, opt, p, false);
   bool lse = false;
   for (auto &[name, path] : opt.outputs) {
     if (name == "o") {
@@ -584,9 +635,7 @@ Bindings bindForward(gpu::GPUFuncOp fn, const Options &opt, const Problem &p) {
   requireF32Output(fn, 4, "lse", 3);
   b.addOutput("o", {p.B, p.Hq, p.N, p.Dv}, true, opt.stridePad);
   b.addOutput("lse", {p.B, p.Hq, p.N}, lse, opt.stridePad);
-  for (size_t i = 0; i < p.auxNames.size(); ++i)
-    input(p.auxNames[i], unsigned(5 + i));
-  b.rounded = {{"q", 0}, {"k", 1}, {"v", 2}};
+  bindInputs(b, fn, opt, p, true);
   return b;
 }
 
@@ -711,6 +760,112 @@ void writeOutputs(const Bindings &b) {
   }
 }
 
+/// The launch of a decode or merge kernel: its block and shared memory from
+/// its attributes, the grid given.
+LaunchConfig roleLaunch(gpu::GPUFuncOp fn, const Options &opt, int64_t gridX,
+                        int64_t gridY) {
+  LaunchConfig cfg;
+  cfg.grid[0] = gridX;
+  cfg.grid[1] = gridY;
+  cfg.block[0] = intAttr(fn, "attn.num_threads");
+  cfg.sharedBytes = intAttr(fn, "attn.shared_bytes");
+  cfg.async = opt.async;
+  cfg.raceCheck = opt.raceCheck;
+  return cfg;
+}
+
+/// --schedule decode: the decode kernel into NaN partials, then the merge
+/// kernel into NaN o and lse (see the file comment). Returns the summary.
+std::string runDecode(ModuleOp module, const Options &opt, Problem &p) {
+  gpu::GPUFuncOp dec = selectKernel(module, opt, std::max(p.Dqk, p.Dv),
+                                    /*wantBackward=*/false, "decode");
+  if (roleOf(dec) != "decode")
+    fatal("kernel '" + dec.getName().str() +
+          "' is not a decode kernel (attn.role = \"decode\")");
+  Options mergeOpt = opt;
+  mergeOpt.kernel.clear();
+  gpu::GPUFuncOp merge =
+      selectKernel(module, mergeOpt, std::max(p.Dqk, p.Dv), false, "merge");
+  p.auxNames = auxInputs(p, false);
+  int64_t rows = intAttr(dec, "attn.block_q");
+  int64_t maxD = intAttr(dec, "attn.max_head_dim");
+  if (std::max(p.Dqk, p.Dv) > maxD)
+    fatal("head dims exceed attn.max_head_dim = " + std::to_string(maxD) +
+          " of kernel '" + dec.getName().str() + "'");
+  int64_t kernelAux = int64_t(dec.getArgumentTypes().size()) - 5;
+  if (kernelAux != int64_t(p.auxNames.size()))
+    fatal("kernel '" + dec.getName().str() + "' takes " +
+          std::to_string(kernelAux) + " aux input(s), got " +
+          std::to_string(p.auxNames.size()));
+  int64_t G = p.Hq / p.Hkv, S = opt.splits;
+  int64_t chunks = (G * p.N + rows - 1) / rows;
+
+  Bindings b;
+  bindInputs(b, dec, opt, p, false);
+  requireF32Output(dec, 3, "o_part", 5);
+  requireF32Output(dec, 4, "lse_part", 4);
+  b.addOutput("o_part", {p.B, p.Hkv, S, chunks * rows, p.Dv}, true,
+              opt.stridePad);
+  b.addOutput("lse_part", {p.B, p.Hkv, S, chunks * rows}, true, opt.stridePad);
+  bindInputs(b, dec, opt, p, true);
+  if (!opt.roundDir.empty())
+    writeRoundedInputs(opt.roundDir, b);
+
+  // The merge's arguments: o_part, lse_part, o, lse (null unless asked).
+  bool withLse = false;
+  std::string oPath, lsePath;
+  for (auto &[name, path] : opt.outputs) {
+    if (name == "o")
+      oPath = path;
+    else if (name == "lse")
+      lsePath = path, withLse = true;
+    else
+      fatal("unknown output '" + name + "' (o or lse)");
+  }
+  requireF32Output(merge, 2, "o", 4);
+  requireF32Output(merge, 3, "lse", 3);
+  Bindings m;
+  m.addOutput("o", {p.B, p.Hq, p.N, p.Dv}, true, opt.stridePad);
+  m.addOutput("lse", {p.B, p.Hq, p.N}, withLse, opt.stridePad);
+  std::vector<MemDesc> mergeArgs = {b.args[3], b.args[4]};
+  for (MemDesc d : m.args) {
+    if (d.buf >= 0)
+      d.buf += int(b.buffers.size());
+    mergeArgs.push_back(d);
+  }
+  for (Buffer &buf : m.buffers)
+    b.buffers.push_back(std::move(buf));
+
+  Simulator decSim(dec), mergeSim(merge);
+  LaunchConfig decCfg = roleLaunch(dec, opt, p.B * p.Hkv * chunks * S, 1);
+  decSim.launch(decCfg, b.buffers, b.args);
+  LaunchConfig mergeCfg =
+      roleLaunch(merge, opt,
+                 (p.N + intAttr(merge, "attn.block_q") - 1) /
+                     intAttr(merge, "attn.block_q"),
+                 p.B * p.Hq);
+  mergeSim.launch(mergeCfg, b.buffers, mergeArgs);
+
+  auto write = [&](const std::string &path, const MemDesc &d) {
+    if (path.empty())
+      return;
+    std::string e = attn::writeNpy(path, toF32Array(b.buffers[d.buf], d));
+    if (!e.empty())
+      fatal(e);
+  };
+  write(oPath, mergeArgs[2]);
+  write(lsePath, mergeArgs[3]);
+  std::string r;
+  llvm::raw_string_ostream os(r);
+  os << "attn-gpu-sim: " << dec.getName() << ": ran " << decSim.ctasRun()
+     << " CTAs (grid " << decCfg.grid[0] << "x1, " << decCfg.block[0]
+     << " threads, " << decCfg.sharedBytes << " B shared, " << S << " splits), "
+     << decSim.opsExecuted() << " ops executed; " << merge.getName() << ": ran "
+     << mergeSim.ctasRun() << " CTAs (grid " << mergeCfg.grid[0] << "x"
+     << mergeCfg.grid[1] << ")\n";
+  return r;
+}
+
 } // namespace
 
 int main(int argc, char **argv) {
@@ -729,6 +884,10 @@ int main(int argc, char **argv) {
     fatal("cannot parse '" + opt.file + "'");
 
   Problem prob = readInputs(opt);
+  if (opt.decode) {
+    llvm::outs() << runDecode(*module, opt, prob);
+    return 0;
+  }
   gpu::GPUFuncOp fn = selectKernel(*module, opt, std::max(prob.Dqk, prob.Dv),
                                    prob.arrays.count("do"));
   bool backward = isBackward(fn);

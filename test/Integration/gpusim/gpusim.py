@@ -20,6 +20,7 @@
 #             [--shape ...]...
 #             [--backward [--bwd-tile-q T --bwd-tile-kv T] [--dlse]
 #              [--grad-rtol 3e-2] [--grad-floor F]]
+#             [--decode-splits S1,S2,...]
 #
 # Aux inputs other than `doc` (linear attention's gates, beta, projections)
 # are random f32 tensors of their declared shape (dims from --shape; extra
@@ -32,6 +33,13 @@
 # key give o == 0 exactly and lse == -inf, and no NaN anywhere. `D=` picks
 # the kernel (attn_<name>_d64 / _d128); default: the smallest that fits.
 # The last line is PASS when every shape passed, FAIL otherwise (exit 1).
+#
+# --decode-splits checks the split-KV decode schedule instead of the forward
+# kernel (softmax specs, CUDA): the spec is lowered with
+# convert-attn-to-nvvm{decode-kernels=1}, and per shape and per split count
+# S the simulator runs attn_<name>_decode_d<D> into NaN partials, then
+# attn_<name>_merge into o and lse (attn-gpu-sim --schedule decode), checked
+# against the reference as above.
 #
 # --backward checks the backward kernel instead. The spec is lowered twice:
 # the forward kernels as above, and the backward kernels
@@ -129,6 +137,9 @@ def parse_args():
                     help="the backward's q tile rows (default: --tile-q)")
     ap.add_argument("--bwd-tile-kv", type=int,
                     help="the backward's kv tile rows (default: --tile-kv)")
+    ap.add_argument("--decode-splits",
+                    help="S1,S2,...: check the split-KV decode and merge "
+                         "kernels with each split count instead")
     ap.add_argument("--dlse", action="store_true",
                     help="backward: a random dlse as well (softmax only)")
     ap.add_argument("--grad-rtol", type=float, default=GRAD_RTOL,
@@ -142,6 +153,10 @@ def parse_args():
         ap.error("--no-lse: the backward kernel takes the forward's lse")
     if a.dlse and not a.backward:
         ap.error("--dlse needs --backward")
+    if a.decode_splits:
+        if a.backward or a.backend != "cuda":
+            ap.error("--decode-splits: CUDA forward kernels only")
+        a.decode_splits = [int(x) for x in a.decode_splits.split(",")]
     return a
 
 
@@ -149,6 +164,8 @@ def lower(a, spec_mlir, out, pass_name, tile_q, tile_kv):
     """Lowers the attn dialect in spec_mlir to GPU kernels (file `out`)."""
     conversion = {"cuda": "convert-attn-to-nvvm",
                   "rocm": "convert-attn-to-rocdl"}[a.backend]
+    if a.decode_splits:
+        conversion += "{decode-kernels=1}"
     pipeline = ("builtin.module(attn.spec(attn-set-element-type{type=%s}),"
                 "attn.spec(%s{tile-q=%d tile-kv=%d}),"
                 "%s,canonicalize,cse,"
@@ -222,33 +239,39 @@ def input_args(names, files):
 
 
 def ctas(summary):
-    m = re.search(r"(attn_\w+): ran (\d+) CTAs", summary)
-    return " [%s, %s CTAs]" % (m.group(1), m.group(2)) if m else ""
+    runs = re.findall(r"(attn_\w+): ran (\d+) CTAs", summary)
+    return "".join(" [%s, %s CTAs]" % r for r in runs)
 
 
-def forward_sim(a, ctx, d, pre, aux, files, with_lse):
-    """Runs the forward kernel: o (and lse) under `pre`, the rounded q, k, v
-    under pre + "rounded"; returns the simulator's summary line."""
+def forward_sim(a, ctx, d, pre, aux, files, with_lse, splits=None):
+    """Runs the forward kernel (or, with `splits`, the decode and merge
+    kernels): o (and lse) under `pre`, the rounded q, k, v under
+    pre + "rounded"; returns the simulator's summary line."""
     cmd = [a.sim, ctx["kernel_mlir"], "--async-copy=" + a.async_copy,
            "--stride-pad", str(a.stride_pad),
            "--round-inputs-to", pre + "rounded", "--output",
            "o=" + pre + "o.npy"]
+    kind = "_d"
+    if splits is not None:
+        cmd += ["--schedule", "decode", "--splits", str(splits)]
+        kind = "_decode_d"
     if "D" in d:
-        cmd += ["--kernel", "attn_%s_d%d" % (ctx["name"], d["D"])]
+        cmd += ["--kernel", "attn_%s%s%d" % (ctx["name"], kind, d["D"])]
     cmd += input_args(["q", "k", "v"] + aux, files)
     if with_lse:
         cmd += ["--output", "lse=" + pre + "lse.npy"]
     return run(cmd).strip()
 
 
-def check_forward(a, ctx, s, d, pre, aux):
-    """Runs the forward kernel and the reference on one shape; returns the
-    line to print and the problems found."""
+def check_forward(a, ctx, s, d, pre, aux, splits=None):
+    """Runs the forward kernel (with `splits`: the decode and merge
+    kernels) and the reference on one shape; returns the line to print and
+    the problems found."""
     softmax, params = ctx["softmax"], ctx["params"]
     files = {n: pre + n + ".npy" for n in ["q", "k", "v"] + aux}
     rounded = pre + "rounded"
     want_lse = softmax and not a.no_lse
-    summary = forward_sim(a, ctx, d, pre, aux, files, want_lse)
+    summary = forward_sim(a, ctx, d, pre, aux, files, want_lse, splits)
     ref = [a.attnc, "run", a.example, "--reference",
            "--output", "o=" + pre + "ref_o.npy"] + params
     for n in ["q", "k", "v"]:
@@ -453,11 +476,18 @@ def main():
         for n, arr in inputs.items():
             np.save(pre + n + ".npy", arr)
         if a.backward:
-            line, problems = check_backward(a, ctx, s, d, pre, aux, rng)
+            results = [check_backward(a, ctx, s, d, pre, aux, rng)]
+        elif a.decode_splits:
+            results = []
+            for n in a.decode_splits:
+                line, problems = check_forward(a, ctx, s, d, pre, aux, n)
+                results.append(("splits=%d %s" % (n, line), problems))
         else:
-            line, problems = check_forward(a, ctx, s, d, pre, aux)
-        print(line + (" -> " + "; ".join(problems) if problems else " -> ok"))
-        ok = ok and not problems
+            results = [check_forward(a, ctx, s, d, pre, aux)]
+        for line, problems in results:
+            print(line + (" -> " + "; ".join(problems) if problems
+                          else " -> ok"))
+            ok = ok and not problems
     print("PASS" if ok else "FAIL")
     return 0 if ok else 1
 

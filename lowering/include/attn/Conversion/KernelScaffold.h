@@ -51,6 +51,17 @@ FailureOr<Type> uniformHalfPrecisionQKV(SpecOp spec, StringRef why);
 void setLaunchContract(gpu::GPUFuncOp fn, int64_t blockQ, int64_t numThreads,
                        int64_t sharedBytes, int64_t maxHeadDim);
 
+/// The attribute naming what a GPU kernel beside the forward variants is
+/// for: "decode" (the split-KV decode kernel, writing partial o and lse per
+/// kv split) or "merge" (combining those partials). The forward variants
+/// have none.
+inline constexpr llvm::StringLiteral kRoleAttr = "attn.role";
+
+/// The f32 memref type (dynamic sizes, strides and offset) of the decode
+/// kernel's partials: o_part [B, Hkv, S, rows, Dv] (rank 5) and lse_part
+/// [B, Hkv, S, rows] (rank 4).
+MemRefType decodePartialType(MLIRContext *ctx, int64_t rank);
+
 /// Fails with an error on the kernel when a gpu.func of `module` declares
 /// more attn.shared_bytes than `limitBytes` (the target's shared memory per
 /// block): it could never be launched.

@@ -115,6 +115,12 @@ def ConvertAttnToNVVM : Pass<"convert-attn-to-nvvm", "ModuleOp"> {
     with D = 128 serves any Dqk, Dv <= 128. Kernel arguments are the memrefs
     `(q, k, v, o, lse, aux...)`; the runtime passes their descriptors.
 
+    With `decode-kernels`, softmax specs also get a split-KV decode kernel
+    per variant: one single-warp CTA per (b, kv head, 16-row chunk of the G * N
+    (query head, query) rows of the GQA group, kv split), so each K/V tile is
+    read once for the whole group, writing a normalized partial o and its lse
+    per split; and a merge kernel combining the splits by their lse.
+
     ```mlir
     gpu.module @attn_causal_cuda {
       gpu.func @attn_causal_d128(%q: memref<?x?x?x?xbf16, strided<[?, ?, ?, 1], offset: ?>>, ...) kernel
@@ -127,7 +133,13 @@ def ConvertAttnToNVVM : Pass<"convert-attn-to-nvvm", "ModuleOp"> {
     Option<"sharedLimit", "shared-limit", "int64_t", "232448",
            "dynamic shared memory per CTA the target's chips allow (bytes; "
            "the default is sm_90's 227 KiB): the linear kernels size their "
-           "state for it, and a kernel needing more is an error">
+           "state for it, and a kernel needing more is an error">,
+    Option<"decodeKernels", "decode-kernels", "bool", "false",
+           "also generate, for softmax specs, the split-KV decode kernel "
+           "attn_<name>_decode_d<D> per head-dim variant and the merge kernel "
+           "attn_<name>_merge (attribute attn.role = \"decode\" / "
+           "\"merge\"; run by attn-gpu-sim --schedule decode, not yet "
+           "launched by the runtime)">
   ];
   let dependentDialects = [
     "::mlir::arith::ArithDialect", "::mlir::gpu::GPUDialect",

@@ -17,6 +17,7 @@
 #include "attn/Conversion/RegionEmitter.h"
 #include "attn/Dialect/Attn/IR/AttnOps.h"
 #include "mlir/IR/ImplicitLocOpBuilder.h"
+#include <optional>
 
 namespace mlir::attn {
 
@@ -31,13 +32,21 @@ struct GpuTileWalk {
   Value q0, N, M;   ///< index values
   Value numTiles;
   int64_t BM, BN;
+  /// A decode work group's rows are (query head, query) pairs of a GQA
+  /// group: when `box` is set, tiles are classified over the heads
+  /// [hI64, box->hHi] and the queries [box->qLo, box->qHi] (i64, inclusive)
+  /// instead of BM queries from q0 of head hI64.
+  struct Box {
+    Value hHi, qLo, qHi;
+  };
+  std::optional<Box> box = std::nullopt;
 
   /// Kv tile `kt` (index): (nonEmpty, partial). A tile past M's end is
   /// partial (its padding rows must be hidden); without a mask every tile
   /// is non-empty.
   std::pair<Value, Value> classify(Value kt);
-  /// The first kv tile at or after `start` that is not empty (numTiles if
-  /// none): an scf.while over classify().
+  /// The first kv tile at or after `start` and before `numTiles` that is not
+  /// empty (numTiles if none): an scf.while over classify().
   Value firstVisible(Value start);
 };
 
@@ -65,7 +74,12 @@ struct ScoreElement {
   Value bI64, hI64;  ///< i64
   Value M;           ///< index
 
-  Value emit(Value s, Value qIdx, Value kv, bool withMask) const;
+  Value emit(Value s, Value qIdx, Value kv, bool withMask) const {
+    return emit(s, hI64, qIdx, kv, withMask);
+  }
+  /// emit() for an element of query head `hIdx` (i64): a decode tile holds
+  /// the heads of a GQA group.
+  Value emit(Value s, Value hIdx, Value qIdx, Value kv, bool withMask) const;
 };
 
 //===----------------------------------------------------------------------===//

@@ -23,6 +23,7 @@
 
 #include "BackwardToNVVM.h"
 #include "GpuKernelBase.h"
+#include "MergeToNVVM.h"
 #include "attn/Conversion/KernelScaffold.h"
 #include "attn/Conversion/LinearGpuKernels.h"
 #include "attn/Conversion/Passes.h"
@@ -61,9 +62,13 @@ using F = arith::CmpFPredicate;
 /// current kv tile are `tileS`.
 class GpuKernelBuilder : public GpuKernelBase, public TileLowering {
 public:
-  GpuKernelBuilder(SpecOp spec, gpu::GPUModuleOp gpuModule, int64_t headDim)
+  /// `decode`: the split-KV decode kernel (see emitDecodePrologue) instead
+  /// of the forward one.
+  GpuKernelBuilder(SpecOp spec, gpu::GPUModuleOp gpuModule, int64_t headDim,
+                   bool decode = false)
       : GpuKernelBase(spec, headDim), tiled(spec.getTiledAttention()),
-        regions(tiled), sched(tiled ? tiled.getSchedule() : ScheduleAttr()) {
+        regions(tiled), sched(tiled ? tiled.getSchedule() : ScheduleAttr()),
+        decode(decode) {
     b.setInsertionPointToEnd(gpuModule.getBody());
   }
 
@@ -73,6 +78,8 @@ public:
 
 private:
   void emitPrologue(gpu::GPUFuncOp fn);
+  /// The decode kernel's work item and rows (see build()).
+  void emitDecodePrologue();
   /// This CTA's walk over the kv tiles (classification, next visible).
   GpuTileWalk walk();
   /// S = Q Kᵀ of the kv tile in `stage` (mma fragments).
@@ -89,12 +96,15 @@ private:
   /// in `stat`); returns P.
   SmallVector<Acc> emitFinish(Value k0, bool withMask, SmallVector<Acc> s);
   void emitStore(ValueRange state);
+  /// The decode kernel's partial rows: O * inv to o_part, lse to lse_part.
+  void emitDecodeStore(ValueRange state, Value inv[2], Value lseVal[2]);
 
   TiledAttentionOp tiled;
   TiledRegions regions;
   ScheduleAttr sched;
   int64_t BM = 64, BN = 64;
   NormalizerKind kind = NormalizerKind::softmax;
+  bool decode;
 
   KernelEnv env;
   Value nKT;
@@ -103,7 +113,14 @@ private:
   Value scale, bias, hasLse;
   Value Qs, Ks, Vs;
   /// Query index of this thread's two rows, clamped to N - 1 (for regions).
-  Value qRow[2], qIdx[2];
+  /// Decode: qRow is the flat row f of the GQA group (query f % N of head
+  /// hk * G + f / N), qIdx and hIdx (i64) those of min(f, G * N - 1).
+  Value qRow[2], qIdx[2], hIdx[2];
+  /// The kv tiles this CTA visits: [ktBegin, ktEnd) (decode: its split's).
+  Value ktBegin, ktEnd;
+  // Decode: the kv split, the G * N rows of the group, this CTA's first row,
+  // and the tile box's last head and query range (i64).
+  Value split, groupRows, f0, boxHHi, boxQLo, boxQHi;
 
   // The tile program's values.
   DenseMap<Value, SmallVector<Value>> accs; // !attn.acc -> registers
@@ -127,26 +144,32 @@ void GpuKernelBuilder::emitPrologue(gpu::GPUFuncOp fn) {
   hasLse = arith::CmpIOp::create(b, P::ne, lsePtr, cidx(0));
 
   emitThreadIds();
-  // Query tiles run last-first: under causal-like masks the last tiles have
-  // the most kv tiles, and starting them first shortens the tail of the
-  // launch (as FlashAttention-2 does).
-  Value qt = arith::SubIOp::create(
-      b,
-      arith::SubIOp::create(b, gpu::GridDimOp::create(b, gpu::Dimension::x),
-                            cidx(1)),
-      gpu::BlockIdOp::create(b, gpu::Dimension::x));
-  Value bh = gpu::BlockIdOp::create(b, gpu::Dimension::y);
-  h = arith::RemUIOp::create(b, bh, Hq);
-  bIdx = arith::DivUIOp::create(b, bh, Hq);
-  hk = arith::DivUIOp::create(b, h, G);
-  bI64 = toI64(bIdx);
-  hI64 = toI64(h);
-  q0 = mul(qt, cidx(BM));
-  nKT = arith::CeilDivUIOp::create(b, M, cidx(BN));
-  Value lastQ = arith::SubIOp::create(b, N, cidx(1));
-  for (int r = 0; r < 2; ++r) {
-    qRow[r] = add(add(q0, mul(warp, cidx(16))), add(g, cidx(r * 8)));
-    qIdx[r] = toI64(minu(qRow[r], lastQ));
+  if (decode) {
+    emitDecodePrologue();
+  } else {
+    // Query tiles run last-first: under causal-like masks the last tiles
+    // have the most kv tiles, and starting them first shortens the tail of
+    // the launch (as FlashAttention-2 does).
+    Value qt = arith::SubIOp::create(
+        b,
+        arith::SubIOp::create(b, gpu::GridDimOp::create(b, gpu::Dimension::x),
+                              cidx(1)),
+        gpu::BlockIdOp::create(b, gpu::Dimension::x));
+    Value bh = gpu::BlockIdOp::create(b, gpu::Dimension::y);
+    h = arith::RemUIOp::create(b, bh, Hq);
+    bIdx = arith::DivUIOp::create(b, bh, Hq);
+    hk = arith::DivUIOp::create(b, h, G);
+    bI64 = toI64(bIdx);
+    hI64 = toI64(h);
+    q0 = mul(qt, cidx(BM));
+    nKT = arith::CeilDivUIOp::create(b, M, cidx(BN));
+    Value lastQ = arith::SubIOp::create(b, N, cidx(1));
+    for (int r = 0; r < 2; ++r) {
+      qRow[r] = add(add(q0, mul(warp, cidx(16))), add(g, cidx(r * 8)));
+      qIdx[r] = toI64(minu(qRow[r], lastQ));
+    }
+    ktBegin = cidx(0);
+    ktEnd = nKT;
   }
 
   // Shared memory: Qs [BM x D], Ks [2][BN x D], Vs [2][BN x D].
@@ -157,8 +180,59 @@ void GpuKernelBuilder::emitPrologue(gpu::GPUFuncOp fn) {
   Vs = sharedView(smem, (BM * D + 2 * BN * D) * eltBytes, 2 * BN * D, elt);
 }
 
+/// One CTA per work item ((b * Hkv + hk) * C + chunk) * S + split (the
+/// CPU decode's order, runtime.h): chunk c of kv head hk's G * N query rows
+/// (16 per chunk, C = dim(o_part, 3) / 16, head-major: row f is query f % N
+/// of head hk * G + f / N) over split s of the kv tiles (S = dim(o_part, 2),
+/// T = ceil(tiles / S) each). o and lse are the partials o_part
+/// [B, Hkv, S, C * 16, Dv] and lse_part [B, Hkv, S, C * 16]; the merge
+/// kernel (MergeToNVVM.cpp) combines them.
+void GpuKernelBuilder::emitDecodePrologue() {
+  nKT = arith::CeilDivUIOp::create(b, M, cidx(BN));
+  Value hkv = memref::DimOp::create(b, k, 1);
+  Value numSplits = memref::DimOp::create(b, o, 2);
+  Value chunks = divu(memref::DimOp::create(b, o, 3), cidx(BM));
+  Value item = gpu::BlockIdOp::create(b, gpu::Dimension::x);
+  split = remu(item, numSplits);
+  Value rest = divu(item, numSplits);
+  Value chunk = remu(rest, chunks);
+  rest = divu(rest, chunks);
+  hk = remu(rest, hkv);
+  bIdx = divu(rest, hkv);
+  bI64 = toI64(bIdx);
+  h = mul(hk, G);
+  q0 = cidx(0);
+  groupRows = mul(G, N);
+  Value lastF = sub(groupRows, cidx(1));
+  f0 = mul(chunk, cidx(BM));
+  for (int r = 0; r < 2; ++r) {
+    qRow[r] = add(add(f0, mul(warp, cidx(16))), add(g, cidx(r * 8)));
+    Value f = minu(qRow[r], lastF);
+    hIdx[r] = toI64(add(h, divu(f, N)));
+    qIdx[r] = toI64(remu(f, N));
+  }
+  // The tile box: rows [f0, f1] hold heads f0 / N .. f1 / N; one head holds
+  // queries f0 % N .. f1 % N, several all of 0 .. N - 1 (a superset is
+  // sound: the mask's intervals only widen). As the CPU's decodeTileBox.
+  Value f1 = minu(add(f0, cidx(BM - 1)), lastF);
+  Value g0 = divu(f0, N), g1 = divu(f1, N);
+  hI64 = toI64(add(h, g0));
+  boxHHi = toI64(add(h, g1));
+  Value oneHead = cmp(P::eq, g0, g1);
+  boxQLo = toI64(select(oneHead, remu(f0, N), cidx(0)));
+  boxQHi = toI64(select(oneHead, remu(f1, N), sub(N, cidx(1))));
+  // Split s covers kv tiles [s * T, (s + 1) * T): an empty range (or one the
+  // mask hides) leaves the partial o = 0, lse = -inf.
+  Value per = ceilDiv(nKT, numSplits);
+  ktBegin = minu(mul(split, per), nKT);
+  ktEnd = minu(add(ktBegin, per), nKT);
+}
+
 GpuTileWalk GpuKernelBuilder::walk() {
-  return GpuTileWalk{b, regions.mask, env, bI64, hI64, q0, N, M, nKT, BM, BN};
+  GpuTileWalk w{b, regions.mask, env, bI64, hI64, q0, N, M, ktEnd, BM, BN};
+  if (decode)
+    w.box = GpuTileWalk::Box{boxHHi, boxQLo, boxQHi};
+  return w;
 }
 
 SmallVector<Acc> GpuKernelBuilder::emitFinish(Value k0, bool withMask,
@@ -168,7 +242,9 @@ SmallVector<Acc> GpuKernelBuilder::emitFinish(Value k0, bool withMask,
   for (int64_t n = 0; n < BN / 8; ++n)
     for (int e = 0; e < 4; ++e) {
       Value kv = add(k0, add(cidx(8 * n), add(mul(t, cidx(2)), cidx(e & 1))));
-      s[n][e] = se.emit(s[n][e], qIdx[e / 2], kv, withMask);
+      s[n][e] = decode
+                    ? se.emit(s[n][e], hIdx[e / 2], qIdx[e / 2], kv, withMask)
+                    : se.emit(s[n][e], qIdx[e / 2], kv, withMask);
     }
   return s;
 }
@@ -335,6 +411,8 @@ void GpuKernelBuilder::emitStore(ValueRange state) {
     b.setInsertionPointToStart(&op.getThenRegion().front());
     body();
   };
+  if (decode)
+    return emitDecodeStore(state, inv, lseVal);
   for (int r = 0; r < 2; ++r) {
     Value row = qRow[r];
     ifThen(arith::CmpIOp::create(b, P::ult, row, N), [&] {
@@ -359,11 +437,42 @@ void GpuKernelBuilder::emitStore(ValueRange state) {
   }
 }
 
+void GpuKernelBuilder::emitDecodeStore(ValueRange state, Value inv[2],
+                                       Value lseVal[2]) {
+  // Rows past the group's G * N are padding: never stored, never merged.
+  for (int r = 0; r < 2; ++r) {
+    Value f = qRow[r];
+    ifThen(ult(f, groupRows), [&] {
+      for (int64_t n = 0; n < D / 8; ++n) {
+        Value col0 = add(cidx(8 * n), mul(t, cidx(2)));
+        for (int c = 0; c < 2; ++c) {
+          Value col = add(col0, cidx(c));
+          Value x = fmul(state[4 + 4 * n + 2 * r + c], inv[r]);
+          ifThen(ult(col, Dv), [&] {
+            memref::StoreOp::create(b, x, o,
+                                    ValueRange{bIdx, hk, split, f, col});
+          });
+        }
+      }
+      ifThen(cmp(P::eq, t, cidx(0)), [&] {
+        memref::StoreOp::create(b, lseVal[r], lse,
+                                ValueRange{bIdx, hk, split, f});
+      });
+    });
+  }
+}
+
 LogicalResult GpuKernelBuilder::build() {
   if (!tiled)
     return spec.emitError() << "no attn.tiled_attention to lower";
-  BM = sched.getTileQ();
-  BN = sched.getTileKv();
+  // Decode: one warp's 16 rows of a GQA group per CTA (the m16 mma tile),
+  // and kv tiles of at most 4096 / D rows: at D = 128 the 64-row tile's S
+  // accumulators, with the group's head and query intervals held for the
+  // tile classification, spilled (255 registers on sm_90); 32 rows do not,
+  // and halve the shared memory of these one-warp CTAs.
+  BM = decode ? 16 : sched.getTileQ();
+  BN = decode ? std::min<int64_t>(sched.getTileKv(), 4096 / D)
+              : sched.getTileKv();
   numWarps = BM / 16;
   numThreads = 32 * numWarps;
   if (BM % 16 || !llvm::is_contained({1, 2, 4, 8}, numWarps))
@@ -379,6 +488,10 @@ LogicalResult GpuKernelBuilder::build() {
                                 "and 128 (smaller ones are zero-padded), got "
                              << D;
   kind = tiled.getNormalizer();
+  if (decode && kind != NormalizerKind::softmax)
+    return tiled.emitError() << "the split-KV decode kernel merges softmax "
+                                "partials by their lse; this spec's "
+                                "normalizer has none";
   MLIRContext *ctx = b.getContext();
   // Element type of q, k, v (the pipeline declares them; see
   // attn-set-element-type).
@@ -394,7 +507,13 @@ LogicalResult GpuKernelBuilder::build() {
 
   SmallVector<Type> args = kernelArgTypes(
       spec, [&](StringRef) { return elt; }, /*unitInnerQKV=*/true);
-  std::string name = ("attn_" + spec.getSymName() + "_d" + Twine(D)).str();
+  if (decode) {
+    args[3] = decodePartialType(ctx, 5); // o_part
+    args[4] = decodePartialType(ctx, 4); // lse_part
+  }
+  std::string name =
+      ("attn_" + spec.getSymName() + (decode ? "_decode_d" : "_d") + Twine(D))
+          .str();
   auto fn = gpu::GPUFuncOp::create(b, name, FunctionType::get(ctx, args, {}));
   // What the runtime needs to launch it (read back by the driver); one CTA
   // per SM at least: the accumulators of one warp's 16 rows want more than
@@ -402,6 +521,8 @@ LogicalResult GpuKernelBuilder::build() {
   // d64 on sm_80).
   int64_t smemBytes = (BM * D + 4 * BN * D) * 2;
   setLaunchContract(fn, BM, numThreads, smemBytes, D);
+  if (decode)
+    fn->setAttr(kRoleAttr, b.getStringAttr("decode"));
   OpBuilder::InsertionGuard guard(b);
   b.setInsertionPointToStart(&fn.getBody().front());
   emitPrologue(fn);
@@ -423,6 +544,14 @@ LogicalResult GpuKernelBuilder::build() {
 /// The q tile: its own cp.async group, waited for by the kv loop.
 LogicalResult GpuKernelBuilder::lowerLoadQ(TileLoadQOp op) {
   Value yes = arith::ConstantOp::create(b, b.getBoolAttr(true));
+  if (decode) {
+    // Row f of the tile is query f % N of head hk * G + f / N.
+    auto at = [&](Value f) -> SmallVector<Value> {
+      return {bIdx, add(h, divu(f, N)), remu(f, N)};
+    };
+    asyncGroup(emitTileCopy(q, at, f0, BM, groupRows, Dqk, Qs, cidx(0), yes));
+    return success();
+  }
   asyncGroup(emitTileCopy(q, map.lookup(op.getB()), map.lookup(op.getH()),
                           map.lookup(op.getQ0()), BM, N, Dqk, Qs, cidx(0),
                           yes));
@@ -444,8 +573,8 @@ LogicalResult GpuKernelBuilder::lowerInit(TileInitOp op) {
 /// The visible kv tiles in a while loop, two K/V stages: the next visible
 /// tile is copied while the current one computes.
 LogicalResult GpuKernelBuilder::lowerKVLoop(KVLoopOp op) {
-  Value first = walk().firstVisible(cidx(0));
-  Value firstValid = arith::CmpIOp::create(b, P::ult, first, nKT);
+  Value first = walk().firstVisible(ktBegin);
+  Value firstValid = arith::CmpIOp::create(b, P::ult, first, ktEnd);
   Value firstK0 =
       mul(minu(first, arith::SubIOp::create(b, nKT, cidx(1))), cidx(BN));
   SmallVector<Value> kv0 =
@@ -466,7 +595,8 @@ LogicalResult GpuKernelBuilder::lowerKVLoop(KVLoopOp op) {
   {
     OpBuilder::InsertionGuard g2(b);
     Block *before = b.createBlock(&loop.getBefore(), {}, types, locs);
-    Value more = arith::CmpIOp::create(b, P::ult, before->getArgument(0), nKT);
+    Value more =
+        arith::CmpIOp::create(b, P::ult, before->getArgument(0), ktEnd);
     scf::ConditionOp::create(b, more, before->getArguments());
     Block *after = b.createBlock(&loop.getAfter(), {}, types, locs);
     Value cur = after->getArgument(0), stage = after->getArgument(1);
@@ -474,7 +604,7 @@ LogicalResult GpuKernelBuilder::lowerKVLoop(KVLoopOp op) {
     // Prefetch the next visible tile into the other stage (zero rows when
     // there is none, which keeps one group per iteration).
     Value nxt = walk().firstVisible(add(cur, cidx(1)));
-    Value hasNext = arith::CmpIOp::create(b, P::ult, nxt, nKT);
+    Value hasNext = arith::CmpIOp::create(b, P::ult, nxt, ktEnd);
     Value nk0 =
         mul(minu(nxt, arith::SubIOp::create(b, nKT, cidx(1))), cidx(BN));
     Value otherBase = mul(other, cidx(BN * D));
@@ -586,6 +716,16 @@ struct ConvertAttnToNVVMPass
       for (int64_t d : dims) {
         GpuKernelBuilder kb(spec, gpuModule, d);
         if (failed(kb.build()))
+          return signalPassFailure();
+      }
+      if (decodeKernels &&
+          spec.getTiledAttention().getNormalizer() == NormalizerKind::softmax) {
+        for (int64_t d : dims)
+          if (failed(GpuKernelBuilder(spec, gpuModule, d, /*decode=*/true)
+                         .build()))
+            return signalPassFailure();
+        if (failed(
+                buildMergeGpuKernel(spec, gpuModule, *llvm::max_element(dims))))
           return signalPassFailure();
       }
       spec->erase();

@@ -31,6 +31,16 @@ SmallVector<Value> GpuKernelBase::emitTileCopy(Value src, Value bIdx,
                                                int64_t rows, Value rowLimit,
                                                Value colLimit, Value dst,
                                                Value base, Value enable) {
+  auto at = [&](Value row) -> SmallVector<Value> { return {bIdx, head, row}; };
+  return emitTileCopy(src, at, row0, rows, rowLimit, colLimit, dst, base,
+                      enable);
+}
+
+SmallVector<Value> GpuKernelBase::emitTileCopy(Value src, RowIndices at,
+                                               Value row0, int64_t rows,
+                                               Value rowLimit, Value colLimit,
+                                               Value dst, Value base,
+                                               Value enable) {
   int64_t chunksPerRow = D / 8;
   int64_t perThread = rows * chunksPerRow / numThreads;
   SmallVector<Value> tokens;
@@ -49,10 +59,11 @@ SmallVector<Value> GpuKernelBase::emitTileCopy(Value src, Value bIdx,
     Value srcRow = minu(row, lastRow);
     Value srcCol = select(inCol, c, cidx(0));
     Value off = add(base, swizzle(r, c, D));
+    SmallVector<Value> srcIdx = at(srcRow);
+    srcIdx.push_back(srcCol);
     tokens.push_back(nvgpu::DeviceAsyncCopyOp::create(
         b, nvgpu::DeviceAsyncTokenType::get(b.getContext()), dst,
-        ValueRange{off}, src, ValueRange{bIdx, head, srcRow, srcCol},
-        b.getIndexAttr(8), n, b.getUnitAttr()));
+        ValueRange{off}, src, srcIdx, b.getIndexAttr(8), n, b.getUnitAttr()));
   }
   return tokens;
 }

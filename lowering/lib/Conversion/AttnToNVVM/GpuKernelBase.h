@@ -49,6 +49,14 @@ protected:
   SmallVector<Value> emitTileCopy(Value src, Value bIdx, Value head, Value row0,
                                   int64_t rows, Value rowLimit, Value colLimit,
                                   Value dst, Value base, Value enable);
+  /// The source indices of tile row `row` (in [0, rowLimit)) but the last
+  /// one, e.g. {b, head, row}: where a row of `src` lives.
+  using RowIndices = function_ref<SmallVector<Value>(Value row)>;
+  /// emitTileCopy with the rows of `src` at `at(row0 + r)`: the decode
+  /// kernel's tile rows are (query head, query) pairs of a GQA group.
+  SmallVector<Value> emitTileCopy(Value src, RowIndices at, Value row0,
+                                  int64_t rows, Value rowLimit, Value colLimit,
+                                  Value dst, Value base, Value enable);
   /// One cp.async group of `tokens`.
   Value asyncGroup(SmallVector<Value> tokens);
   /// One mma.sync m16n8k16: a (4 regs), b (2 regs) are vector<2xT>.

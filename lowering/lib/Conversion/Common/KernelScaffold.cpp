@@ -63,6 +63,13 @@ mlir::attn::kernelArgTypes(SpecOp spec, function_ref<Type(StringRef)> qkvType,
   return args;
 }
 
+MemRefType mlir::attn::decodePartialType(MLIRContext *ctx, int64_t rank) {
+  SmallVector<int64_t> dyn(rank, ShapedType::kDynamic);
+  return MemRefType::get(
+      dyn, Float32Type::get(ctx),
+      StridedLayoutAttr::get(ctx, ShapedType::kDynamic, dyn));
+}
+
 FailureOr<Type> mlir::attn::uniformHalfPrecisionQKV(SpecOp spec,
                                                     StringRef why) {
   Type elt;

@@ -13,6 +13,19 @@ using namespace mlir::attn;
 
 using P = arith::CmpIPredicate;
 
+/// (nonEmpty, partial) from the mask's interval answer (lo, hi): lo = 1
+/// where every element is visible, hi = 0 where none is.
+static std::pair<Value, Value> tileClass(ImplicitLocOpBuilder &b, Value lo,
+                                         Value hi, Value tail) {
+  auto c64 = [&](int64_t v) {
+    return arith::ConstantOp::create(b, b.getI64IntegerAttr(v));
+  };
+  Value nonEmpty = arith::CmpIOp::create(b, P::ne, hi, c64(0));
+  Value partial = arith::OrIOp::create(
+      b, tail, arith::CmpIOp::create(b, P::ne, lo, c64(1)));
+  return {nonEmpty, partial};
+}
+
 /// (nonEmpty, partial) of queries [q0, qEnd) x keys [k0, kEnd) (ends
 /// exclusive, clamped): the mask's interval analysis, partial also where
 /// `tail` (the tile reaches past N or M).
@@ -29,13 +42,7 @@ static std::pair<Value, Value> classifyRange(ImplicitLocOpBuilder &b,
       emitMaskIntervals(b, mask, bI64, hI64, i64(q0),
                         i64(arith::SubIOp::create(b, qEnd, cidx(1))), i64(k0),
                         i64(arith::SubIOp::create(b, kEnd, cidx(1))), env);
-  auto c64 = [&](int64_t v) {
-    return arith::ConstantOp::create(b, b.getI64IntegerAttr(v));
-  };
-  Value nonEmpty = arith::CmpIOp::create(b, P::ne, hi, c64(0));
-  Value partial = arith::OrIOp::create(
-      b, tail, arith::CmpIOp::create(b, P::ne, lo, c64(1)));
-  return {nonEmpty, partial};
+  return tileClass(b, lo, hi, tail);
 }
 
 std::pair<Value, Value> GpuTileWalk::classify(Value kt) {
@@ -46,6 +53,15 @@ std::pair<Value, Value> GpuTileWalk::classify(Value kt) {
   if (!mask)
     return {arith::ConstantOp::create(b, b.getBoolAttr(true)), tail};
   Value kEnd = arith::MinUIOp::create(b, kNext, M);
+  if (box) {
+    auto i64 = [&](Value v) {
+      return arith::IndexCastOp::create(b, b.getI64Type(), v);
+    };
+    auto [lo, hi] = emitMaskIntervals(
+        b, *mask, bI64, hI64, box->hHi, box->qLo, box->qHi, i64(k0),
+        i64(arith::SubIOp::create(b, kEnd, cidx(1))), env);
+    return tileClass(b, lo, hi, tail);
+  }
   Value qEnd =
       arith::MinUIOp::create(b, arith::AddIOp::create(b, q0, cidx(BM)), N);
   return classifyRange(b, *mask, env, bI64, hI64, q0, qEnd, k0, kEnd, tail);
@@ -80,7 +96,8 @@ Value GpuTileWalk::firstVisible(Value start) {
   return w.getResult(0);
 }
 
-Value ScoreElement::emit(Value s, Value qIdx, Value kv, bool withMask) const {
+Value ScoreElement::emit(Value s, Value hIdx, Value qIdx, Value kv,
+                         bool withMask) const {
   auto cf32 = [&](float v) {
     return arith::ConstantOp::create(b, b.getF32FloatAttr(v));
   };
@@ -88,13 +105,13 @@ Value ScoreElement::emit(Value s, Value qIdx, Value kv, bool withMask) const {
   Value kvIdx = arith::IndexCastOp::create(b, b.getI64Type(), kv);
   Value x = arith::MulFOp::create(b, s, scale);
   if (score)
-    x = emitRegion(b, *score, {x, bI64, hI64, qIdx, kvIdx}, env);
+    x = emitRegion(b, *score, {x, bI64, hIdx, qIdx, kvIdx}, env);
   Value visible;
   if (withMask) {
     visible = arith::CmpIOp::create(b, P::ult, kv, M);
     if (mask)
       visible = arith::AndIOp::create(
-          b, visible, emitRegion(b, *mask, {bI64, hI64, qIdx, kvIdx}, env));
+          b, visible, emitRegion(b, *mask, {bI64, hIdx, qIdx, kvIdx}, env));
   }
   Value p = x;
   switch (kind) {

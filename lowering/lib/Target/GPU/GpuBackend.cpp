@@ -21,6 +21,10 @@ using namespace mlir::attn;
 std::vector<GpuVariant> mlir::attn::collectGpuVariants(ModuleOp module) {
   std::vector<GpuVariant> variants;
   module.walk([&](gpu::GPUFuncOp fn) {
+    // The split-KV decode and merge kernels (attn.role) are not forward
+    // variants; the runtime does not launch them yet.
+    if (fn->hasAttr("attn.role"))
+      return;
     auto get = [&](llvm::StringRef name) -> int64_t {
       auto attr = fn->getAttrOfType<IntegerAttr>(name);
       return attr ? attr.getInt() : 0;
