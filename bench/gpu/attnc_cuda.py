@@ -128,7 +128,12 @@ class CudaKernelDesc(ctypes.Structure):
                 ("variants", ctypes.POINTER(CudaVariant)),
                 ("num_inputs", ctypes.c_int32),
                 ("inputs", ctypes.POINTER(InputDesc)),
-                ("has_lse", ctypes.c_int32)]
+                ("has_lse", ctypes.c_int32),
+                # ABI 6: the split-KV decode schedule.
+                ("decode_max_n", ctypes.c_int32),
+                ("num_decode_variants", ctypes.c_int32),
+                ("decode_variants", ctypes.POINTER(CudaVariant)),
+                ("merge_variant", ctypes.POINTER(CudaVariant))]
 
 
 class Kernel:
@@ -164,15 +169,19 @@ class Kernel:
                         "rank": x.rank,
                         "dims": [(x.dims[j].decode() if x.dims[j] else None)
                                  for j in range(x.rank)]})
-        vs = []
-        for i in range(d.num_variants):
-            v = d.variants[i]
-            vs.append({"function": v.function.decode(), "max_head_dim": v.max_head_dim,
-                       "block_q": v.block_q, "num_threads": v.num_threads,
-                       "shared_mem_bytes": v.shared_mem_bytes})
+        def variant(v):
+            return {"function": v.function.decode(), "max_head_dim": v.max_head_dim,
+                    "block_q": v.block_q, "num_threads": v.num_threads,
+                    "shared_mem_bytes": v.shared_mem_bytes}
+        vs = [variant(d.variants[i]) for i in range(d.num_variants)]
+        dec = [variant(d.decode_variants[i])
+               for i in range(d.num_decode_variants)]
+        merge = variant(d.merge_variant.contents) if d.merge_variant else None
         return {"abi_version": d.abi_version, "name": d.name.decode(),
                 "image": d.image, "image_size": d.image_size,
-                "has_lse": bool(d.has_lse), "inputs": ins, "variants": vs}
+                "has_lse": bool(d.has_lse), "inputs": ins, "variants": vs,
+                "decode_max_n": d.decode_max_n, "decode_variants": dec,
+                "merge_variant": merge}
 
     def image_bytes(self, n=16):
         d = self._desc().contents

@@ -198,19 +198,29 @@ with open(os.path.join(out, ".artifacts.txt")) as f:
             inputs.append({"name": m.group(1), "type": m.group(2).lower(),
                            "rank": int(m.group(3)),
                            "dims": [x.strip().strip('"') for x in dims.split(",")]})
-        variants = []
-        for m in re.finditer(r'^  \{"(\w+)", (\d+), (\d+), (\d+), (\d+)\},$', h, re.M):
-            variants.append({"function": m.group(1), "max_head_dim": int(m.group(2)),
+        def variant_array(suffix):
+            # attn_cuda_kernel_variant_t rows of the array <prefix>_cuda<suffix>[]
+            # (ABI 3+: function, max_head_dim, block_q, threads, smem, and the
+            # two scratch sizes).
+            block = re.search(r'_cuda%s\[\] = \{\n(.*?)\n\};' % suffix, h, re.S)
+            rows = []
+            for m in re.finditer(r'^  \{"(\w+)", (\d+), (\d+), (\d+), (\d+), \d+, \d+\},$',
+                                 block.group(1) if block else "", re.M):
+                rows.append({"function": m.group(1), "max_head_dim": int(m.group(2)),
                              "block_q": int(m.group(3)), "num_threads": int(m.group(4)),
                              "shared_mem_bytes": int(m.group(5))})
+            return rows
+        variants = variant_array("_variants")
+        decode_variants = variant_array("_decode_variants")
+        merge = variant_array("_merge_variant")
         ptxas = {}
         for m in re.finditer(r'^ \*   (sm_\d+a?) (\w+): (\d+) registers, (\d+)/(\d+) bytes spilled', h, re.M):
             ptxas.setdefault(m.group(2), {})[m.group(1)] = {
                 "registers": int(m.group(3)), "spill_stores": int(m.group(4)),
                 "spill_loads": int(m.group(5))}
-        for v in variants:
+        for v in variants + decode_variants + merge:
             v["ptxas"] = ptxas.get(v["function"], {})
-        has_lse = re.search(r'_cuda_inputs, (\d)\};', h)
+        has_lse = re.search(r'_cuda_inputs, (\d),', h)
         spec_path = os.path.join(root, "examples", spec + ".attn")
         arts.append({
             "id": aid, "spec": "examples/%s.attn" % spec, "name": name,
@@ -219,6 +229,8 @@ with open(os.path.join(out, ".artifacts.txt")) as f:
             "dtype": dtype,
             "params": dict(p.split("=", 1) for p in params.split()),
             "inputs": inputs, "variants": variants,
+            "decode_variants": decode_variants,
+            "merge_variant": merge[0] if merge else None,
             "has_lse": bool(int(has_lse.group(1))) if has_lse else None,
             "library": "%s/libkernel.so" % aid, "header": "%s/kernel.h" % aid,
         })

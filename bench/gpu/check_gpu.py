@@ -96,6 +96,12 @@ CASES = [
     Case("n4133-d64", B=1, Hq=2, Hkv=1, N=4133, Dqk=64),
     # compute-sanitizer's smallest run
     Case("tiny", sanitize=True, B=1, Hq=2, Hkv=1, N=77, M=130, Dqk=64),
+    # The split-KV decode schedule (N <= 16; softmax specs): GQA 4 at N = 1
+    # over many kv tiles and splits, MHA at N = 3, and G * N = 128 rows in
+    # eight 16-row chunks.
+    Case("decode-n1-m4133-gqa4", B=2, Hq=8, Hkv=2, N=1, M=4133, Dqk=128),
+    Case("decode-n3-m777-d64", sanitize=True, B=1, Hq=4, N=3, M=777, Dqk=64),
+    Case("decode-n16-m1000-g8", B=1, Hq=16, Hkv=2, N=16, M=1000, Dqk=128),
 ]
 SANITIZE_ARTIFACTS = ["causal", "document", "sigmoid", "neighborhood_2d_7x11_k3",
                       "sliding_window_w64", "causal_f16"]
@@ -560,9 +566,15 @@ def dry_main(args, np, oracle, arts, ids, case_names):
         if [(i["name"], i["type"], i["dims"]) for i in desc["inputs"]] != \
                 [(i["name"], i["type"], i["dims"]) for i in entry["inputs"]]:
             fails.append("%s: descriptor inputs %s, manifest %s" % (aid, desc["inputs"], entry["inputs"]))
-        if [{k: v[k] for k in ("function", "max_head_dim", "block_q", "num_threads", "shared_mem_bytes")}
-                for v in entry["variants"]] != desc["variants"]:
+        def fields(v):
+            return {k: v[k] for k in ("function", "max_head_dim", "block_q", "num_threads",
+                                      "shared_mem_bytes")}
+        if [fields(v) for v in entry["variants"]] != desc["variants"]:
             fails.append("%s: descriptor variants differ from the manifest" % aid)
+        if [fields(v) for v in entry.get("decode_variants", [])] != desc["decode_variants"] or \
+                (fields(entry["merge_variant"]) if entry.get("merge_variant") else None) != \
+                desc["merge_variant"]:
+            fails.append("%s: descriptor decode/merge variants differ from the manifest" % aid)
         if desc["inputs"][0]["type"] != entry["dtype"]:
             fails.append("%s: q is %s, built as %s" % (aid, desc["inputs"][0]["type"], entry["dtype"]))
         magic = kern.image_bytes(4)

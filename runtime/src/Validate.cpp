@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <set>
@@ -619,6 +620,15 @@ void attn::runtime::addCallDescriptors(Descriptors &desc, int32_t numInputs,
   }
   for (int32_t i = 3; i < numInputs; ++i)
     desc.addTensor(inputs[i]);
+}
+
+int attn::runtime::forcedSchedule(const char *name) {
+  const char *env = std::getenv(name);
+  if (!env)
+    return -1;
+  if (std::strcmp(env, "decode") == 0)
+    return 1;
+  return std::strcmp(env, "prefill") == 0 ? 0 : -1;
 }
 
 attn_status_t attn::runtime::resolveThreads(const attn_run_options_t *options,

@@ -76,6 +76,11 @@ struct TensorSpec {
 /// The strides of \p t in elements (compact row-major when NULL).
 std::vector<int64_t> stridesOf(const DLTensor *t);
 
+/// The schedule environment variable `name` forces (ATTN_CPU_SCHEDULE,
+/// ATTN_GPU_SCHEDULE; read per call): 1 for "decode", 0 for "prefill", -1
+/// when unset or anything else.
+int forcedSchedule(const char *name);
+
 /// A CPU call's thread count: options->num_threads, 0 (or no options)
 /// meaning attn_cpu_num_threads(); negative is INVALID_ARGUMENT.
 attn_status_t resolveThreads(const attn_run_options_t *options,

@@ -136,6 +136,7 @@ void mlir::attn::buildAttnCUDAPipeline(OpPassManager &pm,
     ConvertAttnToNVVMOptions conversion;
     conversion.headDims = options.headDims;
     conversion.sharedLimit = options.sharedLimit;
+    conversion.decodeKernels = options.decodeKernels;
     pm.addPass(createConvertAttnToNVVM(conversion));
     addKernelCleanups(pm);
   }

@@ -71,8 +71,10 @@ extern "C" {
       last argument (attn_cuda_kernel_variant_t's scratch fields).
    4: CPU kernel descriptors carry the decode schedule (decode_fn,
       decode_lanes).
-   5: ... and the paged-KV kernels (paged_fn, paged_decode_fn). */
-#define ATTN_ABI_VERSION 5
+   5: ... and the paged-KV kernels (paged_fn, paged_decode_fn).
+   6: CUDA kernel descriptors carry the split-KV decode schedule
+      (decode_max_n, decode_variants, merge_variant). */
+#define ATTN_ABI_VERSION 6
 
 /* The largest head dim (Dqk and Dv) attn_cpu_run() accepts. MLA needs
    Dqk = 576, Dv = 512; a kernel's scratch grows with tile x head dim. */
@@ -388,7 +390,29 @@ typedef struct attn_cuda_kernel_desc {
   int32_t num_inputs;       /* q, k, v + aux, in args order */
   const attn_input_desc_t *inputs;
   int32_t has_lse;
+  /* The split-KV decode schedule (ABI 6; 0 / NULL: none, as for ROCm and
+     non-softmax specs). attn_cuda_run takes it for N <= decode_max_n: a
+     decode variant (attn_<name>_decode_d<D>, chosen by max_head_dim as the
+     forward's; block_q = the (query head, query) rows of a GQA group per
+     CTA) writes per-split partials, then merge_variant (attn_<name>_merge;
+     block_q = output rows per CTA) combines them by their lse. */
+  int32_t decode_max_n;
+  int32_t num_decode_variants; /* sorted by max_head_dim ascending */
+  const attn_cuda_kernel_variant_t *decode_variants;
+  const attn_cuda_kernel_variant_t *merge_variant; /* NULL iff no decode */
 } attn_cuda_kernel_desc_t;
+
+/* The kv splits attn_cuda_run's decode schedule uses when `ctas` CTAs
+   (B * Hkv * ceil(G * N / block_q)) cover one split each, for M keys, on a
+   device running `slots` such CTAs at once (SMs x CTAs per SM, from the
+   driver's occupancy calculator): 1 when ctas fill at least 80 % of the
+   slots; else the smallest count, at most 128 and at most ceil(M / 128),
+   whose wave efficiency ctas * S / (ceil(ctas * S / slots) * slots) is
+   within 85 % of the best such count's (FlashAttention-2's rule). The
+   environment variable ATTN_DECODE_SPLITS = n (read per call; tests,
+   benchmarks) forces min(n, 128). 1 for non-positive arguments. */
+ATTN_RUNTIME_API int64_t attn_cuda_decode_splits(int64_t ctas, int64_t M,
+                                                 int64_t slots);
 
 /* Launches `kernel` on `inputs` (num_inputs tensors in args order: q, k, v,
    aux), writing o (float32 [B, Hq, N, Dv]) and, when non-NULL, lse (float32
@@ -413,6 +437,17 @@ typedef struct attn_cuda_kernel_desc {
      8 elements (dims of size 1 are exempt) and data + byte_offset aligned to
      16 bytes: the kernels copy 16-byte chunks.
    - SHAPE: B * Hq > 65535 (grid.y) or ceil(N / block_q) > 2^31 - 1.
+   - INVALID_ARGUMENT: decode_max_n < 0, or decode_max_n > 0 without decode
+     variants, or decode variants without a merge variant, or a decode or
+     merge variant malformed as the forward's.
+   Decode (N <= decode_max_n, or ATTN_GPU_SCHEDULE = decode; = prefill turns
+   it off; read per call): two launches on `stream`, the decode variant on
+   grid (B * Hkv * C * S, 1), C = ceil(G * N / block_q) row chunks and S =
+   attn_cuda_decode_splits() kv splits, into partials o_part float32
+   [B, Hkv, S, C * block_q, Dv] and lse_part [B, Hkv, S, C * block_q] that it
+   allocates on the stream (cuMemAllocAsync) and frees after the merge
+   variant's launch on grid (ceil(N / block_q), B * Hq), even when a launch
+   fails; OUT_OF_MEMORY when the allocation fails.
    - DRIVER: the driver library cannot be loaded (its name is the
      ATTN_CUDA_DRIVER environment variable when set, else "libcuda.so.1"; read
      once, at the first CUDA call of the process) or a driver call fails

@@ -118,12 +118,8 @@ int64_t envCount(const char *name) {
 bool attn::runtime::useDecode(const attn_kernel_desc_t *k, int64_t N) {
   if (!k->decode_fn)
     return false;
-  if (const char *env = std::getenv("ATTN_CPU_SCHEDULE")) {
-    if (std::strcmp(env, "prefill") == 0)
-      return false;
-    if (std::strcmp(env, "decode") == 0)
-      return true;
-  }
+  if (int forced = forcedSchedule("ATTN_CPU_SCHEDULE"); forced >= 0)
+    return forced == 1;
   return N <= k->decode_lanes;
 }
 

@@ -44,6 +44,8 @@ void load(Loaded &out) {
   ATTN_RESOLVE(cuMemsetD32Async)
   ATTN_RESOLVE(cuMemAllocAsync)
   ATTN_RESOLVE(cuMemFreeAsync)
+  ATTN_RESOLVE(cuDeviceGetAttribute)
+  ATTN_RESOLVE(cuOccupancyMaxActiveBlocksPerMultiprocessor)
 #undef ATTN_RESOLVE
   if (CUresult r = d.cuInit(0)) {
     out.error = d.errorText("cuInit", r);

@@ -45,6 +45,9 @@ using CUfunction_attribute = int;
 constexpr CUfunction_attribute CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES =
     8;
 
+/// CUdevice_attribute: the device's streaming multiprocessors.
+constexpr int CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT = 16;
+
 /// Dynamic shared memory a kernel may use without opting in.
 constexpr int kDefaultMaxDynamicSharedBytes = 48 * 1024;
 
@@ -74,6 +77,11 @@ struct Driver {
   /// from its launch to the free queued after it, on the caller's stream.
   CUresult (*cuMemAllocAsync)(CUdeviceptr *dptr, size_t bytes, CUstream stream);
   CUresult (*cuMemFreeAsync)(CUdeviceptr dptr, CUstream stream);
+  /// What the decode schedule's split count needs: how many CTAs of a
+  /// function run at once (SMs x CTAs per SM).
+  CUresult (*cuDeviceGetAttribute)(int *value, int attribute, CUdevice device);
+  CUresult (*cuOccupancyMaxActiveBlocksPerMultiprocessor)(
+      int *numBlocks, CUfunction fn, int blockSize, size_t dynamicSmemBytes);
 
   /// "cuLaunchKernel failed: <the driver's text> (CUDA error 700)".
   std::string errorText(const char *function, CUresult result) const;

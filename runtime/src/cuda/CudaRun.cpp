@@ -12,6 +12,7 @@
 #include "../gpu/GpuRun.h"
 #include "CudaDriver.h"
 
+#include <algorithm>
 #include <climits>
 #include <map>
 #include <mutex>
@@ -218,6 +219,23 @@ public:
                                          static_cast<CUstream>(stream)))
       return fail(ATTN_ERROR_DRIVER,
                   drv->errorText("cuMemFreeAsync", r) + " (" + what + ")");
+    return ATTN_OK;
+  }
+
+  attn_status_t slots(void *fn, const attn_cuda_kernel_variant_t &v,
+                      int deviceId, int64_t &slots) override {
+    int sms = 0, perSm = 0;
+    if (CUresult r = drv->cuDeviceGetAttribute(
+            &sms, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, deviceId))
+      return fail(ATTN_ERROR_DRIVER, drv->errorText("cuDeviceGetAttribute", r));
+    if (CUresult r = drv->cuOccupancyMaxActiveBlocksPerMultiprocessor(
+            &perSm, static_cast<CUfunction>(fn), v.num_threads,
+            size_t(v.shared_mem_bytes)))
+      return fail(
+          ATTN_ERROR_DRIVER,
+          drv->errorText("cuOccupancyMaxActiveBlocksPerMultiprocessor", r) +
+              " ('" + v.function + "')");
+    slots = int64_t(std::max(sms, 0)) * std::max(perSm, 0);
     return ATTN_OK;
   }
 

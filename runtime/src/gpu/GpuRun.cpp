@@ -12,6 +12,8 @@
 #include "GpuRun.h"
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -38,6 +40,34 @@ std::string gpu::kernelName(const KernelImage *k) {
 
 namespace {
 
+/// Validates `n` variants at `vs` (`field`: "variants", "decode_variants").
+attn_status_t checkVariants(const std::string &kname, const char *field,
+                            int32_t n, const attn_cuda_kernel_variant_t *vs) {
+  for (int32_t i = 0; i < n; ++i) {
+    const attn_cuda_kernel_variant_t &v = vs[i];
+    std::string where = kname + ": " + field + "[" + str(i) + "]";
+    if (!v.function || !*v.function)
+      return fail(ATTN_ERROR_INVALID_ARGUMENT, where + " has no function");
+    where += " '" + std::string(v.function) + "'";
+    if (v.max_head_dim <= 0 || v.block_q <= 0 || v.num_threads <= 0 ||
+        v.num_threads > kMaxThreadsPerBlock || v.shared_mem_bytes < 0)
+      return fail(ATTN_ERROR_INVALID_ARGUMENT,
+                  where + ": max_head_dim " + str(v.max_head_dim) +
+                      ", block_q " + str(v.block_q) + ", num_threads " +
+                      str(v.num_threads) + ", shared_mem_bytes " +
+                      str(v.shared_mem_bytes) +
+                      "; expected positive sizes, num_threads <= " +
+                      str(kMaxThreadsPerBlock) + " and shared_mem_bytes >= 0");
+    if (i > 0 && v.max_head_dim < vs[i - 1].max_head_dim)
+      return fail(ATTN_ERROR_INVALID_ARGUMENT,
+                  where + ": max_head_dim " + str(v.max_head_dim) +
+                      " is smaller than the previous variant's " +
+                      str(vs[i - 1].max_head_dim) + "; " + field +
+                      " must be sorted by max_head_dim");
+  }
+  return ATTN_OK;
+}
+
 /// Validates the kernel descriptor and converts its inputs to a Signature.
 attn_status_t checkKernel(const Api &api, const KernelImage *k,
                           attn::Signature &sig) {
@@ -57,28 +87,9 @@ attn_status_t checkKernel(const Api &api, const KernelImage *k,
                 kname + ": no variants (num_variants is " +
                     str(k->num_variants) +
                     (k->variants ? "" : ", variants is NULL") + ")");
-  for (int32_t i = 0; i < k->num_variants; ++i) {
-    const attn_cuda_kernel_variant_t &v = k->variants[i];
-    std::string where = kname + ": variants[" + str(i) + "]";
-    if (!v.function || !*v.function)
-      return fail(ATTN_ERROR_INVALID_ARGUMENT, where + " has no function");
-    where += " '" + std::string(v.function) + "'";
-    if (v.max_head_dim <= 0 || v.block_q <= 0 || v.num_threads <= 0 ||
-        v.num_threads > kMaxThreadsPerBlock || v.shared_mem_bytes < 0)
-      return fail(ATTN_ERROR_INVALID_ARGUMENT,
-                  where + ": max_head_dim " + str(v.max_head_dim) +
-                      ", block_q " + str(v.block_q) + ", num_threads " +
-                      str(v.num_threads) + ", shared_mem_bytes " +
-                      str(v.shared_mem_bytes) +
-                      "; expected positive sizes, num_threads <= " +
-                      str(kMaxThreadsPerBlock) + " and shared_mem_bytes >= 0");
-    if (i > 0 && v.max_head_dim < k->variants[i - 1].max_head_dim)
-      return fail(ATTN_ERROR_INVALID_ARGUMENT,
-                  where + ": max_head_dim " + str(v.max_head_dim) +
-                      " is smaller than the previous variant's " +
-                      str(k->variants[i - 1].max_head_dim) +
-                      "; variants must be sorted by max_head_dim");
-  }
+  if (attn_status_t st =
+          checkVariants(kname, "variants", k->num_variants, k->variants))
+    return st;
   if (attn_status_t st = checkInputDescs(kname, k->num_inputs, k->inputs, sig))
     return st;
   for (int i = 0; i < 3; ++i)
@@ -89,6 +100,31 @@ attn_status_t checkKernel(const Api &api, const KernelImage *k,
                       k->inputs[i].name + " is declared " +
                       elemTypeName(k->inputs[i].type));
   return ATTN_OK;
+}
+
+/// The decode schedule's fields of a forward descriptor (ABI 6).
+attn_status_t checkDecodeFields(const attn_cuda_kernel_desc_t *k,
+                                const std::string &kname) {
+  if (k->decode_max_n < 0 || k->num_decode_variants < 0)
+    return fail(ATTN_ERROR_INVALID_ARGUMENT,
+                kname + ": decode_max_n " + str(k->decode_max_n) +
+                    ", num_decode_variants " + str(k->num_decode_variants) +
+                    "; expected >= 0");
+  bool haveVariants = k->num_decode_variants > 0 && k->decode_variants;
+  if (k->decode_max_n > 0 && !haveVariants)
+    return fail(ATTN_ERROR_INVALID_ARGUMENT,
+                kname + ": decode_max_n is " + str(k->decode_max_n) +
+                    " but there are no decode variants");
+  if (!haveVariants)
+    return ATTN_OK;
+  if (!k->merge_variant)
+    return fail(ATTN_ERROR_INVALID_ARGUMENT,
+                kname + ": decode variants without a merge variant "
+                        "(merge_variant is NULL)");
+  if (attn_status_t st = checkVariants(
+          kname, "decode_variants", k->num_decode_variants, k->decode_variants))
+    return st;
+  return checkVariants(kname, "merge_variant", 1, k->merge_variant);
 }
 
 /// q, k and v are read in 16-byte chunks: the innermost stride must be 1,
@@ -239,7 +275,143 @@ int64_t numel(const DLTensor *t) {
   return n;
 }
 
+/// Whether this call takes the decode schedule: the kernel has one and
+/// N <= decode_max_n, unless ATTN_GPU_SCHEDULE says prefill or decode.
+bool useDecode(const attn_cuda_kernel_desc_t *k, int64_t N) {
+  if (k->num_decode_variants <= 0 || !k->decode_variants)
+    return false;
+  if (int forced = forcedSchedule("ATTN_GPU_SCHEDULE"); forced >= 0)
+    return forced == 1;
+  return N <= k->decode_max_n;
+}
+
+/// The compact row-major strides of `sizes`.
+std::vector<int64_t> compactStrides(const std::vector<int64_t> &sizes) {
+  std::vector<int64_t> strides(sizes.size());
+  int64_t s = 1;
+  for (size_t i = sizes.size(); i-- > 0;) {
+    strides[i] = s;
+    s *= sizes[i];
+  }
+  return strides;
+}
+
+/// The decode schedule (runtime.h, attn_cuda_run): the decode variant into
+/// stream-ordered partials, then the merge variant into o and lse.
+attn_status_t runDecode(Api &api, const attn_cuda_kernel_desc_t *kernel,
+                        const KernelImage &image,
+                        const attn_cuda_kernel_variant_t &dec,
+                        const DLTensor *const *inputs, DLTensor *o,
+                        DLTensor *lse, const attn::DimBinding &dims,
+                        void *stream) {
+  const attn_cuda_kernel_variant_t &merge = *kernel->merge_variant;
+  if (attn_status_t st = checkShared(api, &image, dec))
+    return st;
+  int64_t B = dims.at("B"), Hq = dims.at("Hq"), Hkv = dims.at("Hkv");
+  int64_t N = dims.at("N"), M = dims.at("M"), Dv = dims.at("Dv");
+  // No overflow: B * Hq * N is bounded by q's checked extent.
+  int64_t rows = dec.block_q;
+  int64_t chunks = ((Hq / Hkv) * N + rows - 1) / rows;
+  int64_t ctas = B * Hkv * chunks;
+  int64_t mergeX;
+  if (attn_status_t st =
+          gridOf(api, merge, N, B * Hq, "q", "B * Hq", "N", mergeX))
+    return st;
+
+  int deviceId = inputs[0]->device.device_id;
+  void *decFn = nullptr, *mergeFn = nullptr;
+  if (attn_status_t st = api.prepare(image, dec, deviceId, decFn))
+    return st;
+  if (attn_status_t st = api.prepare(image, merge, deviceId, mergeFn))
+    return st;
+  int64_t slots = 0;
+  if (attn_status_t st = api.slots(decFn, dec, deviceId, slots))
+    return st;
+  int64_t splits = attn_cuda_decode_splits(ctas, M, slots);
+  Limits limits = api.limits();
+  if (ctas > limits.maxGridX / splits)
+    return fail(ATTN_ERROR_SHAPE,
+                "q: the decode schedule's B * Hkv * ceil(G * N / " + str(rows) +
+                    ") * splits = " + str(ctas) + " * " + str(splits) +
+                    " CTAs are more than " + str(limits.maxGridX) + " (the " +
+                    api.name() + " grid's x dimension)");
+
+  // The partials: o_part [B, Hkv, S, C * rows, Dv], then lse_part
+  // [B, Hkv, S, C * rows], in one allocation.
+  std::vector<int64_t> oSizes = {B, Hkv, splits, chunks * rows, Dv};
+  std::vector<int64_t> lseSizes = {B, Hkv, splits, chunks * rows};
+  int64_t lseFloats = ctas * splits * rows, oFloats;
+  if (__builtin_mul_overflow(lseFloats, Dv, &oFloats) ||
+      oFloats > (int64_t(1) << 60) / 4 - lseFloats)
+    return fail(ATTN_ERROR_OUT_OF_MEMORY,
+                kernelName(&image) + ": the decode partials of " +
+                    str(ctas * splits) + " CTAs do not fit in 64-bit sizes");
+  size_t bytes = size_t(oFloats + lseFloats) * 4;
+  uintptr_t part = 0;
+  if (attn_status_t st = api.allocAsync(bytes, stream, part,
+                                        str(int64_t(bytes)) +
+                                            " bytes of decode partials for " +
+                                            kernelName(&image)))
+    return st;
+  auto *oPart = reinterpret_cast<const void *>(part);
+  auto *lsePart = reinterpret_cast<const void *>(part + size_t(oFloats) * 4);
+
+  Descriptors decDesc;
+  for (int i = 0; i < 3; ++i)
+    decDesc.addTensor(inputs[i]);
+  decDesc.add(oPart, oPart, oSizes, compactStrides(oSizes));
+  decDesc.add(lsePart, lsePart, lseSizes, compactStrides(lseSizes));
+  for (int32_t i = 3; i < kernel->num_inputs; ++i)
+    decDesc.addTensor(inputs[i]);
+  Descriptors mergeDesc;
+  mergeDesc.add(oPart, oPart, oSizes, compactStrides(oSizes));
+  mergeDesc.add(lsePart, lsePart, lseSizes, compactStrides(lseSizes));
+  mergeDesc.addTensor(o);
+  if (lse)
+    mergeDesc.addTensor(lse);
+  else
+    mergeDesc.add(nullptr, nullptr, {B, Hq, N}, {Hq * N, N, 1});
+
+  std::vector<void *> decParams = decDesc.wordPointers();
+  attn_status_t st =
+      api.launch(decFn, image, dec, ctas * splits, 1, decParams.data(), stream);
+  if (st == ATTN_OK) {
+    std::vector<void *> mergeParams = mergeDesc.wordPointers();
+    st = api.launch(mergeFn, image, merge, mergeX, B * Hq, mergeParams.data(),
+                    stream);
+  }
+  // Freed after the launches on the stream, whether or not they launched.
+  attn_status_t freed = api.freeAsync(
+      part, stream, "the decode partials of " + kernelName(&image));
+  return st != ATTN_OK ? st : freed;
+}
+
 } // namespace
+
+extern "C" int64_t attn_cuda_decode_splits(int64_t ctas, int64_t M,
+                                           int64_t slots) {
+  constexpr int64_t kMaxSplits = 128;
+  if (const char *env = std::getenv("ATTN_DECODE_SPLITS")) {
+    char *endp = nullptr;
+    long long v = std::strtoll(env, &endp, 10);
+    if (endp != env && *endp == '\0' && v > 0)
+      return std::min<int64_t>(v, kMaxSplits);
+  }
+  if (ctas <= 0 || M <= 0 || slots <= 0 || 5 * ctas >= 4 * slots)
+    return 1;
+  int64_t most = std::min<int64_t>(kMaxSplits, (M + 127) / 128);
+  auto efficiency = [&](int64_t s) {
+    int64_t n = ctas * s, waves = (n + slots - 1) / slots;
+    return double(n) / double(waves * slots);
+  };
+  double best = 0;
+  for (int64_t s = 1; s <= most; ++s)
+    best = std::max(best, efficiency(s));
+  for (int64_t s = 1; s <= most; ++s)
+    if (efficiency(s) >= 0.85 * best)
+      return s;
+  return 1;
+}
 
 attn_status_t gpu::runForward(Api &api, const attn_cuda_kernel_desc_t *kernel,
                               const DLTensor *const *inputs, DLTensor *o,
@@ -252,6 +424,8 @@ attn_status_t gpu::runForward(Api &api, const attn_cuda_kernel_desc_t *kernel,
   KernelImage image = imageOf(kernel);
   attn::Signature sig;
   if (attn_status_t st = checkKernel(api, &image, sig))
+    return st;
+  if (attn_status_t st = checkDecodeFields(kernel, kernelName(&image)))
     return st;
   if (attn_status_t st =
           checkCallPointers(kernel->name, kernel->has_lse, inputs, o, lse))
@@ -274,6 +448,13 @@ attn_status_t gpu::runForward(Api &api, const attn_cuda_kernel_desc_t *kernel,
   const attn_cuda_kernel_variant_t *variant = nullptr;
   if (attn_status_t st = selectVariant(api, &image, dims, variant))
     return st;
+  if (useDecode(kernel, dims.at("N"))) {
+    int64_t need = std::max(dims.at("Dqk"), dims.at("Dv"));
+    for (int32_t i = 0; i < kernel->num_decode_variants; ++i)
+      if (kernel->decode_variants[i].max_head_dim >= need)
+        return runDecode(api, kernel, image, kernel->decode_variants[i], inputs,
+                         o, lse, dims, stream);
+  }
   int64_t gridY = dims.at("B") * dims.at("Hq"), gridX;
   if (attn_status_t st =
           gridOf(api, *variant, dims.at("N"), gridY, "q", "B * Hq", "N", gridX))

@@ -87,6 +87,16 @@ public:
                                    const std::string &what) = 0;
   virtual attn_status_t freeAsync(uintptr_t ptr, void *stream,
                                   const std::string &what) = 0;
+  /// How many CTAs of `fn` (variant `v`, prepared on device `deviceId`) the
+  /// device runs at once: SMs x CTAs per SM. The decode schedule sizes its
+  /// kv splits with it; 0 (the default) when the API cannot tell, which
+  /// gives one split.
+  virtual attn_status_t slots(void *fn, const attn_cuda_kernel_variant_t &v,
+                              int deviceId, int64_t &slots) {
+    (void)fn, (void)v, (void)deviceId;
+    slots = 0;
+    return ATTN_OK;
+  }
 };
 
 /// attn_<api>_available()'s answer (clears the last error first): 0 with

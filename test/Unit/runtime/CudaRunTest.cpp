@@ -39,12 +39,7 @@ namespace {
 /// failure and two devices.
 class CudaRun : public ::testing::Test {
 protected:
-  void SetUp() override {
-    fake().setCurrent(nullptr);
-    state().fail_code = 0;
-    state().fail_function[0] = '\0';
-    state().device_count = 2;
-  }
+  void SetUp() override { resetFake(); }
 };
 
 //===----------------------------------------------------------------------===//

@@ -64,6 +64,17 @@ inline void failNext(const char *function, int code) {
 
 inline std::string lastError() { return attn_last_error(); }
 
+/// A test's start: no current context on this thread, no injected failure,
+/// two devices of 132 SMs running 3 CTAs each.
+inline void resetFake() {
+  fake().setCurrent(nullptr);
+  state().fail_code = 0;
+  state().fail_function[0] = '\0';
+  state().device_count = 2;
+  state().sm_count = 132;
+  state().blocks_per_sm = 3;
+}
+
 } // namespace attn_test
 
 #endif // ATTN_TEST_FAKECUDAACCESS_H

@@ -48,6 +48,8 @@ FakeCudaState state = [] {
   FakeCudaState s;
   std::memset(&s, 0, sizeof(s));
   s.device_count = 2;
+  s.sm_count = 132;
+  s.blocks_per_sm = 3;
   return s;
 }();
 bool initialized = false;
@@ -279,6 +281,7 @@ FAKE_EXPORT CUresult cuLaunchKernel(void *fn, unsigned gridX, unsigned gridY,
   std::lock_guard<std::mutex> lock(mu);
   ++state.launch_calls;
   auto *f = static_cast<Function *>(fn);
+  state.prev_launch = state.last_launch;
   FakeCudaLaunch &l = state.last_launch;
   std::memset(&l, 0, sizeof(l));
   if (f) {
@@ -330,6 +333,35 @@ FAKE_EXPORT CUresult cuMemAllocAsync(unsigned long long *dptr, size_t bytes,
   *dptr = 0x7f0000000000ull + 0x100000000ull * unsigned(state.alloc_calls);
   state.last_alloc_ptr = *dptr;
   ++state.live_allocs;
+  return CUDA_SUCCESS;
+}
+
+FAKE_EXPORT CUresult cuDeviceGetAttribute(int *value, int attribute,
+                                          int device) {
+  std::lock_guard<std::mutex> lock(mu);
+  if (CUresult r = injected("cuDeviceGetAttribute"))
+    return r;
+  if (!value || device < 0 || device >= state.device_count)
+    return CUDA_ERROR_INVALID_VALUE;
+  if (attribute != 16) // CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT
+    return CUDA_ERROR_INVALID_VALUE;
+  *value = state.sm_count;
+  return CUDA_SUCCESS;
+}
+
+FAKE_EXPORT CUresult cuOccupancyMaxActiveBlocksPerMultiprocessor(
+    int *numBlocks, void *fn, int blockSize, size_t dynamicSmemBytes) {
+  std::lock_guard<std::mutex> lock(mu);
+  ++state.occupancy_calls;
+  auto *f = static_cast<Function *>(fn);
+  copyName(state.last_occupancy_function, f ? f->name : "");
+  state.last_occupancy_block_size = blockSize;
+  state.last_occupancy_shared_bytes = dynamicSmemBytes;
+  if (CUresult r = injected("cuOccupancyMaxActiveBlocksPerMultiprocessor"))
+    return r;
+  if (!numBlocks || !f || blockSize <= 0 || blockSize > 1024)
+    return CUDA_ERROR_INVALID_VALUE;
+  *numBlocks = state.blocks_per_sm;
   return CUDA_SUCCESS;
 }
 

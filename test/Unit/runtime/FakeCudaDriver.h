@@ -54,6 +54,11 @@ typedef struct FakeCudaState {
   int device_count;       /* what cuDeviceGetCount reports (default 2) */
   char fail_function[64]; /* the next call of this entry point fails ... */
   int fail_code;          /* ... with this CUresult (then both reset) */
+  /* What cuDeviceGetAttribute(MULTIPROCESSOR_COUNT) and
+     cuOccupancyMaxActiveBlocksPerMultiprocessor report (132 and 3 at the
+     start). */
+  int sm_count;
+  int blocks_per_sm;
 
   /* Calls, counted. */
   int init_calls;
@@ -78,6 +83,12 @@ typedef struct FakeCudaState {
   int last_attribute;
   int last_attribute_value;
   FakeCudaLaunch last_launch;
+  FakeCudaLaunch prev_launch; /* the launch before last_launch */
+  /* The latest occupancy query: function, block size, shared bytes. */
+  int occupancy_calls;
+  char last_occupancy_function[FAKE_CUDA_NAME_LEN];
+  int last_occupancy_block_size;
+  uint64_t last_occupancy_shared_bytes;
   /* cuMemsetD32Async calls in order: memsets[i] is call i counted from the
      last time memset_calls was 0 (the first FAKE_CUDA_MAX_MEMSETS kept). */
   FakeCudaMemset memsets[FAKE_CUDA_MAX_MEMSETS];

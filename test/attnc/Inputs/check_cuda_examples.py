@@ -1,6 +1,7 @@
 """Compiles every spec in a directory for the given CUDA chips and checks the
 ptxas report: each spec (softmax family and linear attention alike) yields
-both head-dim kernels on every chip, with no spills (stores, loads or stack).
+both head-dim kernels on every chip (softmax specs also both decode kernels
+and the merge kernel), with no spills (stores, loads or stack).
 Prints one line per spec."""
 import glob
 import os
@@ -22,6 +23,11 @@ for spec in sorted(glob.glob(os.path.join(examples, "*.attn"))):
     kernels = {(r[0], r[1]) for r in rows}
     want = {(c, f"attn_{name}_d{d}") for c in chips.split(",")
             for d in (64, 128)}
+    # Softmax specs also get the split-KV decode kernels and the merge
+    # (the test's CHECK lines pin how many kernels each spec has).
+    if any("_decode_d" in k for _, k in kernels):
+        want |= {(c, f"attn_{name}_{k}") for c in chips.split(",")
+                 for k in ("decode_d64", "decode_d128", "merge")}
     spills = [r for r in rows if r[3:6] != ["0", "0", "0"]]
     if kernels != want or spills or os.path.getsize(out) == 0:
         print(f"{name}: BAD kernels={sorted(kernels)} spills={spills}")

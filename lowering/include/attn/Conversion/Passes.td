@@ -138,8 +138,7 @@ def ConvertAttnToNVVM : Pass<"convert-attn-to-nvvm", "ModuleOp"> {
            "also generate, for softmax specs, the split-KV decode kernel "
            "attn_<name>_decode_d<D> per head-dim variant and the merge kernel "
            "attn_<name>_merge (attribute attn.role = \"decode\" / "
-           "\"merge\"; run by attn-gpu-sim --schedule decode, not yet "
-           "launched by the runtime)">
+           "\"merge\"; attn_cuda_run launches them for N <= 16)">
   ];
   let dependentDialects = [
     "::mlir::arith::ArithDialect", "::mlir::gpu::GPUDialect",

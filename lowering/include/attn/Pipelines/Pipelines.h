@@ -75,6 +75,9 @@ struct CUDAPipelineOptions {
   bool backward = false;
   /// Dynamic shared memory per CTA on every chip of the target (bytes).
   int64_t sharedLimit = 232448;
+  /// Softmax specs: also the split-KV decode and merge kernels
+  /// (convert-attn-to-nvvm{decode-kernels}).
+  bool decodeKernels = true;
 };
 
 /// The CUDA counterpart of buildAttnCPUPipeline: Tiled declares q/k/v types

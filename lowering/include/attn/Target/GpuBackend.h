@@ -26,11 +26,27 @@ struct GpuVariant {
   int64_t maxHeadDim = 0, blockQ = 0, numThreads = 0, sharedBytes = 0;
   /// Global scratch (the linear family's backward): attn.scratch_*.
   int64_t scratchStateFloats = 0, scratchFixedFloats = 0;
+  /// attn.role: "" for the forward (or gradients') variants, "decode" or
+  /// "merge" for the split-KV decode schedule's kernels.
+  std::string role;
 };
+
+/// attn_cuda_run takes the decode schedule for N up to this (one m16 mma
+/// tile of queries per head; a GQA group's G * N rows fill ceil(G * N / 16)
+/// chunks, each reading K/V once, which is still no more than prefill).
+constexpr int32_t kGpuDecodeMaxN = 16;
 
 /// The variants of the kernels (gpu.func) in `module`, read from their
 /// launch contract attributes, by max head dim ascending.
 std::vector<GpuVariant> collectGpuVariants(ModuleOp module);
+
+/// Variants by role: the forward ones, the decode ones (both by max head
+/// dim ascending) and the merge kernel (none: an empty function).
+struct GpuRoles {
+  std::vector<GpuVariant> forward, decode;
+  GpuVariant merge;
+};
+GpuRoles splitGpuRoles(llvm::ArrayRef<GpuVariant> variants);
 
 /// A variant as a KernelImage meta line, and back (false when malformed).
 std::string gpuVariantLine(const GpuVariant &v);

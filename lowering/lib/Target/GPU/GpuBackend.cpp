@@ -21,10 +21,6 @@ using namespace mlir::attn;
 std::vector<GpuVariant> mlir::attn::collectGpuVariants(ModuleOp module) {
   std::vector<GpuVariant> variants;
   module.walk([&](gpu::GPUFuncOp fn) {
-    // The split-KV decode and merge kernels (attn.role) are not forward
-    // variants; the runtime does not launch them yet.
-    if (fn->hasAttr("attn.role"))
-      return;
     auto get = [&](llvm::StringRef name) -> int64_t {
       auto attr = fn->getAttrOfType<IntegerAttr>(name);
       return attr ? attr.getInt() : 0;
@@ -32,24 +28,41 @@ std::vector<GpuVariant> mlir::attn::collectGpuVariants(ModuleOp module) {
     // A backward kernel's grid runs along kv tiles (attn.block_kv rows).
     int64_t rows = fn->hasAttr("attn.backward") ? get("attn.block_kv")
                                                 : get("attn.block_q");
+    auto role = fn->getAttrOfType<StringAttr>("attn.role");
     variants.push_back({fn.getName().str(), get("attn.max_head_dim"), rows,
                         get("attn.num_threads"), get("attn.shared_bytes"),
                         get("attn.scratch_state_floats"),
-                        get("attn.scratch_fixed_floats")});
+                        get("attn.scratch_fixed_floats"),
+                        role ? role.str() : ""});
   });
-  llvm::sort(variants, [](const GpuVariant &a, const GpuVariant &b) {
+  llvm::stable_sort(variants, [](const GpuVariant &a, const GpuVariant &b) {
     return a.maxHeadDim < b.maxHeadDim;
   });
   return variants;
 }
 
-/// "variant FUNCTION HEADDIM BLOCKQ THREADS SMEM SCRATCHSTATE SCRATCHFIXED".
+GpuRoles mlir::attn::splitGpuRoles(llvm::ArrayRef<GpuVariant> variants) {
+  GpuRoles r;
+  for (const GpuVariant &v : variants) {
+    if (v.role == "decode")
+      r.decode.push_back(v);
+    else if (v.role == "merge")
+      r.merge = v;
+    else
+      r.forward.push_back(v);
+  }
+  return r;
+}
+
+/// "variant FUNCTION HEADDIM BLOCKQ THREADS SMEM SCRATCHSTATE SCRATCHFIXED
+/// ROLE" (ROLE "-" for none).
 std::string mlir::attn::gpuVariantLine(const GpuVariant &v) {
   return "variant " + v.function + " " + std::to_string(v.maxHeadDim) + " " +
          std::to_string(v.blockQ) + " " + std::to_string(v.numThreads) + " " +
          std::to_string(v.sharedBytes) + " " +
          std::to_string(v.scratchStateFloats) + " " +
-         std::to_string(v.scratchFixedFloats);
+         std::to_string(v.scratchFixedFloats) + " " +
+         (v.role.empty() ? "-" : v.role);
 }
 
 bool mlir::attn::parseGpuVariantLine(llvm::StringRef line, GpuVariant &v) {
@@ -57,14 +70,16 @@ bool mlir::attn::parseGpuVariantLine(llvm::StringRef line, GpuVariant &v) {
     return false;
   llvm::SmallVector<llvm::StringRef> f;
   line.split(f, ' ');
-  if (f.size() != 7 || f[0].empty() || f[1].getAsInteger(10, v.maxHeadDim) ||
+  if (f.size() != 8 || f[0].empty() || f[1].getAsInteger(10, v.maxHeadDim) ||
       f[2].getAsInteger(10, v.blockQ) || f[3].getAsInteger(10, v.numThreads) ||
       f[4].getAsInteger(10, v.sharedBytes) ||
       f[5].getAsInteger(10, v.scratchStateFloats) ||
       f[6].getAsInteger(10, v.scratchFixedFloats) || v.scratchStateFloats < 0 ||
-      v.scratchFixedFloats < 0)
+      v.scratchFixedFloats < 0 ||
+      !llvm::is_contained({"-", "decode", "merge"}, f[7]))
     return false;
   v.function = f[0].str();
+  v.role = f[7] == "-" ? "" : f[7].str();
   return true;
 }
 
@@ -104,9 +119,10 @@ static void writeReport(llvm::raw_ostream &os, const GpuApiNames &names,
 
 static void writeVariants(llvm::raw_ostream &os, const GpuApiNames &names,
                           llvm::StringRef prefix,
-                          llvm::ArrayRef<GpuVariant> variants) {
+                          llvm::ArrayRef<GpuVariant> variants,
+                          llvm::StringRef array = "_variants") {
   os << "static const attn_" << names.api << "_kernel_variant_t " << prefix
-     << "_variants[] = {\n";
+     << array << "[] = {\n";
   for (const GpuVariant &v : variants)
     os << "  {\"" << v.function << "\", " << v.maxHeadDim << ", " << v.blockQ
        << ", " << v.numThreads << ", " << v.sharedBytes << ", "
@@ -135,15 +151,27 @@ static std::string forwardHeader(const KernelInfo &info,
   os << "extern const unsigned char " << gpuImageSymbol(info, names)
      << "[];\n\n";
   header::writeInputDescs(os, prefix, info.signature);
-  writeVariants(os, names, prefix, variants);
+  GpuRoles roles = splitGpuRoles(variants);
+  writeVariants(os, names, prefix, roles.forward);
+  bool decode = !roles.decode.empty() && !roles.merge.function.empty();
+  if (decode) {
+    writeVariants(os, names, prefix, roles.decode, "_decode_variants");
+    writeVariants(os, names, prefix, {roles.merge}, "_merge_variant");
+  }
   os << "static const attn_" << api << "_kernel_desc_t " << prefix
      << "_kernel = {\n"
      << "  " << ATTN_ABI_VERSION << " /* ATTN_ABI_VERSION when written */, \""
      << n << "\", " << gpuImageSymbol(info, names) << ", " << imageSize << "u, "
-     << variants.size() << ", " << prefix << "_variants, "
+     << roles.forward.size() << ", " << prefix << "_variants, "
      << info.signature.inputs.size() << ", " << prefix << "_inputs, "
-     << (info.hasLse ? 1 : 0) << "};\n\n"
-     << "static inline attn_status_t attn_" << api << "_run_" << n << "(";
+     << (info.hasLse ? 1 : 0) << ",\n  ";
+  if (decode)
+    os << kGpuDecodeMaxN << " /* decode_max_n */, " << roles.decode.size()
+       << ", " << prefix << "_decode_variants, " << prefix
+       << "_merge_variant};\n\n";
+  else
+    os << "0 /* no decode schedule */, 0, NULL, NULL};\n\n";
+  os << "static inline attn_status_t attn_" << api << "_run_" << n << "(";
   header::writeEntryParams(os, info.signature);
   os << "DLTensor *o, DLTensor *lse, void *stream) {\n";
   header::writeInputsArray(os, info.signature);
@@ -273,7 +301,8 @@ private:
   KernelInfo info;
   GpuApiNames names;
   std::vector<GpuVariant> variants;
-  std::vector<attn_cuda_kernel_variant_t> cVariants;
+  /// The C variants: forward (or gradients'), decode, then the merge.
+  std::vector<attn_cuda_kernel_variant_t> cVariants, cDecode, cMerge;
   InputDescTable inputs;
   std::vector<int32_t> gradIndices;
   attn_cuda_kernel_desc_t desc{};
@@ -287,12 +316,18 @@ GpuBinding::GpuBinding(KernelInfo infoIn, const GpuApiNames &namesIn,
                        const std::vector<char> &image)
     : info(std::move(infoIn)), names(namesIn), variants(std::move(variantsIn)),
       inputs(info.signature) {
-  for (const GpuVariant &v : variants)
-    cVariants.push_back(attn_cuda_kernel_variant_t{
+  // `variants` owns the function names the C variants point into.
+  for (const GpuVariant &v : variants) {
+    auto &to = v.role == "decode"  ? cDecode
+               : v.role == "merge" ? cMerge
+                                   : cVariants;
+    to.push_back(attn_cuda_kernel_variant_t{
         v.function.c_str(), static_cast<int32_t>(v.maxHeadDim),
         static_cast<int32_t>(v.blockQ), static_cast<int32_t>(v.numThreads),
         static_cast<int32_t>(v.sharedBytes), v.scratchStateFloats,
         v.scratchFixedFloats});
+  }
+  bool decode = !cDecode.empty() && cMerge.size() == 1;
   desc = attn_cuda_kernel_desc_t{ATTN_ABI_VERSION,
                                  info.name.c_str(),
                                  image.data(),
@@ -302,6 +337,12 @@ GpuBinding::GpuBinding(KernelInfo infoIn, const GpuApiNames &namesIn,
                                  inputs.size(),
                                  inputs.data(),
                                  info.hasLse ? 1 : 0};
+  if (decode) {
+    desc.decode_max_n = kGpuDecodeMaxN;
+    desc.num_decode_variants = static_cast<int32_t>(cDecode.size());
+    desc.decode_variants = cDecode.data();
+    desc.merge_variant = cMerge.data();
+  }
   if (!info.backward)
     return;
   // describeSpec took the gradient inputs from the spec's inputs, so each
@@ -346,7 +387,7 @@ GpuBackendTarget::load(const KernelImage &image, const std::string &key,
     }
     variants.push_back(std::move(v));
   }
-  if (variants.empty() || image.code.empty()) {
+  if (splitGpuRoles(variants).forward.empty() || image.code.empty()) {
     error = "the " + names().title.str() +
             " kernel image has no code or no variants";
     return nullptr;

@@ -80,6 +80,17 @@ int main(void) {
            kd->variants[i].function, (int)kd->variants[i].max_head_dim,
            (int)kd->variants[i].block_q, (int)kd->variants[i].num_threads,
            (int)kd->variants[i].shared_mem_bytes);
+  printf("decode_max_n %d\n", (int)kd->decode_max_n);
+  for (i = 0; i < kd->num_decode_variants; ++i)
+    printf("decode variant %s max_head_dim %d block_q %d threads %d\n",
+           kd->decode_variants[i].function,
+           (int)kd->decode_variants[i].max_head_dim,
+           (int)kd->decode_variants[i].block_q,
+           (int)kd->decode_variants[i].num_threads);
+  if (kd->merge_variant)
+    printf("merge variant %s block_q %d threads %d\n",
+           kd->merge_variant->function, (int)kd->merge_variant->block_q,
+           (int)kd->merge_variant->num_threads);
 
   uint16_t *qb = alloc16(sizeof(uint16_t) * B * HQ * N * D);
   uint16_t *kb = alloc16(sizeof(uint16_t) * B * HKV * M * D);
