@@ -10,6 +10,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "attn/JIT/Compiler.h"
+#include "attn/Target/GpuBackend.h"
 
 #include <gtest/gtest.h>
 
@@ -90,12 +91,64 @@ TEST_F(CUDACompile, DescriptorMatchesTheSpec) {
   EXPECT_EQ(d.variants[1].block_q, 64);
   EXPECT_EQ(d.variants[1].num_threads, 128);
   EXPECT_EQ(d.variants[1].shared_mem_bytes, 81920);
+  // The split-KV decode schedule: a decode variant per head dim (16 rows
+  // of a GQA group, one warp) and the merge kernel.
+  EXPECT_EQ(d.decode_max_n, 16);
+  ASSERT_EQ(d.num_decode_variants, 2);
+  EXPECT_STREQ(d.decode_variants[0].function, "attn_document_decode_d64");
+  EXPECT_EQ(d.decode_variants[0].max_head_dim, 64);
+  EXPECT_EQ(d.decode_variants[0].block_q, 16);
+  EXPECT_EQ(d.decode_variants[0].num_threads, 32);
+  EXPECT_STREQ(d.decode_variants[1].function, "attn_document_decode_d128");
+  EXPECT_EQ(d.decode_variants[1].max_head_dim, 128);
+  ASSERT_NE(d.merge_variant, nullptr);
+  EXPECT_STREQ(d.merge_variant->function, "attn_document_merge");
+  EXPECT_EQ(d.merge_variant->block_q, 4);
+  EXPECT_EQ(d.merge_variant->num_threads, 128);
   ASSERT_NE(d.image, nullptr);
   EXPECT_GT(d.image_size, 1000u);
   // The ptxas report names both kernels, without spills.
   EXPECT_NE(k->report().find("attn_document_d64"), std::string::npos);
   EXPECT_NE(k->report().find("attn_document_d128"), std::string::npos);
   EXPECT_FALSE(k->cacheHit());
+}
+
+TEST(GpuVariantLine, KeepsTheRoleAndRefusesOtherLines) {
+  using mlir::attn::GpuVariant;
+  GpuVariant dec{"attn_x_decode_d128", 128, 16, 32, 36864, 0, 0, "decode"};
+  GpuVariant back;
+  ASSERT_TRUE(
+      mlir::attn::parseGpuVariantLine(mlir::attn::gpuVariantLine(dec), back));
+  EXPECT_EQ(back.function, dec.function);
+  EXPECT_EQ(back.maxHeadDim, 128);
+  EXPECT_EQ(back.blockQ, 16);
+  EXPECT_EQ(back.numThreads, 32);
+  EXPECT_EQ(back.sharedBytes, 36864);
+  EXPECT_EQ(back.role, "decode");
+  GpuVariant fwd{"attn_x_d64", 64, 64, 128, 40960, 0, 0, ""};
+  EXPECT_EQ(mlir::attn::gpuVariantLine(fwd),
+            "variant attn_x_d64 64 64 128 40960 0 0 -");
+  ASSERT_TRUE(mlir::attn::parseGpuVariantLine(
+      "variant attn_x_merge 128 4 128 0 0 0 merge", back));
+  EXPECT_EQ(back.role, "merge");
+  // ABI 5's seven fields, and an unknown role.
+  EXPECT_FALSE(mlir::attn::parseGpuVariantLine(
+      "variant attn_x_d64 64 64 128 40960 0 0", back));
+  EXPECT_FALSE(mlir::attn::parseGpuVariantLine(
+      "variant attn_x_d64 64 64 128 40960 0 0 prefill", back));
+}
+
+TEST_F(CUDACompile, NoDecodeScheduleWithoutSoftmax) {
+  // A sigmoid spec has no lse to merge split partials by: prefill only.
+  std::string err;
+  auto k = Compiler().compile(example("sigmoid"), options, err);
+  ASSERT_TRUE(k) << err;
+  const attn_cuda_kernel_desc_t &d = cudaDesc(*k);
+  EXPECT_EQ(d.num_variants, 2);
+  EXPECT_EQ(d.decode_max_n, 0);
+  EXPECT_EQ(d.num_decode_variants, 0);
+  EXPECT_EQ(d.decode_variants, nullptr);
+  EXPECT_EQ(d.merge_variant, nullptr);
 }
 
 TEST_F(CUDACompile, SecondCompileHitsTheCacheWithTheSameImage) {
@@ -110,6 +163,14 @@ TEST_F(CUDACompile, SecondCompileHitsTheCacheWithTheSameImage) {
   EXPECT_EQ(0, std::memcmp(cudaDesc(*a).image, cudaDesc(*b).image,
                            cudaDesc(*a).image_size));
   EXPECT_EQ(a->report(), b->report());
+  // The cached variant lines keep each kernel's role.
+  const attn_cuda_kernel_desc_t &cached = cudaDesc(*b);
+  EXPECT_EQ(cached.num_variants, 2);
+  EXPECT_EQ(cached.decode_max_n, 16);
+  ASSERT_EQ(cached.num_decode_variants, 2);
+  EXPECT_STREQ(cached.decode_variants[1].function, "attn_causal_decode_d128");
+  ASSERT_NE(cached.merge_variant, nullptr);
+  EXPECT_STREQ(cached.merge_variant->function, "attn_causal_merge");
   // A different dtype is a different kernel.
   options.dtype = "f16";
   auto c = Compiler().compile(example("causal"), options, err);
