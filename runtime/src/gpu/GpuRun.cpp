@@ -209,16 +209,25 @@ attn_status_t checkShared(const Api &api, const KernelImage *k,
 
 /// The variant with the smallest max_head_dim >= max(Dqk, Dv), if the API
 /// can launch it.
+/// The first of `n` variants (sorted by max_head_dim) handling max(Dqk, Dv),
+/// or NULL.
+const attn_cuda_kernel_variant_t *
+firstFitting(int32_t n, const attn_cuda_kernel_variant_t *variants,
+             const attn::DimBinding &dims) {
+  int64_t need = std::max(dims.at("Dqk"), dims.at("Dv"));
+  for (int32_t i = 0; i < n; ++i)
+    if (variants[i].max_head_dim >= need)
+      return &variants[i];
+  return nullptr;
+}
+
 attn_status_t selectVariant(const Api &api, const KernelImage *k,
                             const attn::DimBinding &dims,
                             const attn_cuda_kernel_variant_t *&out) {
+  out = firstFitting(k->num_variants, k->variants, dims);
+  if (out)
+    return checkShared(api, k, *out);
   int64_t dqk = dims.at("Dqk"), dv = dims.at("Dv");
-  int64_t need = std::max(dqk, dv);
-  for (int32_t i = 0; i < k->num_variants; ++i)
-    if (k->variants[i].max_head_dim >= need) {
-      out = &k->variants[i];
-      return checkShared(api, k, *out);
-    }
   return fail(ATTN_ERROR_UNSUPPORTED,
               kernelName(k) + ": head dims Dqk = " + str(dqk) +
                   ", Dv = " + str(dv) +
@@ -448,13 +457,10 @@ attn_status_t gpu::runForward(Api &api, const attn_cuda_kernel_desc_t *kernel,
   const attn_cuda_kernel_variant_t *variant = nullptr;
   if (attn_status_t st = selectVariant(api, &image, dims, variant))
     return st;
-  if (useDecode(kernel, dims.at("N"))) {
-    int64_t need = std::max(dims.at("Dqk"), dims.at("Dv"));
-    for (int32_t i = 0; i < kernel->num_decode_variants; ++i)
-      if (kernel->decode_variants[i].max_head_dim >= need)
-        return runDecode(api, kernel, image, kernel->decode_variants[i], inputs,
-                         o, lse, dims, stream);
-  }
+  if (useDecode(kernel, dims.at("N")))
+    if (const attn_cuda_kernel_variant_t *dec = firstFitting(
+            kernel->num_decode_variants, kernel->decode_variants, dims))
+      return runDecode(api, kernel, image, *dec, inputs, o, lse, dims, stream);
   int64_t gridY = dims.at("B") * dims.at("Hq"), gridX;
   if (attn_status_t st =
           gridOf(api, *variant, dims.at("N"), gridY, "q", "B * Hq", "N", gridX))
