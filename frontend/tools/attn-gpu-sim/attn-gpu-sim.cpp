@@ -25,6 +25,12 @@
 //    (attn.role = "merge") from them into o and lse (null unless --output
 //    lse is given), NaN at the start, on grid (ceil(N / attn.block_q),
 //    B * Hq, 1): the two launches the runtime will make.
+//    A ragged or paged batch (--input cu_seqlens_q / cu_seqlens_k /
+//    block_table + kv_lens, runtime.h's attn_batch_layout_t) is one launch
+//    of each: packed q, o (and ragged k, v) are bound as views [B, H, rows,
+//    D] with a zero batch stride, lse [Hq, total_q] as [B, Hq, total_q],
+//    paged k and v as their pools; N and M are the longest sequence's, and
+//    the tables follow the aux inputs (null where absent).
 // Each CTA is interpreted by GpuSim (see GpuSim.h). Options: see kUsage.
 //
 //===----------------------------------------------------------------------===//
@@ -105,6 +111,15 @@ launched as a backward kernel: one CTA per attn.block_kv rows of k and v.
                        the merge kernel (attn.role = "merge") into o and lse
   --splits S           decode: the kv splits per (b, kv head, row chunk)
                        (default 1; splits past the last kv tile are empty)
+
+A decode batch of sequences of different lengths (runtime.h's
+attn_batch_layout_t; the table values are not checked, as on a GPU: the
+kernels clamp them, and every access is bounds-checked):
+  --input cu_seqlens_q=FILE  int32 [B + 1]; q is packed [total_q, Hq, Dqk],
+                       o [total_q, Hq, Dv], lse [Hq, total_q]
+  --input cu_seqlens_k=FILE  int32 [B + 1]; k, v packed [total_k, Hkv, D]
+  --input block_table=FILE --input kv_lens=FILE  int32 [B, max_pages] and
+                       [B]; k, v page pools [pages, page_size, Hkv, D]
 
 Backward kernels take, besides q, k, v and the aux inputs:
   --input o=FILE       the forward's o, float32/float64 [B,Hq,N,Dv] (required)
@@ -334,7 +349,126 @@ struct Problem {
   /// once the kernel is chosen).
   std::vector<std::string> auxNames;
   int64_t B = 0, Hq = 0, N = 0, Dqk = 0, Hkv = 0, M = 0, Dv = 0;
+  /// A decode batch (--input cu_seqlens_q, ...): N and M are the longest
+  /// sequence's; totalQ the packed q's rows.
+  bool raggedQ = false, raggedK = false, paged = false;
+  int64_t totalQ = 0;
+  bool isBatch() const { return raggedQ || raggedK || paged; }
 };
+
+/// The batch tables, in the decode kernel's argument order (after the aux
+/// inputs), with their ranks.
+const std::pair<const char *, int64_t> kBatchTables[] = {{"cu_seqlens_q", 1},
+                                                         {"cu_seqlens_k", 1},
+                                                         {"block_table", 2},
+                                                         {"kv_lens", 1}};
+
+bool isBatchTable(const std::string &name) {
+  for (auto &[n, rank] : kBatchTables)
+    if (name == n)
+      return true;
+  return false;
+}
+
+/// Entry i of an int32/int64 table, as the kernels read it.
+int64_t tableAt(const attn::HostArray &t, int64_t i) {
+  return t.dtype == attn::DType::I64 ? t.data<int64_t>()[i]
+                                     : int64_t(t.data<int32_t>()[i]);
+}
+
+/// The longest run [t[b], t[b + 1]) of an offsets table, clamped into
+/// [0, rows] as the kernels clamp it (a negative entry reads as huge).
+int64_t longestRun(const attn::HostArray &t, int64_t rows) {
+  int64_t longest = 0;
+  auto clamp = [&](int64_t x) { return x < 0 ? rows : std::min(x, rows); };
+  for (int64_t b = 0; b + 1 < t.numel(); ++b) {
+    int64_t end = clamp(tableAt(t, b + 1));
+    longest = std::max(longest, end - std::min(clamp(tableAt(t, b)), end));
+  }
+  return longest;
+}
+
+/// The shapes of a decode batch's q, k, v and tables (see kUsage).
+void readBatchShapes(Problem &p) {
+  auto &arrays = p.arrays;
+  p.raggedQ = arrays.count("cu_seqlens_q");
+  p.raggedK = arrays.count("cu_seqlens_k");
+  p.paged = arrays.count("block_table") || arrays.count("kv_lens");
+  if (p.paged && !(arrays.count("block_table") && arrays.count("kv_lens")))
+    fatal("block_table and kv_lens go together");
+  if (p.paged && p.raggedK)
+    fatal("cu_seqlens_k and block_table are exclusive");
+  for (auto &[n, rank] : kBatchTables) {
+    if (!arrays.count(n))
+      continue;
+    const attn::HostArray &t = arrays[n];
+    if (int64_t(t.shape.size()) != rank ||
+        (t.dtype != attn::DType::I32 && t.dtype != attn::DType::I64))
+      fatal(std::string("input '") + n + "' must be an int32 table of rank " +
+            std::to_string(rank) + ", got " + t.shapeString());
+  }
+  const attn::HostArray &q = arrays["q"], &k = arrays["k"], &v = arrays["v"];
+  int64_t kvRank = p.raggedK ? 3 : 4;
+  if (int64_t(q.shape.size()) != (p.raggedQ ? 3 : 4) ||
+      int64_t(k.shape.size()) != kvRank || int64_t(v.shape.size()) != kvRank)
+    fatal("batch shapes: q " + q.shapeString() + ", k " + k.shapeString() +
+          ", v " + v.shapeString() +
+          " (q packed [total_q, Hq, Dqk] with cu_seqlens_q, else [B, Hq, N, "
+          "Dqk]; k, v packed [total_k, Hkv, D] with cu_seqlens_k, pools "
+          "[pages, page_size, Hkv, D] with block_table, else [B, Hkv, M, D])");
+  std::vector<std::pair<std::string, int64_t>> batch; // (source, B)
+  if (p.raggedQ) {
+    p.totalQ = q.shape[0], p.Hq = q.shape[1], p.Dqk = q.shape[2];
+    p.N = longestRun(arrays["cu_seqlens_q"], p.totalQ);
+    batch.push_back({"cu_seqlens_q", arrays["cu_seqlens_q"].shape[0] - 1});
+  } else {
+    p.Hq = q.shape[1], p.N = q.shape[2], p.Dqk = q.shape[3];
+    batch.push_back({"q", q.shape[0]});
+  }
+  int64_t kRows;
+  if (p.raggedK) {
+    kRows = k.shape[0], p.Hkv = k.shape[1];
+    p.M = longestRun(arrays["cu_seqlens_k"], kRows);
+    batch.push_back({"cu_seqlens_k", arrays["cu_seqlens_k"].shape[0] - 1});
+  } else if (p.paged) {
+    const attn::HostArray &bt = arrays["block_table"],
+                          &lens = arrays["kv_lens"];
+    kRows = k.shape[0] * k.shape[1], p.Hkv = k.shape[2];
+    int64_t cap = bt.shape[1] * k.shape[1];
+    for (int64_t b = 0; b < lens.numel(); ++b) {
+      int64_t m = tableAt(lens, b);
+      p.M = std::max(p.M, m < 0 ? cap : std::min(m, cap));
+    }
+    // The kernels' contract (runtime.h): a table row of at least one page,
+    // 32-bit page arithmetic.
+    if (bt.shape[1] < 1 || k.shape[1] < 1 || k.shape[1] >= (int64_t(1) << 31))
+      fatal("block_table " + bt.shapeString() + " and pools " +
+            k.shapeString() +
+            ": at least one page per table row, page size in [1, 2^31)");
+    batch.push_back({"block_table", bt.shape[0]});
+    batch.push_back({"kv_lens", lens.shape[0]});
+  } else {
+    kRows = k.shape[2], p.Hkv = k.shape[1], p.M = k.shape[2];
+    batch.push_back({"k", k.shape[0]});
+  }
+  p.Dv = v.shape.back();
+  p.B = batch.front().second;
+  for (auto &[src, b] : batch)
+    if (b != p.B)
+      fatal("the batch size disagrees: " + batch.front().first + " gives " +
+            std::to_string(p.B) + ", " + src + " " + std::to_string(b));
+  if (p.B <= 0 || kRows <= 0 || (p.raggedQ && p.totalQ <= 0) || p.N <= 0)
+    fatal("a decode batch needs at least one sequence, one key row and one "
+          "query");
+  if (v.shape.size() != k.shape.size() ||
+      !std::equal(k.shape.begin(), k.shape.end() - 1, v.shape.begin()) ||
+      k.shape.back() != p.Dqk)
+    fatal("inconsistent shapes: q " + q.shapeString() + ", k " +
+          k.shapeString() + ", v " + v.shapeString());
+  if (p.Hkv <= 0 || p.Hq % p.Hkv)
+    fatal("Hq = " + std::to_string(p.Hq) +
+          " is not a multiple of Hkv = " + std::to_string(p.Hkv));
+}
 
 /// Reads the --input arrays and checks the shapes of q, k and v.
 Problem readInputs(const Options &opt) {
@@ -353,6 +487,13 @@ Problem readInputs(const Options &opt) {
   for (const char *n : {"q", "k", "v"})
     if (!arrays.count(n))
       fatal(std::string("missing --input ") + n + "=FILE.npy");
+  for (const std::string &n : p.order)
+    if (isBatchTable(n)) {
+      if (!opt.decode)
+        fatal("input '" + n + "': batch tables are for --schedule decode");
+      readBatchShapes(p);
+      return p;
+    }
   const attn::HostArray &q = arrays["q"], &k = arrays["k"], &v = arrays["v"];
   for (const char *n : {"q", "k", "v"})
     if (arrays[n].shape.size() != 4)
@@ -400,7 +541,7 @@ std::vector<std::string> auxInputs(const Problem &p, bool backward) {
   std::vector<std::string> aux;
   for (const std::string &n : p.order) {
     bool fixed =
-        n == "q" || n == "k" || n == "v" ||
+        n == "q" || n == "k" || n == "v" || isBatchTable(n) ||
         (backward && (n == "o" || n == "lse" || n == "do" || n == "dlse"));
     if (!fixed)
       aux.push_back(n);
@@ -524,6 +665,20 @@ LaunchConfig launchConfig(gpu::GPUFuncOp fn, const Options &opt,
   return cfg;
 }
 
+/// The view [B, H, rows, D] with a zero batch stride of a packed
+/// [rows, H, D] tensor laid out as `d`, or [B, H, rows] of a packed
+/// [H, rows] one (a ragged batch's q, k, v, o and lse).
+MemDesc batchView(MemDesc d, int64_t B) {
+  if (d.sizes.size() == 3) {
+    d.sizes = {B, d.sizes[1], d.sizes[0], d.sizes[2]};
+    d.strides = {0, d.strides[1], d.strides[0], d.strides[2]};
+  } else {
+    d.sizes = {B, d.sizes[0], d.sizes[1]};
+    d.strides = {0, d.strides[0], d.strides[1]};
+  }
+  return d;
+}
+
 /// The kernel's buffers and arguments, in kernel argument order.
 struct Bindings {
   std::vector<Buffer> buffers;
@@ -552,6 +707,21 @@ struct Bindings {
     MemDesc d = layout(int(buffers.size()), ek, eb, a.shape, pad);
     buffers.push_back(toBuffer(name, a, d));
     args.push_back(d);
+  }
+
+  /// Binds packed input `a` ([rows, H, D]) to kernel argument `argNo` as
+  /// its batchView over B sequences.
+  void addPackedInput(const std::string &name, const attn::HostArray &a, Type t,
+                      unsigned argNo, int64_t B) {
+    auto mt = dyn_cast<MemRefType>(t);
+    if (!mt || mt.getRank() != 4)
+      fatal("kernel argument " + std::to_string(argNo) +
+            " is not a rank-4 memref");
+    unsigned eb;
+    EK ek = Simulator::elementKind(mt.getElementType(), &eb);
+    MemDesc d = layout(int(buffers.size()), ek, eb, a.shape, 0);
+    buffers.push_back(toBuffer(name, a, d));
+    args.push_back(batchView(d, B));
   }
 
   /// Binds a float32 output of shape `s` (a null memref if not `present`):
@@ -792,7 +962,8 @@ std::string runDecode(ModuleOp module, const Options &opt, Problem &p) {
   if (std::max(p.Dqk, p.Dv) > maxD)
     fatal("head dims exceed attn.max_head_dim = " + std::to_string(maxD) +
           " of kernel '" + dec.getName().str() + "'");
-  int64_t kernelAux = int64_t(dec.getArgumentTypes().size()) - 5;
+  // q, k, v, o_part, lse_part, the aux inputs, then the four batch tables.
+  int64_t kernelAux = int64_t(dec.getArgumentTypes().size()) - 9;
   if (kernelAux != int64_t(p.auxNames.size()))
     fatal("kernel '" + dec.getName().str() + "' takes " +
           std::to_string(kernelAux) + " aux input(s), got " +
@@ -801,13 +972,39 @@ std::string runDecode(ModuleOp module, const Options &opt, Problem &p) {
   int64_t chunks = (G * p.N + rows - 1) / rows;
 
   Bindings b;
-  bindInputs(b, dec, opt, p, false);
+  if (p.isBatch()) {
+    if (!opt.roundDir.empty())
+      fatal("--round-inputs-to: a decode batch's inputs are not rewritten "
+            "(give them rounded)");
+    auto argTypes = dec.getArgumentTypes();
+    for (auto [name, argNo] : {std::pair{"q", 0u}, {"k", 1u}, {"v", 2u}}) {
+      bool packed = argNo == 0 ? p.raggedQ : p.raggedK;
+      if (packed)
+        b.addPackedInput(name, p.arrays.at(name), argTypes[argNo], argNo, p.B);
+      else
+        b.addInput(name, p.arrays.at(name), argTypes[argNo], argNo,
+                   opt.stridePad);
+    }
+  } else {
+    bindInputs(b, dec, opt, p, false);
+  }
   requireF32Output(dec, 3, "o_part", 5);
   requireF32Output(dec, 4, "lse_part", 4);
   b.addOutput("o_part", {p.B, p.Hkv, S, chunks * rows, p.Dv}, true,
               opt.stridePad);
   b.addOutput("lse_part", {p.B, p.Hkv, S, chunks * rows}, true, opt.stridePad);
   bindInputs(b, dec, opt, p, true);
+  // The batch tables, null where absent.
+  unsigned tableArg = unsigned(5 + p.auxNames.size());
+  for (auto &[name, rank] : kBatchTables) {
+    if (p.arrays.count(name))
+      b.addInput(name, p.arrays.at(name), dec.getArgumentTypes()[tableArg],
+                 tableArg, 0);
+    else
+      b.addOutput(name, std::vector<int64_t>(rank, 0), false, 0);
+    ++tableArg;
+  }
+  MemDesc cuSeqlensQ = b.args[5 + p.auxNames.size()];
   if (!opt.roundDir.empty())
     writeRoundedInputs(opt.roundDir, b);
 
@@ -825,14 +1022,26 @@ std::string runDecode(ModuleOp module, const Options &opt, Problem &p) {
   requireF32Output(merge, 2, "o", 4);
   requireF32Output(merge, 3, "lse", 3);
   Bindings m;
-  m.addOutput("o", {p.B, p.Hq, p.N, p.Dv}, true, opt.stridePad);
-  m.addOutput("lse", {p.B, p.Hq, p.N}, withLse, opt.stridePad);
+  if (p.raggedQ) {
+    // Packed o [total_q, Hq, Dv] and lse [Hq, total_q], written as they are.
+    m.addOutput("o", {p.totalQ, p.Hq, p.Dv}, true, 0);
+    m.addOutput("lse", {p.Hq, p.totalQ}, withLse, 0);
+  } else {
+    m.addOutput("o", {p.B, p.Hq, p.N, p.Dv}, true, opt.stridePad);
+    m.addOutput("lse", {p.B, p.Hq, p.N}, withLse, opt.stridePad);
+  }
+  std::vector<MemDesc> stored; // o and lse as the files hold them
   std::vector<MemDesc> mergeArgs = {b.args[3], b.args[4]};
   for (MemDesc d : m.args) {
     if (d.buf >= 0)
       d.buf += int(b.buffers.size());
-    mergeArgs.push_back(d);
+    stored.push_back(d);
+    mergeArgs.push_back(p.raggedQ && d.buf >= 0 ? batchView(d, p.B) : d);
   }
+  if (p.raggedQ && !withLse) // a null lse of the view's rank
+    mergeArgs[3].sizes = {p.B, p.Hq, p.totalQ},
+    mergeArgs[3].strides = {0, 0, 0};
+  mergeArgs.push_back(cuSeqlensQ);
   for (Buffer &buf : m.buffers)
     b.buffers.push_back(std::move(buf));
 
@@ -853,8 +1062,8 @@ std::string runDecode(ModuleOp module, const Options &opt, Problem &p) {
     if (!e.empty())
       fatal(e);
   };
-  write(oPath, mergeArgs[2]);
-  write(lsePath, mergeArgs[3]);
+  write(oPath, stored[0]);
+  write(lsePath, stored[1]);
   std::string r;
   llvm::raw_string_ostream os(r);
   os << "attn-gpu-sim: " << dec.getName() << ": ran " << decSim.ctasRun()

@@ -372,6 +372,11 @@ attn_status_t runDecode(Api &api, const attn_cuda_kernel_desc_t *kernel,
   decDesc.add(lsePart, lsePart, lseSizes, compactStrides(lseSizes));
   for (int32_t i = 3; i < kernel->num_inputs; ++i)
     decDesc.addTensor(inputs[i]);
+  // A dense batch: the batch tables (cu_seqlens_q, cu_seqlens_k,
+  // block_table, kv_lens) are null.
+  for (int rank : {1, 1, 2, 1})
+    decDesc.add(nullptr, nullptr, std::vector<int64_t>(rank, 0),
+                std::vector<int64_t>(rank, 1));
   Descriptors mergeDesc;
   mergeDesc.add(oPart, oPart, oSizes, compactStrides(oSizes));
   mergeDesc.add(lsePart, lsePart, lseSizes, compactStrides(lseSizes));
@@ -380,6 +385,7 @@ attn_status_t runDecode(Api &api, const attn_cuda_kernel_desc_t *kernel,
     mergeDesc.addTensor(lse);
   else
     mergeDesc.add(nullptr, nullptr, {B, Hq, N}, {Hq * N, N, 1});
+  mergeDesc.add(nullptr, nullptr, {0}, {1}); // cu_seqlens_q: dense
 
   std::vector<void *> decParams = decDesc.wordPointers();
   attn_status_t st =

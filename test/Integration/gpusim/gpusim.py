@@ -20,7 +20,9 @@
 #             [--shape ...]...
 #             [--backward [--bwd-tile-q T --bwd-tile-kv T] [--dlse]
 #              [--grad-rtol 3e-2] [--grad-floor F]]
-#             [--decode-splits S1,S2,...]
+#             [--decode-splits S1,S2,...
+#              [--batch QLENS:KLENS [--batch-q ragged|dense]
+#               [--batch-kv ragged|dense|paged:P] [--corrupt-tables]]]
 #
 # Aux inputs other than `doc` (linear attention's gates, beta, projections)
 # are random f32 tensors of their declared shape (dims from --shape; extra
@@ -40,6 +42,20 @@
 # S the simulator runs attn_<name>_decode_d<D> into NaN partials, then
 # attn_<name>_merge into o and lse (attn-gpu-sim --schedule decode), checked
 # against the reference as above.
+#
+# --batch runs the decode and merge kernels once over a batch of sequences
+# of different lengths (runtime.h's attn_batch_layout_t): QLENS and KLENS
+# are the sequences' query and key counts (e.g. 1,3,0,2:130,0,64,7), --shape
+# gives Hq, Hkv, Dqk, Dv (and D). q is packed with cu_seqlens_q (ragged) or
+# dense [B, Hq, N, Dqk] (all query counts equal); k and v packed with
+# cu_seqlens_k, dense, or page pools of P rows with a block table (pages
+# shuffled, -1 padding, unused slots NaN). Inputs are rounded to the dtype
+# here. Each sequence is checked against the reference of that sequence
+# alone (B = 1, aux sliced along B, N and M); a sequence without keys
+# gives o = 0 and lse = -inf. --corrupt-tables writes out-of-range offsets,
+# lengths and page ids instead and checks only that the kernels stay in
+# bounds (the simulator checks every access; its double-write check is off,
+# as overlapping sequences write rows twice).
 #
 # --backward checks the backward kernel instead. The spec is lowered twice:
 # the forward kernels as above, and the backward kernels
@@ -140,6 +156,16 @@ def parse_args():
     ap.add_argument("--decode-splits",
                     help="S1,S2,...: check the split-KV decode and merge "
                          "kernels with each split count instead")
+    ap.add_argument("--batch",
+                    help="QLENS:KLENS: a decode batch of sequences with "
+                         "these query and key counts")
+    ap.add_argument("--batch-q", default="ragged",
+                    choices=["ragged", "dense"])
+    ap.add_argument("--batch-kv", default="ragged",
+                    help="ragged | dense | paged:P")
+    ap.add_argument("--corrupt-tables", action="store_true",
+                    help="--batch: out-of-range table values; check only "
+                         "that every access stays in bounds")
     ap.add_argument("--dlse", action="store_true",
                     help="backward: a random dlse as well (softmax only)")
     ap.add_argument("--grad-rtol", type=float, default=GRAD_RTOL,
@@ -157,6 +183,21 @@ def parse_args():
         if a.backward or a.backend != "cuda":
             ap.error("--decode-splits: CUDA forward kernels only")
         a.decode_splits = [int(x) for x in a.decode_splits.split(",")]
+    if a.batch:
+        if not a.decode_splits:
+            ap.error("--batch needs --decode-splits")
+        ql, kl = a.batch.split(":")
+        a.qlens = [int(x) for x in ql.split(",")]
+        a.klens = [int(x) for x in kl.split(",")]
+        if len(a.qlens) != len(a.klens):
+            ap.error("--batch: as many query counts as key counts")
+        if a.batch_q == "dense" and len(set(a.qlens)) != 1:
+            ap.error("--batch-q dense: every sequence has the same queries")
+        if a.batch_kv == "dense" and len(set(a.klens)) != 1:
+            ap.error("--batch-kv dense: every sequence has the same keys")
+        if not (a.batch_kv in ("ragged", "dense") or
+                re.fullmatch(r"paged:\d+", a.batch_kv)):
+            ap.error("--batch-kv: ragged, dense or paged:P")
     return a
 
 
@@ -283,6 +324,19 @@ def check_forward(a, ctx, s, d, pre, aux, splits=None):
 
     o = np.load(pre + "o.npy").astype(np.float64)
     ro = np.load(pre + "ref_o.npy").astype(np.float64)
+    l = rl = None
+    if softmax:
+        rl = np.load(pre + "ref_lse.npy").astype(np.float64)
+        if want_lse:
+            l = np.load(pre + "lse.npy").astype(np.float64)
+    line, problems = compare_forward(a, s, o, ro, l, rl, softmax)
+    return line + ctas(summary), problems
+
+
+def compare_forward(a, s, o, ro, l, rl, softmax):
+    """o (and lse, None if not computed) against the reference's; rl, the
+    reference lse, marks the rows without a visible key (softmax). Returns
+    the line to print and the problems found."""
     problems = []
     if o.shape != ro.shape:
         problems.append("o shape %s != %s" % (o.shape, ro.shape))
@@ -291,7 +345,7 @@ def check_forward(a, ctx, s, d, pre, aux, splits=None):
         bad = np.argwhere(np.isnan(o))
         problems.append("%d NaN in o, first at %s" %
                         (len(bad), tuple(bad[0])))
-    scale = max(np.abs(ro).max(), 1e-30)
+    scale = max(np.abs(ro).max() if ro.size else 0.0, 1e-30)
     err = np.nan_to_num(np.abs(o - ro), nan=np.inf)
     rel = err.max() / scale if err.size else 0.0
     if rel > a.o_rtol:
@@ -301,13 +355,11 @@ def check_forward(a, ctx, s, d, pre, aux, splits=None):
     line = "%s: o rel err %.2e" % (s, rel)
     empty_rows = 0
     if softmax:
-        rl = np.load(pre + "ref_lse.npy").astype(np.float64)
         empty = np.isneginf(rl)
         empty_rows = int(empty.sum())
         if empty_rows and not (o[empty] == 0).all():
             problems.append("o != 0 on rows without a visible key")
-        if want_lse:
-            l = np.load(pre + "lse.npy").astype(np.float64)
+        if l is not None:
             if np.isnan(l).any():
                 problems.append("%d NaN in lse" % np.isnan(l).sum())
             if not np.isneginf(l[empty]).all():
@@ -322,6 +374,173 @@ def check_forward(a, ctx, s, d, pre, aux, splits=None):
         line += ", empty rows %d" % empty_rows
     if a.expect_empty_rows and not empty_rows:
         problems.append("expected rows without a visible key")
+    return line, problems
+
+
+def round_to(x, dtype):
+    """x (float32) rounded to bf16 or f16, nearest even, as float32."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if dtype == "f16":
+        return x.astype(np.float16).astype(np.float32)
+    u = x.view(np.uint32).astype(np.uint64)
+    u = (u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000
+    return u.astype(np.uint32).view(np.float32)
+
+
+def make_batch(a, rng, d, aux, aux_decl, dists):
+    """The decode batch of --batch: per-sequence q, k, v (rounded), the
+    packed or paged tensors and tables the kernels take, and the aux inputs
+    padded to the longest sequence."""
+    B = len(a.qlens)
+    Hq, Hkv, Dqk, Dv = (d[k] for k in ("Hq", "Hkv", "Dqk", "Dv"))
+    seqs = []
+    for n, m in zip(a.qlens, a.klens):
+        seqs.append({
+            "q": round_to(rng.standard_normal((n, Hq, Dqk)) * 1.5, a.dtype),
+            "k": round_to(rng.standard_normal((m, Hkv, Dqk)), a.dtype),
+            "v": round_to(rng.standard_normal((m, Hkv, Dv)), a.dtype)})
+    maxn, maxm = max(a.qlens), max(a.klens)
+    inputs = {}
+    if a.batch_q == "ragged":
+        inputs["q"] = np.concatenate([x["q"] for x in seqs])
+        inputs["cu_seqlens_q"] = np.concatenate(
+            [[0], np.cumsum(a.qlens)]).astype(np.int32)
+    else:
+        inputs["q"] = np.stack([x["q"].transpose(1, 0, 2) for x in seqs])
+    if a.batch_kv == "ragged":
+        for n in ("k", "v"):
+            inputs[n] = np.concatenate([x[n] for x in seqs])
+        inputs["cu_seqlens_k"] = np.concatenate(
+            [[0], np.cumsum(a.klens)]).astype(np.int32)
+    elif a.batch_kv == "dense":
+        for n in ("k", "v"):
+            inputs[n] = np.stack([x[n].transpose(1, 0, 2) for x in seqs])
+    else:
+        P = int(a.batch_kv.split(":")[1])
+        used = [-(-m // P) for m in a.klens]
+        pages = sum(used) + 2  # two spare pages nobody uses
+        order = rng.permutation(pages)
+        table = np.full((B, max(used) + 1), -1, np.int32)
+        pool = {"k": np.full((pages, P, Hkv, Dqk), np.nan, np.float32),
+                "v": np.full((pages, P, Hkv, Dv), np.nan, np.float32)}
+        nxt = 0
+        for b, x in enumerate(seqs):
+            for j in range(used[b]):
+                page = order[nxt]
+                nxt += 1
+                table[b, j] = page
+                rows = slice(j * P, min((j + 1) * P, a.klens[b]))
+                cnt = rows.stop - rows.start
+                for n in ("k", "v"):
+                    pool[n][page, :cnt] = x[n][rows]
+        inputs.update(pool)
+        inputs["block_table"] = table
+        inputs["kv_lens"] = np.array(a.klens, np.int32)
+    shaped = dict(d, B=B, N=maxn, M=maxm)
+    extra = make_inputs(a, rng, shaped, aux, aux_decl, dists)
+    for x in aux:
+        inputs[x] = extra[x]
+    return seqs, inputs
+
+
+def corrupt(inputs, rng):
+    """Out-of-range table values: offsets past the packed rows and
+    negative, lengths past the table, page ids past the pool."""
+    bad = {}
+    for n, t in inputs.items():
+        if n in ("cu_seqlens_q", "cu_seqlens_k"):
+            t = t.copy()
+            t[1] = -5
+            t[-1] = t[-1] + 1000
+        elif n == "kv_lens":
+            t = t.copy()
+            t[0] = 1 << 30
+            t[-1] = -3
+        elif n == "block_table":
+            t = t.copy()
+            t[0, 0] = 1 << 30
+            t[-1, :] = -7
+        bad[n] = t
+    return bad
+
+
+def check_batch(a, ctx, s, d, pre, aux, splits, seqs, inputs):
+    """Runs the decode and merge kernels over the batch and each sequence's
+    reference; returns the line to print and the problems found."""
+    softmax, params = ctx["softmax"], ctx["params"]
+    want_lse = softmax and not a.no_lse
+    tables = [n for n in ("cu_seqlens_q", "cu_seqlens_k", "block_table",
+                          "kv_lens") if n in inputs]
+    files = {n: pre + n + ".npy" for n in inputs}
+    cmd = [a.sim, ctx["kernel_mlir"], "--async-copy=" + a.async_copy,
+           "--schedule", "decode", "--splits", str(splits),
+           "--output", "o=" + pre + "o.npy"]
+    if a.batch_q == "dense" and a.batch_kv != "ragged":
+        cmd += ["--stride-pad", str(a.stride_pad)]
+    if "D" in d:
+        cmd += ["--kernel", "attn_%s_decode_d%d" % (ctx["name"], d["D"])]
+    cmd += input_args(["q", "k", "v"] + aux + tables, files)
+    if want_lse:
+        cmd += ["--output", "lse=" + pre + "lse.npy"]
+    if a.corrupt_tables:  # overlapping sequences write rows twice
+        cmd += ["--no-race-check"]
+    summary = run(cmd).strip()
+    if a.corrupt_tables:
+        return "%s: in bounds with corrupt tables" % s + ctas(summary), []
+
+    o = np.load(pre + "o.npy").astype(np.float64)
+    l = np.load(pre + "lse.npy").astype(np.float64) if want_lse else None
+    got_o, ref_o, got_l, ref_l = [], [], [], []
+    start = 0
+    for b, x in enumerate(seqs):
+        n, m = a.qlens[b], a.klens[b]
+        if a.batch_q == "ragged":
+            ob = o[start:start + n].transpose(1, 0, 2)
+            lb = l[:, start:start + n] if l is not None else None
+            start += n
+        else:
+            ob = o[b]
+            lb = l[b] if l is not None else None
+        if n == 0:
+            continue
+        Hq, Dv = d["Hq"], d["Dv"]
+        if m == 0:
+            ro = np.zeros((Hq, n, Dv))
+            rl = np.full((Hq, n), -np.inf)
+        else:
+            sp = "%sseq%d_" % (pre, b)
+            one = {"q": x["q"].transpose(1, 0, 2)[None],
+                   "k": x["k"].transpose(1, 0, 2)[None],
+                   "v": x["v"].transpose(1, 0, 2)[None]}
+            for name in aux:
+                _, dims = ctx["aux_decl"][name]
+                sl = tuple(slice(b, b + 1) if t == "B" else
+                           slice(0, n) if t == "N" else
+                           slice(0, m) if t == "M" else slice(None)
+                           for t in dims)
+                one[name] = inputs[name][sl]
+            for name, arr in one.items():
+                np.save(sp + name + ".npy", arr)
+            ref = [a.attnc, "run", a.example, "--reference",
+                   "--output", "o=" + sp + "ref_o.npy"] + params
+            ref += input_args(["q", "k", "v"] + aux,
+                              {k: sp + k + ".npy" for k in one})
+            if softmax:
+                ref += ["--output", "lse=" + sp + "ref_lse.npy"]
+            run(ref)
+            ro = np.load(sp + "ref_o.npy").astype(np.float64)[0]
+            rl = (np.load(sp + "ref_lse.npy").astype(np.float64)[0]
+                  if softmax else None)
+        got_o.append(ob.reshape(-1, Dv))
+        ref_o.append(ro.reshape(-1, Dv))
+        if softmax:
+            ref_l.append(rl.reshape(-1))
+            if lb is not None:
+                got_l.append(lb.reshape(-1))
+    cat = lambda xs: np.concatenate(xs) if xs else None
+    line, problems = compare_forward(
+        a, s, cat(got_o), cat(ref_o), cat(got_l) if want_lse else None,
+        cat(ref_l), softmax)
     return line + ctas(summary), problems
 
 
@@ -458,7 +677,7 @@ def main():
     lower(a, spec_mlir, kernel_mlir, "attn-tile-attention", a.tile_q,
           a.tile_kv)
     ctx = {"name": name, "softmax": softmax, "kernel_mlir": kernel_mlir,
-           "params": params}
+           "params": params, "aux_decl": aux_decl}
     if a.backward:
         bwd_mlir = os.path.join(a.tmp, "kernel_bwd.mlir")
         lower(a, spec_mlir, bwd_mlir, "attn-tile-attention-backward",
@@ -470,8 +689,23 @@ def main():
     rng = np.random.default_rng(a.seed)
     ok = True
     for si, s in enumerate(a.shape):
-        d = parse_shape(s)
         pre = os.path.join(a.tmp, "s%d_" % si)
+        if a.batch:
+            d = parse_shape("B=%d,N=%d,M=%d,%s" % (
+                len(a.qlens), max(a.qlens), max(a.klens), s))
+            seqs, inputs = make_batch(a, rng, d, aux, aux_decl, dists)
+            if a.corrupt_tables:
+                inputs = corrupt(inputs, rng)
+            for n, arr in inputs.items():
+                np.save(pre + n + ".npy", arr)
+            for n in a.decode_splits:
+                line, problems = check_batch(a, ctx, s, d, pre, aux, n, seqs,
+                                             inputs)
+                print("splits=%d %s" % (n, line) +
+                      (" -> " + "; ".join(problems) if problems else " -> ok"))
+                ok = ok and not problems
+            continue
+        d = parse_shape(s)
         inputs = make_inputs(a, rng, d, aux, aux_decl, dists)
         for n, arr in inputs.items():
             np.save(pre + n + ".npy", arr)

@@ -50,10 +50,12 @@ struct DecodeKernel {
               {"v", ATTN_BF16, 4, vDims, nullptr},
               {"doc", ATTN_I32, 2, docDims, nullptr}};
     // Forward: q, k, v, o (11 words each), lse (9), doc (7). Decode: q, k,
-    // v, o_part (13), lse_part (11), doc. Merge: o_part, lse_part, o, lse.
+    // v, o_part (13), lse_part (11), doc, the batch tables cu_seqlens_q,
+    // cu_seqlens_k (5 each), block_table (7), kv_lens (5). Merge: o_part,
+    // lse_part, o, lse, cu_seqlens_q.
     static std::deque<std::string> images;
-    images.push_back("attn_fwd_d64=60\nattn_fwd_d128=60\nattn_dec_d64=64\n"
-                     "attn_dec_d128=64\nattn_merge=44\n");
+    images.push_back("attn_fwd_d64=60\nattn_fwd_d128=60\nattn_dec_d64=86\n"
+                     "attn_dec_d128=86\nattn_merge=49\n");
     desc.abi_version = ATTN_ABI_VERSION;
     desc.name = "decode_kernel";
     desc.image = images.back().c_str();
@@ -144,8 +146,9 @@ TEST_F(CudaDecode, DecodeLaunchesDecodeThenMergeOnTheStream) {
   EXPECT_EQ(state().last_free_stream, stream);
   EXPECT_GT(state().last_free_sequence, mrg.sequence);
 
-  // Decode: q, k, v, o_part, lse_part, doc.
-  ASSERT_EQ(dec.num_params, 64);
+  // Decode: q, k, v, o_part, lse_part, doc, then null batch tables (a
+  // dense batch).
+  ASSERT_EQ(dec.num_params, 86);
   EXPECT_EQ(words(dec, 0, 3), (V{int64_t(Call::kQ), int64_t(Call::kQ), 0}));
   EXPECT_EQ(words(dec, 33, 13),
             (V{oPart, oPart, 0, 2, 2, 28, 16, 128, 2 * 28 * 16 * 128,
@@ -154,14 +157,17 @@ TEST_F(CudaDecode, DecodeLaunchesDecodeThenMergeOnTheStream) {
                                    2 * 28 * 16, 28 * 16, 16, 1}));
   EXPECT_EQ(words(dec, 57, 7),
             (V{int64_t(Call::kDoc), int64_t(Call::kDoc), 0, 2, 1, 1, 1}));
-  // Merge: o_part, lse_part, o, lse.
-  ASSERT_EQ(mrg.num_params, 44);
+  EXPECT_EQ(words(dec, 64, 22), (V{0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0,
+                                   0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 1}));
+  // Merge: o_part, lse_part, o, lse, a null cu_seqlens_q.
+  ASSERT_EQ(mrg.num_params, 49);
   EXPECT_EQ(words(mrg, 0, 13), words(dec, 33, 13));
   EXPECT_EQ(words(mrg, 13, 11), words(dec, 46, 11));
   EXPECT_EQ(words(mrg, 24, 11), (V{int64_t(Call::kO), int64_t(Call::kO), 0, 2,
                                    8, 1, 128, 8 * 128, 128, 128, 1}));
   EXPECT_EQ(words(mrg, 35, 9),
             (V{int64_t(Call::kLse), int64_t(Call::kLse), 0, 2, 8, 1, 8, 1, 1}));
+  EXPECT_EQ(words(mrg, 44, 5), (V{0, 0, 0, 0, 1}));
 }
 
 TEST_F(CudaDecode, GqaGroupsFillChunksOfSixteenRows) {

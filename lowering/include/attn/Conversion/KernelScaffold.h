@@ -62,6 +62,11 @@ inline constexpr llvm::StringLiteral kRoleAttr = "attn.role";
 /// [B, Hkv, S, rows] (rank 4).
 MemRefType decodePartialType(MLIRContext *ctx, int64_t rank);
 
+/// The i32 memref type (dynamic sizes, strides and offset) of a batch
+/// table: cu_seqlens_q, cu_seqlens_k and kv_lens (rank 1), block_table
+/// (rank 2). A null descriptor means the table is absent.
+MemRefType batchTableType(MLIRContext *ctx, int64_t rank);
+
 /// Fails with an error on the kernel when a gpu.func of `module` declares
 /// more attn.shared_bytes than `limitBytes` (the target's shared memory per
 /// block): it could never be launched.
@@ -172,6 +177,22 @@ protected:
   /// scf.if without results, with an else branch.
   void ifThenElse(Value cond, function_ref<void()> thenBody,
                   function_ref<void()> elseBody);
+  /// scf.if yielding `count` index values: `thenBody`'s under `cond`, else
+  /// `elseBody`'s; e.g. a table read only when the table is present.
+  SmallVector<Value> ifIndices(Value cond, unsigned count,
+                               function_ref<SmallVector<Value>()> thenBody,
+                               function_ref<SmallVector<Value>()> elseBody);
+  /// Whether memref `m` is present: its aligned pointer is not null.
+  Value present(Value m);
+  /// Entry i of an i32 table as an index (sign-extended: a negative entry
+  /// becomes a huge unsigned value, which the callers' unsigned clamps
+  /// cut); i is clamped to the table's last entry.
+  Value tableEntry(Value table, Value i);
+  /// Sequence `bIdx`'s rows [begin, end) of a ragged tensor with `rows`
+  /// rows, from the offsets [table[b], table[b + 1]) clamped into
+  /// [0, rows] (a bad table gives wrong rows, never ones outside the
+  /// tensor); [0, rows) when `table` is null.
+  std::pair<Value, Value> sequenceRows(Value table, Value bIdx, Value rows);
 
   // The kernel's arguments and what the spec's regions see.
   /// Binds q, k, v, o, lse (entry args 0..4) and the dims Hq, N, Dqk, M,

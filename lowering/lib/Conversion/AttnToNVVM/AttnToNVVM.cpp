@@ -78,8 +78,18 @@ public:
 
 private:
   void emitPrologue(gpu::GPUFuncOp fn);
-  /// The decode kernel's work item and rows (see build()).
-  void emitDecodePrologue();
+  /// The decode kernel's work item and rows (see build()); `entry` holds
+  /// the batch tables last.
+  void emitDecodePrologue(Block *entry);
+  /// Decode: sequence bIdx's queries and keys from the batch tables (see
+  /// emitDecodePrologue), and what depends on N and M.
+  void bindSequence(Value hkv);
+  /// Decode: where key row j of sequence bIdx lives in k and v (all but
+  /// the column index): {b, hk, kBase + j} or, paged, {page, slot, hk}.
+  SmallVector<Value> decodeKVRow(Value j);
+  /// The cp.async copies of the kv tile from row k0 of `src` (k or v).
+  SmallVector<Value> emitKVCopy(Value src, Value k0, Value colLimit, Value base,
+                                Value enable);
   /// This CTA's walk over the kv tiles (classification, next visible).
   GpuTileWalk walk();
   /// S = Q Kᵀ of the kv tile in `stage` (mma fragments).
@@ -121,6 +131,14 @@ private:
   // Decode: the kv split, the G * N rows of the group, this CTA's first row,
   // and the tile box's last head and query range (i64).
   Value split, groupRows, f0, boxHHi, boxQLo, boxQHi;
+  // Decode: the batch tables (null memrefs when absent: a dense batch),
+  // whether k and v are page pools, the sequence's first query and key
+  // rows, max(N, 1) (a divisor); paged, as i32 (kept in registers through
+  // the kv loop, and 32-bit division is the cheaper): the page size and
+  // the last page of the pool.
+  Value cuQ, cuK, blockTable, kvLens, paged;
+  Value qBase, kBase, nDiv;
+  Value pageSize32, lastPage32;
 
   // The tile program's values.
   DenseMap<Value, SmallVector<Value>> accs; // !attn.acc -> registers
@@ -145,7 +163,7 @@ void GpuKernelBuilder::emitPrologue(gpu::GPUFuncOp fn) {
 
   emitThreadIds();
   if (decode) {
-    emitDecodePrologue();
+    emitDecodePrologue(entry);
   } else {
     // Query tiles run last-first: under causal-like masks the last tiles
     // have the most kv tiles, and starting them first shortens the tail of
@@ -187,11 +205,28 @@ void GpuKernelBuilder::emitPrologue(gpu::GPUFuncOp fn) {
 /// T = ceil(tiles / S) each). o and lse are the partials o_part
 /// [B, Hkv, S, C * 16, Dv] and lse_part [B, Hkv, S, C * 16]; the merge
 /// kernel (MergeToNVVM.cpp) combines them.
-void GpuKernelBuilder::emitDecodePrologue() {
-  nKT = arith::CeilDivUIOp::create(b, M, cidx(BN));
-  Value hkv = memref::DimOp::create(b, k, 1);
-  Value numSplits = memref::DimOp::create(b, o, 2);
-  Value chunks = divu(memref::DimOp::create(b, o, 3), cidx(BM));
+///
+/// A batch of sequences of different lengths is one launch: the last four
+/// arguments are the batch tables of runtime.h (cu_seqlens_q, cu_seqlens_k,
+/// block_table, kv_lens; null when absent). Packed q (and ragged k, v) come
+/// as views [B, H, rows, D] with a zero batch stride, so q[b, h, qBase + i]
+/// is query i of sequence b; paged k and v are the pools [pages,
+/// page_size, Hkv, D] themselves. Grids are sized for the longest sequence:
+/// a chunk past its sequence's rows visits no kv tile and stores nothing.
+void GpuKernelBuilder::emitDecodePrologue(Block *entry) {
+  ValueRange tables = entry->getArguments().take_back(4);
+  cuQ = tables[0];
+  cuK = tables[1];
+  blockTable = tables[2];
+  kvLens = tables[3];
+  paged = present(blockTable);
+  auto dim = [&](Value m, int64_t d) -> Value {
+    return memref::DimOp::create(b, m, d);
+  };
+  Value hkv = select(paged, dim(k, 2), dim(k, 1));
+  G = divu(Hq, hkv);
+  Value numSplits = dim(o, 2);
+  Value chunks = divu(dim(o, 3), cidx(BM));
   Value item = gpu::BlockIdOp::create(b, gpu::Dimension::x);
   split = remu(item, numSplits);
   Value rest = divu(item, numSplits);
@@ -200,32 +235,114 @@ void GpuKernelBuilder::emitDecodePrologue() {
   hk = remu(rest, hkv);
   bIdx = divu(rest, hkv);
   bI64 = toI64(bIdx);
+  bindSequence(hkv);
+  nKT = arith::CeilDivUIOp::create(b, M, cidx(BN));
   h = mul(hk, G);
   q0 = cidx(0);
   groupRows = mul(G, N);
-  Value lastF = sub(groupRows, cidx(1));
+  // N may be 0 (an empty sequence): divide by max(N, 1), clamp rows to
+  // max(G * N, 1) - 1.
+  nDiv = maxu(N, cidx(1));
+  Value lastF = sub(maxu(groupRows, cidx(1)), cidx(1));
   f0 = mul(chunk, cidx(BM));
   for (int r = 0; r < 2; ++r) {
     qRow[r] = add(add(f0, mul(warp, cidx(16))), add(g, cidx(r * 8)));
     Value f = minu(qRow[r], lastF);
-    hIdx[r] = toI64(add(h, divu(f, N)));
-    qIdx[r] = toI64(remu(f, N));
+    hIdx[r] = toI64(add(h, divu(f, nDiv)));
+    qIdx[r] = toI64(remu(f, nDiv));
   }
   // The tile box: rows [f0, f1] hold heads f0 / N .. f1 / N; one head holds
   // queries f0 % N .. f1 % N, several all of 0 .. N - 1 (a superset is
   // sound: the mask's intervals only widen). As the CPU's decodeTileBox.
+  Value fLo = minu(f0, lastF);
   Value f1 = minu(add(f0, cidx(BM - 1)), lastF);
-  Value g0 = divu(f0, N), g1 = divu(f1, N);
+  Value g0 = divu(fLo, nDiv), g1 = divu(f1, nDiv);
   hI64 = toI64(add(h, g0));
   boxHHi = toI64(add(h, g1));
   Value oneHead = cmp(P::eq, g0, g1);
-  boxQLo = toI64(select(oneHead, remu(f0, N), cidx(0)));
-  boxQHi = toI64(select(oneHead, remu(f1, N), sub(N, cidx(1))));
+  boxQLo = toI64(select(oneHead, remu(fLo, nDiv), cidx(0)));
+  boxQHi = toI64(select(oneHead, remu(f1, nDiv), sub(nDiv, cidx(1))));
   // Split s covers kv tiles [s * T, (s + 1) * T): an empty range (or one the
-  // mask hides) leaves the partial o = 0, lse = -inf.
+  // mask hides) leaves the partial o = 0, lse = -inf. A chunk past the
+  // sequence's rows visits none.
   Value per = ceilDiv(nKT, numSplits);
   ktBegin = minu(mul(split, per), nKT);
-  ktEnd = minu(add(ktBegin, per), nKT);
+  ktEnd = select(ult(f0, groupRows), minu(add(ktBegin, per), nKT), ktBegin);
+}
+
+/// As the CPU's bindSequence: dense when the tables are null (N = dim(q, 2),
+/// M = dim(k, 2)). Every table value is clamped, so a bad table computes
+/// wrong rows but addresses nothing outside the tensors: N to the rows the
+/// partials hold per head, M of a paged sequence to its table's pages, page
+/// ids into the pool. The tables' shapes are the caller's to check (B + 1
+/// offsets, B rows of at least one page, page sizes below 2^31), as the
+/// runtime does.
+void GpuKernelBuilder::bindSequence(Value hkv) {
+  auto dim = [&](Value m, int64_t d) -> Value {
+    return memref::DimOp::create(b, m, d);
+  };
+  auto [qBegin, qEnd] = sequenceRows(cuQ, bIdx, dim(q, 2));
+  N = minu(sub(qEnd, qBegin), divu(dim(o, 3), G));
+  // An empty sequence may start past the last row: its (zero-filled)
+  // copies read row 0.
+  qBase = select(cmp(P::eq, N, cidx(0)), cidx(0), qBegin);
+  // Paged: k is [pages, page_size, Hkv, D].
+  Value pageSize = dim(k, 1);
+  pageSize32 = arith::IndexCastOp::create(b, b.getI32Type(), pageSize);
+  lastPage32 =
+      arith::IndexCastOp::create(b, b.getI32Type(), sub(dim(k, 0), cidx(1)));
+  SmallVector<Value> kr = ifIndices(
+      paged, 2,
+      [&]() -> SmallVector<Value> {
+        Value cap = mul(dim(blockTable, 1), pageSize);
+        return {cidx(0), minu(tableEntry(kvLens, bIdx), cap)};
+      },
+      [&]() -> SmallVector<Value> {
+        auto [kBegin, kEnd] = sequenceRows(cuK, bIdx, dim(k, 2));
+        return {kBegin, sub(kEnd, kBegin)};
+      });
+  M = kr[1];
+  kBase = select(cmp(P::eq, M, cidx(0)), cidx(0), kr[0]);
+  // What the prologue derived from N and M: the regions' dims, the params
+  // (sigmoid's bias = -log(M)), the scale and the normalizer's bias.
+  env.dims["N"] = toI64(N);
+  env.dims["M"] = toI64(M);
+  env.dims["Hkv"] = toI64(hkv);
+  env.dims["G"] = toI64(G);
+  bindParams(b, spec, env);
+  scale = emitScale(tiled.getScale(), env);
+  bias = emitBias(tiled.getBias(), env);
+}
+
+/// j < max(M, 1) (emitTileCopy clamps it), so kBase + j is a row of the
+/// sequence (or row 0) and j / page_size a column of its table row; only
+/// the page id read from the table needs a clamp. The paged arithmetic is
+/// 32-bit (kv_lens is int32).
+SmallVector<Value> GpuKernelBuilder::decodeKVRow(Value j) {
+  return ifIndices(
+      paged, 3,
+      [&]() -> SmallVector<Value> {
+        Value j32 = arith::IndexCastOp::create(b, b.getI32Type(), j);
+        Value col = arith::DivUIOp::create(b, j32, pageSize32);
+        Value slot = arith::RemUIOp::create(b, j32, pageSize32);
+        Value id =
+            memref::LoadOp::create(b, blockTable, ValueRange{bIdx, toIdx(col)});
+        // Unsigned: a negative id is huge and becomes the last page.
+        Value page = arith::MinUIOp::create(b, id, lastPage32);
+        return {toIdx(page), toIdx(slot), hk};
+      },
+      [&]() -> SmallVector<Value> { return {bIdx, hk, add(kBase, j)}; });
+}
+
+SmallVector<Value> GpuKernelBuilder::emitKVCopy(Value src, Value k0,
+                                                Value colLimit, Value base,
+                                                Value enable) {
+  Value dst = src == k ? Ks : Vs;
+  if (!decode)
+    return emitTileCopy(src, bIdx, hk, k0, BN, M, colLimit, dst, base, enable);
+  return emitTileCopy(
+      src, [&](Value j) { return decodeKVRow(j); }, k0, BN, M, colLimit, dst,
+      base, enable);
 }
 
 GpuTileWalk GpuKernelBuilder::walk() {
@@ -510,6 +627,9 @@ LogicalResult GpuKernelBuilder::build() {
   if (decode) {
     args[3] = decodePartialType(ctx, 5); // o_part
     args[4] = decodePartialType(ctx, 4); // lse_part
+    // cu_seqlens_q, cu_seqlens_k, block_table, kv_lens.
+    args.append({batchTableType(ctx, 1), batchTableType(ctx, 1),
+                 batchTableType(ctx, 2), batchTableType(ctx, 1)});
   }
   std::string name =
       ("attn_" + spec.getSymName() + (decode ? "_decode_d" : "_d") + Twine(D))
@@ -545,9 +665,11 @@ LogicalResult GpuKernelBuilder::build() {
 LogicalResult GpuKernelBuilder::lowerLoadQ(TileLoadQOp op) {
   Value yes = arith::ConstantOp::create(b, b.getBoolAttr(true));
   if (decode) {
-    // Row f of the tile is query f % N of head hk * G + f / N.
+    // Row f of the tile is query f % N of head hk * G + f / N (row
+    // qBase + f % N of a packed q).
+    // f < max(G * N, 1) (emitTileCopy clamps it).
     auto at = [&](Value f) -> SmallVector<Value> {
-      return {bIdx, add(h, divu(f, N)), remu(f, N)};
+      return {bIdx, add(h, divu(f, nDiv)), add(qBase, remu(f, nDiv))};
     };
     asyncGroup(emitTileCopy(q, at, f0, BM, groupRows, Dqk, Qs, cidx(0), yes));
     return success();
@@ -577,10 +699,8 @@ LogicalResult GpuKernelBuilder::lowerKVLoop(KVLoopOp op) {
   Value firstValid = arith::CmpIOp::create(b, P::ult, first, ktEnd);
   Value firstK0 =
       mul(minu(first, arith::SubIOp::create(b, nKT, cidx(1))), cidx(BN));
-  SmallVector<Value> kv0 =
-      emitTileCopy(k, bIdx, hk, firstK0, BN, M, Dqk, Ks, cidx(0), firstValid);
-  kv0.append(
-      emitTileCopy(v, bIdx, hk, firstK0, BN, M, Dv, Vs, cidx(0), firstValid));
+  SmallVector<Value> kv0 = emitKVCopy(k, firstK0, Dqk, cidx(0), firstValid);
+  kv0.append(emitKVCopy(v, firstK0, Dv, cidx(0), firstValid));
   // Wait for Q only: the first K/V group stays in flight.
   nvgpu::DeviceAsyncWaitOp::create(b, asyncGroup(kv0), b.getI32IntegerAttr(1));
   gpu::BarrierOp::create(b);
@@ -608,10 +728,8 @@ LogicalResult GpuKernelBuilder::lowerKVLoop(KVLoopOp op) {
     Value nk0 =
         mul(minu(nxt, arith::SubIOp::create(b, nKT, cidx(1))), cidx(BN));
     Value otherBase = mul(other, cidx(BN * D));
-    SmallVector<Value> kv =
-        emitTileCopy(k, bIdx, hk, nk0, BN, M, Dqk, Ks, otherBase, hasNext);
-    kv.append(
-        emitTileCopy(v, bIdx, hk, nk0, BN, M, Dv, Vs, otherBase, hasNext));
+    SmallVector<Value> kv = emitKVCopy(k, nk0, Dqk, otherBase, hasNext);
+    kv.append(emitKVCopy(v, nk0, Dv, otherBase, hasNext));
     // The current tile's group is complete once at most the one just
     // issued is pending.
     nvgpu::DeviceAsyncWaitOp::create(b, asyncGroup(kv), b.getI32IntegerAttr(1));

@@ -44,7 +44,8 @@ SmallVector<Value> GpuKernelBase::emitTileCopy(Value src, RowIndices at,
   int64_t chunksPerRow = D / 8;
   int64_t perThread = rows * chunksPerRow / numThreads;
   SmallVector<Value> tokens;
-  Value lastRow = sub(rowLimit, cidx(1));
+  // rowLimit may be 0 (a decode batch's empty sequence): source row 0.
+  Value lastRow = sub(maxu(rowLimit, cidx(1)), cidx(1));
   for (int64_t i = 0; i < perThread; ++i) {
     Value id = add(tid, cidx(i * numThreads));
     Value r = divu(id, cidx(chunksPerRow));

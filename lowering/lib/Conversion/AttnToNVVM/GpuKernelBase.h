@@ -49,8 +49,8 @@ protected:
   SmallVector<Value> emitTileCopy(Value src, Value bIdx, Value head, Value row0,
                                   int64_t rows, Value rowLimit, Value colLimit,
                                   Value dst, Value base, Value enable);
-  /// The source indices of tile row `row` (in [0, rowLimit)) but the last
-  /// one, e.g. {b, head, row}: where a row of `src` lives.
+  /// The source indices of tile row `row` (in [0, max(rowLimit, 1))) but
+  /// the last one, e.g. {b, head, row}: where a row of `src` lives.
   using RowIndices = function_ref<SmallVector<Value>(Value row)>;
   /// emitTileCopy with the rows of `src` at `at(row0 + r)`: the decode
   /// kernel's tile rows are (query head, query) pairs of a GQA group.

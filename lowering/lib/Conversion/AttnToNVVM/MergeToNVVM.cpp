@@ -11,7 +11,11 @@
 //
 // and a row whose every split is empty (all lse_s = -inf) gets o = 0 and
 // lse = -inf. Arguments (o_part, lse_part, o [B, Hq, N, Dv], lse [B, Hq, N]
-// or null); grid (ceil(N / 4), B * Hq), 128 threads: one warp per output
+// or null, cu_seqlens_q or null); a ragged batch's o and lse are views
+// [B, Hq, total_q, Dv] and [B, Hq, total_q] of the packed tensors with a
+// zero batch stride, its sequence b's queries rows cu_seqlens_q[b] ..
+// cu_seqlens_q[b + 1] - 1, and N the longest sequence's query count.
+// Grid (ceil(N / 4), B * Hq), 128 threads: one warp per output
 // row, its lanes over the head dim (columns lane + 32 j), every lane walking
 // the S partial lse values itself (uniform loads, no shuffles or shared
 // memory). A separate kernel rather than the last CTA of each group merging
@@ -45,8 +49,9 @@ public:
 private:
   /// Rows of o per CTA: one per warp.
   static constexpr int64_t kRowsPerCta = 4;
-  /// The merged row i of (b, h): its partials are row f of kv head hk.
-  void emitRow(Value oPart, Value lsePart, Value bIdx, Value h, Value i,
+  /// The merged row `row` of (b, h) in o and lse: its partials are row f
+  /// of kv head hk.
+  void emitRow(Value oPart, Value lsePart, Value bIdx, Value h, Value row,
                Value hk, Value f, Value lane, Value numSplits, Value dv,
                Value hasLse);
 
@@ -56,7 +61,7 @@ private:
 } // namespace
 
 void MergeKernelBuilder::emitRow(Value oPart, Value lsePart, Value bIdx,
-                                 Value h, Value i, Value hk, Value f,
+                                 Value h, Value row, Value hk, Value f,
                                  Value lane, Value numSplits, Value dv,
                                  Value hasLse) {
   const float log2e = 1.4426950408889634f;
@@ -99,19 +104,20 @@ void MergeKernelBuilder::emitRow(Value oPart, Value lsePart, Value bIdx,
   for (int64_t j = 0; j < cols; ++j)
     ifThen(inRange[j], [&] {
       memref::StoreOp::create(b, fmul(sums.getResult(1 + j), inv), o,
-                              ValueRange{bIdx, h, i, col[j]});
+                              ValueRange{bIdx, h, row, col[j]});
     });
   ifThen(land(cmp(P::eq, lane, cidx(0)), hasLse), [&] {
     Value x = select(pos, fadd(m, math::LogOp::create(b, sum)), ninf());
-    memref::StoreOp::create(b, x, lse, ValueRange{bIdx, h, i});
+    memref::StoreOp::create(b, x, lse, ValueRange{bIdx, h, row});
   });
 }
 
 LogicalResult MergeKernelBuilder::build() {
   MLIRContext *ctx = b.getContext();
-  SmallVector<Type> args = {
-      decodePartialType(ctx, 5), decodePartialType(ctx, 4),
-      decodePartialType(ctx, 4), decodePartialType(ctx, 3)};
+  SmallVector<Type> args = {decodePartialType(ctx, 5),
+                            decodePartialType(ctx, 4),
+                            decodePartialType(ctx, 4),
+                            decodePartialType(ctx, 3), batchTableType(ctx, 1)};
   std::string name = ("attn_" + spec.getSymName() + "_merge").str();
   auto fn = gpu::GPUFuncOp::create(b, name, FunctionType::get(ctx, args, {}));
   int64_t threads = 32 * kRowsPerCta;
@@ -124,11 +130,11 @@ LogicalResult MergeKernelBuilder::build() {
   Value oPart = entry->getArgument(0), lsePart = entry->getArgument(1);
   o = entry->getArgument(2);
   lse = entry->getArgument(3);
+  Value cuQ = entry->getArgument(4);
   auto dim = [&](Value m, int64_t d) -> Value {
     return memref::DimOp::create(b, m, d);
   };
   Hq = dim(o, 1);
-  N = dim(o, 2);
   Dv = dim(o, 3);
   G = divu(Hq, dim(oPart, 1));
   Value numSplits = dim(oPart, 2);
@@ -142,9 +148,15 @@ LogicalResult MergeKernelBuilder::build() {
   Value bh = gpu::BlockIdOp::create(b, gpu::Dimension::y);
   Value h = remu(bh, Hq), bIdx = divu(bh, Hq);
   Value hk = divu(h, G);
+  // Sequence b's queries (all of o's rows without cu_seqlens_q), at most
+  // the rows the partials hold per head (as the decode kernel clamps a bad
+  // table).
+  auto [qBase, qEnd] = sequenceRows(cuQ, bIdx, dim(o, 2));
+  N = minu(sub(qEnd, qBase), divu(dim(oPart, 3), G));
   Value f = add(mul(remu(h, G), N), i);
   ifThen(ult(i, N), [&] {
-    emitRow(oPart, lsePart, bIdx, h, i, hk, f, lane, numSplits, Dv, hasLse);
+    emitRow(oPart, lsePart, bIdx, h, add(qBase, i), hk, f, lane, numSplits, Dv,
+            hasLse);
   });
   gpu::ReturnOp::create(b);
   return success();

@@ -70,6 +70,13 @@ MemRefType mlir::attn::decodePartialType(MLIRContext *ctx, int64_t rank) {
       StridedLayoutAttr::get(ctx, ShapedType::kDynamic, dyn));
 }
 
+MemRefType mlir::attn::batchTableType(MLIRContext *ctx, int64_t rank) {
+  SmallVector<int64_t> dyn(rank, ShapedType::kDynamic);
+  return MemRefType::get(
+      dyn, IntegerType::get(ctx, 32),
+      StridedLayoutAttr::get(ctx, ShapedType::kDynamic, dyn));
+}
+
 FailureOr<Type> mlir::attn::uniformHalfPrecisionQKV(SpecOp spec,
                                                     StringRef why) {
   Type elt;
@@ -158,6 +165,42 @@ void KernelScaffold::ifThenElse(Value cond, function_ref<void()> thenBody,
   thenBody();
   b.setInsertionPointToStart(&op.getElseRegion().front());
   elseBody();
+}
+
+SmallVector<Value>
+KernelScaffold::ifIndices(Value cond, unsigned count,
+                          function_ref<SmallVector<Value>()> thenBody,
+                          function_ref<SmallVector<Value>()> elseBody) {
+  SmallVector<Type> types(count, b.getIndexType());
+  auto op = scf::IfOp::create(b, types, cond, true);
+  OpBuilder::InsertionGuard g(b);
+  b.setInsertionPointToStart(&op.getThenRegion().front());
+  scf::YieldOp::create(b, thenBody());
+  b.setInsertionPointToStart(&op.getElseRegion().front());
+  scf::YieldOp::create(b, elseBody());
+  return SmallVector<Value>(op.getResults());
+}
+
+Value KernelScaffold::present(Value m) {
+  Value ptr = memref::ExtractAlignedPointerAsIndexOp::create(b, m);
+  return cmp(arith::CmpIPredicate::ne, ptr, cidx(0));
+}
+
+Value KernelScaffold::tableEntry(Value table, Value i) {
+  Value last = sub(memref::DimOp::create(b, table, 0), cidx(1));
+  return toIdx(memref::LoadOp::create(b, table, minu(i, last)));
+}
+
+std::pair<Value, Value> KernelScaffold::sequenceRows(Value table, Value bIdx,
+                                                     Value rows) {
+  SmallVector<Value> r = ifIndices(
+      present(table), 2,
+      [&]() -> SmallVector<Value> {
+        Value end = minu(tableEntry(table, add(bIdx, cidx(1))), rows);
+        return {minu(tableEntry(table, bIdx), end), end};
+      },
+      [&]() -> SmallVector<Value> { return {cidx(0), rows}; });
+  return {r[0], r[1]};
 }
 
 void KernelScaffold::bindCanonical(Block *entry) {
