@@ -69,6 +69,22 @@ attn_status_t Kernel::runBatch(const DLTensor *const *inputs,
   return attn_cpu_run_batch(&none, inputs, &layout, o, lse, options);
 }
 
+attn_status_t Kernel::runBatch(const DLTensor *const *inputs,
+                               const attn_gpu_batch_layout_t &layout,
+                               DLTensor *o, DLTensor *lse, void *stream) const {
+  for (int32_t i = 0; i < desc_.num_targets; ++i)
+    if (desc_.targets[i].device_type == kDLCUDA)
+      return attn_cuda_run_batch(
+          static_cast<const attn_cuda_kernel_desc_t *>(desc_.targets[i].desc),
+          inputs, &layout, o, lse, stream);
+  // No CUDA code: the runtime's own message ("image is NULL (not compiled
+  // for CUDA)").
+  attn_cuda_kernel_desc_t none{};
+  none.abi_version = ATTN_ABI_VERSION;
+  none.name = name_.c_str();
+  return attn_cuda_run_batch(&none, inputs, &layout, o, lse, stream);
+}
+
 attn_status_t Kernel::backward(const DLTensor *const *inputs, const DLTensor *o,
                                const DLTensor *lse, const DLTensor *dout,
                                const DLTensor *dlse, DLTensor *dq, DLTensor *dk,

@@ -73,8 +73,12 @@ extern "C" {
       decode_lanes).
    5: ... and the paged-KV kernels (paged_fn, paged_decode_fn).
    6: CUDA kernel descriptors carry the split-KV decode schedule
-      (decode_max_n, decode_variants, merge_variant). */
-#define ATTN_ABI_VERSION 6
+      (decode_max_n, decode_variants, merge_variant).
+   7: the CUDA decode variants take the batch tables after the aux inputs
+      (cu_seqlens_q, cu_seqlens_k, block_table, kv_lens) and the merge
+      variant cu_seqlens_q after lse; NULL descriptors for a dense call
+      (attn_cuda_run_batch). */
+#define ATTN_ABI_VERSION 7
 
 /* The largest head dim (Dqk and Dv) attn_cpu_run() accepts. MLA needs
    Dqk = 576, Dv = 512; a kernel's scratch grows with tile x head dim. */
@@ -462,6 +466,41 @@ ATTN_RUNTIME_API int64_t attn_cuda_decode_splits(int64_t ctas, int64_t M,
 ATTN_RUNTIME_API attn_status_t attn_cuda_run(
     const attn_cuda_kernel_desc_t *kernel, const DLTensor *const *inputs,
     DLTensor *o, DLTensor *lse, void *stream);
+
+/* A ragged and/or paged batch on a CUDA device (attn_cuda_run_batch): the
+   tables and their meanings are attn_batch_layout_t's, as int32 tensors on
+   q's device. The longest runs are given, not read from the tables: reading
+   device tables would need a synchronous copy (a stall, and no CUDA-graph
+   capture). They size the grids and the kv splits, and the aux inputs bind
+   B = the number of sequences, N = max_seqlen_q, M = max_seqlen_k. */
+typedef struct attn_gpu_batch_layout {
+  attn_batch_layout_t tables;
+  int64_t max_seqlen_q; /* >= every sequence's query count, >= 1 */
+  int64_t max_seqlen_k; /* >= every sequence's key count, >= 1 */
+} attn_gpu_batch_layout_t;
+
+/* attn_cuda_run over a ragged and/or paged batch, in one launch of the
+   decode variant and one of the merge variant (the decode schedule of
+   attn_cuda_run, each sequence with its own N and M; masks and scores see
+   each sequence on its own, as for attn_cpu_run_batch). Validates with
+   attn_cuda_run's rules and attn_cpu_run_batch's for the layout (shapes,
+   int32 tables, B agreeing), except that the tables must be on q's CUDA
+   device and their values are not read: the kernels clamp every offset,
+   length and page id, so a wrong table gives wrong rows of o and lse but
+   no access outside q, k, v, o, lse and the tables. Also:
+   - INVALID_ARGUMENT: NULL layout; max_seqlen_q or max_seqlen_k < 1.
+   - SHAPE: a block table without a column; page_size >= 2^31.
+   - UNSUPPORTED: a kernel without decode variants (non-softmax specs,
+     ROCm); max_seqlen_q > decode_max_n (a CUDA batch of prefill sequences
+     is not supported yet: run them with attn_cuda_run).
+   A max_seqlen_q smaller than a sequence's query count leaves some of its
+   rows unwritten (it sizes the grids); max_seqlen_k sizes only the kv
+   splits and the aux inputs' M (aux lookups past it read their last
+   entry). */
+ATTN_RUNTIME_API attn_status_t attn_cuda_run_batch(
+    const attn_cuda_kernel_desc_t *kernel, const DLTensor *const *inputs,
+    const attn_gpu_batch_layout_t *layout, DLTensor *o, DLTensor *lse,
+    void *stream);
 
 /* A compiled CUDA backward kernel (attnc --target=cuda --backward): the
    variants are attn_<name>_bwd_d<D> kernels, whose block_q field holds the

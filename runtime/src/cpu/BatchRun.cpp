@@ -20,6 +20,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "../BatchShapes.h"
 #include "../Merge.h"
 #include "../Validate.h"
 #include "CpuRunInternal.h"
@@ -38,19 +39,13 @@ using namespace attn::runtime;
 namespace {
 
 const DLDataType kI32 = {kDLInt, 32, 1};
-const DLDataType kF32 = {kDLFloat, 32, 1};
 
 /// An int32 table of the layout: checked (host memory, int32, `rank`,
 /// strides, alignment) and read into `values` in row-major order.
 attn_status_t readTable(const char *name, const DLTensor *t, int rank,
                         const char *decl, std::vector<int64_t> &values) {
-  if (t->ndim != rank)
-    return fail(ATTN_ERROR_SHAPE, std::string(name) + ": ndim is " +
-                                      str(t->ndim) + ", expected " + str(rank) +
-                                      " " + decl);
-  if (!t->shape)
-    return fail(ATTN_ERROR_INVALID_ARGUMENT,
-                std::string(name) + ": shape is NULL");
+  if (attn_status_t st = checkRank(name, t, rank, decl))
+    return st;
   std::vector<int64_t> shape(t->shape, t->shape + rank);
   for (int d = 0; d < rank; ++d)
     if (shape[d] < 0)
@@ -182,22 +177,8 @@ attn_status_t readOffsets(const char *name, const DLTensor *t, int64_t rows,
   return checkOffsets(name, cu, rows, tensor);
 }
 
-/// q's, k's and v's rank for their layout ("k: ndim is 3, expected 4
-/// [pages, page_size, Hkv, Dqk]").
-attn_status_t checkRank(const char *name, const DLTensor *t, int rank,
-                        const char *decl) {
-  if (t->ndim != rank)
-    return fail(ATTN_ERROR_SHAPE, std::string(name) + ": ndim is " +
-                                      str(t->ndim) + ", expected " + str(rank) +
-                                      " " + decl);
-  if (!t->shape)
-    return fail(ATTN_ERROR_INVALID_ARGUMENT,
-                std::string(name) + ": shape is NULL");
-  return ATTN_OK;
-}
-
 /// One attn_cpu_run_batch call, checked and run in stages.
-class BatchCall {
+class BatchCall : BatchShapes {
 public:
   BatchCall(const attn_kernel_desc_t *kernel, const DLTensor *const *inputs,
             const attn_batch_layout_t *layout, DLTensor *o, DLTensor *lse,
@@ -267,10 +248,6 @@ private:
   attn::Signature sig;
   attn::DimBinding dims;
   int numThreads = 1;
-  bool raggedQ = false, raggedK = false, paged = false;
-  const DLTensor *q = nullptr, *k = nullptr, *v = nullptr;
-  const char *qDecl = "", *kDecl = "", *vDecl = "";
-  int64_t B = -1, Hq = 0, Hkv = 0, Dqk = 0, Dv = 0;
   int64_t pageSize = 0, numPages = 0, maxPages = 0;
   std::vector<int64_t> cuQ, cuK, table, kvLens;
   std::vector<int64_t> seqN, seqM; // per sequence
@@ -290,14 +267,6 @@ private:
   int64_t totalItems = 0, mergeRows = 0;
   bool anyPrefill = false; // a segment writes o and lse directly
 
-  attn_status_t setB(const char *name, int64_t b) {
-    if (B >= 0 && b != B)
-      return fail(ATTN_ERROR_SHAPE, std::string(name) + " describes " + str(b) +
-                                        " sequences, the rest of the layout " +
-                                        str(B));
-    B = b;
-    return ATTN_OK;
-  }
   attn_status_t readPages();
 };
 
@@ -307,28 +276,13 @@ attn_status_t BatchCall::checkCall() {
   if (!layout)
     return fail(ATTN_ERROR_INVALID_ARGUMENT, "layout: pointer is NULL");
   if (attn_status_t st =
-          checkCallPointers(kernel->name, kernel->has_lse, inputs, o, lse))
+          checkPointers(kernel->name, kernel->has_lse, kernel->num_inputs,
+                        kernel->inputs, inputs, o, lse))
     return st;
   if (attn_status_t st = resolveThreads(options, numThreads))
     return st;
-  for (int32_t i = 0; i < kernel->num_inputs; ++i)
-    if (!inputs[i])
-      return fail(ATTN_ERROR_INVALID_ARGUMENT,
-                  std::string(kernel->inputs[i].name) +
-                      ": tensor is NULL (inputs[" + str(i) + "])");
-  raggedQ = layout->cu_seqlens_q;
-  raggedK = layout->cu_seqlens_k;
-  paged = layout->block_table || layout->kv_lens;
-  if (paged && !(layout->block_table && layout->kv_lens))
-    return fail(ATTN_ERROR_INVALID_ARGUMENT,
-                std::string("layout: ") +
-                    (layout->block_table ? "block_table without kv_lens"
-                                         : "kv_lens without block_table") +
-                    "; a paged KV cache needs both");
-  if (paged && raggedK)
-    return fail(ATTN_ERROR_INVALID_ARGUMENT,
-                "layout: cu_seqlens_k and block_table both given; keys are "
-                "either packed or paged");
+  if (attn_status_t st = readFlags(*layout))
+    return st;
   if (paged && !kernel->paged_fn)
     return fail(ATTN_ERROR_UNSUPPORTED,
                 std::string("kernel '") + kname() +
@@ -338,26 +292,8 @@ attn_status_t BatchCall::checkCall() {
 }
 
 attn_status_t BatchCall::readLayout() {
-  q = inputs[0];
-  k = inputs[1];
-  v = inputs[2];
-  qDecl = raggedQ ? "[total_q, Hq, Dqk]" : "[B, Hq, N, Dqk]";
-  kDecl = raggedK ? "[total_k, Hkv, Dqk]"
-          : paged ? "[pages, page_size, Hkv, Dqk]"
-                  : "[B, Hkv, M, Dqk]";
-  vDecl = raggedK ? "[total_k, Hkv, Dv]"
-          : paged ? "[pages, page_size, Hkv, Dv]"
-                  : "[B, Hkv, M, Dv]";
-  if (attn_status_t st = checkRank("q", q, raggedQ ? 3 : 4, qDecl))
+  if (attn_status_t st = readDims(inputs))
     return st;
-  if (attn_status_t st = checkRank("k", k, raggedK ? 3 : 4, kDecl))
-    return st;
-  if (attn_status_t st = checkRank("v", v, raggedK ? 3 : 4, vDecl))
-    return st;
-  Hq = q->shape[1];
-  Dqk = q->shape[q->ndim - 1];
-  Hkv = k->shape[k->ndim - 2];
-  Dv = v->shape[v->ndim - 1];
 
   // The tables, B from the first one given; dense sides give it too.
   if (raggedQ) {
@@ -377,14 +313,8 @@ attn_status_t BatchCall::readLayout() {
   if (paged)
     if (attn_status_t st = readPages())
       return st;
-  if (!raggedQ)
-    if (attn_status_t st = setB("q (dim 0)", q->shape[0]))
-      return st;
-  if (!raggedK && !paged)
-    if (attn_status_t st = setB("k (dim 0)", k->shape[0]))
-      return st;
-  if (B <= 0)
-    return fail(ATTN_ERROR_SHAPE, "layout: the batch has no sequences");
+  if (attn_status_t st = setDenseB())
+    return st;
 
   // Per-sequence lengths; aux inputs bind N and M to the longest.
   seqN.resize(B);
@@ -442,52 +372,13 @@ attn_status_t BatchCall::readPages() {
 }
 
 attn_status_t BatchCall::checkTensors() {
-  std::map<std::string, std::vector<int64_t>> shapes;
-  shapes["q"] = {B, Hq, maxN, Dqk};
-  shapes["k"] = {B, Hkv, maxM, Dqk};
-  shapes["v"] = {B, Hkv, maxM, Dv};
-  for (int32_t i = 3; i < kernel->num_inputs; ++i) {
-    const DLTensor *t = inputs[i];
-    if (!t->shape && t->ndim > 0)
-      return fail(ATTN_ERROR_INVALID_ARGUMENT,
-                  std::string(kernel->inputs[i].name) + ": shape is NULL");
-    shapes[kernel->inputs[i].name] =
-        std::vector<int64_t>(t->shape, t->shape + std::max(t->ndim, 0));
-  }
-  if (std::string err = attn::bindShapes(sig, shapes, dims); !err.empty())
-    return fail(ATTN_ERROR_SHAPE, err);
+  if (attn_status_t st = bindDims(sig, kernel->num_inputs, kernel->inputs,
+                                  inputs, maxN, maxM, dims))
+    return st;
   if (attn_status_t st = checkHeadDims(kernel->name, dims))
     return st;
-  const DLDevice *ref = nullptr;
-  for (int32_t i = 0; i < kernel->num_inputs; ++i) {
-    const DLTensor *t = inputs[i];
-    std::vector<int64_t> shape(t->shape, t->shape + t->ndim);
-    std::string decl = i == 0   ? qDecl
-                       : i == 1 ? kDecl
-                       : i == 2 ? vDecl
-                                : declString(kernel->inputs[i]);
-    if (i >= 3)
-      shape = attn::shapeOf(sig.inputs[i], dims);
-    if (attn_status_t st = checkExtraTensor(kernel->inputs[i].name, t, shape,
-                                            decl, false, MemoryKind::Host, ref,
-                                            dlTypeOf(kernel->inputs[i].type)))
-      return st;
-    ref = &q->device;
-  }
-  int64_t totalQ = raggedQ ? q->shape[0] : 0;
-  std::vector<int64_t> oShape = raggedQ ? std::vector<int64_t>{totalQ, Hq, Dv}
-                                        : std::vector<int64_t>{B, Hq, maxN, Dv};
-  if (attn_status_t st = checkExtraTensor(
-          "o", o, oShape, raggedQ ? "[total_q, Hq, Dv]" : "[B, Hq, N, Dv]",
-          true, MemoryKind::Host, ref, kF32))
-    return st;
-  if (!lse)
-    return ATTN_OK;
-  std::vector<int64_t> lseShape = raggedQ ? std::vector<int64_t>{Hq, totalQ}
-                                          : std::vector<int64_t>{B, Hq, maxN};
-  return checkExtraTensor("lse", lse, lseShape,
-                          raggedQ ? "[Hq, total_q]" : "[B, Hq, N]", true,
-                          MemoryKind::Host, ref, kF32);
+  return checkEach(sig, dims, kernel->num_inputs, kernel->inputs, inputs, o,
+                   lse, maxN, MemoryKind::Host);
 }
 
 attn_status_t BatchCall::planSchedules() {

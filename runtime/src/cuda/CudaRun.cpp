@@ -255,6 +255,15 @@ extern "C" attn_status_t attn_cuda_run(const attn_cuda_kernel_desc_t *kernel,
 }
 
 extern "C" attn_status_t
+attn_cuda_run_batch(const attn_cuda_kernel_desc_t *kernel,
+                    const DLTensor *const *inputs,
+                    const attn_gpu_batch_layout_t *layout, DLTensor *o,
+                    DLTensor *lse, void *stream) {
+  CudaApi api;
+  return gpu::runBatch(api, kernel, inputs, layout, o, lse, stream);
+}
+
+extern "C" attn_status_t
 attn_cuda_run_backward(const attn_cuda_backward_desc_t *kernel,
                        const DLTensor *const *inputs, const DLTensor *o,
                        const DLTensor *lse, const DLTensor *dout,

@@ -27,11 +27,6 @@ constexpr int32_t kMaxThreadsPerBlock = 1024;
 /// The kernels copy q, k, v in chunks of this many bytes (cp.async).
 constexpr int64_t kChunkBytes = 16;
 
-template <typename Desc> KernelImage imageOf(const Desc *d) {
-  return {d->name,         d->abi_version, d->image,      d->image_size,
-          d->num_variants, d->variants,    d->num_inputs, d->inputs};
-}
-
 } // namespace
 
 std::string gpu::kernelName(const KernelImage *k) {
@@ -68,9 +63,10 @@ attn_status_t checkVariants(const std::string &kname, const char *field,
   return ATTN_OK;
 }
 
-/// Validates the kernel descriptor and converts its inputs to a Signature.
-attn_status_t checkKernel(const Api &api, const KernelImage *k,
-                          attn::Signature &sig) {
+} // namespace
+
+attn_status_t gpu::checkKernel(const Api &api, const KernelImage *k,
+                               attn::Signature &sig) {
   std::string kname = kernelName(k);
   if (k->abi_version != ATTN_ABI_VERSION)
     return fail(ATTN_ERROR_UNSUPPORTED,
@@ -102,9 +98,8 @@ attn_status_t checkKernel(const Api &api, const KernelImage *k,
   return ATTN_OK;
 }
 
-/// The decode schedule's fields of a forward descriptor (ABI 6).
-attn_status_t checkDecodeFields(const attn_cuda_kernel_desc_t *k,
-                                const std::string &kname) {
+attn_status_t gpu::checkDecodeFields(const attn_cuda_kernel_desc_t *k,
+                                     const std::string &kname) {
   if (k->decode_max_n < 0 || k->num_decode_variants < 0)
     return fail(ATTN_ERROR_INVALID_ARGUMENT,
                 kname + ": decode_max_n " + str(k->decode_max_n) +
@@ -127,11 +122,8 @@ attn_status_t checkDecodeFields(const attn_cuda_kernel_desc_t *k,
   return checkVariants(kname, "merge_variant", 1, k->merge_variant);
 }
 
-/// q, k and v are read in 16-byte chunks: the innermost stride must be 1,
-/// every other stride a multiple of a chunk, the start chunk-aligned. Dims of
-/// size 1 are never stepped along, so their strides do not matter.
-attn_status_t checkChunkLayout(const Api &api, const DLTensor *t,
-                               const attn::InputSig &in) {
+attn_status_t gpu::checkChunkLayout(const Api &api, const DLTensor *t,
+                                    const attn::InputSig &in) {
   int64_t elemBytes = t->dtype.bits / 8;
   int64_t chunkElems = kChunkBytes / elemBytes;
   std::vector<int64_t> strides = stridesOf(t);
@@ -167,6 +159,8 @@ attn_status_t checkChunkLayout(const Api &api, const DLTensor *t,
 
 /// The byte range of one (batch, head) slice of a rank-4 tensor as a buffer
 /// resource spans it: max(rows x row stride, cols) elements.
+namespace {
+
 attn_status_t checkSliceRange(const Api &api, const DLTensor *t,
                               const attn::InputSig &in) {
   int64_t limit = api.limits().maxSliceBytes;
@@ -192,10 +186,10 @@ attn_status_t checkSliceRange(const Api &api, const DLTensor *t,
                   "sequence");
 }
 
-/// A variant's dynamic shared memory within the API's limit, where it has
-/// one (a ROCm variant past 64 KiB of LDS could never launch).
-attn_status_t checkShared(const Api &api, const KernelImage *k,
-                          const attn_cuda_kernel_variant_t &v) {
+} // namespace
+
+attn_status_t gpu::checkShared(const Api &api, const KernelImage *k,
+                               const attn_cuda_kernel_variant_t &v) {
   Limits limits = api.limits();
   if (!limits.maxSharedBytes || v.shared_mem_bytes <= limits.maxSharedBytes)
     return ATTN_OK;
@@ -207,13 +201,9 @@ attn_status_t checkShared(const Api &api, const KernelImage *k,
                   " block can have (" + limits.sharedWhy + ")");
 }
 
-/// The variant with the smallest max_head_dim >= max(Dqk, Dv), if the API
-/// can launch it.
-/// The first of `n` variants (sorted by max_head_dim) handling max(Dqk, Dv),
-/// or NULL.
 const attn_cuda_kernel_variant_t *
-firstFitting(int32_t n, const attn_cuda_kernel_variant_t *variants,
-             const attn::DimBinding &dims) {
+gpu::firstFitting(int32_t n, const attn_cuda_kernel_variant_t *variants,
+                  const attn::DimBinding &dims) {
   int64_t need = std::max(dims.at("Dqk"), dims.at("Dv"));
   for (int32_t i = 0; i < n; ++i)
     if (variants[i].max_head_dim >= need)
@@ -221,6 +211,10 @@ firstFitting(int32_t n, const attn_cuda_kernel_variant_t *variants,
   return nullptr;
 }
 
+namespace {
+
+/// The variant with the smallest max_head_dim >= max(Dqk, Dv), if the API
+/// can launch it.
 attn_status_t selectVariant(const Api &api, const KernelImage *k,
                             const attn::DimBinding &dims,
                             const attn_cuda_kernel_variant_t *&out) {
@@ -236,11 +230,13 @@ attn_status_t selectVariant(const Api &api, const KernelImage *k,
                   str(k->variants[k->num_variants - 1].max_head_dim));
 }
 
-/// The grid: gridX tiles along `rows` (N or M), gridY = B * heads, within
-/// the API's limits.
-attn_status_t gridOf(const Api &api, const attn_cuda_kernel_variant_t &variant,
-                     int64_t rows, int64_t bh, const char *tensor,
-                     const char *bhText, const char *rowsText, int64_t &gridX) {
+} // namespace
+
+attn_status_t gpu::gridOf(const Api &api,
+                          const attn_cuda_kernel_variant_t &variant,
+                          int64_t rows, int64_t bh, const char *tensor,
+                          const char *bhText, const char *rowsText,
+                          int64_t &gridX) {
   Limits limits = api.limits();
   if (bh > limits.maxGridY)
     return fail(ATTN_ERROR_SHAPE, std::string(tensor) + ": " + bhText + " = " +
@@ -265,6 +261,8 @@ attn_status_t gridOf(const Api &api, const attn_cuda_kernel_variant_t &variant,
   return ATTN_OK;
 }
 
+namespace {
+
 /// Whether `t` is compact row-major (its elements fill one range).
 bool isCompact(const DLTensor *t) {
   std::vector<int64_t> strides = stridesOf(t);
@@ -284,9 +282,9 @@ int64_t numel(const DLTensor *t) {
   return n;
 }
 
-/// Whether this call takes the decode schedule: the kernel has one and
-/// N <= decode_max_n, unless ATTN_GPU_SCHEDULE says prefill or decode.
-bool useDecode(const attn_cuda_kernel_desc_t *k, int64_t N) {
+} // namespace
+
+bool gpu::useDecode(const attn_cuda_kernel_desc_t *k, int64_t N) {
   if (k->num_decode_variants <= 0 || !k->decode_variants)
     return false;
   if (int forced = forcedSchedule("ATTN_GPU_SCHEDULE"); forced >= 0)
@@ -294,8 +292,7 @@ bool useDecode(const attn_cuda_kernel_desc_t *k, int64_t N) {
   return N <= k->decode_max_n;
 }
 
-/// The compact row-major strides of `sizes`.
-std::vector<int64_t> compactStrides(const std::vector<int64_t> &sizes) {
+std::vector<int64_t> gpu::compactStrides(const std::vector<int64_t> &sizes) {
   std::vector<int64_t> strides(sizes.size());
   int64_t s = 1;
   for (size_t i = sizes.size(); i-- > 0;) {
@@ -303,129 +300,6 @@ std::vector<int64_t> compactStrides(const std::vector<int64_t> &sizes) {
     s *= sizes[i];
   }
   return strides;
-}
-
-/// The decode schedule (runtime.h, attn_cuda_run): the decode variant into
-/// stream-ordered partials, then the merge variant into o and lse.
-attn_status_t runDecode(Api &api, const attn_cuda_kernel_desc_t *kernel,
-                        const KernelImage &image,
-                        const attn_cuda_kernel_variant_t &dec,
-                        const DLTensor *const *inputs, DLTensor *o,
-                        DLTensor *lse, const attn::DimBinding &dims,
-                        void *stream) {
-  const attn_cuda_kernel_variant_t &merge = *kernel->merge_variant;
-  if (attn_status_t st = checkShared(api, &image, dec))
-    return st;
-  int64_t B = dims.at("B"), Hq = dims.at("Hq"), Hkv = dims.at("Hkv");
-  int64_t N = dims.at("N"), M = dims.at("M"), Dv = dims.at("Dv");
-  // No overflow: B * Hq * N is bounded by q's checked extent.
-  int64_t rows = dec.block_q;
-  int64_t chunks = ((Hq / Hkv) * N + rows - 1) / rows;
-  int64_t ctas = B * Hkv * chunks;
-  int64_t mergeX;
-  if (attn_status_t st =
-          gridOf(api, merge, N, B * Hq, "q", "B * Hq", "N", mergeX))
-    return st;
-
-  int deviceId = inputs[0]->device.device_id;
-  void *decFn = nullptr, *mergeFn = nullptr;
-  if (attn_status_t st = api.prepare(image, dec, deviceId, decFn))
-    return st;
-  if (attn_status_t st = api.prepare(image, merge, deviceId, mergeFn))
-    return st;
-  int64_t slots = 0;
-  if (attn_status_t st = api.slots(decFn, dec, deviceId, slots))
-    return st;
-  int64_t splits = attn_cuda_decode_splits(ctas, M, slots);
-  Limits limits = api.limits();
-  if (ctas > limits.maxGridX / splits)
-    return fail(ATTN_ERROR_SHAPE,
-                "q: the decode schedule's B * Hkv * ceil(G * N / " + str(rows) +
-                    ") * splits = " + str(ctas) + " * " + str(splits) +
-                    " CTAs are more than " + str(limits.maxGridX) + " (the " +
-                    api.name() + " grid's x dimension)");
-
-  // The partials: o_part [B, Hkv, S, C * rows, Dv], then lse_part
-  // [B, Hkv, S, C * rows], in one allocation.
-  std::vector<int64_t> oSizes = {B, Hkv, splits, chunks * rows, Dv};
-  std::vector<int64_t> lseSizes = {B, Hkv, splits, chunks * rows};
-  int64_t lseFloats = ctas * splits * rows, oFloats;
-  if (__builtin_mul_overflow(lseFloats, Dv, &oFloats) ||
-      oFloats > (int64_t(1) << 60) / 4 - lseFloats)
-    return fail(ATTN_ERROR_OUT_OF_MEMORY,
-                kernelName(&image) + ": the decode partials of " +
-                    str(ctas * splits) + " CTAs do not fit in 64-bit sizes");
-  size_t bytes = size_t(oFloats + lseFloats) * 4;
-  uintptr_t part = 0;
-  if (attn_status_t st = api.allocAsync(bytes, stream, part,
-                                        str(int64_t(bytes)) +
-                                            " bytes of decode partials for " +
-                                            kernelName(&image)))
-    return st;
-  auto *oPart = reinterpret_cast<const void *>(part);
-  auto *lsePart = reinterpret_cast<const void *>(part + size_t(oFloats) * 4);
-
-  Descriptors decDesc;
-  for (int i = 0; i < 3; ++i)
-    decDesc.addTensor(inputs[i]);
-  decDesc.add(oPart, oPart, oSizes, compactStrides(oSizes));
-  decDesc.add(lsePart, lsePart, lseSizes, compactStrides(lseSizes));
-  for (int32_t i = 3; i < kernel->num_inputs; ++i)
-    decDesc.addTensor(inputs[i]);
-  // A dense batch: the batch tables (cu_seqlens_q, cu_seqlens_k,
-  // block_table, kv_lens) are null.
-  for (int rank : {1, 1, 2, 1})
-    decDesc.add(nullptr, nullptr, std::vector<int64_t>(rank, 0),
-                std::vector<int64_t>(rank, 1));
-  Descriptors mergeDesc;
-  mergeDesc.add(oPart, oPart, oSizes, compactStrides(oSizes));
-  mergeDesc.add(lsePart, lsePart, lseSizes, compactStrides(lseSizes));
-  mergeDesc.addTensor(o);
-  if (lse)
-    mergeDesc.addTensor(lse);
-  else
-    mergeDesc.add(nullptr, nullptr, {B, Hq, N}, {Hq * N, N, 1});
-  mergeDesc.add(nullptr, nullptr, {0}, {1}); // cu_seqlens_q: dense
-
-  std::vector<void *> decParams = decDesc.wordPointers();
-  attn_status_t st =
-      api.launch(decFn, image, dec, ctas * splits, 1, decParams.data(), stream);
-  if (st == ATTN_OK) {
-    std::vector<void *> mergeParams = mergeDesc.wordPointers();
-    st = api.launch(mergeFn, image, merge, mergeX, B * Hq, mergeParams.data(),
-                    stream);
-  }
-  // Freed after the launches on the stream, whether or not they launched.
-  attn_status_t freed = api.freeAsync(
-      part, stream, "the decode partials of " + kernelName(&image));
-  return st != ATTN_OK ? st : freed;
-}
-
-} // namespace
-
-extern "C" int64_t attn_cuda_decode_splits(int64_t ctas, int64_t M,
-                                           int64_t slots) {
-  constexpr int64_t kMaxSplits = 128;
-  if (const char *env = std::getenv("ATTN_DECODE_SPLITS")) {
-    char *endp = nullptr;
-    long long v = std::strtoll(env, &endp, 10);
-    if (endp != env && *endp == '\0' && v > 0)
-      return std::min<int64_t>(v, kMaxSplits);
-  }
-  if (ctas <= 0 || M <= 0 || slots <= 0 || 5 * ctas >= 4 * slots)
-    return 1;
-  int64_t most = std::min<int64_t>(kMaxSplits, (M + 127) / 128);
-  auto efficiency = [&](int64_t s) {
-    int64_t n = ctas * s, waves = (n + slots - 1) / slots;
-    return double(n) / double(waves * slots);
-  };
-  double best = 0;
-  for (int64_t s = 1; s <= most; ++s)
-    best = std::max(best, efficiency(s));
-  for (int64_t s = 1; s <= most; ++s)
-    if (efficiency(s) >= 0.85 * best)
-      return s;
-  return 1;
 }
 
 attn_status_t gpu::runForward(Api &api, const attn_cuda_kernel_desc_t *kernel,
@@ -466,7 +340,9 @@ attn_status_t gpu::runForward(Api &api, const attn_cuda_kernel_desc_t *kernel,
   if (useDecode(kernel, dims.at("N")))
     if (const attn_cuda_kernel_variant_t *dec = firstFitting(
             kernel->num_decode_variants, kernel->decode_variants, dims))
-      return runDecode(api, kernel, image, *dec, inputs, o, lse, dims, stream);
+      return runDecode(api, kernel, image, *dec,
+                       DecodeTensors::dense(inputs, o, lse, dims), inputs, dims,
+                       stream);
   int64_t gridY = dims.at("B") * dims.at("Hq"), gridX;
   if (attn_status_t st =
           gridOf(api, *variant, dims.at("N"), gridY, "q", "B * Hq", "N", gridX))

@@ -19,6 +19,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace attn::runtime::gpu {
 
@@ -36,6 +37,11 @@ struct KernelImage {
 
 /// "kernel 'name'", for messages.
 std::string kernelName(const KernelImage *k);
+
+template <typename Desc> KernelImage imageOf(const Desc *d) {
+  return {d->name,         d->abi_version, d->image,      d->image_size,
+          d->num_variants, d->variants,    d->num_inputs, d->inputs};
+}
 
 /// What a GPU API can launch, checked before it is touched.
 struct Limits {
@@ -104,6 +110,84 @@ public:
 /// <countFn> reports N" when it counted none, else 1.
 int32_t answerAvailable(const char *api, const char *countFn,
                         const std::string &error, int count);
+
+//===----------------------------------------------------------------------===//
+// The checks and geometry the launchers share (GpuRun.cpp)
+//===----------------------------------------------------------------------===//
+
+/// Validates the kernel descriptor and converts its inputs to a Signature.
+attn_status_t checkKernel(const Api &api, const KernelImage *k,
+                          attn::Signature &sig);
+/// The decode schedule's fields of a forward descriptor (ABI 6).
+attn_status_t checkDecodeFields(const attn_cuda_kernel_desc_t *k,
+                                const std::string &kname);
+/// q, k and v are read in 16-byte chunks: the innermost stride must be 1,
+/// every other stride a multiple of a chunk, the start chunk-aligned. Dims of
+/// size 1 are never stepped along, so their strides do not matter.
+attn_status_t checkChunkLayout(const Api &api, const DLTensor *t,
+                               const attn::InputSig &in);
+/// A variant's dynamic shared memory within the API's limit, where it has
+/// one (a ROCm variant past 64 KiB of LDS could never launch).
+attn_status_t checkShared(const Api &api, const KernelImage *k,
+                          const attn_cuda_kernel_variant_t &v);
+/// The first of `n` variants (sorted by max_head_dim) handling max(Dqk, Dv),
+/// or NULL.
+const attn_cuda_kernel_variant_t *
+firstFitting(int32_t n, const attn_cuda_kernel_variant_t *variants,
+             const attn::DimBinding &dims);
+/// The grid: gridX tiles along `rows` (N or M), gridY = B * heads, within
+/// the API's limits.
+attn_status_t gridOf(const Api &api, const attn_cuda_kernel_variant_t &variant,
+                     int64_t rows, int64_t bh, const char *tensor,
+                     const char *bhText, const char *rowsText, int64_t &gridX);
+/// Whether this call takes the decode schedule: the kernel has one and
+/// N <= decode_max_n, unless ATTN_GPU_SCHEDULE says prefill or decode.
+bool useDecode(const attn_cuda_kernel_desc_t *k, int64_t N);
+/// The compact row-major strides of `sizes`.
+std::vector<int64_t> compactStrides(const std::vector<int64_t> &sizes);
+
+//===----------------------------------------------------------------------===//
+// The decode schedule (GpuDecodeRun.cpp)
+//===----------------------------------------------------------------------===//
+
+/// A memref descriptor's fields, the offset folded into `aligned`.
+struct View {
+  const void *allocated = nullptr, *aligned = nullptr;
+  std::vector<int64_t> sizes, strides;
+  /// `t` as it is.
+  static View of(const DLTensor *t);
+  /// A NULL descriptor of `sizes` (compact strides): an absent tensor.
+  static View null(std::vector<int64_t> sizes);
+};
+
+/// What the decode and merge kernels read and write, in their argument
+/// order: q, k, v, o, lse (NULL when not asked for), then the batch tables
+/// cu_seqlens_q, cu_seqlens_k, block_table, kv_lens (NULL for a dense
+/// call). A ragged batch's packed tensors are views [B, H, rows, D] with a
+/// zero batch stride (AttnToNVVM.cpp, emitDecodePrologue).
+struct DecodeTensors {
+  View q, k, v, o, lse;
+  View tables[4];
+  /// attn_cuda_run's dense call.
+  static DecodeTensors dense(const DLTensor *const *inputs, const DLTensor *o,
+                             const DLTensor *lse, const attn::DimBinding &dims);
+};
+
+/// The decode schedule (runtime.h, attn_cuda_run): variant `dec` into
+/// stream-ordered partials, then the merge variant into o and lse; `dims`
+/// B, Hq, Hkv, Dv and N, M (the longest sequence's); the aux inputs from
+/// inputs[3].
+attn_status_t runDecode(Api &api, const attn_cuda_kernel_desc_t *kernel,
+                        const KernelImage &image,
+                        const attn_cuda_kernel_variant_t &dec,
+                        const DecodeTensors &t, const DLTensor *const *inputs,
+                        const attn::DimBinding &dims, void *stream);
+
+/// attn_<api>_run_batch's semantics over `api` (runtime.h).
+attn_status_t runBatch(Api &api, const attn_cuda_kernel_desc_t *kernel,
+                       const DLTensor *const *inputs,
+                       const attn_gpu_batch_layout_t *layout, DLTensor *o,
+                       DLTensor *lse, void *stream);
 
 /// attn_<api>_run's semantics over `api` (runtime.h).
 attn_status_t runForward(Api &api, const attn_cuda_kernel_desc_t *kernel,

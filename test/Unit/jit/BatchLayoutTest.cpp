@@ -622,3 +622,24 @@ TEST_F(BatchLayoutErrors, KernelWithoutPagedKV) {
 }
 
 } // namespace
+
+namespace {
+
+// The CUDA overload of runBatch on a CPU kernel: the runtime's message,
+// nothing written (the CUDA path itself: test/Unit/runtime/CudaBatchTest.cpp
+// and test/Integration/gpusim/decode-batch.test).
+TEST_F(BatchLayoutErrors, CudaBatchOfACpuKernel) {
+  std::fill(o->f32(), o->f32() + o->numel(), kSentinel);
+  const DLTensor *in[] = {q->dl(), cache.k->dl(), cache.v->dl()};
+  attn_gpu_batch_layout_t gpu{};
+  gpu.tables = pagedLayout();
+  gpu.max_seqlen_q = 2;
+  gpu.max_seqlen_k = 40;
+  EXPECT_EQ(kernel->runBatch(in, gpu, o->dl()), ATTN_ERROR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(attn_last_error()).find("not compiled for CUDA"),
+            std::string::npos)
+      << attn_last_error();
+  EXPECT_EQ(o->f32()[0], kSentinel);
+}
+
+} // namespace

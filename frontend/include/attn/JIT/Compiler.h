@@ -116,6 +116,14 @@ public:
                          const attn_batch_layout_t &layout, DLTensor *o,
                          DLTensor *lse = nullptr,
                          const attn_run_options_t *options = nullptr) const;
+  /// The same on a CUDA device (attn_cuda_run_batch: int32 tables on q's
+  /// device, the longest runs given; one decode launch and one merge launch
+  /// on `stream`, a CUstream, NULL: the default stream). CUDA kernels with
+  /// decode variants only (softmax specs): another target gets the
+  /// runtime's INVALID_ARGUMENT ("not compiled for CUDA").
+  attn_status_t runBatch(const DLTensor *const *inputs,
+                         const attn_gpu_batch_layout_t &layout, DLTensor *o,
+                         DLTensor *lse = nullptr, void *stream = nullptr) const;
   /// A gradients' kernel (CompileOptions::backward): given the forward's
   /// inputs, its o and lse (softmax) and the output gradient dout (and
   /// optionally dlse), writes dq, dk, dv and one gradient per

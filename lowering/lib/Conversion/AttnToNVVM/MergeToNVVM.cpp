@@ -151,8 +151,9 @@ LogicalResult MergeKernelBuilder::build() {
   // Sequence b's queries (all of o's rows without cu_seqlens_q), at most
   // the rows the partials hold per head (as the decode kernel clamps a bad
   // table).
-  auto [qBase, qEnd] = sequenceRows(cuQ, bIdx, dim(o, 2));
-  N = minu(sub(qEnd, qBase), divu(dim(oPart, 3), G));
+  std::pair<Value, Value> rows = sequenceRows(cuQ, bIdx, dim(o, 2));
+  Value qBase = rows.first;
+  N = minu(sub(rows.second, qBase), divu(dim(oPart, 3), G));
   Value f = add(mul(remu(h, G), N), i);
   ifThen(ult(i, N), [&] {
     emitRow(oPart, lsePart, bIdx, h, add(qBase, i), hk, f, lane, numSplits, Dv,

@@ -415,7 +415,10 @@ std::string GpuBackendTarget::checkSchedule(const Schedule &schedule) const {
   if (schedule.pagedKV)
     return ("a paged KV cache (--paged-kv, CompileOptions::pagedKV) is not "
             "supported for " +
-            names().title + " yet; the paged kernels exist for the CPU target")
+            names().title +
+            " yet; the paged prefill kernels exist for the CPU target (CUDA's "
+            "decode kernels read paged and ragged batches without the flag: "
+            "attn_cuda_run_batch)")
         .str();
   return "";
 }

@@ -1,0 +1,271 @@
+//===- GpuBatchRun.cpp - attn_cuda_run_batch: ragged and paged batches ----===//
+//
+// A ragged or paged batch on a GPU is one decode launch and one merge
+// launch (GpuDecodeRun.cpp), whatever the sequences' lengths: the kernels
+// read the batch tables themselves. This file checks the call: the layout,
+// the ranks and shapes of the packed or pooled tensors, the tables' shapes,
+// dtypes and devices. Unlike attn_cpu_run_batch it does not read the
+// tables' values, which live on the device (a synchronous copy would stall
+// the stream and break CUDA-graph capture); the kernels clamp them instead.
+//
+//===----------------------------------------------------------------------===//
+
+#include "../BatchShapes.h"
+#include "GpuRun.h"
+
+#include <string>
+#include <vector>
+
+using namespace attn::runtime;
+using namespace attn::runtime::gpu;
+
+namespace {
+
+const DLDataType kI32 = {kDLInt, 32, 1};
+
+/// The InputSig of a packed or pooled q, k or v, for checkChunkLayout's
+/// messages (which name each dim).
+attn::InputSig layoutSig(const char *name, std::vector<const char *> dims) {
+  attn::InputSig in;
+  in.name = name;
+  for (const char *d : dims)
+    in.dims.push_back({d, 0});
+  return in;
+}
+
+/// One attn_<api>_run_batch call, checked in stages, then run.
+class GpuBatchCall : BatchShapes {
+public:
+  GpuBatchCall(Api &api, const attn_cuda_kernel_desc_t *kernel,
+               const DLTensor *const *inputs,
+               const attn_gpu_batch_layout_t *layout, DLTensor *o,
+               DLTensor *lse)
+      : api(api), kernel(kernel), inputs(inputs), layout(layout), o(o),
+        lse(lse) {}
+
+  attn_status_t run(void *stream) {
+    for (attn_status_t (GpuBatchCall::*stage)() :
+         {&GpuBatchCall::checkCall, &GpuBatchCall::readLayout,
+          &GpuBatchCall::checkTables, &GpuBatchCall::checkTensors})
+      if (attn_status_t st = (this->*stage)())
+        return st;
+    const attn_cuda_kernel_variant_t *dec = firstFitting(
+        kernel->num_decode_variants, kernel->decode_variants, dims);
+    if (!dec)
+      return fail(
+          ATTN_ERROR_UNSUPPORTED,
+          kernelName(&image) + ": head dims Dqk = " + str(Dqk) +
+              ", Dv = " + str(Dv) +
+              " are not supported; the largest supported head dim "
+              "is " +
+              str(kernel->decode_variants[kernel->num_decode_variants - 1]
+                      .max_head_dim));
+    return runDecode(api, kernel, image, *dec, views(), inputs, dims, stream);
+  }
+
+private:
+  /// The descriptors, the pointers, the layout's flags and lengths.
+  attn_status_t checkCall();
+  /// q, k, v's ranks and dims, and B from every side that gives it.
+  attn_status_t readLayout();
+  /// The tables' shapes, dtypes and devices; a page pool's sizes.
+  attn_status_t checkTables();
+  /// Binds the dims as for a padded batch, then checks every tensor.
+  attn_status_t checkTensors();
+  /// What the kernels take: views of the packed tensors, the tables.
+  DecodeTensors views() const;
+
+  Api &api;
+  const attn_cuda_kernel_desc_t *kernel;
+  const DLTensor *const *inputs;
+  const attn_gpu_batch_layout_t *layout;
+  DLTensor *o, *lse;
+
+  KernelImage image{};
+  attn::Signature sig;
+  attn::DimBinding dims;
+  int64_t maxN = 0, maxM = 0;
+};
+
+attn_status_t GpuBatchCall::checkCall() {
+  if (!kernel)
+    return fail(ATTN_ERROR_INVALID_ARGUMENT, "kernel: descriptor is NULL");
+  image = imageOf(kernel);
+  if (attn_status_t st = checkKernel(api, &image, sig))
+    return st;
+  if (attn_status_t st = checkDecodeFields(kernel, kernelName(&image)))
+    return st;
+  if (!layout)
+    return fail(ATTN_ERROR_INVALID_ARGUMENT, "layout: pointer is NULL");
+  if (attn_status_t st =
+          checkPointers(kernel->name, kernel->has_lse, kernel->num_inputs,
+                        kernel->inputs, inputs, o, lse))
+    return st;
+  if (attn_status_t st = readFlags(layout->tables))
+    return st;
+  if (layout->max_seqlen_q < 1 || layout->max_seqlen_k < 1)
+    return fail(ATTN_ERROR_INVALID_ARGUMENT,
+                "layout: max_seqlen_q = " + str(layout->max_seqlen_q) +
+                    ", max_seqlen_k = " + str(layout->max_seqlen_k) +
+                    "; both must be >= 1");
+  if (kernel->num_decode_variants <= 0 || !kernel->decode_variants)
+    return fail(ATTN_ERROR_UNSUPPORTED,
+                kernelName(&image) + " has no decode variants; a " +
+                    api.name() +
+                    " batch runs the split-KV decode kernels, which softmax "
+                    "specs compiled for CUDA have");
+  return ATTN_OK;
+}
+
+attn_status_t GpuBatchCall::readLayout() {
+  if (attn_status_t st = readDims(inputs))
+    return st;
+  // A packed or paged side has the layout's longest run, a dense one its
+  // tensor's.
+  maxN = raggedQ ? layout->max_seqlen_q : q->shape[2];
+  maxM = raggedK || paged ? layout->max_seqlen_k : k->shape[2];
+  if (maxN > kernel->decode_max_n)
+    return fail(ATTN_ERROR_UNSUPPORTED,
+                kernelName(&image) + ": sequences of up to " + str(maxN) +
+                    " queries; a " + api.name() +
+                    " batch runs the decode schedule, for at most "
+                    "decode_max_n = " +
+                    str(kernel->decode_max_n) +
+                    " (run prefill sequences with attn_" + api.infix() +
+                    "_run)");
+
+  const attn_batch_layout_t &t = layout->tables;
+  struct Side {
+    const char *name;
+    const DLTensor *table;
+    int rank;
+    const char *decl;
+    int64_t extra; // the table's dim 0 is B + extra
+  };
+  for (const Side &s :
+       {Side{"cu_seqlens_q", t.cu_seqlens_q, 1, "[B + 1]", 1},
+        Side{"cu_seqlens_k", t.cu_seqlens_k, 1, "[B + 1]", 1},
+        Side{"block_table", t.block_table, 2, "[B, max_pages]", 0},
+        Side{"kv_lens", t.kv_lens, 1, "[B]", 0}}) {
+    if (!s.table)
+      continue;
+    if (attn_status_t st = checkRank(s.name, s.table, s.rank, s.decl))
+      return st;
+    if (attn_status_t st = setB(s.name, s.table->shape[0] - s.extra))
+      return st;
+  }
+  return setDenseB();
+}
+
+attn_status_t GpuBatchCall::checkTables() {
+  const attn_batch_layout_t &t = layout->tables;
+  auto check = [&](const char *name, const DLTensor *table,
+                   std::vector<int64_t> shape, const char *decl) {
+    return checkExtraTensor(name, table, shape, decl, false, api.memory(),
+                            &q->device, kI32);
+  };
+  if (raggedQ)
+    if (attn_status_t st =
+            check("cu_seqlens_q", t.cu_seqlens_q, {B + 1}, "[B + 1]"))
+      return st;
+  if (raggedK)
+    if (attn_status_t st =
+            check("cu_seqlens_k", t.cu_seqlens_k, {B + 1}, "[B + 1]"))
+      return st;
+  if (!paged)
+    return ATTN_OK;
+  int64_t maxPages = t.block_table->shape[1];
+  if (attn_status_t st =
+          check("block_table", t.block_table, {B, maxPages}, "[B, max_pages]"))
+    return st;
+  if (attn_status_t st = check("kv_lens", t.kv_lens, {B}, "[B]"))
+    return st;
+  // The kernels' page arithmetic: a table row to read, 32-bit slots.
+  if (maxPages < 1)
+    return fail(ATTN_ERROR_SHAPE, "block_table: max_pages is 0; every "
+                                  "sequence needs a table row of at least "
+                                  "one page");
+  int64_t pages = k->shape[0], pageSize = k->shape[1];
+  if (pages < 1 || pageSize < 1 || pageSize >= (int64_t(1) << 31))
+    return fail(ATTN_ERROR_SHAPE,
+                "k: a page pool needs pages >= 1 and page_size in [1, 2^31) "
+                "(shape " +
+                    shapeString(k->shape, 4) + ")");
+  return ATTN_OK;
+}
+
+attn_status_t GpuBatchCall::checkTensors() {
+  if (attn_status_t st = bindDims(sig, kernel->num_inputs, kernel->inputs,
+                                  inputs, maxN, maxM, dims))
+    return st;
+  // The merge grid's B * Hq, checked before anything multiplies it.
+  Limits limits = api.limits();
+  if (Hq > limits.maxGridY || B > limits.maxGridY / Hq)
+    return fail(ATTN_ERROR_SHAPE, "q: B * Hq = " + str(B) + " * " + str(Hq) +
+                                      " is more than " + str(limits.maxGridY) +
+                                      " (the " + api.name() +
+                                      " grid's y dimension)");
+  if (attn_status_t st =
+          checkEach(sig, dims, kernel->num_inputs, kernel->inputs, inputs, o,
+                    lse, maxN, api.memory()))
+    return st;
+  const char *kvRows = raggedK ? "total_k" : paged ? "page_size" : "M";
+  attn::InputSig qSig =
+      raggedQ ? layoutSig("q", {"total_q", "Hq", "Dqk"}) : sig.inputs[0];
+  attn::InputSig kSig = raggedK ? layoutSig("k", {kvRows, "Hkv", "Dqk"})
+                        : paged
+                            ? layoutSig("k", {"pages", kvRows, "Hkv", "Dqk"})
+                            : sig.inputs[1];
+  attn::InputSig vSig = raggedK ? layoutSig("v", {kvRows, "Hkv", "Dv"})
+                        : paged ? layoutSig("v", {"pages", kvRows, "Hkv", "Dv"})
+                                : sig.inputs[2];
+  for (auto [t, s] : {std::pair{q, &qSig}, {k, &kSig}, {v, &vSig}})
+    if (attn_status_t st = checkChunkLayout(api, t, *s))
+      return st;
+  return ATTN_OK;
+}
+
+/// A packed [rows, H, D] tensor as [B, H, rows, D] with a zero batch
+/// stride, or a packed lse [H, rows] as [B, H, rows] (the kernels index
+/// row qBase + i of "batch" b).
+View batchView(const DLTensor *t, int64_t B) {
+  View v = View::of(t);
+  if (t->ndim == 3) {
+    v.sizes = {B, v.sizes[1], v.sizes[0], v.sizes[2]};
+    v.strides = {0, v.strides[1], v.strides[0], v.strides[2]};
+  } else {
+    v.sizes = {B, v.sizes[0], v.sizes[1]};
+    v.strides = {0, v.strides[0], v.strides[1]};
+  }
+  return v;
+}
+
+DecodeTensors GpuBatchCall::views() const {
+  DecodeTensors d = DecodeTensors::dense(inputs, o, lse, dims);
+  if (raggedQ) {
+    d.q = batchView(q, B);
+    d.o = batchView(o, B);
+    d.lse = lse ? batchView(lse, B) : View::null({B, Hq, q->shape[0]});
+  }
+  if (raggedK) {
+    d.k = batchView(k, B);
+    d.v = batchView(v, B);
+  }
+  const attn_batch_layout_t &t = layout->tables;
+  const DLTensor *tables[4] = {t.cu_seqlens_q, t.cu_seqlens_k, t.block_table,
+                               t.kv_lens};
+  for (int i = 0; i < 4; ++i)
+    if (tables[i])
+      d.tables[i] = View::of(tables[i]);
+  return d;
+}
+
+} // namespace
+
+attn_status_t gpu::runBatch(Api &api, const attn_cuda_kernel_desc_t *kernel,
+                            const DLTensor *const *inputs,
+                            const attn_gpu_batch_layout_t *layout, DLTensor *o,
+                            DLTensor *lse, void *stream) {
+  clearLastError();
+  return GpuBatchCall(api, kernel, inputs, layout, o, lse).run(stream);
+}

@@ -1,0 +1,247 @@
+//===- CudaBatchTest.cpp - attn_cuda_run_batch, fake driver ---------------===//
+//
+// attn_cuda_run_batch (runtime.h, ABI 7) against the fake driver: a ragged
+// or paged batch is one decode launch and one merge launch whose grids come
+// from the layout's longest runs, packed tensors reach the kernels as views
+// [B, H, rows, D] with a zero batch stride, pools as they are, the tables
+// last (NULL where absent); and what it refuses before touching the driver
+// (the tables' devices, dtypes and shapes, the layout's flags and lengths, a
+// kernel without decode variants). The kernels' side: decode-batch.test.
+//
+//===----------------------------------------------------------------------===//
+
+#include "CudaTestUtil.h"
+#include "FakeCudaAccess.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <vector>
+
+using namespace attn_test;
+
+namespace {
+
+using V = std::vector<int64_t>;
+
+V words(const FakeCudaLaunch &l, int begin, int n) {
+  return V(l.params + begin, l.params + begin + n);
+}
+
+/// Three sequences of 1, 3 and 1 queries (packed q, o, lse) against a
+/// paged cache: pools of 10 pages of 16 rows, a block table [3, 4] and
+/// kv_lens; G = 4, D = 128; doc : i32[B, N] binds [3, max_seqlen_q].
+struct BatchCall {
+  static constexpr uintptr_t kQ = 0x10000000, kK = 0x20000000, kV = 0x30000000,
+                             kO = 0x40000000, kLse = 0x50000000,
+                             kDoc = 0x60000000, kCuQ = 0x70000000,
+                             kCuK = 0x71000000, kTable = 0x72000000,
+                             kLens = 0x73000000;
+  Tensor q{{5, 8, 128}, bf16(), kQ};
+  Tensor k{{10, 16, 2, 128}, bf16(), kK};
+  Tensor v{{10, 16, 2, 128}, bf16(), kV};
+  Tensor o{{5, 8, 128}, f32(), kO};
+  Tensor lse{{8, 5}, f32(), kLse};
+  Tensor doc{{3, 3}, i32(), kDoc};
+  Tensor cuQ{{4}, i32(), kCuQ};
+  Tensor cuK{{4}, i32(), kCuK};
+  Tensor table{{3, 4}, i32(), kTable};
+  Tensor lens{{3}, i32(), kLens};
+  attn_gpu_batch_layout_t layout{};
+  bool withLse = true;
+
+  BatchCall() {
+    layout.tables.cu_seqlens_q = cuQ.get();
+    layout.tables.block_table = table.get();
+    layout.tables.kv_lens = lens.get();
+    layout.max_seqlen_q = 3;
+    layout.max_seqlen_k = 64;
+  }
+
+  attn_status_t run(const attn_cuda_kernel_desc_t *kernel,
+                    void *stream = nullptr) {
+    const DLTensor *ins[] = {q.get(), k.get(), v.get(), doc.get()};
+    return attn_cuda_run_batch(kernel, ins, &layout, o.get(),
+                               withLse ? lse.get() : nullptr, stream);
+  }
+};
+
+class CudaBatch : public ::testing::Test {
+protected:
+  void SetUp() override {
+    resetFake();
+    unsetenv("ATTN_GPU_SCHEDULE");
+    unsetenv("ATTN_DECODE_SPLITS");
+  }
+};
+
+TEST_F(CudaBatch, PagedRaggedBatchIsOneDecodeAndOneMerge) {
+  DecodeKernel k;
+  BatchCall call;
+  void *stream = reinterpret_cast<void *>(0x5100);
+  int launches = state().launch_calls;
+  ASSERT_EQ(call.run(&k.desc, stream), ATTN_OK) << lastError();
+  ASSERT_EQ(state().launch_calls, launches + 2);
+  EXPECT_EQ(state().live_allocs, 0);
+
+  // C = ceil(4 * 3 / 16) = 1 chunk for each of B * Hkv = 6 (b, hk); splits
+  // from max_seqlen_k: at most ceil(64 / 128) = 1.
+  const FakeCudaLaunch &dec = state().prev_launch;
+  EXPECT_STREQ(dec.function, "attn_dec_d128");
+  EXPECT_EQ(dec.grid[0], 6u);
+  EXPECT_EQ(dec.stream, stream);
+  ASSERT_EQ(dec.num_params, 86);
+  // q: packed [5, 8, 128] as [3, 8, 5, 128] with batch stride 0.
+  EXPECT_EQ(words(dec, 0, 11),
+            (V{int64_t(BatchCall::kQ), int64_t(BatchCall::kQ), 0, 3, 8, 5, 128,
+               0, 128, 8 * 128, 1}));
+  // k: the pool as it is.
+  EXPECT_EQ(words(dec, 11, 11),
+            (V{int64_t(BatchCall::kK), int64_t(BatchCall::kK), 0, 10, 16, 2,
+               128, 16 * 2 * 128, 2 * 128, 128, 1}));
+  // o_part [3, 2, 1, 16, 128].
+  EXPECT_EQ(words(dec, 36, 5), (V{3, 2, 1, 16, 128}));
+  // doc binds [B, max_seqlen_q].
+  EXPECT_EQ(words(dec, 60, 4), (V{3, 3, 3, 1}));
+  // The tables: cu_seqlens_q, no cu_seqlens_k, block_table, kv_lens.
+  EXPECT_EQ(words(dec, 64, 5),
+            (V{int64_t(BatchCall::kCuQ), int64_t(BatchCall::kCuQ), 0, 4, 1}));
+  EXPECT_EQ(words(dec, 69, 5), (V{0, 0, 0, 0, 1}));
+  EXPECT_EQ(words(dec, 74, 7), (V{int64_t(BatchCall::kTable),
+                                  int64_t(BatchCall::kTable), 0, 3, 4, 4, 1}));
+  EXPECT_EQ(words(dec, 81, 5),
+            (V{int64_t(BatchCall::kLens), int64_t(BatchCall::kLens), 0, 3, 1}));
+
+  // The merge: grid (ceil(3 / 4), B * Hq); o and lse as views, then
+  // cu_seqlens_q.
+  const FakeCudaLaunch &mrg = state().last_launch;
+  EXPECT_STREQ(mrg.function, "attn_merge");
+  EXPECT_EQ(mrg.grid[0], 1u);
+  EXPECT_EQ(mrg.grid[1], 24u);
+  ASSERT_EQ(mrg.num_params, 49);
+  EXPECT_EQ(words(mrg, 24, 11),
+            (V{int64_t(BatchCall::kO), int64_t(BatchCall::kO), 0, 3, 8, 5, 128,
+               0, 128, 8 * 128, 1}));
+  EXPECT_EQ(words(mrg, 35, 9),
+            (V{int64_t(BatchCall::kLse), int64_t(BatchCall::kLse), 0, 3, 8, 5,
+               0, 5, 1}));
+  EXPECT_EQ(words(mrg, 44, 5), words(dec, 64, 5));
+}
+
+TEST_F(CudaBatch, RaggedKeysDenseQueries) {
+  DecodeKernel k;
+  BatchCall call;
+  // Dense q [2, 8, 1, 128], packed k and v [100, 2, 128] with cu_seqlens_k.
+  call.q = Tensor({2, 8, 1, 128}, bf16(), BatchCall::kQ);
+  call.o = Tensor({2, 8, 1, 128}, f32(), BatchCall::kO);
+  call.lse = Tensor({2, 8, 1}, f32(), BatchCall::kLse);
+  call.doc = Tensor({2, 1}, i32(), BatchCall::kDoc);
+  call.k = Tensor({100, 2, 128}, bf16(), BatchCall::kK);
+  call.v = Tensor({100, 2, 128}, bf16(), BatchCall::kV);
+  call.cuK = Tensor({3}, i32(), BatchCall::kCuK);
+  call.layout.tables = {};
+  call.layout.tables.cu_seqlens_k = call.cuK.get();
+  call.layout.max_seqlen_q = 7; // ignored: q is dense (N = 1)
+  call.layout.max_seqlen_k = 80;
+  call.withLse = false;
+  ASSERT_EQ(call.run(&k.desc), ATTN_OK) << lastError();
+  const FakeCudaLaunch &dec = state().prev_launch;
+  EXPECT_EQ(dec.grid[0], 4u); // B * Hkv * 1 chunk * 1 split
+  EXPECT_EQ(words(dec, 0, 11),
+            (V{int64_t(BatchCall::kQ), int64_t(BatchCall::kQ), 0, 2, 8, 1, 128,
+               8 * 128, 128, 128, 1}));
+  EXPECT_EQ(words(dec, 11, 11),
+            (V{int64_t(BatchCall::kK), int64_t(BatchCall::kK), 0, 2, 2, 100,
+               128, 0, 128, 2 * 128, 1}));
+  EXPECT_EQ(words(dec, 64, 5), (V{0, 0, 0, 0, 1}));
+  EXPECT_EQ(words(dec, 69, 5),
+            (V{int64_t(BatchCall::kCuK), int64_t(BatchCall::kCuK), 0, 3, 1}));
+  EXPECT_EQ(words(dec, 74, 12), (V{0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1}));
+  // The merge: a NULL lse of [B, Hq, N] and a NULL cu_seqlens_q.
+  const FakeCudaLaunch &mrg = state().last_launch;
+  EXPECT_EQ(words(mrg, 35, 14), (V{0, 0, 0, 2, 8, 1, 8, 1, 1, 0, 0, 0, 0, 1}));
+}
+
+TEST_F(CudaBatch, Refusals) {
+  DecodeKernel k;
+  auto expectFail = [&](BatchCall &c, attn_status_t want, const char *text) {
+    int launches = state().launch_calls;
+    EXPECT_EQ(c.run(&k.desc), want) << lastError();
+    EXPECT_NE(lastError().find(text), std::string::npos) << lastError();
+    EXPECT_EQ(state().launch_calls, launches);
+  };
+  {
+    BatchCall c;
+    c.table.t.device = {kDLCPU, 0};
+    expectFail(c, ATTN_ERROR_DEVICE, "block_table");
+  }
+  {
+    BatchCall c;
+    c.lens.t.dtype = {kDLInt, 64, 1};
+    expectFail(c, ATTN_ERROR_DTYPE, "kv_lens");
+  }
+  {
+    BatchCall c;
+    c.cuQ = Tensor({3}, i32(), BatchCall::kCuQ); // B = 2, the table's 3
+    c.layout.tables.cu_seqlens_q = c.cuQ.get();
+    expectFail(c, ATTN_ERROR_SHAPE, "sequences");
+  }
+  {
+    BatchCall c;
+    c.layout.max_seqlen_q = 17;
+    expectFail(c, ATTN_ERROR_UNSUPPORTED, "decode_max_n = 16");
+  }
+  {
+    BatchCall c;
+    c.layout.max_seqlen_k = 0;
+    expectFail(c, ATTN_ERROR_INVALID_ARGUMENT, "max_seqlen_k = 0");
+  }
+  {
+    BatchCall c;
+    c.layout.tables.kv_lens = nullptr;
+    expectFail(c, ATTN_ERROR_INVALID_ARGUMENT, "block_table without kv_lens");
+  }
+  {
+    BatchCall c;
+    c.layout.tables.cu_seqlens_k = c.cuK.get();
+    expectFail(c, ATTN_ERROR_INVALID_ARGUMENT, "either packed or paged");
+  }
+  {
+    BatchCall c;
+    c.table = Tensor({3, 0}, i32(), BatchCall::kTable);
+    c.layout.tables.block_table = c.table.get();
+    expectFail(c, ATTN_ERROR_SHAPE, "max_pages is 0");
+  }
+  {
+    BatchCall c;
+    c.k = Tensor({10, 16, 128}, bf16(), BatchCall::kK);
+    expectFail(c, ATTN_ERROR_SHAPE, "k: ndim is 3, expected 4 [pages");
+  }
+  {
+    BatchCall c;
+    c.o = Tensor({3, 8, 3, 128}, f32(), BatchCall::kO);
+    expectFail(c, ATTN_ERROR_SHAPE, "o");
+  }
+  {
+    BatchCall c;
+    EXPECT_EQ(attn_cuda_run_batch(&k.desc, nullptr, &c.layout, c.o.get(),
+                                  nullptr, nullptr),
+              ATTN_ERROR_INVALID_ARGUMENT);
+    const DLTensor *ins[] = {c.q.get(), c.k.get(), c.v.get(), c.doc.get()};
+    EXPECT_EQ(
+        attn_cuda_run_batch(&k.desc, ins, nullptr, c.o.get(), nullptr, nullptr),
+        ATTN_ERROR_INVALID_ARGUMENT);
+    EXPECT_NE(lastError().find("layout"), std::string::npos);
+  }
+  {
+    // A kernel without decode variants (sigmoid, ROCm's).
+    BatchCall c;
+    k.desc.decode_max_n = 0;
+    k.desc.num_decode_variants = 0;
+    k.desc.decode_variants = nullptr;
+    k.desc.merge_variant = nullptr;
+    expectFail(c, ATTN_ERROR_UNSUPPORTED, "no decode variants");
+  }
+}
+
+} // namespace
