@@ -136,6 +136,20 @@ class CudaKernelDesc(ctypes.Structure):
                 ("merge_variant", ctypes.POINTER(CudaVariant))]
 
 
+class BatchLayout(ctypes.Structure):
+    """attn_batch_layout_t: the tables, NULL where absent."""
+    _fields_ = [("cu_seqlens_q", ctypes.POINTER(DLTensor)),
+                ("cu_seqlens_k", ctypes.POINTER(DLTensor)),
+                ("block_table", ctypes.POINTER(DLTensor)),
+                ("kv_lens", ctypes.POINTER(DLTensor))]
+
+
+class GpuBatchLayout(ctypes.Structure):
+    """attn_gpu_batch_layout_t (ABI 7): device tables and the longest runs."""
+    _fields_ = [("tables", BatchLayout), ("max_seqlen_q", ctypes.c_int64),
+                ("max_seqlen_k", ctypes.c_int64)]
+
+
 class Kernel:
     """One artifact's library. run() returns attn_cuda_run's status (int);
     error() the runtime's last error message."""
@@ -208,6 +222,34 @@ class Kernel:
         def call(stream=None):
             _ = keep
             return fn(ctypes.cast(arr, ctypes.c_void_p), po, pl,
+                      ctypes.c_void_p(stream) if stream else None)
+        return call
+
+    def prepare_batch(self, tensors, tables, max_q, max_k, o, lse=None):
+        """attn_cuda_run_batch over this artifact's descriptor: tensors as
+        prepare(); tables {name: DLTensor} of cu_seqlens_q, cu_seqlens_k,
+        block_table, kv_lens (absent: NULL). Returns callable(stream=None)."""
+        names = self.input_names()
+        ts = [tensors[n] for n in names]
+        arr = (ctypes.POINTER(DLTensor) * len(ts))(*[ctypes.pointer(t) for t in ts])
+        layout = GpuBatchLayout()
+        for name, _ in BatchLayout._fields_:
+            if name in tables:
+                setattr(layout.tables, name, ctypes.pointer(tables[name]))
+        layout.max_seqlen_q, layout.max_seqlen_k = max_q, max_k
+        fn = self.lib.attn_cuda_run_batch
+        fn.restype = ctypes.c_int
+        fn.argtypes = [ctypes.POINTER(CudaKernelDesc), ctypes.c_void_p,
+                       ctypes.POINTER(GpuBatchLayout), ctypes.POINTER(DLTensor),
+                       ctypes.POINTER(DLTensor), ctypes.c_void_p]
+        desc = self._desc()
+        po = ctypes.pointer(o)
+        pl = ctypes.pointer(lse) if lse is not None else None
+        keep = (ts, arr, tables, layout, o, lse)
+
+        def call(stream=None):
+            _ = keep
+            return fn(desc, ctypes.cast(arr, ctypes.c_void_p), ctypes.byref(layout), po, pl,
                       ctypes.c_void_p(stream) if stream else None)
         return call
 

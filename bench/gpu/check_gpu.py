@@ -24,6 +24,11 @@ values the kernel saw):
     no NaN anywhere (an unwritten element stays NaN)
     a second run on the same inputs gives bit-identical o and lse ("det")
 
+Then, for the artifacts with decode variants and no aux input (batch_cases.py),
+ragged and paged decode batches through attn_cuda_run_batch (device tables,
+one decode and one merge launch), each sequence against its own oracle, with
+the same bounds and determinism check.
+
 It prints one table row per (artifact, case) and exits 1 on any failure.
 --sanitize then reruns a few small cases under `compute-sanitizer --tool
 memcheck` (and any further --sanitize-tools) with PyTorch's caching
@@ -47,7 +52,9 @@ dtypes, shapes, layouts, lse) and stop at ATTN_ERROR_DRIVER; and deliberately
 wrong calls (a mislabelled dtype, k and v swapped, lse for a sigmoid kernel,
 a float doc, a misaligned q) must be rejected with the expected code. When
 torch is importable (CPU build is fine), DLTensors over torch CPU tensors go
-through the same calls. The dry run needs numpy only.
+through the same calls. The batch cases go through attn_cuda_run_batch the
+same way (kDLCPU: DEVICE; kDLCUDA: DRIVER; host tables under kDLCUDA
+tensors: DEVICE). The dry run needs numpy only.
 """
 
 import argparse
@@ -63,6 +70,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(ROOT, "test", "Integration", "reference"))
 
 import attnc_cuda as ac  # noqa: E402
+import batch_cases as bc  # noqa: E402
 
 TOL = {"bf16": 2e-2, "f16": 5e-3}
 
@@ -383,6 +391,35 @@ def gpu_main(args, np, oracle, arts, ids, case_names):
                 ("  " + msg) if msg else ""), flush=True)
             if sticky:
                 break
+        if not sticky and not mock and bc.eligible(entry, var):
+            for case in bc.BATCH_CASES:
+                if case_names and case.name not in case_names:
+                    continue
+                seed += 1
+                t0 = time.perf_counter()
+                status, det, o_err, lse_err, msg = "FAIL", "-", None, None, ""
+                try:
+                    ok, o_err, lse_err, det, msg = bc.run_gpu(np, oracle, torch, kern, entry, var, case,
+                                                              seed, round_to, compare, tol)
+                    status = "ok" if ok else "FAIL"
+                except Exception as e:
+                    text = str(e).strip()
+                    msg = "%s: %s" % (type(e).__name__, text.splitlines()[0] if text else "")
+                    if is_sticky_cuda_error(text):
+                        sticky = msg
+                rows.append({"artifact": aid, "dtype": entry["dtype"], "case": case.name,
+                             "dims": {"B": len(case.qlens), "Hq": case.Hq, "Hkv": case.Hkv,
+                                      "N": max(case.qlens), "M": max(case.klens),
+                                      "Dqk": case.D, "Dv": case.D},
+                             "layout": "q %s, kv %s" % (case.q, case.kv), "lse": True,
+                             "o_err": o_err, "lse_err": lse_err, "tol": tol, "empty_rows": -1,
+                             "det": det, "status": status, "msg": msg,
+                             "seconds": time.perf_counter() - t0})
+                print("%-26s %-22s %-4s o %s lse %s det %s%s" % (
+                    aid, case.name, status, fmt_err(o_err), fmt_err(lse_err), det,
+                    ("  " + msg) if msg else ""), flush=True)
+                if sticky:
+                    break
         if sticky:
             # The CUDA context is dead: the rest runs in a fresh process.
             rest = ids[ai + 1:]
@@ -637,6 +674,16 @@ def dry_main(args, np, oracle, arts, ids, case_names):
                          ref_note, time.perf_counter() - t0))
             print("%-26s %-22s kDLCPU: %-18s kDLCUDA: %-18s ref: %s" % (
                 aid, case.name, r1[1], rows[-1][6], ref_note), flush=True)
+        if bc.eligible(entry, var):
+            for ci, case in enumerate(bc.BATCH_CASES):
+                if case_names and case.name not in case_names:
+                    continue
+                t0 = time.perf_counter()
+                s1, s2 = bc.run_dry(np, oracle, var, kern, entry, case, args.seed + ci, round_to,
+                                    compare, TOL[entry["dtype"]], avail, expect, fails)
+                rows.append((aid, case.name, {}, "batch", True, s1, s2, "-", time.perf_counter() - t0))
+                print("%-26s %-22s kDLCPU: %-18s kDLCUDA: %-18s (attn_cuda_run_batch)" % (
+                    aid, case.name, s1, s2), flush=True)
     print()
     print("%d artifacts, %d cases (each: kDLCPU, kDLCUDA%s), %d wrong calls rejected as expected"
           % (len(ids), len(rows), ", torch CPU" if torch is not None else "", nneg))
@@ -734,10 +781,10 @@ def main():
     case_names = None
     if args.cases:
         case_names = set(x for x in args.cases.split(",") if x)
-        unknown = case_names - {c.name for c in CASES}
+        known = [c.name for c in CASES] + [c.name for c in bc.BATCH_CASES]
+        unknown = case_names - set(known)
         if unknown:
-            ap.error("unknown case(s) %s (have: %s)" % (", ".join(sorted(unknown)),
-                                                        ", ".join(c.name for c in CASES)))
+            ap.error("unknown case(s) %s (have: %s)" % (", ".join(sorted(unknown)), ", ".join(known)))
     if args.list:
         for aid in ids:
             var, cases = resolved_cases(np, oracle, arts.entries[aid], case_names)
