@@ -15,6 +15,9 @@ Rows (issue 14's decode grid, bf16, D = 128, bottom-right causal, the
                  occupancy), o in float32, no lse.
   attnc-prefill  the same call under ATTN_GPU_SCHEDULE=prefill (one CTA per
                  64 queries of one head): what the decode schedule gains.
+  attnc-paged    attn_cuda_run_batch on the same K and V as a paged cache
+                 (vLLM's NHD pools of 16 rows, pages shuffled, a block table
+                 and kv_lens on the device): what the page indirection costs.
   SDPA           scaled_dot_product_attention(enable_gqa=True), N = 1
                  without a mask, N > 1 with causal_lower_right(N, M).
   Flex           torch.compile(flex_attention) with a BlockMask of the same
@@ -26,10 +29,11 @@ median per call). GB/s counts the bytes a decode must move: K and V
 device copy's bandwidth (read + write) measured in the same run. Checks: each
 peer's o against attnc's (MISMATCH above 2e-2 relative to max|o|).
 
---dry-run (no GPU): builds attnc's argument list for every row over numpy
-memory and checks that attn_cuda_run validates it (host tensors ->
-ATTN_ERROR_DEVICE; claimed CUDA tensors without a driver ->
-ATTN_ERROR_DRIVER), and that the artifact carries the decode schedule.
+--dry-run (no GPU): builds attnc's argument lists for every row (the dense
+call and the paged batch) over fake addresses and checks that attn_cuda_run
+and attn_cuda_run_batch validate them (host tensors -> ATTN_ERROR_DEVICE;
+claimed CUDA tensors without a driver -> ATTN_ERROR_DRIVER), and that the
+artifact carries the decode schedule.
 """
 
 import argparse
@@ -45,6 +49,7 @@ sys.path.insert(0, HERE)
 import attnc_cuda as ac  # noqa: E402
 
 D = 128
+PAGE = 16
 GRID = [(B, Hq, Hkv, N, M)
         for (Hq, Hkv) in ((32, 8), (8, 8))
         for B in (1, 8)
@@ -98,7 +103,17 @@ def dry_main(args):
                   "v": tensor(2, (B, Hkv, M, D), "bf16", dev)}
             st = kern.run(ts, tensor(3, (B, Hq, N, D), "f32", dev), None)
             got.append(kern.status_name(st))
-        want = ["ATTN_ERROR_DEVICE"] + ([] if avail else ["ATTN_ERROR_DRIVER"])
+            if M % PAGE == 0:
+                pages = B * M // PAGE
+                ts["k"] = tensor(1, (pages, PAGE, Hkv, D), "bf16", dev)
+                ts["v"] = tensor(2, (pages, PAGE, Hkv, D), "bf16", dev)
+                tables = {"block_table": tensor(4, (B, M // PAGE), "i32", dev),
+                          "kv_lens": tensor(5, (B,), "i32", dev)}
+                st = kern.prepare_batch(ts, tables, N, M, tensor(3, (B, Hq, N, D), "f32", dev))()
+                got.append("paged:" + kern.status_name(st))
+        want = []
+        for st in ["ATTN_ERROR_DEVICE"] + ([] if avail else ["ATTN_ERROR_DRIVER"]):
+            want += [st] + (["paged:" + st] if M % PAGE == 0 else [])
         ok = got == want
         if not ok:
             fails.append("B=%d Hq=%d Hkv=%d N=%d M=%d: got %s, expected %s (%s)" % (
@@ -153,6 +168,29 @@ def gpu_main(args):
         stream = torch.cuda.current_stream().cuda_stream
         call = kern.prepare({"q": ac.dl_from_torch(q), "k": ac.dl_from_torch(k),
                              "v": ac.dl_from_torch(v)}, ac.dl_from_torch(o), None)
+        # The same K and V as a paged cache: [pages, PAGE, Hkv, D] pools,
+        # sequence b's page j at a shuffled slot.
+        per = M // PAGE
+        perm = torch.randperm(B * per, device="cuda", generator=g)
+        pools = {}
+        for name, x in (("k", k), ("v", v)):
+            pool = torch.empty(B * per, PAGE, Hkv, D, device="cuda", dtype=torch.bfloat16)
+            pool[perm] = x.permute(0, 2, 1, 3).reshape(B * per, PAGE, Hkv, D)
+            pools[name] = pool
+        table = perm.view(B, per).to(torch.int32).contiguous()
+        lens = torch.full((B,), M, device="cuda", dtype=torch.int32)
+        o_paged = torch.empty_like(o)
+        paged_call = kern.prepare_batch(
+            {"q": ac.dl_from_torch(q), "k": ac.dl_from_torch(pools["k"]),
+             "v": ac.dl_from_torch(pools["v"])},
+            {"block_table": ac.dl_from_torch(table), "kv_lens": ac.dl_from_torch(lens)},
+            N, M, ac.dl_from_torch(o_paged), None)
+
+        def attnc_paged():
+            st = paged_call(stream)
+            if st != 0:
+                raise SystemExit("attn_cuda_run_batch: %s: %s" % (kern.status_name(st), kern.error()))
+            return o_paged
 
         def attnc(schedule=None):
             if schedule:
@@ -171,6 +209,7 @@ def gpu_main(args):
         impls = {
             "attnc": lambda: attnc(),
             "attnc-prefill": lambda: attnc("prefill"),
+            "attnc-paged": attnc_paged,
             "SDPA": lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=bias,
                                                            enable_gqa=Hq != Hkv),
             "Flex": lambda: flex(q, k, v, block_mask=bm, enable_gqa=Hq != Hkv),
@@ -179,7 +218,7 @@ def gpu_main(args):
         torch.cuda.synchronize()
         ref = o.clone()
         errs = {}
-        for name in ("attnc-prefill", "SDPA", "Flex"):
+        for name in ("attnc-prefill", "attnc-paged", "SDPA", "Flex"):
             out = impls[name]()
             torch.cuda.synchronize()
             errs[name] = rel_err(torch, (o if out is None else out).float(), ref)
@@ -192,12 +231,12 @@ def gpu_main(args):
              "errs": errs, "peak_gbs": peak, "device": dev}
         rows.append(r)
         print("B=%d %2d/%d N=%2d M=%5d | %s | attnc %.0f GB/s (%.0f%% of copy) | Flex/attnc %.2fx "
-              "SDPA/attnc %.2fx prefill/decode %.2fx%s" % (
+              "SDPA/attnc %.2fx prefill/decode %.2fx paged/dense %.2fx%s" % (
                   B, Hq, Hkv, N, M,
                   " ".join("%s %.3f ms" % (n, t) for n, t in med.items()),
                   r["gbs"]["attnc"], 100 * r["gbs"]["attnc"] / peak,
                   med["Flex"] / med["attnc"], med["SDPA"] / med["attnc"],
-                  med["attnc-prefill"] / med["attnc"],
+                  med["attnc-prefill"] / med["attnc"], med["attnc-paged"] / med["attnc"],
                   "".join(" MISMATCH(%s %.2g)" % (n, e) for n, e in errs.items() if e > 2e-2)))
         if args.json:
             with open(args.json, "w") as f:
