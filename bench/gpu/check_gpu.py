@@ -296,6 +296,14 @@ def is_sticky_cuda_error(msg):
                                 "cudaerrorlaunchfailure", "an illegal"))
 
 
+def add_row(rows, r):
+    """Records one GPU run's row and prints its line."""
+    rows.append(r)
+    print("%-26s %-22s %-4s o %s lse %s det %s%s" % (
+        r["artifact"], r["case"], r["status"], fmt_err(r["o_err"]), fmt_err(r["lse_err"]), r["det"],
+        ("  " + r["msg"]) if r["msg"] else ""), flush=True)
+
+
 def gpu_main(args, np, oracle, arts, ids, case_names):
     try:
         import torch
@@ -381,14 +389,11 @@ def gpu_main(args, np, oracle, arts, ids, case_names):
                 msg = "%s: %s" % (type(e).__name__, text.splitlines()[0] if text else "")
                 if (not mock or mock == "sticky") and is_sticky_cuda_error(text):
                     sticky = msg
-            rows.append({"artifact": aid, "dtype": entry["dtype"], "case": case.name, "dims": dims,
-                         "layout": case.layout, "lse": bool(case.lse and entry["has_lse"]),
-                         "o_err": o_err, "lse_err": lse_err, "tol": tol, "empty_rows": n_empty,
-                         "det": det, "status": status, "msg": msg,
-                         "seconds": time.perf_counter() - t0})
-            print("%-26s %-22s %-4s o %s lse %s det %s%s" % (
-                aid, case.name, status, fmt_err(o_err), fmt_err(lse_err), det,
-                ("  " + msg) if msg else ""), flush=True)
+            add_row(rows, {"artifact": aid, "dtype": entry["dtype"], "case": case.name, "dims": dims,
+                           "layout": case.layout, "lse": bool(case.lse and entry["has_lse"]),
+                           "o_err": o_err, "lse_err": lse_err, "tol": tol, "empty_rows": n_empty,
+                           "det": det, "status": status, "msg": msg,
+                           "seconds": time.perf_counter() - t0})
             if sticky:
                 break
         if not sticky and not mock and bc.eligible(entry, var):
@@ -407,17 +412,14 @@ def gpu_main(args, np, oracle, arts, ids, case_names):
                     msg = "%s: %s" % (type(e).__name__, text.splitlines()[0] if text else "")
                     if is_sticky_cuda_error(text):
                         sticky = msg
-                rows.append({"artifact": aid, "dtype": entry["dtype"], "case": case.name,
-                             "dims": {"B": len(case.qlens), "Hq": case.Hq, "Hkv": case.Hkv,
-                                      "N": max(case.qlens), "M": max(case.klens),
-                                      "Dqk": case.D, "Dv": case.D},
-                             "layout": "q %s, kv %s" % (case.q, case.kv), "lse": True,
-                             "o_err": o_err, "lse_err": lse_err, "tol": tol, "empty_rows": -1,
-                             "det": det, "status": status, "msg": msg,
-                             "seconds": time.perf_counter() - t0})
-                print("%-26s %-22s %-4s o %s lse %s det %s%s" % (
-                    aid, case.name, status, fmt_err(o_err), fmt_err(lse_err), det,
-                    ("  " + msg) if msg else ""), flush=True)
+                add_row(rows, {"artifact": aid, "dtype": entry["dtype"], "case": case.name,
+                               "dims": {"B": len(case.qlens), "Hq": case.Hq, "Hkv": case.Hkv,
+                                        "N": max(case.qlens), "M": max(case.klens),
+                                        "Dqk": case.D, "Dv": case.D},
+                               "layout": "q %s, kv %s" % (case.q, case.kv), "lse": True,
+                               "o_err": o_err, "lse_err": lse_err, "tol": tol, "empty_rows": -1,
+                               "det": det, "status": status, "msg": msg,
+                               "seconds": time.perf_counter() - t0})
                 if sticky:
                     break
         if sticky:

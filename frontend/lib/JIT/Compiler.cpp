@@ -45,6 +45,16 @@ using namespace attn;
 Kernel::Kernel() = default;
 Kernel::~Kernel() = default;
 
+namespace {
+/// The descriptor `desc` holds for `deviceType`, or nullptr.
+const void *targetOf(const attn_kernel_t &desc, int32_t deviceType) {
+  for (int32_t i = 0; i < desc.num_targets; ++i)
+    if (desc.targets[i].device_type == deviceType)
+      return desc.targets[i].desc;
+  return nullptr;
+}
+} // namespace
+
 attn_status_t Kernel::run(const DLTensor *const *inputs, DLTensor *o,
                           DLTensor *lse, const attn_run_options_t *options,
                           void *stream) const {
@@ -55,11 +65,9 @@ attn_status_t Kernel::runBatch(const DLTensor *const *inputs,
                                const attn_batch_layout_t &layout, DLTensor *o,
                                DLTensor *lse,
                                const attn_run_options_t *options) const {
-  for (int32_t i = 0; i < desc_.num_targets; ++i)
-    if (desc_.targets[i].device_type == kDLCPU)
-      return attn_cpu_run_batch(
-          static_cast<const attn_kernel_desc_t *>(desc_.targets[i].desc),
-          inputs, &layout, o, lse, options);
+  if (const void *cpu = targetOf(desc_, kDLCPU))
+    return attn_cpu_run_batch(static_cast<const attn_kernel_desc_t *>(cpu),
+                              inputs, &layout, o, lse, options);
   // No CPU code: the runtime's own message ("cpu_fn is NULL (not compiled
   // for the CPU)").
   attn_kernel_desc_t none{};
@@ -72,11 +80,10 @@ attn_status_t Kernel::runBatch(const DLTensor *const *inputs,
 attn_status_t Kernel::runBatch(const DLTensor *const *inputs,
                                const attn_gpu_batch_layout_t &layout,
                                DLTensor *o, DLTensor *lse, void *stream) const {
-  for (int32_t i = 0; i < desc_.num_targets; ++i)
-    if (desc_.targets[i].device_type == kDLCUDA)
-      return attn_cuda_run_batch(
-          static_cast<const attn_cuda_kernel_desc_t *>(desc_.targets[i].desc),
-          inputs, &layout, o, lse, stream);
+  if (const void *cuda = targetOf(desc_, kDLCUDA))
+    return attn_cuda_run_batch(
+        static_cast<const attn_cuda_kernel_desc_t *>(cuda), inputs, &layout, o,
+        lse, stream);
   // No CUDA code: the runtime's own message ("image is NULL (not compiled
   // for CUDA)").
   attn_cuda_kernel_desc_t none{};
