@@ -28,6 +28,10 @@ inputs and alternating call by call:
                   [pages, 16, Hkv, D] view); Flex paged: FlexAttention over
                   torch's PagedAttention cache [1, Hkv, pages * 16, D] with
                   its converted BlockMask, when it imports.
+  one-vector      where G * N > 16 (the wide decode kernel's rows): the same
+                  call forced onto the one-vector decode kernel
+                  (ATTN_DECODE_WIDE=0, read per call), alternated call by
+                  call with the wide one (=1).
   baseline        (--baseline-attnc ATTNC) the decode call compiled by
                   another attnc (an older build), alternated call by call
                   with this build's on the same inputs.
@@ -191,6 +195,23 @@ def main():
             e = np.abs(o_base - o_dec).max() / np.abs(o_dec).max()
             print("  baseline %.2fms, this build %.2fms: %.2fx%s" % (
                 t_base * 1e3, t_ours * 1e3, t_base / t_ours,
+                "" if e < (3e-2 if dt == "bf16" else 1e-4) else
+                "  MISMATCH %.2e" % e))
+        if (Hq // Hkv) * N > 16:
+            o_one = np.empty_like(o)
+            call_one = kern[dt].prepare(ins, o_one, np.empty_like(lse))
+
+            def forced(fn, wide):
+                def run():
+                    os.environ["ATTN_DECODE_WIDE"] = wide
+                    fn(a.threads)
+                return run
+            t_wide, t_one = alternating_medians(
+                [forced(call, "1"), forced(call_one, "0")], a.runs, GAP_S)
+            os.environ.pop("ATTN_DECODE_WIDE", None)
+            e = np.abs(o_one - o_dec).max() / np.abs(o_dec).max()
+            print("  one-vector decode kernel %.2fms, wide %.2fms: %.2fx%s" % (
+                t_one * 1e3, t_wide * 1e3, t_one / t_wide,
                 "" if e < (3e-2 if dt == "bf16" else 1e-4) else
                 "  MISMATCH %.2e" % e))
         os.environ["ATTN_CPU_SCHEDULE"] = "prefill"

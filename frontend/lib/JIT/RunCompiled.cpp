@@ -206,7 +206,9 @@ std::string CompiledRun::cpuScheduleNote() const {
                                             dims.at("M"), opts.threads);
     if (!splits)
       return " schedule=prefill";
-    return " schedule=decode(lanes=" + std::to_string(desc->decode_lanes) +
+    int32_t lanes = attn_cpu_decode_lanes(desc, dims.at("Hq"), dims.at("Hkv"),
+                                          dims.at("N"));
+    return " schedule=decode(lanes=" + std::to_string(lanes) +
            ", splits=" + std::to_string(splits) + ")";
   }
   return "";

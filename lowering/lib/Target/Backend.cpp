@@ -93,6 +93,8 @@ std::string mlir::attn::signatureText(const KernelInfo &info) {
   }
   if (info.decodeLanes)
     s += ";decode=" + std::to_string(info.decodeLanes);
+  if (info.decodeWideLanes)
+    s += ";decode_wide=" + std::to_string(info.decodeWideLanes);
   if (info.paged)
     s += ";paged=1";
   // Only gradients' kernels have these (a forward's text is unchanged).
@@ -151,6 +153,10 @@ std::string mlir::attn::parseSignatureText(llvm::StringRef text,
     } else if (key == "decode") {
       if (value.getAsInteger(10, info.decodeLanes) || info.decodeLanes < 0)
         return "bad decode in kernel signature";
+    } else if (key == "decode_wide") {
+      if (value.getAsInteger(10, info.decodeWideLanes) ||
+          info.decodeWideLanes < 0)
+        return "bad decode_wide in kernel signature";
     } else if (key == "paged") {
       info.paged = value == "1";
     } else if (key == "backward") {

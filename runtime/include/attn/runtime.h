@@ -77,8 +77,10 @@ extern "C" {
    7: the CUDA decode variants take the batch tables after the aux inputs
       (cu_seqlens_q, cu_seqlens_k, block_table, kv_lens) and the merge
       variant cu_seqlens_q after lse; NULL descriptors for a dense call
-      (attn_cuda_run_batch). */
-#define ATTN_ABI_VERSION 7
+      (attn_cuda_run_batch).
+   8: CPU kernel descriptors carry the wide decode kernels (decode_wide_fn,
+      decode_wide_lanes, paged_decode_wide_fn). */
+#define ATTN_ABI_VERSION 8
 
 /* The largest head dim (Dqk and Dv) attn_cpu_run() accepts. MLA needs
    Dqk = 576, Dv = 512; a kernel's scratch grows with tile x head dim. */
@@ -174,6 +176,17 @@ typedef struct attn_kernel_desc {
      tables before calling them. */
   attn_cpu_kernel_fn paged_fn;
   attn_cpu_kernel_fn paged_decode_fn;
+  /* The wide decode kernels (ABI 8; NULL and 0 when the kernel has none):
+     decode_fn's items, args and partials with L = decode_wide_lanes lanes
+     per item. The runtime takes them instead of decode_fn (and
+     paged_decode_fn) when a group's G * N exceeds decode_lanes
+     (attn_cpu_decode_lanes), so each K and V row is read once per
+     decode_wide_lanes queries instead of once per decode_lanes.
+     paged_decode_wide_fn is set exactly when paged_fn and decode_wide_fn
+     are. */
+  attn_cpu_kernel_fn decode_wide_fn;
+  int32_t decode_wide_lanes;
+  attn_cpu_kernel_fn paged_decode_wide_fn;
 } attn_kernel_desc_t;
 
 typedef struct attn_run_options {
@@ -237,6 +250,16 @@ ATTN_RUNTIME_API attn_status_t attn_cpu_run(const attn_kernel_desc_t *kernel,
 ATTN_RUNTIME_API int64_t
 attn_cpu_decode_splits(const attn_kernel_desc_t *kernel, int64_t B, int64_t Hq,
                        int64_t Hkv, int64_t N, int64_t M, int32_t num_threads);
+
+/* The query lanes per work item of the decode schedule for a call with these
+   heads and N: decode_wide_lanes (the wide decode kernels) when the kernel
+   has them and G * N = (Hq / Hkv) * N exceeds decode_lanes, else
+   decode_lanes; 0 for a kernel without a decode schedule, a NULL kernel or
+   dims that do not form a valid call. Whether the call takes the decode
+   schedule at all is attn_cpu_decode_splits()'s answer. */
+ATTN_RUNTIME_API int32_t attn_cpu_decode_lanes(const attn_kernel_desc_t *kernel,
+                                               int64_t Hq, int64_t Hkv,
+                                               int64_t N);
 
 /*===--- Ragged batches and paged KV caches (CPU)
  * ---------------------------===*/

@@ -253,11 +253,11 @@ private:
   std::vector<int64_t> seqN, seqM; // per sequence
   int64_t maxN = 1, maxM = 1;
 
-  // The schedule: per sequence, decode or prefill, its lane chunks, splits
-  // and where its partials start in the scratch.
-  int64_t lanes = 1;
+  // The schedule: per sequence, decode or prefill, its lanes per item (the
+  // one-vector or the wide decode kernel), lane chunks, splits and where its
+  // partials start in the scratch.
   std::vector<char> decode;
-  std::vector<int64_t> chunks, splits, partOffset;
+  std::vector<int64_t> lanes, chunks, splits, partOffset;
   std::unique_ptr<float[], void (*)(void *)> scratch{nullptr, std::free};
 
   std::atomic<int32_t> status{ATTN_KERNEL_OK};
@@ -382,23 +382,25 @@ attn_status_t BatchCall::checkTensors() {
 }
 
 attn_status_t BatchCall::planSchedules() {
-  lanes = std::max<int32_t>(kernel->decode_lanes, 1);
   int64_t G = Hq / Hkv, decodeItems = 0;
   decode.assign(B, 0);
+  lanes.assign(B, 1);
   chunks.assign(B, 0);
   splits.assign(B, 1);
   partOffset.assign(B, 0);
   for (int64_t b = 0; b < B; ++b) {
     decode[b] = seqN[b] > 0 && useDecode(kernel, seqN[b]);
+    if (!decode[b])
+      continue;
     int64_t gn, items;
-    if (decode[b] &&
-        (__builtin_mul_overflow(G, seqN[b], &gn) ||
-         __builtin_mul_overflow(Hkv, (gn + lanes - 1) / lanes, &items) ||
-         __builtin_add_overflow(decodeItems, items, &decodeItems)))
+    if (__builtin_mul_overflow(G, seqN[b], &gn))
+      return fail(ATTN_ERROR_SHAPE, "q: G * N overflows");
+    lanes[b] = std::max<int32_t>(decodeLanes(kernel, gn), 1);
+    chunks[b] = (gn + lanes[b] - 1) / lanes[b];
+    if (__builtin_mul_overflow(Hkv, chunks[b], &items) ||
+        __builtin_add_overflow(decodeItems, items, &decodeItems))
       return fail(ATTN_ERROR_SHAPE, "q: the decode work items (Hkv * ceil(G "
                                     "* N / lanes) per sequence) overflow");
-    if (decode[b])
-      chunks[b] = (gn + lanes - 1) / lanes;
   }
   // Split counts share the threads across the whole batch.
   int64_t partFloats = 0;
@@ -407,7 +409,7 @@ attn_status_t BatchCall::planSchedules() {
       continue;
     splits[b] = decodeSplits(decodeItems, seqM[b], numThreads);
     int64_t rows, floats;
-    if (__builtin_mul_overflow(Hkv * splits[b], chunks[b] * lanes, &rows) ||
+    if (__builtin_mul_overflow(Hkv * splits[b], chunks[b] * lanes[b], &rows) ||
         __builtin_mul_overflow(rows, Dv + 1, &floats) ||
         __builtin_add_overflow(partFloats, floats, &partFloats))
       return fail(ATTN_ERROR_SHAPE,
@@ -471,13 +473,13 @@ attn_status_t BatchCall::buildSegments() {
     Segment seg;
     if (decode[b]) {
       // The partials [b + 1, Hkv, S, R, Dv] and [b + 1, Hkv, S, R].
-      int64_t S = splits[b], R = chunks[b] * lanes;
+      int64_t S = splits[b], R = chunks[b] * lanes[b];
       float *oPart = scratch.get() + partOffset[b];
       float *lsePart = oPart + Hkv * S * R * Dv;
       desc.add(oPart, oPart, {b + 1, Hkv, S, R, Dv},
                {0, S * R * Dv, R * Dv, Dv, 1});
       desc.add(lsePart, lsePart, {b + 1, Hkv, S, R}, {0, S * R, R, 1});
-      seg.fn = paged ? kernel->paged_decode_fn : kernel->decode_fn;
+      seg.fn = decodeKernel(kernel, int32_t(lanes[b]), paged);
       seg.count = Hkv * chunks[b] * S;
       merges.push_back({oPart, lsePart, S, R, n, oRow, oH, oI, oD, lseRow, lseH,
                         lseI, mergeRows});

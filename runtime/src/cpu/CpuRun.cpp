@@ -56,6 +56,26 @@ attn_status_t attn::runtime::checkKernel(const attn_kernel_desc_t *k,
                 kname + ": paged_decode_fn is " +
                     (k->paged_decode_fn ? "set" : "NULL") +
                     " while decode_fn is " + (k->decode_fn ? "set" : "NULL"));
+  // The wide decode kernels: decode_wide_lanes > 0 exactly with
+  // decode_wide_fn, which needs decode_fn; paged_decode_wide_fn exactly
+  // when paged_fn and decode_wide_fn are set.
+  if (k->decode_wide_lanes < 0 ||
+      (k->decode_wide_lanes > 0) != (k->decode_wide_fn != nullptr))
+    return fail(ATTN_ERROR_INVALID_ARGUMENT,
+                kname + ": decode_wide_lanes is " + str(k->decode_wide_lanes) +
+                    " with decode_wide_fn " +
+                    (k->decode_wide_fn ? "set" : "NULL") +
+                    ", expected both set or NULL and 0");
+  if (k->decode_wide_fn && !k->decode_fn)
+    return fail(ATTN_ERROR_INVALID_ARGUMENT,
+                kname + ": decode_wide_fn is set while decode_fn is NULL");
+  if ((k->paged_decode_wide_fn != nullptr) !=
+      (k->paged_fn && k->decode_wide_fn))
+    return fail(ATTN_ERROR_INVALID_ARGUMENT,
+                kname + ": paged_decode_wide_fn is " +
+                    (k->paged_decode_wide_fn ? "set" : "NULL") +
+                    ", expected it set exactly when paged_fn and "
+                    "decode_wide_fn are");
   return checkInputDescs(kname, k->num_inputs, k->inputs, sig);
 }
 
@@ -123,6 +143,26 @@ bool attn::runtime::useDecode(const attn_kernel_desc_t *k, int64_t N) {
   return N <= k->decode_lanes;
 }
 
+int32_t attn::runtime::decodeLanes(const attn_kernel_desc_t *k, int64_t GN) {
+  if (!k->decode_wide_fn)
+    return k->decode_lanes;
+  // ATTN_DECODE_WIDE = 0 or 1 (read per call; tests and benchmarks) forces
+  // the one-vector or the wide decode kernel.
+  if (const char *env = std::getenv("ATTN_DECODE_WIDE");
+      env && (!std::strcmp(env, "0") || !std::strcmp(env, "1")))
+    return *env == '1' ? k->decode_wide_lanes : k->decode_lanes;
+  return GN > k->decode_lanes ? k->decode_wide_lanes : k->decode_lanes;
+}
+
+attn_cpu_kernel_fn attn::runtime::decodeKernel(const attn_kernel_desc_t *k,
+                                               int32_t lanes, bool paged) {
+  bool wide = k->decode_wide_fn && lanes == k->decode_wide_lanes &&
+              lanes != k->decode_lanes;
+  if (paged)
+    return wide ? k->paged_decode_wide_fn : k->paged_decode_fn;
+  return wide ? k->decode_wide_fn : k->decode_fn;
+}
+
 /// Splits of the kv length per (b, kv head, lane chunk): enough items to
 /// keep every thread busy (4 per thread, for balance), but at least 512
 /// keys each (a tile is at most 512 rows, so no split is past the last
@@ -164,12 +204,23 @@ extern "C" int64_t attn_cpu_decode_splits(const attn_kernel_desc_t *kernel,
       M <= 0 || Hq <= 0 || Hq % Hkv != 0 || num_threads < 0 ||
       !useDecode(kernel, N))
     return 0;
-  int64_t L = kernel->decode_lanes, GN, base;
-  if (__builtin_mul_overflow(Hq / Hkv, N, &GN) ||
-      __builtin_mul_overflow(B * Hkv, (GN + L - 1) / L, &base))
+  int64_t GN, base;
+  if (__builtin_mul_overflow(Hq / Hkv, N, &GN))
+    return 0;
+  int64_t L = decodeLanes(kernel, GN);
+  if (__builtin_mul_overflow(B * Hkv, (GN + L - 1) / L, &base))
     return 0;
   return decodeSplits(base, M,
                       num_threads ? num_threads : attn_cpu_num_threads());
+}
+
+extern "C" int32_t attn_cpu_decode_lanes(const attn_kernel_desc_t *kernel,
+                                         int64_t Hq, int64_t Hkv, int64_t N) {
+  int64_t GN;
+  if (!kernel || kernel->decode_lanes <= 0 || Hkv <= 0 || N <= 0 || Hq <= 0 ||
+      Hq % Hkv != 0 || __builtin_mul_overflow(Hq / Hkv, N, &GN))
+    return 0;
+  return decodeLanes(kernel, GN);
 }
 
 extern "C" int32_t attn_cpu_num_threads(void) {

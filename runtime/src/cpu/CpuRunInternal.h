@@ -47,6 +47,16 @@ attn_status_t launchError(const char *name, int32_t status,
 /// (`prefill`, `decode`; read per call, for tests and benchmarks).
 bool useDecode(const attn_kernel_desc_t *k, int64_t N);
 
+/// The lanes per decode item for a group of GN queries (attn_cpu_decode_lanes):
+/// the wide decode kernels' when the kernel has them and GN exceeds
+/// decode_lanes, else decode_lanes; ATTN_DECODE_WIDE = 0 / 1 forces one.
+int32_t decodeLanes(const attn_kernel_desc_t *k, int64_t GN);
+
+/// The decode kernel whose items have `lanes` lanes (decodeLanes), over
+/// page pools when `paged`.
+attn_cpu_kernel_fn decodeKernel(const attn_kernel_desc_t *k, int32_t lanes,
+                                bool paged);
+
 /// Splits of the kv length (M keys) per decode item when `items` items
 /// (b, kv head, lane chunk) share `numThreads` threads; ATTN_DECODE_SPLITS
 /// overrides.

@@ -33,8 +33,13 @@
 # micro-kernel; M < N with empty rows) and their OVERRIDES shapes, tile_kv
 # 7 and the default, ATTN_DECODE_SPLITS 1, 3 and 7 (splits past the last
 # tile and splits a window hides are empty: lse = -inf parts), threads 1
-# and 2. `attnc run` must report schedule=decode; other normalizers have no
-# decode kernel and must report schedule=prefill (one run each).
+# and 2, and the decode kernel as the runtime picks it, forced to the wide
+# one (ATTN_DECODE_WIDE=1: a q tile of four vectors, most lanes padding at
+# small G * N) and forced to the one-vector one (=0; G * N = 72 needs five
+# of its chunks, two wide ones on AVX-512). `attnc run` must report
+# schedule=decode with lanes of one vector (<= 16) or of the wide tile (>
+# 16) as forced; other normalizers have no decode kernel and must report
+# schedule=prefill (one run each).
 #
 # Shard I of N takes the sorted examples I, I + N, I + 2N, ... so lit runs
 # the shards in parallel. Prints one line per run and a last line
@@ -62,11 +67,16 @@ DECODE_SHAPES = ["B=2,Hq=8,Hkv=2,N=1,M=300,Dqk=24,Dv=40",
                  "B=2,Hq=4,Hkv=4,N=5,M=77,Dqk=16,Dv=8",
                  "B=1,Hq=6,Hkv=2,N=1,M=97,Dqk=20,Dv=52",
                  "B=1,Hq=6,Hkv=3,N=9,M=5,Dqk=8,Dv=12",
-                 "B=2,Hq=2,Hkv=1,N=2,M=130,Dqk=48,Dv=35"]
+                 "B=2,Hq=2,Hkv=1,N=2,M=130,Dqk=48,Dv=35",
+                 "B=1,Hq=16,Hkv=2,N=9,M=90,Dqk=24,Dv=40"]
 DECODE_SPLITS = [1, 3, 7]
+# ATTN_DECODE_WIDE per run: the runtime's choice, the wide kernel, the
+# one-vector kernel.
+DECODE_WIDE = [None, "1", "0"]
 DECODE_TILE_KV = [7, None]
 DECODE_THREADS = [1, 2]
 SCHEDULE_RE = re.compile(r"schedule=(\w+)")
+LANES_RE = re.compile(r"schedule=decode\(lanes=(\d+)")
 
 GENERIC_LINEAR_SHAPES = ["B=2,Hq=4,Hkv=2,N=100,M=100,Dqk=16,Dv=20",
                          "B=1,Hq=4,Hkv=1,N=71,M=71,Dqk=24,Dv=9"]
@@ -137,11 +147,13 @@ def main():
             for tkv in DECODE_TILE_KV:
                 sched = [] if tkv is None else ["--tile-kv", str(tkv)]
                 for sp in DECODE_SPLITS:
-                    label = "decode tile_kv=%s splits=%d" % (
-                        "default" if tkv is None else tkv, sp)
                     for t in DECODE_THREADS:
+                        wide = DECODE_WIDE[i % len(DECODE_WIDE)]
+                        label = "decode tile_kv=%s splits=%d wide=%s" % (
+                            "default" if tkv is None else tkv, sp,
+                            wide or "auto")
                         combos.append((sched, label, t, shapes[i % len(shapes)],
-                                       sp))
+                                       (sp, wide)))
                         i += 1
             if other_normalizer:
                 combos = combos[:1]
@@ -171,9 +183,13 @@ def main():
             cmd = [a.attnc, "run", spec, "--shape", shape, "--repeat", "1",
                    "--threads", str(threads), "--seed", str(seed)] + sched + pargs
             env = dict(os.environ)
+            wide = None
             if splits is not None:
+                splits, wide = splits
                 env.update(ATTN_CPU_SCHEDULE="decode",
                            ATTN_DECODE_SPLITS=str(splits))
+                if wide:
+                    env["ATTN_DECODE_WIDE"] = wide
             p = subprocess.run(cmd, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, env=env)
             runs += 1
@@ -198,6 +214,11 @@ def main():
                 want = "prefill" if other_normalizer else "decode"
                 if ran != want:
                     problems.append("ran schedule=%s, expected %s" % (ran, want))
+                ml = LANES_RE.search(out)
+                lanes = int(ml.group(1)) if ml else 0
+                if want == "decode" and wide and (lanes > 16) != (wide == "1"):
+                    problems.append("ran lanes=%d with ATTN_DECODE_WIDE=%s" %
+                                    (lanes, wide))
             line = "%s %s threads=%d %s: o %.2e lse %.2e" % (
                 name, label, threads, shape, err, lerr)
             if problems:

@@ -377,12 +377,17 @@ const std::vector<std::pair<int64_t, int64_t>> kDecode = {
     {1, 300}, {1, 1}, {1, 65}, {1, 0}, {1, 129}};
 
 /// The schedules each layout runs under: natural, forced prefill, forced
-/// decode with 3 splits (more splits than some sequences have tiles).
+/// decode with 3 splits (more splits than some sequences have tiles; the
+/// sequences of kMixed with G * N > 16 take the wide decode kernel, the
+/// others the one-vector one, in one batch), and forced decode on the wide
+/// kernel only.
 struct ScheduleEnv {
-  const char *schedule, *splits;
+  const char *schedule, *splits, *wide;
 };
-const ScheduleEnv kSchedules[] = {
-    {nullptr, nullptr}, {"prefill", nullptr}, {"decode", "3"}};
+const ScheduleEnv kSchedules[] = {{nullptr, nullptr, nullptr},
+                                  {"prefill", nullptr, nullptr},
+                                  {"decode", "3", nullptr},
+                                  {"decode", "2", "1"}};
 
 void withSchedule(const ScheduleEnv &s, const std::function<void()> &body) {
   auto set = [](const char *name, const char *value) {
@@ -393,9 +398,11 @@ void withSchedule(const ScheduleEnv &s, const std::function<void()> &body) {
   };
   set("ATTN_CPU_SCHEDULE", s.schedule);
   set("ATTN_DECODE_SPLITS", s.splits);
+  set("ATTN_DECODE_WIDE", s.wide);
   body();
   unsetenv("ATTN_CPU_SCHEDULE");
   unsetenv("ATTN_DECODE_SPLITS");
+  unsetenv("ATTN_DECODE_WIDE");
 }
 
 class BatchLayoutExample : public ::testing::TestWithParam<const char *> {};
@@ -409,7 +416,8 @@ TEST_P(BatchLayoutExample, RaggedAndPagedEqualEachSequenceAlone) {
   for (const ScheduleEnv &s : kSchedules)
     withSchedule(s, [&] {
       SCOPED_TRACE(std::string("schedule ") +
-                   (s.schedule ? s.schedule : "natural"));
+                   (s.schedule ? s.schedule : "natural") +
+                   (s.wide ? " wide" : ""));
       checkLayouts(*kernel, makeSeqs(kMixed, d, 1), d, kF32, 1e-5);
       checkLayouts(*kernel, makeSeqs(kDecode, d, 2), d, kF32, 1e-5);
     });

@@ -8,7 +8,9 @@
 // merge ignores it). The merged o must then be the exp(lse)-weighted
 // average, on every (b, h, i) the lane mapping names, for forced and
 // automatic split counts, GQA and G * N past the lanes, strided outputs and
-// thread counts; and the descriptor checks and attn_cpu_decode_splits.
+// thread counts; the wide decode kernel (64 lanes) taking the groups past
+// one vector; and the descriptor checks, attn_cpu_decode_splits and
+// attn_cpu_decode_lanes.
 //
 //===----------------------------------------------------------------------===//
 
@@ -31,14 +33,19 @@ template <int R> struct Memref {
 
 /// Splits whose items write lse = -inf (a bit mask over s).
 unsigned gEmptySplits = 0;
-int64_t gItems = 0;
+/// Items run by the one-vector (16 lanes) and the wide (64 lanes) kernel.
+int64_t gItems = 0, gWideItems = 0;
 
-void fakeDecode(void **args, int64_t begin, int64_t end) {
+/// A decode kernel of L lanes per item.
+template <int64_t L>
+void fakeDecodeLanes(void **args, int64_t begin, int64_t end) {
   auto &o = *static_cast<Memref<5> *>(args[3]);
   auto &lse = *static_cast<Memref<4> *>(args[4]);
   int64_t Hkv = o.sizes[1], S = o.sizes[2], R = o.sizes[3], Dv = o.sizes[4];
-  int64_t L = 16, chunks = R / L;
-  __atomic_fetch_add(&gItems, end - begin, __ATOMIC_RELAXED);
+  int64_t chunks = R / L;
+  EXPECT_EQ(R % L, 0) << "partials of " << R << " rows for " << L << " lanes";
+  __atomic_fetch_add(L == 16 ? &gItems : &gWideItems, end - begin,
+                     __ATOMIC_RELAXED);
   for (int64_t item = begin; item < end; ++item) {
     int64_t s = item % S, t = item / S, c = t % chunks, bh = t / chunks;
     int64_t hk = bh % Hkv, b = bh / Hkv;
@@ -58,6 +65,13 @@ void fakeDecode(void **args, int64_t begin, int64_t end) {
   }
 }
 
+void fakeDecode(void **args, int64_t begin, int64_t end) {
+  fakeDecodeLanes<16>(args, begin, end);
+}
+void fakeDecodeWide(void **args, int64_t begin, int64_t end) {
+  fakeDecodeLanes<64>(args, begin, end);
+}
+
 void unusedPrefill(void **, int64_t, int64_t) {
   ADD_FAILURE() << "the prefill schedule ran";
 }
@@ -71,7 +85,7 @@ struct Fixture {
                                  {"k", ATTN_F32, 4, kKDims, nullptr},
                                  {"v", ATTN_F32, 4, kVDims, nullptr}};
   attn_kernel_desc_t desc{};
-  Fixture() {
+  explicit Fixture(bool wide = false) {
     desc.abi_version = ATTN_ABI_VERSION;
     desc.name = "fake_decode";
     desc.tile_q = 64;
@@ -81,6 +95,10 @@ struct Fixture {
     desc.cpu_fn = unusedPrefill;
     desc.decode_fn = fakeDecode;
     desc.decode_lanes = 16;
+    if (wide) {
+      desc.decode_wide_fn = fakeDecodeWide;
+      desc.decode_wide_lanes = 64;
+    }
   }
 };
 
@@ -110,14 +128,17 @@ struct Shape {
   int64_t B, Hq, Hkv, N, M, Dqk, Dv;
 };
 
-/// Runs the fake decode over `s` and checks every merged row.
+/// Runs the fake decode over `s` and checks every merged row; with `wide`
+/// the kernel has a 64-lane wide decode kernel too, and the call must take
+/// the kernel of `lanes` lanes.
 void checkMerge(const Shape &s, int threads, int64_t forcedSplits,
-                unsigned emptySplits) {
+                unsigned emptySplits, bool wide = false, int64_t lanes = 16) {
   SCOPED_TRACE("B=" + std::to_string(s.B) + " Hq=" + std::to_string(s.Hq) +
                " Hkv=" + std::to_string(s.Hkv) + " N=" + std::to_string(s.N) +
-               " splits=" + std::to_string(forcedSplits) +
-               " threads=" + std::to_string(threads));
-  Fixture f;
+               " splits=" + std::to_string(forcedSplits) + " threads=" +
+               std::to_string(threads) + " lanes=" + std::to_string(lanes));
+  Fixture f(wide);
+  EXPECT_EQ(attn_cpu_decode_lanes(&f.desc, s.Hq, s.Hkv, s.N), lanes);
   Buf q({s.B, s.Hq, s.N, s.Dqk}), k({s.B, s.Hkv, s.M, s.Dqk}),
       v({s.B, s.Hkv, s.M, s.Dv});
   Buf o({s.B, s.Hq, s.N, s.Dv}, /*pad=*/3), lse({s.B, s.Hq, s.N});
@@ -132,13 +153,14 @@ void checkMerge(const Shape &s, int threads, int64_t forcedSplits,
   if (forcedSplits)
     EXPECT_EQ(S, forcedSplits);
   gEmptySplits = emptySplits;
-  gItems = 0;
+  gItems = gWideItems = 0;
   attn_run_options_t opts{threads};
   ASSERT_EQ(attn_cpu_run(&f.desc, ins, &o.dl, &lse.dl, &opts), ATTN_OK)
       << attn_last_error();
   unsetenv("ATTN_DECODE_SPLITS");
-  int64_t G = s.Hq / s.Hkv, chunks = (G * s.N + 15) / 16;
-  EXPECT_EQ(gItems, s.B * s.Hkv * chunks * S);
+  int64_t G = s.Hq / s.Hkv, chunks = (G * s.N + lanes - 1) / lanes;
+  EXPECT_EQ(lanes == 16 ? gItems : gWideItems, s.B * s.Hkv * chunks * S);
+  EXPECT_EQ(lanes == 16 ? gWideItems : gItems, 0);
   for (int64_t b = 0; b < s.B; ++b)
     for (int64_t h = 0; h < s.Hq; ++h)
       for (int64_t i = 0; i < s.N; ++i) {
@@ -179,6 +201,40 @@ TEST(DecodeScheduleTest, MergesEverySplitIntoEveryRow) {
   checkMerge({2, 8, 2, 4, 300, 8, 5}, 2, 1, 0);
   checkMerge({2, 12, 2, 3, 40, 4, 7}, 2, 5, 0);
   checkMerge({1, 4, 4, 16, 40, 4, 3}, 3, 2, 0);
+}
+
+TEST(DecodeScheduleTest, WideKernelTakesGroupsPastOneVector) {
+  unsetenv("ATTN_DECODE_WIDE");
+  // G * N = 4 and 16 fit one vector: the one-vector kernel.
+  checkMerge({1, 8, 2, 1, 300, 8, 5}, 2, 3, 0, true, 16);
+  checkMerge({1, 4, 4, 16, 40, 4, 3}, 2, 2, 0, true, 16);
+  // 18 (one wide chunk, most lanes padding), 64 (one full chunk), 72 (two
+  // chunks, the second spanning heads 7 and 8 of the group).
+  checkMerge({2, 12, 2, 3, 40, 4, 7}, 2, 5, 0, true, 64);
+  checkMerge({1, 32, 8, 16, 300, 8, 5}, 2, 1, 0, true, 64);
+  checkMerge({1, 16, 2, 9, 300, 8, 5}, 1, 3, 0b010u, true, 64);
+}
+
+TEST(DecodeScheduleTest, DecodeWideForcesAKernel) {
+  setenv("ATTN_DECODE_WIDE", "1", 1);
+  checkMerge({1, 8, 2, 1, 300, 8, 5}, 2, 3, 0, true, 64);
+  setenv("ATTN_DECODE_WIDE", "0", 1);
+  checkMerge({1, 16, 2, 9, 300, 8, 5}, 2, 2, 0, true, 16);
+  // Without a wide kernel, and for values other than 0 and 1: no effect.
+  setenv("ATTN_DECODE_WIDE", "1", 1);
+  checkMerge({1, 8, 2, 1, 300, 8, 5}, 2, 3, 0, false, 16);
+  setenv("ATTN_DECODE_WIDE", "yes", 1);
+  checkMerge({1, 8, 2, 1, 300, 8, 5}, 2, 3, 0, true, 16);
+  unsetenv("ATTN_DECODE_WIDE");
+  // attn_cpu_decode_lanes on dims that form no call, and on no decode.
+  Fixture f(true);
+  EXPECT_EQ(attn_cpu_decode_lanes(nullptr, 8, 2, 1), 0);
+  EXPECT_EQ(attn_cpu_decode_lanes(&f.desc, 8, 3, 1), 0);
+  EXPECT_EQ(attn_cpu_decode_lanes(&f.desc, 8, 2, 0), 0);
+  EXPECT_EQ(attn_cpu_decode_lanes(&f.desc, int64_t(1) << 62, 1, 8), 0);
+  f.desc.decode_fn = nullptr;
+  f.desc.decode_lanes = 0;
+  EXPECT_EQ(attn_cpu_decode_lanes(&f.desc, 8, 2, 1), 0);
 }
 
 TEST(DecodeScheduleTest, EmptySplitsHaveNoWeightAndAllEmptyRowsAreZero) {
@@ -238,6 +294,49 @@ TEST(DecodeScheduleTest, MismatchedDecodeFieldsAreRefused) {
   f.desc.decode_lanes = -1;
   EXPECT_EQ(attn_cpu_run(&f.desc, ins, &o.dl, nullptr, nullptr),
             ATTN_ERROR_INVALID_ARGUMENT);
+  for (float x : o.data)
+    EXPECT_EQ(x, -7.0f); // nothing written
+}
+
+TEST(DecodeScheduleTest, MismatchedWideDecodeFieldsAreRefused) {
+  Buf q({1, 2, 1, 4}), k({1, 2, 8, 4}), v({1, 2, 8, 4}), o({1, 2, 1, 4});
+  const DLTensor *ins[] = {&q.dl, &k.dl, &v.dl};
+  auto refused = [&](attn_kernel_desc_t &desc, const char *what) {
+    SCOPED_TRACE(what);
+    EXPECT_EQ(attn_cpu_run(&desc, ins, &o.dl, nullptr, nullptr),
+              ATTN_ERROR_INVALID_ARGUMENT);
+    EXPECT_NE(std::string(attn_last_error()).find(what), std::string::npos)
+        << attn_last_error();
+  };
+  {
+    Fixture f(true);
+    f.desc.decode_wide_lanes = 0;
+    refused(f.desc, "decode_wide_lanes is 0 with decode_wide_fn set");
+    f.desc.decode_wide_lanes = -64;
+    refused(f.desc, "decode_wide_lanes is -64");
+  }
+  {
+    Fixture f(true);
+    f.desc.decode_wide_fn = nullptr;
+    refused(f.desc, "decode_wide_lanes is 64 with decode_wide_fn NULL");
+  }
+  {
+    Fixture f(true);
+    f.desc.decode_fn = nullptr;
+    f.desc.decode_lanes = 0;
+    refused(f.desc, "decode_wide_fn is set while decode_fn is NULL");
+  }
+  {
+    // The paged kernels: paged_decode_wide_fn exactly with paged_fn and
+    // decode_wide_fn.
+    Fixture f(true);
+    f.desc.paged_fn = unusedPrefill;
+    f.desc.paged_decode_fn = fakeDecode;
+    refused(f.desc, "paged_decode_wide_fn is NULL");
+    Fixture g(false);
+    g.desc.paged_decode_wide_fn = fakeDecodeWide;
+    refused(g.desc, "paged_decode_wide_fn is set");
+  }
   for (float x : o.data)
     EXPECT_EQ(x, -7.0f); // nothing written
 }

@@ -20,6 +20,11 @@
 
 namespace mlir::attn {
 
+/// Vectors of (head, query) lanes in the q tile of the CPU's wide decode
+/// kernel (`attn_<name>_decode_wide`; runtime.h, decode_wide_lanes =
+/// vector width * this).
+inline constexpr int64_t kCPUDecodeWideVectors = 4;
+
 #define GEN_PASS_DECL
 #include "attn/Conversion/Passes.h.inc"
 

@@ -75,6 +75,10 @@ struct KernelInfo {
   /// CPU: query lanes of the decode schedule's kernel (`attn_<name>_decode`,
   /// attn_kernel_desc_t::decode_fn); 0 when there is none.
   int64_t decodeLanes = 0;
+  /// CPU: query lanes of the wide decode kernel (`attn_<name>_decode_wide`,
+  /// decode_wide_fn; with paged, `attn_<name>_paged_decode_wide`); 0 when
+  /// there is none.
+  int64_t decodeWideLanes = 0;
   /// CPU: the paged-KV kernels exist (`attn_<name>_paged` and, with
   /// decodeLanes, `attn_<name>_paged_decode`).
   bool paged = false;

@@ -71,15 +71,19 @@ using P = arith::CmpIPredicate;
 class KernelBuilder : public KernelBase, public TileLowering {
 public:
   KernelBuilder(SpecOp spec, ModuleOp module, bool bf16Dot, bool bf16DotPV,
-                bool tileStats, bool decode = false, bool paged = false)
+                bool tileStats, bool decode = false, bool paged = false,
+                bool wide = false)
       : KernelBase(spec, 16), bf16Dot(bf16Dot), bf16DotPV(bf16DotPV),
-        tileStats(tileStats && !decode), decode(decode), paged(paged),
-        tiled(spec.getTiledAttention()), regions(tiled),
+        tileStats(tileStats && !decode), decode(decode), wide(decode && wide),
+        paged(paged), tiled(spec.getTiledAttention()), regions(tiled),
         sched(tiled ? tiled.getSchedule() : ScheduleAttr()), module(module) {
     // build() reports a missing schedule; keep the sizes valid until then.
     vl = sched ? sched.getVectorWidth() : 16;
-    // The decode schedule's tile is one vector of (head, query) lanes.
-    bq = decode ? vl : sched ? sched.getTileQ() : 64;
+    // The decode schedule's tile is one vector of (head, query) lanes, the
+    // wide decode kernel's kCPUDecodeWideVectors.
+    bq = decode  ? vl * (this->wide ? kCPUDecodeWideVectors : 1)
+         : sched ? sched.getTileQ()
+                 : 64;
     bk = sched ? sched.getTileKv() : 64;
     ci = bq / vl;
     // Register blocking: keep at most ~24 vector accumulators live.
@@ -107,7 +111,7 @@ private:
   /// Per lane block c: the query index (i64 vector, clamped into [0, N))
   /// and the query head (i64: a scalar when the item has one head, else a
   /// vector) the score and mask regions see.
-  void laneIndices(SmallVector<Value> &qIdx, Value &hIdx);
+  void laneIndices(SmallVector<Value> &qIdx, SmallVector<Value> &hIdx);
   LogicalResult emitDecodeItem(Value item);
   /// Decode, head dim in lanes: Qr[g, :] = scale * q row of lane g, for
   /// the lanes those micro-kernels take.
@@ -123,14 +127,15 @@ private:
   void emitLoadQ(Value bIdx);
   void emitScoresAndNormalize(Value bIdx, Value hk, Value k0, Value kn,
                               Value partial);
-  void emitPass1Block(Value bIdx, Value h, Value hk, Value k0, Value jb,
-                      int64_t nj, Value partial, ArrayRef<Value> qIdx,
+  void emitPass1Block(Value bIdx, ArrayRef<Value> h, Value hk, Value k0,
+                      Value jb, int64_t nj, Value partial, ArrayRef<Value> qIdx,
                       SmallVector<Value> &stat);
-  void finishElement(Value bIdx, Value h, Value kvIdx, Value jRow, int64_t c,
-                     Value x, bool withMask, ArrayRef<Value> qIdx,
+  void finishElement(Value bIdx, ArrayRef<Value> h, Value kvIdx, Value jRow,
+                     int64_t c, Value x, bool withMask, ArrayRef<Value> qIdx,
                      SmallVector<Value> &stat);
-  void emitFinishRows(Value bIdx, Value h, Value k0, Value kn, Value partial,
-                      ArrayRef<Value> qIdx, SmallVector<Value> &stat);
+  void emitFinishRows(Value bIdx, ArrayRef<Value> h, Value k0, Value kn,
+                      Value partial, ArrayRef<Value> qIdx,
+                      SmallVector<Value> &stat);
   void emitPV(Value hk, Value bIdx, Value k0, Value kn, bool rescale);
   /// emitPV by the lane micro-kernel (Ot[dv][lane]).
   void emitPVLanes(Value hk, Value bIdx, Value k0, Value kn, bool rescale);
@@ -188,6 +193,14 @@ private:
   /// read once per group; it writes a partial (o, lse) per split for the
   /// runtime's LSE merge.
   bool decode = false;
+  /// The wide decode kernel (attn_<name>_decode_wide, _paged_decode_wide):
+  /// a q tile of kCPUDecodeWideVectors vectors of (head, query) lanes, for
+  /// calls whose
+  /// G * N exceeds one vector (GQA 32/8 at N = 16: 64 lanes). One vector per
+  /// item would read each K and V row once per vector, and with one FMA per
+  /// broadcast K element run at a fraction of the FMA units; four share each
+  /// load (the prefill tile's blocking). Only the lane micro-kernel.
+  bool wide = false;
   /// Paged K/V (attn_<name>_paged, _paged_decode): k and v are page pools
   /// [pages, page_size, Hkv, D] and the kernel takes block_table i32
   /// [B, max_pages] and kv_lens i32 [B] after the aux inputs. M is per
@@ -238,7 +251,7 @@ private:
   // The work item and kv tile being lowered.
   Value itemHk, itemQn;       // kv head, valid rows of the q tile
   Value itemH, itemQ0;        // query head and first row (decode: group, 0)
-  Value itemChunk, itemSplit; // decode: first flat lane / vl, kv split
+  Value itemChunk, itemSplit; // decode: first flat lane / bq, kv split
   Value tileK0, tileKn;       // first row and valid rows of the kv tile
   // What the pending scores need (set by qk, score and mask).
   Region *pendingScore = nullptr;
@@ -283,7 +296,7 @@ void KernelBuilder::emitPrologue(func::FuncOp fn) {
   if (decode) {
     numSplits = memref::DimOp::create(b, o, 2);
     groupRows = arith::MulIOp::create(b, G, N);
-    numChunks = arith::CeilDivUIOp::create(b, groupRows, cidx(vl));
+    numChunks = arith::CeilDivUIOp::create(b, groupRows, cidx(bq));
   }
   // Local buffers, allocated once per call (not per item).
   Type f32 = b.getF32Type();
@@ -337,7 +350,7 @@ void KernelBuilder::emitPrologue(func::FuncOp fn) {
   }
   // Scratch on the heap, once per call (allocScratch): Qt and Ot scale with
   // the head dims, St with the tiles.
-  useLanesHD = decode && HeadDimLanes::maxQueries(vl) >= 1;
+  useLanesHD = decode && !wide && HeadDimLanes::maxQueries(vl) >= 1;
   if (dotQK) {
     D2 = arith::CeilDivUIOp::create(b, Dqk, cidx(2));
     Value D2x2 = arith::MulIOp::create(b, D2, cidx(2));
@@ -395,10 +408,10 @@ KernelBuilder::QueryRow KernelBuilder::queryRow(Value i) {
   if (!decode)
     return {itemH, arith::AddIOp::create(b, itemQ0, i),
             arith::CmpIOp::create(b, P::ult, i, itemQn)};
-  // Flat lane f = chunk * vl + i is query (g, r) = (f / N, f % N) of the
+  // Flat lane f = chunk * bq + i is query (g, r) = (f / N, f % N) of the
   // group; lanes past G * N are padding (clamped for the address).
   Value f = arith::AddIOp::create(
-      b, arith::MulIOp::create(b, itemChunk, cidx(vl)), i);
+      b, arith::MulIOp::create(b, itemChunk, cidx(bq)), i);
   Value valid = arith::CmpIOp::create(b, P::ult, f, groupRows);
   Value fc = arith::MinUIOp::create(
       b, f, arith::SubIOp::create(b, groupRows, cidx(1)));
@@ -407,7 +420,8 @@ KernelBuilder::QueryRow KernelBuilder::queryRow(Value i) {
   return {h, arith::RemUIOp::create(b, fc, N), valid};
 }
 
-void KernelBuilder::laneIndices(SmallVector<Value> &qIdx, Value &hIdx) {
+void KernelBuilder::laneIndices(SmallVector<Value> &qIdx,
+                                SmallVector<Value> &hIdx) {
   auto vidx = VectorType::get({vl}, b.getIndexType());
   auto vi64 = VectorType::get({vl}, b.getI64Type());
   Value step = vector::StepOp::create(b, vidx);
@@ -420,22 +434,25 @@ void KernelBuilder::laneIndices(SmallVector<Value> &qIdx, Value &hIdx) {
       Value idx = arith::AddIOp::create(b, base, step);
       Value i64v = arith::IndexCastOp::create(b, vi64, idx);
       qIdx.push_back(arith::MinSIOp::create(b, i64v, bcast(last)));
+      hIdx.push_back(toI64(itemH));
     }
-    hIdx = toI64(itemH);
     return;
   }
-  // One block (bq = vl): lane f -> (h, q) = (hk * G + f / N, f % N), f
-  // clamped to G * N - 1.
-  Value base = bcast(arith::MulIOp::create(b, itemChunk, cidx(vl)));
-  Value f = arith::AddIOp::create(b, base, step);
-  f = arith::MinUIOp::create(
-      b, f, bcast(arith::SubIOp::create(b, groupRows, cidx(1))));
+  // Lane f of block c -> (h, q) = (hk * G + f / N, f % N), f = chunk * bq +
+  // c * vl + lane, clamped to G * N - 1.
+  Value fLast = bcast(arith::SubIOp::create(b, groupRows, cidx(1)));
   Value n = bcast(N);
-  qIdx.push_back(
-      arith::IndexCastOp::create(b, vi64, arith::RemUIOp::create(b, f, n)));
-  Value h = arith::AddIOp::create(b, bcast(arith::MulIOp::create(b, itemHk, G)),
-                                  arith::DivUIOp::create(b, f, n));
-  hIdx = arith::IndexCastOp::create(b, vi64, h);
+  Value h0 = bcast(arith::MulIOp::create(b, itemHk, G));
+  for (int64_t c = 0; c < ci; ++c) {
+    Value base = bcast(arith::AddIOp::create(
+        b, arith::MulIOp::create(b, itemChunk, cidx(bq)), cidx(c * vl)));
+    Value f =
+        arith::MinUIOp::create(b, arith::AddIOp::create(b, base, step), fLast);
+    qIdx.push_back(
+        arith::IndexCastOp::create(b, vi64, arith::RemUIOp::create(b, f, n)));
+    Value h = arith::AddIOp::create(b, h0, arith::DivUIOp::create(b, f, n));
+    hIdx.push_back(arith::IndexCastOp::create(b, vi64, h));
+  }
 }
 
 void KernelBuilder::decodeTileBox(Value &hLo, Value &hHi, Value &qLo,
@@ -443,10 +460,10 @@ void KernelBuilder::decodeTileBox(Value &hLo, Value &hHi, Value &qLo,
   // Lanes [f0, f1] of the group hold heads f0 / N .. f1 / N; one head holds
   // queries f0 % N .. f1 % N, several hold all of 0 .. N - 1 (a superset is
   // sound: the mask's intervals only widen).
-  Value f0 = arith::MulIOp::create(b, itemChunk, cidx(vl));
+  Value f0 = arith::MulIOp::create(b, itemChunk, cidx(bq));
   Value f1 = arith::SubIOp::create(
       b,
-      arith::MinUIOp::create(b, arith::AddIOp::create(b, f0, cidx(vl)),
+      arith::MinUIOp::create(b, arith::AddIOp::create(b, f0, cidx(bq)),
                              groupRows),
       cidx(1));
   Value g0 = arith::DivUIOp::create(b, f0, N);
@@ -590,9 +607,9 @@ void KernelBuilder::bindSequence(Value bIdx) {
 /// Pass 1 for `nj` kv rows starting at jb (relative to k0): S rows, score,
 /// mask, and the running row statistic (max for softmax, sum for relu with
 /// row normalization) in `stat`.
-void KernelBuilder::emitPass1Block(Value bIdx, Value h, Value hk, Value k0,
-                                   Value jb, int64_t nj, Value partial,
-                                   ArrayRef<Value> qIdx,
+void KernelBuilder::emitPass1Block(Value bIdx, ArrayRef<Value> h, Value hk,
+                                   Value k0, Value jb, int64_t nj,
+                                   Value partial, ArrayRef<Value> qIdx,
                                    SmallVector<Value> &stat) {
   if (decode)
     emitPrefetchNextTile(bIdx, hk, k0, jb, nj);
@@ -741,11 +758,11 @@ void KernelBuilder::emitPrefetchNextTile(Value bIdx, Value hk, Value k0,
 
 /// Score, mask and normalizer of one vector of S (kv row jRow, lanes of
 /// query block c); writes P to St and updates the row statistic.
-void KernelBuilder::finishElement(Value bIdx, Value h, Value kvIdx, Value jRow,
-                                  int64_t c, Value x, bool withMask,
+void KernelBuilder::finishElement(Value bIdx, ArrayRef<Value> h, Value kvIdx,
+                                  Value jRow, int64_t c, Value x, bool withMask,
                                   ArrayRef<Value> qIdx,
                                   SmallVector<Value> &stat) {
-  Value hI64 = h, bI64 = toI64(bIdx);
+  Value hI64 = h[c], bI64 = toI64(bIdx);
   if (pendingScore)
     x = emitRegion(b, *pendingScore, {x, bI64, hI64, qIdx[c], kvIdx}, env);
   // Visibility: evaluated only on partial tiles (the caller emits one
@@ -790,8 +807,9 @@ void KernelBuilder::finishElement(Value bIdx, Value h, Value kvIdx, Value jRow,
   vector::StoreOp::create(b, p, St, ValueRange{jRow, cidx(c * vl)});
 }
 
-void KernelBuilder::emitFinishRows(Value bIdx, Value h, Value k0, Value kn,
-                                   Value partial, ArrayRef<Value> qIdx,
+void KernelBuilder::emitFinishRows(Value bIdx, ArrayRef<Value> h, Value k0,
+                                   Value kn, Value partial,
+                                   ArrayRef<Value> qIdx,
                                    SmallVector<Value> &stat) {
   auto rows = [&](bool withMask) {
     auto f = loop(cidx(0), kn, cidx(1), stat, [&](Value j, ValueRange carried) {
@@ -1225,8 +1243,7 @@ void KernelBuilder::emitPackPV(Value bIdx, Value hk, Value k0, Value kn) {
 void KernelBuilder::emitScoresAndNormalize(Value bIdx, Value hk, Value k0,
                                            Value kn, Value partial) {
   // h below is what the score and mask regions see (laneIndices).
-  SmallVector<Value> qIdx;
-  Value h;
+  SmallVector<Value> qIdx, h;
   laneIndices(qIdx, h);
   bool softmax = kind == NormalizerKind::softmax;
   bool rowSum = kind == NormalizerKind::relu && tiled.getRowNormalize();
@@ -1366,7 +1383,7 @@ void KernelBuilder::emitStore(Value bIdx, Value h, Value q0, Value qn) {
   if (decode) {
     // The split's partial (o, lse) of every lane, padding lanes included
     // (finite: their q rows are 0); the runtime merges the valid ones.
-    Value base = arith::MulIOp::create(b, itemChunk, cidx(vl));
+    Value base = arith::MulIOp::create(b, itemChunk, cidx(bq));
     auto storeLanes = [&](Value lo, Value hi,
                           function_ref<Value(Value i, Value d)> acc) {
       loop(lo, hi, cidx(1), {}, [&](Value i, ValueRange) {
@@ -1686,12 +1703,12 @@ LogicalResult KernelBuilder::build() {
   if (paged)
     extra = {stridedType(b.getContext(), 2, b.getI32Type()),
              stridedType(b.getContext(), 1, b.getI32Type())};
-  std::string suffix =
-      std::string(paged ? "_paged" : "") + (decode ? "_decode" : "");
+  std::string suffix = std::string(paged ? "_paged" : "") +
+                       (decode ? "_decode" : "") + (wide ? "_wide" : "");
   func::FuncOp fn;
   if (decode) {
     // The partials take o's and lse's places: o [B, Hkv, splits, chunks *
-    // vl, Dv] and lse [B, Hkv, splits, chunks * vl], f32.
+    // bq, Dv] and lse [B, Hkv, splits, chunks * bq], f32.
     Type f32 = b.getF32Type();
     fn = createKernelFunc(extra, suffix,
                           {stridedType(b.getContext(), 5, f32),
@@ -1763,11 +1780,12 @@ struct ConvertAttnToCPUPass
       for (bool paged : {false, true}) {
         if (paged && !pagedKV)
           break;
-        for (bool decode : {false, true}) {
-          if (decode && !withDecode)
+        // Prefill, decode, wide decode.
+        for (int kernel = 0; kernel < 3; ++kernel) {
+          if (kernel > 0 && !withDecode)
             break;
           KernelBuilder kb(spec, module, bf16Dot, bf16DotPV, debugTileStats,
-                           decode, paged);
+                           /*decode=*/kernel > 0, paged, /*wide=*/kernel == 2);
           if (failed(kb.build()))
             return signalPassFailure();
         }

@@ -7,6 +7,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "attn/Conversion/Passes.h"
 #include "attn/Dialect/Attn/IR/AttnOps.h"
 #include "attn/Target/Backend.h"
 #include "attn/Target/CPUTarget.h"
@@ -189,6 +190,8 @@ LogicalResult CPUBackendTarget::lower(ModuleOp module, const Schedule &schedule,
     return failure();
   if (stop == Stage::LLVM && module.lookupSymbol(info.symbol + "_decode"))
     info.decodeLanes = options.vectorWidth;
+  if (stop == Stage::LLVM && module.lookupSymbol(info.symbol + "_decode_wide"))
+    info.decodeWideLanes = options.vectorWidth * kCPUDecodeWideVectors;
   if (stop == Stage::LLVM && module.lookupSymbol(info.symbol + "_paged"))
     info.paged = true;
   return success();
@@ -324,6 +327,12 @@ static std::string cpuHeader(const KernelInfo &info) {
   if (info.paged && info.decodeLanes)
     os << "void " << info.symbol
        << "_paged_decode(void **args, int64_t begin, int64_t end);\n";
+  if (info.decodeWideLanes)
+    os << "void " << info.symbol
+       << "_decode_wide(void **args, int64_t begin, int64_t end);\n";
+  if (info.paged && info.decodeWideLanes)
+    os << "void " << info.symbol
+       << "_paged_decode_wide(void **args, int64_t begin, int64_t end);\n";
   os << "\n";
   header::writeInputDescs(os, info.symbol, info.signature);
   os << "static const attn_kernel_desc_t " << info.symbol << "_kernel = {\n"
@@ -336,6 +345,12 @@ static std::string cpuHeader(const KernelInfo &info) {
      << (info.paged ? info.symbol + "_paged" : std::string("NULL")) << ", "
      << (info.paged && info.decodeLanes ? info.symbol + "_paged_decode"
                                         : std::string("NULL"))
+     << ", "
+     << (info.decodeWideLanes ? info.symbol + "_decode_wide"
+                              : std::string("NULL"))
+     << ", " << info.decodeWideLanes << ", "
+     << (info.paged && info.decodeWideLanes ? info.symbol + "_paged_decode_wide"
+                                            : std::string("NULL"))
      << "};\n\n"
      << "static inline attn_status_t attn_run_" << n << "(";
   header::writeEntryParams(os, info.signature);
@@ -390,7 +405,8 @@ std::string CPUBinding::bind() {
         gradIndices.data(),  reinterpret_cast<attn_cpu_kernel_fn>(fn)};
     return "";
   }
-  void *decodeFn = nullptr, *pagedFn = nullptr, *pagedDecodeFn = nullptr;
+  void *decodeFn = nullptr, *pagedFn = nullptr, *pagedDecodeFn = nullptr,
+       *wideFn = nullptr, *pagedWideFn = nullptr;
   auto need = [&](const std::string &suffix, void *&fn) -> std::string {
     fn = lib->symbol(info.symbol + suffix);
     return fn ? "" : "the kernel library lacks " + info.symbol + suffix;
@@ -404,18 +420,26 @@ std::string CPUBinding::bind() {
   if (info.paged && info.decodeLanes)
     if (std::string e = need("_paged_decode", pagedDecodeFn); !e.empty())
       return e;
-  desc =
-      attn_kernel_desc_t{ATTN_ABI_VERSION,
-                         info.name.c_str(),
-                         static_cast<int32_t>(info.tileQ),
-                         inputs->size(),
-                         inputs->data(),
-                         info.hasLse ? 1 : 0,
-                         reinterpret_cast<attn_cpu_kernel_fn>(fn),
-                         reinterpret_cast<attn_cpu_kernel_fn>(decodeFn),
-                         static_cast<int32_t>(info.decodeLanes),
-                         reinterpret_cast<attn_cpu_kernel_fn>(pagedFn),
-                         reinterpret_cast<attn_cpu_kernel_fn>(pagedDecodeFn)};
+  if (info.decodeWideLanes)
+    if (std::string e = need("_decode_wide", wideFn); !e.empty())
+      return e;
+  if (info.paged && info.decodeWideLanes)
+    if (std::string e = need("_paged_decode_wide", pagedWideFn); !e.empty())
+      return e;
+  desc = attn_kernel_desc_t{ATTN_ABI_VERSION,
+                            info.name.c_str(),
+                            static_cast<int32_t>(info.tileQ),
+                            inputs->size(),
+                            inputs->data(),
+                            info.hasLse ? 1 : 0,
+                            reinterpret_cast<attn_cpu_kernel_fn>(fn),
+                            reinterpret_cast<attn_cpu_kernel_fn>(decodeFn),
+                            static_cast<int32_t>(info.decodeLanes),
+                            reinterpret_cast<attn_cpu_kernel_fn>(pagedFn),
+                            reinterpret_cast<attn_cpu_kernel_fn>(pagedDecodeFn),
+                            reinterpret_cast<attn_cpu_kernel_fn>(wideFn),
+                            static_cast<int32_t>(info.decodeWideLanes),
+                            reinterpret_cast<attn_cpu_kernel_fn>(pagedWideFn)};
   return "";
 }
 
