@@ -285,10 +285,10 @@ void KernelBuilder::emitPrologue(func::FuncOp fn) {
   };
   // vdpbf16ps exists for 4, 8 and 16 f32 lanes. Not in the decode kernels:
   // their items are one q tile against the whole kv range, so packing each
-  // K and V tile into pairs is paid per 16 or 64 lanes, and the rows
-  // widened to f32 on load ran faster at every decode shape measured (bf16
-  // GQA 32/8, M = 8k, 2 AVX-512 cores: N = 1 1.78 vs 2.34 ms, N = 4 4.7 vs
-  // 5.6 ms, N = 16 on the wide kernel 10.5 vs 15.5 ms), with P in f32.
+  // K and V tile into pairs is paid per 16 or 64 lanes; rows widened to f32
+  // on load ran as fast or faster (bf16 GQA 32/8, 2 AVX-512 cores, call by
+  // call against the dot kernels: N = 1 1.04x, N = 4 0.95-1.04x, N = 16 on
+  // the wide kernel 1.32-1.45x; docs/benchmarks.md), with P in f32.
   dotQK = bf16Dot && !decode && isBF16(q) && isBF16(k) &&
           (vl == 4 || vl == 8 || vl == 16);
   dotPV = dotQK && bf16DotPV && isBF16(v);
