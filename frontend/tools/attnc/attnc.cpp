@@ -259,6 +259,23 @@ static cl::opt<std::string> runMaxMemory(
              "are an error before anything is allocated"),
     cl::value_desc("SIZE"), cl::sub(runCmd), cl::sub(showMaskCmd),
     cl::sub(mergeCmd));
+static cl::opt<std::string> runSeqlens(
+    "seqlens",
+    cl::desc("Run a batch of sequences of different lengths through "
+             "attn_cpu_run_batch: QUERIES:KEYS per sequence, e.g. "
+             "--seqlens 1:4096,16:300,70:70 (q packed with cu_seqlens_q, k "
+             "and v packed with cu_seqlens_k, or paged with --page-size); "
+             "inputs are the padded batch [B, H, longest run, D], so --shape "
+             "sets only Hq, Hkv, Dqk, Dv; each sequence is checked against "
+             "the reference alone; o is written packed [total_q, Hq, Dv], "
+             "lse [Hq, total_q]"),
+    cl::value_desc("N:M,..."), cl::sub(runCmd));
+static cl::opt<int64_t> runPageSize(
+    "page-size",
+    cl::desc("With --seqlens: k and v in a paged KV cache of pages of this "
+             "many rows (NHD pools, pages shuffled, a block table with -1 "
+             "padding, kv_lens; the kernel is compiled with --paged-kv)"),
+    cl::init(0), cl::sub(runCmd));
 static cl::opt<bool>
     runNoCheck("no-check",
                cl::desc("Skip the comparison with the reference (for large "
@@ -450,6 +467,10 @@ static std::string usageOverview() {
       "lse=FILE.npy] [--seed S] [--reference]\n"
       "      run a spec on .npy inputs (random ones where not given)\n"
       "      (`attnc run --help` lists its options)\n"
+      "  attnc run SPEC.attn --seqlens 1:4096,16:300,... [--page-size 16]\n"
+      "      a batch of sequences of different lengths (ragged, or paged "
+      "keys),\n"
+      "      each sequence checked against the reference\n"
       "  attnc SPEC.attn --target=cpu -o k.o --header k.h\n"
       "      compile ahead of time: an object and a C header with one entry\n"
       "  attnc SPEC.attn --target=cuda:sm_80,sm_90 -o k.o --header k.h "
@@ -498,8 +519,21 @@ static int runCommand(ModuleOp module,
   opts.threads = runThreads;
   opts.check = !runNoCheck;
   opts.maxMemory = maxMemory;
+  opts.seqlens = runSeqlens;
+  opts.pageSize = runPageSize;
+  bool batch = runSeqlens.getNumOccurrences() > 0;
+  if (runPageSize.getNumOccurrences() && !batch)
+    return fail("--page-size needs --seqlens (the batch whose keys it pages)");
+  if (runPageSize.getNumOccurrences() && runPageSize <= 0)
+    return fail("--page-size must be positive (" + std::to_string(runPageSize) +
+                " given)");
+  if (batch && (backward || runReference))
+    return fail(
+        std::string("--seqlens runs the compiled forward kernel, not ") +
+        (backward ? "--backward" : "--reference"));
   std::string err =
-      backward       ? runBackwardSpec(getSpec(module), opts, llvm::outs())
+      batch          ? runBatchSpec(getSpec(module), opts, llvm::outs())
+      : backward     ? runBackwardSpec(getSpec(module), opts, llvm::outs())
       : runReference ? runSpec(getSpec(module), opts, llvm::outs())
                      : runCompiledSpec(getSpec(module), opts, llvm::outs());
   return err.empty() ? 0 : fail(err);

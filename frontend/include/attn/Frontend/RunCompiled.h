@@ -25,6 +25,17 @@ std::string runCompiledSpec(SpecOp spec, const RunOptions &opts,
 std::string runBackwardSpec(SpecOp spec, const RunOptions &opts,
                             llvm::raw_ostream &os);
 
+/// `attnc run --seqlens n0:m0,n1:m1,...`: a ragged batch (q packed with
+/// cu_seqlens_q; k and v packed with cu_seqlens_k or, with opts.pageSize, a
+/// shuffled page pool with a block table and kv_lens) through the compiled
+/// kernel's attn_cpu_run_batch, timed, and each sequence checked against the
+/// float64 reference on its own rows unless !opts.check. Inputs are made or
+/// read as the padded batch [B, H, longest run, D] (--shape sets only heads
+/// and head dims). Outputs o [total_q, Hq, Dv] and lse [Hq, total_q].
+/// Returns "" or a one-line error.
+std::string runBatchSpec(SpecOp spec, const RunOptions &opts,
+                         llvm::raw_ostream &os);
+
 } // namespace mlir::attn
 
 #endif

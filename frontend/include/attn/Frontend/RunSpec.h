@@ -42,6 +42,11 @@ struct RunOptions {
   /// --max-memory: what inputs, outputs and the reference may use, in bytes
   /// (0: ::attn::defaultMemoryBudget()).
   uint64_t maxMemory = 0;
+  /// `attnc run --seqlens n:m,...`: a batch of sequences of these query and
+  /// key counts through attn_cpu_run_batch (runBatchSpec); with pageSize > 0
+  /// (--page-size) the keys in a paged cache, else packed.
+  std::string seqlens;
+  int64_t pageSize = 0;
 };
 
 /// Binds inputs (from files, or random), evaluates the spec and writes the
