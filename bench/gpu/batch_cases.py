@@ -10,6 +10,8 @@
 # kernels in test/Integration/gpusim/decode-batch.test; this is the device.
 # ===----------------------------------------------------------------------===#
 
+import os
+
 import attnc_cuda as ac
 
 
@@ -184,7 +186,9 @@ def lengths(case):
 
 def run_gpu(np, oracle, torch, kern, entry, var, case, seed, round_to, compare, tol):
     """Two runs on the device (determinism), compared with the oracle:
-    (ok, o_err, lse_err, det, message)."""
+    (ok, o_err, lse_err, det, message). The second reads the tables back and
+    checks them first (ATTN_GPU_CHECK_TABLES=1: a copy and a stream
+    synchronize through the real driver) and must give the same bits."""
     seqs, host = make_batch(np, case, entry["dtype"], seed, round_to)
     tdt = {"bf16": torch.bfloat16, "f16": torch.float16, "i32": torch.int32}
     tens = {}
@@ -201,10 +205,12 @@ def run_gpu(np, oracle, torch, kern, entry, var, case, seed, round_to, compare, 
     call = kern.prepare_batch({n: ac.dl_from_torch(tens[n]) for n in ("q", "k", "v")}, tables,
                               *lengths(case), ac.dl_from_torch(o), ac.dl_from_torch(lse))
     outs = []
-    for _ in range(2):
+    for i in range(2):
         o.fill_(float("nan"))
         lse.fill_(float("nan"))
+        os.environ["ATTN_GPU_CHECK_TABLES"] = "1" if i == 1 else "0"
         st = call(torch.cuda.current_stream().cuda_stream)
+        os.environ.pop("ATTN_GPU_CHECK_TABLES", None)
         if st != ac.ATTN_OK:
             raise RuntimeError("attn_cuda_run_batch: %s: %s" % (kern.status_name(st), kern.error()))
         torch.cuda.synchronize()

@@ -164,3 +164,52 @@ attn_status_t BatchShapes::checkEach(const attn::Signature &sig,
                           raggedQ ? "[Hq, total_q]" : "[B, Hq, N]", true,
                           memory, ref, kF32);
 }
+
+attn_status_t attn::runtime::checkOffsets(const char *name,
+                                          const std::vector<int64_t> &cu,
+                                          int64_t rows, const char *tensor) {
+  if (cu.empty() || cu[0] != 0)
+    return fail(ATTN_ERROR_SHAPE,
+                std::string(name) + ": entry 0 is " +
+                    (cu.empty() ? std::string("missing") : str(cu[0])) +
+                    ", expected 0 (cumulative offsets start at 0)");
+  for (size_t b = 1; b < cu.size(); ++b)
+    if (cu[b] < cu[b - 1])
+      return fail(ATTN_ERROR_SHAPE,
+                  std::string(name) + ": entry " + str(int64_t(b)) + " (" +
+                      str(cu[b]) + ") is less than entry " +
+                      str(int64_t(b - 1)) + " (" + str(cu[b - 1]) +
+                      "); sequence lengths cannot be negative");
+  if (cu.back() != rows)
+    return fail(ATTN_ERROR_SHAPE, std::string(name) + ": the last entry is " +
+                                      str(cu.back()) + ", expected " +
+                                      str(rows) + ", the rows of " + tensor);
+  return ATTN_OK;
+}
+
+attn_status_t attn::runtime::checkPageTable(const std::vector<int64_t> &table,
+                                            const std::vector<int64_t> &kvLens,
+                                            int64_t maxPages, int64_t pageSize,
+                                            int64_t numPages) {
+  int64_t capacity;
+  if (__builtin_mul_overflow(maxPages, pageSize, &capacity))
+    return fail(ATTN_ERROR_SHAPE,
+                "block_table: max_pages * page_size overflows");
+  for (int64_t b = 0, B = int64_t(kvLens.size()); b < B; ++b) {
+    int64_t len = kvLens[b];
+    if (len < 0 || len > capacity)
+      return fail(ATTN_ERROR_SHAPE,
+                  "kv_lens: sequence " + str(b) + " has " + str(len) +
+                      " keys, outside [0, max_pages * page_size = " +
+                      str(capacity) + "]");
+    for (int64_t p = 0; p < (len + pageSize - 1) / pageSize; ++p) {
+      int64_t id = table[b * maxPages + p];
+      if (id < 0 || id >= numPages)
+        return fail(ATTN_ERROR_SHAPE,
+                    "block_table: sequence " + str(b) + ", entry " + str(p) +
+                        " is page " + str(id) + ", outside [0, " +
+                        str(numPages) + ") (the pages k and v hold)");
+    }
+  }
+  return ATTN_OK;
+}

@@ -27,6 +27,19 @@ attn_status_t checkPointers(const char *kernelName, int32_t hasLse,
                             const DLTensor *const *inputs, const DLTensor *o,
                             const DLTensor *lse);
 
+/// Cumulative offsets [B + 1] of `rows` packed rows: 0 first,
+/// non-decreasing, `rows` last (`tensor` names the rows in messages).
+attn_status_t checkOffsets(const char *name, const std::vector<int64_t> &cu,
+                           int64_t rows, const char *tensor);
+
+/// A block table's values (row-major [B, maxPages]) with kv_lens [B]: every
+/// length within max_pages * page_size, every page a sequence uses in
+/// [0, numPages).
+attn_status_t checkPageTable(const std::vector<int64_t> &table,
+                             const std::vector<int64_t> &kvLens,
+                             int64_t maxPages, int64_t pageSize,
+                             int64_t numPages);
+
 struct BatchShapes {
   bool raggedQ = false, raggedK = false, paged = false;
   const DLTensor *q = nullptr, *k = nullptr, *v = nullptr;

@@ -510,7 +510,12 @@ typedef struct attn_gpu_batch_layout {
    int32 tables, B agreeing), except that the tables must be on q's CUDA
    device and their values are not read: the kernels clamp every offset,
    length and page id, so a wrong table gives wrong rows of o and lse but
-   no access outside q, k, v, o, lse and the tables. Also:
+   no access outside q, k, v, o, lse and the tables. With the environment
+   variable ATTN_GPU_CHECK_TABLES=1 (read per call; a debug mode that
+   stalls the stream) the tables are copied back on `stream`, waited for
+   and checked as attn_cpu_run_batch checks them, and every sequence's
+   query and key counts against max_seqlen_q and max_seqlen_k: SHAPE
+   before any launch (DRIVER when the copy fails). Also:
    - INVALID_ARGUMENT: NULL layout; max_seqlen_q or max_seqlen_k < 1.
    - SHAPE: a block table without a column; page_size >= 2^31.
    - UNSUPPORTED: a kernel without decode variants (non-softmax specs,

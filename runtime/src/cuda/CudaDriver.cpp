@@ -46,7 +46,11 @@ void load(Loaded &out) {
   ATTN_RESOLVE(cuMemFreeAsync)
   ATTN_RESOLVE(cuDeviceGetAttribute)
   ATTN_RESOLVE(cuOccupancyMaxActiveBlocksPerMultiprocessor)
+  ATTN_RESOLVE(cuStreamSynchronize)
 #undef ATTN_RESOLVE
+  if (!resolveSymbol(lib, libName, kWhat, "cuMemcpyDtoHAsync_v2",
+                     d.cuMemcpyDtoHAsync, out.error))
+    return;
   if (CUresult r = d.cuInit(0)) {
     out.error = d.errorText("cuInit", r);
     return;

@@ -8,7 +8,9 @@
 //
 // The signatures follow cuda.h of CUDA 12/13; every entry point used has kept
 // its unversioned name and signature since CUDA 4 (checked with nm -D against
-// the toolkit's stub libcuda.so: none of them has a _v2 export).
+// the toolkit's stub libcuda.so: none of them has a _v2 export), except the
+// copy to the host, whose 64-bit form cuda.h maps to cuMemcpyDtoHAsync_v2
+// (the unversioned export takes 32-bit device pointers).
 //
 //===----------------------------------------------------------------------===//
 
@@ -82,6 +84,12 @@ struct Driver {
   CUresult (*cuDeviceGetAttribute)(int *value, int attribute, CUdevice device);
   CUresult (*cuOccupancyMaxActiveBlocksPerMultiprocessor)(
       int *numBlocks, CUfunction fn, int blockSize, size_t dynamicSmemBytes);
+  /// ATTN_GPU_CHECK_TABLES (a debug mode): the batch tables read back to the
+  /// host in stream order, and waited for. Resolved from
+  /// "cuMemcpyDtoHAsync_v2".
+  CUresult (*cuMemcpyDtoHAsync)(void *dst, CUdeviceptr src, size_t bytes,
+                                CUstream stream);
+  CUresult (*cuStreamSynchronize)(CUstream stream);
 
   /// "cuLaunchKernel failed: <the driver's text> (CUDA error 700)".
   std::string errorText(const char *function, CUresult result) const;

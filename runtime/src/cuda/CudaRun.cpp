@@ -239,6 +239,18 @@ public:
     return ATTN_OK;
   }
 
+  attn_status_t copyToHost(void *dst, uintptr_t src, size_t bytes, void *stream,
+                           const std::string &what) override {
+    auto s = static_cast<CUstream>(stream);
+    if (CUresult r = drv->cuMemcpyDtoHAsync(dst, CUdeviceptr(src), bytes, s))
+      return fail(ATTN_ERROR_DRIVER,
+                  drv->errorText("cuMemcpyDtoHAsync", r) + " (" + what + ")");
+    if (CUresult r = drv->cuStreamSynchronize(s))
+      return fail(ATTN_ERROR_DRIVER,
+                  drv->errorText("cuStreamSynchronize", r) + " (" + what + ")");
+    return ATTN_OK;
+  }
+
 private:
   /// Set by prepare(): the loaded driver.
   const Driver *drv = nullptr;

@@ -7,13 +7,18 @@
 // dtypes and devices. Unlike attn_cpu_run_batch it does not read the
 // tables' values, which live on the device (a synchronous copy would stall
 // the stream and break CUDA-graph capture); the kernels clamp them instead.
+// ATTN_GPU_CHECK_TABLES=1 (a debug mode, read per call) does read them back,
+// in stream order, and checks them as the CPU does.
 //
 //===----------------------------------------------------------------------===//
 
 #include "../BatchShapes.h"
 #include "GpuRun.h"
 
+#include <cstdlib>
+#include <cstring>
 #include <string>
+#include <tuple>
 #include <vector>
 
 using namespace attn::runtime;
@@ -60,6 +65,10 @@ public:
               "is " +
               str(kernel->decode_variants[kernel->num_decode_variants - 1]
                       .max_head_dim));
+    if (const char *e = std::getenv("ATTN_GPU_CHECK_TABLES");
+        e && !std::strcmp(e, "1"))
+      if (attn_status_t st = checkTableValues(*dec, stream))
+        return st;
     return runDecode(api, kernel, image, *dec, views(), inputs, dims, stream);
   }
 
@@ -72,6 +81,15 @@ private:
   attn_status_t checkTables();
   /// Binds the dims as for a padded batch, then checks every tensor.
   attn_status_t checkTensors();
+  /// ATTN_GPU_CHECK_TABLES=1: the tables' values, read back on `stream`,
+  /// checked as attn_cpu_run_batch checks them, and every sequence within
+  /// the layout's longest runs.
+  attn_status_t checkTableValues(const attn_cuda_kernel_variant_t &dec,
+                                 void *stream);
+  /// A table's values in row-major order (a copy of the span its strides
+  /// reach).
+  attn_status_t readTable(const char *name, const DLTensor *t, void *stream,
+                          std::vector<int64_t> &values);
   /// What the kernels take: views of the packed tensors, the tables.
   DecodeTensors views() const;
 
@@ -221,6 +239,80 @@ attn_status_t GpuBatchCall::checkTensors() {
                                 : sig.inputs[2];
   for (auto [t, s] : {std::pair{q, &qSig}, {k, &kSig}, {v, &vSig}})
     if (attn_status_t st = checkChunkLayout(api, t, *s))
+      return st;
+  return ATTN_OK;
+}
+
+attn_status_t GpuBatchCall::readTable(const char *name, const DLTensor *t,
+                                      void *stream,
+                                      std::vector<int64_t> &values) {
+  std::vector<int64_t> strides = stridesOf(t);
+  int64_t rows = t->shape[0], cols = t->ndim == 2 ? t->shape[1] : 1;
+  int64_t colStride = t->ndim == 2 ? strides[1] : 0;
+  values.clear();
+  if (rows == 0 || cols == 0)
+    return ATTN_OK;
+  int64_t span = 1 + (rows - 1) * strides[0] + (cols - 1) * colStride;
+  std::vector<int32_t> host(size_t(span), 0);
+  uintptr_t src = reinterpret_cast<uintptr_t>(t->data) + t->byte_offset;
+  if (attn_status_t st =
+          api.copyToHost(host.data(), src, size_t(span) * sizeof(int32_t),
+                         stream, std::string("reading ") + name))
+    return st;
+  values.resize(size_t(rows * cols));
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c)
+      values[r * cols + c] = host[r * strides[0] + c * colStride];
+  return ATTN_OK;
+}
+
+attn_status_t
+GpuBatchCall::checkTableValues(const attn_cuda_kernel_variant_t &dec,
+                               void *stream) {
+  void *fn = nullptr;
+  if (attn_status_t st = api.prepare(image, dec, q->device.device_id, fn))
+    return st;
+  const attn_batch_layout_t &t = layout->tables;
+  // Each run of a table within the layout's longest (the grids and the
+  // partials are sized by those).
+  auto within = [&](const char *table, const char *what, int64_t len, int64_t b,
+                    int64_t longest, const char *field) {
+    if (len <= longest)
+      return ATTN_OK;
+    return fail(ATTN_ERROR_SHAPE, std::string(table) + ": sequence " + str(b) +
+                                      " has " + str(len) + " " + what +
+                                      ", more than layout " + field + " = " +
+                                      str(longest));
+  };
+  std::vector<int64_t> cu, table, lens;
+  for (auto [name, x, rows, tensor, what, longest, field] :
+       {std::tuple{"cu_seqlens_q", t.cu_seqlens_q, q->shape[0], "q (total_q)",
+                   "queries", layout->max_seqlen_q, "max_seqlen_q"},
+        std::tuple{"cu_seqlens_k", t.cu_seqlens_k, k->shape[0], "k (total_k)",
+                   "keys", layout->max_seqlen_k, "max_seqlen_k"}}) {
+    if (!x)
+      continue;
+    if (attn_status_t st = readTable(name, x, stream, cu))
+      return st;
+    if (attn_status_t st = checkOffsets(name, cu, rows, tensor))
+      return st;
+    for (size_t b = 0; b + 1 < cu.size(); ++b)
+      if (attn_status_t st =
+              within(name, what, cu[b + 1] - cu[b], int64_t(b), longest, field))
+        return st;
+  }
+  if (!paged)
+    return ATTN_OK;
+  if (attn_status_t st = readTable("block_table", t.block_table, stream, table))
+    return st;
+  if (attn_status_t st = readTable("kv_lens", t.kv_lens, stream, lens))
+    return st;
+  if (attn_status_t st = checkPageTable(table, lens, t.block_table->shape[1],
+                                        k->shape[1], k->shape[0]))
+    return st;
+  for (size_t b = 0; b < lens.size(); ++b)
+    if (attn_status_t st = within("kv_lens", "keys", lens[b], int64_t(b),
+                                  layout->max_seqlen_k, "max_seqlen_k"))
       return st;
   return ATTN_OK;
 }

@@ -103,6 +103,17 @@ public:
     slots = 0;
     return ATTN_OK;
   }
+  /// Copies `bytes` bytes at device address `src` to host `dst` in the
+  /// order of `stream`, and waits for them: a debug path
+  /// (ATTN_GPU_CHECK_TABLES), which stalls the stream. The device must be
+  /// current (prepare()). The default: UNSUPPORTED.
+  virtual attn_status_t copyToHost(void *dst, uintptr_t src, size_t bytes,
+                                   void *stream, const std::string &what) {
+    (void)dst, (void)src, (void)bytes, (void)stream;
+    return fail(ATTN_ERROR_UNSUPPORTED, std::string("the ") + name() +
+                                            " runtime cannot read " + what +
+                                            " back to the host");
+  }
 };
 
 /// attn_<api>_available()'s answer (clears the last error first): 0 with

@@ -6,7 +6,8 @@
 // [B, H, rows, D] with a zero batch stride, pools as they are, the tables
 // last (NULL where absent); and what it refuses before touching the driver
 // (the tables' devices, dtypes and shapes, the layout's flags and lengths, a
-// kernel without decode variants). The kernels' side: decode-batch.test.
+// kernel without decode variants); with ATTN_GPU_CHECK_TABLES=1 the tables'
+// values, read back. The kernels' side: decode-batch.test.
 //
 //===----------------------------------------------------------------------===//
 
@@ -16,6 +17,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <cstring>
 #include <vector>
 
 using namespace attn_test;
@@ -242,6 +244,99 @@ TEST_F(CudaBatch, Refusals) {
     k.desc.merge_variant = nullptr;
     expectFail(c, ATTN_ERROR_UNSUPPORTED, "no decode variants");
   }
+}
+
+/// ATTN_GPU_CHECK_TABLES=1: the tables come back in stream order (the fake
+/// copies from their addresses as host memory) and are checked before any
+/// launch; without it no copy is made, whatever the values.
+class CudaBatchCheckTables : public CudaBatch {
+protected:
+  std::vector<int32_t> cuQ{0, 1, 4, 5};
+  std::vector<int32_t> table{3, 7, -1, -1, 0, 1, 2, 9, 4, -1, -1, -1};
+  std::vector<int32_t> lens{20, 64, 1};
+  void *stream = reinterpret_cast<void *>(0x5200);
+
+  void TearDown() override { unsetenv("ATTN_GPU_CHECK_TABLES"); }
+
+  /// The call with the tables at these vectors' host addresses.
+  BatchCall call() {
+    BatchCall c;
+    c.cuQ.t.data = cuQ.data();
+    c.table.t.data = table.data();
+    c.lens.t.data = lens.data();
+    return c;
+  }
+  void expectRefused(BatchCall c, const char *text,
+                     attn_status_t want = ATTN_ERROR_SHAPE) {
+    DecodeKernel k;
+    int launches = state().launch_calls;
+    EXPECT_EQ(c.run(&k.desc, stream), want) << lastError();
+    EXPECT_NE(lastError().find(text), std::string::npos) << lastError();
+    EXPECT_EQ(state().launch_calls, launches);
+  }
+};
+
+TEST_F(CudaBatchCheckTables, GoodTablesAreReadBackThenRun) {
+  setenv("ATTN_GPU_CHECK_TABLES", "1", 1);
+  DecodeKernel k;
+  BatchCall c = call();
+  int launches = state().launch_calls, copies = state().copy_calls;
+  ASSERT_EQ(c.run(&k.desc, stream), ATTN_OK) << lastError();
+  EXPECT_EQ(state().launch_calls, launches + 2);
+  // cu_seqlens_q, block_table, kv_lens: each copied on the call's stream
+  // and waited for.
+  EXPECT_EQ(state().copy_calls, copies + 3);
+  EXPECT_EQ(state().last_copy_stream, stream);
+  EXPECT_EQ(state().last_sync_stream, stream);
+  // A strided table: every other entry of a longer buffer.
+  std::vector<int32_t> spread{0, -5, 1, -5, 4, -5, 5};
+  BatchCall s = call();
+  s.cuQ = Tensor({4}, i32(), reinterpret_cast<uintptr_t>(spread.data()), {2});
+  s.layout.tables.cu_seqlens_q = s.cuQ.get();
+  EXPECT_EQ(s.run(&k.desc, stream), ATTN_OK) << lastError();
+}
+
+TEST_F(CudaBatchCheckTables, BadValuesAreRefusedBeforeAnyLaunch) {
+  setenv("ATTN_GPU_CHECK_TABLES", "1", 1);
+  cuQ = {0, 1, 4, 4};
+  expectRefused(call(), "cu_seqlens_q: the last entry is 4, expected 5");
+  cuQ = {0, 4, 1, 5};
+  expectRefused(call(), "cu_seqlens_q: entry 2 (1) is less than entry 1 (4)");
+  cuQ = {0, 1, 5, 5};
+  expectRefused(call(), "cu_seqlens_q: sequence 1 has 4 queries, more than "
+                        "layout max_seqlen_q = 3");
+  cuQ = {0, 1, 4, 5};
+  lens = {20, 65, 1};
+  expectRefused(call(), "kv_lens: sequence 1 has 65 keys, outside [0, "
+                        "max_pages * page_size = 64]");
+  lens = {20, 64, 1};
+  table[1] = 10;
+  expectRefused(call(), "block_table: sequence 0, entry 1 is page 10, outside "
+                        "[0, 10)");
+  table[1] = 7;
+  BatchCall shortK = call();
+  shortK.layout.max_seqlen_k = 32;
+  expectRefused(shortK, "kv_lens: sequence 1 has 64 keys, more than layout "
+                        "max_seqlen_k = 32");
+  // A failed copy is the driver's error, named.
+  std::strcpy(state().fail_function, "cuMemcpyDtoHAsync_v2");
+  state().fail_code = 700;
+  expectRefused(call(), "reading cu_seqlens_q", ATTN_ERROR_DRIVER);
+}
+
+TEST_F(CudaBatchCheckTables, OffByDefault) {
+  // The same bad table without the variable: no copy, the launch happens
+  // (the kernels clamp what they read).
+  table[1] = 10;
+  DecodeKernel k;
+  BatchCall c = call();
+  int copies = state().copy_calls, launches = state().launch_calls;
+  EXPECT_EQ(c.run(&k.desc, stream), ATTN_OK) << lastError();
+  EXPECT_EQ(state().copy_calls, copies);
+  EXPECT_EQ(state().launch_calls, launches + 2);
+  setenv("ATTN_GPU_CHECK_TABLES", "0", 1);
+  EXPECT_EQ(c.run(&k.desc, stream), ATTN_OK) << lastError();
+  EXPECT_EQ(state().copy_calls, copies);
 }
 
 } // namespace

@@ -381,6 +381,30 @@ FAKE_EXPORT CUresult cuMemFreeAsync(unsigned long long dptr, void *stream) {
   return CUDA_SUCCESS;
 }
 
+FAKE_EXPORT CUresult cuMemcpyDtoHAsync_v2(void *dst, unsigned long long src,
+                                          size_t bytes, void *stream) {
+  std::lock_guard<std::mutex> lock(mu);
+  ++state.copy_calls;
+  state.last_copy_stream = stream;
+  if (CUresult r = injected("cuMemcpyDtoHAsync_v2"))
+    return r;
+  if (!current)
+    return CUDA_ERROR_INVALID_CONTEXT;
+  if (!dst || src == 0)
+    return CUDA_ERROR_INVALID_VALUE;
+  std::memcpy(dst, reinterpret_cast<const void *>(uintptr_t(src)), bytes);
+  return CUDA_SUCCESS;
+}
+
+FAKE_EXPORT CUresult cuStreamSynchronize(void *stream) {
+  std::lock_guard<std::mutex> lock(mu);
+  ++state.sync_calls;
+  state.last_sync_stream = stream;
+  if (CUresult r = injected("cuStreamSynchronize"))
+    return r;
+  return current ? CUDA_SUCCESS : CUDA_ERROR_INVALID_CONTEXT;
+}
+
 FAKE_EXPORT CUresult cuMemsetD32Async(unsigned long long dstDevice,
                                       unsigned int value, size_t count,
                                       void *stream) {

@@ -10,7 +10,10 @@
  * parse), cuModuleGetFunction looks names up (CUDA_ERROR_NOT_FOUND), and
  * cuLaunchKernel copies num_params 8-byte parameters out of kernelParams.
  * cuMemsetD32Async records its arguments and writes nothing: the tests'
- * device pointers are fake addresses.
+ * device pointers are fake addresses. cuMemcpyDtoHAsync_v2 (the runtime's
+ * ATTN_GPU_CHECK_TABLES mode) copies from its source address as host
+ * memory: a test that turns that mode on gives its tables real host
+ * addresses.
  * The current context is per thread, as in the real driver; device d's
  * primary context is a fixed object per d.
  *
@@ -102,6 +105,12 @@ typedef struct FakeCudaState {
   unsigned long long last_free_ptr;
   void *last_free_stream;
   int last_free_sequence;
+  /* cuMemcpyDtoHAsync_v2 and cuStreamSynchronize calls, the latest copy's
+     stream, and the latest synchronize's stream. */
+  int copy_calls;
+  int sync_calls;
+  void *last_copy_stream;
+  void *last_sync_stream;
 } FakeCudaState;
 
 #ifdef __cplusplus
