@@ -336,8 +336,14 @@ std::string BatchRun::compileAndRun() {
     views.emplace_back(a, dl);
   }
   std::vector<const DLTensor *> ptrs;
-  for (TensorView &view : views)
+  // An empty packed k and v (no sequence has keys) own no storage; the
+  // runtime wants a data pointer all the same.
+  static int32_t emptyStorage;
+  for (TensorView &view : views) {
+    if (!view.t.data)
+      view.t.data = &emptyStorage;
     ptrs.push_back(&view.t);
+  }
   DLDataType i32{kDLInt, 32, 1}, f32{kDLFloat, 32, 1};
   TensorView cuQView(cuQArr, i32), cuKView(cuKArr, i32),
       tableView(tableArr, i32), lensView(lensArr, i32), oView(o, f32),
