@@ -165,6 +165,28 @@ attn_status_t BatchShapes::checkEach(const attn::Signature &sig,
                           memory, ref, kF32);
 }
 
+int64_t attn::runtime::tableSpan(const DLTensor *t) {
+  std::vector<int64_t> strides = stridesOf(t);
+  int64_t span = 1;
+  for (int d = 0; d < t->ndim; ++d) {
+    if (t->shape[d] == 0)
+      return 0;
+    span += (t->shape[d] - 1) * strides[d];
+  }
+  return span;
+}
+
+void attn::runtime::gatherTable(const DLTensor *t, const int32_t *base,
+                                std::vector<int64_t> &values) {
+  std::vector<int64_t> strides = stridesOf(t);
+  int64_t rows = t->shape[0], cols = t->ndim == 2 ? t->shape[1] : 1;
+  int64_t colStride = t->ndim == 2 ? strides[1] : 0;
+  values.resize(size_t(rows * cols));
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c)
+      values[r * cols + c] = base[r * strides[0] + c * colStride];
+}
+
 attn_status_t attn::runtime::checkOffsets(const char *name,
                                           const std::vector<int64_t> &cu,
                                           int64_t rows, const char *tensor) {

@@ -27,6 +27,15 @@ attn_status_t checkPointers(const char *kernelName, int32_t hasLse,
                             const DLTensor *const *inputs, const DLTensor *o,
                             const DLTensor *lse);
 
+/// How many int32 elements a table (rank 1 or 2, non-negative strides)
+/// spans from its first element; 0 when it is empty.
+int64_t tableSpan(const DLTensor *t);
+
+/// A table's elements in row-major order, read from `base`, a host copy of
+/// its tableSpan() elements (or the table itself in host memory).
+void gatherTable(const DLTensor *t, const int32_t *base,
+                 std::vector<int64_t> &values);
+
 /// Cumulative offsets [B + 1] of `rows` packed rows: 0 first,
 /// non-decreasing, `rows` last (`tensor` names the rows in messages).
 attn_status_t checkOffsets(const char *name, const std::vector<int64_t> &cu,

@@ -47,10 +47,9 @@ struct Errors {
   int64_t bad = 0;
   double rel() const { return maxRef > 0 ? maxAbs / maxRef : maxAbs; }
   /// Whether x (the kernel's) and y (the reference's) are both finite; a
-  /// non-finite value agrees only with the same one (NaN with NaN, an
-  /// infinity with the same infinity), else it counts as bad.
+  /// non-finite value that is not sameNonFinite counts as bad.
   bool bothFinite(double x, double y) {
-    if ((std::isnan(x) && std::isnan(y)) || (std::isinf(x) && x == y))
+    if (sameNonFinite(x, y))
       return false;
     if (std::isfinite(x) && std::isfinite(y))
       return true;
@@ -158,6 +157,11 @@ std::string BatchRun::parseSeqlens() {
       maxPages = std::max(maxPages, (m[b] + pageSize - 1) / pageSize);
     pages += pageSize ? (m[b] + pageSize - 1) / pageSize : 0;
   }
+  // A pool and a table row of at least one page, even without keys.
+  if (pageSize) {
+    pages = std::max<int64_t>(pages, 1);
+    maxPages = std::max<int64_t>(maxPages, 1);
+  }
   if (maxN == 0)
     return "--seqlens: no sequence has queries (nothing to compute)";
   if (cuQ.back() > INT32_MAX || cuK.back() > INT32_MAX)
@@ -186,20 +190,15 @@ std::string BatchRun::planInputsAndMemory() {
   if (std::string err = ::attn::bindShapes(sig, plan.shapes, dims);
       !err.empty())
     return err;
-  for (const char *d : {"Dqk", "Dv"})
-    if (dims[d] > ATTN_MAX_HEAD_DIM)
-      return std::string("head dim ") + d + " = " + std::to_string(dims[d]) +
-             " exceeds the CPU kernels' limit of " +
-             std::to_string(ATTN_MAX_HEAD_DIM) + " (ATTN_MAX_HEAD_DIM)";
+  if (std::string err = checkCpuHeadDims(dims); !err.empty())
+    return err;
   int64_t Hq = dims["Hq"], Hkv = dims["Hkv"], Dqk = dims["Dqk"],
           Dv = dims["Dv"];
   MemoryNeed need;
   // The padded inputs as float32 (random) or read, and the packed q, k, v
   // (at most as large, plus the pool's partial last pages).
-  uint64_t pool = ::attn::arrayBytes(
-      {std::max<int64_t>(pages, 1) * std::max<int64_t>(pageSize, 1), Hkv,
-       Dqk + Dv},
-      4);
+  uint64_t pool =
+      ::attn::arrayBytes({pageSize ? pages * pageSize : 1, Hkv, Dqk + Dv}, 4);
   need.inputs = ::attn::saturatingAdd(
       ::attn::saturatingAdd(plan.bytes, plan.bytes), pool);
   need.outputs = ::attn::arrayBytes({cuQ.back(), Hq, Dv + 1}, 4);
@@ -252,29 +251,27 @@ std::string BatchRun::packBatch() {
   if (pageSize) {
     // Pages in a shuffled order; unused slots NaN (every NaN pattern of
     // 0xff bytes), which a kernel reading past kv_lens would spread.
-    std::vector<int64_t> perm(std::max<int64_t>(pages, 1));
+    std::vector<int64_t> perm(pages);
     for (size_t i = 0; i < perm.size(); ++i)
       perm[i] = int64_t(i);
     std::shuffle(perm.begin(), perm.end(), std::mt19937_64(opts.seed + 1));
-    table.assign(size_t(B * std::max<int64_t>(maxPages, 1)), -1);
+    table.assign(size_t(B * maxPages), -1);
     for (int64_t b = 0, next = 0; b < B; ++b)
       for (int64_t p = 0; p < (m[b] + pageSize - 1) / pageSize; ++p)
-        table[b * std::max<int64_t>(maxPages, 1) + p] = int32_t(perm[next++]);
-    int64_t P = std::max<int64_t>(pages, 1);
+        table[b * maxPages + p] = int32_t(perm[next++]);
     for (auto [from, to, name] :
          {std::tuple(&kd, &k, "paged k"), std::tuple(&vd, &v, "paged v")}) {
-      if (std::string err =
-              alloc(*to, from->dtype, {P, pageSize, Hkv, from->shape[3]}, name);
+      if (std::string err = alloc(*to, from->dtype,
+                                  {pages, pageSize, Hkv, from->shape[3]}, name);
           !err.empty())
         return err;
       std::fill(to->bytes.begin(), to->bytes.end(), uint8_t(0xff));
-      int64_t mp = std::max<int64_t>(maxPages, 1);
       pack(*from, *to, Hkv, m, [&](int64_t b, int64_t j) {
-        return table[b * mp + j / pageSize] * pageSize + j % pageSize;
+        return table[b * maxPages + j / pageSize] * pageSize + j % pageSize;
       });
     }
-    if (std::string err = alloc(tableArr, ::attn::DType::I32,
-                                {B, std::max<int64_t>(maxPages, 1)}, "table");
+    if (std::string err =
+            alloc(tableArr, ::attn::DType::I32, {B, maxPages}, "table");
         !err.empty())
       return err;
     std::memcpy(tableArr.bytes.data(), table.data(), table.size() * 4);
@@ -378,18 +375,14 @@ void BatchRun::printSummary(llvm::raw_ostream &os) {
   os << "), q packed [" << cuQ.back() << ", " << Hq << ", " << dims["Dqk"]
      << "] with cu_seqlens_q, k and v ";
   if (pageSize)
-    os << "paged: " << std::max<int64_t>(pages, 1) << " pages of " << pageSize
-       << " rows (shuffled), block_table [" << B << ", "
-       << std::max<int64_t>(maxPages, 1) << "], kv_lens\n";
+    os << "paged: " << pages << " pages of " << pageSize
+       << " rows (shuffled), block_table [" << B << ", " << maxPages
+       << "], kv_lens\n";
   else
     os << "packed [" << cuK.back() << ", " << Hkv << ", D] with cu_seqlens_k\n";
   // The schedule each sequence takes (attn_cpu_run's rule for its N).
   std::map<std::string, int64_t> schedules;
-  const attn_kernel_t &any = kernel->desc();
-  for (int32_t t = 0; t < any.num_targets; ++t) {
-    if (any.targets[t].device_type != kDLCPU || !any.targets[t].desc)
-      continue;
-    auto *desc = static_cast<const attn_kernel_desc_t *>(any.targets[t].desc);
+  if (const attn_kernel_desc_t *desc = cpuDescOf(*kernel)) {
     for (int64_t b = 0; b < B; ++b) {
       if (n[b] == 0)
         continue;

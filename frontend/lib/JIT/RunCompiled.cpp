@@ -21,13 +21,6 @@ using namespace mlir::attn;
 using ::attn::HostArray;
 using namespace mlir::attn::run;
 
-/// Whether the kernel's `x` agrees with the reference's `y` where either is
-/// not finite: NaN in both, or the same infinity. (A NaN in an input reaches
-/// both the same way; that is not a disagreement.)
-static bool sameNonFinite(double x, double y) {
-  return (std::isnan(x) && std::isnan(y)) || (std::isinf(x) && x == y);
-}
-
 namespace {
 
 /// How far the kernel's outputs are from the reference's.
@@ -102,13 +95,8 @@ std::string CompiledRun::planShapesAndMemory() {
   if (std::string err = ::attn::bindShapes(sig, plan.shapes, dims);
       !err.empty())
     return err;
-  // The CPU kernels' head-dim limit (attn_cpu_run checks it again for every
-  // caller).
-  for (const char *d : {"Dqk", "Dv"})
-    if (dims.count(d) && dims[d] > ATTN_MAX_HEAD_DIM)
-      return std::string("head dim ") + d + " = " + std::to_string(dims[d]) +
-             " exceeds the CPU kernels' limit of " +
-             std::to_string(ATTN_MAX_HEAD_DIM) + " (ATTN_MAX_HEAD_DIM)";
+  if (std::string err = checkCpuHeadDims(dims); !err.empty())
+    return err;
   int64_t B = dims["B"], Hq = dims["Hq"], N = dims["N"], Dv = dims["Dv"];
   need.inputs = plan.bytes;
   for (const ::attn::InputSig &in : sig.inputs) {
@@ -196,22 +184,18 @@ std::string CompiledRun::timeRuns() {
 /// schedule for this call's dims, " schedule=prefill" when it takes the
 /// prefill one, "" off the CPU.
 std::string CompiledRun::cpuScheduleNote() const {
-  const attn_kernel_t &any = kernel->desc();
-  for (int32_t t = 0; t < any.num_targets; ++t) {
-    if (any.targets[t].device_type != kDLCPU || !any.targets[t].desc)
-      continue;
-    auto *desc = static_cast<const attn_kernel_desc_t *>(any.targets[t].desc);
-    int64_t splits = attn_cpu_decode_splits(desc, dims.at("B"), dims.at("Hq"),
-                                            dims.at("Hkv"), dims.at("N"),
-                                            dims.at("M"), opts.threads);
-    if (!splits)
-      return " schedule=prefill";
-    int32_t lanes = attn_cpu_decode_lanes(desc, dims.at("Hq"), dims.at("Hkv"),
-                                          dims.at("N"));
-    return " schedule=decode(lanes=" + std::to_string(lanes) +
-           ", splits=" + std::to_string(splits) + ")";
-  }
-  return "";
+  const attn_kernel_desc_t *desc = cpuDescOf(*kernel);
+  if (!desc)
+    return "";
+  int64_t splits =
+      attn_cpu_decode_splits(desc, dims.at("B"), dims.at("Hq"), dims.at("Hkv"),
+                             dims.at("N"), dims.at("M"), opts.threads);
+  if (!splits)
+    return " schedule=prefill";
+  int32_t lanes =
+      attn_cpu_decode_lanes(desc, dims.at("Hq"), dims.at("Hkv"), dims.at("N"));
+  return " schedule=decode(lanes=" + std::to_string(lanes) +
+         ", splits=" + std::to_string(splits) + ")";
 }
 
 void CompiledRun::printSummary(llvm::raw_ostream &os) {

@@ -15,6 +15,8 @@
 #include "attn/npy.h"
 #include "attn/runtime.h"
 #include "llvm/ADT/StringRef.h"
+#include <cmath>
+#include <string>
 #include <vector>
 
 namespace mlir::attn::run {
@@ -69,6 +71,33 @@ inline std::string convertInPlace(HostArray &a, ::attn::DType to) {
     r.setDouble(i, a.getDouble(i));
   a = std::move(r);
   return "";
+}
+
+/// Whether the kernel's `x` agrees with the reference's `y` where either is
+/// not finite: NaN in both, or the same infinity. (A NaN in an input reaches
+/// both the same way; that is not a disagreement.)
+inline bool sameNonFinite(double x, double y) {
+  return (std::isnan(x) && std::isnan(y)) || (std::isinf(x) && x == y);
+}
+
+/// "" or the error for a head dim past the CPU kernels' limit (attn_cpu_run
+/// checks it again for every caller).
+inline std::string checkCpuHeadDims(const ::attn::DimBinding &dims) {
+  for (const char *d : {"Dqk", "Dv"})
+    if (dims.count(d) && dims.at(d) > ATTN_MAX_HEAD_DIM)
+      return std::string("head dim ") + d + " = " + std::to_string(dims.at(d)) +
+             " exceeds the CPU kernels' limit of " +
+             std::to_string(ATTN_MAX_HEAD_DIM) + " (ATTN_MAX_HEAD_DIM)";
+  return "";
+}
+
+/// The kernel's CPU descriptor, or NULL when it was not compiled for the CPU.
+inline const attn_kernel_desc_t *cpuDescOf(const ::attn::Kernel &kernel) {
+  const attn_kernel_t &any = kernel.desc();
+  for (int32_t t = 0; t < any.num_targets; ++t)
+    if (any.targets[t].device_type == kDLCPU && any.targets[t].desc)
+      return static_cast<const attn_kernel_desc_t *>(any.targets[t].desc);
+  return nullptr;
 }
 
 /// The JIT options `attnc run` asks for: params, target, tiles, chunk.

@@ -54,15 +54,10 @@ attn_status_t readTable(const char *name, const DLTensor *t, int rank,
   if (attn_status_t st = checkExtraTensor(name, t, shape, decl, false,
                                           MemoryKind::Host, nullptr, kI32))
     return st;
-  std::vector<int64_t> strides = stridesOf(t);
-  int64_t rows = shape[0], cols = rank == 2 ? shape[1] : 1;
-  const int32_t *base = reinterpret_cast<const int32_t *>(
-      static_cast<const char *>(t->data) + t->byte_offset);
-  values.resize(size_t(rows * cols));
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < cols; ++c)
-      values[r * cols + c] =
-          base[r * strides[0] + (rank == 2 ? c * strides[1] : 0)];
+  gatherTable(t,
+              reinterpret_cast<const int32_t *>(
+                  static_cast<const char *>(t->data) + t->byte_offset),
+              values);
   return ATTN_OK;
 }
 
@@ -343,6 +338,7 @@ attn_status_t BatchCall::checkTensors() {
 
 attn_status_t BatchCall::planSchedules() {
   int64_t G = Hq / Hkv, decodeItems = 0;
+  int forcedWide = forcedWideDecode();
   decode.assign(B, 0);
   lanes.assign(B, 1);
   chunks.assign(B, 0);
@@ -355,7 +351,7 @@ attn_status_t BatchCall::planSchedules() {
     int64_t gn, items;
     if (__builtin_mul_overflow(G, seqN[b], &gn))
       return fail(ATTN_ERROR_SHAPE, "q: G * N overflows");
-    lanes[b] = std::max<int32_t>(decodeLanes(kernel, gn), 1);
+    lanes[b] = std::max<int32_t>(decodeLanes(kernel, gn, forcedWide), 1);
     chunks[b] = (gn + lanes[b] - 1) / lanes[b];
     if (__builtin_mul_overflow(Hkv, chunks[b], &items) ||
         __builtin_add_overflow(decodeItems, items, &decodeItems))

@@ -143,14 +143,19 @@ bool attn::runtime::useDecode(const attn_kernel_desc_t *k, int64_t N) {
   return N <= k->decode_lanes;
 }
 
-int32_t attn::runtime::decodeLanes(const attn_kernel_desc_t *k, int64_t GN) {
+int attn::runtime::forcedWideDecode() {
+  const char *env = std::getenv("ATTN_DECODE_WIDE");
+  if (env && (!std::strcmp(env, "0") || !std::strcmp(env, "1")))
+    return *env - '0';
+  return -1;
+}
+
+int32_t attn::runtime::decodeLanes(const attn_kernel_desc_t *k, int64_t GN,
+                                   int forcedWide) {
   if (!k->decode_wide_fn)
     return k->decode_lanes;
-  // ATTN_DECODE_WIDE = 0 or 1 (read per call; tests and benchmarks) forces
-  // the one-vector or the wide decode kernel.
-  if (const char *env = std::getenv("ATTN_DECODE_WIDE");
-      env && (!std::strcmp(env, "0") || !std::strcmp(env, "1")))
-    return *env == '1' ? k->decode_wide_lanes : k->decode_lanes;
+  if (forcedWide >= 0)
+    return forcedWide ? k->decode_wide_lanes : k->decode_lanes;
   return GN > k->decode_lanes ? k->decode_wide_lanes : k->decode_lanes;
 }
 
@@ -207,7 +212,7 @@ extern "C" int64_t attn_cpu_decode_splits(const attn_kernel_desc_t *kernel,
   int64_t GN, base;
   if (__builtin_mul_overflow(Hq / Hkv, N, &GN))
     return 0;
-  int64_t L = decodeLanes(kernel, GN);
+  int64_t L = decodeLanes(kernel, GN, forcedWideDecode());
   if (__builtin_mul_overflow(B * Hkv, (GN + L - 1) / L, &base))
     return 0;
   return decodeSplits(base, M,
@@ -220,7 +225,7 @@ extern "C" int32_t attn_cpu_decode_lanes(const attn_kernel_desc_t *kernel,
   if (!kernel || kernel->decode_lanes <= 0 || Hkv <= 0 || N <= 0 || Hq <= 0 ||
       Hq % Hkv != 0 || __builtin_mul_overflow(Hq / Hkv, N, &GN))
     return 0;
-  return decodeLanes(kernel, GN);
+  return decodeLanes(kernel, GN, forcedWideDecode());
 }
 
 extern "C" int32_t attn_cpu_num_threads(void) {

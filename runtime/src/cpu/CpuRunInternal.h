@@ -47,10 +47,15 @@ attn_status_t launchError(const char *name, int32_t status,
 /// (`prefill`, `decode`; read per call, for tests and benchmarks).
 bool useDecode(const attn_kernel_desc_t *k, int64_t N);
 
+/// ATTN_DECODE_WIDE (read per call; tests and benchmarks): 0 or 1 forces the
+/// one-vector or the wide decode kernel; -1 when unset or another value.
+int forcedWideDecode();
+
 /// The lanes per decode item for a group of GN queries (attn_cpu_decode_lanes):
 /// the wide decode kernels' when the kernel has them and GN exceeds
-/// decode_lanes, else decode_lanes; ATTN_DECODE_WIDE = 0 / 1 forces one.
-int32_t decodeLanes(const attn_kernel_desc_t *k, int64_t GN);
+/// decode_lanes, else decode_lanes; `forcedWide` (forcedWideDecode()) 0 / 1
+/// forces one.
+int32_t decodeLanes(const attn_kernel_desc_t *k, int64_t GN, int forcedWide);
 
 /// The decode kernel whose items have `lanes` lanes (decodeLanes), over
 /// page pools when `paged`.

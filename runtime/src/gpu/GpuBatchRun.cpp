@@ -246,23 +246,17 @@ attn_status_t GpuBatchCall::checkTensors() {
 attn_status_t GpuBatchCall::readTable(const char *name, const DLTensor *t,
                                       void *stream,
                                       std::vector<int64_t> &values) {
-  std::vector<int64_t> strides = stridesOf(t);
-  int64_t rows = t->shape[0], cols = t->ndim == 2 ? t->shape[1] : 1;
-  int64_t colStride = t->ndim == 2 ? strides[1] : 0;
   values.clear();
-  if (rows == 0 || cols == 0)
+  int64_t span = tableSpan(t);
+  if (span == 0)
     return ATTN_OK;
-  int64_t span = 1 + (rows - 1) * strides[0] + (cols - 1) * colStride;
   std::vector<int32_t> host(size_t(span), 0);
   uintptr_t src = reinterpret_cast<uintptr_t>(t->data) + t->byte_offset;
   if (attn_status_t st =
           api.copyToHost(host.data(), src, size_t(span) * sizeof(int32_t),
                          stream, std::string("reading ") + name))
     return st;
-  values.resize(size_t(rows * cols));
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < cols; ++c)
-      values[r * cols + c] = host[r * strides[0] + c * colStride];
+  gatherTable(t, host.data(), values);
   return ATTN_OK;
 }
 

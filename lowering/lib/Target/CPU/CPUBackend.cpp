@@ -17,6 +17,9 @@
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/raw_ostream.h"
+#include <map>
+#include <utility>
+#include <vector>
 
 using namespace mlir;
 using namespace mlir::attn;
@@ -302,6 +305,18 @@ static std::string cpuBackwardHeader(const KernelInfo &info) {
   return s;
 }
 
+/// The optional entry points of a forward CPU kernel beside attn_<name>, in
+/// attn_kernel_desc_t's order: each symbol suffix and whether it exists.
+static std::vector<std::pair<const char *, bool>>
+optionalEntryPoints(const KernelInfo &info) {
+  bool decode = info.decodeLanes, wide = info.decodeWideLanes;
+  return {{"_decode", decode},
+          {"_paged", info.paged},
+          {"_paged_decode", info.paged && decode},
+          {"_decode_wide", wide},
+          {"_paged_decode_wide", info.paged && wide}};
+}
+
 static std::string cpuHeader(const KernelInfo &info) {
   if (info.backward)
     return cpuBackwardHeader(info);
@@ -318,40 +333,25 @@ static std::string cpuHeader(const KernelInfo &info) {
   header::openGuard(os, guard);
   os << "void " << info.symbol
      << "(void **args, int64_t begin, int64_t end);\n";
-  if (info.decodeLanes)
-    os << "void " << info.symbol
-       << "_decode(void **args, int64_t begin, int64_t end);\n";
-  if (info.paged)
-    os << "void " << info.symbol
-       << "_paged(void **args, int64_t begin, int64_t end);\n";
-  if (info.paged && info.decodeLanes)
-    os << "void " << info.symbol
-       << "_paged_decode(void **args, int64_t begin, int64_t end);\n";
-  if (info.decodeWideLanes)
-    os << "void " << info.symbol
-       << "_decode_wide(void **args, int64_t begin, int64_t end);\n";
-  if (info.paged && info.decodeWideLanes)
-    os << "void " << info.symbol
-       << "_paged_decode_wide(void **args, int64_t begin, int64_t end);\n";
+  auto entries = optionalEntryPoints(info);
+  for (auto [suffix, present] : entries)
+    if (present)
+      os << "void " << info.symbol << suffix
+         << "(void **args, int64_t begin, int64_t end);\n";
   os << "\n";
+  // Each optional entry point's name, or NULL.
+  std::map<std::string, std::string> fn;
+  for (auto [suffix, present] : entries)
+    fn[suffix] = present ? info.symbol + suffix : "NULL";
   header::writeInputDescs(os, info.symbol, info.signature);
   os << "static const attn_kernel_desc_t " << info.symbol << "_kernel = {\n"
      << "  " << ATTN_ABI_VERSION << " /* ATTN_ABI_VERSION when written */, \""
      << n << "\", " << info.tileQ << ", " << info.signature.inputs.size()
      << ", " << info.symbol << "_inputs, " << (info.hasLse ? 1 : 0) << ", "
-     << info.symbol << ", "
-     << (info.decodeLanes ? info.symbol + "_decode" : std::string("NULL"))
-     << ", " << info.decodeLanes << ", "
-     << (info.paged ? info.symbol + "_paged" : std::string("NULL")) << ", "
-     << (info.paged && info.decodeLanes ? info.symbol + "_paged_decode"
-                                        : std::string("NULL"))
-     << ", "
-     << (info.decodeWideLanes ? info.symbol + "_decode_wide"
-                              : std::string("NULL"))
-     << ", " << info.decodeWideLanes << ", "
-     << (info.paged && info.decodeWideLanes ? info.symbol + "_paged_decode_wide"
-                                            : std::string("NULL"))
-     << "};\n\n"
+     << info.symbol << ", " << fn["_decode"] << ", " << info.decodeLanes << ", "
+     << fn["_paged"] << ", " << fn["_paged_decode"] << ", "
+     << fn["_decode_wide"] << ", " << info.decodeWideLanes << ", "
+     << fn["_paged_decode_wide"] << "};\n\n"
      << "static inline attn_status_t attn_run_" << n << "(";
   header::writeEntryParams(os, info.signature);
   os << "DLTensor *o, DLTensor *lse, const attn_run_options_t *options) {\n";
@@ -405,27 +405,14 @@ std::string CPUBinding::bind() {
         gradIndices.data(),  reinterpret_cast<attn_cpu_kernel_fn>(fn)};
     return "";
   }
-  void *decodeFn = nullptr, *pagedFn = nullptr, *pagedDecodeFn = nullptr,
-       *wideFn = nullptr, *pagedWideFn = nullptr;
-  auto need = [&](const std::string &suffix, void *&fn) -> std::string {
-    fn = lib->symbol(info.symbol + suffix);
-    return fn ? "" : "the kernel library lacks " + info.symbol + suffix;
-  };
-  if (info.decodeLanes)
-    if (std::string e = need("_decode", decodeFn); !e.empty())
-      return e;
-  if (info.paged)
-    if (std::string e = need("_paged", pagedFn); !e.empty())
-      return e;
-  if (info.paged && info.decodeLanes)
-    if (std::string e = need("_paged_decode", pagedDecodeFn); !e.empty())
-      return e;
-  if (info.decodeWideLanes)
-    if (std::string e = need("_decode_wide", wideFn); !e.empty())
-      return e;
-  if (info.paged && info.decodeWideLanes)
-    if (std::string e = need("_paged_decode_wide", pagedWideFn); !e.empty())
-      return e;
+  // Each optional entry point the info names, resolved (NULL where absent).
+  std::map<std::string, attn_cpu_kernel_fn> entry;
+  for (auto [suffix, present] : optionalEntryPoints(info)) {
+    void *sym = present ? lib->symbol(info.symbol + suffix) : nullptr;
+    if (present && !sym)
+      return "the kernel library lacks " + info.symbol + suffix;
+    entry[suffix] = reinterpret_cast<attn_cpu_kernel_fn>(sym);
+  }
   desc = attn_kernel_desc_t{ATTN_ABI_VERSION,
                             info.name.c_str(),
                             static_cast<int32_t>(info.tileQ),
@@ -433,13 +420,13 @@ std::string CPUBinding::bind() {
                             inputs->data(),
                             info.hasLse ? 1 : 0,
                             reinterpret_cast<attn_cpu_kernel_fn>(fn),
-                            reinterpret_cast<attn_cpu_kernel_fn>(decodeFn),
+                            entry["_decode"],
                             static_cast<int32_t>(info.decodeLanes),
-                            reinterpret_cast<attn_cpu_kernel_fn>(pagedFn),
-                            reinterpret_cast<attn_cpu_kernel_fn>(pagedDecodeFn),
-                            reinterpret_cast<attn_cpu_kernel_fn>(wideFn),
+                            entry["_paged"],
+                            entry["_paged_decode"],
+                            entry["_decode_wide"],
                             static_cast<int32_t>(info.decodeWideLanes),
-                            reinterpret_cast<attn_cpu_kernel_fn>(pagedWideFn)};
+                            entry["_paged_decode_wide"]};
   return "";
 }
 
