@@ -133,7 +133,11 @@ class CudaKernelDesc(ctypes.Structure):
                 ("decode_max_n", ctypes.c_int32),
                 ("num_decode_variants", ctypes.c_int32),
                 ("decode_variants", ctypes.POINTER(CudaVariant)),
-                ("merge_variant", ctypes.POINTER(CudaVariant))]
+                ("merge_variant", ctypes.POINTER(CudaVariant)),
+                # ABI 9: the batch prefill variants (attn_cuda_run_batch
+                # past decode_max_n queries).
+                ("num_batch_variants", ctypes.c_int32),
+                ("batch_variants", ctypes.POINTER(CudaVariant))]
 
 
 class BatchLayout(ctypes.Structure):
@@ -191,11 +195,13 @@ class Kernel:
         dec = [variant(d.decode_variants[i])
                for i in range(d.num_decode_variants)]
         merge = variant(d.merge_variant.contents) if d.merge_variant else None
+        batch = [variant(d.batch_variants[i])
+                 for i in range(d.num_batch_variants)]
         return {"abi_version": d.abi_version, "name": d.name.decode(),
                 "image": d.image, "image_size": d.image_size,
                 "has_lse": bool(d.has_lse), "inputs": ins, "variants": vs,
                 "decode_max_n": d.decode_max_n, "decode_variants": dec,
-                "merge_variant": merge}
+                "merge_variant": merge, "batch_variants": batch}
 
     def image_bytes(self, n=16):
         d = self._desc().contents

@@ -1,13 +1,16 @@
-# ===- batch_cases.py - check_gpu.py's ragged and paged decode batches -----===#
+# ===- batch_cases.py - check_gpu.py's ragged and paged batches ------------===#
 #
-# attn_cuda_run_batch (runtime.h, ABI 7) on the device: a batch of sequences
+# attn_cuda_run_batch (runtime.h, ABI 9) on the device: a batch of sequences
 # of different lengths (packed q with cu_seqlens_q or dense q; packed k, v
 # with cu_seqlens_k or page pools with a block table) in one decode launch
-# and one merge launch, each sequence checked against the float64 oracle of
-# that sequence alone. For the artifacts with decode variants whose spec has
-# no aux input and no N = M constraint (the oracle's per-sequence problem is
-# then the spec on that sequence's lengths). The simulator runs the same
-# kernels in test/Integration/gpusim/decode-batch.test; this is the device.
+# and one merge launch (every sequence of at most 16 queries), or one launch
+# of the batch prefill kernel (a longer one), each sequence checked against
+# the float64 oracle of that sequence alone. For the artifacts with the
+# variants the case needs whose spec has no aux input and no N = M
+# constraint (the oracle's per-sequence problem is then the spec on that
+# sequence's lengths). The simulator runs the same kernels in
+# test/Integration/gpusim/decode-batch.test and batch-prefill.test; this is
+# the device.
 # ===----------------------------------------------------------------------===#
 
 import os
@@ -35,11 +38,23 @@ BATCH_CASES = [
     # A page size that is not a power of two and splits every kv tile, D = 64.
     BatchCase("batch-paged3-d64", [2, 1], [65, 200], kv="paged:3", Hq=4, Hkv=1,
               D=64),
+    # Prefill (the batch prefill kernel: a sequence of more than 16
+    # queries): chunked prefill beside decode steps, paged keys, a sequence
+    # whose bottom-right causal rows see no key (70 queries, 64 keys).
+    BatchCase("batch-prefill-paged16", [17, 1, 70, 0, 300],
+              [130, 2000, 64, 5, 300], kv="paged:16"),
+    # Packed q and k (FlashAttention's varlen), D = 64, GQA 32/8.
+    BatchCase("batch-prefill-ragged-d64", [1000, 33, 129], [1000, 4000, 129],
+              Hq=32, Hkv=8, D=64),
 ]
 
 
-def eligible(entry, var):
-    return bool(entry.get("decode_variants")) and not var.aux and \
+def eligible(entry, var, case):
+    """Whether `case` runs on the artifact: its spec has no aux input and
+    no N = M constraint, and it has the variants the case takes."""
+    prefill = max(case.qlens) > entry.get("decode_max_n", 16)
+    need = "batch_variants" if prefill else "decode_variants"
+    return bool(entry.get(need)) and not var.aux and \
         not var.square and var.extents is None
 
 

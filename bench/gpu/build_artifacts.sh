@@ -213,12 +213,13 @@ with open(os.path.join(out, ".artifacts.txt")) as f:
         variants = variant_array("_variants")
         decode_variants = variant_array("_decode_variants")
         merge = variant_array("_merge_variant")
+        batch_variants = variant_array("_batch_variants")
         ptxas = {}
         for m in re.finditer(r'^ \*   (sm_\d+a?) (\w+): (\d+) registers, (\d+)/(\d+) bytes spilled', h, re.M):
             ptxas.setdefault(m.group(2), {})[m.group(1)] = {
                 "registers": int(m.group(3)), "spill_stores": int(m.group(4)),
                 "spill_loads": int(m.group(5))}
-        for v in variants + decode_variants + merge:
+        for v in variants + decode_variants + merge + batch_variants:
             v["ptxas"] = ptxas.get(v["function"], {})
         has_lse = re.search(r'_cuda_inputs, (\d),', h)
         spec_path = os.path.join(root, "examples", spec + ".attn")
@@ -231,6 +232,7 @@ with open(os.path.join(out, ".artifacts.txt")) as f:
             "inputs": inputs, "variants": variants,
             "decode_variants": decode_variants,
             "merge_variant": merge[0] if merge else None,
+            "batch_variants": batch_variants,
             "has_lse": bool(int(has_lse.group(1))) if has_lse else None,
             "library": "%s/libkernel.so" % aid, "header": "%s/kernel.h" % aid,
         })

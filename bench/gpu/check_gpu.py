@@ -24,10 +24,11 @@ values the kernel saw):
     no NaN anywhere (an unwritten element stays NaN)
     a second run on the same inputs gives bit-identical o and lse ("det")
 
-Then, for the artifacts with decode variants and no aux input (batch_cases.py),
-ragged and paged decode batches through attn_cuda_run_batch (device tables,
-one decode and one merge launch), each sequence against its own oracle, with
-the same bounds and determinism check.
+Then, for the artifacts with decode (or batch prefill) variants and no aux
+input (batch_cases.py), ragged and paged batches through attn_cuda_run_batch
+(device tables; one decode and one merge launch, or one batch prefill launch
+when a sequence has more than 16 queries), each sequence against its own
+oracle, with the same bounds and determinism check.
 
 It prints one table row per (artifact, case) and exits 1 on any failure.
 --sanitize then reruns a few small cases under `compute-sanitizer --tool
@@ -396,9 +397,10 @@ def gpu_main(args, np, oracle, arts, ids, case_names):
                            "seconds": time.perf_counter() - t0})
             if sticky:
                 break
-        if not sticky and not mock and bc.eligible(entry, var):
+        if not sticky and not mock:
             for case in bc.BATCH_CASES:
-                if case_names and case.name not in case_names:
+                if (case_names and case.name not in case_names) or \
+                        not bc.eligible(entry, var, case):
                     continue
                 seed += 1
                 t0 = time.perf_counter()
@@ -614,6 +616,10 @@ def dry_main(args, np, oracle, arts, ids, case_names):
                 (fields(entry["merge_variant"]) if entry.get("merge_variant") else None) != \
                 desc["merge_variant"]:
             fails.append("%s: descriptor decode/merge variants differ from the manifest" % aid)
+        # Manifests written before ABI 9 do not list the batch variants.
+        if "batch_variants" in entry and \
+                [fields(v) for v in entry["batch_variants"]] != desc["batch_variants"]:
+            fails.append("%s: descriptor batch variants differ from the manifest" % aid)
         if desc["inputs"][0]["type"] != entry["dtype"]:
             fails.append("%s: q is %s, built as %s" % (aid, desc["inputs"][0]["type"], entry["dtype"]))
         magic = kern.image_bytes(4)
@@ -676,16 +682,16 @@ def dry_main(args, np, oracle, arts, ids, case_names):
                          ref_note, time.perf_counter() - t0))
             print("%-26s %-22s kDLCPU: %-18s kDLCUDA: %-18s ref: %s" % (
                 aid, case.name, r1[1], rows[-1][6], ref_note), flush=True)
-        if bc.eligible(entry, var):
-            for ci, case in enumerate(bc.BATCH_CASES):
-                if case_names and case.name not in case_names:
-                    continue
-                t0 = time.perf_counter()
-                s1, s2 = bc.run_dry(np, oracle, var, kern, entry, case, args.seed + ci, round_to,
-                                    compare, TOL[entry["dtype"]], avail, expect, fails)
-                rows.append((aid, case.name, {}, "batch", True, s1, s2, "-", time.perf_counter() - t0))
-                print("%-26s %-22s kDLCPU: %-18s kDLCUDA: %-18s (attn_cuda_run_batch)" % (
-                    aid, case.name, s1, s2), flush=True)
+        for ci, case in enumerate(bc.BATCH_CASES):
+            if (case_names and case.name not in case_names) or \
+                    not bc.eligible(entry, var, case):
+                continue
+            t0 = time.perf_counter()
+            s1, s2 = bc.run_dry(np, oracle, var, kern, entry, case, args.seed + ci, round_to,
+                                compare, TOL[entry["dtype"]], avail, expect, fails)
+            rows.append((aid, case.name, {}, "batch", True, s1, s2, "-", time.perf_counter() - t0))
+            print("%-26s %-22s kDLCPU: %-18s kDLCUDA: %-18s (attn_cuda_run_batch)" % (
+                aid, case.name, s1, s2), flush=True)
     print()
     print("%d artifacts, %d cases (each: kDLCPU, kDLCUDA%s), %d wrong calls rejected as expected"
           % (len(ids), len(rows), ", torch CPU" if torch is not None else "", nneg))

@@ -31,6 +31,10 @@
 //    D] with a zero batch stride, lse [Hq, total_q] as [B, Hq, total_q],
 //    paged k and v as their pools; N and M are the longest sequence's, and
 //    the tables follow the aux inputs (null where absent).
+//  - a batch without --schedule decode: the batch prefill kernel
+//    (attn.role = "batch"), the forward kernel over the same tables, in one
+//    launch on grid (ceil(longest N / attn.block_q), B * Hq, 1) into o and
+//    lse (packed as the decode batch's merge writes them).
 // Each CTA is interpreted by GpuSim (see GpuSim.h). Options: see kUsage.
 //
 //===----------------------------------------------------------------------===//
@@ -112,9 +116,10 @@ launched as a backward kernel: one CTA per attn.block_kv rows of k and v.
   --splits S           decode: the kv splits per (b, kv head, row chunk)
                        (default 1; splits past the last kv tile are empty)
 
-A decode batch of sequences of different lengths (runtime.h's
-attn_batch_layout_t; the table values are not checked, as on a GPU: the
-kernels clamp them, and every access is bounds-checked):
+A batch of sequences of different lengths (runtime.h's attn_batch_layout_t),
+run by the batch prefill kernel (attn.role = "batch"), or with --schedule
+decode by the decode and merge kernels; the table values are not checked,
+as on a GPU: the kernels clamp them, and every access is bounds-checked:
   --input cu_seqlens_q=FILE  int32 [B + 1]; q is packed [total_q, Hq, Dqk],
                        o [total_q, Hq, Dv], lse [Hq, total_q]
   --input cu_seqlens_k=FILE  int32 [B + 1]; k, v packed [total_k, Hkv, D]
@@ -458,7 +463,7 @@ void readBatchShapes(Problem &p) {
       fatal("the batch size disagrees: " + batch.front().first + " gives " +
             std::to_string(p.B) + ", " + src + " " + std::to_string(b));
   if (p.B <= 0 || kRows <= 0 || (p.raggedQ && p.totalQ <= 0) || p.N <= 0)
-    fatal("a decode batch needs at least one sequence, one key row and one "
+    fatal("a batch needs at least one sequence, one key row and one "
           "query");
   if (v.shape.size() != k.shape.size() ||
       !std::equal(k.shape.begin(), k.shape.end() - 1, v.shape.begin()) ||
@@ -489,8 +494,6 @@ Problem readInputs(const Options &opt) {
       fatal(std::string("missing --input ") + n + "=FILE.npy");
   for (const std::string &n : p.order)
     if (isBatchTable(n)) {
-      if (!opt.decode)
-        fatal("input '" + n + "': batch tables are for --schedule decode");
       readBatchShapes(p);
       return p;
     }
@@ -944,6 +947,138 @@ LaunchConfig roleLaunch(gpu::GPUFuncOp fn, const Options &opt, int64_t gridX,
   return cfg;
 }
 
+/// A batch's q, k, v: packed ones as their batchView, the others (dense,
+/// page pools) as they are.
+void bindBatchQKV(Bindings &b, gpu::GPUFuncOp fn, const Options &opt,
+                  const Problem &p) {
+  if (!opt.roundDir.empty())
+    fatal("--round-inputs-to: a batch's inputs are not rewritten (give them "
+          "rounded)");
+  auto argTypes = fn.getArgumentTypes();
+  for (auto [name, argNo] : {std::pair{"q", 0u}, {"k", 1u}, {"v", 2u}}) {
+    bool packed = argNo == 0 ? p.raggedQ : p.raggedK;
+    if (packed)
+      b.addPackedInput(name, p.arrays.at(name), argTypes[argNo], argNo, p.B);
+    else
+      b.addInput(name, p.arrays.at(name), argTypes[argNo], argNo,
+                 opt.stridePad);
+  }
+}
+
+/// The batch tables after the aux inputs, null where absent.
+void bindBatchTables(Bindings &b, gpu::GPUFuncOp fn, const Problem &p) {
+  unsigned tableArg = unsigned(5 + p.auxNames.size());
+  for (auto &[name, rank] : kBatchTables) {
+    if (p.arrays.count(name))
+      b.addInput(name, p.arrays.at(name), fn.getArgumentTypes()[tableArg],
+                 tableArg, 0);
+    else
+      b.addOutput(name, std::vector<int64_t>(rank, 0), false, 0);
+    ++tableArg;
+  }
+}
+
+/// The arguments o and lse (null unless --output lse) of a batch: packed
+/// o [total_q, Hq, Dv] and lse [Hq, total_q] with cu_seqlens_q, as the
+/// files hold them (`stored`), bound as their batchView; else dense.
+/// Returns whether lse is written; sets the output paths.
+bool addBatchOutputs(Bindings &m, const Options &opt, const Problem &p,
+                     std::string &oPath, std::string &lsePath) {
+  bool withLse = false;
+  for (auto &[name, path] : opt.outputs) {
+    if (name == "o")
+      oPath = path;
+    else if (name == "lse")
+      lsePath = path, withLse = true;
+    else
+      fatal("unknown output '" + name + "' (o or lse)");
+  }
+  if (p.raggedQ) {
+    m.addOutput("o", {p.totalQ, p.Hq, p.Dv}, true, 0);
+    m.addOutput("lse", {p.Hq, p.totalQ}, withLse, 0);
+  } else {
+    m.addOutput("o", {p.B, p.Hq, p.N, p.Dv}, true, opt.stridePad);
+    m.addOutput("lse", {p.B, p.Hq, p.N}, withLse, opt.stridePad);
+  }
+  return withLse;
+}
+
+/// o or lse as the file holds it (see addBatchOutputs), as the kernel
+/// takes it.
+MemDesc batchOutputArg(MemDesc d, const Problem &p, int64_t totalQ) {
+  if (!p.raggedQ)
+    return d;
+  if (d.buf >= 0)
+    return batchView(d, p.B);
+  // A null lse of the view's rank.
+  d.sizes = {p.B, p.Hq, totalQ};
+  d.strides = {0, 0, 0};
+  return d;
+}
+
+/// Writes output `d` of `buffers` to `path` (nothing when empty).
+void writeOutput(const std::string &path, const std::vector<Buffer> &buffers,
+                 const MemDesc &d) {
+  if (path.empty())
+    return;
+  std::string e = attn::writeNpy(path, toF32Array(buffers[d.buf], d));
+  if (!e.empty())
+    fatal(e);
+}
+
+/// A batch without --schedule decode: the batch prefill kernel, one launch
+/// (see the file comment). Returns the summary.
+std::string runBatchPrefill(ModuleOp module, const Options &opt, Problem &p) {
+  gpu::GPUFuncOp fn = selectKernel(module, opt, std::max(p.Dqk, p.Dv),
+                                   /*wantBackward=*/false, "batch");
+  if (roleOf(fn) != "batch")
+    fatal("kernel '" + fn.getName().str() +
+          "' is not a batch prefill kernel (attn.role = \"batch\")");
+  p.auxNames = auxInputs(p, false);
+  int64_t rows = intAttr(fn, "attn.block_q");
+  int64_t maxD = intAttr(fn, "attn.max_head_dim");
+  if (std::max(p.Dqk, p.Dv) > maxD)
+    fatal("head dims exceed attn.max_head_dim = " + std::to_string(maxD) +
+          " of kernel '" + fn.getName().str() + "'");
+  // q, k, v, o, lse, the aux inputs, then the four batch tables.
+  int64_t kernelAux = int64_t(fn.getArgumentTypes().size()) - 9;
+  if (kernelAux != int64_t(p.auxNames.size()))
+    fatal("kernel '" + fn.getName().str() + "' takes " +
+          std::to_string(kernelAux) + " aux input(s), got " +
+          std::to_string(p.auxNames.size()));
+  requireF32Output(fn, 3, "o", 4);
+  requireF32Output(fn, 4, "lse", 3);
+  Bindings b;
+  bindBatchQKV(b, fn, opt, p);
+  Bindings outs;
+  std::string oPath, lsePath;
+  addBatchOutputs(outs, opt, p, oPath, lsePath);
+  std::vector<MemDesc> stored;
+  for (MemDesc d : outs.args) {
+    if (d.buf >= 0)
+      d.buf += int(b.buffers.size());
+    stored.push_back(d);
+    b.args.push_back(batchOutputArg(d, p, p.totalQ));
+  }
+  for (Buffer &buf : outs.buffers)
+    b.buffers.push_back(std::move(buf));
+  bindInputs(b, fn, opt, p, true);
+  bindBatchTables(b, fn, p);
+
+  Simulator sim(fn);
+  LaunchConfig cfg = roleLaunch(fn, opt, (p.N + rows - 1) / rows, p.B * p.Hq);
+  sim.launch(cfg, b.buffers, b.args);
+  writeOutput(oPath, b.buffers, stored[0]);
+  writeOutput(lsePath, b.buffers, stored[1]);
+  std::string r;
+  llvm::raw_string_ostream os(r);
+  os << "attn-gpu-sim: " << fn.getName() << ": ran " << sim.ctasRun()
+     << " CTAs (grid " << cfg.grid[0] << "x" << cfg.grid[1] << ", "
+     << cfg.block[0] << " threads, " << cfg.sharedBytes << " B shared), "
+     << sim.opsExecuted() << " ops executed\n";
+  return r;
+}
+
 /// --schedule decode: the decode kernel into NaN partials, then the merge
 /// kernel into NaN o and lse (see the file comment). Returns the summary.
 std::string runDecode(ModuleOp module, const Options &opt, Problem &p) {
@@ -972,75 +1107,35 @@ std::string runDecode(ModuleOp module, const Options &opt, Problem &p) {
   int64_t chunks = (G * p.N + rows - 1) / rows;
 
   Bindings b;
-  if (p.isBatch()) {
-    if (!opt.roundDir.empty())
-      fatal("--round-inputs-to: a decode batch's inputs are not rewritten "
-            "(give them rounded)");
-    auto argTypes = dec.getArgumentTypes();
-    for (auto [name, argNo] : {std::pair{"q", 0u}, {"k", 1u}, {"v", 2u}}) {
-      bool packed = argNo == 0 ? p.raggedQ : p.raggedK;
-      if (packed)
-        b.addPackedInput(name, p.arrays.at(name), argTypes[argNo], argNo, p.B);
-      else
-        b.addInput(name, p.arrays.at(name), argTypes[argNo], argNo,
-                   opt.stridePad);
-    }
-  } else {
+  if (p.isBatch())
+    bindBatchQKV(b, dec, opt, p);
+  else
     bindInputs(b, dec, opt, p, false);
-  }
   requireF32Output(dec, 3, "o_part", 5);
   requireF32Output(dec, 4, "lse_part", 4);
   b.addOutput("o_part", {p.B, p.Hkv, S, chunks * rows, p.Dv}, true,
               opt.stridePad);
   b.addOutput("lse_part", {p.B, p.Hkv, S, chunks * rows}, true, opt.stridePad);
   bindInputs(b, dec, opt, p, true);
-  // The batch tables, null where absent.
-  unsigned tableArg = unsigned(5 + p.auxNames.size());
-  for (auto &[name, rank] : kBatchTables) {
-    if (p.arrays.count(name))
-      b.addInput(name, p.arrays.at(name), dec.getArgumentTypes()[tableArg],
-                 tableArg, 0);
-    else
-      b.addOutput(name, std::vector<int64_t>(rank, 0), false, 0);
-    ++tableArg;
-  }
+  bindBatchTables(b, dec, p);
   MemDesc cuSeqlensQ = b.args[5 + p.auxNames.size()];
   if (!opt.roundDir.empty())
     writeRoundedInputs(opt.roundDir, b);
 
   // The merge's arguments: o_part, lse_part, o, lse (null unless asked).
-  bool withLse = false;
-  std::string oPath, lsePath;
-  for (auto &[name, path] : opt.outputs) {
-    if (name == "o")
-      oPath = path;
-    else if (name == "lse")
-      lsePath = path, withLse = true;
-    else
-      fatal("unknown output '" + name + "' (o or lse)");
-  }
   requireF32Output(merge, 2, "o", 4);
   requireF32Output(merge, 3, "lse", 3);
   Bindings m;
-  if (p.raggedQ) {
-    // Packed o [total_q, Hq, Dv] and lse [Hq, total_q], written as they are.
-    m.addOutput("o", {p.totalQ, p.Hq, p.Dv}, true, 0);
-    m.addOutput("lse", {p.Hq, p.totalQ}, withLse, 0);
-  } else {
-    m.addOutput("o", {p.B, p.Hq, p.N, p.Dv}, true, opt.stridePad);
-    m.addOutput("lse", {p.B, p.Hq, p.N}, withLse, opt.stridePad);
-  }
+  std::string oPath, lsePath;
+  addBatchOutputs(m, opt, p, oPath, lsePath);
   std::vector<MemDesc> stored; // o and lse as the files hold them
   std::vector<MemDesc> mergeArgs = {b.args[3], b.args[4]};
   for (MemDesc d : m.args) {
     if (d.buf >= 0)
       d.buf += int(b.buffers.size());
     stored.push_back(d);
-    mergeArgs.push_back(p.raggedQ && d.buf >= 0 ? batchView(d, p.B) : d);
+    mergeArgs.push_back(batchOutputArg(d, p, p.totalQ));
   }
-  if (p.raggedQ && !withLse) // a null lse of the view's rank
-    mergeArgs[3].sizes = {p.B, p.Hq, p.totalQ},
-    mergeArgs[3].strides = {0, 0, 0};
   mergeArgs.push_back(cuSeqlensQ);
   for (Buffer &buf : m.buffers)
     b.buffers.push_back(std::move(buf));
@@ -1055,15 +1150,8 @@ std::string runDecode(ModuleOp module, const Options &opt, Problem &p) {
                  p.B * p.Hq);
   mergeSim.launch(mergeCfg, b.buffers, mergeArgs);
 
-  auto write = [&](const std::string &path, const MemDesc &d) {
-    if (path.empty())
-      return;
-    std::string e = attn::writeNpy(path, toF32Array(b.buffers[d.buf], d));
-    if (!e.empty())
-      fatal(e);
-  };
-  write(oPath, stored[0]);
-  write(lsePath, stored[1]);
+  writeOutput(oPath, b.buffers, stored[0]);
+  writeOutput(lsePath, b.buffers, stored[1]);
   std::string r;
   llvm::raw_string_ostream os(r);
   os << "attn-gpu-sim: " << dec.getName() << ": ran " << decSim.ctasRun()
@@ -1095,6 +1183,10 @@ int main(int argc, char **argv) {
   Problem prob = readInputs(opt);
   if (opt.decode) {
     llvm::outs() << runDecode(*module, opt, prob);
+    return 0;
+  }
+  if (prob.isBatch()) {
+    llvm::outs() << runBatchPrefill(*module, opt, prob);
     return 0;
   }
   gpu::GPUFuncOp fn = selectKernel(*module, opt, std::max(prob.Dqk, prob.Dv),

@@ -137,6 +137,7 @@ void mlir::attn::buildAttnCUDAPipeline(OpPassManager &pm,
     conversion.headDims = options.headDims;
     conversion.sharedLimit = options.sharedLimit;
     conversion.decodeKernels = options.decodeKernels;
+    conversion.batchKernels = options.batchKernels;
     pm.addPass(createConvertAttnToNVVM(conversion));
     addKernelCleanups(pm);
   }

@@ -79,8 +79,11 @@ extern "C" {
       variant cu_seqlens_q after lse; NULL descriptors for a dense call
       (attn_cuda_run_batch).
    8: CPU kernel descriptors carry the wide decode kernels (decode_wide_fn,
-      decode_wide_lanes, paged_decode_wide_fn). */
-#define ATTN_ABI_VERSION 8
+      decode_wide_lanes, paged_decode_wide_fn).
+   9: CUDA kernel descriptors carry the batch prefill variants
+      (num_batch_variants, batch_variants), which attn_cuda_run_batch runs
+      for sequences of more than decode_max_n queries. */
+#define ATTN_ABI_VERSION 9
 
 /* The largest head dim (Dqk and Dv) attn_cpu_run() accepts. MLA needs
    Dqk = 576, Dv = 512; a kernel's scratch grows with tile x head dim. */
@@ -427,6 +430,15 @@ typedef struct attn_cuda_kernel_desc {
   int32_t num_decode_variants; /* sorted by max_head_dim ascending */
   const attn_cuda_kernel_variant_t *decode_variants;
   const attn_cuda_kernel_variant_t *merge_variant; /* NULL iff no decode */
+  /* The batch prefill variants (ABI 9; 0 / NULL: none, as for ROCm, linear
+     attention and kernels compiled without attnc --paged-kv):
+     attn_cuda_run_batch runs them when max_seqlen_q > decode_max_n. A variant
+     (attn_<name>_batch_d<D>, chosen by max_head_dim as the forward's) takes the
+     forward's parameters (q, k, v, o, lse, aux) then the decode variants' batch
+     tables, and runs on grid (ceil(max_seqlen_q / block_q), B * Hq), one CTA
+     per q tile of a (sequence, head). */
+  int32_t num_batch_variants; /* sorted by max_head_dim ascending */
+  const attn_cuda_kernel_variant_t *batch_variants;
 } attn_cuda_kernel_desc_t;
 
 /* The kv splits attn_cuda_run's decode schedule uses when `ctas` CTAs
@@ -466,7 +478,9 @@ ATTN_RUNTIME_API int64_t attn_cuda_decode_splits(int64_t ctas, int64_t M,
    - SHAPE: B * Hq > 65535 (grid.y) or ceil(N / block_q) > 2^31 - 1.
    - INVALID_ARGUMENT: decode_max_n < 0, or decode_max_n > 0 without decode
      variants, or decode variants without a merge variant, or a decode or
-     merge variant malformed as the forward's.
+     merge variant malformed as the forward's; num_batch_variants < 0, or
+     > 0 with batch_variants NULL, or a batch variant malformed as the
+     forward's (attn_cuda_run does not launch them, but checks them).
    Decode (N <= decode_max_n, or ATTN_GPU_SCHEDULE = decode; = prefill turns
    it off; read per call): two launches on `stream`, the decode variant on
    grid (B * Hkv * C * S, 1), C = ceil(G * N / block_q) row chunks and S =
@@ -502,25 +516,38 @@ typedef struct attn_gpu_batch_layout {
   int64_t max_seqlen_k; /* >= every sequence's key count, >= 1 */
 } attn_gpu_batch_layout_t;
 
-/* attn_cuda_run over a ragged and/or paged batch, in one launch of the
-   decode variant and one of the merge variant (the decode schedule of
-   attn_cuda_run, each sequence with its own N and M; masks and scores see
-   each sequence on its own, as for attn_cpu_run_batch). Validates with
-   attn_cuda_run's rules and attn_cpu_run_batch's for the layout (shapes,
-   int32 tables, B agreeing), except that the tables must be on q's CUDA
-   device and their values are not read: the kernels clamp every offset,
-   length and page id, so a wrong table gives wrong rows of o and lse but
-   no access outside q, k, v, o, lse and the tables. With the environment
-   variable ATTN_GPU_CHECK_TABLES=1 (read per call; a debug mode that
-   stalls the stream) the tables are copied back on `stream`, waited for
-   and checked as attn_cpu_run_batch checks them, and every sequence's
-   query and key counts against max_seqlen_q and max_seqlen_k: SHAPE
-   before any launch (DRIVER when the copy fails). Also:
+/* attn_cuda_run over a ragged and/or paged batch, each sequence with its
+   own N and M (masks and scores see each sequence on its own, as for
+   attn_cpu_run_batch), in one of two schedules:
+   - decode (max_seqlen_q <= decode_max_n): one launch of the decode variant
+     and one of the merge variant, as attn_cuda_run's decode schedule;
+   - batch prefill (max_seqlen_q > decode_max_n): one launch of the batch
+     variant (num_batch_variants) on grid (ceil(max_seqlen_q / block_q),
+     B * Hq), writing o and lse directly; no partials.
+   A packed q, o, lse (and packed k, v) reach both as views [B, H, rows, D]
+   ([B, Hq, total_q] for lse) with a zero batch stride, page pools as they
+   are, then the tables (NULL descriptors where absent). The environment
+   variable ATTN_GPU_SCHEDULE (read per call) = prefill takes the batch
+   prefill variant whatever max_seqlen_q (when the kernel has one), =
+   decode the decode schedule (UNSUPPORTED when max_seqlen_q >
+   decode_max_n; when the kernel has no decode variants it is ignored).
+   Validates with attn_cuda_run's rules and attn_cpu_run_batch's for the
+   layout (shapes, int32 tables, B agreeing), except that the tables must be
+   on q's CUDA device and their values are not read: the kernels clamp every
+   offset, length and page id, so a wrong table gives wrong rows of o and
+   lse but no access outside q, k, v, o, lse and the tables. With the
+   environment variable ATTN_GPU_CHECK_TABLES=1 (read per call; a debug
+   mode that stalls the stream) the tables are copied back on `stream`,
+   waited for and checked as attn_cpu_run_batch checks them, and every
+   sequence's query and key counts against max_seqlen_q and max_seqlen_k:
+   SHAPE before any launch (DRIVER when the copy fails). Also:
    - INVALID_ARGUMENT: NULL layout; max_seqlen_q or max_seqlen_k < 1.
-   - SHAPE: a block table without a column; page_size >= 2^31.
-   - UNSUPPORTED: a kernel without decode variants (non-softmax specs,
-     ROCm); max_seqlen_q > decode_max_n (a CUDA batch of prefill sequences
-     is not supported yet: run them with attn_cuda_run).
+   - SHAPE: a block table without a column; page_size >= 2^31; the batch
+     prefill's ceil(max_seqlen_q / block_q) > 2^31 - 1 (grid.x).
+   - UNSUPPORTED: a kernel with neither decode nor batch prefill variants
+     (ROCm, linear attention, non-softmax specs without --paged-kv);
+     max_seqlen_q > decode_max_n and no batch prefill variants (compile
+     with attnc --paged-kv).
    A max_seqlen_q smaller than a sequence's query count leaves some of its
    rows unwritten (it sizes the grids); max_seqlen_k sizes only the kv
    splits and the aux inputs' M (aux lookups past it read their last

@@ -1,14 +1,16 @@
 //===- GpuBatchRun.cpp - attn_cuda_run_batch: ragged and paged batches ----===//
 //
-// A ragged or paged batch on a GPU is one decode launch and one merge
-// launch (GpuDecodeRun.cpp), whatever the sequences' lengths: the kernels
-// read the batch tables themselves. This file checks the call: the layout,
-// the ranks and shapes of the packed or pooled tensors, the tables' shapes,
-// dtypes and devices. Unlike attn_cpu_run_batch it does not read the
-// tables' values, which live on the device (a synchronous copy would stall
-// the stream and break CUDA-graph capture); the kernels clamp them instead.
-// ATTN_GPU_CHECK_TABLES=1 (a debug mode, read per call) does read them back,
-// in stream order, and checks them as the CPU does.
+// A ragged or paged batch on a GPU is a fixed number of launches whatever
+// the sequences' lengths: a decode launch and a merge launch
+// (GpuDecodeRun.cpp) when every sequence has at most decode_max_n queries,
+// else one launch of the batch prefill variant; the kernels read the batch
+// tables themselves. This file checks the call: the layout, the ranks and
+// shapes of the packed or pooled tensors, the tables' shapes, dtypes and
+// devices. Unlike attn_cpu_run_batch it does not read the tables' values,
+// which live on the device (a synchronous copy would stall the stream and
+// break CUDA-graph capture); the kernels clamp them instead.
+// ATTN_GPU_CHECK_TABLES=1 (a debug mode, read per call) does read them
+// back, in stream order, and checks them as the CPU does.
 //
 //===----------------------------------------------------------------------===//
 
@@ -27,6 +29,14 @@ using namespace attn::runtime::gpu;
 namespace {
 
 const DLDataType kI32 = {kDLInt, 32, 1};
+
+bool hasDecode(const attn_cuda_kernel_desc_t *k) {
+  return k->num_decode_variants > 0 && k->decode_variants;
+}
+
+bool hasBatch(const attn_cuda_kernel_desc_t *k) {
+  return k->num_batch_variants > 0 && k->batch_variants;
+}
 
 /// The InputSig of a packed or pooled q, k or v, for checkChunkLayout's
 /// messages (which name each dim).
@@ -51,25 +61,21 @@ public:
   attn_status_t run(void *stream) {
     for (attn_status_t (GpuBatchCall::*stage)() :
          {&GpuBatchCall::checkCall, &GpuBatchCall::readLayout,
-          &GpuBatchCall::checkTables, &GpuBatchCall::checkTensors})
+          &GpuBatchCall::chooseSchedule, &GpuBatchCall::checkTables,
+          &GpuBatchCall::checkTensors})
       if (attn_status_t st = (this->*stage)())
         return st;
-    const attn_cuda_kernel_variant_t *dec = firstFitting(
-        kernel->num_decode_variants, kernel->decode_variants, dims);
-    if (!dec)
-      return fail(
-          ATTN_ERROR_UNSUPPORTED,
-          kernelName(&image) + ": head dims Dqk = " + str(Dqk) +
-              ", Dv = " + str(Dv) +
-              " are not supported; the largest supported head dim "
-              "is " +
-              str(kernel->decode_variants[kernel->num_decode_variants - 1]
-                      .max_head_dim));
+    const attn_cuda_kernel_variant_t *variant = nullptr;
+    if (attn_status_t st = selectVariant(variant))
+      return st;
     if (const char *e = std::getenv("ATTN_GPU_CHECK_TABLES");
         e && !std::strcmp(e, "1"))
-      if (attn_status_t st = checkTableValues(*dec, stream))
+      if (attn_status_t st = checkTableValues(*variant, stream))
         return st;
-    return runDecode(api, kernel, image, *dec, views(), inputs, dims, stream);
+    if (prefill)
+      return runPrefill(*variant, stream);
+    return runDecode(api, kernel, image, *variant, views(), inputs, dims,
+                     stream);
   }
 
 private:
@@ -77,14 +83,23 @@ private:
   attn_status_t checkCall();
   /// q, k, v's ranks and dims, and B from every side that gives it.
   attn_status_t readLayout();
+  /// Decode or batch prefill, from maxN, the kernel's variants and
+  /// ATTN_GPU_SCHEDULE.
+  attn_status_t chooseSchedule();
+  /// The schedule's variant for max(Dqk, Dv).
+  attn_status_t selectVariant(const attn_cuda_kernel_variant_t *&variant);
+  /// The batch prefill: one launch of `variant` writing o and lse.
+  attn_status_t runPrefill(const attn_cuda_kernel_variant_t &variant,
+                           void *stream);
   /// The tables' shapes, dtypes and devices; a page pool's sizes.
   attn_status_t checkTables();
   /// Binds the dims as for a padded batch, then checks every tensor.
   attn_status_t checkTensors();
   /// ATTN_GPU_CHECK_TABLES=1: the tables' values, read back on `stream`,
   /// checked as attn_cpu_run_batch checks them, and every sequence within
-  /// the layout's longest runs.
-  attn_status_t checkTableValues(const attn_cuda_kernel_variant_t &dec,
+  /// the layout's longest runs. `variant` (the one to be launched) makes
+  /// the device current.
+  attn_status_t checkTableValues(const attn_cuda_kernel_variant_t &variant,
                                  void *stream);
   /// A table's values in row-major order (a copy of the span its strides
   /// reach).
@@ -103,6 +118,8 @@ private:
   attn::Signature sig;
   attn::DimBinding dims;
   int64_t maxN = 0, maxM = 0;
+  /// The batch prefill variant runs, not decode and merge.
+  bool prefill = false;
 };
 
 attn_status_t GpuBatchCall::checkCall() {
@@ -126,12 +143,15 @@ attn_status_t GpuBatchCall::checkCall() {
                 "layout: max_seqlen_q = " + str(layout->max_seqlen_q) +
                     ", max_seqlen_k = " + str(layout->max_seqlen_k) +
                     "; both must be >= 1");
-  if (kernel->num_decode_variants <= 0 || !kernel->decode_variants)
+  if (!hasDecode(kernel) && !hasBatch(kernel))
     return fail(ATTN_ERROR_UNSUPPORTED,
-                kernelName(&image) + " has no decode variants; a " +
+                kernelName(&image) +
+                    " has no decode variants and no batch prefill variants; "
+                    "a " +
                     api.name() +
-                    " batch runs the split-KV decode kernels, which softmax "
-                    "specs compiled for CUDA have");
+                    " batch runs those kernels (softmax specs compiled for "
+                    "CUDA have the decode ones; attnc --paged-kv adds the "
+                    "batch prefill ones)");
   return ATTN_OK;
 }
 
@@ -142,15 +162,6 @@ attn_status_t GpuBatchCall::readLayout() {
   // tensor's.
   maxN = raggedQ ? layout->max_seqlen_q : q->shape[2];
   maxM = raggedK || paged ? layout->max_seqlen_k : k->shape[2];
-  if (maxN > kernel->decode_max_n)
-    return fail(ATTN_ERROR_UNSUPPORTED,
-                kernelName(&image) + ": sequences of up to " + str(maxN) +
-                    " queries; a " + api.name() +
-                    " batch runs the decode schedule, for at most "
-                    "decode_max_n = " +
-                    str(kernel->decode_max_n) +
-                    " (run prefill sequences with attn_" + api.infix() +
-                    "_run)");
 
   const attn_batch_layout_t &t = layout->tables;
   struct Side {
@@ -173,6 +184,51 @@ attn_status_t GpuBatchCall::readLayout() {
       return st;
   }
   return setDenseB();
+}
+
+attn_status_t GpuBatchCall::chooseSchedule() {
+  bool fits = hasDecode(kernel) && maxN <= kernel->decode_max_n;
+  // As attn_cuda_run's useDecode: the variable picks between the schedules
+  // the kernel has, and forcing decode on a kernel without it is ignored.
+  int forced = forcedSchedule("ATTN_GPU_SCHEDULE");
+  if (forced == 1 && hasDecode(kernel)) {
+    prefill = false;
+    if (fits)
+      return ATTN_OK;
+    return fail(ATTN_ERROR_UNSUPPORTED,
+                kernelName(&image) + ": sequences of up to " + str(maxN) +
+                    " queries; ATTN_GPU_SCHEDULE=decode runs the decode "
+                    "schedule, for at most decode_max_n = " +
+                    str(kernel->decode_max_n));
+  }
+  prefill = hasBatch(kernel) && (forced == 0 || !fits);
+  if (prefill || fits)
+    return ATTN_OK;
+  return fail(ATTN_ERROR_UNSUPPORTED,
+              kernelName(&image) + ": sequences of up to " + str(maxN) +
+                  " queries, more than the decode schedule's decode_max_n = " +
+                  str(kernel->decode_max_n) +
+                  ", and the kernel has no batch prefill variants (compile "
+                  "it with attnc --paged-kv, CompileOptions::pagedKV, for "
+                  "them); or run those sequences with attn_" +
+                  api.infix() + "_run");
+}
+
+attn_status_t
+GpuBatchCall::selectVariant(const attn_cuda_kernel_variant_t *&variant) {
+  int32_t n =
+      prefill ? kernel->num_batch_variants : kernel->num_decode_variants;
+  const attn_cuda_kernel_variant_t *variants =
+      prefill ? kernel->batch_variants : kernel->decode_variants;
+  variant = firstFitting(n, variants, dims);
+  if (variant)
+    return checkShared(api, &image, *variant);
+  return fail(ATTN_ERROR_UNSUPPORTED,
+              kernelName(&image) + ": head dims Dqk = " + str(Dqk) +
+                  ", Dv = " + str(Dv) + " are not supported by its " +
+                  (prefill ? "batch prefill" : "decode") +
+                  " variants; the largest supported head dim is " +
+                  str(variants[n - 1].max_head_dim));
 }
 
 attn_status_t GpuBatchCall::checkTables() {
@@ -261,10 +317,10 @@ attn_status_t GpuBatchCall::readTable(const char *name, const DLTensor *t,
 }
 
 attn_status_t
-GpuBatchCall::checkTableValues(const attn_cuda_kernel_variant_t &dec,
+GpuBatchCall::checkTableValues(const attn_cuda_kernel_variant_t &variant,
                                void *stream) {
   void *fn = nullptr;
-  if (attn_status_t st = api.prepare(image, dec, q->device.device_id, fn))
+  if (attn_status_t st = api.prepare(image, variant, q->device.device_id, fn))
     return st;
   const attn_batch_layout_t &t = layout->tables;
   // Each run of a table within the layout's longest (the grids and the
@@ -344,6 +400,36 @@ DecodeTensors GpuBatchCall::views() const {
     if (tables[i])
       d.tables[i] = View::of(tables[i]);
   return d;
+}
+
+attn_status_t
+GpuBatchCall::runPrefill(const attn_cuda_kernel_variant_t &variant,
+                         void *stream) {
+  if (variant.scratch_state_floats || variant.scratch_fixed_floats)
+    return fail(ATTN_ERROR_UNSUPPORTED,
+                kernelName(&image) + ": batch variant '" + variant.function +
+                    "' declares global scratch, which only gradients' "
+                    "kernels take");
+  // One CTA per q tile of the longest sequence, for each (sequence, head);
+  // the kernel skips the tiles past its own sequence's queries.
+  int64_t gridY = B * Hq, gridX;
+  if (attn_status_t st = gridOf(api, variant, maxN, gridY, "q", "B * Hq",
+                                raggedQ ? "max_seqlen_q" : "N", gridX))
+    return st;
+  // The forward's parameters, o and lse as views like q, then the tables.
+  DecodeTensors t = views();
+  Descriptors desc;
+  for (const View *x : {&t.q, &t.k, &t.v, &t.o, &t.lse})
+    x->addTo(desc);
+  for (int32_t i = 3; i < kernel->num_inputs; ++i)
+    desc.addTensor(inputs[i]);
+  for (const View &table : t.tables)
+    table.addTo(desc);
+  void *fn = nullptr;
+  if (attn_status_t st = api.prepare(image, variant, q->device.device_id, fn))
+    return st;
+  std::vector<void *> params = desc.wordPointers();
+  return api.launch(fn, image, variant, gridX, gridY, params.data(), stream);
 }
 
 } // namespace

@@ -120,23 +120,20 @@ attn_status_t gpu::runDecode(Api &api, const attn_cuda_kernel_desc_t *kernel,
   auto *oPart = reinterpret_cast<const void *>(part);
   auto *lsePart = reinterpret_cast<const void *>(part + size_t(oFloats) * 4);
 
-  auto add = [](Descriptors &d, const View &v) {
-    d.add(v.allocated, v.aligned, v.sizes, v.strides);
-  };
   Descriptors decDesc;
   for (const View *v : {&t.q, &t.k, &t.v})
-    add(decDesc, *v);
+    v->addTo(decDesc);
   decDesc.add(oPart, oPart, oSizes, compactStrides(oSizes));
   decDesc.add(lsePart, lsePart, lseSizes, compactStrides(lseSizes));
   for (int32_t i = 3; i < kernel->num_inputs; ++i)
     decDesc.addTensor(inputs[i]);
   for (const View &table : t.tables)
-    add(decDesc, table);
+    table.addTo(decDesc);
   Descriptors mergeDesc;
   mergeDesc.add(oPart, oPart, oSizes, compactStrides(oSizes));
   mergeDesc.add(lsePart, lsePart, lseSizes, compactStrides(lseSizes));
   for (const View *v : {&t.o, &t.lse, &t.tables[0]})
-    add(mergeDesc, *v);
+    v->addTo(mergeDesc);
 
   std::vector<void *> decParams = decDesc.wordPointers();
   attn_status_t st =

@@ -98,6 +98,26 @@ attn_status_t gpu::checkKernel(const Api &api, const KernelImage *k,
   return ATTN_OK;
 }
 
+namespace {
+
+/// The batch prefill variants (ABI 9). Batch variants without decode ones
+/// are well-formed: the compiler emits both, but neither needs the other.
+attn_status_t checkBatchFields(const attn_cuda_kernel_desc_t *k,
+                               const std::string &kname) {
+  if (k->num_batch_variants < 0)
+    return fail(ATTN_ERROR_INVALID_ARGUMENT, kname + ": num_batch_variants " +
+                                                 str(k->num_batch_variants) +
+                                                 "; expected >= 0");
+  if (k->num_batch_variants > 0 && !k->batch_variants)
+    return fail(ATTN_ERROR_INVALID_ARGUMENT,
+                kname + ": num_batch_variants is " +
+                    str(k->num_batch_variants) + " but batch_variants is NULL");
+  return checkVariants(kname, "batch_variants", k->num_batch_variants,
+                       k->batch_variants);
+}
+
+} // namespace
+
 attn_status_t gpu::checkDecodeFields(const attn_cuda_kernel_desc_t *k,
                                      const std::string &kname) {
   if (k->decode_max_n < 0 || k->num_decode_variants < 0)
@@ -110,6 +130,8 @@ attn_status_t gpu::checkDecodeFields(const attn_cuda_kernel_desc_t *k,
     return fail(ATTN_ERROR_INVALID_ARGUMENT,
                 kname + ": decode_max_n is " + str(k->decode_max_n) +
                     " but there are no decode variants");
+  if (attn_status_t st = checkBatchFields(k, kname))
+    return st;
   if (!haveVariants)
     return ATTN_OK;
   if (!k->merge_variant)
@@ -243,7 +265,9 @@ attn_status_t gpu::gridOf(const Api &api,
                                       str(bh) + " is more than " +
                                       str(limits.maxGridY) + " (the " +
                                       api.name() + " grid's y dimension)");
-  gridX = (rows + variant.block_q - 1) / variant.block_q;
+  // Without rows + block_q - 1: a batch's rows (max_seqlen_q) are the
+  // caller's, up to 2^63 - 1.
+  gridX = rows / variant.block_q + (rows % variant.block_q != 0);
   std::string tiles = std::string(tensor) + ": ceil(" + rowsText +
                       " / block_q) = " + str(gridX);
   if (gridX > limits.maxGridX)

@@ -129,7 +129,8 @@ int32_t answerAvailable(const char *api, const char *countFn,
 /// Validates the kernel descriptor and converts its inputs to a Signature.
 attn_status_t checkKernel(const Api &api, const KernelImage *k,
                           attn::Signature &sig);
-/// The decode schedule's fields of a forward descriptor (ABI 6).
+/// The decode schedule's fields of a forward descriptor (ABI 6) and its
+/// batch prefill variants (ABI 9).
 attn_status_t checkDecodeFields(const attn_cuda_kernel_desc_t *k,
                                 const std::string &kname);
 /// q, k and v are read in 16-byte chunks: the innermost stride must be 1,
@@ -169,13 +170,17 @@ struct View {
   static View of(const DLTensor *t);
   /// A NULL descriptor of `sizes` (compact strides): an absent tensor.
   static View null(std::vector<int64_t> sizes);
+  /// Appends this memref descriptor to a launch's parameters.
+  void addTo(Descriptors &d) const {
+    d.add(allocated, aligned, sizes, strides);
+  }
 };
 
-/// What the decode and merge kernels read and write, in their argument
-/// order: q, k, v, o, lse (NULL when not asked for), then the batch tables
-/// cu_seqlens_q, cu_seqlens_k, block_table, kv_lens (NULL for a dense
-/// call). A ragged batch's packed tensors are views [B, H, rows, D] with a
-/// zero batch stride (AttnToNVVM.cpp, emitDecodePrologue).
+/// What the decode, merge and batch prefill kernels read and write, in
+/// their argument order: q, k, v, o, lse (NULL when not asked for), then the
+/// batch tables cu_seqlens_q, cu_seqlens_k, block_table, kv_lens (NULL for
+/// a dense call). A ragged batch's packed tensors are views [B, H, rows, D]
+/// with a zero batch stride (AttnToNVVM.cpp, emitDecodePrologue).
 struct DecodeTensors {
   View q, k, v, o, lse;
   View tables[4];

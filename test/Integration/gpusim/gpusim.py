@@ -20,9 +20,9 @@
 #             [--shape ...]...
 #             [--backward [--bwd-tile-q T --bwd-tile-kv T] [--dlse]
 #              [--grad-rtol 3e-2] [--grad-floor F]]
-#             [--decode-splits S1,S2,...
-#              [--batch QLENS:KLENS [--batch-q ragged|dense]
-#               [--batch-kv ragged|dense|paged:P] [--corrupt-tables]]]
+#             [--decode-splits S1,S2,...]
+#             [--batch QLENS:KLENS [--batch-q ragged|dense]
+#              [--batch-kv ragged|dense|paged:P] [--corrupt-tables]]
 #
 # Aux inputs other than `doc` (linear attention's gates, beta, projections)
 # are random f32 tensors of their declared shape (dims from --shape; extra
@@ -43,8 +43,11 @@
 # attn_<name>_merge into o and lse (attn-gpu-sim --schedule decode), checked
 # against the reference as above.
 #
-# --batch runs the decode and merge kernels once over a batch of sequences
-# of different lengths (runtime.h's attn_batch_layout_t): QLENS and KLENS
+# --batch runs the batch prefill kernel (attn_<name>_batch_d<D>, lowered
+# with convert-attn-to-nvvm{batch-kernels=1}; CUDA), or with
+# --decode-splits the decode and merge kernels, once over a batch of
+# sequences of different lengths (runtime.h's attn_batch_layout_t): QLENS
+# and KLENS
 # are the sequences' query and key counts (e.g. 1,3,0,2:130,0,64,7), --shape
 # gives Hq, Hkv, Dqk, Dv (and D). q is packed with cu_seqlens_q (ragged) or
 # dense [B, Hq, N, Dqk] (all query counts equal); k and v packed with
@@ -184,8 +187,8 @@ def parse_args():
             ap.error("--decode-splits: CUDA forward kernels only")
         a.decode_splits = [int(x) for x in a.decode_splits.split(",")]
     if a.batch:
-        if not a.decode_splits:
-            ap.error("--batch needs --decode-splits")
+        if a.backward or a.backend != "cuda":
+            ap.error("--batch: CUDA forward kernels only")
         ql, kl = a.batch.split(":")
         a.qlens = [int(x) for x in ql.split(",")]
         a.klens = [int(x) for x in kl.split(",")]
@@ -207,6 +210,8 @@ def lower(a, spec_mlir, out, pass_name, tile_q, tile_kv):
                   "rocm": "convert-attn-to-rocdl"}[a.backend]
     if a.decode_splits:
         conversion += "{decode-kernels=1}"
+    elif a.batch:
+        conversion += "{batch-kernels=1}"
     pipeline = ("builtin.module(attn.spec(attn-set-element-type{type=%s}),"
                 "attn.spec(%s{tile-q=%d tile-kv=%d}),"
                 "%s,canonicalize,cse,"
@@ -465,20 +470,24 @@ def corrupt(inputs, rng):
 
 
 def check_batch(a, ctx, s, d, pre, aux, splits, seqs, inputs):
-    """Runs the decode and merge kernels over the batch and each sequence's
-    reference; returns the line to print and the problems found."""
+    """Runs the decode and merge kernels (`splits` kv splits) or, when
+    `splits` is None, the batch prefill kernel over the batch, and each
+    sequence's reference; returns the line to print and the problems
+    found."""
     softmax, params = ctx["softmax"], ctx["params"]
     want_lse = softmax and not a.no_lse
     tables = [n for n in ("cu_seqlens_q", "cu_seqlens_k", "block_table",
                           "kv_lens") if n in inputs]
     files = {n: pre + n + ".npy" for n in inputs}
     cmd = [a.sim, ctx["kernel_mlir"], "--async-copy=" + a.async_copy,
-           "--schedule", "decode", "--splits", str(splits),
            "--output", "o=" + pre + "o.npy"]
+    if splits is not None:
+        cmd += ["--schedule", "decode", "--splits", str(splits)]
     if a.batch_q == "dense" and a.batch_kv != "ragged":
         cmd += ["--stride-pad", str(a.stride_pad)]
     if "D" in d:
-        cmd += ["--kernel", "attn_%s_decode_d%d" % (ctx["name"], d["D"])]
+        cmd += ["--kernel", "attn_%s_%s_d%d" % (
+            ctx["name"], "batch" if splits is None else "decode", d["D"])]
     cmd += input_args(["q", "k", "v"] + aux + tables, files)
     if want_lse:
         cmd += ["--output", "lse=" + pre + "lse.npy"]
@@ -698,10 +707,10 @@ def main():
                 inputs = corrupt(inputs, rng)
             for n, arr in inputs.items():
                 np.save(pre + n + ".npy", arr)
-            for n in a.decode_splits:
+            for n in a.decode_splits or [None]:
                 line, problems = check_batch(a, ctx, s, d, pre, aux, n, seqs,
                                              inputs)
-                print("splits=%d %s" % (n, line) +
+                print(("" if n is None else "splits=%d " % n) + line +
                       (" -> " + "; ".join(problems) if problems else " -> ok"))
                 ok = ok and not problems
             continue

@@ -1,13 +1,16 @@
 //===- CudaBatchTest.cpp - attn_cuda_run_batch, fake driver ---------------===//
 //
-// attn_cuda_run_batch (runtime.h, ABI 7) against the fake driver: a ragged
-// or paged batch is one decode launch and one merge launch whose grids come
-// from the layout's longest runs, packed tensors reach the kernels as views
-// [B, H, rows, D] with a zero batch stride, pools as they are, the tables
-// last (NULL where absent); and what it refuses before touching the driver
-// (the tables' devices, dtypes and shapes, the layout's flags and lengths, a
-// kernel without decode variants); with ATTN_GPU_CHECK_TABLES=1 the tables'
-// values, read back. The kernels' side: decode-batch.test.
+// attn_cuda_run_batch (runtime.h, ABI 7-9) against the fake driver: a
+// ragged or paged batch of short sequences is one decode launch and one
+// merge launch, of longer ones (or with ATTN_GPU_SCHEDULE=prefill) one
+// launch of the batch prefill variant; grids come from the layout's longest
+// runs, packed tensors reach the kernels as views [B, H, rows, D] with a
+// zero batch stride, pools as they are, the tables last (NULL where
+// absent); and what it refuses before touching the driver (the tables'
+// devices, dtypes and shapes, the layout's flags and lengths, a kernel
+// without the variants a batch needs, malformed batch variants); with
+// ATTN_GPU_CHECK_TABLES=1 the tables' values, read back. The kernels' side:
+// decode-batch.test.
 //
 //===----------------------------------------------------------------------===//
 
@@ -16,8 +19,11 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <string>
+#include <utility>
 #include <vector>
 
 using namespace attn_test;
@@ -60,6 +66,16 @@ struct BatchCall {
     layout.max_seqlen_k = 64;
   }
 
+  /// Packed q, o, lse of `totalQ` rows, sequences of up to `maxQ` queries
+  /// (doc binds [B, maxQ]).
+  void packQueries(int64_t totalQ, int64_t maxQ) {
+    q = Tensor({totalQ, 8, 128}, bf16(), kQ);
+    o = Tensor({totalQ, 8, 128}, f32(), kO);
+    lse = Tensor({8, totalQ}, f32(), kLse);
+    doc = Tensor({3, maxQ}, i32(), kDoc);
+    layout.max_seqlen_q = maxQ;
+  }
+
   attn_status_t run(const attn_cuda_kernel_desc_t *kernel,
                     void *stream = nullptr) {
     const DLTensor *ins[] = {q.get(), k.get(), v.get(), doc.get()};
@@ -75,7 +91,40 @@ protected:
     unsetenv("ATTN_GPU_SCHEDULE");
     unsetenv("ATTN_DECODE_SPLITS");
   }
+  void TearDown() override { unsetenv("ATTN_GPU_SCHEDULE"); }
 };
+
+/// The batch prefill's parameters (82 words): q, k, v, o (11 each), lse
+/// (9), doc (7), cu_seqlens_q, cu_seqlens_k (5 each), block_table (7),
+/// kv_lens (5).
+enum PrefillWord {
+  kPQ = 0,
+  kPK = 11,
+  kPV = 22,
+  kPO = 33,
+  kPLse = 44,
+  kPDoc = 53,
+  kPCuQ = 60,
+  kPCuK = 65,
+  kPTable = 70,
+  kPLens = 77,
+  kPWords = 82
+};
+
+/// Drops the kernel's batch prefill variants (a non-softmax spec's or an
+/// emitter's before ABI 9).
+void dropBatchVariants(DecodeKernel &k) {
+  k.desc.num_batch_variants = 0;
+  k.desc.batch_variants = nullptr;
+}
+
+/// Drops its decode schedule.
+void dropDecodeVariants(DecodeKernel &k) {
+  k.desc.decode_max_n = 0;
+  k.desc.num_decode_variants = 0;
+  k.desc.decode_variants = nullptr;
+  k.desc.merge_variant = nullptr;
+}
 
 TEST_F(CudaBatch, PagedRaggedBatchIsOneDecodeAndOneMerge) {
   DecodeKernel k;
@@ -190,11 +239,6 @@ TEST_F(CudaBatch, Refusals) {
   }
   {
     BatchCall c;
-    c.layout.max_seqlen_q = 17;
-    expectFail(c, ATTN_ERROR_UNSUPPORTED, "decode_max_n = 16");
-  }
-  {
-    BatchCall c;
     c.layout.max_seqlen_k = 0;
     expectFail(c, ATTN_ERROR_INVALID_ARGUMENT, "max_seqlen_k = 0");
   }
@@ -236,14 +280,214 @@ TEST_F(CudaBatch, Refusals) {
     EXPECT_NE(lastError().find("layout"), std::string::npos);
   }
   {
-    // A kernel without decode variants (sigmoid, ROCm's).
+    // A kernel with neither schedule (sigmoid, ROCm's).
     BatchCall c;
-    k.desc.decode_max_n = 0;
-    k.desc.num_decode_variants = 0;
-    k.desc.decode_variants = nullptr;
-    k.desc.merge_variant = nullptr;
-    expectFail(c, ATTN_ERROR_UNSUPPORTED, "no decode variants");
+    dropDecodeVariants(k);
+    dropBatchVariants(k);
+    expectFail(c, ATTN_ERROR_UNSUPPORTED,
+               "no decode variants and no batch prefill variants");
   }
+}
+
+TEST_F(CudaBatch, RaggedPrefillBatchIsOneLaunch) {
+  // Packed q (120 rows) and packed k, v (100 rows): no partials, one launch
+  // of the batch variant on grid (ceil(max_seqlen_q / 64), B * Hq).
+  for (auto [maxQ, tiles] : {std::pair<int64_t, unsigned>{17, 1}, {70, 2}}) {
+    DecodeKernel k;
+    BatchCall call;
+    call.packQueries(120, maxQ);
+    call.k = Tensor({100, 2, 128}, bf16(), BatchCall::kK);
+    call.v = Tensor({100, 2, 128}, bf16(), BatchCall::kV);
+    call.layout.tables = {};
+    call.layout.tables.cu_seqlens_q = call.cuQ.get();
+    call.layout.tables.cu_seqlens_k = call.cuK.get();
+    void *stream = reinterpret_cast<void *>(0x5300);
+    int launches = state().launch_calls, allocs = state().alloc_calls;
+    ASSERT_EQ(call.run(&k.desc, stream), ATTN_OK) << lastError();
+    EXPECT_EQ(state().launch_calls, launches + 1);
+    EXPECT_EQ(state().alloc_calls, allocs);
+    EXPECT_EQ(state().live_allocs, 0);
+
+    const FakeCudaLaunch &l = state().last_launch;
+    EXPECT_STREQ(l.function, "attn_batch_d128");
+    EXPECT_EQ(l.grid[0], tiles);
+    EXPECT_EQ(l.grid[1], 24u); // B * Hq = 3 * 8
+    EXPECT_EQ(l.grid[2], 1u);
+    EXPECT_EQ(l.block[0], 128u);
+    EXPECT_EQ(l.shared_mem_bytes, 81920u);
+    EXPECT_EQ(l.stream, stream);
+    ASSERT_EQ(l.num_params, kPWords);
+    // q and o: packed [120, 8, 128] as [3, 8, 120, 128], batch stride 0.
+    EXPECT_EQ(words(l, kPQ, 11),
+              (V{int64_t(BatchCall::kQ), int64_t(BatchCall::kQ), 0, 3, 8, 120,
+                 128, 0, 128, 8 * 128, 1}));
+    EXPECT_EQ(words(l, kPK, 11),
+              (V{int64_t(BatchCall::kK), int64_t(BatchCall::kK), 0, 3, 2, 100,
+                 128, 0, 128, 2 * 128, 1}));
+    EXPECT_EQ(words(l, kPV, 2),
+              (V{int64_t(BatchCall::kV), int64_t(BatchCall::kV)}));
+    EXPECT_EQ(words(l, kPO, 11),
+              (V{int64_t(BatchCall::kO), int64_t(BatchCall::kO), 0, 3, 8, 120,
+                 128, 0, 128, 8 * 128, 1}));
+    // lse: packed [8, 120] as [3, 8, 120].
+    EXPECT_EQ(words(l, kPLse, 9),
+              (V{int64_t(BatchCall::kLse), int64_t(BatchCall::kLse), 0, 3, 8,
+                 120, 0, 120, 1}));
+    // doc in place, binding [B, max_seqlen_q].
+    EXPECT_EQ(words(l, kPDoc, 7),
+              (V{int64_t(BatchCall::kDoc), int64_t(BatchCall::kDoc), 0, 3, maxQ,
+                 maxQ, 1}));
+    EXPECT_EQ(words(l, kPCuQ, 5),
+              (V{int64_t(BatchCall::kCuQ), int64_t(BatchCall::kCuQ), 0, 4, 1}));
+    EXPECT_EQ(words(l, kPCuK, 5),
+              (V{int64_t(BatchCall::kCuK), int64_t(BatchCall::kCuK), 0, 4, 1}));
+    // No block table, no kv_lens: NULL descriptors.
+    EXPECT_EQ(words(l, kPTable, 12), (V{0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1}));
+  }
+}
+
+TEST_F(CudaBatch, PagedPrefillPassesThePools) {
+  DecodeKernel k;
+  BatchCall call;
+  call.packQueries(40, 17);
+  call.withLse = false;
+  int launches = state().launch_calls, allocs = state().alloc_calls;
+  ASSERT_EQ(call.run(&k.desc), ATTN_OK) << lastError();
+  EXPECT_EQ(state().launch_calls, launches + 1);
+  EXPECT_EQ(state().alloc_calls, allocs);
+  const FakeCudaLaunch &l = state().last_launch;
+  EXPECT_STREQ(l.function, "attn_batch_d128");
+  EXPECT_EQ(l.grid[0], 1u);
+  EXPECT_EQ(l.grid[1], 24u);
+  ASSERT_EQ(l.num_params, kPWords);
+  // k and v: the pools [10, 16, 2, 128] as they are.
+  EXPECT_EQ(words(l, kPK, 11),
+            (V{int64_t(BatchCall::kK), int64_t(BatchCall::kK), 0, 10, 16, 2,
+               128, 16 * 2 * 128, 2 * 128, 128, 1}));
+  EXPECT_EQ(words(l, kPV, 11),
+            (V{int64_t(BatchCall::kV), int64_t(BatchCall::kV), 0, 10, 16, 2,
+               128, 16 * 2 * 128, 2 * 128, 128, 1}));
+  // No lse: a NULL [B, Hq, total_q].
+  EXPECT_EQ(words(l, kPLse, 9), (V{0, 0, 0, 3, 8, 40, 8 * 40, 40, 1}));
+  // cu_seqlens_q, no cu_seqlens_k, block_table, kv_lens.
+  EXPECT_EQ(words(l, kPCuQ, 5),
+            (V{int64_t(BatchCall::kCuQ), int64_t(BatchCall::kCuQ), 0, 4, 1}));
+  EXPECT_EQ(words(l, kPCuK, 5), (V{0, 0, 0, 0, 1}));
+  EXPECT_EQ(words(l, kPTable, 7),
+            (V{int64_t(BatchCall::kTable), int64_t(BatchCall::kTable), 0, 3, 4,
+               4, 1}));
+  EXPECT_EQ(words(l, kPLens, 5),
+            (V{int64_t(BatchCall::kLens), int64_t(BatchCall::kLens), 0, 3, 1}));
+}
+
+TEST_F(CudaBatch, ScheduleFollowsTheEnvironmentAndTheVariants) {
+  DecodeKernel k;
+  BatchCall call;
+  call.packQueries(3, 1);
+  int launches = state().launch_calls;
+  // prefill: the batch variant even for one query per sequence.
+  setenv("ATTN_GPU_SCHEDULE", "prefill", 1);
+  ASSERT_EQ(call.run(&k.desc), ATTN_OK) << lastError();
+  EXPECT_EQ(state().launch_calls, launches + 1);
+  EXPECT_STREQ(state().last_launch.function, "attn_batch_d128");
+  EXPECT_EQ(state().last_launch.grid[0], 1u);
+  EXPECT_EQ(state().last_launch.grid[1], 24u);
+  // Unset: decode and merge.
+  unsetenv("ATTN_GPU_SCHEDULE");
+  ASSERT_EQ(call.run(&k.desc), ATTN_OK) << lastError();
+  EXPECT_EQ(state().launch_calls, launches + 3);
+  EXPECT_STREQ(state().prev_launch.function, "attn_dec_d128");
+  // decode: refused past decode_max_n, though the batch variant could run.
+  setenv("ATTN_GPU_SCHEDULE", "decode", 1);
+  call.packQueries(40, 17);
+  EXPECT_EQ(call.run(&k.desc), ATTN_ERROR_UNSUPPORTED);
+  EXPECT_NE(lastError().find("ATTN_GPU_SCHEDULE=decode"), std::string::npos)
+      << lastError();
+  EXPECT_NE(lastError().find("decode_max_n = 16"), std::string::npos);
+  EXPECT_EQ(state().launch_calls, launches + 3);
+  // ... and ignored by a kernel without decode variants, whose batches all
+  // take the batch variant.
+  dropDecodeVariants(k);
+  call.packQueries(3, 1);
+  ASSERT_EQ(call.run(&k.desc), ATTN_OK) << lastError();
+  EXPECT_EQ(state().launch_calls, launches + 4);
+  EXPECT_STREQ(state().last_launch.function, "attn_batch_d128");
+  // A small head dim picks the d64 variant.
+  call.q = Tensor({3, 8, 64}, bf16(), BatchCall::kQ);
+  call.k = Tensor({10, 16, 2, 64}, bf16(), BatchCall::kK);
+  call.v = Tensor({10, 16, 2, 64}, bf16(), BatchCall::kV);
+  call.o = Tensor({3, 8, 64}, f32(), BatchCall::kO);
+  ASSERT_EQ(call.run(&k.desc), ATTN_OK) << lastError();
+  EXPECT_STREQ(state().last_launch.function, "attn_batch_d64");
+  EXPECT_EQ(state().last_launch.shared_mem_bytes, 40960u);
+}
+
+TEST_F(CudaBatch, LongSequencesWithoutBatchVariantsAreRefused) {
+  DecodeKernel k;
+  dropBatchVariants(k);
+  BatchCall call;
+  call.packQueries(40, 17);
+  int launches = state().launch_calls;
+  EXPECT_EQ(call.run(&k.desc), ATTN_ERROR_UNSUPPORTED);
+  EXPECT_NE(lastError().find("no batch prefill variants"), std::string::npos)
+      << lastError();
+  EXPECT_NE(lastError().find("decode_max_n = 16"), std::string::npos);
+  // prefill asks for what the kernel lacks: it keeps its decode schedule.
+  setenv("ATTN_GPU_SCHEDULE", "prefill", 1);
+  call.packQueries(3, 1);
+  ASSERT_EQ(call.run(&k.desc), ATTN_OK) << lastError();
+  EXPECT_EQ(state().launch_calls, launches + 2);
+  EXPECT_STREQ(state().prev_launch.function, "attn_dec_d128");
+}
+
+TEST_F(CudaBatch, PrefillGridWithinTheLimits) {
+  // Without the aux input, nothing but the grid bounds max_seqlen_q.
+  DecodeKernel k;
+  k.desc.num_inputs = 3;
+  BatchCall call;
+  int launches = state().launch_calls;
+  for (int64_t maxQ : {(int64_t(1) << 31) * 64 + 1, INT64_MAX}) {
+    call.layout.max_seqlen_q = maxQ;
+    EXPECT_EQ(call.run(&k.desc), ATTN_ERROR_SHAPE) << lastError();
+    EXPECT_NE(lastError().find("q: ceil(max_seqlen_q / block_q) = "),
+              std::string::npos)
+        << lastError();
+  }
+  EXPECT_EQ(state().launch_calls, launches);
+}
+
+TEST_F(CudaBatch, BatchVariantDescriptorChecks) {
+  BatchCall call;
+  int launches = state().launch_calls;
+  auto expectInvalid = [&](const DecodeKernel &k, const std::string &part) {
+    EXPECT_EQ(call.run(&k.desc), ATTN_ERROR_INVALID_ARGUMENT) << lastError();
+    EXPECT_NE(lastError().find(part), std::string::npos) << lastError();
+  };
+  {
+    DecodeKernel k;
+    k.desc.num_batch_variants = -1;
+    expectInvalid(k, "num_batch_variants -1");
+    // attn_cuda_run checks the same fields.
+    Call dense;
+    EXPECT_EQ(dense.run(&k.desc), ATTN_ERROR_INVALID_ARGUMENT);
+    EXPECT_NE(lastError().find("num_batch_variants -1"), std::string::npos);
+  }
+  {
+    DecodeKernel k;
+    k.desc.batch_variants = nullptr;
+    expectInvalid(k, "num_batch_variants is 2 but batch_variants is NULL");
+  }
+  {
+    DecodeKernel k;
+    std::swap(k.batch[0], k.batch[1]);
+    expectInvalid(k, "batch_variants must be sorted");
+  }
+  {
+    DecodeKernel k;
+    k.batch[1].num_threads = 0;
+    expectInvalid(k, "batch_variants[1] 'attn_batch_d128'");
+  }
+  EXPECT_EQ(state().launch_calls, launches);
 }
 
 /// ATTN_GPU_CHECK_TABLES=1: the tables come back in stream order (the fake
@@ -322,6 +566,27 @@ TEST_F(CudaBatchCheckTables, BadValuesAreRefusedBeforeAnyLaunch) {
   std::strcpy(state().fail_function, "cuMemcpyDtoHAsync_v2");
   state().fail_code = 700;
   expectRefused(call(), "reading cu_seqlens_q", ATTN_ERROR_DRIVER);
+}
+
+TEST_F(CudaBatchCheckTables, PrefillBatchesAreCheckedToo) {
+  setenv("ATTN_GPU_CHECK_TABLES", "1", 1);
+  // Sequences of 1, 17 and 2 queries within max_seqlen_q = 17: read back,
+  // then one launch of the batch variant.
+  cuQ = {0, 1, 18, 20};
+  BatchCall good = call();
+  good.packQueries(20, 17);
+  DecodeKernel k;
+  int launches = state().launch_calls, copies = state().copy_calls;
+  ASSERT_EQ(good.run(&k.desc, stream), ATTN_OK) << lastError();
+  EXPECT_EQ(state().copy_calls, copies + 3);
+  EXPECT_EQ(state().launch_calls, launches + 1);
+  EXPECT_STREQ(state().last_launch.function, "attn_batch_d128");
+  // One of 18: more than the grid covers.
+  cuQ = {0, 1, 19, 20};
+  BatchCall bad = call();
+  bad.packQueries(20, 17);
+  expectRefused(bad, "cu_seqlens_q: sequence 1 has 18 queries, more than "
+                     "layout max_seqlen_q = 17");
 }
 
 TEST_F(CudaBatchCheckTables, OffByDefault) {

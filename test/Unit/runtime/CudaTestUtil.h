@@ -163,11 +163,12 @@ struct Call {
   }
 };
 
-/// A softmax kernel with the decode schedule as attnc emits it: forward
-/// variants d64 and d128 (block_q 64), decode variants d64 and d128
-/// (16 rows, one warp) and the merge (4 rows, 128 threads); inputs q, k, v
-/// and doc : i32[B, N]. Each function's parameter count is what the
-/// runtime passes it (the fake driver reads that many).
+/// A softmax kernel with the decode schedule and the batch prefill as attnc
+/// emits it: forward variants d64 and d128 (block_q 64), decode variants
+/// d64 and d128 (16 rows, one warp), the merge (4 rows, 128 threads) and
+/// batch prefill variants d64 and d128 (block_q 64); inputs q, k, v and
+/// doc : i32[B, N]. Each function's parameter count is what the runtime
+/// passes it (the fake driver reads that many).
 struct DecodeKernel {
   std::vector<attn_cuda_kernel_variant_t> forward = {
       {"attn_fwd_d64", 64, 64, 128, 40960, 0, 0},
@@ -176,6 +177,9 @@ struct DecodeKernel {
       {"attn_dec_d64", 64, 16, 32, 34816, 0, 0},
       {"attn_dec_d128", 128, 16, 32, 36864, 0, 0}};
   attn_cuda_kernel_variant_t merge = {"attn_merge", 128, 4, 128, 0, 0, 0};
+  std::vector<attn_cuda_kernel_variant_t> batch = {
+      {"attn_batch_d64", 64, 64, 128, 40960, 0, 0},
+      {"attn_batch_d128", 128, 64, 128, 81920, 0, 0}};
   std::vector<attn_input_desc_t> inputs;
   attn_cuda_kernel_desc_t desc{};
 
@@ -191,10 +195,12 @@ struct DecodeKernel {
     // Forward: q, k, v, o (11 words each), lse (9), doc (7). Decode: q, k,
     // v, o_part (13), lse_part (11), doc, the batch tables cu_seqlens_q,
     // cu_seqlens_k (5 each), block_table (7), kv_lens (5). Merge: o_part,
-    // lse_part, o, lse, cu_seqlens_q.
+    // lse_part, o, lse, cu_seqlens_q. Batch prefill: the forward's, then
+    // the four tables.
     static std::deque<std::string> images;
     images.push_back("attn_fwd_d64=60\nattn_fwd_d128=60\nattn_dec_d64=86\n"
-                     "attn_dec_d128=86\nattn_merge=49\n");
+                     "attn_dec_d128=86\nattn_merge=49\nattn_batch_d64=82\n"
+                     "attn_batch_d128=82\n");
     desc.abi_version = ATTN_ABI_VERSION;
     desc.name = "decode_kernel";
     desc.image = images.back().c_str();
@@ -208,6 +214,8 @@ struct DecodeKernel {
     desc.num_decode_variants = int32_t(decode.size());
     desc.decode_variants = decode.data();
     desc.merge_variant = &merge;
+    desc.num_batch_variants = int32_t(batch.size());
+    desc.batch_variants = batch.data();
   }
 };
 

@@ -1,7 +1,8 @@
 """Compiles every spec in a directory for the given CUDA chips and checks the
 ptxas report: each spec (softmax family and linear attention alike) yields
-both head-dim kernels on every chip (softmax specs also both decode kernels
-and the merge kernel), with no spills (stores, loads or stack).
+both head-dim kernels on every chip (the softmax family also both batch
+prefill kernels, softmax specs both decode kernels and the merge kernel),
+with no spills (stores, loads or stack).
 Prints one line per spec."""
 import glob
 import os
@@ -23,8 +24,12 @@ for spec in sorted(glob.glob(os.path.join(examples, "*.attn"))):
     kernels = {(r[0], r[1]) for r in rows}
     want = {(c, f"attn_{name}_d{d}") for c in chips.split(",")
             for d in (64, 128)}
-    # Softmax specs also get the split-KV decode kernels and the merge
-    # (the test's CHECK lines pin how many kernels each spec has).
+    # The softmax family also gets the batch prefill kernels, softmax specs
+    # the split-KV decode kernels and the merge (the test's CHECK lines pin
+    # how many kernels each spec has).
+    if any("_batch_d" in k for _, k in kernels):
+        want |= {(c, f"attn_{name}_batch_d{d}") for c in chips.split(",")
+                 for d in (64, 128)}
     if any("_decode_d" in k for _, k in kernels):
         want |= {(c, f"attn_{name}_{k}") for c in chips.split(",")
                  for k in ("decode_d64", "decode_d128", "merge")}

@@ -60,10 +60,11 @@ struct CompileOptions {
   /// (and `zstate` [B, Hq, Dphi] when normalized) after the spec's inputs,
   /// starts from them and writes the final state back (decode / pieces).
   bool linearState = false;
-  /// CPU, softmax family: also compile the kernels that read K and V from a
+  /// Softmax family: also compile the kernels that read K and V from a
   /// paged cache (page pools, a block table and per-sequence lengths), for
   /// runBatch() with a paged layout (docs/language.md, "Ragged batches and
-  /// paged KV caches").
+  /// paged KV caches"); on CUDA the batch prefill kernels, which runBatch()
+  /// needs for sequences of more than 16 queries (ragged or paged).
   bool pagedKV = false;
   /// Compile the gradients' kernel instead of the forward (CPU, softmax
   /// family): the Kernel's backward() computes dq, dk, dv and the aux
@@ -118,9 +119,9 @@ public:
                          const attn_run_options_t *options = nullptr) const;
   /// The same on a CUDA device (attn_cuda_run_batch: int32 tables on q's
   /// device, the longest runs given; one decode launch and one merge launch
-  /// on `stream`, a CUstream, NULL: the default stream). CUDA kernels with
-  /// decode variants only (softmax specs): another target gets the
-  /// runtime's INVALID_ARGUMENT ("not compiled for CUDA").
+  /// on `stream`, a CUstream, NULL: the default stream, or past 16 queries
+  /// one launch of the batch prefill kernel, compiled with pagedKV). Another
+  /// target gets the runtime's INVALID_ARGUMENT ("not compiled for CUDA").
   attn_status_t runBatch(const DLTensor *const *inputs,
                          const attn_gpu_batch_layout_t &layout, DLTensor *o,
                          DLTensor *lse = nullptr, void *stream = nullptr) const;

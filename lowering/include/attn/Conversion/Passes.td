@@ -121,6 +121,13 @@ def ConvertAttnToNVVM : Pass<"convert-attn-to-nvvm", "ModuleOp"> {
     read once for the whole group, writing a normalized partial o and its lse
     per split; and a merge kernel combining the splits by their lse.
 
+    With `batch-kernels`, every spec also gets a batch prefill kernel per
+    variant, `attn_<name>_batch_d<D>`: the forward kernel whose arguments
+    end with the batch tables (cu_seqlens_q, cu_seqlens_k, block_table,
+    kv_lens; null memrefs where absent), so one launch covers sequences of
+    different lengths, packed or in a page pool; each CTA binds its
+    sequence's N and M, and masks see positions within the sequence.
+
     ```mlir
     gpu.module @attn_causal_cuda {
       gpu.func @attn_causal_d128(%q: memref<?x?x?x?xbf16, strided<[?, ?, ?, 1], offset: ?>>, ...) kernel
@@ -138,7 +145,13 @@ def ConvertAttnToNVVM : Pass<"convert-attn-to-nvvm", "ModuleOp"> {
            "also generate, for softmax specs, the split-KV decode kernel "
            "attn_<name>_decode_d<D> per head-dim variant and the merge kernel "
            "attn_<name>_merge (attribute attn.role = \"decode\" / "
-           "\"merge\"; attn_cuda_run launches them for N <= 16)">
+           "\"merge\"; attn_cuda_run launches them for N <= 16)">,
+    Option<"batchKernels", "batch-kernels", "bool", "false",
+           "also generate the batch prefill kernel attn_<name>_batch_d<D> "
+           "per head-dim variant (attribute attn.role = \"batch\"): the "
+           "forward kernel over a ragged or paged batch, reading the batch "
+           "tables (attn_cuda_run_batch runs it for sequences of more than "
+           "16 queries)">
   ];
   let dependentDialects = [
     "::mlir::arith::ArithDialect", "::mlir::gpu::GPUDialect",

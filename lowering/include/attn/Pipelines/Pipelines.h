@@ -78,6 +78,9 @@ struct CUDAPipelineOptions {
   /// Softmax specs: also the split-KV decode and merge kernels
   /// (convert-attn-to-nvvm{decode-kernels}).
   bool decodeKernels = true;
+  /// Softmax family: also the batch prefill kernels (convert-attn-to-nvvm
+  /// {batch-kernels}; attnc --paged-kv).
+  bool batchKernels = false;
 };
 
 /// The CUDA counterpart of buildAttnCPUPipeline: Tiled declares q/k/v types

@@ -40,10 +40,11 @@ constexpr int32_t kGpuDecodeMaxN = 16;
 /// launch contract attributes, by max head dim ascending.
 std::vector<GpuVariant> collectGpuVariants(ModuleOp module);
 
-/// Variants by role: the forward ones, the decode ones (both by max head
-/// dim ascending) and the merge kernel (none: an empty function).
+/// Variants by role: the forward ones, the decode ones, the batch prefill
+/// ones (each by max head dim ascending) and the merge kernel (none: an
+/// empty function).
 struct GpuRoles {
-  std::vector<GpuVariant> forward, decode;
+  std::vector<GpuVariant> forward, decode, batch;
   GpuVariant merge;
 };
 GpuRoles splitGpuRoles(llvm::ArrayRef<GpuVariant> variants);
@@ -148,6 +149,9 @@ protected:
                              Stage start) const = 0;
   /// "" when what compileChips needs is there, else why not.
   virtual std::string checkToolchain() const = 0;
+  /// Whether --paged-kv (Schedule::pagedKV) gives it batch prefill kernels
+  /// (attn.role = "batch") for ragged and paged batches.
+  virtual bool hasBatchPrefill() const { return false; }
   /// Compiles the Kernel-stage `kernels` for every chip: fills `out`'s
   /// image, reports and formats (the variants are filled already).
   virtual LogicalResult compileChips(ModuleOp kernels, const Schedule &schedule,

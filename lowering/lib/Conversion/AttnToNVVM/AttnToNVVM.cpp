@@ -62,13 +62,17 @@ using F = arith::CmpFPredicate;
 /// current kv tile are `tileS`.
 class GpuKernelBuilder : public GpuKernelBase, public TileLowering {
 public:
-  /// `decode`: the split-KV decode kernel (see emitDecodePrologue) instead
-  /// of the forward one.
+  /// Which kernel of the spec to build.
+  enum class Kind {
+    Forward, ///< attn_<name>_d<D>: one dense batch
+    Decode,  ///< attn_<name>_decode_d<D>: split-KV (emitDecodePrologue)
+    Batch,   ///< attn_<name>_batch_d<D>: forward over the batch tables
+  };
   GpuKernelBuilder(SpecOp spec, gpu::GPUModuleOp gpuModule, int64_t headDim,
-                   bool decode = false)
+                   Kind kernelKind = Kind::Forward)
       : GpuKernelBase(spec, headDim), tiled(spec.getTiledAttention()),
         regions(tiled), sched(tiled ? tiled.getSchedule() : ScheduleAttr()),
-        decode(decode) {
+        decode(kernelKind == Kind::Decode), batch(kernelKind == Kind::Batch) {
     b.setInsertionPointToEnd(gpuModule.getBody());
   }
 
@@ -81,12 +85,21 @@ private:
   /// The decode kernel's work item and rows (see build()); `entry` holds
   /// the batch tables last.
   void emitDecodePrologue(Block *entry);
-  /// Decode: sequence bIdx's queries and keys from the batch tables (see
-  /// emitDecodePrologue), and what depends on N and M.
+  /// The batch prefill kernel's q tile and sequence (see build()).
+  void emitBatchPrologue(Block *entry);
+  /// The forward grid's CTA: sets (b, h, hk) from blockIdx.y and returns
+  /// its q tile.
+  Value emitForwardCta();
+  /// The batch tables (the last four arguments of `entry`) and whether k
+  /// and v are page pools; returns the kv heads.
+  Value bindTables(Block *entry);
+  /// Decode and batch: sequence bIdx's queries and keys from the batch
+  /// tables (see emitDecodePrologue), and what depends on N and M.
   void bindSequence(Value hkv);
-  /// Decode: where key row j of sequence bIdx lives in k and v (all but
-  /// the column index): {b, hk, kBase + j} or, paged, {page, slot, hk}.
-  SmallVector<Value> decodeKVRow(Value j);
+  /// Decode and batch: where key row j of sequence bIdx lives in k and v
+  /// (all but the column index): {b, hk, kBase + j} or, paged, {page,
+  /// slot, hk}.
+  SmallVector<Value> sequenceKVRow(Value j);
   /// The cp.async copies of the kv tile from row k0 of `src` (k or v).
   SmallVector<Value> emitKVCopy(Value src, Value k0, Value colLimit, Value base,
                                 Value enable);
@@ -114,7 +127,7 @@ private:
   ScheduleAttr sched;
   int64_t BM = 64, BN = 64;
   NormalizerKind kind = NormalizerKind::softmax;
-  bool decode;
+  bool decode, batch;
 
   KernelEnv env;
   Value nKT;
@@ -131,7 +144,8 @@ private:
   // Decode: the kv split, the G * N rows of the group, this CTA's first row,
   // and the tile box's last head and query range (i64).
   Value split, groupRows, f0, boxHHi, boxQLo, boxQHi;
-  // Decode: the batch tables (null memrefs when absent: a dense batch),
+  // Decode and batch: the batch tables (null memrefs when absent: a dense
+  // batch),
   // whether k and v are page pools, the sequence's first query and key
   // rows, max(N, 1) (a divisor); paged, as i32 (kept in registers through
   // the kv loop, and 32-bit division is the cheaper): the page size and
@@ -164,22 +178,10 @@ void GpuKernelBuilder::emitPrologue(gpu::GPUFuncOp fn) {
   emitThreadIds();
   if (decode) {
     emitDecodePrologue(entry);
+  } else if (batch) {
+    emitBatchPrologue(entry);
   } else {
-    // Query tiles run last-first: under causal-like masks the last tiles
-    // have the most kv tiles, and starting them first shortens the tail of
-    // the launch (as FlashAttention-2 does).
-    Value qt = arith::SubIOp::create(
-        b,
-        arith::SubIOp::create(b, gpu::GridDimOp::create(b, gpu::Dimension::x),
-                              cidx(1)),
-        gpu::BlockIdOp::create(b, gpu::Dimension::x));
-    Value bh = gpu::BlockIdOp::create(b, gpu::Dimension::y);
-    h = arith::RemUIOp::create(b, bh, Hq);
-    bIdx = arith::DivUIOp::create(b, bh, Hq);
-    hk = arith::DivUIOp::create(b, h, G);
-    bI64 = toI64(bIdx);
-    hI64 = toI64(h);
-    q0 = mul(qt, cidx(BM));
+    q0 = mul(emitForwardCta(), cidx(BM));
     nKT = arith::CeilDivUIOp::create(b, M, cidx(BN));
     Value lastQ = arith::SubIOp::create(b, N, cidx(1));
     for (int r = 0; r < 2; ++r) {
@@ -213,18 +215,40 @@ void GpuKernelBuilder::emitPrologue(gpu::GPUFuncOp fn) {
 /// is query i of sequence b; paged k and v are the pools [pages,
 /// page_size, Hkv, D] themselves. Grids are sized for the longest sequence:
 /// a chunk past its sequence's rows visits no kv tile and stores nothing.
-void GpuKernelBuilder::emitDecodePrologue(Block *entry) {
+Value GpuKernelBuilder::emitForwardCta() {
+  // Query tiles run last-first: under causal-like masks the last tiles
+  // have the most kv tiles, and starting them first shortens the tail of
+  // the launch (as FlashAttention-2 does).
+  Value qt = sub(sub(gpu::GridDimOp::create(b, gpu::Dimension::x), cidx(1)),
+                 gpu::BlockIdOp::create(b, gpu::Dimension::x));
+  Value bh = gpu::BlockIdOp::create(b, gpu::Dimension::y);
+  h = remu(bh, Hq);
+  bIdx = divu(bh, Hq);
+  hk = divu(h, G);
+  bI64 = toI64(bIdx);
+  hI64 = toI64(h);
+  return qt;
+}
+
+Value GpuKernelBuilder::bindTables(Block *entry) {
   ValueRange tables = entry->getArguments().take_back(4);
   cuQ = tables[0];
   cuK = tables[1];
   blockTable = tables[2];
   kvLens = tables[3];
   paged = present(blockTable);
+  // Paged k is [pages, page_size, Hkv, D].
+  Value hkv = select(paged, memref::DimOp::create(b, k, 2),
+                     memref::DimOp::create(b, k, 1));
+  G = divu(Hq, hkv);
+  return hkv;
+}
+
+void GpuKernelBuilder::emitDecodePrologue(Block *entry) {
+  Value hkv = bindTables(entry);
   auto dim = [&](Value m, int64_t d) -> Value {
     return memref::DimOp::create(b, m, d);
   };
-  Value hkv = select(paged, dim(k, 2), dim(k, 1));
-  G = divu(Hq, hkv);
   Value numSplits = dim(o, 2);
   Value chunks = divu(dim(o, 3), cidx(BM));
   Value item = gpu::BlockIdOp::create(b, gpu::Dimension::x);
@@ -270,6 +294,28 @@ void GpuKernelBuilder::emitDecodePrologue(Block *entry) {
   ktEnd = select(ult(f0, groupRows), minu(add(ktBegin, per), nKT), ktBegin);
 }
 
+/// The forward kernel's CTA (q tile gridDim.x - 1 - blockIdx.x, longest
+/// first, of (b, h) = blockIdx.y / Hq, % Hq) over a batch of sequences of
+/// different lengths: the arguments are the forward's (q, k, v, o, lse as
+/// the packed views of emitDecodePrologue: o[b, h, qBase + i] is output row
+/// i of sequence b; lse [B, Hq, rows]) and the batch tables. The grid is
+/// sized for the longest sequence: a q tile past its sequence's queries
+/// visits no kv tile and stores nothing. Masks and scores see positions
+/// within the sequence and its own N and M (bindSequence).
+void GpuKernelBuilder::emitBatchPrologue(Block *entry) {
+  Value hkv = bindTables(entry);
+  q0 = mul(emitForwardCta(), cidx(BM));
+  bindSequence(hkv);
+  nKT = arith::CeilDivUIOp::create(b, M, cidx(BN));
+  Value lastQ = sub(maxu(N, cidx(1)), cidx(1));
+  for (int r = 0; r < 2; ++r) {
+    qRow[r] = add(add(q0, mul(warp, cidx(16))), add(g, cidx(r * 8)));
+    qIdx[r] = toI64(minu(qRow[r], lastQ));
+  }
+  ktBegin = cidx(0);
+  ktEnd = select(ult(q0, N), nKT, cidx(0));
+}
+
 /// As the CPU's bindSequence: dense when the tables are null (N = dim(q, 2),
 /// M = dim(k, 2)). Every table value is clamped, so a bad table computes
 /// wrong rows but addresses nothing outside the tensors: N to the rows the
@@ -282,7 +328,11 @@ void GpuKernelBuilder::bindSequence(Value hkv) {
     return memref::DimOp::create(b, m, d);
   };
   auto [qBegin, qEnd] = sequenceRows(cuQ, bIdx, dim(q, 2));
-  N = minu(sub(qEnd, qBegin), divu(dim(o, 3), G));
+  // Decode: no more rows than the partials hold per head; batch: o has
+  // q's rows (the caller's to check).
+  N = sub(qEnd, qBegin);
+  if (decode)
+    N = minu(N, divu(dim(o, 3), G));
   // An empty sequence may start past the last row: its (zero-filled)
   // copies read row 0.
   qBase = select(cmp(P::eq, N, cidx(0)), cidx(0), qBegin);
@@ -318,7 +368,7 @@ void GpuKernelBuilder::bindSequence(Value hkv) {
 /// sequence (or row 0) and j / page_size a column of its table row; only
 /// the page id read from the table needs a clamp. The paged arithmetic is
 /// 32-bit (kv_lens is int32).
-SmallVector<Value> GpuKernelBuilder::decodeKVRow(Value j) {
+SmallVector<Value> GpuKernelBuilder::sequenceKVRow(Value j) {
   return ifIndices(
       paged, 3,
       [&]() -> SmallVector<Value> {
@@ -338,10 +388,10 @@ SmallVector<Value> GpuKernelBuilder::emitKVCopy(Value src, Value k0,
                                                 Value colLimit, Value base,
                                                 Value enable) {
   Value dst = src == k ? Ks : Vs;
-  if (!decode)
+  if (!decode && !batch)
     return emitTileCopy(src, bIdx, hk, k0, BN, M, colLimit, dst, base, enable);
   return emitTileCopy(
-      src, [&](Value j) { return decodeKVRow(j); }, k0, BN, M, colLimit, dst,
+      src, [&](Value j) { return sequenceKVRow(j); }, k0, BN, M, colLimit, dst,
       base, enable);
 }
 
@@ -531,8 +581,9 @@ void GpuKernelBuilder::emitStore(ValueRange state) {
   if (decode)
     return emitDecodeStore(state, inv, lseVal);
   for (int r = 0; r < 2; ++r) {
-    Value row = qRow[r];
-    ifThen(arith::CmpIOp::create(b, P::ult, row, N), [&] {
+    ifThen(arith::CmpIOp::create(b, P::ult, qRow[r], N), [&] {
+      // Batch: row qRow of the sequence is row qBase + qRow of o and lse.
+      Value row = batch ? add(qBase, qRow[r]) : qRow[r];
       for (int64_t n = 0; n < D / 8; ++n) {
         Value col0 = add(cidx(8 * n), mul(t, cidx(2)));
         for (int c = 0; c < 2; ++c) {
@@ -627,13 +678,12 @@ LogicalResult GpuKernelBuilder::build() {
   if (decode) {
     args[3] = decodePartialType(ctx, 5); // o_part
     args[4] = decodePartialType(ctx, 4); // lse_part
-    // cu_seqlens_q, cu_seqlens_k, block_table, kv_lens.
+  }
+  if (decode || batch) // cu_seqlens_q, cu_seqlens_k, block_table, kv_lens.
     args.append({batchTableType(ctx, 1), batchTableType(ctx, 1),
                  batchTableType(ctx, 2), batchTableType(ctx, 1)});
-  }
-  std::string name =
-      ("attn_" + spec.getSymName() + (decode ? "_decode_d" : "_d") + Twine(D))
-          .str();
+  StringRef infix = decode ? "_decode_d" : batch ? "_batch_d" : "_d";
+  std::string name = ("attn_" + spec.getSymName() + infix + Twine(D)).str();
   auto fn = gpu::GPUFuncOp::create(b, name, FunctionType::get(ctx, args, {}));
   // What the runtime needs to launch it (read back by the driver); one CTA
   // per SM at least: the accumulators of one warp's 16 rows want more than
@@ -641,8 +691,8 @@ LogicalResult GpuKernelBuilder::build() {
   // d64 on sm_80).
   int64_t smemBytes = (BM * D + 4 * BN * D) * 2;
   setLaunchContract(fn, BM, numThreads, smemBytes, D);
-  if (decode)
-    fn->setAttr(kRoleAttr, b.getStringAttr("decode"));
+  if (decode || batch)
+    fn->setAttr(kRoleAttr, b.getStringAttr(decode ? "decode" : "batch"));
   OpBuilder::InsertionGuard guard(b);
   b.setInsertionPointToStart(&fn.getBody().front());
   emitPrologue(fn);
@@ -672,6 +722,14 @@ LogicalResult GpuKernelBuilder::lowerLoadQ(TileLoadQOp op) {
       return {bIdx, add(h, divu(f, nDiv)), add(qBase, remu(f, nDiv))};
     };
     asyncGroup(emitTileCopy(q, at, f0, BM, groupRows, Dqk, Qs, cidx(0), yes));
+    return success();
+  }
+  if (batch) {
+    // Query i of the sequence is row qBase + i of a packed q.
+    auto at = [&](Value i) -> SmallVector<Value> {
+      return {bIdx, h, add(qBase, i)};
+    };
+    asyncGroup(emitTileCopy(q, at, q0, BM, N, Dqk, Qs, cidx(0), yes));
     return success();
   }
   asyncGroup(emitTileCopy(q, map.lookup(op.getB()), map.lookup(op.getH()),
@@ -813,6 +871,15 @@ struct ConvertAttnToNVVMPass
           b, spec.getLoc(), ("attn_" + spec.getSymName() + "_cuda").str());
       if (failed(requireTiledForm(spec, "convert-attn-to-nvvm")))
         return signalPassFailure();
+      if (batchKernels && !spec.getTiledAttention()) {
+        spec.emitError()
+            << "batch-kernels: the batch prefill kernel is the forward "
+               "kernel of the softmax family (softmax, sigmoid, relu, none); "
+               "this spec "
+            << (spec.getTiledLinearAttention() ? "is linear attention"
+                                               : "is a gradients' kernel");
+        return signalPassFailure();
+      }
       if (spec.getTiledAttentionBackward()) {
         if (failed(buildBackwardGpuKernels(spec, gpuModule, dims)))
           return signalPassFailure();
@@ -831,16 +898,19 @@ struct ConvertAttnToNVVMPass
         spec->erase();
         continue;
       }
+      using Kind = GpuKernelBuilder::Kind;
       for (int64_t d : dims) {
-        GpuKernelBuilder kb(spec, gpuModule, d);
-        if (failed(kb.build()))
+        if (failed(GpuKernelBuilder(spec, gpuModule, d).build()))
+          return signalPassFailure();
+        if (batchKernels &&
+            failed(GpuKernelBuilder(spec, gpuModule, d, Kind::Batch).build()))
           return signalPassFailure();
       }
       if (decodeKernels &&
           spec.getTiledAttention().getNormalizer() == NormalizerKind::softmax) {
         for (int64_t d : dims)
-          if (failed(GpuKernelBuilder(spec, gpuModule, d, /*decode=*/true)
-                         .build()))
+          if (failed(
+                  GpuKernelBuilder(spec, gpuModule, d, Kind::Decode).build()))
             return signalPassFailure();
         if (failed(
                 buildMergeGpuKernel(spec, gpuModule, *llvm::max_element(dims))))

@@ -52,6 +52,7 @@ protected:
     buildAttnCUDAPipeline(pm, pipelineOptions(schedule, chip), stop, start);
   }
   std::string checkToolchain() const override { return gpus.checkToolkit(); }
+  bool hasBatchPrefill() const override { return true; }
   LogicalResult compileChips(ModuleOp kernels, const Schedule &schedule,
                              GpuOutputs &out,
                              std::string &error) const override;
@@ -121,6 +122,7 @@ CUDABackendTarget::pipelineOptions(const Schedule &schedule,
   if (!schedule.elementType.empty())
     options.elementType = schedule.elementType;
   options.backward = schedule.backward;
+  options.batchKernels = schedule.pagedKV;
   options.sharedLimit = gpus.sharedLimit();
   return options;
 }

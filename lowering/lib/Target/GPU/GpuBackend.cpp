@@ -48,6 +48,8 @@ GpuRoles mlir::attn::splitGpuRoles(llvm::ArrayRef<GpuVariant> variants) {
       r.decode.push_back(v);
     else if (v.role == "merge")
       r.merge = v;
+    else if (v.role == "batch")
+      r.batch.push_back(v);
     else
       r.forward.push_back(v);
   }
@@ -76,7 +78,7 @@ bool mlir::attn::parseGpuVariantLine(llvm::StringRef line, GpuVariant &v) {
       f[5].getAsInteger(10, v.scratchStateFloats) ||
       f[6].getAsInteger(10, v.scratchFixedFloats) || v.scratchStateFloats < 0 ||
       v.scratchFixedFloats < 0 ||
-      !llvm::is_contained({"-", "decode", "merge"}, f[7]))
+      !llvm::is_contained({"-", "decode", "merge", "batch"}, f[7]))
     return false;
   v.function = f[0].str();
   v.role = f[7] == "-" ? "" : f[7].str();
@@ -158,6 +160,8 @@ static std::string forwardHeader(const KernelInfo &info,
     writeVariants(os, names, prefix, roles.decode, "_decode_variants");
     writeVariants(os, names, prefix, {roles.merge}, "_merge_variant");
   }
+  if (!roles.batch.empty())
+    writeVariants(os, names, prefix, roles.batch, "_batch_variants");
   os << "static const attn_" << api << "_kernel_desc_t " << prefix
      << "_kernel = {\n"
      << "  " << ATTN_ABI_VERSION << " /* ATTN_ABI_VERSION when written */, \""
@@ -168,9 +172,13 @@ static std::string forwardHeader(const KernelInfo &info,
   if (decode)
     os << kGpuDecodeMaxN << " /* decode_max_n */, " << roles.decode.size()
        << ", " << prefix << "_decode_variants, " << prefix
-       << "_merge_variant};\n\n";
+       << "_merge_variant,\n  ";
   else
-    os << "0 /* no decode schedule */, 0, NULL, NULL};\n\n";
+    os << "0 /* no decode schedule */, 0, NULL, NULL,\n  ";
+  if (!roles.batch.empty())
+    os << roles.batch.size() << ", " << prefix << "_batch_variants};\n\n";
+  else
+    os << "0 /* no batch prefill */, NULL};\n\n";
   os << "static inline attn_status_t attn_" << api << "_run_" << n << "(";
   header::writeEntryParams(os, info.signature);
   os << "DLTensor *o, DLTensor *lse, void *stream) {\n";
@@ -301,8 +309,8 @@ private:
   KernelInfo info;
   GpuApiNames names;
   std::vector<GpuVariant> variants;
-  /// The C variants: forward (or gradients'), decode, then the merge.
-  std::vector<attn_cuda_kernel_variant_t> cVariants, cDecode, cMerge;
+  /// The C variants: forward (or gradients'), decode, the merge, batch.
+  std::vector<attn_cuda_kernel_variant_t> cVariants, cDecode, cMerge, cBatch;
   InputDescTable inputs;
   std::vector<int32_t> gradIndices;
   attn_cuda_kernel_desc_t desc{};
@@ -320,6 +328,7 @@ GpuBinding::GpuBinding(KernelInfo infoIn, const GpuApiNames &namesIn,
   for (const GpuVariant &v : variants) {
     auto &to = v.role == "decode"  ? cDecode
                : v.role == "merge" ? cMerge
+               : v.role == "batch" ? cBatch
                                    : cVariants;
     to.push_back(attn_cuda_kernel_variant_t{
         v.function.c_str(), static_cast<int32_t>(v.maxHeadDim),
@@ -342,6 +351,10 @@ GpuBinding::GpuBinding(KernelInfo infoIn, const GpuApiNames &namesIn,
     desc.num_decode_variants = static_cast<int32_t>(cDecode.size());
     desc.decode_variants = cDecode.data();
     desc.merge_variant = cMerge.data();
+  }
+  if (!cBatch.empty()) {
+    desc.num_batch_variants = static_cast<int32_t>(cBatch.size());
+    desc.batch_variants = cBatch.data();
   }
   if (!info.backward)
     return;
@@ -412,13 +425,12 @@ std::string GpuBackendTarget::checkSchedule(const Schedule &schedule) const {
             " yet (the linear-attention kernels start from a zero state); "
             "use the CPU target for decoding")
         .str();
-  if (schedule.pagedKV)
+  if (schedule.pagedKV && !hasBatchPrefill())
     return ("a paged KV cache (--paged-kv, CompileOptions::pagedKV) is not "
             "supported for " +
             names().title +
-            " yet; the paged prefill kernels exist for the CPU target (CUDA's "
-            "decode kernels read paged and ragged batches without the flag: "
-            "attn_cuda_run_batch)")
+            " yet; the batch prefill kernels exist for the CPU and CUDA "
+            "targets")
         .str();
   return "";
 }
