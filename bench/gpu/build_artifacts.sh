@@ -60,16 +60,19 @@ while [ $# -gt 0 ]; do
 done
 
 # id | spec (examples/) | q/k/v element type | params (space-separated K=V)
+#   [| attnc flags]
 #
+# causal and sliding_window_w64 are built with --paged-kv: their batch
+# prefill kernels run check_gpu.py's prefill batch cases (batch_cases.py).
 # The oracle variant (test/Integration/reference/oracle.py) of each artifact
 # is its spec's name. neighborhood_2d needs N = height * width, so it is
 # built once per tested size. The extra windows make the window mask bite at
 # the tested sizes (N <= 4133); the bench uses the spec defaults.
 ARTIFACTS=(
   "dense|dense|bf16|"
-  "causal|causal|bf16|"
+  "causal|causal|bf16||--paged-kv"
   "sliding_window|sliding_window|bf16|"
-  "sliding_window_w64|sliding_window|bf16|window=64"
+  "sliding_window_w64|sliding_window|bf16|window=64|--paged-kv"
   "softcap|softcap|bf16|"
   "alibi|alibi|bf16|"
   "document|document|bf16|"
@@ -132,13 +135,14 @@ LISTFILE="$OUT/.artifacts.txt"
 n=0
 start=$(date +%s)
 for entry in "${ARTIFACTS[@]}"; do
-  IFS='|' read -r id spec dtype params <<<"$entry"
+  IFS='|' read -r id spec dtype params flags <<<"$entry"
   selected "$id" || continue
   d="$OUT/$id"
   mkdir -p "$d"
   cmd=("$ATTNC" "$ROOT/examples/$spec.attn" "--target=cuda:$ARCH" "--dtype=$dtype"
        -o "$d/kernel.o" --header "$d/kernel.h" --verbose)
   for p in $params; do cmd+=(--param "$p"); done
+  for f in $flags; do cmd+=("$f"); done
   if ! "${cmd[@]}" > "$d/attnc.log" 2>&1; then
     echo "build_artifacts.sh: attnc failed for $id:" >&2
     cat "$d/attnc.log" >&2
