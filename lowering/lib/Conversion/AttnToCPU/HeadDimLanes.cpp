@@ -50,6 +50,23 @@ Value HeadDimLanes::loadRow(const RowRef &row, Value d, Value count) {
   SmallVector<Value, 4> idx(row.idx.begin(), row.idx.end());
   idx.push_back(d);
   Value x;
+  if (count && !elt.isF32()) {
+    // Element by element: a masked load of a bf16 vector on a CPU without
+    // AVX512-BF16 is scalarized by LLVM, which rounds each promoted lane
+    // back through __truncsfbf2, a libgcc/compiler-rt call the kernel
+    // libraries do not link (the decode kernels failed to load on AVX2 and
+    // skylake-avx512). This is only the D % vl columns of a row.
+    Value n = arith::MinUIOp::create(b, count, cidx(vl));
+    return loop(cidx(0), n, cidx(1), {zeros()},
+                [&](Value i, ValueRange acc) -> SmallVector<Value> {
+                  SmallVector<Value, 4> at(row.idx.begin(), row.idx.end());
+                  at.push_back(arith::AddIOp::create(b, d, i));
+                  Value raw = memref::LoadOp::create(b, row.mem, at);
+                  Value e = arith::ExtFOp::create(b, b.getF32Type(), raw);
+                  return {vector::InsertOp::create(b, e, acc[0], i)};
+                })
+        .getResult(0);
+  }
   if (count) {
     // create_mask clamps: count >= vl is a full vector.
     Value mask = vector::CreateMaskOp::create(
@@ -102,18 +119,69 @@ SmallVector<Value> HeadDimLanes::scores(Value Qr, int64_t gn,
       b.setInsertionPointToStart(&tail.getElseRegion().front());
       scf::YieldOp::create(b, body.getResults());
     }
+    // One vector per row, lane g its query's score: gn divides vl, so a
+    // row's sums share a vector of `sums`.
+    SmallVector<Value> sums;
+    SmallVector<int64_t> lanes;
+    sumLanes(SmallVector<Value>(tail.getResults()), sums, lanes);
     for (int64_t r = 0; r < nr; ++r) {
-      Value s = zeros();
-      for (int64_t g = 0; g < gn; ++g) {
-        Value x = vector::ReductionOp::create(b, vector::CombiningKind::ADD,
-                                              tail.getResult(r * gn + g),
-                                              arith::FastMathFlags::reassoc);
-        s = vector::InsertOp::create(b, x, s, ArrayRef<int64_t>{g});
-      }
-      out.push_back(s);
+      SmallVector<int64_t> mask(vl, vl); // lane 0 of zeros()
+      for (int64_t g = 0; g < gn; ++g)
+        mask[g] = lanes[r * gn + g];
+      out.push_back(
+          vector::ShuffleOp::create(b, sums[r * gn / vl], zeros(), mask));
     }
   }
   return out;
+}
+
+/// A transposing tree: each level adds the lower and upper halves of every
+/// segment of two vectors into one vector with twice the segments (two
+/// shuffles and an add per pair), so vl vectors end as one vector of their
+/// vl sums in 3 (vl - 1) operations, where one horizontal sum each took
+/// 2 log2(vl) and an insert (about 9 per key row and query at vl = 16).
+void HeadDimLanes::sumLanes(ArrayRef<Value> xs, SmallVector<Value> &sums,
+                            SmallVector<int64_t> &lanes) {
+  lanes.assign(xs.size(), 0);
+  for (size_t first = 0; first < xs.size(); first += vl) {
+    // vl vectors (zeros past the end); source[v][t]: the x whose partial
+    // sums fill segment t of vector v.
+    SmallVector<Value> vecs;
+    SmallVector<SmallVector<int64_t>> source;
+    for (int64_t i = 0; i < vl; ++i) {
+      size_t x = first + i;
+      vecs.push_back(x < xs.size() ? xs[x] : zeros());
+      source.push_back({x < xs.size() ? int64_t(x) : -1});
+    }
+    for (int64_t seg = vl; seg > 1; seg /= 2) {
+      int64_t half = seg / 2;
+      SmallVector<int64_t> lo, hi;
+      for (int64_t t = 0; t < vl / seg; ++t)
+        for (int64_t from : {int64_t(0), vl})
+          for (int64_t u = 0; u < half; ++u) {
+            lo.push_back(from + t * seg + u);
+            hi.push_back(from + t * seg + half + u);
+          }
+      SmallVector<Value> next;
+      SmallVector<SmallVector<int64_t>> nextSource;
+      for (size_t v = 0; v + 1 < vecs.size(); v += 2) {
+        Value a = vecs[v], c = vecs[v + 1];
+        next.push_back(
+            arith::AddFOp::create(b, vector::ShuffleOp::create(b, a, c, lo),
+                                  vector::ShuffleOp::create(b, a, c, hi)));
+        SmallVector<int64_t> s;
+        for (size_t t = 0; t < source[v].size(); ++t)
+          s.append({source[v][t], source[v + 1][t]});
+        nextSource.push_back(std::move(s));
+      }
+      vecs = std::move(next);
+      source = std::move(nextSource);
+    }
+    sums.push_back(vecs.front());
+    for (int64_t p = 0; p < vl; ++p)
+      if (source.front()[p] >= 0)
+        lanes[source.front()[p]] = p;
+  }
 }
 
 void HeadDimLanes::accumulatePV(Value Or, Value St, Value alpha, int64_t gn,

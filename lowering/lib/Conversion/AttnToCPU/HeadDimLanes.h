@@ -59,6 +59,10 @@ private:
   /// Columns [d, d + vl) of a row as f32 (bf16/f16 widened); masked to
   /// the first `count` columns (the rest 0) when `count` is given.
   Value loadRow(const RowRef &row, Value d, Value count = {});
+  /// The lane sums of `xs` (f32 vectors), vl of them per vector: the sum
+  /// of xs[i] is lane lanes[i] of sums[i / vl].
+  void sumLanes(ArrayRef<Value> xs, SmallVector<Value> &sums,
+                SmallVector<int64_t> &lanes);
   scf::ForOp loop(Value lb, Value ub, Value step, ValueRange init,
                   function_ref<SmallVector<Value>(Value, ValueRange)> body);
 
