@@ -269,6 +269,7 @@ mlir::attn::Schedule scheduleFor(const CompileOptions &options) {
   schedule.linearChunk = options.linearChunk;
   schedule.linearState = options.linearState;
   schedule.pagedKV = options.pagedKV;
+  schedule.decodeKernels = options.decodeKernels;
   schedule.backward = options.backward;
   schedule.elementType = options.dtype;
   schedule.headDims.assign(options.headDims.begin(), options.headDims.end());

@@ -111,6 +111,7 @@ inline ::attn::CompileOptions compileOptionsFor(const RunOptions &opts) {
   co.tileQ = opts.tileQ;
   co.tileKV = opts.tileKV;
   co.linearChunk = opts.linearChunk;
+  co.decodeKernels = opts.decodeKernels;
   return co;
 }
 

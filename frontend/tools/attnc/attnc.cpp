@@ -176,11 +176,21 @@ static cl::opt<bool> linearState(
     cl::init(false), cl::cat(attncCategory));
 static cl::opt<bool> pagedKV(
     "paged-kv",
-    cl::desc("CPU, softmax family: also compile attn_<name>_paged (and "
-             "_paged_decode), which read K and V from a paged cache: page "
-             "pools [pages, page_size, Hkv, D] with a block table and "
-             "per-sequence lengths, run by attn_cpu_run_batch "
-             "(docs/language.md, \"Ragged batches and paged KV caches\")"),
+    cl::desc("Softmax family: also compile the kernels for ragged and paged "
+             "batches. CPU: attn_<name>_paged (and _paged_decode), which "
+             "read K and V from a paged cache: page pools [pages, page_size, "
+             "Hkv, D] with a block table and per-sequence lengths, run by "
+             "attn_cpu_run_batch. CUDA: attn_<name>_batch_d<D>, which "
+             "attn_cuda_run_batch runs for sequences of more than 16 "
+             "queries (docs/language.md, \"Ragged batches and paged KV "
+             "caches\")"),
+    cl::init(false), cl::cat(attncCategory));
+static cl::opt<bool> noDecodeKernels(
+    "no-decode-kernels",
+    cl::desc("Softmax specs: leave out the decode schedule's kernels (CPU: "
+             "attn_<name>_decode*; CUDA: the split-KV decode and merge "
+             "kernels), which cost compile time; every N then runs the "
+             "prefill kernels (a CUDA batch needs --paged-kv's)"),
     cl::init(false), cl::cat(attncCategory));
 static cl::opt<bool> backward(
     "backward",
@@ -381,6 +391,7 @@ static Schedule commandLineSchedule() {
   schedule.linearChunk = linearChunk;
   schedule.linearState = linearState;
   schedule.pagedKV = pagedKV;
+  schedule.decodeKernels = !noDecodeKernels;
   schedule.backward = backward;
   schedule.elementType = dtype;
   schedule.headDims.assign(headDims.begin(), headDims.end());
@@ -515,6 +526,7 @@ static int runCommand(ModuleOp module,
   opts.tileQ = tileQ;
   opts.tileKV = tileKV;
   opts.linearChunk = linearChunk;
+  opts.decodeKernels = !noDecodeKernels;
   opts.repeat = runRepeat;
   opts.threads = runThreads;
   opts.check = !runNoCheck;

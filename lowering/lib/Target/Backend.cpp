@@ -39,8 +39,8 @@ std::string Schedule::key() const {
   std::string s =
       "tile=" + std::to_string(tileQ) + "x" + std::to_string(tileKV) +
       " chunk=" + std::to_string(linearChunk) + (linearState ? " state" : "") +
-      (pagedKV ? " paged" : "") + (backward ? " backward" : "") +
-      " dtype=" + elementType + " dims=";
+      (pagedKV ? " paged" : "") + (decodeKernels ? "" : " nodecode") +
+      (backward ? " backward" : "") + " dtype=" + elementType + " dims=";
   for (int64_t d : headDims)
     s += std::to_string(d) + ",";
   return s;

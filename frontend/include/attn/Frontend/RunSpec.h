@@ -36,6 +36,8 @@ struct RunOptions {
   std::string target = "cpu";
   int64_t tileQ = 0, tileKV = 0;
   int64_t linearChunk = 64;
+  /// CompileOptions::decodeKernels (attnc --no-decode-kernels).
+  bool decodeKernels = true;
   int repeat = 5;
   int threads = 0;
   bool check = true;

@@ -66,6 +66,11 @@ struct CompileOptions {
   /// paged KV caches"); on CUDA the batch prefill kernels, which runBatch()
   /// needs for sequences of more than 16 queries (ragged or paged).
   bool pagedKV = false;
+  /// Softmax specs: also compile the decode schedule's kernels (CPU: the
+  /// head-dim-in-lanes and wide decode kernels; CUDA: split-KV decode and
+  /// merge). false saves their compile time (CPU ~0.6 s a spec, CUDA about
+  /// 40 % of ptxas's); run() then takes the prefill kernel for every N.
+  bool decodeKernels = true;
   /// Compile the gradients' kernel instead of the forward (CPU, softmax
   /// family): the Kernel's backward() computes dq, dk, dv and the aux
   /// gradients (docs/language.md section 15); its run() is not available.

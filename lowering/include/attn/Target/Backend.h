@@ -47,9 +47,15 @@ struct Schedule {
   int64_t linearChunk = 64;
   /// Linear attention: carry the state in and out (decode).
   bool linearState = false;
-  /// Softmax family (CPU): also the kernels that read K and V from a paged
-  /// cache (attn_kernel_desc_t::paged_fn).
+  /// Softmax family: also the kernels that read K and V from a paged
+  /// cache (CPU: attn_kernel_desc_t::paged_fn; CUDA: the batch prefill
+  /// kernels).
   bool pagedKV = false;
+  /// Softmax specs: also the decode schedule's kernels (CPU: decode_fn and
+  /// its wide and paged forms; CUDA: the split-KV decode and merge
+  /// kernels). Off saves their compile time; every N then runs the
+  /// prefill kernels.
+  bool decodeKernels = true;
   /// The gradients' kernel instead of the forward (attn-tile-attention-
   /// backward).
   bool backward = false;

@@ -158,6 +158,7 @@ CPUBackendTarget::pipelineOptions(const Schedule &schedule) const {
   options.linearChunk = schedule.linearChunk;
   options.linearState = schedule.linearState;
   options.pagedKV = schedule.pagedKV;
+  options.decodeKernel = schedule.decodeKernels;
   options.backward = schedule.backward;
   options.vectorWidth = machine.vectorWidth();
   options.bf16Dot = machine.bf16Dot() != CPUTarget::BF16Dot::Off;

@@ -123,6 +123,7 @@ CUDABackendTarget::pipelineOptions(const Schedule &schedule,
     options.elementType = schedule.elementType;
   options.backward = schedule.backward;
   options.batchKernels = schedule.pagedKV;
+  options.decodeKernels = schedule.decodeKernels;
   options.sharedLimit = gpus.sharedLimit();
   return options;
 }
