@@ -978,12 +978,14 @@ void bindBatchTables(Bindings &b, gpu::GPUFuncOp fn, const Problem &p) {
   }
 }
 
-/// The arguments o and lse (null unless --output lse) of a batch: packed
-/// o [total_q, Hq, Dv] and lse [Hq, total_q] with cu_seqlens_q, as the
-/// files hold them (`stored`), bound as their batchView; else dense.
-/// Returns whether lse is written; sets the output paths.
-bool addBatchOutputs(Bindings &m, const Options &opt, const Problem &p,
-                     std::string &oPath, std::string &lsePath) {
+/// A batch's o and lse (lse null unless --output lse): packed o
+/// [total_q, Hq, Dv] and lse [Hq, total_q] with cu_seqlens_q, else dense.
+/// Their buffers join `b`; the kernel's arguments (packed ones as their
+/// batchView) are appended to `args`. Returns o and lse as the files hold
+/// them; sets the output paths.
+std::vector<MemDesc> addBatchOutputs(Bindings &b, std::vector<MemDesc> &args,
+                                     const Options &opt, const Problem &p,
+                                     std::string &oPath, std::string &lsePath) {
   bool withLse = false;
   for (auto &[name, path] : opt.outputs) {
     if (name == "o")
@@ -993,6 +995,7 @@ bool addBatchOutputs(Bindings &m, const Options &opt, const Problem &p,
     else
       fatal("unknown output '" + name + "' (o or lse)");
   }
+  Bindings m;
   if (p.raggedQ) {
     m.addOutput("o", {p.totalQ, p.Hq, p.Dv}, true, 0);
     m.addOutput("lse", {p.Hq, p.totalQ}, withLse, 0);
@@ -1000,20 +1003,43 @@ bool addBatchOutputs(Bindings &m, const Options &opt, const Problem &p,
     m.addOutput("o", {p.B, p.Hq, p.N, p.Dv}, true, opt.stridePad);
     m.addOutput("lse", {p.B, p.Hq, p.N}, withLse, opt.stridePad);
   }
-  return withLse;
+  std::vector<MemDesc> stored;
+  for (MemDesc d : m.args) {
+    if (d.buf >= 0)
+      d.buf += int(b.buffers.size());
+    stored.push_back(d);
+    if (p.raggedQ && d.buf >= 0)
+      d = batchView(d, p.B);
+    else if (p.raggedQ) // a null lse of the view's rank
+      d.sizes = {p.B, p.Hq, p.totalQ}, d.strides = {0, 0, 0};
+    args.push_back(d);
+  }
+  for (Buffer &buf : m.buffers)
+    b.buffers.push_back(std::move(buf));
+  return stored;
 }
 
-/// o or lse as the file holds it (see addBatchOutputs), as the kernel
-/// takes it.
-MemDesc batchOutputArg(MemDesc d, const Problem &p, int64_t totalQ) {
-  if (!p.raggedQ)
-    return d;
-  if (d.buf >= 0)
-    return batchView(d, p.B);
-  // A null lse of the view's rank.
-  d.sizes = {p.B, p.Hq, totalQ};
-  d.strides = {0, 0, 0};
-  return d;
+/// The kernel with attn.role `role` (or --kernel, which must have it) for
+/// p's head dims, taking q, k, v, two outputs, p's aux inputs (set here)
+/// and the four batch tables.
+gpu::GPUFuncOp selectTableKernel(ModuleOp module, const Options &opt,
+                                 Problem &p, StringRef role, StringRef what) {
+  gpu::GPUFuncOp fn = selectKernel(module, opt, std::max(p.Dqk, p.Dv),
+                                   /*wantBackward=*/false, role);
+  if (roleOf(fn) != role)
+    fatal("kernel '" + fn.getName().str() + "' is not a " + what.str() +
+          " kernel (attn.role = \"" + role.str() + "\")");
+  p.auxNames = auxInputs(p, false);
+  int64_t maxD = intAttr(fn, "attn.max_head_dim");
+  if (std::max(p.Dqk, p.Dv) > maxD)
+    fatal("head dims exceed attn.max_head_dim = " + std::to_string(maxD) +
+          " of kernel '" + fn.getName().str() + "'");
+  int64_t kernelAux = int64_t(fn.getArgumentTypes().size()) - 9;
+  if (kernelAux != int64_t(p.auxNames.size()))
+    fatal("kernel '" + fn.getName().str() + "' takes " +
+          std::to_string(kernelAux) + " aux input(s), got " +
+          std::to_string(p.auxNames.size()));
+  return fn;
 }
 
 /// Writes output `d` of `buffers` to `path` (nothing when empty).
@@ -1029,39 +1055,17 @@ void writeOutput(const std::string &path, const std::vector<Buffer> &buffers,
 /// A batch without --schedule decode: the batch prefill kernel, one launch
 /// (see the file comment). Returns the summary.
 std::string runBatchPrefill(ModuleOp module, const Options &opt, Problem &p) {
-  gpu::GPUFuncOp fn = selectKernel(module, opt, std::max(p.Dqk, p.Dv),
-                                   /*wantBackward=*/false, "batch");
-  if (roleOf(fn) != "batch")
-    fatal("kernel '" + fn.getName().str() +
-          "' is not a batch prefill kernel (attn.role = \"batch\")");
-  p.auxNames = auxInputs(p, false);
-  int64_t rows = intAttr(fn, "attn.block_q");
-  int64_t maxD = intAttr(fn, "attn.max_head_dim");
-  if (std::max(p.Dqk, p.Dv) > maxD)
-    fatal("head dims exceed attn.max_head_dim = " + std::to_string(maxD) +
-          " of kernel '" + fn.getName().str() + "'");
   // q, k, v, o, lse, the aux inputs, then the four batch tables.
-  int64_t kernelAux = int64_t(fn.getArgumentTypes().size()) - 9;
-  if (kernelAux != int64_t(p.auxNames.size()))
-    fatal("kernel '" + fn.getName().str() + "' takes " +
-          std::to_string(kernelAux) + " aux input(s), got " +
-          std::to_string(p.auxNames.size()));
+  gpu::GPUFuncOp fn =
+      selectTableKernel(module, opt, p, "batch", "batch prefill");
+  int64_t rows = intAttr(fn, "attn.block_q");
   requireF32Output(fn, 3, "o", 4);
   requireF32Output(fn, 4, "lse", 3);
   Bindings b;
   bindBatchQKV(b, fn, opt, p);
-  Bindings outs;
   std::string oPath, lsePath;
-  addBatchOutputs(outs, opt, p, oPath, lsePath);
-  std::vector<MemDesc> stored;
-  for (MemDesc d : outs.args) {
-    if (d.buf >= 0)
-      d.buf += int(b.buffers.size());
-    stored.push_back(d);
-    b.args.push_back(batchOutputArg(d, p, p.totalQ));
-  }
-  for (Buffer &buf : outs.buffers)
-    b.buffers.push_back(std::move(buf));
+  std::vector<MemDesc> stored =
+      addBatchOutputs(b, b.args, opt, p, oPath, lsePath);
   bindInputs(b, fn, opt, p, true);
   bindBatchTables(b, fn, p);
 
@@ -1082,27 +1086,13 @@ std::string runBatchPrefill(ModuleOp module, const Options &opt, Problem &p) {
 /// --schedule decode: the decode kernel into NaN partials, then the merge
 /// kernel into NaN o and lse (see the file comment). Returns the summary.
 std::string runDecode(ModuleOp module, const Options &opt, Problem &p) {
-  gpu::GPUFuncOp dec = selectKernel(module, opt, std::max(p.Dqk, p.Dv),
-                                    /*wantBackward=*/false, "decode");
-  if (roleOf(dec) != "decode")
-    fatal("kernel '" + dec.getName().str() +
-          "' is not a decode kernel (attn.role = \"decode\")");
+  // q, k, v, o_part, lse_part, the aux inputs, then the four batch tables.
+  gpu::GPUFuncOp dec = selectTableKernel(module, opt, p, "decode", "decode");
   Options mergeOpt = opt;
   mergeOpt.kernel.clear();
   gpu::GPUFuncOp merge =
       selectKernel(module, mergeOpt, std::max(p.Dqk, p.Dv), false, "merge");
-  p.auxNames = auxInputs(p, false);
   int64_t rows = intAttr(dec, "attn.block_q");
-  int64_t maxD = intAttr(dec, "attn.max_head_dim");
-  if (std::max(p.Dqk, p.Dv) > maxD)
-    fatal("head dims exceed attn.max_head_dim = " + std::to_string(maxD) +
-          " of kernel '" + dec.getName().str() + "'");
-  // q, k, v, o_part, lse_part, the aux inputs, then the four batch tables.
-  int64_t kernelAux = int64_t(dec.getArgumentTypes().size()) - 9;
-  if (kernelAux != int64_t(p.auxNames.size()))
-    fatal("kernel '" + dec.getName().str() + "' takes " +
-          std::to_string(kernelAux) + " aux input(s), got " +
-          std::to_string(p.auxNames.size()));
   int64_t G = p.Hq / p.Hkv, S = opt.splits;
   int64_t chunks = (G * p.N + rows - 1) / rows;
 
@@ -1125,20 +1115,11 @@ std::string runDecode(ModuleOp module, const Options &opt, Problem &p) {
   // The merge's arguments: o_part, lse_part, o, lse (null unless asked).
   requireF32Output(merge, 2, "o", 4);
   requireF32Output(merge, 3, "lse", 3);
-  Bindings m;
   std::string oPath, lsePath;
-  addBatchOutputs(m, opt, p, oPath, lsePath);
-  std::vector<MemDesc> stored; // o and lse as the files hold them
   std::vector<MemDesc> mergeArgs = {b.args[3], b.args[4]};
-  for (MemDesc d : m.args) {
-    if (d.buf >= 0)
-      d.buf += int(b.buffers.size());
-    stored.push_back(d);
-    mergeArgs.push_back(batchOutputArg(d, p, p.totalQ));
-  }
+  std::vector<MemDesc> stored = // o and lse as the files hold them
+      addBatchOutputs(b, mergeArgs, opt, p, oPath, lsePath);
   mergeArgs.push_back(cuSeqlensQ);
-  for (Buffer &buf : m.buffers)
-    b.buffers.push_back(std::move(buf));
 
   Simulator decSim(dec), mergeSim(merge);
   LaunchConfig decCfg = roleLaunch(dec, opt, p.B * p.Hkv * chunks * S, 1);

@@ -216,19 +216,12 @@ attn_status_t GpuBatchCall::chooseSchedule() {
 
 attn_status_t
 GpuBatchCall::selectVariant(const attn_cuda_kernel_variant_t *&variant) {
-  int32_t n =
-      prefill ? kernel->num_batch_variants : kernel->num_decode_variants;
-  const attn_cuda_kernel_variant_t *variants =
-      prefill ? kernel->batch_variants : kernel->decode_variants;
-  variant = firstFitting(n, variants, dims);
-  if (variant)
-    return checkShared(api, &image, *variant);
-  return fail(ATTN_ERROR_UNSUPPORTED,
-              kernelName(&image) + ": head dims Dqk = " + str(Dqk) +
-                  ", Dv = " + str(Dv) + " are not supported by its " +
-                  (prefill ? "batch prefill" : "decode") +
-                  " variants; the largest supported head dim is " +
-                  str(variants[n - 1].max_head_dim));
+  if (prefill)
+    return gpu::selectVariant(api, &image, kernel->num_batch_variants,
+                              kernel->batch_variants, "batch prefill", dims,
+                              variant);
+  return gpu::selectVariant(api, &image, kernel->num_decode_variants,
+                            kernel->decode_variants, "decode", dims, variant);
 }
 
 attn_status_t GpuBatchCall::checkTables() {

@@ -233,26 +233,21 @@ gpu::firstFitting(int32_t n, const attn_cuda_kernel_variant_t *variants,
   return nullptr;
 }
 
-namespace {
-
-/// The variant with the smallest max_head_dim >= max(Dqk, Dv), if the API
-/// can launch it.
-attn_status_t selectVariant(const Api &api, const KernelImage *k,
-                            const attn::DimBinding &dims,
-                            const attn_cuda_kernel_variant_t *&out) {
-  out = firstFitting(k->num_variants, k->variants, dims);
+attn_status_t gpu::selectVariant(const Api &api, const KernelImage *k,
+                                 int32_t n,
+                                 const attn_cuda_kernel_variant_t *variants,
+                                 const char *set, const attn::DimBinding &dims,
+                                 const attn_cuda_kernel_variant_t *&out) {
+  out = firstFitting(n, variants, dims);
   if (out)
     return checkShared(api, k, *out);
-  int64_t dqk = dims.at("Dqk"), dv = dims.at("Dv");
+  std::string which = *set ? std::string(" by its ") + set + " variants" : "";
   return fail(ATTN_ERROR_UNSUPPORTED,
-              kernelName(k) + ": head dims Dqk = " + str(dqk) +
-                  ", Dv = " + str(dv) +
-                  " are not supported; the largest supported head "
-                  "dim is " +
-                  str(k->variants[k->num_variants - 1].max_head_dim));
+              kernelName(k) + ": head dims Dqk = " + str(dims.at("Dqk")) +
+                  ", Dv = " + str(dims.at("Dv")) + " are not supported" +
+                  which + "; the largest supported head dim is " +
+                  str(variants[n - 1].max_head_dim));
 }
-
-} // namespace
 
 attn_status_t gpu::gridOf(const Api &api,
                           const attn_cuda_kernel_variant_t &variant,
@@ -359,7 +354,8 @@ attn_status_t gpu::runForward(Api &api, const attn_cuda_kernel_desc_t *kernel,
   // Variant and launch geometry (no overflow: checkExtent bounded q's
   // numel).
   const attn_cuda_kernel_variant_t *variant = nullptr;
-  if (attn_status_t st = selectVariant(api, &image, dims, variant))
+  if (attn_status_t st = selectVariant(api, &image, image.num_variants,
+                                       image.variants, "", dims, variant))
     return st;
   if (useDecode(kernel, dims.at("N")))
     if (const attn_cuda_kernel_variant_t *dec = firstFitting(
@@ -446,7 +442,8 @@ attn_status_t gpu::runBackward(Api &api,
 
   // Variant and launch geometry: a CTA per kv tile of each (b, hk).
   const attn_cuda_kernel_variant_t *variant = nullptr;
-  if (attn_status_t st = selectVariant(api, &image, dims, variant))
+  if (attn_status_t st = selectVariant(api, &image, image.num_variants,
+                                       image.variants, "", dims, variant))
     return st;
   int64_t gridY = dims.at("B") * dims.at("Hkv"), gridX;
   if (attn_status_t st = gridOf(api, *variant, dims.at("M"), gridY, "k",

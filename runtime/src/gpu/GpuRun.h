@@ -142,6 +142,14 @@ attn_status_t checkChunkLayout(const Api &api, const DLTensor *t,
 /// one (a ROCm variant past 64 KiB of LDS could never launch).
 attn_status_t checkShared(const Api &api, const KernelImage *k,
                           const attn_cuda_kernel_variant_t &v);
+/// The first of `variants` (n, sorted by max_head_dim) handling max(Dqk,
+/// Dv), its shared memory checked (checkShared); UNSUPPORTED when none
+/// does, naming `set` ("decode": "... by its decode variants"; "" for the
+/// image's own).
+attn_status_t selectVariant(const Api &api, const KernelImage *k, int32_t n,
+                            const attn_cuda_kernel_variant_t *variants,
+                            const char *set, const attn::DimBinding &dims,
+                            const attn_cuda_kernel_variant_t *&out);
 /// The first of `n` variants (sorted by max_head_dim) handling max(Dqk, Dv),
 /// or NULL.
 const attn_cuda_kernel_variant_t *
